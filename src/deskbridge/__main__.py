@@ -1,0 +1,3 @@
+from deskbridge.cli.main import main
+
+main()

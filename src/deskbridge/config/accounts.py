@@ -1,0 +1,239 @@
+"""The accounts file: who the tenants are, which desk each files into, which channels it has.
+
+```yaml
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      subdomain: acme
+      email: agent@acme.example
+      api_token: ${ZENDESK_API_TOKEN}
+      webhook_secret_file: /run/secrets/zendesk_webhook
+    channels:
+      - type: telegram
+        bot_token: ${TELEGRAM_BOT_TOKEN}
+        secret_token: ${TELEGRAM_SECRET_TOKEN}
+```
+
+Any string may be ``${ENV_VAR}`` (``${ENV_VAR:-default}`` too); any key ending in ``_file``
+is replaced by the key without the suffix holding the file's content (trailing newline
+stripped). Errors name the file, the path in the document and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from deskbridge.errors import ConfigError
+from deskbridge.schemas import Channel, Desk
+
+__all__ = [
+    "AccountConfig",
+    "AccountsFile",
+    "ChannelConfig",
+    "DeskConfig",
+    "SandboxDeskConfig",
+    "TelegramConfig",
+    "ZendeskDeskConfig",
+    "load_accounts",
+    "parse_accounts",
+]
+
+_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TelegramConfig(_Model):
+    type: Literal["telegram"] = "telegram"
+    bot_token: SecretStr
+    secret_token: SecretStr
+    """The ``X-Telegram-Bot-Api-Secret-Token`` Telegram sends (1-256 of A-Z a-z 0-9 _ -)."""
+    base_url: str = "https://api.telegram.org"
+    sandbox: bool = False
+    """Send to the gateway's own ``/sandbox/channel-api/`` instead of ``base_url``."""
+    max_media_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @field_validator("secret_token")
+    @classmethod
+    def _secret_shape(cls, v: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", v.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return v
+
+    @field_validator("bot_token")
+    @classmethod
+    def _token_shape(cls, v: SecretStr) -> SecretStr:
+        if not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", v.get_secret_value()):
+            raise ValueError("is not a bot token of the form 123456:ABC-DEF...")
+        return v
+
+
+ChannelConfig = Annotated[TelegramConfig, Field(discriminator="type")]
+
+
+class SandboxDeskConfig(_Model):
+    type: Literal["sandbox"] = "sandbox"
+
+
+class ZendeskDeskConfig(_Model):
+    type: Literal["zendesk"] = "zendesk"
+    subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    base_url: str | None = None
+    """Overrides ``https://{subdomain}.zendesk.com`` (tests, proxies)."""
+    email: str | None = None
+    api_token: SecretStr | None = None
+    oauth_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    """The signing secret of the Zendesk webhook that posts agent replies."""
+    max_comments_per_ticket: int = Field(default=4990, ge=1, le=5000)
+
+    def api_base(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"https://{self.subdomain}.zendesk.com"
+
+    @model_validator(mode="after")
+    def _complete(self) -> ZendeskDeskConfig:
+        if not self.subdomain and not self.base_url:
+            raise ValueError("needs subdomain or base_url")
+        if self.oauth_token is None and (self.api_token is None or not self.email):
+            raise ValueError("needs email and api_token, or oauth_token")
+        return self
+
+
+DeskConfig = Annotated[SandboxDeskConfig | ZendeskDeskConfig, Field(discriminator="type")]
+
+
+class AccountConfig(_Model):
+    desk: DeskConfig
+    channels: list[ChannelConfig] = Field(default_factory=list)
+
+    @field_validator("channels")
+    @classmethod
+    def _one_per_type(cls, v: list[ChannelConfig]) -> list[ChannelConfig]:
+        seen: set[str] = set()
+        for ch in v:
+            if ch.type in seen:
+                raise ValueError(f"channel {ch.type!r} is configured twice")
+            seen.add(ch.type)
+        return v
+
+    def channel(self, channel: Channel | str) -> ChannelConfig | None:
+        for ch in self.channels:
+            if ch.type == channel:
+                return ch
+        return None
+
+
+class AccountsFile(_Model):
+    accounts: dict[Annotated[str, Field(pattern=_NAME)], AccountConfig]
+
+    def desk_of(self, account: str) -> Desk:
+        return Desk(self.accounts[account].desk.type)
+
+
+def _resolve(node: Any, path: str, base: Path, problems: list[tuple[str, str]]) -> Any:
+    """Expand ``${ENV}`` and ``*_file`` keys, collecting problems with their document path."""
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and key.endswith("_file") and isinstance(value, str):
+                target = key.removesuffix("_file")
+                if target in node:
+                    problems.append((here, f"give either {target} or {key}, not both"))
+                    continue
+                file = Path(_resolve(value, here, base, problems))
+                file = file if file.is_absolute() else base / file
+                try:
+                    out[target] = file.read_text().rstrip("\r\n")
+                except OSError as exc:
+                    problems.append((here, f"cannot read {file}: {exc.strerror}"))
+                continue
+            out[str(key)] = _resolve(value, here, base, problems)
+        return out
+    if isinstance(node, list):
+        return [_resolve(v, f"{path}[{i}]", base, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is not None:
+                    return default
+                problems.append((path, f"environment variable {name} is not set"))
+                return ""
+            return value
+
+        return _ENV.sub(sub, node)
+    return node
+
+
+_TAGS = {c.value for c in Channel} | {d.value for d in Desk}
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for p in parts:
+        if p == "[key]":
+            out += " (the name)"
+        elif isinstance(p, int):
+            out += f"[{p}]"
+        elif p in _TAGS and (out.endswith("]") or out.endswith(".desk")):
+            continue  # pydantic's discriminator tag, not part of the document
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def parse_accounts(text: str, *, source: str = "<string>", base: Path | None = None) -> AccountsFile:
+    """Parse and validate an accounts document. Raises ``ConfigError`` listing every problem."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(f"{source}: not valid YAML", [(where, str(getattr(exc, "problem", exc)))]) from exc
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: invalid", [("(top)", "the document must be a mapping with 'accounts:'")])
+    problems: list[tuple[str, str]] = []
+    resolved = _resolve(doc, "", base or Path.cwd(), problems)
+    if problems:
+        raise ConfigError(f"{source}: invalid", problems)
+    try:
+        return AccountsFile.model_validate(resolved)
+    except ValidationError as exc:
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((_loc(tuple(err["loc"])) or "(top)", msg))
+        raise ConfigError(f"{source}: invalid", problems) from None
+
+
+def load_accounts(path: Path) -> AccountsFile:
+    """Read and validate the accounts file at ``path``."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read", [("(file)", exc.strerror or str(exc))]) from exc
+    return parse_accounts(text, source=str(path), base=path.parent)

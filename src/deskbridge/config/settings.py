@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Process settings from the environment (``DESKBRIDGE_*``, plus ``REDIS_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="DESKBRIDGE_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "DESKBRIDGE_REDIS_URL")
+    )
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    data_dir: Path = Path(".deskbridge")
+    encryption_key: SecretStr | None = None
+    lookup_key: SecretStr | None = None
+    admin_jwt_secret: SecretStr | None = None
+    log_level: str = "INFO"
+
+    # delivery policy
+    max_attempts: int = Field(default=10, ge=1)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_cap_seconds: float = Field(default=3600.0, gt=0)
+    max_rate_limit_wait_seconds: float = Field(default=3600.0, gt=0)
+
+    # worker
+    poll_delay_seconds: float = Field(default=0.01, gt=0)
+    job_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_jobs: int = Field(default=50, ge=1)
+    sweep_interval_seconds: float = Field(default=15.0, gt=0)
+    sweep_grace_seconds: float = Field(default=30.0, ge=0)
+
+    # intake
+    dedup_ttl_seconds: int = Field(default=7 * 86400, ge=60)
+    raw_retention_seconds: int = Field(default=30 * 86400, ge=60)
+    delivered_retention_seconds: int = Field(default=90 * 86400, ge=60)
+    appendfsync: Literal["everysec", "always", "no"] = "everysec"
+
+    # outbound HTTP
+    http_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    def base_public_url(self) -> str:
+        """How channels and desks reach this deployment (defaults to the listen address)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"

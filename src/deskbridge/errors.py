@@ -1,0 +1,99 @@
+"""The one exception tree of deskbridge.
+
+    DeskbridgeError
+    ├── ConfigError                 the accounts file or the environment is wrong
+    ├── RequestRefused              an inbound request we answer with a 4xx
+    │   ├── SignatureInvalid        401: missing/bad signature or secret, unknown account
+    │   ├── PayloadInvalid          400: not what the platform sends at all
+    │   └── PayloadTooLarge         413: over the route's size limit
+    ├── ParseFailed                 verified, but our parser cannot handle it (kept as a dead letter)
+    ├── DeliveryError               an outbound call (channel send or desk call) failed
+    │   ├── RetryableError          timeouts, 5xx, 429 (``retry_after`` set when the peer said)
+    │   └── PermanentError          4xx that will not change by retrying
+    └── StoreUnavailable            Redis unreachable or a write failed (gateway answers 503)
+
+Adapters and desk connectors never decide whether to retry: they raise a ``DeliveryError``
+subclass through :func:`deskbridge.http.classify`, and ``pipeline.retry`` decides what
+happens next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DeliveryError",
+    "DeskbridgeError",
+    "ParseFailed",
+    "PayloadInvalid",
+    "PayloadTooLarge",
+    "PermanentError",
+    "RequestRefused",
+    "RetryableError",
+    "SignatureInvalid",
+    "StoreUnavailable",
+]
+
+
+class DeskbridgeError(Exception):
+    """Root of every error deskbridge raises on purpose."""
+
+
+class ConfigError(DeskbridgeError):
+    """The configuration is wrong. ``problems`` lists (location, message) pairs."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class RequestRefused(DeskbridgeError):
+    """An inbound request we refuse; ``status`` is the HTTP status to answer with."""
+
+    status: int = 400
+    reason: str = "refused"
+
+
+class SignatureInvalid(RequestRefused):
+    status = 401
+    reason = "signature"
+
+
+class PayloadInvalid(RequestRefused):
+    status = 400
+    reason = "malformed"
+
+
+class PayloadTooLarge(RequestRefused):
+    status = 413
+    reason = "too_large"
+
+
+class ParseFailed(DeskbridgeError):
+    """A verified body our parser could not turn into events (kept raw for re-ingest)."""
+
+
+class DeliveryError(DeskbridgeError):
+    """An outbound call failed. ``status`` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableError(DeliveryError):
+    """Worth trying again. ``retry_after`` (seconds) is set when the peer asked for a wait;
+    such waits (429) do not spend the retry budget."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeliveryError):
+    """Retrying will not help: the delivery goes to the dead letters at once."""
+
+
+class StoreUnavailable(DeskbridgeError):
+    """Redis could not be reached or refused a write."""

@@ -1,0 +1,52 @@
+"""How a normalized message reads in a desk: one function every desk connector uses."""
+
+from __future__ import annotations
+
+from deskbridge.schemas import Message
+
+__all__ = ["render", "subject"]
+
+_QUOTE_LIMIT = 200
+
+
+def render(msg: Message) -> str:
+    """The plain-text body of ``msg`` as the agent sees it (never empty)."""
+    parts: list[str] = []
+    if msg.edit_of:
+        parts.append(f"[Edited message {msg.edit_of}; the new text follows]")
+    if msg.reply_to:
+        quote = (msg.reply_quote or "").strip().replace("\n", " ")
+        if len(quote) > _QUOTE_LIMIT:
+            quote = quote[: _QUOTE_LIMIT - 1] + "…"
+        parts.append(f"> {quote}" if quote else f"[In reply to message {msg.reply_to}]")
+    if msg.text:
+        parts.append(msg.text)
+    if msg.note:
+        parts.append(f"[{msg.note}]")
+    if msg.location:
+        loc = msg.location
+        label = ", ".join(x for x in (loc.name, loc.address) if x)
+        link = f"https://www.openstreetmap.org/?mlat={loc.latitude}&mlon={loc.longitude}"
+        parts.append(f"[Location{': ' + label if label else ''}] {loc.latitude}, {loc.longitude} {link}")
+    if msg.contact:
+        c = msg.contact
+        who = c.name or "contact"
+        number = c.phone or c.raw_phone or "no number"
+        own = " (the sender's own number)" if c.is_sender else ""
+        parts.append(f"[Shared contact: {who}, {number}{own}]")
+    for a in msg.attachments:
+        if a.kind == "sticker" and not msg.note:
+            parts.append("[Sticker]")
+    if not parts:
+        parts.append(f"[{len(msg.attachments)} attachment(s)]" if msg.attachments else "[Empty message]")
+    return "\n\n".join(parts)
+
+
+def subject(msg: Message, *, limit: int = 80) -> str:
+    """A ticket subject: the channel and the first line of the first message."""
+    first = (msg.text or msg.note or "").strip().splitlines()
+    head = first[0] if first else "New conversation"
+    if len(head) > limit:
+        head = head[: limit - 1] + "…"
+    who = msg.sender.display_name or msg.channel.value
+    return f"{msg.channel.value.capitalize()}: {who}: {head}"

@@ -1,0 +1,49 @@
+"""The normalized world every channel and desk is translated to and from."""
+
+from deskbridge.schemas.common import Channel, Desk, utcnow
+from deskbridge.schemas.contacts import Contact, Identity, IdentityKind, Strength
+from deskbridge.schemas.deliveries import Attempt, AttemptOutcome, Delivery, DeliveryState, Direction
+from deskbridge.schemas.events import (
+    Attachment,
+    AttachmentKind,
+    CallEvent,
+    InboundEvent,
+    Location,
+    Message,
+    Sender,
+    SharedContact,
+    StatusUpdate,
+)
+from deskbridge.schemas.raw import RawRequest
+from deskbridge.schemas.replies import AgentReply
+from deskbridge.schemas.transfer import ChannelAddress, ConversationRef, SendReceipt, Upload
+
+__all__ = [
+    "AgentReply",
+    "Attachment",
+    "AttachmentKind",
+    "Attempt",
+    "AttemptOutcome",
+    "CallEvent",
+    "Channel",
+    "ChannelAddress",
+    "Contact",
+    "ConversationRef",
+    "Delivery",
+    "DeliveryState",
+    "Desk",
+    "Direction",
+    "Identity",
+    "IdentityKind",
+    "InboundEvent",
+    "Location",
+    "Message",
+    "RawRequest",
+    "SendReceipt",
+    "Sender",
+    "SharedContact",
+    "StatusUpdate",
+    "Strength",
+    "Upload",
+    "utcnow",
+]

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from deskbridge.schemas.common import Frozen
+
+__all__ = ["Attempt", "AttemptOutcome", "Delivery", "DeliveryState", "Direction"]
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    """Channel → desk (``deliver_to_desk``)."""
+    OUTBOUND = "outbound"
+    """Desk → channel (``deliver_to_channel``)."""
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    SKIPPED = "skipped"
+    """Nothing to deliver (an event kind the desk does not take); kept for the record."""
+    DEAD = "dead"
+    DISCARDED = "discarded"
+
+
+AttemptOutcome = Literal["delivered", "skipped", "retry", "rate_limited", "permanent", "exhausted"]
+
+
+class Attempt(Frozen):
+    at: datetime
+    outcome: AttemptOutcome
+    error: str | None = None
+    http_status: int | None = None
+    wait: float | None = None
+
+
+class Delivery(Frozen):
+    """One piece of work in one direction. The record, not the arq job, is the truth."""
+
+    id: str
+    account: str
+    direction: Direction
+    channel: str
+    desk: str
+    conversation_id: str
+    event_id: str
+    state: DeliveryState
+    attempts: int = 0
+    """Attempts that spent the retry budget (rate-limit waits do not)."""
+    created_at: datetime
+    updated_at: datetime
+    last_error: str | None = None
+    last_status: int | None = None
+    reason: str | None = None
+    """Why it is dead: ``exhausted``, ``permanent`` or ``parse_failed``."""

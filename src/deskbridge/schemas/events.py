@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from deskbridge.schemas.common import Channel, Frozen
+from deskbridge.schemas.contacts import Identity
+
+__all__ = [
+    "Attachment",
+    "AttachmentKind",
+    "CallEvent",
+    "InboundEvent",
+    "Location",
+    "Message",
+    "Sender",
+    "SharedContact",
+    "StatusUpdate",
+]
+
+AttachmentKind = Literal["image", "audio", "voice", "video", "document", "sticker"]
+
+
+class Attachment(Frozen):
+    """A file on a message. ``ref`` is how its origin fetches it (a channel file id, or a
+    desk's content URL); the bytes themselves are never stored in the event."""
+
+    kind: AttachmentKind
+    ref: str
+    filename: str | None = None
+    mime_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+
+
+class Location(Frozen):
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+class SharedContact(Frozen):
+    """A contact card the customer sent. ``phone`` is E.164 when it could be normalized."""
+
+    phone: str | None = None
+    raw_phone: str | None = None
+    name: str | None = None
+    channel_user_id: str | None = None
+    is_sender: bool = False
+
+
+class Sender(Frozen):
+    """Who wrote: the channel's id for the person plus everything the channel says about them."""
+
+    external_id: str
+    display_name: str | None = None
+    username: str | None = None
+    language: str | None = None
+    identities: tuple[Identity, ...] = ()
+
+
+class _Event(Frozen):
+    account: str
+    channel: Channel
+    dedup_key: str
+    thread: str
+    """The channel's conversation key (Telegram chat id, WhatsApp wa_id, LINE group id ...)."""
+    occurred_at: datetime
+
+
+class Message(_Event):
+    kind: Literal["message"] = "message"
+    external_id: str
+    sender: Sender
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
+    """The channel id of the message this one answers."""
+    reply_quote: str | None = None
+    """The start of the answered message's text, when the channel includes it."""
+    edit_of: str | None = None
+    """Set on an edit: the channel id of the message that was edited."""
+    location: Location | None = None
+    contact: SharedContact | None = None
+    note: str | None = None
+    """A readable description of content that has no text (a sticker, an unsupported type)."""
+    thread_title: str | None = None
+
+
+class StatusUpdate(_Event):
+    kind: Literal["status"] = "status"
+    external_id: str
+    status: Literal["sent", "delivered", "read", "failed"]
+    error: str | None = None
+
+
+class CallEvent(_Event):
+    kind: Literal["call"] = "call"
+    call_id: str
+    sender: Sender
+    state: Literal["ringing", "answered", "ended", "missed", "rejected"]
+    duration: float | None = None
+
+
+InboundEvent = Annotated[Message | StatusUpdate | CallEvent, Field(discriminator="kind")]

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from deskbridge.schemas.common import Desk, Frozen
+from deskbridge.schemas.events import Attachment
+
+__all__ = ["AgentReply"]
+
+
+class AgentReply(Frozen):
+    """A public reply an agent wrote in the desk, to be sent on the customer's channel."""
+
+    account: str
+    desk: Desk
+    dedup_key: str
+    ticket_id: str
+    external_id: str
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    author_name: str | None = None
+    occurred_at: datetime

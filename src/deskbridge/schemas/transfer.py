@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deskbridge.schemas.common import Channel, Frozen
+
+__all__ = ["ChannelAddress", "ConversationRef", "SendReceipt", "Upload"]
+
+
+class ChannelAddress(Frozen):
+    """Where a reply goes on a channel: the conversation's ``thread`` (e.g. Telegram chat id)."""
+
+    channel: Channel
+    account: str
+    thread: str
+    reply_to: str | None = None
+    """The channel message id to answer, where the channel threads replies."""
+
+
+class SendReceipt(Frozen):
+    """What the channel accepted: its ids for the messages we sent (accepted, not delivered)."""
+
+    external_ids: tuple[str, ...]
+
+
+class ConversationRef(Frozen):
+    """What a desk connector needs to file a message: our conversation and its ticket, if any."""
+
+    id: str
+    account: str
+    channel: Channel
+    ticket_id: str | None = None
+    contact_id: str
+    subject: str
+    comment_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file's bytes in flight between a channel and a desk (never stored in Redis)."""
+
+    filename: str
+    mime_type: str
+    data: bytes
