@@ -8,6 +8,7 @@ transport errors into the ``errors`` tree with :func:`classify` / :func:`transpo
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Iterable
 
@@ -23,6 +24,10 @@ USER_AGENT = f"deskbridge/{__version__}"
 
 def make_client(*, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The process-wide outbound client. ``timeout`` is the read/write/pool timeout in seconds."""
+    # httpx logs every request URL at INFO, and bot APIs put their token in the URL path.
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),

@@ -1,0 +1,170 @@
+"""The ``deskbridge`` command: parses arguments and hands off."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from deskbridge import __version__
+from deskbridge.config import Settings, load_accounts
+from deskbridge.errors import ConfigError, DeskbridgeError
+
+__all__ = ["main"]
+
+err = Console(stderr=True, highlight=False)
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Accounts file (YAML). Default: $DESKBRIDGE_CONFIG, else the demo account.",
+)
+
+
+def _fail(exc: DeskbridgeError, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {exc}")
+    if isinstance(exc, ConfigError):
+        for where, what in exc.problems:
+            err.print(f"  {where}: {what}")
+    sys.exit(code)
+
+
+def _settings(**overrides: object) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except Exception as exc:  # pydantic's ValidationError: bad environment values
+        err.print(f"[bold red]error:[/] invalid settings: {exc}")
+        sys.exit(2)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _start(role: str, config: Path | None, host: str | None, port: int | None) -> None:
+    from deskbridge.cli.process import load, serve_forever
+
+    settings = _settings(host=host, port=port)
+    _logging(settings.log_level)
+    try:
+        loaded = load(settings, config)
+        asyncio.run(serve_forever(loaded, role))
+    except DeskbridgeError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deskbridge")
+def cli() -> None:
+    """deskbridge: customer channels in, helpdesk tickets out, agent replies back."""
+
+
+def _process_command(role: str, help_text: str) -> None:
+    @cli.command(role, help=help_text)
+    @CONFIG_OPTION
+    @click.option("--host", default=None, help="Listen address (default $DESKBRIDGE_HOST or 127.0.0.1).")
+    @click.option("--port", type=int, default=None, help="Listen port (default $DESKBRIDGE_PORT or 8080).")
+    def command(config: Path | None, host: str | None, port: int | None) -> None:
+        _start(role, config, host, port)
+
+
+_process_command(
+    "run",
+    "Gateway and worker in one process. Without REDIS_URL it runs a private redis-server; "
+    "without an accounts file it serves the demo account.",
+)
+_process_command("serve", "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL.")
+_process_command("worker", "The worker alone (deliveries to desks and channels). Needs REDIS_URL.")
+
+
+@cli.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def check_config(file: Path) -> None:
+    """Validate an accounts file; print every problem with its place (exit code 2)."""
+    try:
+        accounts = load_accounts(file)
+    except ConfigError as exc:
+        err.print(f"[bold red]{exc}[/]")
+        for where, what in exc.problems:
+            err.print(f"  {file}: {where}: {what}")
+        sys.exit(2)
+    names = ", ".join(
+        f"{n} ({a.desk.type}; {', '.join(c.type for c in a.channels) or 'no channels'})"
+        for n, a in accounts.accounts.items()
+    )
+    click.echo(f"{file}: ok, {len(accounts.accounts)} account(s): {names}")
+
+
+@cli.command()
+@click.argument("channel", type=click.Choice(["telegram"]))
+@click.option("--text", required=True, help="The customer's message.")
+@click.option("--account", default="demo", show_default=True)
+@click.option("--url", default=None, help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).")
+@click.option("--user-id", type=int, default=None, help="The simulated customer's channel id.")
+@click.option("--name", default="Demo Customer", show_default=True, help="The customer's display name.")
+@CONFIG_OPTION
+def simulate(
+    channel: str, text: str, account: str, url: str | None, user_id: int | None, name: str, config: Path | None
+) -> None:
+    """Send a correctly signed webhook to a running gateway, as the channel would."""
+    from deskbridge.cli.simulate import simulate as run_simulate
+
+    settings = _settings()
+    try:
+        status = run_simulate(settings, channel, account, text, url=url, user_id=user_id, name=name, config=config)
+    except DeskbridgeError as exc:
+        _fail(exc, code=1)
+    if not 200 <= status < 300:
+        err.print(f"[bold red]refused:[/] HTTP {status}")
+        sys.exit(1)
+    click.echo(f"delivered to the gateway: HTTP {status}")
+
+
+@cli.group()
+def channels() -> None:
+    """Channel and desk registration at the platforms."""
+
+
+@channels.command("register")
+@click.option("--public-url", required=True, help="How the platforms reach this deployment (https://...).")
+@click.option("--account", "only", default=None, help="Only this account.")
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write secrets the platforms return (default: the data directory).",
+)
+@CONFIG_OPTION
+def register(public_url: str, only: str | None, secrets_dir: Path | None, config: Path | None) -> None:
+    """Point each channel's webhook (Telegram setWebhook with its secret token) and each
+    desk's reply webhook (Zendesk) at this deployment."""
+    from deskbridge.cli.register import register as run_register
+
+    settings = _settings()
+    path = config or settings.config
+    if path is None:
+        err.print("[bold red]error:[/] give --config or DESKBRIDGE_CONFIG (the demo account has nothing to register)")
+        sys.exit(2)
+    try:
+        ok = asyncio.run(run_register(settings, path, public_url, only, secrets_dir or settings.data_dir))
+    except DeskbridgeError as exc:
+        _fail(exc, code=1)
+    sys.exit(0 if ok else 1)
+
+
+def main() -> None:
+    cli()

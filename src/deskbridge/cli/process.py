@@ -1,0 +1,138 @@
+"""Starting and stopping a deskbridge process: ``run``, ``serve`` and ``worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from deskbridge import __version__
+from deskbridge.config import AccountsFile, Settings, load_accounts
+from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
+from deskbridge.errors import ConfigError
+from deskbridge.gateway import create_app
+from deskbridge.http import make_client
+from deskbridge.pipeline import Runtime, run_worker
+from deskbridge.store import PrivateRedis, Vault, check_policy, connect
+from deskbridge.store.crypto import decode_key
+
+__all__ = ["Loaded", "load", "serve_forever"]
+
+log = logging.getLogger("deskbridge")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Logs the route template, never the path or query: paths can carry tokens (the
+    sandbox bot API) and queries can carry secrets (Meta's ``hub.verify_token``)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "-"
+        self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)
+
+
+@dataclass
+class Loaded:
+    settings: Settings
+    accounts: AccountsFile
+    vault: Vault
+    demo: bool
+
+
+def load(settings: Settings, config: Path | None) -> Loaded:
+    """Accounts from ``config`` (or ``DESKBRIDGE_CONFIG``), else the demo account."""
+    path = config or settings.config
+    secrets_key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    if path is not None:
+        accounts = load_accounts(path)
+        demo = False
+        if secrets_key is None:
+            raise ConfigError(
+                "DESKBRIDGE_ENCRYPTION_KEY is not set: deskbridge encrypts what it stores. "
+                "Generate one with: python3 -c \"import os,base64;print(base64.urlsafe_b64encode(os.urandom(32)).decode())\""
+            )
+    else:
+        accounts = demo_accounts(settings.data_dir)
+        demo = True
+        secrets_key = secrets_key or demo_secrets(settings.data_dir)["encryption_key"]
+    lookup = decode_key(settings.lookup_key.get_secret_value()) if settings.lookup_key else None
+    vault = Vault.from_secret(decode_key(secrets_key), lookup)
+    return Loaded(settings, accounts, vault, demo)
+
+
+def _banner(loaded: Loaded, role: str) -> None:
+    s = loaded.settings
+    base = s.base_public_url()
+    local = f"http://{s.host}:{s.port}"
+    lines = [f"deskbridge {__version__}: {role} on {local}"]
+    if role != "worker":
+        for name, acc in loaded.accounts.accounts.items():
+            for ch in acc.channels:
+                lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
+            if acc.desk.type != "sandbox":
+                lines.append(f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}")
+        if any(a.desk.type == "sandbox" for a in loaded.accounts.accounts.values()):
+            lines.append(f"  sandbox desk: {local}/sandbox/")
+    if loaded.demo:
+        lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {secrets_path(s.data_dir).resolve()} (mode 0600)")
+        if role != "worker":
+            lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+async def serve_forever(loaded: Loaded, role: str) -> None:
+    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly."""
+    s = loaded.settings
+    private: PrivateRedis | None = None
+    url = s.redis_url
+    if url is None:
+        if role != "run":
+            raise ConfigError(f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes")
+        private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
+        await private.start()
+        url = private.url
+    redis = connect(url)
+    http = make_client(timeout=s.http_timeout_seconds)
+    worker: asyncio.Task[None] | None = None
+    runner: web.AppRunner | None = None
+    try:
+        await check_policy(redis)
+        rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
+        app = create_app(rt, role=role)
+        runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        if role in ("run", "worker"):
+            worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+        _banner(loaded, role)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiters = [asyncio.create_task(stop.wait())]
+        if worker is not None:
+            waiters.append(worker)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if worker is not None and worker.done() and not worker.cancelled() and worker.exception():
+            raise worker.exception()  # type: ignore[misc]
+        log.info("shutting down")
+    finally:
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if runner is not None:
+            await runner.cleanup()
+        await http.aclose()
+        await redis.aclose()
+        if private is not None:
+            private.stop()

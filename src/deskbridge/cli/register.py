@@ -1,0 +1,67 @@
+"""``deskbridge channels register``: set up webhooks at the platforms that have an API for it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from deskbridge.config import Settings, TelegramConfig, ZendeskDeskConfig, load_accounts
+from deskbridge.errors import DeliveryError
+from deskbridge.http import make_client
+
+__all__ = ["register"]
+
+out = Console(highlight=False)
+
+
+def _write_secret(directory: Path, name: str, value: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return path
+
+
+async def register(settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path) -> bool:
+    """Returns False when any registration failed (each is reported)."""
+    from deskbridge.adapters.telegram import TelegramAdapter
+    from deskbridge.outbound.zendesk import ZendeskConnector
+
+    accounts = load_accounts(config)
+    base = public_url.rstrip("/")
+    ok = True
+    async with make_client(timeout=settings.http_timeout_seconds) as client:
+        for name, acc in accounts.accounts.items():
+            if only and name != only:
+                continue
+            for ch in acc.channels:
+                target = f"{base}/webhooks/{ch.type}/{name}"
+                if ch.sandbox:
+                    out.print(f"{name}/{ch.type}: sandbox mode, nothing to register")
+                    continue
+                try:
+                    if isinstance(ch, TelegramConfig):
+                        await TelegramAdapter(name, ch, client).set_webhook(target)
+                    out.print(f"{name}/{ch.type}: webhook set to {target}")
+                except DeliveryError as exc:
+                    ok = False
+                    out.print(f"[red]{name}/{ch.type}: failed: {exc}[/]")
+            if isinstance(acc.desk, ZendeskDeskConfig):
+                target = f"{base}/desks/zendesk/{name}"
+                try:
+                    secret = await ZendeskConnector(name, acc.desk, client).register_webhook(
+                        target, name=f"deskbridge {name}"
+                    )
+                except DeliveryError as exc:
+                    ok = False
+                    out.print(f"[red]{name}/zendesk: failed: {exc}[/]")
+                    continue
+                path = _write_secret(secrets_dir, f"zendesk-webhook-secret-{name}", secret)
+                out.print(
+                    f"{name}/zendesk: webhook posts to {target}; its signing secret is in {path} "
+                    f"(mode 0600): set `webhook_secret_file: {path}` on the account's desk"
+                )
+    return ok

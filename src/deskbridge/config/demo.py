@@ -1,0 +1,82 @@
+"""The demo account: what ``deskbridge run`` serves when there is no accounts file.
+
+Sandbox desk, every channel in sandbox mode. Its secrets (and, unless the environment
+gives one, the encryption key) are generated once into ``demo-secrets.json`` in the data
+directory, mode 0600; the path is printed, the secrets never are.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from deskbridge.config.accounts import AccountsFile, parse_accounts
+from deskbridge.errors import ConfigError
+
+__all__ = ["DEMO_ACCOUNT", "demo_accounts", "demo_secrets", "secrets_path"]
+
+DEMO_ACCOUNT = "demo"
+
+
+def secrets_path(data_dir: Path) -> Path:
+    return data_dir / "demo-secrets.json"
+
+
+def _generate() -> dict[str, Any]:
+    return {
+        # 256 random bits, base64url: the format DESKBRIDGE_ENCRYPTION_KEY takes
+        "encryption_key": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+        "telegram": {
+            "bot_token": f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(26)}",
+            "secret_token": secrets.token_urlsafe(32),
+        },
+    }
+
+
+def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
+    """The demo secrets, generated on first use. Channels added later get theirs filled in."""
+    path = secrets_path(data_dir)
+    if path.exists():
+        try:
+            stored: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: unreadable demo secrets ({exc}); delete it to start over") from exc
+        fresh = _generate()
+        missing = {k: v for k, v in fresh.items() if k not in stored}
+        if not missing:
+            return stored
+        stored.update(missing)
+    elif not create:
+        raise ConfigError(f"{path} does not exist: start `deskbridge run` without a config first")
+    else:
+        stored = _generate()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(stored, f, indent=2)
+    os.chmod(path, 0o600)
+    return stored
+
+
+def demo_accounts(data_dir: Path) -> AccountsFile:
+    s = demo_secrets(data_dir)
+    doc = {
+        "accounts": {
+            DEMO_ACCOUNT: {
+                "desk": {"type": "sandbox"},
+                "channels": [
+                    {
+                        "type": "telegram",
+                        "sandbox": True,
+                        "bot_token": s["telegram"]["bot_token"],
+                        "secret_token": s["telegram"]["secret_token"],
+                    }
+                ],
+            }
+        }
+    }
+    return parse_accounts(json.dumps(doc), source="<demo account>")

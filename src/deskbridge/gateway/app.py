@@ -1,0 +1,51 @@
+"""The aiohttp application: webhook and desk routes, health, metrics, the sandbox."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from deskbridge.gateway import health, intake, sandbox
+from deskbridge.gateway.keys import CSRF, ROLE, RUNTIME
+from deskbridge.pipeline import Runtime
+
+__all__ = ["create_app"]
+
+# aiohttp's own cap; each route enforces its smaller limit while reading.
+_CLIENT_MAX = 64 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        rt.metrics.requests.labels(route, str(exc.status)).inc()
+        raise
+    rt.metrics.requests.labels(route, str(resp.status)).inc()
+    return resp
+
+
+def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
+    """The gateway for ``rt``. ``role`` is ``run``, ``serve`` or ``worker`` (health and
+    metrics only). The caller owns ``rt`` (opens and closes its Redis and HTTP client)."""
+    app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_count])
+    app[RUNTIME] = rt
+    app[ROLE] = role
+    app[CSRF] = secrets.token_urlsafe(24)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
+    if role == "worker":
+        return app
+    app.router.add_post("/webhooks/{channel}/{account}", intake.channel_webhook)
+    app.router.add_get("/webhooks/{channel}/{account}", intake.channel_handshake)
+    app.router.add_post("/desks/{desk}/{account}", intake.desk_webhook)
+    sandbox.add_routes(app)
+    return app

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from deskbridge import __version__
+from deskbridge.gateway.keys import ROLE, RUNTIME
+from deskbridge.store import keys
+
+__all__ = ["healthz", "metrics", "readyz"]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up (no dependency is checked)."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Redis answers; in ``run`` (and ``worker``) a worker heartbeat is fresh too.
+    Per-account details never fail readiness."""
+    rt = request.app[RUNTIME]
+    role = request.app[ROLE]
+    checks: dict[str, str] = {}
+    ready = True
+    try:
+        await asyncio.wait_for(rt.redis.ping(), timeout=2)
+        checks["redis"] = "ok"
+        if role in ("run", "worker"):
+            alive = await rt.redis.exists(keys.HEARTBEAT)
+            checks["worker"] = "ok" if alive else "no heartbeat"
+            ready = bool(alive)
+    except (RedisError, OSError, TimeoutError) as exc:
+        checks["redis"] = f"unreachable ({type(exc).__name__})"
+        ready = False
+    accounts = {
+        name: {"desk": acc.desk.type, "channels": [c.type for c in acc.channels]}
+        for name, acc in rt.accounts.accounts.items()
+    }
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "role": role, "checks": checks, "accounts": accounts},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
+    except (RedisError, OSError):
+        pass  # the gauge keeps its last value; /readyz reports the outage
+    resp = web.Response(body=generate_latest(rt.metrics.registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp

@@ -1,0 +1,204 @@
+"""The thin controllers of intake: read, verify, parse, store, answer.
+
+Nothing is acknowledged before it is stored: every 2xx here follows a completed intake
+script. Refusals (401/400/413) change no state and are counted by reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from aiohttp import web
+
+from deskbridge.errors import (
+    ParseFailed,
+    PayloadInvalid,
+    PayloadTooLarge,
+    RequestRefused,
+    SignatureInvalid,
+    StoreUnavailable,
+)
+from deskbridge.gateway.keys import RUNTIME
+from deskbridge.pipeline import Runtime
+from deskbridge.schemas import AgentReply, Direction, RawRequest
+from deskbridge.store import IntakeEvent
+
+__all__ = ["accept_replies", "channel_webhook", "channel_handshake", "desk_webhook", "read_raw"]
+
+log = logging.getLogger(__name__)
+
+_OK = b'{"ok":true}'
+_DESK_MAX_BODY = 1024 * 1024
+
+
+async def read_raw(request: web.Request, limit: int) -> RawRequest:
+    """The request as adapters see it. Raises ``PayloadTooLarge`` past ``limit`` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"body over {limit} bytes")
+    if length is not None:
+        body = await request.read()
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await request.content.read(65536):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body over {limit} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    return RawRequest(
+        method=request.method,
+        path=request.path,
+        query=dict(request.query),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+    )
+
+
+def _refused(rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
+    rt.metrics.events.labels(source, "rejected", exc.reason).inc()
+    body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(exc.status, "refused")
+    return web.json_response({"ok": False, "error": body}, status=exc.status)
+
+
+def _unavailable(rt: Runtime, source: str, exc: StoreUnavailable) -> web.Response:
+    rt.metrics.events.labels(source, "rejected", "store").inc()
+    log.error("intake failed for %s: %s", source, exc)
+    # 503 makes the platform send the event again later
+    return web.json_response({"ok": False, "error": "temporarily unavailable"}, status=503)
+
+
+async def channel_webhook(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    channel = request.match_info["channel"]
+    account = request.match_info["account"]
+    adapter = rt.adapter(account, channel)
+    source = channel if adapter is not None else "unknown"
+    try:
+        if adapter is None:
+            # the same answer as a bad secret, so account names cannot be probed
+            raise SignatureInvalid("unknown account or channel")
+        req = await read_raw(request, adapter.max_body_bytes)
+        adapter.verify(req)
+        try:
+            events = adapter.parse(req)
+        except ParseFailed as exc:
+            stored = await rt.intake.accept_parse_failed(
+                account=account, source=channel, direction=Direction.INBOUND, channel=channel,
+                desk=rt.accounts.accounts[account].desk.type, req=req, error=str(exc),
+                dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
+            )
+            rt.metrics.events.labels(channel, "parse_failed" if stored else "duplicate", "parse").inc()
+            log.warning("%s/%s: kept an unparseable body as a dead letter", channel, account)
+            return web.Response(body=_OK, content_type="application/json")
+        if events:
+            conv = rt.conversations
+            new = await rt.intake.accept(
+                account=account,
+                source=channel,
+                direction=Direction.INBOUND,
+                channel=channel,
+                desk=rt.accounts.accounts[account].desk.type,
+                req=req,
+                events=[
+                    IntakeEvent(
+                        dedup_key=ev.dedup_key,
+                        conversation_id=conv.conversation_id(account, ev.channel, ev.thread),
+                        payload=ev.model_dump(mode="json"),
+                    )
+                    for ev in events
+                ],
+            )
+            accepted = sum(new)
+            if accepted:
+                rt.metrics.events.labels(channel, "accepted", "").inc(accepted)
+            if len(new) - accepted:
+                rt.metrics.events.labels(channel, "duplicate", "").inc(len(new) - accepted)
+        else:
+            rt.metrics.events.labels(channel, "ignored", "").inc()
+    except RequestRefused as exc:
+        return _refused(rt, source, exc)
+    except StoreUnavailable as exc:
+        return _unavailable(rt, source, exc)
+    return web.Response(body=_OK, content_type="application/json")
+
+
+async def channel_handshake(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    adapter = rt.adapter(request.match_info["account"], request.match_info["channel"])
+    if adapter is None:
+        return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
+    req = RawRequest(
+        method="GET", path=request.path, query=dict(request.query),
+        headers={k.lower(): v for k, v in request.headers.items()},
+    )
+    answer = adapter.handshake(req)
+    if answer is None:
+        raise web.HTTPMethodNotAllowed("GET", ["POST"])
+    return web.Response(status=answer.status, text=answer.body, content_type=answer.content_type)
+
+
+async def accept_replies(
+    rt: Runtime, account: str, source: str, req: RawRequest | None, replies: list[AgentReply]
+) -> int:
+    """Queue agent replies for their conversations' channels. Replies deskbridge wrote
+    itself (the loop guard) and replies on tickets it does not know are skipped.
+    Returns how many were new. Raises ``StoreUnavailable``."""
+    by_channel: dict[str, list[IntakeEvent]] = {}
+    for reply in replies:
+        if await rt.conversations.is_ours(account, reply.desk.value, reply.external_id):
+            rt.metrics.events.labels(source, "ignored", "ours").inc()
+            continue
+        conv_id = await rt.conversations.for_ticket(account, reply.desk.value, reply.ticket_id)
+        conv = await rt.conversations.get(account, conv_id) if conv_id else None
+        if conv is None:
+            rt.metrics.events.labels(source, "ignored", "unknown_ticket").inc()
+            continue
+        by_channel.setdefault(conv.channel.value, []).append(
+            IntakeEvent(
+                dedup_key=reply.dedup_key,
+                conversation_id=conv.id,
+                payload=reply.model_dump(mode="json"),
+            )
+        )
+    accepted = 0
+    # a delivery record names its channel, so one intake call per channel
+    for channel, events in by_channel.items():
+        new = await rt.intake.accept(
+            account=account,
+            source=source,
+            direction=Direction.OUTBOUND,
+            channel=channel,
+            desk=rt.accounts.accounts[account].desk.type,
+            req=req,
+            events=events,
+        )
+        accepted += sum(new)
+        rt.metrics.events.labels(source, "accepted", "").inc(sum(new))
+        rt.metrics.events.labels(source, "duplicate", "").inc(len(new) - sum(new))
+    return accepted
+
+
+async def desk_webhook(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    desk_name = request.match_info["desk"]
+    account = request.match_info["account"]
+    desk = rt.desk(account)
+    source = desk_name if desk is not None and desk.desk.value == desk_name else "unknown"
+    try:
+        if source == "unknown" or desk is None:
+            raise SignatureInvalid("unknown account or desk")
+        req = await read_raw(request, _DESK_MAX_BODY)
+        desk.verify_webhook(req)
+        replies = desk.parse_webhook(req)
+        if replies:
+            await accept_replies(rt, account, desk_name, req, replies)
+        else:
+            rt.metrics.events.labels(desk_name, "ignored", "").inc()
+    except RequestRefused as exc:
+        return _refused(rt, source, exc)
+    except StoreUnavailable as exc:
+        return _unavailable(rt, source, exc)
+    return web.Response(body=_OK, content_type="application/json")

@@ -1,0 +1,225 @@
+"""The sandbox desk's pages (``/sandbox/``) and the sandbox channel API.
+
+The pages list the sandbox tickets with their messages and a reply form; a reply takes
+the same ``deliver_to_channel`` path a real desk's webhook takes. A channel in sandbox mode
+sends to ``/sandbox/channel-api/{account}/{channel}/...`` instead of the platform, and the
+page shows what it was asked to send. Meant for trying deskbridge: do not expose it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from deskbridge.errors import StoreUnavailable
+from deskbridge.gateway.intake import accept_replies
+from deskbridge.gateway.keys import CSRF, RUNTIME
+from deskbridge.outbound.sandbox import SandboxConnector
+from deskbridge.pipeline import Runtime
+from deskbridge.schemas import AgentReply, Channel, Desk
+
+
+__all__ = ["add_routes"]
+
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:.8rem 1.5rem}header a{color:#fff;text-decoration:none}
+main{max-width:60rem;margin:1.5rem auto;padding:0 1rem}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:1rem 1.2rem;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee}
+.msg{border-left:4px solid #9aa5b5;padding:.4rem .8rem;margin:.6rem 0;white-space:pre-wrap;background:#fafbfc}
+.customer{border-color:#2f7de1}.agent{border-color:#1a9f5b}.note{border-color:#e0a100;background:#fff9e6}
+.meta{color:#667;font-size:.85em}textarea{width:100%;min-height:6rem;font:inherit}
+button{font:inherit;padding:.4rem 1rem;margin-top:.5rem}code{background:#eef;padding:0 .2rem}
+"""
+
+
+def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
+    meta = '<meta http-equiv="refresh" content="3">' if refresh else ""
+    doc = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        f"<title>{html.escape(title)} · deskbridge sandbox</title><style>{_STYLE}</style></head>"
+        f'<body><header><a href="/sandbox/"><b>deskbridge</b> sandbox desk</a></header>'
+        f"<main>{body}</main></body></html>"
+    )
+    return web.Response(text=doc, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _sandbox_accounts(rt: Runtime) -> list[str]:
+    return [name for name, acc in rt.accounts.accounts.items() if acc.desk.type == Desk.SANDBOX.value]
+
+
+def _account(request: web.Request) -> tuple[Runtime, str]:
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    if account not in _sandbox_accounts(rt):
+        raise web.HTTPNotFound(text="no sandbox desk for this account")
+    return rt, account
+
+
+async def index(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    parts: list[str] = []
+    accounts = _sandbox_accounts(rt)
+    if not accounts:
+        parts.append("<section><p>No account uses the sandbox desk.</p></section>")
+    for account in accounts:
+        tickets = await rt.sandbox.tickets(account)
+        rows = "".join(
+            f'<tr><td><a href="/sandbox/{html.escape(account)}/tickets/{html.escape(t.id)}">#{html.escape(t.id)}</a></td>'
+            f"<td>{html.escape(t.subject)}</td><td>{html.escape(t.requester)}</td>"
+            f"<td>{html.escape(t.channel)}</td><td>{len(t.messages)}</td><td class=meta>{_when(t.updated_at)}</td></tr>"
+            for t in tickets
+        ) or '<tr><td colspan="6">No tickets yet. Send one with <code>deskbridge simulate telegram --text "hello"</code>.</td></tr>'
+        parts.append(
+            f"<section><h2>Account <code>{html.escape(account)}</code></h2>"
+            "<table><tr><th>Ticket</th><th>Subject</th><th>Requester</th><th>Channel</th><th>Messages</th><th>Updated</th></tr>"
+            f"{rows}</table></section>"
+        )
+        parts.append(await _outbox(rt, account))
+    return _page("Tickets", "".join(parts), refresh=True)
+
+
+async def _outbox(rt: Runtime, account: str) -> str:
+    sent = await rt.sandbox.sent(account, limit=20)
+    rows = "".join(
+        f"<tr><td class=meta>{_when(e['at'])}</td><td>{html.escape(e.get('channel', ''))}</td>"
+        f"<td><code>{html.escape(e.get('method', ''))}</code></td><td>{html.escape(str(e.get('to', '')))}</td>"
+        f'<td style="white-space:pre-wrap">{html.escape(e.get("text", ""))}</td></tr>'
+        for e in sent
+    ) or '<tr><td colspan="5">Nothing sent yet. Reply to a ticket and the channel call shows up here.</td></tr>'
+    return (
+        "<section><h3>Sent on channels (sandbox channel API)</h3>"
+        "<table><tr><th>When</th><th>Channel</th><th>Call</th><th>To</th><th>Text</th></tr>"
+        f"{rows}</table></section>"
+    )
+
+
+async def ticket(request: web.Request) -> web.Response:
+    rt, account = _account(request)
+    t = await rt.sandbox.ticket(account, request.match_info["ticket"])
+    if t is None:
+        raise web.HTTPNotFound(text="no such ticket")
+    msgs = "".join(
+        f'<div class="msg {html.escape(m.author)}"><div class=meta>{html.escape(m.author)} · {_when(m.at)}</div>'
+        f"{html.escape(m.text)}"
+        + "".join(f"<div class=meta>📎 {html.escape(a)}</div>" for a in m.attachments)
+        + "</div>"
+        for m in t.messages
+    )
+    form = (
+        f'<form method="post" action="/sandbox/{html.escape(account)}/tickets/{html.escape(t.id)}/reply">'
+        f'<input type="hidden" name="csrf" value="{html.escape(request.app[CSRF])}">'
+        '<label for="text"><b>Reply as agent</b> (sent to the customer on '
+        f"{html.escape(t.channel)})</label><textarea id=text name=text required></textarea>"
+        "<button type=submit>Send reply</button></form>"
+    )
+    body = (
+        f"<section><h2>#{html.escape(t.id)} {html.escape(t.subject)}</h2>"
+        f"<p class=meta>Requester: {html.escape(t.requester)} · channel {html.escape(t.channel)}</p>"
+        f"{msgs}{form}</section>" + await _outbox(rt, account)
+    )
+    return _page(f"Ticket {t.id}", body)
+
+
+async def reply(request: web.Request) -> web.Response:
+    rt, account = _account(request)
+    ticket_id = request.match_info["ticket"]
+    form = await request.post()
+    token = str(form.get("csrf", ""))
+    if not hmac.compare_digest(token.encode(), request.app[CSRF].encode()):
+        raise web.HTTPForbidden(text="stale form: reload the page")
+    text = str(form.get("text", "")).strip()
+    if not text:
+        raise web.HTTPBadRequest(text="the reply is empty")
+    if not await rt.sandbox.exists(account, ticket_id):
+        raise web.HTTPNotFound(text="no such ticket")
+    desk = rt.desk(account)
+    assert isinstance(desk, SandboxConnector)
+    msg_id = await desk.record_reply(ticket_id, text)
+    agent_reply = AgentReply(
+        account=account,
+        desk=Desk.SANDBOX,
+        dedup_key=f"reply:{msg_id}",
+        ticket_id=ticket_id,
+        external_id=msg_id,
+        text=text,
+        author_name="Sandbox agent",
+        occurred_at=datetime.now(UTC),
+    )
+    try:
+        await accept_replies(rt, account, Desk.SANDBOX.value, None, [agent_reply])
+    except StoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text="store unavailable, try again") from exc
+    raise web.HTTPSeeOther(f"/sandbox/{account}/tickets/{ticket_id}")
+
+
+# --- the sandbox channel API -------------------------------------------------------------
+
+
+def _telegram_error(status: int, description: str) -> web.Response:
+    return web.json_response({"ok": False, "error_code": status, "description": description}, status=status)
+
+
+async def telegram_api(request: web.Request) -> web.Response:
+    """Stands in for api.telegram.org for a channel in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    adapter_cfg = rt.accounts.accounts.get(account)
+    channel_cfg = adapter_cfg.channel(Channel.TELEGRAM) if adapter_cfg else None
+    bot = request.match_info["bot"].removeprefix("bot")
+    if channel_cfg is None or not channel_cfg.sandbox or not hmac.compare_digest(
+        bot.encode(), channel_cfg.bot_token.get_secret_value().encode()
+    ):
+        return _telegram_error(401, "Unauthorized")
+    method = request.match_info["method"]
+    fields: dict[str, Any] = {}
+    file_note = ""
+    if request.content_type == "application/json":
+        fields = await request.json()
+    elif request.can_read_body:
+        form = await request.post()
+        for k, v in form.items():
+            if isinstance(v, web.FileField):
+                data = v.file.read()
+                file_note = f"[{k}: {v.filename}, {v.content_type}, {len(data)} bytes]"
+            else:
+                fields[k] = v
+    else:
+        fields = dict(request.query)
+    now = int(time.time())
+    if method in ("sendMessage", "sendPhoto", "sendDocument"):
+        text = str(fields.get("text") or fields.get("caption") or "")
+        if file_note:
+            text = f"{file_note}\n{text}" if text else file_note
+        await rt.sandbox.record_sent(
+            account, {"channel": "telegram", "method": method, "to": fields.get("chat_id"), "text": text}
+        )
+        result = {"message_id": int(now * 1000) % 2_000_000_000, "date": now, "chat": {"id": fields.get("chat_id")}}
+        return web.json_response({"ok": True, "result": result})
+    if method == "getMe":
+        return web.json_response({"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "Sandbox", "username": "sandbox_bot"}})
+    if method in ("setWebhook", "deleteWebhook"):
+        return web.json_response({"ok": True, "result": True, "description": "sandbox: nothing to register"})
+    if method == "getFile":
+        return _telegram_error(400, "Bad Request: the sandbox holds no files")
+    return _telegram_error(404, "Not Found")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/sandbox", lambda _: web.HTTPFound("/sandbox/"))  # type: ignore[arg-type,return-value]
+    app.router.add_get("/sandbox/", index)
+    app.router.add_get("/sandbox/{account}/tickets/{ticket}", ticket)
+    app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", reply)
+    app.router.add_route("*", "/sandbox/channel-api/{account}/telegram/{bot}/{method}", telegram_api)
+
+

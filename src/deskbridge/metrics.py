@@ -1,0 +1,54 @@
+"""Prometheus metrics. One registry per runtime, so tests can build many apps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "deskbridge_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "deskbridge_events",
+            "Inbound events by source (channel or desk), outcome and reason.",
+            ["source", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "deskbridge_deliveries",
+            "Delivery attempts by direction and outcome.",
+            ["direction", "outcome"],
+            registry=self.registry,
+        )
+        self.delivery_latency = Histogram(
+            "deskbridge_delivery_seconds",
+            "Time from intake to successful delivery.",
+            ["direction"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "deskbridge_queue_depth",
+            "Jobs in the arq queue (ready and deferred).",
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "deskbridge_deliveries_pending",
+            "Pending deliveries by account.",
+            ["account"],
+            registry=self.registry,
+        )
+        self.dead = Gauge(
+            "deskbridge_deliveries_dead",
+            "Dead-lettered deliveries by account.",
+            ["account"],
+            registry=self.registry,
+        )

@@ -1,0 +1,93 @@
+"""The sandbox desk: tickets kept in deskbridge's own Redis and shown at ``/sandbox/``.
+
+For trying deskbridge without a helpdesk account. Agent replies are typed into the page's
+form and take the same ``deliver_to_channel`` path as a real desk's webhook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from deskbridge.errors import PayloadInvalid, PermanentError, SignatureInvalid
+from deskbridge.outbound.base import Filed
+from deskbridge.outbound.render import render, subject
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Contact,
+    ConversationRef,
+    Desk,
+    Message,
+    RawRequest,
+    Upload,
+)
+
+__all__ = ["SandboxBackend", "SandboxConnector"]
+
+
+class SandboxBackend(Protocol):
+    """Where sandbox tickets live (``store.SandboxStore``)."""
+
+    async def create_ticket(self, account: str, *, subject: str, requester: str, channel: str) -> str: ...
+
+    async def exists(self, account: str, ticket_id: str) -> bool: ...
+
+    async def add_message(
+        self, account: str, ticket_id: str, *, author: str, text: str, attachments: tuple[str, ...] = ()
+    ) -> tuple[str, int]: ...
+
+
+class SandboxConnector:
+    desk: ClassVar[Desk] = Desk.SANDBOX
+
+    def __init__(self, account: str, backend: SandboxBackend) -> None:
+        self.account = account
+        self._backend = backend
+
+    async def ensure_user(self, contact: Contact) -> str:
+        return contact.id
+
+    async def append(
+        self,
+        conv: ConversationRef,
+        user_id: str,
+        msg: Message,
+        files: Sequence[Upload],
+        *,
+        idempotency_key: str,
+        retried: bool,
+    ) -> Filed:
+        ticket = conv.ticket_id
+        if ticket is None or not await self._backend.exists(self.account, ticket):
+            ticket = await self._backend.create_ticket(
+                self.account,
+                subject=subject(msg),
+                requester=msg.sender.display_name or msg.sender.username or "customer",
+                channel=msg.channel.value,
+            )
+        names = tuple(f"{f.filename} ({f.mime_type}, {len(f.data)} bytes)" for f in files)
+        msg_id, count = await self._backend.add_message(
+            self.account, ticket, author="customer", text=render(msg), attachments=names
+        )
+        return Filed(ticket_id=ticket, message_id=msg_id, comment_count=count)
+
+    async def add_note(self, conv: ConversationRef, text: str) -> None:
+        if conv.ticket_id is None:
+            raise PermanentError("sandbox note: the conversation has no ticket")
+        await self._backend.add_message(self.account, conv.ticket_id, author="note", text=text)
+
+    async def record_reply(self, ticket_id: str, text: str) -> str:
+        """Show an agent's reply on the ticket (the page's form calls this)."""
+        msg_id, _ = await self._backend.add_message(self.account, ticket_id, author="agent", text=text)
+        return msg_id
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        raise PermanentError("sandbox replies carry no attachments")
+
+    def verify_webhook(self, req: RawRequest) -> None:
+        # The sandbox has no webhook: replies come from its own page, never over HTTP.
+        raise SignatureInvalid("the sandbox desk takes replies from its page only")
+
+    def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
+        raise PayloadInvalid("the sandbox desk has no webhook")

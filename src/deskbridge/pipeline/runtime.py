@@ -1,0 +1,92 @@
+"""Everything a gateway or worker process holds: one Redis pool, one HTTP client, the
+stores, and the configured adapters and desks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+import redis.asyncio as aioredis
+
+from deskbridge.adapters import ADAPTERS, ChannelAdapter
+from deskbridge.config import AccountsFile, Settings
+from deskbridge.metrics import Metrics
+from deskbridge.outbound import DeskConnector, build_desk
+from deskbridge.pipeline.retry import RetryPolicy
+from deskbridge.schemas import Channel
+from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
+
+__all__ = ["Runtime"]
+
+_DAY = 86400.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    accounts: AccountsFile
+    redis: aioredis.Redis
+    vault: Vault
+    http: httpx.AsyncClient
+    policy: RetryPolicy
+    intake: Intake
+    deliveries: DeliveryStore
+    conversations: ConversationStore
+    sandbox: SandboxStore
+    metrics: Metrics = field(default_factory=Metrics)
+    adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
+    desks: dict[str, DeskConnector] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        accounts: AccountsFile,
+        redis: aioredis.Redis,
+        vault: Vault,
+        http: httpx.AsyncClient,
+    ) -> Runtime:
+        policy = RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base=settings.retry_base_seconds,
+            cap=settings.retry_cap_seconds,
+            max_rate_limit_wait=settings.max_rate_limit_wait_seconds,
+        )
+        # A job key must outlive every retry; if one expires anyway the sweeper re-enqueues.
+        job_expiry_ms = int(max(7 * _DAY, 2 * policy.horizon() + _DAY) * 1000)
+        sandbox = SandboxStore(redis, vault)
+        rt = cls(
+            settings=settings,
+            accounts=accounts,
+            redis=redis,
+            vault=vault,
+            http=http,
+            policy=policy,
+            intake=Intake(
+                redis,
+                vault,
+                dedup_ttl=settings.dedup_ttl_seconds,
+                raw_ttl=settings.raw_retention_seconds,
+                job_expiry_ms=job_expiry_ms,
+            ),
+            deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
+            conversations=ConversationStore(redis, vault),
+            sandbox=sandbox,
+        )
+        public = settings.base_public_url()
+        for name, account in accounts.accounts.items():
+            rt.desks[name] = build_desk(name, account.desk, http, sandbox)
+            for ch in account.channels:
+                channel = Channel(ch.type)
+                api_base = f"{public}/sandbox/channel-api/{name}/{channel.value}" if ch.sandbox else None
+                rt.adapters[(name, channel)] = ADAPTERS[channel](name, ch, http, api_base=api_base)
+        return rt
+
+    def adapter(self, account: str, channel: Channel | str) -> ChannelAdapter | None:
+        try:
+            return self.adapters.get((account, Channel(channel)))
+        except ValueError:
+            return None
+
+    def desk(self, account: str) -> DeskConnector | None:
+        return self.desks.get(account)

@@ -1,0 +1,235 @@
+"""The arq tasks: ``deliver_to_desk`` (channel → desk) and ``deliver_to_channel`` (desk →
+channel). Jobs carry ids only; the delivery record is the truth.
+
+A conversation's deliveries form a lane (a Redis list, in arrival order). Only the lane's
+head is worked on; finishing it (delivered or dead) enqueues the next head's job in the
+same script. A job for a delivery that is not the head ends at once: its turn will come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from deskbridge.errors import DeliveryError, PermanentError
+from deskbridge.outbound.base import DeskConnector
+from deskbridge.pipeline import retry
+from deskbridge.pipeline.runtime import Runtime
+from deskbridge.schemas import (
+    AgentReply,
+    Attempt,
+    AttemptOutcome,
+    ChannelAddress,
+    Contact,
+    ConversationRef,
+    Delivery,
+    DeliveryState,
+    Direction,
+    Message,
+    Upload,
+)
+from deskbridge.store import ConversationRecord, new_id
+
+__all__ = ["deliver_to_channel", "deliver_to_desk"]
+
+log = logging.getLogger(__name__)
+
+Work = Callable[[Runtime, Delivery], Awaitable[DeliveryState]]
+
+
+async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
+    """File one inbound event in the account's desk. Safe to run more than once."""
+    await _run(ctx["runtime"], account, delivery_id, _to_desk)
+
+
+async def deliver_to_channel(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
+    """Send one agent reply on the customer's channel. Safe to run more than once."""
+    await _run(ctx["runtime"], account, delivery_id, _to_channel)
+
+
+async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
+    d = await rt.deliveries.get(account, delivery_id)
+    if d is None:
+        log.warning("delivery %s not found (expired or erased)", delivery_id)
+        return
+    if d.state is not DeliveryState.PENDING:
+        # Finished elsewhere (replayed, discarded): make sure its lane moves on.
+        await rt.deliveries.finish(d, d.state)
+        return
+    head = await rt.deliveries.lane_head(account, d.direction, d.conversation_id)
+    if head != d.id:
+        return
+    token = new_id()
+    lock_ms = int(rt.settings.job_timeout_seconds * 1000)
+    if not await rt.deliveries.lock_lane(account, d.direction, d.conversation_id, token, lock_ms):
+        retry.busy()
+    try:
+        try:
+            state = await work(rt, d)
+        except DeliveryError as exc:
+            await _failed(rt, d, exc)
+            return
+        outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
+        await rt.deliveries.record_attempt(
+            account, d.id, Attempt(at=datetime.now(UTC), outcome=outcome), spends_budget=True
+        )
+        retention = rt.settings.delivered_retention_seconds
+        await rt.deliveries.finish(d, state, retention_s=retention)
+        rt.metrics.deliveries.labels(d.direction.value, state.value).inc()
+        if state is DeliveryState.DELIVERED:
+            rt.metrics.delivery_latency.labels(d.direction.value).observe(
+                max(0.0, time.time() - d.created_at.timestamp())
+            )
+        log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
+    finally:
+        await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
+
+
+async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
+    decision = rt.policy.decide(exc, d.attempts + 1)
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(
+            at=datetime.now(UTC),
+            outcome=decision.outcome,
+            error=str(exc),
+            http_status=exc.status,
+            wait=decision.wait if decision.action == "retry" else None,
+        ),
+        spends_budget=decision.spends_budget,
+    )
+    rt.metrics.deliveries.labels(d.direction.value, decision.outcome).inc()
+    log.info("delivery %s %s: %s (%s)", d.id, decision.outcome, exc, d.direction.value)
+    if decision.action == "retry":
+        retry.retry_later(decision.wait)
+    await rt.deliveries.finish(d, DeliveryState.DEAD, reason=decision.outcome, last_error=str(exc))
+    if d.direction is Direction.OUTBOUND:
+        await _tell_agent(rt, d, exc)
+
+
+async def _tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
+    """A reply that cannot reach the customer becomes an internal note on the ticket."""
+    desk = rt.desk(d.account)
+    conv = await rt.conversations.get(d.account, d.conversation_id)
+    if desk is None or conv is None or conv.ticket_id is None:
+        return
+    note = (
+        f"deskbridge could not deliver this reply on {conv.channel.value}: {exc}. "
+        f"Delivery {d.id} is kept as a dead letter and can be replayed."
+    )
+    try:
+        await desk.add_note(_ref(conv, "", d.account), note)
+    except DeliveryError as note_exc:
+        log.warning("delivery %s: internal note failed: %s", d.id, note_exc)
+
+
+def _ref(conv: ConversationRecord, subject: str, account: str) -> ConversationRef:
+    return ConversationRef(
+        id=conv.id,
+        account=account,
+        channel=conv.channel,
+        ticket_id=conv.ticket_id,
+        contact_id=conv.contact_id,
+        subject=subject,
+        comment_count=conv.comment_count,
+    )
+
+
+def _fingerprint(contact: Contact) -> str:
+    parts = sorted(f"{i.kind}:{i.channel}:{i.value}" for i in contact.identities)
+    return hashlib.sha256("\n".join([contact.display_name or "", *parts]).encode()).hexdigest()[:16]
+
+
+async def _desk_user(rt: Runtime, desk: DeskConnector, contact: Contact) -> str:
+    """The desk user of ``contact``; the desk is asked again only when identities change."""
+    fp = _fingerprint(contact)
+    cached = await rt.conversations.desk_user(contact.account, desk.desk.value, contact.id)
+    if cached is not None:
+        user_id, _, cached_fp = cached.partition("|")
+        if cached_fp == fp:
+            return user_id
+    user_id = await desk.ensure_user(contact)
+    await rt.conversations.set_desk_user(contact.account, desk.desk.value, contact.id, f"{user_id}|{fp}")
+    return user_id
+
+
+async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
+    record = await rt.deliveries.event(d.account, d.event_id)
+    event = record["event"]
+    if event.get("kind") != "message":
+        return DeliveryState.SKIPPED  # statuses and calls are filed by their channel issues
+    msg = Message.model_validate(event)
+    desk = rt.desk(d.account)
+    if desk is None:
+        raise PermanentError(f"account {d.account} has no desk configured")
+    contact = await rt.conversations.resolve_contact(
+        d.account, msg.sender.identities, msg.sender.display_name
+    )
+    conv = await rt.conversations.ensure(
+        d.account, d.conversation_id, msg.channel, msg.thread, contact.id,
+        inbound_at=msg.occurred_at.timestamp(),
+    )
+    user_id = await _desk_user(rt, desk, contact)
+    files, msg = await _fetch_inbound(rt, d, msg)
+    if conv.ticket_id is None:
+        await rt.conversations.mark_create_attempted(d.account, conv.id)
+    filed = await desk.append(
+        _ref(conv, "", d.account),
+        user_id,
+        msg,
+        files,
+        idempotency_key=f"deskbridge-{d.id}",
+        retried=conv.create_attempted or d.attempts > 0,
+    )
+    count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
+    await rt.conversations.set_ticket(d.account, desk.desk.value, conv.id, filed.ticket_id, count)
+    await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
+    return DeliveryState.DELIVERED
+
+
+async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[Upload], Message]:
+    """Download the message's files. A file that can never be fetched (too large, gone)
+    does not hold the message back: the agent sees a note in its place."""
+    adapter = rt.adapter(d.account, msg.channel)
+    files: list[Upload] = []
+    missing: list[str] = []
+    for att in msg.attachments:
+        if adapter is None:
+            missing.append(f"{att.kind}: channel not configured")
+            continue
+        try:
+            files.append(await adapter.fetch(att))
+        except PermanentError as exc:
+            missing.append(f"{att.kind} {att.filename or ''}: {exc}".replace("  ", " "))
+    if missing:
+        note = "; ".join(f"Attachment not available ({m})" for m in missing)
+        msg = msg.model_copy(update={"note": f"{msg.note}; {note}" if msg.note else note})
+    return files, msg
+
+
+async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
+    record = await rt.deliveries.event(d.account, d.event_id)
+    reply = AgentReply.model_validate(record["event"])
+    conv = await rt.conversations.get(d.account, d.conversation_id)
+    if conv is None:
+        raise PermanentError("the conversation behind this ticket is gone")
+    adapter = rt.adapter(d.account, conv.channel)
+    if adapter is None:
+        raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
+    desk = rt.desk(d.account)
+    files: list[Upload] = []
+    for att in reply.attachments:
+        if desk is None:
+            raise PermanentError("no desk to fetch the reply's attachments from")
+        files.append(await desk.fetch(att))
+    to = ChannelAddress(channel=conv.channel, account=d.account, thread=conv.thread)
+    # A failure after part of a split reply was sent retries the whole reply: the customer
+    # may see a part twice, which beats losing the rest.
+    await adapter.send(reply, to, files)
+    return DeliveryState.DELIVERED
+

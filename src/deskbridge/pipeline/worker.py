@@ -1,0 +1,114 @@
+"""The arq worker, configured for deskbridge, and its supervisor and background loop.
+
+arq is not left at its defaults: ``max_tries`` far above our own retry budget (which
+the delivery record counts, so 429 waits can be free), ``keep_result=0``, a JSON
+serializer (jobs carry ids only), a short ``job_timeout`` so a killed worker's job runs
+again within seconds, and a short poll delay so an idle system delivers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from typing import Any
+
+from arq import Worker, func
+from arq.connections import RedisSettings
+from redis.exceptions import RedisError
+
+from deskbridge.pipeline.runtime import Runtime
+from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk
+from deskbridge.store import keys
+
+__all__ = ["build_worker", "run_worker", "sweep_once"]
+
+log = logging.getLogger(__name__)
+
+_MAX_TRIES = 100_000
+_HEARTBEAT_TTL_S = 10
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
+    s = rt.settings
+    return Worker(
+        functions=[
+            func(deliver_to_desk, name="deliver_to_desk", max_tries=_MAX_TRIES),
+            func(deliver_to_channel, name="deliver_to_channel", max_tries=_MAX_TRIES),
+        ],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        job_serializer=_dumps,
+        job_deserializer=json.loads,
+        keep_result=0,
+        job_timeout=s.job_timeout_seconds,
+        max_tries=_MAX_TRIES,
+        max_jobs=s.max_jobs,
+        poll_delay=s.poll_delay_seconds,
+        handle_signals=False,
+        burst=burst,
+        ctx={"runtime": rt},
+        health_check_interval=60,
+    )
+
+
+async def sweep_once(rt: Runtime) -> int:
+    """Re-enqueue pending deliveries that head their lane and have no job. Returns how many."""
+    cutoff = int((time.time() - rt.settings.sweep_grace_seconds) * 1000)
+    requeued = 0
+    for account in rt.accounts.accounts:
+        for delivery_id in await rt.deliveries.stale_pending(account, cutoff):
+            d = await rt.deliveries.get(account, delivery_id)
+            if d is not None and await rt.deliveries.requeue(d):
+                requeued += 1
+        counts = await rt.deliveries.counts(account)
+        rt.metrics.pending.labels(account).set(counts["pending"])
+        rt.metrics.dead.labels(account).set(counts["dead"])
+    rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
+    if requeued:
+        log.warning("sweeper re-enqueued %d deliveries that had no job", requeued)
+    return requeued
+
+
+async def _background(rt: Runtime) -> None:
+    """Heartbeat every 2 s (``/readyz`` reads it) and the sweeper every interval."""
+    identity = f"{socket.gethostname()}:{id(rt):x}"
+    next_sweep = 0.0
+    while True:
+        try:
+            await rt.redis.set(keys.HEARTBEAT, identity, ex=_HEARTBEAT_TTL_S)
+            if time.monotonic() >= next_sweep:
+                await sweep_once(rt)
+                next_sweep = time.monotonic() + rt.settings.sweep_interval_seconds
+        except (RedisError, OSError) as exc:
+            log.warning("worker background loop: Redis unavailable (%s)", type(exc).__name__)
+        await asyncio.sleep(2)
+
+
+async def run_worker(rt: Runtime, redis_url: str) -> None:
+    """Run the worker until cancelled, restarting it whenever the Redis connection drops."""
+    background = asyncio.create_task(_background(rt), name="deskbridge-worker-background")
+    delay = 0.5
+    try:
+        while True:
+            worker = build_worker(rt, redis_url)
+            started = time.monotonic()
+            try:
+                await worker.main()
+            except (RedisError, OSError) as exc:
+                log.warning("worker lost Redis (%s); restarting in %.1fs", type(exc).__name__, delay)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await worker.close()
+            delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
+            await asyncio.sleep(delay)
+    finally:
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background

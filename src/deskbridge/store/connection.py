@@ -1,0 +1,134 @@
+"""The Redis pool, the eviction-policy check, and the private redis-server of ``run``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from deskbridge.errors import ConfigError, StoreUnavailable
+
+__all__ = ["PrivateRedis", "check_policy", "connect"]
+
+log = logging.getLogger(__name__)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """One pool per process; bytes in and out (records are sealed binary)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=30,
+        max_connections=200,
+    )
+    return client
+
+
+async def check_policy(redis: aioredis.Redis) -> None:
+    """Refuse a Redis that may evict keys: an evicted dedup mark or event is a silent loss.
+
+    Raises ``ConfigError`` for a wrong policy, ``StoreUnavailable`` when unreachable.
+    """
+    try:
+        try:
+            conf = await redis.config_get("maxmemory-policy")
+            policy = conf.get(b"maxmemory-policy", conf.get("maxmemory-policy"))
+        except ResponseError:  # managed Redis services often disable CONFIG
+            info = await redis.info("memory")
+            policy = info.get("maxmemory_policy")
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is not reachable: {type(exc).__name__}") from exc
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy != "noeviction":
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy!r}; deskbridge needs 'noeviction' "
+            "(an evicted event or dedup mark would be lost silently). "
+            "Set it with: CONFIG SET maxmemory-policy noeviction (and in redis.conf)."
+        )
+
+
+class PrivateRedis:
+    """A redis-server child on a unix socket in the data directory, append-only file on.
+
+    Used by ``deskbridge run`` when no ``REDIS_URL`` is set. ``stop`` shuts it down
+    cleanly (the append-only file is flushed) and is safe to call twice.
+    """
+
+    def __init__(self, data_dir: Path, *, appendfsync: str = "everysec") -> None:
+        self.dir = (data_dir / "redis").resolve()
+        self.socket = self.dir / "redis.sock"
+        self._appendfsync = appendfsync
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    async def start(self, timeout: float = 10.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ConfigError(
+                "redis-server is not installed: install the Debian/Ubuntu package "
+                "'redis-server' (sudo apt-get install redis-server), or set REDIS_URL"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if len(str(self.socket)) > 100:
+            raise ConfigError(f"the data directory path is too long for a unix socket: {self.dir}")
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        args = [
+            binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", self._appendfsync,
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.dir / "redis.log"),
+            "--daemonize", "no",
+        ]
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, binary found on PATH
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        client = aioredis.Redis(unix_socket_path=str(self.socket))
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    raise StoreUnavailable(
+                        f"redis-server exited with code {self._proc.returncode}; see {self.dir / 'redis.log'}"
+                    )
+                try:
+                    if await client.ping():
+                        break
+                except (RedisError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(f"redis-server did not start within {timeout:.0f}s")
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+        log.info("private redis-server started", extra={"socket": str(self.socket)})
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # SIGTERM: redis-server flushes the AOF and exits
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

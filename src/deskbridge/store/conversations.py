@@ -1,0 +1,172 @@
+"""Conversations, their tickets, contacts and identity lookups.
+
+Identity values (phone numbers, emails, channel ids) are stored sealed; lookups go through
+keyed digests (``Vault.digest``), so no key name and no plaintext value reveals a person.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+
+from deskbridge.schemas import Channel, Contact, Identity
+from deskbridge.store import keys
+from deskbridge.store.crypto import Vault
+from deskbridge.store.ids import new_id
+
+__all__ = ["ConversationRecord", "ConversationStore"]
+
+_OURS_TTL = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    id: str
+    account: str
+    channel: Channel
+    thread: str
+    contact_id: str
+    ticket_id: str | None
+    comment_count: int
+    create_attempted: bool
+    last_inbound_at: float | None
+
+
+class ConversationStore:
+    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
+        self._redis = redis
+        self._vault = vault
+
+    def conversation_id(self, account: str, channel: Channel, thread: str) -> str:
+        """Deterministic, so intake knows a conversation's lane without a lookup."""
+        return self._vault.digest("conversation", account, channel.value, thread)
+
+    def _identity_digest(self, account: str, ident: Identity) -> str:
+        scope = ident.channel.value if ident.kind == "channel_user" and ident.channel else ""
+        return self._vault.digest("identity", account, ident.kind, scope, ident.value)
+
+    async def get(self, account: str, conversation_id: str) -> ConversationRecord | None:
+        key = keys.conversation(account, conversation_id)
+        h = await self._redis.hgetall(key)
+        if not h:
+            return None
+        d = {k.decode(): v for k, v in h.items()}
+        ticket = d.get("ticket_id")
+        last = d.get("last_inbound_at")
+        return ConversationRecord(
+            id=conversation_id,
+            account=account,
+            channel=Channel(d["channel"].decode()),
+            thread=self._vault.open(d["thread"], key + "#thread").decode(),
+            contact_id=d["contact_id"].decode(),
+            ticket_id=ticket.decode() if ticket else None,
+            comment_count=int(d.get("comment_count", b"0")),
+            create_attempted=d.get("create_attempted") == b"1",
+            last_inbound_at=float(last) if last else None,
+        )
+
+    async def ensure(
+        self, account: str, conversation_id: str, channel: Channel, thread: str, contact_id: str,
+        *, inbound_at: float | None = None,
+    ) -> ConversationRecord:
+        """Create the conversation on first sight; later calls only move ``last_inbound_at``."""
+        key = keys.conversation(account, conversation_id)
+        created = await self._redis.hsetnx(key, "channel", channel.value)
+        if created:
+            await self._redis.hset(
+                key,
+                mapping={
+                    "thread": self._vault.seal(thread.encode(), key + "#thread"),
+                    "contact_id": contact_id,
+                    "created_at": int(time.time() * 1000),
+                },
+            )
+        if inbound_at is not None:
+            await self._redis.hset(key, "last_inbound_at", str(inbound_at))
+        rec = await self.get(account, conversation_id)
+        assert rec is not None
+        return rec
+
+    async def mark_create_attempted(self, account: str, conversation_id: str) -> None:
+        await self._redis.hset(keys.conversation(account, conversation_id), "create_attempted", "1")
+
+    async def set_ticket(
+        self, account: str, desk: str, conversation_id: str, ticket_id: str, comment_count: int
+    ) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.conversation(account, conversation_id),
+            mapping={"ticket_id": ticket_id, "comment_count": comment_count, "desk": desk},
+        )
+        pipe.set(keys.ticket(account, desk, ticket_id), conversation_id)
+        await pipe.execute()
+
+    async def for_ticket(self, account: str, desk: str, ticket_id: str) -> str | None:
+        value = await self._redis.get(keys.ticket(account, desk, ticket_id))
+        return value.decode() if value is not None else None
+
+    # contacts -------------------------------------------------------------------------
+
+    async def contact(self, account: str, contact_id: str) -> Contact | None:
+        key = keys.contact(account, contact_id)
+        blob = await self._redis.get(key)
+        if blob is None:
+            return None
+        return Contact.model_validate_json(self._vault.open(blob, key))
+
+    async def _save_contact(self, contact: Contact) -> None:
+        key = keys.contact(contact.account, contact.id)
+        await self._redis.set(key, self._vault.seal(contact.model_dump_json().encode(), key))
+
+    async def resolve_contact(
+        self, account: str, identities: tuple[Identity, ...], display_name: str | None
+    ) -> Contact:
+        """The contact that owns the first known strong identity, else a new one; new
+        identities are added to it. Only strong identities are indexed for lookup, and an
+        index entry already owned by another contact is never taken over (merging is the
+        identity graph's job)."""
+        strong = [i for i in identities if i.strength == "strong"]
+        owner: str | None = None
+        for ident in strong:
+            found = await self._redis.get(keys.identity(account, self._identity_digest(account, ident)))
+            if found is not None:
+                owner = found.decode()
+                break
+        contact = await self.contact(account, owner) if owner else None
+        if contact is None:
+            contact = Contact(
+                id=new_id(), account=account, display_name=display_name, created_at=datetime.now(UTC)
+            )
+        known = {(i.kind, i.channel, i.value) for i in contact.identities}
+        added = tuple(i for i in identities if (i.kind, i.channel, i.value) not in known)
+        if added or (display_name and display_name != contact.display_name) or owner is None:
+            contact = contact.model_copy(
+                update={
+                    "identities": contact.identities + added,
+                    "display_name": display_name or contact.display_name,
+                }
+            )
+            await self._save_contact(contact)
+        for ident in strong:
+            await self._redis.set(
+                keys.identity(account, self._identity_digest(account, ident)), contact.id, nx=True
+            )
+        return contact
+
+    # desk users and the loop guard ---------------------------------------------------
+
+    async def desk_user(self, account: str, desk: str, contact_id: str) -> str | None:
+        value = await self._redis.get(keys.desk_user(account, desk, contact_id))
+        return value.decode() if value is not None else None
+
+    async def set_desk_user(self, account: str, desk: str, contact_id: str, user_id: str) -> None:
+        await self._redis.set(keys.desk_user(account, desk, contact_id), user_id)
+
+    async def mark_ours(self, account: str, desk: str, message_id: str) -> None:
+        await self._redis.set(keys.ours(account, desk, message_id), 1, ex=_OURS_TTL)
+
+    async def is_ours(self, account: str, desk: str, message_id: str) -> bool:
+        return bool(await self._redis.exists(keys.ours(account, desk, message_id)))

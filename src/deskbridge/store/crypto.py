@@ -1,0 +1,110 @@
+"""Encryption at rest (AES-256-GCM, a key id per record) and keyed lookup digests.
+
+A sealed record is ``b"\\x01" + len(kid) + kid + nonce(12) + ciphertext+tag``. The Redis
+key name is the associated data, so a record copied under another key does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from deskbridge.errors import ConfigError, DeskbridgeError
+
+__all__ = ["Vault", "decode_key", "generate_key"]
+
+_VERSION = 1
+
+
+class SealBroken(DeskbridgeError):
+    """A stored record does not open: wrong key, unknown key id, or tampered bytes."""
+
+
+def generate_key() -> str:
+    """A new random 256-bit key, base64url-encoded (what ``DESKBRIDGE_ENCRYPTION_KEY`` holds)."""
+    return base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+
+
+def decode_key(text: str) -> bytes:
+    """Decode a base64 (standard or url-safe, padding optional) or hex 256-bit key."""
+    text = text.strip()
+    candidates: list[bytes] = []
+    if len(text) == 64:
+        try:
+            candidates.append(bytes.fromhex(text))
+        except ValueError:
+            pass
+    try:
+        candidates.append(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
+        pass
+    try:
+        candidates.append(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+    except (binascii.Error, ValueError):
+        pass
+    for key in candidates:
+        if len(key) == 32:
+            return key
+    raise ConfigError(
+        "DESKBRIDGE_ENCRYPTION_KEY is not a 256-bit key",
+        [("DESKBRIDGE_ENCRYPTION_KEY", "give 32 random bytes as base64 or 64 hex digits")],
+    )
+
+
+class Vault:
+    """Seals and opens records, and computes lookup digests.
+
+    ``keys`` maps key id → 32-byte key; ``active`` seals new records, every key opens.
+    The lookup key is separate: rotating encryption keys must not orphan lookups.
+    """
+
+    def __init__(self, keys: dict[str, bytes], active: str, lookup_key: bytes) -> None:
+        if active not in keys:
+            raise ConfigError("the active encryption key id is not among the keys")
+        self._aead = {kid: AESGCM(key) for kid, key in keys.items()}
+        self._active = active
+        self._kid = active.encode()
+        self._lookup = lookup_key
+
+    @classmethod
+    def from_secret(cls, key: bytes, lookup_key: bytes | None = None) -> Vault:
+        """One key; the key id is derived from it. Without ``lookup_key`` one is derived
+        from ``key`` with HKDF (set it explicitly before you ever rotate ``key``)."""
+        kid = "k" + hashlib.sha256(key).hexdigest()[:8]
+        if lookup_key is None:
+            lookup_key = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=b"deskbridge lookup v1"
+            ).derive(key)
+        return cls({kid: key}, kid, lookup_key)
+
+    def seal(self, plaintext: bytes, aad: str) -> bytes:
+        nonce = os.urandom(12)
+        ct = self._aead[self._active].encrypt(nonce, plaintext, aad.encode())
+        return bytes((_VERSION, len(self._kid))) + self._kid + nonce + ct
+
+    def open(self, blob: bytes, aad: str) -> bytes:
+        """Raises ``SealBroken`` when the record cannot be authenticated."""
+        if len(blob) < 2 or blob[0] != _VERSION:
+            raise SealBroken("unknown record format")
+        n = blob[1]
+        kid = blob[2 : 2 + n].decode(errors="replace")
+        aead = self._aead.get(kid)
+        if aead is None:
+            raise SealBroken(f"record sealed with unknown key id {kid}")
+        nonce = blob[2 + n : 14 + n]
+        try:
+            return aead.decrypt(nonce, blob[14 + n :], aad.encode())
+        except Exception as exc:  # cryptography raises InvalidTag
+            raise SealBroken("record does not authenticate") from exc
+
+    def digest(self, *parts: str) -> str:
+        """A keyed digest for lookups by identity (hex, 128 bits). Deterministic."""
+        msg = "\x1f".join(parts).encode()
+        return hmac.new(self._lookup, msg, hashlib.sha256).hexdigest()[:32]

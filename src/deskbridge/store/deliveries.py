@@ -1,0 +1,181 @@
+"""Delivery records: the state of every piece of work, its attempts, lanes and dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from arq.constants import job_key_prefix
+
+from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction
+from deskbridge.store import keys
+from deskbridge.store.crypto import Vault
+from deskbridge.store.scripts import FINISH, REQUEUE
+
+__all__ = ["JOB_FUNCTIONS", "DeliveryStore"]
+
+JOB_FUNCTIONS: dict[Direction, str] = {
+    Direction.INBOUND: "deliver_to_desk",
+    Direction.OUTBOUND: "deliver_to_channel",
+}
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _ms(value: bytes | str | None) -> datetime:
+    return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
+
+
+def _s(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+class DeliveryStore:
+    def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
+        self._redis = redis
+        self._vault = vault
+        self._job_expiry_ms = job_expiry_ms
+        self._finish = redis.register_script(FINISH)
+        self._requeue = redis.register_script(REQUEUE)
+        self._release = redis.register_script(_RELEASE)
+
+    async def get(self, account: str, delivery_id: str) -> Delivery | None:
+        h = await self._redis.hgetall(keys.delivery(account, delivery_id))
+        if not h:
+            return None
+        d = {k.decode(): v for k, v in h.items()}
+        status = d.get("last_status")
+        return Delivery(
+            id=d["id"].decode(),
+            account=d["account"].decode(),
+            direction=Direction(d["direction"].decode()),
+            channel=d["channel"].decode(),
+            desk=d["desk"].decode(),
+            conversation_id=d["conversation_id"].decode(),
+            event_id=d["event_id"].decode(),
+            state=DeliveryState(d["state"].decode()),
+            attempts=int(d.get("attempts", b"0")),
+            created_at=_ms(d.get("created_at")),
+            updated_at=_ms(d.get("updated_at")),
+            last_error=_s(d.get("last_error")),
+            last_status=int(status) if status else None,
+            reason=_s(d.get("reason")),
+        )
+
+    async def event(self, account: str, event_id: str) -> dict[str, Any]:
+        """The stored event record (decrypted). Raises KeyError when it is gone."""
+        key = keys.event(account, event_id)
+        blob = await self._redis.get(key)
+        if blob is None:
+            raise KeyError(event_id)
+        record: dict[str, Any] = json.loads(self._vault.open(blob, key))
+        return record
+
+    async def attempts(self, account: str, delivery_id: str) -> list[Attempt]:
+        rows = await self._redis.lrange(keys.attempts(account, delivery_id), 0, -1)
+        return [Attempt.model_validate_json(r) for r in rows]
+
+    async def record_attempt(
+        self, account: str, delivery_id: str, attempt: Attempt, *, spends_budget: bool
+    ) -> int:
+        """Append ``attempt``; returns the attempts that spent the budget so far."""
+        key = keys.delivery(account, delivery_id)
+        now_ms = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(keys.attempts(account, delivery_id), attempt.model_dump_json(exclude_none=True))
+        pipe.hincrby(key, "attempts", 1 if spends_budget else 0)
+        fields: dict[str, str | int] = {"updated_at": now_ms}
+        if attempt.error:
+            fields["last_error"] = attempt.error[:500]
+        if attempt.http_status is not None:
+            fields["last_status"] = attempt.http_status
+        pipe.hset(key, mapping=fields)
+        _, count, _ = await pipe.execute()
+        return int(count)
+
+    async def lane_head(self, account: str, direction: Direction, conversation_id: str) -> str | None:
+        head = await self._redis.lindex(keys.lane(account, direction.value, conversation_id), 0)
+        return head.decode() if head is not None else None
+
+    async def lock_lane(
+        self, account: str, direction: Direction, conversation_id: str, token: str, ttl_ms: int
+    ) -> bool:
+        key = keys.lane_lock(account, direction.value, conversation_id)
+        return bool(await self._redis.set(key, token, nx=True, px=ttl_ms))
+
+    async def unlock_lane(self, account: str, direction: Direction, conversation_id: str, token: str) -> None:
+        await self._release(keys=[keys.lane_lock(account, direction.value, conversation_id)], args=[token])
+
+    async def finish(
+        self,
+        delivery: Delivery,
+        state: DeliveryState,
+        *,
+        reason: str = "",
+        last_error: str = "",
+        retention_s: int = 0,
+    ) -> str | None:
+        """Set the final ``state``, leave the lane and enqueue the next head's job.
+        Returns that next delivery id. Idempotent for a delivery already finished."""
+        a = delivery.account
+        head = await self._finish(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.pending(a),
+                keys.dead(a),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.event(a, delivery.event_id),
+            ],
+            args=[
+                int(time.time() * 1000),
+                state.value,
+                reason,
+                retention_s,
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[delivery.direction],
+                a,
+                delivery.id,
+                job_key_prefix,
+                last_error[:500],
+            ],
+        )
+        return head.decode() if isinstance(head, bytes) else None
+
+    async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
+        rows = await self._redis.zrangebyscore(keys.pending(account), "-inf", older_than_ms, start=0, num=limit)
+        return [r.decode() for r in rows]
+
+    async def requeue(self, delivery: Delivery) -> bool:
+        """Enqueue the job of a pending delivery that heads its lane and has none."""
+        a = delivery.account
+        done = await self._requeue(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.arq_job(delivery.id),
+            ],
+            args=[int(time.time() * 1000), self._job_expiry_ms, JOB_FUNCTIONS[delivery.direction], a, delivery.id],
+        )
+        return bool(done)
+
+    async def dead(self, account: str, limit: int = 100) -> list[str]:
+        rows = await self._redis.zrevrange(keys.dead(account), 0, limit - 1)
+        return [r.decode() for r in rows]
+
+    async def counts(self, account: str) -> dict[str, int]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(keys.pending(account))
+        pipe.zcard(keys.dead(account))
+        pending, dead = await pipe.execute()
+        return {"pending": int(pending), "dead": int(dead)}
+
+    async def queue_depth(self) -> int:
+        return int(await self._redis.zcard(keys.ARQ_QUEUE))

@@ -1,0 +1,239 @@
+"""Intake: store inbound events, their delivery records and jobs in one atomic write.
+
+Concurrent requests are coalesced: while one pipeline is in flight, the writes of every
+other request queue up and go out together in the next one (group commit). An idle
+gateway pays one round trip per request; a busy one, one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from deskbridge.errors import StoreUnavailable
+from deskbridge.schemas import DeliveryState, Direction, RawRequest
+from deskbridge.store import keys
+from deskbridge.store.crypto import Vault
+from deskbridge.store.deliveries import JOB_FUNCTIONS
+from deskbridge.store.ids import new_id
+from deskbridge.store.scripts import INTAKE, PARSE_FAILED
+
+__all__ = ["Coalescer", "Intake", "IntakeEvent", "raw_record"]
+
+# Headers that carry our own secrets are never stored, even encrypted.
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-telegram-bot-api-secret-token"})
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeEvent:
+    """One parsed event to store: its dedup key, conversation and JSON-able payload."""
+
+    dedup_key: str
+    conversation_id: str
+    payload: dict[str, Any]
+
+
+class Coalescer:
+    """Runs script calls in shared pipelines (group commit); see the module docstring."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._queue: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self.flushes = 0
+        self.calls = 0
+
+    async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """The script's result. Raises ``StoreUnavailable`` when Redis fails."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((script, keys, args, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                await self._flush(batch)
+        finally:
+            self._flushing = False
+
+    async def _flush(self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        self.flushes += 1
+        self.calls += len(batch)
+        try:
+            pipe: Pipeline = self._redis.pipeline(transaction=False)
+            for script, k, a, _ in batch:
+                await script(keys=k, args=a, client=pipe)
+            results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            err = StoreUnavailable(f"intake write failed: {type(exc).__name__}")
+            for *_, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for (*_, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(StoreUnavailable(f"intake script failed: {type(result).__name__}"))
+            else:
+                fut.set_result(result)
+
+
+def raw_record(req: RawRequest, received_at: float) -> bytes:
+    """The request as stored for re-ingest (JSON; body base64), without secret headers."""
+    return json.dumps(
+        {
+            "method": req.method,
+            "path": req.path,
+            "query": dict(req.query),
+            "headers": {k: v for k, v in req.headers.items() if k not in _SECRET_HEADERS},
+            "body": base64.b64encode(req.body).decode(),
+            "received_at": received_at,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class Intake:
+    """Stores what the gateway acknowledges. Every method is one atomic Redis script."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        vault: Vault,
+        *,
+        dedup_ttl: int,
+        raw_ttl: int,
+        job_expiry_ms: int,
+    ) -> None:
+        self._vault = vault
+        self._coalescer = Coalescer(redis)
+        self._intake = redis.register_script(INTAKE)
+        self._parse_failed = redis.register_script(PARSE_FAILED)
+        self._dedup_ttl = dedup_ttl
+        self._raw_ttl = raw_ttl
+        self._job_expiry_ms = job_expiry_ms
+
+    @property
+    def coalescer(self) -> Coalescer:
+        return self._coalescer
+
+    async def accept(
+        self,
+        *,
+        account: str,
+        source: str,
+        direction: Direction,
+        channel: str,
+        desk: str,
+        req: RawRequest | None,
+        events: Sequence[IntakeEvent],
+    ) -> list[bool]:
+        """Store ``events`` (each with a pending delivery and its job); True where new,
+        False where the dedup mark says we already have it. Raises ``StoreUnavailable``."""
+        if not events:
+            return []
+        now = time.time()
+        now_ms = int(now * 1000)
+        raw_id = new_id()
+        raw_key = keys.raw(account, raw_id)
+        raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
+        fn = JOB_FUNCTIONS[direction]
+        k: list[str] = [keys.pending(account), keys.ARQ_QUEUE, raw_key]
+        a: list[Any] = [now_ms, raw_blob, self._raw_ttl, self._dedup_ttl, self._job_expiry_ms, fn, account, len(events)]
+        for ev in events:
+            event_id, delivery_id = new_id(), new_id()
+            event_key = keys.event(account, event_id)
+            record = {
+                "event_id": event_id,
+                "delivery_id": delivery_id,
+                "raw_id": raw_id if req is not None else None,
+                "received_at": now,
+                "event": ev.payload,
+            }
+            delivery = {
+                "id": delivery_id,
+                "account": account,
+                "direction": direction.value,
+                "channel": channel,
+                "desk": desk,
+                "conversation_id": ev.conversation_id,
+                "event_id": event_id,
+                "state": DeliveryState.PENDING.value,
+                "attempts": 0,
+                "created_at": now_ms,
+                "updated_at": now_ms,
+            }
+            k += [
+                keys.dedup(account, source, ev.dedup_key),
+                event_key,
+                keys.delivery(account, delivery_id),
+                keys.lane(account, direction.value, ev.conversation_id),
+                keys.arq_job(delivery_id),
+            ]
+            a += [
+                event_id,
+                self._vault.seal(json.dumps(record, separators=(",", ":")).encode(), event_key),
+                json.dumps(delivery, separators=(",", ":")),
+                delivery_id,
+            ]
+        result = await self._coalescer.call(self._intake, k, a)
+        return [bool(x) for x in result]
+
+    async def accept_parse_failed(
+        self, *, account: str, source: str, direction: Direction, channel: str, desk: str,
+        req: RawRequest, error: str, dedup_key: str,
+    ) -> bool:
+        """Keep a verified body our parser rejected as a ``parse_failed`` dead letter.
+        ``error`` must not contain the body. False when already kept."""
+        now = time.time()
+        now_ms = int(now * 1000)
+        delivery_id = new_id()
+        raw_key = keys.raw(account, delivery_id)
+        delivery = {
+            "id": delivery_id,
+            "account": account,
+            "direction": direction.value,
+            "channel": channel,
+            "desk": desk,
+            "conversation_id": "",
+            "event_id": "",
+            "raw_id": delivery_id,
+            "state": DeliveryState.DEAD.value,
+            "reason": "parse_failed",
+            "last_error": error[:500],
+            "attempts": 0,
+            "created_at": now_ms,
+            "updated_at": now_ms,
+        }
+        result = await self._coalescer.call(
+            self._parse_failed,
+            [
+                keys.dedup(account, source, dedup_key),
+                raw_key,
+                keys.delivery(account, delivery_id),
+                keys.dead(account),
+            ],
+            [
+                now_ms,
+                self._vault.seal(raw_record(req, now), raw_key),
+                self._dedup_ttl,
+                json.dumps(delivery, separators=(",", ":")),
+                delivery_id,
+            ],
+        )
+        return bool(result)

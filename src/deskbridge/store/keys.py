@@ -1,0 +1,134 @@
+"""Every Redis key deskbridge writes is built here, and nowhere else.
+
+Account keys carry the account in a hash tag (``db:{acme}:...``) so that a cell's store
+could move to Redis Cluster for everything but arq's queue, whose names arq fixes.
+"""
+
+from __future__ import annotations
+
+from arq.constants import default_queue_name, job_key_prefix
+
+__all__ = [
+    "ARQ_QUEUE",
+    "HEARTBEAT",
+    "arq_job",
+    "attempts",
+    "contact",
+    "conversation",
+    "dead",
+    "dedup",
+    "delivery",
+    "desk_user",
+    "event",
+    "identity",
+    "lane",
+    "lane_lock",
+    "ours",
+    "pending",
+    "raw",
+    "sandbox_messages",
+    "sandbox_outbox",
+    "sandbox_seq",
+    "sandbox_ticket",
+    "sandbox_tickets",
+    "ticket",
+]
+
+ARQ_QUEUE = default_queue_name
+HEARTBEAT = "deskbridge:worker:heartbeat"
+
+
+def _a(account: str) -> str:
+    return f"db:{{{account}}}"
+
+
+def arq_job(job_id: str) -> str:
+    return job_key_prefix + job_id
+
+
+def dedup(account: str, source: str, dedup_key: str) -> str:
+    """Marks an inbound event (``source`` is the channel or desk) as already taken."""
+    return f"{_a(account)}:dedup:{source}:{dedup_key}"
+
+
+def raw(account: str, raw_id: str) -> str:
+    return f"{_a(account)}:raw:{raw_id}"
+
+
+def event(account: str, event_id: str) -> str:
+    return f"{_a(account)}:evt:{event_id}"
+
+
+def delivery(account: str, delivery_id: str) -> str:
+    return f"{_a(account)}:dlv:{delivery_id}"
+
+
+def attempts(account: str, delivery_id: str) -> str:
+    return f"{_a(account)}:dlv:{delivery_id}:attempts"
+
+
+def pending(account: str) -> str:
+    """Sorted set of pending delivery ids, scored by creation time (ms)."""
+    return f"{_a(account)}:pending"
+
+
+def dead(account: str) -> str:
+    """Sorted set of dead-lettered delivery ids, scored by the time they died (ms)."""
+    return f"{_a(account)}:dead"
+
+
+def lane(account: str, direction: str, conversation_id: str) -> str:
+    """The ordered list of one conversation's deliveries in one direction."""
+    return f"{_a(account)}:lane:{direction}:{conversation_id}"
+
+
+def lane_lock(account: str, direction: str, conversation_id: str) -> str:
+    return f"{_a(account)}:lock:{direction}:{conversation_id}"
+
+
+def conversation(account: str, conversation_id: str) -> str:
+    return f"{_a(account)}:conv:{conversation_id}"
+
+
+def ticket(account: str, desk: str, ticket_id: str) -> str:
+    """Desk ticket → our conversation id (how agent replies find their channel)."""
+    return f"{_a(account)}:ticket:{desk}:{ticket_id}"
+
+
+def contact(account: str, contact_id: str) -> str:
+    return f"{_a(account)}:contact:{contact_id}"
+
+
+def identity(account: str, digest: str) -> str:
+    """Keyed-HMAC digest of an identity → contact id (no plaintext in key names)."""
+    return f"{_a(account)}:ident:{digest}"
+
+
+def desk_user(account: str, desk: str, contact_id: str) -> str:
+    return f"{_a(account)}:deskuser:{desk}:{contact_id}"
+
+
+def ours(account: str, desk: str, message_id: str) -> str:
+    """A desk message deskbridge wrote itself (the loop guard)."""
+    return f"{_a(account)}:ours:{desk}:{message_id}"
+
+
+def sandbox_tickets(account: str) -> str:
+    return f"{_a(account)}:sbx:tickets"
+
+
+def sandbox_ticket(account: str, ticket_id: str) -> str:
+    return f"{_a(account)}:sbx:ticket:{ticket_id}"
+
+
+def sandbox_messages(account: str, ticket_id: str) -> str:
+    return f"{_a(account)}:sbx:ticket:{ticket_id}:msgs"
+
+
+def sandbox_seq(account: str) -> str:
+    return f"{_a(account)}:sbx:seq"
+
+
+def sandbox_outbox(account: str) -> str:
+    """What the sandbox channel API was asked to send (newest first)."""
+    return f"{_a(account)}:sbx:outbox"

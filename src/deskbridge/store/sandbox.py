@@ -1,0 +1,127 @@
+"""Storage of the sandbox desk (tickets and messages) and of the sandbox channel API's
+outbox (what a channel in sandbox mode was asked to send). Everything is sealed."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from deskbridge.store import keys
+from deskbridge.store.crypto import Vault
+
+__all__ = ["SandboxMessage", "SandboxStore", "SandboxTicket"]
+
+_OUTBOX_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxMessage:
+    id: str
+    author: str
+    """``customer``, ``agent`` or ``note``."""
+    text: str
+    at: float
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxTicket:
+    id: str
+    account: str
+    subject: str
+    requester: str
+    channel: str
+    updated_at: float
+    messages: list[SandboxMessage] = field(default_factory=list)
+
+
+class SandboxStore:
+    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
+        self._redis = redis
+        self._vault = vault
+
+    async def create_ticket(self, account: str, *, subject: str, requester: str, channel: str) -> str:
+        ticket_id = str(await self._redis.incr(keys.sandbox_seq(account)))
+        key = keys.sandbox_ticket(account, ticket_id)
+        now = time.time()
+        meta = json.dumps({"subject": subject, "requester": requester}).encode()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"meta": self._vault.seal(meta, key), "channel": channel, "updated_at": str(now)})
+        pipe.zadd(keys.sandbox_tickets(account), {ticket_id: now})
+        await pipe.execute()
+        return ticket_id
+
+    async def exists(self, account: str, ticket_id: str) -> bool:
+        return bool(await self._redis.exists(keys.sandbox_ticket(account, ticket_id)))
+
+    async def add_message(
+        self, account: str, ticket_id: str, *, author: str, text: str, attachments: tuple[str, ...] = ()
+    ) -> tuple[str, int]:
+        """Append a message; returns its id and the ticket's message count."""
+        key = keys.sandbox_messages(account, ticket_id)
+        now = time.time()
+        count = await self._redis.llen(key)
+        msg_id = f"{ticket_id}-{count + 1}"
+        body = json.dumps(
+            {"id": msg_id, "author": author, "text": text, "at": now, "attachments": list(attachments)}
+        ).encode()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(key, self._vault.seal(body, key))
+        pipe.hset(keys.sandbox_ticket(account, ticket_id), "updated_at", str(now))
+        pipe.zadd(keys.sandbox_tickets(account), {ticket_id: now})
+        n, _, _ = await pipe.execute()
+        return msg_id, int(n)
+
+    async def tickets(self, account: str, limit: int = 50) -> list[SandboxTicket]:
+        ids = await self._redis.zrevrange(keys.sandbox_tickets(account), 0, limit - 1)
+        out = []
+        for raw_id in ids:
+            t = await self.ticket(account, raw_id.decode())
+            if t is not None:
+                out.append(t)
+        return out
+
+    async def ticket(self, account: str, ticket_id: str) -> SandboxTicket | None:
+        key = keys.sandbox_ticket(account, ticket_id)
+        h = await self._redis.hgetall(key)
+        if not h:
+            return None
+        meta = json.loads(self._vault.open(h[b"meta"], key))
+        mkey = keys.sandbox_messages(account, ticket_id)
+        rows = await self._redis.lrange(mkey, 0, -1)
+        messages = []
+        for row in rows:
+            m = json.loads(self._vault.open(row, mkey))
+            messages.append(
+                SandboxMessage(
+                    id=m["id"], author=m["author"], text=m["text"], at=m["at"],
+                    attachments=tuple(m.get("attachments", ())),
+                )
+            )
+        return SandboxTicket(
+            id=ticket_id,
+            account=account,
+            subject=meta["subject"],
+            requester=meta["requester"],
+            channel=h[b"channel"].decode(),
+            updated_at=float(h[b"updated_at"]),
+            messages=messages,
+        )
+
+    async def record_sent(self, account: str, entry: dict[str, Any]) -> None:
+        """Keep what a sandbox-mode channel was asked to send (newest first, bounded)."""
+        key = keys.sandbox_outbox(account)
+        entry = {**entry, "at": time.time()}
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lpush(key, self._vault.seal(json.dumps(entry).encode(), key))
+        pipe.ltrim(key, 0, _OUTBOX_LIMIT - 1)
+        await pipe.execute()
+
+    async def sent(self, account: str, limit: int = 50) -> list[dict[str, Any]]:
+        key = keys.sandbox_outbox(account)
+        rows = await self._redis.lrange(key, 0, limit - 1)
+        return [json.loads(self._vault.open(r, key)) for r in rows]
