@@ -23,3 +23,95 @@ async def redis() -> AsyncIterator[aioredis.Redis]:
     yield client
     await client.flushdb()
     await client.aclose()
+
+
+# --- runtimes ---------------------------------------------------------------------------
+
+import base64  # noqa: E402
+
+import httpx  # noqa: E402
+
+from deskbridge.config import Settings, parse_accounts  # noqa: E402
+from deskbridge.pipeline import Runtime, build_worker  # noqa: E402
+from deskbridge.store import Vault  # noqa: E402
+
+TEST_KEY = base64.b64encode(bytes(range(32))).decode()
+TG_TOKEN = "123456:TEST-token_abcdefghijklmnop"
+TG_SECRET = "test-secret_token"
+ZD_SECRET = "zendesk-signing-secret"
+
+DEMO_YAML = f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: telegram
+        bot_token: "{TG_TOKEN}"
+        secret_token: "{TG_SECRET}"
+        base_url: https://tg.test
+"""
+
+ZENDESK_YAML = f"""
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      base_url: https://acme.zendesk.test
+      email: bot@acme.test
+      api_token: zd-api-token
+      webhook_secret: "{ZD_SECRET}"
+    channels:
+      - type: telegram
+        bot_token: "{TG_TOKEN}"
+        secret_token: "{TG_SECRET}"
+        base_url: https://tg.test
+"""
+
+
+def test_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "redis_url": TEST_REDIS_URL,
+        "encryption_key": TEST_KEY,
+        "poll_delay_seconds": 0.005,
+        "retry_base_seconds": 0.01,
+        "retry_cap_seconds": 0.05,
+        "sweep_grace_seconds": 0,
+        "job_timeout_seconds": 5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
+    """Build runtimes over the test database; closes their clients afterwards."""
+    made: list[Runtime] = []
+
+    def factory(yaml_text: str = DEMO_YAML, **overrides: object) -> Runtime:
+        settings = test_settings(**overrides)
+        from deskbridge.store import connect
+        from deskbridge.store.crypto import decode_key
+
+        rt = Runtime.build(
+            settings,
+            parse_accounts(yaml_text),
+            connect(TEST_REDIS_URL),
+            Vault.from_secret(decode_key(TEST_KEY)),
+            httpx.AsyncClient(timeout=5),
+        )
+        made.append(rt)
+        return rt
+
+    yield factory
+    for rt in made:
+        await rt.http.aclose()
+        await rt.redis.aclose()
+
+
+async def drain(rt: Runtime) -> None:
+    """Run a burst worker until the queue is empty (deferred retries included)."""
+    worker = build_worker(rt, TEST_REDIS_URL, burst=True)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()

@@ -6,7 +6,7 @@
     │   ├── SignatureInvalid        401: missing/bad signature or secret, unknown account
     │   ├── PayloadInvalid          400: not what the platform sends at all
     │   └── PayloadTooLarge         413: over the route's size limit
-    ├── ParseFailed                 verified, but our parser cannot handle it (kept as a dead letter)
+    ├── ParseFailed                 verified, but our parser cannot handle it (a dead letter)
     ├── DeliveryError               an outbound call (channel send or desk call) failed
     │   ├── RetryableError          timeouts, 5xx, 429 (``retry_after`` set when the peer said)
     │   └── PermanentError          4xx that will not change by retrying

@@ -22,7 +22,9 @@ __all__ = ["classify", "make_client", "parse_retry_after", "transport_error"]
 USER_AGENT = f"deskbridge/{__version__}"
 
 
-def make_client(*, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def make_client(
+    *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """The process-wide outbound client. ``timeout`` is the read/write/pool timeout in seconds."""
     # httpx logs every request URL at INFO, and bot APIs put their token in the URL path.
     for name in ("httpx", "httpcore"):
@@ -71,7 +73,11 @@ def classify(
     if 200 <= status < 300:
         return
     if status == 429:
-        wait = retry_after if retry_after is not None else parse_retry_after(response.headers.get("retry-after"))
+        wait = (
+            retry_after
+            if retry_after is not None
+            else parse_retry_after(response.headers.get("retry-after"))
+        )
         raise RetryableError(f"{what}: rate limited (HTTP 429)", status=status, retry_after=wait)
     if status >= 500 or status in set(retryable_statuses) or status == 408:
         raise RetryableError(f"{what}: HTTP {status}", status=status)

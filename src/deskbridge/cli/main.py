@@ -76,8 +76,12 @@ def cli() -> None:
 def _process_command(role: str, help_text: str) -> None:
     @cli.command(role, help=help_text)
     @CONFIG_OPTION
-    @click.option("--host", default=None, help="Listen address (default $DESKBRIDGE_HOST or 127.0.0.1).")
-    @click.option("--port", type=int, default=None, help="Listen port (default $DESKBRIDGE_PORT or 8080).")
+    @click.option(
+        "--host", default=None, help="Listen address (default $DESKBRIDGE_HOST or 127.0.0.1)."
+    )
+    @click.option(
+        "--port", type=int, default=None, help="Listen port (default $DESKBRIDGE_PORT or 8080)."
+    )
     def command(config: Path | None, host: str | None, port: int | None) -> None:
         _start(role, config, host, port)
 
@@ -87,7 +91,9 @@ _process_command(
     "Gateway and worker in one process. Without REDIS_URL it runs a private redis-server; "
     "without an accounts file it serves the demo account.",
 )
-_process_command("serve", "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL.")
+_process_command(
+    "serve", "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL."
+)
 _process_command("worker", "The worker alone (deliveries to desks and channels). Needs REDIS_URL.")
 
 
@@ -113,19 +119,33 @@ def check_config(file: Path) -> None:
 @click.argument("channel", type=click.Choice(["telegram"]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
-@click.option("--url", default=None, help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).")
+@click.option(
+    "--url",
+    default=None,
+    help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
+)
 @click.option("--user-id", type=int, default=None, help="The simulated customer's channel id.")
-@click.option("--name", default="Demo Customer", show_default=True, help="The customer's display name.")
+@click.option(
+    "--name", default="Demo Customer", show_default=True, help="The customer's display name."
+)
 @CONFIG_OPTION
 def simulate(
-    channel: str, text: str, account: str, url: str | None, user_id: int | None, name: str, config: Path | None
+    channel: str,
+    text: str,
+    account: str,
+    url: str | None,
+    user_id: int | None,
+    name: str,
+    config: Path | None,
 ) -> None:
     """Send a correctly signed webhook to a running gateway, as the channel would."""
     from deskbridge.cli.simulate import simulate as run_simulate
 
     settings = _settings()
     try:
-        status = run_simulate(settings, channel, account, text, url=url, user_id=user_id, name=name, config=config)
+        status = run_simulate(
+            settings, channel, account, text, url=url, user_id=user_id, name=name, config=config
+        )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
     if not 200 <= status < 300:
@@ -140,7 +160,9 @@ def channels() -> None:
 
 
 @channels.command("register")
-@click.option("--public-url", required=True, help="How the platforms reach this deployment (https://...).")
+@click.option(
+    "--public-url", required=True, help="How the platforms reach this deployment (https://...)."
+)
 @click.option("--account", "only", default=None, help="Only this account.")
 @click.option(
     "--secrets-dir",
@@ -149,7 +171,9 @@ def channels() -> None:
     help="Where to write secrets the platforms return (default: the data directory).",
 )
 @CONFIG_OPTION
-def register(public_url: str, only: str | None, secrets_dir: Path | None, config: Path | None) -> None:
+def register(
+    public_url: str, only: str | None, secrets_dir: Path | None, config: Path | None
+) -> None:
     """Point each channel's webhook (Telegram setWebhook with its secret token) and each
     desk's reply webhook (Zendesk) at this deployment."""
     from deskbridge.cli.register import register as run_register
@@ -157,10 +181,14 @@ def register(public_url: str, only: str | None, secrets_dir: Path | None, config
     settings = _settings()
     path = config or settings.config
     if path is None:
-        err.print("[bold red]error:[/] give --config or DESKBRIDGE_CONFIG (the demo account has nothing to register)")
+        err.print(
+            "[bold red]error:[/] give --config or DESKBRIDGE_CONFIG (the demo registers nothing)"
+        )
         sys.exit(2)
     try:
-        ok = asyncio.run(run_register(settings, path, public_url, only, secrets_dir or settings.data_dir))
+        ok = asyncio.run(
+            run_register(settings, path, public_url, only, secrets_dir or settings.data_dir)
+        )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
     sys.exit(0 if ok else 1)

@@ -9,6 +9,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -35,7 +36,8 @@ class AccessLogger(AbstractAccessLogger):
     sandbox bot API) and queries can carry secrets (Meta's ``hub.verify_token``)."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        resource = request.match_info.route.resource
+        match_info = getattr(request, "match_info", None)
+        resource = match_info.route.resource if match_info is not None else None
         route = resource.canonical if resource is not None else "-"
         self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)
 
@@ -58,7 +60,7 @@ def load(settings: Settings, config: Path | None) -> Loaded:
         if secrets_key is None:
             raise ConfigError(
                 "DESKBRIDGE_ENCRYPTION_KEY is not set: deskbridge encrypts what it stores. "
-                "Generate one with: python3 -c \"import os,base64;print(base64.urlsafe_b64encode(os.urandom(32)).decode())\""
+                "Generate one with: openssl rand -base64 32"
             )
     else:
         accounts = demo_accounts(settings.data_dir)
@@ -79,11 +81,14 @@ def _banner(loaded: Loaded, role: str) -> None:
             for ch in acc.channels:
                 lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
             if acc.desk.type != "sandbox":
-                lines.append(f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}")
+                lines.append(
+                    f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}"
+                )
         if any(a.desk.type == "sandbox" for a in loaded.accounts.accounts.values()):
             lines.append(f"  sandbox desk: {local}/sandbox/")
     if loaded.demo:
-        lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {secrets_path(s.data_dir).resolve()} (mode 0600)")
+        where = secrets_path(s.data_dir).resolve()
+        lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -96,7 +101,9 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
     url = s.redis_url
     if url is None:
         if role != "run":
-            raise ConfigError(f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes")
+            raise ConfigError(
+                f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
+            )
         private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
         await private.start()
         url = private.url
@@ -118,12 +125,16 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        waiters = [asyncio.create_task(stop.wait())]
+        stopping = asyncio.create_task(stop.wait())
+        waiters: set[asyncio.Task[Any]] = {stopping}
         if worker is not None:
-            waiters.append(worker)
+            waiters.add(worker)  # a worker that dies ends the process
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if worker is not None and worker.done() and not worker.cancelled() and worker.exception():
-            raise worker.exception()  # type: ignore[misc]
+        stopping.cancel()
+        if worker is not None and worker.done() and not worker.cancelled():
+            exc = worker.exception()
+            if exc is not None:
+                raise exc
         log.info("shutting down")
     finally:
         if worker is not None:
@@ -135,4 +146,4 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         await http.aclose()
         await redis.aclose()
         if private is not None:
-            private.stop()
+            await private.stop()

@@ -25,7 +25,9 @@ def _write_secret(directory: Path, name: str, value: str) -> Path:
     return path
 
 
-async def register(settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path) -> bool:
+async def register(
+    settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path
+) -> bool:
     """Returns False when any registration failed (each is reported)."""
     from deskbridge.adapters.telegram import TelegramAdapter
     from deskbridge.outbound.zendesk import ZendeskConnector

@@ -45,7 +45,11 @@ def simulate(
     secret = _telegram_secret(settings, account, config)
     uid = user_id if user_id is not None else 700_000_001
     body = sample_update(
-        text, update_id=int(time.time() * 1000) % 2_000_000_000, chat_id=uid, user_id=uid, first_name=name
+        text,
+        update_id=int(time.time() * 1000) % 2_000_000_000,
+        chat_id=uid,
+        user_id=uid,
+        first_name=name,
     )
     try:
         resp = httpx.post(

@@ -207,16 +207,22 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_accounts(text: str, *, source: str = "<string>", base: Path | None = None) -> AccountsFile:
+def parse_accounts(
+    text: str, *, source: str = "<string>", base: Path | None = None
+) -> AccountsFile:
     """Parse and validate an accounts document. Raises ``ConfigError`` listing every problem."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfigError(f"{source}: not valid YAML", [(where, str(getattr(exc, "problem", exc)))]) from exc
+        raise ConfigError(
+            f"{source}: not valid YAML", [(where, str(getattr(exc, "problem", exc)))]
+        ) from exc
     if not isinstance(doc, Mapping):
-        raise ConfigError(f"{source}: invalid", [("(top)", "the document must be a mapping with 'accounts:'")])
+        raise ConfigError(
+            f"{source}: invalid", [("(top)", "the document must be a mapping with 'accounts:'")]
+        )
     problems: list[tuple[str, str]] = []
     resolved = _resolve(doc, "", base or Path.cwd(), problems)
     if problems:

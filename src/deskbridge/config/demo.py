@@ -44,7 +44,9 @@ def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
         try:
             stored: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: unreadable demo secrets ({exc}); delete it to start over") from exc
+            raise ConfigError(
+                f"{path}: unreadable demo secrets ({exc}); delete it to start over"
+            ) from exc
         fresh = _generate()
         missing = {k: v for k, v in fresh.items() if k not in stored}
         if not missing:

@@ -22,7 +22,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched"
+    )
     try:
         resp = await handler(request)
     except web.HTTPException as exc:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,17 +41,21 @@ async def readyz(request: web.Request) -> web.Response:
         for name, acc in rt.accounts.accounts.items()
     }
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "role": role, "checks": checks, "accounts": accounts},
+        {
+            "status": "ready" if ready else "not ready",
+            "role": role,
+            "checks": checks,
+            "accounts": accounts,
+        },
         status=200 if ready else 503,
     )
 
 
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    try:
+    # on a Redis outage the gauge keeps its last value; /readyz reports the outage
+    with contextlib.suppress(RedisError, OSError):
         rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
-    except (RedisError, OSError):
-        pass  # the gauge keeps its last value; /readyz reports the outage
     resp = web.Response(body=generate_latest(rt.metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp

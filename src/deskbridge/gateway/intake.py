@@ -13,7 +13,6 @@ from aiohttp import web
 
 from deskbridge.errors import (
     ParseFailed,
-    PayloadInvalid,
     PayloadTooLarge,
     RequestRefused,
     SignatureInvalid,
@@ -24,7 +23,7 @@ from deskbridge.pipeline import Runtime
 from deskbridge.schemas import AgentReply, Direction, RawRequest
 from deskbridge.store import IntakeEvent
 
-__all__ = ["accept_replies", "channel_webhook", "channel_handshake", "desk_webhook", "read_raw"]
+__all__ = ["accept_replies", "channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,9 @@ async def read_raw(request: web.Request, limit: int) -> RawRequest:
 
 def _refused(rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
     rt.metrics.events.labels(source, "rejected", exc.reason).inc()
-    body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(exc.status, "refused")
+    body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(
+        exc.status, "refused"
+    )
     return web.json_response({"ok": False, "error": body}, status=exc.status)
 
 
@@ -86,11 +87,18 @@ async def channel_webhook(request: web.Request) -> web.Response:
             events = adapter.parse(req)
         except ParseFailed as exc:
             stored = await rt.intake.accept_parse_failed(
-                account=account, source=channel, direction=Direction.INBOUND, channel=channel,
-                desk=rt.accounts.accounts[account].desk.type, req=req, error=str(exc),
+                account=account,
+                source=channel,
+                direction=Direction.INBOUND,
+                channel=channel,
+                desk=rt.accounts.accounts[account].desk.type,
+                req=req,
+                error=str(exc),
                 dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
             )
-            rt.metrics.events.labels(channel, "parse_failed" if stored else "duplicate", "parse").inc()
+            rt.metrics.events.labels(
+                channel, "parse_failed" if stored else "duplicate", "parse"
+            ).inc()
             log.warning("%s/%s: kept an unparseable body as a dead letter", channel, account)
             return web.Response(body=_OK, content_type="application/json")
         if events:
@@ -131,7 +139,9 @@ async def channel_handshake(request: web.Request) -> web.Response:
     if adapter is None:
         return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
     req = RawRequest(
-        method="GET", path=request.path, query=dict(request.query),
+        method="GET",
+        path=request.path,
+        query=dict(request.query),
         headers={k.lower(): v for k, v in request.headers.items()},
     )
     answer = adapter.handshake(req)

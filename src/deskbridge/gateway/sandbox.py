@@ -23,39 +23,55 @@ from deskbridge.outbound.sandbox import SandboxConnector
 from deskbridge.pipeline import Runtime
 from deskbridge.schemas import AgentReply, Channel, Desk
 
-
 __all__ = ["add_routes"]
 
 _STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-header{background:#1d2330;color:#fff;padding:.8rem 1.5rem}header a{color:#fff;text-decoration:none}
+header{background:#1d2330;color:#fff;padding:.8rem 1.5rem}
+header a{color:#fff;text-decoration:none}
 main{max-width:60rem;margin:1.5rem auto;padding:0 1rem}
-section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:1rem 1.2rem;margin-bottom:1rem}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee}
-.msg{border-left:4px solid #9aa5b5;padding:.4rem .8rem;margin:.6rem 0;white-space:pre-wrap;background:#fafbfc}
-.customer{border-color:#2f7de1}.agent{border-color:#1a9f5b}.note{border-color:#e0a100;background:#fff9e6}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;
+  padding:1rem 1.2rem;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%}
+td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}
+.msg{border-left:4px solid #9aa5b5;padding:.4rem .8rem;margin:.6rem 0;background:#fafbfc}
+.msg,.pre{white-space:pre-wrap}
+.customer{border-color:#2f7de1}.agent{border-color:#1a9f5b}
+.note{border-color:#e0a100;background:#fff9e6}
 .meta{color:#667;font-size:.85em}textarea{width:100%;min-height:6rem;font:inherit}
 button{font:inherit;padding:.4rem 1rem;margin-top:.5rem}code{background:#eef;padding:0 .2rem}
 """
+
+_e = html.escape
 
 
 def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
     meta = '<meta http-equiv="refresh" content="3">' if refresh else ""
     doc = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
-        f"<title>{html.escape(title)} · deskbridge sandbox</title><style>{_STYLE}</style></head>"
-        f'<body><header><a href="/sandbox/"><b>deskbridge</b> sandbox desk</a></header>'
+        f"<title>{_e(title)} · deskbridge sandbox</title><style>{_STYLE}</style></head>"
+        '<body><header><a href="/sandbox/"><b>deskbridge</b> sandbox desk</a></header>'
         f"<main>{body}</main></body></html>"
     )
     return web.Response(text=doc, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
+def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
+    """An HTML table; cells are given as HTML (escape values before passing them)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    if not rows:
+        body = f'<tr><td colspan="{len(headers)}">{empty}</td></tr>'
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"<span class=meta>{when}</span>"
 
 
 def _sandbox_accounts(rt: Runtime) -> list[str]:
-    return [name for name, acc in rt.accounts.accounts.items() if acc.desk.type == Desk.SANDBOX.value]
+    return [n for n, acc in rt.accounts.accounts.items() if acc.desk.type == Desk.SANDBOX.value]
 
 
 def _account(request: web.Request) -> tuple[Runtime, str]:
@@ -73,34 +89,48 @@ async def index(request: web.Request) -> web.Response:
     if not accounts:
         parts.append("<section><p>No account uses the sandbox desk.</p></section>")
     for account in accounts:
-        tickets = await rt.sandbox.tickets(account)
-        rows = "".join(
-            f'<tr><td><a href="/sandbox/{html.escape(account)}/tickets/{html.escape(t.id)}">#{html.escape(t.id)}</a></td>'
-            f"<td>{html.escape(t.subject)}</td><td>{html.escape(t.requester)}</td>"
-            f"<td>{html.escape(t.channel)}</td><td>{len(t.messages)}</td><td class=meta>{_when(t.updated_at)}</td></tr>"
-            for t in tickets
-        ) or '<tr><td colspan="6">No tickets yet. Send one with <code>deskbridge simulate telegram --text "hello"</code>.</td></tr>'
+        rows = [
+            [
+                f'<a href="/sandbox/{_e(account)}/tickets/{_e(t.id)}">#{_e(t.id)}</a>',
+                _e(t.subject),
+                _e(t.requester),
+                _e(t.channel),
+                str(len(t.messages)),
+                _when(t.updated_at),
+            ]
+            for t in await rt.sandbox.tickets(account)
+        ]
+        empty = "No tickets yet. Try <code>deskbridge simulate telegram --text hello</code>."
+        headers = ["Ticket", "Subject", "Requester", "Channel", "Messages", "Updated"]
         parts.append(
-            f"<section><h2>Account <code>{html.escape(account)}</code></h2>"
-            "<table><tr><th>Ticket</th><th>Subject</th><th>Requester</th><th>Channel</th><th>Messages</th><th>Updated</th></tr>"
-            f"{rows}</table></section>"
+            f"<section><h2>Account <code>{_e(account)}</code></h2>"
+            f"{_table(headers, rows, empty)}</section>"
         )
         parts.append(await _outbox(rt, account))
     return _page("Tickets", "".join(parts), refresh=True)
 
 
 async def _outbox(rt: Runtime, account: str) -> str:
-    sent = await rt.sandbox.sent(account, limit=20)
-    rows = "".join(
-        f"<tr><td class=meta>{_when(e['at'])}</td><td>{html.escape(e.get('channel', ''))}</td>"
-        f"<td><code>{html.escape(e.get('method', ''))}</code></td><td>{html.escape(str(e.get('to', '')))}</td>"
-        f'<td style="white-space:pre-wrap">{html.escape(e.get("text", ""))}</td></tr>'
-        for e in sent
-    ) or '<tr><td colspan="5">Nothing sent yet. Reply to a ticket and the channel call shows up here.</td></tr>'
+    rows = [
+        [
+            _when(e["at"]),
+            _e(e.get("channel", "")),
+            f"<code>{_e(e.get('method', ''))}</code>",
+            _e(str(e.get("to", ""))),
+            f"<div class=pre>{_e(e.get('text', ''))}</div>",
+        ]
+        for e in await rt.sandbox.sent(account, limit=20)
+    ]
+    empty = "Nothing sent yet. Reply to a ticket and the channel call shows up here."
+    table = _table(["When", "Channel", "Call", "To", "Text"], rows, empty)
+    return f"<section><h3>Sent on channels (sandbox channel API)</h3>{table}</section>"
+
+
+def _message(author: str, at: float, text: str, attachments: tuple[str, ...]) -> str:
+    files = "".join(f"<div class=meta>📎 {_e(a)}</div>" for a in attachments)
     return (
-        "<section><h3>Sent on channels (sandbox channel API)</h3>"
-        "<table><tr><th>When</th><th>Channel</th><th>Call</th><th>To</th><th>Text</th></tr>"
-        f"{rows}</table></section>"
+        f'<div class="msg {_e(author)}"><div class=meta>{_e(author)} · {_when(at)}</div>'
+        f"{_e(text)}{files}</div>"
     )
 
 
@@ -109,23 +139,18 @@ async def ticket(request: web.Request) -> web.Response:
     t = await rt.sandbox.ticket(account, request.match_info["ticket"])
     if t is None:
         raise web.HTTPNotFound(text="no such ticket")
-    msgs = "".join(
-        f'<div class="msg {html.escape(m.author)}"><div class=meta>{html.escape(m.author)} · {_when(m.at)}</div>'
-        f"{html.escape(m.text)}"
-        + "".join(f"<div class=meta>📎 {html.escape(a)}</div>" for a in m.attachments)
-        + "</div>"
-        for m in t.messages
-    )
+    msgs = "".join(_message(m.author, m.at, m.text, m.attachments) for m in t.messages)
+    action = f"/sandbox/{_e(account)}/tickets/{_e(t.id)}/reply"
     form = (
-        f'<form method="post" action="/sandbox/{html.escape(account)}/tickets/{html.escape(t.id)}/reply">'
-        f'<input type="hidden" name="csrf" value="{html.escape(request.app[CSRF])}">'
-        '<label for="text"><b>Reply as agent</b> (sent to the customer on '
-        f"{html.escape(t.channel)})</label><textarea id=text name=text required></textarea>"
+        f'<form method="post" action="{action}">'
+        f'<input type="hidden" name="csrf" value="{_e(request.app[CSRF])}">'
+        f'<label for="text"><b>Reply as agent</b> (sent to the customer on {_e(t.channel)})'
+        "</label><textarea id=text name=text required></textarea>"
         "<button type=submit>Send reply</button></form>"
     )
     body = (
-        f"<section><h2>#{html.escape(t.id)} {html.escape(t.subject)}</h2>"
-        f"<p class=meta>Requester: {html.escape(t.requester)} · channel {html.escape(t.channel)}</p>"
+        f"<section><h2>#{_e(t.id)} {_e(t.subject)}</h2>"
+        f"<p class=meta>Requester: {_e(t.requester)} · channel {_e(t.channel)}</p>"
         f"{msgs}{form}</section>" + await _outbox(rt, account)
     )
     return _page(f"Ticket {t.id}", body)
@@ -167,7 +192,9 @@ async def reply(request: web.Request) -> web.Response:
 
 
 def _telegram_error(status: int, description: str) -> web.Response:
-    return web.json_response({"ok": False, "error_code": status, "description": description}, status=status)
+    return web.json_response(
+        {"ok": False, "error_code": status, "description": description}, status=status
+    )
 
 
 async def telegram_api(request: web.Request) -> web.Response:
@@ -177,8 +204,10 @@ async def telegram_api(request: web.Request) -> web.Response:
     adapter_cfg = rt.accounts.accounts.get(account)
     channel_cfg = adapter_cfg.channel(Channel.TELEGRAM) if adapter_cfg else None
     bot = request.match_info["bot"].removeprefix("bot")
-    if channel_cfg is None or not channel_cfg.sandbox or not hmac.compare_digest(
-        bot.encode(), channel_cfg.bot_token.get_secret_value().encode()
+    if (
+        channel_cfg is None
+        or not channel_cfg.sandbox
+        or not hmac.compare_digest(bot.encode(), channel_cfg.bot_token.get_secret_value().encode())
     ):
         return _telegram_error(401, "Unauthorized")
     method = request.match_info["method"]
@@ -202,24 +231,45 @@ async def telegram_api(request: web.Request) -> web.Response:
         if file_note:
             text = f"{file_note}\n{text}" if text else file_note
         await rt.sandbox.record_sent(
-            account, {"channel": "telegram", "method": method, "to": fields.get("chat_id"), "text": text}
+            account,
+            {"channel": "telegram", "method": method, "to": fields.get("chat_id"), "text": text},
         )
-        result = {"message_id": int(now * 1000) % 2_000_000_000, "date": now, "chat": {"id": fields.get("chat_id")}}
+        result = {
+            "message_id": int(now * 1000) % 2_000_000_000,
+            "date": now,
+            "chat": {"id": fields.get("chat_id")},
+        }
         return web.json_response({"ok": True, "result": result})
     if method == "getMe":
-        return web.json_response({"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "Sandbox", "username": "sandbox_bot"}})
+        return web.json_response(
+            {
+                "ok": True,
+                "result": {
+                    "id": 1,
+                    "is_bot": True,
+                    "first_name": "Sandbox",
+                    "username": "sandbox_bot",
+                },
+            }
+        )
     if method in ("setWebhook", "deleteWebhook"):
-        return web.json_response({"ok": True, "result": True, "description": "sandbox: nothing to register"})
+        return web.json_response(
+            {"ok": True, "result": True, "description": "sandbox: nothing to register"}
+        )
     if method == "getFile":
         return _telegram_error(400, "Bad Request: the sandbox holds no files")
     return _telegram_error(404, "Not Found")
 
 
+async def to_index(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/sandbox/")
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/sandbox", lambda _: web.HTTPFound("/sandbox/"))  # type: ignore[arg-type,return-value]
+    app.router.add_get("/sandbox", to_index)
     app.router.add_get("/sandbox/", index)
     app.router.add_get("/sandbox/{account}/tickets/{ticket}", ticket)
     app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", reply)
-    app.router.add_route("*", "/sandbox/channel-api/{account}/telegram/{bot}/{method}", telegram_api)
-
-
+    app.router.add_route(
+        "*", "/sandbox/channel-api/{account}/telegram/{bot}/{method}", telegram_api
+    )

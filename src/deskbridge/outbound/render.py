@@ -27,7 +27,9 @@ def render(msg: Message) -> str:
         loc = msg.location
         label = ", ".join(x for x in (loc.name, loc.address) if x)
         link = f"https://www.openstreetmap.org/?mlat={loc.latitude}&mlon={loc.longitude}"
-        parts.append(f"[Location{': ' + label if label else ''}] {loc.latitude}, {loc.longitude} {link}")
+        parts.append(
+            f"[Location{': ' + label if label else ''}] {loc.latitude}, {loc.longitude} {link}"
+        )
     if msg.contact:
         c = msg.contact
         who = c.name or "contact"
@@ -38,7 +40,9 @@ def render(msg: Message) -> str:
         if a.kind == "sticker" and not msg.note:
             parts.append("[Sticker]")
     if not parts:
-        parts.append(f"[{len(msg.attachments)} attachment(s)]" if msg.attachments else "[Empty message]")
+        parts.append(
+            f"[{len(msg.attachments)} attachment(s)]" if msg.attachments else "[Empty message]"
+        )
     return "\n\n".join(parts)
 
 

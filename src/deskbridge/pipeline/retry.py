@@ -40,12 +40,12 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1-based): exponential, equal jitter."""
-        delay = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        delay = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
         return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
 
     def horizon(self) -> float:
         """The longest time from the first attempt to the last, in seconds."""
-        return sum(min(self.cap, self.base * 2 ** (n - 1)) for n in range(1, self.max_attempts))
+        return sum(min(self.cap, self.base * 2.0 ** (n - 1)) for n in range(1, self.max_attempts))
 
     def decide(self, exc: DeliveryError, attempts_spent: int) -> Decision:
         """``attempts_spent`` counts this failed attempt if it spends the budget."""
@@ -53,7 +53,12 @@ class RetryPolicy:
             return Decision("dead", "permanent", spends_budget=True)
         if exc.status == 429 or exc.retry_after is not None:
             wait = exc.retry_after if exc.retry_after is not None else self.backoff(1)
-            return Decision("retry", "rate_limited", spends_budget=False, wait=min(max(wait, 0.0), self.max_rate_limit_wait))
+            return Decision(
+                "retry",
+                "rate_limited",
+                spends_budget=False,
+                wait=min(max(wait, 0.0), self.max_rate_limit_wait),
+            )
         if attempts_spent >= self.max_attempts:
             return Decision("dead", "exhausted", spends_budget=True)
         return Decision("retry", "retry", spends_budget=True, wait=self.backoff(attempts_spent))

@@ -78,7 +78,9 @@ class Runtime:
             rt.desks[name] = build_desk(name, account.desk, http, sandbox)
             for ch in account.channels:
                 channel = Channel(ch.type)
-                api_base = f"{public}/sandbox/channel-api/{name}/{channel.value}" if ch.sandbox else None
+                api_base = (
+                    f"{public}/sandbox/channel-api/{name}/{channel.value}" if ch.sandbox else None
+                )
                 rt.adapters[(name, channel)] = ADAPTERS[channel](name, ch, http, api_base=api_base)
         return rt
 

@@ -154,7 +154,9 @@ async def _desk_user(rt: Runtime, desk: DeskConnector, contact: Contact) -> str:
         if cached_fp == fp:
             return user_id
     user_id = await desk.ensure_user(contact)
-    await rt.conversations.set_desk_user(contact.account, desk.desk.value, contact.id, f"{user_id}|{fp}")
+    await rt.conversations.set_desk_user(
+        contact.account, desk.desk.value, contact.id, f"{user_id}|{fp}"
+    )
     return user_id
 
 
@@ -171,7 +173,11 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         d.account, msg.sender.identities, msg.sender.display_name
     )
     conv = await rt.conversations.ensure(
-        d.account, d.conversation_id, msg.channel, msg.thread, contact.id,
+        d.account,
+        d.conversation_id,
+        msg.channel,
+        msg.thread,
+        contact.id,
         inbound_at=msg.occurred_at.timestamp(),
     )
     user_id = await _desk_user(rt, desk, contact)
@@ -232,4 +238,3 @@ async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
     # may see a part twice, which beats losing the rest.
     await adapter.send(reply, to, files)
     return DeliveryState.DELIVERED
-

@@ -102,7 +102,9 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
             try:
                 await worker.main()
             except (RedisError, OSError) as exc:
-                log.warning("worker lost Redis (%s); restarting in %.1fs", type(exc).__name__, delay)
+                log.warning(
+                    "worker lost Redis (%s); restarting in %.1fs", type(exc).__name__, delay
+                )
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await worker.close()

@@ -2,7 +2,13 @@
 
 from deskbridge.schemas.common import Channel, Desk, utcnow
 from deskbridge.schemas.contacts import Contact, Identity, IdentityKind, Strength
-from deskbridge.schemas.deliveries import Attempt, AttemptOutcome, Delivery, DeliveryState, Direction
+from deskbridge.schemas.deliveries import (
+    Attempt,
+    AttemptOutcome,
+    Delivery,
+    DeliveryState,
+    Direction,
+)
 from deskbridge.schemas.events import (
     Attachment,
     AttachmentKind,

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import subprocess
 import time
 from pathlib import Path
+from subprocess import DEVNULL
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -68,13 +68,14 @@ class PrivateRedis:
         self.dir = (data_dir / "redis").resolve()
         self.socket = self.dir / "redis.sock"
         self._appendfsync = appendfsync
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    async def start(self, timeout: float = 10.0) -> None:
+    async def start(self, wait: float = 10.0) -> None:
+        """Start the server and wait (up to ``wait`` seconds) until it answers."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigError(
@@ -88,27 +89,38 @@ class PrivateRedis:
             self.socket.unlink()
         args = [
             binary,
-            "--port", "0",
-            "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700",
-            "--dir", str(self.dir),
-            "--appendonly", "yes",
-            "--appendfsync", self._appendfsync,
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.dir / "redis.log"),
-            "--daemonize", "no",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self._appendfsync,
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.dir / "redis.log"),
+            "--daemonize",
+            "no",
         ]
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, binary found on PATH
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        self._proc = await asyncio.create_subprocess_exec(
+            *args, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         client = aioredis.Redis(unix_socket_path=str(self.socket))
         try:
             while True:
-                if self._proc.poll() is not None:
+                if self._proc.returncode is not None:
+                    code = self._proc.returncode
                     raise StoreUnavailable(
-                        f"redis-server exited with code {self._proc.returncode}; see {self.dir / 'redis.log'}"
+                        f"redis-server exited ({code}); see {self.dir / 'redis.log'}"
                     )
                 try:
                     if await client.ping():
@@ -116,19 +128,19 @@ class PrivateRedis:
                 except (RedisError, OSError):
                     pass
                 if time.monotonic() > deadline:
-                    raise StoreUnavailable(f"redis-server did not start within {timeout:.0f}s")
+                    raise StoreUnavailable(f"redis-server did not start within {wait:.0f}s")
                 await asyncio.sleep(0.05)
         finally:
             await client.aclose()
         log.info("private redis-server started", extra={"socket": str(self.socket)})
 
-    def stop(self, timeout: float = 10.0) -> None:
+    async def stop(self, wait: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return
         proc.terminate()  # SIGTERM: redis-server flushes the AOF and exits
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), wait)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()

@@ -69,8 +69,14 @@ class ConversationStore:
         )
 
     async def ensure(
-        self, account: str, conversation_id: str, channel: Channel, thread: str, contact_id: str,
-        *, inbound_at: float | None = None,
+        self,
+        account: str,
+        conversation_id: str,
+        channel: Channel,
+        thread: str,
+        contact_id: str,
+        *,
+        inbound_at: float | None = None,
     ) -> ConversationRecord:
         """Create the conversation on first sight; later calls only move ``last_inbound_at``."""
         key = keys.conversation(account, conversation_id)
@@ -131,14 +137,19 @@ class ConversationStore:
         strong = [i for i in identities if i.strength == "strong"]
         owner: str | None = None
         for ident in strong:
-            found = await self._redis.get(keys.identity(account, self._identity_digest(account, ident)))
+            found = await self._redis.get(
+                keys.identity(account, self._identity_digest(account, ident))
+            )
             if found is not None:
                 owner = found.decode()
                 break
         contact = await self.contact(account, owner) if owner else None
         if contact is None:
             contact = Contact(
-                id=new_id(), account=account, display_name=display_name, created_at=datetime.now(UTC)
+                id=new_id(),
+                account=account,
+                display_name=display_name,
+                created_at=datetime.now(UTC),
             )
         known = {(i.kind, i.channel, i.value) for i in contact.identities}
         added = tuple(i for i in identities if (i.kind, i.channel, i.value) not in known)

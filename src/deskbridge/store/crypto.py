@@ -33,23 +33,20 @@ def generate_key() -> str:
 
 
 def decode_key(text: str) -> bytes:
-    """Decode a base64 (standard or url-safe, padding optional) or hex 256-bit key."""
+    """Decode a 256-bit key given as 64 hex digits or base64 (standard or url-safe, padding
+    optional). Raises ``ConfigError`` for anything else."""
     text = text.strip()
-    candidates: list[bytes] = []
-    if len(text) == 64:
+    padded = text + "=" * (-len(text) % 4)
+    decoders = (
+        bytes.fromhex,
+        lambda t: base64.urlsafe_b64decode(padded),
+        lambda t: base64.b64decode(padded, validate=True),
+    )
+    for decode in decoders:
         try:
-            candidates.append(bytes.fromhex(text))
-        except ValueError:
-            pass
-    try:
-        candidates.append(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (binascii.Error, ValueError):
-        pass
-    try:
-        candidates.append(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
-    except (binascii.Error, ValueError):
-        pass
-    for key in candidates:
+            key = decode(text)
+        except (binascii.Error, ValueError):
+            continue
         if len(key) == 32:
             return key
     raise ConfigError(

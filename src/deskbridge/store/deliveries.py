@@ -99,7 +99,9 @@ class DeliveryStore:
         _, count, _ = await pipe.execute()
         return int(count)
 
-    async def lane_head(self, account: str, direction: Direction, conversation_id: str) -> str | None:
+    async def lane_head(
+        self, account: str, direction: Direction, conversation_id: str
+    ) -> str | None:
         head = await self._redis.lindex(keys.lane(account, direction.value, conversation_id), 0)
         return head.decode() if head is not None else None
 
@@ -109,8 +111,12 @@ class DeliveryStore:
         key = keys.lane_lock(account, direction.value, conversation_id)
         return bool(await self._redis.set(key, token, nx=True, px=ttl_ms))
 
-    async def unlock_lane(self, account: str, direction: Direction, conversation_id: str, token: str) -> None:
-        await self._release(keys=[keys.lane_lock(account, direction.value, conversation_id)], args=[token])
+    async def unlock_lane(
+        self, account: str, direction: Direction, conversation_id: str, token: str
+    ) -> None:
+        await self._release(
+            keys=[keys.lane_lock(account, direction.value, conversation_id)], args=[token]
+        )
 
     async def finish(
         self,
@@ -149,7 +155,9 @@ class DeliveryStore:
         return head.decode() if isinstance(head, bytes) else None
 
     async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
-        rows = await self._redis.zrangebyscore(keys.pending(account), "-inf", older_than_ms, start=0, num=limit)
+        rows = await self._redis.zrangebyscore(
+            keys.pending(account), "-inf", older_than_ms, start=0, num=limit
+        )
         return [r.decode() for r in rows]
 
     async def requeue(self, delivery: Delivery) -> bool:
@@ -162,7 +170,13 @@ class DeliveryStore:
                 keys.ARQ_QUEUE,
                 keys.arq_job(delivery.id),
             ],
-            args=[int(time.time() * 1000), self._job_expiry_ms, JOB_FUNCTIONS[delivery.direction], a, delivery.id],
+            args=[
+                int(time.time() * 1000),
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[delivery.direction],
+                a,
+                delivery.id,
+            ],
         )
         return bool(done)
 

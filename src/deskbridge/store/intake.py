@@ -70,7 +70,9 @@ class Coalescer:
         finally:
             self._flushing = False
 
-    async def _flush(self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]) -> None:
+    async def _flush(
+        self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]
+    ) -> None:
         self.flushes += 1
         self.calls += len(batch)
         try:
@@ -88,7 +90,9 @@ class Coalescer:
             if fut.done():
                 continue
             if isinstance(result, Exception):
-                fut.set_exception(StoreUnavailable(f"intake script failed: {type(result).__name__}"))
+                fut.set_exception(
+                    StoreUnavailable(f"intake script failed: {type(result).__name__}")
+                )
             else:
                 fut.set_result(result)
 
@@ -154,7 +158,16 @@ class Intake:
         raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
         fn = JOB_FUNCTIONS[direction]
         k: list[str] = [keys.pending(account), keys.ARQ_QUEUE, raw_key]
-        a: list[Any] = [now_ms, raw_blob, self._raw_ttl, self._dedup_ttl, self._job_expiry_ms, fn, account, len(events)]
+        a: list[Any] = [
+            now_ms,
+            raw_blob,
+            self._raw_ttl,
+            self._dedup_ttl,
+            self._job_expiry_ms,
+            fn,
+            account,
+            len(events),
+        ]
         for ev in events:
             event_id, delivery_id = new_id(), new_id()
             event_key = keys.event(account, event_id)
@@ -195,8 +208,16 @@ class Intake:
         return [bool(x) for x in result]
 
     async def accept_parse_failed(
-        self, *, account: str, source: str, direction: Direction, channel: str, desk: str,
-        req: RawRequest, error: str, dedup_key: str,
+        self,
+        *,
+        account: str,
+        source: str,
+        direction: Direction,
+        channel: str,
+        desk: str,
+        req: RawRequest,
+        error: str,
+        dedup_key: str,
     ) -> bool:
         """Keep a verified body our parser rejected as a ``parse_failed`` dead letter.
         ``error`` must not contain the body. False when already kept."""

@@ -26,6 +26,7 @@ __all__ = [
     "ours",
     "pending",
     "raw",
+    "sandbox_idempotency",
     "sandbox_messages",
     "sandbox_outbox",
     "sandbox_seq",
@@ -127,6 +128,10 @@ def sandbox_messages(account: str, ticket_id: str) -> str:
 
 def sandbox_seq(account: str) -> str:
     return f"{_a(account)}:sbx:seq"
+
+
+def sandbox_idempotency(account: str, key: str) -> str:
+    return f"{_a(account)}:sbx:idem:{key}"
 
 
 def sandbox_outbox(account: str) -> str:

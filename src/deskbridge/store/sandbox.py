@@ -16,6 +16,7 @@ from deskbridge.store.crypto import Vault
 __all__ = ["SandboxMessage", "SandboxStore", "SandboxTicket"]
 
 _OUTBOX_LIMIT = 200
+_IDEM_TTL = 7 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,36 +45,86 @@ class SandboxStore:
         self._redis = redis
         self._vault = vault
 
-    async def create_ticket(self, account: str, *, subject: str, requester: str, channel: str) -> str:
+    async def _remembered(self, account: str, idempotency_key: str | None) -> str | None:
+        if idempotency_key is None:
+            return None
+        value = await self._redis.get(keys.sandbox_idempotency(account, idempotency_key))
+        return value.decode() if value is not None else None
+
+    async def _remember(self, account: str, idempotency_key: str | None, result: str) -> None:
+        if idempotency_key is not None:
+            await self._redis.set(
+                keys.sandbox_idempotency(account, idempotency_key), result, ex=_IDEM_TTL
+            )
+
+    async def create_ticket(
+        self,
+        account: str,
+        *,
+        subject: str,
+        requester: str,
+        channel: str,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """A new ticket's id; with ``idempotency_key``, the same id for the same key."""
+        done = await self._remembered(account, idempotency_key)
+        if done is not None:
+            return done
         ticket_id = str(await self._redis.incr(keys.sandbox_seq(account)))
         key = keys.sandbox_ticket(account, ticket_id)
         now = time.time()
         meta = json.dumps({"subject": subject, "requester": requester}).encode()
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"meta": self._vault.seal(meta, key), "channel": channel, "updated_at": str(now)})
+        pipe.hset(
+            key,
+            mapping={
+                "meta": self._vault.seal(meta, key),
+                "channel": channel,
+                "updated_at": str(now),
+            },
+        )
         pipe.zadd(keys.sandbox_tickets(account), {ticket_id: now})
         await pipe.execute()
+        await self._remember(account, idempotency_key, ticket_id)
         return ticket_id
 
     async def exists(self, account: str, ticket_id: str) -> bool:
         return bool(await self._redis.exists(keys.sandbox_ticket(account, ticket_id)))
 
     async def add_message(
-        self, account: str, ticket_id: str, *, author: str, text: str, attachments: tuple[str, ...] = ()
+        self,
+        account: str,
+        ticket_id: str,
+        *,
+        author: str,
+        text: str,
+        attachments: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
     ) -> tuple[str, int]:
-        """Append a message; returns its id and the ticket's message count."""
+        """Append a message; returns its id and the ticket's message count. With
+        ``idempotency_key``, a second call with the same key adds nothing."""
         key = keys.sandbox_messages(account, ticket_id)
+        done = await self._remembered(account, idempotency_key)
+        if done is not None:
+            return done, int(await self._redis.llen(key))
         now = time.time()
         count = await self._redis.llen(key)
         msg_id = f"{ticket_id}-{count + 1}"
         body = json.dumps(
-            {"id": msg_id, "author": author, "text": text, "at": now, "attachments": list(attachments)}
+            {
+                "id": msg_id,
+                "author": author,
+                "text": text,
+                "at": now,
+                "attachments": list(attachments),
+            }
         ).encode()
         pipe = self._redis.pipeline(transaction=True)
         pipe.rpush(key, self._vault.seal(body, key))
         pipe.hset(keys.sandbox_ticket(account, ticket_id), "updated_at", str(now))
         pipe.zadd(keys.sandbox_tickets(account), {ticket_id: now})
         n, _, _ = await pipe.execute()
+        await self._remember(account, idempotency_key, msg_id)
         return msg_id, int(n)
 
     async def tickets(self, account: str, limit: int = 50) -> list[SandboxTicket]:
@@ -98,7 +149,10 @@ class SandboxStore:
             m = json.loads(self._vault.open(row, mkey))
             messages.append(
                 SandboxMessage(
-                    id=m["id"], author=m["author"], text=m["text"], at=m["at"],
+                    id=m["id"],
+                    author=m["author"],
+                    text=m["text"],
+                    at=m["at"],
                     attachments=tuple(m.get("attachments", ())),
                 )
             )

@@ -29,12 +29,27 @@ __all__ = ["SandboxBackend", "SandboxConnector"]
 class SandboxBackend(Protocol):
     """Where sandbox tickets live (``store.SandboxStore``)."""
 
-    async def create_ticket(self, account: str, *, subject: str, requester: str, channel: str) -> str: ...
+    async def create_ticket(
+        self,
+        account: str,
+        *,
+        subject: str,
+        requester: str,
+        channel: str,
+        idempotency_key: str | None = None,
+    ) -> str: ...
 
     async def exists(self, account: str, ticket_id: str) -> bool: ...
 
     async def add_message(
-        self, account: str, ticket_id: str, *, author: str, text: str, attachments: tuple[str, ...] = ()
+        self,
+        account: str,
+        ticket_id: str,
+        *,
+        author: str,
+        text: str,
+        attachments: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
     ) -> tuple[str, int]: ...
 
 
@@ -65,10 +80,16 @@ class SandboxConnector:
                 subject=subject(msg),
                 requester=msg.sender.display_name or msg.sender.username or "customer",
                 channel=msg.channel.value,
+                idempotency_key=f"{idempotency_key}:ticket",
             )
         names = tuple(f"{f.filename} ({f.mime_type}, {len(f.data)} bytes)" for f in files)
         msg_id, count = await self._backend.add_message(
-            self.account, ticket, author="customer", text=render(msg), attachments=names
+            self.account,
+            ticket,
+            author="customer",
+            text=render(msg),
+            attachments=names,
+            idempotency_key=idempotency_key,
         )
         return Filed(ticket_id=ticket, message_id=msg_id, comment_count=count)
 
@@ -79,7 +100,9 @@ class SandboxConnector:
 
     async def record_reply(self, ticket_id: str, text: str) -> str:
         """Show an agent's reply on the ticket (the page's form calls this)."""
-        msg_id, _ = await self._backend.add_message(self.account, ticket_id, author="agent", text=text)
+        msg_id, _ = await self._backend.add_message(
+            self.account, ticket_id, author="agent", text=text
+        )
         return msg_id
 
     async def fetch(self, attachment: Attachment) -> Upload:

@@ -1,0 +1,184 @@
+"""The Telegram channel of one account: webhook in, Bot API out."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import mimetypes
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deskbridge.adapters.base import Handshake
+from deskbridge.adapters.telegram.parse import parse
+from deskbridge.adapters.telegram.send import CAPTION_LIMIT, BotApi, split_text, utf16_len
+from deskbridge.config.accounts import TelegramConfig
+from deskbridge.errors import PermanentError, SignatureInvalid
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Channel,
+    ChannelAddress,
+    InboundEvent,
+    RawRequest,
+    SendReceipt,
+    Upload,
+)
+
+__all__ = ["TelegramAdapter"]
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header name, not a secret
+ALLOWED_UPDATES = ("message", "edited_message")
+
+# sendPhoto recompresses to a still JPEG (a GIF would lose its animation) and refuses
+# photos over 10 MB; everything else goes as a document, which keeps the bytes intact.
+_PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+_PHOTO_MAX_BYTES = 10 * 1024 * 1024
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    file_path: str | None = None
+    file_size: int | None = None
+
+
+class _Sent(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    message_id: int
+
+
+class TelegramAdapter:
+    """One account's Telegram bot. ``verify``/``parse`` are pure; ``fetch``, ``send`` and
+    ``set_webhook`` call the Bot API at ``api_base`` (default ``config.base_url``)."""
+
+    channel: ClassVar[Channel] = Channel.TELEGRAM
+
+    def __init__(
+        self,
+        account: str,
+        config: TelegramConfig,
+        client: httpx.AsyncClient,
+        *,
+        api_base: str | None = None,
+    ) -> None:
+        self.account = account
+        self.max_body_bytes = config.max_body_bytes
+        self._config = config
+        self._api = BotApi(client, api_base or config.base_url, config.bot_token.get_secret_value())
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        """Telegram has no verification request."""
+        return None
+
+    def verify(self, req: RawRequest) -> None:
+        """Raise ``SignatureInvalid`` unless the secret-token header matches, compared in
+        constant time."""
+        given = req.headers.get(SECRET_HEADER)
+        if given is None:
+            raise SignatureInvalid("telegram: no secret token header")
+        expected = self._config.secret_token.get_secret_value().encode()
+        if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected):
+            raise SignatureInvalid("telegram: secret token mismatch")
+
+    def parse(self, req: RawRequest) -> list[InboundEvent]:
+        """The one event in the Update (or ``[]``); see :func:`parse.parse` for errors."""
+        return parse(req.body, account=self.account)
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        """Download a file by its ``file_id`` via getFile; ``PermanentError`` over
+        ``max_media_bytes`` or when Telegram will not serve it (expired, over 20 MB)."""
+        limit = self._config.max_media_bytes
+        if attachment.size is not None and attachment.size > limit:
+            raise PermanentError(f"telegram getFile: over the {limit}-byte limit")
+        result = await self._api.call("getFile", {"file_id": attachment.ref})
+        try:
+            info = _File.model_validate(result)
+        except ValidationError:
+            raise PermanentError("telegram getFile: unexpected result") from None
+        if info.file_size is not None and info.file_size > limit:
+            raise PermanentError(f"telegram getFile: over the {limit}-byte limit")
+        if not info.file_path:
+            raise PermanentError("telegram getFile: no file_path (not downloadable)")
+        data = await self._api.download(info.file_path, limit=limit)
+        name = PurePosixPath(attachment.filename or "").name or PurePosixPath(info.file_path).name
+        name = name or "file"
+        mime = attachment.mime_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return Upload(filename=name, mime_type=mime, data=data)
+
+    async def send(
+        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+    ) -> SendReceipt:
+        """Send text (split at 4096 UTF-16 units) and files; the text rides as the first
+        file's caption when it fits in 1024. Empty text and no files sends nothing.
+
+        Not atomic: a failure after some messages went out raises, and the pipeline's retry
+        sends the whole reply again, so the customer may see the first parts twice.
+        """
+        chat_id = _chat_id(to.thread)
+        text = reply.text.strip()
+        reply_parameters = _reply_parameters(to.reply_to)
+        caption = text if files and text and utf16_len(text) <= CAPTION_LIMIT else None
+        ids: list[str] = []
+
+        if text and caption is None:
+            for chunk in split_text(text):
+                payload: dict[str, Any] = {"chat_id": chat_id, "text": chunk}
+                if reply_parameters and not ids:
+                    payload["reply_parameters"] = reply_parameters
+                ids.append(_message_id(await self._api.call("sendMessage", payload), "sendMessage"))
+
+        for i, file in enumerate(files):
+            photo = file.mime_type in _PHOTO_TYPES and len(file.data) <= _PHOTO_MAX_BYTES
+            method, field = ("sendPhoto", "photo") if photo else ("sendDocument", "document")
+            fields = {"chat_id": str(chat_id)}
+            if caption and i == 0:
+                fields["caption"] = caption
+            if reply_parameters and not ids:
+                fields["reply_parameters"] = json.dumps(reply_parameters)
+            result = await self._api.upload(method, fields, field, file)
+            ids.append(_message_id(result, method))
+
+        return SendReceipt(external_ids=tuple(ids))
+
+    async def set_webhook(self, url: str) -> None:
+        """Point the bot's webhook at ``url`` with our secret token. Idempotent."""
+        await self._api.call(
+            "setWebhook",
+            {
+                "url": url,
+                "secret_token": self._config.secret_token.get_secret_value(),
+                "allowed_updates": list(ALLOWED_UPDATES),
+                "drop_pending_updates": False,
+            },
+        )
+
+    async def get_me(self) -> dict[str, Any]:
+        """The bot's own User object (a cheap check that the token works)."""
+        result = await self._api.call("getMe", {})
+        if not isinstance(result, dict):
+            raise PermanentError("telegram getMe: unexpected result")
+        return result
+
+
+def _chat_id(thread: str) -> int | str:
+    # Chat ids are integers (negative for groups); anything else is an @username.
+    try:
+        return int(thread)
+    except ValueError:
+        return thread
+
+
+def _reply_parameters(reply_to: str | None) -> dict[str, Any] | None:
+    if reply_to is None or not reply_to.isdigit():
+        return None
+    return {"message_id": int(reply_to), "allow_sending_without_reply": True}
+
+
+def _message_id(result: Any, method: str) -> str:
+    try:
+        return str(_Sent.model_validate(result).message_id)
+    except ValidationError:
+        raise PermanentError(f"telegram {method}: unexpected result") from None

@@ -1,0 +1,492 @@
+"""Telegram ``Update`` bodies to normalized events (pure: bytes in, events or a typed error out).
+
+Models the subset of https://core.telegram.org/bots/api#update we read. Raw models ignore
+unknown fields (Telegram adds some every release) and are strict about the types of the
+fields they do read, so a string where an id belongs fails instead of being coerced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.schemas import (
+    Attachment,
+    Channel,
+    Identity,
+    InboundEvent,
+    Location,
+    Message,
+    Sender,
+    SharedContact,
+)
+
+__all__ = ["e164", "parse"]
+
+_QUOTE_LIMIT = 200
+
+# Bounded so datetime.fromtimestamp cannot overflow on hostile input (max is 9999-12-31).
+Timestamp = Annotated[int, Field(ge=0, le=253_402_300_799)]
+
+# Message content we cannot represent: the agent gets a visible note instead of silence.
+_UNSUPPORTED = (
+    "poll",
+    "dice",
+    "game",
+    "story",
+    "invoice",
+    "paid_media",
+    "giveaway",
+    "giveaway_winners",
+    "checklist",
+    "passport_data",
+    "web_app_data",
+)
+
+# Service messages (joins, pins, topic changes ...) are chat housekeeping, not something a
+# customer wrote, so they are acknowledged and dropped.
+_SERVICE = frozenset(
+    {
+        "new_chat_members",
+        "left_chat_member",
+        "new_chat_title",
+        "new_chat_photo",
+        "delete_chat_photo",
+        "group_chat_created",
+        "supergroup_chat_created",
+        "channel_chat_created",
+        "message_auto_delete_timer_changed",
+        "migrate_to_chat_id",
+        "migrate_from_chat_id",
+        "pinned_message",
+        "successful_payment",
+        "refunded_payment",
+        "users_shared",
+        "chat_shared",
+        "gift",
+        "unique_gift",
+        "connected_website",
+        "write_access_allowed",
+        "proximity_alert_triggered",
+        "boost_added",
+        "chat_background_set",
+        "checklist_tasks_done",
+        "checklist_tasks_added",
+        "forum_topic_created",
+        "forum_topic_edited",
+        "forum_topic_closed",
+        "forum_topic_reopened",
+        "general_forum_topic_hidden",
+        "general_forum_topic_unhidden",
+        "giveaway_created",
+        "giveaway_completed",
+        "video_chat_scheduled",
+        "video_chat_started",
+        "video_chat_ended",
+        "video_chat_participants_invited",
+        "paid_message_price_changed",
+        "direct_message_price_changed",
+    }
+)
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class User(_Raw):
+    id: int
+    is_bot: bool = False
+    first_name: str = ""
+    last_name: str | None = None
+    username: str | None = None
+    language_code: str | None = None
+
+
+class Chat(_Raw):
+    id: int
+    type: str
+    title: str | None = None
+
+
+class PhotoSize(_Raw):
+    file_id: str
+    width: int
+    height: int
+    file_size: int | None = None
+
+
+class Document(_Raw):
+    file_id: str
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_size: int | None = None
+
+
+class Voice(_Raw):
+    file_id: str
+    duration: int
+    mime_type: str | None = None
+    file_size: int | None = None
+
+
+class Audio(_Raw):
+    file_id: str
+    duration: int
+    title: str | None = None
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_size: int | None = None
+
+
+class Video(_Raw):
+    file_id: str
+    width: int
+    height: int
+    duration: int
+    file_name: str | None = None
+    mime_type: str | None = None
+    file_size: int | None = None
+
+
+class VideoNote(_Raw):
+    file_id: str
+    length: int
+    duration: int
+    file_size: int | None = None
+
+
+class Sticker(_Raw):
+    file_id: str
+    width: int
+    height: int
+    is_animated: bool = False
+    is_video: bool = False
+    emoji: str | None = None
+    set_name: str | None = None
+    file_size: int | None = None
+
+
+class GeoPoint(_Raw):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+
+
+class Venue(_Raw):
+    location: GeoPoint
+    title: str
+    address: str
+
+
+class Contact(_Raw):
+    phone_number: str
+    first_name: str = ""
+    last_name: str | None = None
+    user_id: int | None = None
+
+
+class TextQuote(_Raw):
+    text: str
+
+
+class RepliedMessage(_Raw):
+    """``reply_to_message``: Telegram never nests a further reply inside it."""
+
+    message_id: int
+    text: str | None = None
+    caption: str | None = None
+
+
+class TgMessage(_Raw):
+    message_id: int
+    from_: User | None = Field(default=None, alias="from")
+    sender_chat: Chat | None = None
+    date: Timestamp
+    edit_date: Timestamp | None = None
+    chat: Chat
+    text: str | None = None
+    caption: str | None = None
+    photo: list[PhotoSize] | None = None
+    document: Document | None = None
+    voice: Voice | None = None
+    audio: Audio | None = None
+    video: Video | None = None
+    video_note: VideoNote | None = None
+    animation: Video | None = None
+    sticker: Sticker | None = None
+    location: GeoPoint | None = None
+    venue: Venue | None = None
+    contact: Contact | None = None
+    reply_to_message: RepliedMessage | None = None
+    quote: TextQuote | None = None
+
+
+class Update(_Raw):
+    update_id: int
+    message: TgMessage | None = None
+    edited_message: TgMessage | None = None
+
+
+def parse(body: bytes, *, account: str) -> list[InboundEvent]:
+    """Events in one Update body: at most one, ``[]`` for update kinds we do not handle.
+
+    Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it is
+    one but not an Update we can read.
+    """
+    try:
+        raw = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadInvalid("telegram: body is not JSON") from exc
+    if not isinstance(raw, dict):
+        raise PayloadInvalid("telegram: body is not a JSON object")
+    try:
+        update = Update.model_validate(raw)
+        events = _events(update, raw, account=account)
+        for event in events:
+            event.model_dump_json()  # lone surrogates from \ud800 escapes cannot be stored
+    except ValidationError as exc:
+        # `from None`: a ValidationError repeats the input values, i.e. customer text.
+        raise ParseFailed(f"telegram: not a readable Update ({exc.error_count()} errors)") from None
+    except PydanticSerializationError:
+        raise ParseFailed("telegram: Update text is not valid Unicode") from None
+    return events
+
+
+def e164(raw: str) -> str | None:
+    """``raw`` as an E.164 number, or None when it is not a valid one.
+
+    Telegram usually omits the ``+``, and there is no region to guess from, so the digits
+    are read as international.
+    """
+    digits = re.sub(r"\D", "", raw)
+    if not digits or len(digits) > 17:
+        return None
+    try:
+        number = phonenumbers.parse("+" + digits)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _events(update: Update, raw: Mapping[str, Any], *, account: str) -> list[InboundEvent]:
+    for field, edited in (("message", False), ("edited_message", True)):
+        msg = getattr(update, field)
+        if msg is not None:
+            event = _message(update.update_id, msg, raw[field], edited=edited, account=account)
+            return [] if event is None else [event]
+    return []
+
+
+def _message(
+    update_id: int, msg: TgMessage, raw: Mapping[str, Any], *, edited: bool, account: str
+) -> Message | None:
+    user = msg.from_
+    # No person behind it: channel posts, anonymous admins and posts on behalf of a chat
+    # (sender_chat), and bots (which also keeps our own bot out if Telegram ever echoes).
+    if user is None or user.is_bot or msg.sender_chat is not None:
+        return None
+
+    attachments = _attachments(msg)
+    location = _location(msg)
+    contact = _contact(msg.contact, user)
+    text = msg.text or msg.caption or ""
+    note = _sticker_note(msg.sticker) if msg.sticker else None
+    unsupported = next((k for k in _UNSUPPORTED if raw.get(k) is not None), None)
+    if unsupported:
+        note = f"Unsupported Telegram message ({unsupported})"
+    elif not (text or attachments or location or contact):
+        if _SERVICE.intersection(raw):
+            return None
+        note = "Unsupported Telegram message"
+
+    identities = [
+        Identity(
+            kind="channel_user",
+            channel=Channel.TELEGRAM,
+            value=str(user.id),
+            strength="strong",
+            source="telegram",
+        )
+    ]
+    if contact is not None and contact.is_sender and contact.phone:
+        identities.append(
+            Identity(
+                kind="phone", value=contact.phone, strength="strong", source="telegram_contact"
+            )
+        )
+    sender = Sender(
+        external_id=str(user.id),
+        display_name=" ".join(n for n in (user.first_name, user.last_name) if n) or None,
+        username=user.username,
+        language=user.language_code,
+        identities=tuple(identities),
+    )
+
+    reply = msg.reply_to_message
+    quote = None
+    if reply is not None:
+        quote = (msg.quote.text if msg.quote else None) or reply.text or reply.caption
+    when = msg.edit_date if edited and msg.edit_date is not None else msg.date
+    return Message(
+        account=account,
+        channel=Channel.TELEGRAM,
+        dedup_key=str(update_id),
+        thread=str(msg.chat.id),
+        occurred_at=datetime.fromtimestamp(when, UTC),
+        external_id=str(msg.message_id),
+        sender=sender,
+        text=text,
+        attachments=attachments,
+        reply_to=str(reply.message_id) if reply else None,
+        reply_quote=quote[:_QUOTE_LIMIT] if quote else None,
+        edit_of=str(msg.message_id) if edited else None,
+        location=location,
+        contact=contact,
+        note=note,
+        thread_title=msg.chat.title if msg.chat.type != "private" else None,
+    )
+
+
+def _attachments(msg: TgMessage) -> tuple[Attachment, ...]:
+    found: list[Attachment] = []
+    if msg.photo:
+        # Sizes missing file_size sort by area among themselves.
+        best = max(msg.photo, key=lambda p: (p.file_size or 0, p.width * p.height))
+        found.append(
+            Attachment(
+                kind="image",
+                ref=best.file_id,
+                mime_type="image/jpeg",
+                size=best.file_size,
+                width=best.width,
+                height=best.height,
+            )
+        )
+    # An animation also arrives as `document` for old clients; take the animation only.
+    if msg.document and not msg.animation:
+        d = msg.document
+        found.append(
+            Attachment(
+                kind="document",
+                ref=d.file_id,
+                filename=d.file_name,
+                mime_type=d.mime_type,
+                size=d.file_size,
+            )
+        )
+    if msg.voice:
+        v = msg.voice
+        found.append(
+            Attachment(
+                kind="voice",
+                ref=v.file_id,
+                mime_type=v.mime_type or "audio/ogg",
+                size=v.file_size,
+                duration=v.duration,
+            )
+        )
+    if msg.audio:
+        a = msg.audio
+        found.append(
+            Attachment(
+                kind="audio",
+                ref=a.file_id,
+                filename=a.file_name or a.title,
+                mime_type=a.mime_type,
+                size=a.file_size,
+                duration=a.duration,
+            )
+        )
+    for video in (msg.video, msg.animation):
+        if video:
+            found.append(
+                Attachment(
+                    kind="video",
+                    ref=video.file_id,
+                    filename=video.file_name,
+                    mime_type=video.mime_type or "video/mp4",
+                    size=video.file_size,
+                    width=video.width,
+                    height=video.height,
+                    duration=video.duration,
+                )
+            )
+    if msg.video_note:
+        n = msg.video_note
+        found.append(
+            Attachment(
+                kind="video",
+                ref=n.file_id,
+                mime_type="video/mp4",
+                size=n.file_size,
+                width=n.length,
+                height=n.length,
+                duration=n.duration,
+            )
+        )
+    if msg.sticker:
+        s = msg.sticker
+        mime = (
+            "video/webm"
+            if s.is_video
+            else "application/x-tgsticker"
+            if s.is_animated
+            else "image/webp"
+        )
+        found.append(
+            Attachment(
+                kind="sticker",
+                ref=s.file_id,
+                mime_type=mime,
+                size=s.file_size,
+                width=s.width,
+                height=s.height,
+            )
+        )
+    return tuple(found)
+
+
+def _sticker_note(sticker: Sticker) -> str:
+    note = " ".join(x for x in ("Sticker", sticker.emoji) if x)
+    return f"{note} ({sticker.set_name})" if sticker.set_name else note
+
+
+def _location(msg: TgMessage) -> Location | None:
+    # A venue message carries `location` too; the venue has the name and address.
+    if msg.venue:
+        v = msg.venue
+        return Location(
+            latitude=v.location.latitude,
+            longitude=v.location.longitude,
+            name=v.title,
+            address=v.address,
+        )
+    if msg.location:
+        return Location(latitude=msg.location.latitude, longitude=msg.location.longitude)
+    return None
+
+
+def _contact(contact: Contact | None, sender: User) -> SharedContact | None:
+    if contact is None:
+        return None
+    return SharedContact(
+        phone=e164(contact.phone_number),
+        raw_phone=contact.phone_number,
+        name=" ".join(n for n in (contact.first_name, contact.last_name) if n) or None,
+        channel_user_id=str(contact.user_id) if contact.user_id is not None else None,
+        is_sender=contact.user_id == sender.id,
+    )

@@ -1,0 +1,166 @@
+"""Bot API calls (https://core.telegram.org/bots/api#making-requests) and Telegram's text limits.
+
+Lengths are counted in UTF-16 code units. Telegram documents its limits as "characters
+after entity parsing" and measures entity offsets in UTF-16 units; since we send plain
+text (no ``parse_mode``) and a UTF-16 count is never below the code-point count, this is
+the conservative reading: a chunk we accept is never rejected for length.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from deskbridge.errors import PermanentError
+from deskbridge.http import classify, transport_error
+from deskbridge.schemas import Upload
+
+__all__ = ["CAPTION_LIMIT", "TEXT_LIMIT", "BotApi", "split_text", "utf16_len"]
+
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+# Preferred cut points, best first: paragraphs, lines, sentence ends, any whitespace.
+_BOUNDARIES = (
+    re.compile(r"\n[ \t]*\n\s*"),
+    re.compile(r"\n\s*"),
+    # CJK full stops are not followed by a space.
+    re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f])\s*"),
+    re.compile(r"\s+"),
+)
+
+
+def utf16_len(text: str) -> int:
+    """Length of ``text`` in UTF-16 code units, the unit Telegram counts in."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """``text`` in chunks of at most ``limit`` UTF-16 units, stripped, never empty.
+
+    Cuts at the last paragraph break that fits, else line break, sentence end, whitespace,
+    and only then mid-word; a cut never falls inside a character. The whitespace at a cut
+    is dropped (Telegram would strip it anyway). ``limit`` must be at least 2.
+    """
+    if limit < 2:
+        raise ValueError("limit must hold one character (2 UTF-16 units)")
+    chunks: list[str] = []
+    rest = text.strip()
+    while rest:
+        end = _fit(rest, limit)
+        if end == len(rest):
+            chunks.append(rest)
+            break
+        head_end, rest_start = _cut(rest, end)
+        chunks.append(rest[:head_end].rstrip())
+        rest = rest[rest_start:].lstrip()
+    return chunks
+
+
+def _fit(text: str, limit: int) -> int:
+    """The largest ``n`` such that ``text[:n]`` is at most ``limit`` UTF-16 units."""
+    units = 0
+    for i, c in enumerate(text):
+        units += 2 if ord(c) > 0xFFFF else 1
+        if units > limit:
+            return i
+    return len(text)
+
+
+def _cut(text: str, end: int) -> tuple[int, int]:
+    # A cut in the first half of the window would make a stub message; only take one
+    # there when no boundary of any kind exists further on.
+    for earliest in (end // 2, 1):
+        for pattern in _BOUNDARIES:
+            best = None
+            for m in pattern.finditer(text, 0, end + 1):
+                if earliest <= m.start() <= end:
+                    best = m
+            if best is not None:
+                return best.start(), best.end()
+    return end, end
+
+
+class BotApi:
+    """One bot's Bot API endpoint. Methods raise ``RetryableError``/``PermanentError``;
+    messages name the Bot API method and never carry the URL (it holds the token)."""
+
+    def __init__(self, client: httpx.AsyncClient, base: str, token: str) -> None:
+        self._client = client
+        self._base = base.rstrip("/")
+        self._token = token
+
+    async def call(self, method: str, payload: Mapping[str, Any]) -> Any:
+        """POST ``payload`` as JSON to ``method`` and return its ``result``."""
+        what = f"telegram {method}"
+        try:
+            response = await self._client.post(self._url(method), json=dict(payload))
+        except httpx.HTTPError as exc:
+            # `from None`: the httpx error carries the request, whose URL holds the token.
+            raise transport_error(exc, what=what) from None
+        return _result(response, what)
+
+    async def upload(self, method: str, fields: Mapping[str, str], name: str, file: Upload) -> Any:
+        """POST ``fields`` and ``file`` (as form field ``name``) multipart to ``method``."""
+        what = f"telegram {method}"
+        files = {name: (file.filename, file.data, file.mime_type)}
+        try:
+            response = await self._client.post(self._url(method), data=dict(fields), files=files)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        return _result(response, what)
+
+    async def download(self, file_path: str, *, limit: int) -> bytes:
+        """The bytes at ``file_path`` (from getFile); ``PermanentError`` past ``limit`` bytes,
+        whatever Content-Length claimed."""
+        what = "telegram file download"
+        url = f"{self._base}/file/bot{self._token}/{file_path}"
+        try:
+            async with self._client.stream("GET", url) as response:
+                classify(response, what=what)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise PermanentError(f"{what}: over the {limit}-byte limit")
+                data = bytearray()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > limit:
+                        raise PermanentError(f"{what}: over the {limit}-byte limit")
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        return bytes(data)
+
+    def _url(self, method: str) -> str:
+        return f"{self._base}/bot{self._token}/{method}"
+
+
+def _result(response: httpx.Response, what: str) -> Any:
+    body = _json(response)
+    if not response.is_success:
+        classify(response, what=what, retry_after=_retry_after(body))
+    if not isinstance(body, dict) or body.get("ok") is not True or "result" not in body:
+        code = body.get("error_code") if isinstance(body, dict) else None
+        raise PermanentError(
+            f"{what}: not ok (error_code {code if isinstance(code, int) else 'none'})",
+            status=response.status_code,
+        )
+    return body["result"]
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _retry_after(body: Any) -> float | None:
+    params = body.get("parameters") if isinstance(body, dict) else None
+    value = params.get("retry_after") if isinstance(params, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None

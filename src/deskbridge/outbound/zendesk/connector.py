@@ -1,0 +1,675 @@
+"""Zendesk Support API calls for one account: users, tickets, uploads, attachments, webhooks.
+
+Every call goes through the injected ``httpx.AsyncClient`` and turns its outcome into the
+``errors`` tree with :func:`deskbridge.http.classify`; nothing here decides to retry.
+Log lines carry the account, Zendesk ids and outcomes, never tokens, emails, phone
+numbers or bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import parse_qs
+
+import httpx
+
+from deskbridge.config.accounts import ZendeskDeskConfig
+from deskbridge.errors import PermanentError
+from deskbridge.http import classify, transport_error
+from deskbridge.outbound.base import Filed
+from deskbridge.outbound.render import render, subject
+from deskbridge.outbound.zendesk import webhook
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Contact,
+    ConversationRef,
+    Desk,
+    Message,
+    RawRequest,
+    Upload,
+)
+
+__all__ = ["MAX_ATTACHMENT_BYTES", "ZendeskConnector"]
+
+log = logging.getLogger(__name__)
+
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+_MAX_REDIRECTS = 5
+_MAX_WEBHOOK_PAGES = 20
+_IDEMPOTENCY_KEY_MAX = 255
+_CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
+
+
+class ZendeskConnector:
+    """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
+
+    Customer messages are filed as the end user (requester, submitter and comment author),
+    so Zendesk shows them as the customer's and the agent-reply webhook can tell them apart.
+    """
+
+    desk: ClassVar[Desk] = Desk.ZENDESK
+
+    def __init__(
+        self,
+        account: str,
+        config: ZendeskDeskConfig,
+        client: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._client = client
+        self._clock = clock
+        base = httpx.URL(config.api_base())
+        self._api = config.api_base() + "/api/v2"
+        self._origin = (base.scheme, base.host, base.port)
+        self._auth = {"Authorization": _authorization(config)}
+
+    # -- users ------------------------------------------------------------------------
+
+    async def ensure_user(self, contact: Contact) -> str:
+        """The Zendesk user id for ``contact`` (matched on external_id or email), created or
+        updated, then given the contact's other emails and phones. Idempotent."""
+        emails = _unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
+        phones = _unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        user: dict[str, Any] = {
+            "name": _display_name(contact),
+            "external_id": contact.id,
+            "role": "end-user",
+            "skip_verify_email": True,
+        }
+        if emails:
+            user["email"] = emails[0]
+        if phones:
+            user["phone"] = phones[0]
+        what = "zendesk users/create_or_update"
+        resp = await self._call("POST", "/users/create_or_update", what=what, json={"user": user})
+        if resp.status_code == 422 and "phone" in user:
+            # Most likely the phone is another user's and the account wants unique phones.
+            # Who owns the number is an identity-graph question; the message must be filed.
+            log.warning(
+                "zendesk %s: contact %s refused with its phone (HTTP 422); retrying without it",
+                self.account,
+                contact.id,
+            )
+            del user["phone"]
+            resp = await self._call(
+                "POST", "/users/create_or_update", what=what, json={"user": user}
+            )
+        classify(resp, what=what)
+        user_id = _str_id(_obj(self._json(resp, what), "user").get("id"))
+        if user_id is None:
+            raise PermanentError(f"{what}: no user id in the response", status=resp.status_code)
+        if len(emails) > 1 or len(phones) > 1 or (phones and "phone" not in user):
+            await self._add_identities(user_id, emails, phones)
+        return user_id
+
+    async def _add_identities(self, user_id: str, emails: list[str], phones: list[str]) -> None:
+        what = "zendesk list identities"
+        resp = await self._call("GET", f"/users/{user_id}/identities", what=what)
+        classify(resp, what=what)
+        have: set[tuple[str, str]] = set()
+        for item in _list(self._json(resp, what), "identities"):
+            kind, value = item.get("type"), item.get("value")
+            if isinstance(kind, str) and isinstance(value, str):
+                have.add((kind, _identity_key(kind, value)))
+        wanted = [("email", e) for e in emails] + [("phone_number", p) for p in phones]
+        for kind, value in wanted:
+            if (kind, _identity_key(kind, value)) in have:
+                continue
+            identity: dict[str, Any] = {"type": kind, "value": value}
+            if kind == "email":
+                identity["skip_verify_email"] = True  # placement inside identity: [U]
+            what = "zendesk add identity"
+            resp = await self._call(
+                "POST", f"/users/{user_id}/identities", what=what, json={"identity": identity}
+            )
+            if resp.status_code in (409, 422):
+                # The value belongs to another Zendesk user (or Zendesk rejects its form).
+                # Two users claiming one phone is for the identity graph to settle later;
+                # failing here would keep the customer's message out of the desk.
+                log.warning(
+                    "zendesk %s: %s identity not added to user %s (HTTP %s)",
+                    self.account,
+                    kind,
+                    user_id,
+                    resp.status_code,
+                )
+                continue
+            classify(resp, what=what)
+            log.info("zendesk %s: %s identity added to user %s", self.account, kind, user_id)
+
+    # -- tickets ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        conv: ConversationRef,
+        user_id: str,
+        msg: Message,
+        files: Sequence[Upload],
+        *,
+        idempotency_key: str,
+        retried: bool,
+    ) -> Filed:
+        """File ``msg`` as ``user_id``'s public comment: a new ticket when the conversation has
+        none, a follow-up when its ticket is closed or full, else a comment on it.
+
+        Ticket creation is idempotent (Idempotency-Key, and a lookup by external_id when
+        ``retried``); adding a comment is not, so the caller must not repeat a success.
+        """
+        filing = _Filing(
+            conv=conv,
+            user_id=user_id,
+            msg=msg,
+            text=render(msg),
+            uploads=await self._upload(files),
+            retried=retried,
+        )
+        if conv.ticket_id is None:
+            return await self._create(filing, key=idempotency_key, follows=None)
+        if conv.comment_count >= self._config.max_comments_per_ticket:
+            log.info(
+                "zendesk %s: ticket %s holds %d comments; filing a follow-up",
+                self.account,
+                conv.ticket_id,
+                conv.comment_count,
+            )
+            return await self._create(
+                filing, key=f"{idempotency_key}:followup", follows=conv.ticket_id
+            )
+        return await self._comment(
+            filing, conv.ticket_id, key=idempotency_key, count=conv.comment_count
+        )
+
+    async def _upload(self, files: Sequence[Upload]) -> list[str]:
+        # Upload tokens live 60 minutes, so every attempt uploads afresh.
+        tokens: list[str] = []
+        for f in files:
+            what = "zendesk upload"
+            resp = await self._call(
+                "POST",
+                "/uploads",
+                what=what,
+                params={"filename": f.filename or "attachment"},
+                content=f.data,
+                headers={"Content-Type": f.mime_type or "application/octet-stream"},
+            )
+            classify(resp, what=what)
+            token = _obj(self._json(resp, what), "upload").get("token")
+            if not isinstance(token, str) or not token:
+                raise PermanentError(f"{what}: no token in the response", status=resp.status_code)
+            tokens.append(token)
+        return tokens
+
+    async def _create(
+        self,
+        filing: _Filing,
+        *,
+        key: str,
+        follows: str | None,
+        excluded: frozenset[str] = frozenset(),
+    ) -> Filed:
+        """A new ticket (a follow-up of ``follows`` when set) with the message as its first
+        comment, unless an earlier attempt already made it. Tickets in ``excluded`` (and
+        ``follows``) are never taken for that earlier attempt's."""
+        if follows is not None:
+            excluded |= {follows}
+        if filing.retried:
+            found = await self._find_ticket(filing.conv.id, excluded)
+            if found is not None:
+                return await self._adopt(filing, found, key=key, excluded=excluded)
+        ticket: dict[str, Any] = {
+            "subject": subject(filing.msg),
+            "comment": filing.comment(),
+            "requester_id": _num(filing.user_id),
+            "submitter_id": _num(filing.user_id),
+            "external_id": filing.conv.id,
+            "tags": ["deskbridge", f"deskbridge_{filing.msg.channel.value}"],
+        }
+        if follows is not None:
+            # Zendesk links only closed tickets; for a full ticket it has no effect.
+            ticket["via_followup_source_id"] = _num(follows)
+        body = {"ticket": ticket}
+        what = "zendesk create ticket"
+        resp = await self._post_ticket(body, key, what=what)
+        if resp.status_code == 400 and _error_code(resp) == "IdempotentRequestError":
+            # The key was used with another body: upload tokens differ on every attempt.
+            # If that attempt made the ticket, use it; if not, a key bound to this body
+            # still protects against our own duplicate POSTs.
+            found = await self._find_ticket(filing.conv.id, excluded)
+            if found is not None:
+                return await self._adopt(filing, found, key=key, excluded=excluded)
+            resp = await self._post_ticket(body, f"{key}:{_digest(body)}", what=what)
+        classify(resp, what=what)
+        data = self._json(resp, what)
+        ticket_id = _str_id(_obj(data, "ticket").get("id"))
+        if ticket_id is None:
+            raise PermanentError(f"{what}: no ticket id in the response", status=resp.status_code)
+        log.info(
+            "zendesk %s: ticket %s created for conversation %s%s (idempotency %s)",
+            self.account,
+            ticket_id,
+            filing.conv.id,
+            f" as a follow-up of {follows}" if follows else "",
+            resp.headers.get("x-idempotency-lookup", "n/a"),
+        )
+        return Filed(
+            ticket_id=ticket_id,
+            message_id=_comment_id(data) or f"ticket:{ticket_id}",
+            comment_count=1,
+        )
+
+    async def _post_ticket(self, body: dict[str, Any], key: str, *, what: str) -> httpx.Response:
+        return await self._call(
+            "POST", "/tickets", what=what, json=body, headers={"Idempotency-Key": _idempotency(key)}
+        )
+
+    async def _adopt(
+        self, filing: _Filing, found: dict[str, Any], *, key: str, excluded: frozenset[str]
+    ) -> Filed:
+        """Use a ticket an earlier attempt created. Its first comment is this message when
+        the texts agree; otherwise the message is added to it."""
+        ticket_id = _str_id(found.get("id")) or ""
+        description = found.get("description")
+        if isinstance(description, str) and _same_text(description, filing.text):
+            log.info(
+                "zendesk %s: ticket %s already holds this message (earlier attempt)",
+                self.account,
+                ticket_id,
+            )
+            return Filed(ticket_id=ticket_id, message_id=f"ticket:{ticket_id}", comment_count=None)
+        log.info("zendesk %s: appending to ticket %s found by external_id", self.account, ticket_id)
+        return await self._comment(filing, ticket_id, key=key, count=None, excluded=excluded)
+
+    async def _comment(
+        self,
+        filing: _Filing,
+        ticket_id: str,
+        *,
+        key: str,
+        count: int | None,
+        excluded: frozenset[str] = frozenset(),
+    ) -> Filed:
+        what = "zendesk update ticket"
+        resp = await self._call(
+            "PUT",
+            f"/tickets/{ticket_id}",
+            what=what,
+            json={"ticket": {"comment": filing.comment()}},
+        )
+        if resp.status_code == 422 and _is_closed(resp):
+            log.info("zendesk %s: ticket %s is closed; filing a follow-up", self.account, ticket_id)
+            return await self._create(
+                filing, key=f"{key}:followup", follows=ticket_id, excluded=excluded
+            )
+        classify(resp, what=what)
+        comment_id = _comment_id(self._json(resp, what))
+        return Filed(
+            ticket_id=ticket_id,
+            message_id=comment_id or f"ticket:{ticket_id}",
+            comment_count=None if count is None else count + 1,
+        )
+
+    async def _find_ticket(
+        self, external_id: str, excluded: frozenset[str]
+    ) -> dict[str, Any] | None:
+        """The newest ticket with ``external_id`` that can still take comments."""
+        what = "zendesk list tickets by external_id"
+        resp = await self._call("GET", "/tickets", what=what, params={"external_id": external_id})
+        classify(resp, what=what)
+        best: dict[str, Any] | None = None
+        for ticket in _list(self._json(resp, what), "tickets"):
+            ticket_id = _str_id(ticket.get("id"))
+            status = str(ticket.get("status") or "").lower()
+            if ticket_id is None or ticket_id in excluded or status in ("closed", "deleted"):
+                continue
+            if best is None or _order(ticket_id) > _order(_str_id(best.get("id")) or ""):
+                best = ticket
+        return best
+
+    async def add_note(self, conv: ConversationRef, text: str) -> None:
+        """Add an internal note (written as the API user) to the conversation's ticket.
+        Raises ``PermanentError`` when the conversation has no ticket. Not idempotent."""
+        if conv.ticket_id is None:
+            raise PermanentError("zendesk add note: the conversation has no ticket")
+        what = "zendesk add note"
+        resp = await self._call(
+            "PUT",
+            f"/tickets/{conv.ticket_id}",
+            what=what,
+            json={"ticket": {"comment": {"body": text, "public": False}}},
+        )
+        classify(resp, what=what)
+
+    # -- attachments ------------------------------------------------------------------
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        """Download an agent's attachment from its content URL (at most 20 MB).
+
+        Credentials go only to the Zendesk host; a redirect elsewhere (Zendesk's file host)
+        is followed without them.
+        """
+        what = "zendesk fetch attachment"
+        try:
+            url = httpx.URL(attachment.ref)
+        except httpx.InvalidURL as exc:
+            raise PermanentError(f"{what}: not a URL") from exc
+        if url.scheme not in ("https", "http") or not url.host:
+            raise PermanentError(f"{what}: not an http(s) URL")
+        headers = dict(self._auth) if self._is_zendesk(url) else {}
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                async with self._client.stream("GET", url, headers=headers) as resp:
+                    if resp.has_redirect_location:
+                        url = url.join(resp.headers["location"])
+                        if not self._is_zendesk(url):
+                            headers = {}
+                        continue
+                    classify(resp, what=what)
+                    data = await _read_capped(resp, what=what)
+                    content_type = resp.headers.get("content-type", "")
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, what=what) from exc
+            filename = attachment.filename or _filename_from(url) or "attachment"
+            mime = (
+                attachment.mime_type
+                or content_type.split(";", 1)[0].strip()
+                or mimetypes.guess_type(filename)[0]
+                or "application/octet-stream"
+            )
+            return Upload(filename=filename, mime_type=mime, data=data)
+        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+
+    def _is_zendesk(self, url: httpx.URL) -> bool:
+        return (url.scheme, url.host, url.port) == self._origin
+
+    # -- agent-reply webhook ----------------------------------------------------------
+
+    def verify_webhook(self, req: RawRequest) -> None:
+        """Raise ``SignatureInvalid`` unless signed with ``webhook_secret`` in the last 5 min."""
+        secret = self._config.webhook_secret
+        webhook.verify(req, secret.get_secret_value() if secret else None, now=self._clock())
+
+    def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
+        """Public agent comments in the webhook body; see :func:`webhook.parse`."""
+        return webhook.parse(req, account=self.account, now=self._clock())
+
+    async def register_webhook(self, url: str, *, name: str) -> str:
+        """Make sure a webhook subscribed to ``ticket.comment_added`` posts to ``url`` and
+        return its signing secret. Reuses a webhook with that endpoint or name. Idempotent."""
+        existing = await self._find_webhook(url, name)
+        if existing is None:
+            what = "zendesk create webhook"
+            resp = await self._call(
+                "POST",
+                "/webhooks",
+                what=what,
+                json={
+                    "webhook": {
+                        "name": name,
+                        "description": f"deskbridge: agent replies for account {self.account}",
+                        "endpoint": url,
+                        "http_method": "POST",
+                        "request_format": "json",
+                        "status": "active",
+                        "subscriptions": [webhook.COMMENT_ADDED],
+                    }
+                },
+            )
+            classify(resp, what=what)
+            webhook_id = _str_id(_obj(self._json(resp, what), "webhook").get("id"))
+            if webhook_id is None:
+                raise PermanentError(
+                    f"{what}: no webhook id in the response", status=resp.status_code
+                )
+            log.info("zendesk %s: webhook %s created", self.account, webhook_id)
+        else:
+            webhook_id = _str_id(existing.get("id")) or ""
+            if existing.get("endpoint") != url or existing.get("status") != "active":
+                what = "zendesk update webhook"
+                resp = await self._call(
+                    "PATCH",
+                    f"/webhooks/{webhook_id}",
+                    what=what,
+                    json={"webhook": {"endpoint": url, "status": "active"}},
+                )
+                classify(resp, what=what)
+            log.info("zendesk %s: reusing webhook %s", self.account, webhook_id)
+        what = "zendesk webhook signing secret"
+        resp = await self._call("GET", f"/webhooks/{webhook_id}/signing_secret", what=what)
+        classify(resp, what=what)
+        secret = _obj(self._json(resp, what), "signing_secret").get("secret")
+        if not isinstance(secret, str) or not secret:
+            raise PermanentError(f"{what}: no secret in the response", status=resp.status_code)
+        return secret
+
+    async def _find_webhook(self, url: str, name: str) -> dict[str, Any] | None:
+        """An event webhook for comment_added at ``url`` (preferred) or named ``name``."""
+        by_name: dict[str, Any] | None = None
+        params: dict[str, str] = {"page[size]": "100"}
+        for _ in range(_MAX_WEBHOOK_PAGES):
+            what = "zendesk list webhooks"
+            resp = await self._call("GET", "/webhooks", what=what, params=params)
+            classify(resp, what=what)
+            data = self._json(resp, what)
+            for hook in _list(data, "webhooks"):
+                subscriptions = hook.get("subscriptions")
+                if (
+                    not isinstance(subscriptions, list)
+                    or webhook.COMMENT_ADDED not in subscriptions
+                ):
+                    continue
+                if hook.get("endpoint") == url:
+                    return hook
+                if by_name is None and hook.get("name") == name:
+                    by_name = hook
+            meta = _obj(data, "meta")
+            after = meta.get("after_cursor")
+            if not meta.get("has_more") or not isinstance(after, str) or not after:
+                break
+            params = {"page[size]": "100", "page[after]": after}
+        return by_name
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            return await self._client.request(
+                method,
+                self._api + path,
+                json=json,
+                params=params,
+                content=content,
+                headers={**self._auth, **(headers or {})},
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from exc
+
+    @staticmethod
+    def _json(resp: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise PermanentError(f"{what}: response is not a JSON object", status=resp.status_code)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Filing:
+    """One message on its way into a ticket (the same for every ticket it may land in)."""
+
+    conv: ConversationRef
+    user_id: str
+    msg: Message
+    text: str
+    uploads: list[str]
+    retried: bool
+
+    def comment(self) -> dict[str, Any]:
+        comment: dict[str, Any] = {
+            "body": self.text,
+            "public": True,
+            "author_id": _num(self.user_id),
+        }
+        if self.uploads:
+            comment["uploads"] = list(self.uploads)
+        return comment
+
+
+def _authorization(config: ZendeskDeskConfig) -> str:
+    if config.oauth_token is not None:
+        return f"Bearer {config.oauth_token.get_secret_value()}"
+    token = config.api_token.get_secret_value() if config.api_token else ""
+    raw = f"{config.email}/token:{token}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _display_name(contact: Contact) -> str:
+    if contact.display_name and contact.display_name.strip():
+        return contact.display_name.strip()
+    for identity in contact.identities:
+        if identity.kind == "channel_user" and identity.channel is not None:
+            return f"{identity.channel.value.capitalize()} user"
+    return "Customer"
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        if v and v not in out:
+            out.append(v)
+    return out
+
+
+def _identity_key(kind: str, value: str) -> str:
+    if kind == "phone_number":
+        return "".join(c for c in value if c.isdigit() or c == "+")
+    return value.strip().lower()
+
+
+def _num(value: str) -> int | str:
+    """Zendesk ids are integers; send them as such."""
+    return int(value) if value.isdigit() else value
+
+
+def _str_id(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    return None
+
+
+def _order(ticket_id: str) -> tuple[int, str]:
+    return (int(ticket_id), "") if ticket_id.isdigit() else (-1, ticket_id)
+
+
+def _obj(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _comment_id(data: dict[str, Any]) -> str | None:
+    """The id of the Comment event in a create/update response's audit."""
+    for event in _list(_obj(data, "audit"), "events"):
+        if event.get("type") == "Comment":
+            return _str_id(event.get("id"))
+    return None
+
+
+def _error_body(resp: httpx.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_code(resp: httpx.Response) -> str:
+    error = _error_body(resp).get("error")
+    if isinstance(error, dict):
+        error = error.get("title") or error.get("code")
+    return error if isinstance(error, str) else ""
+
+
+def _is_closed(resp: httpx.Response) -> bool:
+    """Whether a 422 says the ticket is closed, e.g. {"error":"RecordInvalid","details":
+    {"status":[{"description":"Status: closed prevents ticket update"}]}}."""
+    details = _error_body(resp).get("details")
+    if not isinstance(details, dict):
+        return False
+    for entries in details.values():
+        items = entries if isinstance(entries, list) else [entries]
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            text = " ".join(str(item.get(k, "")) for k in ("description", "error", "type")).lower()
+            if any(marker in text for marker in _CLOSED_MARKERS):
+                return True
+    return False
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def _idempotency(key: str) -> str:
+    if len(key) <= _IDEMPOTENCY_KEY_MAX:
+        return key
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _digest(body: dict[str, Any]) -> str:
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _filename_from(url: httpx.URL) -> str | None:
+    names = parse_qs(url.query.decode()).get("name")
+    if names and names[0]:
+        return names[0]
+    last = url.path.rstrip("/").rsplit("/", 1)[-1]
+    return last or None
+
+
+async def _read_capped(resp: httpx.Response, *, what: str) -> bytes:
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ATTACHMENT_BYTES:
+        raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ATTACHMENT_BYTES:
+            raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

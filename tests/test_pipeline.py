@@ -1,0 +1,249 @@
+"""The worker against a real Redis: order, retries, rate limits, dead letters, lost jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+
+from arq.connections import RedisSettings, create_pool
+
+from deskbridge.errors import PermanentError, RetryableError
+from deskbridge.outbound.base import Filed
+from deskbridge.outbound.sandbox import SandboxConnector
+from deskbridge.pipeline import sweep_once
+from deskbridge.schemas import (
+    AgentReply,
+    Contact,
+    ConversationRef,
+    DeliveryState,
+    Desk,
+    Direction,
+    Message,
+    Upload,
+)
+from deskbridge.store import keys
+
+from .conftest import TEST_REDIS_URL, drain
+from .test_store import accept, message
+
+
+class RecordingDesk(SandboxConnector):
+    """The sandbox desk, with injectable failures and delays, recording what it filed."""
+
+    def __init__(
+        self, inner: SandboxConnector, failures: Sequence[Exception] = (), delay: float = 0.0
+    ):
+        super().__init__(inner.account, inner._backend)
+        self.failures = list(failures)
+        self.delay = delay
+        self.filed: list[tuple[str, str]] = []
+        self.calls = 0
+        self.notes: list[str] = []
+
+    async def ensure_user(self, contact: Contact) -> str:
+        return contact.id
+
+    async def append(
+        self,
+        conv: ConversationRef,
+        user_id: str,
+        msg: Message,
+        files: Sequence[Upload],
+        *,
+        idempotency_key: str,
+        retried: bool,
+    ) -> Filed:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(random.uniform(0, self.delay))
+        if self.failures:
+            raise self.failures.pop(0)
+        filed = await super().append(
+            conv, user_id, msg, files, idempotency_key=idempotency_key, retried=retried
+        )
+        self.filed.append((msg.thread, msg.text))
+        return filed
+
+    async def add_note(self, conv: ConversationRef, text: str) -> None:
+        self.notes.append(text)
+        await super().add_note(conv, text)
+
+
+def fake_desk(rt, **kw) -> RecordingDesk:
+    desk = RecordingDesk(rt.desks["acme"], **kw)
+    rt.desks["acme"] = desk
+    return desk
+
+
+async def only_delivery(rt, redis, state_key=None) -> str:
+    ids = await redis.keys("db:{acme}:dlv:*")
+    ids = [k.decode().rsplit(":", 1)[1] for k in ids if not k.endswith(b":attempts")]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+async def test_conversation_order_is_kept_with_many_jobs_in_flight(make_runtime, redis) -> None:
+    rt = make_runtime(max_jobs=20)
+    desk = fake_desk(rt, delay=0.01)
+    threads = ["1", "2", "3"]
+    expected: dict[str, list[str]] = {t: [] for t in threads}
+    for n in range(45):
+        t = threads[n % 3]
+        expected[t].append(f"message {n}")
+        await accept(rt, [message(n, thread=t)])
+    # extra jobs for every delivery, as a sweeper or a replay could add: only heads may act
+    pool = await create_pool(
+        RedisSettings.from_dsn(TEST_REDIS_URL),
+        job_serializer=lambda d: json.dumps(d).encode(),
+        job_deserializer=json.loads,
+    )
+    for key in await redis.keys("db:{acme}:dlv:*"):
+        if not key.endswith(b":attempts"):
+            d_id = key.decode().rsplit(":", 1)[1]
+            await pool.enqueue_job("deliver_to_desk", "acme", d_id, _job_id=f"extra-{d_id}")
+    await pool.aclose()
+    await drain(rt)
+    got: dict[str, list[str]] = {t: [] for t in threads}
+    for thread, text in desk.filed:
+        got[thread].append(text)
+    assert got == expected
+    assert await redis.zcard(keys.pending("acme")) == 0
+    # every conversation got one ticket
+    assert len(await rt.sandbox.tickets("acme")) == 3
+
+
+async def test_retryable_failures_back_off_then_deliver(make_runtime, redis) -> None:
+    rt = make_runtime()
+    desk = fake_desk(rt, failures=[RetryableError("desk: HTTP 503", status=503)] * 2)
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d_id = await only_delivery(rt, redis)
+    d = await rt.deliveries.get("acme", d_id)
+    assert d.state is DeliveryState.DELIVERED
+    attempts = await rt.deliveries.attempts("acme", d_id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "delivered"]
+    assert attempts[0].http_status == 503 and attempts[0].wait is not None
+    assert desk.calls == 3 and len(desk.filed) == 1
+
+
+async def test_rate_limit_waits_do_not_spend_the_budget(make_runtime, redis) -> None:
+    rt = make_runtime(max_attempts=2)
+    fake_desk(rt, failures=[RetryableError("desk: 429", status=429, retry_after=0.01)] * 4)
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DELIVERED
+    outcomes = [a.outcome for a in await rt.deliveries.attempts("acme", d.id)]
+    assert outcomes == ["rate_limited"] * 4 + ["delivered"]
+    assert d.attempts == 1
+
+
+async def test_budget_exhausted_goes_to_dead_letters_and_lane_moves_on(make_runtime, redis) -> None:
+    rt = make_runtime(max_attempts=3)
+    desk = fake_desk(rt, failures=[RetryableError("desk: timeout")] * 3)
+    await accept(rt, [message(1), message(2)])
+    await drain(rt)
+    dead = [x.decode() for x in await redis.zrange(keys.dead("acme"), 0, -1)]
+    assert len(dead) == 1
+    d = await rt.deliveries.get("acme", dead[0])
+    assert d.state is DeliveryState.DEAD and d.reason == "exhausted" and d.attempts == 3
+    assert d.last_error == "desk: timeout"
+    # the next message of the conversation was not held back forever
+    assert [t for _, t in desk.filed] == ["message 2"]
+
+
+async def test_permanent_failure_is_dead_at_once(make_runtime, redis) -> None:
+    rt = make_runtime()
+    desk = fake_desk(rt, failures=[PermanentError("desk: HTTP 400", status=400)])
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DEAD and d.reason == "permanent" and d.last_status == 400
+    assert desk.calls == 1
+
+
+async def test_failed_reply_becomes_an_internal_note(make_runtime, redis, respx_mock) -> None:
+    from deskbridge.gateway.intake import accept_replies
+
+    rt = make_runtime()
+    desk = fake_desk(rt)
+    await accept(rt, [message(1)])
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    respx_mock.post(url__regex=r"https://tg\.test/bot.*/sendMessage").respond(
+        403,
+        json={
+            "ok": False,
+            "error_code": 403,
+            "description": "Forbidden: bot was blocked by the user",
+        },
+    )
+    from datetime import UTC, datetime
+
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key="r1",
+        ticket_id=ticket.id,
+        external_id="agent-1",
+        text="Hello!",
+        occurred_at=datetime.now(UTC),
+    )
+    assert await accept_replies(rt, "acme", "sandbox", None, [reply]) == 1
+    await drain(rt)
+    dead = [x.decode() for x in await redis.zrange(keys.dead("acme"), 0, -1)]
+    d = await rt.deliveries.get("acme", dead[0])
+    assert d.direction is Direction.OUTBOUND and d.reason == "permanent"
+    assert len(desk.notes) == 1 and "could not deliver" in desk.notes[0]
+    assert "Hello!" not in desk.notes[0]
+    t = await rt.sandbox.ticket("acme", ticket.id)
+    assert [m.author for m in t.messages] == ["customer", "note"]
+
+
+async def test_sweeper_re_enqueues_a_pending_delivery_whose_job_was_lost(
+    make_runtime, redis
+) -> None:
+    rt = make_runtime()
+    desk = fake_desk(rt)
+    await accept(rt, [message(1)])
+    d_id = await only_delivery(rt, redis)
+    await redis.delete(keys.arq_job(d_id))
+    await redis.zrem(keys.ARQ_QUEUE, d_id)
+    await drain(rt)
+    assert desk.filed == []
+    assert await sweep_once(rt) == 1
+    assert await sweep_once(rt) == 0  # the job exists now
+    await drain(rt)
+    assert [t for _, t in desk.filed] == ["message 1"]
+
+
+async def test_killed_worker_loses_nothing_and_does_not_file_twice(make_runtime, redis) -> None:
+    rt = make_runtime(job_timeout_seconds=1)
+    desk = fake_desk(rt)
+    filed = asyncio.Event()
+    real_append = desk.append
+
+    async def append_then_die(*args, **kwargs):
+        result = await real_append(*args, **kwargs)
+        filed.set()
+        await asyncio.sleep(3600)  # killed here: filed at the desk, not yet recorded
+        return result
+
+    desk.append = append_then_die  # type: ignore[method-assign]
+    await accept(rt, [message(1)])
+    task = asyncio.create_task(drain(rt))
+    await asyncio.wait_for(filed.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    d_id = await only_delivery(rt, redis)
+    assert (await rt.deliveries.get("acme", d_id)).state is DeliveryState.PENDING
+    # what arq's in-progress expiry (job_timeout + 10 s) and the lane lock's TTL do in time
+    await redis.delete(f"arq:in-progress:{d_id}")
+    await asyncio.sleep(1.1)
+    desk.append = real_append  # type: ignore[method-assign]
+    await drain(rt)
+    assert (await rt.deliveries.get("acme", d_id)).state is DeliveryState.DELIVERED
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert [m.text for m in ticket.messages] == ["message 1"]

@@ -1,0 +1,187 @@
+"""The store against a real Redis: dedup, one-round-trip intake, sealing, arq's job format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import pytest
+from arq.jobs import deserialize_job
+
+from deskbridge.schemas import Channel, Direction, Message, RawRequest, Sender
+from deskbridge.store import IntakeEvent, Vault, keys
+from deskbridge.store.crypto import SealBroken, decode_key, generate_key
+
+from .conftest import TEST_KEY
+
+
+def message(n: int, thread: str = "42") -> Message:
+    return Message(
+        account="acme",
+        channel=Channel.TELEGRAM,
+        dedup_key=str(1000 + n),
+        thread=thread,
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        external_id=str(n),
+        sender=Sender(external_id=thread, display_name="Ann"),
+        text=f"message {n}",
+    )
+
+
+def intake_event(rt, msg: Message) -> IntakeEvent:
+    return IntakeEvent(
+        dedup_key=msg.dedup_key,
+        conversation_id=rt.conversations.conversation_id("acme", msg.channel, msg.thread),
+        payload=msg.model_dump(mode="json"),
+    )
+
+
+async def accept(rt, msgs: list[Message], body: bytes = b"{}") -> list[bool]:
+    return await rt.intake.accept(
+        account="acme",
+        source="telegram",
+        direction=Direction.INBOUND,
+        channel="telegram",
+        desk="sandbox",
+        req=RawRequest(method="POST", path="/webhooks/telegram/acme", body=body),
+        events=[intake_event(rt, m) for m in msgs],
+    )
+
+
+def test_vault_round_trip_and_binding() -> None:
+    vault = Vault.from_secret(decode_key(TEST_KEY))
+    blob = vault.seal(b"secret body", "db:{acme}:evt:1")
+    assert b"secret body" not in blob
+    assert vault.open(blob, "db:{acme}:evt:1") == b"secret body"
+    with pytest.raises(SealBroken):
+        vault.open(blob, "db:{acme}:evt:2")  # moved under another key
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(SealBroken):
+        vault.open(tampered, "db:{acme}:evt:1")
+    other = Vault.from_secret(decode_key(generate_key()))
+    with pytest.raises(SealBroken):
+        other.open(blob, "db:{acme}:evt:1")
+    assert vault.digest("a", "b") == vault.digest("a", "b") != vault.digest("ab")
+
+
+async def test_intake_dedups_per_account_and_key(make_runtime, redis) -> None:
+    rt = make_runtime()
+    assert await accept(rt, [message(1), message(2)]) == [True, True]
+    assert await accept(rt, [message(1), message(3)]) == [False, True]
+    assert await redis.zcard(keys.pending("acme")) == 3
+    mark = keys.dedup("acme", "telegram", "1001")
+    ttl = await redis.ttl(mark)
+    assert 7 * 86400 - 5 <= ttl <= 7 * 86400
+
+
+async def test_intake_stores_sealed_event_delivery_and_arq_job(make_runtime, redis) -> None:
+    rt = make_runtime()
+    await accept(rt, [message(1)], body=b'{"secret":"customer words"}')
+    [delivery_id] = [d.decode() for d in await redis.zrange(keys.pending("acme"), 0, -1)]
+    d = await rt.deliveries.get("acme", delivery_id)
+    assert d is not None and d.state.value == "pending" and d.direction is Direction.INBOUND
+    # nothing readable at rest
+    for key in await redis.keys("db:*"):
+        if await redis.type(key) == b"string":
+            assert b"customer words" not in await redis.get(key)
+            assert b"message 1" not in await redis.get(key)
+    record = await rt.deliveries.event("acme", d.event_id)
+    assert record["event"]["text"] == "message 1"
+    assert record["delivery_id"] == delivery_id
+    # the job is in arq's own format, readable by arq's deserializer
+    raw_job = await redis.get(keys.arq_job(delivery_id))
+    job = deserialize_job(raw_job, deserializer=json.loads)
+    assert job.function == "deliver_to_desk"
+    assert list(job.args) == ["acme", delivery_id]
+    assert await redis.zscore(keys.ARQ_QUEUE, delivery_id) is not None
+    assert await redis.pttl(keys.arq_job(delivery_id)) > 86400 * 1000
+
+
+async def test_only_the_lane_head_gets_a_job(make_runtime, redis) -> None:
+    rt = make_runtime()
+    await accept(rt, [message(1), message(2), message(3, thread="other")])
+    assert await redis.zcard(keys.ARQ_QUEUE) == 2  # head of each conversation
+    conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+    assert await redis.llen(keys.lane("acme", "inbound", conv)) == 2
+
+
+async def test_concurrent_intakes_share_round_trips(make_runtime) -> None:
+    rt = make_runtime()
+    results = await asyncio.gather(*(accept(rt, [message(n)]) for n in range(200)))
+    assert all(r == [True] for r in results)
+    c = rt.intake.coalescer
+    assert c.calls == 200
+    assert c.flushes < 20, f"{c.flushes} pipelines for 200 concurrent requests"
+
+
+async def test_duplicate_within_one_batch_is_stored_once(make_runtime, redis) -> None:
+    rt = make_runtime()
+    results = await asyncio.gather(*(accept(rt, [message(7)]) for _ in range(20)))
+    assert sorted(r[0] for r in results).count(True) == 1
+    assert await redis.zcard(keys.pending("acme")) == 1
+
+
+async def test_parse_failed_is_kept_once_as_dead_letter(make_runtime, redis) -> None:
+    rt = make_runtime()
+    req = RawRequest(method="POST", path="/webhooks/telegram/acme", body=b'{"update_id": "x"}')
+    kw = dict(
+        account="acme",
+        source="telegram",
+        direction=Direction.INBOUND,
+        channel="telegram",
+        desk="sandbox",
+        req=req,
+        error="bad update",
+        dedup_key="body-1",
+    )
+    assert await rt.intake.accept_parse_failed(**kw) is True
+    assert await rt.intake.accept_parse_failed(**kw) is False
+    [dead] = [d.decode() for d in await redis.zrange(keys.dead("acme"), 0, -1)]
+    d = await rt.deliveries.get("acme", dead)
+    assert d.state.value == "dead" and d.reason == "parse_failed"
+    raw = await redis.get(keys.raw("acme", dead))
+    stored = json.loads(rt.vault.open(raw, keys.raw("acme", dead)))
+    assert stored["path"] == "/webhooks/telegram/acme"
+
+
+async def test_secret_headers_are_not_stored(make_runtime, redis) -> None:
+    rt = make_runtime()
+    req = RawRequest(
+        method="POST",
+        path="/p",
+        body=b"{}",
+        headers={"x-telegram-bot-api-secret-token": "s3cret", "content-type": "application/json"},
+    )
+    await rt.intake.accept(
+        account="acme",
+        source="telegram",
+        direction=Direction.INBOUND,
+        channel="telegram",
+        desk="sandbox",
+        req=req,
+        events=[intake_event(rt, message(1))],
+    )
+    [raw_key] = await redis.keys("db:{acme}:raw:*")
+    stored = json.loads(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
+    assert stored["headers"] == {"content-type": "application/json"}
+
+
+async def test_store_unavailable_when_redis_is_down(make_runtime) -> None:
+    from deskbridge.errors import StoreUnavailable
+    from deskbridge.store import Intake, connect
+
+    rt = make_runtime()
+    dead = connect("redis://127.0.0.1:1/0")
+    intake = Intake(dead, rt.vault, dedup_ttl=60, raw_ttl=60, job_expiry_ms=1000)
+    with pytest.raises(StoreUnavailable):
+        await intake.accept(
+            account="acme",
+            source="telegram",
+            direction=Direction.INBOUND,
+            channel="telegram",
+            desk="sandbox",
+            req=None,
+            events=[intake_event(rt, message(1))],
+        )
+    await dead.aclose()
