@@ -13,7 +13,7 @@ from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
 from deskbridge.outbound.zendesk.webhook import sign
 from deskbridge.pipeline import run_worker
-from deskbridge.schemas import Channel, DeliveryState
+from deskbridge.schemas import Channel
 
 from .conftest import TEST_REDIS_URL, TG_SECRET, TG_TOKEN, ZD_SECRET, ZENDESK_YAML, drain
 
@@ -169,15 +169,15 @@ async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, r
     ]
 
 
-async def wait_delivered(rt, count: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_delivered(rt, count: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         keys_ = [k for k in await rt.redis.keys("db:{acme}:dlv:*") if not k.endswith(b":attempts")]
         states = [await rt.redis.hget(k, "state") for k in keys_]
         if states.count(b"delivered") >= count:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"not delivered within {timeout}s")
+    raise AssertionError(f"not delivered within {within}s")
 
 
 async def test_supervised_worker_survives_dropped_redis_connections(
