@@ -96,7 +96,7 @@ async def test_telegram_to_zendesk_and_back(make_runtime, aiohttp_client, respx_
 
     assert user.call_count == 1
     sent_user = json.loads(user.calls[0].request.content)["user"]
-    assert sent_user["role"] == "end-user" and sent_user["name"] == "Ana"
+    assert "role" not in sent_user and sent_user["name"] == "Ana"
     assert create.call_count == 1
     ticket = json.loads(create.calls[0].request.content)["ticket"]
     assert ticket["requester_id"] == ticket["submitter_id"] == ticket["comment"]["author_id"] == 501

@@ -191,7 +191,6 @@ async def test_ensure_user_sends_end_user_and_adds_missing_identities(
         "user": {
             "name": "Telegram user",
             "external_id": "contact-1",
-            "role": "end-user",
             "skip_verify_email": True,
             "email": "ana@example.com",
             "phone": "+15550001111",

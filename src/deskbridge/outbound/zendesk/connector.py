@@ -82,10 +82,12 @@ class ZendeskConnector:
         updated, then given the contact's other emails and phones. Idempotent."""
         emails = _unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
         phones = _unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        # No "role": new users are end users by default, and create_or_update also updates
+        # a user matched by email, so sending a role could demote an agent whose address a
+        # customer wrote from.
         user: dict[str, Any] = {
             "name": _display_name(contact),
             "external_id": contact.id,
-            "role": "end-user",
             "skip_verify_email": True,
         }
         if emails:
