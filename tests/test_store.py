@@ -185,3 +185,11 @@ async def test_store_unavailable_when_redis_is_down(make_runtime) -> None:
             events=[intake_event(rt, message(1))],
         )
     await dead.aclose()
+
+
+async def test_wait_for_replicas_refuses_to_ack_unreplicated_writes(make_runtime) -> None:
+    from deskbridge.errors import StoreUnavailable
+
+    rt = make_runtime(wait_replicas=1, wait_timeout_ms=50)  # the test Redis has no replica
+    with pytest.raises(StoreUnavailable, match="replica"):
+        await accept(rt, [message(1)])

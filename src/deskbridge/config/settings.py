@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     raw_retention_seconds: int = Field(default=30 * 86400, ge=60)
     delivered_retention_seconds: int = Field(default=90 * 86400, ge=60)
     appendfsync: Literal["everysec", "always", "no"] = "everysec"
+    """For the private redis-server of ``run``; set it in redis.conf for your own Redis."""
+    wait_replicas: int = Field(default=0, ge=0)
+    """Acknowledge a webhook only once this many replicas hold it (Redis ``WAIT``)."""
+    wait_timeout_ms: int = Field(default=1000, ge=1)
 
     # outbound HTTP
     http_timeout_seconds: float = Field(default=10.0, gt=0)

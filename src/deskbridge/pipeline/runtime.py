@@ -68,6 +68,8 @@ class Runtime:
                 dedup_ttl=settings.dedup_ttl_seconds,
                 raw_ttl=settings.raw_retention_seconds,
                 job_expiry_ms=job_expiry_ms,
+                wait_replicas=settings.wait_replicas,
+                wait_timeout_ms=settings.wait_timeout_ms,
             ),
             deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
             conversations=ConversationStore(redis, vault),

@@ -43,11 +43,18 @@ class IntakeEvent:
     payload: dict[str, Any]
 
 
+class _NotReplicated(Exception):
+    pass
+
+
 class Coalescer:
     """Runs script calls in shared pipelines (group commit); see the module docstring."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000
+    ) -> None:
         self._redis = redis
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._queue: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
         self._flushing = False
         self.flushes = 0
@@ -79,9 +86,18 @@ class Coalescer:
             pipe: Pipeline = self._redis.pipeline(transaction=False)
             for script, k, a, _ in batch:
                 await script(keys=k, args=a, client=pipe)
+            replicas, timeout_ms = self._wait
+            if replicas:
+                pipe.execute_command("WAIT", replicas, timeout_ms)
             results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            err = StoreUnavailable(f"intake write failed: {type(exc).__name__}")
+            if replicas:
+                acked = results.pop()
+                if isinstance(acked, Exception) or int(acked) < replicas:
+                    raise _NotReplicated(
+                        f"written to the primary, acknowledged by {acked} replica(s)"
+                    )
+        except (RedisError, OSError, _NotReplicated) as exc:
+            err = StoreUnavailable(f"intake write failed: {type(exc).__name__}: {exc}")
             for *_, fut in batch:
                 if not fut.done():
                     fut.set_exception(err)
@@ -123,9 +139,15 @@ class Intake:
         dedup_ttl: int,
         raw_ttl: int,
         job_expiry_ms: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
+        """``wait_replicas``: acknowledge only what that many replicas confirmed (``WAIT``);
+        the primary keeps what it wrote, and the platform's retry is then a duplicate."""
         self._vault = vault
-        self._coalescer = Coalescer(redis)
+        self._coalescer = Coalescer(
+            redis, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
+        )
         self._intake = redis.register_script(INTAKE)
         self._parse_failed = redis.register_script(PARSE_FAILED)
         self._dedup_ttl = dedup_ttl
