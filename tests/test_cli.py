@@ -210,3 +210,47 @@ def test_serve_refuses_a_redis_that_may_evict(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_channels_register_sets_both_webhooks(tmp_path: Path, respx_mock) -> None:
+    from deskbridge.cli.register import register
+    from deskbridge.config import Settings
+
+    from .conftest import TG_SECRET, TG_TOKEN, ZENDESK_YAML
+
+    cfg = tmp_path / "accounts.yaml"
+    cfg.write_text(ZENDESK_YAML)
+    zd = "https://acme.zendesk.test/api/v2"
+    set_webhook = respx_mock.post(f"https://tg.test/bot{TG_TOKEN}/setWebhook").respond(
+        200, json={"ok": True, "result": True}
+    )
+    respx_mock.get(f"{zd}/webhooks").respond(
+        200, json={"webhooks": [], "meta": {"has_more": False}, "links": {}}
+    )
+    create = respx_mock.post(f"{zd}/webhooks").respond(
+        201, json={"webhook": {"id": "wh1", "status": "active"}}
+    )
+    respx_mock.get(f"{zd}/webhooks/wh1/signing_secret").respond(
+        200, json={"signing_secret": {"secret": "the-signing-secret", "algorithm": "SHA256"}}
+    )
+    ok = await register(Settings(), cfg, "https://bridge.example.com/", None, tmp_path / "secrets")
+    assert ok
+    tg = json.loads(set_webhook.calls[0].request.content)
+    assert tg["url"] == "https://bridge.example.com/webhooks/telegram/acme"
+    assert tg["secret_token"] == TG_SECRET
+    hook = json.loads(create.calls[0].request.content)["webhook"]
+    assert hook["endpoint"] == "https://bridge.example.com/desks/zendesk/acme"
+    assert hook["subscriptions"] == ["zen:event-type:ticket.comment_added"]
+    secret_file = tmp_path / "secrets" / "zendesk-webhook-secret-acme"
+    assert secret_file.read_text().strip() == "the-signing-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_run_names_the_package_when_redis_server_is_missing(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, free_port())
+    env["PATH"] = str(tmp_path)  # no redis-server anywhere
+    res = subprocess.run(
+        [*DESKBRIDGE, "run"], env=env, capture_output=True, timeout=30, check=False
+    )
+    assert res.returncode == 2
+    assert b"apt-get install redis-server" in res.stderr

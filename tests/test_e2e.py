@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -57,7 +58,10 @@ def zendesk_headers(body: bytes) -> dict[str, str]:
     }
 
 
-async def test_telegram_to_zendesk_and_back(make_runtime, aiohttp_client, respx_mock) -> None:
+async def test_telegram_to_zendesk_and_back(
+    make_runtime, aiohttp_client, respx_mock, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
     rt = make_runtime(ZENDESK_YAML)
     client = await aiohttp_client(create_app(rt, role="serve"))
     user = respx_mock.post(f"{ZD}/users/create_or_update").respond(201, json={"user": {"id": 501}})
