@@ -193,3 +193,28 @@ async def test_wait_for_replicas_refuses_to_ack_unreplicated_writes(make_runtime
     rt = make_runtime(wait_replicas=1, wait_timeout_ms=50)  # the test Redis has no replica
     with pytest.raises(StoreUnavailable, match="replica"):
         await accept(rt, [message(1)])
+
+
+async def test_intake_survives_a_script_cache_flush(make_runtime, redis) -> None:
+    rt = make_runtime()
+    assert await accept(rt, [message(1)]) == [True]
+    await redis.script_flush()  # what a Redis restart does to the script cache
+    assert await accept(rt, [message(2)]) == [True]
+    assert await accept(rt, [message(2)]) == [False]
+
+
+async def test_an_idle_intake_is_one_round_trip(make_runtime, redis) -> None:
+    async def calls() -> dict[str, int]:
+        stats = await redis.info("commandstats")
+        return {
+            k: v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_script")
+        }
+
+    rt = make_runtime()
+    await accept(rt, [message(1)])  # scripts loaded
+    before = await calls()
+    await accept(rt, [message(2)])
+    after = await calls()
+    # one EVALSHA; no SCRIPT EXISTS before it (redis-py's pipelined Script objects add one)
+    assert after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0) == 1
+    assert after.get("cmdstat_script", 0) == before.get("cmdstat_script", 0)

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.schemas import DeliveryState, Direction, RawRequest
@@ -47,6 +47,9 @@ class _NotReplicated(Exception):
     pass
 
 
+_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+
+
 class Coalescer:
     """Runs script calls in shared pipelines (group commit); see the module docstring."""
 
@@ -55,7 +58,7 @@ class Coalescer:
     ) -> None:
         self._redis = redis
         self._wait = (wait_replicas, wait_timeout_ms)
-        self._queue: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]] = []
+        self._queue: list[_Call] = []
         self._flushing = False
         self.flushes = 0
         self.calls = 0
@@ -77,25 +80,19 @@ class Coalescer:
         finally:
             self._flushing = False
 
-    async def _flush(
-        self, batch: list[tuple[AsyncScript, list[str], list[Any], asyncio.Future[Any]]]
-    ) -> None:
+    async def _flush(self, batch: list[_Call]) -> None:
         self.flushes += 1
         self.calls += len(batch)
         try:
-            pipe: Pipeline = self._redis.pipeline(transaction=False)
-            for script, k, a, _ in batch:
-                await script(keys=k, args=a, client=pipe)
-            replicas, timeout_ms = self._wait
-            if replicas:
-                pipe.execute_command("WAIT", replicas, timeout_ms)
-            results = await pipe.execute(raise_on_error=False)
-            if replicas:
-                acked = results.pop()
-                if isinstance(acked, Exception) or int(acked) < replicas:
-                    raise _NotReplicated(
-                        f"written to the primary, acknowledged by {acked} replica(s)"
-                    )
+            results = await self._execute(batch)
+            # a restarted or flushed Redis forgot our scripts: load them, rerun those calls
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:
+                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
+                    script.sha = await self._redis.script_load(script.script)
+                retried = await self._execute([batch[i] for i in missing])
+                for i, r in zip(missing, retried, strict=True):
+                    results[i] = r
         except (RedisError, OSError, _NotReplicated) as exc:
             err = StoreUnavailable(f"intake write failed: {type(exc).__name__}: {exc}")
             for *_, fut in batch:
@@ -111,6 +108,22 @@ class Coalescer:
                 )
             else:
                 fut.set_result(result)
+
+    async def _execute(self, batch: list[_Call]) -> list[Any]:
+        """One round trip: EVALSHA per call (no SCRIPT EXISTS first, unlike redis-py's
+        Script objects in pipelines), then WAIT when replicas must confirm."""
+        pipe: Pipeline = self._redis.pipeline(transaction=False)
+        for script, k, a, _ in batch:
+            pipe.evalsha(script.sha, len(k), *k, *a)
+        replicas, timeout_ms = self._wait
+        if replicas:
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        if replicas:
+            acked = results.pop()
+            if isinstance(acked, Exception) or int(acked) < replicas:
+                raise _NotReplicated(f"written to the primary, confirmed by {acked} replica(s)")
+        return results
 
 
 def raw_record(req: RawRequest, received_at: float) -> bytes:
