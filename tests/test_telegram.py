@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
 from deskbridge.adapters.telegram.parse import e164
-from deskbridge.adapters.telegram.send import split_text, utf16_len
+from deskbridge.adapters.telegram.send import TEXT_LIMIT, split_text, utf16_len
 from deskbridge.config.accounts import TelegramConfig
 from deskbridge.errors import (
     ParseFailed,
@@ -467,7 +467,7 @@ def test_split_paragraphs_into_three_messages() -> None:
     paragraphs = [f"Paragraph {i}. " + "word " * 298 + "end." for i in range(6)]
     text = "\n\n".join(paragraphs)
     assert len(text) > 9000
-    chunks = split_text(text)
+    chunks = split_text(text, TEXT_LIMIT)
     assert len(chunks) == 3
     assert all(utf16_len(c) <= 4096 for c in chunks)
     assert "\n\n".join(chunks) == text

@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deskbridge.adapters.base import Handshake
 from deskbridge.adapters.telegram.parse import parse
-from deskbridge.adapters.telegram.send import CAPTION_LIMIT, BotApi, split_text, utf16_len
+from deskbridge.adapters.telegram.send import (
+    CAPTION_LIMIT,
+    TEXT_LIMIT,
+    BotApi,
+    split_text,
+    utf16_len,
+)
 from deskbridge.config.accounts import TelegramConfig
 from deskbridge.errors import PermanentError, SignatureInvalid
 from deskbridge.schemas import (
@@ -124,7 +130,7 @@ class TelegramAdapter:
         ids: list[str] = []
 
         if text and caption is None:
-            for chunk in split_text(text):
+            for chunk in split_text(text, TEXT_LIMIT):
                 payload: dict[str, Any] = {"chat_id": chat_id, "text": chunk}
                 if reply_parameters and not ids:
                     payload["reply_parameters"] = reply_parameters

@@ -9,12 +9,12 @@ the conservative reading: a chunk we accept is never rejected for length.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from deskbridge.adapters.text import split_text, utf16_len
 from deskbridge.errors import PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.schemas import Upload
@@ -23,66 +23,6 @@ __all__ = ["CAPTION_LIMIT", "TEXT_LIMIT", "BotApi", "split_text", "utf16_len"]
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
-
-# Preferred cut points, best first: paragraphs, lines, sentence ends, any whitespace.
-_BOUNDARIES = (
-    re.compile(r"\n[ \t]*\n\s*"),
-    re.compile(r"\n\s*"),
-    # CJK full stops are not followed by a space.
-    re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f])\s*"),
-    re.compile(r"\s+"),
-)
-
-
-def utf16_len(text: str) -> int:
-    """Length of ``text`` in UTF-16 code units, the unit Telegram counts in."""
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
-
-
-def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """``text`` in chunks of at most ``limit`` UTF-16 units, stripped, never empty.
-
-    Cuts at the last paragraph break that fits, else line break, sentence end, whitespace,
-    and only then mid-word; a cut never falls inside a character. The whitespace at a cut
-    is dropped (Telegram would strip it anyway). ``limit`` must be at least 2.
-    """
-    if limit < 2:
-        raise ValueError("limit must hold one character (2 UTF-16 units)")
-    chunks: list[str] = []
-    rest = text.strip()
-    while rest:
-        end = _fit(rest, limit)
-        if end == len(rest):
-            chunks.append(rest)
-            break
-        head_end, rest_start = _cut(rest, end)
-        chunks.append(rest[:head_end].rstrip())
-        rest = rest[rest_start:].lstrip()
-    return chunks
-
-
-def _fit(text: str, limit: int) -> int:
-    """The largest ``n`` such that ``text[:n]`` is at most ``limit`` UTF-16 units."""
-    units = 0
-    for i, c in enumerate(text):
-        units += 2 if ord(c) > 0xFFFF else 1
-        if units > limit:
-            return i
-    return len(text)
-
-
-def _cut(text: str, end: int) -> tuple[int, int]:
-    # A cut in the first half of the window would make a stub message; only take one
-    # there when no boundary of any kind exists further on.
-    for earliest in (end // 2, 1):
-        for pattern in _BOUNDARIES:
-            best = None
-            for m in pattern.finditer(text, 0, end + 1):
-                if earliest <= m.start() <= end:
-                    best = m
-            if best is not None:
-                return best.start(), best.end()
-    return end, end
 
 
 class BotApi:
