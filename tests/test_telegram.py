@@ -482,7 +482,7 @@ def test_split_falls_back_to_sentences_words_and_hard_cuts() -> None:
 def test_split_counts_utf16_and_never_cuts_a_surrogate_pair() -> None:
     chunks = split_text("\U0001f600" * 5, 4)
     assert chunks == ["\U0001f600\U0001f600", "\U0001f600\U0001f600", "\U0001f600"]
-    assert split_text("   \n\n  ") == []
+    assert split_text("   \n\n  ", TEXT_LIMIT) == []
 
 
 @settings(max_examples=200, deadline=None)
