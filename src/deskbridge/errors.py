@@ -9,7 +9,9 @@
     ├── ParseFailed                 verified, but our parser cannot handle it (a dead letter)
     ├── DeliveryError               an outbound call (channel send or desk call) failed
     │   ├── RetryableError          timeouts, 5xx, 429 (``retry_after`` set when the peer said)
-    │   └── PermanentError          4xx that will not change by retrying
+    │   ├── PermanentError          4xx that will not change by retrying
+    │   └── WindowClosed            the channel's reply window is closed: hold until the
+    │                               customer writes again
     └── StoreUnavailable            Redis unreachable or a write failed (gateway answers 503)
 
 Adapters and desk connectors never decide whether to retry: they raise a ``DeliveryError``
@@ -31,6 +33,7 @@ __all__ = [
     "RetryableError",
     "SignatureInvalid",
     "StoreUnavailable",
+    "WindowClosed",
 ]
 
 
@@ -93,6 +96,11 @@ class RetryableError(DeliveryError):
 
 class PermanentError(DeliveryError):
     """Retrying will not help: the delivery goes to the dead letters at once."""
+
+
+class WindowClosed(DeliveryError):
+    """The customer's reply window is closed (WhatsApp's 24 hours). The reply is held and
+    sent when the customer writes again; the adapter's ``reengage`` may invite them to."""
 
 
 class StoreUnavailable(DeskbridgeError):

@@ -15,7 +15,15 @@ from deskbridge.schemas import (
     Upload,
 )
 
-__all__ = ["ChannelAdapter", "Handshake"]
+__all__ = [
+    "AccountReceiver",
+    "ChannelAdapter",
+    "Handshake",
+    "MediaLinks",
+    "Parsed",
+    "Receiver",
+    "WebhookParser",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +35,29 @@ class Handshake:
     content_type: str = "text/plain"
 
 
-class ChannelAdapter(Protocol):
-    """One configured channel of one account.
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The events of one webhook request, each carrying its account. ``unrouted`` counts
+    entries for numbers or Pages no configured account owns (counted and skipped)."""
 
-    ``verify`` and ``parse`` are pure: bytes and headers in, events or a typed error out.
-    ``send`` and ``fetch`` are the only I/O, through the injected ``httpx.AsyncClient``,
-    and raise ``RetryableError``/``PermanentError`` (via ``deskbridge.http.classify``).
+    events: list[InboundEvent]
+    unrouted: int = 0
+
+
+class Receiver(Protocol):
+    """The inbound side of a channel: what one webhook URL verifies and parses. Pure:
+    bytes and headers in, events or a typed error out.
+
+    A Meta app posts every WhatsApp number and Page it serves to one URL, so its receiver
+    is per app and routes each entry to the account that owns it; Telegram's is per
+    account (``AccountReceiver``).
     """
 
-    channel: ClassVar[Channel]
-    account: str
-    max_body_bytes: int
+    @property
+    def channel(self) -> Channel: ...
+
+    @property
+    def max_body_bytes(self) -> int: ...
 
     def handshake(self, req: RawRequest) -> Handshake | None:
         """Answer a verification GET, or None when the channel has no handshake."""
@@ -47,13 +67,65 @@ class ChannelAdapter(Protocol):
         """Raise ``SignatureInvalid`` unless the request carries the channel's proof."""
         ...
 
-    def parse(self, req: RawRequest) -> list[InboundEvent]:
-        """Events in the body (``[]`` for valid events we do not handle).
+    def parse(self, req: RawRequest) -> Parsed:
+        """Events in the body (none for valid events we do not handle).
 
         Raises ``PayloadInvalid`` for a body that is not what the channel sends at all (not
         JSON), ``ParseFailed`` for a body of the channel's shape we cannot handle.
         """
         ...
+
+
+class WebhookParser(Protocol):
+    """A per-account webhook endpoint (Telegram): ``parse`` returns the events directly."""
+
+    channel: ClassVar[Channel]
+    max_body_bytes: int
+
+    def handshake(self, req: RawRequest) -> Handshake | None: ...
+
+    def verify(self, req: RawRequest) -> None: ...
+
+    def parse(self, req: RawRequest) -> list[InboundEvent]: ...
+
+
+class AccountReceiver:
+    """The receiver of a channel with one webhook URL per account."""
+
+    def __init__(self, parser: WebhookParser) -> None:
+        self.channel = parser.channel
+        self.max_body_bytes = parser.max_body_bytes
+        self._parser = parser
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        return self._parser.handshake(req)
+
+    def verify(self, req: RawRequest) -> None:
+        self._parser.verify(req)
+
+    def parse(self, req: RawRequest) -> Parsed:
+        return Parsed(self._parser.parse(req))
+
+
+class MediaLinks(Protocol):
+    """Short-lived signed URLs under ``DESKBRIDGE_PUBLIC_URL`` for files a channel must
+    fetch by URL (Messenger, LINE). A URL serves that one desk attachment, nothing else."""
+
+    def url_for(self, account: str, attachment: Attachment) -> str: ...
+
+
+class ChannelAdapter(Protocol):
+    """The outbound side of one account's channel: fetching the customer's files and
+    sending the agent's replies, the only I/O, through the injected ``httpx.AsyncClient``.
+    Errors are ``RetryableError``/``PermanentError`` (via ``deskbridge.http.classify``)
+    or ``WindowClosed``.
+    """
+
+    channel: ClassVar[Channel]
+    takes_files: ClassVar[bool]
+    """True: ``send`` gets the reply's files as bytes. False: it sends
+    ``reply.attachments`` by URL (``MediaLinks``) and gets no bytes."""
+    account: str
 
     async def fetch(self, attachment: Attachment) -> Upload:
         """Download an inbound attachment's bytes (size-capped)."""
@@ -62,5 +134,12 @@ class ChannelAdapter(Protocol):
     async def send(
         self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
     ) -> SendReceipt:
-        """Send an agent's reply (text and files), obeying the channel's limits."""
+        """Send an agent's reply, obeying the channel's limits and reply windows
+        (``to.last_inbound_at``). Raises ``WindowClosed`` when it must wait for the
+        customer to write again."""
+        ...
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        """Invite a customer whose window is closed to write again (WhatsApp's approved
+        template). Raises ``PermanentError`` when the channel or account has none."""
         ...

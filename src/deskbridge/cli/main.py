@@ -116,7 +116,7 @@ def check_config(file: Path) -> None:
 
 
 @cli.command()
-@click.argument("channel", type=click.Choice(["telegram"]))
+@click.argument("channel", type=click.Choice(["telegram", "whatsapp", "messenger"]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(
@@ -124,7 +124,12 @@ def check_config(file: Path) -> None:
     default=None,
     help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
 )
-@click.option("--user-id", type=int, default=None, help="The simulated customer's channel id.")
+@click.option(
+    "--from",
+    "sender",
+    default=None,
+    help="The customer: Telegram user id, WhatsApp number, or Messenger PSID.",
+)
 @click.option(
     "--name", default="Demo Customer", show_default=True, help="The customer's display name."
 )
@@ -134,7 +139,7 @@ def simulate(
     text: str,
     account: str,
     url: str | None,
-    user_id: int | None,
+    sender: str | None,
     name: str,
     config: Path | None,
 ) -> None:
@@ -144,7 +149,7 @@ def simulate(
     settings = _settings()
     try:
         status = run_simulate(
-            settings, channel, account, text, url=url, user_id=user_id, name=name, config=config
+            settings, channel, account, text, url=url, sender=sender, name=name, config=config
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)

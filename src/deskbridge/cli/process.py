@@ -77,9 +77,16 @@ def _banner(loaded: Loaded, role: str) -> None:
     local = f"http://{s.host}:{s.port}"
     lines = [f"deskbridge {__version__}: {role} on {local}"]
     if role != "worker":
+        shared: set[str] = set()
         for name, acc in loaded.accounts.accounts.items():
             for ch in acc.channels:
-                lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
+                app = getattr(ch, "app", None)
+                if app is None:
+                    lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
+                elif ch.type not in shared:
+                    # a Meta app posts every number and Page to one URL
+                    shared.add(ch.type)
+                    lines.append(f"  {ch.type} webhook (Meta apps): {base}/webhooks/{ch.type}")
             if acc.desk.type != "sandbox":
                 lines.append(
                     f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}"
@@ -91,6 +98,7 @@ def _banner(loaded: Loaded, role: str) -> None:
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
+            lines.append("       (or whatsapp, messenger)")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

@@ -7,26 +7,80 @@ from pathlib import Path
 
 import httpx
 
+from deskbridge.adapters.messenger import sample_message as messenger_sample
+from deskbridge.adapters.meta import sign as meta_sign
 from deskbridge.adapters.telegram import sample_update
-from deskbridge.config import Settings, TelegramConfig, load_accounts
-from deskbridge.config.demo import demo_secrets
+from deskbridge.adapters.whatsapp import sample_message as whatsapp_sample
+from deskbridge.config import (
+    AccountsFile,
+    MessengerConfig,
+    Settings,
+    TelegramConfig,
+    WhatsAppConfig,
+    load_accounts,
+)
+from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts
 from deskbridge.errors import ConfigError, DeliveryError
 
-__all__ = ["simulate"]
+__all__ = ["CHANNELS", "simulate"]
+
+CHANNELS = ("telegram", "whatsapp", "messenger")
+DEFAULT_FROM = {"telegram": "700000001", "whatsapp": "12025550143", "messenger": "7000000000000001"}
 
 
-def _telegram_secret(settings: Settings, account: str, config: Path | None) -> str:
+def _accounts(settings: Settings, account: str, config: Path | None) -> AccountsFile:
     path = config or settings.config
     if path is None:
-        if account != "demo":
+        if account != DEMO_ACCOUNT:
             raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
-        return str(demo_secrets(settings.data_dir, create=False)["telegram"]["secret_token"])
-    accounts = load_accounts(path)
+        if not (settings.data_dir / "demo-secrets.json").exists():
+            raise ConfigError("no demo secrets yet: start `deskbridge run` without a config first")
+        return demo_accounts(settings.data_dir)
+    return load_accounts(path)
+
+
+def _request(
+    accounts: AccountsFile, channel: str, account: str, text: str, sender: str, name: str
+) -> tuple[str, bytes, dict[str, str]]:
+    """The path, body and headers the channel would send."""
     acc = accounts.accounts.get(account)
-    ch = acc.channel("telegram") if acc else None
-    if not isinstance(ch, TelegramConfig):
-        raise ConfigError(f"account {account!r} has no telegram channel in {path}")
-    return ch.secret_token.get_secret_value()
+    ch = acc.channel(channel) if acc else None
+    now = time.time()
+    match ch:
+        case TelegramConfig():
+            uid = int(sender)
+            body = sample_update(
+                text,
+                update_id=int(now * 1000) % 2_000_000_000,
+                chat_id=uid,
+                user_id=uid,
+                first_name=name,
+            )
+            headers = {"X-Telegram-Bot-Api-Secret-Token": ch.secret_token.get_secret_value()}
+            return f"/webhooks/telegram/{account}", body, headers
+        case WhatsAppConfig():
+            body = whatsapp_sample(
+                text,
+                phone_number_id=ch.phone_number_id,
+                wa_id=sender.lstrip("+"),
+                name=name,
+                message_id=f"wamid.SIMULATED{int(now * 1_000_000)}",
+                timestamp=int(now),
+            )
+            secret = accounts.apps[ch.app].app_secret.get_secret_value()
+            # a Meta app posts every number to one URL: the account comes from the payload
+            return "/webhooks/whatsapp", body, {"X-Hub-Signature-256": meta_sign(secret, body)}
+        case MessengerConfig():
+            body = messenger_sample(
+                text,
+                page_id=ch.page_id,
+                psid=sender,
+                mid=f"m_SIMULATED{int(now * 1_000_000)}",
+                timestamp_ms=int(now * 1000),
+            )
+            secret = accounts.apps[ch.app].app_secret.get_secret_value()
+            return "/webhooks/messenger", body, {"X-Hub-Signature-256": meta_sign(secret, body)}
+    raise ConfigError(f"account {account!r} has no {channel} channel")
 
 
 def simulate(
@@ -36,26 +90,21 @@ def simulate(
     text: str,
     *,
     url: str | None,
-    user_id: int | None,
+    sender: str | None,
     name: str,
     config: Path | None,
 ) -> int:
-    """POST one signed update; returns the gateway's HTTP status."""
+    """POST one signed webhook; returns the gateway's HTTP status."""
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    secret = _telegram_secret(settings, account, config)
-    uid = user_id if user_id is not None else 700_000_001
-    body = sample_update(
-        text,
-        update_id=int(time.time() * 1000) % 2_000_000_000,
-        chat_id=uid,
-        user_id=uid,
-        first_name=name,
+    accounts = _accounts(settings, account, config)
+    path, body, headers = _request(
+        accounts, channel, account, text, sender or DEFAULT_FROM[channel], name
     )
     try:
         resp = httpx.post(
-            f"{base}/webhooks/{channel}/{account}",
+            base + path,
             content=body,
-            headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret},
+            headers={"Content-Type": "application/json", **headers},
             timeout=10,
         )
     except httpx.HTTPError as exc:

@@ -43,12 +43,19 @@ from deskbridge.errors import ConfigError
 from deskbridge.schemas import Channel, Desk
 
 __all__ = [
+    "GRAPH_API_BASE",
+    "GRAPH_API_VERSION",
     "AccountConfig",
     "AccountsFile",
+    "AppConfig",
     "ChannelConfig",
     "DeskConfig",
+    "MessengerConfig",
+    "MetaAppConfig",
     "SandboxDeskConfig",
     "TelegramConfig",
+    "WhatsAppConfig",
+    "WhatsAppTemplate",
     "ZendeskDeskConfig",
     "load_accounts",
     "parse_accounts",
@@ -88,7 +95,65 @@ class TelegramConfig(_Model):
         return v
 
 
-ChannelConfig = Annotated[TelegramConfig, Field(discriminator="type")]
+GRAPH_API_BASE = "https://graph.facebook.com"
+GRAPH_API_VERSION = "v23.0"
+
+
+class MetaAppConfig(_Model):
+    """A Meta app: one callback URL and one secret for every number and Page it serves."""
+
+    type: Literal["meta"] = "meta"
+    app_secret: SecretStr
+    """Signs every webhook (``X-Hub-Signature-256``)."""
+    verify_token: SecretStr
+    """What Meta's verification GET must present (``hub.verify_token``)."""
+
+
+AppConfig = Annotated[MetaAppConfig, Field(discriminator="type")]
+
+
+class WhatsAppTemplate(_Model):
+    """An approved template sent to re-open a closed 24-hour window. It takes no
+    parameters: the agent's free text never goes into a template."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    language: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+
+
+class WhatsAppConfig(_Model):
+    type: Literal["whatsapp"] = "whatsapp"
+    app: str
+    """The name of the Meta app (under ``apps:``) whose webhook carries this number."""
+    phone_number_id: str = Field(pattern=r"^\d{1,32}$")
+    access_token: SecretStr
+    """A system-user (or business) token with whatsapp_business_messaging."""
+    base_url: str = GRAPH_API_BASE
+    graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
+    template: WhatsAppTemplate | None = None
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    """Meta's payloads are at most 3 MB."""
+
+
+class MessengerConfig(_Model):
+    type: Literal["messenger"] = "messenger"
+    app: str
+    page_id: str = Field(pattern=r"^\d{1,32}$")
+    page_access_token: SecretStr
+    base_url: str = GRAPH_API_BASE
+    graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
+    human_agent_tag: bool = True
+    """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
+    (needs the Human Agent permission from Meta's app review)."""
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+ChannelConfig = Annotated[
+    TelegramConfig | WhatsAppConfig | MessengerConfig, Field(discriminator="type")
+]
 
 
 class SandboxDeskConfig(_Model):
@@ -146,7 +211,27 @@ class AccountConfig(_Model):
 
 
 class AccountsFile(_Model):
+    apps: dict[Annotated[str, Field(pattern=_NAME)], AppConfig] = Field(default_factory=dict)
     accounts: dict[Annotated[str, Field(pattern=_NAME)], AccountConfig]
+
+    @model_validator(mode="after")
+    def _apps_exist_and_ids_are_unique(self) -> AccountsFile:
+        owners: dict[tuple[str, str], str] = {}
+        for name, acc in self.accounts.items():
+            for ch in acc.channels:
+                if isinstance(ch, WhatsAppConfig | MessengerConfig):
+                    if ch.app not in self.apps:
+                        raise ValueError(
+                            f"accounts.{name}: {ch.type} names app {ch.app!r}, not under apps:"
+                        )
+                    ident = ch.phone_number_id if isinstance(ch, WhatsAppConfig) else ch.page_id
+                    key = (ch.type, ident)
+                    if key in owners:
+                        raise ValueError(
+                            f"accounts.{name}: {ch.type} {ident} also belongs to {owners[key]!r}"
+                        )
+                    owners[key] = name
+        return self
 
     def desk_of(self, account: str) -> Desk:
         return Desk(self.accounts[account].desk.type)

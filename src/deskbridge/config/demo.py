@@ -17,9 +17,20 @@ from typing import Any
 from deskbridge.config.accounts import AccountsFile, parse_accounts
 from deskbridge.errors import ConfigError
 
-__all__ = ["DEMO_ACCOUNT", "demo_accounts", "demo_secrets", "secrets_path"]
+__all__ = [
+    "DEMO_ACCOUNT",
+    "DEMO_APP",
+    "DEMO_PAGE_ID",
+    "DEMO_PHONE_NUMBER_ID",
+    "demo_accounts",
+    "demo_secrets",
+    "secrets_path",
+]
 
 DEMO_ACCOUNT = "demo"
+DEMO_APP = "demo-meta"
+DEMO_PHONE_NUMBER_ID = "100000000000001"
+DEMO_PAGE_ID = "100000000000002"
 
 
 def secrets_path(data_dir: Path) -> Path:
@@ -33,6 +44,12 @@ def _generate() -> dict[str, Any]:
         "telegram": {
             "bot_token": f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(26)}",
             "secret_token": secrets.token_urlsafe(32),
+        },
+        "meta": {
+            "app_secret": secrets.token_hex(16),
+            "verify_token": secrets.token_urlsafe(24),
+            "whatsapp_access_token": "EAA" + secrets.token_urlsafe(48),
+            "page_access_token": "EAA" + secrets.token_urlsafe(48),
         },
     }
 
@@ -66,7 +83,15 @@ def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
 
 def demo_accounts(data_dir: Path) -> AccountsFile:
     s = demo_secrets(data_dir)
+    meta = s["meta"]
     doc = {
+        "apps": {
+            DEMO_APP: {
+                "type": "meta",
+                "app_secret": meta["app_secret"],
+                "verify_token": meta["verify_token"],
+            }
+        },
         "accounts": {
             DEMO_ACCOUNT: {
                 "desk": {"type": "sandbox"},
@@ -76,9 +101,25 @@ def demo_accounts(data_dir: Path) -> AccountsFile:
                         "sandbox": True,
                         "bot_token": s["telegram"]["bot_token"],
                         "secret_token": s["telegram"]["secret_token"],
-                    }
+                    },
+                    {
+                        "type": "whatsapp",
+                        "sandbox": True,
+                        "app": DEMO_APP,
+                        "phone_number_id": DEMO_PHONE_NUMBER_ID,
+                        "access_token": meta["whatsapp_access_token"],
+                        # every WhatsApp Business Account starts with this approved template
+                        "template": {"name": "hello_world", "language": "en_US"},
+                    },
+                    {
+                        "type": "messenger",
+                        "sandbox": True,
+                        "app": DEMO_APP,
+                        "page_id": DEMO_PAGE_ID,
+                        "page_access_token": meta["page_access_token"],
+                    },
                 ],
             }
-        }
+        },
     }
     return parse_accounts(json.dumps(doc), source="<demo account>")

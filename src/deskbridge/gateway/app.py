@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from deskbridge.gateway import health, intake, sandbox
+from deskbridge.gateway import health, intake, media, sandbox
 from deskbridge.gateway.keys import CSRF, ROLE, RUNTIME
 from deskbridge.pipeline import Runtime
 
@@ -48,8 +48,11 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     app.router.add_get("/metrics", health.metrics)
     if role == "worker":
         return app
-    app.router.add_post("/webhooks/{channel}/{account}", intake.channel_webhook)
-    app.router.add_get("/webhooks/{channel}/{account}", intake.channel_handshake)
+    for path in ("/webhooks/{channel}", "/webhooks/{channel}/{account}"):
+        app.router.add_post(path, intake.channel_webhook)
+        app.router.add_get(path, intake.channel_handshake)
+    app.router.add_get("/media/{token}", media.serve)
+    app.router.add_get("/media/{token}/{name}", media.serve)
     app.router.add_post("/desks/{desk}/{account}", intake.desk_webhook)
     sandbox.add_routes(app)
     return app

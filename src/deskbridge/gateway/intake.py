@@ -72,60 +72,54 @@ def _unavailable(rt: Runtime, source: str, exc: StoreUnavailable) -> web.Respons
 
 
 async def channel_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/{channel}[/{account}]``."""
     rt = request.app[RUNTIME]
     channel = request.match_info["channel"]
-    account = request.match_info["account"]
-    adapter = rt.adapter(account, channel)
-    source = channel if adapter is not None else "unknown"
+    account = request.match_info.get("account")
+    receiver = rt.receiver(channel, account)
+    source = channel if receiver is not None else "unknown"
     try:
-        if adapter is None:
-            # the same answer as a bad secret, so account names cannot be probed
+        if receiver is None:
+            # the same answer as a bad signature, so account names cannot be probed
             raise SignatureInvalid("unknown account or channel")
-        req = await read_raw(request, adapter.max_body_bytes)
-        adapter.verify(req)
+        req = await read_raw(request, receiver.max_body_bytes)
+        receiver.verify(req)
         try:
-            events = adapter.parse(req)
+            parsed = receiver.parse(req)
         except ParseFailed as exc:
-            stored = await rt.intake.accept_parse_failed(
-                account=account,
-                source=channel,
-                direction=Direction.INBOUND,
-                channel=channel,
-                desk=rt.accounts.accounts[account].desk.type,
-                req=req,
-                error=str(exc),
-                dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
-            )
-            rt.metrics.events.labels(
-                channel, "parse_failed" if stored else "duplicate", "parse"
-            ).inc()
-            log.warning("%s/%s: kept an unparseable body as a dead letter", channel, account)
+            await _keep_unparseable(rt, channel, account, req, exc)
             return web.Response(body=_OK, content_type="application/json")
-        if events:
-            conv = rt.conversations
+        if parsed.unrouted:
+            rt.metrics.events.labels(channel, "ignored", "unrouted").inc(parsed.unrouted)
+        by_account: dict[str, list[IntakeEvent]] = {}
+        for ev in parsed.events:
+            by_account.setdefault(ev.account, []).append(
+                IntakeEvent(
+                    dedup_key=ev.dedup_key,
+                    conversation_id=rt.conversations.conversation_id(
+                        ev.account, ev.channel, ev.thread
+                    ),
+                    payload=ev.model_dump(mode="json"),
+                )
+            )
+        if not by_account:
+            rt.metrics.events.labels(channel, "ignored", "").inc()
+        # one request may carry events of several accounts (a Meta app's batch)
+        for acc, events in by_account.items():
             new = await rt.intake.accept(
-                account=account,
+                account=acc,
                 source=channel,
                 direction=Direction.INBOUND,
                 channel=channel,
-                desk=rt.accounts.accounts[account].desk.type,
+                desk=rt.accounts.accounts[acc].desk.type,
                 req=req,
-                events=[
-                    IntakeEvent(
-                        dedup_key=ev.dedup_key,
-                        conversation_id=conv.conversation_id(account, ev.channel, ev.thread),
-                        payload=ev.model_dump(mode="json"),
-                    )
-                    for ev in events
-                ],
+                events=events,
             )
             accepted = sum(new)
             if accepted:
                 rt.metrics.events.labels(channel, "accepted", "").inc(accepted)
             if len(new) - accepted:
                 rt.metrics.events.labels(channel, "duplicate", "").inc(len(new) - accepted)
-        else:
-            rt.metrics.events.labels(channel, "ignored", "").inc()
     except RequestRefused as exc:
         return _refused(rt, source, exc)
     except StoreUnavailable as exc:
@@ -133,10 +127,32 @@ async def channel_webhook(request: web.Request) -> web.Response:
     return web.Response(body=_OK, content_type="application/json")
 
 
+async def _keep_unparseable(
+    rt: Runtime, channel: str, account: str | None, req: RawRequest, exc: ParseFailed
+) -> None:
+    """Keep a verified body we could not parse as a dead letter, for re-ingest after a
+    fix. Without an account in the URL it is kept under every account of the channel."""
+    owners = [account] if account else sorted(a for (a, c) in rt.adapters if c.value == channel)
+    for acc in owners:
+        stored = await rt.intake.accept_parse_failed(
+            account=acc,
+            source=channel,
+            direction=Direction.INBOUND,
+            channel=channel,
+            desk=rt.accounts.accounts[acc].desk.type,
+            req=req,
+            error=str(exc),
+            dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
+        )
+        rt.metrics.events.labels(channel, "parse_failed" if stored else "duplicate", "parse").inc()
+    log.warning("%s: kept an unparseable body as a dead letter", channel)
+
+
 async def channel_handshake(request: web.Request) -> web.Response:
+    """``GET /webhooks/{channel}[/{account}]``: a platform's verification request."""
     rt = request.app[RUNTIME]
-    adapter = rt.adapter(request.match_info["account"], request.match_info["channel"])
-    if adapter is None:
+    receiver = rt.receiver(request.match_info["channel"], request.match_info.get("account"))
+    if receiver is None:
         return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
     req = RawRequest(
         method="GET",
@@ -144,7 +160,7 @@ async def channel_handshake(request: web.Request) -> web.Response:
         query=dict(request.query),
         headers={k.lower(): v for k, v in request.headers.items()},
     )
-    answer = adapter.handshake(req)
+    answer = receiver.handshake(req)
     if answer is None:
         raise web.HTTPMethodNotAllowed("GET", ["POST"])
     return web.Response(status=answer.status, text=answer.body, content_type=answer.content_type)

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deskbridge.config import MessengerConfig, TelegramConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.gateway.intake import accept_replies
 from deskbridge.gateway.keys import CSRF, RUNTIME
@@ -201,8 +202,10 @@ async def telegram_api(request: web.Request) -> web.Response:
     """Stands in for api.telegram.org for a channel in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
-    adapter_cfg = rt.accounts.accounts.get(account)
-    channel_cfg = adapter_cfg.channel(Channel.TELEGRAM) if adapter_cfg else None
+    account_cfg = rt.accounts.accounts.get(account)
+    channel_cfg = account_cfg.channel(Channel.TELEGRAM) if account_cfg else None
+    if not isinstance(channel_cfg, TelegramConfig):
+        return _telegram_error(401, "Unauthorized")
     bot = request.match_info["bot"].removeprefix("bot")
     if (
         channel_cfg is None
@@ -263,6 +266,97 @@ async def telegram_api(request: web.Request) -> web.Response:
 
 async def to_index(request: web.Request) -> web.Response:
     raise web.HTTPFound("/sandbox/")
+
+
+def _bearer(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth.startswith("Bearer "):
+        return auth.removeprefix("Bearer ")
+    return request.query.get("access_token", "")
+
+
+def _graph_error(status: int, code: int, message: str) -> web.Response:
+    body = {
+        "error": {
+            "message": message,
+            "type": "OAuthException",
+            "code": code,
+            "fbtrace_id": "sandbox",
+        }
+    }
+    return web.json_response(body, status=status)
+
+
+async def whatsapp_api(request: web.Request) -> web.Response:
+    """Stands in for the WhatsApp Cloud API (Graph) for a channel in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.WHATSAPP) if cfg else None
+    if not isinstance(ch, WhatsAppConfig) or not ch.sandbox:
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if not hmac.compare_digest(
+        _bearer(request).encode(), ch.access_token.get_secret_value().encode()
+    ):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    parts = request.match_info["tail"].strip("/").split("/")
+    if request.method == "POST" and parts[-1] == "media":
+        form = await request.post()
+        size = sum(len(v.file.read()) for v in form.values() if isinstance(v, web.FileField))
+        return web.json_response({"id": f"sandbox-media-{size}-{int(time.time() * 1000)}"})
+    if request.method == "POST" and parts[-1] == "messages":
+        body = await request.json()
+        kind = str(body.get("type", "text"))
+        payload = body.get(kind) if isinstance(body.get(kind), dict) else {}
+        text = payload.get("body") or payload.get("caption") or payload.get("name") or ""
+        if kind != "text":
+            media = f": {payload['id']}" if payload.get("id") else ""
+            text = f"[{kind}{media}] {text}".strip()
+        to = body.get("to") or body.get("recipient")
+        await rt.sandbox.record_sent(
+            account, {"channel": "whatsapp", "method": f"messages ({kind})", "to": to, "text": text}
+        )
+        wamid = f"wamid.SANDBOX{int(time.time() * 1_000_000)}"
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to}],
+                "messages": [{"id": wamid}],
+            }
+        )
+    return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
+
+
+async def messenger_api(request: web.Request) -> web.Response:
+    """Stands in for the Messenger Send API (Graph) for a channel in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.MESSENGER) if cfg else None
+    if not isinstance(ch, MessengerConfig) or not ch.sandbox:
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if not hmac.compare_digest(
+        _bearer(request).encode(), ch.page_access_token.get_secret_value().encode()
+    ):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if request.method != "POST" or not request.match_info["tail"].rstrip("/").endswith("messages"):
+        return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
+    body = await request.json()
+    message = body.get("message") or {}
+    text = message.get("text") or ""
+    if isinstance(message.get("attachment"), dict):
+        att = message["attachment"]
+        text = f"[{att.get('type')}: {att.get('payload', {}).get('url', '')}]"
+    method = str(body.get("messaging_type", ""))
+    if body.get("tag"):
+        method += f" {body['tag']}"
+    psid = (body.get("recipient") or {}).get("id")
+    await rt.sandbox.record_sent(
+        account, {"channel": "messenger", "method": method, "to": psid, "text": text}
+    )
+    return web.json_response(
+        {"recipient_id": psid, "message_id": f"m_SANDBOX{int(time.time() * 1_000_000)}"}
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 import httpx
 import redis.asyncio as aioredis
 
-from deskbridge.adapters import ADAPTERS, ChannelAdapter
+from deskbridge.adapters import ChannelAdapter, Receiver
+from deskbridge.adapters.registry import build_adapter, build_receivers
 from deskbridge.config import AccountsFile, Settings
 from deskbridge.metrics import Metrics
 from deskbridge.outbound import DeskConnector, build_desk
 from deskbridge.pipeline.retry import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
+from deskbridge.store.media import MediaLinks
 
 __all__ = ["Runtime"]
 
@@ -33,8 +35,10 @@ class Runtime:
     deliveries: DeliveryStore
     conversations: ConversationStore
     sandbox: SandboxStore
+    links: MediaLinks
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
+    receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
     desks: dict[str, DeskConnector] = field(default_factory=dict)
 
     @classmethod
@@ -74,17 +78,26 @@ class Runtime:
             deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
             conversations=ConversationStore(redis, vault),
             sandbox=sandbox,
+            links=MediaLinks(vault, settings.base_public_url()),
         )
         public = settings.base_public_url()
         for name, account in accounts.accounts.items():
             rt.desks[name] = build_desk(name, account.desk, http, sandbox)
             for ch in account.channels:
                 channel = Channel(ch.type)
-                api_base = (
-                    f"{public}/sandbox/channel-api/{name}/{channel.value}" if ch.sandbox else None
+                sandboxed = f"{public}/sandbox/channel-api/{name}/{channel.value}"
+                rt.adapters[(name, channel)] = build_adapter(
+                    name, ch, http, rt.links, api_base=sandboxed if ch.sandbox else None
                 )
-                rt.adapters[(name, channel)] = ADAPTERS[channel](name, ch, http, api_base=api_base)
+        rt.receivers = build_receivers(accounts, rt.adapters)
         return rt
+
+    def receiver(self, channel: Channel | str, account: str | None) -> Receiver | None:
+        """The receiver of ``/webhooks/{channel}[/{account}]``, None when not configured."""
+        try:
+            return self.receivers.get((Channel(channel), account))
+        except ValueError:
+            return None
 
     def adapter(self, account: str, channel: Channel | str) -> ChannelAdapter | None:
         try:

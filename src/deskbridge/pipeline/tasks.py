@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from deskbridge.errors import DeliveryError, PermanentError
+from deskbridge.errors import DeliveryError, PermanentError, RetryableError, WindowClosed
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.pipeline import retry
 from deskbridge.pipeline.runtime import Runtime
@@ -30,6 +30,7 @@ from deskbridge.schemas import (
     DeliveryState,
     Direction,
     Message,
+    StatusUpdate,
     Upload,
 )
 from deskbridge.store import ConversationRecord, new_id
@@ -56,6 +57,8 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
     if d is None:
         log.warning("delivery %s not found (expired or erased)", delivery_id)
         return
+    if d.state is DeliveryState.HELD:
+        return  # waits for the customer; release_held() enqueues it again
     if d.state is not DeliveryState.PENDING:
         # Finished elsewhere (replayed, discarded): make sure its lane moves on.
         await rt.deliveries.finish(d, d.state)
@@ -69,7 +72,11 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         retry.busy()
     try:
         try:
-            state = await work(rt, d)
+            try:
+                state = await work(rt, d)
+            except WindowClosed as closed:
+                await _hold(rt, d, closed)
+                return
         except DeliveryError as exc:
             await _failed(rt, d, exc)
             return
@@ -114,16 +121,23 @@ async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
 
 async def _tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
     """A reply that cannot reach the customer becomes an internal note on the ticket."""
+    await _note(
+        rt,
+        d,
+        f"deskbridge could not deliver this reply on {d.channel}: {exc}. "
+        f"Delivery {d.id} is kept as a dead letter and can be replayed.",
+    )
+
+
+async def _note(rt: Runtime, d: Delivery, text: str) -> None:
+    """An internal note on the ticket of ``d``'s conversation. Best effort: a note that
+    fails is logged, never retried (it must not hold up the lane)."""
     desk = rt.desk(d.account)
     conv = await rt.conversations.get(d.account, d.conversation_id)
     if desk is None or conv is None or conv.ticket_id is None:
         return
-    note = (
-        f"deskbridge could not deliver this reply on {conv.channel.value}: {exc}. "
-        f"Delivery {d.id} is kept as a dead letter and can be replayed."
-    )
     try:
-        await desk.add_note(_ref(conv, "", d.account), note)
+        await desk.add_note(_ref(conv, "", d.account), text)
     except DeliveryError as note_exc:
         log.warning("delivery %s: internal note failed: %s", d.id, note_exc)
 
@@ -163,8 +177,10 @@ async def _desk_user(rt: Runtime, desk: DeskConnector, contact: Contact) -> str:
 async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     record = await rt.deliveries.event(d.account, d.event_id)
     event = record["event"]
+    if event.get("kind") == "status":
+        return await _apply_status(rt, d, StatusUpdate.model_validate(event))
     if event.get("kind") != "message":
-        return DeliveryState.SKIPPED  # statuses and calls are filed by their channel issues
+        return DeliveryState.SKIPPED  # calls are filed by the SIP channel
     msg = Message.model_validate(event)
     desk = rt.desk(d.account)
     if desk is None:
@@ -180,6 +196,8 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         contact.id,
         inbound_at=msg.occurred_at.timestamp(),
     )
+    # the customer wrote, so a closed reply window is open again: held replies may go
+    await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
     user_id = await _desk_user(rt, desk, contact)
     files, msg = await _fetch_inbound(rt, d, msg)
     if conv.ticket_id is None:
@@ -212,29 +230,110 @@ async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[U
             files.append(await adapter.fetch(att))
         except PermanentError as exc:
             missing.append(f"{att.kind} {att.filename or ''}: {exc}".replace("  ", " "))
+        except RetryableError as exc:
+            if d.attempts + 1 < rt.policy.max_attempts:
+                raise  # try the whole delivery again later
+            # the budget is spent: deliver the message, saying which file is missing
+            missing.append(f"{att.kind} {att.filename or ''}: {exc}".replace("  ", " "))
     if missing:
         note = "; ".join(f"Attachment not available ({m})" for m in missing)
         msg = msg.model_copy(update={"note": f"{msg.note}; {note}" if msg.note else note})
     return files, msg
 
 
-async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
-    record = await rt.deliveries.event(d.account, d.event_id)
-    reply = AgentReply.model_validate(record["event"])
+async def _address(rt: Runtime, d: Delivery) -> tuple[ConversationRecord, ChannelAddress]:
     conv = await rt.conversations.get(d.account, d.conversation_id)
     if conv is None:
         raise PermanentError("the conversation behind this ticket is gone")
+    last = conv.last_inbound_at
+    to = ChannelAddress(
+        channel=conv.channel,
+        account=d.account,
+        thread=conv.thread,
+        last_inbound_at=datetime.fromtimestamp(last, UTC) if last is not None else None,
+    )
+    return conv, to
+
+
+async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
+    record = await rt.deliveries.event(d.account, d.event_id)
+    reply = AgentReply.model_validate(record["event"])
+    conv, to = await _address(rt, d)
     adapter = rt.adapter(d.account, conv.channel)
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     desk = rt.desk(d.account)
     files: list[Upload] = []
-    for att in reply.attachments:
-        if desk is None:
-            raise PermanentError("no desk to fetch the reply's attachments from")
-        files.append(await desk.fetch(att))
-    to = ChannelAddress(channel=conv.channel, account=d.account, thread=conv.thread)
+    if adapter.takes_files:
+        for att in reply.attachments:
+            if desk is None:
+                raise PermanentError("no desk to fetch the reply's attachments from")
+            files.append(await desk.fetch(att))
     # A failure after part of a split reply was sent retries the whole reply: the customer
     # may see a part twice, which beats losing the rest.
-    await adapter.send(reply, to, files)
+    receipt = await adapter.send(reply, to, files)
+    if receipt.external_ids:
+        await rt.deliveries.record_sent(d, receipt.external_ids)
     return DeliveryState.DELIVERED
+
+
+async def _hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
+    """The reply window is closed: park the reply until the customer writes, invite them
+    back once per silence (the channel's approved template), and tell the agent."""
+    conv, to = await _address(rt, d)
+    adapter = rt.adapter(d.account, conv.channel)
+    invited = "The customer was already invited to write back."
+    if adapter is not None and (
+        conv.reengaged_at is None or (conv.last_inbound_at or 0) > conv.reengaged_at
+    ):
+        try:
+            await adapter.reengage(to)
+        except PermanentError as exc:
+            invited = f"The customer was not invited to write back: {exc}."
+        else:
+            await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
+            invited = "A re-engagement template was sent to invite them to write back."
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="held", error=str(closed)),
+        spends_budget=False,
+    )
+    await rt.deliveries.hold(d)
+    rt.metrics.deliveries.labels(d.direction.value, "held").inc()
+    log.info("delivery %s held: reply window closed", d.id)
+    await _note(
+        rt,
+        d,
+        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+    )
+
+
+async def _apply_status(rt: Runtime, d: Delivery, st: StatusUpdate) -> DeliveryState:
+    """Record a channel's status on the reply it refers to; a failed reply becomes a note."""
+    targets: list[str] = []
+    if st.external_id:
+        found = await rt.deliveries.sent_by(d.account, st.channel.value, st.external_id)
+        targets += [found] if found else []
+    if st.watermark is not None:
+        conv_id = rt.conversations.conversation_id(d.account, st.channel, st.thread)
+        targets += await rt.deliveries.sent_before(
+            d.account, conv_id, int(st.watermark.timestamp() * 1000)
+        )
+    at_ms = int(st.occurred_at.timestamp() * 1000)
+    error = " ".join(x for x in (st.error_code, st.error) if x)
+    changed = 0
+    for target in dict.fromkeys(targets):
+        if await rt.deliveries.channel_status(d.account, target, st.status, at_ms, error):
+            changed += 1
+            if st.status == "failed":
+                reply = await rt.deliveries.get(d.account, target)
+                if reply is not None:
+                    await _note(
+                        rt,
+                        reply,
+                        f"{st.channel.value.capitalize()} reports that this reply was not delivered"
+                        f"{': ' + error if error else ''}. Delivery {reply.id}.",
+                    )
+    return DeliveryState.DELIVERED if changed else DeliveryState.SKIPPED

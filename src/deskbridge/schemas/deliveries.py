@@ -18,6 +18,8 @@ class Direction(StrEnum):
 
 class DeliveryState(StrEnum):
     PENDING = "pending"
+    HELD = "held"
+    """Waiting for the customer to write again (a channel's reply window is closed)."""
     DELIVERED = "delivered"
     SKIPPED = "skipped"
     """Nothing to deliver (an event kind the desk does not take); kept for the record."""
@@ -25,7 +27,9 @@ class DeliveryState(StrEnum):
     DISCARDED = "discarded"
 
 
-AttemptOutcome = Literal["delivered", "skipped", "retry", "rate_limited", "permanent", "exhausted"]
+AttemptOutcome = Literal[
+    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted"
+]
 
 
 class Attempt(Frozen):
@@ -55,3 +59,6 @@ class Delivery(Frozen):
     last_status: int | None = None
     reason: str | None = None
     """Why it is dead: ``exhausted``, ``permanent`` or ``parse_failed``."""
+    channel_status: str | None = None
+    """For a reply: what the channel last said of it (sent, delivered, read, failed)."""
+    channel_error: str | None = None

@@ -94,10 +94,16 @@ class Message(_Event):
 
 
 class StatusUpdate(_Event):
+    """What the channel says became of a message we sent: by its channel id, or for every
+    message up to ``watermark`` (Messenger's delivery and read receipts)."""
+
     kind: Literal["status"] = "status"
-    external_id: str
+    external_id: str | None = None
+    watermark: datetime | None = None
     status: Literal["sent", "delivered", "read", "failed"]
+    error_code: str | None = None
     error: str | None = None
+    """The platform's error title (never message content)."""
 
 
 class CallEvent(_Event):

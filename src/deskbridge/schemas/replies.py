@@ -19,4 +19,7 @@ class AgentReply(Frozen):
     text: str = ""
     attachments: tuple[Attachment, ...] = ()
     author_name: str | None = None
+    automated: bool = False
+    """Written by a bot or a trigger, not a person (Messenger's HUMAN_AGENT tag is only
+    for people)."""
     occurred_at: datetime

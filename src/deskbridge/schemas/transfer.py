@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from deskbridge.schemas.common import Channel, Frozen
 
@@ -15,6 +16,8 @@ class ChannelAddress(Frozen):
     thread: str
     reply_to: str | None = None
     """The channel message id to answer, where the channel threads replies."""
+    last_inbound_at: datetime | None = None
+    """When the customer last wrote in this conversation (channels with reply windows)."""
 
 
 class SendReceipt(Frozen):

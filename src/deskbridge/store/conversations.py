@@ -33,6 +33,8 @@ class ConversationRecord:
     comment_count: int
     create_attempted: bool
     last_inbound_at: float | None
+    reengaged_at: float | None = None
+    """When the customer was last invited to reopen a closed reply window."""
 
 
 class ConversationStore:
@@ -56,6 +58,7 @@ class ConversationStore:
         d = {k.decode(): v for k, v in h.items()}
         ticket = d.get("ticket_id")
         last = d.get("last_inbound_at")
+        reengaged = d.get("reengaged_at")
         return ConversationRecord(
             id=conversation_id,
             account=account,
@@ -66,6 +69,7 @@ class ConversationStore:
             comment_count=int(d.get("comment_count", b"0")),
             create_attempted=d.get("create_attempted") == b"1",
             last_inbound_at=float(last) if last else None,
+            reengaged_at=float(reengaged) if reengaged else None,
         )
 
     async def ensure(
@@ -95,6 +99,9 @@ class ConversationStore:
         rec = await self.get(account, conversation_id)
         assert rec is not None
         return rec
+
+    async def mark_reengaged(self, account: str, conversation_id: str, at: float) -> None:
+        await self._redis.hset(keys.conversation(account, conversation_id), "reengaged_at", str(at))
 
     async def mark_create_attempted(self, account: str, conversation_id: str) -> None:
         await self._redis.hset(keys.conversation(account, conversation_id), "create_attempted", "1")

@@ -13,7 +13,7 @@ from arq.constants import job_key_prefix
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
-from deskbridge.store.scripts import FINISH, REQUEUE
+from deskbridge.store.scripts import CHANNEL_STATUS, FINISH, HOLD, RELEASE, REQUEUE
 
 __all__ = ["JOB_FUNCTIONS", "DeliveryStore"]
 
@@ -44,6 +44,9 @@ class DeliveryStore:
         self._finish = redis.register_script(FINISH)
         self._requeue = redis.register_script(REQUEUE)
         self._release = redis.register_script(_RELEASE)
+        self._hold = redis.register_script(HOLD)
+        self._release_held = redis.register_script(RELEASE)
+        self._channel_status = redis.register_script(CHANNEL_STATUS)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         h = await self._redis.hgetall(keys.delivery(account, delivery_id))
@@ -66,6 +69,8 @@ class DeliveryStore:
             last_error=_s(d.get("last_error")),
             last_status=int(status) if status else None,
             reason=_s(d.get("reason")),
+            channel_status=_s(d.get("channel_status")),
+            channel_error=_s(d.get("channel_error")),
         )
 
     async def event(self, account: str, event_id: str) -> dict[str, Any]:
@@ -153,6 +158,76 @@ class DeliveryStore:
             ],
         )
         return head.decode() if isinstance(head, bytes) else None
+
+    async def hold(self, delivery: Delivery) -> bool:
+        """Park a pending delivery (its lane waits) until ``release_held``."""
+        a = delivery.account
+        done = await self._hold(
+            keys=[keys.delivery(a, delivery.id), keys.pending(a)],
+            args=[int(time.time() * 1000), delivery.id],
+        )
+        return bool(done)
+
+    async def release_held(
+        self, account: str, direction: Direction, conversation_id: str
+    ) -> str | None:
+        """If the conversation's lane waits on a held delivery, make it pending and
+        enqueue its job. Returns its id."""
+        head = await self._release_held(
+            keys=[
+                keys.lane(account, direction.value, conversation_id),
+                keys.pending(account),
+                keys.ARQ_QUEUE,
+            ],
+            args=[
+                int(time.time() * 1000),
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[direction],
+                account,
+                keys.delivery_prefix(account),
+                job_key_prefix,
+            ],
+        )
+        return head.decode() if isinstance(head, bytes) else None
+
+    async def record_sent(
+        self,
+        delivery: Delivery,
+        external_ids: tuple[str, ...],
+        *,
+        ttl: int = 30 * 86400,
+        keep: int = 200,
+    ) -> None:
+        """Remember which delivery sent these channel messages, for their statuses."""
+        a = delivery.account
+        now_ms = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        for ext in external_ids:
+            pipe.set(keys.sent(a, delivery.channel, ext), delivery.id, ex=ttl)
+        zkey = keys.sent_by_time(a, delivery.conversation_id)
+        pipe.zadd(zkey, {delivery.id: now_ms})
+        pipe.zremrangebyrank(zkey, 0, -keep - 1)
+        pipe.expire(zkey, ttl)
+        await pipe.execute()
+
+    async def sent_by(self, account: str, channel: str, external_id: str) -> str | None:
+        value = await self._redis.get(keys.sent(account, channel, external_id))
+        return value.decode() if value is not None else None
+
+    async def sent_before(self, account: str, conversation_id: str, watermark_ms: int) -> list[str]:
+        rows = await self._redis.zrangebyscore(
+            keys.sent_by_time(account, conversation_id), "-inf", watermark_ms
+        )
+        return [r.decode() for r in rows]
+
+    async def channel_status(
+        self, account: str, delivery_id: str, status: str, at_ms: int, error: str = ""
+    ) -> bool:
+        """Record a channel status on a reply's delivery (never downgrading it)."""
+        changed = await self._channel_status(
+            keys=[keys.delivery(account, delivery_id)], args=[status, at_ms, error[:300]]
+        )
+        return bool(changed)
 
     async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
         rows = await self._redis.zrangebyscore(

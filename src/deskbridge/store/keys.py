@@ -18,6 +18,7 @@ __all__ = [
     "dead",
     "dedup",
     "delivery",
+    "delivery_prefix",
     "desk_user",
     "event",
     "identity",
@@ -32,6 +33,8 @@ __all__ = [
     "sandbox_seq",
     "sandbox_ticket",
     "sandbox_tickets",
+    "sent",
+    "sent_by_time",
     "ticket",
 ]
 
@@ -107,6 +110,21 @@ def identity(account: str, digest: str) -> str:
 
 def desk_user(account: str, desk: str, contact_id: str) -> str:
     return f"{_a(account)}:deskuser:{desk}:{contact_id}"
+
+
+def delivery_prefix(account: str) -> str:
+    """For scripts that find a delivery by an id they read from a list."""
+    return f"{_a(account)}:dlv:"
+
+
+def sent(account: str, channel: str, external_id: str) -> str:
+    """A channel's id for a message we sent → its delivery (statuses find it here)."""
+    return f"{_a(account)}:sent:{channel}:{external_id}"
+
+
+def sent_by_time(account: str, conversation_id: str) -> str:
+    """A conversation's sent replies by time (watermark receipts find them here)."""
+    return f"{_a(account)}:sentz:{conversation_id}"
 
 
 def ours(account: str, desk: str, message_id: str) -> str:

@@ -9,7 +9,7 @@ be restored from an older file). The job format is pinned by a test against arq 
 
 from __future__ import annotations
 
-__all__ = ["FINISH", "INTAKE", "PARSE_FAILED", "REQUEUE"]
+__all__ = ["CHANNEL_STATUS", "FINISH", "HOLD", "INTAKE", "PARSE_FAILED", "RELEASE", "REQUEUE"]
 
 # enqueue(queue, job_key, fn, account, id, now_ms, expiry_ms): what arq's enqueue_job
 # does, for a job id that must be unique (skipped when the job already exists).
@@ -127,3 +127,42 @@ if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[5] then return 0 end
 return enqueue(KEYS[3], KEYS[4], ARGV[3], ARGV[4], ARGV[5], ARGV[1], ARGV[2])
 """
 )
+
+# Park a pending delivery until the customer writes again (its lane stays blocked).
+# KEYS: delivery, pending ; ARGV: now_ms, delivery_id.  Returns 1 held, 0 not pending.
+HOLD = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'held', 'updated_at', ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+# The customer wrote: a held lane head becomes pending again and gets its job.
+# KEYS: lane, pending, queue ; ARGV: now_ms, job_expiry_ms, fn, account, delivery key
+# prefix, job key prefix.  Returns the released delivery id or false.
+RELEASE = (
+    _ENQUEUE
+    + """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head then return false end
+local dkey = ARGV[5] .. head
+if redis.call('HGET', dkey, 'state') ~= 'held' then return false end
+redis.call('HSET', dkey, 'state', 'pending', 'updated_at', ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[1], head)
+enqueue(KEYS[3], ARGV[6] .. head, ARGV[3], ARGV[4], head, ARGV[1], ARGV[2])
+return head
+"""
+)
+
+# Record what the channel says became of a message we sent; statuses arrive out of
+# order, so a status only replaces a lower one (sent < delivered < read; failed is final).
+# KEYS: delivery ; ARGV: status, at_ms, error.  Returns 1 when it changed the record.
+CHANNEL_STATUS = """
+local rank = {sent = 1, delivered = 2, read = 3, failed = 4}
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[1], 'channel_status')
+if current and (rank[current] or 0) >= (rank[ARGV[1]] or 0) then return 0 end
+redis.call('HSET', KEYS[1], 'channel_status', ARGV[1], 'channel_status_at', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'channel_error', ARGV[3]) end
+return 1
+"""

@@ -61,6 +61,7 @@ class TelegramAdapter:
     ``set_webhook`` call the Bot API at ``api_base`` (default ``config.base_url``)."""
 
     channel: ClassVar[Channel] = Channel.TELEGRAM
+    takes_files: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -148,6 +149,10 @@ class TelegramAdapter:
             ids.append(_message_id(result, method))
 
         return SendReceipt(external_ids=tuple(ids))
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        """Telegram has no reply window, so nothing ever needs re-engaging."""
+        raise PermanentError("telegram has no reply window to re-open")
 
     async def set_webhook(self, url: str) -> None:
         """Point the bot's webhook at ``url`` with our secret token. Idempotent."""

@@ -1,0 +1,232 @@
+"""The outbound side of one account's Facebook Page: the Send API and attachment downloads."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
+from typing import Any, ClassVar
+from urllib.parse import unquote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.meta import graph_error, raise_for_graph
+from deskbridge.adapters.text import split_text
+from deskbridge.config.accounts import MessengerConfig
+from deskbridge.errors import PermanentError
+from deskbridge.http import classify, transport_error
+from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+
+__all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
+
+TEXT_LIMIT = 1999
+"""Messenger text must be "shorter than 2000 characters" (counted here in UTF-16 units)."""
+STANDARD_WINDOW = 24 * 3600.0
+HUMAN_AGENT_WINDOW = 7 * 24 * 3600.0
+
+# Graph error codes worth retrying; a value is a wait that does not spend the retry
+# budget (4 and 613 are rate limits, which Meta does not give a Retry-After for).
+_RETRYABLE: dict[int, float | None] = {1200: None, 2: None, 4: 60.0, 613: 60.0}
+_WINDOW_CLOSED = (10, 2018278)
+_MAX_REDIRECTS = 5
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_FALLBACK_TYPE = {
+    "image": "image",
+    "sticker": "image",
+    "audio": "audio",
+    "voice": "audio",
+    "video": "video",
+}
+
+
+class _Sent(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    message_id: str = Field(min_length=1)
+
+
+class MessengerAdapter:
+    """One account's Page. ``send`` posts to the Send API at ``api_base`` (default
+    ``config.base_url``) with the Page token in a header, never in the URL; ``fetch``
+    downloads from Meta's CDN with no credentials."""
+
+    channel: ClassVar[Channel] = Channel.MESSENGER
+    takes_files: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        account: str,
+        config: MessengerConfig,
+        client: httpx.AsyncClient,
+        links: MediaLinks,
+        *,
+        api_base: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._client = client
+        self._links = links
+        self._clock = clock
+        base = (api_base or config.base_url).rstrip("/")
+        self._send_url = f"{base}/{config.graph_version}/{config.page_id}/messages"
+        # [S] Meta's Messenger pages show `access_token` in the query; the Graph API also
+        # takes it as a bearer header (documented for the WhatsApp Cloud API, same host).
+        token = config.page_access_token.get_secret_value()
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    async def send(
+        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+    ) -> SendReceipt:
+        """Send the text (split under 2000 characters) and then each attachment by URL,
+        one message each. Inside 24 hours of the customer's last message it is a
+        RESPONSE; up to 7 days a person's reply goes with the HUMAN_AGENT tag. Anything
+        else raises ``PermanentError`` before any call. Empty text and no attachments
+        sends nothing.
+
+        Not atomic: a failure after some messages went out raises, and the pipeline's retry
+        sends the whole reply again, so the customer may see the first parts twice.
+        """
+        text = reply.text.strip()
+        if not text and not reply.attachments:
+            return SendReceipt(external_ids=())
+        window = self._window(reply, to)
+        messages: list[dict[str, Any]] = [{"text": c} for c in split_text(text, TEXT_LIMIT)]
+        for attachment in reply.attachments:
+            url = self._links.url_for(self.account, attachment)
+            messages.append(
+                {
+                    "attachment": {
+                        "type": _attachment_type(attachment),
+                        "payload": {"url": url, "is_reusable": False},
+                    }
+                }
+            )
+        ids = [
+            await self._post({"recipient": {"id": to.thread}, **window, "message": message})
+            for message in messages
+        ]
+        return SendReceipt(external_ids=tuple(ids))
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        """Always raises: past 7 days there is nothing a Page may send, and ``send`` never
+        raises ``WindowClosed``, so the pipeline never asks."""
+        raise PermanentError("Messenger has no re-engagement message")
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        """Download an inbound attachment from its CDN URL (https only, redirects followed
+        only to https), at most ``max_media_bytes``. ``PermanentError`` when over the cap
+        or expired (403/404/410); 5xx and timeouts are retryable. Messages never carry the
+        URL (it holds a signed token)."""
+        what = "messenger download"
+        limit = self._config.max_media_bytes
+        if attachment.size is not None and attachment.size > limit:
+            raise PermanentError(f"{what}: over the {limit}-byte limit")
+        try:
+            first = url = httpx.URL(attachment.ref)
+        except httpx.InvalidURL:
+            raise PermanentError(f"{what}: not a URL") from None
+        for _ in range(_MAX_REDIRECTS + 1):
+            if url.scheme != "https":
+                raise PermanentError(f"{what}: not an https URL")
+            try:
+                async with self._client.stream("GET", url, follow_redirects=False) as response:
+                    if response.has_redirect_location:
+                        url = response.url.join(response.headers["location"])
+                        continue
+                    if response.status_code in (403, 404, 410):
+                        raise PermanentError(
+                            f"{what}: HTTP {response.status_code} (expired or removed)",
+                            status=response.status_code,
+                        )
+                    classify(response, what=what)
+                    data = await _read_capped(response, limit, what)
+                    content_type = response.headers.get("content-type", "")
+            except httpx.InvalidURL:
+                raise PermanentError(f"{what}: bad redirect location") from None
+            except httpx.HTTPError as exc:
+                # `from None`: the httpx error carries the request and its URL.
+                raise transport_error(exc, what=what) from None
+            name = _filename(first, attachment.kind)
+            mime = _mime(content_type, attachment.mime_type, name)
+            return Upload(filename=_with_extension(name, mime), mime_type=mime, data=data)
+        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+
+    def _window(self, reply: AgentReply, to: ChannelAddress) -> dict[str, str]:
+        if to.last_inbound_at is None:
+            raise PermanentError("outside Messenger's 7-day human agent window")
+        age = self._clock() - to.last_inbound_at.timestamp()
+        if age <= STANDARD_WINDOW:
+            return {"messaging_type": "RESPONSE"}
+        if age <= HUMAN_AGENT_WINDOW:
+            if reply.automated:
+                raise PermanentError(
+                    "outside Messenger's 24-hour window; automated replies cannot use HUMAN_AGENT"
+                )
+            if not self._config.human_agent_tag:
+                raise PermanentError(
+                    "outside Messenger's 24-hour window; the HUMAN_AGENT tag is not enabled"
+                    " for this Page"
+                )
+            return {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
+        raise PermanentError("outside Messenger's 7-day human agent window")
+
+    async def _post(self, payload: dict[str, Any]) -> str:
+        what = "messenger send"
+        try:
+            response = await self._client.post(self._send_url, json=payload, headers=self._auth)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        if not response.is_success:
+            err = graph_error(response)
+            if err is not None and (err.code, err.subcode) == _WINDOW_CLOSED:
+                raise PermanentError(
+                    f"{what}: Messenger's reply window has closed (Graph error 10/2018278)",
+                    status=response.status_code,
+                )
+        raise_for_graph(response, what=what, retryable=_RETRYABLE)
+        try:
+            return _Sent.model_validate_json(response.content).message_id
+        except ValidationError:
+            raise PermanentError(f"{what}: no message_id in the response") from None
+
+
+def _attachment_type(attachment: Attachment) -> str:
+    mime = (attachment.mime_type or "").lower()
+    if not mime:
+        return _FALLBACK_TYPE.get(attachment.kind, "file")
+    major = mime.partition("/")[0]
+    return major if major in ("image", "audio", "video") else "file"
+
+
+async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PermanentError(f"{what}: over the {limit}-byte limit")
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            raise PermanentError(f"{what}: over the {limit}-byte limit")
+    return bytes(data)
+
+
+def _filename(url: httpx.URL, kind: str) -> str:
+    name = _UNSAFE_NAME.sub("_", unquote(url.path).rpartition("/")[2]).strip("._")
+    return name[-128:] if name else f"messenger-{kind}"
+
+
+def _mime(content_type: str, known: str | None, name: str) -> str:
+    header = content_type.partition(";")[0].strip().lower()
+    if header and header != "application/octet-stream":
+        return header
+    return known or mimetypes.guess_type(name)[0] or header or "application/octet-stream"
+
+
+def _with_extension(name: str, mime: str) -> str:
+    if PurePosixPath(name).suffix or mime == "application/octet-stream":
+        return name
+    return name + (mimetypes.guess_extension(mime) or "")

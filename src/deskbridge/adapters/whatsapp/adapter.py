@@ -1,0 +1,213 @@
+"""The WhatsApp channel of one account: agent replies out through the Cloud API, and the
+customer's files in."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import mimetypes
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
+from typing import Any, ClassVar
+
+import httpx
+
+from deskbridge.adapters.text import split_text, utf16_len
+from deskbridge.adapters.whatsapp.api import CloudApi
+from deskbridge.config.accounts import WhatsAppConfig
+from deskbridge.errors import PermanentError, RetryableError, WindowClosed
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Channel,
+    ChannelAddress,
+    SendReceipt,
+    Upload,
+)
+
+__all__ = ["CAPTION_LIMIT", "MEDIA_LIMITS", "TEXT_LIMIT", "WINDOW_SECONDS", "WhatsAppAdapter"]
+
+WINDOW_SECONDS = 24 * 3600
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+
+_MB = 1024 * 1024
+# business-phone-numbers/media, "Supported media types". A type WhatsApp would refuse as
+# image/audio/video, or a file over that kind's limit, goes as a document: the customer
+# gets the file intact instead of the reply failing.
+MEDIA_LIMITS = {"image": 5 * _MB, "audio": 16 * _MB, "video": 16 * _MB, "document": 100 * _MB}
+_TYPES = {
+    "image": frozenset({"image/jpeg", "image/png"}),
+    "audio": frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}),
+    "video": frozenset({"video/mp4", "video/3gpp"}),
+}
+_MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")  # webhook media ids are digits
+
+
+class WhatsAppAdapter:
+    """One account's business phone number. ``send`` and ``reengage`` post to
+    ``<api_base or config.base_url>/<graph_version>/<phone_number_id>/messages``; ``clock``
+    (Unix seconds) decides whether the 24-hour window is open."""
+
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+    takes_files: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        account: str,
+        config: WhatsAppConfig,
+        client: httpx.AsyncClient,
+        *,
+        api_base: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._clock = clock
+        base = f"{(api_base or config.base_url).rstrip('/')}/{config.graph_version}"
+        self._api = CloudApi(
+            client, base, config.phone_number_id, config.access_token.get_secret_value()
+        )
+
+    async def send(
+        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+    ) -> SendReceipt:
+        """Send text (split at 4096) and files; the text rides as the first file's caption
+        when it fits in 1024 and that file takes one (audio does not). ``to.reply_to``
+        quotes the customer's message on the first message sent.
+
+        Raises ``WindowClosed`` before any call when the customer last wrote more than 24
+        hours ago (or never), ``PermanentError`` for a file over 100 MB before uploading.
+        Not atomic: a failure after some messages went out raises, and the retry sends the
+        whole reply again. Every file is uploaded before anything is sent.
+        """
+        self._check_window(to)
+        recipient = _recipient(to.thread)
+        text = reply.text.strip()
+        kinds = [_kind(file) for file in files]
+        caption = (
+            text
+            if files and text and kinds[0] != "audio" and utf16_len(text) <= CAPTION_LIMIT
+            else None
+        )
+        media_ids = [await self._api.upload(file) for file in files]
+        ids: list[str] = []
+
+        def envelope(kind: str) -> dict[str, Any]:
+            body: dict[str, Any] = {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                **recipient,
+                "type": kind,
+            }
+            if to.reply_to and not ids:
+                body["context"] = {"message_id": to.reply_to}
+            return body
+
+        if text and caption is None:
+            for chunk in split_text(text, TEXT_LIMIT):
+                body = envelope("text") | {"text": {"body": chunk, "preview_url": False}}
+                ids.append(await self._api.send(body))
+        for i, (file, kind, media_id) in enumerate(zip(files, kinds, media_ids, strict=True)):
+            media: dict[str, Any] = {"id": media_id}
+            if i == 0 and caption is not None:
+                media["caption"] = caption
+            if kind == "document":
+                media["filename"] = file.filename
+            ids.append(await self._api.send(envelope(kind) | {kind: media}))
+        return SendReceipt(external_ids=tuple(ids))
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        """Send the account's approved template, which WhatsApp delivers outside the
+        window, inviting the customer to write again. It has no parameters: the agent's
+        text never goes into a template. ``PermanentError`` when none is configured."""
+        template = self._config.template
+        if template is None:
+            raise PermanentError("no re-engagement template configured for WhatsApp")
+        body = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **_recipient(to.thread),
+            "type": "template",
+            "template": {"name": template.name, "language": {"code": template.language}},
+        }
+        return SendReceipt(external_ids=(await self._api.send(body),))
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        """Download a webhook media id's bytes (resolve, then download at once: the URL
+        lives 5 minutes). ``PermanentError`` over ``max_media_bytes``; ``RetryableError``
+        when the bytes do not match the webhook's SHA-256."""
+        limit = self._config.max_media_bytes
+        if attachment.size is not None and attachment.size > limit:
+            raise PermanentError(f"whatsapp media: over the {limit}-byte limit")
+        if not _MEDIA_ID.fullmatch(attachment.ref):
+            raise PermanentError("whatsapp media: not a media id")
+        info = await self._api.media(attachment.ref)
+        if info.file_size is not None and info.file_size > limit:
+            raise PermanentError(f"whatsapp media: over the {limit}-byte limit")
+        data = await self._api.download(info.url, limit=limit)
+        # The webhook's hash travelled with the message; the resolve call's is the fallback.
+        # Either may be base64 (as documented for webhooks) or hex: compare digests.
+        expected = _digest(attachment.sha256) or _digest(info.sha256)
+        if expected is not None and hashlib.sha256(data).digest() != expected:
+            # A truncated or corrupted transfer, not a bad file: a fresh URL on the next
+            # attempt usually serves it whole. If it never does, the retry budget ends and
+            # the message reaches the desk with a note that the file is missing.
+            raise RetryableError("whatsapp media download: SHA-256 mismatch (corrupt download)")
+        mime = info.mime_type or attachment.mime_type or "application/octet-stream"
+        return Upload(filename=_filename(attachment, mime), mime_type=mime, data=data)
+
+    def _check_window(self, to: ChannelAddress) -> None:
+        last = to.last_inbound_at
+        if last is None or self._clock() - last.timestamp() > WINDOW_SECONDS:
+            raise WindowClosed("whatsapp: the 24-hour customer service window is closed")
+
+
+def _recipient(thread: str) -> dict[str, str]:
+    """A phone thread (wa_id digits) goes in ``to`` with its ``+``; a BSUID thread in
+    ``recipient`` (business-scoped-user-ids, "Send message requests")."""
+    if not thread:
+        raise PermanentError("whatsapp: the conversation has no recipient")
+    if thread.isdigit():
+        return {"to": "+" + thread}
+    return {"recipient": thread}
+
+
+def _base_mime(mime: str) -> str:
+    return mime.split(";", 1)[0].strip().lower()
+
+
+def _kind(file: Upload) -> str:
+    mime, size = _base_mime(file.mime_type), len(file.data)
+    for kind, types in _TYPES.items():
+        if mime in types and size <= MEDIA_LIMITS[kind]:
+            return kind
+    if size > MEDIA_LIMITS["document"]:
+        raise PermanentError(
+            f"whatsapp: {file.filename!r} is over WhatsApp's {MEDIA_LIMITS['document']}-byte limit"
+        )
+    return "document"
+
+
+def _digest(value: str | None) -> bytes | None:
+    """The 32-byte digest in a hex or base64 (standard or URL-safe) SHA-256 string."""
+    value = (value or "").strip()
+    if re.fullmatch(r"[0-9A-Fa-f]{64}", value):
+        return bytes.fromhex(value)
+    text = value.rstrip("=").translate(str.maketrans("-_", "+/"))
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _filename(attachment: Attachment, mime: str) -> str:
+    name = PurePosixPath((attachment.filename or "").replace("\\", "/")).name
+    if name not in ("", ".", ".."):
+        return name
+    ext = mimetypes.guess_extension(_base_mime(mime)) or ".bin"
+    return f"whatsapp-{attachment.ref}{ext}"

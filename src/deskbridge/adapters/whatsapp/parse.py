@@ -1,0 +1,557 @@
+"""WhatsApp Cloud API webhook bodies to normalized events (pure: bytes in, events or a
+typed error out).
+
+Models the subset of the ``messages`` webhook field we read (webhooks/reference/messages/*
+and business-scoped-user-ids on developers.facebook.com). Raw models ignore unknown fields
+(Meta adds some every quarter) and are strict about the types of the fields they read.
+
+One body may carry several entries (one per WABA), changes, messages and statuses, for
+several phone numbers: each change is routed on ``metadata.phone_number_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.meta import scrub
+from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.schemas import (
+    Attachment,
+    AttachmentKind,
+    Channel,
+    Identity,
+    InboundEvent,
+    Location,
+    Message,
+    Sender,
+    SharedContact,
+    StatusUpdate,
+)
+
+__all__ = ["OBJECT", "e164", "parse"]
+
+OBJECT = "whatsapp_business_account"
+
+StatusName = Literal["sent", "delivered", "read", "failed"]
+
+_MAX_UNIX = 253_402_300_799  # 9999-12-31: datetime.fromtimestamp cannot overflow below it
+_STATUSES: dict[str, StatusName] = {
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "failed": "failed",
+}
+_MEDIA: dict[str, AttachmentKind] = {
+    "image": "image",
+    "audio": "audio",
+    "video": "video",
+    "document": "document",
+    "sticker": "sticker",
+}
+
+
+def _unix(value: Any) -> Any:
+    # Meta sends Unix seconds as a decimal string ("1750000000").
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value):
+        seconds = int(value)
+        if seconds <= _MAX_UNIX:
+            return datetime.fromtimestamp(seconds, UTC)
+    raise ValueError("not Unix seconds")
+
+
+UnixTime = Annotated[datetime, BeforeValidator(_unix)]
+Id = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class Profile(_Raw):
+    name: str | None = None
+    username: str | None = None
+
+
+class WaContact(_Raw):
+    """``value.contacts[]``: who wrote (or, on statuses, who received)."""
+
+    profile: Profile | None = None
+    wa_id: str | None = None
+    user_id: str | None = None
+
+
+class Media(_Raw):
+    id: Id
+    mime_type: str | None = None
+    sha256: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool = False
+    animated: bool = False
+
+
+class Text(_Raw):
+    body: str
+
+
+class GeoPoint(_Raw):
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+    address: str | None = None
+
+
+class CardName(_Raw):
+    formatted_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class CardPhone(_Raw):
+    phone: str | None = None
+    wa_id: str | None = None
+    type: str | None = None
+
+
+class CardEmail(_Raw):
+    email: str | None = None
+
+
+class Card(_Raw):
+    """One entry of a ``contacts`` message: a contact card the customer shared."""
+
+    name: CardName | None = None
+    phones: list[CardPhone] = []
+    emails: list[CardEmail] = []
+    origin: str | None = None
+
+
+class Reaction(_Raw):
+    message_id: Id
+    emoji: str | None = None
+
+
+class Choice(_Raw):
+    id: str
+    title: str
+    description: str | None = None
+
+
+class Interactive(_Raw):
+    type: str
+    button_reply: Choice | None = None
+    list_reply: Choice | None = None
+
+
+class Button(_Raw):
+    text: str
+    payload: str | None = None
+
+
+class Context(_Raw):
+    id: str | None = None
+    forwarded: bool = False
+    frequently_forwarded: bool = False
+
+
+class WaError(_Raw):
+    code: int | None = None
+    title: str | None = None
+    message: str | None = None
+
+
+class Unsupported(_Raw):
+    type: str | None = None
+
+
+class System(_Raw):
+    type: str | None = None
+    body: str | None = None
+
+
+class WaMessage(_Raw):
+    from_: str | None = Field(default=None, alias="from")
+    from_user_id: str | None = None
+    id: Id
+    timestamp: UnixTime
+    type: str
+    text: Text | None = None
+    image: Media | None = None
+    audio: Media | None = None
+    video: Media | None = None
+    document: Media | None = None
+    sticker: Media | None = None
+    location: GeoPoint | None = None
+    contacts: list[Card] | None = None
+    reaction: Reaction | None = None
+    interactive: Interactive | None = None
+    button: Button | None = None
+    system: System | None = None
+    unsupported: Unsupported | None = None
+    context: Context | None = None
+    errors: list[WaError] = []
+
+
+class WaStatus(_Raw):
+    id: Id
+    status: str
+    timestamp: UnixTime
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    errors: list[WaError] = []
+
+
+class Metadata(_Raw):
+    phone_number_id: str
+    display_phone_number: str | None = None
+
+
+class Routing(_Raw):
+    """Just enough of a change's ``value`` to route it before reading the rest."""
+
+    metadata: Metadata
+
+
+class Value(_Raw):
+    metadata: Metadata
+    contacts: list[WaContact] = []
+    messages: list[WaMessage] = []
+    statuses: list[WaStatus] = []
+
+
+class Change(_Raw):
+    field: str
+    value: dict[str, Any] = {}
+
+
+class Entry(_Raw):
+    id: str | None = None
+    changes: list[Change] = []
+
+
+class Envelope(_Raw):
+    object: str
+    entry: list[Entry]
+
+
+def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
+    """The events of one webhook body; ``routes`` maps ``phone_number_id`` to account.
+
+    Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it
+    is not a WhatsApp envelope we can read (messages never repeat body content). Changes
+    of other fields and statuses other than sent/delivered/read/failed give no events;
+    changes for numbers without a route are skipped and counted in ``unrouted``.
+    """
+    try:
+        raw = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadInvalid("whatsapp: body is not JSON") from exc
+    if not isinstance(raw, dict):
+        raise PayloadInvalid("whatsapp: body is not a JSON object")
+    events: list[InboundEvent] = []
+    unrouted = 0
+    try:
+        envelope = Envelope.model_validate(raw)
+        if envelope.object != OBJECT:
+            raise ParseFailed("whatsapp: not a whatsapp_business_account webhook")
+        for entry in envelope.entry:
+            for change in entry.changes:
+                if change.field != "messages":
+                    continue
+                number = Routing.model_validate(change.value).metadata.phone_number_id
+                account = routes.get(number)
+                if account is None:
+                    unrouted += 1
+                    continue
+                events += _events(Value.model_validate(change.value), account)
+        for event in events:
+            event.model_dump_json()  # lone surrogates from \ud800 escapes cannot be stored
+    except ValidationError as exc:
+        # `from None`: a ValidationError repeats the input values, i.e. customer text.
+        raise ParseFailed(
+            f"whatsapp: not a readable webhook ({exc.error_count()} errors)"
+        ) from None
+    except PydanticSerializationError:
+        raise ParseFailed("whatsapp: webhook text is not valid Unicode") from None
+    return Parsed(events=events, unrouted=unrouted)
+
+
+def e164(raw: str, *, trusted: bool = False) -> str | None:
+    """``raw`` as an E.164 number, or None.
+
+    ``trusted`` is for a ``wa_id``: WhatsApp registered that number, so a number that is
+    merely possible (libphonenumber's metadata lags new ranges) is accepted; a number
+    typed into a contact card must be valid. Without a leading ``+`` (or ``00``) a
+    typed number has no country to read it in and gives None.
+    """
+    text = raw.strip()
+    if not trusted and not text.startswith(("+", "00")):
+        return None
+    digits = re.sub(r"\D", "", text.removeprefix("00"))
+    if not digits or len(digits) > 17:
+        return None
+    candidates = ["+" + digits]
+    # [U] Mexican wa_ids often keep the old mobile "1" (521 + 10 digits); E.164 dropped it.
+    if trusted and len(digits) == 13 and digits.startswith("521"):
+        candidates.append("+52" + digits[3:])
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate)
+        except phonenumbers.NumberParseException:
+            continue
+        ok = phonenumbers.is_valid_number(number) or (
+            trusted and phonenumbers.is_possible_number(number)
+        )
+        if ok:
+            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _events(value: Value, account: str) -> list[InboundEvent]:
+    events: list[InboundEvent] = [_message(m, value.contacts, account) for m in value.messages]
+    for status in value.statuses:
+        update = _status(status, account)
+        if update is not None:
+            events.append(update)
+    return events
+
+
+def _digits(wa_id: str | None) -> str | None:
+    wa_id = (wa_id or "").strip().removeprefix("+")
+    return wa_id or None
+
+
+def _sender(msg: WaMessage, contacts: Sequence[WaContact]) -> tuple[Sender, str, str | None]:
+    """The sender, the conversation's thread, and the sender's wa_id."""
+    wa_id = _digits(msg.from_)
+    bsuid = msg.from_user_id or None
+    # contacts[] lists every sender of the change's messages: match on either id.
+    contact = next(
+        (
+            c
+            for c in contacts
+            if (bsuid is not None and c.user_id == bsuid)
+            or (wa_id is not None and _digits(c.wa_id) == wa_id)
+        ),
+        None,
+    )
+    if contact is not None:
+        wa_id = wa_id or _digits(contact.wa_id)
+        bsuid = bsuid or contact.user_id or None
+    user = bsuid or wa_id
+    if user is None:
+        raise ParseFailed("whatsapp: a message names no sender (no from, no from_user_id)")
+    identities = [
+        Identity(
+            kind="channel_user",
+            channel=Channel.WHATSAPP,
+            value=user,
+            strength="strong",
+            source="whatsapp",
+        )
+    ]
+    phone = e164(wa_id, trusted=True) if wa_id else None
+    if phone is not None:
+        # WhatsApp verified the number when the customer registered it.
+        identities.append(Identity(kind="phone", value=phone, strength="strong", source="whatsapp"))
+    profile = contact.profile if contact is not None else None
+    sender = Sender(
+        external_id=user,
+        display_name=(profile.name or None) if profile else None,
+        username=(profile.username or None) if profile else None,
+        identities=tuple(identities),
+    )
+    # The thread is the phone when WhatsApp shares it: it is what every conversation so
+    # far was keyed on, and BSUIDs only began to appear in April 2026. A customer who
+    # hides their number behind a username gets a BSUID thread; replies then address the
+    # BSUID (`recipient`), see adapter.py.
+    return sender, wa_id or user, wa_id
+
+
+def _message(msg: WaMessage, contacts: Sequence[WaContact], account: str) -> Message:
+    sender, thread, wa_id = _sender(msg, contacts)
+    text = ""
+    attachments: tuple[Attachment, ...] = ()
+    location = None
+    contact = None
+    reply_to = msg.context.id if msg.context and msg.context.id else None
+    notes: list[str] = []
+
+    media = getattr(msg, msg.type, None) if msg.type in _MEDIA else None
+    if msg.type == "text" and msg.text is not None:
+        text = msg.text.body
+    elif isinstance(media, Media):
+        attachments = (_attachment(msg.type, media),)
+        if msg.type in ("image", "video", "document"):
+            text = media.caption or ""
+        if msg.type == "sticker":
+            notes.append("Animated sticker" if media.animated else "Sticker")
+    elif msg.type == "location" and msg.location is not None:
+        g = msg.location
+        location = Location(
+            latitude=g.latitude, longitude=g.longitude, name=g.name or None, address=g.address
+        )
+    elif msg.type == "contacts" and msg.contacts:
+        contact, note = _cards(msg.contacts, wa_id)
+        notes += [note] if note else []
+        if contact is not None and contact.is_sender and contact.phone:
+            sender = _with_phone(sender, contact.phone)
+    elif msg.type == "reaction" and msg.reaction is not None:
+        r = msg.reaction
+        reply_to = r.message_id
+        notes.append(
+            f"Reacted {r.emoji} to message {r.message_id}"
+            if r.emoji
+            else f"Removed a reaction from message {r.message_id}"
+        )
+    elif msg.type == "interactive" and (picked := _choice(msg.interactive)) is not None:
+        kind, choice = picked
+        text = choice.title
+        detail = f": {choice.description}" if choice.description else ""
+        notes.append(f"Chose {kind} “{choice.title}” (id {choice.id}){detail}")
+    elif msg.type == "button" and msg.button is not None:
+        text = msg.button.text
+        notes.append("Tapped a quick-reply button of a template message")
+    elif msg.type == "system" and msg.system is not None:
+        notes.append(f"WhatsApp notice ({msg.system.type or 'system'}): {msg.system.body or ''}")
+    else:
+        # Never silence: the agent sees that something arrived and what kind it was.
+        kind = msg.unsupported.type if msg.unsupported and msg.unsupported.type else msg.type
+        if msg.type == "interactive" and msg.interactive is not None:
+            kind = f"interactive {msg.interactive.type}"
+        notes.append(f"Unsupported WhatsApp message ({kind})")
+    if msg.errors:
+        titles = [scrub(e.title or e.message or "") for e in msg.errors]
+        codes = [str(e.code) for e in msg.errors if e.code is not None]
+        error = "; ".join(t for t in titles if t) or "error"
+        notes.append(f"WhatsApp: {error}" + (f" ({', '.join(codes)})" if codes else ""))
+    if msg.context and (msg.context.forwarded or msg.context.frequently_forwarded):
+        notes.append("Frequently forwarded" if msg.context.frequently_forwarded else "Forwarded")
+
+    return Message(
+        account=account,
+        channel=Channel.WHATSAPP,
+        dedup_key=msg.id,
+        thread=thread,
+        occurred_at=msg.timestamp,
+        external_id=msg.id,
+        sender=sender,
+        text=text,
+        attachments=attachments,
+        reply_to=reply_to,
+        location=location,
+        contact=contact,
+        note="; ".join(notes) or None,
+    )
+
+
+def _attachment(kind: str, media: Media) -> Attachment:
+    final: AttachmentKind = "voice" if kind == "audio" and media.voice else _MEDIA[kind]
+    return Attachment(
+        kind=final,
+        ref=media.id,
+        # Only documents carry the sender's file name; fetch names the rest.
+        filename=(media.filename or None) if kind == "document" else None,
+        mime_type=media.mime_type or None,
+        # As given: base64 of the SHA-256 digest (webhooks/reference/messages/image).
+        sha256=media.sha256 or None,
+    )
+
+
+def _choice(interactive: Interactive | None) -> tuple[str, Choice] | None:
+    if interactive is None:
+        return None
+    if interactive.type == "button_reply" and interactive.button_reply is not None:
+        return "reply button", interactive.button_reply
+    if interactive.type == "list_reply" and interactive.list_reply is not None:
+        return "list row", interactive.list_reply
+    return None
+
+
+def _cards(
+    cards: Sequence[Card], sender_wa_id: str | None
+) -> tuple[SharedContact | None, str | None]:
+    """The first card as the message's contact; a note listing every card when one
+    ``SharedContact`` cannot hold them all (several cards, phones or emails)."""
+    first = cards[0]
+    phone = first.phones[0] if first.phones else None
+    is_sender = first.origin == "contact_request" or (
+        sender_wa_id is not None and any(_digits(p.wa_id) == sender_wa_id for p in first.phones)
+    )
+    contact = SharedContact(
+        phone=_card_phone(phone) if phone else None,
+        raw_phone=(phone.phone or phone.wa_id) if phone else None,
+        name=_card_name(first),
+        channel_user_id=_digits(phone.wa_id) if phone else None,
+        is_sender=is_sender,
+    )
+    if len(cards) == 1 and len(first.phones) <= 1 and not first.emails:
+        return contact, None
+    head = "Shared contact" if len(cards) == 1 else f"Shared {len(cards)} contacts"
+    return contact, f"{head}: " + "; ".join(_describe(card) for card in cards)
+
+
+def _card_phone(phone: CardPhone) -> str | None:
+    # The typed number first; WhatsApp's wa_id for it when the typed one has no country.
+    typed = e164(phone.phone) if phone.phone else None
+    return typed or (e164(phone.wa_id, trusted=True) if phone.wa_id else None)
+
+
+def _card_name(card: Card) -> str | None:
+    n = card.name
+    if n is None:
+        return None
+    return n.formatted_name or " ".join(x for x in (n.first_name, n.last_name) if x) or None
+
+
+def _describe(card: Card) -> str:
+    parts = []
+    for p in card.phones:
+        number = _card_phone(p) or p.phone or p.wa_id or "?"
+        parts.append(f"{number} ({p.type.lower()})" if p.type else number)
+    parts += [e.email for e in card.emails if e.email]
+    name = _card_name(card) or "Unnamed"
+    return f"{name} — {', '.join(parts)}" if parts else name
+
+
+def _with_phone(sender: Sender, phone: str) -> Sender:
+    """The customer shared their own card: its number is theirs. A contact request's card
+    carries the customer's WhatsApp number (business-scoped-user-ids, "Requesting phone
+    numbers from users")."""
+    if any(i.kind == "phone" and i.value == phone for i in sender.identities):
+        return sender
+    extra = Identity(kind="phone", value=phone, strength="strong", source="whatsapp_contact")
+    return sender.model_copy(update={"identities": (*sender.identities, extra)})
+
+
+def _status(status: WaStatus, account: str) -> StatusUpdate | None:
+    name = _STATUSES.get(status.status)
+    if name is None:
+        return None  # "played", "deleted" ...: nothing to record on a reply
+    error = status.errors[0] if status.errors else None
+    title = (error.title or error.message) if error else None
+    return StatusUpdate(
+        account=account,
+        channel=Channel.WHATSAPP,
+        dedup_key=f"{status.id}:{status.status}",
+        # The same key as the conversation's thread: the phone when shared, else the BSUID.
+        thread=_digits(status.recipient_id) or status.recipient_user_id or "",
+        occurred_at=status.timestamp,
+        external_id=status.id,
+        status=name,
+        error_code=str(error.code) if error and error.code is not None else None,
+        error=scrub(title) if title else None,
+    )
