@@ -115,3 +115,46 @@ async def drain(rt: Runtime) -> None:
         await worker.main()
     finally:
         await worker.close()
+
+
+META_SECRET = "meta-app-secret-for-tests"
+META_VERIFY = "meta-verify-token"
+WA_NUMBER = "200000000000002"
+WA_OTHER = "200000000000003"
+PAGE_ID = "300000000000001"
+
+META_YAML = f"""
+apps:
+  meta:
+    type: meta
+    app_secret: "{META_SECRET}"
+    verify_token: "{META_VERIFY}"
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      base_url: https://acme.zendesk.test
+      email: bot@acme.test
+      api_token: zd-api-token
+      webhook_secret: "{ZD_SECRET}"
+    channels:
+      - type: whatsapp
+        app: meta
+        phone_number_id: "{WA_NUMBER}"
+        access_token: wa-access-token
+        base_url: https://graph.test
+        template: {{name: hello_again, language: en_US}}
+      - type: messenger
+        app: meta
+        page_id: "{PAGE_ID}"
+        page_access_token: page-access-token
+        base_url: https://graph.test
+  globex:
+    desk: {{type: sandbox}}
+    channels:
+      - type: whatsapp
+        app: meta
+        phone_number_id: "{WA_OTHER}"
+        access_token: wa-other-token
+        base_url: https://graph.test
+"""

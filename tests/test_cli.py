@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -65,28 +66,42 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        sim = subprocess.run(
-            [
+        channels = ("telegram", "whatsapp", "messenger")
+        for channel in channels:
+            cmd = [
                 *DESKBRIDGE,
                 "simulate",
-                "telegram",
-                "--account",
-                "demo",
+                channel,
                 "--text",
-                text,
+                f"{text} via {channel}",
                 "--url",
                 url,
-            ],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        assert sim.returncode == 0, sim.stderr
+            ]
+            sim = subprocess.run(
+                cmd, env=env, cwd=tmp_path, capture_output=True, timeout=30, check=False
+            )
+            assert sim.returncode == 0, sim.stderr
         deadline = time.monotonic() + 10
-        while text not in httpx.get(f"{url}/sandbox/", timeout=2).text:
-            assert time.monotonic() < deadline, "the message never reached the sandbox desk"
+        while not all(
+            f"{text} via {c}" in httpx.get(f"{url}/sandbox/", timeout=2).text for c in channels
+        ):
+            assert time.monotonic() < deadline, "a message never reached the sandbox desk"
+            time.sleep(0.05)
+
+        # the agent answers each ticket; each channel's sandbox API records the send
+        for ticket in ("1", "2", "3"):
+            page = httpx.get(f"{url}/sandbox/demo/tickets/{ticket}", timeout=2).text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            form = {"csrf": csrf, "text": f"agent answer {ticket}"}
+            posted = httpx.post(f"{url}/sandbox/demo/tickets/{ticket}/reply", data=form, timeout=5)
+            assert posted.status_code in (200, 303)
+        deadline = time.monotonic() + 10
+        while True:
+            index = httpx.get(f"{url}/sandbox/", timeout=2).text
+            calls = ("sendMessage", "messages (text)", "RESPONSE")
+            if all(c in index for c in calls) and "could not deliver" not in index:
+                break
+            assert time.monotonic() < deadline, "a reply never reached its sandbox channel"
             time.sleep(0.05)
 
         # refused: a wrong secret makes simulate fail with the status
@@ -114,6 +129,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets["telegram"]["bot_token"],
         secrets["telegram"]["secret_token"],
         secrets["encryption_key"],
+        *secrets["meta"].values(),
     ):
         assert secret not in log
     assert text not in log

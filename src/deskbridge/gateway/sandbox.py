@@ -364,6 +364,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sandbox/", index)
     app.router.add_get("/sandbox/{account}/tickets/{ticket}", ticket)
     app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", reply)
-    app.router.add_route(
-        "*", "/sandbox/channel-api/{account}/telegram/{bot}/{method}", telegram_api
-    )
+    api = "/sandbox/channel-api/{account}"
+    app.router.add_route("*", api + "/telegram/{bot}/{method}", telegram_api)
+    app.router.add_route("*", api + "/whatsapp/{tail:.*}", whatsapp_api)
+    app.router.add_route("*", api + "/messenger/{tail:.*}", messenger_api)

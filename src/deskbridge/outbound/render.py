@@ -52,5 +52,5 @@ def subject(msg: Message, *, limit: int = 80) -> str:
     head = first[0] if first else "New conversation"
     if len(head) > limit:
         head = head[: limit - 1] + "…"
-    who = msg.sender.display_name or msg.channel.value
-    return f"{msg.channel.value.capitalize()}: {who}: {head}"
+    who = f"{msg.sender.display_name}: " if msg.sender.display_name else ""
+    return f"{msg.channel.value.capitalize()}: {who}{head}"
