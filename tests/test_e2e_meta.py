@@ -269,3 +269,58 @@ async def test_meta_verification_handshake(make_runtime, aiohttp_client) -> None
         await client.get("/webhooks/whatsapp/nobody", params={"hub.mode": "subscribe"})
     ).status == 401
     assert (await client.get("/webhooks/telegram/acme")).status == 401  # acme has no telegram
+
+
+async def test_messenger_through_zendesk_with_an_agent_attachment_by_media_link(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    rt = make_runtime(META_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    zendesk_routes(respx_mock, ticket_id=88)
+    body = messenger_message(
+        "Send me the label?",
+        page_id=PAGE_ID,
+        psid="7001",
+        mid="m_1",
+        timestamp_ms=int(time.time() * 1000),
+    )
+    await client.post("/webhooks/messenger", data=body, headers=meta_headers(body))
+    await drain(rt)
+
+    label = "https://acme.zendesk.test/attachments/token/abc/?name=label.png"
+    respx_mock.get(label).respond(
+        200, content=b"\x89PNG label", headers={"Content-Type": "image/png"}
+    )
+    send = respx_mock.post(f"{GRAPH}/{PAGE_ID}/messages").respond(
+        200, json={"recipient_id": "7001", "message_id": "m_OUT"}
+    )
+    trigger = json.dumps(
+        {
+            "deskbridge": "zendesk-trigger/1",
+            "ticket_id": "88",
+            "comment_id": "555",
+            "comment_public": "true",
+            "author_id": "9001",
+            "author_name": "Sam",
+            "author_role": "Agent",
+            "current_user_role": "Agent",
+            "requester_id": "501",
+            "occurred_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ"),
+            "body": "Here it is.",
+            "attachments": [{"filename": "label.png", "url": label}],
+        }
+    ).encode()
+    assert (
+        await client.post("/desks/zendesk/acme", data=trigger, headers=zendesk_headers(trigger))
+    ).status == 200
+    await drain(rt)
+
+    payloads = [json.loads(c.request.content) for c in send.calls]
+    assert payloads[0]["message"] == {"text": "Here it is."}
+    attachment = payloads[1]["message"]["attachment"]
+    assert attachment["type"] == "image"
+    media_url = attachment["payload"]["url"]
+    assert media_url.startswith(rt.settings.base_public_url() + "/media/")
+    # Meta fetches the URL: deskbridge serves the desk's file, and only that
+    served = await client.get(media_url.removeprefix(rt.settings.base_public_url()))
+    assert served.status == 200 and await served.read() == b"\x89PNG label"

@@ -247,3 +247,32 @@ async def test_killed_worker_loses_nothing_and_does_not_file_twice(make_runtime,
     assert (await rt.deliveries.get("acme", d_id)).state is DeliveryState.DELIVERED
     [ticket] = await rt.sandbox.tickets("acme")
     assert [m.text for m in ticket.messages] == ["message 1"]
+
+
+async def test_a_file_that_keeps_failing_does_not_hold_back_its_message(
+    make_runtime, redis
+) -> None:
+    from deskbridge.schemas import Attachment, Channel
+
+    rt = make_runtime(max_attempts=3)
+    desk = fake_desk(rt)
+    adapter = rt.adapters[("acme", Channel.TELEGRAM)]
+    fetches = []
+
+    async def flaky_fetch(attachment):
+        fetches.append(attachment.ref)
+        raise RetryableError("telegram getFile: HTTP 502", status=502)
+
+    adapter.fetch = flaky_fetch  # type: ignore[method-assign]
+    msg = message(1).model_copy(
+        update={"attachments": (Attachment(kind="image", ref="file-1", filename="photo.jpg"),)}
+    )
+    await accept(rt, [msg])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DELIVERED
+    assert len(fetches) == 3  # retried with the delivery, then given up on
+    [ticket] = await rt.sandbox.tickets("acme")
+    [filed] = ticket.messages
+    assert "message 1" in filed.text
+    assert "Attachment not available (image photo.jpg: telegram getFile: HTTP 502)" in filed.text
