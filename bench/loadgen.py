@@ -13,6 +13,7 @@ generator's own cost per request to a few microseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -72,6 +73,8 @@ class OpenLoopResult:
     """Requests sent per second in the measured window (the generator kept up if ~target)."""
     latencies: list[float] = field(repr=False)
     """Seconds from the time each measured request was due to its complete response."""
+    due_s: list[float] = field(repr=False)
+    """When each of ``latencies`` was due, in seconds since the measured window began."""
     send_lag: list[float] = field(repr=False)
     """Seconds from due to written, per measured request (backlog waits included)."""
     connections: int = 0
@@ -213,10 +216,8 @@ async def open_loop(
                 await asyncio.sleep(max(0.0, t0 + i * interval - time.monotonic()))
         gen.scheduling = False
         if gen.outstanding > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(gen.all_done.wait(), drain_timeout_s)
-            except TimeoutError:
-                pass
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -246,6 +247,7 @@ async def open_loop(
         achieved_rate=(len(done_in) - 1) / done_span if done_span > 0 else 0.0,
         sent_rate=(len(sent_in) - 1) / sent_span if sent_span > 0 else 0.0,
         latencies=[gen.finished[j] - gen.due[j] for j in answered],
+        due_s=[gen.due[j] - start for j in answered],
         send_lag=[gen.sent[j] - gen.due[j] for j in measured if gen.sent[j] > 0.0],
         connections=connections,
         statuses=statuses,

@@ -255,7 +255,7 @@ async def test_a_file_that_keeps_failing_does_not_hold_back_its_message(
     from deskbridge.schemas import Attachment, Channel
 
     rt = make_runtime(max_attempts=3)
-    desk = fake_desk(rt)
+    fake_desk(rt)
     adapter = rt.adapters[("acme", Channel.TELEGRAM)]
     fetches = []
 
