@@ -12,6 +12,7 @@ from arq.jobs import deserialize_job
 from deskbridge.schemas import Channel, Direction, Message, RawRequest, Sender
 from deskbridge.store import IntakeEvent, Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key
+from deskbridge.store.intake import read_raw_record
 
 from .conftest import TEST_KEY
 
@@ -33,7 +34,7 @@ def intake_event(rt, msg: Message) -> IntakeEvent:
     return IntakeEvent(
         dedup_key=msg.dedup_key,
         conversation_id=rt.conversations.conversation_id("acme", msg.channel, msg.thread),
-        payload=msg.model_dump(mode="json"),
+        event=msg,
     )
 
 
@@ -141,8 +142,9 @@ async def test_parse_failed_is_kept_once_as_dead_letter(make_runtime, redis) -> 
     d = await rt.deliveries.get("acme", dead)
     assert d.state.value == "dead" and d.reason == "parse_failed"
     raw = await redis.get(keys.raw("acme", dead))
-    stored = json.loads(rt.vault.open(raw, keys.raw("acme", dead)))
-    assert stored["path"] == "/webhooks/telegram/acme"
+    meta, body = read_raw_record(rt.vault.open(raw, keys.raw("acme", dead)))
+    assert meta["path"] == "/webhooks/telegram/acme"
+    assert body == b'{"update_id": "x"}'
 
 
 async def test_secret_headers_are_not_stored(make_runtime, redis) -> None:
@@ -163,8 +165,9 @@ async def test_secret_headers_are_not_stored(make_runtime, redis) -> None:
         events=[intake_event(rt, message(1))],
     )
     [raw_key] = await redis.keys("db:{acme}:raw:*")
-    stored = json.loads(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
-    assert stored["headers"] == {"content-type": "application/json"}
+    meta, body = read_raw_record(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
+    assert meta["headers"] == {"content-type": "application/json"}
+    assert body == b"{}"
 
 
 async def test_store_unavailable_when_redis_is_down(make_runtime) -> None:

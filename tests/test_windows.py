@@ -82,11 +82,7 @@ async def inbound(rt, ev) -> None:
         channel="telegram",
         desk="sandbox",
         req=None,
-        events=[
-            IntakeEvent(
-                dedup_key=ev.dedup_key, conversation_id=conv, payload=ev.model_dump(mode="json")
-            )
-        ],
+        events=[IntakeEvent(dedup_key=ev.dedup_key, conversation_id=conv, event=ev)],
     )
 
 

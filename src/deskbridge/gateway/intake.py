@@ -99,7 +99,7 @@ async def channel_webhook(request: web.Request) -> web.Response:
                     conversation_id=rt.conversations.conversation_id(
                         ev.account, ev.channel, ev.thread
                     ),
-                    payload=ev.model_dump(mode="json"),
+                    event=ev,
                 )
             )
         if not by_account:
@@ -186,7 +186,7 @@ async def accept_replies(
             IntakeEvent(
                 dedup_key=reply.dedup_key,
                 conversation_id=conv.id,
-                payload=reply.model_dump(mode="json"),
+                event=reply,
             )
         )
     accepted = 0

@@ -8,7 +8,6 @@ gateway pays one round trip per request; a busy one, one round trip per batch.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Sequence
@@ -21,7 +20,15 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from deskbridge.errors import StoreUnavailable
-from deskbridge.schemas import DeliveryState, Direction, RawRequest
+from deskbridge.schemas import (
+    AgentReply,
+    CallEvent,
+    DeliveryState,
+    Direction,
+    Message,
+    RawRequest,
+    StatusUpdate,
+)
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
@@ -36,11 +43,11 @@ _SECRET_HEADERS = frozenset({"authorization", "cookie", "x-telegram-bot-api-secr
 
 @dataclass(frozen=True, slots=True)
 class IntakeEvent:
-    """One parsed event to store: its dedup key, conversation and JSON-able payload."""
+    """One parsed event to store: its dedup key, its conversation, the event itself."""
 
     dedup_key: str
     conversation_id: str
-    payload: dict[str, Any]
+    event: Message | StatusUpdate | CallEvent | AgentReply
 
 
 class _NotReplicated(Exception):
@@ -127,18 +134,25 @@ class Coalescer:
 
 
 def raw_record(req: RawRequest, received_at: float) -> bytes:
-    """The request as stored for re-ingest (JSON; body base64), without secret headers."""
-    return json.dumps(
+    """The request as stored for re-ingest, without secret headers: one line of JSON
+    (method, path, query, headers, received_at), a newline, then the exact body bytes."""
+    meta = json.dumps(
         {
             "method": req.method,
             "path": req.path,
             "query": dict(req.query),
             "headers": {k: v for k, v in req.headers.items() if k not in _SECRET_HEADERS},
-            "body": base64.b64encode(req.body).decode(),
             "received_at": received_at,
         },
         separators=(",", ":"),
-    ).encode()
+    )
+    return meta.encode() + b"\n" + req.body
+
+
+def read_raw_record(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """The metadata and body of a stored raw request (the inverse of ``raw_record``)."""
+    meta, _, body = blob.partition(b"\n")
+    return json.loads(meta), body
 
 
 class Intake:
@@ -191,7 +205,6 @@ class Intake:
         raw_id = new_id()
         raw_key = keys.raw(account, raw_id)
         raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
-        fn = JOB_FUNCTIONS[direction]
         k: list[str] = [keys.pending(account), keys.ARQ_QUEUE, raw_key]
         a: list[Any] = [
             now_ms,
@@ -199,46 +212,35 @@ class Intake:
             self._raw_ttl,
             self._dedup_ttl,
             self._job_expiry_ms,
-            fn,
+            JOB_FUNCTIONS[direction],
             account,
             len(events),
+            direction.value,
+            channel,
+            desk,
         ]
+        # the record is JSON built around the event's own serialization (pydantic-core):
+        # this is the ack path, and a dict round trip through json.dumps costs twice as much
+        head = b'{"raw_id":' + (f'"{raw_id}"'.encode() if req is not None else b"null")
+        head += b',"received_at":' + repr(now).encode()
         for ev in events:
-            event_id, delivery_id = new_id(), new_id()
+            # the first delivery of an event shares its id; re-ingest makes new ones
+            event_id = new_id()
             event_key = keys.event(account, event_id)
-            record = {
-                "event_id": event_id,
-                "delivery_id": delivery_id,
-                "raw_id": raw_id if req is not None else None,
-                "received_at": now,
-                "event": ev.payload,
-            }
-            delivery = {
-                "id": delivery_id,
-                "account": account,
-                "direction": direction.value,
-                "channel": channel,
-                "desk": desk,
-                "conversation_id": ev.conversation_id,
-                "event_id": event_id,
-                "state": DeliveryState.PENDING.value,
-                "attempts": 0,
-                "created_at": now_ms,
-                "updated_at": now_ms,
-            }
+            record = (
+                head
+                + f',"event_id":"{event_id}","delivery_id":"{event_id}","event":'.encode()
+                + ev.event.__pydantic_serializer__.to_json(ev.event)
+                + b"}"
+            )
             k += [
                 keys.dedup(account, source, ev.dedup_key),
                 event_key,
-                keys.delivery(account, delivery_id),
+                keys.delivery(account, event_id),
                 keys.lane(account, direction.value, ev.conversation_id),
-                keys.arq_job(delivery_id),
+                keys.arq_job(event_id),
             ]
-            a += [
-                event_id,
-                self._vault.seal(json.dumps(record, separators=(",", ":")).encode(), event_key),
-                json.dumps(delivery, separators=(",", ":")),
-                delivery_id,
-            ]
+            a += [event_id, self._vault.seal(record, event_key), ev.conversation_id]
         result = await self._coalescer.call(self._intake, k, a)
         return [bool(x) for x in result]
 

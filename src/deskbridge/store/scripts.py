@@ -22,37 +22,33 @@ local function enqueue(queue, job_key, fn, account, id, now, expiry)
   redis.call('ZADD', queue, now, id)
   return 1
 end
-local function hset_json(key, json)
-  local fields = cjson.decode(json)
-  local flat = {}
-  for k, v in pairs(fields) do
-    flat[#flat + 1] = k
-    flat[#flat + 1] = tostring(v)
-  end
-  redis.call('HSET', key, unpack(flat))
-end
 """
 
 # KEYS: pending, queue, raw, then per event: dedup, event, delivery, lane, job
 # ARGV: now_ms, raw_blob, raw_ttl_s, dedup_ttl_s, job_expiry_ms, fn, account, n,
-#       then per event: event_id, event_blob, delivery_json, delivery_id
-# Returns one integer per event: 1 stored, 0 duplicate.
+#       direction, channel, desk, then per event: id, event_blob, conversation_id
+# The event's first delivery shares its id. Returns one integer per event: 1 stored,
+# 0 duplicate.
 INTAKE = (
     _ENQUEUE
     + """
 local now, expiry, fn, account = ARGV[1], ARGV[5], ARGV[6], ARGV[7]
 local n = tonumber(ARGV[8])
+local direction, channel, desk = ARGV[9], ARGV[10], ARGV[11]
 local out = {}
 local any = false
 for i = 0, n - 1 do
   local k = 3 + i * 5
-  local a = 8 + i * 4
-  if redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'NX', 'EX', ARGV[4]) then
+  local a = 11 + i * 3
+  local id = ARGV[a + 1]
+  if redis.call('SET', KEYS[k + 1], id, 'NX', 'EX', ARGV[4]) then
     redis.call('SET', KEYS[k + 2], ARGV[a + 2])
-    hset_json(KEYS[k + 3], ARGV[a + 3])
-    redis.call('ZADD', KEYS[1], now, ARGV[a + 4])
-    if redis.call('RPUSH', KEYS[k + 4], ARGV[a + 4]) == 1 then
-      enqueue(KEYS[2], KEYS[k + 5], fn, account, ARGV[a + 4], now, expiry)
+    redis.call('HSET', KEYS[k + 3], 'id', id, 'account', account, 'direction', direction,
+      'channel', channel, 'desk', desk, 'conversation_id', ARGV[a + 3], 'event_id', id,
+      'state', 'pending', 'attempts', 0, 'created_at', now, 'updated_at', now)
+    redis.call('ZADD', KEYS[1], now, id)
+    if redis.call('RPUSH', KEYS[k + 4], id) == 1 then
+      enqueue(KEYS[2], KEYS[k + 5], fn, account, id, now, expiry)
     end
     out[#out + 1] = 1
     any = true
