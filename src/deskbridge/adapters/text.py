@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["split_text", "utf16_len"]
+__all__ = ["escapes_surrogates", "split_text", "utf16_len"]
+
+# A JSON \\uD800-\\uDFFF escape: the only way a lone surrogate (text that cannot be
+# stored or serialized) gets into a parsed body. Pairs use it too, hence "may".
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def escapes_surrogates(body: bytes) -> bool:
+    """Whether a JSON body may hold a lone surrogate. When False (nearly always), the
+    events parsed from it serialize, so adapters skip the trial serialization."""
+    return _SURROGATE_ESCAPE.search(body) is not None
+
 
 # Preferred cut points, best first: paragraphs, lines, sentence ends, any whitespace.
 _BOUNDARIES = (

@@ -2,6 +2,10 @@
 
 A sealed record is ``b"\\x01" + len(kid) + kid + nonce(12) + ciphertext+tag``. The Redis
 key name is the associated data, so a record copied under another key does not open.
+
+Nonces follow NIST SP 800-38D's deterministic construction: a 64-bit random field drawn
+per process (and again in a forked child, and when the counter wraps) plus a 32-bit
+invocation counter, so no nonce repeats under a key without a syscall per record.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import os
 
 from cryptography.hazmat.primitives import hashes
@@ -67,8 +72,15 @@ class Vault:
             raise ConfigError("the active encryption key id is not among the keys")
         self._aead = {kid: AESGCM(key) for kid, key in keys.items()}
         self._active = active
-        self._kid = active.encode()
+        self._sealer = self._aead[active]
+        self._header = bytes((_VERSION, len(active.encode()))) + active.encode()
         self._lookup = lookup_key
+        self._new_nonce_field()
+        os.register_at_fork(after_in_child=self._new_nonce_field)
+
+    def _new_nonce_field(self) -> None:
+        self._fixed = os.urandom(8)
+        self._invocations = itertools.count()
 
     @classmethod
     def from_secret(cls, key: bytes, lookup_key: bytes | None = None) -> Vault:
@@ -82,9 +94,12 @@ class Vault:
         return cls({kid: key}, kid, lookup_key)
 
     def seal(self, plaintext: bytes, aad: str) -> bytes:
-        nonce = os.urandom(12)
-        ct = self._aead[self._active].encrypt(nonce, plaintext, aad.encode())
-        return bytes((_VERSION, len(self._kid))) + self._kid + nonce + ct
+        n = next(self._invocations)
+        if n > 0xFFFFFFFF:
+            self._new_nonce_field()
+            n = next(self._invocations)
+        nonce = self._fixed + n.to_bytes(4, "big")
+        return self._header + nonce + self._sealer.encrypt(nonce, plaintext, aad.encode())
 
     def open(self, blob: bytes, aad: str) -> bytes:
         """Raises ``SealBroken`` when the record cannot be authenticated."""
@@ -104,4 +119,4 @@ class Vault:
     def digest(self, *parts: str) -> str:
         """A keyed digest for lookups by identity (hex, 128 bits). Deterministic."""
         msg = "\x1f".join(parts).encode()
-        return hmac.new(self._lookup, msg, hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._lookup, msg, "sha256")[:16].hex()

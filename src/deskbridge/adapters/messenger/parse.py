@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
     Attachment,
@@ -197,8 +198,9 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
             for item in entry.messaging or ():
                 messaging = Messaging.model_validate(item)
                 events.extend(_events(entry, messaging, account=account))
-        for event in events:
-            event.model_dump_json()  # lone surrogates from \ud800 escapes cannot be stored
+        if escapes_surrogates(body):
+            for event in events:
+                event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(

@@ -17,6 +17,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
     Attachment,
@@ -250,8 +251,9 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     try:
         update = Update.model_validate(raw)
         events = _events(update, raw, account=account)
-        for event in events:
-            event.model_dump_json()  # lone surrogates from \ud800 escapes cannot be stored
+        if escapes_surrogates(body):
+            for event in events:
+                event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(f"telegram: not a readable Update ({exc.error_count()} errors)") from None

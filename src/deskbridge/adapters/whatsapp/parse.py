@@ -23,6 +23,7 @@ from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.meta import scrub
+from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
     Attachment,
@@ -273,8 +274,9 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
                     unrouted += 1
                     continue
                 events += _events(Value.model_validate(change.value), account)
-        for event in events:
-            event.model_dump_json()  # lone surrogates from \ud800 escapes cannot be stored
+        if escapes_surrogates(body):
+            for event in events:
+                event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(
