@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
-from deskbridge.adapters.telegram.parse import e164
+from deskbridge.adapters.telegram.parse import e164, parse
 from deskbridge.adapters.telegram.send import TEXT_LIMIT, split_text, utf16_len
 from deskbridge.config.accounts import TelegramConfig
 from deskbridge.errors import (
@@ -791,3 +791,14 @@ async def test_get_me_and_base_url(client: httpx.AsyncClient, api: respx.MockRou
     )
     adapter = TelegramAdapter("acme", config(base_url="https://api.telegram.example/"), client)
     assert await adapter.get_me() == me
+
+
+def test_raw_surrogate_bytes_are_refused_not_stored() -> None:
+    """json.loads decodes bytes with surrogatepass: UTF-8-encoded surrogates (not only
+    \\u escapes) would reach the stored event and break its serialization."""
+    body = (
+        b'{"update_id":1,"message":{"message_id":1,"date":1,"chat":{"id":1,"type":"private"},'
+        b'"from":{"id":2,"is_bot":false,"first_name":"a"},"text":"\xed\xa0\x80"}}'
+    )
+    with pytest.raises(ParseFailed):
+        parse(body, account="acme")

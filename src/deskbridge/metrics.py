@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
@@ -52,3 +54,19 @@ class Metrics:
             ["account"],
             registry=self.registry,
         )
+        # labels() takes a lock and builds a tuple on every call; the ack path counts twice
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def request(self, route: str, status: int) -> None:
+        self._child(self.requests, route, str(status)).inc()
+
+    def event(self, source: str, outcome: str, reason: str = "", n: int = 1) -> None:
+        if n:
+            self._child(self.events, source, outcome, reason).inc(n)
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

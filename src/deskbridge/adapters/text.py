@@ -11,9 +11,10 @@ import re
 
 __all__ = ["escapes_surrogates", "split_text", "utf16_len"]
 
-# A JSON \\uD800-\\uDFFF escape: the only way a lone surrogate (text that cannot be
-# stored or serialized) gets into a parsed body. Pairs use it too, hence "may".
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# How a lone surrogate (text that cannot be stored or serialized) gets into a parsed
+# body: a JSON \uD800-\uDFFF escape (pairs use it too, hence "may"), surrogate bytes
+# that json.loads decodes with surrogatepass, or a UTF-16/32 body (NUL bytes).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 
 
 def escapes_surrogates(body: bytes) -> bool:

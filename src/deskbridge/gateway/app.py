@@ -30,9 +30,9 @@ async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
-        rt.metrics.requests.labels(route, str(exc.status)).inc()
+        rt.metrics.request(route, exc.status)
         raise
-    rt.metrics.requests.labels(route, str(resp.status)).inc()
+    rt.metrics.request(route, resp.status)
     return resp
 
 

@@ -10,8 +10,9 @@ __all__ = ["RawRequest"]
 class RawRequest:
     """An inbound HTTP request as adapters see it (they never see aiohttp).
 
-    ``headers`` keys are lower-cased. ``body`` is the exact bytes received, which is what
-    signatures are computed over.
+    ``headers`` is looked up by lower-case name (the gateway passes aiohttp's
+    case-insensitive view; tests pass dicts with lower-case keys). ``body`` is the exact
+    bytes received, which is what signatures are computed over.
     """
 
     method: str

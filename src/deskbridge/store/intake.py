@@ -164,7 +164,11 @@ def raw_record(req: RawRequest, received_at: float) -> bytes:
             "method": req.method,
             "path": req.path,
             "query": dict(req.query),
-            "headers": {k: v for k, v in req.headers.items() if k not in _SECRET_HEADERS},
+            "headers": {
+                name: v
+                for k, v in req.headers.items()
+                if (name := k.lower()) not in _SECRET_HEADERS
+            },
             "received_at": received_at,
         },
         separators=(",", ":"),
