@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic_core import to_json
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -159,7 +160,8 @@ def _pack(*args: bytes | str | int) -> bytes:
 def raw_record(req: RawRequest, received_at: float) -> bytes:
     """The request as stored for re-ingest, without secret headers: one line of JSON
     (method, path, query, headers, received_at), a newline, then the exact body bytes."""
-    meta = json.dumps(
+    # pydantic-core's encoder: json.dumps with separators builds an encoder per call
+    meta = to_json(
         {
             "method": req.method,
             "path": req.path,
@@ -170,10 +172,9 @@ def raw_record(req: RawRequest, received_at: float) -> bytes:
                 if (name := k.lower()) not in _SECRET_HEADERS
             },
             "received_at": received_at,
-        },
-        separators=(",", ":"),
+        }
     )
-    return meta.encode() + b"\n" + req.body
+    return meta + b"\n" + req.body
 
 
 def read_raw_record(blob: bytes) -> tuple[dict[str, Any], bytes]:

@@ -11,7 +11,6 @@ validated, so an odd event for a Page nobody here owns cannot fail the rest of t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.payload import loads
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
@@ -177,7 +177,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
     message never quotes the body).
     """
     try:
-        raw = json.loads(body, parse_constant=_no_constant)
+        raw = loads(body)
     except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("messenger: body is not JSON") from exc
     if not isinstance(raw, dict):
@@ -209,10 +209,6 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
     except PydanticSerializationError:
         raise ParseFailed("messenger: webhook text is not valid Unicode") from None
     return Parsed(events, unrouted)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _when(ms: int) -> datetime:

@@ -7,7 +7,6 @@ fields they do read, so a string where an id belongs fails instead of being coer
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from deskbridge.adapters.payload import loads
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
@@ -243,7 +243,7 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     one but not an Update we can read.
     """
     try:
-        raw = json.loads(body, parse_constant=_no_constant)
+        raw = loads(body)
     except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("telegram: body is not JSON") from exc
     if not isinstance(raw, dict):
@@ -278,10 +278,6 @@ def e164(raw: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _events(update: Update, raw: Mapping[str, Any], *, account: str) -> list[InboundEvent]:

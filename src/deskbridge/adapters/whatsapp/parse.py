@@ -11,7 +11,6 @@ several phone numbers: each change is routed on ``metadata.phone_number_id``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.meta import scrub
+from deskbridge.adapters.payload import loads
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
@@ -253,7 +253,7 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
     changes for numbers without a route are skipped and counted in ``unrouted``.
     """
     try:
-        raw = json.loads(body, parse_constant=_no_constant)
+        raw = loads(body)
     except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("whatsapp: body is not JSON") from exc
     if not isinstance(raw, dict):
@@ -316,10 +316,6 @@ def e164(raw: str, *, trusted: bool = False) -> str | None:
         if ok:
             return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
     return None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _events(value: Value, account: str) -> list[InboundEvent]:
