@@ -37,6 +37,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
             registry=self.registry,
         )
+        self.quota_messages = Counter(
+            "deskbridge_channel_quota_messages",
+            "Messages sent that count against a channel plan's quota (LINE push), by account.",
+            ["account", "channel"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "deskbridge_queue_depth",
             "Jobs in the arq queue (ready and deferred).",

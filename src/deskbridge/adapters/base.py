@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -22,6 +23,7 @@ __all__ = [
     "MediaLinks",
     "Parsed",
     "Receiver",
+    "TokenCache",
     "WebhookParser",
 ]
 
@@ -112,6 +114,23 @@ class MediaLinks(Protocol):
     fetch by URL (Messenger, LINE). A URL serves that one desk attachment, nothing else."""
 
     def url_for(self, account: str, attachment: Attachment) -> str: ...
+
+
+class TokenCache(Protocol):
+    """Access tokens shared by every process of a deployment (Redis), so a platform that
+    limits live tokens (LINE: 30 per channel) sees one, renewed under a lock."""
+
+    async def get(self, name: str) -> str | None:
+        """The cached token, or None when there is none or it is about to expire."""
+        ...
+
+    async def put(self, name: str, token: str, ttl: float) -> None:
+        """Cache ``token`` for ``ttl`` seconds (callers pass less than its lifetime)."""
+        ...
+
+    def lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held while one process issues a new token; others wait, then ``get`` it."""
+        ...
 
 
 class ChannelAdapter(Protocol):

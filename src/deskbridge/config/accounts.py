@@ -50,6 +50,7 @@ __all__ = [
     "AppConfig",
     "ChannelConfig",
     "DeskConfig",
+    "LineConfig",
     "MessengerConfig",
     "MetaAppConfig",
     "SandboxDeskConfig",
@@ -151,8 +152,37 @@ class MessengerConfig(_Model):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
 
+class LineConfig(_Model):
+    """A LINE Messaging API channel. Tokens: a long-lived channel access token, or a
+    private JWK from which channel access tokens v2.1 are issued (and cached, shared by
+    every process, renewed before they expire)."""
+
+    type: Literal["line"] = "line"
+    channel_id: str = Field(pattern=r"^\d{1,32}$")
+    channel_secret: SecretStr
+    """Signs every webhook (``x-line-signature``)."""
+    access_token: SecretStr | None = None
+    private_jwk: SecretStr | None = None
+    """The JSON of the RS256 private key (with its ``kid``) registered for v2.1 tokens."""
+    token_lifetime_seconds: int = Field(default=30 * 86400, ge=60, le=30 * 86400)
+    base_url: str = "https://api.line.me"
+    data_base_url: str = "https://api-data.line.me"
+    """Content (media) downloads live on their own host."""
+    reply_window_seconds: float = Field(default=50.0, gt=0, le=60)
+    """Use the free reply API within this long of the customer's message (LINE: 1 min)."""
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> LineConfig:
+        if (self.access_token is None) == (self.private_jwk is None):
+            raise ValueError("needs exactly one of access_token or private_jwk")
+        return self
+
+
 ChannelConfig = Annotated[
-    TelegramConfig | WhatsAppConfig | MessengerConfig, Field(discriminator="type")
+    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig, Field(discriminator="type")
 ]
 
 

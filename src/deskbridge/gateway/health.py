@@ -36,10 +36,16 @@ async def readyz(request: web.Request) -> web.Response:
     except (RedisError, OSError, TimeoutError) as exc:
         checks["redis"] = f"unreachable ({type(exc).__name__})"
         ready = False
-    accounts = {
+    accounts: dict[str, dict[str, object]] = {
         name: {"desk": acc.desk.type, "channels": [c.type for c in acc.channels]}
         for name, acc in rt.accounts.accounts.items()
     }
+    if checks.get("redis") == "ok":
+        # per-account trouble (a rejected token) is reported, never fails readiness
+        for name in accounts:
+            found = await rt.deliveries.problems(name)
+            if found:
+                accounts[name]["problems"] = found
     return web.json_response(
         {
             "status": "ready" if ready else "not ready",

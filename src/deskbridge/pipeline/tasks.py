@@ -24,6 +24,7 @@ from deskbridge.schemas import (
     Attempt,
     AttemptOutcome,
     ChannelAddress,
+    ChannelEvent,
     Contact,
     ConversationRef,
     Delivery,
@@ -86,6 +87,8 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         )
         retention = rt.settings.delivered_retention_seconds
         await rt.deliveries.finish(d, state, retention_s=retention)
+        if await rt.deliveries.has_problems(account):
+            await rt.deliveries.clear_problem(account, _peer(d))
         rt.metrics.deliveries.labels(d.direction.value, state.value).inc()
         if state is DeliveryState.DELIVERED:
             rt.metrics.delivery_latency.labels(d.direction.value).observe(
@@ -112,11 +115,22 @@ async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
     )
     rt.metrics.deliveries.labels(d.direction.value, decision.outcome).inc()
     log.info("delivery %s %s: %s (%s)", d.id, decision.outcome, exc, d.direction.value)
+    if exc.status in (401, 403):
+        # a rejected credential fails every delivery to that peer: /readyz shows it
+        log.warning(
+            "account %s: %s rejected our credentials (HTTP %s)", d.account, _peer(d), exc.status
+        )
+        await rt.deliveries.report_problem(d.account, _peer(d), str(exc))
     if decision.action == "retry":
         retry.retry_later(decision.wait)
     await rt.deliveries.finish(d, DeliveryState.DEAD, reason=decision.outcome, last_error=str(exc))
     if d.direction is Direction.OUTBOUND:
         await _tell_agent(rt, d, exc)
+
+
+def _peer(d: Delivery) -> str:
+    """Who a delivery talks to: the desk for inbound work, the channel for replies."""
+    return f"desk {d.desk}" if d.direction is Direction.INBOUND else f"channel {d.channel}"
 
 
 async def _tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
@@ -179,9 +193,11 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     event = record["event"]
     if event.get("kind") == "status":
         return await _apply_status(rt, d, StatusUpdate.model_validate(event))
+    if event.get("kind") == "channel_event":
+        return await _apply_channel_event(rt, d, ChannelEvent.model_validate(event))
     if event.get("kind") != "message":
         return DeliveryState.SKIPPED  # calls are filed by the SIP channel
-    msg = Message.model_validate(event)
+    msg = await _with_display_name(rt, d, Message.model_validate(event))
     desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
@@ -198,6 +214,10 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     )
     # the customer wrote, so a closed reply window is open again: held replies may go
     await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
+    if msg.reply_token:
+        await rt.conversations.set_reply_token(
+            d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
+        )
     user_id = await _desk_user(rt, desk, contact)
     files, msg = await _fetch_inbound(rt, d, msg)
     if conv.ticket_id is None:
@@ -241,16 +261,25 @@ async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[U
     return files, msg
 
 
-async def _address(rt: Runtime, d: Delivery) -> tuple[ConversationRecord, ChannelAddress]:
+def _at(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+async def _address(
+    rt: Runtime, d: Delivery, *, automated: bool = False
+) -> tuple[ConversationRecord, ChannelAddress]:
     conv = await rt.conversations.get(d.account, d.conversation_id)
     if conv is None:
         raise PermanentError("the conversation behind this ticket is gone")
-    last = conv.last_inbound_at
+    # an automated message never spends the reply token an agent's answer could use
+    token = None if automated else conv.reply_token
     to = ChannelAddress(
         channel=conv.channel,
         account=d.account,
         thread=conv.thread,
-        last_inbound_at=datetime.fromtimestamp(last, UTC) if last is not None else None,
+        last_inbound_at=_at(conv.last_inbound_at),
+        reply_token=token,
+        reply_token_at=_at(conv.reply_token_at) if token else None,
     )
     return conv, to
 
@@ -258,7 +287,7 @@ async def _address(rt: Runtime, d: Delivery) -> tuple[ConversationRecord, Channe
 async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
     record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
-    conv, to = await _address(rt, d)
+    conv, to = await _address(rt, d, automated=reply.automated)
     adapter = rt.adapter(d.account, conv.channel)
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
@@ -272,6 +301,10 @@ async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
     # A failure after part of a split reply was sent retries the whole reply: the customer
     # may see a part twice, which beats losing the rest.
     receipt = await adapter.send(reply, to, files)
+    if receipt.used_reply_token and to.reply_token:
+        await rt.conversations.clear_reply_token(d.account, conv.id, to.reply_token)
+    if receipt.quota_messages:
+        rt.metrics.quota_messages.labels(d.account, conv.channel.value).inc(receipt.quota_messages)
     if receipt.external_ids:
         await rt.deliveries.record_sent(d, receipt.external_ids)
     return DeliveryState.DELIVERED
@@ -337,3 +370,54 @@ async def _apply_status(rt: Runtime, d: Delivery, st: StatusUpdate) -> DeliveryS
                         f"{': ' + error if error else ''}. Delivery {reply.id}.",
                     )
     return DeliveryState.DELIVERED if changed else DeliveryState.SKIPPED
+
+
+_PROFILE_TTL = 86400
+
+
+async def _with_display_name(rt: Runtime, d: Delivery, msg: Message) -> Message:
+    """Channels that send no name (LINE) are asked once a day per person. A failed lookup
+    never holds up the message."""
+    if msg.sender.display_name:
+        return msg
+    adapter = rt.adapter(d.account, msg.channel)
+    lookup = getattr(adapter, "display_name", None)
+    if lookup is None:
+        return msg
+    user = msg.sender.external_id
+    name = await rt.conversations.display_name(d.account, msg.channel.value, user)
+    if name is None:
+        name = await lookup(user, msg.thread)
+        if not name:
+            return msg
+        await rt.conversations.remember_display_name(
+            d.account, msg.channel.value, user, name, _PROFILE_TTL
+        )
+    return msg.model_copy(update={"sender": msg.sender.model_copy(update={"display_name": name})})
+
+
+async def _apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> DeliveryState:
+    """Follows and unfollows are kept on the contact (no ticket); a retracted message
+    becomes an internal note on the conversation's ticket."""
+    if ev.action in ("follow", "unfollow") and ev.sender is not None:
+        contact = await rt.conversations.resolve_contact(
+            d.account, ev.sender.identities, ev.sender.display_name
+        )
+        state = "following" if ev.action == "follow" else "unfollowed"
+        value = f"{state} since {ev.occurred_at.isoformat()}"
+        await rt.conversations.set_attribute(
+            d.account, contact.id, f"{ev.channel.value}_follow", value
+        )
+        return DeliveryState.DELIVERED
+    if ev.action == "unsend":
+        conv = await rt.conversations.get(d.account, d.conversation_id)
+        if conv is None or conv.ticket_id is None:
+            return DeliveryState.SKIPPED
+        await _note(
+            rt,
+            d,
+            f"The customer retracted a message on {ev.channel.value} (message {ev.external_id}). "
+            "It stays on the ticket as it was received.",
+        )
+        return DeliveryState.DELIVERED
+    return DeliveryState.SKIPPED  # join/leave: nothing for the desk

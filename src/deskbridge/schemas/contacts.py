@@ -30,4 +30,6 @@ class Contact(Frozen):
     account: str
     display_name: str | None = None
     identities: tuple[Identity, ...] = ()
+    attributes: dict[str, str] = {}
+    """What channels told us about the person besides ids: e.g. ``line_follow``."""
     created_at: datetime

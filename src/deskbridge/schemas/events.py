@@ -12,6 +12,7 @@ __all__ = [
     "Attachment",
     "AttachmentKind",
     "CallEvent",
+    "ChannelEvent",
     "InboundEvent",
     "Location",
     "Message",
@@ -91,6 +92,8 @@ class Message(_Event):
     note: str | None = None
     """A readable description of content that has no text (a sticker, an unsupported type)."""
     thread_title: str | None = None
+    reply_token: str | None = None
+    """A single-use token for answering this message for free (LINE's replyToken)."""
 
 
 class StatusUpdate(_Event):
@@ -114,4 +117,17 @@ class CallEvent(_Event):
     duration: float | None = None
 
 
-InboundEvent = Annotated[Message | StatusUpdate | CallEvent, Field(discriminator="kind")]
+class ChannelEvent(_Event):
+    """Something the customer did that is not a message: followed or unfollowed (blocked)
+    the account, the bot joined or left a group, or a message was retracted."""
+
+    kind: Literal["channel_event"] = "channel_event"
+    action: Literal["follow", "unfollow", "join", "leave", "unsend"]
+    sender: Sender | None = None
+    external_id: str | None = None
+    """For ``unsend``: the channel id of the retracted message."""
+
+
+InboundEvent = Annotated[
+    Message | StatusUpdate | CallEvent | ChannelEvent, Field(discriminator="kind")
+]

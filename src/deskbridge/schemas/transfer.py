@@ -18,12 +18,19 @@ class ChannelAddress(Frozen):
     """The channel message id to answer, where the channel threads replies."""
     last_inbound_at: datetime | None = None
     """When the customer last wrote in this conversation (channels with reply windows)."""
+    reply_token: str | None = None
+    """An unused single-use reply token of the customer's last message (LINE)."""
+    reply_token_at: datetime | None = None
 
 
 class SendReceipt(Frozen):
     """What the channel accepted: its ids for the messages we sent (accepted, not delivered)."""
 
     external_ids: tuple[str, ...]
+    used_reply_token: bool = False
+    """The send spent ``ChannelAddress.reply_token`` (or LINE refused it): never reuse it."""
+    quota_messages: int = 0
+    """Messages that count against the channel plan's monthly quota (LINE push)."""
 
 
 class ConversationRef(Frozen):

@@ -35,6 +35,9 @@ class ConversationRecord:
     last_inbound_at: float | None
     reengaged_at: float | None = None
     """When the customer was last invited to reopen a closed reply window."""
+    reply_token: str | None = None
+    """The unused single-use reply token of the customer's last message (LINE)."""
+    reply_token_at: float | None = None
 
 
 class ConversationStore:
@@ -59,6 +62,8 @@ class ConversationStore:
         ticket = d.get("ticket_id")
         last = d.get("last_inbound_at")
         reengaged = d.get("reengaged_at")
+        token_blob = d.get("reply_token")
+        token_at = d.get("reply_token_at")
         return ConversationRecord(
             id=conversation_id,
             account=account,
@@ -70,6 +75,10 @@ class ConversationStore:
             create_attempted=d.get("create_attempted") == b"1",
             last_inbound_at=float(last) if last else None,
             reengaged_at=float(reengaged) if reengaged else None,
+            reply_token=self._vault.open(token_blob, key + "#reply_token").decode()
+            if token_blob
+            else None,
+            reply_token_at=float(token_at) if token_at else None,
         )
 
     async def ensure(
@@ -99,6 +108,45 @@ class ConversationStore:
         rec = await self.get(account, conversation_id)
         assert rec is not None
         return rec
+
+    async def set_reply_token(
+        self, account: str, conversation_id: str, token: str, at: float
+    ) -> None:
+        """Keep the newest customer message's reply token (sealed: it is a credential)."""
+        key = keys.conversation(account, conversation_id)
+        await self._redis.hset(
+            key,
+            mapping={
+                "reply_token": self._vault.seal(token.encode(), key + "#reply_token"),
+                "reply_token_at": str(at),
+            },
+        )
+
+    async def clear_reply_token(self, account: str, conversation_id: str, token: str) -> None:
+        """Forget ``token`` once spent, unless a newer message brought a new one."""
+        current = await self.get(account, conversation_id)
+        if current is not None and current.reply_token == token:
+            await self._redis.hdel(
+                keys.conversation(account, conversation_id), "reply_token", "reply_token_at"
+            )
+
+    async def set_attribute(self, account: str, contact_id: str, name: str, value: str) -> None:
+        contact = await self.contact(account, contact_id)
+        if contact is not None and contact.attributes.get(name) != value:
+            await self._save_contact(
+                contact.model_copy(update={"attributes": {**contact.attributes, name: value}})
+            )
+
+    async def display_name(self, account: str, channel: str, user: str) -> str | None:
+        key = keys.profile(account, channel, self._vault.digest("profile", account, channel, user))
+        blob = await self._redis.get(key)
+        return self._vault.open(blob, key).decode() if blob else None
+
+    async def remember_display_name(
+        self, account: str, channel: str, user: str, name: str, ttl: int
+    ) -> None:
+        key = keys.profile(account, channel, self._vault.digest("profile", account, channel, user))
+        await self._redis.set(key, self._vault.seal(name.encode(), key), ex=ttl)
 
     async def mark_reengaged(self, account: str, conversation_id: str, at: float) -> None:
         await self._redis.hset(keys.conversation(account, conversation_id), "reengaged_at", str(at))

@@ -229,6 +229,20 @@ class DeliveryStore:
         )
         return bool(changed)
 
+    async def report_problem(self, account: str, what: str, text: str) -> None:
+        """Something that keeps failing for an account (a rejected token), for /readyz."""
+        await self._redis.hset(keys.problems(account), what, f"{int(time.time())} {text[:300]}")
+
+    async def has_problems(self, account: str) -> bool:
+        return bool(await self._redis.exists(keys.problems(account)))
+
+    async def clear_problem(self, account: str, what: str) -> None:
+        await self._redis.hdel(keys.problems(account), what)
+
+    async def problems(self, account: str) -> dict[str, str]:
+        rows = await self._redis.hgetall(keys.problems(account))
+        return {k.decode(): v.decode() for k, v in rows.items()}
+
     async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
         rows = await self._redis.zrangebyscore(
             keys.pending(account), "-inf", older_than_ms, start=0, num=limit

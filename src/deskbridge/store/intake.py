@@ -24,6 +24,7 @@ from deskbridge.errors import StoreUnavailable
 from deskbridge.schemas import (
     AgentReply,
     CallEvent,
+    ChannelEvent,
     DeliveryState,
     Direction,
     Message,
@@ -50,7 +51,7 @@ class IntakeEvent:
 
     dedup_key: str
     conversation_id: str
-    event: Message | StatusUpdate | CallEvent | AgentReply
+    event: Message | StatusUpdate | CallEvent | ChannelEvent | AgentReply
 
 
 class _NotReplicated(Exception):

@@ -26,6 +26,8 @@ __all__ = [
     "lane_lock",
     "ours",
     "pending",
+    "problems",
+    "profile",
     "raw",
     "sandbox_idempotency",
     "sandbox_messages",
@@ -36,6 +38,8 @@ __all__ = [
     "sent",
     "sent_by_time",
     "ticket",
+    "token",
+    "token_lock",
 ]
 
 ARQ_QUEUE = default_queue_name
@@ -130,6 +134,25 @@ def sent_by_time(account: str, conversation_id: str) -> str:
 def ours(account: str, desk: str, message_id: str) -> str:
     """A desk message deskbridge wrote itself (the loop guard)."""
     return f"{_a(account)}:ours:{desk}:{message_id}"
+
+
+def profile(account: str, channel: str, digest: str) -> str:
+    """A channel user's display name, cached (the digest hides the user id)."""
+    return f"{_a(account)}:profile:{channel}:{digest}"
+
+
+def problems(account: str) -> str:
+    """Hash of what currently fails for an account (a rejected token): /readyz details."""
+    return f"{_a(account)}:problems"
+
+
+def token(name: str) -> str:
+    """A platform access token shared by every process (not per account: per channel)."""
+    return f"deskbridge:token:{name}"
+
+
+def token_lock(name: str) -> str:
+    return f"deskbridge:token:{name}:lock"
 
 
 def sandbox_tickets(account: str) -> str:
