@@ -604,7 +604,7 @@ class FakeLinks:
     def __init__(self) -> None:
         self.asked: list[tuple[str, Attachment]] = []
 
-    def url_for(self, account: str, attachment: Attachment) -> str:
+    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
         self.asked.append((account, attachment))
         return f"https://bridge.test/media/tok-{attachment.ref}"
 

@@ -113,7 +113,9 @@ class MediaLinks(Protocol):
     """Short-lived signed URLs under ``DESKBRIDGE_PUBLIC_URL`` for files a channel must
     fetch by URL (Messenger, LINE). A URL serves that one desk attachment, nothing else."""
 
-    def url_for(self, account: str, attachment: Attachment) -> str: ...
+    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
+        """A URL serving ``attachment`` for ``ttl`` seconds (default: one hour)."""
+        ...
 
 
 class TokenCache(Protocol):

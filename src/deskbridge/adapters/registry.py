@@ -13,13 +13,16 @@ from deskbridge.adapters.base import (
     MediaLinks,
     Parsed,
     Receiver,
+    TokenCache,
 )
+from deskbridge.adapters.line import LineAdapter
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.telegram import TelegramAdapter
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.config import (
     AccountsFile,
     ChannelConfig,
+    LineConfig,
     MessengerConfig,
     TelegramConfig,
     WhatsAppConfig,
@@ -35,11 +38,12 @@ def build_adapter(
     config: ChannelConfig,
     client: httpx.AsyncClient,
     links: MediaLinks,
+    tokens: TokenCache,
     *,
     api_base: str | None = None,
 ) -> ChannelAdapter:
     """The outbound adapter of one account's channel. ``api_base`` overrides the
-    configured base URL (sandbox mode)."""
+    configured base URLs (sandbox mode)."""
     match config:
         case TelegramConfig():
             return TelegramAdapter(account, config, client, api_base=api_base)
@@ -47,6 +51,10 @@ def build_adapter(
             return WhatsAppAdapter(account, config, client, api_base=api_base)
         case MessengerConfig():
             return MessengerAdapter(account, config, client, links, api_base=api_base)
+        case LineConfig():
+            return LineAdapter(
+                account, config, client, links, tokens, api_base=api_base, data_api_base=api_base
+            )
     raise TypeError(f"no adapter for channel {config.type!r}")  # pragma: no cover
 
 
@@ -97,6 +105,10 @@ def build_receivers(
                     adapter = adapters[(name, Channel.TELEGRAM)]
                     assert isinstance(adapter, TelegramAdapter)
                     out[(Channel.TELEGRAM, name)] = AccountReceiver(adapter)
+                case LineConfig():
+                    line = adapters[(name, Channel.LINE)]
+                    assert isinstance(line, LineAdapter)
+                    out[(Channel.LINE, name)] = AccountReceiver(line)
                 case WhatsAppConfig():
                     key = (Channel.WHATSAPP, ch.app)
                     meta_routes[key][ch.phone_number_id] = name

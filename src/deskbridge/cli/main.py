@@ -116,7 +116,7 @@ def check_config(file: Path) -> None:
 
 
 @cli.command()
-@click.argument("channel", type=click.Choice(["telegram", "whatsapp", "messenger"]))
+@click.argument("channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line"]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(
@@ -128,7 +128,7 @@ def check_config(file: Path) -> None:
     "--from",
     "sender",
     default=None,
-    help="The customer: Telegram user id, WhatsApp number, or Messenger PSID.",
+    help="The customer: Telegram user id, WhatsApp number, Messenger PSID or LINE user id.",
 )
 @click.option(
     "--name", default="Demo Customer", show_default=True, help="The customer's display name."

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from rich.console import Console
 
-from deskbridge.config import Settings, TelegramConfig, ZendeskDeskConfig, load_accounts
+from deskbridge.config import LineConfig, Settings, TelegramConfig, ZendeskDeskConfig, load_accounts
 from deskbridge.errors import DeliveryError
 from deskbridge.http import make_client
+from deskbridge.schemas import Attachment
 
 __all__ = ["register"]
 
 out = Console(highlight=False)
+
+
+class _MemoryTokens:
+    """A token cache for this one command (registration needs one token, briefly)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, str] = {}
+
+    async def get(self, name: str) -> str | None:
+        return self._tokens.get(name)
+
+    async def put(self, name: str, token: str, ttl: float) -> None:
+        self._tokens[name] = token
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        yield
+
+
+class _NoLinks:
+    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
+        raise RuntimeError("registration sends no files")
 
 
 def _write_secret(directory: Path, name: str, value: str) -> Path:
@@ -29,12 +54,14 @@ async def register(
     settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path
 ) -> bool:
     """Returns False when any registration failed (each is reported)."""
+    from deskbridge.adapters.line import LineAdapter
     from deskbridge.adapters.telegram import TelegramAdapter
     from deskbridge.outbound.zendesk import ZendeskConnector
 
     accounts = load_accounts(config)
     base = public_url.rstrip("/")
     ok = True
+    tokens, links = _MemoryTokens(), _NoLinks()
     async with make_client(timeout=settings.http_timeout_seconds) as client:
         for name, acc in accounts.accounts.items():
             if only and name != only:
@@ -47,6 +74,15 @@ async def register(
                 try:
                     if isinstance(ch, TelegramConfig):
                         await TelegramAdapter(name, ch, client).set_webhook(target)
+                    elif isinstance(ch, LineConfig):
+                        line = LineAdapter(name, ch, client, links, tokens)
+                        await line.set_webhook(target)
+                    else:
+                        # Meta apps: the callback URL is set in the app's dashboard
+                        out.print(
+                            f"{name}/{ch.type}: set {base}/webhooks/{ch.type} in the Meta app"
+                        )
+                        continue
                     out.print(f"{name}/{ch.type}: webhook set to {target}")
                 except DeliveryError as exc:
                     ok = False

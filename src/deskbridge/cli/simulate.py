@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from pathlib import Path
 
 import httpx
 
+from deskbridge.adapters.line import sample_message as line_sample
 from deskbridge.adapters.messenger import sample_message as messenger_sample
 from deskbridge.adapters.meta import sign as meta_sign
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.adapters.whatsapp import sample_message as whatsapp_sample
 from deskbridge.config import (
     AccountsFile,
+    LineConfig,
     MessengerConfig,
     Settings,
     TelegramConfig,
@@ -24,8 +29,13 @@ from deskbridge.errors import ConfigError, DeliveryError
 
 __all__ = ["CHANNELS", "simulate"]
 
-CHANNELS = ("telegram", "whatsapp", "messenger")
-DEFAULT_FROM = {"telegram": "700000001", "whatsapp": "12025550143", "messenger": "7000000000000001"}
+CHANNELS = ("telegram", "whatsapp", "messenger", "line")
+DEFAULT_FROM = {
+    "telegram": "700000001",
+    "whatsapp": "12025550143",
+    "messenger": "7000000000000001",
+    "line": "U" + "4" * 32,
+}
 
 
 def _accounts(settings: Settings, account: str, config: Path | None) -> AccountsFile:
@@ -80,6 +90,24 @@ def _request(
             )
             secret = accounts.apps[ch.app].app_secret.get_secret_value()
             return "/webhooks/messenger", body, {"X-Hub-Signature-256": meta_sign(secret, body)}
+        case LineConfig():
+            ms = int(now * 1000)
+            body = line_sample(
+                text,
+                user_id=sender,
+                event_id=f"01SIMULATED{ms:015d}",
+                message_id=str(ms),
+                timestamp_ms=ms,
+                reply_token=f"simulated-{ms}",
+            )
+            digest = hmac.new(
+                ch.channel_secret.get_secret_value().encode(), body, hashlib.sha256
+            ).digest()
+            return (
+                f"/webhooks/line/{account}",
+                body,
+                {"x-line-signature": base64.b64encode(digest).decode()},
+            )
     raise ConfigError(f"account {account!r} has no {channel} channel")
 
 

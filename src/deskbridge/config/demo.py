@@ -20,6 +20,7 @@ from deskbridge.errors import ConfigError
 __all__ = [
     "DEMO_ACCOUNT",
     "DEMO_APP",
+    "DEMO_LINE_CHANNEL_ID",
     "DEMO_PAGE_ID",
     "DEMO_PHONE_NUMBER_ID",
     "demo_accounts",
@@ -31,6 +32,7 @@ DEMO_ACCOUNT = "demo"
 DEMO_APP = "demo-meta"
 DEMO_PHONE_NUMBER_ID = "100000000000001"
 DEMO_PAGE_ID = "100000000000002"
+DEMO_LINE_CHANNEL_ID = "2000000001"
 
 
 def secrets_path(data_dir: Path) -> Path:
@@ -50,6 +52,10 @@ def _generate() -> dict[str, Any]:
             "verify_token": secrets.token_urlsafe(24),
             "whatsapp_access_token": "EAA" + secrets.token_urlsafe(48),
             "page_access_token": "EAA" + secrets.token_urlsafe(48),
+        },
+        "line": {
+            "channel_secret": secrets.token_hex(16),
+            "access_token": secrets.token_urlsafe(64),
         },
     }
 
@@ -117,6 +123,13 @@ def demo_accounts(data_dir: Path) -> AccountsFile:
                         "app": DEMO_APP,
                         "page_id": DEMO_PAGE_ID,
                         "page_access_token": meta["page_access_token"],
+                    },
+                    {
+                        "type": "line",
+                        "sandbox": True,
+                        "channel_id": DEMO_LINE_CHANNEL_ID,
+                        "channel_secret": s["line"]["channel_secret"],
+                        "access_token": s["line"]["access_token"],
                     },
                 ],
             }

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from deskbridge.config import MessengerConfig, TelegramConfig, WhatsAppConfig
+from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.gateway.intake import accept_replies
 from deskbridge.gateway.keys import CSRF, RUNTIME
@@ -359,6 +359,45 @@ async def messenger_api(request: web.Request) -> web.Response:
     )
 
 
+async def line_api(request: web.Request) -> web.Response:
+    """Stands in for the LINE Messaging API (api.line.me and api-data.line.me)."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.LINE) if cfg else None
+    token = ch.access_token if isinstance(ch, LineConfig) else None
+    if not isinstance(ch, LineConfig) or not ch.sandbox or token is None:
+        return web.json_response({"message": "Authentication failed"}, status=401)
+    if not hmac.compare_digest(_bearer(request).encode(), token.get_secret_value().encode()):
+        return web.json_response({"message": "Authentication failed"}, status=401)
+    path = "/" + request.match_info["tail"].strip("/")
+    now = int(time.time() * 1000)
+    if request.method == "POST" and path in ("/v2/bot/message/reply", "/v2/bot/message/push"):
+        body = await request.json()
+        method = path.rsplit("/", 1)[1]
+        sent = []
+        for i, m in enumerate(body.get("messages") or []):
+            text = m.get("text") or f"[{m.get('type')}: {m.get('originalContentUrl', '')}]"
+            to = body.get("to") or "(reply token)"
+            await rt.sandbox.record_sent(
+                account, {"channel": "line", "method": method, "to": to, "text": text}
+            )
+            sent.append({"id": str(now * 10 + i), "quoteToken": f"sandbox-{now}-{i}"})
+        return web.json_response({"sentMessages": sent})
+    if request.method == "GET" and path.startswith("/v2/bot/profile/"):
+        user = path.rsplit("/", 1)[1]
+        return web.json_response(
+            {"userId": user, "displayName": "LINE Demo Customer", "language": "en"}
+        )
+    if request.method == "GET" and path == "/v2/bot/info":
+        return web.json_response(
+            {"userId": "U" + "0" * 32, "basicId": "@sandbox", "displayName": "Sandbox"}
+        )
+    if request.method == "PUT" and path == "/v2/bot/channel/webhook/endpoint":
+        return web.json_response({})
+    return web.json_response({"message": "Not found in the deskbridge sandbox"}, status=404)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/sandbox", to_index)
     app.router.add_get("/sandbox/", index)
@@ -368,3 +407,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_route("*", api + "/telegram/{bot}/{method}", telegram_api)
     app.router.add_route("*", api + "/whatsapp/{tail:.*}", whatsapp_api)
     app.router.add_route("*", api + "/messenger/{tail:.*}", messenger_api)
+    app.router.add_route("*", api + "/line/{tail:.*}", line_api)

@@ -17,6 +17,7 @@ from deskbridge.pipeline.retry import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
 from deskbridge.store.media import MediaLinks
+from deskbridge.store.tokens import RedisTokenCache
 
 __all__ = ["Runtime"]
 
@@ -81,13 +82,14 @@ class Runtime:
             links=MediaLinks(vault, settings.base_public_url()),
         )
         public = settings.base_public_url()
+        tokens = RedisTokenCache(redis, vault)
         for name, account in accounts.accounts.items():
             rt.desks[name] = build_desk(name, account.desk, http, sandbox)
             for ch in account.channels:
                 channel = Channel(ch.type)
                 sandboxed = f"{public}/sandbox/channel-api/{name}/{channel.value}"
                 rt.adapters[(name, channel)] = build_adapter(
-                    name, ch, http, rt.links, api_base=sandboxed if ch.sandbox else None
+                    name, ch, http, rt.links, tokens, api_base=sandboxed if ch.sandbox else None
                 )
         rt.receivers = build_receivers(accounts, rt.adapters)
         return rt

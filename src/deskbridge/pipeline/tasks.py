@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from deskbridge.errors import DeliveryError, PermanentError, RetryableError, WindowClosed
+from deskbridge.errors import (
+    DeliveryError,
+    PermanentError,
+    RetryableError,
+    StoreUnavailable,
+    WindowClosed,
+)
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.pipeline import retry
 from deskbridge.pipeline.runtime import Runtime
@@ -78,6 +84,10 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
             except WindowClosed as closed:
                 await _hold(rt, d, closed)
                 return
+        except StoreUnavailable as exc:
+            # a shared token cache or lock in Redis failed mid-delivery: try again later
+            await _failed(rt, d, RetryableError(str(exc)))
+            return
         except DeliveryError as exc:
             await _failed(rt, d, exc)
             return
@@ -201,9 +211,7 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
-    contact = await rt.conversations.resolve_contact(
-        d.account, msg.sender.identities, msg.sender.display_name
-    )
+    contact = await _sender_contact(rt, d, msg)
     conv = await rt.conversations.ensure(
         d.account,
         d.conversation_id,
@@ -234,6 +242,20 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     await rt.conversations.set_ticket(d.account, desk.desk.value, conv.id, filed.ticket_id, count)
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     return DeliveryState.DELIVERED
+
+
+async def _sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:
+    """The sender's contact. A sender the channel does not identify (a LINE group member
+    who is not named) is filed as the conversation's contact rather than as a stranger
+    per message."""
+    if not any(i.strength == "strong" for i in msg.sender.identities):
+        conv = await rt.conversations.get(d.account, d.conversation_id)
+        known = await rt.conversations.contact(d.account, conv.contact_id) if conv else None
+        if known is not None:
+            return known
+    return await rt.conversations.resolve_contact(
+        d.account, msg.sender.identities, msg.sender.display_name
+    )
 
 
 async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[Upload], Message]:

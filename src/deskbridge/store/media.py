@@ -38,12 +38,12 @@ class MediaLinks:
         self._ttl = ttl
         self._clock = clock
 
-    def url_for(self, account: str, attachment: Attachment) -> str:
-        """A URL that serves ``attachment`` for ``ttl`` seconds."""
+    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
+        """A URL that serves ``attachment`` for ``ttl`` seconds (default: the store's)."""
         claims = {
             "a": account,
             "x": attachment.model_dump(mode="json", exclude_none=True),
-            "e": int(self._clock() + self._ttl),
+            "e": int(self._clock() + (self._ttl if ttl is None else ttl)),
         }
         blob = self._vault.seal(json.dumps(claims, separators=(",", ":")).encode(), _AAD)
         token = base64.urlsafe_b64encode(blob).decode().rstrip("=")

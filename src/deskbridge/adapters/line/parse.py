@@ -167,7 +167,9 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
                 event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
-        raise ParseFailed(f"line: not a readable webhook body ({exc.error_count()} errors)") from None
+        raise ParseFailed(
+            f"line: not a readable webhook body ({exc.error_count()} errors)"
+        ) from None
     except PydanticSerializationError:
         raise ParseFailed("line: webhook text is not valid Unicode") from None
     return events

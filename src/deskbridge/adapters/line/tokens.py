@@ -96,9 +96,13 @@ class ChannelTokens:
         dropped (revoked or expired early), so the next ``get`` issues a new one."""
         if self._static is not None:
             return False
-        if self._issued is not None and self._issued[0] == token:
-            if self._clock() - self._issued[1] < REISSUE_COOLDOWN:
-                return False
+        issued = self._issued
+        if (
+            issued is not None
+            and issued[0] == token
+            and self._clock() - issued[1] < REISSUE_COOLDOWN
+        ):
+            return False
         async with self._cache.lock(self.name):
             # Only drop it if no other process has replaced it meanwhile. The cache has
             # no delete: an empty token reads as none and lapses in a second.
@@ -138,7 +142,9 @@ class ChannelTokens:
         try:
             issued = _Issued.model_validate_json(response.content)
         except ValidationError:
-            raise PermanentError(f"{what}: unexpected response", status=response.status_code) from None
+            raise PermanentError(
+                f"{what}: unexpected response", status=response.status_code
+            ) from None
         return issued.access_token, issued.expires_in
 
 
