@@ -158,3 +158,24 @@ accounts:
         access_token: wa-other-token
         base_url: https://graph.test
 """
+
+
+LINE_SECRET = "line-channel-secret-for-tests"
+
+LINE_YAML = f"""
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      base_url: https://acme.zendesk.test
+      email: bot@acme.test
+      api_token: zd-api-token
+      webhook_secret: "{ZD_SECRET}"
+    channels:
+      - type: line
+        channel_id: "2000000001"
+        channel_secret: "{LINE_SECRET}"
+        access_token: line-access-token
+        base_url: https://line.test
+        data_base_url: https://line-data.test
+"""
