@@ -271,3 +271,31 @@ def test_run_names_the_package_when_redis_server_is_missing(tmp_path: Path) -> N
     )
     assert res.returncode == 2
     assert b"apt-get install redis-server" in res.stderr
+
+
+async def test_channels_register_sets_the_line_endpoint(tmp_path: Path, respx_mock) -> None:
+    from deskbridge.cli.register import register
+    from deskbridge.config import Settings
+
+    from .conftest import LINE_YAML
+
+    cfg = tmp_path / "accounts.yaml"
+    cfg.write_text(LINE_YAML)
+    endpoint = respx_mock.put("https://line.test/v2/bot/channel/webhook/endpoint").respond(
+        200, json={}
+    )
+    zd = "https://acme.zendesk.test/api/v2"
+    respx_mock.get(f"{zd}/webhooks").respond(
+        200, json={"webhooks": [], "meta": {"has_more": False}, "links": {}}
+    )
+    respx_mock.post(f"{zd}/webhooks").respond(
+        201, json={"webhook": {"id": "wh1", "status": "active"}}
+    )
+    respx_mock.get(f"{zd}/webhooks/wh1/signing_secret").respond(
+        200, json={"signing_secret": {"secret": "s", "algorithm": "SHA256"}}
+    )
+    assert await register(Settings(), cfg, "https://bridge.example.com", None, tmp_path / "secrets")
+    assert json.loads(endpoint.calls[0].request.content) == {
+        "endpoint": "https://bridge.example.com/webhooks/line/acme"
+    }
+    assert endpoint.calls[0].request.headers["Authorization"] == "Bearer line-access-token"

@@ -96,6 +96,9 @@ class FakeLinks:
     def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
         return f"https://gw.test/media/{account}/{attachment.ref}"
 
+    def video_preview_url(self) -> str:
+        return "https://bridge.test/media/preview/video.png"
+
 
 class FakeTokens:
     """An in-memory ``TokenCache`` that records what it was asked."""
@@ -927,7 +930,11 @@ async def test_attachments_go_by_media_link(
         {"type": "image", "originalContentUrl": link("a1"), "previewImageUrl": link("a1")},
         {"type": "image", "originalContentUrl": link("a2"), "previewImageUrl": link("a2")},
         {"type": "text", "text": f"shrug.gif: {link('a3')}"},
-        {"type": "text", "text": f"howto.mp4: {link('a4')}"},
+        {
+            "type": "video",
+            "originalContentUrl": link("a4"),
+            "previewImageUrl": "https://bridge.test/media/preview/video.png",
+        },
         {"type": "audio", "originalContentUrl": link("a5"), "duration": 12500},
         {"type": "audio", "originalContentUrl": link("a6"), "duration": 60000},
         {"type": "text", "text": f"Audio: {link('a7')}"},

@@ -608,6 +608,9 @@ class FakeLinks:
         self.asked.append((account, attachment))
         return f"https://bridge.test/media/tok-{attachment.ref}"
 
+    def video_preview_url(self) -> str:
+        return "https://bridge.test/media/preview/video.png"
+
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:

@@ -247,3 +247,11 @@ async def test_media_links_serve_one_attachment_and_expire(make_runtime, aiohttp
         raise AssertionError("expired token accepted")
     except MediaLinkError:
         pass
+
+
+async def test_the_video_preview_is_a_png(make_runtime, aiohttp_client) -> None:
+    client = await aiohttp_client(create_app(make_runtime(), role="serve"))
+    resp = await client.get("/media/preview/video.png")
+    assert resp.status == 200 and resp.headers["Content-Type"] == "image/png"
+    body = await resp.read()
+    assert body.startswith(b"\x89PNG\r\n\x1a\n") and len(body) < 1024 * 1024  # LINE: <= 1 MB

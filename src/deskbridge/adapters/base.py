@@ -117,6 +117,10 @@ class MediaLinks(Protocol):
         """A URL serving ``attachment`` for ``ttl`` seconds (default: one hour)."""
         ...
 
+    def video_preview_url(self) -> str:
+        """A generic preview image (PNG) for video messages of channels that need one."""
+        ...
+
 
 class TokenCache(Protocol):
     """Access tokens shared by every process of a deployment (Redis), so a platform that

@@ -40,6 +40,9 @@ class _NoLinks:
     def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
         raise RuntimeError("registration sends no files")
 
+    def video_preview_url(self) -> str:
+        return "https://bridge.test/media/preview/video.png"
+
 
 def _write_secret(directory: Path, name: str, value: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)

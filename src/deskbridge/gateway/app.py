@@ -51,6 +51,7 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     for path in ("/webhooks/{channel}", "/webhooks/{channel}/{account}"):
         app.router.add_post(path, intake.channel_webhook)
         app.router.add_get(path, intake.channel_handshake)
+    app.router.add_get("/media/preview/video.png", media.video_preview)
     app.router.add_get("/media/{token}", media.serve)
     app.router.add_get("/media/{token}/{name}", media.serve)
     app.router.add_post("/desks/{desk}/{account}", intake.desk_webhook)

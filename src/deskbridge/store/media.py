@@ -50,6 +50,9 @@ class MediaLinks:
         name = attachment.filename or "file"
         return f"{self._base}/media/{token}/{_safe(name)}"
 
+    def video_preview_url(self) -> str:
+        return f"{self._base}/media/preview/video.png"
+
     def open(self, token: str) -> tuple[str, Attachment]:
         """The account and attachment behind ``token``. Raises ``MediaLinkError``."""
         try:

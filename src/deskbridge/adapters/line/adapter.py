@@ -44,6 +44,7 @@ from deskbridge.schemas import (
 __all__ = ["MAX_MESSAGES", "SIGNATURE_HEADER", "TEXT_LIMIT", "LineAdapter", "retry_key"]
 
 _LINK_TTL = 30 * 86400.0
+_VIDEO_MAX_BYTES = 200 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ class LineAdapter:
             # LINE apps load media when the chat is opened, maybe weeks later: a one-hour
             # link would show a broken image, so LINE's links live as long as LINE keeps them
             url = self._links.url_for(self.account, attachment, ttl=_LINK_TTL)
-            messages.append(_media_message(attachment, url))
+            messages.append(_media_message(attachment, url, self._links.video_preview_url()))
         return messages
 
     async def _reply(self, token: str, batch: list[dict[str, Any]]) -> list[str]:
@@ -337,12 +338,10 @@ class LineAdapter:
         return _sent_ids(response), len(batch)
 
 
-def _media_message(attachment: Attachment, url: str) -> dict[str, Any]:
-    """An image or audio message when LINE can show it, else a text message with the link.
-
-    Videos always go as a link: a video message needs a preview image (JPEG or PNG, at most
-    1 MB), and the media link serves the video itself.
-    """
+def _media_message(attachment: Attachment, url: str, preview: str) -> dict[str, Any]:
+    """An image, video or audio message when LINE can show it, else a text message with
+    the link. A video's preview is deskbridge's generic frame (``preview``): LINE needs a
+    JPEG or PNG of at most 1 MB, and the desk gives none."""
     mime = (
         attachment.mime_type or mimetypes.guess_type(attachment.filename or "")[0] or ""
     ).lower()
@@ -351,6 +350,8 @@ def _media_message(attachment: Attachment, url: str) -> dict[str, Any]:
         # [U] the preview is the full image: LINE documents at most 1 MB for previews, and
         # whether clients scale a larger one down or show none is not documented.
         return {"type": "image", "originalContentUrl": url, "previewImageUrl": url}
+    if mime == "video/mp4" and (attachment.size is None or attachment.size <= _VIDEO_MAX_BYTES):
+        return {"type": "video", "originalContentUrl": url, "previewImageUrl": preview}
     if mime in _AUDIO_TYPES:
         ms = round(attachment.duration * 1000) if attachment.duration else _DEFAULT_AUDIO_MS
         return {"type": "audio", "originalContentUrl": url, "duration": ms}
