@@ -79,6 +79,8 @@ class OpenLoopResult:
     """Seconds from due to written, per measured request (backlog waits included)."""
     connections: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    window_start_unix: float = 0.0
+    """Wall-clock time at which the measured window began (to match server logs)."""
 
 
 class _Conn(asyncio.Protocol):
@@ -206,6 +208,7 @@ async def open_loop(
     gc.disable()
     try:
         t0 = time.monotonic() + 0.05
+        wall_t0 = time.time() + 0.05
         i = 0
         while i < n:
             now = time.monotonic()
@@ -251,4 +254,5 @@ async def open_loop(
         send_lag=[gen.sent[j] - gen.due[j] for j in measured if gen.sent[j] > 0.0],
         connections=connections,
         statuses=statuses,
+        window_start_unix=wall_t0 + warmup_s,
     )

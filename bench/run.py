@@ -866,10 +866,10 @@ def _package(frame: str) -> str:
 # Stages of a request, by the deepest frame of a sample that names one (function prefixes).
 _STAGES = (
     ("Vault.seal", "encrypt records (Vault.seal)"),
-    ("raw_record", "raw request record (json + base64)"),
-    ("Coalescer.", "Redis pipeline (redis-py pack, send, parse)"),
-    ("Redis.", "Redis pipeline (redis-py pack, send, parse)"),
-    ("Pipeline.", "Redis pipeline (redis-py pack, send, parse)"),
+    ("raw_record", "raw request record"),
+    ("Coalescer.", "Redis pipeline (pack, send, read replies)"),
+    ("Redis.", "Redis pipeline (pack, send, read replies)"),
+    ("Pipeline.", "Redis pipeline (pack, send, read replies)"),
     ("new_id", "intake: records and ids"),
     ("Intake.accept", "intake: records and ids"),
     ("BaseModel.model_dump", "event model_dump"),
@@ -1251,6 +1251,8 @@ def measure_fixed(
         "send_lag_p99_ms": percentile(res.send_lag, 99) * 1000,
         "cpu": fixed_cpu,
         "aof_rewrites": rewrites,
+        "window_start_utc": time.strftime("%H:%M:%S", time.gmtime(res.window_start_unix))
+        + f".{int(res.window_start_unix * 1000) % 1000:03d}",
         "slow_windows": slow_windows(res, TARGET_P99_MS / 1000),
     }
     print(
@@ -1270,7 +1272,10 @@ def measure_fixed(
             f"{TARGET_P99_MS:.0f} ms (worst {max(w['max_ms'] for w in slow):.0f} ms)"
         )
     if rewrites:
-        print(f"    note: redis-server rewrote its AOF {rewrites}x during the window")
+        print(
+            f"    note: redis-server rewrote its AOF {rewrites}x during the window (started "
+            f"{fixed['window_start_utc']} UTC; times in .bench/logs/redis-server.log)"
+        )
     if res.sent_rate < 0.95 * rate or res.achieved_rate < 0.95 * rate:
         print("    WARNING: the fixed rate was not sustained; latencies include the shortfall")
     # the warm-up second is stored too, and every request was answered
