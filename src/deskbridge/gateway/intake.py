@@ -108,20 +108,7 @@ async def channel_webhook(request: web.Request) -> web.Response:
             rt.metrics.event(channel, "ignored", "")
         # one request may carry events of several accounts (a Meta app's batch)
         for acc, events in by_account.items():
-            new = await rt.intake.accept(
-                account=acc,
-                source=channel,
-                direction=Direction.INBOUND,
-                channel=channel,
-                desk=rt.accounts.accounts[acc].desk.type,
-                req=req,
-                events=events,
-            )
-            accepted = sum(new)
-            if accepted:
-                rt.metrics.event(channel, "accepted", "", n=accepted)
-            if len(new) - accepted:
-                rt.metrics.event(channel, "duplicate", "", n=len(new) - accepted)
+            await _store(rt, acc, channel, Direction.INBOUND, channel, req, events)
     except RequestRefused as exc:
         return _refused(rt, source, exc)
     except StoreUnavailable as exc:
@@ -194,18 +181,32 @@ async def accept_replies(
     accepted = 0
     # a delivery record names its channel, so one intake call per channel
     for channel, events in by_channel.items():
-        new = await rt.intake.accept(
-            account=account,
-            source=source,
-            direction=Direction.OUTBOUND,
-            channel=channel,
-            desk=rt.accounts.accounts[account].desk.type,
-            req=req,
-            events=events,
-        )
-        accepted += sum(new)
-        rt.metrics.event(source, "accepted", "", n=sum(new))
-        rt.metrics.event(source, "duplicate", "", n=len(new) - sum(new))
+        accepted += await _store(rt, account, source, Direction.OUTBOUND, channel, req, events)
+    return accepted
+
+
+async def _store(
+    rt: Runtime,
+    account: str,
+    source: str,
+    direction: Direction,
+    channel: str,
+    req: RawRequest | None,
+    events: list[IntakeEvent],
+) -> int:
+    """One intake call, counted; returns how many events were new."""
+    new = await rt.intake.accept(
+        account=account,
+        source=source,
+        direction=direction,
+        channel=channel,
+        desk=rt.accounts.accounts[account].desk.type,
+        req=req,
+        events=events,
+    )
+    accepted = sum(new)
+    rt.metrics.event(source, "accepted", "", n=accepted)
+    rt.metrics.event(source, "duplicate", "", n=len(new) - accepted)
     return accepted
 
 
