@@ -8,13 +8,11 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -52,11 +50,10 @@ from deskbridge.schemas import (
     Upload,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "line"
-SCENARIOS = sorted(
-    p.name.removesuffix(".json") for p in FIXTURES.glob("*.json") if p.name.count(".") == 1
-)
-REGEN = os.environ.get("DESKBRIDGE_REGEN_FIXTURES") == "1"
+from . import recorded
+
+CHANNEL = "line"
+SCENARIOS = recorded.scenarios(CHANNEL)
 
 SECRET = "line-test-channel-secret"
 TOKEN = "line-long-lived-token-abc"
@@ -145,7 +142,7 @@ def offline() -> LineAdapter:
 
 
 def fixture(scenario: str) -> bytes:
-    return (FIXTURES / f"{scenario}.json").read_bytes()
+    return recorded.fixture(CHANNEL, scenario)
 
 
 def parse_dicts(body: bytes) -> list[dict[str, Any]]:
@@ -180,10 +177,7 @@ def edited(scenario: str, **changes: Any) -> bytes:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fixture_parses_to_expected(scenario: str) -> None:
     got = parse_dicts(fixture(scenario))
-    expected_path = FIXTURES / f"{scenario}.expected.json"
-    if REGEN:
-        expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    recorded.assert_expected(CHANNEL, scenario, got)
 
 
 def test_every_scenario_of_the_brief_is_recorded() -> None:

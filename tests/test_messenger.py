@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,11 +35,10 @@ from deskbridge.schemas import (
     Upload,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "messenger"
-SCENARIOS = sorted(
-    p.name.removesuffix(".json") for p in FIXTURES.glob("*.json") if p.name.count(".") == 1
-)
-REGEN = os.environ.get("DESKBRIDGE_REGEN_FIXTURES") == "1"
+from . import recorded
+
+CHANNEL = "messenger"
+SCENARIOS = recorded.scenarios(CHANNEL)
 
 APP_SECRET = "meta-app-secret-0123456789abcdef"
 VERIFY_TOKEN = "meta-verify-token_42"
@@ -71,7 +68,7 @@ def request(body: bytes, signature: str | None = "sign") -> RawRequest:
 
 
 def fixture(scenario: str) -> bytes:
-    return (FIXTURES / f"{scenario}.json").read_bytes()
+    return recorded.fixture(CHANNEL, scenario)
 
 
 def parsed_dict(body: bytes) -> dict[str, Any]:
@@ -112,10 +109,7 @@ def first_item(raw: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fixture_parses_to_expected(scenario: str) -> None:
     got = parsed_dict(fixture(scenario))
-    expected_path = FIXTURES / f"{scenario}.expected.json"
-    if REGEN:
-        expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    recorded.assert_expected(CHANNEL, scenario, got)
 
 
 def test_every_scenario_of_the_brief_is_recorded() -> None:

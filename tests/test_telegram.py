@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,11 +35,10 @@ from deskbridge.schemas import (
     Upload,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "telegram"
-SCENARIOS = sorted(
-    p.name.removesuffix(".json") for p in FIXTURES.glob("*.json") if p.name.count(".") == 1
-)
-REGEN = os.environ.get("DESKBRIDGE_REGEN_FIXTURES") == "1"
+from . import recorded
+
+CHANNEL = "telegram"
+SCENARIOS = recorded.scenarios(CHANNEL)
 
 TOKEN = "123456:TEST-token_abc"
 SECRET = "test-secret_1"
@@ -88,7 +85,7 @@ def only(body: bytes) -> Message:
 
 
 def fixture(scenario: str) -> bytes:
-    return (FIXTURES / f"{scenario}.json").read_bytes()
+    return recorded.fixture(CHANNEL, scenario)
 
 
 # --- inbound: recorded-shape fixtures ------------------------------------------------
@@ -97,10 +94,7 @@ def fixture(scenario: str) -> bytes:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fixture_parses_to_expected(scenario: str) -> None:
     got = parse_dicts(fixture(scenario))
-    expected_path = FIXTURES / f"{scenario}.expected.json"
-    if REGEN:
-        expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    recorded.assert_expected(CHANNEL, scenario, got)
 
 
 def test_every_scenario_of_the_brief_is_recorded() -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,11 +41,10 @@ from deskbridge.schemas import (
     Upload,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "whatsapp"
-SCENARIOS = sorted(
-    p.name.removesuffix(".json") for p in FIXTURES.glob("*.json") if p.name.count(".") == 1
-)
-REGEN = os.environ.get("DESKBRIDGE_REGEN_FIXTURES") == "1"
+from . import recorded
+
+CHANNEL = "whatsapp"
+SCENARIOS = recorded.scenarios(CHANNEL)
 
 APP_SECRET = "test-app-secret-0123456789abcdef"
 VERIFY_TOKEN = "test-verify-token"
@@ -85,7 +82,7 @@ def as_dict(parsed: Parsed) -> dict[str, Any]:
 
 
 def fixture(scenario: str) -> bytes:
-    return (FIXTURES / f"{scenario}.json").read_bytes()
+    return recorded.fixture(CHANNEL, scenario)
 
 
 def raw(scenario: str) -> dict[str, Any]:
@@ -111,10 +108,7 @@ def only(body: bytes | dict[str, Any]) -> Message:
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_fixture_parses_to_expected(scenario: str) -> None:
     got = as_dict(parse(fixture(scenario)))
-    expected_path = FIXTURES / f"{scenario}.expected.json"
-    if REGEN:
-        expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
-    assert got == json.loads(expected_path.read_text())
+    recorded.assert_expected(CHANNEL, scenario, got)
 
 
 def test_every_scenario_of_the_brief_is_recorded() -> None:
