@@ -239,9 +239,11 @@ async def test_killed_worker_loses_nothing_and_does_not_file_twice(make_runtime,
     await asyncio.gather(task, return_exceptions=True)
     d_id = await only_delivery(rt, redis)
     assert (await rt.deliveries.get("acme", d_id)).state is DeliveryState.PENDING
-    # what arq's in-progress expiry (job_timeout + 10 s) and the lane lock's TTL do in time
+    # what arq's in-progress expiry and the lane lock's TTL do in time (both outlive the
+    # job's deadline); a killed process would not have released the lock itself
     await redis.delete(f"arq:in-progress:{d_id}")
-    await asyncio.sleep(1.1)
+    for lock in await redis.keys("db:{acme}:lock:*"):
+        await redis.delete(lock)
     desk.append = real_append  # type: ignore[method-assign]
     await drain(rt)
     assert (await rt.deliveries.get("acme", d_id)).state is DeliveryState.DELIVERED
@@ -276,3 +278,25 @@ async def test_a_file_that_keeps_failing_does_not_hold_back_its_message(
     [filed] = ticket.messages
     assert "message 1" in filed.text
     assert "Attachment not available (image photo.jpg: telegram getFile: HTTP 502)" in filed.text
+
+
+async def test_a_delivery_past_its_deadline_is_retried_not_dropped(make_runtime, redis) -> None:
+    rt = make_runtime(job_timeout_seconds=0.3)
+    desk = fake_desk(rt)
+    real_append = desk.append
+    calls = []
+
+    async def slow_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(5)  # a desk that hangs, once
+        return await real_append(*args, **kwargs)
+
+    desk.append = slow_once  # type: ignore[method-assign]
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DELIVERED
+    outcomes = [a.outcome for a in await rt.deliveries.attempts("acme", d.id)]
+    assert outcomes == ["retry", "delivered"]
+    assert "longer than 0.3s" in (await rt.deliveries.attempts("acme", d.id))[0].error

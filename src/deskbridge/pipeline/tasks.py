@@ -8,6 +8,7 @@ same script. A job for a delivery that is not the head ends at once: its turn wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -42,11 +43,17 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import ConversationRecord, new_id
 
-__all__ = ["deliver_to_channel", "deliver_to_desk"]
+__all__ = ["deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[Runtime, Delivery], Awaitable[DeliveryState]]
+
+
+def job_deadline(work_timeout: float) -> float:
+    """arq's job timeout (and the lane lock's TTL): the work's own deadline plus time to
+    record the outcome, write a note and hand the lane on."""
+    return work_timeout + 15.0
 
 
 async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
@@ -74,16 +81,23 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
     if head != d.id:
         return
     token = new_id()
-    lock_ms = int(rt.settings.job_timeout_seconds * 1000)
+    lock_ms = int(job_deadline(rt.settings.job_timeout_seconds) * 1000)
     if not await rt.deliveries.lock_lane(account, d.direction, d.conversation_id, token, lock_ms):
         retry.busy()
     try:
         try:
             try:
-                state = await work(rt, d)
+                # our own deadline, inside arq's: a slow peer becomes a retry with backoff,
+                # where arq would fail the job and drop it (the sweeper would find it later)
+                async with asyncio.timeout(rt.settings.job_timeout_seconds):
+                    state = await work(rt, d)
             except WindowClosed as closed:
                 await _hold(rt, d, closed)
                 return
+            except TimeoutError:
+                raise RetryableError(
+                    f"delivery took longer than {rt.settings.job_timeout_seconds:g}s"
+                ) from None
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later
             await _failed(rt, d, RetryableError(str(exc)))

@@ -21,7 +21,7 @@ from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
 from deskbridge.pipeline.runtime import Runtime
-from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk
+from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
 from deskbridge.store import keys
 
 __all__ = ["build_worker", "run_worker", "sweep_once"]
@@ -47,7 +47,7 @@ def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
         job_serializer=_dumps,
         job_deserializer=json.loads,
         keep_result=0,
-        job_timeout=s.job_timeout_seconds,
+        job_timeout=job_deadline(s.job_timeout_seconds),
         max_tries=_MAX_TRIES,
         max_jobs=s.max_jobs,
         poll_delay=s.poll_delay_seconds,
