@@ -1,0 +1,584 @@
+"""Raw RFC 5322 / MIME mail to a normalized :class:`ParsedMail` (pure: bytes in, no I/O).
+
+The one parser behind the SMTP listener and the raw-MIME webhooks (Mailgun ``mime``
+routes, SendGrid raw mode, Postmark). Follows RFC 5322 (headers), RFC 2045-2049 (MIME),
+RFC 2047 (encoded words), RFC 2231 (parameters), RFC 3464 (delivery status), RFC 3834
+(auto-replies) and RFC 8601 (Authentication-Results); parsing is the stdlib ``email``
+package with its modern policy. Mail is parsed as far as it goes: only bytes that are no
+mail at all raise :class:`~deskbridge.errors.PayloadInvalid`.
+
+Part references are IMAP-style section numbers (RFC 3501 §6.4.5): the body of a
+single-part mail is ``1``; children of a multipart are ``1``, ``2`` ... and their
+children ``2.1``; a ``message/rfc822`` part at ``P`` holds its message's parts at
+``P.1``, ``P.2`` .... :func:`part_content` resolves a reference against the stored raw mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message as MimePart
+from email.parser import BytesParser, HeaderParser
+from email.utils import parseaddr, parsedate_to_datetime
+from typing import Literal
+
+from inscriptis import get_text  # type: ignore[import-untyped]  # ships no py.typed
+
+from deskbridge.adapters.email.auth import authenticate
+from deskbridge.adapters.email.quotes import render_quote_strip
+from deskbridge.errors import PayloadInvalid
+from deskbridge.schemas import Attachment, AttachmentKind, Channel, Identity, Message, Sender
+
+__all__ = ["MailKind", "ParsedMail", "normalize_address", "parse_mail", "part_content"]
+
+MailKind = Literal["message", "auto_reply", "bounce", "own"]
+
+FORWARD_MARKER = "---------- Forwarded message ----------"
+
+# Labels mail software writes for charsets whose real encoding is a superset (WHATWG
+# Encoding Standard practice): decoding with the superset never loses characters.
+_CHARSET_ALIASES = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "euc-cn": "gb18030",
+    "cp936": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "shift-jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "iso-2022-jp": "iso2022_jp_ext",
+    "big5": "big5hkscs",
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "utf-8",
+    "ascii": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+}
+
+_TOKEN = re.compile(r"[A-Za-z0-9]{16,64}")
+_SUBJECT_TOKEN = re.compile(r"\[#([A-Za-z0-9]{16,64})\]")
+_MSGID = re.compile(r"<\s*([^<>\s]+)\s*>")
+_OOO_SUBJECTS = (
+    "out of office",
+    "automatic reply",
+    "auto reply",
+    "auto-reply",
+    "autoreply",
+    "abwesenheitsnotiz",
+    "automatische antwort",
+    "réponse automatique",
+    "absence du bureau",
+    "respuesta automática",
+    "fuera de la oficina",
+    "自動応答",
+    "自動返信",
+    "不在",
+)
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMail:
+    """A parsed mail. ``message`` is None only when no sender address could be read;
+    ``kind`` tells the caller whether to ingest it (``message``) or drop it."""
+
+    kind: MailKind
+    message: Message | None
+    subject: str
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    reply_to_token: str | None
+    full_text: str
+    html: str | None
+    authenticated: bool
+    auth_detail: str
+    bounced_message_id: str | None = None
+    bounce_reason: str | None = None
+    recipients: tuple[str, ...] = field(default=())
+    """Normalized To, Cc and Delivered-To addresses (for routing to an account)."""
+
+
+# --- text helpers ---------------------------------------------------------------------
+
+
+def _clean(text: str) -> str:
+    """Text safe to store: surrogate-escaped raw bytes (8-bit headers) read as UTF-8."""
+    if not _SURROGATES.search(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return _SURROGATES.sub("\ufffd", text)
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    label = (charset or "utf-8").strip().strip('"').lower()
+    codec = _CHARSET_ALIASES.get(label, label)
+    try:
+        return _clean(data.decode(codec, "replace"))
+    except (LookupError, ValueError):
+        # Unknown labels: UTF-8 when it is, else Windows-1252 (what unlabelled mail
+        # nearly always is); neither can fail with "replace".
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", "replace")
+
+
+def _decode_words(value: str) -> str:
+    """RFC 2047 words the policy left encoded (inside parameters, or on a parse error)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, ValueError, UnicodeError, AssertionError):
+        return value
+
+
+def _html_text(html: str) -> str:
+    try:
+        text = get_text(html)
+    except Exception:  # lxml raises a zoo of errors on hostile markup
+        text = re.sub(r"<[^>]*>", " ", html)
+    return str(text).strip()
+
+
+# --- headers --------------------------------------------------------------------------
+
+
+def _headers(msg: MimePart, name: str) -> list[str]:
+    """Every value of header ``name``, unfolded and decoded; never raises."""
+    try:
+        values = [str(v) for v in msg.get_all(name, [])]
+    except Exception:  # the header parser fails on some malformed values
+        values = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+        values = [_decode_words(str(v)) for v in values]
+    return [_clean(re.sub(r"\r?\n[ \t]*", " ", v)).strip() for v in values]
+
+
+def _header(msg: MimePart, name: str) -> str:
+    values = _headers(msg, name)
+    return values[0] if values else ""
+
+
+def _msg_ids(value: str) -> tuple[str, ...]:
+    return tuple(_MSGID.findall(value))
+
+
+def _msg_id(value: str) -> str | None:
+    ids = _msg_ids(value)
+    if ids:
+        return ids[0]
+    bare = value.strip()
+    return bare if bare and " " not in bare else None
+
+
+def normalize_address(address: str) -> str | None:
+    """Lower-cased ``local@domain`` with an IDNA (punycode) domain, or None if ``address``
+    is not one. Local parts are lower-cased too: RFC 5321 lets them be case-sensitive,
+    but no mail provider treats them so, and one person must be one identity."""
+    local, at, domain = address.strip().strip("<>").rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address.strip()):
+        return None
+    domain = domain.rstrip(".").lower()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        if not domain.isascii():
+            return None
+    return f"{local.lower()}@{domain}"
+
+
+def _addresses(msg: MimePart, name: str) -> list[tuple[str, str, str]]:
+    """(display name, normalized address, address as written) of each address in ``name``."""
+    found: list[tuple[str, str, str]] = []
+    try:
+        for value in msg.get_all(name, []):
+            for addr in getattr(value, "addresses", ()):
+                spec = _clean(str(addr.addr_spec))
+                norm = normalize_address(spec)
+                if norm:
+                    found.append((_clean(str(addr.display_name)), norm, spec))
+    except Exception:  # noqa: S110  # fall back to the lenient parser below
+        pass
+    if not found:
+        for raw in _headers(msg, name):
+            display, spec = parseaddr(raw)
+            norm = normalize_address(spec)
+            if norm:
+                found.append((display, norm, spec))
+    return found
+
+
+def _date(msg: MimePart, fallback: datetime) -> datetime:
+    raw = _header(msg, "Date")
+    try:
+        parsed = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return fallback
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2]
+
+
+def _in_domains(domain: str, domains: frozenset[str]) -> bool:
+    domain = domain.lower().rstrip(".")
+    return any(domain == d or domain.endswith("." + d) for d in (x.lower() for x in domains))
+
+
+# --- the body walk --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Body:
+    plain: list[str] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    reports: list[MimePart] = field(default_factory=list)
+    original_headers: list[MimePart] = field(default_factory=list)
+
+
+def _children(part: MimePart) -> list[MimePart]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, MimePart)]
+    return []
+
+
+def _payload_bytes(part: MimePart) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # broken transfer encodings
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _text_of(part: MimePart) -> str:
+    return _decode_bytes(_payload_bytes(part), part.get_content_charset())
+
+
+def _is_attachment(part: MimePart) -> bool:
+    disposition = (part.get_content_disposition() or "").lower()
+    return disposition == "attachment"
+
+
+def _kind(mime_type: str) -> AttachmentKind:
+    major = mime_type.partition("/")[0]
+    if major in ("image", "audio", "video"):
+        return major  # type: ignore[return-value]  # the three majors are AttachmentKinds
+    return "document"
+
+
+def _filename(part: MimePart) -> str | None:
+    try:
+        name = part.get_filename() or part.get_param("name")
+    except Exception:  # malformed RFC 2231 continuations
+        name = None
+    if isinstance(name, tuple):  # an RFC 2231 value the policy left undecoded
+        name = _decode_bytes(str(name[2]).encode("latin-1", "replace"), name[0])
+    if not name:
+        return None
+    return _clean(_decode_words(str(name))).strip() or None
+
+
+def _attachment(part: MimePart, path: str) -> Attachment:
+    data = _payload_bytes(part)
+    mime_type = part.get_content_type()
+    ref = f"part:{path}"
+    cid = _msg_id(_header(part, "Content-ID"))
+    if cid:
+        ref += f";cid={cid}"
+    return Attachment(
+        kind=_kind(mime_type),
+        ref=ref,
+        filename=_filename(part),
+        mime_type=mime_type,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _forwarded(inner: MimePart, path: str, body: _Body, depth: int) -> None:
+    sub = _Body()
+    # A single-part message's body is section P.1, like a multipart's first child.
+    _walk(inner, path if _children(inner) else f"{path}.1", sub, depth + 1)
+    lines = [FORWARD_MARKER]
+    for name in ("From", "Date", "Subject", "To"):
+        value = _header(inner, name)
+        if value:
+            lines.append(f"{name}: {value}")
+    text = "\n".join(sub.plain) or "\n".join(_html_text(h) for h in sub.html)
+    body.plain.append("\n".join(lines) + "\n\n" + text.strip())
+    body.attachments.extend(sub.attachments)
+    body.reports.extend(sub.reports)
+    body.original_headers.append(inner)
+
+
+def _walk(part: MimePart, path: str, body: _Body, depth: int) -> None:
+    """Collect text, HTML and attachments of ``part`` at section ``path``."""
+    if depth > 20:  # hostile nesting; what lies deeper is lost, not crashed on
+        return
+    ctype = part.get_content_type()
+    children = _children(part)
+    prefix = f"{path}." if path else ""
+    if ctype == "message/rfc822" and children:
+        _forwarded(children[0], path, body, depth)
+        return
+    if not children:
+        leaf = path or "1"
+        textual = ctype.startswith("multipart/") or ctype in ("text/plain", "text/html")
+        if textual and not _is_attachment(part):
+            (body.html if ctype == "text/html" else body.plain).append(_text_of(part))
+            return
+        if ctype in ("message/delivery-status", "message/global-delivery-status"):
+            body.reports.append(part)
+        if ctype in ("text/rfc822-headers", "message/rfc822-headers"):
+            body.original_headers.append(HeaderParser().parsestr(_text_of(part)))
+        body.attachments.append(_attachment(part, leaf))
+        return
+    if ctype in ("message/delivery-status", "message/global-delivery-status"):
+        # The stdlib parses each status block as a header-only message.
+        body.reports.extend(children)
+        return
+    if ctype == "multipart/alternative":
+        # Text of the plain rendering when there is one; the others only add attachments.
+        chosen = next(
+            (i for i, c in enumerate(children) if c.get_content_type() == "text/plain"),
+            len(children) - 1,
+        )
+        for i, child in enumerate(children):
+            if i == chosen:
+                _walk(child, f"{prefix}{i + 1}", body, depth + 1)
+            else:
+                _attachments_only(child, f"{prefix}{i + 1}", body, depth + 1)
+        return
+    if ctype == "multipart/related":
+        _walk(children[0], f"{prefix}1", body, depth + 1)
+        for i, child in enumerate(children[1:], start=2):
+            _attachments_only(child, f"{prefix}{i}", body, depth + 1)
+        return
+    for i, child in enumerate(children, start=1):
+        _walk(child, f"{prefix}{i}", body, depth + 1)
+
+
+def _attachments_only(part: MimePart, path: str, body: _Body, depth: int) -> None:
+    sub = _Body()
+    _walk(part, path, sub, depth)
+    # An HTML rendering's own text is not an attachment; its inline images are.
+    body.attachments.extend(sub.attachments)
+    if not body.html:
+        body.html.extend(sub.html)
+
+
+# --- classification -------------------------------------------------------------------
+
+
+def _bounce_details(body: _Body, full_text: str) -> tuple[str | None, str | None]:
+    reason = None
+    for block in body.reports:
+        status = _header(block, "Status")
+        diagnostic = _header(block, "Diagnostic-Code")
+        if status or diagnostic:
+            reason = " ".join(x for x in (status, diagnostic) if x)
+            break
+    original = None
+    for headers in body.original_headers:
+        original = _msg_id(_header(headers, "Message-ID"))
+        if original:
+            break
+    if original is None:
+        found = re.search(r"^\s*Message-ID:\s*<([^<>\s]+)>", full_text, re.I | re.M)
+        original = found.group(1) if found else None
+    return original, reason
+
+
+def _kind_of(
+    msg: MimePart,
+    subject: str,
+    message_id: str | None,
+    sender: str | None,
+    own_domains: frozenset[str],
+) -> MailKind:
+    """Loop guard first, then bounces, then auto-replies. A null Return-Path also marks
+    RFC 3834 auto-replies, so it counts as a bounce only when nothing says auto-reply."""
+    if message_id and own_domains and _in_domains(message_id.rpartition("@")[2], own_domains):
+        return "own"
+    if _header(msg, "X-Deskbridge") and sender and _in_domains(_domain(sender), own_domains):
+        return "own"
+    ctype = msg.get_content_type()
+    report_type = str(msg.get_param("report-type") or "").lower()
+    if (ctype == "multipart/report" and report_type == "delivery-status") or _header(
+        msg, "X-Failed-Recipients"
+    ):
+        return "bounce"
+    auto = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
+    precedence = _header(msg, "Precedence").lower()
+    lowered = re.sub(r"^(?:(?:re|aw|fw|fwd|wg|tr|rv)\s*[:\uff1a]\s*)+", "", subject.lower().strip())
+    if (
+        (auto and auto != "no")
+        or _headers(msg, "X-Autoreply")
+        or _headers(msg, "X-Autorespond")
+        or precedence in ("bulk", "junk", "list", "auto_reply")
+        or lowered.startswith(_OOO_SUBJECTS)
+    ):
+        return "auto_reply"
+    return_path = _header(msg, "Return-Path")
+    if re.fullmatch(r"<\s*>", return_path) or (
+        sender and sender.partition("@")[0] in ("mailer-daemon", "postmaster")
+    ):
+        return "bounce"
+    return "message"
+
+
+def _token(msg: MimePart, subject: str, own_domains: frozenset[str]) -> str | None:
+    """A ticket token from a plus address on one of our domains, else from a ``[#token]``
+    marker in the subject."""
+    if own_domains:
+        for name in ("Delivered-To", "X-Original-To", "To", "Cc"):
+            for _, address, spec in _addresses(msg, name):
+                # The tag as written: tokens are case-sensitive, addresses are not.
+                domain = address.rpartition("@")[2]
+                tag = spec.rpartition("@")[0].partition("+")[2]
+                if tag and _in_domains(domain, own_domains) and _TOKEN.fullmatch(tag):
+                    return tag
+    found = _SUBJECT_TOKEN.search(subject)
+    return found.group(1) if found else None
+
+
+# --- the entry points -----------------------------------------------------------------
+
+
+def _parse(raw: bytes) -> MimePart:
+    if not raw.strip():
+        raise PayloadInvalid("empty mail")
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    if not msg.keys():
+        raise PayloadInvalid("no mail headers")
+    return msg
+
+
+def parse_mail(
+    raw: bytes,
+    *,
+    account: str,
+    received_at: datetime,
+    thread: str | None = None,
+    trusted_authserv_ids: frozenset[str] = frozenset(),
+    own_domains: frozenset[str] = frozenset(),
+) -> ParsedMail:
+    """Parse one raw mail. ``received_at`` stands in for a missing or unreadable Date;
+    ``thread`` is the channel layer's conversation key (default: the sender address).
+    Raises PayloadInvalid only for bytes with no header at all; otherwise never raises."""
+    msg = _parse(raw)
+    subject = _header(msg, "Subject")
+    message_id = _msg_id(_header(msg, "Message-ID"))
+    in_reply_to = _msg_ids(" ".join(_headers(msg, "In-Reply-To")))
+    references = _msg_ids(" ".join(_headers(msg, "References")))
+
+    body = _Body()
+    _walk(msg, "", body, 0)
+    html = "\n".join(body.html) if body.html else None
+    if body.plain:
+        full_text = "\n\n".join(t.strip("\r\n") for t in body.plain).strip()
+    else:
+        full_text = _html_text(html or "")
+    full_text = full_text.replace("\r\n", "\n")
+    text = render_quote_strip(full_text)
+
+    senders = _addresses(msg, "From") or _addresses(msg, "Sender")
+    display, address = (senders[0][0], senders[0][1]) if senders else ("", None)
+    kind = _kind_of(msg, subject, message_id, address, own_domains)
+    authenticated, auth_detail = authenticate(
+        _headers(msg, "Authentication-Results"),
+        _domain(address) if address else None,
+        trusted_authserv_ids,
+    )
+    bounced, reason = _bounce_details(body, full_text) if kind == "bounce" else (None, None)
+    recipients = tuple(
+        dict.fromkeys(a for n in ("To", "Cc", "Delivered-To") for _, a, _ in _addresses(msg, n))
+    )
+
+    message = None
+    if address is not None:
+        digest = hashlib.sha256(
+            "\n".join((address, _header(msg, "Date"), full_text)).encode("utf-8", "replace")
+        ).hexdigest()
+        dedup_key = message_id or f"sha256:{digest}"
+        identity = Identity(
+            kind="email",
+            value=address,
+            channel=None,
+            strength="strong" if authenticated else "weak",
+            source="email_dmarc" if authenticated else "email_from",
+        )
+        message = Message(
+            account=account,
+            channel=Channel.EMAIL,
+            dedup_key=dedup_key,
+            thread=thread or address,
+            occurred_at=_date(msg, received_at),
+            external_id=dedup_key,
+            sender=Sender(
+                external_id=address, display_name=display or None, identities=(identity,)
+            ),
+            text=text,
+            attachments=tuple(body.attachments),
+            reply_to=in_reply_to[0] if in_reply_to else None,
+            thread_title=subject or None,
+        )
+    return ParsedMail(
+        kind=kind,
+        message=message,
+        subject=subject,
+        message_id=message_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        reply_to_token=_token(msg, subject, own_domains),
+        full_text=full_text,
+        html=html,
+        authenticated=authenticated,
+        auth_detail=auth_detail,
+        bounced_message_id=bounced,
+        bounce_reason=reason,
+        recipients=recipients,
+    )
+
+
+def _find(part: MimePart, path: list[int]) -> MimePart | None:
+    if not path:
+        return part
+    children = _children(part)
+    if part.get_content_type() == "message/rfc822" and children:
+        return _find(children[0], path)
+    if not children:
+        return part if path == [1] else None
+    index = path[0] - 1
+    return _find(children[index], path[1:]) if 0 <= index < len(children) else None
+
+
+def part_content(raw: bytes, ref: str) -> tuple[bytes, str] | None:
+    """(decoded bytes, content type) of the part an :class:`Attachment` ``ref`` names in
+    ``raw``, or None when there is no such part. Raises PayloadInvalid like parse_mail."""
+    section = ref.removeprefix("part:").partition(";")[0]
+    try:
+        path = [int(x) for x in section.split(".")]
+    except ValueError:
+        return None
+    found = _find(_parse(raw), path)
+    return (_payload_bytes(found), found.get_content_type()) if found is not None else None
