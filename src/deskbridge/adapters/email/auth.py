@@ -78,14 +78,18 @@ def authenticate(
     trusted_lower = {t.lower() for t in trusted}
     seen_trusted = False
     ignored: list[str] = []
+    passes: list[tuple[str, dict[str, str], str]] = []
     for header in headers:
         authserv, results = _results(header)
         if authserv not in trusted_lower:
             ignored.append(authserv or "?")
             continue
         seen_trusted = True
-        for method, result, props in results:
-            if result != "pass":
+        passes.extend((m, props, authserv) for m, r, props in results if r == "pass")
+    # DMARC's own verdict first, then the aligned passes DMARC itself is built from.
+    for wanted in ("dmarc", "dkim", "spf"):
+        for method, props, authserv in passes:
+            if method != wanted:
                 continue
             if method == "dmarc":
                 header_from = props.get("header.from")
@@ -95,7 +99,7 @@ def authenticate(
                 signer = props.get("header.d") or _domain_of(props.get("header.i", ""))
                 if _aligned(signer, from_domain):
                     return True, f"dkim=pass aligned d={signer} ({authserv})"
-            elif method == "spf":
+            else:
                 mailfrom = _domain_of(props.get("smtp.mailfrom", ""))
                 if _aligned(mailfrom, from_domain):
                     return True, f"spf=pass aligned ({authserv})"

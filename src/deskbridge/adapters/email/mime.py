@@ -251,8 +251,15 @@ class _Body:
     original_headers: list[MimePart] = field(default_factory=list)
 
 
+def _raw_payload(part: MimePart) -> object:
+    try:
+        return part.get_payload()
+    except Exception:  # e.g. a NUL in the charset parameter
+        return None
+
+
 def _children(part: MimePart) -> list[MimePart]:
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if isinstance(payload, list):
         return [p for p in payload if isinstance(p, MimePart)]
     return []
@@ -265,17 +272,24 @@ def _payload_bytes(part: MimePart) -> bytes:
         data = None
     if isinstance(data, bytes):
         return data
-    raw = part.get_payload()
+    raw = _raw_payload(part)
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
 def _text_of(part: MimePart) -> str:
-    return _decode_bytes(_payload_bytes(part), part.get_content_charset())
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # malformed parameters: decode as unlabelled
+        charset = None
+    return _decode_bytes(_payload_bytes(part), charset)
 
 
 def _is_attachment(part: MimePart) -> bool:
-    disposition = (part.get_content_disposition() or "").lower()
-    return disposition == "attachment"
+    try:
+        disposition = part.get_content_disposition() or ""
+    except Exception:  # malformed parameters: not marked as an attachment
+        disposition = ""
+    return disposition.lower() == "attachment"
 
 
 def _kind(mime_type: str) -> AttachmentKind:
@@ -395,7 +409,7 @@ def _bounce_details(body: _Body, full_text: str) -> tuple[str | None, str | None
         status = _header(block, "Status")
         diagnostic = _header(block, "Diagnostic-Code")
         if status or diagnostic:
-            reason = " ".join(x for x in (status, diagnostic) if x)
+            reason = " ".join(" ".join(x.split()) for x in (status, diagnostic) if x)
             break
     original = None
     for headers in body.original_headers:
@@ -421,8 +435,11 @@ def _kind_of(
         return "own"
     if _header(msg, "X-Deskbridge") and sender and _in_domains(_domain(sender), own_domains):
         return "own"
-    ctype = msg.get_content_type()
-    report_type = str(msg.get_param("report-type") or "").lower()
+    try:
+        ctype = msg.get_content_type()
+        report_type = str(msg.get_param("report-type") or "").lower()
+    except Exception:  # malformed Content-Type parameters
+        ctype, report_type = "text/plain", ""
     if (ctype == "multipart/report" and report_type == "delivery-status") or _header(
         msg, "X-Failed-Recipients"
     ):
@@ -470,7 +487,32 @@ def _parse(raw: bytes) -> MimePart:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     if not msg.keys():
         raise PayloadInvalid("no mail headers")
-    return msg
+    return _rebound(msg, raw)
+
+
+def _rebound(msg: MimePart, raw: bytes) -> MimePart:
+    """A multipart whose declared boundary never occurs, reparsed with the delimiter the
+    body actually uses (a common bug of hand-rolled mailers)."""
+    try:
+        return _reparse(msg, raw)
+    except Exception:  # the repair is best effort; the first parse stands
+        return msg
+
+
+def _reparse(msg: MimePart, raw: bytes) -> MimePart:
+    payload = _raw_payload(msg)
+    if not msg.get_content_type().startswith("multipart/") or not isinstance(payload, str):
+        return msg
+    found = re.search(r"^--([0-9A-Za-z'()+_,./:=?-]{1,70})[ \t]*\r?$", payload, re.MULTILINE)
+    declared = msg.get_boundary()
+    actual = found.group(1).removesuffix("--") if found else ""
+    if not actual or actual == declared:
+        return msg
+    head, sep, body = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    if not declared or not sep:
+        return msg
+    fixed = head.replace(declared.encode("utf-8", "surrogateescape"), actual.encode(), 1)
+    return BytesParser(policy=policy.default).parsebytes(fixed + sep + body)
 
 
 def parse_mail(
@@ -492,13 +534,15 @@ def parse_mail(
     references = _msg_ids(" ".join(_headers(msg, "References")))
 
     body = _Body()
-    _walk(msg, "", body, 0)
+    try:
+        _walk(msg, "", body, 0)
+    except Exception:
+        # A stdlib corner we did not foresee: keep the headers, read the body as text.
+        body = _Body(plain=[_decode_bytes(re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1], None)])
     html = "\n".join(body.html) if body.html else None
-    if body.plain:
-        full_text = "\n\n".join(t.strip("\r\n") for t in body.plain).strip()
-    else:
-        full_text = _html_text(html or "")
-    full_text = full_text.replace("\r\n", "\n")
+    plain = "\n\n".join(t.strip("\r\n") for t in body.plain).strip()
+    # Some mailers send an empty text/plain beside the real HTML.
+    full_text = (plain or _html_text(html or "")).replace("\r\n", "\n")
     text = render_quote_strip(full_text)
 
     senders = _addresses(msg, "From") or _addresses(msg, "Sender")
