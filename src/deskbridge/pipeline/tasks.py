@@ -86,18 +86,7 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         retry.busy()
     try:
         try:
-            try:
-                # our own deadline, inside arq's: a slow peer becomes a retry with backoff,
-                # where arq would fail the job and drop it (the sweeper would find it later)
-                async with asyncio.timeout(rt.settings.job_timeout_seconds):
-                    state = await work(rt, d)
-            except WindowClosed as closed:
-                await _hold(rt, d, closed)
-                return
-            except TimeoutError:
-                raise RetryableError(
-                    f"delivery took longer than {rt.settings.job_timeout_seconds:g}s"
-                ) from None
+            state = await _attempt(rt, d, work)
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later
             await _failed(rt, d, RetryableError(str(exc)))
@@ -105,6 +94,8 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         except DeliveryError as exc:
             await _failed(rt, d, exc)
             return
+        if state is None:
+            return  # held until the customer writes again
         outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
         await rt.deliveries.record_attempt(
             account, d.id, Attempt(at=datetime.now(UTC), outcome=outcome), spends_budget=True
@@ -121,6 +112,22 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
     finally:
         await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
+
+
+async def _attempt(rt: Runtime, d: Delivery, work: Work) -> DeliveryState | None:
+    """One attempt under the work's own deadline; None when the reply was held."""
+    try:
+        # inside arq's longer timeout: a slow peer becomes a retry with backoff, where arq
+        # would fail the job and drop it (the sweeper would only find it later)
+        async with asyncio.timeout(rt.settings.job_timeout_seconds):
+            return await work(rt, d)
+    except WindowClosed as closed:
+        await _hold(rt, d, closed)
+        return None
+    except TimeoutError:
+        raise RetryableError(
+            f"delivery took longer than {rt.settings.job_timeout_seconds:g}s"
+        ) from None
 
 
 async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
