@@ -296,6 +296,8 @@ class PrivateRedis:
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction",
+            # as `deskbridge run` configures its private Redis (store/connection.py)
+            "--auto-aof-rewrite-min-size", "256mb",
             "--daemonize", "no",
         ]  # fmt: skip
         self.proc = self.procs.spawn("redis-server", args)
