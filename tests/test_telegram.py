@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
-from deskbridge.adapters.telegram.parse import e164, parse
+from deskbridge.adapters.telegram.parse import parse
 from deskbridge.adapters.telegram.send import TEXT_LIMIT, split_text, utf16_len
 from deskbridge.config.accounts import TelegramConfig
 from deskbridge.errors import (
@@ -24,6 +24,7 @@ from deskbridge.errors import (
     RetryableError,
     SignatureInvalid,
 )
+from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     AgentReply,
     Attachment,
@@ -267,7 +268,7 @@ def test_messages_not_written_by_a_person_are_dropped(change: dict[str, Any]) ->
     ],
 )
 def test_e164(raw: str, expected: str | None) -> None:
-    assert e164(raw) == expected
+    assert e164(raw, international=True) == expected
 
 
 def test_sample_update_round_trips() -> None:

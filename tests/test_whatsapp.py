@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.meta import sign
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver, sample_message
-from deskbridge.adapters.whatsapp.parse import e164
 from deskbridge.config.accounts import MetaAppConfig, WhatsAppConfig
 from deskbridge.errors import (
     ParseFailed,
@@ -29,6 +28,7 @@ from deskbridge.errors import (
     SignatureInvalid,
     WindowClosed,
 )
+from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     AgentReply,
     Attachment,

@@ -7,18 +7,17 @@ fields they do read, so a string where an id belongs fails instead of being coer
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.payload import loads
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
     Channel,
@@ -262,24 +261,6 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     return events
 
 
-def e164(raw: str) -> str | None:
-    """``raw`` as an E.164 number, or None when it is not a valid one.
-
-    Telegram usually omits the ``+``, and there is no region to guess from, so the digits
-    are read as international.
-    """
-    digits = re.sub(r"\D", "", raw)
-    if not digits or len(digits) > 17:
-        return None
-    try:
-        number = phonenumbers.parse("+" + digits)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
 def _events(update: Update, raw: Mapping[str, Any], *, account: str) -> list[InboundEvent]:
     for field, edited in (("message", False), ("edited_message", True)):
         msg = getattr(update, field)
@@ -482,7 +463,7 @@ def _contact(contact: Contact | None, sender: User) -> SharedContact | None:
     if contact is None:
         return None
     return SharedContact(
-        phone=e164(contact.phone_number),
+        phone=e164(contact.phone_number, international=True),
         raw_phone=contact.phone_number,
         name=" ".join(n for n in (contact.first_name, contact.last_name) if n) or None,
         channel_user_id=str(contact.user_id) if contact.user_id is not None else None,

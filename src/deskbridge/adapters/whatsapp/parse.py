@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-import phonenumbers
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -25,6 +24,7 @@ from deskbridge.adapters.meta import scrub
 from deskbridge.adapters.payload import loads
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
     AttachmentKind,
@@ -285,37 +285,6 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
     except PydanticSerializationError:
         raise ParseFailed("whatsapp: webhook text is not valid Unicode") from None
     return Parsed(events=events, unrouted=unrouted)
-
-
-def e164(raw: str, *, trusted: bool = False) -> str | None:
-    """``raw`` as an E.164 number, or None.
-
-    ``trusted`` is for a ``wa_id``: WhatsApp registered that number, so a number that is
-    merely possible (libphonenumber's metadata lags new ranges) is accepted; a number
-    typed into a contact card must be valid. Without a leading ``+`` (or ``00``) a
-    typed number has no country to read it in and gives None.
-    """
-    text = raw.strip()
-    if not trusted and not text.startswith(("+", "00")):
-        return None
-    digits = re.sub(r"\D", "", text.removeprefix("00"))
-    if not digits or len(digits) > 17:
-        return None
-    candidates = ["+" + digits]
-    # [U] Mexican wa_ids often keep the old mobile "1" (521 + 10 digits); E.164 dropped it.
-    if trusted and len(digits) == 13 and digits.startswith("521"):
-        candidates.append("+52" + digits[3:])
-    for candidate in candidates:
-        try:
-            number = phonenumbers.parse(candidate)
-        except phonenumbers.NumberParseException:
-            continue
-        ok = phonenumbers.is_valid_number(number) or (
-            trusted and phonenumbers.is_possible_number(number)
-        )
-        if ok:
-            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    return None
 
 
 def _events(value: Value, account: str) -> list[InboundEvent]:
