@@ -50,10 +50,12 @@ __all__ = [
     "AppConfig",
     "ChannelConfig",
     "DeskConfig",
+    "EmailConfig",
     "LineConfig",
     "MessengerConfig",
     "MetaAppConfig",
     "SandboxDeskConfig",
+    "SmtpConfig",
     "TelegramConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
@@ -179,6 +181,57 @@ class LineConfig(_Model):
         if (self.access_token is None) == (self.private_jwk is None):
             raise ValueError("needs exactly one of access_token or private_jwk")
         return self
+
+
+class SmtpConfig(_Model):
+    """Where replies are handed over (a provider's SMTP relay)."""
+
+    host: str
+    port: int = Field(default=587, gt=0, lt=65536)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class EmailConfig(_Model):
+    """A support address. Mail arrives through an inbound-parse provider's webhook and
+    replies leave through ``smtp`` (or the sandbox)."""
+
+    type: Literal["email"] = "email"
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    """The support address; its plus forms (``local+token@domain``) carry ticket tokens."""
+    from_name: str | None = None
+    own_domains: list[str] = Field(default_factory=list)
+    """Domains our mail comes from (default: the address's domain)."""
+    inbound: Literal["mailgun", "sendgrid", "postmark"]
+    mailgun_signing_key: SecretStr | None = None
+    basic_auth_user: str | None = None
+    basic_auth_password: SecretStr | None = None
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
+    """authserv-ids of MTAs whose Authentication-Results deskbridge may believe."""
+    smtp: SmtpConfig | None = None
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=40 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailConfig:
+        if self.inbound == "mailgun" and self.mailgun_signing_key is None:
+            raise ValueError("inbound mailgun needs mailgun_signing_key")
+        if self.inbound in ("sendgrid", "postmark") and (
+            not self.basic_auth_user or self.basic_auth_password is None
+        ):
+            raise ValueError(
+                f"inbound {self.inbound} needs basic_auth_user and basic_auth_password"
+            )
+        if self.smtp is None and not self.sandbox:
+            raise ValueError("needs smtp: to send replies (or sandbox: true)")
+        return self
+
+    def domains(self) -> frozenset[str]:
+        return frozenset(d.lower() for d in self.own_domains) or frozenset(
+            {self.address.rsplit("@", 1)[1].lower()}
+        )
 
 
 ChannelConfig = Annotated[

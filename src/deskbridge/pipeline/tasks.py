@@ -243,6 +243,8 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     )
     # the customer wrote, so a closed reply window is open again: held replies may go
     await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
+    if msg.context:
+        await rt.conversations.set_context(d.account, conv.id, msg.context)
     if msg.reply_token:
         await rt.conversations.set_reply_token(
             d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
@@ -323,6 +325,7 @@ async def _address(
         last_inbound_at=_at(conv.last_inbound_at),
         reply_token=token,
         reply_token_at=_at(conv.reply_token_at) if token else None,
+        context=conv.context,
     )
     return conv, to
 

@@ -94,6 +94,9 @@ class Message(_Event):
     thread_title: str | None = None
     reply_token: str | None = None
     """A single-use token for answering this message for free (LINE's replyToken)."""
+    context: dict[str, str] = {}
+    """What a reply to this message needs beyond the thread (email: the customer's
+    address, subject, Message-ID and References)."""
 
 
 class StatusUpdate(_Event):

@@ -21,6 +21,8 @@ class ChannelAddress(Frozen):
     reply_token: str | None = None
     """An unused single-use reply token of the customer's last message (LINE)."""
     reply_token_at: datetime | None = None
+    context: dict[str, str] = {}
+    """The reply context of the customer's last message (``Message.context``)."""
 
 
 class SendReceipt(Frozen):

@@ -6,8 +6,9 @@ keyed digests (``Vault.digest``), so no key name and no plaintext value reveals 
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -38,6 +39,8 @@ class ConversationRecord:
     reply_token: str | None = None
     """The unused single-use reply token of the customer's last message (LINE)."""
     reply_token_at: float | None = None
+    context: dict[str, str] = field(default_factory=dict)
+    """The reply context of the customer's last message (``Message.context``)."""
 
 
 class ConversationStore:
@@ -63,6 +66,7 @@ class ConversationStore:
         last = d.get("last_inbound_at")
         reengaged = d.get("reengaged_at")
         token_blob = d.get("reply_token")
+        context_blob = d.get("context")
         token_at = d.get("reply_token_at")
         return ConversationRecord(
             id=conversation_id,
@@ -79,6 +83,9 @@ class ConversationStore:
             if token_blob
             else None,
             reply_token_at=float(token_at) if token_at else None,
+            context=json.loads(self._vault.open(context_blob, key + "#context"))
+            if context_blob
+            else {},
         )
 
     async def ensure(
@@ -121,6 +128,14 @@ class ConversationStore:
                 "reply_token_at": str(at),
             },
         )
+
+    async def set_context(
+        self, account: str, conversation_id: str, context: dict[str, str]
+    ) -> None:
+        """Keep the reply context of the newest customer message (sealed: it names people)."""
+        key = keys.conversation(account, conversation_id)
+        blob = self._vault.seal(json.dumps(context).encode(), key + "#context")
+        await self._redis.hset(key, mapping={"context": blob})
 
     async def clear_reply_token(self, account: str, conversation_id: str, token: str) -> None:
         """Forget ``token`` once spent, unless a newer message brought a new one."""

@@ -1,0 +1,90 @@
+"""One account's support address, outbound: the agent's reply as a threaded email."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from email.message import EmailMessage
+from typing import ClassVar
+
+from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
+from deskbridge.adapters.email.receiver import message_id_for
+from deskbridge.adapters.email.smtp import SmtpServer, send_mail
+from deskbridge.config.accounts import EmailConfig
+from deskbridge.errors import PermanentError
+from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+
+__all__ = ["EmailAdapter"]
+
+Deliver = Callable[[EmailMessage], Awaitable[None]]
+
+
+class EmailAdapter:
+    """``deliver`` hands a composed mail over: SMTP (``config.smtp``) unless the runtime
+    gives another (the sandbox records it instead)."""
+
+    channel: ClassVar[Channel] = Channel.EMAIL
+    takes_files: ClassVar[bool] = True
+
+    def __init__(
+        self, account: str, config: EmailConfig, *, deliver: Deliver | None = None
+    ) -> None:
+        self.account = account
+        self._config = config
+        self._local, _, self._domain = config.address.partition("@")
+        if deliver is None:
+            smtp = config.smtp
+            if smtp is None:
+                raise ValueError("an email channel without smtp needs a deliver function")
+            server = SmtpServer(
+                host=smtp.host,
+                port=smtp.port,
+                security=smtp.security,
+                username=smtp.username,
+                password=smtp.password.get_secret_value() if smtp.password else None,
+            )
+
+            async def deliver_smtp(msg: EmailMessage) -> None:
+                await send_mail(msg, server)
+
+            deliver = deliver_smtp
+        self._deliver = deliver
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        # the files travel inside the stored raw mail; reading them back is still to come
+        raise PermanentError("email attachments are kept in the stored mail, not fetched yet")
+
+    async def send(
+        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+    ) -> SendReceipt:
+        """One mail: threaded under the customer's last message, Reply-To and subject
+        carrying the ticket token, our Message-ID carrying it too."""
+        token = to.thread
+        ctx = to.context
+        recipient = ctx.get("to")
+        if not recipient:
+            raise PermanentError("email: the conversation has no customer address")
+        subject = reply_subject(ctx.get("subject", ""))
+        if f"[#{token}]" not in subject:
+            subject = f"{subject} [#{token}]"
+        message_id = message_id_for(token, uuid.uuid4().hex[:16], self._domain)
+        msg = compose_reply(
+            reply,
+            sender=self._config.address,
+            sender_name=self._config.from_name,
+            to=recipient,
+            thread=Thread(
+                subject=subject,
+                message_id=ctx.get("message_id") or None,
+                references=tuple(ctx.get("references", "").split()),
+            ),
+            reply_to=f"{self._local}+{token}@{self._domain}",
+            domain=self._domain,
+            files=files,
+            message_id=message_id,
+        )
+        await self._deliver(msg)
+        return SendReceipt(external_ids=(message_id,))
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        raise PermanentError("email has no reply window")

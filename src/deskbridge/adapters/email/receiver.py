@@ -1,0 +1,136 @@
+"""One account's support address: the provider's inbound-parse webhook verified and
+parsed into events, each mail placed in its conversation by its ticket token.
+
+The thread of a mail is its ticket token, found without any lookup: in a plus address
+(``support+<token>@domain``, our Reply-To), in the ``[#<token>]`` of the subject, or in
+the References/In-Reply-To of a reply, since our own Message-IDs carry the token
+(``t.<token>.<random>@domain``, so Outlook replies that drop In-Reply-To still thread).
+A new mail gets a token derived from its Message-ID, so a redelivery lands in the same
+conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from deskbridge.adapters.base import Handshake
+from deskbridge.adapters.email import webhooks
+from deskbridge.adapters.email.mime import ParsedMail
+from deskbridge.config.accounts import EmailConfig
+from deskbridge.schemas import Channel, InboundEvent, RawRequest, StatusUpdate
+
+__all__ = ["EmailReceiver", "message_id_for", "token_in_message_id"]
+
+_OUR_ID = re.compile(r"^t\.([A-Za-z0-9]{16,64})\.[A-Za-z0-9]+@(.+)$")
+
+
+def message_id_for(token: str, unique: str, domain: str) -> str:
+    """Our Message-ID for a reply in ticket ``token`` (without angle brackets)."""
+    return f"t.{token}.{unique}@{domain}"
+
+
+def token_in_message_id(message_id: str, domains: frozenset[str]) -> str | None:
+    m = _OUR_ID.match(message_id)
+    return m.group(1) if m and m.group(2).lower() in domains else None
+
+
+def _new_token(account: str, dedup_key: str) -> str:
+    return hashlib.sha256(f"{account}\x1f{dedup_key}".encode()).hexdigest()[:24]
+
+
+class EmailReceiver:
+    """Verifies and parses the account's inbound-parse webhook (``config.inbound``)."""
+
+    channel: ClassVar[Channel] = Channel.EMAIL
+
+    def __init__(
+        self, account: str, config: EmailConfig, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.account = account
+        self.max_body_bytes = config.max_body_bytes
+        self._config = config
+        self._domains = config.domains()
+        self._trusted = frozenset(config.trusted_authserv_ids)
+        self._clock = clock
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        return None
+
+    def verify(self, req: RawRequest) -> None:
+        """Mailgun: the signed timestamp and token (in the body); SendGrid and Postmark:
+        basic auth. Raises ``SignatureInvalid``."""
+        c = self._config
+        if c.inbound == "mailgun":
+            key = c.mailgun_signing_key.get_secret_value() if c.mailgun_signing_key else ""
+            form = webhooks.parse_form(req)
+            fields = {k: form.text(k) or "" for k in ("timestamp", "token", "signature")}
+            webhooks.verify_mailgun(fields, key, now=self._clock())
+        else:
+            password = c.basic_auth_password.get_secret_value() if c.basic_auth_password else ""
+            webhooks.verify_basic_auth(req.headers, c.basic_auth_user or "", password)
+
+    def parse(self, req: RawRequest) -> list[InboundEvent]:
+        """The mail as a message (or a bounce as a failed status of our reply); auto-replies
+        and our own mail give nothing, so they never open tickets or get answers."""
+        at = datetime.fromtimestamp(self._clock(), UTC)
+        a, own, trusted = self.account, self._domains, self._trusted
+        inbound = self._config.inbound
+        if inbound == "mailgun":
+            _, mail = webhooks.parse_mailgun(
+                req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
+            )
+        elif inbound == "sendgrid":
+            mail = webhooks.parse_sendgrid(
+                req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
+            )
+        else:
+            _, mail = webhooks.parse_postmark(
+                req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
+            )
+        return self._events(mail)
+
+    def _token(self, mail: ParsedMail, dedup_key: str) -> str:
+        if mail.reply_to_token:
+            return mail.reply_to_token
+        for ref in (*reversed(mail.references), *mail.in_reply_to):
+            token = token_in_message_id(ref, self._domains)
+            if token:
+                return token
+        return _new_token(self.account, dedup_key)
+
+    def _events(self, mail: ParsedMail) -> list[InboundEvent]:
+        msg = mail.message
+        if msg is None or mail.kind in ("auto_reply", "own"):
+            return []
+        if mail.kind == "bounce":
+            bounced = mail.bounced_message_id
+            token = token_in_message_id(bounced, self._domains) if bounced else None
+            if not bounced or token is None:
+                return []  # a bounce of mail we did not send
+            return [
+                StatusUpdate(
+                    account=self.account,
+                    channel=Channel.EMAIL,
+                    dedup_key=f"bounce:{msg.dedup_key}",
+                    thread=token,
+                    occurred_at=msg.occurred_at,
+                    external_id=bounced,
+                    status="failed",
+                    error=mail.bounce_reason,
+                )
+            ]
+        token = self._token(mail, msg.dedup_key)
+        context = {
+            "to": msg.sender.external_id,
+            "subject": mail.subject,
+            "message_id": mail.message_id or "",
+            "references": " ".join(
+                (*mail.references, *([mail.message_id] if mail.message_id else []))
+            ),
+        }
+        return [msg.model_copy(update={"thread": token, "context": context})]
