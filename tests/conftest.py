@@ -179,3 +179,18 @@ accounts:
         base_url: https://line.test
         data_base_url: https://line-data.test
 """
+
+
+MAILGUN_KEY = "mailgun-signing-key-for-tests"
+
+EMAIL_YAML = f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: email
+        address: support@acme.example
+        inbound: mailgun
+        mailgun_signing_key: "{MAILGUN_KEY}"
+        sandbox: true
+"""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
 
 import httpx
 
@@ -15,6 +17,8 @@ from deskbridge.adapters.base import (
     Receiver,
     TokenCache,
 )
+from deskbridge.adapters.email.adapter import EmailAdapter
+from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.adapters.line import LineAdapter
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.telegram import TelegramAdapter
@@ -22,6 +26,7 @@ from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.config import (
     AccountsFile,
     ChannelConfig,
+    EmailConfig,
     LineConfig,
     MessengerConfig,
     TelegramConfig,
@@ -41,6 +46,7 @@ def build_adapter(
     tokens: TokenCache,
     *,
     api_base: str | None = None,
+    mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None,
 ) -> ChannelAdapter:
     """The outbound adapter of one account's channel. ``api_base`` overrides the
     configured base URLs (sandbox mode)."""
@@ -55,6 +61,8 @@ def build_adapter(
             return LineAdapter(
                 account, config, client, links, tokens, api_base=api_base, data_api_base=api_base
             )
+        case EmailConfig():
+            return EmailAdapter(account, config, deliver=mail_outbox if config.sandbox else None)
     raise TypeError(f"no adapter for channel {config.type!r}")  # pragma: no cover
 
 
@@ -109,6 +117,8 @@ def build_receivers(
                     line = adapters[(name, Channel.LINE)]
                     assert isinstance(line, LineAdapter)
                     out[(Channel.LINE, name)] = AccountReceiver(line)
+                case EmailConfig():
+                    out[(Channel.EMAIL, name)] = AccountReceiver(EmailReceiver(name, ch))
                 case WhatsAppConfig():
                     key = (Channel.WHATSAPP, ch.app)
                     meta_routes[key][ch.phone_number_id] = name

@@ -235,7 +235,8 @@ class EmailConfig(_Model):
 
 
 ChannelConfig = Annotated[
-    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig, Field(discriminator="type")
+    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig | EmailConfig,
+    Field(discriminator="type"),
 ]
 
 

@@ -3,6 +3,7 @@ stores, and the configured adapters and desks."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import httpx
@@ -89,7 +90,13 @@ class Runtime:
                 channel = Channel(ch.type)
                 sandboxed = f"{public}/sandbox/channel-api/{name}/{channel.value}"
                 rt.adapters[(name, channel)] = build_adapter(
-                    name, ch, http, rt.links, tokens, api_base=sandboxed if ch.sandbox else None
+                    name,
+                    ch,
+                    http,
+                    rt.links,
+                    tokens,
+                    api_base=sandboxed if ch.sandbox else None,
+                    mail_outbox=functools.partial(sandbox.record_mail, name),
                 )
         rt.receivers = build_receivers(accounts, rt.adapters)
         return rt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -174,6 +175,20 @@ class SandboxStore:
         pipe.lpush(key, self._vault.seal(json.dumps(entry).encode(), key))
         pipe.ltrim(key, 0, _OUTBOX_LIMIT - 1)
         await pipe.execute()
+
+    async def record_mail(self, account: str, msg: EmailMessage) -> None:
+        """Keep a mail a sandbox-mode email channel was asked to send."""
+        body = msg.get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        headers = ("Subject", "Message-ID", "In-Reply-To", "References", "Reply-To")
+        threading = "\n".join(f"{h}: {msg[h]}" for h in headers if msg[h])
+        entry = {
+            "channel": "email",
+            "method": "mail",
+            "to": str(msg["To"]),
+            "text": f"{threading}\n\n{text}",
+        }
+        await self.record_sent(account, entry)
 
     async def sent(self, account: str, limit: int = 50) -> list[dict[str, Any]]:
         key = keys.sandbox_outbox(account)

@@ -1,0 +1,102 @@
+"""Email end to end through the sandbox desk: a Mailgun-forwarded mail opens a ticket,
+the agent's answer leaves threaded, and the customer's reply (Outlook-style, without
+In-Reply-To) joins the same ticket."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+import urllib.parse
+from datetime import UTC, datetime
+
+from deskbridge.gateway import create_app
+from deskbridge.gateway.intake import accept_replies
+from deskbridge.schemas import AgentReply, Desk
+
+from .conftest import EMAIL_YAML, MAILGUN_KEY, drain
+
+
+def mail(message_id: str, subject: str, body: str, **headers: str) -> bytes:
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"From: Ana Lima <ana@example.com>\r\nTo: support@acme.example\r\n"
+        f"Subject: {subject}\r\nDate: Sun, 22 Nov 2026 09:00:00 +0000\r\n"
+        f"Message-ID: <{message_id}>\r\n{extra}MIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def mailgun(raw: bytes, key: str = MAILGUN_KEY) -> tuple[bytes, dict[str, str]]:
+    ts, token = str(int(time.time())), hashlib.sha256(raw).hexdigest()[:50]
+    signature = hmac.new(key.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    fields = {
+        "body-mime": raw.decode("latin-1"),
+        "timestamp": ts,
+        "token": token,
+        "signature": signature,
+        "recipient": "support@acme.example",
+    }
+    body = urllib.parse.urlencode(fields, encoding="latin-1").encode()
+    return body, {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_email_in_threaded_reply_out_and_reply_joins(make_runtime, aiohttp_client) -> None:
+    rt = make_runtime(EMAIL_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+
+    body, headers = mailgun(
+        mail("m1@example.com", "Refund please", "I want a refund for order 42.")
+    )
+    for _ in range(2):  # Mailgun retries with the same token and message
+        assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
+    bad, _ = mailgun(mail("m9@example.com", "x", "y"), key="wrong")
+    assert (await client.post("/webhooks/email/acme", data=bad, headers=headers)).status == 401
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert ticket.channel == "email" and [m.text for m in ticket.messages] == [
+        "I want a refund for order 42."
+    ]
+
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key="r1",
+        ticket_id=ticket.id,
+        external_id="a1",
+        text="Refunded today.",
+        occurred_at=datetime.now(UTC),
+    )
+    await accept_replies(rt, "acme", "sandbox", None, [reply])
+    await drain(rt)
+    [sent] = await rt.sandbox.sent("acme")
+    assert sent["to"] == "ana@example.com"
+    text = sent["text"]
+    assert "In-Reply-To: <m1@example.com>" in text
+    token = re.search(r"Reply-To: support\+(\w+)@acme\.example", text).group(1)
+    assert f"Subject: Re: Refund please [#{token}]" in text
+    our_id = re.search(r"Message-ID: <(t\.\w+\.\w+@acme\.example)>", text).group(1)
+    assert our_id.startswith(f"t.{token}.")
+
+    # the customer answers from Outlook: no In-Reply-To, our id only in References
+    answer = mail(
+        "m2@example.com",
+        "AW: Refund please",
+        "Thanks! And order 43?",
+        References=f"<m1@example.com> <{our_id}>",
+    )
+    # an out-of-office notice never reaches the desk
+    ooo = mail(
+        "m3@example.com",
+        "Automatic reply: Refund please",
+        "I am away.",
+        Auto_Submitted="auto-replied",
+    )
+    for raw in (answer, ooo):
+        body, headers = mailgun(raw)
+        assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    customer = [m.text for m in ticket.messages if m.author == "customer"]
+    assert customer == ["I want a refund for order 42.", "Thanks! And order 43?"]
