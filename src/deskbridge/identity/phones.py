@@ -8,6 +8,7 @@ import phonenumbers
 
 __all__ = ["e164"]
 
+_MIN_DIGITS = 7
 _MAX_DIGITS = 17  # E.164 allows 15; a little slack for prefixes people type
 
 
@@ -24,7 +25,8 @@ def e164(raw: str, *, international: bool = False, trusted: bool = False) -> str
     if not (international or trusted) and not text.startswith(("+", "00")):
         return None
     digits = re.sub(r"\D", "", text.removeprefix("00"))
-    if not digits or len(digits) > _MAX_DIGITS:
+    # the shortest numbers in use (Saint Helena: +290 and 4 digits) have 7 digits
+    if not _MIN_DIGITS <= len(digits) <= _MAX_DIGITS:
         return None
     candidates = ["+" + digits]
     # [U] Mexican wa_ids often keep the old mobile "1" (521 + 10 digits); E.164 dropped it.
