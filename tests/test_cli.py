@@ -66,7 +66,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        channels = ("telegram", "whatsapp", "messenger", "line")
+        channels = ("telegram", "whatsapp", "messenger", "line", "email")
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
@@ -89,7 +89,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
             time.sleep(0.05)
 
         # the agent answers each ticket; each channel's sandbox API records the send
-        for ticket in ("1", "2", "3", "4"):
+        for ticket in ("1", "2", "3", "4", "5"):
             page = httpx.get(f"{url}/sandbox/demo/tickets/{ticket}", timeout=2).text
             csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
             form = {"csrf": csrf, "text": f"agent answer {ticket}"}
@@ -98,7 +98,13 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while True:
             index = httpx.get(f"{url}/sandbox/", timeout=2).text
-            calls = ("sendMessage", "messages (text)", "RESPONSE", "<code>reply</code>")
+            calls = (
+                "sendMessage",
+                "messages (text)",
+                "RESPONSE",
+                "<code>reply</code>",
+                "<code>mail</code>",
+            )
             if all(c in index for c in calls):
                 break
             assert time.monotonic() < deadline, "a reply never reached its sandbox channel"
@@ -131,6 +137,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets["encryption_key"],
         *secrets["meta"].values(),
         *secrets["line"].values(),
+        *secrets["email"].values(),
     ):
         assert secret not in log
     assert text not in log

@@ -116,7 +116,9 @@ def check_config(file: Path) -> None:
 
 
 @cli.command()
-@click.argument("channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line"]))
+@click.argument(
+    "channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line", "email"])
+)
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(
@@ -128,7 +130,7 @@ def check_config(file: Path) -> None:
     "--from",
     "sender",
     default=None,
-    help="The customer: Telegram user id, WhatsApp number, Messenger PSID or LINE user id.",
+    help="The customer: Telegram user id, WhatsApp number, Messenger PSID, LINE user id or email.",
 )
 @click.option(
     "--name", default="Demo Customer", show_default=True, help="The customer's display name."

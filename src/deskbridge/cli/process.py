@@ -99,7 +99,7 @@ def _banner(loaded: Loaded, role: str) -> None:
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
-            lines.append("       (or whatsapp, messenger, line)")
+            lines.append("       (or whatsapp, messenger, line, email)")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from deskbridge.adapters.email.simulate import sample_mail, sample_mailgun_request
 from deskbridge.adapters.line import sample_message as line_sample
 from deskbridge.adapters.messenger import sample_message as messenger_sample
 from deskbridge.adapters.meta import sign as meta_sign
@@ -17,6 +18,7 @@ from deskbridge.adapters.telegram import sample_update
 from deskbridge.adapters.whatsapp import sample_message as whatsapp_sample
 from deskbridge.config import (
     AccountsFile,
+    EmailConfig,
     LineConfig,
     MessengerConfig,
     Settings,
@@ -29,12 +31,13 @@ from deskbridge.errors import ConfigError, DeliveryError
 
 __all__ = ["CHANNELS", "simulate"]
 
-CHANNELS = ("telegram", "whatsapp", "messenger", "line")
+CHANNELS = ("telegram", "whatsapp", "messenger", "line", "email")
 DEFAULT_FROM = {
     "telegram": "700000001",
     "whatsapp": "12025550143",
     "messenger": "7000000000000001",
     "line": "U" + "4" * 32,
+    "email": "Demo Customer <customer@example.com>",
 }
 
 
@@ -108,6 +111,20 @@ def _request(
                 body,
                 {"x-line-signature": base64.b64encode(digest).decode()},
             )
+        case EmailConfig():
+            if ch.inbound != "mailgun" or ch.mailgun_signing_key is None:
+                raise ConfigError("simulate email speaks Mailgun's inbound format only")
+            raw = sample_mail(
+                text, sender=sender, to=ch.address, message_id=f"sim.{int(now * 1e6)}@example.com"
+            )
+            body = sample_mailgun_request(
+                raw,
+                signing_key=ch.mailgun_signing_key.get_secret_value(),
+                timestamp=int(now),
+                recipient=ch.address,
+            )
+            form = {"Content-Type": "application/x-www-form-urlencoded"}
+            return f"/webhooks/email/{account}", body, form
     raise ConfigError(f"account {account!r} has no {channel} channel")
 
 

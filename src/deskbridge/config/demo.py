@@ -20,6 +20,7 @@ from deskbridge.errors import ConfigError
 __all__ = [
     "DEMO_ACCOUNT",
     "DEMO_APP",
+    "DEMO_EMAIL",
     "DEMO_LINE_CHANNEL_ID",
     "DEMO_PAGE_ID",
     "DEMO_PHONE_NUMBER_ID",
@@ -33,6 +34,7 @@ DEMO_APP = "demo-meta"
 DEMO_PHONE_NUMBER_ID = "100000000000001"
 DEMO_PAGE_ID = "100000000000002"
 DEMO_LINE_CHANNEL_ID = "2000000001"
+DEMO_EMAIL = "support@demo.deskbridge.test"
 
 
 def secrets_path(data_dir: Path) -> Path:
@@ -57,6 +59,7 @@ def _generate() -> dict[str, Any]:
             "channel_secret": secrets.token_hex(16),
             "access_token": secrets.token_urlsafe(64),
         },
+        "email": {"mailgun_signing_key": "key-" + secrets.token_hex(16)},
     }
 
 
@@ -130,6 +133,13 @@ def demo_accounts(data_dir: Path) -> AccountsFile:
                         "channel_id": DEMO_LINE_CHANNEL_ID,
                         "channel_secret": s["line"]["channel_secret"],
                         "access_token": s["line"]["access_token"],
+                    },
+                    {
+                        "type": "email",
+                        "sandbox": True,
+                        "address": DEMO_EMAIL,
+                        "inbound": "mailgun",
+                        "mailgun_signing_key": s["email"]["mailgun_signing_key"],
                     },
                 ],
             }
