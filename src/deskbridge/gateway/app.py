@@ -51,6 +51,8 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     for path in ("/webhooks/{channel}", "/webhooks/{channel}/{account}"):
         app.router.add_post(path, intake.channel_webhook)
         app.router.add_get(path, intake.channel_handshake)
+    # Mailgun posts raw MIME only to a URL that ends in "mime"
+    app.router.add_post("/webhooks/{channel}/{account}/mime", intake.channel_webhook)
     app.router.add_get("/media/preview/video.png", media.video_preview)
     app.router.add_get("/media/{token}", media.serve)
     app.router.add_get("/media/{token}/{name}", media.serve)
