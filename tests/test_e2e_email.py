@@ -103,3 +103,31 @@ async def test_email_in_threaded_reply_out_and_reply_joins(make_runtime, aiohttp
     [ticket] = await rt.sandbox.tickets("acme")
     customer = [m.text for m in ticket.messages if m.author == "customer"]
     assert customer == ["I want a refund for order 42.", "Thanks! And order 43?"]
+
+
+async def test_inbound_attachments_are_read_back_from_the_stored_mail(
+    make_runtime, aiohttp_client
+) -> None:
+    from email.message import EmailMessage
+
+    rt = make_runtime(EMAIL_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    msg = EmailMessage()
+    msg["From"] = "ana@example.com"
+    msg["To"] = "support@acme.example"
+    msg["Subject"] = "Broken item"
+    msg["Message-ID"] = "<att1@example.com>"
+    msg["Date"] = "Sun, 22 Nov 2026 09:00:00 +0000"
+    msg.set_content("Photo attached.")
+    msg.add_attachment(
+        b"\x89PNG photo bytes", maintype="image", subtype="png", filename="broken.png"
+    )
+    body, headers = mailgun(msg.as_bytes())
+    assert (
+        await client.post("/webhooks/email/acme/mime", data=body, headers=headers)
+    ).status == 200
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    [filed] = ticket.messages
+    assert filed.text == "Photo attached."
+    assert filed.attachments == ("broken.png (image/png, 16 bytes)",)

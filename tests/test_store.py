@@ -12,7 +12,7 @@ from arq.jobs import deserialize_job
 from deskbridge.schemas import Channel, Direction, Message, RawRequest, Sender
 from deskbridge.store import IntakeEvent, Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key
-from deskbridge.store.intake import read_raw_record
+from deskbridge.store.raw import read_raw_record
 
 from .conftest import TEST_KEY
 

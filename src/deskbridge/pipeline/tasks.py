@@ -250,7 +250,7 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
             d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
         )
     user_id = await _desk_user(rt, desk, contact)
-    files, msg = await _fetch_inbound(rt, d, msg)
+    files, msg = await _fetch_inbound(rt, d, msg, record.get("raw_id"))
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
     filed = await desk.append(
@@ -281,10 +281,17 @@ async def _sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:
     )
 
 
-async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[Upload], Message]:
-    """Download the message's files. A file that can never be fetched (too large, gone)
-    does not hold the message back: the agent sees a note in its place."""
+async def _fetch_inbound(
+    rt: Runtime, d: Delivery, msg: Message, raw_id: str | None
+) -> tuple[list[Upload], Message]:
+    """Download the message's files, or read them from the stored request for channels
+    whose files travel inside it (email). A file that can never be fetched (too large,
+    gone) does not hold the message back: the agent sees a note in its place."""
     adapter = rt.adapter(d.account, msg.channel)
+    from_request = getattr(adapter, "file_from_request", None)
+    stored = None
+    if from_request is not None and msg.attachments and raw_id:
+        stored = await rt.deliveries.raw_request(d.account, raw_id)
     files: list[Upload] = []
     missing: list[str] = []
     for att in msg.attachments:
@@ -292,7 +299,12 @@ async def _fetch_inbound(rt: Runtime, d: Delivery, msg: Message) -> tuple[list[U
             missing.append(f"{att.kind}: channel not configured")
             continue
         try:
-            files.append(await adapter.fetch(att))
+            if from_request is not None:
+                if stored is None:
+                    raise PermanentError("the stored request has expired")
+                files.append(from_request(stored, att))
+            else:
+                files.append(await adapter.fetch(att))
         except PermanentError as exc:
             missing.append(f"{att.kind} {att.filename or ''}: {exc}".replace("  ", " "))
         except RetryableError as exc:

@@ -10,9 +10,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from arq.constants import job_key_prefix
 
-from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction
+from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
+from deskbridge.store.raw import read_raw_record
 from deskbridge.store.scripts import CHANNEL_STATUS, FINISH, HOLD, RELEASE, REQUEUE
 
 __all__ = ["JOB_FUNCTIONS", "DeliveryStore"]
@@ -81,6 +82,21 @@ class DeliveryStore:
             raise KeyError(event_id)
         record: dict[str, Any] = json.loads(self._vault.open(blob, key))
         return record
+
+    async def raw_request(self, account: str, raw_id: str) -> RawRequest | None:
+        """The stored request an event came in (None once its retention ran out)."""
+        key = keys.raw(account, raw_id)
+        blob = await self._redis.get(key)
+        if blob is None:
+            return None
+        meta, body = read_raw_record(self._vault.open(blob, key))
+        return RawRequest(
+            method=meta["method"],
+            path=meta["path"],
+            query=meta["query"],
+            headers=meta["headers"],
+            body=body,
+        )
 
     async def attempts(self, account: str, delivery_id: str) -> list[Attempt]:
         rows = await self._redis.lrange(keys.attempts(account, delivery_id), 0, -1)

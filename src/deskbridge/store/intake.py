@@ -17,7 +17,6 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
-from pydantic_core import to_json
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -36,14 +35,12 @@ from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
 from deskbridge.store.ids import new_id
+from deskbridge.store.raw import raw_record
 from deskbridge.store.scripts import INTAKE, PARSE_FAILED
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Coalescer", "Intake", "IntakeEvent", "raw_record"]
-
-# Headers that carry our own secrets are never stored, even encrypted.
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-telegram-bot-api-secret-token"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,32 +151,6 @@ def _pack(*args: bytes | str | int) -> bytes:
     """One command in RESP (hiredis's C packer: the same bytes as redis-py's, 6x faster)."""
     # hiredis's stub declares a one-element tuple and an untyped result
     return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]
-
-
-def raw_record(req: RawRequest, received_at: float) -> bytes:
-    """The request as stored for re-ingest, without secret headers: one line of JSON
-    (method, path, query, headers, received_at), a newline, then the exact body bytes."""
-    # pydantic-core's encoder: json.dumps with separators builds an encoder per call
-    meta = to_json(
-        {
-            "method": req.method,
-            "path": req.path,
-            "query": dict(req.query),
-            "headers": {
-                name: v
-                for k, v in req.headers.items()
-                if (name := k.lower()) not in _SECRET_HEADERS
-            },
-            "received_at": received_at,
-        }
-    )
-    return meta + b"\n" + req.body
-
-
-def read_raw_record(blob: bytes) -> tuple[dict[str, Any], bytes]:
-    """The metadata and body of a stored raw request (the inverse of ``raw_record``)."""
-    meta, _, body = blob.partition(b"\n")
-    return json.loads(meta), body
 
 
 class Intake:

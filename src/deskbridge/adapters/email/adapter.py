@@ -7,12 +7,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from typing import ClassVar
 
+from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
+from deskbridge.adapters.email.mime import part_content
 from deskbridge.adapters.email.receiver import message_id_for
 from deskbridge.adapters.email.smtp import SmtpServer, send_mail
 from deskbridge.config.accounts import EmailConfig
-from deskbridge.errors import PermanentError
-from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+from deskbridge.errors import ParseFailed, PayloadInvalid, PermanentError
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Channel,
+    ChannelAddress,
+    RawRequest,
+    SendReceipt,
+    Upload,
+)
 
 __all__ = ["EmailAdapter"]
 
@@ -51,8 +61,34 @@ class EmailAdapter:
         self._deliver = deliver
 
     async def fetch(self, attachment: Attachment) -> Upload:
-        # the files travel inside the stored raw mail; reading them back is still to come
-        raise PermanentError("email attachments are kept in the stored mail, not fetched yet")
+        # a mail's files travel inside the request itself: see file_from_request
+        raise PermanentError("email attachments are read from the stored mail")
+
+    def file_from_request(self, req: RawRequest, attachment: Attachment) -> Upload:
+        """An inbound attachment read back from the stored provider request (Mailgun's
+        ``body-mime``, SendGrid's ``email``, Postmark's JSON). Raises ``PermanentError``
+        when the part is gone or too large."""
+        inbound = self._config.inbound
+        try:
+            if inbound == "mailgun":
+                raw = webhooks.mailgun_raw(req)[1]
+            elif inbound == "sendgrid":
+                raw = webhooks.sendgrid_raw(req)[1]
+            else:
+                raw = webhooks.postmark_raw(req)[1]
+            found = part_content(raw, attachment.ref)
+        except (PayloadInvalid, ParseFailed) as exc:
+            raise PermanentError(f"email: the stored mail cannot be read ({exc})") from None
+        if found is None:
+            raise PermanentError("email: the attachment is not in the stored mail")
+        data, content_type = found
+        if len(data) > self._config.max_media_bytes:
+            raise PermanentError(f"email: attachment over {self._config.max_media_bytes} bytes")
+        return Upload(
+            filename=attachment.filename or "attachment",
+            mime_type=attachment.mime_type or content_type,
+            data=data,
+        )
 
     async def send(
         self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
