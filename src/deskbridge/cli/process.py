@@ -22,6 +22,7 @@ from deskbridge.config import AccountsFile, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
 from deskbridge.errors import ConfigError
 from deskbridge.gateway import create_app
+from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
 from deskbridge.pipeline import Runtime, run_worker
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
@@ -120,6 +121,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
     http = make_client(timeout=s.http_timeout_seconds)
     worker: asyncio.Task[None] | None = None
     runner: web.AppRunner | None = None
+    smtp_servers: list[asyncio.Server] = []
     try:
         await check_policy(redis)
         rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
@@ -131,6 +133,8 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         gc.collect()
         gc.freeze()
         await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        if role in ("run", "serve"):
+            smtp_servers = await start_smtp_listeners(rt)
         if role in ("run", "worker"):
             worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
         _banner(loaded, role)
@@ -154,6 +158,8 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
+        for server in smtp_servers:
+            server.close()
         if runner is not None:
             await runner.cleanup()
         await http.aclose()

@@ -203,7 +203,12 @@ class EmailConfig(_Model):
     from_name: str | None = None
     own_domains: list[str] = Field(default_factory=list)
     """Domains our mail comes from (default: the address's domain)."""
-    inbound: Literal["mailgun", "sendgrid", "postmark"]
+    inbound: Literal["smtp", "mailgun", "sendgrid", "postmark"]
+    smtp_listen: str = Field(default="127.0.0.1:2525", pattern=r"^[^:\s]+:\d{1,5}$")
+    """``host:port`` of the SMTP listener, for ``inbound: smtp``."""
+    tls_cert_file: str | None = None
+    """Certificate and key (PEM) for STARTTLS on the listener."""
+    tls_key_file: str | None = None
     mailgun_signing_key: SecretStr | None = None
     basic_auth_user: str | None = None
     basic_auth_password: SecretStr | None = None

@@ -20,8 +20,9 @@ from typing import ClassVar
 
 from deskbridge.adapters.base import Handshake
 from deskbridge.adapters.email import webhooks
-from deskbridge.adapters.email.mime import ParsedMail
+from deskbridge.adapters.email.mime import ParsedMail, parse_mail
 from deskbridge.config.accounts import EmailConfig
+from deskbridge.errors import SignatureInvalid
 from deskbridge.schemas import Channel, InboundEvent, RawRequest, StatusUpdate
 
 __all__ = ["EmailReceiver", "message_id_for", "token_in_message_id"]
@@ -65,6 +66,8 @@ class EmailReceiver:
         """Mailgun: the signed timestamp and token (in the body); SendGrid and Postmark:
         basic auth. Raises ``SignatureInvalid``."""
         c = self._config
+        if c.inbound == "smtp":
+            raise SignatureInvalid("this address takes mail by SMTP, not by webhook")
         if c.inbound == "mailgun":
             key = c.mailgun_signing_key.get_secret_value() if c.mailgun_signing_key else ""
             form = webhooks.parse_form(req)
@@ -84,6 +87,10 @@ class EmailReceiver:
             _, mail = webhooks.parse_mailgun(
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
             )
+        elif inbound == "smtp":
+            mail = parse_mail(
+                req.body, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
+            )
         elif inbound == "sendgrid":
             mail = webhooks.parse_sendgrid(
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
@@ -93,6 +100,13 @@ class EmailReceiver:
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
             )
         return self._events(mail)
+
+    def accepts(self, address: str) -> bool:
+        """Whether ``address`` (normalized) is this support address or one of its plus
+        forms: the SMTP listener takes no other mail (never an open relay)."""
+        local, _, domain = self._config.address.lower().partition("@")
+        got_local, _, got_domain = address.lower().partition("@")
+        return got_domain == domain and (got_local == local or got_local.startswith(local + "+"))
 
     def _token(self, mail: ParsedMail, dedup_key: str) -> str:
         if mail.reply_to_token:

@@ -1,0 +1,96 @@
+"""The SMTP listener driven by a real SMTP client over loopback."""
+
+from __future__ import annotations
+
+import socket
+from email.message import EmailMessage
+
+import aiosmtplib
+import pytest
+
+from deskbridge.gateway.smtp import start_smtp_listeners
+from deskbridge.store import Intake, connect
+
+from .conftest import drain
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def yaml_for(port: int, max_bytes: int = 200_000) -> str:
+    return f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: email
+        address: support@acme.example
+        inbound: smtp
+        smtp_listen: "127.0.0.1:{port}"
+        max_body_bytes: {max_bytes}
+        sandbox: true
+"""
+
+
+def mail(to: str = "support+abc@acme.example", body: str = "Hello by SMTP") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Ana <ana@example.com>"
+    msg["To"] = to
+    msg["Subject"] = "By SMTP"
+    msg["Message-ID"] = "<smtp1@example.com>"
+    msg["Date"] = "Sun, 22 Nov 2026 09:00:00 +0000"
+    msg.set_content(body)
+    return msg
+
+
+@pytest.fixture
+async def listener(make_runtime):
+    servers = []
+
+    async def start(**kw):
+        port = free_port()
+        rt = make_runtime(yaml_for(port, **kw))
+        servers.extend(await start_smtp_listeners(rt))
+        return rt, port
+
+    yield start
+    for s in servers:
+        s.close()
+        await s.wait_closed()
+
+
+async def test_mail_for_our_address_is_stored_then_accepted(listener) -> None:
+    rt, port = await listener()
+    errors, response = await aiosmtplib.send(mail(), hostname="127.0.0.1", port=port)
+    assert errors == {} and response.startswith("2.0.0 Stored")
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert [m.text for m in ticket.messages] == ["Hello by SMTP"]
+
+
+async def test_other_recipients_are_refused(listener) -> None:
+    rt, port = await listener()
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as exc:
+        await aiosmtplib.send(mail(to="someone@elsewhere.example"), hostname="127.0.0.1", port=port)
+    assert exc.value.recipients[0].code == 550
+    assert await rt.redis.keys("db:*") == []
+
+
+async def test_too_large_is_refused(listener) -> None:
+    _, port = await listener(max_bytes=2000)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as exc:
+        await aiosmtplib.send(mail(body="x" * 5000), hostname="127.0.0.1", port=port)
+    assert exc.value.code == 552
+
+
+async def test_store_down_is_a_temporary_failure(listener) -> None:
+    rt, port = await listener()
+    down = connect("redis://127.0.0.1:1/0")
+    rt.intake = Intake(down, rt.vault, dedup_ttl=60, raw_ttl=60, job_expiry_ms=1000)
+    with pytest.raises(aiosmtplib.SMTPResponseException) as exc:
+        await aiosmtplib.send(mail(), hostname="127.0.0.1", port=port)
+    assert exc.value.code == 451
+    await down.aclose()
