@@ -53,6 +53,11 @@ async def test_email_in_threaded_reply_out_and_reply_joins(make_runtime, aiohttp
         assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
     bad, _ = mailgun(mail("m9@example.com", "x", "y"), key="wrong")
     assert (await client.post("/webhooks/email/acme", data=bad, headers=headers)).status == 401
+    # a signed post that carries no mail: Mailgun's "rejected, do not retry"
+    ts, token = str(int(time.time())), "t" * 50
+    sig = hmac.new(MAILGUN_KEY.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    empty = urllib.parse.urlencode({"timestamp": ts, "token": token, "signature": sig}).encode()
+    assert (await client.post("/webhooks/email/acme", data=empty, headers=headers)).status == 406
     await drain(rt)
     [ticket] = await rt.sandbox.tickets("acme")
     assert ticket.channel == "email" and [m.text for m in ticket.messages] == [
@@ -131,3 +136,47 @@ async def test_inbound_attachments_are_read_back_from_the_stored_mail(
     [filed] = ticket.messages
     assert filed.text == "Photo attached."
     assert filed.attachments == ("broken.png (image/png, 16 bytes)",)
+
+
+async def test_a_bounce_of_our_reply_becomes_a_note(make_runtime, aiohttp_client, redis) -> None:
+    rt = make_runtime(EMAIL_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    body, headers = mailgun(mail("b1@example.com", "Order", "Where is it?"))
+    await client.post("/webhooks/email/acme", data=body, headers=headers)
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key="r1",
+        ticket_id=ticket.id,
+        external_id="a1",
+        text="On its way.",
+        occurred_at=datetime.now(UTC),
+    )
+    await accept_replies(rt, "acme", "sandbox", None, [reply])
+    await drain(rt)
+    [sent] = await rt.sandbox.sent("acme")
+    our_id = re.search(r"Message-ID: <([^>]+)>", sent["text"]).group(1)
+
+    dsn = (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"
+        "To: support@acme.example\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Date: Sun, 22 Nov 2026 09:05:00 +0000\r\nMessage-ID: <dsn1@mx.example.com>\r\n"
+        "Return-Path: <>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; ana@example.com\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: support@acme.example\r\nTo: ana@example.com\r\nMessage-ID: <{our_id}>\r\n"
+        "Subject: Re: Order\r\n--B--\r\n"
+    ).encode()
+    body, headers = mailgun(dsn)
+    assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    notes = [m.text for m in ticket.messages if m.author == "note"]
+    assert len(notes) == 1 and "not delivered" in notes[0]
+    assert [m.author for m in ticket.messages].count("customer") == 1  # the bounce opened nothing

@@ -22,7 +22,7 @@ from deskbridge.adapters.base import Handshake
 from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.mime import ParsedMail, parse_mail
 from deskbridge.config.accounts import EmailConfig
-from deskbridge.errors import SignatureInvalid
+from deskbridge.errors import PayloadInvalid, SignatureInvalid
 from deskbridge.schemas import Channel, InboundEvent, RawRequest, StatusUpdate
 
 __all__ = ["EmailReceiver", "message_id_for", "token_in_message_id"]
@@ -38,6 +38,20 @@ def message_id_for(token: str, unique: str, domain: str) -> str:
 def token_in_message_id(message_id: str, domains: frozenset[str]) -> str | None:
     m = _OUR_ID.match(message_id)
     return m.group(1) if m and m.group(2).lower() in domains else None
+
+
+_DO_NOT_RETRY = {
+    "mailgun": webhooks.MAILGUN_REJECT_STATUS,
+    "postmark": webhooks.POSTMARK_STOP_STATUS,
+}
+
+
+class _Refused(PayloadInvalid):
+    """A malformed body, answered with the provider's status that stops its retries."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _new_token(account: str, dedup_key: str) -> str:
@@ -79,7 +93,18 @@ class EmailReceiver:
 
     def parse(self, req: RawRequest) -> list[InboundEvent]:
         """The mail as a message (or a bounce as a failed status of our reply); auto-replies
-        and our own mail give nothing, so they never open tickets or get answers."""
+        and our own mail give nothing, so they never open tickets or get answers. A body
+        the provider should not send again is refused with its "do not retry" status
+        (Mailgun 406, Postmark 403)."""
+        try:
+            return self._parse(req)
+        except PayloadInvalid as exc:
+            status = _DO_NOT_RETRY.get(self._config.inbound)
+            if status is None:
+                raise
+            raise _Refused(str(exc), status) from None
+
+    def _parse(self, req: RawRequest) -> list[InboundEvent]:
         at = datetime.fromtimestamp(self._clock(), UTC)
         a, own, trusted = self.account, self._domains, self._trusted
         inbound = self._config.inbound
