@@ -18,7 +18,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from deskbridge import __version__
-from deskbridge.config import AccountsFile, Settings, load_accounts
+from deskbridge.config import AccountsFile, EmailConfig, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
 from deskbridge.errors import ConfigError
 from deskbridge.gateway import create_app
@@ -65,7 +65,9 @@ def load(settings: Settings, config: Path | None) -> Loaded:
                 "Generate one with: openssl rand -base64 32"
             )
     else:
-        accounts = demo_accounts(settings.data_dir)
+        accounts = demo_accounts(
+            settings.data_dir, smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}"
+        )
         demo = True
         secrets_key = secrets_key or demo_secrets(settings.data_dir)["encryption_key"]
     lookup = decode_key(settings.lookup_key.get_secret_value()) if settings.lookup_key else None
@@ -83,7 +85,9 @@ def _banner(loaded: Loaded, role: str) -> None:
         for name, acc in loaded.accounts.accounts.items():
             for ch in acc.channels:
                 app = getattr(ch, "app", None)
-                if app is None:
+                if isinstance(ch, EmailConfig) and ch.inbound == "smtp":
+                    lines.append(f"  email ({name}): {ch.address} by SMTP at {ch.smtp_listen}")
+                elif app is None:
                     lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
                 elif ch.type not in shared:
                     # a Meta app posts every number and Page to one URL

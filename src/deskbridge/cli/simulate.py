@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
+from email.utils import parseaddr
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 
 from deskbridge.adapters.email.simulate import sample_mail, sample_mailgun_request
@@ -48,7 +51,7 @@ def _accounts(settings: Settings, account: str, config: Path | None) -> Accounts
             raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
         if not (settings.data_dir / "demo-secrets.json").exists():
             raise ConfigError("no demo secrets yet: start `deskbridge run` without a config first")
-        return demo_accounts(settings.data_dir)
+        return demo_accounts(settings.data_dir, smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}")
     return load_accounts(path)
 
 
@@ -113,7 +116,7 @@ def _request(
             )
         case EmailConfig():
             if ch.inbound != "mailgun" or ch.mailgun_signing_key is None:
-                raise ConfigError("simulate email speaks Mailgun's inbound format only")
+                raise ConfigError("simulate email speaks SMTP and Mailgun's inbound format only")
             raw = sample_mail(
                 text, sender=sender, to=ch.address, message_id=f"sim.{int(now * 1e6)}@example.com"
             )
@@ -128,6 +131,31 @@ def _request(
     raise ConfigError(f"account {account!r} has no {channel} channel")
 
 
+async def _by_smtp(ch: EmailConfig, text: str, sender: str) -> int:
+    host, _, port = ch.smtp_listen.rpartition(":")
+    raw = sample_mail(
+        text, sender=sender, to=ch.address, message_id=f"sim.{time.time_ns()}@example.com"
+    )
+    try:
+        await aiosmtplib.send(
+            raw,
+            sender=parseaddr(sender)[1],
+            recipients=[ch.address],
+            hostname="127.0.0.1" if host in ("0.0.0.0", "") else host,  # noqa: S104
+            port=int(port),
+            timeout=10,
+        )
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        return exc.recipients[0].code
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(
+            f"cannot reach the SMTP listener at {ch.smtp_listen}: {type(exc).__name__}"
+        ) from exc
+    return 200
+
+
 def simulate(
     settings: Settings,
     channel: str,
@@ -139,9 +167,14 @@ def simulate(
     name: str,
     config: Path | None,
 ) -> int:
-    """POST one signed webhook; returns the gateway's HTTP status."""
+    """POST one signed webhook (or, for an email address taking mail by SMTP, send one
+    mail to the listener); returns the gateway's HTTP status (or the SMTP reply code)."""
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     accounts = _accounts(settings, account, config)
+    acc = accounts.accounts.get(account)
+    email = acc.channel("email") if acc else None
+    if channel == "email" and isinstance(email, EmailConfig) and email.inbound == "smtp":
+        return asyncio.run(_by_smtp(email, text, sender or DEFAULT_FROM["email"]))
     path, body, headers = _request(
         accounts, channel, account, text, sender or DEFAULT_FROM[channel], name
     )

@@ -59,7 +59,6 @@ def _generate() -> dict[str, Any]:
             "channel_secret": secrets.token_hex(16),
             "access_token": secrets.token_urlsafe(64),
         },
-        "email": {"mailgun_signing_key": "key-" + secrets.token_hex(16)},
     }
 
 
@@ -90,7 +89,7 @@ def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
     return stored
 
 
-def demo_accounts(data_dir: Path) -> AccountsFile:
+def demo_accounts(data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525") -> AccountsFile:
     s = demo_secrets(data_dir)
     meta = s["meta"]
     doc = {
@@ -138,8 +137,8 @@ def demo_accounts(data_dir: Path) -> AccountsFile:
                         "type": "email",
                         "sandbox": True,
                         "address": DEMO_EMAIL,
-                        "inbound": "mailgun",
-                        "mailgun_signing_key": s["email"]["mailgun_signing_key"],
+                        "inbound": "smtp",
+                        "smtp_listen": smtp_listen,
                     },
                 ],
             }

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     lookup_key: SecretStr | None = None
     admin_jwt_secret: SecretStr | None = None
     log_level: str = "INFO"
+    demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
+    """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
 
     # delivery policy
     max_attempts: int = Field(default=10, ge=1)

@@ -128,6 +128,15 @@ async def start_smtp_listeners(rt: Runtime) -> list[asyncio.Server]:
                 hostname="deskbridge",
             )
 
-        servers.append(await loop.create_server(factory, host, int(port)))
+        try:
+            servers.append(await loop.create_server(factory, host, int(port)))
+        except OSError as exc:
+            # the rest of deskbridge still serves; /readyz names the problem per account
+            log.error("smtp listener on %s could not start: %s", listen, exc.strerror or exc)
+            for name in configs:
+                await rt.deliveries.report_problem(
+                    name, "smtp listener", f"{listen}: {exc.strerror or exc}"
+                )
+            continue
         log.info("smtp listener on %s for %d account(s)", listen, len(configs))
     return servers
