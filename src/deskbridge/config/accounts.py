@@ -214,6 +214,9 @@ class EmailConfig(_Model):
     basic_auth_password: SecretStr | None = None
     trusted_authserv_ids: list[str] = Field(default_factory=list)
     """authserv-ids of MTAs whose Authentication-Results deskbridge may believe."""
+    verify_dkim: bool = False
+    """Check DKIM signatures ourselves (DNS lookups, in the worker) when no trusted MTA
+    says: an aligned pass makes the sender's address strong evidence."""
     smtp: SmtpConfig | None = None
     sandbox: bool = False
     max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)

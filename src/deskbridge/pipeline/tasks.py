@@ -229,6 +229,7 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     if event.get("kind") != "message":
         return DeliveryState.SKIPPED  # calls are filed by the SIP channel
     msg = await _with_display_name(rt, d, Message.model_validate(event))
+    msg = await _authenticated(rt, d, msg, record.get("raw_id"))
     desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
@@ -265,6 +266,16 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     await rt.conversations.set_ticket(d.account, desk.desk.value, conv.id, filed.ticket_id, count)
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     return DeliveryState.DELIVERED
+
+
+async def _authenticated(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> Message:
+    """Channels that can authenticate a sender only with network lookups (email's own
+    DKIM check) do it here, in the worker, never on the ack path."""
+    check = getattr(rt.adapter(d.account, msg.channel), "authenticate_sender", None)
+    if check is None or not raw_id:
+        return msg
+    req = await rt.deliveries.raw_request(d.account, raw_id)
+    return await check(req, msg) if req is not None else msg
 
 
 async def _sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
@@ -9,6 +10,7 @@ from typing import ClassVar
 
 from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
+from deskbridge.adapters.email.dkim_check import DnsFunc, dkim_aligned
 from deskbridge.adapters.email.mime import part_content
 from deskbridge.adapters.email.receiver import message_id_for
 from deskbridge.adapters.email.smtp import SmtpServer, send_mail
@@ -19,6 +21,7 @@ from deskbridge.schemas import (
     Attachment,
     Channel,
     ChannelAddress,
+    Message,
     RawRequest,
     SendReceipt,
     Upload,
@@ -37,10 +40,16 @@ class EmailAdapter:
     takes_files: ClassVar[bool] = True
 
     def __init__(
-        self, account: str, config: EmailConfig, *, deliver: Deliver | None = None
+        self,
+        account: str,
+        config: EmailConfig,
+        *,
+        deliver: Deliver | None = None,
+        dnsfunc: DnsFunc | None = None,
     ) -> None:
         self.account = account
         self._config = config
+        self._dnsfunc = dnsfunc
         self._local, _, self._domain = config.address.partition("@")
         if deliver is None:
             smtp = config.smtp
@@ -64,19 +73,43 @@ class EmailAdapter:
         # a mail's files travel inside the request itself: see file_from_request
         raise PermanentError("email attachments are read from the stored mail")
 
+    def _mime(self, req: RawRequest) -> bytes:
+        inbound = self._config.inbound
+        if inbound == "mailgun":
+            return webhooks.mailgun_raw(req)[1]
+        if inbound == "sendgrid":
+            return webhooks.sendgrid_raw(req)[1]
+        if inbound == "postmark":
+            return webhooks.postmark_raw(req)[1]
+        return req.body  # SMTP: the request is the mail
+
+    async def authenticate_sender(self, req: RawRequest, msg: Message) -> Message:
+        """With ``verify_dkim``, an aligned DKIM pass makes the sender's (weak) address
+        strong. DNS lookups run in a thread; any failure leaves the message as it was."""
+        weak = [i for i in msg.sender.identities if i.kind == "email" and i.strength == "weak"]
+        if not self._config.verify_dkim or not weak:
+            return msg
+        domain = weak[0].value.rpartition("@")[2]
+        try:
+            raw = self._mime(req)
+        except (PayloadInvalid, ParseFailed):
+            return msg
+        if not await asyncio.to_thread(dkim_aligned, raw, domain, dnsfunc=self._dnsfunc):
+            return msg
+        identities = tuple(
+            i.model_copy(update={"strength": "strong", "source": "email_dkim"}) if i in weak else i
+            for i in msg.sender.identities
+        )
+        return msg.model_copy(
+            update={"sender": msg.sender.model_copy(update={"identities": identities})}
+        )
+
     def file_from_request(self, req: RawRequest, attachment: Attachment) -> Upload:
         """An inbound attachment read back from the stored provider request (Mailgun's
         ``body-mime``, SendGrid's ``email``, Postmark's JSON). Raises ``PermanentError``
         when the part is gone or too large."""
-        inbound = self._config.inbound
         try:
-            if inbound == "mailgun":
-                raw = webhooks.mailgun_raw(req)[1]
-            elif inbound == "sendgrid":
-                raw = webhooks.sendgrid_raw(req)[1]
-            else:
-                raw = webhooks.postmark_raw(req)[1]
-            found = part_content(raw, attachment.ref)
+            found = part_content(self._mime(req), attachment.ref)
         except (PayloadInvalid, ParseFailed) as exc:
             raise PermanentError(f"email: the stored mail cannot be read ({exc})") from None
         if found is None:
