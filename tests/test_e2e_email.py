@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import time
 import urllib.parse
@@ -180,3 +181,55 @@ async def test_a_bounce_of_our_reply_becomes_a_note(make_runtime, aiohttp_client
     notes = [m.text for m in ticket.messages if m.author == "note"]
     assert len(notes) == 1 and "not delivered" in notes[0]
     assert [m.author for m in ticket.messages].count("customer") == 1  # the bounce opened nothing
+
+
+async def test_a_replayed_mailgun_token_never_brings_a_second_mail(
+    make_runtime, aiohttp_client
+) -> None:
+    rt = make_runtime(EMAIL_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ts = str(int(time.time()))
+    token = "r" * 50
+    sig = hmac.new(MAILGUN_KEY.encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for i, text in enumerate(("The real mail.", "A forged mail under a captured signature.")):
+        raw = mail(f"replay{i}@example.com", "Hello", text)
+        fields = {
+            "body-mime": raw.decode("latin-1"),
+            "timestamp": ts,
+            "token": token,
+            "signature": sig,
+        }
+        body = urllib.parse.urlencode(fields, encoding="latin-1").encode()
+        assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert [m.text for m in ticket.messages] == ["The real mail."]
+
+
+async def test_email_through_zendesk(make_runtime, aiohttp_client, respx_mock) -> None:
+    from .conftest import ZD_SECRET
+    from .test_e2e import zendesk_comment, zendesk_headers
+    from .test_e2e_meta import zendesk_routes
+
+    yaml_text = EMAIL_YAML.replace(
+        "desk: {type: sandbox}",
+        "desk: {type: zendesk, base_url: 'https://acme.zendesk.test', email: bot@acme.test, "
+        f"api_token: zd-api-token, webhook_secret: '{ZD_SECRET}'}}",
+    )
+    rt = make_runtime(yaml_text)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    create, _ = zendesk_routes(respx_mock, ticket_id=55)
+    body, headers = mailgun(mail("z1@example.com", "Invoice copy", "Could you resend my invoice?"))
+    assert (await client.post("/webhooks/email/acme", data=body, headers=headers)).status == 200
+    await drain(rt)
+    ticket = json.loads(create.calls[0].request.content)["ticket"]
+    assert ticket["comment"]["body"] == "Could you resend my invoice?"
+    reply = zendesk_comment(55, 4001, "Attached again.")
+    assert (
+        await client.post("/desks/zendesk/acme", data=reply, headers=zendesk_headers(reply))
+    ).status == 200
+    await drain(rt)
+    [sent] = await rt.sandbox.sent("acme")
+    assert sent["to"] == "ana@example.com"
+    assert "In-Reply-To: <z1@example.com>" in sent["text"] and "Attached again." in sent["text"]

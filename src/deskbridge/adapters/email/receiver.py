@@ -109,9 +109,15 @@ class EmailReceiver:
         a, own, trusted = self.account, self._domains, self._trusted
         inbound = self._config.inbound
         if inbound == "mailgun":
-            _, mail = webhooks.parse_mailgun(
+            token, mail = webhooks.parse_mailgun(
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
             )
+            # Mailgun signs only timestamp + token, not the mail: a token seen once must
+            # never bring a second mail, so the token is the dedup key (its mark is written
+            # by the intake script with the event; a retry carries the same token)
+            return [
+                e.model_copy(update={"dedup_key": f"mailgun:{token}"}) for e in self._events(mail)
+            ]
         elif inbound == "smtp":
             mail = parse_mail(
                 req.body, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
