@@ -206,9 +206,10 @@ class EmailConfig(_Model):
     inbound: Literal["smtp", "mailgun", "sendgrid", "postmark"]
     smtp_listen: str = Field(default="127.0.0.1:2525", pattern=r"^[^:\s]+:\d{1,5}$")
     """``host:port`` of the SMTP listener, for ``inbound: smtp``."""
-    tls_cert_file: str | None = None
-    """Certificate and key (PEM) for STARTTLS on the listener."""
-    tls_key_file: str | None = None
+    tls_cert_path: str | None = None
+    """Certificate and key (PEM files) for STARTTLS on the listener (``_path``, not
+    ``_file``: a ``*_file`` key would be read as a secret's value)."""
+    tls_key_path: str | None = None
     mailgun_signing_key: SecretStr | None = None
     basic_auth_user: str | None = None
     basic_auth_password: SecretStr | None = None

@@ -94,9 +94,9 @@ class _Handler:
 
 def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:
     for c in configs:
-        if c.tls_cert_file and c.tls_key_file:
+        if c.tls_cert_path and c.tls_key_path:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(c.tls_cert_file, c.tls_key_file)
+            context.load_cert_chain(c.tls_cert_path, c.tls_key_path)
             return context
     return None
 
