@@ -233,3 +233,23 @@ async def test_email_through_zendesk(make_runtime, aiohttp_client, respx_mock) -
     [sent] = await rt.sandbox.sent("acme")
     assert sent["to"] == "ana@example.com"
     assert "In-Reply-To: <z1@example.com>" in sent["text"] and "Attached again." in sent["text"]
+
+
+async def test_quoted_history_is_stripped_but_the_whole_mail_stays_attached(
+    make_runtime, aiohttp_client
+) -> None:
+    rt = make_runtime(EMAIL_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    text = (
+        "Yes, please refund it.\r\n\r\nOn Sun, 22 Nov 2026 at 09:00, Acme Support "
+        "<support@acme.example> wrote:\r\n> Do you want a refund?\r\n> Acme"
+    )
+    body, headers = mailgun(mail("q1@example.com", "Re: Refund", text))
+    await client.post("/webhooks/email/acme", data=body, headers=headers)
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    [filed] = ticket.messages
+    assert filed.text == "Yes, please refund it."
+    assert len(filed.attachments) == 1 and filed.attachments[0].startswith(
+        "original-message.eml (message/rfc822"
+    )

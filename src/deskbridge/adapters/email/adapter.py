@@ -12,7 +12,7 @@ from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
 from deskbridge.adapters.email.dkim_check import DnsFunc, dkim_aligned
 from deskbridge.adapters.email.mime import part_content
-from deskbridge.adapters.email.receiver import message_id_for
+from deskbridge.adapters.email.receiver import WHOLE_MAIL, message_id_for
 from deskbridge.adapters.email.smtp import SmtpServer, send_mail
 from deskbridge.config.accounts import EmailConfig
 from deskbridge.errors import ParseFailed, PayloadInvalid, PermanentError
@@ -109,7 +109,10 @@ class EmailAdapter:
         ``body-mime``, SendGrid's ``email``, Postmark's JSON). Raises ``PermanentError``
         when the part is gone or too large."""
         try:
-            found = part_content(self._mime(req), attachment.ref)
+            raw = self._mime(req)
+            if attachment.ref == WHOLE_MAIL:
+                return Upload(filename="original-message.eml", mime_type="message/rfc822", data=raw)
+            found = part_content(raw, attachment.ref)
         except (PayloadInvalid, ParseFailed) as exc:
             raise PermanentError(f"email: the stored mail cannot be read ({exc})") from None
         if found is None:

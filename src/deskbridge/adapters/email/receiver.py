@@ -23,11 +23,17 @@ from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.mime import ParsedMail, parse_mail
 from deskbridge.config.accounts import EmailConfig
 from deskbridge.errors import PayloadInvalid, SignatureInvalid
-from deskbridge.schemas import Channel, InboundEvent, RawRequest, StatusUpdate
+from deskbridge.schemas import Attachment, Channel, InboundEvent, RawRequest, StatusUpdate
 
 __all__ = ["EmailReceiver", "message_id_for", "token_in_message_id"]
 
+WHOLE_MAIL = "mime:whole"
 _OUR_ID = re.compile(r"^t\.([A-Za-z0-9]{16,64})\.[A-Za-z0-9]+@(.+)$")
+
+
+ORIGINAL = Attachment(
+    kind="document", ref=WHOLE_MAIL, filename="original-message.eml", mime_type="message/rfc822"
+)
 
 
 def message_id_for(token: str, unique: str, domain: str) -> str:
@@ -178,4 +184,11 @@ class EmailReceiver:
                 (*mail.references, *([mail.message_id] if mail.message_id else []))
             ),
         }
-        return [msg.model_copy(update={"thread": token, "context": context})]
+        attachments = msg.attachments
+        if mail.full_text.strip() != msg.text.strip():
+            # the agent reads the new text; the whole mail, quoted history included, stays
+            # one click away (read back from the stored request like any attachment)
+            attachments += (ORIGINAL,)
+        return [
+            msg.model_copy(update={"thread": token, "context": context, "attachments": attachments})
+        ]
