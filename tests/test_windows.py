@@ -167,7 +167,7 @@ async def test_statuses_update_the_reply_and_failures_become_notes(make_runtime,
     await drain(rt)
     replies = sorted(
         (d for d in await _deliveries(rt, redis) if d.direction is Direction.OUTBOUND),
-        key=lambda d: d.created_at,
+        key=lambda d: d.id,  # ids sort by creation; created_at ties within a millisecond
     )
 
     def status(n: int, ext: str | None, st: str, **kw) -> StatusUpdate:
