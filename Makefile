@@ -73,9 +73,10 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $@
 
-# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server).
+# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server) and
+# sipp (sip-tester), the real SIP peer the SIP tests talk to.
 sysdeps:
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester
 
 run: $(STAMP) sysdeps
 	exec $(VENV)/bin/deskbridge run $(ARGS)

@@ -33,6 +33,7 @@ def clean_env(tmp: Path, port: int) -> dict[str, str]:
         DESKBRIDGE_DATA_DIR=str(tmp / "data"),
         DESKBRIDGE_PORT=str(port),
         DESKBRIDGE_DEMO_SMTP_PORT=str(free_port()),
+        DESKBRIDGE_DEMO_SIP_PORT=str(free_port()),
     )
     return env
 
@@ -70,7 +71,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        channels = ("telegram", "whatsapp", "messenger", "line", "email")
+        channels = ("telegram", "whatsapp", "messenger", "line", "email", "sip")
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
@@ -93,7 +94,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
             time.sleep(0.05)
 
         # the agent answers each ticket; each channel's sandbox API records the send
-        for ticket in ("1", "2", "3", "4", "5"):
+        for ticket in ("1", "2", "3", "4", "5", "6"):
             page = httpx.get(f"{url}/sandbox/demo/tickets/{ticket}", timeout=2).text
             csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
             form = {"csrf": csrf, "text": f"agent answer {ticket}"}
@@ -108,6 +109,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
                 "RESPONSE",
                 "<code>reply</code>",
                 "<code>mail</code>",
+                "<code>MESSAGE</code>",
             )
             if all(c in index for c in calls):
                 break

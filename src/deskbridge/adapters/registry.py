@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from typing import Any
 
 import httpx
 
@@ -21,6 +22,7 @@ from deskbridge.adapters.email.adapter import EmailAdapter
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.adapters.line import LineAdapter
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
+from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.telegram import TelegramAdapter
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.config import (
@@ -29,6 +31,7 @@ from deskbridge.config import (
     EmailConfig,
     LineConfig,
     MessengerConfig,
+    SipConfig,
     TelegramConfig,
     WhatsAppConfig,
 )
@@ -47,9 +50,11 @@ def build_adapter(
     *,
     api_base: str | None = None,
     mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None,
+    outbox: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> ChannelAdapter:
     """The outbound adapter of one account's channel. ``api_base`` overrides the
-    configured base URLs (sandbox mode)."""
+    configured base URLs (sandbox mode); sandboxed email and SIP keep what they would
+    send in ``mail_outbox``/``outbox``."""
     match config:
         case TelegramConfig():
             return TelegramAdapter(account, config, client, api_base=api_base)
@@ -63,6 +68,8 @@ def build_adapter(
             )
         case EmailConfig():
             return EmailAdapter(account, config, deliver=mail_outbox if config.sandbox else None)
+        case SipConfig():
+            return SipAdapter(account, config, links, outbox=outbox)
     raise TypeError(f"no adapter for channel {config.type!r}")  # pragma: no cover
 
 

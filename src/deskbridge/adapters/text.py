@@ -38,19 +38,21 @@ def utf16_len(text: str) -> int:
     return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """``text`` in chunks of at most ``limit`` UTF-16 units, stripped, never empty.
+def split_text(text: str, limit: int, *, utf8: bool = False) -> list[str]:
+    """``text`` in chunks of at most ``limit`` UTF-16 units (``utf8``: UTF-8 bytes, for
+    protocols that count octets, like SIP), stripped, never empty.
 
     Cuts at the last paragraph break that fits, else line break, sentence end, whitespace,
     and only then mid-word; a cut never falls inside a character. The whitespace at a cut
-    is dropped (channels strip it anyway). ``limit`` must be at least 2.
+    is dropped (channels strip it anyway). ``limit`` must hold any one character (2
+    UTF-16 units, 4 UTF-8 bytes).
     """
-    if limit < 2:
-        raise ValueError("limit must hold one character (2 UTF-16 units)")
+    if limit < (4 if utf8 else 2):
+        raise ValueError("limit must hold any one character")
     chunks: list[str] = []
     rest = text.strip()
     while rest:
-        end = _fit(rest, limit)
+        end = _fit_utf8(rest, limit) if utf8 else _fit(rest, limit)
         if end == len(rest):
             chunks.append(rest)
             break
@@ -66,6 +68,17 @@ def _fit(text: str, limit: int) -> int:
     for i, c in enumerate(text):
         units += 2 if ord(c) > 0xFFFF else 1
         if units > limit:
+            return i
+    return len(text)
+
+
+def _fit_utf8(text: str, limit: int) -> int:
+    """The largest ``n`` such that ``text[:n]`` is at most ``limit`` UTF-8 bytes."""
+    size = 0
+    for i, c in enumerate(text):
+        o = ord(c)
+        size += 1 if o < 0x80 else 2 if o < 0x800 else 3 if o < 0x10000 else 4
+        if size > limit:
             return i
     return len(text)
 

@@ -117,7 +117,7 @@ def check_config(file: Path) -> None:
 
 @cli.command()
 @click.argument(
-    "channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line", "email"])
+    "channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line", "email", "sip"])
 )
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
@@ -130,7 +130,11 @@ def check_config(file: Path) -> None:
     "--from",
     "sender",
     default=None,
-    help="The customer: Telegram user id, WhatsApp number, Messenger PSID, LINE user id or email.",
+    help="The customer: Telegram user id, WhatsApp number, Messenger PSID, LINE user id, "
+    "email, or a SIP/tel URI (tel:+16505551234).",
+)
+@click.option(
+    "--call", is_flag=True, help="sip only: place a call (INVITE) instead of sending a text."
 )
 @click.option(
     "--name", default="Demo Customer", show_default=True, help="The customer's display name."
@@ -143,18 +147,37 @@ def simulate(
     url: str | None,
     sender: str | None,
     name: str,
+    call: bool,
     config: Path | None,
 ) -> None:
-    """Send a correctly signed webhook to a running gateway, as the channel would."""
+    """Send a correctly signed webhook to a running gateway, as the channel would (for
+    sip: a real SIP MESSAGE, or with --call an INVITE, to the account's listener).
+
+    Example: deskbridge simulate sip --from tel:+16505551234 --text "hello"
+    """
     from deskbridge.cli.simulate import simulate as run_simulate
 
     settings = _settings()
     try:
         status = run_simulate(
-            settings, channel, account, text, url=url, sender=sender, name=name, config=config
+            settings,
+            channel,
+            account,
+            text,
+            url=url,
+            sender=sender,
+            name=name,
+            config=config,
+            call=call,
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
+    if channel == "sip":
+        expected = call or 200 <= status < 300
+        click.echo(f"the SIP listener answered {status}")
+        if not expected:
+            sys.exit(1)
+        return
     if not 200 <= status < 300:
         err.print(f"[bold red]refused:[/] HTTP {status}")
         sys.exit(1)

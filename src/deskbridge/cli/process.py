@@ -18,10 +18,12 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from deskbridge import __version__
-from deskbridge.config import AccountsFile, EmailConfig, Settings, load_accounts
+from deskbridge.adapters.sip import Listener
+from deskbridge.config import AccountsFile, EmailConfig, Settings, SipConfig, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
 from deskbridge.errors import ConfigError
 from deskbridge.gateway import create_app
+from deskbridge.gateway.sip import start_sip_listeners
 from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
 from deskbridge.pipeline import Runtime, run_worker
@@ -66,7 +68,9 @@ def load(settings: Settings, config: Path | None) -> Loaded:
             )
     else:
         accounts = demo_accounts(
-            settings.data_dir, smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}"
+            settings.data_dir,
+            smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
+            sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
         )
         demo = True
         secrets_key = secrets_key or demo_secrets(settings.data_dir)["encryption_key"]
@@ -87,6 +91,10 @@ def _banner(loaded: Loaded, role: str) -> None:
                 app = getattr(ch, "app", None)
                 if isinstance(ch, EmailConfig) and ch.inbound == "smtp":
                     lines.append(f"  email ({name}): {ch.address} by SMTP at {ch.smtp_listen}")
+                elif isinstance(ch, SipConfig):
+                    over = "/".join(t.upper() for t in ch.transports)
+                    tls = f", TLS at {ch.tls_listen}" if ch.tls_listen else ""
+                    lines.append(f"  sip ({name}): {over} at {ch.listen}{tls}")
                 elif app is None:
                     lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
                 elif ch.type not in shared:
@@ -104,7 +112,7 @@ def _banner(loaded: Loaded, role: str) -> None:
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
-            lines.append("       (or whatsapp, messenger, line, email)")
+            lines.append("       (or whatsapp, messenger, line, email, sip)")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
@@ -126,6 +134,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
     worker: asyncio.Task[None] | None = None
     runner: web.AppRunner | None = None
     smtp_servers: list[asyncio.Server] = []
+    sip_listeners: list[Listener] = []
     try:
         await check_policy(redis)
         rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
@@ -139,6 +148,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
         if role in ("run", "serve"):
             smtp_servers = await start_smtp_listeners(rt)
+            sip_listeners = await start_sip_listeners(rt)
         if role in ("run", "worker"):
             worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
         _banner(loaded, role)
@@ -164,6 +174,8 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
                 await worker
         for server in smtp_servers:
             server.close()
+        for listener in sip_listeners:
+            await listener.close()
         if runner is not None:
             await runner.cleanup()
         await http.aclose()

@@ -17,6 +17,8 @@ from deskbridge.adapters.email.simulate import sample_mail, sample_mailgun_reque
 from deskbridge.adapters.line import sample_message as line_sample
 from deskbridge.adapters.messenger import sample_message as messenger_sample
 from deskbridge.adapters.meta import sign as meta_sign
+from deskbridge.adapters.sip.simulate import send_sample
+from deskbridge.adapters.sip.uri import SipSyntaxError, parse_uri
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.adapters.whatsapp import sample_message as whatsapp_sample
 from deskbridge.config import (
@@ -25,6 +27,7 @@ from deskbridge.config import (
     LineConfig,
     MessengerConfig,
     Settings,
+    SipConfig,
     TelegramConfig,
     WhatsAppConfig,
     load_accounts,
@@ -34,13 +37,14 @@ from deskbridge.errors import ConfigError, DeliveryError
 
 __all__ = ["CHANNELS", "simulate"]
 
-CHANNELS = ("telegram", "whatsapp", "messenger", "line", "email")
+CHANNELS = ("telegram", "whatsapp", "messenger", "line", "email", "sip")
 DEFAULT_FROM = {
     "telegram": "700000001",
     "whatsapp": "12025550143",
     "messenger": "7000000000000001",
     "line": "U" + "4" * 32,
     "email": "Demo Customer <customer@example.com>",
+    "sip": "tel:+16505551234",
 }
 
 
@@ -51,7 +55,11 @@ def _accounts(settings: Settings, account: str, config: Path | None) -> Accounts
             raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
         if not (settings.data_dir / "demo-secrets.json").exists():
             raise ConfigError("no demo secrets yet: start `deskbridge run` without a config first")
-        return demo_accounts(settings.data_dir, smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}")
+        return demo_accounts(
+            settings.data_dir,
+            smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
+            sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
+        )
     return load_accounts(path)
 
 
@@ -156,6 +164,27 @@ async def _by_smtp(ch: EmailConfig, text: str, sender: str) -> int:
     return 200
 
 
+async def _by_sip(ch: SipConfig, text: str, sender: str, name: str, call: bool) -> int:
+    host, _, port = ch.listen.rpartition(":")
+    host = host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104
+        host = "127.0.0.1"
+    number = ch.numbers[0] if ch.numbers else "support"
+    target = f"sip:{number}@{ch.domains[0]}"
+    try:
+        parse_uri(sender)
+    except SipSyntaxError:
+        raise ConfigError(f"--from {sender!r} is not a sip: or tel: URI") from None
+    try:
+        return await send_sample(
+            (host, int(port)), text=text, sender=sender, target=target, name=name, call=call
+        )
+    except (OSError, TimeoutError) as exc:
+        raise DeliveryError(
+            f"no answer from the SIP listener at {ch.listen}: {type(exc).__name__}"
+        ) from exc
+
+
 def simulate(
     settings: Settings,
     channel: str,
@@ -166,6 +195,7 @@ def simulate(
     sender: str | None,
     name: str,
     config: Path | None,
+    call: bool = False,
 ) -> int:
     """POST one signed webhook (or, for an email address taking mail by SMTP, send one
     mail to the listener); returns the gateway's HTTP status (or the SMTP reply code)."""
@@ -173,6 +203,11 @@ def simulate(
     accounts = _accounts(settings, account, config)
     acc = accounts.accounts.get(account)
     email = acc.channel("email") if acc else None
+    sip = acc.channel("sip") if acc else None
+    if channel == "sip":
+        if not isinstance(sip, SipConfig):
+            raise ConfigError(f"account {account!r} has no sip channel")
+        return asyncio.run(_by_sip(sip, text, sender or DEFAULT_FROM["sip"], name, call))
     if channel == "email" and isinstance(email, EmailConfig) and email.inbound == "smtp":
         return asyncio.run(_by_smtp(email, text, sender or DEFAULT_FROM["email"]))
     path, body, headers = _request(

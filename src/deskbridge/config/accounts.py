@@ -22,6 +22,7 @@ stripped). Errors name the file, the path in the document and what is wrong.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -55,6 +56,9 @@ __all__ = [
     "MessengerConfig",
     "MetaAppConfig",
     "SandboxDeskConfig",
+    "SipCallsConfig",
+    "SipConfig",
+    "SipTimersConfig",
     "SmtpConfig",
     "TelegramConfig",
     "WhatsAppConfig",
@@ -243,8 +247,106 @@ class EmailConfig(_Model):
         )
 
 
+class SipTimersConfig(_Model):
+    """RFC 3261 Table 4. Shorter values make tests fast; leave them alone in production."""
+
+    t1: float = Field(default=0.5, gt=0, le=10)
+    t2: float = Field(default=4.0, gt=0, le=60)
+    t4: float = Field(default=5.0, ge=0, le=60)
+
+
+class SipCallsConfig(_Model):
+    """What happens to a call: deskbridge carries no media. ``redirect`` answers 302
+    with ``redirect_to`` as the Contact (the caller's side then calls the call centre);
+    ``reject`` answers ``reject_status`` and the agent sees a missed call with a
+    callback request. Either way the call is filed on the caller's ticket."""
+
+    action: Literal["redirect", "reject"] = "reject"
+    redirect_to: str | None = None
+    """A ``sip:`` or ``tel:`` URI (the call centre's number or queue)."""
+    reject_status: Literal[480, 486, 603] = 480
+    ring_seconds: float = Field(default=0.0, ge=0, le=60)
+    """Ring (180) this long before answering, so a caller may still hang up (CANCEL)."""
+
+    @model_validator(mode="after")
+    def _target(self) -> SipCallsConfig:
+        if self.action == "redirect":
+            if not self.redirect_to:
+                raise ValueError("action redirect needs redirect_to")
+            if not re.match(r"^(sips?|tel):\S+$", self.redirect_to):
+                raise ValueError("redirect_to must be a sip:, sips: or tel: URI")
+        return self
+
+
+class SipConfig(_Model):
+    """A SIP trunk: SIP MESSAGE texts in and out, calls logged on the ticket."""
+
+    type: Literal["sip"] = "sip"
+    listen: str = Field(default="0.0.0.0:5060", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$")
+    """``host:port`` for UDP and TCP (both, unless ``transports`` says otherwise)."""
+    transports: list[Literal["udp", "tcp"]] = Field(default=["udp", "tcp"], min_length=1)
+    tls_listen: str | None = Field(default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$")
+    """``host:port`` for SIP over TLS; needs ``tls_cert_path`` and ``tls_key_path``."""
+    tls_cert_path: str | None = None
+    tls_key_path: str | None = None
+    domains: list[str] = Field(min_length=1)
+    """Hosts of the Request-URIs we serve (our domain names and the listen IPs)."""
+    numbers: list[str] = Field(default_factory=list)
+    """The served numbers (E.164). Empty: every numeric user at ``domains``."""
+    trusted_peers: list[str] = Field(min_length=1)
+    """IPs or CIDRs of the carrier's trunk. Anything else gets 403 (rate limited)."""
+    default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    """Region for national numbers without a country code (ISO 3166 alpha-2)."""
+    outbound_proxy: str | None = Field(
+        default=None, pattern=r"^(\[[0-9A-Fa-f:.]+\]|[^:\s]+)(:\d{1,5})?$"
+    )
+    """``host[:port]`` every outbound MESSAGE is sent to (default: the customer URI's
+    host, i.e. the carrier that sent their last message)."""
+    outbound_transport: Literal["udp", "tcp", "tls"] = "udp"
+    trunk_domain: str | None = None
+    """The host of the customer URIs we send to (default: the host their messages came
+    from)."""
+    username: str | None = None
+    password: SecretStr | None = None
+    """Digest credentials for challenges (401/407) to our MESSAGEs."""
+    calls: SipCallsConfig = SipCallsConfig()
+    timers: SipTimersConfig = SipTimersConfig()
+    refused_per_minute: int = Field(default=30, ge=1)
+    """403 answers per minute to one untrusted source; past that it is ignored."""
+    sandbox: bool = False
+    """Keep outbound MESSAGEs in the sandbox outbox instead of sending them."""
+    max_body_bytes: int = Field(default=8 * 1024, gt=0, le=60_000)
+    """The largest MESSAGE body accepted (413 beyond)."""
+
+    @field_validator("trusted_peers")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for peer in v:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                raise ValueError(f"{peer!r} is not an IP address or CIDR") from None
+        return v
+
+    @field_validator("numbers")
+    @classmethod
+    def _e164(cls, v: list[str]) -> list[str]:
+        for n in v:
+            if not re.fullmatch(r"\+[1-9]\d{6,14}", n):
+                raise ValueError(f"{n!r} is not an E.164 number (+ and digits)")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> SipConfig:
+        if self.tls_listen and not (self.tls_cert_path and self.tls_key_path):
+            raise ValueError("tls_listen needs tls_cert_path and tls_key_path")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
 ChannelConfig = Annotated[
-    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig | EmailConfig,
+    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig | EmailConfig | SipConfig,
     Field(discriminator="type"),
 ]
 

@@ -24,6 +24,8 @@ __all__ = [
     "DEMO_LINE_CHANNEL_ID",
     "DEMO_PAGE_ID",
     "DEMO_PHONE_NUMBER_ID",
+    "DEMO_SIP_DOMAIN",
+    "DEMO_SIP_NUMBER",
     "demo_accounts",
     "demo_secrets",
     "secrets_path",
@@ -35,6 +37,9 @@ DEMO_PHONE_NUMBER_ID = "100000000000001"
 DEMO_PAGE_ID = "100000000000002"
 DEMO_LINE_CHANNEL_ID = "2000000001"
 DEMO_EMAIL = "support@demo.deskbridge.test"
+DEMO_SIP_NUMBER = "+14155550100"
+"""The demo trunk's served number (a fictional 555-01xx number)."""
+DEMO_SIP_DOMAIN = "demo.deskbridge.test"
 
 
 def secrets_path(data_dir: Path) -> Path:
@@ -89,7 +94,9 @@ def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
     return stored
 
 
-def demo_accounts(data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525") -> AccountsFile:
+def demo_accounts(
+    data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525", sip_listen: str = "127.0.0.1:5060"
+) -> AccountsFile:
     s = demo_secrets(data_dir)
     meta = s["meta"]
     doc = {
@@ -139,6 +146,16 @@ def demo_accounts(data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525") -> Acc
                         "address": DEMO_EMAIL,
                         "inbound": "smtp",
                         "smtp_listen": smtp_listen,
+                    },
+                    {
+                        "type": "sip",
+                        "sandbox": True,
+                        "listen": sip_listen,
+                        "domains": ["127.0.0.1", "localhost", DEMO_SIP_DOMAIN],
+                        "numbers": [DEMO_SIP_NUMBER],
+                        # only this machine may send; P-Asserted-Identity is believed
+                        "trusted_peers": ["127.0.0.0/8", "::1"],
+                        "calls": {"action": "reject", "reject_status": 480},
                     },
                 ],
             }

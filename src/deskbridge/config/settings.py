@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
+    demo_sip_port: int = Field(default=5060, ge=0, lt=65536)
+    """Where the demo account's SIP listener takes MESSAGEs and calls (127.0.0.1, UDP
+    and TCP)."""
 
     # delivery policy
     max_attempts: int = Field(default=10, ge=1)

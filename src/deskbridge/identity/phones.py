@@ -6,7 +6,7 @@ import re
 
 import phonenumbers
 
-__all__ = ["e164"]
+__all__ = ["e164", "readable"]
 
 _MIN_DIGITS = 7
 _MAX_DIGITS = 17  # E.164 allows 15; a little slack for prefixes people type
@@ -42,3 +42,13 @@ def e164(raw: str, *, international: bool = False, trusted: bool = False) -> str
         ):
             return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
     return None
+
+
+def readable(number: str) -> str:
+    """An E.164 number as an agent reads it: ``+16505551234`` → ``+1 650 555 1234``."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    text = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return str(text).replace("-", " ")

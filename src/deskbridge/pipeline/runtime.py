@@ -97,6 +97,7 @@ class Runtime:
                     tokens,
                     api_base=sandboxed if ch.sandbox else None,
                     mail_outbox=functools.partial(sandbox.record_mail, name),
+                    outbox=functools.partial(sandbox.record_sent, name),
                 )
         rt.receivers = build_receivers(accounts, rt.adapters)
         return rt

@@ -23,6 +23,7 @@ from deskbridge.errors import (
     StoreUnavailable,
     WindowClosed,
 )
+from deskbridge.identity.phones import readable
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.pipeline import retry
 from deskbridge.pipeline.runtime import Runtime
@@ -30,6 +31,7 @@ from deskbridge.schemas import (
     AgentReply,
     Attempt,
     AttemptOutcome,
+    CallEvent,
     ChannelAddress,
     ChannelEvent,
     Contact,
@@ -43,7 +45,7 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import ConversationRecord, new_id
 
-__all__ = ["deliver_to_channel", "deliver_to_desk", "job_deadline"]
+__all__ = ["call_message", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,36 @@ def _ref(conv: ConversationRecord, subject: str, account: str) -> ConversationRe
     )
 
 
+def call_message(call: CallEvent) -> Message:
+    """A call as the visible message on the caller's ticket, so an agent can call back:
+    "Missed call from +1 650 555 1234 at 14:05 UTC on 2026-11-22 (callback requested)"."""
+    caller = call.sender.external_id
+    who = readable(caller) if caller.startswith("+") else caller
+    when = call.occurred_at.astimezone(UTC).strftime("%H:%M UTC on %Y-%m-%d")
+    to = f" to {readable(call.callee)}" if call.callee and call.callee.startswith("+") else ""
+    if call.state == "redirected":
+        text = (
+            f"Call from {who}{to} at {when}, forwarded to the call centre ({call.redirected_to})."
+        )
+    elif call.hung_up:
+        rang = f" after {call.duration:.0f} s" if call.duration is not None else ""
+        text = f"Missed call from {who}{to} at {when}: the caller hung up{rang} while it rang."
+    else:
+        extra = " (callback requested)" if call.callback_requested else ""
+        text = f"Missed call from {who}{to} at {when}{extra}."
+    return Message(
+        account=call.account,
+        channel=call.channel,
+        dedup_key=call.dedup_key,
+        thread=call.thread,
+        occurred_at=call.occurred_at,
+        external_id=f"call:{call.call_id}",
+        sender=call.sender,
+        text=text,
+        context=call.context,
+    )
+
+
 def _fingerprint(contact: Contact) -> str:
     parts = sorted(f"{i.kind}:{i.channel}:{i.value}" for i in contact.identities)
     return hashlib.sha256("\n".join([contact.display_name or "", *parts]).encode()).hexdigest()[:16]
@@ -226,9 +258,12 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         return await _apply_status(rt, d, StatusUpdate.model_validate(event))
     if event.get("kind") == "channel_event":
         return await _apply_channel_event(rt, d, ChannelEvent.model_validate(event))
-    if event.get("kind") != "message":
-        return DeliveryState.SKIPPED  # calls are filed by the SIP channel
-    msg = await _with_display_name(rt, d, Message.model_validate(event))
+    if event.get("kind") == "call":
+        msg = call_message(CallEvent.model_validate(event))
+    elif event.get("kind") == "message":
+        msg = await _with_display_name(rt, d, Message.model_validate(event))
+    else:
+        return DeliveryState.SKIPPED
     msg = await _authenticated(rt, d, msg, record.get("raw_id"))
     desk = rt.desk(d.account)
     if desk is None:

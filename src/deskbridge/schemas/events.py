@@ -113,11 +113,22 @@ class StatusUpdate(_Event):
 
 
 class CallEvent(_Event):
+    """A call the customer made (SIP INVITE). deskbridge carries no media: the call is
+    redirected to the call centre or missed, and either way filed on the ticket."""
+
     kind: Literal["call"] = "call"
     call_id: str
     sender: Sender
-    state: Literal["ringing", "answered", "ended", "missed", "rejected"]
+    state: Literal["ringing", "answered", "ended", "missed", "rejected", "redirected"]
     duration: float | None = None
+    callee: str | None = None
+    """The number called (E.164 when it is one)."""
+    redirected_to: str | None = None
+    callback_requested: bool = False
+    hung_up: bool = False
+    """The caller gave up while it rang (CANCEL)."""
+    context: dict[str, str] = {}
+    """Where a reply goes, as on ``Message.context``."""
 
 
 class ChannelEvent(_Event):

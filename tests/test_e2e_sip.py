@@ -1,0 +1,115 @@
+"""SIP end to end through the runtime: a trunk's MESSAGE and call reach the sandbox desk
+as one conversation, and the agent's reply leaves as a SIP MESSAGE to the trunk."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from deskbridge.adapters.sip.simulate import send_sample
+from deskbridge.gateway.intake import accept_replies
+from deskbridge.gateway.sip import start_sip_listeners
+from deskbridge.schemas import AgentReply, Channel, Desk
+
+from .conftest import drain
+from .test_sip import far_end
+
+
+def yaml_for(sandbox: bool = True) -> str:
+    return f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: sip
+        listen: "127.0.0.1:0"
+        transports: [udp]
+        domains: [sip.acme.example]
+        numbers: ["+14155550100"]
+        trusted_peers: [127.0.0.1/32]
+        sandbox: {str(sandbox).lower()}
+        timers: {{t1: 0.02, t2: 0.16, t4: 0.1}}
+"""
+
+
+async def test_text_and_call_share_a_ticket_and_the_reply_goes_out_as_message(
+    make_runtime,
+) -> None:
+    rt = make_runtime(yaml_for(sandbox=False))
+    [listener] = await start_sip_listeners(rt)
+    try:
+        dest = listener.addresses()["udp"]
+        target = "sip:+14155550100@sip.acme.example"
+        status = await send_sample(
+            dest, text="Where is my parcel?", sender="tel:+16505551234", target=target
+        )
+        assert status == 200
+        assert (
+            await send_sample(dest, text="", sender="tel:+16505551234", target=target, call=True)
+            == 480
+        )
+        await drain(rt)
+        [ticket] = await rt.sandbox.tickets("acme")
+        assert ticket.channel == "sip"
+        texts = [m.text for m in ticket.messages]
+        assert texts[0] == "Where is my parcel?"
+        assert texts[1].startswith("Missed call from +1 650 555 1234 to +1 415 555 0100 at ")
+        assert texts[1].endswith("(callback requested).")
+
+        # the reply goes back to the trunk that delivered the customer's text: here a
+        # local far end, so point the conversation's next hop at it
+        async with far_end(None) as (far, port):
+            conv_id = rt.conversations.conversation_id("acme", Channel.SIP, "+16505551234")
+            conv = await rt.conversations.get("acme", conv_id)
+            assert conv is not None
+            context = {**conv.context, "next_hop": f"127.0.0.1|{port}"}
+            await rt.conversations.set_context("acme", conv_id, context)
+            reply = AgentReply(
+                account="acme",
+                desk=Desk.SANDBOX,
+                dedup_key="r1",
+                ticket_id=ticket.id,
+                external_id="a1",
+                text="It arrives tomorrow.",
+                occurred_at=datetime.now(UTC),
+            )
+            await accept_replies(rt, "acme", "sandbox", None, [reply])
+            await drain(rt)
+            for _ in range(50):
+                if far.requests:
+                    break
+                await asyncio.sleep(0.01)
+        [sent] = far.requests
+        assert sent.method == "MESSAGE" and sent.body == b"It arrives tomorrow."
+        assert sent.uri.startswith("sip:") or sent.uri.startswith("tel:")
+        assert "+16505551234" in sent.uri
+        assert (sent.headers.get("From") or "").startswith("<sip:+14155550100@sip.acme.example")
+    finally:
+        await listener.close()
+
+
+async def test_sandbox_mode_keeps_the_outbound_message(make_runtime) -> None:
+    rt = make_runtime(yaml_for(sandbox=True))
+    [listener] = await start_sip_listeners(rt)
+    try:
+        dest = listener.addresses()["udp"]
+        target = "sip:+14155550100@sip.acme.example"
+        assert await send_sample(dest, text="hi", sender="tel:+16505551234", target=target) == 200
+        await drain(rt)
+        [ticket] = await rt.sandbox.tickets("acme")
+        reply = AgentReply(
+            account="acme",
+            desk=Desk.SANDBOX,
+            dedup_key="r2",
+            ticket_id=ticket.id,
+            external_id="a2",
+            text="Hello back",
+            occurred_at=datetime.now(UTC),
+        )
+        await accept_replies(rt, "acme", "sandbox", None, [reply])
+        await drain(rt)
+        [sent] = await rt.sandbox.sent("acme")
+        assert sent["channel"] == "sip" and sent["method"] == "MESSAGE"
+        assert sent["text"].startswith("MESSAGE ") and sent["text"].endswith("Hello back")
+    finally:
+        await listener.close()
