@@ -35,7 +35,9 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
 
-EXPOSE 8080
+# 8080: HTTP. 5060-5061: SIP, for accounts with a sip channel (listen on a port >= 1024
+# or give the container CAP_NET_BIND_SERVICE; the image runs as a non-root user).
+EXPOSE 8080 5060/udp 5060/tcp 5061/tcp
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DESKBRIDGE_PORT', '8080'), timeout=4).status == 200 else 1)"]

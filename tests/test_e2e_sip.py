@@ -113,3 +113,88 @@ async def test_sandbox_mode_keeps_the_outbound_message(make_runtime) -> None:
         assert sent["text"].startswith("MESSAGE ") and sent["text"].endswith("Hello back")
     finally:
         await listener.close()
+
+
+def write_cert(tmp_path) -> tuple[str, str]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sip.acme.example")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "sip.crt", tmp_path / "sip.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+async def test_sip_over_tls_with_a_configured_certificate(make_runtime, tmp_path) -> None:
+    import ssl
+
+    from deskbridge.adapters.sip.client import send_request
+
+    from .test_email_listener import free_port
+    from .test_sip import FAST, request
+
+    cert, key = write_cert(tmp_path)
+    port = free_port()
+    rt = make_runtime(
+        yaml_for()
+        + f'        tls_listen: "127.0.0.1:{port}"\n'
+        + f'        tls_cert_path: "{cert}"\n'
+        + f'        tls_key_path: "{key}"\n'
+    )
+    [listener] = await start_sip_listeners(rt)
+    try:
+        assert listener.addresses()["tls"] == ("127.0.0.1", port)
+        client = ssl.create_default_context(cafile=cert)
+        client.check_hostname = False
+
+        def build(host: str, local_port: int, transport: str):
+            assert transport == "TLS"
+            return request("MESSAGE", local_port, text="over TLS", transport=transport)
+
+        resp = await send_request(
+            build, ("127.0.0.1", port), transport="tls", timers=FAST, tls=client
+        )
+        assert resp.status == 200
+        await drain(rt)
+        [ticket] = await rt.sandbox.tickets("acme")
+        assert [m.text for m in ticket.messages] == ["over TLS"]
+    finally:
+        await listener.close()
+
+
+async def test_a_listener_that_cannot_bind_is_reported_on_readyz(make_runtime) -> None:
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    port = busy.getsockname()[1]
+    try:
+        rt = make_runtime(yaml_for().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
+        assert await start_sip_listeners(rt) == []
+        problems = await rt.deliveries.problems("acme")
+        assert "sip listener" in problems and str(port) in problems["sip listener"]
+    finally:
+        busy.close()
