@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from deskbridge.adapters.base import MediaLinks
-from deskbridge.adapters.sip.client import send_request
+from deskbridge.adapters.sip.client import Endpoint, open_endpoint, send_request
 from deskbridge.adapters.sip.digest import authorization, parse_challenge
 from deskbridge.adapters.sip.message import Headers, Request, Response
 from deskbridge.adapters.sip.transaction import Timers, new_branch, new_tag
@@ -185,20 +185,42 @@ class SipAdapter:
             transport = "udp"
         ids: list[str] = []
         parts = self._parts(text, target, sender, transport)
-        for i, part in enumerate(parts):
-            seed = f"{self.account}\x1f{reply.dedup_key}\x1f{i}".encode()
-            call_id = hashlib.sha256(seed).hexdigest()[:32] + "@deskbridge"
-            from_tag = hashlib.sha256(seed + b"tag").hexdigest()[:16]
-            await self._send_one(
-                target,
-                sender,
-                from_tag,
-                call_id,
-                part,
-                dest,
-                transport,  # type: ignore[arg-type]
-            )
-            ids.append(call_id)
+        # every request of this reply goes over one socket or connection: a challenge's
+        # retry must come from where the challenge went (see client.UdpEndpoint)
+        endpoint: Endpoint | None = None
+        if self._outbox is None:
+            try:
+                endpoint = await open_endpoint(
+                    dest,
+                    transport,  # type: ignore[arg-type]
+                    timers=self._timers,
+                    tls=self._tls,
+                )
+            except TimeoutError:
+                raise RetryableError("no connection to the SIP next hop (Timer F)") from None
+            except OSError as exc:
+                raise RetryableError(
+                    f"cannot reach the SIP next hop: {exc.strerror or type(exc).__name__}"
+                ) from None
+        try:
+            for i, part in enumerate(parts):
+                seed = f"{self.account}\x1f{reply.dedup_key}\x1f{i}".encode()
+                call_id = hashlib.sha256(seed).hexdigest()[:32] + "@deskbridge"
+                from_tag = hashlib.sha256(seed + b"tag").hexdigest()[:16]
+                await self._send_one(
+                    target,
+                    sender,
+                    from_tag,
+                    call_id,
+                    part,
+                    dest,
+                    transport,  # type: ignore[arg-type]
+                    endpoint,
+                )
+                ids.append(call_id)
+        finally:
+            if endpoint is not None:
+                await endpoint.aclose()
         return SendReceipt(external_ids=tuple(ids))
 
     async def _send_one(
@@ -210,6 +232,7 @@ class SipAdapter:
         text: str,
         dest: tuple[str, int],
         transport: Literal["udp", "tcp", "tls"],
+        endpoint: Endpoint | None = None,
     ) -> None:
         auth: tuple[str, str] | None = None
         for cseq in (1, 2):
@@ -248,7 +271,12 @@ class SipAdapter:
                 return
             try:
                 resp = await send_request(
-                    build, dest, transport=transport, timers=self._timers, tls=self._tls
+                    build,
+                    dest,
+                    transport=transport,
+                    timers=self._timers,
+                    tls=self._tls,
+                    endpoint=endpoint,
                 )
             except TimeoutError:
                 raise RetryableError("no answer from the SIP next hop (Timer F)") from None

@@ -90,7 +90,8 @@ def _text_body(req: Request, limit: int) -> str:
         if name.strip().lower() == "charset" and value.strip():
             charset = value.strip().strip('"').lower()
     try:
-        return req.body.decode(charset)
+        # line ends that close the body (sipp, some SMSCs) are not part of the text
+        return req.body.decode(charset).rstrip("\r\n")
     except LookupError:
         raise Refused(
             415, "unknown charset", extra=[("Accept", "text/plain;charset=utf-8")]

@@ -7,6 +7,7 @@ stream that cannot be framed is closed, since where the next message starts is u
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Collection
@@ -159,9 +160,38 @@ async def start_listener(
     max_message_bytes: int = 64 * 1024,
 ) -> Listener:
     """Bind ``listen`` for UDP and/or TCP (same port), and ``tls_listen`` for TLS.
-    Port 0 binds UDP first and gives TCP the same port number."""
-    loop = asyncio.get_running_loop()
+    Port 0 binds UDP first and gives TCP the same port number; when that number is taken
+    for TCP (another socket's ephemeral port), it tries again with a new one."""
     host, port = split_hostport(listen)
+    attempts = 20 if port == 0 and {"udp", "tcp"} <= set(transports) else 1
+    for attempt in range(attempts):
+        try:
+            return await _bind(
+                service,
+                host,
+                port,
+                transports=transports,
+                tls_listen=tls_listen,
+                tls=tls,
+                max_message_bytes=max_message_bytes,
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _bind(
+    service: SipService,
+    host: str,
+    port: int,
+    *,
+    transports: Collection[str],
+    tls_listen: str | None,
+    tls: ssl.SSLContext | None,
+    max_message_bytes: int,
+) -> Listener:
+    loop = asyncio.get_running_loop()
     udp: asyncio.DatagramTransport | None = None
     servers: list[tuple[str, asyncio.Server]] = []
     try:
