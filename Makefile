@@ -5,6 +5,7 @@
 #   make test                       install, ensure Redis on 127.0.0.1:6379, lint, pytest
 #   make lint                       ruff check, ruff format --check, mypy, hadolint
 #   make bench [ARGS=...]           install (+ wrk), then bench/run.py
+#   make faults [ARGS=...]          install, then the long fault runs (bench/faults.py)
 #   make install (= venv)           create .venv, install project + dev group (when pyproject changes)
 #   make clean / distclean          remove caches and build output / also .venv
 
@@ -28,7 +29,7 @@ export PIP_NO_INPUT := 1
 # Paths that exist right now (bench/ may not yet).
 LINT_PATHS := $(wildcard src tests bench)
 
-.PHONY: help venv install sysdeps run test lint bench clean distclean FORCE
+.PHONY: help venv install sysdeps run test lint bench faults clean distclean FORCE
 
 help:
 	@sed -n '1,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -102,6 +103,11 @@ bench: $(STAMP)
 	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools wrk
 	@test -f bench/run.py || { echo "make: bench/run.py does not exist yet" >&2; exit 1; }
 	$(PY) bench/run.py $(ARGS)
+
+# kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
+faults: $(STAMP)
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
+	$(PY) bench/faults.py $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .bench build dist

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from deskbridge import __version__
+from deskbridge.cli import admin
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError, DeskbridgeError
 
@@ -222,6 +223,12 @@ def register(
     except DeskbridgeError as exc:
         _fail(exc, code=1)
     sys.exit(0 if ok else 1)
+
+
+# the admin API's commands (token, deliveries, events): see cli/admin.py
+cli.add_command(admin.token)
+cli.add_command(admin.deliveries)
+cli.add_command(admin.events)
 
 
 def main() -> None:

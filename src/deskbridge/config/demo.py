@@ -64,6 +64,8 @@ def _generate() -> dict[str, Any]:
             "channel_secret": secrets.token_hex(16),
             "access_token": secrets.token_urlsafe(64),
         },
+        # the admin API's HS256 key: `deskbridge token create` reads it from this file
+        "admin_jwt_secret": secrets.token_urlsafe(32),
     }
 
 

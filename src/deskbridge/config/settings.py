@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     encryption_key: SecretStr | None = None
     lookup_key: SecretStr | None = None
     admin_jwt_secret: SecretStr | None = None
+    """HS256 key of admin tokens (at least 32 bytes). Or, for RS256/ES256, a public key:"""
+    admin_jwt_public_key: str | None = None
+    """PEM text of the admin tokens' public key (RS256 or ES256)."""
+    admin_jwt_public_key_path: Path | None = None
+    admin_jwt_algorithm: Literal["HS256", "RS256", "ES256"] | None = None
+    """Pinned; unset: HS256 for a secret, RS256 or ES256 after the public key's type."""
+    admin_jwt_audience: str = "deskbridge-admin"
     log_level: str = "INFO"
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
@@ -41,6 +48,10 @@ class Settings(BaseSettings):
     # worker
     poll_delay_seconds: float = Field(default=0.01, gt=0)
     job_timeout_seconds: float = Field(default=30.0, gt=0)
+    job_grace_seconds: float = Field(default=15.0, gt=0)
+    """Time past ``job_timeout_seconds`` to record an attempt and hand the lane on: arq's
+    job timeout and the lane lock last the sum, and a killed worker's job runs again
+    about 10 s after that (arq's in-progress mark)."""
     max_jobs: int = Field(default=50, ge=1)
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     sweep_grace_seconds: float = Field(default=30.0, ge=0)

@@ -1,4 +1,5 @@
-"""The aiohttp application: webhook and desk routes, health, metrics, the sandbox."""
+"""The aiohttp application: webhook and desk routes, the admin API, health, metrics, the
+sandbox."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from deskbridge.gateway import health, intake, media, sandbox
+from deskbridge.gateway import admin, health, intake, media, sandbox
 from deskbridge.gateway.keys import CSRF, ROLE, RUNTIME
 from deskbridge.pipeline import Runtime
 
@@ -57,5 +58,12 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     app.router.add_get("/media/{token}", media.serve)
     app.router.add_get("/media/{token}/{name}", media.serve)
     app.router.add_post("/desks/{desk}/{account}", intake.desk_webhook)
+    # never open: without an admin key every admin route answers 503
+    admin.add_routes(
+        app,
+        admin.admin_auth(rt.settings, rt.accounts),
+        "the admin API is disabled: set DESKBRIDGE_ADMIN_JWT_SECRET or "
+        "DESKBRIDGE_ADMIN_JWT_PUBLIC_KEY(_PATH) on the gateway",
+    )
     sandbox.add_routes(app)
     return app

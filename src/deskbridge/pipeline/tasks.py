@@ -52,10 +52,10 @@ log = logging.getLogger(__name__)
 Work = Callable[[Runtime, Delivery], Awaitable[DeliveryState]]
 
 
-def job_deadline(work_timeout: float) -> float:
-    """arq's job timeout (and the lane lock's TTL): the work's own deadline plus time to
-    record the outcome, write a note and hand the lane on."""
-    return work_timeout + 15.0
+def job_deadline(work_timeout: float, grace: float = 15.0) -> float:
+    """arq's job timeout (and the lane lock's TTL): the work's own deadline plus ``grace``
+    to record the outcome, write a note and hand the lane on."""
+    return work_timeout + grace
 
 
 async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
@@ -83,7 +83,8 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
     if head != d.id:
         return
     token = new_id()
-    lock_ms = int(job_deadline(rt.settings.job_timeout_seconds) * 1000)
+    s = rt.settings
+    lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
     if not await rt.deliveries.lock_lane(account, d.direction, d.conversation_id, token, lock_ms):
         retry.busy()
     try:

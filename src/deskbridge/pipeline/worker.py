@@ -47,7 +47,7 @@ def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
         job_serializer=_dumps,
         job_deserializer=json.loads,
         keep_result=0,
-        job_timeout=job_deadline(s.job_timeout_seconds),
+        job_timeout=job_deadline(s.job_timeout_seconds, s.job_grace_seconds),
         max_tries=_MAX_TRIES,
         max_jobs=s.max_jobs,
         poll_delay=s.poll_delay_seconds,
@@ -67,6 +67,7 @@ async def sweep_once(rt: Runtime) -> int:
             d = await rt.deliveries.get(account, delivery_id)
             if d is not None and await rt.deliveries.requeue(d):
                 requeued += 1
+        await rt.deliveries.trim_index(account)
         counts = await rt.deliveries.counts(account)
         rt.metrics.pending.labels(account).set(counts["pending"])
         rt.metrics.dead.labels(account).set(counts["dead"])
@@ -91,6 +92,20 @@ async def _background(rt: Runtime) -> None:
         await asyncio.sleep(2)
 
 
+async def _close(worker: Worker) -> None:
+    """Close a worker whose Redis may be gone. arq's ``close`` cancels the jobs in flight
+    and gathers them: a job cancelled before it ever ran re-raises its CancelledError
+    here, which must not end the supervisor (only our own cancellation may)."""
+    try:
+        await worker.close()
+    except (RedisError, OSError):
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+
+
 async def run_worker(rt: Runtime, redis_url: str) -> None:
     """Run the worker until cancelled, restarting it whenever the Redis connection drops."""
     background = asyncio.create_task(_background(rt), name="deskbridge-worker-background")
@@ -106,8 +121,7 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
                     "worker lost Redis (%s); restarting in %.1fs", type(exc).__name__, delay
                 )
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await worker.close()
+                await _close(worker)
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
             await asyncio.sleep(delay)
     finally:

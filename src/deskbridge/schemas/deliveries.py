@@ -62,3 +62,13 @@ class Delivery(Frozen):
     channel_status: str | None = None
     """For a reply: what the channel last said of it (sent, delivered, read, failed)."""
     channel_error: str | None = None
+    raw_id: str | None = None
+    """For a ``parse_failed`` dead letter: its kept raw request (re-ingest it)."""
+    replays: int = 0
+    """How many times an operator replayed it."""
+    replayed_at: datetime | None = None
+    replayed_by: str | None = None
+    discarded_at: datetime | None = None
+    discarded_by: str | None = None
+    """Who discarded it (the admin token's ``sub``), when and why."""
+    discard_reason: str | None = None

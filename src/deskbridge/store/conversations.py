@@ -59,8 +59,8 @@ class ConversationStore:
     async def get(self, account: str, conversation_id: str) -> ConversationRecord | None:
         key = keys.conversation(account, conversation_id)
         h = await self._redis.hgetall(key)
-        if not h:
-            return None
+        if b"thread" not in h:
+            return None  # none, or cut short by a crash before ``ensure`` wrote it whole
         d = {k.decode(): v for k, v in h.items()}
         ticket = d.get("ticket_id")
         last = d.get("last_inbound_at")
@@ -98,20 +98,18 @@ class ConversationStore:
         *,
         inbound_at: float | None = None,
     ) -> ConversationRecord:
-        """Create the conversation on first sight; later calls only move ``last_inbound_at``."""
+        """Create the conversation on first sight; later calls only move ``last_inbound_at``.
+        One transaction: a worker killed halfway must not leave a record without its thread."""
         key = keys.conversation(account, conversation_id)
-        created = await self._redis.hsetnx(key, "channel", channel.value)
-        if created:
-            await self._redis.hset(
-                key,
-                mapping={
-                    "thread": self._vault.seal(thread.encode(), key + "#thread"),
-                    "contact_id": contact_id,
-                    "created_at": int(time.time() * 1000),
-                },
-            )
+        sealed = self._vault.seal(thread.encode(), key + "#thread")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "channel", channel.value)
+        pipe.hsetnx(key, "thread", sealed)  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(key, "contact_id", contact_id)
+        pipe.hsetnx(key, "created_at", str(int(time.time() * 1000)))
         if inbound_at is not None:
-            await self._redis.hset(key, "last_inbound_at", str(inbound_at))
+            pipe.hset(key, "last_inbound_at", str(inbound_at))
+        await pipe.execute()
         rec = await self.get(account, conversation_id)
         assert rec is not None
         return rec

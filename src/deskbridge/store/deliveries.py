@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,15 @@ from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawR
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.raw import read_raw_record
-from deskbridge.store.scripts import CHANNEL_STATUS, FINISH, HOLD, RELEASE, REQUEUE
+from deskbridge.store.scripts import (
+    CHANNEL_STATUS,
+    DISCARD,
+    FINISH,
+    HOLD,
+    RELEASE,
+    REPLAY,
+    REQUEUE,
+)
 
 __all__ = ["JOB_FUNCTIONS", "DeliveryStore"]
 
@@ -37,6 +46,38 @@ def _s(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
 
 
+def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
+    if b"id" not in h:  # gone (or only a stray field written after it expired)
+        return None
+    d = {k.decode(): v for k, v in h.items()}
+    status = d.get("last_status")
+    return Delivery(
+        id=d["id"].decode(),
+        account=d["account"].decode(),
+        direction=Direction(d["direction"].decode()),
+        channel=d["channel"].decode(),
+        desk=d["desk"].decode(),
+        conversation_id=d["conversation_id"].decode(),
+        event_id=d["event_id"].decode(),
+        state=DeliveryState(d["state"].decode()),
+        attempts=int(d.get("attempts", b"0")),
+        created_at=_ms(d.get("created_at")),
+        updated_at=_ms(d.get("updated_at")),
+        last_error=_s(d.get("last_error")),
+        last_status=int(status) if status else None,
+        reason=_s(d.get("reason")),
+        channel_status=_s(d.get("channel_status")),
+        channel_error=_s(d.get("channel_error")),
+        raw_id=_s(d.get("raw_id")),
+        replays=int(d.get("replays", b"0")),
+        replayed_at=_ms(d["replayed_at"]) if "replayed_at" in d else None,
+        replayed_by=_s(d.get("replayed_by")),
+        discarded_at=_ms(d["discarded_at"]) if "discarded_at" in d else None,
+        discarded_by=_s(d.get("discarded_by")),
+        discard_reason=_s(d.get("discard_reason")),
+    )
+
+
 class DeliveryStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
         self._redis = redis
@@ -48,31 +89,18 @@ class DeliveryStore:
         self._hold = redis.register_script(HOLD)
         self._release_held = redis.register_script(RELEASE)
         self._channel_status = redis.register_script(CHANNEL_STATUS)
+        self._replay = redis.register_script(REPLAY)
+        self._discard = redis.register_script(DISCARD)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
-        h = await self._redis.hgetall(keys.delivery(account, delivery_id))
-        if not h:
-            return None
-        d = {k.decode(): v for k, v in h.items()}
-        status = d.get("last_status")
-        return Delivery(
-            id=d["id"].decode(),
-            account=d["account"].decode(),
-            direction=Direction(d["direction"].decode()),
-            channel=d["channel"].decode(),
-            desk=d["desk"].decode(),
-            conversation_id=d["conversation_id"].decode(),
-            event_id=d["event_id"].decode(),
-            state=DeliveryState(d["state"].decode()),
-            attempts=int(d.get("attempts", b"0")),
-            created_at=_ms(d.get("created_at")),
-            updated_at=_ms(d.get("updated_at")),
-            last_error=_s(d.get("last_error")),
-            last_status=int(status) if status else None,
-            reason=_s(d.get("reason")),
-            channel_status=_s(d.get("channel_status")),
-            channel_error=_s(d.get("channel_error")),
-        )
+        return _delivery(await self._redis.hgetall(keys.delivery(account, delivery_id)))
+
+    async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
+        """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for account, delivery_id in refs:
+            pipe.hgetall(keys.delivery(account, delivery_id))
+        return [_delivery(h) for h in await pipe.execute()]
 
     async def event(self, account: str, event_id: str) -> dict[str, Any]:
         """The stored event record (decrypted). Raises KeyError when it is gone."""
@@ -159,6 +187,7 @@ class DeliveryStore:
                 keys.lane(a, delivery.direction.value, delivery.conversation_id),
                 keys.ARQ_QUEUE,
                 keys.event(a, delivery.event_id),
+                keys.expiring(a),
             ],
             args=[
                 int(time.time() * 1000),
@@ -298,3 +327,86 @@ class DeliveryStore:
 
     async def queue_depth(self) -> int:
         return int(await self._redis.zcard(keys.ARQ_QUEUE))
+
+    async def locate(self, accounts: Sequence[str], delivery_id: str) -> str | None:
+        """The account (of ``accounts``) holding ``delivery_id``: ids are unique across
+        accounts, so one pipeline of EXISTS finds it."""
+        pipe = self._redis.pipeline(transaction=False)
+        for account in accounts:
+            pipe.exists(keys.delivery(account, delivery_id))
+        found = await pipe.execute()
+        return next((a for a, hit in zip(accounts, found, strict=True) if hit), None)
+
+    async def last_outcome(self, account: str, delivery_id: str) -> Attempt | None:
+        row = await self._redis.lindex(keys.attempts(account, delivery_id), -1)
+        return Attempt.model_validate_json(row) if row is not None else None
+
+    async def replay(self, delivery: Delivery, who: str) -> str:
+        """Make a dead letter pending again (fresh retry budget, back in its lane at its
+        arrival place, its job enqueued when it heads the lane). Idempotent: anything not
+        dead is left as it is. Returns ``replayed``, ``parse_failed``, ``missing`` or the
+        state the delivery was left in."""
+        a = delivery.account
+        result = await self._replay(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.pending(a),
+                keys.dead(a),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.arq_job(delivery.id),
+            ],
+            args=[
+                int(time.time() * 1000),
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[delivery.direction],
+                a,
+                delivery.id,
+                who,
+            ],
+        )
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def discard(self, delivery: Delivery, who: str, why: str, *, retention_s: int) -> str:
+        """Mark a dead, held or pending delivery ``discarded`` (who, when, why), take it out
+        of its lane and hand the lane on; it expires after ``retention_s``. Returns
+        ``discarded``, ``missing`` or the state the delivery was left in."""
+        a = delivery.account
+        result = await self._discard(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.pending(a),
+                keys.dead(a),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.event(a, delivery.event_id),
+                keys.expiring(a),
+                keys.raw(a, delivery.raw_id or delivery.id),
+                keys.unparsed(a, delivery.channel),
+            ],
+            args=[
+                int(time.time() * 1000),
+                who,
+                why,
+                retention_s,
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[delivery.direction],
+                a,
+                delivery.id,
+                job_key_prefix,
+            ],
+        )
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def trim_index(self, account: str, limit: int = 1000) -> int:
+        """Drop expired records from the listing index. Returns how many."""
+        now_ms = int(time.time() * 1000)
+        gone = await self._redis.zrangebyscore(
+            keys.expiring(account), "-inf", now_ms, start=0, num=limit
+        )
+        if gone:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(keys.deliveries(account), *gone)
+            pipe.zrem(keys.expiring(account), *gone)
+            await pipe.execute()
+        return len(gone)

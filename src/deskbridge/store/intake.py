@@ -203,7 +203,13 @@ class Intake:
         raw_id = new_id()
         raw_key = keys.raw(account, raw_id)
         raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
-        k: list[str] = [keys.pending(account), keys.ARQ_QUEUE, raw_key]
+        k: list[str] = [
+            keys.pending(account),
+            keys.ARQ_QUEUE,
+            raw_key,
+            keys.deliveries(account),
+            keys.raws(account, source),
+        ]
         a: list[Any] = [
             now_ms,
             raw_blob,
@@ -283,6 +289,8 @@ class Intake:
                 raw_key,
                 keys.delivery(account, delivery_id),
                 keys.dead(account),
+                keys.deliveries(account),
+                keys.unparsed(account, source),
             ],
             [
                 now_ms,

@@ -10,6 +10,7 @@ from arq.constants import default_queue_name, job_key_prefix
 
 __all__ = [
     "ARQ_QUEUE",
+    "AUDIT",
     "HEARTBEAT",
     "arq_job",
     "attempts",
@@ -17,10 +18,12 @@ __all__ = [
     "conversation",
     "dead",
     "dedup",
+    "deliveries",
     "delivery",
     "delivery_prefix",
     "desk_user",
     "event",
+    "expiring",
     "identity",
     "lane",
     "lane_lock",
@@ -29,6 +32,7 @@ __all__ = [
     "problems",
     "profile",
     "raw",
+    "raws",
     "sandbox_idempotency",
     "sandbox_messages",
     "sandbox_outbox",
@@ -40,10 +44,13 @@ __all__ = [
     "ticket",
     "token",
     "token_lock",
+    "unparsed",
 ]
 
 ARQ_QUEUE = default_queue_name
 HEARTBEAT = "deskbridge:worker:heartbeat"
+AUDIT = "deskbridge:audit"
+"""The admin API's append-only audit log (a stream; every write, never trimmed)."""
 
 
 def _a(account: str) -> str:
@@ -83,6 +90,28 @@ def pending(account: str) -> str:
 def dead(account: str) -> str:
     """Sorted set of dead-lettered delivery ids, scored by the time they died (ms)."""
     return f"{_a(account)}:dead"
+
+
+def deliveries(account: str) -> str:
+    """Sorted set of every delivery id, scored by creation time (ms): the admin listing."""
+    return f"{_a(account)}:dlvz"
+
+
+def expiring(account: str) -> str:
+    """Sorted set of delivery ids whose records expire, scored by when (ms): the sweeper
+    drops them from ``deliveries`` once they are gone."""
+    return f"{_a(account)}:dlvz:expiring"
+
+
+def raws(account: str, source: str) -> str:
+    """Sorted set of the raw requests kept from ``source``, scored by arrival (ms)."""
+    return f"{_a(account)}:rawz:{source}"
+
+
+def unparsed(account: str, source: str) -> str:
+    """Sorted set of the raw requests from ``source`` our parser rejected (``parse_failed``
+    dead letters; the member is the dead letter's id and its raw id), scored by arrival."""
+    return f"{_a(account)}:rawz:{source}:unparsed"
 
 
 def lane(account: str, direction: str, conversation_id: str) -> str:

@@ -9,7 +9,17 @@ be restored from an older file). The job format is pinned by a test against arq 
 
 from __future__ import annotations
 
-__all__ = ["CHANNEL_STATUS", "FINISH", "HOLD", "INTAKE", "PARSE_FAILED", "RELEASE", "REQUEUE"]
+__all__ = [
+    "CHANNEL_STATUS",
+    "DISCARD",
+    "FINISH",
+    "HOLD",
+    "INTAKE",
+    "PARSE_FAILED",
+    "RELEASE",
+    "REPLAY",
+    "REQUEUE",
+]
 
 # enqueue(queue, job_key, fn, account, id, now_ms, expiry_ms): what arq's enqueue_job
 # does, for a job id that must be unique (skipped when the job already exists).
@@ -24,10 +34,13 @@ local function enqueue(queue, job_key, fn, account, id, now, expiry)
 end
 """
 
-# KEYS: pending, queue, raw, then per event: dedup, event, delivery, lane, job
+# KEYS: pending, queue, raw, deliveries index, raw index, then per event: dedup, event,
+#       delivery, lane, job
 # ARGV: now_ms, raw_blob, raw_ttl_s, dedup_ttl_s, job_expiry_ms, fn, account, n,
 #       direction, channel, desk, then per event: id, event_blob, conversation_id
-# The event's first delivery shares its id. Returns one integer per event: 1 stored,
+# The event's first delivery shares its id. The raw index's member is the raw id, the last
+# segment of the raw key (no extra argument on the ack path); entries past the raw
+# retention are trimmed as new ones come. Returns one integer per event: 1 stored,
 # 0 duplicate.
 INTAKE = (
     _ENQUEUE
@@ -38,18 +51,22 @@ local direction, channel, desk = ARGV[9], ARGV[10], ARGV[11]
 local out = {}
 local any = false
 for i = 0, n - 1 do
-  local k = 3 + i * 5
+  local k = 5 + i * 5
   local a = 11 + i * 3
   local id = ARGV[a + 1]
-  if redis.call('SET', KEYS[k + 1], id, 'NX', 'EX', ARGV[4]) then
+  -- the dedup mark is written last: a write that fails before it must leave no mark
+  -- that would take the channel's redelivery for a duplicate (Lua does not roll back)
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 then
     redis.call('SET', KEYS[k + 2], ARGV[a + 2])
     redis.call('HSET', KEYS[k + 3], 'id', id, 'account', account, 'direction', direction,
       'channel', channel, 'desk', desk, 'conversation_id', ARGV[a + 3], 'event_id', id,
       'state', 'pending', 'attempts', 0, 'created_at', now, 'updated_at', now)
     redis.call('ZADD', KEYS[1], now, id)
+    redis.call('ZADD', KEYS[4], now, id)
     if redis.call('RPUSH', KEYS[k + 4], id) == 1 then
       enqueue(KEYS[2], KEYS[k + 5], fn, account, id, now, expiry)
     end
+    redis.call('SET', KEYS[k + 1], id, 'EX', ARGV[4])
     out[#out + 1] = 1
     any = true
   else
@@ -58,26 +75,33 @@ for i = 0, n - 1 do
 end
 if any and ARGV[2] ~= '' then
   redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+  redis.call('ZADD', KEYS[5], now, string.match(KEYS[3], '[^:]+$'))
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - ARGV[3] * 1000))
 end
 return out
 """
 )
 
-# KEYS: dedup, raw, delivery, dead
+# KEYS: dedup, raw, delivery, dead, deliveries index, unparsed index
 # ARGV: now_ms, raw_blob, dedup_ttl_s, delivery_json, delivery_id
 # Returns 1 stored, 0 duplicate. The raw body is kept without expiry: it is a dead letter.
+# The dedup mark goes last, as in INTAKE.
 PARSE_FAILED = """
-if not redis.call('SET', KEYS[1], ARGV[5], 'NX', 'EX', ARGV[3]) then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 local fields = cjson.decode(ARGV[4])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, tostring(v)) end
 redis.call('ZADD', KEYS[4], ARGV[1], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[5])
+redis.call('ZADD', KEYS[6], ARGV[1], ARGV[5])
+redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[3])
 return 1
 """
 
 # Ends a delivery and hands its lane to the next delivery.
-# KEYS: delivery, pending, dead, lane, queue, event. The next head's job key cannot be
-#       known in advance, so its prefix comes in ARGV (the queue is not cluster-safe anyway).
+# KEYS: delivery, pending, dead, lane, queue, event, expiring. The next head's job key
+#       cannot be known in advance, so its prefix comes in ARGV (the queue is not
+#       cluster-safe anyway).
 # ARGV: now_ms, state, reason, retention_s (0 = keep), job_expiry_ms, fn, account,
 #       delivery_id, job_key_prefix, last_error
 # A delivery that is no longer pending keeps its state and only leaves the lane.
@@ -99,6 +123,7 @@ if current == 'pending' then
     redis.call('EXPIRE', KEYS[1], retention)
     redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
     redis.call('EXPIRE', KEYS[6], retention)
+    redis.call('ZADD', KEYS[7], now + retention * 1000, id)
   end
 end
 redis.call('LREM', KEYS[4], 1, id)
@@ -162,3 +187,77 @@ redis.call('HSET', KEYS[1], 'channel_status', ARGV[1], 'channel_status_at', ARGV
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'channel_error', ARGV[3]) end
 return 1
 """
+
+# An operator's replay of a dead letter: pending again with a fresh retry budget, back in
+# its conversation's lane at its arrival place (lane members sort by id, ids by creation
+# time), its job enqueued when it heads the lane. Anything not dead is left alone, so a
+# replay is idempotent. A lane head already in flight finishes first; FINISH then hands
+# the lane on by value, so the replayed delivery runs next.
+# KEYS: delivery, pending, dead, lane, queue, job ; ARGV: now_ms, job_expiry_ms, fn,
+#       account, delivery_id, who
+# Returns 'replayed', the state it was left in, 'parse_failed' or 'missing'.
+REPLAY = (
+    _ENQUEUE
+    + """
+local now, id = ARGV[1], ARGV[5]
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state ~= 'dead' then return state end
+if redis.call('HGET', KEYS[1], 'reason') == 'parse_failed' then return 'parse_failed' end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'updated_at', now,
+  'replayed_at', now, 'replayed_by', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('HDEL', KEYS[1], 'reason')
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZADD', KEYS[2], now, id)
+if not redis.call('LPOS', KEYS[4], id) then
+  local placed = false
+  for _, other in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+    if other > id then
+      redis.call('LINSERT', KEYS[4], 'BEFORE', other, id)
+      placed = true
+      break
+    end
+  end
+  if not placed then redis.call('RPUSH', KEYS[4], id) end
+end
+if redis.call('LINDEX', KEYS[4], 0) == id then
+  enqueue(KEYS[5], KEYS[6], ARGV[3], ARGV[4], id, now, ARGV[2])
+end
+return 'replayed'
+"""
+)
+
+# An operator's discard: a dead, held or pending delivery becomes ``discarded`` (who, when,
+# why), leaves its lane and hands it to the next delivery. It is kept for the retention
+# of delivered records, then expires with its event (and a parse_failed raw body).
+# KEYS: delivery, pending, dead, lane, queue, event, expiring, raw, unparsed
+# ARGV: now_ms, who, why, retention_s, job_expiry_ms, fn, account, delivery_id,
+#       job_key_prefix
+# Returns 'discarded', the state it was left in, or 'missing'.
+DISCARD = (
+    _ENQUEUE
+    + """
+local now, retention, id = ARGV[1], tonumber(ARGV[4]), ARGV[8]
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'missing' end
+if state ~= 'dead' and state ~= 'held' and state ~= 'pending' then return state end
+redis.call('HSET', KEYS[1], 'state', 'discarded', 'updated_at', now, 'discarded_at', now,
+  'discarded_by', ARGV[2], 'discard_reason', ARGV[3])
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[9], id)
+if retention > 0 then
+  redis.call('EXPIRE', KEYS[1], retention)
+  redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+  redis.call('EXPIRE', KEYS[6], retention)
+  redis.call('EXPIRE', KEYS[8], retention)
+  redis.call('ZADD', KEYS[7], now + retention * 1000, id)
+end
+if redis.call('LREM', KEYS[4], 1, id) > 0 then
+  local head = redis.call('LINDEX', KEYS[4], 0)
+  if head then enqueue(KEYS[5], ARGV[9] .. head, ARGV[6], ARGV[7], head, now, ARGV[5]) end
+end
+return 'discarded'
+"""
+)

@@ -1,0 +1,190 @@
+"""Re-ingest: kept raw requests parsed again by today's receivers and fed through the
+normal intake, for when a parser bug mis-read traffic and the fix is deployed.
+
+Semantics (docs/admin.md states them for operators):
+
+- The request is not verified again: only verified requests were kept, and the secret
+  headers that proved it were never stored.
+- Only the events of the raw request's own account are taken (a Meta batch kept under
+  each account it concerned is re-ingested per account).
+- Intake deduplicates as for a live webhook: an event whose dedup mark is still there is
+  reported as a duplicate with the state of the delivery that took it, and is not stored
+  again. Dedup marks live ``DESKBRIDGE_DEDUP_TTL_SECONDS``; a request stored with events
+  and older than that is refused unless ``allow_duplicates`` (its events could reach the
+  desk twice). A ``parse_failed`` body never had events, so it has no such limit.
+- A ``parse_failed`` dead letter whose body now parses is discarded (reason
+  ``re-ingested``, by the caller), so it leaves the dead letters.
+- A dry run parses and looks up dedup marks, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from deskbridge.errors import ParseFailed, RequestRefused
+from deskbridge.gateway.intake import accept_replies
+from deskbridge.pipeline import Runtime
+from deskbridge.schemas import AgentReply, Channel, Direction, RawRequest
+from deskbridge.store import IntakeEvent, keys
+from deskbridge.store.listing import RawEntry, read_raw
+
+__all__ = ["RawOutcome", "reingest_one"]
+
+
+@dataclass(slots=True)
+class RawOutcome:
+    """What re-ingesting one kept request did (or, in a dry run, would do)."""
+
+    id: str
+    account: str
+    source: str
+    parse_failed: bool
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        out = {"new": 0, "duplicate": 0, "ignored": 0}
+        for ev in self.events:
+            out[ev["status"]] += 1
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "account": self.account,
+            "source": self.source,
+            "parse_failed": self.parse_failed,
+            "events": self.events,
+            **self.counts(),
+        }
+        if self.error is not None:
+            body["error"] = self.error
+        return body
+
+
+async def _taken_by(rt: Runtime, account: str, source: str, dedup_key: str) -> dict[str, Any]:
+    """A duplicate's delivery (the dedup mark holds the event id, which its first
+    delivery shares) and its state; None values once the record expired."""
+    held = await rt.redis.get(keys.dedup(account, source, dedup_key))
+    if held is None:
+        return {"status": "new"}
+    delivery_id = held.decode()
+    d = await rt.deliveries.get(account, delivery_id)
+    return {
+        "status": "duplicate",
+        "delivery_id": delivery_id,
+        "state": d.state.value if d is not None else "expired",
+    }
+
+
+async def reingest_one(
+    rt: Runtime,
+    entry: RawEntry,
+    *,
+    who: str,
+    dry_run: bool,
+    allow_duplicates: bool,
+) -> RawOutcome:
+    """Parse one kept request again and take its new events in. Never raises for the
+    request's content; ``StoreUnavailable`` propagates."""
+    account, source = entry.account, entry.source
+    out = RawOutcome(entry.id, account, source, parse_failed=entry.delivery_id is not None)
+    found = await read_raw(rt.redis, rt.vault, account, entry.id)
+    if found is None:
+        out.error = "the raw request has expired"
+        return out
+    meta, body = found
+    if not out.parse_failed and not allow_duplicates:
+        window_ms = rt.settings.dedup_ttl_seconds * 1000
+        if entry.received_at.timestamp() * 1000 < time.time() * 1000 - window_ms:
+            out.error = (
+                "older than the dedup window: its events could reach the desk twice "
+                "(allow_duplicates to take it anyway)"
+            )
+            return out
+    req = RawRequest(
+        method=str(meta.get("method", "POST")),
+        path=str(meta.get("path", "")),
+        query=dict(meta.get("query") or {}),
+        headers=dict(meta.get("headers") or {}),
+        body=body,
+    )
+    desk = rt.desk(account)
+    try:
+        if desk is not None and source == desk.desk.value:
+            await _replies(rt, out, req, dry_run)
+        else:
+            await _channel(rt, out, req, dry_run)
+    except ParseFailed as exc:
+        out.error = f"still does not parse: {exc}"[:300]
+        return out
+    except RequestRefused as exc:
+        out.error = f"refused by today's parser: {exc}"[:300]
+        return out
+    if out.parse_failed and not dry_run and entry.delivery_id is not None:
+        dead = await rt.deliveries.get(account, entry.delivery_id)
+        if dead is not None:
+            await rt.deliveries.discard(
+                dead, who, "re-ingested", retention_s=rt.settings.delivered_retention_seconds
+            )
+    return out
+
+
+async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:
+    account, source = out.account, out.source
+    receiver = rt.receiver(source, account)
+    if receiver is None:
+        raise RequestRefused(f"channel {source} is not configured for {account}")
+    parsed = [ev for ev in receiver.parse(req).events if ev.account == account]
+    events = [
+        IntakeEvent(
+            dedup_key=ev.dedup_key,
+            conversation_id=rt.conversations.conversation_id(account, ev.channel, ev.thread),
+            event=ev,
+        )
+        for ev in parsed
+    ]
+    # whether an event is a duplicate is known before the write; the write decides
+    before = [await _taken_by(rt, account, source, ev.dedup_key) for ev in events]
+    new = [t["status"] == "new" for t in before]
+    if not dry_run and events:
+        new = await rt.intake.accept(
+            account=account,
+            source=source,
+            direction=Direction.INBOUND,
+            channel=Channel(source).value,
+            desk=rt.accounts.accounts[account].desk.type,
+            req=req,
+            events=events,
+        )
+    for ev, ie, taken, is_new in zip(parsed, events, before, new, strict=True):
+        entry: dict[str, Any] = {"kind": ev.kind, "conversation_id": ie.conversation_id}
+        if is_new and not dry_run:
+            entry |= await _taken_by(rt, account, source, ev.dedup_key)
+            entry["status"] = "new"
+        elif is_new:
+            entry["status"] = "new"
+        else:
+            entry |= taken if taken["status"] == "duplicate" else {"status": "duplicate"}
+        out.events.append(entry)
+
+
+async def _replies(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:
+    """A desk's agent-reply webhook kept raw: parsed by the desk connector, queued as the
+    live route does (the loop guard and unknown tickets still apply)."""
+    desk = rt.desk(out.account)
+    assert desk is not None
+    replies: list[AgentReply] = desk.parse_webhook(req)
+    before = [await _taken_by(rt, out.account, out.source, r.dedup_key) for r in replies]
+    if not dry_run and any(t["status"] == "new" for t in before):
+        await accept_replies(rt, out.account, out.source, req, replies)
+    for reply, taken in zip(replies, before, strict=True):
+        if taken["status"] == "new" and not dry_run:
+            after = await _taken_by(rt, out.account, out.source, reply.dedup_key)
+            # the loop guard or an unknown ticket leaves no mark: nothing was queued
+            taken = (
+                {**after, "status": "new"} if after["status"] != "new" else {"status": "ignored"}
+            )
+        out.events.append({"kind": "agent_reply", **taken})

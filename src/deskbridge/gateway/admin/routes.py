@@ -1,0 +1,611 @@
+"""The admin API, ``/admin/v1/``: deliveries, kept raw requests, the audit log.
+
+Every route but the OpenAPI document needs a bearer token with the route's scope: 401
+(with ``WWW-Authenticate``) for a missing or bad token, 403 for a missing scope, 503 when
+no admin key is configured. Errors are JSON: ``{"error": code, "message": text}``. Bad
+input is refused with 400 before anything is written; every write is appended to the audit
+log with the token's ``sub``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
+
+from deskbridge.errors import StoreUnavailable
+from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
+from deskbridge.gateway.admin.openapi import document
+from deskbridge.gateway.admin.reingest import reingest_one
+from deskbridge.gateway.keys import RUNTIME
+from deskbridge.pipeline import Runtime
+from deskbridge.schemas import Channel, Delivery, DeliveryState, Desk, Direction
+from deskbridge.store import keys
+from deskbridge.store.audit import AuditLog
+from deskbridge.store.listing import (
+    Cursor,
+    DeliveryFilter,
+    RawEntry,
+    RawFilter,
+    list_deliveries,
+    list_raw,
+)
+
+__all__ = ["ADMIN_AUTH", "PREFIX", "add_routes"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/admin/v1"
+ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
+_ADMIN_OFF = web.AppKey("admin_off", str)
+
+_MAX_LIMIT = 500
+_MAX_IDS = 1000
+_MAX_FILTERED = 10_000
+_MAX_REINGEST = 1000
+
+Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+
+
+class BadInput(Exception):
+    """400: the request's parameters are wrong (the message says which)."""
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _bearer(request: web.Request) -> str | None:
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Authenticate, authorize ``scope``, translate errors; then ``handler``."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = request.app.get(ADMIN_AUTH)
+        if auth is None:
+            return _error(503, "admin_disabled", request.app[_ADMIN_OFF])
+        token = _bearer(request)
+        realm = 'Bearer realm="deskbridge-admin"'
+        if token is None:
+            return _error(
+                401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": realm}
+            )
+        try:
+            who = auth.verify(token)
+        except TokenInvalid as exc:
+            challenge = f'{realm}, error="invalid_token"'
+            return _error(401, "unauthorized", str(exc), **{"WWW-Authenticate": challenge})
+        if scope not in who.scopes:
+            challenge = f'{realm}, error="insufficient_scope", scope="{scope}"'
+            return _error(
+                403,
+                "forbidden",
+                f"this token lacks the scope {scope}",
+                **{"WWW-Authenticate": challenge},
+            )
+        try:
+            return await handler(request, who)
+        except BadInput as exc:
+            return _error(400, "bad_request", str(exc))
+        except (StoreUnavailable, RedisError, OSError) as exc:
+            log.error("admin %s: store unavailable (%s)", request.path, type(exc).__name__)
+            return _error(503, "unavailable", "the store is unavailable, try again")
+
+    return guarded
+
+
+# --- input -------------------------------------------------------------------------------
+
+
+def _time(name: str, value: str | None) -> int | None:
+    """An RFC 3339 time with its offset, as epoch milliseconds."""
+    if value is None or value == "":
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"{name}: not an RFC 3339 time (2024-05-01T10:00:00Z)") from None
+    if at.tzinfo is None:
+        raise BadInput(f"{name}: give the offset (Z or +02:00)")
+    return int(at.timestamp() * 1000)
+
+
+def _choice(name: str, value: str | None, allowed: list[str]) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise BadInput(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _limit(value: str | None, default: int = 50) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= _MAX_LIMIT:
+        raise BadInput(f"limit: a number from 1 to {_MAX_LIMIT}")
+    return int(value)
+
+
+def _cursor(value: str | None) -> Cursor | None:
+    if not value:
+        return None
+    try:
+        return Cursor.decode(value)
+    except ValueError as exc:
+        raise BadInput(f"cursor: {exc}") from None
+
+
+def _accounts(rt: Runtime, account: str | None) -> list[str]:
+    if account is None or account == "":
+        return sorted(rt.accounts.accounts)
+    if account not in rt.accounts.accounts:
+        raise BadInput(f"account: no account {account!r}")
+    return [account]
+
+
+_STATES = [s.value for s in DeliveryState] + ["failed"]
+
+
+class FilterBody(BaseModel):
+    """A delivery filter in a request body (the list route's query parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    state: str | None = None
+    direction: str | None = None
+    channel: str | None = None
+    desk: str | None = None
+    conversation: str | None = None
+    error: str | None = Field(default=None, max_length=200)
+    since: str | None = None
+    until: str | None = None
+
+
+def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
+    state = _choice("state", f.state, _STATES)
+    direction = _choice("direction", f.direction, [d.value for d in Direction])
+    filt = DeliveryFilter(
+        state=DeliveryState.DEAD if state == "failed" else DeliveryState(state) if state else None,
+        direction=Direction(direction) if direction else None,
+        channel=_choice("channel", f.channel, [c.value for c in Channel]),
+        desk=_choice("desk", f.desk, [d.value for d in Desk]),
+        conversation=f.conversation or None,
+        error=f.error or None,
+        since_ms=_time("since", f.since),
+        until_ms=_time("until", f.until),
+    )
+    return _accounts(rt, f.account), filt
+
+
+async def _body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        raw = await request.read()
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise BadInput(problems) from None
+
+
+def _delivery(d: Delivery) -> dict[str, Any]:
+    return d.model_dump(mode="json", exclude_none=True)
+
+
+# --- deliveries --------------------------------------------------------------------------
+
+
+async def list_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    q = request.query
+    try:
+        f = FilterBody.model_validate({k: q[k] for k in FilterBody.model_fields if k in q})
+    except ValidationError as exc:
+        raise BadInput(str(exc.errors()[0]["msg"])) from None
+    accounts, filt = _filter(rt, f)
+    page = await list_deliveries(
+        rt.redis,
+        rt.deliveries,
+        accounts,
+        filt,
+        limit=_limit(q.get("limit")),
+        cursor=_cursor(q.get("cursor")),
+    )
+    return web.json_response(
+        {"deliveries": [_delivery(d) for d in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+async def _find(rt: Runtime, delivery_id: str, account: str | None = None) -> Delivery | None:
+    if not delivery_id.isalnum() or len(delivery_id) > 64:
+        return None
+    found = await rt.deliveries.locate(_accounts(rt, account), delivery_id)
+    return await rt.deliveries.get(found, delivery_id) if found else None
+
+
+async def show_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    ident = request.match_info["id"]
+    d = await _find(rt, ident, request.query.get("account"))
+    if d is None:
+        return _error(404, "not_found", f"no delivery {ident}")
+    attempts = await rt.deliveries.attempts(d.account, d.id)
+    return web.json_response(
+        {
+            **_delivery(d),
+            "attempt_log": [a.model_dump(mode="json", exclude_none=True) for a in attempts],
+        }
+    )
+
+
+class IdsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1, max_length=_MAX_IDS)
+    account: str | None = None
+
+
+async def lookup_route(request: web.Request, who: Principal) -> web.Response:
+    """Many deliveries at once, with each one's last attempt (how the CLI polls a replay)."""
+    rt = request.app[RUNTIME]
+    body: IdsBody = await _body(request, IdsBody)
+    found, missing = [], []
+    for ident in dict.fromkeys(body.ids):
+        d = await _find(rt, ident, body.account)
+        if d is None:
+            missing.append(ident)
+            continue
+        last = await rt.deliveries.last_outcome(d.account, d.id)
+        item = _delivery(d)
+        if last is not None:
+            item["last_attempt"] = last.model_dump(mode="json", exclude_none=True)
+        found.append(item)
+    return web.json_response({"deliveries": found, "missing": missing})
+
+
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=_MAX_IDS)
+    account: str | None = None
+    """With ``ids``: where to look (default: every account)."""
+    filter: FilterBody | None = None
+    dry_run: bool = False
+
+
+async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[str], bool]:
+    """The deliveries a replay names (by ids, or all a filter matches up to a cap), the
+    ids not found, and whether the filter matched more than the cap."""
+    if (body.ids is None) == (body.filter is None):
+        raise BadInput("give either ids or filter")
+    if body.ids is not None:
+        chosen: list[Delivery] = []
+        missing: list[str] = []
+        for ident in dict.fromkeys(body.ids):
+            d = await _find(rt, ident, body.account)
+            if d is None:
+                missing.append(ident)
+            else:
+                chosen.append(d)
+        return chosen, missing, False
+    assert body.filter is not None
+    accounts, filt = _filter(rt, body.filter)
+    if filt.state is None:
+        filt = DeliveryFilter(**{**_fields(filt), "state": DeliveryState.DEAD})
+    chosen, cursor = [], None
+    while True:
+        page = await list_deliveries(
+            rt.redis, rt.deliveries, accounts, filt, limit=_MAX_LIMIT, cursor=cursor
+        )
+        chosen += page.items
+        if page.next_cursor is None:
+            return chosen[:_MAX_FILTERED], [], len(chosen) > _MAX_FILTERED
+        if len(chosen) > _MAX_FILTERED:
+            return chosen[:_MAX_FILTERED], [], True
+        cursor = Cursor.decode(page.next_cursor)
+
+
+def _fields(filt: DeliveryFilter) -> dict[str, Any]:
+    return {name: getattr(filt, name) for name in DeliveryFilter.__dataclass_fields__}
+
+
+def _replayable(d: Delivery) -> str | None:
+    """Why ``d`` would be skipped by a replay (None: it would be replayed)."""
+    if d.state is not DeliveryState.DEAD:
+        return d.state.value
+    if d.reason == "parse_failed":
+        return "parse_failed (re-ingest its raw request instead)"
+    return None
+
+
+async def replay_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: ReplayBody = await _body(request, ReplayBody)
+    chosen, missing, truncated = await _select(rt, body)
+    replayed: list[str] = []
+    skipped: list[dict[str, str]] = []
+    # oldest first, so each goes back into its lane before the later ones
+    for d in sorted(chosen, key=lambda d: d.id):
+        if body.dry_run:
+            why = _replayable(d)
+        else:
+            result = await rt.deliveries.replay(d, who.sub)
+            why = None if result == "replayed" else result
+            if result == "parse_failed":
+                why = _replayable(d)
+        if why is None:
+            replayed.append(d.id)
+        else:
+            skipped.append({"id": d.id, "reason": why})
+    if not body.dry_run:
+        details: dict[str, Any] = {"skipped": len(skipped), "missing": len(missing)}
+        if body.ids is not None:
+            details["ids"] = body.ids[:100]
+        if body.filter is not None:
+            details["filter"] = body.filter.model_dump(exclude_none=True)
+        await AuditLog(rt.redis).record(who.sub, "deliveries.replay", len(replayed), details)
+        log.info("admin replay by token sub: %d replayed, %d skipped", len(replayed), len(skipped))
+    return web.json_response(
+        {
+            "dry_run": body.dry_run,
+            "matched": len(chosen),
+            "replayed": replayed,
+            "skipped": skipped,
+            "missing": missing,
+            "truncated": truncated,
+        }
+    )
+
+
+class DiscardBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1, max_length=_MAX_IDS)
+    reason: str = Field(min_length=1, max_length=500)
+    account: str | None = None
+
+
+async def discard_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: DiscardBody = await _body(request, DiscardBody)
+    if not body.reason.strip():
+        raise BadInput("reason: say why")
+    discarded: list[str] = []
+    skipped: list[dict[str, str]] = []
+    missing: list[str] = []
+    for ident in dict.fromkeys(body.ids):
+        d = await _find(rt, ident, body.account)
+        if d is None:
+            missing.append(ident)
+            continue
+        result = await rt.deliveries.discard(
+            d, who.sub, body.reason.strip(), retention_s=rt.settings.delivered_retention_seconds
+        )
+        if result == "discarded":
+            discarded.append(d.id)
+        else:
+            skipped.append({"id": d.id, "reason": result})
+    await AuditLog(rt.redis).record(
+        who.sub,
+        "deliveries.discard",
+        len(discarded),
+        {"ids": body.ids[:100], "reason": body.reason.strip(), "skipped": len(skipped)},
+    )
+    return web.json_response({"discarded": discarded, "skipped": skipped, "missing": missing})
+
+
+# --- raw events ----------------------------------------------------------------------------
+
+
+def _sources(rt: Runtime, accounts: list[str]) -> dict[str, list[str]]:
+    return {
+        a: [*(c.type for c in rt.accounts.accounts[a].channels), rt.accounts.accounts[a].desk.type]
+        for a in accounts
+    }
+
+
+def _raw(entry: RawEntry) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": entry.id,
+        "account": entry.account,
+        "source": entry.source,
+        "received_at": entry.received_at.isoformat(),
+        "method": entry.method,
+        "path": entry.path,
+        "size": entry.size,
+        "parse_failed": entry.delivery_id is not None,
+    }
+    if entry.delivery_id is not None:
+        body["delivery_id"] = entry.delivery_id
+    return body
+
+
+def _source(name: str, value: str | None) -> tuple[str, ...]:
+    allowed = [c.value for c in Channel] + [d.value for d in Desk]
+    chosen = _choice(name, value, allowed)
+    return (chosen,) if chosen else ()
+
+
+async def events_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    q = request.query
+    accounts = _accounts(rt, q.get("account"))
+    filt = RawFilter(
+        sources=_source("channel", q.get("channel")),
+        since_ms=_time("since", q.get("since")),
+        until_ms=_time("until", q.get("until")),
+    )
+    page = await list_raw(
+        rt.redis,
+        rt.vault,
+        _sources(rt, accounts),
+        filt,
+        limit=_limit(q.get("limit")),
+        cursor=_cursor(q.get("cursor")),
+    )
+    return web.json_response(
+        {"events": [_raw(e) for e in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+class ReingestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    channel: str | None = None
+    since: str | None = None
+    until: str | None = None
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=_MAX_REINGEST)
+    limit: int = Field(default=100, ge=1, le=_MAX_REINGEST)
+    cursor: str | None = None
+    dry_run: bool = False
+    allow_duplicates: bool = False
+
+
+async def reingest_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: ReingestBody = await _body(request, ReingestBody)
+    accounts = _accounts(rt, body.account)
+    filt = RawFilter(
+        sources=_source("channel", body.channel),
+        since_ms=_time("since", body.since),
+        until_ms=_time("until", body.until),
+    )
+    if body.ids is None and filt.since_ms is None and body.cursor is None:
+        raise BadInput("give ids, or since (and until) to choose the raw requests")
+    if body.ids is not None:
+        entries, next_cursor = await _raws_by_id(rt, accounts, filt, body.ids)
+    else:
+        page = await list_raw(
+            rt.redis,
+            rt.vault,
+            _sources(rt, accounts),
+            filt,
+            limit=body.limit,
+            cursor=_cursor(body.cursor),
+        )
+        entries, next_cursor = page.items, page.next_cursor
+    outcomes = []
+    # oldest first: events of one conversation go into their lane in arrival order
+    for entry in sorted(entries, key=lambda e: (e.received_at, e.id)):
+        outcome = await reingest_one(
+            rt, entry, who=who.sub, dry_run=body.dry_run, allow_duplicates=body.allow_duplicates
+        )
+        outcomes.append(outcome)
+    totals = {"raw": len(outcomes), "new": 0, "duplicate": 0, "ignored": 0, "errors": 0}
+    for o in outcomes:
+        for k, v in o.counts().items():
+            totals[k] += v
+        totals["errors"] += o.error is not None
+    if not body.dry_run:
+        details = body.model_dump(exclude_none=True, exclude={"ids", "dry_run"})
+        if body.ids is not None:
+            details["ids"] = body.ids[:100]
+        details |= {"duplicate": totals["duplicate"], "errors": totals["errors"]}
+        await AuditLog(rt.redis).record(who.sub, "events.reingest", totals["new"], details)
+    return web.json_response(
+        {
+            "dry_run": body.dry_run,
+            "totals": totals,
+            "raw": [o.as_json() for o in outcomes],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+async def _raws_by_id(
+    rt: Runtime, accounts: list[str], filt: RawFilter, ids: list[str]
+) -> tuple[list[RawEntry], None]:
+    """Kept raw requests by id: looked up in each account's indexes."""
+    wanted = set(ids)
+    found: list[RawEntry] = []
+    for account, names in _sources(rt, accounts).items():
+        for source in names:
+            if filt.sources and source not in filt.sources:
+                continue
+            for unparsed in (False, True):
+                key = keys.unparsed(account, source) if unparsed else keys.raws(account, source)
+                pipe = rt.redis.pipeline(transaction=False)
+                for ident in wanted:
+                    pipe.zscore(key, ident)
+                for ident, score in zip(list(wanted), await pipe.execute(), strict=True):
+                    if score is None:
+                        continue
+                    found.append(
+                        RawEntry(
+                            id=ident,
+                            account=account,
+                            source=source,
+                            received_at=datetime.fromtimestamp(score / 1000, UTC),
+                            method="",
+                            path="",
+                            size=0,
+                            delivery_id=ident if unparsed else None,
+                        )
+                    )
+    missing = wanted - {e.id for e in found}
+    if missing:
+        raise BadInput(f"ids: no kept raw request {sorted(missing)[0]} (see GET {PREFIX}/events)")
+    return found, None
+
+
+# --- audit, document -----------------------------------------------------------------------
+
+
+async def audit_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        entries, cursor = await AuditLog(rt.redis).read(
+            limit=_limit(request.query.get("limit")), before=request.query.get("cursor") or None
+        )
+    except ValueError as exc:
+        raise BadInput(f"cursor: {exc}") from None
+    return web.json_response(
+        {
+            "entries": [
+                {
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "who": e.who,
+                    "action": e.action,
+                    "count": e.count,
+                    "details": e.details,
+                }
+                for e in entries
+            ],
+            "next_cursor": cursor,
+        }
+    )
+
+
+async def openapi_route(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+ROUTES: list[tuple[str, str, str, Handler]] = [
+    ("GET", "/deliveries", "deliveries:read", list_route),
+    ("POST", "/deliveries/lookup", "deliveries:read", lookup_route),
+    ("POST", "/deliveries/replay", "deliveries:write", replay_route),
+    ("POST", "/deliveries/discard", "deliveries:write", discard_route),
+    ("GET", "/deliveries/{id}", "deliveries:read", show_route),
+    ("GET", "/events", "deliveries:read", events_route),
+    ("POST", "/events/reingest", "deliveries:write", reingest_route),
+    ("GET", "/audit", "audit:read", audit_route),
+]
+"""(method, path under PREFIX, scope, handler) of every authenticated admin route."""
+
+
+def add_routes(app: web.Application, auth: AdminAuth | None, disabled_reason: str) -> None:
+    """Mount the admin API. With ``auth`` None every route answers 503 with
+    ``disabled_reason`` (the admin API is never open)."""
+    if auth is not None:
+        app[ADMIN_AUTH] = auth
+    app[_ADMIN_OFF] = disabled_reason
+    app.router.add_get(f"{PREFIX}/openapi.json", openapi_route)
+    for method, path, scope, handler in ROUTES:
+        app.router.add_route(method, PREFIX + path, _guard(scope, handler))
