@@ -85,7 +85,8 @@ async def dead_letters(rt, n: int, thread: str = "42") -> list[str]:
 async def test_without_an_admin_key_every_route_is_closed(make_runtime, aiohttp_client) -> None:
     client = await aiohttp_client(create_app(make_runtime(), role="serve"))
     for method, path, _, _ in ROUTES:
-        resp = await client.request(method, PREFIX + path.replace("{id}", "x"), headers=auth("x"))
+        concrete = path.replace("{id}", "x").replace("{ref}", "x")
+        resp = await client.request(method, PREFIX + concrete, headers=auth("x"))
         assert resp.status == 503
         body = await resp.json()
         assert body["error"] == "admin_disabled"

@@ -60,6 +60,12 @@ class Metrics:
             ["account"],
             registry=self.registry,
         )
+        self.suggestions = Gauge(
+            "deskbridge_identity_suggestions_pending",
+            "Merge suggestions awaiting an operator's decision, by merge scope.",
+            ["scope"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a tuple on every call; the ack path counts twice
         self._children: dict[tuple[Any, ...], Any] = {}
 

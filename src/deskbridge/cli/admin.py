@@ -28,7 +28,7 @@ from rich.table import Table
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError
 
-__all__ = ["deliveries", "events", "token"]
+__all__ = ["contacts", "deliveries", "events", "token"]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -817,3 +817,155 @@ def events_reingest(
                 out.print(f"  {r['id']} ({r['source']}): {r['error']}")
     if totals["errors"]:
         sys.exit(EXIT_FAILED_AGAIN)
+
+
+# --- contacts ------------------------------------------------------------------------------
+
+
+@click.group()
+def contacts() -> None:
+    """The identity graph: who deskbridge takes to be the same person, and why.
+
+    A contact is named by its id, a phone number (+E.164), an email address or
+    channel:id (telegram:700000001, whatsapp:16505551234). Needs a token with
+    contacts:read (and contacts:write to link, unlink or decide).
+
+    \b
+    Example:
+      deskbridge contacts show +16505551234 --account acme
+    """
+
+
+@contacts.command("show")
+@click.argument("ref")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@api_options
+def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None) -> None:
+    """Show a contact: identities, the evidence joining them, conversations, desk users.
+
+    \b
+    Example:
+      deskbridge contacts show +16505551234 --account acme
+    """
+    data = _api(url).call("GET", f"/contacts/{ref}", params={"account": account})
+    if as_json:
+        _json_out(data)
+        return
+    for name in ("id", "account", "scope", "display_name", "created_at"):
+        if data.get(name):
+            out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+    idents = Table(box=None, header_style="bold", title="identities", title_justify="left")
+    for col in ("kind", "channel", "value", "strength", "source"):
+        idents.add_column(col, overflow="fold")
+    for i in data.get("identities", []):
+        idents.add_row(i["kind"], i.get("channel") or "", i["value"], i["strength"], i["source"])
+    _print_table(idents)
+    edges = Table(box=None, header_style="bold", title="evidence", title_justify="left")
+    for col in ("between", "and", "merges", "evidence"):
+        edges.add_column(col, overflow="fold")
+    for e in data.get("edges", []):
+        evidence = "; ".join(
+            f"{x.get('source')} by {x.get('actor')}" for x in e.get("evidence", [])[-3:]
+        )
+        edges.add_row(e["a"]["value"], e["b"]["value"], "yes" if e["merging"] else "no", evidence)
+    _print_table(edges)
+    convs = Table(box=None, header_style="bold", title="conversations", title_justify="left")
+    for col in ("conversation", "channel", "ticket"):
+        convs.add_column(col)
+    for c in data.get("conversations", []):
+        convs.add_row(c["id"], c["channel"], c.get("ticket_id") or "")
+    _print_table(convs)
+    for desk, user in data.get("desk_users", {}).items():
+        out.print(f"[bold]{desk} user[/]: {user}", markup=True)
+
+
+def _link(action: str, a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
+    data = _api(url).call(
+        "POST", f"/contacts/{action}", body={"account": account, "a": a, "b": b, "reason": reason}
+    )
+    if action == "link":
+        merged = ", ".join(data.get("merged", [])) or "nothing (already one contact)"
+        out.print(f"linked: contact {data['contact']} (merged {merged})")
+    elif data.get("split_off"):
+        out.print(f"unlinked: contact {data['kept']} split; {data['split_off']} is the other part")
+    else:
+        out.print(f"unlinked: contact {data['kept']} stays whole (another link joins them)")
+
+
+@contacts.command("link")
+@click.argument("a")
+@click.argument("b")
+@click.option("--reason", required=True, help="Why (kept as the link's evidence).")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@api_options
+def contacts_link(a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
+    """Link two identifiers as one person (their contacts merge; reversible with unlink).
+
+    \b
+    Example:
+      deskbridge contacts link +16505551234 ana@example.com --reason "confirmed by phone"
+    """
+    _link("link", a, b, reason, account, url)
+
+
+@contacts.command("unlink")
+@click.argument("a")
+@click.argument("b")
+@click.option("--reason", required=True, help="Why (kept in the audit trail).")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@api_options
+def contacts_unlink(a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
+    """Remove the link between two identifiers; the contact splits if nothing else joins.
+
+    \b
+    Example:
+      deskbridge contacts unlink telegram:700000001 +16505551234 --reason "shared phone"
+    """
+    _link("unlink", a, b, reason, account, url)
+
+
+@contacts.command("suggestions")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@click.option("--accept", nargs=2, default=None, help="Merge these two contacts.")
+@click.option("--reject", nargs=2, default=None, help="Dismiss this suggestion.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@api_options
+def contacts_suggestions(
+    account: str | None,
+    accept: tuple[str, str] | None,
+    reject: tuple[str, str] | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
+    """List merge suggestions (weak, shared or recycled identifiers), or decide one.
+
+    \b
+    Examples:
+      deskbridge contacts suggestions --account acme
+      deskbridge contacts suggestions --accept ID1 ID2
+    """
+    api = _api(url)
+    if accept and reject:
+        _die("give --accept or --reject, not both", EXIT_USAGE)
+    if accept or reject:
+        pair = accept or reject
+        assert pair is not None
+        api.call(
+            "POST",
+            "/contacts/suggestions/decide",
+            body={"account": account, "contacts": list(pair), "accept": bool(accept)},
+        )
+        out.print("merged" if accept else "dismissed")
+        return
+    data = api.call("GET", "/contacts/suggestions", params={"account": account})
+    if as_json:
+        _json_out(data)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("contact", "and contact", "reason", "since"):
+        table.add_column(col)
+    for s in data.get("suggestions", []):
+        when = datetime.fromtimestamp(float(s["at"]), UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(s["contacts"][0], s["contacts"][1], s["reason"], when)
+    _print_table(table)

@@ -225,10 +225,11 @@ def register(
     sys.exit(0 if ok else 1)
 
 
-# the admin API's commands (token, deliveries, events): see cli/admin.py
+# the admin API's commands (token, deliveries, events, contacts): see cli/admin.py
 cli.add_command(admin.token)
 cli.add_command(admin.deliveries)
 cli.add_command(admin.events)
+cli.add_command(admin.contacts)
 
 
 def main() -> None:

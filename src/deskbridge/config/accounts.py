@@ -387,6 +387,32 @@ DeskConfig = Annotated[SandboxDeskConfig | ZendeskDeskConfig, Field(discriminato
 class AccountConfig(_Model):
     desk: DeskConfig
     channels: list[ChannelConfig] = Field(default_factory=list)
+    merge_scope: str | None = Field(default=None, pattern=_NAME)
+    """Accounts naming the same merge scope (one tenant's accounts) recognise one
+    customer across all of them. Default: contacts never cross this account."""
+    shared: list[str] = Field(default_factory=list)
+    """Numbers (E.164) and addresses several people use (a company's main line, a family
+    landline, a team mailbox): they never merge contacts, only suggest."""
+    conversation_scope: Literal["channel", "contact"] = "channel"
+    """``channel``: one ticket per channel conversation, all under one desk user.
+    ``contact``: one ticket per contact; the agent's reply goes out on the channel the
+    customer wrote on last."""
+
+    @field_validator("shared")
+    @classmethod
+    def _shared_shape(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not (re.fullmatch(r"\+[1-9]\d{6,14}", item) or "@" in item):
+                raise ValueError(f"{item!r} is neither an E.164 number nor an email address")
+        return v
+
+    def shared_keys(self) -> frozenset[str]:
+        """``shared`` as the identity graph keys them."""
+        from deskbridge.identity.normalize import email_key, phone_key
+
+        return frozenset(
+            phone_key(x) if x.startswith("+") else (email_key(x) or x.lower()) for x in self.shared
+        )
 
     @field_validator("channels")
     @classmethod
@@ -427,6 +453,13 @@ class AccountsFile(_Model):
                         )
                     owners[key] = name
         return self
+
+    def identity_scopes(self) -> dict[str, str]:
+        """Each account's identity-graph scope: ``grp.<merge_scope>`` or the account."""
+        return {
+            name: f"grp.{acc.merge_scope}" if acc.merge_scope else name
+            for name, acc in self.accounts.items()
+        }
 
     def desk_of(self, account: str) -> Desk:
         return Desk(self.accounts[account].desk.type)

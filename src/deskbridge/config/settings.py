@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
+    recycle_after_seconds: float = Field(default=180 * 86400, ge=0)
+    """A known number silent this long, seen again with a new identity of a channel its
+    contact already has (a new WhatsApp account), is taken as possibly reassigned: a
+    merge suggestion, not a merge. 0 turns the check off."""
     demo_sip_port: int = Field(default=5060, ge=0, lt=65536)
     """Where the demo account's SIP listener takes MESSAGEs and calls (127.0.0.1, UDP
     and TCP)."""

@@ -17,6 +17,7 @@ from deskbridge.outbound import DeskConnector, build_desk
 from deskbridge.pipeline.retry import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
+from deskbridge.store.graph import IdentityGraph
 from deskbridge.store.media import MediaLinks
 from deskbridge.store.tokens import RedisTokenCache
 
@@ -78,7 +79,12 @@ class Runtime:
                 wait_timeout_ms=settings.wait_timeout_ms,
             ),
             deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
-            conversations=ConversationStore(redis, vault),
+            conversations=ConversationStore(
+                redis,
+                vault,
+                IdentityGraph(redis, vault, recycle_seconds=settings.recycle_after_seconds),
+                scopes=accounts.identity_scopes(),
+            ),
             sandbox=sandbox,
             links=MediaLinks(vault, settings.base_public_url()),
         )

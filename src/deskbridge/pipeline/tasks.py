@@ -9,6 +9,7 @@ same script. A job for a delivery that is not the head ends at once: its turn wi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -44,6 +45,7 @@ from deskbridge.schemas import (
     Upload,
 )
 from deskbridge.store import ConversationRecord, new_id
+from deskbridge.store.graph import Observed
 
 __all__ = ["call_message", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
@@ -288,6 +290,12 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         )
     user_id = await _desk_user(rt, desk, contact)
     files, msg = await _fetch_inbound(rt, d, msg, record.get("raw_id"))
+    per_contact = rt.accounts.accounts[d.account].conversation_scope == "contact"
+    if per_contact:
+        # one ticket per contact: this channel's messages join the contact's ticket
+        shared = await rt.conversations.contact_ticket(d.account, desk.desk.value, contact.id)
+        if shared is not None and shared[0] != conv.ticket_id:
+            conv = dataclasses.replace(conv, ticket_id=shared[0], comment_count=shared[1])
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
     filed = await desk.append(
@@ -299,7 +307,13 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         retried=conv.create_attempted or d.attempts > 0,
     )
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
+    # the ticket now answers to this conversation: in contact scope, the agent's reply
+    # goes out on the channel the customer wrote on last
     await rt.conversations.set_ticket(d.account, desk.desk.value, conv.id, filed.ticket_id, count)
+    if per_contact:
+        await rt.conversations.set_contact_ticket(
+            d.account, desk.desk.value, contact.id, filed.ticket_id, count
+        )
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     return DeliveryState.DELIVERED
 
@@ -323,9 +337,43 @@ async def _sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:
         known = await rt.conversations.contact(d.account, conv.contact_id) if conv else None
         if known is not None:
             return known
-    return await rt.conversations.resolve_contact(
-        d.account, msg.sender.identities, msg.sender.display_name
+    acc = rt.accounts.accounts[d.account]
+    contact, observed = await rt.conversations.observe_contact(
+        d.account,
+        msg.sender.identities,
+        msg.sender.display_name,
+        shared=acc.shared_keys(),
+        source=msg.channel.value,
     )
+    if observed is not None:
+        await _after_observation(rt, d, observed)
+    return contact
+
+
+async def _after_observation(rt: Runtime, d: Delivery, observed: Observed) -> None:
+    """Count what the graph did; tell agents on the tickets of a contact that was merged
+    into another (the desk users stay apart until an operator merges them there)."""
+    if observed.created:
+        rt.metrics.event("identity", "contact_created", "")
+    rt.metrics.event("identity", "merge", "automatic", n=len(observed.merges))
+    rt.metrics.event("identity", "suggestion", "", n=len(observed.suggestions))
+    for survivor, merged in observed.merges:
+        for conv_id in await rt.conversations.conversations_of(d.account, merged):
+            conv = await rt.conversations.get(d.account, conv_id)
+            if conv is None or conv.ticket_id is None or conv_id == d.conversation_id:
+                continue
+            desk = rt.desk(d.account)
+            if desk is None:
+                continue
+            text = (
+                f"deskbridge recognised this customer as the same person as contact {survivor} "
+                f"(strong evidence on {d.channel}); contact {merged} was merged into it, and "
+                "new tickets go to that contact's desk user. Merge the desk users if you agree."
+            )
+            try:
+                await desk.add_note(_ref(conv, "", d.account), text)
+            except DeliveryError as exc:
+                log.warning("note on a merged contact's ticket failed: %s", type(exc).__name__)
 
 
 async def _fetch_inbound(

@@ -71,6 +71,10 @@ async def sweep_once(rt: Runtime) -> int:
         counts = await rt.deliveries.counts(account)
         rt.metrics.pending.labels(account).set(counts["pending"])
         rt.metrics.dead.labels(account).set(counts["dead"])
+    graph = rt.conversations.graph
+    if graph is not None:
+        for scope in sorted(set(rt.accounts.identity_scopes().values())):
+            rt.metrics.suggestions.labels(scope).set(await graph.pending_count(scope))
     rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
     if requeued:
         log.warning("sweeper re-enqueued %d deliveries that had no job", requeued)

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
+from deskbridge.store.graph import IdentityGraph, Observed
 from deskbridge.store.ids import new_id
 
 __all__ = ["ConversationRecord", "ConversationStore"]
@@ -44,9 +45,23 @@ class ConversationRecord:
 
 
 class ConversationStore:
-    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        vault: Vault,
+        graph: IdentityGraph | None = None,
+        *,
+        scopes: dict[str, str] | None = None,
+    ) -> None:
         self._redis = redis
         self._vault = vault
+        self.graph = graph
+        self._scopes = scopes or {}
+
+    def scope(self, account: str) -> str:
+        """The identity graph's merge scope of ``account`` (the account itself unless it
+        names a shared ``merge_scope``)."""
+        return self._scopes.get(account, account)
 
     def conversation_id(self, account: str, channel: Channel, thread: str) -> str:
         """Deterministic, so intake knows a conversation's lane without a lookup."""
@@ -107,6 +122,7 @@ class ConversationStore:
         pipe.hsetnx(key, "thread", sealed)  # type: ignore[arg-type]  # redis-py takes bytes
         pipe.hsetnx(key, "contact_id", contact_id)
         pipe.hsetnx(key, "created_at", str(int(time.time() * 1000)))
+        pipe.sadd(keys.contact_conversations(account, contact_id), conversation_id)
         if inbound_at is not None:
             pipe.hset(key, "last_inbound_at", str(inbound_at))
         await pipe.execute()
@@ -178,18 +194,101 @@ class ConversationStore:
         pipe.set(keys.ticket(account, desk, ticket_id), conversation_id)
         await pipe.execute()
 
+    async def contact_ticket(
+        self, account: str, desk: str, contact_id: str
+    ) -> tuple[str, int] | None:
+        """The contact's ticket in ``conversation_scope: contact`` (and its comments)."""
+        if self.graph is not None:
+            contact_id = await self.graph.resolve(self.scope(account), contact_id)
+        value = await self._redis.get(keys.contact_ticket(account, desk, contact_id))
+        if value is None:
+            return None
+        ticket, _, count = value.decode().partition("|")
+        return ticket, int(count or 0)
+
+    async def set_contact_ticket(
+        self, account: str, desk: str, contact_id: str, ticket_id: str, comment_count: int
+    ) -> None:
+        await self._redis.set(
+            keys.contact_ticket(account, desk, contact_id), f"{ticket_id}|{comment_count}"
+        )
+
     async def for_ticket(self, account: str, desk: str, ticket_id: str) -> str | None:
         value = await self._redis.get(keys.ticket(account, desk, ticket_id))
         return value.decode() if value is not None else None
 
     # contacts -------------------------------------------------------------------------
 
-    async def contact(self, account: str, contact_id: str) -> Contact | None:
+    async def contact(
+        self, account: str, contact_id: str, *, scope: str | None = None
+    ) -> Contact | None:
+        """The contact (after merges: the surviving one), with every identifier the
+        identity graph holds for it."""
+        if self.graph is not None:
+            contact_id = await self.graph.resolve(scope or self.scope(account), contact_id)
         key = keys.contact(account, contact_id)
         blob = await self._redis.get(key)
         if blob is None:
             return None
-        return Contact.model_validate_json(self._vault.open(blob, key))
+        contact = Contact.model_validate_json(self._vault.open(blob, key))
+        if self.graph is not None:
+            members = await self.graph.members(scope or self.scope(account), contact_id)
+            if members:
+                contact = contact.model_copy(update={"identities": tuple(members)})
+        return contact
+
+    async def conversations_of(self, account: str, contact_id: str) -> list[str]:
+        """The conversations filed under ``contact_id`` (by the id they were filed with)."""
+        found = await self._redis.smembers(keys.contact_conversations(account, contact_id))
+        return sorted(c.decode() for c in found)
+
+    async def observe_contact(
+        self,
+        account: str,
+        identities: tuple[Identity, ...],
+        display_name: str | None,
+        *,
+        scope: str | None = None,
+        shared: frozenset[str] = frozenset(),
+        source: str = "channel",
+    ) -> tuple[Contact, Observed | None]:
+        """The sender's contact through the identity graph (merging contacts when the
+        evidence says so). Without identities, a contact of its own."""
+        if self.graph is None or not identities:
+            return await self.resolve_contact(account, identities, display_name), None
+        observed = await self.graph.observe(
+            scope or self.scope(account), identities, source=source, shared=shared
+        )
+        key = keys.contact(account, observed.contact_id)
+        blob = await self._redis.get(key)
+        record = Contact.model_validate_json(self._vault.open(blob, key)) if blob else None
+        if record is None:
+            record = Contact(
+                id=observed.contact_id,
+                account=account,
+                display_name=display_name,
+                created_at=datetime.now(UTC),
+            )
+        attributes = dict(record.attributes)
+        name = display_name or record.display_name
+        for _survivor, merged in observed.merges:
+            gone = await self._redis.get(keys.contact(account, merged))
+            if gone is not None:
+                old = Contact.model_validate_json(
+                    self._vault.open(gone, keys.contact(account, merged))
+                )
+                attributes = {**old.attributes, **attributes}
+                name = name or old.display_name
+            # the merged contact's conversations are now the survivor's too
+            for conv in await self.conversations_of(account, merged):
+                await self._redis.sadd(
+                    keys.contact_conversations(account, observed.contact_id), conv
+                )
+        if blob is None or name != record.display_name or attributes != record.attributes:
+            record = record.model_copy(update={"display_name": name, "attributes": attributes})
+            await self._save_contact(record)
+        members = await self.graph.members(scope or self.scope(account), observed.contact_id)
+        return record.model_copy(update={"identities": tuple(members)}), observed
 
     async def _save_contact(self, contact: Contact) -> None:
         key = keys.contact(contact.account, contact.id)

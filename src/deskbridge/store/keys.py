@@ -15,6 +15,8 @@ __all__ = [
     "arq_job",
     "attempts",
     "contact",
+    "contact_conversations",
+    "contact_ticket",
     "conversation",
     "dead",
     "dedup",
@@ -134,6 +136,16 @@ def ticket(account: str, desk: str, ticket_id: str) -> str:
 
 def contact(account: str, contact_id: str) -> str:
     return f"{_a(account)}:contact:{contact_id}"
+
+
+def contact_conversations(account: str, contact_id: str) -> str:
+    """Set of the conversations filed under a contact."""
+    return f"{_a(account)}:contact:{contact_id}:convs"
+
+
+def contact_ticket(account: str, desk: str, contact_id: str) -> str:
+    """``ticket id|comment count`` of a contact's one ticket (conversation scope contact)."""
+    return f"{_a(account)}:contact:{contact_id}:ticket:{desk}"
 
 
 def identity(account: str, digest: str) -> str:

@@ -90,6 +90,32 @@ def _op(
 
 def _schemas() -> dict[str, Any]:
     s: dict[str, Any] = {}
+    s["ContactLink"] = {
+        "type": "object",
+        "required": ["a", "b", "reason"],
+        "additionalProperties": False,
+        "properties": {
+            "account": {"type": "string"},
+            "a": {"type": "string", "description": "+E.164, email or channel:id"},
+            "b": {"type": "string"},
+            "reason": {"type": "string", "maxLength": 500},
+        },
+    }
+    s["ContactDecision"] = {
+        "type": "object",
+        "required": ["contacts", "accept"],
+        "additionalProperties": False,
+        "properties": {
+            "account": {"type": "string"},
+            "contacts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "accept": {"type": "boolean"},
+        },
+    }
     s["Error"] = {
         "type": "object",
         "required": ["error", "message"],
@@ -359,7 +385,15 @@ def _schemas() -> dict[str, Any]:
                         "who": {"type": "string", "description": "The token's sub."},
                         "action": {
                             "type": "string",
-                            "enum": ["deliveries.replay", "deliveries.discard", "events.reingest"],
+                            "enum": [
+                                "deliveries.replay",
+                                "deliveries.discard",
+                                "events.reingest",
+                                "contacts.link",
+                                "contacts.unlink",
+                                "contacts.accept",
+                                "contacts.reject",
+                            ],
                         },
                         "count": {"type": "integer"},
                         "details": {"type": "object"},
@@ -380,7 +414,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "deskbridge admin API",
             "version": __version__,
-            "description": "Deliveries, kept raw requests and the audit log. See docs/admin.md.",
+            "description": "Deliveries, raw requests, contacts, the audit log. See docs/admin.md.",
         },
         "servers": [{"url": "/"}],
         "paths": {
@@ -456,6 +490,60 @@ def document() -> dict[str, Any]:
                     "deliveries:write",
                     _json(_ref("ReingestResult"), "Per request, what was (or would be) taken."),
                     body="Reingest",
+                )
+            },
+            f"{p}/contacts/{{ref}}": {
+                "get": _op(
+                    "One contact: identities, edges with evidence, conversations, desk users.",
+                    "contacts:read",
+                    _json({"type": "object"}, "The contact."),
+                    params=[
+                        {
+                            "name": "ref",
+                            "in": "path",
+                            "required": True,
+                            "description": "A contact id, +E.164 number, email or channel:id.",
+                            "schema": {"type": "string"},
+                        },
+                        _q("account", "The account (required when there are several)."),
+                    ],
+                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
+                )
+            },
+            f"{p}/contacts/link": {
+                "post": _op(
+                    "Link two identifiers (an operator's strong link: their contacts merge).",
+                    "contacts:write",
+                    _json({"type": "object"}, "The surviving contact."),
+                    body="ContactLink",
+                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
+                )
+            },
+            f"{p}/contacts/unlink": {
+                "post": _op(
+                    "Remove the link between two identifiers; the contact splits when "
+                    "nothing else joins them.",
+                    "contacts:write",
+                    _json({"type": "object"}, "The kept contact and the split-off one."),
+                    body="ContactLink",
+                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
+                )
+            },
+            f"{p}/contacts/suggestions": {
+                "get": _op(
+                    "Merge suggestions awaiting a decision (weak, shared or recycled).",
+                    "contacts:read",
+                    _json({"type": "object"}, "The pending suggestions."),
+                    params=[_q("account", "The account (required when there are several).")],
+                )
+            },
+            f"{p}/contacts/suggestions/decide": {
+                "post": _op(
+                    "Accept (merge) or reject a suggestion.",
+                    "contacts:write",
+                    _json({"type": "object"}, "Done."),
+                    body="ContactDecision",
+                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
                 )
             },
             f"{p}/audit": {

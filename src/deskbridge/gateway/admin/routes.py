@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
+from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.openapi import document
 from deskbridge.gateway.admin.reingest import reingest_one
 from deskbridge.gateway.keys import RUNTIME
@@ -94,8 +95,10 @@ def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[we
             )
         try:
             return await handler(request, who)
-        except BadInput as exc:
+        except (BadInput, ContactsBadInput) as exc:
             return _error(400, "bad_request", str(exc))
+        except ContactsNotFound as exc:
+            return _error(404, "not_found", str(exc))
         except (StoreUnavailable, RedisError, OSError) as exc:
             log.error("admin %s: store unavailable (%s)", request.path, type(exc).__name__)
             return _error(503, "unavailable", "the store is unavailable, try again")
@@ -596,6 +599,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/events", "deliveries:read", events_route),
     ("POST", "/events/reingest", "deliveries:write", reingest_route),
     ("GET", "/audit", "audit:read", audit_route),
+    *contact_routes(),
 ]
 """(method, path under PREFIX, scope, handler) of every authenticated admin route."""
 

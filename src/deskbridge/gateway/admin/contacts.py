@@ -1,0 +1,269 @@
+"""``/admin/v1/contacts``: the identity graph for operators (issue 8).
+
+A contact is named by a *reference*: its id, a phone number (``+`` and digits), an email
+address, or ``channel:id`` (``telegram:700000001``, ``whatsapp:16505551234``). Links and
+unlinks name two identifiers the same way. Every write is audited (who, what, the
+contact ids; never the identifiers' values) and recorded in the graph's own trail.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from deskbridge.gateway.admin.auth import Principal
+from deskbridge.gateway.keys import RUNTIME
+from deskbridge.identity.normalize import email_key
+from deskbridge.identity.phones import e164
+from deskbridge.pipeline import Runtime
+from deskbridge.schemas import Channel, Contact, Identity
+from deskbridge.store.audit import AuditLog
+from deskbridge.store.graph import IdentityGraph
+
+__all__ = ["ContactsBadInput", "ContactsNotFound", "contact_routes"]
+
+_CONTACT_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class ContactsBadInput(Exception):
+    """400: a reference or body that cannot be used."""
+
+
+class ContactsNotFound(Exception):
+    """404: no such contact."""
+
+
+def identity_ref(ref: str) -> Identity:
+    """``+16505551234``, ``ana@example.com`` or ``channel:id`` as the identifier it names
+    (operator references are strong: the operator vouches for them)."""
+    ref = ref.strip()
+    if ref.startswith(("+", "00")):
+        phone = e164(ref)
+        if phone is None:
+            raise ContactsBadInput(f"{ref!r} is not a valid phone number")
+        return Identity(kind="phone", value=phone, strength="strong", source="operator")
+    channel, colon, value = ref.partition(":")
+    if colon and channel in {c.value for c in Channel} and value:
+        return Identity(
+            kind="channel_user",
+            value=value,
+            channel=Channel(channel),
+            strength="strong",
+            source="operator",
+        )
+    if "@" in ref:
+        key = email_key(ref)
+        if key is None:
+            raise ContactsBadInput(f"{ref!r} is not an email address")
+        return Identity(kind="email", value=key, strength="strong", source="operator")
+    raise ContactsBadInput(
+        f"{ref!r}: give a contact id, +E.164 number, email address or channel:id "
+        f"(channels: {', '.join(c.value for c in Channel)})"
+    )
+
+
+def _graph(rt: Runtime) -> IdentityGraph:
+    graph = rt.conversations.graph
+    if graph is None:  # pragma: no cover - every runtime builds one
+        raise ContactsBadInput("this deployment has no identity graph")
+    return graph
+
+
+def _account(rt: Runtime, account: str | None) -> str:
+    if not account:
+        if len(rt.accounts.accounts) == 1:
+            return next(iter(rt.accounts.accounts))
+        raise ContactsBadInput("account: required (this deployment has several)")
+    if account not in rt.accounts.accounts:
+        raise ContactsBadInput(f"account: no account {account!r}")
+    return account
+
+
+async def _contact_id(rt: Runtime, account: str, ref: str) -> str:
+    graph = _graph(rt)
+    scope = rt.conversations.scope(account)
+    if _CONTACT_ID.match(ref):
+        return await graph.resolve(scope, ref)
+    found = await graph.find(scope, identity_ref(ref))
+    if found is None:
+        raise ContactsNotFound(f"no contact with {ref!r} in account {account}")
+    return found
+
+
+def _identity(i: Identity) -> dict[str, Any]:
+    return {
+        "kind": i.kind,
+        "channel": i.channel.value if i.channel else None,
+        "value": i.value,
+        "strength": i.strength,
+        "source": i.source,
+    }
+
+
+async def describe(rt: Runtime, account: str, contact_id: str) -> dict[str, Any]:
+    """Everything deskbridge holds about how it recognises this contact."""
+    graph = _graph(rt)
+    scope = rt.conversations.scope(account)
+    contact: Contact | None = await rt.conversations.contact(account, contact_id)
+    members = await graph.members(scope, contact_id)
+    if contact is None and not members:
+        raise ContactsNotFound(f"no contact {contact_id} in account {account}")
+    conversations = []
+    for conv_id in await rt.conversations.conversations_of(account, contact_id):
+        conv = await rt.conversations.get(account, conv_id)
+        if conv is not None:
+            conversations.append(
+                {"id": conv.id, "channel": conv.channel.value, "ticket_id": conv.ticket_id}
+            )
+    desk_users = {}
+    desk = rt.accounts.accounts[account].desk.type
+    user = await rt.conversations.desk_user(account, desk, contact_id)
+    if user is not None:
+        desk_users[desk] = user.partition("|")[0]
+    edges = [
+        {
+            "a": _identity(e.a),
+            "b": _identity(e.b),
+            "merging": e.merging,
+            "evidence": e.evidence,
+        }
+        for e in await graph.edges(scope, contact_id)
+    ]
+    return {
+        "id": contact_id,
+        "account": account,
+        "scope": scope,
+        "display_name": contact.display_name if contact else None,
+        "created_at": contact.created_at.isoformat() if contact else None,
+        "attributes": contact.attributes if contact else {},
+        "identities": [_identity(i) for i in members],
+        "edges": edges,
+        "conversations": conversations,
+        "desk_users": desk_users,
+    }
+
+
+class LinkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    a: str = Field(min_length=1, max_length=320)
+    b: str = Field(min_length=1, max_length=320)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DecideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    contacts: tuple[str, str]
+    accept: bool
+
+
+async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        return model.model_validate(await request.json())
+    except ValueError as exc:  # JSON errors and ValidationError
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "body"
+            raise ContactsBadInput(f"{where}: {first['msg']}") from None
+        raise ContactsBadInput("the body is not JSON") from None
+
+
+async def show_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    account = _account(rt, request.query.get("account"))
+    contact_id = await _contact_id(rt, account, request.match_info["ref"])
+    return web.json_response(await describe(rt, account, contact_id))
+
+
+async def link_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: LinkBody = await _parse(request, LinkBody)
+    account = _account(rt, body.account)
+    a, b = identity_ref(body.a), identity_ref(body.b)
+    scope = rt.conversations.scope(account)
+    graph = _graph(rt)
+    if await graph.find(scope, a) is None or await graph.find(scope, b) is None:
+        raise ContactsNotFound("both identifiers must already belong to contacts")
+    observed = await graph.link(scope, a, b, actor=who.sub, reason=body.reason)
+    rt.metrics.event("identity", "merge", "manual", n=len(observed.merges))
+    await AuditLog(rt.redis).record(
+        who.sub,
+        "contacts.link",
+        1,
+        {"account": account, "contact": observed.contact_id, "merged": observed.merges},
+    )
+    return web.json_response(
+        {"contact": observed.contact_id, "merged": [m[1] for m in observed.merges]}
+    )
+
+
+async def unlink_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: LinkBody = await _parse(request, LinkBody)
+    account = _account(rt, body.account)
+    a, b = identity_ref(body.a), identity_ref(body.b)
+    split = await _graph(rt).unlink(
+        rt.conversations.scope(account), a, b, actor=who.sub, reason=body.reason
+    )
+    if split is None:
+        raise ContactsNotFound("those two identifiers are not linked")
+    if split.new is not None:
+        rt.metrics.event("identity", "split", "manual")
+    await AuditLog(rt.redis).record(
+        who.sub,
+        "contacts.unlink",
+        1,
+        {"account": account, "kept": split.kept, "split_off": split.new},
+    )
+    return web.json_response({"kept": split.kept, "split_off": split.new})
+
+
+async def suggestions_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    account = _account(rt, request.query.get("account"))
+    pending = await _graph(rt).suggestions(rt.conversations.scope(account))
+    return web.json_response(
+        {
+            "suggestions": [
+                {"contacts": list(s.contacts), "reason": s.reason, "at": s.at, "source": s.source}
+                for s in pending
+            ]
+        }
+    )
+
+
+async def decide_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: DecideBody = await _parse(request, DecideBody)
+    account = _account(rt, body.account)
+    for c in body.contacts:
+        if not _CONTACT_ID.match(c):
+            raise ContactsBadInput(f"contacts: {c!r} is not a contact id")
+    done = await _graph(rt).decide(
+        rt.conversations.scope(account), body.contacts, accept=body.accept, actor=who.sub
+    )
+    if not done:
+        raise ContactsNotFound("no such pending suggestion")
+    if body.accept:
+        rt.metrics.event("identity", "merge", "manual")
+    await AuditLog(rt.redis).record(
+        who.sub,
+        "contacts.accept" if body.accept else "contacts.reject",
+        1,
+        {"account": account, "contacts": list(body.contacts)},
+    )
+    return web.json_response({"decided": True, "accepted": body.accept})
+
+
+def contact_routes() -> list[tuple[str, str, str, Any]]:
+    return [
+        ("GET", "/contacts/suggestions", "contacts:read", suggestions_route),
+        ("POST", "/contacts/suggestions/decide", "contacts:write", decide_route),
+        ("POST", "/contacts/link", "contacts:write", link_route),
+        ("POST", "/contacts/unlink", "contacts:write", unlink_route),
+        ("GET", "/contacts/{ref}", "contacts:read", show_route),
+    ]

@@ -1,0 +1,109 @@
+"""``/admin/v1/contacts`` and ``deskbridge contacts``: show, link, unlink, suggestions."""
+
+from __future__ import annotations
+
+import json
+
+from deskbridge.gateway import create_app
+from deskbridge.gateway.admin import PREFIX
+from deskbridge.schemas import Channel, Identity
+
+from .test_admin_api import SECRET, auth, token
+from .test_admin_cli import run
+
+READ, WRITE = "contacts:read", "contacts:write"
+
+
+def wa(wa_id: str) -> tuple[Identity, ...]:
+    return (
+        Identity(kind="channel_user", value=wa_id, channel=Channel.WHATSAPP, strength="strong"),
+        Identity(kind="phone", value="+" + wa_id, strength="strong"),
+    )
+
+
+def tg(user: str, email: str | None = None) -> tuple[Identity, ...]:
+    out = [Identity(kind="channel_user", value=user, channel=Channel.TELEGRAM, strength="strong")]
+    if email:
+        out.append(Identity(kind="email", value=email, strength="weak"))
+    return tuple(out)
+
+
+async def test_show_link_unlink_and_decide_over_the_api(make_runtime, aiohttp_client) -> None:
+    rt = make_runtime(admin_jwt_secret=SECRET)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ana, _ = await rt.conversations.observe_contact("acme", wa("16505551234"), "Ana")
+    bob, _ = await rt.conversations.observe_contact("acme", tg("42"), "Bob")
+
+    resp = await client.get(f"{PREFIX}/contacts/+16505551234", headers=auth(token(READ)))
+    assert resp.status == 200
+    shown = await resp.json()
+    assert shown["id"] == ana.id and shown["display_name"] == "Ana"
+    assert {i["kind"] for i in shown["identities"]} == {"channel_user", "phone"}
+    assert shown["edges"][0]["merging"] is True
+
+    # scopes: reading is not writing
+    body = {"a": "telegram:42", "b": "+16505551234", "reason": "same person, confirmed"}
+    resp = await client.post(f"{PREFIX}/contacts/link", json=body, headers=auth(token(READ)))
+    assert resp.status == 403
+    resp = await client.post(f"{PREFIX}/contacts/link", json=body, headers=auth(token(WRITE)))
+    assert resp.status == 200
+    linked = await resp.json()
+    assert linked["contact"] == min(ana.id, bob.id)
+    assert await rt.conversations.graph.find("acme", tg("42")[0]) == linked["contact"]
+
+    resp = await client.post(f"{PREFIX}/contacts/unlink", json=body, headers=auth(token(WRITE)))
+    assert resp.status == 200
+    split = await resp.json()
+    assert split["split_off"] is not None
+    resp = await client.post(f"{PREFIX}/contacts/unlink", json=body, headers=auth(token(WRITE)))
+    assert resp.status == 404
+
+    # bad input changes nothing
+    bad = {"a": "not a ref", "b": "+16505551234", "reason": "x"}
+    resp = await client.post(f"{PREFIX}/contacts/link", json=bad, headers=auth(token(WRITE)))
+    assert resp.status == 400 and "channel:id" in (await resp.json())["message"]
+    resp = await client.get(f"{PREFIX}/contacts/+442079460000", headers=auth(token(READ)))
+    assert resp.status == 404
+
+    # a weak claim raises a suggestion; accepting it merges
+    carol, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="email", value="carol@example.com", strength="strong", source="dmarc"),),
+        "Carol",
+    )
+    claim, _ = await rt.conversations.observe_contact("acme", tg("77", "carol@example.com"), "C")
+    resp = await client.get(f"{PREFIX}/contacts/suggestions", headers=auth(token(READ)))
+    [suggestion] = (await resp.json())["suggestions"]
+    assert set(suggestion["contacts"]) == {carol.id, claim.id}
+    decide = {"contacts": suggestion["contacts"], "accept": True}
+    resp = await client.post(
+        f"{PREFIX}/contacts/suggestions/decide", json=decide, headers=auth(token(WRITE))
+    )
+    assert resp.status == 200
+    assert await rt.conversations.graph.resolve("acme", claim.id) == min(carol.id, claim.id)
+    resp = await client.get(f"{PREFIX}/audit", headers=auth(token("audit:read")))
+    actions = [e["action"] for e in (await resp.json())["entries"]]
+    assert actions[:3] == ["contacts.accept", "contacts.unlink", "contacts.link"]
+    assert "16505551234" not in json.dumps(await resp.json())  # ids, never values
+
+
+async def test_the_contacts_commands(make_runtime, aiohttp_server) -> None:
+    rt = make_runtime(admin_jwt_secret=SECRET)
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    url = str(server.make_url("")).rstrip("/")
+    ana, _ = await rt.conversations.observe_contact("acme", wa("16505551234"), "Ana")
+    await rt.conversations.observe_contact("acme", tg("42"), "Bob")
+    tok = token(READ, WRITE)
+
+    shown = await run("contacts", "show", "whatsapp:16505551234", "--json", "--url", url, tok=tok)
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["id"] == ana.id
+    table = await run("contacts", "show", "+16505551234", "--url", url, tok=tok)
+    assert "identities" in table.stdout and "+16505551234" in table.stdout
+    linked = await run(
+        "contacts", "link", "telegram:42", "+16505551234", "--reason", "ok", "--url", url, tok=tok
+    )
+    assert linked.exit_code == 0 and "linked: contact" in linked.stdout
+    missing = await run("contacts", "show", "+442079460000", "--url", url, tok=tok)
+    assert missing.exit_code == 3 and "no contact" in missing.stderr
+    listed = await run("contacts", "suggestions", "--json", "--url", url, tok=tok)
+    assert json.loads(listed.stdout) == {"suggestions": []}
