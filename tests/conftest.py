@@ -87,7 +87,9 @@ async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
     """Build runtimes over the test database; closes their clients afterwards."""
     made: list[Runtime] = []
 
-    def factory(yaml_text: str = DEMO_YAML, **overrides: object) -> Runtime:
+    def factory(
+        yaml_text: str = DEMO_YAML, *, http_timeout: float = 5, **overrides: object
+    ) -> Runtime:
         settings = test_settings(**overrides)
         from deskbridge.store import connect
         from deskbridge.store.crypto import decode_key
@@ -97,7 +99,7 @@ async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
             parse_accounts(yaml_text),
             connect(TEST_REDIS_URL),
             Vault.from_secret(decode_key(TEST_KEY)),
-            httpx.AsyncClient(timeout=5),
+            httpx.AsyncClient(timeout=http_timeout),
         )
         made.append(rt)
         return rt

@@ -66,6 +66,18 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+        self.desk_rate_waiting = Gauge(
+            "deskbridge_desk_rate_waiting",
+            "Desk API calls waiting for a token of the account's shared rate budget.",
+            ["account", "desk"],
+            registry=self.registry,
+        )
+        self.desk_rate_deferred = Counter(
+            "deskbridge_desk_rate_deferred",
+            "Deliveries deferred because the desk's rate budget had no token in time.",
+            ["account", "desk"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a tuple on every call; the ack path counts twice
         self._children: dict[tuple[Any, ...], Any] = {}
 

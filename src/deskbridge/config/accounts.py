@@ -46,12 +46,15 @@ from deskbridge.schemas import Channel, Desk
 __all__ = [
     "GRAPH_API_BASE",
     "GRAPH_API_VERSION",
+    "INTERCOM_API_BASE",
+    "INTERCOM_API_VERSION",
     "AccountConfig",
     "AccountsFile",
     "AppConfig",
     "ChannelConfig",
     "DeskConfig",
     "EmailConfig",
+    "IntercomDeskConfig",
     "LineConfig",
     "MessengerConfig",
     "MetaAppConfig",
@@ -61,6 +64,7 @@ __all__ = [
     "SipTimersConfig",
     "SmtpConfig",
     "TelegramConfig",
+    "UdeskDeskConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
     "ZendeskDeskConfig",
@@ -381,7 +385,97 @@ class ZendeskDeskConfig(_Model):
         return self
 
 
-DeskConfig = Annotated[SandboxDeskConfig | ZendeskDeskConfig, Field(discriminator="type")]
+INTERCOM_API_BASE = "https://api.intercom.io"
+INTERCOM_API_VERSION = "2.14"
+
+
+class IntercomDeskConfig(_Model):
+    """An Intercom workspace. Regional workspaces use ``https://api.eu.intercom.io`` or
+    ``https://api.au.intercom.io`` as ``base_url``."""
+
+    type: Literal["intercom"] = "intercom"
+    access_token: SecretStr
+    """The app's access token (Developer Hub → Authentication), sent as a Bearer token."""
+    client_secret: SecretStr
+    """The app's client secret (Developer Hub → Basic information): signs webhooks."""
+    base_url: str = INTERCOM_API_BASE
+    api_version: str = Field(default=INTERCOM_API_VERSION, pattern=r"^(\d+\.\d+|Unstable)$")
+    """Sent as ``Intercom-Version`` on every call, so workspace defaults never apply."""
+    contact_role: Literal["user", "lead"] = "user"
+    admin_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
+    """The admin who writes internal notes (undeliverable replies). Default: the admin
+    the access token belongs to (``GET /me``)."""
+    identity_attributes: bool = True
+    """Keep identities beyond the one email and one phone in the contact's custom
+    attributes ``deskbridge_emails`` and ``deskbridge_phones`` (create them first)."""
+
+    def api_base(self) -> str:
+        return self.base_url.rstrip("/")
+
+
+class UdeskDeskConfig(_Model):
+    """A Udesk tenant, through Open API v2 (``/open_api_v1`` paths, SHA-256 ``sign``).
+
+    Calls are signed with ``open_api_token``, or with the token ``log_in`` issues for
+    ``email`` + ``password`` (shared by every process, renewed when Udesk refuses it).
+    """
+
+    type: Literal["udesk"] = "udesk"
+    subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    region: Literal["cn", "global"] = "cn"
+    """``cn``: ``https://{subdomain}.udesk.cn``; ``global``: ``https://{subdomain}.udeskglobal.com``."""
+    base_url: str | None = None
+    """Overrides the host built from ``subdomain`` (tests, proxies)."""
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    """The super administrator's email: it signs every call."""
+    password: SecretStr | None = None
+    open_api_token: SecretStr | None = None
+    callback_secret: SecretStr | None = None
+    """What a Udesk trigger's callback URL carries as ``?secret=``; unset: callbacks get 401."""
+    requests_per_minute: int = Field(default=60, ge=1, le=100_000)
+    """Udesk's per-API budget; one bucket in Redis keeps every worker under it."""
+    burst: int | None = Field(default=None, ge=1)
+    """Calls that may go at once (default a sixth of the budget); the rest refill evenly,
+    so no 60-second window ever holds more than ``requests_per_minute``."""
+    max_wait_seconds: float = Field(default=20.0, ge=0, le=600)
+    """How long a delivery waits for its turn before it is deferred (without spending
+    its retry budget)."""
+    poll_interval_seconds: float = Field(default=20.0, gt=0, le=3600)
+    active_window_seconds: float = Field(default=3 * 86400, gt=0)
+    """Tickets deskbridge filed a message on within this long are polled for replies."""
+    poll_share: float = Field(default=0.5, gt=0, le=1)
+    """The share of the burst the poller may use; it never takes the rest, which is
+    left to deliveries."""
+    auth_error_codes: list[int] = Field(default_factory=lambda: [2001, 2002, 2003])
+    """Response ``code`` values that mean the signature or token was refused (not in
+    Udesk's published pages we could read: see docs/desks/udesk.md)."""
+    rate_limit_codes: list[int] = Field(default_factory=lambda: [429])
+    customer_replies: Literal["author", "marked"] = "author"
+    """``author``: later messages are replies authored by the customer; ``marked``: replies
+    by the API user whose first line names the customer (if Udesk refuses ``author``)."""
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+    def api_base(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        host = "udeskglobal.com" if self.region == "global" else "udesk.cn"
+        return f"https://{self.subdomain}.{host}"
+
+    @model_validator(mode="after")
+    def _complete(self) -> UdeskDeskConfig:
+        if not self.subdomain and not self.base_url:
+            raise ValueError("needs subdomain or base_url")
+        if (self.password is None) == (self.open_api_token is None):
+            raise ValueError("needs exactly one of password or open_api_token")
+        if self.burst is not None and self.burst >= self.requests_per_minute:
+            raise ValueError("burst must be less than requests_per_minute")
+        return self
+
+
+DeskConfig = Annotated[
+    SandboxDeskConfig | ZendeskDeskConfig | IntercomDeskConfig | UdeskDeskConfig,
+    Field(discriminator="type"),
+]
 
 
 class AccountConfig(_Model):

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
+    coalesce_max_messages: int = Field(default=20, ge=1, le=200)
+    """When a desk's per-ticket update budget cannot keep up with a conversation, up to
+    this many waiting messages are filed as one update."""
     recycle_after_seconds: float = Field(default=180 * 86400, ge=0)
     """A known number silent this long, seen again with a new identity of a channel its
     contact already has (a new WhatsApp account), is taken as possibly reassigned: a

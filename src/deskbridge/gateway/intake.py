@@ -221,7 +221,24 @@ async def desk_webhook(request: web.Request) -> web.Response:
             raise SignatureInvalid("unknown account or desk")
         req = await read_raw(request, _DESK_MAX_BODY)
         desk.verify_webhook(req)
-        replies = desk.parse_webhook(req)
+        try:
+            replies = desk.parse_webhook(req)
+        except ParseFailed as exc:
+            # verified, but not a shape we can read: kept for re-ingest after a fix, and
+            # acknowledged (a desk that keeps getting errors suspends its webhook)
+            stored = await rt.intake.accept_parse_failed(
+                account=account,
+                source=desk_name,
+                direction=Direction.OUTBOUND,
+                channel=desk_name,
+                desk=desk_name,
+                req=req,
+                error=str(exc),
+                dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
+            )
+            rt.metrics.event(desk_name, "parse_failed" if stored else "duplicate", "parse")
+            log.warning("%s: kept an unparseable agent-reply body as a dead letter", desk_name)
+            return web.Response(body=_OK, content_type="application/json")
         if replies:
             await accept_replies(rt, account, desk_name, req, replies)
         else:

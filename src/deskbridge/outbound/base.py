@@ -41,6 +41,10 @@ class DeskConnector(Protocol):
 
     desk: ClassVar[Desk]
     account: str
+    ticket_update_limit: ClassVar[tuple[int, float] | None]
+    """At most this many updates per ticket per this many seconds (Zendesk: 30 per 10
+    minutes), or None. Past it, deskbridge coalesces a conversation's waiting messages
+    into one update and otherwise waits for the window rather than meet 429s."""
 
     async def ensure_user(self, contact: Contact) -> str:
         """The desk's user id for ``contact``, created or updated with all its identities.

@@ -20,6 +20,7 @@ from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxSt
 from deskbridge.store.graph import IdentityGraph
 from deskbridge.store.media import MediaLinks
 from deskbridge.store.tokens import RedisTokenCache
+from deskbridge.store.udesk import RedisUdeskState
 
 __all__ = ["Runtime"]
 
@@ -90,8 +91,17 @@ class Runtime:
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(redis, vault)
+        udesk_state = RedisUdeskState(redis)
         for name, account in accounts.accounts.items():
-            rt.desks[name] = build_desk(name, account.desk, http, sandbox)
+            rt.desks[name] = build_desk(
+                name,
+                account.desk,
+                http,
+                sandbox,
+                tokens=tokens,
+                udesk_state=udesk_state,
+                metrics=rt.metrics,
+            )
             for ch in account.channels:
                 channel = Channel(ch.type)
                 sandboxed = f"{public}/sandbox/channel-api/{name}/{channel.value}"

@@ -26,6 +26,7 @@ from deskbridge.errors import (
 )
 from deskbridge.identity.phones import readable
 from deskbridge.outbound.base import DeskConnector
+from deskbridge.outbound.render import render
 from deskbridge.pipeline import retry
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.schemas import (
@@ -298,6 +299,10 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
             conv = dataclasses.replace(conv, ticket_id=shared[0], comment_count=shared[1])
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
+    merged: list[Delivery] = []
+    limit = getattr(desk, "ticket_update_limit", None)
+    if limit is not None and conv.ticket_id is not None and not files:
+        msg, merged = await _within_update_budget(rt, d, desk.desk.value, conv.ticket_id, msg)
     filed = await desk.append(
         _ref(conv, "", d.account),
         user_id,
@@ -306,6 +311,26 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         idempotency_key=f"deskbridge-{d.id}",
         retried=conv.create_attempted or d.attempts > 0,
     )
+    if limit is not None:
+        await rt.deliveries.note_ticket_update(
+            d.account, desk.desk.value, filed.ticket_id, limit[1]
+        )
+    for other in merged:
+        # filed inside this delivery's update: done, and out of the lane
+        await rt.deliveries.record_attempt(
+            d.account,
+            other.id,
+            Attempt(at=datetime.now(UTC), outcome="delivered", error=f"coalesced into {d.id}"),
+            spends_budget=True,
+        )
+        await rt.deliveries.finish(
+            other,
+            DeliveryState.DELIVERED,
+            reason="coalesced",
+            retention_s=rt.settings.delivered_retention_seconds,
+        )
+    if merged:
+        rt.metrics.event("desk", "coalesced", desk.desk.value, n=len(merged))
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     # the ticket now answers to this conversation: in contact scope, the agent's reply
     # goes out on the channel the customer wrote on last
@@ -316,6 +341,69 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
         )
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     return DeliveryState.DELIVERED
+
+
+async def _within_update_budget(
+    rt: Runtime, d: Delivery, desk: str, ticket_id: str, msg: Message
+) -> tuple[Message, list[Delivery]]:
+    """Keep a ticket under its desk's update limit (Zendesk: 30 per 10 minutes).
+
+    When the budget left cannot give each waiting message of this conversation its own
+    update, the head and the plain-text messages right behind it (same sender, no files)
+    go as one update, each line stamped with its time. With no budget at all, wait for
+    the window (a wait the desk would otherwise enforce with 429s; it spends no retries).
+    """
+    desk_connector = rt.desk(d.account)
+    limit = getattr(desk_connector, "ticket_update_limit", None)
+    assert limit is not None
+    most, window = limit
+    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
+    if used >= most:
+        raise RetryableError(
+            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
+        )
+    cap = rt.settings.coalesce_max_messages
+    lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
+    waiting = [i for i in lane if i != d.id]
+    if not waiting or most - used > len(waiting):
+        return msg, []
+    merged: list[tuple[Delivery, Message]] = []
+    for other_id in waiting:
+        other = await rt.deliveries.get(d.account, other_id)
+        if other is None or other.state is not DeliveryState.PENDING:
+            break
+        event = (await rt.deliveries.event(d.account, other.event_id))["event"]
+        if event.get("kind") != "message":
+            break
+        m = Message.model_validate(event)
+        if m.attachments or m.sender.external_id != msg.sender.external_id:
+            break  # files go on their own; so does another person's message
+        merged.append((other, m))
+    if not merged:
+        return msg, []
+    lines = [f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {render(msg)}"]
+    lines += [f"[{m.occurred_at.astimezone(UTC):%H:%M:%S}] {render(m)}" for _, m in merged]
+    last = merged[-1][1]
+    if last.context:
+        await rt.conversations.set_context(d.account, d.conversation_id, last.context)
+    combined = msg.model_copy(
+        update={
+            "text": "\n\n".join(lines),
+            "note": None,
+            "reply_to": None,
+            "reply_quote": None,
+            "edit_of": None,
+            "location": None,
+            "contact": None,
+        }
+    )
+    log.info(
+        "delivery %s: %d waiting messages filed with it (%s update budget)",
+        d.id,
+        len(merged),
+        desk,
+    )
+    return combined, [o for o, _ in merged]
 
 
 async def _authenticated(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> Message:

@@ -20,6 +20,7 @@ from arq import Worker, func
 from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
+from deskbridge.pipeline.polling import poll_loop
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
 from deskbridge.store import keys
@@ -113,6 +114,7 @@ async def _close(worker: Worker) -> None:
 async def run_worker(rt: Runtime, redis_url: str) -> None:
     """Run the worker until cancelled, restarting it whenever the Redis connection drops."""
     background = asyncio.create_task(_background(rt), name="deskbridge-worker-background")
+    poller = asyncio.create_task(poll_loop(rt), name="deskbridge-desk-poller")
     delay = 0.5
     try:
         while True:
@@ -129,6 +131,7 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
             await asyncio.sleep(delay)
     finally:
-        background.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await background
+        for task in (background, poller):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -14,6 +14,7 @@ from arq.constants import job_key_prefix
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
+from deskbridge.store.ids import new_id
 from deskbridge.store.raw import read_raw_record
 from deskbridge.store.scripts import (
     CHANNEL_STATUS,
@@ -153,6 +154,42 @@ class DeliveryStore:
     ) -> str | None:
         head = await self._redis.lindex(keys.lane(account, direction.value, conversation_id), 0)
         return head.decode() if head is not None else None
+
+    async def lane_ids(
+        self, account: str, direction: Direction, conversation_id: str, limit: int
+    ) -> list[str]:
+        """The first ``limit`` deliveries of a lane, head first."""
+        ids = await self._redis.lrange(
+            keys.lane(account, direction.value, conversation_id), 0, limit - 1
+        )
+        return [i.decode() for i in ids]
+
+    async def ticket_updates(
+        self, account: str, desk: str, ticket_id: str, window_s: float
+    ) -> tuple[int, float]:
+        """How many updates we made to the ticket in the last ``window_s`` seconds, and
+        how long until the oldest of them leaves the window."""
+        key = keys.ticket_updates(account, desk, ticket_id)
+        now = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, 0, now - int(window_s * 1000))
+        pipe.zcard(key)
+        pipe.zrange(key, 0, 0, withscores=True)
+        _, count, oldest = await pipe.execute()
+        wait = 0.0
+        if oldest:
+            wait = max(0.0, (oldest[0][1] + window_s * 1000 - now) / 1000)
+        return int(count), wait
+
+    async def note_ticket_update(
+        self, account: str, desk: str, ticket_id: str, window_s: float
+    ) -> None:
+        key = keys.ticket_updates(account, desk, ticket_id)
+        now = int(time.time() * 1000)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zadd(key, {f"{now}:{new_id()}": now})
+        pipe.pexpire(key, int(window_s * 1000) + 1000)
+        await pipe.execute()
 
     async def lock_lane(
         self, account: str, direction: Direction, conversation_id: str, token: str, ttl_ms: int

@@ -33,6 +33,7 @@ __all__ = [
     "pending",
     "problems",
     "profile",
+    "rate_bucket",
     "raw",
     "raws",
     "sandbox_idempotency",
@@ -44,8 +45,13 @@ __all__ = [
     "sent",
     "sent_by_time",
     "ticket",
+    "ticket_updates",
     "token",
     "token_lock",
+    "udesk_active",
+    "udesk_memo",
+    "udesk_poll_lock",
+    "udesk_relayed",
     "unparsed",
 ]
 
@@ -114,6 +120,12 @@ def unparsed(account: str, source: str) -> str:
     """Sorted set of the raw requests from ``source`` our parser rejected (``parse_failed``
     dead letters; the member is the dead letter's id and its raw id), scored by arrival."""
     return f"{_a(account)}:rawz:{source}:unparsed"
+
+
+def ticket_updates(account: str, desk: str, ticket_id: str) -> str:
+    """Sorted set of our recent updates to one desk ticket (members and scores: ms), for
+    desks that limit updates per ticket (Zendesk: 30 per 10 minutes)."""
+    return f"{_a(account)}:tupd:{desk}:{ticket_id}"
 
 
 def lane(account: str, direction: str, conversation_id: str) -> str:
@@ -219,3 +231,28 @@ def sandbox_idempotency(account: str, key: str) -> str:
 def sandbox_outbox(account: str) -> str:
     """What the sandbox channel API was asked to send (newest first)."""
     return f"{_a(account)}:sbx:outbox"
+
+
+def rate_bucket(account: str, desk: str) -> str:
+    """Hash ``tokens``/``ts``: the account's shared token bucket for a desk's API."""
+    return f"{_a(account)}:rate:{desk}"
+
+
+def udesk_active(account: str) -> str:
+    """Sorted set of Udesk tickets deskbridge filed on, scored by the last filing (ms)."""
+    return f"{_a(account)}:udesk:active"
+
+
+def udesk_relayed(account: str, ticket_id: str) -> str:
+    """Set of a Udesk ticket's reply ids already taken in as agent replies (or skipped)."""
+    return f"{_a(account)}:udesk:relayed:{ticket_id}"
+
+
+def udesk_memo(account: str, digest: str) -> str:
+    """What one filing created in Udesk (a ticket or reply id), by a digest of its key."""
+    return f"{_a(account)}:udesk:memo:{digest}"
+
+
+def udesk_poll_lock(account: str) -> str:
+    """Held by the worker whose turn it is to poll the account's tickets."""
+    return f"{_a(account)}:udesk:poll"

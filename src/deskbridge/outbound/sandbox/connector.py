@@ -55,6 +55,7 @@ class SandboxBackend(Protocol):
 
 class SandboxConnector:
     desk: ClassVar[Desk] = Desk.SANDBOX
+    ticket_update_limit: ClassVar[tuple[int, float] | None] = None
 
     def __init__(self, account: str, backend: SandboxBackend) -> None:
         self.account = account

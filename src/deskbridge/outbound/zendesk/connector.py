@@ -57,6 +57,8 @@ class ZendeskConnector:
     """
 
     desk: ClassVar[Desk] = Desk.ZENDESK
+    # Zendesk: "30 updates per 10 minutes per user per ticket" (Update Ticket limits)
+    ticket_update_limit: ClassVar[tuple[int, float] | None] = (30, 600.0)
 
     def __init__(
         self,

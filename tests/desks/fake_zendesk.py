@@ -1,0 +1,292 @@
+"""A fake Zendesk Support API for the desk conformance suite (aiohttp, 127.0.0.1:0).
+
+Shaped on the calls ``deskbridge.outbound.zendesk`` makes, with Zendesk's API-token
+basic auth (``{email}/token:{api_token}``) enforced: users by ``create_or_update``
+(matched on external_id), identities, uploads, tickets created with an
+``Idempotency-Key`` (kept two hours), comments by ``PUT /tickets/{id}``, tickets by
+``external_id``. Agent replies come back as the signed ``ticket.comment_added`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from deskbridge.outbound.zendesk.webhook import sign
+
+from .base import FakePart, FakeTicket, FakeUser
+
+__all__ = ["FakeZendesk"]
+
+EMAIL = "bot@acme.test"
+API_TOKEN = "zd-conformance-token"
+SECRET = "zd-conformance-webhook-secret"
+
+
+class FakeZendesk:
+    desk = "zendesk"
+    dedups_retries = True
+    """Tickets carry our conversation id as external_id, so a retried create finds them."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, FakeUser] = {}
+        self._identities: dict[str, list[dict[str, Any]]] = {}
+        self._tickets: dict[str, FakeTicket] = {}
+        self._external: dict[str, str] = {}
+        self._uploads: dict[str, tuple[str, bytes, str]] = {}
+        self._idempotent: dict[str, dict[str, Any]] = {}
+        self._calls: list[tuple[str, str, int]] = []
+        self._fail: list[tuple[int, dict[str, str]]] = []
+        self._stall: list[float] = []
+        self._ids = itertools.count(1001)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- FakeDesk ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._gate])
+        api = "/api/v2"
+        app.router.add_post(f"{api}/users/create_or_update", self._user)
+        app.router.add_get(f"{api}/users/{{id}}/identities", self._list_identities)
+        app.router.add_post(f"{api}/users/{{id}}/identities", self._add_identity)
+        app.router.add_post(f"{api}/uploads", self._upload)
+        app.router.add_post(f"{api}/tickets", self._create)
+        app.router.add_get(f"{api}/tickets", self._find)
+        app.router.add_put(f"{api}/tickets/{{id}}", self._update)
+        app.router.add_get("/attachments/{token}", self._attachment)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def desk_yaml(self) -> str:
+        return (
+            f'{{type: zendesk, base_url: "{self.url}", email: {EMAIL}, '
+            f'api_token: {API_TOKEN}, webhook_secret: "{SECRET}"}}'
+        )
+
+    def users(self) -> list[FakeUser]:
+        return list(self._users.values())
+
+    def tickets(self) -> list[FakeTicket]:
+        return list(self._tickets.values())
+
+    def calls(self) -> list[tuple[str, str, int]]:
+        return list(self._calls)
+
+    def fail(self, status: int, times: int, headers: dict[str, str] | None = None) -> None:
+        if status == 429 and headers is None:
+            headers = {"Retry-After": "1"}
+        self._fail += [(status, headers or {})] * times
+
+    def stall(self, seconds: float, times: int) -> None:
+        self._stall += [seconds] * times
+
+    async def agent_reply(
+        self,
+        client: Any,
+        rt: Any,
+        ticket_id: str,
+        text: str,
+        attachment: tuple[str, bytes, str] | None = None,
+    ) -> None:
+        comment_id = str(next(self._ids))
+        names: list[str] = []
+        attachments = []
+        if attachment is not None:
+            token = f"att{comment_id}"
+            self._uploads[token] = attachment
+            names.append(attachment[0])
+            attachments.append(
+                {
+                    "content_url": f"{self.url}/attachments/{token}",
+                    "file_name": attachment[0],
+                    "content_type": attachment[2],
+                    "size": len(attachment[1]),
+                }
+            )
+        self._tickets[ticket_id].parts.append(FakePart("agent", text, names))
+        await self._notify(client, ticket_id, comment_id, text, staff=True, attachments=attachments)
+
+    async def notify_customer_part(self, client: Any, rt: Any, ticket_id: str) -> None:
+        ticket = self._tickets[ticket_id]
+        last = next(p for p in reversed(ticket.parts) if p.author == "user")
+        await self._notify(client, ticket_id, str(next(self._ids)), last.text, staff=False)
+
+    # -- the webhook -----------------------------------------------------------------------
+
+    async def _notify(
+        self,
+        client: Any,
+        ticket_id: str,
+        comment_id: str,
+        text: str,
+        *,
+        staff: bool,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> None:
+        ticket = self._tickets[ticket_id]
+        body = json.dumps(
+            {
+                "type": "zen:event-type:ticket.comment_added",
+                "account_id": 1,
+                "id": f"evt-{comment_id}",
+                "time": datetime.now(UTC).isoformat(),
+                "zendesk_event_version": "2022-11-06",
+                "subject": f"zen:ticket:{ticket_id}",
+                "detail": {"id": ticket_id, "requester_id": ticket.user_id, "status": "OPEN"},
+                "event": {
+                    "comment": {
+                        "id": comment_id,
+                        "body": text,
+                        "is_public": True,
+                        "attachments": attachments or [],
+                        "author": {
+                            "id": "9001" if staff else ticket.user_id,
+                            "is_staff": staff,
+                            "name": "Sam Agent" if staff else "Customer",
+                        },
+                    }
+                },
+            }
+        ).encode()
+        ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        resp = await client.post(
+            "/desks/zendesk/acme",
+            data=body,
+            headers={
+                "X-Zendesk-Webhook-Signature": sign(SECRET, ts, body),
+                "X-Zendesk-Webhook-Signature-Timestamp": ts,
+                "Content-Type": "application/json",
+            },
+        )
+        assert resp.status == 200, await resp.text()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/attachments/"):
+            return await handler(request)
+        expected = base64.b64encode(f"{EMAIL}/token:{API_TOKEN}".encode()).decode()
+        if request.headers.get("Authorization") != f"Basic {expected}":
+            self._calls.append((request.method, request.path, 401))
+            return web.json_response({"error": "Couldn't authenticate you"}, status=401)
+        if self._fail:
+            status, headers = self._fail.pop(0)
+            self._calls.append((request.method, request.path, status))
+            return web.json_response(
+                {"error": "InjectedFault", "description": "injected"},
+                status=status,
+                headers=headers,
+            )
+        resp = await handler(request)
+        self._calls.append((request.method, request.path, resp.status))
+        if self._stall:
+            # the work is done, the answer is late: the client times out and retries
+            await asyncio.sleep(self._stall.pop(0))
+        return resp
+
+    async def _user(self, request: web.Request) -> web.Response:
+        user = (await request.json())["user"]
+        ext = user.get("external_id")
+        found = next((u for u in self._users.values() if ext and u.external_id == ext), None)
+        if found is None:
+            found = FakeUser(id=str(next(self._ids)), external_id=ext)
+            self._users[found.id] = found
+            self._identities[found.id] = []
+        found.name = user.get("name")
+        for kind, field in (("email", found.emails), ("phone", found.phones)):
+            if user.get(kind) and user[kind] not in field:
+                field.append(user[kind])
+                itype = "email" if kind == "email" else "phone_number"
+                self._identities[found.id].append(
+                    {"id": next(self._ids), "type": itype, "value": user[kind]}
+                )
+        return web.json_response({"user": {"id": int(found.id)}}, status=201)
+
+    async def _list_identities(self, request: web.Request) -> web.Response:
+        idents = self._identities.get(request.match_info["id"], [])
+        return web.json_response({"identities": idents, "next_page": None})
+
+    async def _add_identity(self, request: web.Request) -> web.Response:
+        user = self._users[request.match_info["id"]]
+        ident = (await request.json())["identity"]
+        target = user.emails if ident["type"] == "email" else user.phones
+        if ident["value"] not in target:
+            target.append(ident["value"])
+        self._identities[user.id].append({"id": next(self._ids), **ident})
+        return web.json_response({"identity": {"id": next(self._ids)}}, status=201)
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        token = f"up{next(self._ids)}"
+        self._uploads[token] = (
+            request.query.get("filename", "file"),
+            await request.read(),
+            request.headers.get("Content-Type", "application/octet-stream"),
+        )
+        return web.json_response({"upload": {"token": token}}, status=201)
+
+    def _part(self, comment: dict[str, Any], author: str) -> FakePart:
+        names = [self._uploads[t][0] for t in comment.get("uploads", [])]
+        return FakePart(author, comment.get("body") or comment.get("html_body") or "", names)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        key = request.headers.get("Idempotency-Key")
+        if key and key in self._idempotent:
+            return web.json_response(
+                self._idempotent[key], status=201, headers={"x-idempotency-lookup": "hit"}
+            )
+        t = body["ticket"]
+        ticket_id = str(next(self._ids))
+        ticket = FakeTicket(id=ticket_id, user_id=str(t["requester_id"]))
+        ticket.parts.append(self._part(t["comment"], "user"))
+        self._tickets[ticket_id] = ticket
+        self._external[t["external_id"]] = ticket_id
+        answer = {
+            "ticket": {"id": int(ticket_id), "status": "new"},
+            "audit": {"events": [{"type": "Comment", "id": next(self._ids)}]},
+        }
+        if key:
+            self._idempotent[key] = answer
+        return web.json_response(answer, status=201)
+
+    async def _find(self, request: web.Request) -> web.Response:
+        ext = request.query.get("external_id", "")
+        found = []
+        if ext in self._external:
+            t = self._tickets[self._external[ext]]
+            found.append({"id": int(t.id), "status": "open", "description": t.parts[0].text})
+        return web.json_response({"tickets": found, "next_page": None})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        ticket = self._tickets.get(request.match_info["id"])
+        if ticket is None:
+            return web.json_response({"error": "RecordNotFound"}, status=404)
+        comment = (await request.json())["ticket"]["comment"]
+        author = "user" if comment.get("public", True) else "note"
+        ticket.parts.append(self._part(comment, author))
+        return web.json_response(
+            {
+                "ticket": {"id": int(ticket.id), "status": "open"},
+                "audit": {"events": [{"type": "Comment", "id": next(self._ids)}]},
+            }
+        )
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        _, data, ctype = self._uploads[request.match_info["token"]]
+        return web.Response(body=data, content_type=ctype)
