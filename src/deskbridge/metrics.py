@@ -78,6 +78,46 @@ class Metrics:
             ["account", "desk"],
             registry=self.registry,
         )
+        # service figures (issue 11): what the support team promises its customers
+        response_buckets = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
+        self.first_response = Histogram(
+            "deskbridge_first_response_seconds",
+            "Customer's first message of a conversation to the first agent reply relayed.",
+            ["account", "channel", "language"],
+            buckets=response_buckets,
+            registry=self.registry,
+        )
+        self.reply_time = Histogram(
+            "deskbridge_reply_seconds",
+            "Oldest unanswered customer message to the agent reply relayed after it.",
+            ["account", "channel", "language"],
+            buckets=response_buckets,
+            registry=self.registry,
+        )
+        self.messages = Counter(
+            "deskbridge_messages",
+            "Messages filed (inbound) and relayed (outbound), by channel.",
+            ["account", "channel", "direction"],
+            registry=self.registry,
+        )
+        self.awaiting = Gauge(
+            "deskbridge_conversations_awaiting_reply",
+            "Conversations whose customer waits for an agent reply.",
+            ["account", "channel"],
+            registry=self.registry,
+        )
+        self.sla_breaches = Gauge(
+            "deskbridge_sla_breaches",
+            "Conversations waiting longer than the channel's response target.",
+            ["account", "channel"],
+            registry=self.registry,
+        )
+        self.off_hours_acks = Counter(
+            "deskbridge_off_hours_acknowledgements",
+            "Automatic acknowledgements sent outside business hours.",
+            ["account", "channel"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a tuple on every call; the ack path counts twice
         self._children: dict[tuple[Any, ...], Any] = {}
 
