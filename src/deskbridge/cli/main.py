@@ -13,6 +13,7 @@ from rich.console import Console
 
 from deskbridge import __version__
 from deskbridge.cli import admin
+from deskbridge.cli.route import route as route_command
 from deskbridge.cli.stats import stats as stats_command
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError, DeskbridgeError
@@ -232,6 +233,7 @@ cli.add_command(admin.deliveries)
 cli.add_command(admin.events)
 cli.add_command(admin.contacts)
 cli.add_command(stats_command)
+cli.add_command(route_command)
 
 
 def main() -> None:

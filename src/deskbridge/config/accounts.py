@@ -41,6 +41,7 @@ from pydantic import (
 )
 
 from deskbridge.errors import ConfigError
+from deskbridge.routing.config import RoutingConfig
 from deskbridge.schemas import Channel, Desk
 
 __all__ = [
@@ -487,6 +488,8 @@ class AccountConfig(_Model):
     shared: list[str] = Field(default_factory=list)
     """Numbers (E.164) and addresses several people use (a company's main line, a family
     landline, a team mailbox): they never merge contacts, only suggest."""
+    routing: RoutingConfig | None = None
+    """Enrichment and routing rules (docs/routing.md)."""
     conversation_scope: Literal["channel", "contact"] = "channel"
     """``channel``: one ticket per channel conversation, all under one desk user.
     ``contact``: one ticket per contact; the agent's reply goes out on the channel the

@@ -28,7 +28,9 @@ from deskbridge.identity.phones import readable
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.outbound.render import render
 from deskbridge.pipeline import retry
+from deskbridge.pipeline import routing as routing_step
 from deskbridge.pipeline.runtime import Runtime
+from deskbridge.routing.config import RoutingConfig
 from deskbridge.schemas import (
     AgentReply,
     Attempt,
@@ -40,12 +42,14 @@ from deskbridge.schemas import (
     ConversationRef,
     Delivery,
     DeliveryState,
+    Desk,
+    DeskFields,
     Direction,
     Message,
     StatusUpdate,
     Upload,
 )
-from deskbridge.store import ConversationRecord, new_id
+from deskbridge.store import ConversationRecord, IntakeEvent, new_id
 from deskbridge.store.graph import Observed
 
 __all__ = ["call_message", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
@@ -299,12 +303,22 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
             conv = dataclasses.replace(conv, ticket_id=shared[0], comment_count=shared[1])
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
+    routing = rt.accounts.accounts[d.account].routing
+    fields: DeskFields | None = None
+    if routing is not None and event.get("kind") == "message":
+        found = await routing_step.enrich(rt, d.account, routing, msg, contact)
+        fields = routing_step.fields_of(routing_step.decide(routing, msg, found))
+        facts = found.as_attributes()
+        if facts:
+            await rt.conversations.set_attributes(d.account, contact.id, facts)
+        if found.language:
+            await rt.conversations.set_language(d.account, conv.id, found.language)
     merged: list[Delivery] = []
     limit = getattr(desk, "ticket_update_limit", None)
     if limit is not None and conv.ticket_id is not None and not files:
         msg, merged = await _within_update_budget(rt, d, desk.desk.value, conv.ticket_id, msg)
     filed = await desk.append(
-        _ref(conv, "", d.account),
+        _ref(conv, "", d.account).model_copy(update={"fields": fields}),
         user_id,
         msg,
         files,
@@ -340,7 +354,46 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
             d.account, desk.desk.value, contact.id, filed.ticket_id, count
         )
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
+    await routing_step.record_inbound(rt, d.account, conv.id, msg)
+    if routing is not None:
+        await _off_hours_ack(rt, d, routing, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+async def _off_hours_ack(
+    rt: Runtime, d: Delivery, routing: RoutingConfig, msg: Message, ticket_id: str
+) -> None:
+    """Outside business hours, the customer hears when to expect an answer: once per
+    conversation per closed period (the intake's dedup mark keeps it to one), sent as
+    an automatic message (no HUMAN_AGENT tag on Messenger, Auto-Submitted on email)."""
+    ack = routing_step.off_hours_text(routing, msg.occurred_at)
+    if ack is None:
+        return
+    text, period = ack
+    reply = AgentReply(
+        account=d.account,
+        desk=Desk(rt.accounts.accounts[d.account].desk.type),
+        dedup_key=f"offhours:{d.conversation_id}:{period}",
+        ticket_id=ticket_id,
+        external_id=f"offhours:{d.conversation_id}:{period}",
+        text=text,
+        author_name="deskbridge",
+        automated=True,
+        occurred_at=datetime.now(UTC),
+    )
+    new = await rt.intake.accept(
+        account=d.account,
+        source="deskbridge",
+        direction=Direction.OUTBOUND,
+        channel=msg.channel.value,
+        desk=reply.desk.value,
+        req=None,
+        events=[
+            IntakeEvent(dedup_key=reply.dedup_key, conversation_id=d.conversation_id, event=reply)
+        ],
+    )
+    if any(new):
+        rt.metrics.off_hours_acks.labels(d.account, msg.channel.value).inc()
 
 
 async def _within_update_budget(
@@ -548,6 +601,9 @@ async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
         rt.metrics.quota_messages.labels(d.account, conv.channel.value).inc(receipt.quota_messages)
     if receipt.external_ids:
         await rt.deliveries.record_sent(d, receipt.external_ids)
+    await routing_step.record_reply(
+        rt, d.account, conv.id, conv.channel.value, automated=reply.automated
+    )
     return DeliveryState.DELIVERED
 
 

@@ -21,6 +21,7 @@ from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
 from deskbridge.pipeline.polling import poll_loop
+from deskbridge.pipeline.routing import refresh_waiting
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
 from deskbridge.store import keys
@@ -72,6 +73,9 @@ async def sweep_once(rt: Runtime) -> int:
         counts = await rt.deliveries.counts(account)
         rt.metrics.pending.labels(account).set(counts["pending"])
         rt.metrics.dead.labels(account).set(counts["dead"])
+        routing = rt.accounts.accounts[account].routing
+        sla = {c.value: t for c, t in routing.sla.items()} if routing is not None else {}
+        await refresh_waiting(rt, account, sla)
     graph = rt.conversations.graph
     if graph is not None:
         for scope in sorted(set(rt.accounts.identity_scopes().values())):

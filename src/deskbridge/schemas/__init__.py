@@ -23,7 +23,13 @@ from deskbridge.schemas.events import (
 )
 from deskbridge.schemas.raw import RawRequest
 from deskbridge.schemas.replies import AgentReply
-from deskbridge.schemas.transfer import ChannelAddress, ConversationRef, SendReceipt, Upload
+from deskbridge.schemas.transfer import (
+    ChannelAddress,
+    ConversationRef,
+    DeskFields,
+    SendReceipt,
+    Upload,
+)
 
 __all__ = [
     "AgentReply",
@@ -40,6 +46,7 @@ __all__ = [
     "Delivery",
     "DeliveryState",
     "Desk",
+    "DeskFields",
     "Direction",
     "Identity",
     "IdentityKind",

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from deskbridge.schemas.common import Channel, Frozen
 
-__all__ = ["ChannelAddress", "ConversationRef", "SendReceipt", "Upload"]
+__all__ = ["ChannelAddress", "ConversationRef", "DeskFields", "SendReceipt", "Upload"]
 
 
 class ChannelAddress(Frozen):
@@ -35,6 +35,17 @@ class SendReceipt(Frozen):
     """Messages that count against the channel plan's monthly quota (LINE push)."""
 
 
+class DeskFields(Frozen):
+    """What the account's routing rules set on the desk ticket (docs/routing.md)."""
+
+    tags: tuple[str, ...] = ()
+    priority: str | None = None
+    """low, normal, high or urgent."""
+    group: str | None = None
+    custom_fields: dict[str, str] = {}
+    form: str | None = None
+
+
 class ConversationRef(Frozen):
     """What a desk connector needs to file a message: our conversation and its ticket, if any."""
 
@@ -45,6 +56,8 @@ class ConversationRef(Frozen):
     contact_id: str
     subject: str
     comment_count: int = 0
+    fields: DeskFields | None = None
+    """Routing's ticket fields: set on a new ticket (tags also added to an existing one)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,6 +159,19 @@ class ConversationStore:
                 keys.conversation(account, conversation_id), "reply_token", "reply_token_at"
             )
 
+    async def set_attributes(self, account: str, contact_id: str, values: dict[str, str]) -> None:
+        """Merge ``values`` into the contact's attributes (one write, only when changed)."""
+        contact = await self.contact(account, contact_id)
+        if contact is None:
+            return
+        merged = {**contact.attributes, **values}
+        if merged != contact.attributes:
+            await self._save_contact(contact.model_copy(update={"attributes": merged}))
+
+    async def set_language(self, account: str, conversation_id: str, language: str) -> None:
+        """The conversation's language (a label of its service metrics)."""
+        await self._redis.hset(keys.conversation(account, conversation_id), "language", language)
+
     async def set_attribute(self, account: str, contact_id: str, name: str, value: str) -> None:
         contact = await self.contact(account, contact_id)
         if contact is not None and contact.attributes.get(name) != value:

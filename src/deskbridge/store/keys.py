@@ -14,6 +14,7 @@ __all__ = [
     "HEARTBEAT",
     "arq_job",
     "attempts",
+    "awaiting",
     "contact",
     "contact_conversations",
     "contact_ticket",
@@ -53,6 +54,7 @@ __all__ = [
     "udesk_poll_lock",
     "udesk_relayed",
     "unparsed",
+    "vip_cache",
 ]
 
 ARQ_QUEUE = default_queue_name
@@ -126,6 +128,17 @@ def ticket_updates(account: str, desk: str, ticket_id: str) -> str:
     """Sorted set of our recent updates to one desk ticket (members and scores: ms), for
     desks that limit updates per ticket (Zendesk: 30 per 10 minutes)."""
     return f"{_a(account)}:tupd:{desk}:{ticket_id}"
+
+
+def awaiting(account: str) -> str:
+    """Sorted set of conversations whose customer waits for an agent reply
+    (``channel|conversation``, scored by the oldest unanswered message's time)."""
+    return f"{_a(account)}:awaiting"
+
+
+def vip_cache(account: str, digest: str) -> str:
+    """A VIP lookup's answer for a contact's identities (``1``/``0``, expiring)."""
+    return f"{_a(account)}:vip:{digest}"
 
 
 def lane(account: str, direction: str, conversation_id: str) -> str:

@@ -83,6 +83,22 @@ class SandboxConnector:
                 channel=msg.channel.value,
                 idempotency_key=f"{idempotency_key}:ticket",
             )
+            fields = conv.fields
+            if fields is not None and (fields.tags or fields.priority or fields.group):
+                # the sandbox has no ticket fields: routing's decision shows as a note
+                shown = [
+                    f"tags: {', '.join(fields.tags)}" if fields.tags else "",
+                    f"priority: {fields.priority}" if fields.priority else "",
+                    f"group: {fields.group}" if fields.group else "",
+                    *(f"{k}: {v}" for k, v in fields.custom_fields.items()),
+                ]
+                await self._backend.add_message(
+                    self.account,
+                    ticket,
+                    author="note",
+                    text="Routing: " + "; ".join(x for x in shown if x),
+                    idempotency_key=f"{idempotency_key}:routing",
+                )
         names = tuple(f"{f.filename} ({f.mime_type}, {len(f.data)} bytes)" for f in files)
         msg_id, count = await self._backend.add_message(
             self.account,

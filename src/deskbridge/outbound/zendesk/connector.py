@@ -33,6 +33,7 @@ from deskbridge.schemas import (
     Contact,
     ConversationRef,
     Desk,
+    DeskFields,
     Message,
     RawRequest,
     Upload,
@@ -243,6 +244,7 @@ class ZendeskConnector:
         if follows is not None:
             # Zendesk links only closed tickets; for a full ticket it has no effect.
             ticket["via_followup_source_id"] = _num(follows)
+        _apply_fields(ticket, filing.conv.fields)
         body = {"ticket": ticket}
         what = "zendesk create ticket"
         resp = await self._post_ticket(body, key, what=what)
@@ -305,12 +307,11 @@ class ZendeskConnector:
         excluded: frozenset[str] = frozenset(),
     ) -> Filed:
         what = "zendesk update ticket"
-        resp = await self._call(
-            "PUT",
-            f"/tickets/{ticket_id}",
-            what=what,
-            json={"ticket": {"comment": filing.comment()}},
-        )
+        update: dict[str, Any] = {"comment": filing.comment()}
+        fields = filing.conv.fields
+        if fields is not None and fields.tags:
+            update["additional_tags"] = list(fields.tags)
+        resp = await self._call("PUT", f"/tickets/{ticket_id}", what=what, json={"ticket": update})
         if resp.status_code == 422 and _is_closed(resp):
             log.info("zendesk %s: ticket %s is closed; filing a follow-up", self.account, ticket_id)
             return await self._create(
@@ -644,6 +645,24 @@ def _is_closed(resp: httpx.Response) -> bool:
 
 def _same_text(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
+
+
+def _apply_fields(ticket: dict[str, Any], fields: DeskFields | None) -> None:
+    """Routing's fields on a new ticket: tags (beside ours), priority, group_id,
+    custom_fields (by numeric field id) and ticket_form_id."""
+    if fields is None:
+        return
+    ticket["tags"] = list(dict.fromkeys([*ticket.get("tags", []), *fields.tags]))
+    if fields.priority:
+        ticket["priority"] = fields.priority
+    if fields.group:
+        ticket["group_id"] = _num(fields.group)
+    if fields.form:
+        ticket["ticket_form_id"] = _num(fields.form)
+    if fields.custom_fields:
+        ticket["custom_fields"] = [
+            {"id": _num(k), "value": v} for k, v in fields.custom_fields.items()
+        ]
 
 
 def _idempotency(key: str) -> str:

@@ -1,0 +1,188 @@
+"""Enrichment and routing in the worker: what the desk gets with each new message.
+
+For an account with a ``routing:`` block: the message's language (the contact's last
+one as the prior), the contact's country, region and time zone (from their number) and
+email domain, VIP status (lists, then the lookup URL, cached), keyword tags and business
+hours feed the account's rules, whose decision becomes the ticket's desk fields. Facts
+are kept on the contact. A failed VIP lookup never holds up a message (not VIP).
+
+It also measures the service: messages per channel, first-response and reply times,
+customers waiting (see ``record_inbound`` / ``record_reply`` / ``refresh_waiting``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+from deskbridge.pipeline.runtime import Runtime
+from deskbridge.routing.config import RoutingConfig
+from deskbridge.routing.enrich import (
+    Enrichment,
+    detect_language,
+    email_domain,
+    phone_facts,
+    tags_for,
+)
+from deskbridge.routing.rules import Decision, Facts, evaluate
+from deskbridge.schemas import Contact, DeskFields, Message
+from deskbridge.store import keys
+
+__all__ = [
+    "decide",
+    "enrich",
+    "off_hours_text",
+    "record_inbound",
+    "record_reply",
+    "refresh_waiting",
+]
+
+log = logging.getLogger(__name__)
+
+
+async def _vip(rt: Runtime, account: str, config: RoutingConfig, contact: Contact) -> bool:
+    vip = config.vip
+    phones = {i.value for i in contact.identities if i.kind == "phone"}
+    emails = {i.value.lower() for i in contact.identities if i.kind == "email"}
+    if phones & set(vip.phones) or emails & {e.lower() for e in vip.emails}:
+        return True
+    if contact.id in vip.contacts:
+        return True
+    if not vip.lookup_url:
+        return False
+    seed = "|".join(sorted(phones | emails | {contact.id}))
+    cache = keys.vip_cache(account, hashlib.sha256(seed.encode()).hexdigest()[:32])
+    cached = await rt.redis.get(cache)
+    if cached is not None:
+        return bool(cached == b"1")
+    params = {
+        "phone": next(iter(sorted(phones)), ""),
+        "email": next(iter(sorted(emails)), ""),
+        "contact": contact.id,
+    }
+    try:
+        resp = await rt.http.get(vip.lookup_url, params=params, timeout=vip.lookup_timeout_seconds)
+        resp.raise_for_status()
+        answer = bool(resp.json().get("vip"))
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        log.warning("account %s: VIP lookup failed (%s); not VIP", account, type(exc).__name__)
+        return False
+    if vip.cache_seconds:
+        await rt.redis.set(cache, "1" if answer else "0", ex=vip.cache_seconds)
+    return answer
+
+
+async def enrich(
+    rt: Runtime, account: str, config: RoutingConfig, msg: Message, contact: Contact
+) -> Enrichment:
+    prior = contact.attributes.get("language")
+    language = prior
+    if msg.text and config.languages:
+        language = detect_language(msg.text, config.languages, prior=prior).language
+    phone = next((i.value for i in contact.identities if i.kind == "phone"), None)
+    facts = phone_facts(phone) if phone else None
+    email = next((i.value for i in contact.identities if i.kind == "email"), None)
+    return Enrichment(
+        language=language,
+        country=facts.country if facts else None,
+        region=facts.region if facts else None,
+        time_zone=facts.time_zone if facts else None,
+        email_domain=email_domain(email) if email else None,
+        vip=await _vip(rt, account, config, contact),
+        tags=tuple(tags_for(msg.text, [k.rule() for k in config.keywords])),
+    )
+
+
+def decide(config: RoutingConfig, msg: Message, found: Enrichment) -> Decision:
+    hours = config.business_hours
+    facts = Facts(
+        channel=msg.channel,
+        text=msg.text,
+        language=found.language,
+        country=found.country,
+        time_zone=found.time_zone,
+        vip=found.vip,
+        tags=found.tags + (("vip",) if found.vip else ()),
+        open=hours.is_open(msg.occurred_at) if hours else None,
+    )
+    return evaluate(config.rules, facts, base_tags=found.tags)
+
+
+def fields_of(decision: Decision) -> DeskFields:
+    return DeskFields(
+        tags=tuple(decision.tags),
+        priority=decision.priority,
+        group=decision.group,
+        custom_fields=decision.custom_fields,
+        form=decision.form,
+    )
+
+
+def off_hours_text(config: RoutingConfig, at: datetime) -> tuple[str, str] | None:
+    """The acknowledgement for a message at ``at`` outside business hours, and the id of
+    that closed period (its reopening time), or None when open or not configured."""
+    hours = config.business_hours
+    if not config.off_hours_ack or hours is None or hours.is_open(at):
+        return None
+    reopen = hours.next_open(at)
+    when = reopen.strftime("%A %H:%M %Z") if reopen else "as soon as we can"
+    period = reopen.isoformat() if reopen else "never"
+    return config.off_hours_ack.replace("{next_open}", when), period
+
+
+# -- service measurements -------------------------------------------------------------------
+
+
+async def record_inbound(rt: Runtime, account: str, conv_id: str, msg: Message) -> None:
+    """A customer message was filed: the conversation waits for an answer since its
+    oldest unanswered message."""
+    key = keys.conversation(account, conv_id)
+    at = f"{msg.occurred_at.timestamp():.3f}"
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.hsetnx(key, "first_inbound_at", at)
+    pipe.hsetnx(key, "awaiting_since", at)
+    pipe.zadd(keys.awaiting(account), {f"{msg.channel.value}|{conv_id}": float(at)}, nx=True)
+    await pipe.execute()
+    rt.metrics.messages.labels(account, msg.channel.value, "inbound").inc()
+
+
+async def record_reply(
+    rt: Runtime, account: str, conv_id: str, channel: str, *, automated: bool
+) -> None:
+    """An agent reply was relayed: observe the reply (and first-response) time."""
+    rt.metrics.messages.labels(account, channel, "outbound").inc()
+    if automated:
+        return  # an automatic acknowledgement answers nobody's question
+    key = keys.conversation(account, conv_id)
+    pipe = rt.redis.pipeline(transaction=True)
+    pipe.hmget(key, ["awaiting_since", "first_inbound_at", "first_replied", "language"])
+    pipe.hdel(key, "awaiting_since")
+    pipe.hset(key, "first_replied", "1")
+    pipe.zrem(keys.awaiting(account), f"{channel}|{conv_id}")
+    (since, first, replied, language), *_ = await pipe.execute()
+    now = time.time()
+    lang = language.decode() if language else ""
+    if since is not None:
+        rt.metrics.reply_time.labels(account, channel, lang).observe(now - float(since))
+    if replied is None and first is not None:
+        rt.metrics.first_response.labels(account, channel, lang).observe(now - float(first))
+
+
+async def refresh_waiting(rt: Runtime, account: str, sla: dict[str, int]) -> None:
+    """The waiting and SLA-breach gauges of ``account`` (the sweeper calls this)."""
+    now = datetime.now(UTC).timestamp()
+    waiting: dict[str, int] = {}
+    breached: dict[str, int] = {}
+    for member, since in await rt.redis.zrange(keys.awaiting(account), 0, -1, withscores=True):
+        channel = member.decode().partition("|")[0]
+        waiting[channel] = waiting.get(channel, 0) + 1
+        target = sla.get(channel)
+        if target is not None and now - since > target:
+            breached[channel] = breached.get(channel, 0) + 1
+    for channel in set(waiting) | set(sla):
+        rt.metrics.awaiting.labels(account, channel).set(waiting.get(channel, 0))
+        rt.metrics.sla_breaches.labels(account, channel).set(breached.get(channel, 0))

@@ -1,0 +1,177 @@
+"""Routing and service metrics through the worker: enrichment lands on the contact,
+rules set the desk's fields, off-hours customers hear when to expect an answer (once),
+and first-response/reply times are measured."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from deskbridge.gateway import create_app
+from deskbridge.gateway.intake import accept_replies
+from deskbridge.pipeline.worker import sweep_once
+from deskbridge.schemas import AgentReply, Channel, Desk
+
+from .conftest import TG_SECRET, TG_TOKEN, drain
+from .desks.fake_zendesk import FakeZendesk
+from .test_desk_conformance import customer_says, telegram
+
+ROUTING = """
+    routing:
+      languages: [en, es, de]
+      keywords:
+        - {tag: refund, pattern: "refund|reembolso"}
+      vip:
+        contacts: []
+      rules:
+        - name: spanish refunds
+          when: {language: [es], tags: [refund]}
+          then:
+            priority: high
+            group: "360000111"
+            tags: [latam]
+            custom_fields: {"360222": billing}
+"""
+
+
+def yaml_for(desk: str, routing: str = ROUTING) -> str:
+    return f"""
+accounts:
+  acme:
+    desk: {desk}
+{routing}
+    channels:
+      - type: telegram
+        bot_token: "{TG_TOKEN}"
+        secret_token: "{TG_SECRET}"
+        base_url: https://tg.test
+"""
+
+
+async def test_rules_set_zendesk_fields_and_facts_land_on_the_contact(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    fake = FakeZendesk()
+    seen: list[dict] = []
+    original = fake._create
+
+    async def spy(request):  # type: ignore[no-untyped-def]
+        seen.append(await request.json())
+        return await original(request)
+
+    fake._create = spy  # type: ignore[method-assign]  # before start(): routes bind it
+    await fake.start()
+    telegram(respx_mock)
+    try:
+        rt = make_runtime(yaml_for(fake.desk_yaml()))
+        client = await aiohttp_client(create_app(rt, role="serve"))
+        await customer_says(client, "Hola, quiero un reembolso de mi pedido, por favor", 9001)
+        await drain(rt)
+    finally:
+        await fake.stop()
+    [body] = seen
+    ticket = body["ticket"]
+    assert ticket["priority"] == "high" and ticket["group_id"] == 360000111
+    assert {"refund", "latam", "deskbridge"} <= set(ticket["tags"])
+    assert ticket["custom_fields"] == [{"id": 360222, "value": "billing"}]
+
+
+async def test_sandbox_shows_the_decision_and_the_contact_keeps_its_language(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    telegram(respx_mock)
+    rt = make_runtime(yaml_for("{type: sandbox}"))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await customer_says(client, "Hola, quiero un reembolso de mi pedido, por favor", 9101)
+    await customer_says(client, "ok", 9102)
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    full = await rt.sandbox.ticket("acme", ticket.id)
+    notes = [m.text for m in full.messages if m.author == "note"]
+    assert notes and "refund" in notes[0] and "priority: high" in notes[0]
+    conv_id = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+    conv = await rt.conversations.get("acme", conv_id)
+    contact = await rt.conversations.contact("acme", conv.contact_id)
+    assert contact.attributes["language"] == "es"  # "ok" kept the prior
+
+
+async def test_off_hours_ack_once_per_conversation_and_service_times(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    send = telegram(respx_mock)
+    closed = """
+    routing:
+      business_hours: {time_zone: UTC, weekly: {}}
+      off_hours_ack: "Thanks! We are closed and will answer {next_open}."
+      sla: {telegram: 0}
+"""
+    rt = make_runtime(yaml_for("{type: sandbox}", closed))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await customer_says(client, "Anyone there?", 9201)
+    await customer_says(client, "Hello?", 9202)
+    await drain(rt)
+    texts = [json.loads(c.request.content)["text"] for c in send.calls]
+    assert texts == ["Thanks! We are closed and will answer as soon as we can."]
+    await sweep_once(rt)
+    sample = rt.metrics.registry.get_sample_value
+    labels = {"account": "acme", "channel": "telegram"}
+    assert sample("deskbridge_conversations_awaiting_reply", labels) == 1
+    assert sample("deskbridge_sla_breaches", labels) == 1
+    assert sample("deskbridge_off_hours_acknowledgements_total", labels) == 1
+
+    [ticket] = await rt.sandbox.tickets("acme")
+    for n in (1, 2):
+        reply = AgentReply(
+            account="acme",
+            desk=Desk.SANDBOX,
+            dedup_key=f"agent-{n}",
+            ticket_id=ticket.id,
+            external_id=f"agent-{n}",
+            text=f"answer {n}",
+            occurred_at=datetime.now(UTC),
+        )
+        await accept_replies(rt, "acme", "sandbox", None, [reply])
+        await drain(rt)
+        if n == 1:
+            await customer_says(client, "One more question", 9203)
+            await drain(rt)
+    hist = {"account": "acme", "channel": "telegram", "language": ""}
+    assert sample("deskbridge_first_response_seconds_count", hist) == 1
+    assert sample("deskbridge_reply_seconds_count", hist) == 2
+    assert sample("deskbridge_messages_total", {**labels, "direction": "inbound"}) == 3
+    await sweep_once(rt)
+    assert sample("deskbridge_conversations_awaiting_reply", labels) == 0
+
+
+def test_route_explain_offline(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from deskbridge.cli.main import cli
+
+    path = tmp_path / "accounts.yaml"
+    path.write_text(yaml_for("{type: sandbox}"))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "route",
+            "--config",
+            str(path),
+            "--account",
+            "acme",
+            "--channel",
+            "whatsapp",
+            "--text",
+            "Hola, necesito un reembolso de mi pedido",
+            "--from",
+            "+5491123456789",
+            "--explain",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "language: es" in result.output and "country: AR" in result.output
+    assert "fired: spanish refunds" in result.output and "priority: high" in result.output
+    assert "FIRED  spanish refunds" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_for("{type: sandbox}", ROUTING.replace('"refund|reembolso"', '"("')))
+    checked = CliRunner().invoke(cli, ["check-config", str(bad)])
+    assert checked.exit_code == 2 and "regex" in checked.output
