@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import httpx
+
 from deskbridge.gateway import create_app
 from deskbridge.gateway.intake import accept_replies
 from deskbridge.pipeline.worker import sweep_once
@@ -175,3 +177,43 @@ def test_route_explain_offline(tmp_path) -> None:
     bad.write_text(yaml_for("{type: sandbox}", ROUTING.replace('"refund|reembolso"', '"("')))
     checked = CliRunner().invoke(cli, ["check-config", str(bad)])
     assert checked.exit_code == 2 and "regex" in checked.output
+
+
+async def test_translation_note_and_translate_back(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    send = telegram(respx_mock)
+    lt = respx_mock.post("https://lt.internal.example/translate")
+    lt.side_effect = [
+        httpx.Response(200, json={"translatedText": "I want a refund"}),
+        httpx.Response(200, json={"translatedText": "Tu pedido sale hoy"}),
+    ]
+    routing = """
+    routing:
+      languages: [en, es]
+      team_language: en
+      translation: {provider: libretranslate, base_url: "https://lt.internal.example", region: eu}
+"""
+    rt = make_runtime(yaml_for("{type: sandbox}", routing))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await customer_says(client, "Hola, quiero un reembolso de mi pedido, por favor", 9301)
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    full = await rt.sandbox.ticket("acme", ticket.id)
+    [note] = [m.text for m in full.messages if m.author == "note"]
+    assert "Translation (es → en" in note and "I want a refund" in note and "#translate" in note
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key="tr-1",
+        ticket_id=ticket.id,
+        external_id="tr-1",
+        text="#translate Your order ships today",
+        occurred_at=datetime.now(UTC),
+    )
+    await accept_replies(rt, "acme", "sandbox", None, [reply])
+    await drain(rt)
+    [sent] = [json.loads(c.request.content)["text"] for c in send.calls]
+    assert sent == "Tu pedido sale hoy"
+    asked = json.loads(lt.calls[1].request.content)
+    assert (asked["q"], asked["source"], asked["target"]) == ("Your order ships today", "en", "es")

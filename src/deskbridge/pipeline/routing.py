@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from deskbridge.errors import DeliveryError
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.routing.config import RoutingConfig
 from deskbridge.routing.enrich import (
@@ -29,7 +30,8 @@ from deskbridge.routing.enrich import (
     tags_for,
 )
 from deskbridge.routing.rules import Decision, Facts, evaluate
-from deskbridge.schemas import Contact, DeskFields, Message
+from deskbridge.routing.translate import DeepL, LibreTranslate, Translator
+from deskbridge.schemas import AgentReply, Contact, DeskFields, Message
 from deskbridge.store import keys
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "record_inbound",
     "record_reply",
     "refresh_waiting",
+    "translate_reply",
+    "translation_note",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,6 +136,60 @@ def off_hours_text(config: RoutingConfig, at: datetime) -> tuple[str, str] | Non
     when = reopen.strftime("%A %H:%M %Z") if reopen else "as soon as we can"
     period = reopen.isoformat() if reopen else "never"
     return config.off_hours_ack.replace("{next_open}", when), period
+
+
+# -- translation for agents (opt-in) -----------------------------------------------------------
+
+TRANSLATE_MARKER = "#translate"
+"""An agent reply starting with this is translated into the customer's language first."""
+
+
+def translator_for(rt: Runtime, config: RoutingConfig) -> Translator | None:
+    t = config.translation
+    if t is None:
+        return None
+    key = t.api_key.get_secret_value() if t.api_key else None
+    if t.provider == "deepl":
+        assert key is not None
+        return DeepL(rt.http, key, base_url=t.base_url, region=t.region)
+    assert t.base_url is not None
+    return LibreTranslate(rt.http, t.base_url, api_key=key, region=t.region)
+
+
+async def translation_note(
+    rt: Runtime, config: RoutingConfig, text: str, language: str | None
+) -> str | None:
+    """An internal note with the message in the team's language, when it is in another
+    one. Best effort: a failed translation only leaves the note out."""
+    team = config.team_language
+    translator = translator_for(rt, config)
+    if translator is None or not team or not language or language == team or not text:
+        return None
+    try:
+        done = await translator.translate(text, team, source=language)
+    except DeliveryError as exc:
+        log.warning("translation for a note failed: %s", type(exc).__name__)
+        return None
+    return (
+        f"Translation ({language} → {team}, by {translator.name}):\n\n{done.text}\n\n"
+        f"Start your reply with {TRANSLATE_MARKER} to have it translated into {language}."
+    )
+
+
+async def translate_reply(
+    rt: Runtime, config: RoutingConfig | None, account: str, conv_id: str, reply: AgentReply
+) -> AgentReply:
+    """A reply marked with ``#translate`` goes out in the customer's language."""
+    if not reply.text.lstrip().lower().startswith(TRANSLATE_MARKER):
+        return reply
+    text = reply.text.lstrip()[len(TRANSLATE_MARKER) :].strip()
+    language = await rt.redis.hget(keys.conversation(account, conv_id), "language")
+    translator = translator_for(rt, config) if config is not None else None
+    team = config.team_language if config is not None else None
+    if translator is None or language is None or language.decode() == team:
+        return reply.model_copy(update={"text": text})  # nothing to translate: send as is
+    done = await translator.translate(text, language.decode(), source=team)
+    return reply.model_copy(update={"text": done.text})
 
 
 # -- service measurements -------------------------------------------------------------------

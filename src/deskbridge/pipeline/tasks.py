@@ -49,7 +49,7 @@ from deskbridge.schemas import (
     StatusUpdate,
     Upload,
 )
-from deskbridge.store import ConversationRecord, IntakeEvent, new_id
+from deskbridge.store import ConversationRecord, IntakeEvent, keys, new_id
 from deskbridge.store.graph import Observed
 
 __all__ = ["call_message", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
@@ -356,6 +356,12 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     await routing_step.record_inbound(rt, d.account, conv.id, msg)
     if routing is not None:
+        language = await rt.redis.hget(keys.conversation(d.account, conv.id), "language")
+        note = await routing_step.translation_note(
+            rt, routing, msg.text, language.decode() if language else None
+        )
+        if note is not None:
+            await _note(rt, d, note)
         await _off_hours_ack(rt, d, routing, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
 
@@ -582,6 +588,9 @@ async def _to_channel(rt: Runtime, d: Delivery) -> DeliveryState:
     record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
     conv, to = await _address(rt, d, automated=reply.automated)
+    reply = await routing_step.translate_reply(
+        rt, rt.accounts.accounts[d.account].routing, d.account, conv.id, reply
+    )
     adapter = rt.adapter(d.account, conv.channel)
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")

@@ -106,6 +106,8 @@ class RoutingConfig(_Model):
 
     @model_validator(mode="after")
     def _coherent(self) -> RoutingConfig:
+        if self.translation is not None and not self.team_language:
+            raise ValueError("translation needs team_language (what the agents read)")
         if self.off_hours_ack and self.business_hours is None:
             raise ValueError("off_hours_ack needs business_hours")
         names = [r.name for r in self.rules]
