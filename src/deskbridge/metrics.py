@@ -118,6 +118,13 @@ class Metrics:
             ["account", "channel"],
             registry=self.registry,
         )
+        self.channel_health = Gauge(
+            "deskbridge_channel_health",
+            "What the platforms say about each channel: credentials_valid (1/0),"
+            " webhook_pending, webhook_error_age_seconds, quota_used, quota_used_ratio.",
+            ["account", "channel", "check"],
+            registry=self.registry,
+        )
         # labels() takes a lock and builds a tuple on every call; the ack path counts twice
         self._children: dict[tuple[Any, ...], Any] = {}
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
+    channel_health_interval_seconds: float = Field(default=300.0, ge=0)
+    """How often the worker asks the platforms about each channel (0: never)."""
     coalesce_max_messages: int = Field(default=20, ge=1, le=200)
     """When a desk's per-ticket update budget cannot keep up with a conversation, up to
     this many waiting messages are filed as one update."""

@@ -20,6 +20,7 @@ from arq import Worker, func
 from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
+from deskbridge.pipeline.health import health_loop
 from deskbridge.pipeline.polling import poll_loop
 from deskbridge.pipeline.routing import refresh_waiting
 from deskbridge.pipeline.runtime import Runtime
@@ -119,6 +120,7 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
     """Run the worker until cancelled, restarting it whenever the Redis connection drops."""
     background = asyncio.create_task(_background(rt), name="deskbridge-worker-background")
     poller = asyncio.create_task(poll_loop(rt), name="deskbridge-desk-poller")
+    health = asyncio.create_task(health_loop(rt), name="deskbridge-channel-health")
     delay = 0.5
     try:
         while True:
@@ -135,7 +137,7 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
             await asyncio.sleep(delay)
     finally:
-        for task in (background, poller):
+        for task in (background, poller, health):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -271,6 +271,23 @@ class LineAdapter:
         response = await self._api.call("PUT", path, what=what, json={"endpoint": url})
         raise_for_status(response, what=what)
 
+    async def health(self) -> dict[str, float]:
+        """The month's push quota (``/v2/bot/message/quota`` and its ``/consumption``):
+        how much is used, and which share of a limited plan."""
+        out = {"credentials_valid": 1.0}
+        quota = await self._api.call("GET", "/v2/bot/message/quota", what="line quota")
+        raise_for_status(quota, what="line quota")
+        used = await self._api.call(
+            "GET", "/v2/bot/message/quota/consumption", what="line quota consumption"
+        )
+        raise_for_status(used, what="line quota consumption")
+        total = float(used.json().get("totalUsage", 0))
+        out["quota_used"] = total
+        limit = quota.json()
+        if limit.get("type") == "limited" and limit.get("value"):
+            out["quota_used_ratio"] = total / float(limit["value"])
+        return out
+
     async def check_token(self) -> None:
         """A cheap authenticated call (bot info) for readiness: ``PermanentError`` when LINE
         rejects the token (after one fresh v2.1 token, if a cached one was dropped)."""

@@ -78,6 +78,17 @@ class MessengerAdapter:
         token = config.page_access_token.get_secret_value()
         self._auth = {"Authorization": f"Bearer {token}"}
 
+    async def health(self) -> dict[str, float]:
+        """``GET /me?fields=id`` with the Page token: whether Meta still takes it."""
+        what = "messenger check page token"
+        url = self._send_url.rsplit("/", 2)[0] + "/me"
+        try:
+            response = await self._client.get(url, params={"fields": "id"}, headers=self._auth)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        classify(response, what=what)
+        return {"credentials_valid": 1.0}
+
     async def send(
         self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
     ) -> SendReceipt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import mimetypes
+import time
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
@@ -165,6 +166,21 @@ class TelegramAdapter:
                 "drop_pending_updates": False,
             },
         )
+
+    async def health(self) -> dict[str, float]:
+        """``getWebhookInfo``: updates Telegram holds for us, and how long ago its last
+        delivery to our webhook failed (absent when it never did)."""
+        info = await self._api.call("getWebhookInfo", {})
+        if not isinstance(info, dict):
+            raise PermanentError("telegram getWebhookInfo: unexpected result")
+        out = {
+            "credentials_valid": 1.0,
+            "webhook_pending": float(info.get("pending_update_count", 0)),
+        }
+        last = info.get("last_error_date")
+        if isinstance(last, int) and last > 0:
+            out["webhook_error_age_seconds"] = max(0.0, time.time() - last)
+        return out
 
     async def get_me(self) -> dict[str, Any]:
         """The bot's own User object (a cheap check that the token works)."""

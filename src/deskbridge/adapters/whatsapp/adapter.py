@@ -72,6 +72,11 @@ class WhatsAppAdapter:
             client, base, config.phone_number_id, config.access_token.get_secret_value()
         )
 
+    async def health(self) -> dict[str, float]:
+        """Whether Meta still takes the access token for this number."""
+        await self._api.check()
+        return {"credentials_valid": 1.0}
+
     async def send(
         self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
     ) -> SendReceipt:

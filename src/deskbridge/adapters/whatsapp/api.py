@@ -74,6 +74,18 @@ class CloudApi:
         self._number = phone_number_id
         self._auth = {"Authorization": f"Bearer {token}"}
 
+    async def check(self) -> None:
+        """``GET /{phone_number_id}?fields=id``: raises like a send when the token or the
+        number is refused."""
+        what = "whatsapp check number"
+        try:
+            response = await self._client.get(
+                f"{self._base}/{self._number}", params={"fields": "id"}, headers=self._auth
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        classify(response, what=what)
+
     async def send(self, payload: Mapping[str, Any]) -> str:
         """POST one message; its wamid (accepted, not yet delivered)."""
         what = "whatsapp messages"
