@@ -40,7 +40,11 @@ def e164(raw: str, *, international: bool = False, trusted: bool = False) -> str
         if phonenumbers.is_valid_number(number) or (
             trusted and phonenumbers.is_possible_number(number)
         ):
-            return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+            formatted = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+            # a "possible" number can lose its leading zeros on the way (+98 00000):
+            # what is left is too short to name anybody
+            if len(formatted) - 1 >= _MIN_DIGITS:
+                return formatted
     return None
 
 
