@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -196,3 +196,72 @@ accounts:
         mailgun_signing_key: "{MAILGUN_KEY}"
         sandbox: true
 """
+
+
+# --- no secrets or customer data in logs --------------------------------------------------
+
+import logging  # noqa: E402
+
+# Exact values the tests use that no log line may carry: every secret and token above,
+# and distinctive customer data (bodies, numbers, emails) the tests send.
+LOG_SENTINELS = (
+    TEST_KEY,
+    TG_TOKEN,
+    TG_SECRET,
+    ZD_SECRET,
+    META_SECRET,
+    LINE_SECRET,
+    MAILGUN_KEY,
+    "zd-api-token",
+    "wa-access-token",
+    "wa-other-token",
+    "page-access-token",
+    "line-access-token",
+    "+16505551234",
+    "16505551234",
+    "ann@work.example",
+    "someone@elsewhere.example",
+    "Where is my parcel?",
+    "Soy Ana, te escribo por SMS",
+)
+
+
+class _LeakCatcher(logging.Handler):
+    """Keeps every log record of the run that carries a sentinel (logger and value only)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks: list[tuple[str, str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a bad format string is its test's problem, not a leak
+            text = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + repr(record.exc_info[1])
+        for value in LOG_SENTINELS:
+            if value in text:
+                self.leaks.append((record.name, record.levelname, value))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secrets_in_logs() -> Iterator[_LeakCatcher]:
+    """Captures the logs of the whole suite (INFO and up, as deployed) and fails at the
+    end if any record carried a secret, a body, a phone number or an email of the tests."""
+    catcher = _LeakCatcher()
+    # as deployed: make_client quiets httpx (tests build plain clients), and the gateway's
+    # own access logger writes route templates (tests' servers use aiohttp's default)
+    for name in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(catcher)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    yield catcher
+    root.removeHandler(catcher)
+    root.setLevel(level)
+    if catcher.leaks:
+        seen = sorted(set(catcher.leaks))
+        pytest.fail(f"log records carried test secrets or customer data: {seen[:20]}")

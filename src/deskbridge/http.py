@@ -3,21 +3,43 @@
 Every channel sender and desk connector talks HTTP through an ``httpx.AsyncClient`` made
 here (explicit timeouts, no redirects to unexpected hosts) and turns responses and
 transport errors into the ``errors`` tree with :func:`classify` / :func:`transport_error`.
+
+URLs that arrive inside payloads (a Messenger attachment URL, a desk attachment link on
+another host) are fetched through :class:`Fetcher`, whose guarded client checks the
+resolved address of every connection (SSRF guard, see docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import functools
+import ipaddress
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Iterable
+from types import TracebackType
 
+import httpcore
 import httpx
 
 from deskbridge import __version__
 from deskbridge.errors import PermanentError, RetryableError
 
-__all__ = ["classify", "make_client", "parse_retry_after", "transport_error"]
+__all__ = [
+    "Fetcher",
+    "GuardedTransport",
+    "UnsafeAddress",
+    "address_allowed",
+    "classify",
+    "make_client",
+    "parse_retry_after",
+    "read_capped",
+    "refuse_page",
+    "transport_error",
+]
 
 USER_AGENT = f"deskbridge/{__version__}"
 
@@ -87,3 +109,181 @@ def classify(
 def transport_error(exc: httpx.HTTPError, *, what: str) -> RetryableError:
     """Translate a transport failure (timeout, refused connection) into a retryable error."""
     return RetryableError(f"{what}: {type(exc).__name__}")
+
+
+# --- untrusted URLs (SSRF guard) ---------------------------------------------------------
+
+
+class UnsafeAddress(PermanentError):
+    """An untrusted URL is not http(s), or its host resolves to an address deskbridge does
+    not connect to on a payload's say-so (private, loopback, link-local, ...)."""
+
+
+def address_allowed(ip: str) -> bool:
+    """Whether ``ip`` is a public unicast address. IPv4-mapped, 6to4 and Teredo IPv6
+    addresses are judged by the IPv4 address they carry."""
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            ip.split("%", 1)[0]
+        )
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address):
+        teredo = addr.teredo
+        inner = addr.ipv4_mapped or addr.sixtofour or (teredo[1] if teredo else None)
+        if inner is not None:
+            addr = inner
+        elif addr in _NAT64:
+            addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.is_global and not (
+        addr.is_multicast
+        or addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_reserved
+        or addr.is_unspecified
+    )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself, refuses unless every address is public, and connects to
+    the checked address, so a DNS answer cannot change between check and connect."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        host = host.strip("[]")
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve the host: {type(exc).__name__}") from None
+        addresses = [str(info[4][0]) for info in infos]
+        if not addresses or not all(address_allowed(a) for a in addresses):
+            raise UnsafeAddress("untrusted URL: the host resolves to a non-public address")
+        return await self._inner.connect_tcp(
+            addresses[0], port, timeout, local_address, socket_options
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeAddress("untrusted URL: no unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """An httpx transport for URLs that arrived inside payloads: http(s) only, no proxy
+    from the environment, and every connection's resolved address checked by
+    :func:`address_allowed`. Raises :class:`UnsafeAddress` (a ``PermanentError``)."""
+
+    def __init__(self) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=_ssl_context(),
+            max_connections=10,
+            network_backend=_GuardedBackend(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ("http", "https"):
+            raise UnsafeAddress("untrusted URL: not http(s)")
+        return await super().handle_async_request(request)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+class Fetcher:
+    """Chooses the client for each hop of a download: ``client`` (the process client,
+    with credentials) for URLs on a ``trusted`` base URL's origin, a guarded client
+    (:class:`GuardedTransport`, made on first need, closed on exit) for every other URL.
+    Use as ``async with Fetcher(client, trusted) as f: f.client_for(url)``."""
+
+    def __init__(self, client: httpx.AsyncClient, trusted: Iterable[str | httpx.URL]) -> None:
+        self._client = client
+        self._trusted = {_origin(httpx.URL(u)) for u in trusted}
+        self._guarded: httpx.AsyncClient | None = None
+
+    def trusted(self, url: httpx.URL) -> bool:
+        return _origin(url) in self._trusted
+
+    def client_for(self, url: httpx.URL) -> httpx.AsyncClient:
+        if self.trusted(url):
+            return self._client
+        if url.scheme not in ("http", "https") or not url.host:
+            raise UnsafeAddress("untrusted URL: not http(s)")
+        if self._guarded is None:
+            self._guarded = httpx.AsyncClient(
+                timeout=self._client.timeout,
+                headers={"User-Agent": USER_AGENT},
+                follow_redirects=False,
+                trust_env=False,
+                transport=GuardedTransport(),
+            )
+        return self._guarded
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._guarded is not None:
+            await self._guarded.aclose()
+
+
+# a payload's URL answered with a web page is an error or login page, or an intranet probe
+_REFUSED_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def refuse_page(response: httpx.Response, *, what: str) -> None:
+    """``PermanentError`` when an untrusted URL answered with a web page instead of a file."""
+    ctype = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype in _REFUSED_TYPES:
+        raise PermanentError(f"{what}: refused content type {ctype}")
+
+
+async def read_capped(
+    response: httpx.Response, limit: int, *, what: str, untrusted: bool = False
+) -> bytes:
+    """The body of ``response``, streamed, at most ``limit`` bytes whatever Content-Length
+    claimed (``PermanentError`` past it). With ``untrusted``, web pages are refused too."""
+    if untrusted:
+        refuse_page(response, what=what)
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise PermanentError(f"{what}: over the {limit}-byte limit")
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            raise PermanentError(f"{what}: over the {limit}-byte limit")
+    return bytes(data)

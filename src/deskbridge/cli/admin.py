@@ -880,6 +880,75 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
         out.print(f"[bold]{desk} user[/]: {user}", markup=True)
 
 
+@contacts.command("forget")
+@click.argument("ref")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@click.option("--desk", "at_desk", is_flag=True, help="Also delete the desk user and tickets.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@api_options
+def contacts_forget(
+    ref: str, account: str | None, at_desk: bool, as_json: bool, url: str | None
+) -> None:
+    """Erase a contact and everything deskbridge holds about them (right to erasure).
+
+    Removes the contact, its identities and evidence, its conversations with their
+    messages, raw requests, deliveries and dead letters; with --desk, the desk user and
+    tickets too. Idempotent. Needs contacts:write. See docs/privacy.md.
+
+    \b
+    Example:
+      deskbridge contacts forget +16505551234 --account acme --desk
+    """
+    data = _api(url).call(
+        "POST", f"/contacts/{ref}/forget", body={"account": account, "desk": at_desk}
+    )
+    if as_json:
+        _json_out(data)
+        return
+    if data.get("nothing_left"):
+        out.print("nothing left: deskbridge holds nothing about this contact")
+        return
+    out.print(f"forgot contact {data['contact']} ({', '.join(data.get('accounts', []))})")
+    for step, n in data.get("removed", {}).items():
+        if n:
+            out.print(f"  {step}: {n} removed")
+    for d in data.get("desk", []):
+        done = "; ".join(d["done"]) or "nothing left"
+        out.print(f"  desk {d['desk']} ({d['account']}): {done}")
+    out.print(f"  append-only file rewrite: {data.get('aof_rewrite')}")
+
+
+@contacts.command("export")
+@click.argument("ref")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the JSON here (mode 0600) instead of standard output.",
+)
+@api_options
+def contacts_export(ref: str, account: str | None, out_file: str | None, url: str | None) -> None:
+    """Everything deskbridge holds about a contact, as JSON (right of access).
+
+    Needs contacts:read. See docs/privacy.md for the format.
+
+    \b
+    Example:
+      deskbridge contacts export +16505551234 --account acme --out ana.json
+    """
+    data = _api(url).call("GET", f"/contacts/{ref}/export", params={"account": account})
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if out_file is None:
+        click.echo(text, nl=False)
+        return
+    fd = os.open(out_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    out.print(f"written to {out_file}")
+
+
 def _link(action: str, a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
     data = _api(url).call(
         "POST", f"/contacts/{action}", body={"account": account, "a": a, "b": b, "reason": reason}

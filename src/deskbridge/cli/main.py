@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -13,9 +12,11 @@ from rich.console import Console
 
 from deskbridge import __version__
 from deskbridge.cli import admin
+from deskbridge.cli.keys import keys as keys_command
 from deskbridge.cli.route import route as route_command
 from deskbridge.cli.stats import stats as stats_command
 from deskbridge.config import Settings, load_accounts
+from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, DeskbridgeError
 
 __all__ = ["main"]
@@ -48,19 +49,17 @@ def _settings(**overrides: object) -> Settings:
         sys.exit(2)
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _logging(settings: Settings) -> None:
+    from deskbridge.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 def _start(role: str, config: Path | None, host: str | None, port: int | None) -> None:
     from deskbridge.cli.process import load, serve_forever
 
     settings = _settings(host=host, port=port)
-    _logging(settings.log_level)
+    _logging(settings)
     try:
         loaded = load(settings, config)
         asyncio.run(serve_forever(loaded, role))
@@ -106,6 +105,7 @@ def check_config(file: Path) -> None:
     """Validate an accounts file; print every problem with its place (exit code 2)."""
     try:
         accounts = load_accounts(file)
+        check_region(accounts, _settings().region)
     except ConfigError as exc:
         err.print(f"[bold red]{exc}[/]")
         for where, what in exc.problems:
@@ -234,6 +234,7 @@ cli.add_command(admin.events)
 cli.add_command(admin.contacts)
 cli.add_command(stats_command)
 cli.add_command(route_command)
+cli.add_command(keys_command)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from deskbridge import __version__
 from deskbridge.adapters.sip import Listener
 from deskbridge.config import AccountsFile, EmailConfig, Settings, SipConfig, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
+from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.gateway import create_app
 from deskbridge.gateway.sip import start_sip_listeners
@@ -28,7 +29,7 @@ from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
 from deskbridge.pipeline import Runtime, run_worker
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
-from deskbridge.store.crypto import decode_key
+from deskbridge.store.keyring import load_vault
 
 __all__ = ["Loaded", "load", "serve_forever"]
 
@@ -58,13 +59,16 @@ def load(settings: Settings, config: Path | None) -> Loaded:
     """Accounts from ``config`` (or ``DESKBRIDGE_CONFIG``), else the demo account."""
     path = config or settings.config
     secrets_key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    lookup = settings.lookup_key.get_secret_value() if settings.lookup_key else None
+    vault = load_vault(keys_file=settings.keys_file, encryption_key=secrets_key, lookup_key=lookup)
     if path is not None:
         accounts = load_accounts(path)
+        check_region(accounts, settings.region)
         demo = False
-        if secrets_key is None:
+        if vault is None:
             raise ConfigError(
                 "DESKBRIDGE_ENCRYPTION_KEY is not set: deskbridge encrypts what it stores. "
-                "Generate one with: openssl rand -base64 32"
+                "Generate one with: openssl rand -base64 32 (or give DESKBRIDGE_KEYS_FILE)"
             )
     else:
         accounts = demo_accounts(
@@ -73,9 +77,10 @@ def load(settings: Settings, config: Path | None) -> Loaded:
             sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
         )
         demo = True
-        secrets_key = secrets_key or demo_secrets(settings.data_dir)["encryption_key"]
-    lookup = decode_key(settings.lookup_key.get_secret_value()) if settings.lookup_key else None
-    vault = Vault.from_secret(decode_key(secrets_key), lookup)
+        if vault is None:
+            demo_key = demo_secrets(settings.data_dir)["encryption_key"]
+            vault = load_vault(keys_file=None, encryption_key=demo_key, lookup_key=lookup)
+    assert vault is not None
     return Loaded(settings, accounts, vault, demo)
 
 

@@ -53,12 +53,14 @@ __all__ = [
     "AccountsFile",
     "AppConfig",
     "ChannelConfig",
+    "ConsentNotice",
     "DeskConfig",
     "EmailConfig",
     "IntercomDeskConfig",
     "LineConfig",
     "MessengerConfig",
     "MetaAppConfig",
+    "RetentionConfig",
     "SandboxDeskConfig",
     "SipCallsConfig",
     "SipConfig",
@@ -479,8 +481,39 @@ DeskConfig = Annotated[
 ]
 
 
+class RetentionConfig(_Model):
+    """How long an account's data is kept (days). TTLs enforce it where data is written;
+    the worker's sweeper does the rest (docs/privacy.md)."""
+
+    raw_events_days: int = Field(default=30, ge=1, le=3650)
+    """Raw webhook requests (bodies as received, for re-ingest)."""
+    delivered_days: int = Field(default=90, ge=1, le=3650)
+    """Finished delivery records, their attempts and their events (message bodies)."""
+    dead_letters_days: int = Field(default=180, ge=1, le=3650)
+    """Dead letters (with their events and raw bodies), from the time they died."""
+    audit_days: int = Field(default=730, ge=1, le=36500)
+    """The identity graph's audit trail; the admin audit log keeps the longest of the
+    accounts' values."""
+
+    def seconds(self, days: int) -> int:
+        return days * 86400
+
+
+class ConsentNotice(_Model):
+    """Sent once, as an automated message, on a new contact's first message."""
+
+    text: str = Field(min_length=1, max_length=1000)
+    link: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+    def message(self) -> str:
+        return f"{self.text}\n{self.link}" if self.link else self.text
+
+
 class AccountConfig(_Model):
     desk: DeskConfig
+    region: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """Where the account's data must live (``eu``, ``us``, ``sg``): only a deployment whose
+    ``DESKBRIDGE_REGION`` is the same loads it (docs/deployment.md)."""
     channels: list[ChannelConfig] = Field(default_factory=list)
     merge_scope: str | None = Field(default=None, pattern=_NAME)
     """Accounts naming the same merge scope (one tenant's accounts) recognise one
@@ -494,6 +527,22 @@ class AccountConfig(_Model):
     """``channel``: one ticket per channel conversation, all under one desk user.
     ``contact``: one ticket per contact; the agent's reply goes out on the channel the
     customer wrote on last."""
+    retention: RetentionConfig = RetentionConfig()
+    consent_notice: dict[str, ConsentNotice] = Field(default_factory=dict)
+    """By channel (``telegram``, ``whatsapp``, ...), or ``"*"`` for every channel."""
+
+    @field_validator("consent_notice")
+    @classmethod
+    def _notice_channels(cls, v: dict[str, ConsentNotice]) -> dict[str, ConsentNotice]:
+        known = {c.value for c in Channel}
+        for name in v:
+            if name != "*" and name not in known:
+                raise ValueError(f"{name!r} is not a channel ({', '.join(sorted(known))} or *)")
+        return v
+
+    def notice_for(self, channel: Channel | str) -> ConsentNotice | None:
+        name = channel.value if isinstance(channel, Channel) else channel
+        return self.consent_notice.get(name) or self.consent_notice.get("*")
 
     @field_validator("shared")
     @classmethod

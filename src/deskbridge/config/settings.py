@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".deskbridge")
     encryption_key: SecretStr | None = None
     lookup_key: SecretStr | None = None
+    keys_file: Path | None = None
+    """Several encryption keys, one active (docs/security-keys.md); instead of
+    ``encryption_key``."""
+    region: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """The region this deployment serves (``eu``, ``us``, ``sg``): accounts of another
+    region, or of none, are refused (docs/deployment.md)."""
     admin_jwt_secret: SecretStr | None = None
     """HS256 key of admin tokens (at least 32 bytes). Or, for RS256/ES256, a public key:"""
     admin_jwt_public_key: str | None = None
@@ -33,6 +39,11 @@ class Settings(BaseSettings):
     """Pinned; unset: HS256 for a secret, RS256 or ES256 after the public key's type."""
     admin_jwt_audience: str = "deskbridge-admin"
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = None
+    """Log lines as JSON or plain text; unset: JSON unless stderr is a terminal."""
+    sandbox_pages: bool | None = None
+    """Serve the ``/sandbox/`` pages and sandbox channel API; unset: only when an account
+    uses the sandbox desk (the pages) or a channel runs in sandbox mode (the API)."""
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
     channel_health_interval_seconds: float = Field(default=300.0, ge=0)

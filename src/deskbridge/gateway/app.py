@@ -3,13 +3,17 @@ sandbox."""
 
 from __future__ import annotations
 
+import re
 import secrets
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from deskbridge.gateway import admin, health, intake, media, sandbox
-from deskbridge.gateway.keys import CSRF, ROLE, RUNTIME
+from deskbridge.gateway.keys import AUTH_FAILURES, CSRF, ROLE, RUNTIME
+from deskbridge.gateway.throttle import FailedAuth
+from deskbridge.logs import REQUEST_ID
 from deskbridge.pipeline import Runtime
 
 __all__ = ["create_app"]
@@ -18,6 +22,27 @@ __all__ = ["create_app"]
 _CLIENT_MAX = 64 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# a caller's id is kept when it is short and plain (a proxy's or the platform's)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+@web.middleware
+async def _request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives each request an id, carried in its log records and echoed as X-Request-Id."""
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    token = REQUEST_ID.set(rid)
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = rid
+        raise
+    finally:
+        REQUEST_ID.reset(token)
+    resp.headers["X-Request-Id"] = rid
+    return resp
 
 
 @web.middleware
@@ -40,8 +65,9 @@ async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     """The gateway for ``rt``. ``role`` is ``run``, ``serve`` or ``worker`` (health and
     metrics only). The caller owns ``rt`` (opens and closes its Redis and HTTP client)."""
-    app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_count])
+    app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_request_id, _count])
     app[RUNTIME] = rt
+    app[AUTH_FAILURES] = FailedAuth()
     app[ROLE] = role
     app[CSRF] = secrets.token_urlsafe(24)
     app.router.add_get("/healthz", health.healthz)

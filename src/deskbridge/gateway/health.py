@@ -50,6 +50,7 @@ async def readyz(request: web.Request) -> web.Response:
         {
             "status": "ready" if ready else "not ready",
             "role": role,
+            "region": rt.settings.region,
             "checks": checks,
             "accounts": accounts,
         },

@@ -18,7 +18,7 @@ from deskbridge.errors import (
     SignatureInvalid,
     StoreUnavailable,
 )
-from deskbridge.gateway.keys import RUNTIME
+from deskbridge.gateway.keys import AUTH_FAILURES, RUNTIME
 from deskbridge.pipeline import Runtime
 from deskbridge.schemas import AgentReply, Direction, RawRequest
 from deskbridge.store import IntakeEvent
@@ -58,7 +58,18 @@ async def read_raw(request: web.Request, limit: int) -> RawRequest:
     )
 
 
-def _refused(rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
+def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
+    if isinstance(exc, SignatureInvalid):
+        # only failed authentication spends the source's budget; verified traffic never
+        # gets here, so it is never throttled
+        limiter = request.app[AUTH_FAILURES]
+        if limiter.failed(request.remote or "unknown"):
+            rt.metrics.event(source, "rejected", "throttled")
+            return web.json_response(
+                {"ok": False, "error": "too many failed attempts"},
+                status=429,
+                headers={"Retry-After": str(limiter.retry_after())},
+            )
     rt.metrics.event(source, "rejected", exc.reason)
     body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(
         exc.status, "refused"
@@ -110,7 +121,7 @@ async def channel_webhook(request: web.Request) -> web.Response:
         for acc, events in by_account.items():
             await _store(rt, acc, channel, Direction.INBOUND, channel, req, events)
     except RequestRefused as exc:
-        return _refused(rt, source, exc)
+        return _refused(request, rt, source, exc)
     except StoreUnavailable as exc:
         return _unavailable(rt, source, exc)
     return web.Response(body=_OK, content_type="application/json")
@@ -142,7 +153,7 @@ async def channel_handshake(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     receiver = rt.receiver(request.match_info["channel"], request.match_info.get("account"))
     if receiver is None:
-        return web.json_response({"ok": False, "error": "unauthorized"}, status=401)
+        return _refused(request, rt, "unknown", SignatureInvalid("unknown account or channel"))
     req = RawRequest(
         method="GET",
         path=request.path,
@@ -244,7 +255,7 @@ async def desk_webhook(request: web.Request) -> web.Response:
         else:
             rt.metrics.event(desk_name, "ignored", "")
     except RequestRefused as exc:
-        return _refused(rt, source, exc)
+        return _refused(request, rt, source, exc)
     except StoreUnavailable as exc:
         return _unavailable(rt, source, exc)
     return web.Response(body=_OK, content_type="application/json")

@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.pipeline import Runtime
 
-__all__ = ["CSRF", "ROLE", "RUNTIME"]
+__all__ = ["AUTH_FAILURES", "CSRF", "ROLE", "RUNTIME", "SANDBOX_PAGES"]
 
 RUNTIME = web.AppKey("runtime", Runtime)
 ROLE = web.AppKey("role", str)
 """``run`` (gateway and worker in one process), ``serve`` (gateway) or ``worker``."""
 CSRF = web.AppKey("csrf", str)
+AUTH_FAILURES = web.AppKey("auth_failures", FailedAuth)
+"""Failed authentication per source address (see ``gateway.throttle``)."""
+SANDBOX_PAGES = web.AppKey("sandbox_pages", bool)
+"""Whether ``/sandbox/`` pages are served (see ``gateway.sandbox``)."""

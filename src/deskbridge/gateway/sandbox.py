@@ -4,13 +4,21 @@ The pages list the sandbox tickets with their messages and a reply form; a reply
 the same ``deliver_to_channel`` path a real desk's webhook takes. A channel in sandbox mode
 sends to ``/sandbox/channel-api/{account}/{channel}/...`` instead of the platform, and the
 page shows what it was asked to send. Meant for trying deskbridge: do not expose it.
+
+Served only when asked: ``DESKBRIDGE_SANDBOX_PAGES=true`` serves both, ``false`` neither;
+unset, the pages are served when an account uses the sandbox desk (the demo account
+does) and the channel API when a channel runs in sandbox mode. Otherwise they are 404.
+The pages carry a strict Content-Security-Policy and a CSRF token on the reply form.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import html
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +52,35 @@ button{font:inherit;padding:.4rem 1rem;margin-top:.5rem}code{background:#eef;pad
 """
 
 _e = html.escape
+
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+SECURITY_HEADERS = {
+    # the one inline style block is allowed by its hash; nothing else loads or runs
+    "Content-Security-Policy": (
+        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _secured(handler: Handler) -> Handler:
+    """``handler`` with the pages' security headers on every answer, errors included."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(SECURITY_HEADERS)
+            raise
+        resp.headers.update(SECURITY_HEADERS)
+        return resp
+
+    return wrapped
 
 
 def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
@@ -398,11 +435,34 @@ async def line_api(request: web.Request) -> web.Response:
     return web.json_response({"message": "Not found in the deskbridge sandbox"}, status=404)
 
 
+def pages_enabled(rt: Runtime) -> bool:
+    """Whether the ``/sandbox/`` pages are served (see the module docstring)."""
+    if rt.settings.sandbox_pages is not None:
+        return rt.settings.sandbox_pages
+    return bool(_sandbox_accounts(rt))
+
+
+def api_enabled(rt: Runtime) -> bool:
+    """Whether the sandbox channel API is served (see the module docstring)."""
+    if rt.settings.sandbox_pages is not None:
+        return rt.settings.sandbox_pages
+    return any(
+        getattr(ch, "sandbox", False) is True
+        for acc in rt.accounts.accounts.values()
+        for ch in acc.channels
+    )
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/sandbox", to_index)
-    app.router.add_get("/sandbox/", index)
-    app.router.add_get("/sandbox/{account}/tickets/{ticket}", ticket)
-    app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", reply)
+    """Adds the pages and the channel API, each only when enabled (else they are 404)."""
+    rt = app[RUNTIME]
+    if pages_enabled(rt):
+        app.router.add_get("/sandbox", _secured(to_index))
+        app.router.add_get("/sandbox/", _secured(index))
+        app.router.add_get("/sandbox/{account}/tickets/{ticket}", _secured(ticket))
+        app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))
+    if not api_enabled(rt):
+        return
     api = "/sandbox/channel-api/{account}"
     app.router.add_route("*", api + "/telegram/{bot}/{method}", telegram_api)
     app.router.add_route("*", api + "/whatsapp/{tail:.*}", whatsapp_api)

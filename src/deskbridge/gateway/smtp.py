@@ -26,6 +26,8 @@ from deskbridge.store import IntakeEvent
 __all__ = ["start_smtp_listeners"]
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every envelope sender and recipient at INFO: customer emails
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 class _Handler:

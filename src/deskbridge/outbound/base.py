@@ -74,6 +74,12 @@ class DeskConnector(Protocol):
         """Download an agent reply's attachment from the desk."""
         ...
 
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        """Erase the person at the desk (right to erasure): ``tickets`` first where the
+        desk keeps them apart from the user, then the user. Returns what was done, one
+        line per step; something already gone counts as done (idempotent)."""
+        ...
+
     def verify_webhook(self, req: RawRequest) -> None:
         """Raise ``SignatureInvalid`` unless the desk's webhook signature is valid and fresh."""
         ...

@@ -22,9 +22,44 @@ from deskbridge.store.media import MediaLinks
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 
-__all__ = ["Runtime"]
+__all__ = ["Retention", "Runtime"]
 
 _DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """An account's retention periods, in seconds (docs/privacy.md)."""
+
+    raw_s: int
+    delivered_s: int
+    dead_s: int
+    audit_s: int
+
+
+def retention_of(settings: Settings, accounts: AccountsFile, account: str) -> Retention:
+    """The account's ``retention:`` block; periods it leaves out come from the deployment's
+    settings (``DESKBRIDGE_RAW_RETENTION_SECONDS``, ``..._DELIVERED_...``) or the defaults."""
+    acc = accounts.accounts.get(account)
+    if acc is None:
+        return Retention(
+            settings.raw_retention_seconds,
+            settings.delivered_retention_seconds,
+            180 * 86400,
+            730 * 86400,
+        )
+    r = acc.retention
+    given = r.model_fields_set
+    return Retention(
+        raw_s=r.raw_events_days * 86400
+        if "raw_events_days" in given
+        else settings.raw_retention_seconds,
+        delivered_s=r.delivered_days * 86400
+        if "delivered_days" in given
+        else settings.delivered_retention_seconds,
+        dead_s=r.dead_letters_days * 86400,
+        audit_s=r.audit_days * 86400,
+    )
 
 
 @dataclass
@@ -75,6 +110,9 @@ class Runtime:
                 vault,
                 dedup_ttl=settings.dedup_ttl_seconds,
                 raw_ttl=settings.raw_retention_seconds,
+                raw_ttls={
+                    name: retention_of(settings, accounts, name).raw_s for name in accounts.accounts
+                },
                 job_expiry_ms=job_expiry_ms,
                 wait_replicas=settings.wait_replicas,
                 wait_timeout_ms=settings.wait_timeout_ms,
@@ -130,6 +168,9 @@ class Runtime:
             return self.adapters.get((account, Channel(channel)))
         except ValueError:
             return None
+
+    def retention(self, account: str) -> Retention:
+        return retention_of(self.settings, self.accounts, account)
 
     def desk(self, account: str) -> DeskConnector | None:
         return self.desks.get(account)

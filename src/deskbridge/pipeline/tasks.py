@@ -27,7 +27,7 @@ from deskbridge.errors import (
 from deskbridge.identity.phones import readable
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.outbound.render import render
-from deskbridge.pipeline import retry
+from deskbridge.pipeline import privacy, retry
 from deskbridge.pipeline import routing as routing_step
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.routing.config import RoutingConfig
@@ -110,7 +110,7 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         await rt.deliveries.record_attempt(
             account, d.id, Attempt(at=datetime.now(UTC), outcome=outcome), spends_budget=True
         )
-        retention = rt.settings.delivered_retention_seconds
+        retention = rt.retention(account).delivered_s
         await rt.deliveries.finish(d, state, retention_s=retention)
         if await rt.deliveries.has_problems(account):
             await rt.deliveries.clear_problem(account, _peer(d))
@@ -341,7 +341,7 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
             other,
             DeliveryState.DELIVERED,
             reason="coalesced",
-            retention_s=rt.settings.delivered_retention_seconds,
+            retention_s=rt.retention(d.account).delivered_s,
         )
     if merged:
         rt.metrics.event("desk", "coalesced", desk.desk.value, n=len(merged))
@@ -494,6 +494,8 @@ async def _sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:
     )
     if observed is not None:
         await _after_observation(rt, d, observed)
+        if observed.created:
+            await privacy.consent_notice(rt, d, msg, contact.id)
     return contact
 
 

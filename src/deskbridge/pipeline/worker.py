@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from deskbridge.pipeline.health import health_loop
 from deskbridge.pipeline.polling import poll_loop
+from deskbridge.pipeline.privacy import sweep_retention
 from deskbridge.pipeline.routing import refresh_waiting
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
@@ -82,6 +83,7 @@ async def sweep_once(rt: Runtime) -> int:
         for scope in sorted(set(rt.accounts.identity_scopes().values())):
             rt.metrics.suggestions.labels(scope).set(await graph.pending_count(scope))
     rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
+    await sweep_retention(rt)
     if requeued:
         log.warning("sweeper re-enqueued %d deliveries that had no job", requeued)
     return requeued

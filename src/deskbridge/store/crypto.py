@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from deskbridge.errors import ConfigError, DeskbridgeError
 
-__all__ = ["Vault", "decode_key", "generate_key"]
+__all__ = ["SealBroken", "Vault", "decode_key", "derive_lookup_key", "generate_key", "key_id"]
 
 _VERSION = 1
 
@@ -57,6 +57,19 @@ def decode_key(text: str) -> bytes:
     )
 
 
+def key_id(key: bytes) -> str:
+    """The id a key gets when none is given (what ``DESKBRIDGE_ENCRYPTION_KEY`` records carry)."""
+    return "k" + hashlib.sha256(key).hexdigest()[:8]
+
+
+def derive_lookup_key(key: bytes) -> bytes:
+    """The lookup key derived from an encryption key (HKDF-SHA256), used when no lookup key
+    is configured explicitly."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"deskbridge lookup v1"
+    ).derive(key)
+
+
 class Vault:
     """Seals and opens records, and computes lookup digests.
 
@@ -77,12 +90,36 @@ class Vault:
     def from_secret(cls, key: bytes, lookup_key: bytes | None = None) -> Vault:
         """One key; the key id is derived from it. Without ``lookup_key`` one is derived
         from ``key`` with HKDF (set it explicitly before you ever rotate ``key``)."""
-        kid = "k" + hashlib.sha256(key).hexdigest()[:8]
+        kid = key_id(key)
         if lookup_key is None:
-            lookup_key = HKDF(
-                algorithm=hashes.SHA256(), length=32, salt=None, info=b"deskbridge lookup v1"
-            ).derive(key)
+            lookup_key = derive_lookup_key(key)
         return cls({kid: key}, kid, lookup_key)
+
+    @property
+    def active_id(self) -> str:
+        """The id of the key new records are sealed with."""
+        return self._active
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key id this vault opens, in configuration order."""
+        return tuple(self._aead)
+
+    @staticmethod
+    def record_key_id(blob: bytes) -> str | None:
+        """The key id a sealed record names (None when ``blob`` is not a sealed record).
+        Reads the header only: it says nothing about whether the record authenticates."""
+        if len(blob) < 15 or blob[0] != _VERSION or len(blob) < 14 + blob[1]:
+            return None
+        try:
+            return blob[2 : 2 + blob[1]].decode()
+        except UnicodeDecodeError:
+            return None
+
+    def reseal(self, blob: bytes, aad: str) -> bytes:
+        """``blob`` sealed again under the active key (same plaintext, same associated data).
+        Raises ``SealBroken`` when it does not open."""
+        return self.seal(self.open(blob, aad), aad)
 
     def seal(self, plaintext: bytes, aad: str) -> bytes:
         nonce = os.urandom(12)

@@ -21,6 +21,7 @@ from deskbridge.store.scripts import (
     DISCARD,
     FINISH,
     HOLD,
+    PURGE,
     RELEASE,
     REPLAY,
     REQUEUE,
@@ -92,6 +93,7 @@ class DeliveryStore:
         self._channel_status = redis.register_script(CHANNEL_STATUS)
         self._replay = redis.register_script(REPLAY)
         self._discard = redis.register_script(DISCARD)
+        self._purge = redis.register_script(PURGE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._redis.hgetall(keys.delivery(account, delivery_id)))
@@ -434,6 +436,39 @@ class DeliveryStore:
             ],
         )
         return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def purge(
+        self, delivery: Delivery, *, raw_id: str | None = None, only_dead: bool = False
+    ) -> bool:
+        """Delete ``delivery`` with its attempts, event, raw request (``raw_id``, else its
+        own ``raw_id``), job and every index entry. ``only_dead``: only if it is still a
+        dead letter. True when it existed."""
+        a, i = delivery.account, delivery.id
+        done = await self._purge(
+            keys=[
+                keys.delivery(a, i),
+                keys.attempts(a, i),
+                keys.event(a, delivery.event_id or i),
+                keys.raw(a, raw_id or delivery.raw_id or i),
+                keys.dead(a),
+                keys.deliveries(a),
+                keys.expiring(a),
+                keys.unparsed(a, delivery.channel),
+                keys.pending(a),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.arq_job(i),
+            ],
+            args=[i, "dead" if only_dead else ""],
+        )
+        return bool(done)
+
+    async def dead_before(self, account: str, before_ms: int, limit: int = 500) -> list[str]:
+        """Dead letters that died before ``before_ms`` (oldest first)."""
+        rows = await self._redis.zrangebyscore(
+            keys.dead(account), "-inf", f"({before_ms}", start=0, num=limit
+        )
+        return [r.decode() for r in rows]
 
     async def trim_index(self, account: str, limit: int = 1000) -> int:
         """Drop expired records from the listing index. Returns how many."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -602,6 +602,90 @@ class IdentityGraph:
             for i, fields in rows
         ]
 
+    async def aliases(self, scope: str, contact_id: str) -> set[str]:
+        """The contact ids merged into ``contact_id`` (directly or through others)."""
+        rows = await self._redis.hgetall(f"{self.prefix(scope)}:alias")
+        alias = {k.decode(): v.decode() for k, v in rows.items()}
+        out: set[str] = set()
+        for start in alias:
+            c, seen = start, 0
+            while c in alias and seen < 64:
+                c, seen = alias[c], seen + 1
+            if c == contact_id:
+                out.add(start)
+        return out
+
+    async def suggestions_of(self, scope: str, ids: set[str]) -> list[Suggestion]:
+        """Every suggestion (pending or not yet decided) naming one of ``ids``."""
+        rows = await self._redis.hgetall(f"{self.prefix(scope)}:sugg")
+        out = []
+        for raw, info in rows.items():
+            lo, _, hi = raw.decode().partition("|")
+            if lo in ids or hi in ids:
+                data = json.loads(info)
+                out.append(
+                    Suggestion((lo, hi), data["reason"], float(data["at"]), data.get("source", ""))
+                )
+        return out
+
+    async def forget(self, scope: str, contact_id: str) -> dict[str, int]:
+        """Erase a contact from the graph: its nodes (values, spellings, adjacency both
+        ways, evidence), nodes left orphaned by it (an identifier only it claimed), its
+        member set, the aliases of contacts merged into it, suggestions naming it and its
+        entries in the graph's audit trail. Idempotent; returns what it removed."""
+        p = self.prefix(scope)
+        ids = {contact_id} | await self.aliases(scope, contact_id)
+        digests: set[str] = set()
+        for cid in ids:
+            digests |= {d.decode() for d in await self._redis.smembers(f"{p}:members:{cid}")}
+        # nodes that still name the contact without being members (a crash mid-merge)
+        counts = {"identities": 0, "edges": 0, "aliases": 0, "suggestions": 0, "graph_audit": 0}
+        doomed = set(digests)
+        pipe = self._redis.pipeline(transaction=False)
+        for d in sorted(digests):
+            for nb_raw in await self._redis.hkeys(f"{p}:adj:{d}"):
+                nb = nb_raw.decode()
+                lo, hi = sorted((d, nb))
+                pipe.delete(f"{p}:ev:{lo}|{hi}")
+                if nb in digests:
+                    counts["edges"] += 1 if d < nb else 0
+                    continue
+                counts["edges"] += 1
+                pipe.hdel(f"{p}:adj:{nb}", d)
+                rest = {x.decode() for x in await self._redis.hkeys(f"{p}:adj:{nb}")} - digests
+                owner = await self._redis.hget(f"{p}:node:{nb}", "c")
+                if not rest and (not owner or owner.decode() in ids):
+                    doomed.add(nb)  # an identifier nobody else holds: it was theirs only
+        for d in doomed:
+            pipe.delete(f"{p}:node:{d}", f"{p}:vals:{d}", f"{p}:adj:{d}")
+        counts["identities"] = len(doomed)
+        for cid in ids:
+            pipe.delete(f"{p}:members:{cid}")
+        aliased = [cid for cid in ids if cid != contact_id]
+        if aliased:
+            pipe.hdel(f"{p}:alias", *aliased)
+        counts["aliases"] = len(aliased)
+        for sug in await self.suggestions_of(scope, ids):
+            pair = "|".join(sug.contacts)
+            pipe.hdel(f"{p}:sugg", pair)
+            pipe.zrem(f"{p}:sugg:pending", pair)
+            counts["suggestions"] += 1
+        async for entry_id, fields in _stream(self._redis, f"{p}:audit"):
+            named = fields.get(b"contacts", b"").decode().split("|")
+            if ids & set(named):
+                pipe.xdel(f"{p}:audit", entry_id)
+                counts["graph_audit"] += 1
+        await pipe.execute()
+        return counts
+
+    async def trim_audit(self, scope: str, min_ms: int) -> int:
+        """Drop graph audit entries older than ``min_ms`` (epoch ms). Returns how many."""
+        return int(
+            await self._redis.xtrim(
+                f"{self.prefix(scope)}:audit", minid=str(min_ms), approximate=False
+            )
+        )
+
     async def contacts(self, scope: str) -> list[str]:
         """Every live contact id of the scope (for tests and exports; it scans)."""
         p = self.prefix(scope)
@@ -609,6 +693,19 @@ class IdentityGraph:
         async for key in self._redis.scan_iter(match=f"{p}:members:*", count=500):
             out.append(key.decode().rsplit(":", 1)[1])
         return sorted(out)
+
+
+async def _stream(
+    redis: aioredis.Redis, key: str, batch: int = 1000
+) -> AsyncIterator[tuple[bytes, dict[bytes, bytes]]]:
+    start = "-"
+    while True:
+        rows = await redis.xrange(key, min=start, max="+", count=batch)
+        for entry_id, fields in rows:
+            yield entry_id, fields
+        if len(rows) < batch:
+            return
+        start = "(" + rows[-1][0].decode()
 
 
 def _observed(out: list[str]) -> Observed:

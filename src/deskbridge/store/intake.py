@@ -163,11 +163,13 @@ class Intake:
         *,
         dedup_ttl: int,
         raw_ttl: int,
+        raw_ttls: dict[str, int] | None = None,
         job_expiry_ms: int,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
     ) -> None:
-        """``wait_replicas``: acknowledge only what that many replicas confirmed (``WAIT``);
+        """``raw_ttls``: an account's own raw retention (seconds), else ``raw_ttl``.
+        ``wait_replicas``: acknowledge only what that many replicas confirmed (``WAIT``);
         the primary keeps what it wrote, and the platform's retry is then a duplicate."""
         self._vault = vault
         self._coalescer = Coalescer(
@@ -177,6 +179,7 @@ class Intake:
         self._parse_failed = redis.register_script(PARSE_FAILED)
         self._dedup_ttl = dedup_ttl
         self._raw_ttl = raw_ttl
+        self._raw_ttls = raw_ttls or {}
         self._job_expiry_ms = job_expiry_ms
 
     @property
@@ -213,7 +216,7 @@ class Intake:
         a: list[Any] = [
             now_ms,
             raw_blob,
-            self._raw_ttl,
+            self._raw_ttls.get(account, self._raw_ttl),
             self._dedup_ttl,
             self._job_expiry_ms,
             JOB_FUNCTIONS[direction],

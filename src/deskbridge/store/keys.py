@@ -12,9 +12,12 @@ __all__ = [
     "ARQ_QUEUE",
     "AUDIT",
     "HEARTBEAT",
+    "ROTATION",
+    "ROTATION_LOCK",
     "arq_job",
     "attempts",
     "awaiting",
+    "consent",
     "contact",
     "contact_conversations",
     "contact_ticket",
@@ -59,8 +62,12 @@ __all__ = [
 
 ARQ_QUEUE = default_queue_name
 HEARTBEAT = "deskbridge:worker:heartbeat"
+ROTATION = "deskbridge:keys:rotation"
+"""Hash: the progress of ``deskbridge keys rotate`` (SCAN cursor, counts), for resuming."""
+ROTATION_LOCK = "deskbridge:keys:rotation:lock"
 AUDIT = "deskbridge:audit"
-"""The admin API's append-only audit log (a stream; every write, never trimmed)."""
+"""The admin API's append-only audit log (a stream; every write; the sweeper trims it by
+time, after the longest of the accounts' ``retention.audit_days``)."""
 
 
 def _a(account: str) -> str:
@@ -176,6 +183,11 @@ def contact_ticket(account: str, desk: str, contact_id: str) -> str:
 def identity(account: str, digest: str) -> str:
     """Keyed-HMAC digest of an identity → contact id (no plaintext in key names)."""
     return f"{_a(account)}:ident:{digest}"
+
+
+def consent(account: str, channel: str, contact_id: str) -> str:
+    """Set once the consent notice went to this contact on this channel."""
+    return f"{_a(account)}:consent:{channel}:{contact_id}"
 
 
 def desk_user(account: str, desk: str, contact_id: str) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "HOLD",
     "INTAKE",
     "PARSE_FAILED",
+    "PURGE",
     "RELEASE",
     "REPLAY",
     "REQUEUE",
@@ -261,3 +262,20 @@ end
 return 'discarded'
 """
 )
+
+# Delete one delivery and everything kept with it (retention of dead letters, erasure).
+# KEYS: delivery, attempts, event, raw, dead, deliveries index, expiring, unparsed,
+#       pending, lane, queue, job
+# ARGV: delivery_id, required state ('' = any)
+# Returns 1 when the delivery existed (and was removed), 0 otherwise (nothing changes
+# when it is not in the required state: a dead letter replayed meanwhile is kept).
+PURGE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if ARGV[2] ~= '' and state ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[12])
+for i = 5, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('ZREM', KEYS[11], ARGV[1])
+redis.call('LREM', KEYS[10], 0, ARGV[1])
+if state then return 1 end
+return 0
+"""

@@ -22,7 +22,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.email.mime import ParsedMail, normalize_address, parse_mail
+from deskbridge.adapters.payload import loads
 from deskbridge.errors import ParseFailed, PayloadInvalid, PayloadTooLarge, SignatureInvalid
 from deskbridge.schemas import RawRequest
 
@@ -365,8 +365,8 @@ def _envelope_to(form: Form) -> list[str]:
     if not text:
         return []
     try:
-        envelope = json.loads(text)
-    except ValueError as exc:
+        envelope = loads(text)
+    except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("sendgrid envelope is not JSON") from exc
     to = envelope.get("to") if isinstance(envelope, dict) else None
     return [r for r in to if isinstance(r, str)] if isinstance(to, list) else []

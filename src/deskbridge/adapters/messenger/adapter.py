@@ -18,7 +18,7 @@ from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
 __all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
@@ -140,30 +140,34 @@ class MessengerAdapter:
             first = url = httpx.URL(attachment.ref)
         except httpx.InvalidURL:
             raise PermanentError(f"{what}: not a URL") from None
-        for _ in range(_MAX_REDIRECTS + 1):
-            if url.scheme != "https":
-                raise PermanentError(f"{what}: not an https URL")
-            try:
-                async with self._client.stream("GET", url, follow_redirects=False) as response:
-                    if response.has_redirect_location:
-                        url = response.url.join(response.headers["location"])
-                        continue
-                    if response.status_code in (403, 404, 410):
-                        raise PermanentError(
-                            f"{what}: HTTP {response.status_code} (expired or removed)",
-                            status=response.status_code,
-                        )
-                    classify(response, what=what)
-                    data = await _read_capped(response, limit, what)
-                    content_type = response.headers.get("content-type", "")
-            except httpx.InvalidURL:
-                raise PermanentError(f"{what}: bad redirect location") from None
-            except httpx.HTTPError as exc:
-                # `from None`: the httpx error carries the request and its URL.
-                raise transport_error(exc, what=what) from None
-            name = _filename(first, attachment.kind)
-            mime = _mime(content_type, attachment.mime_type, name)
-            return Upload(filename=_with_extension(name, mime), mime_type=mime, data=data)
+        # the URL came in a webhook body: every hop is fetched SSRF-guarded
+        async with Fetcher(self._client, ()) as fetcher:
+            for _ in range(_MAX_REDIRECTS + 1):
+                if url.scheme != "https":
+                    raise PermanentError(f"{what}: not an https URL")
+                try:
+                    client = fetcher.client_for(url)
+                    async with client.stream("GET", url, follow_redirects=False) as response:
+                        if response.has_redirect_location:
+                            url = response.url.join(response.headers["location"])
+                            continue
+                        if response.status_code in (403, 404, 410):
+                            raise PermanentError(
+                                f"{what}: HTTP {response.status_code} (expired or removed)",
+                                status=response.status_code,
+                            )
+                        classify(response, what=what)
+                        refuse_page(response, what=what)
+                        data = await _read_capped(response, limit, what)
+                        content_type = response.headers.get("content-type", "")
+                except httpx.InvalidURL:
+                    raise PermanentError(f"{what}: bad redirect location") from None
+                except httpx.HTTPError as exc:
+                    # `from None`: the httpx error carries the request and its URL.
+                    raise transport_error(exc, what=what) from None
+                name = _filename(first, attachment.kind)
+                mime = _mime(content_type, attachment.mime_type, name)
+                return Upload(filename=_with_extension(name, mime), mime_type=mime, data=data)
         raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
 
     def _window(self, reply: AgentReply, to: ChannelAddress) -> dict[str, str]:

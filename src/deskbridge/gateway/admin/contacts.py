@@ -14,11 +14,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deskbridge.errors import DeliveryError
 from deskbridge.gateway.admin.auth import Principal
 from deskbridge.gateway.keys import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
-from deskbridge.pipeline import Runtime
+from deskbridge.pipeline import Runtime, privacy
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store.audit import AuditLog
 from deskbridge.store.graph import IdentityGraph
@@ -259,8 +260,64 @@ async def decide_route(request: web.Request, who: Principal) -> web.Response:
     return web.json_response({"decided": True, "accepted": body.accept})
 
 
+class ForgetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    account: str | None = None
+    desk: bool = False
+    """Also delete the desk user and tickets through the desk's API."""
+
+
+async def _erasure_target(rt: Runtime, account: str, ref: str) -> str | None:
+    """The contact ``ref`` names, or None when deskbridge holds nothing under it (a
+    malformed reference is still a 400)."""
+    try:
+        return await _contact_id(rt, account, ref)
+    except ContactsNotFound:
+        return None
+
+
+async def forget_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    raw = await request.read()
+    body = ForgetBody()
+    if raw.strip():
+        body = await _parse(request, ForgetBody)
+    account = _account(rt, body.account)
+    contact_id = await _erasure_target(rt, account, request.match_info["ref"])
+    if contact_id is None:
+        return web.json_response(
+            {"contact": None, "account": account, "removed": {}, "desk": [], "nothing_left": True}
+        )
+    try:
+        report = await privacy.forget(rt, account, contact_id, at_desk=body.desk, who=who.sub)
+    except privacy.ErasureBusy as exc:
+        return web.json_response({"error": "busy", "message": str(exc)}, status=409)
+    except DeliveryError as exc:
+        # the desk refused or failed: nothing local was erased yet, so it can be retried
+        return web.json_response(
+            {"error": "desk_failed", "message": f"desk erasure failed, nothing erased: {exc}"},
+            status=502,
+        )
+    return web.json_response(report)
+
+
+async def export_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    account = _account(rt, request.query.get("account"))
+    contact_id = await _contact_id(rt, account, request.match_info["ref"])
+    doc = await privacy.export(rt, account, contact_id)
+    if not doc["identities"] and not doc["accounts"]:
+        raise ContactsNotFound(f"no contact {contact_id} in account {account}")
+    await AuditLog(rt.redis).record(
+        who.sub, "contacts.export", 1, {"account": account, "contact": contact_id}
+    )
+    return web.json_response(doc)
+
+
 def contact_routes() -> list[tuple[str, str, str, Any]]:
     return [
+        ("POST", "/contacts/{ref}/forget", "contacts:write", forget_route),
+        ("GET", "/contacts/{ref}/export", "contacts:read", export_route),
         ("GET", "/contacts/suggestions", "contacts:read", suggestions_route),
         ("POST", "/contacts/suggestions/decide", "contacts:write", decide_route),
         ("POST", "/contacts/link", "contacts:write", link_route),

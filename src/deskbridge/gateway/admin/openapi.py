@@ -116,6 +116,17 @@ def _schemas() -> dict[str, Any]:
             "accept": {"type": "boolean"},
         },
     }
+    s["ContactForget"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "account": {"type": "string"},
+            "desk": {
+                "type": "boolean",
+                "description": "Also delete the desk user and tickets (default false).",
+            },
+        },
+    }
     s["Error"] = {
         "type": "object",
         "required": ["error", "message"],
@@ -129,6 +140,8 @@ def _schemas() -> dict[str, Any]:
                     "not_found",
                     "admin_disabled",
                     "unavailable",
+                    "busy",
+                    "desk_failed",
                 ],
             },
             "message": {"type": "string"},
@@ -393,6 +406,8 @@ def _schemas() -> dict[str, Any]:
                                 "contacts.unlink",
                                 "contacts.accept",
                                 "contacts.reject",
+                                "contacts.forget",
+                                "contacts.export",
                             ],
                         },
                         "count": {"type": "integer"},
@@ -497,6 +512,46 @@ def document() -> dict[str, Any]:
                     "One contact: identities, edges with evidence, conversations, desk users.",
                     "contacts:read",
                     _json({"type": "object"}, "The contact."),
+                    params=[
+                        {
+                            "name": "ref",
+                            "in": "path",
+                            "required": True,
+                            "description": "A contact id, +E.164 number, email or channel:id.",
+                            "schema": {"type": "string"},
+                        },
+                        _q("account", "The account (required when there are several)."),
+                    ],
+                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
+                )
+            },
+            f"{p}/contacts/{{ref}}/forget": {
+                "post": _op(
+                    "Erase a contact and everything kept about them (docs/privacy.md); "
+                    "idempotent, audited with ids and counts only.",
+                    "contacts:write",
+                    _json({"type": "object"}, "What each step removed."),
+                    params=[
+                        {
+                            "name": "ref",
+                            "in": "path",
+                            "required": True,
+                            "description": "A contact id, +E.164 number, email or channel:id.",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    body="ContactForget",
+                    extra={
+                        "409": {"description": "A delivery is in flight; try again."},
+                        "502": {"description": "The desk erasure failed; nothing erased."},
+                    },
+                )
+            },
+            f"{p}/contacts/{{ref}}/export": {
+                "get": _op(
+                    "Everything deskbridge holds about a contact, as one JSON document.",
+                    "contacts:read",
+                    _json({"type": "object"}, "The export."),
                     params=[
                         {
                             "name": "ref",

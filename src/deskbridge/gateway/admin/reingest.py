@@ -127,7 +127,7 @@ async def reingest_one(
         dead = await rt.deliveries.get(account, entry.delivery_id)
         if dead is not None:
             await rt.deliveries.discard(
-                dead, who, "re-ingested", retention_s=rt.settings.delivered_retention_seconds
+                dead, who, "re-ingested", retention_s=rt.retention(dead.account).delivered_s
             )
     return out
 

@@ -388,7 +388,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
             missing.append(ident)
             continue
         result = await rt.deliveries.discard(
-            d, who.sub, body.reason.strip(), retention_s=rt.settings.delivered_retention_seconds
+            d, who.sub, body.reason.strip(), retention_s=rt.retention(d.account).delivered_s
         )
         if result == "discarded":
             discarded.append(d.id)

@@ -23,7 +23,7 @@ import httpx
 
 from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.intercom import webhook
 from deskbridge.outbound.intercom.throttle import Throttle, for_workspace
@@ -470,28 +470,35 @@ class IntercomConnector:
             raise PermanentError(f"{what}: not a URL") from exc
         if url.scheme not in ("https", "http") or not url.host:
             raise PermanentError(f"{what}: not an http(s) URL")
-        for _ in range(_MAX_REDIRECTS + 1):
-            headers = dict(self._headers) if self._is_api(url) else {}
-            try:
-                async with self._client.stream("GET", url, headers=headers) as resp:
-                    if resp.has_redirect_location:
-                        url = url.join(resp.headers["location"])
-                        continue
-                    classify(resp, what=what)
-                    data = await _read_capped(resp, what=what)
-                    content_type = resp.headers.get("content-type", "")
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, what=what) from exc
-            filename = attachment.filename or url.path.rstrip("/").rsplit("/", 1)[-1]
-            filename = filename or "attachment"
-            mime = (
-                attachment.mime_type
-                or content_type.split(";", 1)[0].strip()
-                or mimetypes.guess_type(filename)[0]
-                or "application/octet-stream"
-            )
-            return Upload(filename=filename, mime_type=mime, data=data)
-        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        # a URL off the API host came in a webhook body: fetched SSRF-guarded
+        async with Fetcher(self._client, [self._api]) as fetcher:
+            for _ in range(_MAX_REDIRECTS + 1):
+                headers = dict(self._headers) if self._is_api(url) else {}
+                try:
+                    client = fetcher.client_for(url)
+                    async with client.stream("GET", url, headers=headers) as resp:
+                        if resp.has_redirect_location:
+                            url = url.join(resp.headers["location"])
+                            continue
+                        classify(resp, what=what)
+                        if not fetcher.trusted(url):
+                            refuse_page(resp, what=what)
+                        data = await _read_capped(resp, what=what)
+                        content_type = resp.headers.get("content-type", "")
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, what=what) from exc
+                break
+            else:
+                raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        filename = attachment.filename or url.path.rstrip("/").rsplit("/", 1)[-1]
+        filename = filename or "attachment"
+        mime = (
+            attachment.mime_type
+            or content_type.split(";", 1)[0].strip()
+            or mimetypes.guess_type(filename)[0]
+            or "application/octet-stream"
+        )
+        return Upload(filename=filename, mime_type=mime, data=data)
 
     def _is_api(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin
@@ -506,6 +513,19 @@ class IntercomConnector:
     def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
         """Agents' and bots' replies in the notification; see :func:`webhook.parse`."""
         return webhook.parse(req, account=self.account)
+
+    # -- erasure ----------------------------------------------------------------------
+
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        """Delete the contact (``DELETE /contacts/{id}``; Intercom destroys it for good
+        after its 7-day grace period). Conversations belong to the contact and are not
+        deleted one by one. A 404 means already gone."""
+        what = "intercom DELETE /contacts"
+        resp = await self._call("DELETE", f"/contacts/{user_id}", what=what)
+        if resp.status_code == 404:
+            return []
+        classify(resp, what=what)
+        return ["contact deleted"]
 
     # -- plumbing ---------------------------------------------------------------------
 

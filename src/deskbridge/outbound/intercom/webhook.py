@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import logging
 import mimetypes
 import re
@@ -26,6 +25,7 @@ from inscriptis import get_text  # type: ignore[import-untyped]  # ships no py.t
 from lxml import html as lxml_html  # type: ignore[import-untyped]  # no stubs installed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deskbridge.adapters.payload import loads
 from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
@@ -80,8 +80,8 @@ def parse(req: RawRequest, *, account: str) -> list[AgentReply]:
     Other topics (notes, closes, ``ping``) give [].
     """
     try:
-        doc = json.loads(req.body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = loads(req.body)
+    except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("intercom: body is not JSON") from exc
     if not isinstance(doc, dict):
         raise PayloadInvalid("intercom: body is not a JSON object")

@@ -122,6 +122,11 @@ class SandboxConnector:
         )
         return msg_id
 
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        """The sandbox keeps no users; its tickets live in deskbridge's own Redis and are
+        erased with the contact's conversations."""
+        return []
+
     async def fetch(self, attachment: Attachment) -> Upload:
         raise PermanentError("sandbox replies carry no attachments")
 

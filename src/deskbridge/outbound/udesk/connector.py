@@ -23,7 +23,7 @@ import httpx
 from deskbridge.adapters.base import TokenCache
 from deskbridge.config.accounts import UdeskDeskConfig
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.http import classify, parse_retry_after, transport_error
+from deskbridge.http import Fetcher, classify, parse_retry_after, refuse_page, transport_error
 from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.render import render, subject
@@ -389,8 +389,14 @@ class UdeskConnector:
             params = self._signed(await self._token())
         limit = self._config.max_attachment_bytes
         try:
-            async with self._client.stream("GET", url, params=params or None) as resp:
+            # a URL off the Udesk host came in a callback body: fetched SSRF-guarded
+            async with (
+                Fetcher(self._client, [self._base]) as fetcher,
+                fetcher.client_for(url).stream("GET", url, params=params or None) as resp,
+            ):
                 classify(resp, what=what)
+                if not fetcher.trusted(url):
+                    refuse_page(resp, what=what)
                 declared = resp.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise PermanentError(f"{what}: larger than {limit} bytes")
@@ -414,6 +420,42 @@ class UdeskConnector:
         return Upload(filename=filename, mime_type=mime, data=b"".join(chunks))
 
     # -- plumbing ---------------------------------------------------------------------
+
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        """Delete the tickets, then the customer. UNVERIFIED: the endpoints
+        (``DELETE /tickets/destroy_ticket`` and ``DELETE /customers/destroy_customer``,
+        ``type=id``) follow the shape of Udesk's other customer and ticket calls; we could
+        not confirm them in Udesk's public documentation. A refusal other than auth or
+        rate limits is taken as already gone."""
+        done: list[str] = []
+        for ticket in dict.fromkeys(tickets):
+            body = await self._request(
+                "DELETE",
+                "/tickets/destroy_ticket",
+                what="udesk destroy_ticket",
+                params={"type": "id", "content": ticket},
+                json=None,
+                content=None,
+                headers=None,
+                low=False,
+                missing_ok=True,
+            )
+            if body is not None:
+                done.append(f"ticket {ticket} deleted")
+        body = await self._request(
+            "DELETE",
+            "/customers/destroy_customer",
+            what="udesk destroy_customer",
+            params={"type": "id", "content": user_id},
+            json=None,
+            content=None,
+            headers=None,
+            low=False,
+            missing_ok=True,
+        )
+        if body is not None:
+            done.append("customer deleted")
+        return done
 
     async def _acquire(self, *, low: bool) -> None:
         """Wait for a token of the account's bucket. A low-priority caller never waits

@@ -9,11 +9,11 @@ behalf), internal notes, and anything carrying one of our markers are not.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from deskbridge.adapters.payload import loads
 from deskbridge.errors import PayloadInvalid, SignatureInvalid
 from deskbridge.outbound.udesk.html import to_text
 from deskbridge.schemas import AgentReply, Attachment, AttachmentKind, Desk, RawRequest
@@ -100,8 +100,8 @@ def parse_callback(req: RawRequest, *, account: str) -> list[AgentReply]:
     """Agent replies in a trigger's callback body. Udesk's own event callbacks
     (``{"action", "message"}``) and other valid JSON carry none and give ``[]``."""
     try:
-        data = json.loads(req.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = loads(req.body)
+    except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("udesk callback: body is not JSON") from exc
     if not isinstance(data, dict):
         raise PayloadInvalid("udesk callback: body is not a JSON object")

@@ -23,7 +23,7 @@ import httpx
 
 from deskbridge.config.accounts import ZendeskDeskConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
@@ -372,28 +372,35 @@ class ZendeskConnector:
         if url.scheme not in ("https", "http") or not url.host:
             raise PermanentError(f"{what}: not an http(s) URL")
         headers = dict(self._auth) if self._is_zendesk(url) else {}
-        for _ in range(_MAX_REDIRECTS + 1):
-            try:
-                async with self._client.stream("GET", url, headers=headers) as resp:
-                    if resp.has_redirect_location:
-                        url = url.join(resp.headers["location"])
-                        if not self._is_zendesk(url):
-                            headers = {}
-                        continue
-                    classify(resp, what=what)
-                    data = await _read_capped(resp, what=what)
-                    content_type = resp.headers.get("content-type", "")
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, what=what) from exc
-            filename = attachment.filename or _filename_from(url) or "attachment"
-            mime = (
-                attachment.mime_type
-                or content_type.split(";", 1)[0].strip()
-                or mimetypes.guess_type(filename)[0]
-                or "application/octet-stream"
-            )
-            return Upload(filename=filename, mime_type=mime, data=data)
-        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        # a URL off the Zendesk host came in a webhook body: fetched SSRF-guarded
+        async with Fetcher(self._client, [self._config.api_base()]) as fetcher:
+            for _ in range(_MAX_REDIRECTS + 1):
+                try:
+                    client = fetcher.client_for(url)
+                    async with client.stream("GET", url, headers=headers) as resp:
+                        if resp.has_redirect_location:
+                            url = url.join(resp.headers["location"])
+                            if not self._is_zendesk(url):
+                                headers = {}
+                            continue
+                        classify(resp, what=what)
+                        if not fetcher.trusted(url):
+                            refuse_page(resp, what=what)
+                        data = await _read_capped(resp, what=what)
+                        content_type = resp.headers.get("content-type", "")
+                except httpx.HTTPError as exc:
+                    raise transport_error(exc, what=what) from exc
+                break
+            else:
+                raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        filename = attachment.filename or _filename_from(url) or "attachment"
+        mime = (
+            attachment.mime_type
+            or content_type.split(";", 1)[0].strip()
+            or mimetypes.guess_type(filename)[0]
+            or "application/octet-stream"
+        )
+        return Upload(filename=filename, mime_type=mime, data=data)
 
     def _is_zendesk(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin
@@ -484,6 +491,34 @@ class ZendeskConnector:
                 break
             params = {"page[size]": "100", "page[after]": after}
         return by_name
+
+    # -- erasure ----------------------------------------------------------------------
+
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        """Delete the tickets (bulk delete, then permanent deletion of the deleted
+        tickets), then the user (delete, then permanently delete: Zendesk's GDPR path).
+        A 404 means already gone. Both bulk calls start background jobs at Zendesk."""
+        done: list[str] = []
+        ids = [t for t in dict.fromkeys(tickets) if t.isdigit()]
+        for start in range(0, len(ids), 100):
+            chunk = ",".join(ids[start : start + 100])
+            for path in ("/tickets/destroy_many", "/deleted_tickets/destroy_many"):
+                what = f"zendesk {path}"
+                resp = await self._call("DELETE", path, what=what, params={"ids": chunk})
+                if resp.status_code != 404:
+                    classify(resp, what=what)
+            done.append(f"tickets deleted permanently: {len(ids[start : start + 100])}")
+        for path, label in (
+            (f"/users/{user_id}", "user deleted"),
+            (f"/deleted_users/{user_id}", "user permanently deleted"),
+        ):
+            what = f"zendesk DELETE {path.rsplit('/', 1)[0]}"
+            resp = await self._call("DELETE", path, what=what)
+            if resp.status_code == 404:
+                continue
+            classify(resp, what=what)
+            done.append(label)
+        return done
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import mimetypes
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from deskbridge.adapters.payload import loads
 from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
@@ -89,8 +89,8 @@ def parse(req: RawRequest, *, account: str, now: float) -> list[AgentReply]:
     Any other Zendesk event type, and comments that are private or not by staff, give [].
     """
     try:
-        doc = json.loads(req.body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = loads(req.body)
+    except (ValueError, RecursionError) as exc:
         raise PayloadInvalid("zendesk: body is not JSON") from exc
     if not isinstance(doc, dict):
         raise PayloadInvalid("zendesk: body is not a JSON object")

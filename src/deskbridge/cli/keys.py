@@ -1,0 +1,181 @@
+"""``deskbridge keys``: generate a key entry, see which keys the stored records use, rotate.
+
+Key material is printed by ``generate`` only, to standard output, and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import NoReturn
+
+import click
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from rich.console import Console
+
+from deskbridge.config import Settings
+from deskbridge.errors import ConfigError, DeskbridgeError
+from deskbridge.store import PrivateRedis, Vault, connect
+from deskbridge.store.crypto import decode_key, generate_key, key_id
+from deskbridge.store.keyring import load_vault
+from deskbridge.store.rotation import Rotation, RotationBusy, Tally
+
+__all__ = ["keys"]
+
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    for where, what in problems or []:
+        err.print(f"  {where}: {what}")
+    sys.exit(2)
+
+
+def _open() -> tuple[Vault, aioredis.Redis]:
+    """The vault and Redis of the deployment the environment describes."""
+    try:
+        settings = Settings()
+        vault = load_vault(
+            keys_file=settings.keys_file,
+            encryption_key=settings.encryption_key.get_secret_value()
+            if settings.encryption_key
+            else None,
+            lookup_key=settings.lookup_key.get_secret_value() if settings.lookup_key else None,
+        )
+    except ConfigError as exc:
+        _fail(str(exc), exc.problems)
+    except ValidationError as exc:  # bad environment values; never echo them
+        _fail(
+            "invalid settings",
+            [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors(include_input=False)],
+        )
+    if vault is None:
+        _fail("set DESKBRIDGE_KEYS_FILE or DESKBRIDGE_ENCRYPTION_KEY (the deployment's keys)")
+    url = settings.redis_url
+    if url is None:
+        private = PrivateRedis(settings.data_dir)
+        if not private.socket.exists():
+            _fail("REDIS_URL is not set and no `deskbridge run` Redis is in the data directory")
+        url = private.url
+    return vault, connect(url)
+
+
+@click.group()
+def keys() -> None:
+    """Encryption keys: generate, status, rotate (docs/security-keys.md)."""
+
+
+@keys.command()
+@click.option("--id", "kid", default=None, help="The key's id (default: k + 8 hex digits).")
+@click.option("--json", "as_json", is_flag=True, help="A JSON object instead of YAML.")
+def generate(kid: str | None, as_json: bool) -> None:
+    """Print a new random key as an entry for the keys file (standard output only)."""
+    text = generate_key()
+    kid = kid or key_id(decode_key(text))
+    if as_json:
+        click.echo(json.dumps({"id": kid, "key": text}))
+    else:
+        click.echo(f'  - id: {kid}\n    key: "{text}"')
+
+
+def _counts_table(vault: Vault, tally: Tally) -> None:
+    click.echo(f"keys scanned: {tally.scanned}")
+    ids = tally.key_ids()
+    for kid in dict.fromkeys([*vault.key_ids, *sorted(ids)]):
+        role = (
+            "active"
+            if kid == vault.active_id
+            else ("configured" if kid in vault.key_ids else "NOT CONFIGURED")
+        )
+        click.echo(f"  {kid:<20} {role:<15} {ids.get(kid, 0)} record(s)")
+    kinds = sorted({k for k, _ in tally.by_key})
+    for kind in kinds:
+        per = ", ".join(f"{kid}: {n}" for (k, kid), n in sorted(tally.by_key.items()) if k == kind)
+        click.echo(f"    {kind}: {per}")
+
+
+@keys.command()
+def status() -> None:
+    """Key ids in use: how many stored records each one sealed, and the last rotation."""
+    vault, redis = _open()
+
+    async def go() -> tuple[Tally, dict[str, str]]:
+        try:
+            rot = Rotation(redis, vault)
+            return await rot.census(), await rot.state()
+        finally:
+            await redis.aclose()
+
+    try:
+        tally, state = asyncio.run(go())
+    except (DeskbridgeError, OSError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # redis-py's connection errors
+        _fail(f"Redis: {type(exc).__name__}")
+    _counts_table(vault, tally)
+    if state:
+        done = "finished" if "finished_at" in state else f"stopped at cursor {state.get('cursor')}"
+        click.echo(
+            f"last rotation (to {state.get('active')}): {done}; re-sealed "
+            f"{state.get('resealed', 0)}, unreadable {state.get('unreadable', 0)}"
+        )
+    if tally.unreadable:
+        click.echo(f"{tally.unreadable} record(s) name a key id that is not configured")
+
+
+@keys.command()
+@click.option("--dry-run", is_flag=True, help="Count records per key id; change nothing.")
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 10000))
+@click.option(
+    "--pause",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 10),
+    help="Seconds between batches (spares a busy Redis).",
+)
+@click.option("--restart", is_flag=True, help="Start over instead of resuming a stopped run.")
+def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
+    """Re-seal every stored record under the active key, while the deployment runs.
+
+    Deploy the keys file with the new active key to every process first. Exits 1 when a
+    record could not be opened (listed; nothing is deleted)."""
+    vault, redis = _open()
+    rot = Rotation(redis, vault, batch=batch, pause=pause)
+
+    def progress(t: Tally) -> None:
+        err.print(
+            f"  scanned {t.scanned} keys: re-sealed {t.resealed}, current {t.current}",
+            end="\r",
+        )
+
+    async def go() -> Tally:
+        try:
+            return await (rot.census() if dry_run else rot.run(restart=restart, on_batch=progress))
+        finally:
+            await redis.aclose()
+
+    try:
+        tally = asyncio.run(go())
+    except RotationBusy as exc:
+        _fail(str(exc))
+    except (DeskbridgeError, OSError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # redis-py's connection errors
+        _fail(f"Redis: {type(exc).__name__}")
+    if dry_run:
+        _counts_table(vault, tally)
+        todo = sum(n for kid, n in tally.key_ids().items() if kid != vault.active_id)
+        click.echo(f"dry run: {todo} record(s) would be re-sealed under {vault.active_id}")
+    else:
+        err.print()
+        click.echo(
+            f"rotated to {vault.active_id}: re-sealed {tally.resealed}, already current "
+            f"{tally.current}, unreadable {tally.unreadable}, gone meanwhile {tally.vanished}"
+        )
+    for name in tally.unreadable_keys:
+        click.echo(f"  unreadable: {name}")
+    if tally.unreadable:
+        sys.exit(1)

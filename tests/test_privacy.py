@@ -1,0 +1,338 @@
+"""Issue 10's privacy parts: retention (with a fake clock), erasure, export, consent notice."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from deskbridge.adapters.telegram.simulate import sample_update
+from deskbridge.gateway import create_app
+from deskbridge.gateway.admin import PREFIX
+from deskbridge.outbound.intercom.connector import IntercomConnector
+from deskbridge.pipeline import privacy
+from deskbridge.schemas import Channel, Identity
+from deskbridge.store import keys
+
+from .conftest import DEMO_YAML, TG_SECRET, TG_TOKEN, ZENDESK_YAML, drain
+from .test_admin_api import SECRET, auth, token
+
+TG = f"https://tg.test/bot{TG_TOKEN}"
+ZD = "https://acme.zendesk.test/api/v2"
+HEADERS = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
+NOTICE_YAML = (
+    DEMO_YAML
+    + """    consent_notice:
+      telegram: {text: "We keep your messages to answer you.", link: "https://acme.test/privacy"}
+    retention: {dead_letters_days: 10, audit_days: 30, delivered_days: 5, raw_events_days: 2}
+"""
+)
+
+
+def sent_ok(respx_mock):  # type: ignore[no-untyped-def]
+    return respx_mock.post(f"{TG}/sendMessage").respond(
+        200, json={"ok": True, "result": {"message_id": 9, "date": 1, "chat": {"id": 4242}}}
+    )
+
+
+async def post(client, text: str, update_id: int, user: int = 4242):  # type: ignore[no-untyped-def]
+    body = sample_update(text, update_id=update_id, chat_id=user, user_id=user, first_name="Ana")
+    resp = await client.post("/webhooks/telegram/acme", data=body, headers=HEADERS)
+    assert resp.status == 200
+
+
+def _opened(vault, blob: bytes, key: str) -> str:  # type: ignore[no-untyped-def]
+    """``blob`` decrypted where it is sealed (any of the associated data we use)."""
+    for aad in (
+        key,
+        key + "#thread",
+        key + "#context",
+        key + "#reply_token",
+        key.replace(":vals:", ":node:"),
+    ):
+        try:
+            return vault.open(blob, aad).decode(errors="replace")
+        except Exception:  # noqa: S112 - not sealed under this name
+            continue
+    return blob.decode(errors="replace")
+
+
+async def dump(redis, vault) -> str:  # type: ignore[no-untyped-def]
+    """Every key name and every value (opened where sealed) of the database, as text;
+    the admin audit log aside."""
+    parts = []
+    async for k in redis.scan_iter(count=1000):
+        name = k.decode(errors="replace")
+        parts.append(name)
+        t = (await redis.type(k)).decode()
+        values: list[bytes] = []
+        if t == "string":
+            values = [await redis.get(k)]
+        elif t == "hash":
+            for a, b in (await redis.hgetall(k)).items():
+                values += [a, b]
+        elif t == "list":
+            values = await redis.lrange(k, 0, -1)
+        elif t == "set":
+            values = list(await redis.smembers(k))
+        elif t == "zset":
+            values = await redis.zrange(k, 0, -1)
+        elif t == "stream" and k != keys.AUDIT.encode():
+            for entry_id, fields in await redis.xrange(k):
+                values += [entry_id, *fields.values()]
+        parts += [_opened(vault, v, name) for v in values]
+    return "\n".join(parts)
+
+
+async def test_consent_notice_once_for_a_new_contact_only(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    rt = make_runtime(NOTICE_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    send = sent_ok(respx_mock)
+    await post(client, "hello", 1)
+    await drain(rt)
+    await post(client, "again", 2)
+    await drain(rt)
+    notices = [c for c in send.calls if b"acme.test/privacy" in c.request.content]
+    assert len(notices) == 1 and send.call_count == 1
+    # a contact known before (no notice configured then) gets none later
+    await post(client, "another person", 3, user=777)
+    await drain(rt)
+    assert send.call_count == 2
+    rt2 = make_runtime(DEMO_YAML)
+    client2 = await aiohttp_client(create_app(rt2, role="serve"))
+    await post(client2, "old customer", 4, user=888)
+    await drain(rt2)
+    await post(client, "old customer again", 5, user=888)
+    await drain(rt)
+    assert send.call_count == 2  # returning contact: nothing
+
+
+async def test_retention_ttls_and_sweeper_with_a_fake_clock(
+    make_runtime, aiohttp_client, respx_mock, redis
+) -> None:
+    rt = make_runtime(NOTICE_YAML)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    sent_ok(respx_mock)
+    await post(client, "hello", 1)
+    [raw] = [k async for k in redis.scan_iter(match="db:{acme}:raw:*")]
+    assert 2 * 86400 - 60 < await redis.ttl(raw) <= 2 * 86400
+    await drain(rt)
+    [delivered] = [
+        k
+        async for k in redis.scan_iter(match="db:{acme}:dlv:*")
+        if b"attempts" not in k and await redis.hget(k, "direction") == b"inbound"
+    ]
+    ttl = await redis.ttl(delivered)
+    assert 5 * 86400 - 60 < ttl <= 5 * 86400
+    # a dead letter: the sweeper drops it (with its event) after 10 days, not before
+    d = await rt.deliveries.get("acme", delivered.decode().rsplit(":", 1)[1])
+    assert d is not None
+    await redis.persist(delivered)
+    await redis.hset(delivered, "state", "dead")
+    await redis.zadd(keys.dead("acme"), {d.id: int(time.time() * 1000)})
+    await rt.sandbox.record_sent("acme", {"channel": "telegram", "text": "x"})
+    now = time.time()
+    swept = await privacy.sweep_retention(rt, clock=lambda: now + 9 * 86400)
+    assert swept["dead_letters"] == 0 and await redis.exists(delivered)
+    assert swept["sandbox_outbox"] == 1  # older than the 5 delivered days
+    assert swept["sandbox_tickets"] == 1
+    swept = await privacy.sweep_retention(rt, clock=lambda: now + 11 * 86400)
+    assert swept["dead_letters"] == 1
+    assert not await redis.exists(delivered, keys.event("acme", d.event_id))
+    assert await redis.zcard(keys.dead("acme")) == 0
+    assert swept["graph_audit"] == 0  # the audit trail keeps 30 days
+    swept = await privacy.sweep_retention(rt, clock=lambda: now + 31 * 86400)
+    assert swept["graph_audit"] >= 1
+    assert await redis.xlen(keys.AUDIT) == 0  # nothing was there; trimming is harmless
+
+
+async def test_forget_erases_everything_and_is_idempotent(
+    make_runtime, aiohttp_client, respx_mock, redis
+) -> None:
+    rt = make_runtime(NOTICE_YAML, admin_jwt_secret=SECRET)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    sent_ok(respx_mock)
+    await post(client, "my secret order 12345", 1)
+    await post(client, "second message", 2)
+    await drain(rt)
+    scope = rt.conversations.scope("acme")
+    graph = rt.conversations.graph
+    assert graph is not None
+    ana = await graph.find(
+        scope, Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM)
+    )
+    assert ana is not None
+    # a second channel and a merge (an alias), a weak suggestion with a stranger
+    wa = (
+        Identity(
+            kind="channel_user", value="16505551234", channel=Channel.WHATSAPP, strength="strong"
+        ),
+        Identity(kind="phone", value="+16505551234", strength="strong"),
+    )
+    other, _ = await rt.conversations.observe_contact("acme", wa, "Ana WA")
+    await graph.link(
+        scope,
+        wa[1],
+        Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM),
+        actor="op",
+        reason="same",
+    )
+    bob, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="channel_user", value="999", channel=Channel.TELEGRAM, strength="strong"),),
+        "Bob",
+    )
+    # a dead letter of Ana's conversation
+    await post(client, "this one fails", 3)
+    [conv] = await rt.conversations.conversations_of("acme", ana)
+    [late] = await rt.deliveries.lane_ids("acme", rt_direction_inbound(), conv, 10)
+    d = await rt.deliveries.get("acme", late)
+    assert d is not None
+    from deskbridge.schemas import DeliveryState
+
+    await rt.deliveries.finish(d, DeliveryState.DEAD, reason="permanent")
+    await rt.sandbox.record_sent("acme", {"channel": "telegram", "chat_id": "4242", "text": "hi"})
+    await rt.sandbox.record_sent("acme", {"channel": "telegram", "chat_id": "999", "text": "yo"})
+    before = await dump(redis, rt.vault)
+    assert "4242" in before and ana in before
+
+    resp = await client.post(
+        f"{PREFIX}/contacts/telegram:4242/forget", json={}, headers=auth(token("contacts:write"))
+    )
+    assert resp.status == 200, await resp.text()
+    report = await resp.json()
+    survivor = report["contact"]
+    removed = report["removed"]
+    assert removed["deliveries"] >= 4 and removed["dead_letters"] == 1
+    assert removed["conversations"] == 1 and removed["sandbox_tickets"] == 1
+    assert removed["identities"] >= 3 and removed["aliases"] == 1
+    assert removed["sandbox_outbox"] >= 1
+    assert report["aof_rewrite"] in ("started", "scheduled") or "refused" in report["aof_rewrite"]
+
+    after = await dump(redis, rt.vault)
+    for needle in ("4242", "16505551234", ana, other.id, survivor, conv, "12345"):
+        assert needle not in after, needle
+    assert bob.id in after  # the stranger stays
+    [entry] = [e for e in await redis.xrange(keys.AUDIT) if e[1][b"action"] == b"contacts.forget"]
+    details = json.loads(entry[1][b"details"])
+    assert details["contact"] == survivor and "4242" not in entry[1][b"details"].decode()
+
+    again = await client.post(
+        f"{PREFIX}/contacts/{survivor}/forget", json={}, headers=auth(token("contacts:write"))
+    )
+    assert (await again.json())["nothing_left"] is True
+    by_ref = await client.post(
+        f"{PREFIX}/contacts/telegram:4242/forget", json={}, headers=auth(token("contacts:write"))
+    )
+    assert (await by_ref.json())["nothing_left"] is True
+    bad = await client.post(
+        f"{PREFIX}/contacts/nonsense/forget", json={}, headers=auth(token("contacts:write"))
+    )
+    assert bad.status == 400
+    denied = await client.post(
+        f"{PREFIX}/contacts/{bob.id}/forget", json={}, headers=auth(token("contacts:read"))
+    )
+    assert denied.status == 403
+
+
+def rt_direction_inbound():  # type: ignore[no-untyped-def]
+    from deskbridge.schemas import Direction
+
+    return Direction.INBOUND
+
+
+async def test_export_has_everything(make_runtime, aiohttp_client, respx_mock) -> None:
+    rt = make_runtime(NOTICE_YAML, admin_jwt_secret=SECRET)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    sent_ok(respx_mock)
+    await post(client, "where is order 777?", 1)
+    await drain(rt)
+    resp = await client.get(
+        f"{PREFIX}/contacts/telegram:4242/export", headers=auth(token("contacts:read"))
+    )
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["format"] == "deskbridge.contact-export/1"
+    assert any(i["value"] == "4242" for i in doc["identities"])
+    [acc] = doc["accounts"]
+    assert acc["contact"]["display_name"] == "Ana" and acc["desk_user_id"]
+    [conv] = acc["conversations"]
+    texts = [d["event"].get("text") for d in conv["deliveries"] if d["event"]]
+    assert "where is order 777?" in texts
+    assert any(d["direction"] == "outbound" for d in conv["deliveries"])  # the notice
+    assert all("attempt_log" in d for d in conv["deliveries"])
+    assert any(d["raw_request"] for d in conv["deliveries"])
+    missing = await client.get(
+        f"{PREFIX}/contacts/telegram:1/export", headers=auth(token("contacts:read"))
+    )
+    assert missing.status == 404
+
+
+async def test_forget_at_zendesk_deletes_tickets_and_user(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    rt = make_runtime(ZENDESK_YAML, admin_jwt_secret=SECRET)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    respx_mock.post(f"{ZD}/users/create_or_update").respond(201, json={"user": {"id": 501}})
+    respx_mock.get(f"{ZD}/users/501/identities").respond(
+        200, json={"identities": [], "next_page": None}
+    )
+    respx_mock.post(f"{ZD}/tickets").respond(
+        201, json={"ticket": {"id": 77}, "audit": {"events": [{"type": "Comment", "id": 1}]}}
+    )
+    await post(client, "hello", 1)
+    await drain(rt)
+    destroy = respx_mock.delete(f"{ZD}/tickets/destroy_many").respond(200, json={})
+    purge = respx_mock.delete(f"{ZD}/deleted_tickets/destroy_many").respond(200, json={})
+    user = respx_mock.delete(f"{ZD}/users/501").respond(200, json={"user": {"id": 501}})
+    perm = respx_mock.delete(f"{ZD}/deleted_users/501").respond(200, json={})
+    # the desk fails first: nothing local changes, the erasure can be retried
+    user.respond(503)
+    resp = await client.post(
+        f"{PREFIX}/contacts/telegram:4242/forget",
+        json={"desk": True},
+        headers=auth(token("contacts:write")),
+    )
+    assert resp.status == 502
+    assert await rt.conversations.graph.find(  # type: ignore[union-attr]
+        "acme", Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM)
+    )
+    user.respond(200, json={})
+    resp = await client.post(
+        f"{PREFIX}/contacts/telegram:4242/forget",
+        json={"desk": True},
+        headers=auth(token("contacts:write")),
+    )
+    assert resp.status == 200
+    [desk] = (await resp.json())["desk"]
+    assert desk["done"][-1] == "user permanently deleted"
+    assert destroy.calls.last.request.url.params["ids"] == "77"
+    assert purge.called and perm.called
+
+
+@pytest.mark.parametrize("status", [200, 404])
+async def test_intercom_and_udesk_forget_user(respx_mock, status: int) -> None:
+    from deskbridge.config import parse_accounts
+
+    cfg = (
+        parse_accounts(
+            """
+accounts:
+  acme:
+    desk: {type: intercom, access_token: t, client_secret: s, base_url: "https://ic.test"}
+"""
+        )
+        .accounts["acme"]
+        .desk
+    )
+    async with httpx.AsyncClient() as http:
+        ic = IntercomConnector("acme", cfg, http)  # type: ignore[arg-type]
+        route = respx_mock.delete("https://ic.test/contacts/c1").respond(
+            status, json={"id": "c1", "deleted": True}
+        )
+        done = await ic.forget_user("c1")
+        assert route.called and done == (["contact deleted"] if status == 200 else [])
