@@ -12,7 +12,6 @@ customers waiting (see ``record_inbound`` / ``record_reply`` / ``refresh_waiting
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -59,7 +58,8 @@ async def _vip(rt: Runtime, account: str, config: RoutingConfig, contact: Contac
     if not vip.lookup_url:
         return False
     seed = "|".join(sorted(phones | emails | {contact.id}))
-    cache = keys.vip_cache(account, hashlib.sha256(seed.encode()).hexdigest()[:32])
+    # keyed digest: a plain hash of a phone number could be confirmed by guessing
+    cache = keys.vip_cache(account, rt.vault.digest("vip", account, seed))
     cached = await rt.redis.get(cache)
     if cached is not None:
         return bool(cached == b"1")
