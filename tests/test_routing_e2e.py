@@ -217,3 +217,71 @@ async def test_translation_note_and_translate_back(
     assert sent == "Tu pedido sale hoy"
     asked = json.loads(lt.calls[1].request.content)
     assert (asked["q"], asked["source"], asked["target"]) == ("Your order ships today", "en", "es")
+
+
+async def test_intercom_and_udesk_get_routing_fields(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    from .desks.fake_intercom import FakeIntercom
+    from .desks.fake_udesk import FakeUdesk
+
+    telegram(respx_mock)
+    routing = ROUTING.replace('group: "360000111"', "group: support-latam")
+    for fake in (FakeIntercom(), FakeUdesk()):
+        await fake.start()
+        try:
+            rt = make_runtime(yaml_for(fake.desk_yaml(), routing))
+            client = await aiohttp_client(create_app(rt, role="serve"))
+            await customer_says(client, "Hola, quiero un reembolso de mi pedido, por favor", 9400)
+            await drain(rt)
+            if isinstance(fake, FakeIntercom):
+                [conv] = fake._conversations.values()
+                assert {"refund", "latam"} <= set(conv.tags)
+                assert conv.team == "support-latam"
+            else:
+                [(_, body)] = [b for b in fake.bodies if b[0].endswith("/tickets")]
+                ticket = body["ticket"]
+                assert "refund" in ticket["tags"] and "latam" in ticket["tags"]
+                assert ticket["agent_group_name"] == "support-latam"
+                assert ticket["priority"] == "高"
+                assert ticket["ticket_field"] == {"360222": "billing"}
+        finally:
+            await fake.stop()
+        await rt.redis.flushdb()
+
+
+def test_check_config_warns_when_translation_leaves_the_region(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from deskbridge.cli.main import cli
+
+    routing = """
+    region: eu
+    routing:
+      team_language: en
+      translation: {provider: deepl, api_key: "k:fx", region: us}
+"""
+    path = tmp_path / "accounts.yaml"
+    path.write_text(yaml_for("{type: sandbox}", routing))
+    result = CliRunner().invoke(cli, ["check-config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning" in result.output and "(us)" in result.output and "(eu)" in result.output
+
+
+def test_each_language_team_keeps_its_own_hours() -> None:
+    from deskbridge.pipeline.routing import off_hours_text
+    from deskbridge.routing.config import RoutingConfig
+
+    config = RoutingConfig.model_validate(
+        {
+            "business_hours": {"time_zone": "Europe/Berlin", "weekly": {"mon": "09:00-18:00"}},
+            "team_hours": {
+                "es": {"time_zone": "America/Mexico_City", "weekly": {"mon": "09:00-18:00"}}
+            },
+            "off_hours_ack": "Closed until {next_open}",
+        }
+    )
+    # Monday 2026-11-23 20:00 UTC: Berlin (21:00) closed, Mexico City (14:00) open
+    at = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+    assert off_hours_text(config, at, "en") is not None
+    assert off_hours_text(config, at, "es") is None

@@ -85,6 +85,8 @@ class _Conversation:
     source_body: str
     parts: list[_Part] = field(default_factory=list)
     state: str = "open"
+    tags: list[str] = field(default_factory=list)
+    team: str | None = None
 
 
 class FakeIntercom:
@@ -127,6 +129,9 @@ class FakeIntercom:
         app.router.add_post("/conversations/search", self._search_conversations)
         app.router.add_post("/conversations", self._create_conversation)
         app.router.add_post("/conversations/{id}/reply", self._reply)
+        app.router.add_post("/tags", self._create_tag)
+        app.router.add_post("/conversations/{id}/tags", self._tag_conversation)
+        app.router.add_post("/conversations/{id}/parts", self._assign)
         app.router.add_get("/downloads/{token}", self._download)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -458,6 +463,37 @@ class FakeIntercom:
         query = (await request.json()).get("query", {})
         found = [c.json() for c in self._contacts.values() if _matches(c.json(), query)]
         return web.json_response({"type": "list", "data": found, "total_count": len(found)})
+
+    async def _create_tag(self, request: web.Request) -> web.Response:
+        """Create or update a tag by name (``POST /tags``)."""
+        name = (await request.json()).get("name")
+        if not isinstance(name, str) or not name:
+            return _error(400, "parameter_not_found", "name is required")
+        tags = self.__dict__.setdefault("_tag_ids", {})
+        tag_id = tags.setdefault(name, str(next(self._ids)))
+        return web.json_response({"type": "tag", "id": tag_id, "name": name})
+
+    async def _tag_conversation(self, request: web.Request) -> web.Response:
+        conv = self._conversations.get(request.match_info["id"])
+        body = await request.json()
+        names = {v: k for k, v in self.__dict__.get("_tag_ids", {}).items()}
+        if conv is None:
+            return _error(404, "not_found", "Conversation Not Found")
+        if not body.get("admin_id") or str(body.get("id")) not in names:
+            return _error(400, "parameter_invalid", "id and admin_id are required")
+        conv.tags.append(names[str(body["id"])])
+        return web.json_response({"type": "tag", "id": body["id"]})
+
+    async def _assign(self, request: web.Request) -> web.Response:
+        conv = self._conversations.get(request.match_info["id"])
+        body = await request.json()
+        if conv is None:
+            return _error(404, "not_found", "Conversation Not Found")
+        if body.get("message_type") != "assignment" or body.get("type") not in ("team", "admin"):
+            return _error(400, "parameter_invalid", "not an assignment")
+        if body["type"] == "team":
+            conv.team = str(body.get("assignee_id"))
+        return web.json_response({"type": "conversation", "id": conv.id})
 
     async def _create_conversation(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -111,6 +111,15 @@ def check_config(file: Path) -> None:
         for where, what in exc.problems:
             err.print(f"  {file}: {where}: {what}")
         sys.exit(2)
+    for name, acc in accounts.accounts.items():
+        translation = acc.routing.translation if acc.routing else None
+        if translation is not None and translation.region != acc.region:
+            # message text leaves the account's region: allowed, but say so
+            err.print(
+                f"[yellow]warning:[/] {file}: accounts.{name}.routing.translation: the "
+                f"translator's region ({translation.region or 'unknown'}) is not the "
+                f"account's ({acc.region or 'unset'}); message text will be sent there"
+            )
     names = ", ".join(
         f"{n} ({a.desk.type}; {', '.join(c.type for c in a.channels) or 'no channels'})"
         for n, a in accounts.accounts.items()

@@ -102,7 +102,7 @@ async def enrich(
 
 
 def decide(config: RoutingConfig, msg: Message, found: Enrichment) -> Decision:
-    hours = config.business_hours
+    hours = config.hours_for(found.language)
     facts = Facts(
         channel=msg.channel,
         text=msg.text,
@@ -126,10 +126,13 @@ def fields_of(decision: Decision) -> DeskFields:
     )
 
 
-def off_hours_text(config: RoutingConfig, at: datetime) -> tuple[str, str] | None:
-    """The acknowledgement for a message at ``at`` outside business hours, and the id of
-    that closed period (its reopening time), or None when open or not configured."""
-    hours = config.business_hours
+def off_hours_text(
+    config: RoutingConfig, at: datetime, language: str | None = None
+) -> tuple[str, str] | None:
+    """The acknowledgement for a message at ``at`` outside the hours of the team that
+    answers its language, and the id of that closed period (its reopening time), or None
+    when open or not configured."""
+    hours = config.hours_for(language)
     if not config.off_hours_ack or hours is None or hours.is_open(at):
         return None
     reopen = hours.next_open(at)

@@ -372,7 +372,10 @@ async def _off_hours_ack(
     """Outside business hours, the customer hears when to expect an answer: once per
     conversation per closed period (the intake's dedup mark keeps it to one), sent as
     an automatic message (no HUMAN_AGENT tag on Messenger, Auto-Submitted on email)."""
-    ack = routing_step.off_hours_text(routing, msg.occurred_at)
+    language = await rt.redis.hget(keys.conversation(d.account, d.conversation_id), "language")
+    ack = routing_step.off_hours_text(
+        routing, msg.occurred_at, language.decode() if language else None
+    )
     if ack is None:
         return
     text, period = ack

@@ -90,6 +90,8 @@ class RoutingConfig(_Model):
     keywords: list[KeywordConfig] = Field(default_factory=list)
     vip: VipConfig = VipConfig()
     business_hours: BusinessHours | None = None
+    team_hours: dict[str, BusinessHours] = Field(default_factory=dict)
+    """Business hours per language team (``es: {...}``); others use ``business_hours``."""
     off_hours_ack: str | None = Field(default=None, max_length=1000)
     """Sent once per conversation per closed period; ``{next_open}`` is replaced."""
     sla: dict[Channel, int] = Field(default_factory=dict)
@@ -104,17 +106,23 @@ class RoutingConfig(_Model):
             raise ValueError(f"not ISO 639-1 languages the detector knows: {', '.join(bad)}")
         return [c.lower() for c in v]
 
+    def hours_for(self, language: str | None) -> BusinessHours | None:
+        """The hours of the team that answers ``language``."""
+        if language is not None and language in self.team_hours:
+            return self.team_hours[language]
+        return self.business_hours
+
     @model_validator(mode="after")
     def _coherent(self) -> RoutingConfig:
         if self.translation is not None and not self.team_language:
             raise ValueError("translation needs team_language (what the agents read)")
-        if self.off_hours_ack and self.business_hours is None:
+        if self.off_hours_ack and self.business_hours is None and not self.team_hours:
             raise ValueError("off_hours_ack needs business_hours")
         names = [r.name for r in self.rules]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
         uses_hours = any(r.when.business_hours is not None for r in self.rules)
-        if uses_hours and self.business_hours is None:
+        if uses_hours and self.business_hours is None and not self.team_hours:
             raise ValueError("a rule tests business_hours but none are configured")
         return self

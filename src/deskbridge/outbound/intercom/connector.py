@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from deskbridge.config.accounts import IntercomDeskConfig
-from deskbridge.errors import PermanentError, RetryableError
+from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.intercom import webhook
@@ -34,6 +34,7 @@ from deskbridge.schemas import (
     Contact,
     ConversationRef,
     Desk,
+    DeskFields,
     Message,
     RawRequest,
     Upload,
@@ -303,8 +304,55 @@ class IntercomConnector:
                 conv.ticket_id,
             )
         conversation_id, message_id = await self._open(user_id, text, retried=retried)
+        if conv.fields is not None:
+            await self._apply_fields(conversation_id, conv.fields)
         last = await self._more_files(conversation_id, user_id, chunks)
         return Filed(ticket_id=conversation_id, message_id=message_id if last is None else last)
+
+    async def _apply_fields(self, conversation_id: str, fields: DeskFields) -> None:
+        """Routing on a new conversation: its tags (``POST /tags`` creates or finds each
+        by name, ``POST /conversations/{id}/tags`` attaches it) and its team
+        (``POST /conversations/{id}/parts``, an assignment). Best effort: the message is
+        filed already, so a refusal is logged rather than retried into a duplicate.
+        Intercom has no ticket priority or custom fields on this path: routing's other
+        fields are not sent."""
+        try:
+            admin_id = await self._note_admin()
+            for name in fields.tags:
+                what = "intercom tag"
+                resp = await self._call("POST", "/tags", what=what, json={"name": name})
+                classify(resp, what=what)
+                tag_id = _str_id(self._json(resp, what).get("id"))
+                if tag_id is None:
+                    continue
+                resp = await self._call(
+                    "POST",
+                    f"/conversations/{conversation_id}/tags",
+                    what=what,
+                    json={"id": tag_id, "admin_id": admin_id},
+                )
+                classify(resp, what=what)
+            if fields.group:
+                what = "intercom assign team"
+                resp = await self._call(
+                    "POST",
+                    f"/conversations/{conversation_id}/parts",
+                    what=what,
+                    json={
+                        "message_type": "assignment",
+                        "type": "team",
+                        "admin_id": admin_id,
+                        "assignee_id": fields.group,
+                    },
+                )
+                classify(resp, what=what)
+        except DeliveryError as exc:
+            log.warning(
+                "intercom %s: routing fields not applied to %s (%s)",
+                self.account,
+                conversation_id,
+                type(exc).__name__,
+            )
 
     async def _open(self, user_id: str, text: str, *, retried: bool) -> tuple[str, str]:
         """A conversation the contact opens with ``text`` (the body is plain text: the

@@ -43,6 +43,10 @@ from deskbridge.schemas import (
 
 __all__ = ["Polled", "UdeskConnector"]
 
+
+_PRIORITY = {"urgent": "紧急", "high": "高", "normal": "标准", "low": "低"}
+"""Routing's priorities as Udesk's default priority names [U]."""
+
 log = logging.getLogger(__name__)
 
 _API = "/open_api_v1"
@@ -263,20 +267,29 @@ class UdeskConnector:
         self, conv: ConversationRef, user_id: str, msg: Message, text: str
     ) -> str:
         what = "udesk create ticket"
-        body = await self._call(
-            "POST",
-            "/tickets",
-            what=what,
-            json={
-                "ticket": {
-                    "subject": subject(msg, limit=200),
-                    "content": text,
-                    "type": _BY_ID,
-                    "type_content": user_id,
-                    "tags": f"deskbridge,deskbridge_{msg.channel.value}",
-                }
-            },
-        )
+        ticket: dict[str, Any] = {
+            "subject": subject(msg, limit=200),
+            "content": text,
+            "type": _BY_ID,
+            "type_content": user_id,
+            "tags": f"deskbridge,deskbridge_{msg.channel.value}",
+        }
+        fields = conv.fields
+        if fields is not None:
+            # [V] ticket fields per udesk.cn/doc/apiv2/tickets: tags (comma list),
+            # priority, agent_group_name, ticket_field (custom fields by field name);
+            # [U] the priority names below are Udesk's defaults, unverified
+            if fields.tags:
+                ticket["tags"] = ",".join(
+                    ["deskbridge", f"deskbridge_{msg.channel.value}", *fields.tags]
+                )
+            if fields.priority:
+                ticket["priority"] = _PRIORITY.get(fields.priority, fields.priority)
+            if fields.group:
+                ticket["agent_group_name"] = fields.group
+            if fields.custom_fields:
+                ticket["ticket_field"] = dict(fields.custom_fields)
+        body = await self._call("POST", "/tickets", what=what, json={"ticket": ticket})
         ticket_id = _str(body.get("ticket_id")) or _str(_obj(body, "ticket").get("id"))
         if ticket_id is None:
             raise PermanentError(f"{what}: no ticket id in the response")
