@@ -107,3 +107,29 @@ async def test_the_contacts_commands(make_runtime, aiohttp_server) -> None:
     assert missing.exit_code == 3 and "no contact" in missing.stderr
     listed = await run("contacts", "suggestions", "--json", "--url", url, tok=tok)
     assert json.loads(listed.stdout) == {"suggestions": []}
+
+
+async def test_export_then_forget_from_the_command_line(
+    make_runtime, aiohttp_server, tmp_path
+) -> None:
+    rt = make_runtime(admin_jwt_secret=SECRET)
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    url = str(server.make_url("")).rstrip("/")
+    ana, _ = await rt.conversations.observe_contact("acme", wa("16505551234"), "Ana")
+    tok = token(READ, WRITE)
+
+    out = tmp_path / "ana.json"
+    exported = await run(
+        "contacts", "export", "+16505551234", "--out", str(out), "--url", url, tok=tok
+    )
+    assert exported.exit_code == 0, exported.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert "+16505551234" in out.read_text()
+
+    forgot = await run("contacts", "forget", "+16505551234", "--url", url, tok=tok)
+    assert forgot.exit_code == 0, forgot.output
+    assert f"forgot contact {ana.id}" in forgot.stdout
+    again = await run("contacts", "forget", ana.id, "--url", url, tok=tok)
+    assert again.exit_code == 0 and "nothing left" in again.stdout
+    gone = await run("contacts", "show", "+16505551234", "--url", url, tok=tok)
+    assert gone.exit_code == 3

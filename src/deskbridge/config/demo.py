@@ -112,6 +112,21 @@ def demo_accounts(
         "accounts": {
             DEMO_ACCOUNT: {
                 "desk": {"type": "sandbox"},
+                # routing shows in the sandbox as a note on new tickets (docs/routing.md)
+                "routing": {
+                    "languages": ["en", "es", "de", "fr", "ja"],
+                    "keywords": [
+                        {"tag": "refund", "pattern": "refund|money back|reembolso|rembourse"},
+                        {"tag": "urgent", "pattern": "urgent|asap|dringend|urgente"},
+                    ],
+                    "rules": [
+                        {
+                            "name": "refunds are high priority",
+                            "when": {"tags": ["refund"]},
+                            "then": {"priority": "high", "tags": ["billing"]},
+                        }
+                    ],
+                },
                 "channels": [
                     {
                         "type": "telegram",
