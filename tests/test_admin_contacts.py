@@ -133,3 +133,36 @@ async def test_export_then_forget_from_the_command_line(
     assert again.exit_code == 0 and "nothing left" in again.stdout
     gone = await run("contacts", "show", "+16505551234", "--url", url, tok=tok)
     assert gone.exit_code == 3
+
+
+async def test_an_operator_link_can_merge_the_zendesk_users(make_runtime, aiohttp_client) -> None:
+    from .desks.fake_zendesk import FakeZendesk
+    from .test_desk_conformance import yaml_for
+
+    fake = FakeZendesk()
+    await fake.start()
+    try:
+        rt = make_runtime(yaml_for(fake), admin_jwt_secret=SECRET)
+        client = await aiohttp_client(create_app(rt, role="serve"))
+        ana, _ = await rt.conversations.observe_contact("acme", wa("16505551234"), "Ana")
+        bob, _ = await rt.conversations.observe_contact("acme", tg("42"), "Ana too")
+        desk = rt.desk("acme")
+        for contact in (ana, bob):
+            full = await rt.conversations.contact("acme", contact.id)
+            user = await desk.ensure_user(full)
+            await rt.conversations.set_desk_user("acme", "zendesk", contact.id, f"{user}|fp")
+        assert len(fake.users()) == 2
+        body = {
+            "a": "telegram:42",
+            "b": "+16505551234",
+            "reason": "confirmed on the phone",
+            "merge_desk_users": True,
+        }
+        resp = await client.post(f"{PREFIX}/contacts/link", json=body, headers=auth(token(WRITE)))
+        assert resp.status == 200, await resp.text()
+        done = (await resp.json())["desk"]
+        assert len(done) == 1 and "merged into" in done[0]
+        [user] = fake.users()
+        assert "+16505551234" in user.phones
+    finally:
+        await fake.stop()

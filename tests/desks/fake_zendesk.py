@@ -60,6 +60,7 @@ class FakeZendesk:
         app.router.add_post(f"{api}/tickets", self._create)
         app.router.add_get(f"{api}/tickets", self._find)
         app.router.add_put(f"{api}/tickets/{{id}}", self._update)
+        app.router.add_put(f"{api}/users/{{id}}/merge", self._merge)
         app.router.add_get("/attachments/{token}", self._attachment)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -286,6 +287,20 @@ class FakeZendesk:
                 "audit": {"events": [{"type": "Comment", "id": next(self._ids)}]},
             }
         )
+
+    async def _merge(self, request: web.Request) -> web.Response:
+        """Merge End Users: the user in the path into ``user.id``."""
+        source = self._users.get(request.match_info["id"])
+        target = self._users.get(str((await request.json())["user"]["id"]))
+        if source is None or target is None:
+            return web.json_response({"error": "RecordNotFound"}, status=404)
+        target.emails += [e for e in source.emails if e not in target.emails]
+        target.phones += [p for p in source.phones if p not in target.phones]
+        for ticket in self._tickets.values():
+            if ticket.user_id == source.id:
+                ticket.user_id = target.id
+        del self._users[source.id]
+        return web.json_response({"user": {"id": int(target.id)}})
 
     async def _attachment(self, request: web.Request) -> web.Response:
         _, data, ctype = self._uploads[request.match_info["token"]]

@@ -949,10 +949,21 @@ def contacts_export(ref: str, account: str | None, out_file: str | None, url: st
     out.print(f"written to {out_file}")
 
 
-def _link(action: str, a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
-    data = _api(url).call(
-        "POST", f"/contacts/{action}", body={"account": account, "a": a, "b": b, "reason": reason}
-    )
+def _link(
+    action: str,
+    a: str,
+    b: str,
+    reason: str,
+    account: str | None,
+    url: str | None,
+    merge_desk_users: bool = False,
+) -> None:
+    body: dict[str, Any] = {"account": account, "a": a, "b": b, "reason": reason}
+    if merge_desk_users:
+        body["merge_desk_users"] = True
+    data = _api(url).call("POST", f"/contacts/{action}", body=body)
+    for line in data.get("desk", []):
+        out.print(f"desk: {line}")
     if action == "link":
         merged = ", ".join(data.get("merged", [])) or "nothing (already one contact)"
         out.print(f"linked: contact {data['contact']} (merged {merged})")
@@ -967,15 +978,22 @@ def _link(action: str, a: str, b: str, reason: str, account: str | None, url: st
 @click.argument("b")
 @click.option("--reason", required=True, help="Why (kept as the link's evidence).")
 @click.option("--account", default=None, help="The account (required when there are several).")
+@click.option(
+    "--merge-desk-users",
+    is_flag=True,
+    help="Also merge the two desk users (Zendesk: permanent; other desks: not possible).",
+)
 @api_options
-def contacts_link(a: str, b: str, reason: str, account: str | None, url: str | None) -> None:
+def contacts_link(
+    a: str, b: str, reason: str, account: str | None, merge_desk_users: bool, url: str | None
+) -> None:
     """Link two identifiers as one person (their contacts merge; reversible with unlink).
 
     \b
     Example:
       deskbridge contacts link +16505551234 ana@example.com --reason "confirmed by phone"
     """
-    _link("link", a, b, reason, account, url)
+    _link("link", a, b, reason, account, url, merge_desk_users)
 
 
 @contacts.command("unlink")
@@ -998,12 +1016,14 @@ def contacts_unlink(a: str, b: str, reason: str, account: str | None, url: str |
 @click.option("--account", default=None, help="The account (required when there are several).")
 @click.option("--accept", nargs=2, default=None, help="Merge these two contacts.")
 @click.option("--reject", nargs=2, default=None, help="Dismiss this suggestion.")
+@click.option("--merge-desk-users", is_flag=True, help="With --accept: also merge the desk users.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @api_options
 def contacts_suggestions(
     account: str | None,
     accept: tuple[str, str] | None,
     reject: tuple[str, str] | None,
+    merge_desk_users: bool,
     as_json: bool,
     url: str | None,
 ) -> None:
@@ -1023,7 +1043,12 @@ def contacts_suggestions(
         api.call(
             "POST",
             "/contacts/suggestions/decide",
-            body={"account": account, "contacts": list(pair), "accept": bool(accept)},
+            body={
+                "account": account,
+                "contacts": list(pair),
+                "accept": bool(accept),
+                "merge_desk_users": bool(accept) and merge_desk_users,
+            },
         )
         out.print("merged" if accept else "dismissed")
         return

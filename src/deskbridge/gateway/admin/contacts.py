@@ -153,6 +153,8 @@ class LinkBody(BaseModel):
     a: str = Field(min_length=1, max_length=320)
     b: str = Field(min_length=1, max_length=320)
     reason: str = Field(min_length=1, max_length=500)
+    merge_desk_users: bool = False
+    """Also merge the two desk users where the desk can (Zendesk: permanent)."""
 
 
 class DecideBody(BaseModel):
@@ -160,6 +162,7 @@ class DecideBody(BaseModel):
     account: str | None = None
     contacts: tuple[str, str]
     accept: bool
+    merge_desk_users: bool = False
 
 
 async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
@@ -180,6 +183,34 @@ async def show_route(request: web.Request, who: Principal) -> web.Response:
     return web.json_response(await describe(rt, account, contact_id))
 
 
+async def _merge_desk_users(
+    rt: Runtime, account: str, merges: tuple[tuple[str, str], ...]
+) -> list[str]:
+    """After an operator's merge: each merged contact's desk user merged into the
+    survivor's, where the desk can merge users. Returns what was done, per merge."""
+    desk = rt.desk(account)
+    merge = getattr(desk, "merge_users", None)
+    if desk is None or merge is None:
+        return [f"{rt.accounts.accounts[account].desk.type} cannot merge users"]
+    done: list[str] = []
+    for survivor, merged in merges:
+        keep = await rt.conversations.desk_user(account, desk.desk.value, survivor)
+        drop = await rt.conversations.desk_user(account, desk.desk.value, merged)
+        if keep is None or drop is None:
+            done.append(f"{merged}: no desk user to merge")
+            continue
+        keep_id, drop_id = keep.partition("|")[0], drop.partition("|")[0]
+        if keep_id == drop_id:
+            continue
+        try:
+            await merge(drop_id, keep_id)
+        except DeliveryError as exc:
+            raise ContactsBadInput(f"the desk refused to merge users: {exc}") from None
+        await rt.conversations.set_desk_user(account, desk.desk.value, merged, keep_id)
+        done.append(f"desk user {drop_id} merged into {keep_id}")
+    return done
+
+
 async def link_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: LinkBody = await _parse(request, LinkBody)
@@ -191,6 +222,9 @@ async def link_route(request: web.Request, who: Principal) -> web.Response:
         raise ContactsNotFound("both identifiers must already belong to contacts")
     observed = await graph.link(scope, a, b, actor=who.sub, reason=body.reason)
     rt.metrics.event("identity", "merge", "manual", n=len(observed.merges))
+    desk_done = (
+        await _merge_desk_users(rt, account, observed.merges) if body.merge_desk_users else []
+    )
     await AuditLog(rt.redis).record(
         who.sub,
         "contacts.link",
@@ -198,7 +232,11 @@ async def link_route(request: web.Request, who: Principal) -> web.Response:
         {"account": account, "contact": observed.contact_id, "merged": observed.merges},
     )
     return web.json_response(
-        {"contact": observed.contact_id, "merged": [m[1] for m in observed.merges]}
+        {
+            "contact": observed.contact_id,
+            "merged": [m[1] for m in observed.merges],
+            "desk": desk_done,
+        }
     )
 
 
@@ -249,15 +287,21 @@ async def decide_route(request: web.Request, who: Principal) -> web.Response:
     )
     if not done:
         raise ContactsNotFound("no such pending suggestion")
+    desk_done: list[str] = []
     if body.accept:
         rt.metrics.event("identity", "merge", "manual")
+        if body.merge_desk_users:
+            scope = rt.conversations.scope(account)
+            survivor = await _graph(rt).resolve(scope, body.contacts[0])
+            others = tuple((survivor, c) for c in body.contacts if c != survivor)
+            desk_done = await _merge_desk_users(rt, account, others)
     await AuditLog(rt.redis).record(
         who.sub,
         "contacts.accept" if body.accept else "contacts.reject",
         1,
         {"account": account, "contacts": list(body.contacts)},
     )
-    return web.json_response({"decided": True, "accepted": body.accept})
+    return web.json_response({"decided": True, "accepted": body.accept, "desk": desk_done})
 
 
 class ForgetBody(BaseModel):

@@ -99,6 +99,7 @@ def _schemas() -> dict[str, Any]:
             "a": {"type": "string", "description": "+E.164, email or channel:id"},
             "b": {"type": "string"},
             "reason": {"type": "string", "maxLength": 500},
+            "merge_desk_users": {"type": "boolean"},
         },
     }
     s["ContactDecision"] = {
@@ -114,6 +115,7 @@ def _schemas() -> dict[str, Any]:
                 "maxItems": 2,
             },
             "accept": {"type": "boolean"},
+            "merge_desk_users": {"type": "boolean"},
         },
     }
     s["ContactForget"] = {

@@ -494,6 +494,16 @@ class ZendeskConnector:
 
     # -- erasure ----------------------------------------------------------------------
 
+    async def merge_users(self, user_id: str, into: str) -> None:
+        """Merge end user ``user_id`` into ``into`` (``PUT /users/{id}/merge``): its
+        identities and tickets move to ``into``. Zendesk's merge is permanent, so only an
+        operator's confirmed merge calls this."""
+        what = "zendesk merge users"
+        resp = await self._call(
+            "PUT", f"/users/{user_id}/merge", what=what, json={"user": {"id": _num(into)}}
+        )
+        classify(resp, what=what)
+
     async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
         """Delete the tickets (bulk delete, then permanent deletion of the deleted
         tickets), then the user (delete, then permanently delete: Zendesk's GDPR path).
