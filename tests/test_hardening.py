@@ -89,8 +89,9 @@ async def test_unknown_account_is_answered_like_a_bad_signature(client) -> None:
 async def test_failed_auth_is_throttled_per_source_but_verified_traffic_never(
     make_runtime, aiohttp_client, redis
 ) -> None:
-    app = create_app(make_runtime(), role="serve")
-    app[AUTH_FAILURES] = FailedAuth(burst=3, per_minute=1)
+    # the limits come from settings (DESKBRIDGE_FAILED_AUTH_BURST / _PER_MINUTE)
+    app = create_app(make_runtime(failed_auth_burst=3, failed_auth_per_minute=1), role="serve")
+    assert app[AUTH_FAILURES].burst == 3
     client = await aiohttp_client(app)
     body = sample_update("hi", update_id=7, chat_id=1, user_id=1, date=1_750_000_000)
     bad = {"X-Telegram-Bot-Api-Secret-Token": "wrong"}

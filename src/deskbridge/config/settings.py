@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     uses the sandbox desk (the pages) or a channel runs in sandbox mode (the API)."""
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
+    failed_auth_burst: int = Field(default=30, ge=1)
+    """Failed authentications one source may make at once before 429s (verified
+    requests are never limited)."""
+    failed_auth_per_minute: float = Field(default=30.0, gt=0)
+    """How fast a source's failed-authentication budget refills."""
     channel_health_interval_seconds: float = Field(default=300.0, ge=0)
     """How often the worker asks the platforms about each channel (0: never)."""
     coalesce_max_messages: int = Field(default=20, ge=1, le=200)

@@ -67,7 +67,9 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     metrics only). The caller owns ``rt`` (opens and closes its Redis and HTTP client)."""
     app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_request_id, _count])
     app[RUNTIME] = rt
-    app[AUTH_FAILURES] = FailedAuth()
+    app[AUTH_FAILURES] = FailedAuth(
+        burst=rt.settings.failed_auth_burst, per_minute=rt.settings.failed_auth_per_minute
+    )
     app[ROLE] = role
     app[CSRF] = secrets.token_urlsafe(24)
     app.router.add_get("/healthz", health.healthz)
