@@ -960,3 +960,23 @@ async def _deliveries(rt: Any) -> list[Any]:
         if d is not None:
             out.append(d)
     return out
+
+
+async def test_a_429_seen_by_one_worker_pauses_the_others(redis) -> None:
+    import time as _time
+
+    from deskbridge.errors import RetryableError as _Retryable
+    from deskbridge.outbound.intercom.throttle import Throttle
+    from deskbridge.store import Vault
+    from deskbridge.store.tokens import RedisTokenCache
+
+    cache = RedisTokenCache(redis, Vault.from_secret(bytes(range(32))))
+    first = Throttle(shared=cache, name="intercom-pause:ws")
+    second = Throttle(shared=cache, name="intercom-pause:ws")  # another process
+    reset = str(int(_time.time()) + 30)
+    wait = first.observe({"X-RateLimit-Reset": reset}, 429)
+    assert wait is not None and wait > 20
+    await first.push()
+    with pytest.raises(_Retryable) as info:
+        await second.admit(may_defer=True, what="intercom reply")
+    assert info.value.retry_after is not None and info.value.retry_after > 20

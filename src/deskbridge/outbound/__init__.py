@@ -44,7 +44,7 @@ def build_desk(
         case ZendeskDeskConfig():
             return ZendeskConnector(account, config, client)
         case IntercomDeskConfig():
-            return IntercomConnector(account, config, client)
+            return IntercomConnector(account, config, client, shared=tokens)
         case UdeskDeskConfig():
             return UdeskConnector(
                 account,

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
+from deskbridge.adapters.base import TokenCache
 from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import Fetcher, classify, refuse_page, transport_error
@@ -82,6 +83,7 @@ class IntercomConnector:
         *,
         clock: Callable[[], float] = time.time,
         throttle: Throttle | None = None,
+        shared: TokenCache | None = None,
     ) -> None:
         self.account = account
         self._config = config
@@ -89,7 +91,7 @@ class IntercomConnector:
         self._clock = clock
         self._api = config.api_base()
         token = config.access_token.get_secret_value()
-        self._throttle = throttle or for_workspace(self._api, token)
+        self._throttle = throttle or for_workspace(self._api, token, shared)
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Intercom-Version": config.api_version,
@@ -598,6 +600,7 @@ class IntercomConnector:
         except httpx.HTTPError as exc:
             raise transport_error(exc, what=what) from exc
         wait = self._throttle.observe(resp.headers, resp.status_code)
+        await self._throttle.push()
         if wait is not None:
             raise RetryableError(f"{what}: rate limited (HTTP 429)", status=429, retry_after=wait)
         return resp

@@ -6,20 +6,22 @@ the limit with 429. A :class:`Throttle` remembers the latest window of one works
 when it is nearly spent (or a 429 came back), calls wait for the reset instead of
 spending what other workers' calls need.
 
-The state lives in this process only. Workers sharing a workspace each see its headers
-on their own calls (the counts are the workspace's, not the process's), so they slow
-down together; a 429 is still possible, and then the delivery waits out the reset
-without spending its retry budget.
+A pause (a 429, or a window nearly spent) is shared with every process of the
+deployment through the Redis token cache, so one worker's 429 holds back the others
+too; the counts in the headers are the workspace's anyway. A 429 is still possible, and
+then the delivery waits out the reset without spending its retry budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from deskbridge.adapters.base import TokenCache
 from deskbridge.errors import RetryableError
 
 __all__ = ["Throttle", "for_workspace"]
@@ -41,6 +43,28 @@ class Throttle:
     inline_wait: float = 2.0
     """Waits up to this long happen inside the call; longer ones defer the delivery."""
     paused_until: float = field(default=0.0)
+    shared: TokenCache | None = None
+    """Where every process of the deployment sees the workspace's pause (Redis)."""
+    name: str = ""
+    _published: float = field(default=0.0)
+
+    async def pull(self) -> None:
+        """Take a pause another process saw (a 429 or a spent window) into account."""
+        if self.shared is None:
+            return
+        value = await self.shared.get(self.name)
+        if value:
+            with contextlib.suppress(ValueError):
+                self.paused_until = max(self.paused_until, float(value))
+
+    async def push(self) -> None:
+        """Tell the other processes about a pause this one saw."""
+        if self.shared is None or self.paused_until <= self._published:
+            return
+        wait = self.paused_until - self.clock()
+        if wait > 0:
+            await self.shared.put(self.name, f"{self.paused_until:.3f}", wait)
+            self._published = self.paused_until
 
     def observe(self, headers: Mapping[str, str], status: int) -> float | None:
         """Read a response's rate-limit headers. Returns the wait (seconds) a 429 asks for."""
@@ -63,6 +87,7 @@ class Throttle:
         """Wait until the workspace may be called again. A long wait raises
         ``RetryableError`` (with ``retry_after``) when ``may_defer``, so a worker is not
         held; otherwise (the middle of a multi-call operation) it is slept through."""
+        await self.pull()
         wait = self.paused_until - self.clock()
         if wait <= 0:
             return
@@ -74,13 +99,18 @@ class Throttle:
 _THROTTLES: dict[str, Throttle] = {}
 
 
-def for_workspace(base_url: str, token: str) -> Throttle:
+def for_workspace(base_url: str, token: str, shared: TokenCache | None = None) -> Throttle:
     """The process's throttle for the workspace behind ``token`` at ``base_url`` (several
-    accounts may file into one workspace)."""
-    key = base_url + "|" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    accounts may file into one workspace); with ``shared``, pauses are seen by every
+    process of the deployment."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+    key = base_url + "|" + digest
     throttle = _THROTTLES.get(key)
     if throttle is None:
-        throttle = _THROTTLES[key] = Throttle()
+        throttle = _THROTTLES[key] = Throttle(shared=shared, name=f"intercom-pause:{digest}")
+    elif shared is not None and throttle.shared is None:
+        throttle.shared = shared
+        throttle.name = f"intercom-pause:{digest}"
     return throttle
 
 
