@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ from deskbridge.errors import (
 )
 from deskbridge.gateway.keys import AUTH_FAILURES, RUNTIME
 from deskbridge.pipeline import Runtime
-from deskbridge.schemas import AgentReply, Direction, RawRequest
+from deskbridge.schemas import AgentReply, Direction, InboundEvent, RawRequest
 from deskbridge.store import IntakeEvent
 
 __all__ = ["accept_replies", "channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]
@@ -194,6 +195,22 @@ async def accept_replies(
     for channel, events in by_channel.items():
         accepted += await _store(rt, account, source, Direction.OUTBOUND, channel, req, events)
     return accepted
+
+
+async def store_events(
+    rt: Runtime, account: str, source: str, req: RawRequest, events: Sequence[InboundEvent]
+) -> int:
+    """Store inbound events from a listener (SMTP, SIP) with the intake script, as the
+    webhook routes do; returns how many were new. Raises ``StoreUnavailable``."""
+    intake = [
+        IntakeEvent(
+            dedup_key=ev.dedup_key,
+            conversation_id=rt.conversations.conversation_id(account, ev.channel, ev.thread),
+            event=ev,
+        )
+        for ev in events
+    ]
+    return await _store(rt, account, source, Direction.INBOUND, source, req, intake)
 
 
 async def _store(

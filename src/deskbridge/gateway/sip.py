@@ -14,9 +14,9 @@ from deskbridge.adapters.sip import Listener, SipReceiver, SipService, start_lis
 from deskbridge.adapters.sip.server import Store
 from deskbridge.adapters.sip.transaction import Timers
 from deskbridge.config import SipConfig
+from deskbridge.gateway.intake import store_events
 from deskbridge.pipeline import Runtime
-from deskbridge.schemas import CallEvent, Channel, Direction, Message, RawRequest
-from deskbridge.store import IntakeEvent
+from deskbridge.schemas import CallEvent, Channel, Message, RawRequest
 
 __all__ = ["start_sip_listeners"]
 
@@ -36,26 +36,7 @@ def make_store(rt: Runtime) -> Store:
     """The ``Store`` the SIP service calls: the intake script, as for webhooks."""
 
     async def store(account: str, raw: RawRequest, events: list[Message | CallEvent]) -> None:
-        new = await rt.intake.accept(
-            account=account,
-            source="sip",
-            direction=Direction.INBOUND,
-            channel="sip",
-            desk=rt.accounts.accounts[account].desk.type,
-            req=raw,
-            events=[
-                IntakeEvent(
-                    dedup_key=ev.dedup_key,
-                    conversation_id=rt.conversations.conversation_id(
-                        account, ev.channel, ev.thread
-                    ),
-                    event=ev,
-                )
-                for ev in events
-            ],
-        )
-        rt.metrics.event("sip", "accepted", "", n=sum(new))
-        rt.metrics.event("sip", "duplicate", "", n=len(new) - sum(new))
+        await store_events(rt, account, "sip", raw, events)
 
     return store
 

@@ -19,9 +19,9 @@ from deskbridge.adapters.email.mime import normalize_address
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.config import EmailConfig
 from deskbridge.errors import DeskbridgeError, StoreUnavailable
+from deskbridge.gateway.intake import store_events
 from deskbridge.pipeline import Runtime
-from deskbridge.schemas import Channel, Direction, RawRequest
-from deskbridge.store import IntakeEvent
+from deskbridge.schemas import Channel, RawRequest
 
 __all__ = ["start_smtp_listeners"]
 
@@ -72,26 +72,7 @@ class _Handler:
         if not events:
             rt.metrics.event("email", "ignored", "")
             return
-        new = await rt.intake.accept(
-            account=account,
-            source="email",
-            direction=Direction.INBOUND,
-            channel="email",
-            desk=rt.accounts.accounts[account].desk.type,
-            req=req,
-            events=[
-                IntakeEvent(
-                    dedup_key=ev.dedup_key,
-                    conversation_id=rt.conversations.conversation_id(
-                        account, ev.channel, ev.thread
-                    ),
-                    event=ev,
-                )
-                for ev in events
-            ],
-        )
-        rt.metrics.event("email", "accepted", "", n=sum(new))
-        rt.metrics.event("email", "duplicate", "", n=len(new) - sum(new))
+        await store_events(rt, account, "email", req, events)
 
 
 def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:

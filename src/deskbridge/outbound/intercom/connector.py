@@ -15,7 +15,7 @@ import logging
 import mimetypes
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -26,6 +26,7 @@ from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.common import display_name, unique
 from deskbridge.outbound.intercom import webhook
 from deskbridge.outbound.intercom.throttle import Throttle, for_workspace
 from deskbridge.outbound.render import render
@@ -112,14 +113,14 @@ class IntercomConnector:
         ``deskbridge_emails`` and ``deskbridge_phones`` when the workspace has them.
         Fields an agent already filled in are not overwritten.
         """
-        emails = _unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = _unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
+        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
         extra: dict[str, str] = {}
         if self._attributes and len(emails) > 1:
             extra[EMAILS_ATTRIBUTE] = ", ".join(emails)
         if self._attributes and len(phones) > 1:
             extra[PHONES_ATTRIBUTE] = ", ".join(phones)
-        wanted: dict[str, Any] = {"name": _display_name(contact)}
+        wanted: dict[str, Any] = {"name": display_name(contact)}
         if emails:
             wanted["email"] = emails[0]
         if phones:
@@ -614,23 +615,6 @@ class IntercomConnector:
         if not isinstance(data, dict):
             raise PermanentError(f"{what}: response is not a JSON object", status=resp.status_code)
         return data
-
-
-def _display_name(contact: Contact) -> str:
-    if contact.display_name and contact.display_name.strip():
-        return contact.display_name.strip()
-    for identity in contact.identities:
-        if identity.kind == "channel_user" and identity.channel is not None:
-            return f"{identity.channel.value.capitalize()} user"
-    return "Customer"
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        if v and v not in out:
-            out.append(v)
-    return out
 
 
 def _str_id(value: Any) -> str | None:

@@ -14,7 +14,7 @@ import logging
 import mimetypes
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +26,7 @@ from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.http import Fetcher, classify, parse_retry_after, refuse_page, transport_error
 from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.common import display_name, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.udesk import replies
 from deskbridge.outbound.udesk.sign import signed_query
@@ -120,8 +121,8 @@ class UdeskConnector:
         """The Udesk customer id for ``contact``: found by its deskbridge id
         (``web_token``), else by email or phone, else created; given every email and phone
         the contact has. Idempotent."""
-        emails = _unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = _unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
+        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
         lookups = [("token", contact.id)]
         lookups += [("email", e) for e in emails] + [("cellphone", p) for p in phones]
         for kind, value in lookups:
@@ -133,7 +134,7 @@ class UdeskConnector:
                 await self._complete(customer_id, found, contact, emails, phones, kind)
                 return customer_id
         customer: dict[str, Any] = {
-            "nick_name": _display_name(contact),
+            "nick_name": display_name(contact, limit=255),
             "web_token": contact.id,
             "cellphones": [[None, p] for p in phones],
         }
@@ -650,23 +651,6 @@ def _json(resp: httpx.Response) -> dict[str, Any] | None:
 def _memo(value: str) -> tuple[str, str, int]:
     ticket_id, message_id, uploaded = [*value.split("|"), "", "", "0"][:3]
     return ticket_id, message_id, int(uploaded) if uploaded.isdigit() else 0
-
-
-def _display_name(contact: Contact) -> str:
-    if contact.display_name and contact.display_name.strip():
-        return contact.display_name.strip()[:255]
-    for identity in contact.identities:
-        if identity.kind == "channel_user" and identity.channel is not None:
-            return f"{identity.channel.value.capitalize()} user"
-    return "Customer"
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        if v and v not in out:
-            out.append(v)
-    return out
 
 
 def _digits(phone: str) -> str:

@@ -14,7 +14,7 @@ import json
 import logging
 import mimetypes
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -25,6 +25,7 @@ from deskbridge.config.accounts import ZendeskDeskConfig
 from deskbridge.errors import PermanentError
 from deskbridge.http import Fetcher, classify, refuse_page, transport_error
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.common import display_name, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
 from deskbridge.schemas import (
@@ -83,13 +84,13 @@ class ZendeskConnector:
     async def ensure_user(self, contact: Contact) -> str:
         """The Zendesk user id for ``contact`` (matched on external_id or email), created or
         updated, then given the contact's other emails and phones. Idempotent."""
-        emails = _unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = _unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
+        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
         # No "role": new users are end users by default, and create_or_update also updates
         # a user matched by email, so sending a role could demote an agent whose address a
         # customer wrote from.
         user: dict[str, Any] = {
-            "name": _display_name(contact),
+            "name": display_name(contact),
             "external_id": contact.id,
             "skip_verify_email": True,
         }
@@ -594,23 +595,6 @@ def _authorization(config: ZendeskDeskConfig) -> str:
     token = config.api_token.get_secret_value() if config.api_token else ""
     raw = f"{config.email}/token:{token}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def _display_name(contact: Contact) -> str:
-    if contact.display_name and contact.display_name.strip():
-        return contact.display_name.strip()
-    for identity in contact.identities:
-        if identity.kind == "channel_user" and identity.channel is not None:
-            return f"{identity.channel.value.capitalize()} user"
-    return "Customer"
-
-
-def _unique(values: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        if v and v not in out:
-            out.append(v)
-    return out
 
 
 def _identity_key(kind: str, value: str) -> str:
