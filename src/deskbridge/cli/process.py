@@ -44,7 +44,16 @@ class AccessLogger(AbstractAccessLogger):
         match_info = getattr(request, "match_info", None)
         resource = match_info.route.resource if match_info is not None else None
         route = resource.canonical if resource is not None else "-"
-        self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)
+        # the request-id middleware has left its context by now: take the echoed header
+        rid = response.headers.get("X-Request-Id", "-")
+        self.logger.info(
+            "%s %s %s %.1fms",
+            request.method,
+            route,
+            response.status,
+            time * 1000,
+            extra={"request_id": rid},
+        )
 
 
 @dataclass
