@@ -11,6 +11,7 @@ hypothesis test feeds it arbitrary bytes).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -224,15 +225,18 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{params}"
 
 
-class _Message:
+class _Message(ABC):
+    """What requests and responses share; each states its own start line."""
+
     __slots__ = ("body", "headers")
 
     def __init__(self, headers: Headers, body: bytes = b"") -> None:
         self.headers = headers
         self.body = body
 
+    @abstractmethod
     def _head(self) -> str:
-        raise NotImplementedError
+        """The start line (request line or status line)."""
 
     def encode(self) -> bytes:
         """The wire form, with Content-Length set to the body's length."""

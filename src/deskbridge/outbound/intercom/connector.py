@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import logging
-import mimetypes
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -24,9 +23,9 @@ import httpx
 from deskbridge.adapters.base import TokenCache
 from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
-from deskbridge.http import Fetcher, classify, refuse_page, transport_error
+from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
-from deskbridge.outbound.common import display_name, unique
+from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.intercom import webhook
 from deskbridge.outbound.intercom.throttle import Throttle, for_workspace
 from deskbridge.outbound.render import render
@@ -56,7 +55,6 @@ MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 FILES_PER_PART = 10
 EMAILS_ATTRIBUTE = "deskbridge_emails"
 PHONES_ATTRIBUTE = "deskbridge_phones"
-_MAX_REDIRECTS = 5
 # How far back a retried first message looks for the conversation an earlier attempt
 # may have opened.
 _RECENT_SECONDS = 24 * 3600
@@ -514,42 +512,14 @@ class IntercomConnector:
     async def fetch(self, attachment: Attachment) -> Upload:
         """Download an agent's attachment (at most 20 MB). The token goes only to the
         configured API host; Intercom's file URLs are signed and fetched without it."""
-        what = "intercom fetch attachment"
-        try:
-            url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL as exc:
-            raise PermanentError(f"{what}: not a URL") from exc
-        if url.scheme not in ("https", "http") or not url.host:
-            raise PermanentError(f"{what}: not an http(s) URL")
-        # a URL off the API host came in a webhook body: fetched SSRF-guarded
-        async with Fetcher(self._client, [self._api]) as fetcher:
-            for _ in range(_MAX_REDIRECTS + 1):
-                headers = dict(self._headers) if self._is_api(url) else {}
-                try:
-                    client = fetcher.client_for(url)
-                    async with client.stream("GET", url, headers=headers) as resp:
-                        if resp.has_redirect_location:
-                            url = url.join(resp.headers["location"])
-                            continue
-                        classify(resp, what=what)
-                        if not fetcher.trusted(url):
-                            refuse_page(resp, what=what)
-                        data = await _read_capped(resp, what=what)
-                        content_type = resp.headers.get("content-type", "")
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, what=what) from exc
-                break
-            else:
-                raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
-        filename = attachment.filename or url.path.rstrip("/").rsplit("/", 1)[-1]
-        filename = filename or "attachment"
-        mime = (
-            attachment.mime_type
-            or content_type.split(";", 1)[0].strip()
-            or mimetypes.guess_type(filename)[0]
-            or "application/octet-stream"
+        return await download(
+            self._client,
+            attachment,
+            trusted=self._api,
+            limit=MAX_ATTACHMENT_BYTES,
+            what="intercom fetch attachment",
+            headers=lambda url: dict(self._headers) if self._is_api(url) else {},
         )
-        return Upload(filename=filename, mime_type=mime, data=data)
 
     def _is_api(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin
@@ -656,17 +626,3 @@ def _error_text(resp: httpx.Response) -> str:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
-
-
-async def _read_capped(resp: httpx.Response, *, what: str) -> bytes:
-    declared = resp.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_ATTACHMENT_BYTES:
-        raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ATTACHMENT_BYTES:
-            raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

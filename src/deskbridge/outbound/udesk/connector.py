@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mimetypes
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,10 +22,10 @@ import httpx
 from deskbridge.adapters.base import TokenCache
 from deskbridge.config.accounts import UdeskDeskConfig
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.http import Fetcher, classify, parse_retry_after, refuse_page, transport_error
+from deskbridge.http import classify, parse_retry_after, transport_error
 from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import Filed
-from deskbridge.outbound.common import display_name, unique
+from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.udesk import replies
 from deskbridge.outbound.udesk.sign import signed_query
@@ -390,48 +389,26 @@ class UdeskConnector:
     async def fetch(self, attachment: Attachment) -> Upload:
         """Download an agent's attachment (at most ``max_attachment_bytes``). A URL on the
         Udesk host is signed; any other host (Udesk's file storage) gets no credentials."""
-        what = "udesk fetch attachment"
+        signed: dict[str, str] = {}
         try:
-            url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL as exc:
-            raise PermanentError(f"{what}: not a URL") from exc
-        if url.scheme not in ("https", "http") or not url.host:
-            raise PermanentError(f"{what}: not an http(s) URL")
-        params: dict[str, str] = {}
-        if (url.scheme, url.host, url.port) == self._origin:
+            first = httpx.URL(attachment.ref)
+        except httpx.InvalidURL:
+            first = None
+        if first is not None and (first.scheme, first.host, first.port) == self._origin:
             await self._acquire(low=False)
-            params = self._signed(await self._token())
-        limit = self._config.max_attachment_bytes
-        try:
-            # a URL off the Udesk host came in a callback body: fetched SSRF-guarded
-            async with (
-                Fetcher(self._client, [self._base]) as fetcher,
-                fetcher.client_for(url).stream("GET", url, params=params or None) as resp,
-            ):
-                classify(resp, what=what)
-                if not fetcher.trusted(url):
-                    refuse_page(resp, what=what)
-                declared = resp.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise PermanentError(f"{what}: larger than {limit} bytes")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise PermanentError(f"{what}: larger than {limit} bytes")
-                    chunks.append(chunk)
-                content_type = resp.headers.get("content-type", "")
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what=what) from exc
-        filename = attachment.filename or url.path.rsplit("/", 1)[-1] or "attachment"
-        mime = (
-            attachment.mime_type
-            or content_type.split(";", 1)[0].strip()
-            or mimetypes.guess_type(filename)[0]
-            or "application/octet-stream"
+            signed = self._signed(await self._token())
+
+        def params(url: httpx.URL) -> dict[str, str]:
+            return signed if (url.scheme, url.host, url.port) == self._origin else {}
+
+        return await download(
+            self._client,
+            attachment,
+            trusted=self._base,
+            limit=self._config.max_attachment_bytes,
+            what="udesk fetch attachment",
+            params=params,
         )
-        return Upload(filename=filename, mime_type=mime, data=b"".join(chunks))
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -12,20 +12,18 @@ import base64
 import hashlib
 import json
 import logging
-import mimetypes
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qs
 
 import httpx
 
 from deskbridge.config.accounts import ZendeskDeskConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, refuse_page, transport_error
+from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
-from deskbridge.outbound.common import display_name, unique
+from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
 from deskbridge.schemas import (
@@ -45,7 +43,6 @@ __all__ = ["MAX_ATTACHMENT_BYTES", "ZendeskConnector"]
 log = logging.getLogger(__name__)
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
-_MAX_REDIRECTS = 5
 _MAX_WEBHOOK_PAGES = 20
 _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
@@ -365,43 +362,14 @@ class ZendeskConnector:
         Credentials go only to the Zendesk host; a redirect elsewhere (Zendesk's file host)
         is followed without them.
         """
-        what = "zendesk fetch attachment"
-        try:
-            url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL as exc:
-            raise PermanentError(f"{what}: not a URL") from exc
-        if url.scheme not in ("https", "http") or not url.host:
-            raise PermanentError(f"{what}: not an http(s) URL")
-        headers = dict(self._auth) if self._is_zendesk(url) else {}
-        # a URL off the Zendesk host came in a webhook body: fetched SSRF-guarded
-        async with Fetcher(self._client, [self._config.api_base()]) as fetcher:
-            for _ in range(_MAX_REDIRECTS + 1):
-                try:
-                    client = fetcher.client_for(url)
-                    async with client.stream("GET", url, headers=headers) as resp:
-                        if resp.has_redirect_location:
-                            url = url.join(resp.headers["location"])
-                            if not self._is_zendesk(url):
-                                headers = {}
-                            continue
-                        classify(resp, what=what)
-                        if not fetcher.trusted(url):
-                            refuse_page(resp, what=what)
-                        data = await _read_capped(resp, what=what)
-                        content_type = resp.headers.get("content-type", "")
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, what=what) from exc
-                break
-            else:
-                raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
-        filename = attachment.filename or _filename_from(url) or "attachment"
-        mime = (
-            attachment.mime_type
-            or content_type.split(";", 1)[0].strip()
-            or mimetypes.guess_type(filename)[0]
-            or "application/octet-stream"
+        return await download(
+            self._client,
+            attachment,
+            trusted=self._config.api_base(),
+            limit=MAX_ATTACHMENT_BYTES,
+            what="zendesk fetch attachment",
+            headers=lambda url: dict(self._auth) if self._is_zendesk(url) else {},
         )
-        return Upload(filename=filename, mime_type=mime, data=data)
 
     def _is_zendesk(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin
@@ -703,25 +671,3 @@ def _idempotency(key: str) -> str:
 def _digest(body: dict[str, Any]) -> str:
     raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def _filename_from(url: httpx.URL) -> str | None:
-    names = parse_qs(url.query.decode()).get("name")
-    if names and names[0]:
-        return names[0]
-    last = url.path.rstrip("/").rsplit("/", 1)[-1]
-    return last or None
-
-
-async def _read_capped(resp: httpx.Response, *, what: str) -> bytes:
-    declared = resp.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_ATTACHMENT_BYTES:
-        raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ATTACHMENT_BYTES:
-            raise PermanentError(f"{what}: larger than {MAX_ATTACHMENT_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
