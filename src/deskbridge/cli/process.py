@@ -23,11 +23,12 @@ from deskbridge.config import AccountsFile, EmailConfig, Settings, SipConfig, lo
 from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
+from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.gateway.sip import start_sip_listeners
 from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
-from deskbridge.pipeline import Runtime, run_worker
+from deskbridge.pipeline import run_worker
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
 from deskbridge.store.keyring import load_vault
 
