@@ -11,13 +11,13 @@ import sys
 from typing import NoReturn
 
 import click
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from rich.console import Console
 
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError, DeskbridgeError
 from deskbridge.store import PrivateRedis, Vault, connect
+from deskbridge.store.connection import Connection
 from deskbridge.store.crypto import decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault
 from deskbridge.store.rotation import Rotation, RotationBusy, Tally
@@ -34,7 +34,7 @@ def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoRetu
     sys.exit(2)
 
 
-def _open() -> tuple[Vault, aioredis.Redis]:
+def _open() -> tuple[Vault, Connection]:
     """The vault and Redis of the deployment the environment describes."""
     try:
         settings = Settings()
@@ -113,7 +113,7 @@ def status() -> None:
         tally, state = asyncio.run(go())
     except (DeskbridgeError, OSError) as exc:
         _fail(str(exc))
-    except Exception as exc:  # redis-py's connection errors
+    except Exception as exc:  # the Redis client's connection errors
         _fail(f"Redis: {type(exc).__name__}")
     _counts_table(vault, tally)
     if state:
@@ -163,7 +163,7 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
         _fail(str(exc))
     except (DeskbridgeError, OSError) as exc:
         _fail(str(exc))
-    except Exception as exc:  # redis-py's connection errors
+    except Exception as exc:  # the Redis client's connection errors
         _fail(f"Redis: {type(exc).__name__}")
     if dry_run:
         _counts_table(vault, tally)

@@ -1,5 +1,5 @@
-"""Everything a gateway or worker process holds: one Redis pool, one HTTP client, the
-stores, and the configured adapters and desks."""
+"""Everything a gateway or worker process holds: one HTTP client, the stores (over one
+Redis pool, which the caller opens and closes), and the configured adapters and desks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import functools
 from dataclasses import dataclass, field
 
 import httpx
-import redis.asyncio as aioredis
 
 from deskbridge.adapters import ChannelAdapter, Receiver
 from deskbridge.adapters.registry import build_adapter, build_receivers
@@ -17,8 +16,15 @@ from deskbridge.outbound import DeskConnector, build_desk
 from deskbridge.pipeline.retry import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
+from deskbridge.store.audit import AuditLog
+from deskbridge.store.connection import Connection
+from deskbridge.store.enrichment import EnrichmentCache
+from deskbridge.store.erasure import Erasure
 from deskbridge.store.graph import IdentityGraph
+from deskbridge.store.health import HealthStore
+from deskbridge.store.listing import Listing
 from deskbridge.store.media import MediaLinks
+from deskbridge.store.service import ServiceStore
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 
@@ -66,7 +72,6 @@ def retention_of(settings: Settings, accounts: AccountsFile, account: str) -> Re
 class Runtime:
     settings: Settings
     accounts: AccountsFile
-    redis: aioredis.Redis
     vault: Vault
     http: httpx.AsyncClient
     policy: RetryPolicy
@@ -75,6 +80,12 @@ class Runtime:
     conversations: ConversationStore
     sandbox: SandboxStore
     links: MediaLinks
+    audit: AuditLog
+    listing: Listing
+    erasure: Erasure
+    service: ServiceStore
+    enrichment: EnrichmentCache
+    health: HealthStore
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -85,10 +96,12 @@ class Runtime:
         cls,
         settings: Settings,
         accounts: AccountsFile,
-        redis: aioredis.Redis,
+        redis: Connection,
         vault: Vault,
         http: httpx.AsyncClient,
     ) -> Runtime:
+        """Every store over ``redis`` (the caller keeps it and closes it), the adapters
+        and desks of ``accounts``."""
         policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             base=settings.retry_base_seconds,
@@ -98,10 +111,10 @@ class Runtime:
         # A job key must outlive every retry; if one expires anyway the sweeper re-enqueues.
         job_expiry_ms = int(max(7 * _DAY, 2 * policy.horizon() + _DAY) * 1000)
         sandbox = SandboxStore(redis, vault)
+        deliveries = DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms)
         rt = cls(
             settings=settings,
             accounts=accounts,
-            redis=redis,
             vault=vault,
             http=http,
             policy=policy,
@@ -117,7 +130,7 @@ class Runtime:
                 wait_replicas=settings.wait_replicas,
                 wait_timeout_ms=settings.wait_timeout_ms,
             ),
-            deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
+            deliveries=deliveries,
             conversations=ConversationStore(
                 redis,
                 vault,
@@ -126,6 +139,12 @@ class Runtime:
             ),
             sandbox=sandbox,
             links=MediaLinks(vault, settings.base_public_url()),
+            audit=AuditLog(redis),
+            listing=Listing(redis, vault, deliveries),
+            erasure=Erasure(redis, vault, deliveries),
+            service=ServiceStore(redis),
+            enrichment=EnrichmentCache(redis),
+            health=HealthStore(redis),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(redis, vault)

@@ -24,11 +24,12 @@ from deskbridge.errors import (
     StoreUnavailable,
     WindowClosed,
 )
+from deskbridge.flows import enrichment as routing_step
+from deskbridge.flows import privacy
 from deskbridge.identity.phones import readable
 from deskbridge.outbound.base import DeskConnector
 from deskbridge.outbound.render import render
-from deskbridge.pipeline import privacy, retry
-from deskbridge.pipeline import routing as routing_step
+from deskbridge.pipeline import retry
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.routing.config import RoutingConfig
 from deskbridge.schemas import (
@@ -49,7 +50,7 @@ from deskbridge.schemas import (
     StatusUpdate,
     Upload,
 )
-from deskbridge.store import ConversationRecord, IntakeEvent, keys, new_id
+from deskbridge.store import ConversationRecord, IntakeEvent, new_id
 from deskbridge.store.graph import Observed
 
 __all__ = ["call_message", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
@@ -356,10 +357,8 @@ async def _to_desk(rt: Runtime, d: Delivery) -> DeliveryState:
     await rt.conversations.mark_ours(d.account, desk.desk.value, filed.message_id)
     await routing_step.record_inbound(rt, d.account, conv.id, msg)
     if routing is not None:
-        language = await rt.redis.hget(keys.conversation(d.account, conv.id), "language")
-        note = await routing_step.translation_note(
-            rt, routing, msg.text, language.decode() if language else None
-        )
+        language = await rt.conversations.language(d.account, conv.id)
+        note = await routing_step.translation_note(rt, routing, msg.text, language)
         if note is not None:
             await _note(rt, d, note)
         await _off_hours_ack(rt, d, routing, msg, filed.ticket_id)
@@ -372,10 +371,8 @@ async def _off_hours_ack(
     """Outside business hours, the customer hears when to expect an answer: once per
     conversation per closed period (the intake's dedup mark keeps it to one), sent as
     an automatic message (no HUMAN_AGENT tag on Messenger, Auto-Submitted on email)."""
-    language = await rt.redis.hget(keys.conversation(d.account, d.conversation_id), "language")
-    ack = routing_step.off_hours_text(
-        routing, msg.occurred_at, language.decode() if language else None
-    )
+    language = await rt.conversations.language(d.account, d.conversation_id)
+    ack = routing_step.off_hours_text(routing, msg.occurred_at, language)
     if ack is None:
         return
     text, period = ack

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 from deskbridge.store.crypto import Vault
 from deskbridge.store.graph import IdentityGraph, Observed
 from deskbridge.store.ids import new_id
@@ -44,7 +45,11 @@ class ConversationRecord:
     """The reply context of the customer's last message (``Message.context``)."""
 
 
+@guarded
 class ConversationStore:
+    """Conversations, contacts and their desk mappings. Redis failures raise
+    ``StoreUnavailable``."""
+
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -171,6 +176,16 @@ class ConversationStore:
     async def set_language(self, account: str, conversation_id: str, language: str) -> None:
         """The conversation's language (a label of its service metrics)."""
         await self._redis.hset(keys.conversation(account, conversation_id), "language", language)
+
+    async def language(self, account: str, conversation_id: str) -> str | None:
+        """The language enrichment last detected in the conversation, None if none."""
+        value = await self._redis.hget(keys.conversation(account, conversation_id), "language")
+        return value.decode() if value else None
+
+    async def claim_consent(self, account: str, channel: str, contact_id: str) -> bool:
+        """True exactly once per contact and channel: the consent notice is theirs to send."""
+        flag = keys.consent(account, channel, contact_id)
+        return bool(await self._redis.set(flag, str(int(time.time())), nx=True))
 
     async def set_attribute(self, account: str, contact_id: str, name: str, value: str) -> None:
         contact = await self.contact(account, contact_id)

@@ -13,6 +13,7 @@ from arq.constants import job_key_prefix
 
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
 from deskbridge.store.raw import read_raw_record
@@ -80,6 +81,7 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
     )
 
 
+@guarded
 class DeliveryStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
         self._redis = redis

@@ -30,6 +30,16 @@ __all__ = [
     "desk_user",
     "event",
     "expiring",
+    "graph",
+    "graph_adjacent",
+    "graph_aliases",
+    "graph_audit",
+    "graph_evidence",
+    "graph_members",
+    "graph_node",
+    "graph_pending",
+    "graph_spellings",
+    "graph_suggestions",
     "identity",
     "lane",
     "lane_lock",
@@ -281,3 +291,56 @@ def udesk_memo(account: str, digest: str) -> str:
 def udesk_poll_lock(account: str) -> str:
     """Held by the worker whose turn it is to poll the account's tickets."""
     return f"{_a(account)}:udesk:poll"
+
+
+# -- the identity graph, by merge scope (store/graph.py; its scripts get the prefix) -------
+
+
+def graph(scope: str) -> str:
+    """The prefix of every key of a merge scope's identity graph."""
+    return f"db:{{{scope}}}:g"
+
+
+def graph_node(scope: str, digest: str) -> str:
+    """Hash of one identity node: its sealed value ``v`` and contact ``c``."""
+    return f"{graph(scope)}:node:{digest}"
+
+
+def graph_spellings(scope: str, digest: str) -> str:
+    """Hash of the sealed spellings one node was seen with."""
+    return f"{graph(scope)}:vals:{digest}"
+
+
+def graph_adjacent(scope: str, digest: str) -> str:
+    """Hash of a node's neighbours and how each edge merges."""
+    return f"{graph(scope)}:adj:{digest}"
+
+
+def graph_evidence(scope: str, lo: str, hi: str) -> str:
+    """List of what linked two nodes (``lo`` < ``hi``)."""
+    return f"{graph(scope)}:ev:{lo}|{hi}"
+
+
+def graph_members(scope: str, contact_id: str) -> str:
+    """Set of a contact's nodes."""
+    return f"{graph(scope)}:members:{contact_id}"
+
+
+def graph_aliases(scope: str) -> str:
+    """Hash of merged contact ids → the contact they were merged into."""
+    return f"{graph(scope)}:alias"
+
+
+def graph_suggestions(scope: str) -> str:
+    """Hash of suggested merges by contact pair."""
+    return f"{graph(scope)}:sugg"
+
+
+def graph_pending(scope: str) -> str:
+    """Sorted set of the suggestions nobody decided yet."""
+    return f"{graph(scope)}:sugg:pending"
+
+
+def graph_audit(scope: str) -> str:
+    """Stream of the graph's merges and splits."""
+    return f"{graph(scope)}:audit"

@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 from deskbridge.store.crypto import Vault
 
 __all__ = ["SandboxMessage", "SandboxStore", "SandboxTicket"]
@@ -41,6 +42,7 @@ class SandboxTicket:
     messages: list[SandboxMessage] = field(default_factory=list)
 
 
+@guarded
 class SandboxStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
         self._redis = redis
