@@ -6,12 +6,15 @@ could move to Redis Cluster for everything but arq's queue, whose names arq fixe
 
 from __future__ import annotations
 
+import re
+
 from arq.constants import default_queue_name, job_key_prefix
 
 __all__ = [
     "ARQ_QUEUE",
     "AUDIT",
     "HEARTBEAT",
+    "HOLE",
     "ROTATION",
     "ROTATION_LOCK",
     "arq_job",
@@ -37,6 +40,7 @@ __all__ = [
     "graph_evidence",
     "graph_members",
     "graph_node",
+    "graph_node_for",
     "graph_pending",
     "graph_spellings",
     "graph_suggestions",
@@ -44,6 +48,7 @@ __all__ = [
     "lane",
     "lane_lock",
     "ours",
+    "pattern",
     "pending",
     "problems",
     "profile",
@@ -344,3 +349,30 @@ def graph_pending(scope: str) -> str:
 def graph_audit(scope: str) -> str:
     """Stream of the graph's merges and splits."""
     return f"{graph(scope)}:audit"
+
+
+def graph_node_for(spellings_key: str) -> str:
+    """The node key whose spellings ``spellings_key`` (a ``graph_spellings`` key) holds."""
+    found = _SPELLINGS.match(spellings_key)
+    if found is None:
+        raise ValueError("not a graph spellings key")
+    return graph_node(found[1], found[2])
+
+
+# -- key shapes --------------------------------------------------------------------------
+
+HOLE = "\x1f"
+"""Stands for any segment in a key given to ``pattern``."""
+
+
+def pattern(shape: str) -> re.Pattern[str]:
+    """A regex matching the keys of ``shape`` (a key built with ``HOLE`` for segments):
+    a hole in braces (the account or scope hash tag) is one group of non-brace
+    characters, any other hole one group of non-colon characters."""
+    escaped = re.escape(shape)
+    hole = re.escape(HOLE)
+    tagged = re.escape("{") + hole + re.escape("}")
+    return re.compile("^" + escaped.replace(tagged, r"\{([^}]+)\}").replace(hole, "([^:]+)") + "$")
+
+
+_SPELLINGS = pattern(graph_spellings(HOLE, HOLE))

@@ -33,7 +33,7 @@ from deskbridge.store.ids import new_id
 __all__ = ["SEALED", "Rotation", "RotationBusy", "SealedKind", "Tally", "classify"]
 
 Shape = Literal["string", "hash", "list"]
-_A = r"^db:\{[^}]+\}"
+_H = keys.HOLE
 
 
 def _same(key: str, field_: str) -> str:
@@ -45,7 +45,7 @@ def _field(key: str, field_: str) -> str:
 
 
 def _node(key: str, field_: str) -> str:
-    return key.replace(":g:vals:", ":g:node:", 1)
+    return keys.graph_node_for(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +61,31 @@ class SealedKind:
     aad: Callable[[str, str], str] = _same
 
 
+def _tokens() -> re.Pattern[str]:
+    # every token key but the renewal locks beside them
+    head = keys.token("")
+    lock = keys.token_lock("")[len(head) :]
+    return re.compile("^" + re.escape(head) + "(?!.*" + re.escape(lock) + "$).+$")
+
+
 SEALED: tuple[SealedKind, ...] = (
-    SealedKind("raw request", re.compile(_A + r":raw:[^:]+$"), "string"),
-    SealedKind("event", re.compile(_A + r":evt:[^:]+$"), "string"),
-    SealedKind("contact", re.compile(_A + r":contact:[^:]+$"), "string"),
-    SealedKind("display name", re.compile(_A + r":profile:[^:]+:[^:]+$"), "string"),
+    SealedKind("raw request", keys.pattern(keys.raw(_H, _H)), "string"),
+    SealedKind("event", keys.pattern(keys.event(_H, _H)), "string"),
+    SealedKind("contact", keys.pattern(keys.contact(_H, _H)), "string"),
+    SealedKind("display name", keys.pattern(keys.profile(_H, _H, _H)), "string"),
     SealedKind(
         "conversation",
-        re.compile(_A + r":conv:[^:]+$"),
+        keys.pattern(keys.conversation(_H, _H)),
         "hash",
         ("thread", "reply_token", "context"),
         _field,
     ),
-    SealedKind("identity node", re.compile(_A + r":g:node:[^:]+$"), "hash", ("v",)),
-    SealedKind("identity spellings", re.compile(_A + r":g:vals:[^:]+$"), "hash", (), _node),
-    SealedKind("sandbox ticket", re.compile(_A + r":sbx:ticket:[^:]+$"), "hash", ("meta",)),
-    SealedKind("sandbox messages", re.compile(_A + r":sbx:ticket:[^:]+:msgs$"), "list"),
-    SealedKind("sandbox outbox", re.compile(_A + r":sbx:outbox$"), "list"),
-    SealedKind("platform token", re.compile(r"^deskbridge:token:(?!.*:lock$).+$"), "string"),
+    SealedKind("identity node", keys.pattern(keys.graph_node(_H, _H)), "hash", ("v",)),
+    SealedKind("identity spellings", keys.pattern(keys.graph_spellings(_H, _H)), "hash", (), _node),
+    SealedKind("sandbox ticket", keys.pattern(keys.sandbox_ticket(_H, _H)), "hash", ("meta",)),
+    SealedKind("sandbox messages", keys.pattern(keys.sandbox_messages(_H, _H)), "list"),
+    SealedKind("sandbox outbox", keys.pattern(keys.sandbox_outbox(_H)), "list"),
+    SealedKind("platform token", _tokens(), "string"),
 )
 
 
