@@ -13,12 +13,12 @@ import logging
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from deskbridge.errors import DeliveryError, StoreUnavailable
+from deskbridge.errors import DeliveryError
 from deskbridge.outbound.udesk.connector import NoBudget, Polled
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.schemas import AgentReply, Direction
 from deskbridge.store import IntakeEvent
-from deskbridge.store.connection import CONNECTION_LOST
+from deskbridge.store.connection import UNAVAILABLE
 
 __all__ = ["PollingDesk", "poll_loop", "poll_once"]
 
@@ -116,6 +116,6 @@ async def poll_loop(rt: Runtime) -> None:
                     taken = await poll_once(rt, account)
                     if taken:
                         log.info("poll %s: %d agent replies taken in", account, taken)
-            except (StoreUnavailable, *CONNECTION_LOST) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("poll %s: Redis unavailable (%s)", account, type(exc).__name__)
         await asyncio.sleep(_TICK)

@@ -18,13 +18,12 @@ from typing import Any
 
 from arq import Worker, func
 
-from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import enrichment, privacy
 from deskbridge.pipeline.health import health_loop
 from deskbridge.pipeline.polling import poll_loop
 from deskbridge.pipeline.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
-from deskbridge.store.connection import CONNECTION_LOST, arq_settings, cause
+from deskbridge.store.connection import CONNECTION_LOST, UNAVAILABLE, arq_settings, cause
 
 __all__ = ["build_worker", "run_worker", "sweep_once"]
 
@@ -97,7 +96,7 @@ async def _background(rt: Runtime) -> None:
             if time.monotonic() >= next_sweep:
                 await sweep_once(rt)
                 next_sweep = time.monotonic() + rt.settings.sweep_interval_seconds
-        except (StoreUnavailable, *CONNECTION_LOST) as exc:
+        except UNAVAILABLE as exc:
             log.warning("worker background loop: Redis unavailable (%s)", cause(exc))
         await asyncio.sleep(2)
 
@@ -128,7 +127,7 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
             started = time.monotonic()
             try:
                 await worker.main()
-            except (StoreUnavailable, *CONNECTION_LOST) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("worker lost Redis (%s); restarting in %.1fs", cause(exc), delay)
             finally:
                 await _close(worker)

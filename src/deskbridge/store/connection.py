@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from subprocess import DEVNULL
-from typing import ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import redis.asyncio as aioredis
 from arq.connections import RedisSettings
@@ -22,13 +22,16 @@ from deskbridge.errors import ConfigError, StoreUnavailable
 
 __all__ = [
     "CONNECTION_LOST",
+    "UNAVAILABLE",
     "Connection",
     "PrivateRedis",
+    "Structures",
     "arq_settings",
     "cause",
     "check_policy",
     "connect",
     "guarded",
+    "structures",
     "translated",
 ]
 
@@ -41,9 +44,45 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a client of ours or arq's raises when Redis goes away (arq's worker lets them
 through; the store's own methods raise ``StoreUnavailable`` instead)."""
 
+UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *CONNECTION_LOST)
+"""What a loop that runs store methods and arq's own client catches to outlive an outage."""
+
+_Key: TypeAlias = str | bytes
+_Value: TypeAlias = str | bytes | int | float
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound=type)
+
+
+class Structures(Protocol):
+    """The hash, list and set commands the store uses, typed as the async client runs
+    them (redis-py types them ``Awaitable[T] | T``, for its sync and async clients)."""
+
+    async def hget(self, name: _Key, key: _Key) -> bytes | None: ...
+    async def hgetall(self, name: _Key) -> dict[bytes, bytes]: ...
+    async def hset(
+        self,
+        name: _Key,
+        key: _Key | None = None,
+        value: _Value | None = None,
+        mapping: dict[Any, Any] | None = None,
+    ) -> int: ...
+    async def hdel(self, name: _Key, *keys: _Key) -> int: ...
+    async def hexists(self, name: _Key, key: _Key) -> bool: ...
+    async def hkeys(self, name: _Key) -> list[bytes]: ...
+    async def hvals(self, name: _Key) -> list[bytes]: ...
+    async def lindex(self, name: _Key, index: int) -> bytes | None: ...
+    async def llen(self, name: _Key) -> int: ...
+    async def lrange(self, name: _Key, start: int, end: int) -> list[bytes]: ...
+    async def lrem(self, name: _Key, count: int, value: _Value) -> int: ...
+    async def sadd(self, name: _Key, *values: _Value) -> int: ...
+    async def smembers(self, name: _Key) -> set[bytes]: ...
+
+
+def structures(redis: aioredis.Redis) -> Structures:
+    """``redis`` seen through ``Structures`` (the same client; one cast, here)."""
+    return cast(Structures, redis)
 
 
 def arq_settings(url: str) -> RedisSettings:

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from deskbridge.schemas import Channel, Delivery, Desk, Direction, Identity
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import DeliveryStore
 
@@ -50,6 +50,7 @@ class Erasure:
 
     def __init__(self, redis: aioredis.Redis, vault: Vault, deliveries: DeliveryStore) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._deliveries = deliveries
 
@@ -83,10 +84,10 @@ class Erasure:
         concurrent pushes). Returns how many."""
         key = keys.sandbox_outbox(account)
         removed = 0
-        for blob in await self._redis.lrange(key, 0, -1):
+        for blob in await self._typed.lrange(key, 0, -1):
             entry = json.loads(self._vault.open(blob, key))
             if drop(entry):
-                removed += int(await self._redis.lrem(key, 0, blob))
+                removed += int(await self._typed.lrem(key, 0, blob))
         return removed
 
     # --- a contact's deliveries --------------------------------------------------------------
@@ -98,7 +99,7 @@ class Erasure:
             ids |= {x.decode() for x in await self._redis.zrange(key, 0, -1)}
         for conv in convs:
             for direction in Direction:
-                lane = await self._redis.lrange(keys.lane(account, direction.value, conv), 0, -1)
+                lane = await self._typed.lrange(keys.lane(account, direction.value, conv), 0, -1)
                 ids |= {x.decode() for x in lane}
         ordered = sorted(ids)
         out: list[Delivery] = []
@@ -118,7 +119,7 @@ class Erasure:
     async def erase(self, plan: ErasurePlan, report: dict[str, int]) -> None:
         """Remove what ``plan`` names, adding what went to ``report``'s counts. Idempotent."""
         hashes = {
-            c: await self._redis.hgetall(keys.conversation(plan.account, c))
+            c: await self._typed.hgetall(keys.conversation(plan.account, c))
             for c in plan.conversations
         }
         await self._erase_raw(plan, report)

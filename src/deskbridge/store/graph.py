@@ -36,7 +36,7 @@ from deskbridge.identity.normalize import (
 )
 from deskbridge.schemas import Identity
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
 
@@ -356,6 +356,7 @@ class IdentityGraph:
         clock: Any = time.time,
     ) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._recycle = recycle_seconds
         self._clock = clock
@@ -497,7 +498,7 @@ class IdentityGraph:
         each), rejecting drops it. False when there was no such suggestion."""
         lo, hi = sorted(pair)
         field_ = f"{lo}|{hi}"
-        if not await self._redis.hexists(keys.graph_suggestions(scope), field_):
+        if not await self._typed.hexists(keys.graph_suggestions(scope), field_):
             return False
         if accept:
             left, right = await self.members(scope, lo), await self.members(scope, hi)
@@ -524,7 +525,7 @@ class IdentityGraph:
     async def resolve(self, scope: str, contact_id: str) -> str:
         """The live id of ``contact_id`` (after merges)."""
         for _ in range(64):
-            nxt = await self._redis.hget(keys.graph_aliases(scope), contact_id)
+            nxt = await self._typed.hget(keys.graph_aliases(scope), contact_id)
             if nxt is None:
                 return contact_id
             contact_id = nxt.decode()
@@ -532,7 +533,7 @@ class IdentityGraph:
 
     async def find(self, scope: str, ident: Identity) -> str | None:
         d = self.digest(scope, ident)
-        c = await self._redis.hget(keys.graph_node(scope, d), "c")
+        c = await self._typed.hget(keys.graph_node(scope, d), "c")
         if not c:
             return None
         return await self.resolve(scope, c.decode())
@@ -541,13 +542,13 @@ class IdentityGraph:
         """Every identifier of the contact (values opened), channel identities first."""
         contact_id = await self.resolve(scope, contact_id)
         digests = sorted(
-            d.decode() for d in await self._redis.smembers(keys.graph_members(scope, contact_id))
+            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
         )
         out: dict[tuple[str, str | None, str], Identity] = {}
         for d in digests:
-            spellings = await self._redis.hvals(keys.graph_spellings(scope, d))
+            spellings = await self._typed.hvals(keys.graph_spellings(scope, d))
             if not spellings:
-                blob = await self._redis.hget(keys.graph_node(scope, d), "v")
+                blob = await self._typed.hget(keys.graph_node(scope, d), "v")
                 spellings = [blob] if blob is not None else []
             for blob in spellings:
                 i = Identity.model_validate_json(self._vault.open(blob, keys.graph_node(scope, d)))
@@ -559,23 +560,23 @@ class IdentityGraph:
     async def edges(self, scope: str, contact_id: str) -> list[Edge]:
         contact_id = await self.resolve(scope, contact_id)
         digests = {
-            d.decode() for d in await self._redis.smembers(keys.graph_members(scope, contact_id))
+            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
         }
         values: dict[str, Identity] = {}
         for d in digests:
-            blob = await self._redis.hget(keys.graph_node(scope, d), "v")
+            blob = await self._typed.hget(keys.graph_node(scope, d), "v")
             if blob is not None:
                 values[d] = Identity.model_validate_json(
                     self._vault.open(blob, keys.graph_node(scope, d))
                 )
         out: list[Edge] = []
         for a in sorted(digests):
-            for b_raw, mode in (await self._redis.hgetall(keys.graph_adjacent(scope, a))).items():
+            for b_raw, mode in (await self._typed.hgetall(keys.graph_adjacent(scope, a))).items():
                 b = b_raw.decode()
                 if a < b and a in values and b in values:
                     ev = [
                         json.loads(x)
-                        for x in await self._redis.lrange(keys.graph_evidence(scope, a, b), 0, -1)
+                        for x in await self._typed.lrange(keys.graph_evidence(scope, a, b), 0, -1)
                     ]
                     out.append(Edge(values[a], values[b], mode == b"m", ev))
         return out
@@ -585,7 +586,7 @@ class IdentityGraph:
         out: list[Suggestion] = []
         for raw in pairs:
             pair = raw.decode()
-            info = await self._redis.hget(keys.graph_suggestions(scope), pair)
+            info = await self._typed.hget(keys.graph_suggestions(scope), pair)
             if info is None:
                 continue
             data = json.loads(info)
@@ -607,7 +608,7 @@ class IdentityGraph:
 
     async def aliases(self, scope: str, contact_id: str) -> set[str]:
         """The contact ids merged into ``contact_id`` (directly or through others)."""
-        rows = await self._redis.hgetall(keys.graph_aliases(scope))
+        rows = await self._typed.hgetall(keys.graph_aliases(scope))
         alias = {k.decode(): v.decode() for k, v in rows.items()}
         out: set[str] = set()
         for start in alias:
@@ -620,7 +621,7 @@ class IdentityGraph:
 
     async def suggestions_of(self, scope: str, ids: set[str]) -> list[Suggestion]:
         """Every suggestion (pending or not yet decided) naming one of ``ids``."""
-        rows = await self._redis.hgetall(keys.graph_suggestions(scope))
+        rows = await self._typed.hgetall(keys.graph_suggestions(scope))
         out = []
         for raw, info in rows.items():
             lo, _, hi = raw.decode().partition("|")
@@ -640,14 +641,14 @@ class IdentityGraph:
         digests: set[str] = set()
         for cid in ids:
             digests |= {
-                d.decode() for d in await self._redis.smembers(keys.graph_members(scope, cid))
+                d.decode() for d in await self._typed.smembers(keys.graph_members(scope, cid))
             }
         # nodes that still name the contact without being members (a crash mid-merge)
         counts = {"identities": 0, "edges": 0, "aliases": 0, "suggestions": 0, "graph_audit": 0}
         doomed = set(digests)
         pipe = self._redis.pipeline(transaction=False)
         for d in sorted(digests):
-            for nb_raw in await self._redis.hkeys(keys.graph_adjacent(scope, d)):
+            for nb_raw in await self._typed.hkeys(keys.graph_adjacent(scope, d)):
                 nb = nb_raw.decode()
                 lo, hi = sorted((d, nb))
                 pipe.delete(keys.graph_evidence(scope, lo, hi))
@@ -657,9 +658,9 @@ class IdentityGraph:
                 counts["edges"] += 1
                 pipe.hdel(keys.graph_adjacent(scope, nb), d)
                 rest = {
-                    x.decode() for x in await self._redis.hkeys(keys.graph_adjacent(scope, nb))
+                    x.decode() for x in await self._typed.hkeys(keys.graph_adjacent(scope, nb))
                 } - digests
-                owner = await self._redis.hget(keys.graph_node(scope, nb), "c")
+                owner = await self._typed.hget(keys.graph_node(scope, nb), "c")
                 if not rest and (not owner or owner.decode() in ids):
                     doomed.add(nb)  # an identifier nobody else holds: it was theirs only
         for d in doomed:

@@ -27,6 +27,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.connection import structures
 from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.ids import new_id
 
@@ -183,6 +184,7 @@ class Rotation:
         self, redis: aioredis.Redis, vault: Vault, *, batch: int = 500, pause: float = 0.0
     ) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._batch = batch
         self._pause = pause
@@ -240,7 +242,7 @@ class Rotation:
 
     async def state(self) -> dict[str, str]:
         """The stored progress of the last rotation (empty when none ran)."""
-        raw = await self._redis.hgetall(keys.ROTATION)
+        raw = await self._typed.hgetall(keys.ROTATION)
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def run(
@@ -267,7 +269,7 @@ class Rotation:
                 if on_batch is not None:
                     on_batch(tally)
                 if cursor == 0:
-                    await self._redis.hset(keys.ROTATION, "finished_at", f"{time.time():.3f}")
+                    await self._typed.hset(keys.ROTATION, "finished_at", f"{time.time():.3f}")
                     return tally
                 if self._pause:
                     await asyncio.sleep(self._pause)
@@ -304,7 +306,7 @@ class Rotation:
             "updated_at": f"{time.time():.3f}",
             "unreadable_keys": json.dumps(tally.unreadable_keys),
         }
-        await self._redis.hset(keys.ROTATION, mapping=mapping)
+        await self._typed.hset(keys.ROTATION, mapping=mapping)
 
     async def _rotate(self, item: _Item, tally: Tally) -> None:
         value = item.value
@@ -336,7 +338,7 @@ class Rotation:
             again = (
                 await self._redis.get(item.key)
                 if shape == "string"
-                else await self._redis.hget(item.key, item.field)
+                else await self._typed.hget(item.key, item.field)
             )
             if not again:
                 tally.vanished += 1
