@@ -17,7 +17,7 @@ from rich.console import Console
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError, DeskbridgeError
 from deskbridge.store import PrivateRedis, Vault, connect
-from deskbridge.store.connection import Connection
+from deskbridge.store.connection import Connection, disconnect
 from deskbridge.store.crypto import decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault
 from deskbridge.store.rotation import Rotation, RotationBusy, Tally
@@ -100,14 +100,14 @@ def _counts_table(vault: Vault, tally: Tally) -> None:
 @keys.command()
 def status() -> None:
     """Key ids in use: how many stored records each one sealed, and the last rotation."""
-    vault, redis = _open()
+    vault, conn = _open()
 
     async def go() -> tuple[Tally, dict[str, str]]:
         try:
-            rot = Rotation(redis, vault)
+            rot = Rotation(conn, vault)
             return await rot.census(), await rot.state()
         finally:
-            await redis.aclose()
+            await disconnect(conn)
 
     try:
         tally, state = asyncio.run(go())
@@ -142,8 +142,8 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
 
     Deploy the keys file with the new active key to every process first. Exits 1 when a
     record could not be opened (listed; nothing is deleted)."""
-    vault, redis = _open()
-    rot = Rotation(redis, vault, batch=batch, pause=pause)
+    vault, conn = _open()
+    rot = Rotation(conn, vault, batch=batch, pause=pause)
 
     def progress(t: Tally) -> None:
         err.print(
@@ -155,7 +155,7 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
         try:
             return await (rot.census() if dry_run else rot.run(restart=restart, on_batch=progress))
         finally:
-            await redis.aclose()
+            await disconnect(conn)
 
     try:
         tally = asyncio.run(go())

@@ -70,6 +70,9 @@ def retention_of(settings: Settings, accounts: AccountsFile, account: str) -> Re
 
 @dataclass
 class Runtime:
+    """What a process's handlers and tasks share: settings, the stores (no Redis client:
+    every read and write is a store method), the HTTP client, the adapters and desks."""
+
     settings: Settings
     accounts: AccountsFile
     vault: Vault
@@ -96,12 +99,12 @@ class Runtime:
         cls,
         settings: Settings,
         accounts: AccountsFile,
-        redis: Connection,
+        connection: Connection,
         vault: Vault,
         http: httpx.AsyncClient,
     ) -> Runtime:
-        """Every store over ``redis`` (the caller keeps it and closes it), the adapters
-        and desks of ``accounts``."""
+        """Every store over ``connection`` (the caller keeps it and closes it), the
+        adapters and desks of ``accounts``."""
         policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             base=settings.retry_base_seconds,
@@ -110,8 +113,8 @@ class Runtime:
         )
         # A job key must outlive every retry; if one expires anyway the sweeper re-enqueues.
         job_expiry_ms = int(max(7 * _DAY, 2 * policy.horizon() + _DAY) * 1000)
-        sandbox = SandboxStore(redis, vault)
-        deliveries = DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms)
+        sandbox = SandboxStore(connection, vault)
+        deliveries = DeliveryStore(connection, vault, job_expiry_ms=job_expiry_ms)
         rt = cls(
             settings=settings,
             accounts=accounts,
@@ -119,7 +122,7 @@ class Runtime:
             http=http,
             policy=policy,
             intake=Intake(
-                redis,
+                connection,
                 vault,
                 dedup_ttl=settings.dedup_ttl_seconds,
                 raw_ttl=settings.raw_retention_seconds,
@@ -132,23 +135,23 @@ class Runtime:
             ),
             deliveries=deliveries,
             conversations=ConversationStore(
-                redis,
+                connection,
                 vault,
-                IdentityGraph(redis, vault, recycle_seconds=settings.recycle_after_seconds),
+                IdentityGraph(connection, vault, recycle_seconds=settings.recycle_after_seconds),
                 scopes=accounts.identity_scopes(),
             ),
             sandbox=sandbox,
             links=MediaLinks(vault, settings.base_public_url()),
-            audit=AuditLog(redis),
-            listing=Listing(redis, vault, deliveries),
-            erasure=Erasure(redis, vault, deliveries),
-            service=ServiceStore(redis),
-            enrichment=EnrichmentCache(redis),
-            health=HealthStore(redis),
+            audit=AuditLog(connection),
+            listing=Listing(connection, vault, deliveries),
+            erasure=Erasure(connection, vault, deliveries),
+            service=ServiceStore(connection),
+            enrichment=EnrichmentCache(connection),
+            health=HealthStore(connection),
         )
         public = settings.base_public_url()
-        tokens = RedisTokenCache(redis, vault)
-        udesk_state = RedisUdeskState(redis)
+        tokens = RedisTokenCache(connection, vault)
+        udesk_state = RedisUdeskState(connection)
         for name, account in accounts.accounts.items():
             rt.desks[name] = build_desk(
                 name,

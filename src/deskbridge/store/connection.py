@@ -30,6 +30,7 @@ __all__ = [
     "cause",
     "check_policy",
     "connect",
+    "disconnect",
     "guarded",
     "structures",
     "translated",
@@ -83,6 +84,11 @@ class Structures(Protocol):
 def structures(redis: aioredis.Redis) -> Structures:
     """``redis`` seen through ``Structures`` (the same client; one cast, here)."""
     return cast(Structures, redis)
+
+
+async def disconnect(connection: Connection) -> None:
+    """Close the pool ``connect`` opened (its owner calls this once, at exit)."""
+    await connection.aclose()
 
 
 def arq_settings(url: str) -> RedisSettings:
