@@ -1,5 +1,7 @@
 """Privacy by default (issue 10): retention sweeps, the right to erasure, the right of
-access, and the first-contact consent notice. See docs/privacy.md.
+access, and the first-contact consent notice. See docs/privacy.md. This module decides
+what goes and in which order (desk first, under the lanes' locks); the walks over the
+keys are ``store/erasure.py``'s.
 
 Erasure and export read a contact's data across every account of its merge scope. The
 audit entry of an erasure keeps the contact id (a random id that names nobody once the
