@@ -1,0 +1,198 @@
+"""Guards that keep the shared helpers shared: the one capped download (every channel and
+desk that reads a file goes through ``http.read_capped``), the one JSON body guard, and a
+clean vulture run over ``src``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, cast
+
+import httpx
+import pytest
+import respx
+
+from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.line.api import LineApi
+from deskbridge.adapters.line.tokens import ChannelTokens
+from deskbridge.adapters.messenger.adapter import MessengerAdapter
+from deskbridge.adapters.telegram.send import BotApi
+from deskbridge.adapters.whatsapp.api import CloudApi
+from deskbridge.config.accounts import MessengerConfig
+from deskbridge.errors import PermanentError
+from deskbridge.http import read_capped
+from deskbridge.outbound.common import download
+from deskbridge.schemas import Attachment
+
+LIMIT = 50
+SMALL = b"x" * 10
+BIG = b"x" * 160
+
+# Content-Length values a server (or a forged redirect target) may send that are not a
+# plain decimal: each used to escape some of the copies as a ValueError.
+SUPERSCRIPT = pytest.param("²", id="superscript")  # str.isdigit() says yes, int() says no
+HUGE = pytest.param("9" * 5000, id="5000-digits")  # more digits than int() converts
+GARBAGE = [
+    SUPERSCRIPT,
+    HUGE,
+    pytest.param("١٢", id="arabic-indic"),  # int() reads these as 12
+    pytest.param("abc", id="letters"),
+    pytest.param("1e3", id="float"),
+    pytest.param("-5", id="negative"),
+    pytest.param("", id="empty"),
+]
+NONE = pytest.param(None, id="none")
+
+
+def _header(value: str) -> list[tuple[bytes, bytes]]:
+    return [(b"content-length", value.encode())]
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(body), 16):
+        yield body[i : i + 16]
+
+
+def respond(body: bytes, content_length: str | None) -> httpx.Response:
+    """``body`` streamed in chunks; ``content_length`` None sends no Content-Length."""
+    headers = [] if content_length is None else _header(content_length)
+    return httpx.Response(200, headers=headers, content=_chunks(body))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as c:
+        yield c
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+# --- read_capped ------------------------------------------------------------------------
+
+
+async def _read(client: httpx.AsyncClient, response: httpx.Response, **kw: Any) -> bytes:
+    with respx.mock() as router:
+        router.get("https://files.test/f").mock(return_value=response)
+        async with client.stream("GET", "https://files.test/f") as r:
+            return await read_capped(r, LIMIT, what="test download", **kw)
+
+
+@pytest.mark.parametrize("content_length", [NONE, str(len(SMALL)), *GARBAGE])
+async def test_read_capped_returns_a_body_within_the_cap(
+    client: httpx.AsyncClient, content_length: str | None
+) -> None:
+    assert await _read(client, respond(SMALL, content_length)) == SMALL
+
+
+@pytest.mark.parametrize("content_length", [NONE, str(len(BIG)), "10", *GARBAGE])
+async def test_read_capped_stops_past_the_cap_whatever_content_length_says(
+    client: httpx.AsyncClient, content_length: str | None
+) -> None:
+    with pytest.raises(PermanentError, match=f"test download: over the {LIMIT}-byte limit"):
+        await _read(client, respond(BIG, content_length))
+
+
+async def test_read_capped_refuses_a_declared_oversize_before_reading(
+    client: httpx.AsyncClient,
+) -> None:
+    read = []
+
+    async def body() -> AsyncIterator[bytes]:
+        read.append(True)
+        yield SMALL
+
+    response = httpx.Response(200, headers=_header(str(LIMIT + 1)), content=body())
+    with pytest.raises(PermanentError, match="over the 50-byte limit"):
+        await _read(client, response)
+    assert read == []
+
+
+async def test_read_capped_untrusted_refuses_web_pages(client: httpx.AsyncClient) -> None:
+    page = httpx.Response(200, headers={"content-type": "text/html; charset=utf-8"}, text="<p>")
+    with pytest.raises(PermanentError, match="refused content type text/html"):
+        await _read(client, page, untrusted=True)
+
+
+# --- every caller -----------------------------------------------------------------------
+
+
+class _Tokens:
+    async def get(self) -> str:
+        return "line-token"
+
+    async def rejected(self, token: str) -> bool:
+        return False
+
+
+Fetch = Callable[[httpx.AsyncClient], Awaitable[bytes]]
+
+
+async def _telegram(client: httpx.AsyncClient) -> bytes:
+    return await BotApi(client, "https://tg.test", "123:abc").download("f/1.oga", limit=LIMIT)
+
+
+async def _whatsapp(client: httpx.AsyncClient) -> bytes:
+    api = CloudApi(client, "https://graph.test", "1001", "wa-token")
+    return await api.download("https://files.test/wa/1", limit=LIMIT)
+
+
+async def _line(client: httpx.AsyncClient) -> bytes:
+    api = LineApi(
+        "acme",
+        client,
+        cast(ChannelTokens, _Tokens()),
+        base="https://line.test",
+        data_base="https://files.test",
+    )
+    data, _ = await api.download("/line/1", what="line content download", limit=LIMIT)
+    return data
+
+
+async def _messenger(client: httpx.AsyncClient) -> bytes:
+    config = MessengerConfig.model_validate(
+        {"app": "meta", "page_id": "1", "page_access_token": "t", "max_media_bytes": LIMIT}
+    )
+    adapter = MessengerAdapter("acme", config, client, cast(MediaLinks, None))
+    upload = await adapter.fetch(Attachment(kind="image", ref="https://files.test/fb/1.jpg"))
+    return upload.data
+
+
+async def _desk(client: httpx.AsyncClient) -> bytes:
+    attachment = Attachment(kind="document", ref="https://files.test/desk/1")
+    upload = await download(
+        client, attachment, trusted="https://files.test", limit=LIMIT, what="desk download"
+    )
+    return upload.data
+
+
+CALLERS: dict[str, tuple[Fetch, str]] = {
+    "telegram": (_telegram, "https://tg.test/file/bot123:abc/f/1.oga"),
+    "whatsapp": (_whatsapp, "https://files.test/wa/1"),
+    "line": (_line, "https://files.test/line/1"),
+    "messenger": (_messenger, "https://files.test/fb/1.jpg"),
+    "desk": (_desk, "https://files.test/desk/1"),
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("content_length", [NONE, SUPERSCRIPT, HUGE, "abc"])
+async def test_every_download_reads_a_small_file_whatever_content_length_says(
+    client: httpx.AsyncClient, api: respx.MockRouter, caller: str, content_length: str | None
+) -> None:
+    fetch, url = CALLERS[caller]
+    api.get(url).mock(side_effect=lambda request: respond(SMALL, content_length))
+    assert await fetch(client) == SMALL
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("content_length", [NONE, str(len(BIG)), "10", SUPERSCRIPT, HUGE])
+async def test_every_download_is_capped_with_a_permanent_error(
+    client: httpx.AsyncClient, api: respx.MockRouter, caller: str, content_length: str | None
+) -> None:
+    fetch, url = CALLERS[caller]
+    api.get(url).mock(side_effect=lambda request: respond(BIG, content_length))
+    with pytest.raises(PermanentError, match=f"over the {LIMIT}-byte limit"):
+        await fetch(client)
