@@ -4,24 +4,35 @@ clean vulture run over ``src``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 import respx
 
+import deskbridge
 from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.line import parse as line_parse
 from deskbridge.adapters.line.api import LineApi
 from deskbridge.adapters.line.tokens import ChannelTokens
+from deskbridge.adapters.messenger import parse as messenger_parse
 from deskbridge.adapters.messenger.adapter import MessengerAdapter
+from deskbridge.adapters.payload import MAX_DEPTH, MAX_ITEMS, load_object
+from deskbridge.adapters.telegram import parse as telegram_parse
 from deskbridge.adapters.telegram.send import BotApi
+from deskbridge.adapters.whatsapp import parse as whatsapp_parse
 from deskbridge.adapters.whatsapp.api import CloudApi
 from deskbridge.config.accounts import MessengerConfig
-from deskbridge.errors import PermanentError
+from deskbridge.errors import PayloadInvalid, PermanentError
 from deskbridge.http import read_capped
 from deskbridge.outbound.common import download
-from deskbridge.schemas import Attachment
+from deskbridge.outbound.intercom import webhook as intercom_webhook
+from deskbridge.outbound.udesk import replies as udesk_replies
+from deskbridge.outbound.zendesk import webhook as zendesk_webhook
+from deskbridge.schemas import Attachment, RawRequest
 
 LIMIT = 50
 SMALL = b"x" * 10
@@ -196,3 +207,63 @@ async def test_every_download_is_capped_with_a_permanent_error(
     api.get(url).mock(side_effect=lambda request: respond(BIG, content_length))
     with pytest.raises(PermanentError, match=f"over the {LIMIT}-byte limit"):
         await fetch(client)
+
+
+# --- the JSON body guard ----------------------------------------------------------------
+
+
+def _req(body: bytes) -> RawRequest:
+    return RawRequest(method="POST", path="/", body=body)
+
+
+# Every parser of an untrusted JSON body, with the name its errors carry.
+PARSERS: dict[str, tuple[Callable[[bytes], object], str]] = {
+    "telegram": (lambda b: telegram_parse.parse(b, account="acme"), "telegram"),
+    "whatsapp": (lambda b: whatsapp_parse.parse(b, {}), "whatsapp"),
+    "line": (lambda b: line_parse.parse(b, account="acme"), "line"),
+    "messenger": (lambda b: messenger_parse.parse(b, routes={}), "messenger"),
+    "intercom": (lambda b: intercom_webhook.parse(_req(b), account="acme"), "intercom"),
+    "zendesk": (lambda b: zendesk_webhook.parse(_req(b), account="acme", now=0.0), "zendesk"),
+    "udesk": (lambda b: udesk_replies.parse_callback(_req(b), account="acme"), "udesk callback"),
+}
+
+NOT_JSON = {
+    "garbage": b"<xml/>",
+    "nan": b'{"a": NaN}',
+    "deep": b'{"a":' * (MAX_DEPTH + 1) + b"1" + b"}" * (MAX_DEPTH + 1),
+    "deep-fallback": b'["\\ud800",' + b"[" * 5000 + b"]" * 5001,
+    "many": b'{"a":[' + b",".join([b"1"] * (MAX_ITEMS + 1)) + b"]}",
+}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("body", NOT_JSON)
+def test_every_parser_refuses_bodies_past_the_guard(parser: str, body: str) -> None:
+    parse, what = PARSERS[parser]
+    with pytest.raises(PayloadInvalid, match=f"^{what}: body is not JSON$"):
+        parse(NOT_JSON[body])
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"1", b"null"])
+def test_every_parser_refuses_json_that_is_not_an_object(parser: str, body: bytes) -> None:
+    parse, what = PARSERS[parser]
+    with pytest.raises(PayloadInvalid, match=f"^{what}: body is not a JSON object$"):
+        parse(body)
+
+
+def test_load_object_returns_the_object() -> None:
+    assert load_object(b'{"a": [1, {"b": null}]}', what="x") == {"a": [1, {"b": None}]}
+    assert load_object('{"a": "\\ud800"}', what="x") == {"a": "\ud800"}
+
+
+def test_the_json_guard_is_written_once() -> None:
+    """Parsers call ``load_object``; none wraps the parser and its errors itself again."""
+    src = Path(deskbridge.__file__).parent
+    copy = re.compile(r"PayloadInvalid\(f?\"[^\"]*not a JSON object")
+    copies = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if path.name != "payload.py" and copy.search(path.read_text())
+    ]
+    assert copies == []
