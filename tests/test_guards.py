@@ -21,6 +21,8 @@ from deskbridge.adapters.line.tokens import ChannelTokens
 from deskbridge.adapters.messenger import parse as messenger_parse
 from deskbridge.adapters.messenger.adapter import MessengerAdapter
 from deskbridge.adapters.payload import MAX_DEPTH, MAX_ITEMS, load_object
+from deskbridge.adapters.sip.message import SipParseError, frame
+from deskbridge.adapters.sip.message import parse as sip_parse
 from deskbridge.adapters.telegram import parse as telegram_parse
 from deskbridge.adapters.telegram.send import BotApi
 from deskbridge.adapters.whatsapp import parse as whatsapp_parse
@@ -207,6 +209,32 @@ async def test_every_download_is_capped_with_a_permanent_error(
     api.get(url).mock(side_effect=lambda request: respond(BIG, content_length))
     with pytest.raises(PermanentError, match=f"over the {LIMIT}-byte limit"):
         await fetch(client)
+
+
+# --- SIP's Content-Length ---------------------------------------------------------------
+
+SIP_OPTIONS = (
+    "OPTIONS sip:desk@sip.acme.example SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bK1\r\n"
+    "From: <sip:ana@example.com>;tag=1\r\n"
+    "To: <sip:desk@sip.acme.example>\r\n"
+    "Call-ID: c1\r\n"
+    "CSeq: 1 OPTIONS\r\n"
+    "Max-Forwards: 70\r\n"
+    "Content-Length: {}\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("content_length", [SUPERSCRIPT, HUGE, "abc", "-1"])
+def test_sip_refuses_a_garbled_content_length_as_a_parse_error(content_length: str) -> None:
+    with pytest.raises(SipParseError, match="bad Content-Length") as info:
+        sip_parse(SIP_OPTIONS.format(content_length).encode())
+    assert info.value.answerable
+
+
+def test_sip_stream_framing_refuses_a_huge_content_length() -> None:
+    with pytest.raises(SipParseError, match="message too large"):
+        frame(bytearray(SIP_OPTIONS.format("9" * 5000).encode()), 65536)
 
 
 # --- the JSON body guard ----------------------------------------------------------------

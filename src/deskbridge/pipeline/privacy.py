@@ -281,7 +281,7 @@ def _needles(identities: list[Identity], threads: list[str]) -> list[str]:
     return sorted(x for x in out if len(x) >= 4)
 
 
-async def _forget_account(
+async def _forget_account(  # noqa: C901 - rewritten in flows/ (issue 15)
     rt: Runtime, account: str, ids: set[str], identities: list[Identity], report: dict[str, int]
 ) -> None:
     r = rt.redis
