@@ -185,9 +185,6 @@ class Headers:
         low = canonical(name).lower()
         self._items = [(n, v) for n, v in self._items if n.lower() != low]
 
-    def copy(self) -> Headers:
-        return Headers(self._items)
-
 
 @dataclass(frozen=True, slots=True)
 class Via:
