@@ -152,7 +152,9 @@ async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, r
     index = await (await client.get("/sandbox/")).text()
     assert "hello sandbox" in index and "Bo" in index
     page = await (await client.get("/sandbox/acme/tickets/1")).text()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    csrf = found.group(1)
 
     forged = await client.post(
         "/sandbox/acme/tickets/1/reply", data={"csrf": "x", "text": "hi"}, allow_redirects=False
