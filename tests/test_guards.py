@@ -213,6 +213,17 @@ async def test_every_download_is_capped_with_a_permanent_error(
         await fetch(client)
 
 
+def test_the_capped_download_is_written_once() -> None:
+    """Only ``http.read_capped`` streams a response body; every download calls it."""
+    src = Path(deskbridge.__file__).parent
+    loops = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if path.name != "http.py" and re.search(r"\.aiter_(bytes|raw)\(", path.read_text())
+    ]
+    assert loops == []
+
+
 # --- SIP's Content-Length ---------------------------------------------------------------
 
 SIP_OPTIONS = (
