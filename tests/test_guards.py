@@ -1,6 +1,6 @@
 """Guards that keep the shared helpers shared: the one capped download (every channel and
-desk that reads a file goes through ``http.read_capped``), the one JSON body guard, and a
-clean vulture run over ``src``."""
+desk that reads a file goes through ``http.read_capped``), SIP's own Content-Length, the
+one JSON body guard (``payload.load_object``), and a clean vulture run over ``src``."""
 
 from __future__ import annotations
 
