@@ -28,7 +28,7 @@ from aiohttp import web
 
 from deskbridge.outbound.intercom.webhook import html_to_text, sign
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["ACCESS_TOKEN", "ADMIN_ID", "CLIENT_SECRET", "FakeIntercom"]
 
@@ -89,7 +89,7 @@ class _Conversation:
     team: str | None = None
 
 
-class FakeIntercom:
+class FakeIntercom(FakeDesk):
     desk = "intercom"
     dedups_retries = True
     """A retried first message searches the contact's recent conversations. The fake's

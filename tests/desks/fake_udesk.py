@@ -24,7 +24,7 @@ from aiohttp import web
 from deskbridge.outbound.udesk import sign
 from deskbridge.outbound.udesk.replies import CUSTOMER_MARK, NOTE_MARK
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["ADMIN", "PASSWORD", "SECRET", "FakeUdesk"]
 
@@ -35,7 +35,7 @@ _CN = timezone(timedelta(hours=8))
 _API = "/open_api_v1"
 
 
-class FakeUdesk:
+class FakeUdesk(FakeDesk):
     desk = "udesk"
     dedups_retries = False
     """Udesk has no idempotency key and no external id to look a ticket up by: a call
