@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # -- optional features ----------------------------------------------------------------------
 
-CHANNEL_CAPABILITIES: dict[type, set[type]] = {
+CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     TelegramAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
     WhatsAppAdapter: {channel_caps.ReportsHealth},
     MessengerAdapter: {channel_caps.ReportsHealth},
@@ -54,7 +54,7 @@ CHANNEL_CAPABILITIES: dict[type, set[type]] = {
     SipAdapter: set(),
 }
 
-DESK_CAPABILITIES: dict[type, set[type]] = {
+DESK_CAPABILITIES: dict[type[Any], set[type]] = {
     ZendeskConnector: {
         desk_caps.MergesUsers,
         desk_caps.TicketUpdateBudget,
@@ -121,7 +121,7 @@ def test_a_desk_without_a_budget_has_no_ticket_update_limit() -> None:
 
 # -- secret headers and query parameters -----------------------------------------------------
 
-SECRETS: dict[type, tuple[set[str], set[str]]] = {
+SECRETS: dict[type[Any], tuple[set[str], set[str]]] = {
     # receivers (and the per-account parsers AccountReceiver wraps)
     TelegramAdapter: ({"x-telegram-bot-api-secret-token"}, set()),
     LineAdapter: (set(), set()),
@@ -138,10 +138,10 @@ SECRETS: dict[type, tuple[set[str], set[str]]] = {
 
 
 @pytest.mark.parametrize("cls", list(SECRETS), ids=lambda c: c.__name__)
-def test_every_receiver_and_desk_declares_its_own_secrets(cls: type) -> None:
+def test_every_receiver_and_desk_declares_its_own_secrets(cls: type[Any]) -> None:
     headers, query = SECRETS[cls]
-    assert cls.secret_headers == frozenset(headers)  # type: ignore[attr-defined]
-    assert cls.secret_query == frozenset(query)  # type: ignore[attr-defined]
+    assert cls.secret_headers == frozenset(headers)
+    assert cls.secret_query == frozenset(query)
     assert all(h == h.lower() for h in headers)
 
 
@@ -155,12 +155,12 @@ def test_every_receiver_and_desk_declares_its_own_secrets(cls: type) -> None:
     ],
 )
 async def test_the_runtime_receivers_carry_the_declared_secrets(
-    make_runtime: Any, yaml_text: str, channel: str, parser: type
+    make_runtime: Any, yaml_text: str, channel: str, parser: type[Any]
 ) -> None:
     receiver = make_runtime(yaml_text).receiver(channel, "acme")
     assert receiver is not None
-    assert receiver.secret_headers == parser.secret_headers  # type: ignore[attr-defined]
-    assert receiver.secret_query == parser.secret_query  # type: ignore[attr-defined]
+    assert receiver.secret_headers == parser.secret_headers
+    assert receiver.secret_query == parser.secret_query
 
 
 def test_a_shared_meta_url_drops_what_any_of_its_apps_declares() -> None:
@@ -195,7 +195,7 @@ def test_scrubbed_drops_named_headers_in_any_case_and_stays_case_insensitive() -
     out = req.scrubbed(frozenset({"x-telegram-bot-api-secret-token"}), frozenset())
     assert "x-telegram-bot-api-secret-token" not in out.headers
     assert out.headers.get("content-type") == out.headers.get("Content-Type") == "application/json"
-    assert isinstance(out.headers, CIMultiDict)
+    assert isinstance(out.headers, CIMultiDictProxy)  # read-only, as aiohttp gives it
     assert out.headers.getall("x-forwarded-for") == ["10.0.0.1", "10.0.0.2"]
     assert (out.method, out.path, out.body, out.query) == (
         req.method,

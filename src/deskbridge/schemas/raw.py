@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from multidict import CIMultiDict, MultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 __all__ = ["RawRequest"]
 
@@ -29,8 +29,8 @@ class RawRequest:
         """A copy without the named headers (lower-case names, matched in any case) and
         query parameters (matched exactly), every value of each: what may be stored.
         ``self`` when it carries none of them. Headers stay case-insensitive."""
-        drop_h = [k for k in self.headers if k.lower() in headers]
-        drop_q = [k for k in self.query if k in query]
+        drop_h = bool(headers) and any(k.lower() in headers for k in self.headers)
+        drop_q = bool(query) and any(k in query for k in self.query)
         if not drop_h and not drop_q:
             return self
         kept_h: Mapping[str, str] = self.headers
@@ -38,11 +38,11 @@ class RawRequest:
             ci = CIMultiDict(self.headers)
             for name in headers:
                 ci.popall(name, None)
-            kept_h = ci
+            kept_h = CIMultiDictProxy(ci)
         kept_q: Mapping[str, str] = self.query
         if drop_q:
             md = MultiDict(self.query)
             for name in query:
                 md.popall(name, None)
-            kept_q = md
+            kept_q = MultiDictProxy(md)
         return dataclasses.replace(self, headers=kept_h, query=kept_q)
