@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from deskbridge.adapters.capabilities import LooksUpDisplayNames
 from deskbridge.errors import PermanentError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
@@ -34,7 +35,7 @@ ANN = Sender(
 )
 
 
-class TokenChannel:
+class TokenChannel(LooksUpDisplayNames):
     channel = Channel.TELEGRAM
     takes_files = True
 
@@ -60,7 +61,7 @@ class TokenChannel:
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         raise PermanentError("no window")
 
-    async def display_name(self, user: str, thread: str) -> str | None:
+    async def display_name(self, user_id: str, thread: str) -> str | None:
         self.lookups += 1
         return "Ann from the profile API"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from deskbridge.pipeline.health import poll_channel_health
+from deskbridge.flows.health import poll_channel_health
 
 from .conftest import LINE_YAML, META_YAML, TG_TOKEN, WA_NUMBER, WA_OTHER, ZENDESK_YAML
 

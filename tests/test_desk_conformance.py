@@ -68,9 +68,7 @@ async def gateway(
     fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, **settings: Any
 ) -> AsyncIterator[tuple[Any, Any]]:
     rt = make_runtime(yaml_for(fake), **settings)
-    bind = getattr(fake, "bind", None)
-    if bind is not None:
-        bind(rt)  # fakes that live inside deskbridge (the sandbox) wrap the runtime's desk
+    fake.bind(rt)  # fakes that live inside deskbridge (the sandbox) wrap the runtime's desk
     client = await aiohttp_client(create_app(rt, role="serve"))
     yield rt, client
 
@@ -97,9 +95,7 @@ async def customer_says(client: Any, text: str, update_id: int, **extra: Any) ->
 
 
 async def refresh(fake: FakeDesk) -> None:
-    hook = getattr(fake, "refresh", None)
-    if hook is not None:
-        await hook()
+    await fake.refresh()
 
 
 async def deliveries(rt: Any, direction: Direction) -> list[Any]:
@@ -168,7 +164,7 @@ async def test_attachments_arrive(
 async def test_a_retried_delivery_does_not_duplicate(
     fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
 ) -> None:
-    if not getattr(fake, "dedups_retries", False):
+    if not fake.dedups_retries:
         pytest.skip(f"{fake.desk} gives no way to find what an unanswered call created")
     telegram(respx_mock)
     # the desk does the work but answers after our timeout: the attempt fails, and the
@@ -212,7 +208,7 @@ async def test_5xx_and_timeouts_are_retried(
     if fault == "5xx":
         fake.fail(503, times=2)
     else:
-        if not getattr(fake, "dedups_retries", False):
+        if not fake.dedups_retries:
             pytest.skip(f"{fake.desk}: a timeout after the work would duplicate")
         fake.stall(1.0, times=1)
     async with gateway(fake, make_runtime, aiohttp_client, http_timeout=0.3) as (rt, client):
@@ -254,7 +250,7 @@ async def test_an_agent_reply_becomes_exactly_one_channel_message(
         await drain(rt)
         await refresh(fake)
         [ticket] = fake.tickets()
-        files = getattr(fake, "reply_attachments", True)
+        files = fake.reply_attachments
         attachment = ("label.pdf", b"%PDF-1.4 label", "application/pdf") if files else None
         await fake.agent_reply(client, rt, ticket.id, "Your parcel ships today.", attachment)
         await drain(rt)

@@ -35,6 +35,7 @@ from deskbridge.gateway import create_app
 from deskbridge.http import make_client
 from deskbridge.outbound import build_desk
 from deskbridge.outbound.base import DeskConnector
+from deskbridge.outbound.capabilities import TicketUpdateBudget
 from deskbridge.outbound.intercom import MAX_ATTACHMENT_BYTES, IntercomConnector, Throttle
 from deskbridge.outbound.intercom.webhook import html_to_text, parse, sign, verify
 from deskbridge.schemas import (
@@ -204,7 +205,7 @@ def fixture(name: str) -> bytes:
 def test_satisfies_the_desk_connector_protocol(ic: IntercomConnector) -> None:
     connector: DeskConnector = ic
     assert connector.desk is Desk.INTERCOM
-    assert connector.ticket_update_limit is None
+    assert not isinstance(connector, TicketUpdateBudget)
 
 
 # -- config -------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import redis.asyncio as aioredis
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.config import UdeskDeskConfig
 from deskbridge.errors import PayloadInvalid, PermanentError, RetryableError, SignatureInvalid
+from deskbridge.flows.polling import poll_once
 from deskbridge.gateway import create_app
 from deskbridge.metrics import Metrics
 from deskbridge.outbound import DeskConnector
 from deskbridge.outbound.udesk import UdeskConnector, sign
 from deskbridge.outbound.udesk.replies import NOTE_MARK, TRIGGER_SHAPE, agent_replies
 from deskbridge.outbound.udesk.sign import signed_query
-from deskbridge.pipeline.polling import poll_once
 from deskbridge.schemas import (
     Attachment,
     Channel,
@@ -553,3 +553,34 @@ async def test_end_to_end_polled_reply_is_relayed_exactly_once_and_never_echoed(
     await drain(rt)
     assert send.call_count == 1
     assert "It ships today." in send.calls[0].request.content.decode()
+
+
+async def test_a_callback_is_stored_without_its_secret_query_parameter(
+    fake: FakeUdesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any, redis: Any
+) -> None:
+    """Udesk proves a trigger callback with ``?secret=``: the raw record kept for
+    re-ingest holds the body and path, never the secret (issue 15)."""
+    respx_mock.route(host="127.0.0.1").pass_through()
+    respx_mock.post(f"{TG}/sendMessage").respond(
+        200, json={"ok": True, "result": {"message_id": 556, "date": 1, "chat": {"id": 42}}}
+    )
+    rt = make_runtime(udesk_yaml(fake))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await say(client, "Where is my parcel?", 9101)
+    await drain(rt)
+    [ticket] = fake.tickets()
+    body = {
+        "deskbridge": TRIGGER_SHAPE,
+        "ticket_id": ticket.id,
+        "reply_id": "r-77",
+        "content": "On its way.",
+        "user_type": "agent",
+    }
+    resp = await client.post(f"/desks/udesk/acme?secret={SECRET}", data=json.dumps(body))
+    assert resp.status == 200
+    raw_keys = await redis.keys("db:{acme}:raw:*")
+    blobs = [rt.vault.open(await redis.get(k), k.decode()) for k in raw_keys]
+    from_udesk = [b for b in blobs if b"/desks/udesk/acme" in b]
+    assert len(from_udesk) == 1
+    assert SECRET.encode() not in from_udesk[0]
+    assert b'"query":{}' in from_udesk[0]

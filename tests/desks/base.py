@@ -2,7 +2,9 @@
 
 A fake is shaped on the real API (paths, bodies, auth scheme), serves on 127.0.0.1
 port 0 (or is a respx router), refuses calls without valid auth (401), and can inject
-faults. It serves one account, ``acme``.
+faults. It serves one account, ``acme``. Each fake subclasses ``FakeDesk`` explicitly
+and overrides the optional parts (``bind``, ``refresh``, ``dedups_retries``,
+``reply_attachments``) only where it differs from their defaults.
 """
 
 from __future__ import annotations
@@ -42,6 +44,23 @@ class FakeTicket:
 class FakeDesk(Protocol):
     desk: str
     """The ``Desk`` value: sandbox, zendesk, intercom, udesk."""
+
+    dedups_retries: bool = False
+    """The desk takes the delivery's idempotency key (or we can look up what an earlier
+    attempt created), so a retried call after a lost answer files nothing twice."""
+
+    reply_attachments: bool = True
+    """Agents can attach files to their public replies."""
+
+    def bind(self, rt: Any) -> None:
+        """Called with the runtime before the gateway starts: fakes that live inside
+        deskbridge (the sandbox) wrap the runtime's desk here. Default: nothing."""
+        return None
+
+    async def refresh(self) -> None:
+        """Bring ``users()``/``tickets()`` up to date before they are read, for fakes
+        that read them from elsewhere (the sandbox's Redis). Default: nothing."""
+        return None
 
     async def start(self) -> None: ...
 

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.intercom.webhook import html_to_text, sign
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["ACCESS_TOKEN", "ADMIN_ID", "CLIENT_SECRET", "FakeIntercom"]
 
@@ -90,7 +90,7 @@ class _Conversation:
     team: str | None = None
 
 
-class FakeIntercom:
+class FakeIntercom(FakeDesk):
     desk = "intercom"
     dedups_retries = True
     """A retried first message searches the contact's recent conversations. The fake's

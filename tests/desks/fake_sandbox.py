@@ -7,30 +7,58 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.sandbox import SandboxConnector
-from deskbridge.schemas import AgentReply, Contact, ConversationRef, Desk, Message, Upload
+from deskbridge.schemas import (
+    AgentReply,
+    Attachment,
+    Contact,
+    ConversationRef,
+    Desk,
+    Message,
+    RawRequest,
+    Upload,
+)
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["FakeSandbox"]
 
 
 class _Faulty:
-    """The real sandbox connector behind injected faults."""
+    """The real sandbox connector behind injected faults: ``ensure_user`` and ``append``
+    can fail or stall; the rest of the ``DeskConnector`` goes straight through."""
+
+    desk: ClassVar[Desk] = SandboxConnector.desk
+    secret_headers: ClassVar[frozenset[str]] = SandboxConnector.secret_headers
+    secret_query: ClassVar[frozenset[str]] = SandboxConnector.secret_query
 
     def __init__(self, inner: SandboxConnector, fake: FakeSandbox) -> None:
         self._inner = inner
         self._fake = fake
-        self.desk = inner.desk
         self.account = inner.account
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    async def add_note(self, conv: ConversationRef, text: str) -> None:
+        await self._inner.add_note(conv, text)
+
+    async def record_reply(self, ticket_id: str, text: str) -> str:
+        return await self._inner.record_reply(ticket_id, text)
+
+    async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
+        return await self._inner.forget_user(user_id, tickets=tickets)
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        return await self._inner.fetch(attachment)
+
+    def verify_webhook(self, req: RawRequest) -> None:
+        self._inner.verify_webhook(req)
+
+    def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
+        return self._inner.parse_webhook(req)
 
     def _gate(self, what: str) -> None:
         if self._fake._fail:
@@ -72,7 +100,7 @@ class _Faulty:
         return filed
 
 
-class FakeSandbox:
+class FakeSandbox(FakeDesk):
     desk = "sandbox"
     dedups_retries = True
     """Its store takes every write with the delivery's idempotency key."""

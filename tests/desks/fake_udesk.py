@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from deskbridge.outbound.udesk import sign
 from deskbridge.outbound.udesk.replies import CUSTOMER_MARK, NOTE_MARK
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["ADMIN", "PASSWORD", "SECRET", "FakeUdesk"]
 
@@ -36,7 +36,7 @@ _CN = timezone(timedelta(hours=8))
 _API = "/open_api_v1"
 
 
-class FakeUdesk:
+class FakeUdesk(FakeDesk):
     desk = "udesk"
     dedups_retries = False
     """Udesk has no idempotency key and no external id to look a ticket up by: a call
@@ -132,13 +132,13 @@ class FakeUdesk:
         text: str,
         attachment: tuple[str, bytes, str] | None = None,
     ) -> None:
-        from deskbridge.pipeline.polling import poll_once
+        from deskbridge.flows.polling import poll_once
 
         self.add_agent_reply(ticket_id, text, attachment)
         await poll_once(rt, "acme", urgent=True)
 
     async def notify_customer_part(self, client: Any, rt: Any, ticket_id: str) -> None:
-        from deskbridge.pipeline.polling import poll_once
+        from deskbridge.flows.polling import poll_once
 
         await poll_once(rt, "acme", urgent=True)
 

@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.zendesk.webhook import sign
 
-from .base import FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser
 
 __all__ = ["FakeZendesk"]
 
@@ -30,7 +30,7 @@ API_TOKEN = "zd-conformance-token"
 SECRET = "zd-conformance-webhook-secret"
 
 
-class FakeZendesk:
+class FakeZendesk(FakeDesk):
     desk = "zendesk"
     dedups_retries = True
     """Tickets carry our conversation id as external_id, so a retried create finds them."""

@@ -1,3 +1,18 @@
+"""What every channel implements: its inbound side and its outbound side.
+
+A new channel is a package under ``adapters/`` with:
+
+- a ``Receiver`` (or a ``WebhookParser`` wrapped in ``AccountReceiver``) that verifies
+  and parses a webhook request, and declares which of its headers and query parameters
+  carry our own secret (``secret_headers``, ``secret_query``: raw records never hold
+  them);
+- a ``ChannelAdapter`` that fetches the customer's files and sends the agent's replies.
+
+What it may also do (health reports, sender authentication, files read from the stored
+request, display-name lookups, webhook registration) is declared by subclassing the
+protocols of ``adapters.capabilities``.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -61,6 +76,17 @@ class Receiver(Protocol):
     @property
     def max_body_bytes(self) -> int: ...
 
+    @property
+    def secret_headers(self) -> frozenset[str]:
+        """Lower-case names of headers that carry our own secret (not a signature over the
+        body, which is safe to keep): dropped before the request is stored."""
+        ...
+
+    @property
+    def secret_query(self) -> frozenset[str]:
+        """Query parameters that carry our own secret: dropped before storing."""
+        ...
+
     def handshake(self, req: RawRequest) -> Handshake | None:
         """Answer a verification GET, or None when the channel has no handshake."""
         ...
@@ -83,6 +109,8 @@ class WebhookParser(Protocol):
 
     channel: ClassVar[Channel]
     max_body_bytes: int
+    secret_headers: ClassVar[frozenset[str]]
+    secret_query: ClassVar[frozenset[str]]
 
     def handshake(self, req: RawRequest) -> Handshake | None: ...
 
@@ -97,6 +125,8 @@ class AccountReceiver:
     def __init__(self, parser: WebhookParser) -> None:
         self.channel = parser.channel
         self.max_body_bytes = parser.max_body_bytes
+        self.secret_headers = parser.secret_headers
+        self.secret_query = parser.secret_query
         self._parser = parser
 
     def handshake(self, req: RawRequest) -> Handshake | None:

@@ -1,4 +1,20 @@
-"""Optional channel capabilities (placeholder until the declared set lands)."""
+"""What a channel adapter may do beyond ``ChannelAdapter`` (``adapters.base``).
+
+A new channel implements ``ChannelAdapter`` and a ``Receiver`` (or a ``WebhookParser``);
+everything here is optional. An adapter declares each capability it has by subclassing
+its protocol (``class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook)``),
+so mypy checks the signatures; the flows ask ``isinstance(adapter, ReportsHealth)``,
+never ``getattr``.
+
+- ``ReportsHealth``: what the platform says about our side, polled by the worker.
+- ``AuthenticatesSender``: a sender check that needs the network (email's DKIM), run in
+  the worker, never on the acknowledgement path.
+- ``FilesFromRequest``: files that travel inside the stored request (email) instead of
+  being downloaded with ``fetch``.
+- ``LooksUpDisplayNames``: a name for senders the channel sends without one (LINE).
+- ``RegistersWebhook``: what ``deskbridge channels register`` calls to point the
+  platform's webhook at us.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +22,60 @@ from typing import Protocol, runtime_checkable
 
 from deskbridge.schemas import Attachment, Message, RawRequest, Upload
 
-__all__ = ["AuthenticatesSender", "FilesFromRequest", "LooksUpDisplayNames"]
+__all__ = [
+    "AuthenticatesSender",
+    "FilesFromRequest",
+    "LooksUpDisplayNames",
+    "RegistersWebhook",
+    "ReportsHealth",
+]
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """A channel that can tell how its platform sees our credentials and webhook."""
+
+    async def health(self) -> dict[str, float]:
+        """Named gauges (``credentials_valid`` 1.0 when the platform accepts us). Raises
+        ``PermanentError`` (401/403: credentials refused) or ``RetryableError``."""
+        ...
 
 
 @runtime_checkable
 class AuthenticatesSender(Protocol):
-    async def authenticate_sender(self, req: RawRequest, msg: Message) -> Message: ...
+    """A channel whose sender can be authenticated only with network lookups."""
+
+    async def authenticate_sender(self, req: RawRequest, msg: Message) -> Message:
+        """``msg`` with its sender's identities made strong where the check on the stored
+        request ``req`` passes; any failure leaves ``msg`` as it was (never raises)."""
+        ...
 
 
 @runtime_checkable
 class FilesFromRequest(Protocol):
-    def file_from_request(self, req: RawRequest, attachment: Attachment) -> Upload: ...
+    """A channel whose files travel inside the inbound request itself."""
+
+    def file_from_request(self, req: RawRequest, attachment: Attachment) -> Upload:
+        """The bytes of ``attachment`` read from the stored request ``req``. Raises
+        ``PermanentError`` when the file is not in it or is over the size cap."""
+        ...
 
 
 @runtime_checkable
 class LooksUpDisplayNames(Protocol):
-    async def display_name(self, user_id: str, thread: str) -> str | None: ...
+    """A channel that sends senders without a name, but can be asked for one."""
+
+    async def display_name(self, user_id: str, thread: str) -> str | None:
+        """The name of ``user_id`` as seen in conversation ``thread``, or None. Never
+        raises: a failed lookup means no name."""
+        ...
+
+
+@runtime_checkable
+class RegistersWebhook(Protocol):
+    """A channel whose platform has an API to set the webhook URL."""
+
+    async def set_webhook(self, url: str) -> None:
+        """Point the platform's webhook for this account at ``url`` (with our secret
+        where the platform takes one). Idempotent. Raises ``DeliveryError``."""
+        ...

@@ -80,6 +80,8 @@ class AnyAppReceiver:
     def __init__(self, channel: Channel, receivers: list[Receiver]) -> None:
         self.channel = channel
         self.max_body_bytes = max(r.max_body_bytes for r in receivers)
+        self.secret_headers = frozenset().union(*(r.secret_headers for r in receivers))
+        self.secret_query = frozenset().union(*(r.secret_query for r in receivers))
         self._receivers = receivers
 
     def _signed_by(self, req: RawRequest) -> Receiver:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from deskbridge.config import LineConfig, Settings, TelegramConfig, ZendeskDeskConfig, load_accounts
+from deskbridge.adapters.capabilities import RegistersWebhook
+from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import DeliveryError
 from deskbridge.http import make_client
+from deskbridge.outbound.capabilities import RegistersDeskWebhook
 from deskbridge.schemas import Attachment
 
 __all__ = ["register"]
@@ -44,6 +46,36 @@ class _NoLinks:
         return "https://bridge.test/media/preview/video.png"
 
 
+class _NoTickets:
+    """The sandbox desk's backend for this command, which files nothing."""
+
+    async def create_ticket(
+        self,
+        account: str,
+        *,
+        subject: str,
+        requester: str,
+        channel: str,
+        idempotency_key: str | None = None,
+    ) -> str:
+        raise RuntimeError("registration files no tickets")
+
+    async def exists(self, account: str, ticket_id: str) -> bool:
+        raise RuntimeError("registration files no tickets")
+
+    async def add_message(
+        self,
+        account: str,
+        ticket_id: str,
+        *,
+        author: str,
+        text: str,
+        attachments: tuple[str, ...] = (),
+        idempotency_key: str | None = None,
+    ) -> tuple[str, int]:
+        raise RuntimeError("registration files no tickets")
+
+
 def _write_secret(directory: Path, name: str, value: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / name
@@ -57,9 +89,8 @@ async def register(
     settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path
 ) -> bool:
     """Returns False when any registration failed (each is reported)."""
-    from deskbridge.adapters.line import LineAdapter
-    from deskbridge.adapters.telegram import TelegramAdapter
-    from deskbridge.outbound.zendesk import ZendeskConnector
+    from deskbridge.adapters.registry import build_adapter
+    from deskbridge.outbound import build_desk
 
     accounts = load_accounts(config)
     base = public_url.rstrip("/")
@@ -74,35 +105,30 @@ async def register(
                 if ch.sandbox:
                     out.print(f"{name}/{ch.type}: sandbox mode, nothing to register")
                     continue
+                adapter = build_adapter(name, ch, client, links, tokens)
+                if not isinstance(adapter, RegistersWebhook):
+                    # Meta apps: the callback URL is set in the app's dashboard
+                    out.print(f"{name}/{ch.type}: set {base}/webhooks/{ch.type} in the Meta app")
+                    continue
                 try:
-                    if isinstance(ch, TelegramConfig):
-                        await TelegramAdapter(name, ch, client).set_webhook(target)
-                    elif isinstance(ch, LineConfig):
-                        line = LineAdapter(name, ch, client, links, tokens)
-                        await line.set_webhook(target)
-                    else:
-                        # Meta apps: the callback URL is set in the app's dashboard
-                        out.print(
-                            f"{name}/{ch.type}: set {base}/webhooks/{ch.type} in the Meta app"
-                        )
-                        continue
+                    await adapter.set_webhook(target)
                     out.print(f"{name}/{ch.type}: webhook set to {target}")
                 except DeliveryError as exc:
                     ok = False
                     out.print(f"[red]{name}/{ch.type}: failed: {exc}[/]")
-            if isinstance(acc.desk, ZendeskDeskConfig):
-                target = f"{base}/desks/zendesk/{name}"
+            desk = build_desk(name, acc.desk, client, _NoTickets())
+            if isinstance(desk, RegistersDeskWebhook):
+                kind = desk.desk.value
+                target = f"{base}/desks/{kind}/{name}"
                 try:
-                    secret = await ZendeskConnector(name, acc.desk, client).register_webhook(
-                        target, name=f"deskbridge {name}"
-                    )
+                    secret = await desk.register_webhook(target, name=f"deskbridge {name}")
                 except DeliveryError as exc:
                     ok = False
-                    out.print(f"[red]{name}/zendesk: failed: {exc}[/]")
+                    out.print(f"[red]{name}/{kind}: failed: {exc}[/]")
                     continue
-                path = _write_secret(secrets_dir, f"zendesk-webhook-secret-{name}", secret)
+                path = _write_secret(secrets_dir, f"{kind}-webhook-secret-{name}", secret)
                 out.print(
-                    f"{name}/zendesk: webhook posts to {target}; its signing secret is in {path} "
+                    f"{name}/{kind}: webhook posts to {target}; its signing secret is in {path} "
                     f"(mode 0600): set `webhook_secret_file: {path}` on the account's desk"
                 )
     return ok

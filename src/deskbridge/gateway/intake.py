@@ -95,6 +95,8 @@ async def channel_webhook(request: web.Request) -> web.Response:
             raise SignatureInvalid("unknown account or channel")
         req = await read_raw(request, receiver.max_body_bytes)
         receiver.verify(req)
+        # what proved the request is ours, never stored (even sealed)
+        req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
         try:
             parsed = receiver.parse(req)
         except ParseFailed as exc:
@@ -149,6 +151,7 @@ async def desk_webhook(request: web.Request) -> web.Response:
             raise SignatureInvalid("unknown account or desk")
         req = await read_raw(request, _DESK_MAX_BODY)
         desk.verify_webhook(req)
+        req = req.scrubbed(desk.secret_headers, desk.secret_query)
         try:
             replies = desk.parse_webhook(req)
         except ParseFailed as exc:

@@ -446,11 +446,7 @@ def api_enabled(rt: Runtime) -> bool:
     """Whether the sandbox channel API is served (see the module docstring)."""
     if rt.settings.sandbox_pages is not None:
         return rt.settings.sandbox_pages
-    return any(
-        getattr(ch, "sandbox", False) is True
-        for acc in rt.accounts.accounts.values()
-        for ch in acc.channels
-    )
+    return any(ch.sandbox for acc in rt.accounts.accounts.values() for ch in acc.channels)
 
 
 def add_routes(app: web.Application) -> None:

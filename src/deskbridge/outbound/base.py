@@ -1,3 +1,13 @@
+"""What every desk connector implements (``DeskConnector``) and what it returns.
+
+A new desk is a package under ``outbound/`` with a class that implements
+``DeskConnector``: ensure users, file messages, add notes, fetch and erase, verify and
+parse the agent-reply webhook, and declare the webhook's secret headers and query
+parameters (so raw records never hold them). What it may also do (merge users, a
+per-ticket update budget, polling for replies, registering its webhook) is declared by
+subclassing the protocols of ``outbound.capabilities``.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,10 +51,12 @@ class DeskConnector(Protocol):
 
     desk: ClassVar[Desk]
     account: str
-    ticket_update_limit: ClassVar[tuple[int, float] | None]
-    """At most this many updates per ticket per this many seconds (Zendesk: 30 per 10
-    minutes), or None. Past it, deskbridge coalesces a conversation's waiting messages
-    into one update and otherwise waits for the window rather than meet 429s."""
+    secret_headers: ClassVar[frozenset[str]]
+    """Lower-case names of the agent-reply webhook's headers that carry our own secret
+    (not a signature over the body): dropped before the request is stored."""
+    secret_query: ClassVar[frozenset[str]]
+    """Query parameters of the agent-reply webhook that carry our own secret (Udesk's
+    ``secret``): dropped before the request is stored."""
 
     async def ensure_user(self, contact: Contact) -> str:
         """The desk's user id for ``contact``, created or updated with all its identities.

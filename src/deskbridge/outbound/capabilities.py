@@ -1,12 +1,102 @@
-"""Optional desk capabilities (placeholder until the declared set lands)."""
+"""What a desk connector may do beyond ``DeskConnector`` (``outbound.base``).
+
+A new desk implements ``DeskConnector``; everything here is optional. A connector
+declares each capability it has by subclassing its protocol (``class
+ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook)``), so mypy
+checks the signatures; the flows ask ``isinstance(desk, MergesUsers)``, never
+``getattr``.
+
+- ``MergesUsers``: an operator's contact merge also merges the two desk users.
+- ``TicketUpdateBudget``: the desk limits updates per ticket; deskbridge coalesces a
+  conversation's waiting messages rather than meet 429s.
+- ``PollsReplies``: agent replies are fetched by the worker's poller, for desks that
+  cannot push them (Udesk).
+- ``RegistersDeskWebhook``: what ``deskbridge channels register`` calls to create the
+  desk's agent-reply webhook.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
-__all__ = ["TicketUpdateBudget"]
+from deskbridge.schemas import AgentReply
+
+__all__ = [
+    "MergesUsers",
+    "NoBudget",
+    "Polled",
+    "PollsReplies",
+    "RegistersDeskWebhook",
+    "TicketUpdateBudget",
+]
+
+
+@runtime_checkable
+class MergesUsers(Protocol):
+    """A desk that can merge two of its end users into one."""
+
+    async def merge_users(self, user_id: str, into: str) -> None:
+        """Merge end user ``user_id`` into ``into`` (its identities and tickets move).
+        May be permanent at the desk. Raises ``DeliveryError``."""
+        ...
 
 
 @runtime_checkable
 class TicketUpdateBudget(Protocol):
-    ticket_update_limit: tuple[int, float]
+    """A desk that allows only so many updates per ticket in a window."""
+
+    ticket_update_limit: ClassVar[tuple[int, float]]
+    """At most this many updates per ticket per this many seconds (Zendesk: 30 per 10
+    minutes). Past it, deskbridge coalesces a conversation's waiting messages into one
+    update and otherwise waits for the window rather than meet 429s."""
+
+
+class NoBudget(Exception):
+    """A low-priority call found no token to spare: deliveries come first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """One ticket's replies read by the poller: the agent replies to relay, and every
+    reply id looked at (to remember once the replies are taken in)."""
+
+    ticket_id: str
+    replies: list[AgentReply]
+    seen: list[str]
+
+
+@runtime_checkable
+class PollsReplies(Protocol):
+    """A desk connector whose agent replies are fetched rather than pushed."""
+
+    account: str
+    poll_interval: float
+    """Seconds between two polls of the account."""
+
+    async def active_tickets(self) -> list[str]:
+        """Tickets worth polling now (recent activity), newest first."""
+        ...
+
+    async def claim_poll(self) -> bool:
+        """Whether this process polls the account now (one process per interval)."""
+        ...
+
+    async def poll_ticket(self, ticket_id: str, *, urgent: bool = False) -> Polled:
+        """The ticket's replies not taken in yet. Without ``urgent``, raises ``NoBudget``
+        rather than wait for the rate budget that deliveries need."""
+        ...
+
+    async def mark_seen(self, polled: Polled) -> None:
+        """Remember a poll's replies once they are taken in (relayed or skipped)."""
+        ...
+
+
+@runtime_checkable
+class RegistersDeskWebhook(Protocol):
+    """A desk whose API can create the agent-reply webhook pointing at us."""
+
+    async def register_webhook(self, url: str, *, name: str) -> str:
+        """Make sure a webhook named ``name`` posts agent replies to ``url``; returns its
+        signing secret. Idempotent. Raises ``DeliveryError``."""
+        ...

@@ -19,9 +19,9 @@ from typing import Any
 from arq import Worker, func
 
 from deskbridge.flows import enrichment, privacy
+from deskbridge.flows.health import health_loop
+from deskbridge.flows.polling import poll_loop
 from deskbridge.flows.runtime import Runtime
-from deskbridge.pipeline.health import health_loop
-from deskbridge.pipeline.polling import poll_loop
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
 from deskbridge.store.connection import CONNECTION_LOST, UNAVAILABLE, arq_settings, cause
 

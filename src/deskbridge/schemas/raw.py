@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 __all__ = ["RawRequest"]
 
@@ -20,3 +24,25 @@ class RawRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+
+    def scrubbed(self, headers: AbstractSet[str], query: AbstractSet[str]) -> RawRequest:
+        """A copy without the named headers (lower-case names, matched in any case) and
+        query parameters (matched exactly), every value of each: what may be stored.
+        ``self`` when it carries none of them. Headers stay case-insensitive."""
+        drop_h = bool(headers) and any(k.lower() in headers for k in self.headers)
+        drop_q = bool(query) and any(k in query for k in self.query)
+        if not drop_h and not drop_q:
+            return self
+        kept_h: Mapping[str, str] = self.headers
+        if drop_h:
+            ci = CIMultiDict(self.headers)
+            for name in headers:
+                ci.popall(name, None)
+            kept_h = CIMultiDictProxy(ci)
+        kept_q: Mapping[str, str] = self.query
+        if drop_q:
+            md = MultiDict(self.query)
+            for name in query:
+                md.popall(name, None)
+            kept_q = MultiDictProxy(md)
+        return dataclasses.replace(self, headers=kept_h, query=kept_q)

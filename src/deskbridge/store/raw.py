@@ -11,8 +11,11 @@ from deskbridge.schemas import RawRequest
 
 __all__ = ["raw_record", "read_raw_record"]
 
-# Headers that carry our own secrets are never stored, even encrypted.
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "x-telegram-bot-api-secret-token"})
+# Credentials any request may carry are never stored, even encrypted. A channel's or
+# desk's own secret headers and query parameters (Telegram's secret token, Udesk's
+# ``?secret=``) are declared by its receiver or connector and dropped by the ingest flow
+# with ``RawRequest.scrubbed`` before the request reaches the store.
+_SECRET_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def raw_record(req: RawRequest, received_at: float) -> bytes:

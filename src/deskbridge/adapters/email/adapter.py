@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from typing import ClassVar
 
+from deskbridge.adapters.capabilities import AuthenticatesSender, FilesFromRequest
 from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
 from deskbridge.adapters.email.dkim_check import DnsFunc, dkim_aligned
@@ -32,7 +33,7 @@ __all__ = ["EmailAdapter"]
 Deliver = Callable[[EmailMessage], Awaitable[None]]
 
 
-class EmailAdapter:
+class EmailAdapter(AuthenticatesSender, FilesFromRequest):
     """``deliver`` hands a composed mail over: SMTP (``config.smtp``) unless the runtime
     gives another (the sandbox records it instead)."""
 

@@ -68,6 +68,9 @@ class EmailReceiver:
     """Verifies and parses the account's inbound-parse webhook (``config.inbound``)."""
 
     channel: ClassVar[Channel] = Channel.EMAIL
+    # SendGrid and Postmark: basic auth. Mailgun signs its body (an HMAC, kept).
+    secret_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
+    secret_query: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, account: str, config: EmailConfig, *, clock: Callable[[], float] = time.time

@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import Handshake, MediaLinks, TokenCache
+from deskbridge.adapters.capabilities import LooksUpDisplayNames, RegistersWebhook, ReportsHealth
 from deskbridge.adapters.line.api import (
     INVALID_REPLY_TOKEN,
     LineApi,
@@ -91,7 +92,7 @@ def retry_key(account: str, dedup_key: str, batch: int) -> str:
     return str(uuid.uuid5(_RETRY_NAMESPACE, f"{account}:{dedup_key}:{batch}"))
 
 
-class LineAdapter:
+class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
     """One account's LINE Official Account channel. ``verify``/``parse`` are pure; the rest
     call the Messaging API at ``api_base`` (default ``config.base_url``) and content
     downloads at ``data_api_base`` (default ``config.data_base_url``).
@@ -103,6 +104,9 @@ class LineAdapter:
 
     channel: ClassVar[Channel] = Channel.LINE
     takes_files: ClassVar[bool] = False
+    # x-line-signature is an HMAC over the body, not a secret: nothing to drop
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.capabilities import ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
@@ -48,7 +49,7 @@ class _Sent(BaseModel):
     message_id: str = Field(min_length=1)
 
 
-class MessengerAdapter:
+class MessengerAdapter(ReportsHealth):
     """One account's Page. ``send`` posts to the Send API at ``api_base`` (default
     ``config.base_url``) with the Page token in a header, never in the URL; ``fetch``
     downloads from Meta's CDN with no credentials."""

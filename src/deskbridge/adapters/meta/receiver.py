@@ -18,6 +18,10 @@ class MetaReceiver(ABC):
     Subclasses name the channel and parse."""
 
     channel: ClassVar[Channel]
+    # X-Hub-Signature-256 is an HMAC over the body; the verify token of the GET
+    # handshake is ours
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset({"hub.verify_token"})
 
     def __init__(
         self, app_name: str, app: MetaAppConfig, routes: Mapping[str, str], *, max_body_bytes: int

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import ClassVar, Literal
 
 from deskbridge.adapters.sip.message import Request
 from deskbridge.adapters.sip.uri import (
@@ -104,6 +104,10 @@ class SipReceiver:
     """The inbound side of one account's ``sip`` channel."""
 
     channel = Channel.SIP
+    # Not HTTP: a SIP request is stored as its exact bytes; a digest Authorization in
+    # them is a one-time hash bound to our nonce, not the password
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, account: str, config: SipConfig) -> None:
         self.account = account

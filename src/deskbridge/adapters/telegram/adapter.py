@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deskbridge.adapters.base import Handshake
+from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
 from deskbridge.adapters.telegram.parse import parse
 from deskbridge.adapters.telegram.send import (
     CAPTION_LIMIT,
@@ -57,12 +58,14 @@ class _Sent(BaseModel):
     message_id: int
 
 
-class TelegramAdapter:
+class TelegramAdapter(ReportsHealth, RegistersWebhook):
     """One account's Telegram bot. ``verify``/``parse`` are pure; ``fetch``, ``send`` and
     ``set_webhook`` call the Bot API at ``api_base`` (default ``config.base_url``)."""
 
     channel: ClassVar[Channel] = Channel.TELEGRAM
     takes_files: ClassVar[bool] = True
+    secret_headers: ClassVar[frozenset[str]] = frozenset({SECRET_HEADER})
+    secret_query: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from deskbridge.adapters.capabilities import ReportsHealth
 from deskbridge.adapters.text import split_text, utf16_len
 from deskbridge.adapters.whatsapp.api import CloudApi
 from deskbridge.config.accounts import WhatsAppConfig
@@ -47,7 +48,7 @@ _TYPES = {
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")  # webhook media ids are digits
 
 
-class WhatsAppAdapter:
+class WhatsAppAdapter(ReportsHealth):
     """One account's business phone number. ``send`` and ``reengage`` post to
     ``<api_base or config.base_url>/<graph_version>/<phone_number_id>/messages``; ``clock``
     (Unix seconds) decides whether the 24-hour window is open."""

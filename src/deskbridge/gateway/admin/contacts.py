@@ -20,6 +20,7 @@ from deskbridge.gateway.admin.auth import Principal
 from deskbridge.gateway.keys import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
+from deskbridge.outbound.capabilities import MergesUsers
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store.graph import IdentityGraph
 
@@ -188,8 +189,7 @@ async def _merge_desk_users(
     """After an operator's merge: each merged contact's desk user merged into the
     survivor's, where the desk can merge users. Returns what was done, per merge."""
     desk = rt.desk(account)
-    merge = getattr(desk, "merge_users", None)
-    if desk is None or merge is None:
+    if not isinstance(desk, MergesUsers):
         return [f"{rt.accounts.accounts[account].desk.type} cannot merge users"]
     done: list[str] = []
     for survivor, merged in merges:
@@ -202,7 +202,7 @@ async def _merge_desk_users(
         if keep_id == drop_id:
             continue
         try:
-            await merge(drop_id, keep_id)
+            await desk.merge_users(drop_id, keep_id)
         except DeliveryError as exc:
             raise ContactsBadInput(f"the desk refused to merge users: {exc}") from None
         await rt.conversations.set_desk_user(account, desk.desk.value, merged, keep_id)

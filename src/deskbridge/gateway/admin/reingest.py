@@ -114,7 +114,8 @@ async def reingest_one(
     desk = rt.desk(account)
     try:
         if desk is not None and source == desk.desk.value:
-            await _replies(rt, out, req, dry_run)
+            # records kept before secrets were declared may still hold them: not again
+            await _replies(rt, out, req.scrubbed(desk.secret_headers, desk.secret_query), dry_run)
         else:
             await _channel(rt, out, req, dry_run)
     except ParseFailed as exc:
@@ -137,6 +138,7 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
     receiver = rt.receiver(source, account)
     if receiver is None:
         raise RequestRefused(f"channel {source} is not configured for {account}")
+    req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
     parsed = [ev for ev in receiver.parse(req).events if ev.account == account]
     events = [
         IntakeEvent(

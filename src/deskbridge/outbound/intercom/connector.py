@@ -71,8 +71,11 @@ class IntercomConnector:
     """
 
     desk: ClassVar[Desk] = Desk.INTERCOM
-    # Intercom documents no per-conversation limit, only the workspace's (the throttle).
-    ticket_update_limit: ClassVar[tuple[int, float] | None] = None
+    # the webhook is signed (HMAC over the body), so nothing in it is a secret to drop
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
+    # No TicketUpdateBudget: Intercom documents no per-conversation limit, only the
+    # workspace's (the throttle).
 
     def __init__(
         self,

@@ -54,8 +54,12 @@ class SandboxBackend(Protocol):
 
 
 class SandboxConnector:
+    """The ``DeskConnector`` for ``Desk.SANDBOX``: tickets in ``backend``, no optional
+    capabilities. Its agent replies come from the sandbox pages, not a webhook."""
+
     desk: ClassVar[Desk] = Desk.SANDBOX
-    ticket_update_limit: ClassVar[tuple[int, float] | None] = None
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, account: str, backend: SandboxBackend) -> None:
         self.account = account

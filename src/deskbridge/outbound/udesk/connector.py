@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
@@ -25,6 +24,7 @@ from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.http import classify, parse_retry_after, transport_error
 from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.capabilities import NoBudget, Polled, PollsReplies
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.udesk import replies
@@ -41,7 +41,7 @@ from deskbridge.schemas import (
     Upload,
 )
 
-__all__ = ["Polled", "UdeskConnector"]
+__all__ = ["NoBudget", "Polled", "UdeskConnector"]
 
 
 _PRIORITY = {"urgent": "紧急", "high": "高", "normal": "标准", "low": "低"}
@@ -61,27 +61,16 @@ _BY_ID = "id"
 """How a customer is named by its Udesk id in ``type``/``type_content`` pairs [U]."""
 
 
-class NoBudget(Exception):
-    """A low-priority call found no token to spare: deliveries come first."""
-
-
-@dataclass(frozen=True, slots=True)
-class Polled:
-    """One ticket's replies read by the poller: the agent replies to relay, and every
-    reply id looked at (to remember once the replies are taken in)."""
-
-    ticket_id: str
-    replies: list[AgentReply]
-    seen: list[str]
-
-
-class UdeskConnector:
+class UdeskConnector(PollsReplies):
     """One account's Udesk: the ``DeskConnector`` for ``Desk.UDESK``, plus the polling
-    side (``active_tickets``, ``poll_ticket``, ``mark_seen``) the worker's poller uses."""
+    side (``active_tickets``, ``poll_ticket``, ``mark_seen``) the worker's poller uses.
+    Udesk documents no per-ticket limit (no ``TicketUpdateBudget``): the account-wide
+    bucket paces every call."""
 
     desk: ClassVar[Desk] = Desk.UDESK
-    # Udesk documents no per-ticket limit; the account-wide bucket paces every call.
-    ticket_update_limit: ClassVar[tuple[int, float] | None] = None
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    # Udesk signs nothing: the account's callback secret rides in the URL's query
+    secret_query: ClassVar[frozenset[str]] = frozenset({"secret"})
 
     def __init__(
         self,

@@ -23,6 +23,11 @@ from deskbridge.config.accounts import ZendeskDeskConfig
 from deskbridge.errors import PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.capabilities import (
+    MergesUsers,
+    RegistersDeskWebhook,
+    TicketUpdateBudget,
+)
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
@@ -48,7 +53,7 @@ _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
 
 
-class ZendeskConnector:
+class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
     """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
 
     Customer messages are filed as the end user (requester, submitter and comment author),
@@ -56,8 +61,11 @@ class ZendeskConnector:
     """
 
     desk: ClassVar[Desk] = Desk.ZENDESK
+    # the webhook is signed (HMAC over the body), so nothing in it is a secret to drop
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
     # Zendesk: "30 updates per 10 minutes per user per ticket" (Update Ticket limits)
-    ticket_update_limit: ClassVar[tuple[int, float] | None] = (30, 600.0)
+    ticket_update_limit: ClassVar[tuple[int, float]] = (30, 600.0)
 
     def __init__(
         self,

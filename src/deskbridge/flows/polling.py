@@ -11,35 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from deskbridge.errors import DeliveryError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.flows.runtime import Runtime
-from deskbridge.outbound.udesk.connector import NoBudget, Polled
+from deskbridge.outbound.capabilities import NoBudget, PollsReplies
 from deskbridge.store.connection import UNAVAILABLE
 
-__all__ = ["PollingDesk", "poll_loop", "poll_once"]
+__all__ = ["poll_loop", "poll_once"]
 
 log = logging.getLogger(__name__)
 
 _TICK = 1.0
-
-
-@runtime_checkable
-class PollingDesk(Protocol):
-    """A desk connector whose agent replies are fetched rather than pushed."""
-
-    account: str
-    poll_interval: float
-
-    async def active_tickets(self) -> list[str]: ...
-
-    async def claim_poll(self) -> bool: ...
-
-    async def poll_ticket(self, ticket_id: str, *, urgent: bool = False) -> Polled: ...
-
-    async def mark_seen(self, polled: Polled) -> None: ...
 
 
 async def poll_once(rt: Runtime, account: str, *, urgent: bool = False) -> int:
@@ -47,7 +31,7 @@ async def poll_once(rt: Runtime, account: str, *, urgent: bool = False) -> int:
     taken in. Without ``urgent`` it stops as soon as deliveries need the rate budget.
     Raises ``StoreUnavailable``; a desk error on one ticket is logged and skipped."""
     desk = rt.desk(account)
-    if not isinstance(desk, PollingDesk):
+    if not isinstance(desk, PollsReplies):
         return 0
     taken = 0
     for ticket_id in await desk.active_tickets():
@@ -70,7 +54,7 @@ async def poll_once(rt: Runtime, account: str, *, urgent: bool = False) -> int:
 async def poll_loop(rt: Runtime) -> None:
     """Poll every polling desk's account at its interval, until cancelled. Returns at
     once when no account has such a desk."""
-    desks: dict[str, Any] = {a: d for a, d in rt.desks.items() if isinstance(d, PollingDesk)}
+    desks: dict[str, Any] = {a: d for a, d in rt.desks.items() if isinstance(d, PollsReplies)}
     if not desks:
         return
     due = dict.fromkeys(desks, 0.0)

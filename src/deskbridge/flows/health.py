@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from deskbridge.adapters.capabilities import ReportsHealth
 from deskbridge.errors import DeliveryError, PermanentError
 from deskbridge.flows.runtime import Runtime
 
@@ -25,11 +26,10 @@ async def poll_channel_health(rt: Runtime) -> int:
     checked = 0
     for (account, channel), adapter in list(rt.adapters.items()):
         config = rt.accounts.accounts[account].channel(channel)
-        check = getattr(adapter, "health", None)
-        if check is None or config is None or getattr(config, "sandbox", False):
+        if not isinstance(adapter, ReportsHealth) or config is None or config.sandbox:
             continue
         try:
-            values: dict[str, float] = await check()
+            values = await adapter.health()
         except PermanentError as exc:
             if exc.status not in (400, 401, 403):
                 log.info("health of %s/%s: %s", account, channel.value, type(exc).__name__)
