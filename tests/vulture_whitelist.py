@@ -99,3 +99,4 @@ _.get_me  # telegram adapter: token check (getMe), tested, not yet wired
 _.audit  # store.graph.audit: the merge audit stream, read by tests
 _.flushes  # store.intake batching counter, asserted by tests
 _.coalescer  # store.intake: tests reach the coalescer through it
+_.ambiguous_resends  # issue 16: counted by the flows' resend after an unknown outcome (in progress)

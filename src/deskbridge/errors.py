@@ -21,10 +21,13 @@ happens next.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "ConfigError",
     "DeliveryError",
     "DeskbridgeError",
+    "Outcome",
     "ParseFailed",
     "PayloadInvalid",
     "PayloadTooLarge",
@@ -75,12 +78,23 @@ class ParseFailed(DeskbridgeError):
     """A verified body our parser could not turn into events (kept raw for re-ingest)."""
 
 
-class DeliveryError(DeskbridgeError):
-    """An outbound call failed. ``status`` is the HTTP status when there was a response."""
+Outcome = Literal["not_applied", "unknown"]
+"""Whether a failed call may have changed the platform's state: ``not_applied`` (refused
+before the request was written, or a 4xx/429 the platform documents as a rejection) or
+``unknown`` (a timeout or reset after the request was written, a 5xx from a proxy). A
+call that was applied is not a failure."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+
+class DeliveryError(DeskbridgeError):
+    """An outbound call failed. ``status`` is the HTTP status when there was a response;
+    ``outcome`` says whether the platform may have applied it anyway."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, outcome: Outcome = "not_applied"
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.outcome: Outcome = outcome
 
 
 class RetryableError(DeliveryError):
@@ -88,9 +102,14 @@ class RetryableError(DeliveryError):
     such waits (429) do not spend the retry budget."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        outcome: Outcome = "not_applied",
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, outcome=outcome)
         self.retry_after = retry_after
 
 

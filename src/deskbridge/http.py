@@ -26,7 +26,7 @@ import httpcore
 import httpx
 
 from deskbridge import __version__
-from deskbridge.errors import PermanentError, RetryableError
+from deskbridge.errors import Outcome, PermanentError, RetryableError
 
 __all__ = [
     "Fetcher",
@@ -102,13 +102,23 @@ def classify(
         )
         raise RetryableError(f"{what}: rate limited (HTTP 429)", status=status, retry_after=wait)
     if status >= 500 or status in set(retryable_statuses) or status == 408:
-        raise RetryableError(f"{what}: HTTP {status}", status=status)
+        # a 5xx may come from a proxy in front of a platform that applied the call
+        outcome: Outcome = "unknown" if status >= 500 else "not_applied"
+        raise RetryableError(f"{what}: HTTP {status}", status=status, outcome=outcome)
     raise PermanentError(f"{what}: HTTP {status}", status=status)
 
 
+# Failures before the request left: the platform cannot have applied it.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
 def transport_error(exc: httpx.HTTPError, *, what: str) -> RetryableError:
-    """Translate a transport failure (timeout, refused connection) into a retryable error."""
-    return RetryableError(f"{what}: {type(exc).__name__}")
+    """Translate a transport failure into a retryable error: ``not_applied`` when the
+    request never left (connect failures, pool timeouts), else ``unknown`` (a read
+    timeout or a reset after the request was written may follow a change the platform
+    made)."""
+    outcome: Outcome = "not_applied" if isinstance(exc, _NOT_SENT) else "unknown"
+    return RetryableError(f"{what}: {type(exc).__name__}", outcome=outcome)
 
 
 # --- untrusted URLs (SSRF guard) ---------------------------------------------------------

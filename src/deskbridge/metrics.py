@@ -112,6 +112,14 @@ class Metrics:
             ["account", "channel"],
             registry=self.registry,
         )
+        self.ambiguous_resends = Counter(
+            "deskbridge_ambiguous_resends",
+            "Calls sent again after an unknown outcome (timeout or reset after the request"
+            " was written) where the platform offers no idempotency key and no read-back:"
+            " each may have reached the customer or desk twice.",
+            ["peer"],
+            registry=self.registry,
+        )
         self.off_hours_acks = Counter(
             "deskbridge_off_hours_acknowledgements",
             "Automatic acknowledgements sent outside business hours.",

@@ -36,11 +36,44 @@ __all__ = [
     "ChannelAdapter",
     "Handshake",
     "MediaLinks",
+    "MemoryProgress",
     "Parsed",
+    "Progress",
     "Receiver",
     "TokenCache",
     "WebhookParser",
 ]
+
+
+class Progress(Protocol):
+    """The parts of one outbound send the platform already accepted, across attempts.
+
+    A reply that takes several platform calls (text chunks, attachments, LINE batches,
+    SIP segments) is sent part by part; each accepted part is recorded (with the
+    platform's id) before the next one goes, and a retry resumes at the first part not
+    accepted. Parts are numbered from 0 in the order the adapter sends them, which must
+    not depend on anything but the reply and the address."""
+
+    def accepted(self, part: int) -> str | None:
+        """The platform id of ``part`` if an earlier attempt got it accepted, else None."""
+        ...
+
+    async def record(self, part: int, platform_id: str) -> None:
+        """Record ``part`` as accepted. Raises ``StoreUnavailable``."""
+        ...
+
+
+class MemoryProgress:
+    """Progress kept only for one call (tests, and sends nothing can resume)."""
+
+    def __init__(self, accepted: dict[int, str] | None = None) -> None:
+        self.parts: dict[int, str] = dict(accepted or {})
+
+    def accepted(self, part: int) -> str | None:
+        return self.parts.get(part)
+
+    async def record(self, part: int, platform_id: str) -> None:
+        self.parts[part] = platform_id
 
 
 @dataclass(frozen=True, slots=True)
