@@ -88,10 +88,17 @@ class _Faulty:
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         self._gate("append")
         filed = await self._inner.append(
-            conv, user_id, msg, files, idempotency_key=idempotency_key, retried=retried
+            conv,
+            user_id,
+            msg,
+            files,
+            idempotency_key=idempotency_key,
+            retried=retried,
+            in_doubt=in_doubt,
         )
         self._fake._owner[filed.ticket_id] = user_id
         if self._fake._stall:

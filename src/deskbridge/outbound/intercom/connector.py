@@ -284,6 +284,7 @@ class IntercomConnector:
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as the contact ``user_id``'s message: open a conversation when the
         conversation has none (or Intercom no longer has it), else reply as the contact.

@@ -217,6 +217,7 @@ class UdeskConnector(PollsReplies):
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as customer ``user_id``'s: a new ticket when the conversation has
         none, else a reply on it; files are uploaded to the ticket afterwards.
