@@ -423,7 +423,7 @@ async def test_append_puts_a_public_comment_by_the_end_user(
         "ticket": {
             "comment": {"body": "Any news?", "public": True, "author_id": int(USER_ID)},
             # the delivery's key, kept on the update's audit: found again after a lost answer
-            "metadata": {"custom": {"deskbridge_delivery": "dlv-3"}},
+            "metadata": {"deskbridge_delivery": "dlv-3"},
         }
     }
     assert filed == Filed(ticket_id="5158", message_id="9876543202", comment_count=4)

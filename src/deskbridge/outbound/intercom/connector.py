@@ -58,6 +58,7 @@ PHONES_ATTRIBUTE = "deskbridge_phones"
 # How far back a retried first message looks for the conversation an earlier attempt
 # may have opened.
 _RECENT_SECONDS = 24 * 3600
+_CLOCK_SKEW = 60
 _CONFLICT_ID = re.compile(r"\bid=([0-9a-f]{6,64})\b")
 _LINK_ID = re.compile(r"/contacts/([0-9a-f]{6,64})>")
 
@@ -292,14 +293,21 @@ class IntercomConnector:
         Files go along as ``attachment_files``, at most 10 per part; more make further
         parts. Intercom has no idempotency key: a retried first message looks for the
         conversation an earlier attempt opened (search, which can lag), and a reply
-        whose response was lost can appear twice.
+        ``in_doubt`` (an earlier attempt's answer was lost) is looked for among the
+        conversation's parts before it is written again.
         """
         text = render(msg)
         chunks = [list(files[i : i + FILES_PER_PART]) for i in range(0, len(files), FILES_PER_PART)]
         if conv.ticket_id is not None:
-            first = await self._reply(
-                conv.ticket_id, user_id, text, chunks[0] if chunks else [], may_defer=True
+            first = (
+                await self._replied(conv.ticket_id, user_id, text, msg.occurred_at.timestamp())
+                if in_doubt
+                else None
             )
+            if first is None:
+                first = await self._reply(
+                    conv.ticket_id, user_id, text, chunks[0] if chunks else [], may_defer=True
+                )
             if first is not None:
                 last = await self._more_files(conv.ticket_id, user_id, chunks[1:])
                 return Filed(ticket_id=conv.ticket_id, message_id=last or first)
@@ -464,6 +472,45 @@ class IntercomConnector:
             return None
         classify(resp, what=what)
         return _part_id(self._json(resp, what), user_id) or f"conversation:{conversation_id}"
+
+    async def _replied(
+        self, conversation_id: str, user_id: str, text: str, since: float
+    ) -> str | None:
+        """The id of the part an earlier attempt wrote, else None: the conversation's
+        newest part by the contact (``GET /conversations/{id}``, the latest 500 parts) when
+        it holds ``text`` and was made after the message arrived (``since``, unix s). Only
+        the newest counts: a conversation's parts are filed in order, one at a time."""
+        what = "intercom retrieve conversation"
+        resp = await self._call("GET", f"/conversations/{conversation_id}", what=what)
+        if resp.status_code == 404:
+            return None
+        classify(resp, what=what)
+        data = self._json(resp, what)
+        parts = data.get("conversation_parts")
+        items = _list(parts, "conversation_parts") if isinstance(parts, dict) else []
+        for part in reversed(items):
+            author = part.get("author")
+            if not isinstance(author, dict) or _str_id(author.get("id")) != user_id:
+                continue
+            if part.get("part_type") != "comment":
+                continue
+            body = part.get("body")
+            created = part.get("created_at")
+            # Intercom's clock against ours: a minute's leeway (its stamps are whole seconds)
+            fresh = isinstance(created, int) and created >= since - _CLOCK_SKEW
+            if (
+                fresh
+                and isinstance(body, str)
+                and _squash(webhook.html_to_text(body)) == _squash(text)
+            ):
+                log.info(
+                    "intercom %s: conversation %s already holds this part (earlier attempt)",
+                    self.account,
+                    conversation_id,
+                )
+                return _str_id(part.get("id")) or f"conversation:{conversation_id}"
+            return None
+        return None
 
     async def _more_files(
         self, conversation_id: str, user_id: str, chunks: list[list[Upload]]

@@ -613,9 +613,10 @@ class _Filing:
 
 
 def _audit_metadata(key: str) -> dict[str, Any]:
-    """Custom audit metadata naming the delivery: Zendesk keeps a ticket update's
-    ``metadata`` on its audit as ``metadata.custom`` (Tickets API, "Setting Metadata")."""
-    return {"custom": {_AUDIT_MARK: key}}
+    """The update's ``metadata``, naming the delivery: Zendesk keeps it on the update's
+    audit as ``metadata.custom`` (Tickets API: "Write only. Metadata for the audit. In the
+    audit object, the data is specified in the custom property of the metadata object")."""
+    return {_AUDIT_MARK: key}
 
 
 def _authorization(config: ZendeskDeskConfig) -> str:
