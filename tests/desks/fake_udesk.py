@@ -66,6 +66,8 @@ class FakeUdesk(FakeDesk):
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.logins = 0
+        self.reply_ids = True
+        """False: a reply is answered ``{"code": 1000}`` without its id (seen in the wild)."""
         self.bodies: list[tuple[str, Any]] = []
         """(path, JSON body or bytes) of every accepted write, for assertions."""
 
@@ -374,6 +376,8 @@ class FakeUdesk(FakeDesk):
         else:
             author = "agent"
         self._tickets[ticket_id].parts.append(FakePart(author, content))
+        if not self.reply_ids:
+            return web.json_response({"code": 1000})
         return web.json_response({"code": 1000, "reply": {"id": int(reply_id)}})
 
     async def _list_replies(self, request: web.Request) -> web.Response:

@@ -323,11 +323,11 @@ class UdeskConnector(PollsReplies):
         return reply_id
 
     async def _posted(self, ticket_id: str, reply: dict[str, Any]) -> str | None:
-        """The id of a reply an earlier attempt posted (its answer lost), else None: the
-        newest reply on the ticket with the same content that deskbridge has not recorded
-        (what it filed and what the poller took in are remembered as relayed). Reads the
-        ticket's replies list (``GET /tickets/{id}/replies``), the one the poller reads.
-        The author is not compared: a marked reply is written as the API's agent."""
+        """The id of a reply an earlier attempt posted (its answer lost), else None: a
+        customer's reply on the ticket with the same content that no filing recorded
+        (each filing remembers its reply id; the poller never remembers customers'
+        replies). Reads the ticket's replies list (``GET /tickets/{id}/replies``), the one
+        the poller reads."""
         known = await self._state.relayed(self.account, ticket_id)
         wanted = " ".join(str(reply["content"]).split())
         found: str | None = None
@@ -341,7 +341,7 @@ class UdeskConnector(PollsReplies):
             for item in _list(body, "replies"):
                 reply_id = _str(item.get("id"))
                 content = _str(item.get("content")) or ""
-                if reply_id is None or reply_id in known:
+                if reply_id is None or reply_id in known or not replies.is_customers(item):
                     continue
                 if " ".join(content.split()) == wanted:
                     found = reply_id
@@ -410,7 +410,12 @@ class UdeskConnector(PollsReplies):
             if not isinstance(total, int) or page >= total:
                 break
         found, seen = replies.agent_replies(self.account, ticket_id, items, skip=skip)
-        return Polled(ticket_id=ticket_id, replies=found, seen=seen)
+        # Customers' replies stay out of the remembered set: only a filing puts one there,
+        # so a reply whose filing lost its answer is still found by ``_posted``.
+        customers = {_str(i.get("id")) for i in items if replies.is_customers(i)}
+        return Polled(
+            ticket_id=ticket_id, replies=found, seen=[i for i in seen if i not in customers]
+        )
 
     async def mark_seen(self, polled: Polled) -> None:
         """Remember a poll's replies once they are taken in (relayed or skipped)."""
