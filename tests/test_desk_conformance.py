@@ -8,6 +8,7 @@ change: the same steps run for every desk.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
@@ -269,6 +270,46 @@ async def test_a_write_whose_answer_is_lost_lands_once_or_is_counted(
         ]
     if mode != "rate_limited":
         assert any(a.ambiguous for a in logs[-1])  # the attempt log says it was in doubt
+
+
+async def test_a_worker_killed_with_an_append_in_flight_files_it_once(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    """The desk applied the comment; the worker died before it recorded anything. The
+    job runs again, knows the write was in flight, and reconciles instead of appending."""
+    telegram(respx_mock)
+    async with gateway(fake, make_runtime, aiohttp_client, job_timeout_seconds=1) as (rt, client):
+        await customer_says(client, "Opening the ticket", 7901)
+        await drain(rt)
+        desk = rt.desks["acme"]
+        real_append = desk.append
+        filed = asyncio.Event()
+
+        async def append_then_die(*args: Any, **kwargs: Any) -> Any:
+            result = await real_append(*args, **kwargs)
+            filed.set()
+            await asyncio.sleep(3600)  # killed here: filed at the desk, not yet recorded
+            return result
+
+        desk.append = append_then_die
+        await customer_says(client, "Exactly once, please", 7902)
+        task = asyncio.create_task(drain(rt))
+        await asyncio.wait_for(filed.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        redis = redis_of(rt)
+        # what arq's in-progress expiry and the lane lock's TTL do in time
+        for name in await redis.keys("arq:in-progress:*"):
+            await redis.delete(name)
+        for name in await redis.keys("db:{acme}:lock:*"):
+            await redis.delete(name)
+        desk.append = real_append
+        await drain(rt)
+        await refresh(fake)
+        inbound = await deliveries(rt, Direction.INBOUND)
+    assert [d.state for d in inbound] == [DeliveryState.DELIVERED] * 2
+    copies = [p.text for t in fake.tickets() for p in t.parts if "Exactly once, please" in p.text]
+    assert len(copies) == 1, copies
 
 
 async def test_permanent_4xx_goes_to_the_dead_letters(

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 __all__ = ["call_message", "file_event", "file_message"]
 
 _EVENT: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+_DESK_WRITE_TTL_S = 7 * 86400
+"""How long a desk write in flight is remembered: beyond any retry of its delivery."""
 
 
 async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
@@ -100,6 +102,7 @@ async def file_message(
         retried=conv.create_attempted or d.attempts > 0,
         in_doubt=await _in_doubt(rt, d),
     )
+    await rt.deliveries.end_desk_write(d.account, d.id)
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     if limit is not None:
@@ -114,8 +117,11 @@ async def file_message(
 
 
 async def _in_doubt(rt: Runtime, d: Delivery) -> bool:
-    """Whether an earlier attempt failed with an unknown outcome (it may have filed the
-    message): the desk reconciles before writing again."""
+    """Whether an earlier attempt may have filed the message without deskbridge knowing:
+    it failed with an unknown outcome, or its worker died with the write in flight. The
+    desk then reconciles before writing again. Notes this write as in flight."""
+    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S):
+        return True
     if d.attempts == 0:
         return False  # every failure that may have been applied spends the budget
     return any(a.ambiguous for a in await rt.deliveries.attempts(d.account, d.id))
