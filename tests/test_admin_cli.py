@@ -201,7 +201,7 @@ async def test_token_create_from_the_secret_the_demo_file_or_a_private_key(tmp_p
     assert who.sub == "ana" and who.scopes == {"deliveries:read"}
 
     # the demo: the secret is read from its 0600 file, never printed
-    from deskbridge.config.demo import demo_secrets
+    from deskbridge.adapters.demo import demo_secrets
     from deskbridge.gateway.admin.auth import admin_auth
 
     demo_secret = demo_secrets(tmp_path)["admin_jwt_secret"]

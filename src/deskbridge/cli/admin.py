@@ -25,8 +25,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError
+from deskbridge.outbound.registry import DESKS
 
 __all__ = ["contacts", "deliveries", "events", "token"]
 
@@ -40,8 +42,8 @@ EXIT_USAGE = 2
 EXIT_API = 3
 
 _STATES = ["pending", "held", "delivered", "skipped", "dead", "failed", "discarded"]
-_CHANNELS = ["telegram", "whatsapp", "messenger", "line", "email", "sip"]
-_DESKS = ["sandbox", "zendesk", "intercom", "udesk"]
+_CHANNELS = [c.value for c in CHANNELS]
+_DESKS = [d.value for d in DESKS]
 _SCOPES = ["deliveries:read", "deliveries:write", "contacts:read", "contacts:write", "audit:read"]
 _BATCH = 100
 _MAX_TTL = timedelta(days=30)

@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from deskbridge import __version__
+from deskbridge.adapters.registry import CHANNELS
 from deskbridge.cli import admin
 from deskbridge.cli.keys import keys as keys_command
 from deskbridge.cli.route import route as route_command
@@ -18,6 +19,7 @@ from deskbridge.cli.stats import stats as stats_command
 from deskbridge.config import Settings, load_accounts
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, DeskbridgeError
+from deskbridge.schemas import Channel
 
 __all__ = ["main"]
 
@@ -128,9 +130,7 @@ def check_config(file: Path) -> None:
 
 
 @cli.command()
-@click.argument(
-    "channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line", "email", "sip"])
-)
+@click.argument("channel", type=click.Choice([c.value for c in CHANNELS]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(
@@ -184,7 +184,7 @@ def simulate(
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
-    if channel == "sip":
+    if channel == Channel.SIP:
         expected = call or 200 <= status < 300
         click.echo(f"the SIP listener answered {status}")
         if not expected:

@@ -18,16 +18,20 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from deskbridge import __version__
+from deskbridge.adapters.demo import demo_accounts, demo_secrets
+from deskbridge.adapters.registry import CHANNELS, spec_of
 from deskbridge.adapters.sip import Listener
-from deskbridge.config import AccountsFile, EmailConfig, Settings, SipConfig, load_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
+from deskbridge.config import AccountsFile, Settings, load_accounts
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.gateway import create_app
 from deskbridge.gateway.sip import start_sip_listeners
 from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
+from deskbridge.outbound.registry import desk_spec_of
 from deskbridge.pipeline import Runtime, run_worker
+from deskbridge.schemas import Desk
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
 from deskbridge.store.keyring import load_vault
 
@@ -102,31 +106,29 @@ def _banner(loaded: Loaded, role: str) -> None:
         shared: set[str] = set()
         for name, acc in loaded.accounts.accounts.items():
             for ch in acc.channels:
-                app = getattr(ch, "app", None)
-                if isinstance(ch, EmailConfig) and ch.inbound == "smtp":
-                    lines.append(f"  email ({name}): {ch.address} by SMTP at {ch.smtp_listen}")
-                elif isinstance(ch, SipConfig):
-                    over = "/".join(t.upper() for t in ch.transports)
-                    tls = f", TLS at {ch.tls_listen}" if ch.tls_listen else ""
-                    lines.append(f"  sip ({name}): {over} at {ch.listen}{tls}")
-                elif app is None:
+                spec = spec_of(ch)
+                listener = spec.listener(ch) if spec.listener is not None else None
+                if listener is not None:
+                    lines.append(f"  {ch.type} ({name}): {listener}")
+                elif spec.app_route is None:
                     lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
                 elif ch.type not in shared:
                     # a Meta app posts every number and Page to one URL
                     shared.add(ch.type)
                     lines.append(f"  {ch.type} webhook (Meta apps): {base}/webhooks/{ch.type}")
-            if acc.desk.type != "sandbox":
+            if desk_spec_of(acc.desk).replies_by_webhook:
                 lines.append(
                     f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}"
                 )
-        if any(a.desk.type == "sandbox" for a in loaded.accounts.accounts.values()):
+        if any(a.desk.type == Desk.SANDBOX.value for a in loaded.accounts.accounts.values()):
             lines.append(f"  sandbox desk: {local}/sandbox/")
     if loaded.demo:
         where = secrets_path(s.data_dir).resolve()
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
-            lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
-            lines.append("       (or whatsapp, messenger, line, email, sip)")
+            first, *others = CHANNELS
+            lines.append(f'  try: deskbridge simulate {first} --text "hello" --url {local}')
+            lines.append(f"       (or {', '.join(others)})")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from deskbridge import __version__
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.outbound.registry import DESKS
 
 __all__ = ["document"]
 
 _STATES = ["pending", "held", "delivered", "skipped", "dead", "failed", "discarded"]
-_CHANNELS = ["telegram", "whatsapp", "messenger", "line", "email", "sip"]
-_DESKS = ["sandbox", "zendesk", "intercom", "udesk"]
+_CHANNELS = [c.value for c in CHANNELS]
+_DESKS = [d.value for d in DESKS]
 
 
 def _ref(name: str) -> dict[str, str]:
