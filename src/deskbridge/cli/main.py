@@ -13,7 +13,7 @@ from rich.console import Console
 from deskbridge import __version__
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.cli import admin
-from deskbridge.cli.keys import keys as keys_command
+from deskbridge.cli.encryption import keys as keys_command
 from deskbridge.cli.route import route as route_command
 from deskbridge.cli.stats import stats as stats_command
 from deskbridge.config import Settings, load_accounts
