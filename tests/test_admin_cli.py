@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deskbridge.adapters.telegram import sample_update
-from deskbridge.cli.admin import parse_duration, parse_when
+from deskbridge.cli.admin_api import parse_duration, parse_when
 from deskbridge.cli.main import cli
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import AdminAuth
