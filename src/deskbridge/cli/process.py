@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,30 +133,73 @@ def _banner(loaded: Loaded, role: str) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-async def serve_forever(loaded: Loaded, role: str) -> None:
-    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly."""
-    s = loaded.settings
-    private: PrivateRedis | None = None
-    url = s.redis_url
-    if url is None:
-        if role != "run":
-            raise ConfigError(
-                f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
-            )
-        private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
-        await private.start()
-        url = private.url
-    redis = connect(url)
-    http = make_client(timeout=s.http_timeout_seconds)
-    worker: asyncio.Task[None] | None = None
-    runner: web.AppRunner | None = None
-    smtp_servers: list[asyncio.Server] = []
+@contextlib.asynccontextmanager
+async def _listeners(rt: Runtime) -> AsyncIterator[None]:
+    """The SMTP and SIP listeners, started and closed in that order. One that cannot bind
+    is logged and reported on /readyz, never fatal."""
+    smtp_servers = await start_smtp_listeners(rt)
     sip_listeners: list[Listener] = []
     try:
+        sip_listeners = await start_sip_listeners(rt)
+        yield
+    finally:
+        for server in smtp_servers:
+            server.close()
+        for listener in sip_listeners:
+            await listener.close()
+
+
+@contextlib.asynccontextmanager
+async def _worker(rt: Runtime, url: str) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker loop's task, cancelled and awaited on the way out."""
+    worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+    try:
+        yield worker
+    finally:
+        worker.cancel()
+        # its error, if it ended with one, is already on its way out of serve_forever
+        await asyncio.wait([worker])
+
+
+@contextlib.asynccontextmanager
+async def _redis_url(s: Settings, role: str) -> AsyncIterator[str]:
+    """``REDIS_URL``, else (``run`` only) a private redis-server for the process's life."""
+    if s.redis_url is not None:
+        yield s.redis_url
+        return
+    if role != "run":
+        raise ConfigError(
+            f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
+        )
+    private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
+    await private.start()
+    try:
+        yield private.url
+    finally:
+        await private.stop()
+
+
+async def serve_forever(loaded: Loaded, role: str) -> None:
+    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly.
+
+    Each resource is opened after the one before it and closed in reverse order: Redis,
+    the HTTP client, the gateway (bound before anything else listens), the SMTP and SIP
+    listeners, the worker. They are not the app's ``cleanup_ctx``: that runs before the
+    HTTP site binds, and a port in use must stop the process before a listener or the
+    worker starts."""
+    s = loaded.settings
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(_redis_url(s, role))
+        redis = connect(url)
+        stack.push_async_callback(redis.aclose)
+        http = make_client(timeout=s.http_timeout_seconds)
+        stack.push_async_callback(http.aclose)
         await check_policy(redis)
         rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
-        app = create_app(rt, role=role)
-        runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+        runner = web.AppRunner(
+            create_app(rt, role=role), access_log_class=AccessLogger, handle_signals=False
+        )
+        stack.push_async_callback(runner.cleanup)
         await runner.setup()
         # the imports leave ~75k long-lived objects; without this every full collection
         # walks them again and stalls requests in flight for 35-55 ms
@@ -163,38 +207,28 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         gc.freeze()
         await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
         if role in ("run", "serve"):
-            smtp_servers = await start_smtp_listeners(rt)
-            sip_listeners = await start_sip_listeners(rt)
+            await stack.enter_async_context(_listeners(rt))
+        worker = None
         if role in ("run", "worker"):
-            worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+            worker = await stack.enter_async_context(_worker(rt, url))
         _banner(loaded, role)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stopping = asyncio.create_task(stop.wait())
-        waiters: set[asyncio.Task[Any]] = {stopping}
-        if worker is not None:
-            waiters.add(worker)  # a worker that dies ends the process
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if worker is not None and worker.done() and not worker.cancelled():
-            exc = worker.exception()
-            if exc is not None:
-                raise exc
+        await _until_stopped(worker)
         log.info("shutting down")
-    finally:
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        for server in smtp_servers:
-            server.close()
-        for listener in sip_listeners:
-            await listener.close()
-        if runner is not None:
-            await runner.cleanup()
-        await http.aclose()
-        await redis.aclose()
-        if private is not None:
-            await private.stop()
+
+
+async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
+    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    waiters: set[asyncio.Task[Any]] = {stopping}
+    if worker is not None:
+        waiters.add(worker)  # a worker that dies ends the process
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if worker is not None and worker.done() and not worker.cancelled():
+        exc = worker.exception()
+        if exc is not None:
+            raise exc
