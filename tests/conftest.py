@@ -32,7 +32,8 @@ import base64  # noqa: E402
 import httpx  # noqa: E402
 
 from deskbridge.config import Settings, parse_accounts  # noqa: E402
-from deskbridge.pipeline import Runtime, build_worker  # noqa: E402
+from deskbridge.flows import Runtime  # noqa: E402
+from deskbridge.pipeline import build_worker  # noqa: E402
 from deskbridge.store import Vault  # noqa: E402
 
 TEST_KEY = base64.b64encode(bytes(range(32))).decode()

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from deskbridge.errors import PermanentError
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
-from deskbridge.gateway.intake import accept_replies
 from deskbridge.schemas import (
     AgentReply,
     Attachment,

@@ -12,8 +12,8 @@ import time
 import urllib.parse
 from datetime import UTC, datetime
 
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
-from deskbridge.gateway.intake import accept_replies
 from deskbridge.schemas import AgentReply, Desk
 
 from .conftest import EMAIL_YAML, MAILGUN_KEY, drain

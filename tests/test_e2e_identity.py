@@ -184,7 +184,7 @@ async def test_contact_scope_keeps_one_ticket_and_answers_on_the_last_channel(
 ) -> None:
     from datetime import UTC, datetime
 
-    from deskbridge.gateway.intake import accept_replies
+    from deskbridge.flows.ingest import accept_replies
     from deskbridge.schemas import AgentReply, Desk
 
     from .conftest import META_SECRET

@@ -229,7 +229,7 @@ async def test_messenger_through_the_sandbox_desk(make_runtime, aiohttp_client, 
     send = respx_mock.post(f"{GRAPH}/{PAGE_ID}/messages").respond(
         200, json={"recipient_id": "7001", "message_id": "m_OUT"}
     )
-    from deskbridge.gateway.intake import accept_replies
+    from deskbridge.flows.ingest import accept_replies
     from deskbridge.schemas import AgentReply, Desk
 
     reply = AgentReply(

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from deskbridge.adapters.sip.simulate import send_sample
-from deskbridge.gateway.intake import accept_replies
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway.sip import start_sip_listeners
 from deskbridge.schemas import AgentReply, Channel, Desk
 

@@ -17,8 +17,8 @@ from deskbridge.cli.process import load
 from deskbridge.config import parse_accounts
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
+from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
-from deskbridge.pipeline import Runtime
 from deskbridge.schemas import Channel, Identity
 from deskbridge.store import Vault, connect, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id

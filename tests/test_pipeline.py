@@ -165,7 +165,7 @@ async def test_permanent_failure_is_dead_at_once(make_runtime, redis) -> None:
 
 
 async def test_failed_reply_becomes_an_internal_note(make_runtime, redis, respx_mock) -> None:
-    from deskbridge.gateway.intake import accept_replies
+    from deskbridge.flows.ingest import accept_replies
 
     rt = make_runtime()
     desk = fake_desk(rt)

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from deskbridge.adapters.telegram.simulate import sample_update
+from deskbridge.flows import privacy
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import PREFIX
 from deskbridge.outbound.intercom.connector import IntercomConnector
-from deskbridge.pipeline import privacy
 from deskbridge.schemas import Channel, Identity
 from deskbridge.store import keys
 

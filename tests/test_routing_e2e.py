@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import httpx
 
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
-from deskbridge.gateway.intake import accept_replies
 from deskbridge.pipeline.worker import sweep_once
 from deskbridge.schemas import AgentReply, Channel, Desk
 
@@ -269,7 +269,7 @@ def test_check_config_warns_when_translation_leaves_the_region(tmp_path) -> None
 
 
 def test_each_language_team_keeps_its_own_hours() -> None:
-    from deskbridge.pipeline.routing import off_hours_text
+    from deskbridge.flows.enrichment import off_hours_text
     from deskbridge.routing.config import RoutingConfig
 
     config = RoutingConfig.model_validate(

@@ -39,7 +39,7 @@ from deskbridge.adapters.sip.uri import (
 from deskbridge.adapters.text import split_text
 from deskbridge.config import SipConfig
 from deskbridge.errors import DeliveryError, StoreUnavailable
-from deskbridge.pipeline.tasks import call_message
+from deskbridge.flows.filing import call_message
 from deskbridge.schemas import CallEvent, Message, RawRequest
 
 FAST = Timers(t1=0.02, t2=0.16, t4=0.1)

@@ -15,7 +15,7 @@
     └── StoreUnavailable            Redis unreachable or a write failed (gateway answers 503)
 
 Adapters and desk connectors never decide whether to retry: they raise a ``DeliveryError``
-subclass through :func:`deskbridge.http.classify`, and ``pipeline.retry`` decides what
+subclass through :func:`deskbridge.http.classify`, and ``deskbridge.policy`` decides what
 happens next.
 """
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.gateway.intake import accept_replies
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.sandbox import SandboxConnector
 from deskbridge.schemas import AgentReply, Contact, ConversationRef, Desk, Message, Upload

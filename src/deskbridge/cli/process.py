@@ -26,12 +26,13 @@ from deskbridge.config import AccountsFile, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
+from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.gateway.sip import start_sip_listeners
 from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
 from deskbridge.outbound.registry import desk_spec_of
-from deskbridge.pipeline import Runtime, run_worker
+from deskbridge.pipeline import run_worker
 from deskbridge.schemas import Desk
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
 from deskbridge.store.keyring import load_vault

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from deskbridge.flows import Runtime
 from deskbridge.gateway import admin, health, intake, media, sandbox
 from deskbridge.gateway.keys import AUTH_FAILURES, CSRF, ROLE, RUNTIME
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
-from deskbridge.pipeline import Runtime
 
 __all__ = ["create_app"]
 

@@ -6,9 +6,7 @@ script. Refusals (401/400/413) change no state and are counted by reason.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -19,12 +17,11 @@ from deskbridge.errors import (
     SignatureInvalid,
     StoreUnavailable,
 )
+from deskbridge.flows import Runtime, ingest
 from deskbridge.gateway.keys import AUTH_FAILURES, RUNTIME
-from deskbridge.pipeline import Runtime
-from deskbridge.schemas import AgentReply, Direction, InboundEvent, RawRequest
-from deskbridge.store import IntakeEvent
+from deskbridge.schemas import Direction, RawRequest
 
-__all__ = ["accept_replies", "channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]
+__all__ = ["channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +102,9 @@ async def channel_webhook(request: web.Request) -> web.Response:
             return web.Response(body=_OK, content_type="application/json")
         if parsed.unrouted:
             rt.metrics.event(channel, "ignored", "unrouted", n=parsed.unrouted)
-        by_account: dict[str, list[IntakeEvent]] = {}
-        for ev in parsed.events:
-            by_account.setdefault(ev.account, []).append(
-                IntakeEvent(
-                    dedup_key=ev.dedup_key,
-                    conversation_id=rt.conversations.conversation_id(
-                        ev.account, ev.channel, ev.thread
-                    ),
-                    event=ev,
-                )
-            )
-        if not by_account:
+        if not parsed.events:
             rt.metrics.event(channel, "ignored", "")
-        # one request may carry events of several accounts (a Meta app's batch)
-        for acc, events in by_account.items():
-            await _store(rt, acc, channel, Direction.INBOUND, channel, req, events)
+        await ingest.accept_events(rt, channel, req, parsed.events)
     except RequestRefused as exc:
         return _refused(request, rt, source, exc)
     except StoreUnavailable as exc:
@@ -131,22 +115,9 @@ async def channel_webhook(request: web.Request) -> web.Response:
 async def _keep_unparseable(
     rt: Runtime, channel: str, account: str | None, req: RawRequest, exc: ParseFailed
 ) -> None:
-    """Keep a verified body we could not parse as a dead letter, for re-ingest after a
-    fix. Without an account in the URL it is kept under every account of the channel."""
+    """Without an account in the URL the body is kept under every account of the channel."""
     owners = [account] if account else sorted(a for (a, c) in rt.adapters if c.value == channel)
-    for acc in owners:
-        stored = await rt.intake.accept_parse_failed(
-            account=acc,
-            source=channel,
-            direction=Direction.INBOUND,
-            channel=channel,
-            desk=rt.accounts.accounts[acc].desk.type,
-            req=req,
-            error=str(exc),
-            dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
-        )
-        rt.metrics.event(channel, "parse_failed" if stored else "duplicate", "parse")
-    log.warning("%s: kept an unparseable body as a dead letter", channel)
+    await ingest.keep_unparseable(rt, owners, channel, Direction.INBOUND, req, str(exc))
 
 
 async def channel_handshake(request: web.Request) -> web.Response:
@@ -167,77 +138,6 @@ async def channel_handshake(request: web.Request) -> web.Response:
     return web.Response(status=answer.status, text=answer.body, content_type=answer.content_type)
 
 
-async def accept_replies(
-    rt: Runtime, account: str, source: str, req: RawRequest | None, replies: list[AgentReply]
-) -> int:
-    """Queue agent replies for their conversations' channels. Replies deskbridge wrote
-    itself (the loop guard) and replies on tickets it does not know are skipped.
-    Returns how many were new. Raises ``StoreUnavailable``."""
-    by_channel: dict[str, list[IntakeEvent]] = {}
-    for reply in replies:
-        if await rt.conversations.is_ours(account, reply.desk.value, reply.external_id):
-            rt.metrics.event(source, "ignored", "ours")
-            continue
-        conv_id = await rt.conversations.for_ticket(account, reply.desk.value, reply.ticket_id)
-        conv = await rt.conversations.get(account, conv_id) if conv_id else None
-        if conv is None:
-            rt.metrics.event(source, "ignored", "unknown_ticket")
-            continue
-        by_channel.setdefault(conv.channel.value, []).append(
-            IntakeEvent(
-                dedup_key=reply.dedup_key,
-                conversation_id=conv.id,
-                event=reply,
-            )
-        )
-    accepted = 0
-    # a delivery record names its channel, so one intake call per channel
-    for channel, events in by_channel.items():
-        accepted += await _store(rt, account, source, Direction.OUTBOUND, channel, req, events)
-    return accepted
-
-
-async def store_events(
-    rt: Runtime, account: str, source: str, req: RawRequest, events: Sequence[InboundEvent]
-) -> int:
-    """Store inbound events from a listener (SMTP, SIP) with the intake script, as the
-    webhook routes do; returns how many were new. Raises ``StoreUnavailable``."""
-    intake = [
-        IntakeEvent(
-            dedup_key=ev.dedup_key,
-            conversation_id=rt.conversations.conversation_id(account, ev.channel, ev.thread),
-            event=ev,
-        )
-        for ev in events
-    ]
-    return await _store(rt, account, source, Direction.INBOUND, source, req, intake)
-
-
-async def _store(
-    rt: Runtime,
-    account: str,
-    source: str,
-    direction: Direction,
-    channel: str,
-    req: RawRequest | None,
-    events: list[IntakeEvent],
-) -> int:
-    """One intake call, counted; returns how many events were new."""
-    new = await rt.intake.accept(
-        account=account,
-        source=source,
-        direction=direction,
-        channel=channel,
-        desk=rt.accounts.accounts[account].desk.type,
-        req=req,
-        events=events,
-    )
-    accepted = sum(new)
-    rt.metrics.event(source, "accepted", "", n=accepted)
-    rt.metrics.event(source, "duplicate", "", n=len(new) - accepted)
-    return accepted
-
-
 async def desk_webhook(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     desk_name = request.match_info["desk"]
@@ -254,21 +154,12 @@ async def desk_webhook(request: web.Request) -> web.Response:
         except ParseFailed as exc:
             # verified, but not a shape we can read: kept for re-ingest after a fix, and
             # acknowledged (a desk that keeps getting errors suspends its webhook)
-            stored = await rt.intake.accept_parse_failed(
-                account=account,
-                source=desk_name,
-                direction=Direction.OUTBOUND,
-                channel=desk_name,
-                desk=desk_name,
-                req=req,
-                error=str(exc),
-                dedup_key="body-" + hashlib.sha256(req.body).hexdigest()[:32],
+            await ingest.keep_unparseable(
+                rt, [account], desk_name, Direction.OUTBOUND, req, str(exc)
             )
-            rt.metrics.event(desk_name, "parse_failed" if stored else "duplicate", "parse")
-            log.warning("%s: kept an unparseable agent-reply body as a dead letter", desk_name)
             return web.Response(body=_OK, content_type="application/json")
         if replies:
-            await accept_replies(rt, account, desk_name, req, replies)
+            await ingest.accept_replies(rt, account, desk_name, req, replies)
         else:
             rt.metrics.event(desk_name, "ignored", "")
     except RequestRefused as exc:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from deskbridge.flows import Runtime
 from deskbridge.gateway.throttle import FailedAuth
-from deskbridge.pipeline import Runtime
 
 __all__ = ["AUTH_FAILURES", "CSRF", "ROLE", "RUNTIME", "SANDBOX_PAGES"]
 

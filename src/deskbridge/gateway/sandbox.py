@@ -26,10 +26,10 @@ from aiohttp import web
 
 from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
-from deskbridge.gateway.intake import accept_replies
+from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway.keys import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
-from deskbridge.pipeline import Runtime
 from deskbridge.schemas import AgentReply, Channel, Desk
 
 __all__ = ["add_routes"]

@@ -14,8 +14,8 @@ from deskbridge.adapters.sip import Listener, SipReceiver, SipService, start_lis
 from deskbridge.adapters.sip.server import Store
 from deskbridge.adapters.sip.transaction import Timers
 from deskbridge.config import SipConfig
-from deskbridge.gateway.intake import store_events
-from deskbridge.pipeline import Runtime
+from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import accept_events
 from deskbridge.schemas import CallEvent, Channel, Message, RawRequest
 
 __all__ = ["start_sip_listeners"]
@@ -36,7 +36,7 @@ def make_store(rt: Runtime) -> Store:
     """The ``Store`` the SIP service calls: the intake script, as for webhooks."""
 
     async def store(account: str, raw: RawRequest, events: list[Message | CallEvent]) -> None:
-        await store_events(rt, account, "sip", raw, events)
+        await accept_events(rt, "sip", raw, events)
 
     return store
 

@@ -19,8 +19,8 @@ from deskbridge.adapters.email.mime import normalize_address
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.config import EmailConfig
 from deskbridge.errors import DeskbridgeError, StoreUnavailable
-from deskbridge.gateway.intake import store_events
-from deskbridge.pipeline import Runtime
+from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import accept_events
 from deskbridge.schemas import Channel, RawRequest
 
 __all__ = ["start_smtp_listeners"]
@@ -72,7 +72,7 @@ class _Handler:
         if not events:
             rt.metrics.event("email", "ignored", "")
             return
-        await store_events(rt, account, "email", req, events)
+        await accept_events(rt, "email", req, events)
 
 
 def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 
 from deskbridge.errors import DeliveryError, PermanentError
-from deskbridge.pipeline.runtime import Runtime
+from deskbridge.flows.runtime import Runtime
 
 __all__ = ["health_loop", "poll_channel_health"]
 

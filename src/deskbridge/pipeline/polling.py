@@ -16,10 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 from redis.exceptions import RedisError
 
 from deskbridge.errors import DeliveryError, StoreUnavailable
+from deskbridge.flows.ingest import accept_replies
+from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.udesk.connector import NoBudget, Polled
-from deskbridge.pipeline.runtime import Runtime
-from deskbridge.schemas import AgentReply, Direction
-from deskbridge.store import IntakeEvent
 
 __all__ = ["PollingDesk", "poll_loop", "poll_once"]
 
@@ -62,41 +61,10 @@ async def poll_once(rt: Runtime, account: str, *, urgent: bool = False) -> int:
             log.warning("poll %s: ticket %s: %s", account, ticket_id, exc)
             continue
         if polled.replies:
-            taken += await _take_in(rt, account, polled.replies)
+            taken += await accept_replies(
+                rt, account, polled.replies[0].desk.value, None, polled.replies
+            )
         await desk.mark_seen(polled)
-    return taken
-
-
-async def _take_in(rt: Runtime, account: str, replies: list[AgentReply]) -> int:
-    """What ``gateway.intake.accept_replies`` does for a webhook, without a request."""
-    desk_name = replies[0].desk.value
-    by_channel: dict[str, list[IntakeEvent]] = {}
-    for reply in replies:
-        if await rt.conversations.is_ours(account, desk_name, reply.external_id):
-            rt.metrics.event(desk_name, "ignored", "ours")
-            continue
-        conv_id = await rt.conversations.for_ticket(account, desk_name, reply.ticket_id)
-        conv = await rt.conversations.get(account, conv_id) if conv_id else None
-        if conv is None:
-            rt.metrics.event(desk_name, "ignored", "unknown_ticket")
-            continue
-        by_channel.setdefault(conv.channel.value, []).append(
-            IntakeEvent(dedup_key=reply.dedup_key, conversation_id=conv.id, event=reply)
-        )
-    taken = 0
-    for channel, events in by_channel.items():
-        new = await rt.intake.accept(
-            account=account,
-            source=desk_name,
-            direction=Direction.OUTBOUND,
-            channel=channel,
-            desk=rt.accounts.accounts[account].desk.type,
-            req=None,
-            events=events,
-        )
-        taken += sum(new)
-        rt.metrics.event(desk_name, "accepted", "", n=sum(new))
-        rt.metrics.event(desk_name, "duplicate", "", n=len(new) - sum(new))
     return taken
 
 

@@ -1,67 +1,13 @@
-"""The retry policy, and the only place that asks arq to run a job again (``Retry``).
-
-Retryable failures back off exponentially with jitter and spend the retry budget; a 429
-waits as long as the peer asked (capped) without spending it; permanent failures, and
-retryable ones past the budget, are dead letters.
-"""
+"""The only place that asks arq to run a job again (``Retry``); the decisions themselves
+are ``deskbridge.policy``'s."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
 from typing import NoReturn
 
 from arq import Retry
 
-from deskbridge.errors import DeliveryError, PermanentError, RetryableError
-from deskbridge.schemas import AttemptOutcome
-
-__all__ = ["Decision", "RetryPolicy", "busy", "retry_later"]
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to do after a failed attempt: ``retry`` after ``wait`` seconds, or ``dead``."""
-
-    action: str
-    """``retry`` or ``dead``."""
-    outcome: AttemptOutcome
-    """The attempt's outcome: ``retry``, ``rate_limited``, ``permanent`` or ``exhausted``."""
-    spends_budget: bool
-    wait: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 10
-    base: float = 30.0
-    cap: float = 3600.0
-    max_rate_limit_wait: float = 3600.0
-
-    def backoff(self, attempt: int) -> float:
-        """Seconds before retry number ``attempt`` (1-based): exponential, equal jitter."""
-        delay = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
-        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
-
-    def horizon(self) -> float:
-        """The longest time from the first attempt to the last, in seconds."""
-        return sum(min(self.cap, self.base * 2.0 ** (n - 1)) for n in range(1, self.max_attempts))
-
-    def decide(self, exc: DeliveryError, attempts_spent: int) -> Decision:
-        """``attempts_spent`` counts this failed attempt if it spends the budget."""
-        if isinstance(exc, PermanentError) or not isinstance(exc, RetryableError):
-            return Decision("dead", "permanent", spends_budget=True)
-        if exc.status == 429 or exc.retry_after is not None:
-            wait = exc.retry_after if exc.retry_after is not None else self.backoff(1)
-            return Decision(
-                "retry",
-                "rate_limited",
-                spends_budget=False,
-                wait=min(max(wait, 0.0), self.max_rate_limit_wait),
-            )
-        if attempts_spent >= self.max_attempts:
-            return Decision("dead", "exhausted", spends_budget=True)
-        return Decision("retry", "retry", spends_budget=True, wait=self.backoff(attempts_spent))
+__all__ = ["busy", "retry_later"]
 
 
 def retry_later(wait: float) -> NoReturn:

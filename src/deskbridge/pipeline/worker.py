@@ -20,11 +20,11 @@ from arq import Worker, func
 from arq.connections import RedisSettings
 from redis.exceptions import RedisError
 
+from deskbridge.flows.enrichment import refresh_waiting
+from deskbridge.flows.privacy import sweep_retention
+from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline.health import health_loop
 from deskbridge.pipeline.polling import poll_loop
-from deskbridge.pipeline.privacy import sweep_retention
-from deskbridge.pipeline.routing import refresh_waiting
-from deskbridge.pipeline.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
 from deskbridge.store import keys
 

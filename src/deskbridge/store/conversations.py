@@ -172,6 +172,11 @@ class ConversationStore:
         """The conversation's language (a label of its service metrics)."""
         await self._redis.hset(keys.conversation(account, conversation_id), "language", language)
 
+    async def language(self, account: str, conversation_id: str) -> str | None:
+        """The conversation's language, once enrichment detected one."""
+        value = await self._redis.hget(keys.conversation(account, conversation_id), "language")
+        return value.decode() if value is not None else None
+
     async def set_attribute(self, account: str, contact_id: str, name: str, value: str) -> None:
         contact = await self.contact(account, contact_id)
         if contact is not None and contact.attributes.get(name) != value:

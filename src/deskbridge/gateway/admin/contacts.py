@@ -15,11 +15,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.errors import DeliveryError
+from deskbridge.flows import Runtime, privacy
 from deskbridge.gateway.admin.auth import Principal
 from deskbridge.gateway.keys import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
-from deskbridge.pipeline import Runtime, privacy
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store.audit import AuditLog
 from deskbridge.store.graph import IdentityGraph

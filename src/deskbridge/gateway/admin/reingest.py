@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbridge.errors import ParseFailed, RequestRefused
-from deskbridge.gateway.intake import accept_replies
-from deskbridge.pipeline import Runtime
+from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import accept_replies
 from deskbridge.schemas import AgentReply, Channel, Direction, RawRequest
 from deskbridge.store import IntakeEvent, keys
 from deskbridge.store.listing import RawEntry, read_raw

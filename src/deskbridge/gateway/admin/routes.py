@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 
 from deskbridge.errors import StoreUnavailable
+from deskbridge.flows import Runtime
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.openapi import document
 from deskbridge.gateway.admin.reingest import reingest_one
 from deskbridge.gateway.keys import RUNTIME
-from deskbridge.pipeline import Runtime
 from deskbridge.schemas import Channel, Delivery, DeliveryState, Desk, Direction
 from deskbridge.store import keys
 from deskbridge.store.audit import AuditLog

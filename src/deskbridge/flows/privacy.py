@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from deskbridge.pipeline.runtime import Runtime
+from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, Channel, Delivery, Desk, Direction, Identity, Message
 from deskbridge.store import IntakeEvent, keys, new_id
 from deskbridge.store.audit import AuditLog

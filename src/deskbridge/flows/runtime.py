@@ -14,7 +14,7 @@ from deskbridge.adapters.registry import build_adapter, build_receivers
 from deskbridge.config import AccountsFile, Settings
 from deskbridge.metrics import Metrics
 from deskbridge.outbound import DeskConnector, build_desk
-from deskbridge.pipeline.retry import RetryPolicy
+from deskbridge.policy import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
 from deskbridge.store.graph import IdentityGraph

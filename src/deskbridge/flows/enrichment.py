@@ -1,4 +1,4 @@
-"""Enrichment and routing in the worker: what the desk gets with each new message.
+"""Enrichment in the worker: what the desk gets with each new message.
 
 For an account with a ``routing:`` block: the message's language (the contact's last
 one as the prior), the contact's country, region and time zone (from their number) and
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import httpx
 
 from deskbridge.errors import DeliveryError
-from deskbridge.pipeline.runtime import Runtime
+from deskbridge.flows.runtime import Runtime
 from deskbridge.routing.config import RoutingConfig
 from deskbridge.routing.enrich import (
     Enrichment,

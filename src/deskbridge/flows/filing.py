@@ -1,0 +1,233 @@
+"""Filing an inbound event in the desk: a message (or a call) becomes a comment on the
+sender's ticket; a status or a channel event updates what deskbridge already filed.
+
+``file_event`` is the whole flow, in named steps over the typed event union. Safe to run
+more than once for one delivery: each step is idempotent or keyed by the delivery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC
+
+from pydantic import TypeAdapter, ValidationError
+
+from deskbridge.errors import PermanentError
+from deskbridge.flows import enrichment
+from deskbridge.flows.automated import off_hours_ack
+from deskbridge.flows.budget import finish_merged, within_update_budget
+from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
+from deskbridge.flows.files import inbound_files
+from deskbridge.flows.notes import note, ref
+from deskbridge.flows.runtime import Runtime
+from deskbridge.flows.statuses import apply_channel_event, apply_status
+from deskbridge.identity.phones import readable
+from deskbridge.outbound import DeskConnector
+from deskbridge.outbound.base import Filed
+from deskbridge.outbound.capabilities import TicketUpdateBudget
+from deskbridge.schemas import (
+    CallEvent,
+    ChannelEvent,
+    Contact,
+    Delivery,
+    DeliveryState,
+    DeskFields,
+    Direction,
+    InboundEvent,
+    Message,
+    StatusUpdate,
+)
+from deskbridge.store import ConversationRecord
+
+__all__ = ["call_message", "file_event", "file_message"]
+
+_EVENT: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+
+
+async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
+    """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
+    (retry or dead letter: the caller's policy decides)."""
+    record = await rt.deliveries.event(d.account, d.event_id)
+    try:
+        event = _EVENT.validate_python(record["event"])
+    except ValidationError:
+        return DeliveryState.SKIPPED  # a kind this version does not file
+    raw_id: str | None = record.get("raw_id")
+    match event:
+        case StatusUpdate():
+            return await apply_status(rt, d, event)
+        case ChannelEvent():
+            return await apply_channel_event(rt, d, event)
+        case CallEvent():
+            return await file_message(rt, d, call_message(event), raw_id, enrich=False)
+        case Message():
+            msg = await with_display_name(rt, d, event)
+            return await file_message(rt, d, msg, raw_id, enrich=True)
+    return DeliveryState.SKIPPED  # pragma: no cover - the union is closed
+
+
+async def file_message(
+    rt: Runtime, d: Delivery, msg: Message, raw_id: str | None, *, enrich: bool
+) -> DeliveryState:
+    """File ``msg`` as the sender's comment on the conversation's ticket. ``enrich``:
+    the account's routing rules set the desk fields (customers' messages, not calls)."""
+    msg = await authenticated(rt, d, msg, raw_id)
+    desk = rt.desk(d.account)
+    if desk is None:
+        raise PermanentError(f"account {d.account} has no desk configured")
+    contact = await sender_contact(rt, d, msg)
+    conv = await _conversation(rt, d, msg, contact)
+    user_id = await desk_user(rt, desk, contact)
+    files, msg = await inbound_files(rt, d, msg, raw_id)
+    conv = await _contact_ticket(rt, d, desk, contact, conv)
+    if conv.ticket_id is None:
+        await rt.conversations.mark_create_attempted(d.account, conv.id)
+    fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
+    limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
+    merged: list[Delivery] = []
+    if limit is not None and conv.ticket_id is not None and not files:
+        msg, merged = await within_update_budget(rt, d, limit, desk.desk.value, conv.ticket_id, msg)
+    filed = await desk.append(
+        ref(conv, d.account).model_copy(update={"fields": fields}),
+        user_id,
+        msg,
+        files,
+        idempotency_key=f"deskbridge-{d.id}",
+        retried=conv.create_attempted or d.attempts > 0,
+    )
+    if limit is not None:
+        await rt.deliveries.note_ticket_update(
+            d.account, desk.desk.value, filed.ticket_id, limit[1]
+        )
+    await finish_merged(rt, d, merged, desk.desk.value)
+    await _record_filed(rt, d, desk, conv, contact, filed)
+    await enrichment.record_inbound(rt, d.account, conv.id, msg)
+    await _after_filing(rt, d, conv, msg, filed.ticket_id)
+    return DeliveryState.DELIVERED
+
+
+async def _conversation(
+    rt: Runtime, d: Delivery, msg: Message, contact: Contact
+) -> ConversationRecord:
+    """The conversation record, created on first sight; the customer's latest reply
+    token and context are kept, and replies held for a closed window may go again."""
+    conv = await rt.conversations.ensure(
+        d.account,
+        d.conversation_id,
+        msg.channel,
+        msg.thread,
+        contact.id,
+        inbound_at=msg.occurred_at.timestamp(),
+    )
+    # the customer wrote, so a closed reply window is open again: held replies may go
+    await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
+    if msg.context:
+        await rt.conversations.set_context(d.account, conv.id, msg.context)
+    if msg.reply_token:
+        await rt.conversations.set_reply_token(
+            d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
+        )
+    return conv
+
+
+async def _contact_ticket(
+    rt: Runtime, d: Delivery, desk: DeskConnector, contact: Contact, conv: ConversationRecord
+) -> ConversationRecord:
+    """With ``conversation_scope: contact``, every channel's messages join the contact's
+    one ticket."""
+    if not _per_contact(rt, d.account):
+        return conv
+    shared = await rt.conversations.contact_ticket(d.account, desk.desk.value, contact.id)
+    if shared is not None and shared[0] != conv.ticket_id:
+        return dataclasses.replace(conv, ticket_id=shared[0], comment_count=shared[1])
+    return conv
+
+
+def _per_contact(rt: Runtime, account: str) -> bool:
+    return rt.accounts.accounts[account].conversation_scope == "contact"
+
+
+async def _desk_fields(
+    rt: Runtime, d: Delivery, conv: ConversationRecord, msg: Message, contact: Contact
+) -> DeskFields | None:
+    """The account's routing rules over the enriched message, as desk fields; the facts
+    found are kept on the contact and the language on the conversation."""
+    routing = rt.accounts.accounts[d.account].routing
+    if routing is None:
+        return None
+    found = await enrichment.enrich(rt, d.account, routing, msg, contact)
+    fields = enrichment.fields_of(enrichment.decide(routing, msg, found))
+    facts = found.as_attributes()
+    if facts:
+        await rt.conversations.set_attributes(d.account, contact.id, facts)
+    if found.language:
+        await rt.conversations.set_language(d.account, conv.id, found.language)
+    return fields
+
+
+async def _record_filed(
+    rt: Runtime,
+    d: Delivery,
+    desk: DeskConnector,
+    conv: ConversationRecord,
+    contact: Contact,
+    filed: Filed,
+) -> None:
+    """The ticket now answers to this conversation (in contact scope, the agent's reply
+    goes out on the channel the customer wrote on last), and the comment is marked as
+    ours so the desk's webhook does not bring it back."""
+    count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
+    name = desk.desk.value
+    await rt.conversations.set_ticket(d.account, name, conv.id, filed.ticket_id, count)
+    if _per_contact(rt, d.account):
+        await rt.conversations.set_contact_ticket(
+            d.account, name, contact.id, filed.ticket_id, count
+        )
+    await rt.conversations.mark_ours(d.account, name, filed.message_id)
+
+
+async def _after_filing(
+    rt: Runtime, d: Delivery, conv: ConversationRecord, msg: Message, ticket_id: str
+) -> None:
+    """For an account with routing: a translation for the agent, and the off-hours
+    acknowledgement for the customer."""
+    routing = rt.accounts.accounts[d.account].routing
+    if routing is None:
+        return
+    language = await rt.conversations.language(d.account, conv.id)
+    translated = await enrichment.translation_note(rt, routing, msg.text, language)
+    if translated is not None:
+        await note(rt, d, translated)
+    await off_hours_ack(
+        rt, d.account, d.conversation_id, msg.channel, routing, msg.occurred_at, ticket_id
+    )
+
+
+def call_message(call: CallEvent) -> Message:
+    """A call as the visible message on the caller's ticket, so an agent can call back:
+    "Missed call from +1 650 555 1234 at 14:05 UTC on 2026-11-22 (callback requested)"."""
+    caller = call.sender.external_id
+    who = readable(caller) if caller.startswith("+") else caller
+    when = call.occurred_at.astimezone(UTC).strftime("%H:%M UTC on %Y-%m-%d")
+    to = f" to {readable(call.callee)}" if call.callee and call.callee.startswith("+") else ""
+    if call.state == "redirected":
+        text = (
+            f"Call from {who}{to} at {when}, forwarded to the call centre ({call.redirected_to})."
+        )
+    elif call.hung_up:
+        rang = f" after {call.duration:.0f} s" if call.duration is not None else ""
+        text = f"Missed call from {who}{to} at {when}: the caller hung up{rang} while it rang."
+    else:
+        extra = " (callback requested)" if call.callback_requested else ""
+        text = f"Missed call from {who}{to} at {when}{extra}."
+    return Message(
+        account=call.account,
+        channel=call.channel,
+        dedup_key=call.dedup_key,
+        thread=call.thread,
+        occurred_at=call.occurred_at,
+        external_id=f"call:{call.call_id}",
+        sender=call.sender,
+        text=text,
+        context=call.context,
+    )

@@ -1,0 +1,105 @@
+"""Sending an agent's reply on the customer's channel, within the channel's rules, and
+holding it when the channel's reply window is closed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from deskbridge.errors import PermanentError, WindowClosed
+from deskbridge.flows import enrichment
+from deskbridge.flows.files import reply_files
+from deskbridge.flows.notes import note
+from deskbridge.flows.runtime import Runtime
+from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
+from deskbridge.store import ConversationRecord
+
+__all__ = ["hold", "send_reply"]
+
+log = logging.getLogger(__name__)
+
+
+async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
+    """Send one stored agent reply. Raises ``DeliveryError`` (the caller's policy
+    decides) or ``WindowClosed`` (the caller holds it, see ``hold``)."""
+    record = await rt.deliveries.event(d.account, d.event_id)
+    reply = AgentReply.model_validate(record["event"])
+    conv, to = await _address(rt, d, automated=reply.automated)
+    reply = await enrichment.translate_reply(
+        rt, rt.accounts.accounts[d.account].routing, d.account, conv.id, reply
+    )
+    adapter = rt.adapter(d.account, conv.channel)
+    if adapter is None:
+        raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
+    files = await reply_files(rt, d.account, adapter, reply)
+    # A failure after part of a split reply was sent retries the whole reply: the customer
+    # may see a part twice, which beats losing the rest.
+    receipt = await adapter.send(reply, to, files)
+    if receipt.used_reply_token and to.reply_token:
+        await rt.conversations.clear_reply_token(d.account, conv.id, to.reply_token)
+    if receipt.quota_messages:
+        rt.metrics.quota_messages.labels(d.account, conv.channel.value).inc(receipt.quota_messages)
+    if receipt.external_ids:
+        await rt.deliveries.record_sent(d, receipt.external_ids)
+    await enrichment.record_reply(
+        rt, d.account, conv.id, conv.channel.value, automated=reply.automated
+    )
+    return DeliveryState.DELIVERED
+
+
+async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
+    """The reply window is closed: park the reply until the customer writes, invite them
+    back once per silence (the channel's approved template), and tell the agent."""
+    conv, to = await _address(rt, d)
+    adapter = rt.adapter(d.account, conv.channel)
+    invited = "The customer was already invited to write back."
+    if adapter is not None and (
+        conv.reengaged_at is None or (conv.last_inbound_at or 0) > conv.reengaged_at
+    ):
+        try:
+            await adapter.reengage(to)
+        except PermanentError as exc:
+            invited = f"The customer was not invited to write back: {exc}."
+        else:
+            await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
+            invited = "A re-engagement template was sent to invite them to write back."
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="held", error=str(closed)),
+        spends_budget=False,
+    )
+    await rt.deliveries.hold(d)
+    rt.metrics.deliveries.labels(d.direction.value, "held").inc()
+    log.info("delivery %s held: reply window closed", d.id)
+    await note(
+        rt,
+        d,
+        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+    )
+
+
+def _at(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts is not None else None
+
+
+async def _address(
+    rt: Runtime, d: Delivery, *, automated: bool = False
+) -> tuple[ConversationRecord, ChannelAddress]:
+    conv = await rt.conversations.get(d.account, d.conversation_id)
+    if conv is None:
+        raise PermanentError("the conversation behind this ticket is gone")
+    # an automated message never spends the reply token an agent's answer could use
+    token = None if automated else conv.reply_token
+    to = ChannelAddress(
+        channel=conv.channel,
+        account=d.account,
+        thread=conv.thread,
+        last_inbound_at=_at(conv.last_inbound_at),
+        reply_token=token,
+        reply_token_at=_at(conv.reply_token_at) if token else None,
+        context=conv.context,
+    )
+    return conv, to
