@@ -83,6 +83,31 @@ def test_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+_CLIENTS: dict[int, aioredis.Redis] = {}
+
+
+def build_runtime(
+    settings: Settings, accounts_yaml: str, vault: Vault, http: httpx.AsyncClient
+) -> Runtime:
+    """A runtime over its own client of the test database (see ``redis_of``)."""
+    from deskbridge.store import connect
+
+    client = connect(TEST_REDIS_URL)
+    rt = Runtime.build(settings, parse_accounts(accounts_yaml), client, vault, http)
+    _CLIENTS[id(rt)] = client
+    return rt
+
+
+def redis_of(rt: Runtime) -> aioredis.Redis:
+    """The Redis client a test runtime's stores share: the runtime hands out none."""
+    return _CLIENTS[id(rt)]
+
+
+async def close_runtime(rt: Runtime) -> None:
+    await rt.http.aclose()
+    await _CLIENTS.pop(id(rt)).aclose()
+
+
 @pytest.fixture
 async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
     """Build runtimes over the test database; closes their clients afterwards."""
@@ -91,14 +116,11 @@ async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
     def factory(
         yaml_text: str = DEMO_YAML, *, http_timeout: float = 5, **overrides: object
     ) -> Runtime:
-        settings = test_settings(**overrides)
-        from deskbridge.store import connect
         from deskbridge.store.crypto import decode_key
 
-        rt = Runtime.build(
-            settings,
-            parse_accounts(yaml_text),
-            connect(TEST_REDIS_URL),
+        rt = build_runtime(
+            test_settings(**overrides),
+            yaml_text,
             Vault.from_secret(decode_key(TEST_KEY)),
             httpx.AsyncClient(timeout=http_timeout),
         )
@@ -107,8 +129,7 @@ async def make_runtime(redis: aioredis.Redis) -> AsyncIterator[object]:
 
     yield factory
     for rt in made:
-        await rt.http.aclose()
-        await rt.redis.aclose()
+        await close_runtime(rt)
 
 
 async def drain(rt: Runtime) -> None:

@@ -23,7 +23,7 @@ from deskbridge.gateway.admin.openapi import document
 from deskbridge.schemas import Channel, DeliveryState, Direction
 from deskbridge.store import keys
 
-from .conftest import TG_SECRET, drain
+from .conftest import TG_SECRET, drain, redis_of
 from .conftest import test_settings as settings_for
 from .test_gateway import signed, update
 from .test_pipeline import fake_desk
@@ -74,7 +74,7 @@ async def dead_letters(rt, n: int, thread: str = "42") -> list[str]:
     desk = fake_desk(rt, failures=[PermanentError("desk said no: HTTP 422", status=422)] * n)
     await accept(rt, [message(i, thread) for i in range(1, n + 1)])
     await drain(rt)
-    ids = [d.decode() for d in await rt.redis.zrange(keys.dead("acme"), 0, -1)]
+    ids = [d.decode() for d in await redis_of(rt).zrange(keys.dead("acme"), 0, -1)]
     assert len(ids) == n and desk.calls == n
     return sorted(ids)
 

@@ -10,7 +10,7 @@ from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 from deskbridge.store import keys
 
-from .conftest import drain
+from .conftest import drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
 from .test_desk_conformance import customer_says, deliveries, telegram, yaml_for
 
@@ -34,7 +34,7 @@ async def test_a_flood_near_the_limit_is_filed_as_one_update(
     try:
         key = keys.ticket_updates("acme", "zendesk", ticket_id)
         now = int(time.time() * 1000)
-        await rt.redis.zadd(key, {f"old{i}": now - 1000 for i in range(27)})  # 28 used
+        await redis_of(rt).zadd(key, {f"old{i}": now - 1000 for i in range(27)})  # 28 used
         for i in range(5):
             await customer_says(client, f"flood {i}", 8001 + i)
         await drain(rt)
@@ -50,7 +50,7 @@ async def test_a_flood_near_the_limit_is_filed_as_one_update(
         done = await deliveries(rt, Direction.INBOUND)
         assert all(d.state is DeliveryState.DELIVERED for d in done)
         assert sum(d.reason == "coalesced" for d in done) == 4
-        assert await rt.redis.zcard(key) == 29
+        assert await redis_of(rt).zcard(key) == 29
     finally:
         await fake.stop()
 
@@ -63,7 +63,7 @@ async def test_a_spent_budget_waits_for_the_window(
         key = keys.ticket_updates("acme", "zendesk", ticket_id)
         # 29 more updates (30 with the first), all leaving the window in about a second
         edge = int(time.time() * 1000) - 600_000 + 800
-        await rt.redis.zadd(key, {f"old{i}": edge for i in range(29)})
+        await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(29)})
         await customer_says(client, "after the window", 8100)
         await drain(rt)
         [d] = [x for x in await deliveries(rt, Direction.INBOUND) if x.state is not None][-1:]

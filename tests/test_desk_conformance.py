@@ -20,7 +20,7 @@ from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 
-from .conftest import TG_SECRET, TG_TOKEN, drain
+from .conftest import TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.base import FakeDesk
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
@@ -104,7 +104,7 @@ async def refresh(fake: FakeDesk) -> None:
 
 async def deliveries(rt: Any, direction: Direction) -> list[Any]:
     out = []
-    for raw in await rt.redis.keys("db:{acme}:dlv:*"):
+    for raw in await redis_of(rt).keys("db:{acme}:dlv:*"):
         name = raw.decode()
         if name.endswith(":attempts"):
             continue

@@ -16,7 +16,7 @@ from deskbridge.outbound.zendesk.webhook import sign
 from deskbridge.pipeline import run_worker
 from deskbridge.schemas import Channel
 
-from .conftest import TEST_REDIS_URL, TG_SECRET, TG_TOKEN, ZD_SECRET, ZENDESK_YAML, drain
+from .conftest import TEST_REDIS_URL, TG_SECRET, TG_TOKEN, ZD_SECRET, ZENDESK_YAML, drain, redis_of
 
 ZD = "https://acme.zendesk.test/api/v2"
 TG = f"https://tg.test/bot{TG_TOKEN}"
@@ -176,8 +176,10 @@ async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, r
 async def wait_delivered(rt, count: int, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        keys_ = [k for k in await rt.redis.keys("db:{acme}:dlv:*") if not k.endswith(b":attempts")]
-        states = [await rt.redis.hget(k, "state") for k in keys_]
+        keys_ = [
+            k for k in await redis_of(rt).keys("db:{acme}:dlv:*") if not k.endswith(b":attempts")
+        ]
+        states = [await redis_of(rt).hget(k, "state") for k in keys_]
         if states.count(b"delivered") >= count:
             return
         await asyncio.sleep(0.02)

@@ -11,7 +11,7 @@ import pytest
 from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.store import Intake, connect
 
-from .conftest import drain
+from .conftest import drain, redis_of
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ async def test_other_recipients_are_refused(listener) -> None:
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as exc:
         await aiosmtplib.send(mail(to="someone@elsewhere.example"), hostname="127.0.0.1", port=port)
     assert exc.value.recipients[0].code == 550
-    assert await rt.redis.keys("db:*") == []
+    assert await redis_of(rt).keys("db:*") == []
 
 
 async def test_too_large_is_refused(listener) -> None:

@@ -52,7 +52,7 @@ from deskbridge.schemas import (
     Upload,
 )
 
-from .conftest import TG_SECRET, TG_TOKEN, drain
+from .conftest import TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.fake_intercom import CLIENT_SECRET, FakeIntercom
 
 FIXTURES = Path(__file__).parent / "fixtures" / "intercom"
@@ -952,7 +952,7 @@ async def test_a_workspace_without_the_custom_attributes_still_files(
 
 async def _deliveries(rt: Any) -> list[Any]:
     out = []
-    for key in await rt.redis.keys("db:{acme}:dlv:*"):
+    for key in await redis_of(rt).keys("db:{acme}:dlv:*"):
         name = key.decode()
         if name.endswith(":attempts"):
             continue

@@ -20,13 +20,13 @@ from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.schemas import Channel, Identity
-from deskbridge.store import Vault, connect, keys
+from deskbridge.store import Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault, parse_keys_file
 from deskbridge.store.rotation import SEALED, Rotation, RotationBusy, classify
 from deskbridge.store.tokens import RedisTokenCache
 
-from .conftest import DEMO_YAML, TEST_KEY, TEST_REDIS_URL
+from .conftest import DEMO_YAML, TEST_KEY, TEST_REDIS_URL, build_runtime, close_runtime, redis_of
 from .conftest import test_settings as settings_for
 from .test_store import accept, message
 
@@ -55,19 +55,12 @@ def rotated_vault(tmp_path: Path) -> Vault:
 
 
 def build(vault: Vault, yaml_text: str = DEMO_YAML, **overrides: object) -> Runtime:
-    return Runtime.build(
-        settings_for(**overrides),
-        parse_accounts(yaml_text),
-        connect(TEST_REDIS_URL),
-        vault,
-        httpx.AsyncClient(timeout=5),
-    )
+    return build_runtime(settings_for(**overrides), yaml_text, vault, httpx.AsyncClient(timeout=5))
 
 
 async def close(*rts: Runtime) -> None:
     for rt in rts:
-        await rt.http.aclose()
-        await rt.redis.aclose()
+        await close_runtime(rt)
 
 
 # --- the keyring -------------------------------------------------------------------------
@@ -166,7 +159,7 @@ async def seal_one_of_each(rt: Runtime) -> None:
     )
     await rt.sandbox.add_message("acme", ticket, author="Ann", text="hello")
     await rt.sandbox.record_sent("acme", {"channel": "telegram", "to": "42", "text": "hey"})
-    await RedisTokenCache(rt.redis, rt.vault).put("udesk.acme", "tok", 600)
+    await RedisTokenCache(redis_of(rt), rt.vault).put("udesk.acme", "tok", 600)
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
@@ -239,7 +232,7 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
         [ticket] = await rt.sandbox.tickets("acme")
         assert ticket.requester == "Ann" and ticket.messages[0].text == "hello"
         assert (await rt.sandbox.sent("acme"))[0]["text"] == "hey"
-        assert await RedisTokenCache(rt.redis, only_new).get("udesk.acme") == "tok"
+        assert await RedisTokenCache(redis_of(rt), only_new).get("udesk.acme") == "tok"
         graph = rt.conversations.graph
         assert graph is not None
         [cid] = await graph.contacts("acme")
@@ -259,14 +252,14 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
     try:
         await rt.conversations.ensure("acme", conv, Channel.TELEGRAM, "42", "c1")
         await rt.conversations.set_context("acme", conv, {"n": "old"})
-        await RedisTokenCache(rt.redis, old).put("udesk.acme", "old-token", 600)
+        await RedisTokenCache(redis_of(rt), old).put("udesk.acme", "old-token", 600)
         await rt.sandbox.record_sent("acme", {"text": "one"})
         rot = Rotation(redis, ring)
         found = [(classify(k), k) for k in await sealed_values(redis, OLD_ID)]
         items = await rot._read([(k, n) for k, n in found if k is not None])
         # between rotate's read and its write, live processes change every record
         await writer.conversations.set_context("acme", conv, {"n": "new"})
-        await RedisTokenCache(writer.redis, old).put("udesk.acme", "old-again", 600)
+        await RedisTokenCache(redis_of(writer), old).put("udesk.acme", "old-again", 600)
         await redis.ltrim(keys.sandbox_outbox("acme"), 1, 0)  # trimmed away
         from deskbridge.store.rotation import Tally
 
@@ -276,7 +269,7 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
         assert tally.unreadable == 0 and tally.vanished == 1
         rec = await writer.conversations.get("acme", conv)
         assert rec is not None and rec.context == {"n": "new"}  # the writer's value stands
-        assert await RedisTokenCache(writer.redis, ring).get("udesk.acme") == "old-again"
+        assert await RedisTokenCache(redis_of(writer), ring).get("udesk.acme") == "old-again"
         assert await sealed_values(redis, OLD_ID) == []  # the rewritten record was re-sealed
 
         # and a rotation racing a busy writer end to end

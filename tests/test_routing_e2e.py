@@ -14,7 +14,7 @@ from deskbridge.gateway import create_app
 from deskbridge.pipeline.worker import sweep_once
 from deskbridge.schemas import AgentReply, Channel, Desk
 
-from .conftest import TG_SECRET, TG_TOKEN, drain
+from .conftest import TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
 from .test_desk_conformance import customer_says, telegram
 
@@ -247,7 +247,7 @@ async def test_intercom_and_udesk_get_routing_fields(
                 assert ticket["ticket_field"] == {"360222": "billing"}
         finally:
             await fake.stop()
-        await rt.redis.flushdb()
+        await redis_of(rt).flushdb()
 
 
 def test_check_config_warns_when_translation_leaves_the_region(tmp_path) -> None:

@@ -25,7 +25,7 @@ from deskbridge.schemas import Channel, Direction, Message, RawRequest, Sender
 from deskbridge.store import IntakeEvent, keys
 from deskbridge.store.scripts import INTAKE, PARSE_FAILED
 
-from ..conftest import drain
+from ..conftest import drain, redis_of
 
 # Every write of the wrapped script counts; the n-th raises as a failed command would.
 _FAULTY = """
@@ -202,7 +202,7 @@ async def test_a_lost_connection_around_the_script(make_runtime, redis, when) ->
 
 
 def redis_script(rt: Any, text: str) -> Any:
-    return rt.redis.register_script(text)
+    return redis_of(rt).register_script(text)
 
 
 # -- delivery --------------------------------------------------------------------------

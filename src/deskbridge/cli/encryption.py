@@ -11,13 +11,13 @@ import sys
 from typing import NoReturn
 
 import click
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from rich.console import Console
 
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError, DeskbridgeError
 from deskbridge.store import PrivateRedis, Vault, connect
+from deskbridge.store.connection import Connection, disconnect
 from deskbridge.store.crypto import decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault
 from deskbridge.store.rotation import Rotation, RotationBusy, Tally
@@ -34,7 +34,7 @@ def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoRetu
     sys.exit(2)
 
 
-def _open() -> tuple[Vault, aioredis.Redis]:
+def _open() -> tuple[Vault, Connection]:
     """The vault and Redis of the deployment the environment describes."""
     try:
         settings = Settings()
@@ -100,20 +100,20 @@ def _counts_table(vault: Vault, tally: Tally) -> None:
 @keys.command()
 def status() -> None:
     """Key ids in use: how many stored records each one sealed, and the last rotation."""
-    vault, redis = _open()
+    vault, conn = _open()
 
     async def go() -> tuple[Tally, dict[str, str]]:
         try:
-            rot = Rotation(redis, vault)
+            rot = Rotation(conn, vault)
             return await rot.census(), await rot.state()
         finally:
-            await redis.aclose()
+            await disconnect(conn)
 
     try:
         tally, state = asyncio.run(go())
     except (DeskbridgeError, OSError) as exc:
         _fail(str(exc))
-    except Exception as exc:  # redis-py's connection errors
+    except Exception as exc:  # the Redis client's connection errors
         _fail(f"Redis: {type(exc).__name__}")
     _counts_table(vault, tally)
     if state:
@@ -142,8 +142,8 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
 
     Deploy the keys file with the new active key to every process first. Exits 1 when a
     record could not be opened (listed; nothing is deleted)."""
-    vault, redis = _open()
-    rot = Rotation(redis, vault, batch=batch, pause=pause)
+    vault, conn = _open()
+    rot = Rotation(conn, vault, batch=batch, pause=pause)
 
     def progress(t: Tally) -> None:
         err.print(
@@ -155,7 +155,7 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
         try:
             return await (rot.census() if dry_run else rot.run(restart=restart, on_batch=progress))
         finally:
-            await redis.aclose()
+            await disconnect(conn)
 
     try:
         tally = asyncio.run(go())
@@ -163,7 +163,7 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
         _fail(str(exc))
     except (DeskbridgeError, OSError) as exc:
         _fail(str(exc))
-    except Exception as exc:  # redis-py's connection errors
+    except Exception as exc:  # the Redis client's connection errors
         _fail(f"Redis: {type(exc).__name__}")
     if dry_run:
         _counts_table(vault, tally)

@@ -31,7 +31,6 @@ from deskbridge.routing.enrich import (
 from deskbridge.routing.rules import Decision, Facts, evaluate
 from deskbridge.routing.translate import DeepL, LibreTranslate, Translator
 from deskbridge.schemas import AgentReply, Contact, DeskFields, Message
-from deskbridge.store import keys
 
 __all__ = [
     "decide",
@@ -59,10 +58,10 @@ async def _vip(rt: Runtime, account: str, config: RoutingConfig, contact: Contac
         return False
     seed = "|".join(sorted(phones | emails | {contact.id}))
     # keyed digest: a plain hash of a phone number could be confirmed by guessing
-    cache = keys.vip_cache(account, rt.vault.digest("vip", account, seed))
-    cached = await rt.redis.get(cache)
+    digest = rt.vault.digest("vip", account, seed)
+    cached = await rt.enrichment.vip(account, digest)
     if cached is not None:
-        return bool(cached == b"1")
+        return cached
     params = {
         "phone": next(iter(sorted(phones)), ""),
         "email": next(iter(sorted(emails)), ""),
@@ -76,7 +75,7 @@ async def _vip(rt: Runtime, account: str, config: RoutingConfig, contact: Contac
         log.warning("account %s: VIP lookup failed (%s); not VIP", account, type(exc).__name__)
         return False
     if vip.cache_seconds:
-        await rt.redis.set(cache, "1" if answer else "0", ex=vip.cache_seconds)
+        await rt.enrichment.remember_vip(account, digest, answer, vip.cache_seconds)
     return answer
 
 
@@ -186,12 +185,12 @@ async def translate_reply(
     if not reply.text.lstrip().lower().startswith(TRANSLATE_MARKER):
         return reply
     text = reply.text.lstrip()[len(TRANSLATE_MARKER) :].strip()
-    language = await rt.redis.hget(keys.conversation(account, conv_id), "language")
+    language = await rt.conversations.language(account, conv_id)
     translator = translator_for(rt, config) if config is not None else None
     team = config.team_language if config is not None else None
-    if translator is None or language is None or language.decode() == team:
+    if translator is None or language is None or language == team:
         return reply.model_copy(update={"text": text})  # nothing to translate: send as is
-    done = await translator.translate(text, language.decode(), source=team)
+    done = await translator.translate(text, language, source=team)
     return reply.model_copy(update={"text": done.text})
 
 
@@ -201,13 +200,7 @@ async def translate_reply(
 async def record_inbound(rt: Runtime, account: str, conv_id: str, msg: Message) -> None:
     """A customer message was filed: the conversation waits for an answer since its
     oldest unanswered message."""
-    key = keys.conversation(account, conv_id)
-    at = f"{msg.occurred_at.timestamp():.3f}"
-    pipe = rt.redis.pipeline(transaction=True)
-    pipe.hsetnx(key, "first_inbound_at", at)
-    pipe.hsetnx(key, "awaiting_since", at)
-    pipe.zadd(keys.awaiting(account), {f"{msg.channel.value}|{conv_id}": float(at)}, nx=True)
-    await pipe.execute()
+    await rt.service.mark_waiting(account, conv_id, msg.channel.value, msg.occurred_at.timestamp())
     rt.metrics.messages.labels(account, msg.channel.value, "inbound").inc()
 
 
@@ -218,19 +211,13 @@ async def record_reply(
     rt.metrics.messages.labels(account, channel, "outbound").inc()
     if automated:
         return  # an automatic acknowledgement answers nobody's question
-    key = keys.conversation(account, conv_id)
-    pipe = rt.redis.pipeline(transaction=True)
-    pipe.hmget(key, ["awaiting_since", "first_inbound_at", "first_replied", "language"])
-    pipe.hdel(key, "awaiting_since")
-    pipe.hset(key, "first_replied", "1")
-    pipe.zrem(keys.awaiting(account), f"{channel}|{conv_id}")
-    (since, first, replied, language), *_ = await pipe.execute()
+    was = await rt.service.mark_answered(account, conv_id, channel)
     now = time.time()
-    lang = language.decode() if language else ""
-    if since is not None:
-        rt.metrics.reply_time.labels(account, channel, lang).observe(now - float(since))
-    if replied is None and first is not None:
-        rt.metrics.first_response.labels(account, channel, lang).observe(now - float(first))
+    lang = was.language or ""
+    if was.awaiting_since is not None:
+        rt.metrics.reply_time.labels(account, channel, lang).observe(now - was.awaiting_since)
+    if not was.first_replied and was.first_inbound_at is not None:
+        rt.metrics.first_response.labels(account, channel, lang).observe(now - was.first_inbound_at)
 
 
 async def refresh_waiting(rt: Runtime, account: str, sla: dict[str, int]) -> None:
@@ -238,8 +225,7 @@ async def refresh_waiting(rt: Runtime, account: str, sla: dict[str, int]) -> Non
     now = datetime.now(UTC).timestamp()
     waiting: dict[str, int] = {}
     breached: dict[str, int] = {}
-    for member, since in await rt.redis.zrange(keys.awaiting(account), 0, -1, withscores=True):
-        channel = member.decode().partition("|")[0]
+    for channel, since in await rt.service.waiting(account):
         waiting[channel] = waiting.get(channel, 0) + 1
         target = sla.get(channel)
         if target is not None and now - since > target:

@@ -1,5 +1,7 @@
 """Privacy by default (issue 10): retention sweeps, the right to erasure, the right of
-access, and the first-contact consent notice. See docs/privacy.md.
+access, and the first-contact consent notice. See docs/privacy.md. This module decides
+what goes and in which order (desk first, under the lanes' locks); the walks over the
+keys are ``store/erasure.py``'s.
 
 Erasure and export read a contact's data across every account of its merge scope. The
 audit entry of an erasure keeps the contact id (a random id that names nobody once the
@@ -18,12 +20,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
-
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import AgentReply, Channel, Delivery, Desk, Direction, Identity, Message
-from deskbridge.store import IntakeEvent, keys, new_id
-from deskbridge.store.audit import AuditLog
+from deskbridge.schemas import AgentReply, Delivery, Desk, Direction, Identity, Message
+from deskbridge.store import IntakeEvent, new_id
+from deskbridge.store.erasure import ErasurePlan
 from deskbridge.store.graph import IdentityGraph
 
 __all__ = ["ErasureBusy", "consent_notice", "export", "forget", "sweep_retention"]
@@ -48,8 +48,7 @@ async def consent_notice(rt: Runtime, d: Delivery, msg: Message, contact_id: str
     notice = acc.notice_for(msg.channel)
     if notice is None:
         return False
-    flag = keys.consent(d.account, msg.channel.value, contact_id)
-    if not await rt.redis.set(flag, str(int(time.time())), nx=True):
+    if not await rt.conversations.claim_consent(d.account, msg.channel.value, contact_id):
         return False
     # the reply job reads the conversation: make sure it exists before it can run
     await rt.conversations.ensure(
@@ -110,37 +109,32 @@ async def sweep_retention(rt: Runtime, *, clock: Clock = time.time) -> dict[str,
         for delivery_id in await rt.deliveries.dead_before(account, now_ms - r.dead_s * 1000):
             d = await rt.deliveries.get(account, delivery_id)
             if d is None:
-                await rt.redis.zrem(keys.dead(account), delivery_id)
+                await rt.erasure.unindex_dead(account, delivery_id)
                 continue
             raw_id = await _event_raw_id(rt, d)
             if await rt.deliveries.purge(d, raw_id=raw_id, only_dead=True):
                 out["dead_letters"] += 1
         for source in _sources(rt, account):
-            out["raw_index"] += int(
-                await rt.redis.zremrangebyscore(
-                    keys.raws(account, source), "-inf", f"({now_ms - r.raw_s * 1000}"
-                )
+            out["raw_index"] += await rt.erasure.trim_raw_index(
+                account, source, now_ms - r.raw_s * 1000
             )
         cutoff = now_ms / 1000 - r.delivered_s
-        old = await rt.redis.zrangebyscore(keys.sandbox_tickets(account), "-inf", f"({cutoff}")
-        for raw_ticket in old:
-            await _drop_sandbox_ticket(rt, account, raw_ticket.decode())
+        for ticket in await rt.erasure.sandbox_tickets_before(account, cutoff):
+            await rt.erasure.drop_sandbox_ticket(account, ticket)
             out["sandbox_tickets"] += 1
-        out["sandbox_outbox"] += await _filter_outbox(
-            rt, account, lambda entry, c=cutoff: float(entry.get("at", 0)) < c
-        )
+        out["sandbox_outbox"] += await rt.erasure.filter_outbox(account, _sent_before(cutoff))
     if graph is not None:
         for scope, audit_s in scopes.items():
             out["graph_audit"] += await graph.trim_audit(scope, now_ms - audit_s * 1000)
     if longest_audit:
-        out["admin_audit"] = int(
-            await rt.redis.xtrim(
-                keys.AUDIT, minid=str(now_ms - longest_audit * 1000), approximate=False
-            )
-        )
+        out["admin_audit"] = await rt.audit.trim(now_ms - longest_audit * 1000)
     if any(out.values()):
         log.info("retention sweep: %s", ", ".join(f"{k} {v}" for k, v in out.items() if v))
     return out
+
+
+def _sent_before(cutoff: float) -> Callable[[dict[str, Any]], bool]:
+    return lambda entry: float(entry.get("at", 0)) < cutoff
 
 
 def _sources(rt: Runtime, account: str) -> list[str]:
@@ -159,25 +153,6 @@ async def _event_raw_id(rt: Runtime, d: Delivery) -> str | None:
         return None
     raw_id = record.get("raw_id")
     return str(raw_id) if raw_id else None
-
-
-async def _drop_sandbox_ticket(rt: Runtime, account: str, ticket_id: str) -> None:
-    pipe = rt.redis.pipeline(transaction=True)
-    pipe.delete(keys.sandbox_ticket(account, ticket_id), keys.sandbox_messages(account, ticket_id))
-    pipe.zrem(keys.sandbox_tickets(account), ticket_id)
-    await pipe.execute()
-
-
-async def _filter_outbox(rt: Runtime, account: str, drop: Callable[[dict[str, Any]], bool]) -> int:
-    """Remove the sandbox outbox entries ``drop`` picks (LREM by value: safe against
-    concurrent pushes)."""
-    key = keys.sandbox_outbox(account)
-    removed = 0
-    for blob in await rt.redis.lrange(key, 0, -1):
-        entry = json.loads(rt.vault.open(blob, key))
-        if drop(entry):
-            removed += int(await rt.redis.lrem(key, 0, blob))
-    return removed
 
 
 # --- erasure -------------------------------------------------------------------------------
@@ -207,29 +182,6 @@ async def _conversations(rt: Runtime, account: str, ids: Iterable[str]) -> list[
     return sorted(found)
 
 
-async def _deliveries_of(rt: Runtime, account: str, convs: set[str]) -> list[Delivery]:
-    """Every delivery of ``convs``: the listing index, dead letters and pending work."""
-    ids: set[str] = set()
-    for key in (keys.deliveries(account), keys.dead(account), keys.pending(account)):
-        ids |= {x.decode() for x in await rt.redis.zrange(key, 0, -1)}
-    for conv in convs:
-        for direction in Direction:
-            lane = await rt.redis.lrange(keys.lane(account, direction.value, conv), 0, -1)
-            ids |= {x.decode() for x in lane}
-    ordered = sorted(ids)
-    out: list[Delivery] = []
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
-        pipe = rt.redis.pipeline(transaction=False)
-        for i in chunk:
-            pipe.hget(keys.delivery(account, i), "conversation_id")
-        owners = await pipe.execute()
-        mine = [i for i, c in zip(chunk, owners, strict=True) if c and c.decode() in convs]
-        got = await rt.deliveries.get_many([(account, i) for i in mine])
-        out += [d for d in got if d is not None]
-    return out
-
-
 async def _lock_lanes(rt: Runtime, account: str, convs: list[str], token: str) -> None:
     """Hold every lane of ``convs`` so no worker delivers while we erase: a worker holds
     its lane's lock for the whole attempt, so waiting for it waits for the attempt."""
@@ -251,29 +203,6 @@ async def _unlock_lanes(rt: Runtime, account: str, convs: list[str], token: str)
             await rt.deliveries.unlock_lane(account, direction, conv, token)
 
 
-async def _scan_values(rt: Runtime, pattern: str, values: set[str]) -> list[str]:
-    """Keys matching ``pattern`` whose string value is one of ``values``."""
-    found: list[str] = []
-    if not values:
-        return found
-    batch: list[bytes] = []
-
-    async def check(names: list[bytes]) -> None:
-        got = await rt.redis.mget(names)
-        found.extend(
-            n.decode() for n, v in zip(names, got, strict=True) if v and v.decode() in values
-        )
-
-    async for name in rt.redis.scan_iter(match=pattern, count=1000):
-        batch.append(name)
-        if len(batch) >= 500:
-            await check(batch)
-            batch = []
-    if batch:
-        await check(batch)
-    return found
-
-
 def _needles(identities: list[Identity], threads: list[str]) -> list[str]:
     """What marks a sandbox outbox entry as this person's (ids, numbers, addresses)."""
     out = {i.value for i in identities} | set(threads)
@@ -284,16 +213,12 @@ def _needles(identities: list[Identity], threads: list[str]) -> list[str]:
 async def _forget_account(
     rt: Runtime, account: str, ids: set[str], identities: list[Identity], report: dict[str, int]
 ) -> None:
-    r = rt.redis
-    desk = rt.accounts.accounts[account].desk.type
     convs = await _conversations(rt, account, ids)
     token = new_id()
     await _lock_lanes(rt, account, convs, token)
     try:
         records = {c: await rt.conversations.get(account, c) for c in convs}
-        raw_hashes = {c: await r.hgetall(keys.conversation(account, c)) for c in convs}
-        delivered = await _deliveries_of(rt, account, set(convs))
-        delivery_ids = {d.id for d in delivered}
+        delivered = await rt.erasure.deliveries_of(account, set(convs))
         raw_ids: set[str] = set()
         for d in delivered:
             raw_id = await _event_raw_id(rt, d)
@@ -302,97 +227,22 @@ async def _forget_account(
             if await rt.deliveries.purge(d, raw_id=raw_id):
                 report["deliveries"] += 1
                 report["dead_letters"] += d.state.value == "dead"
-        if raw_ids:
-            report["raw_requests"] += int(await r.delete(*(keys.raw(account, i) for i in raw_ids)))
-            for source in _sources(rt, account):
-                await r.zrem(keys.raws(account, source), *raw_ids)
-        # dedup marks keep their place (a redelivery must not bring the data back) but
-        # forget which delivery they led to
-        for name in await _scan_values(rt, keys.dedup(account, "*", "*"), delivery_ids):
-            await r.set(name, "erased", keepttl=True)
-            report["dedup_marks"] += 1
-        for name in await _scan_values(rt, keys.sent(account, "*", "*"), delivery_ids):
-            report["sent_marks"] += int(await r.delete(name))
-        tickets: set[str] = set()
-        for conv in convs:
-            h = raw_hashes[conv]
-            rec = records[conv]
-            ticket = h.get(b"ticket_id", b"").decode()
-            conv_desk = h.get(b"desk", desk.encode()).decode()
-            pipe = r.pipeline(transaction=False)
-            pipe.delete(keys.conversation(account, conv), keys.sent_by_time(account, conv))
-            for direction in Direction:
-                pipe.delete(keys.lane(account, direction.value, conv))
-            if rec is not None:
-                pipe.zrem(keys.awaiting(account), f"{rec.channel.value}|{conv}")
-            if ticket:
-                tickets.add(ticket)
-                pipe.delete(
-                    keys.ticket(account, conv_desk, ticket),
-                    keys.ticket_updates(account, conv_desk, ticket),
-                    keys.udesk_relayed(account, ticket),
-                )
-                pipe.zrem(keys.udesk_active(account), ticket)
-            await pipe.execute()
-            report["conversations"] += 1
-        for cid in ids:
-            shared = await r.get(keys.contact_ticket(account, desk, cid))
-            if shared:
-                tickets.add(shared.decode().partition("|")[0])
-        if desk == Desk.SANDBOX.value:
-            for ticket in sorted(tickets):
-                if await r.exists(keys.sandbox_ticket(account, ticket)):
-                    report["sandbox_tickets"] += 1
-                await _drop_sandbox_ticket(rt, account, ticket)
-            await _drop_sandbox_idempotency(rt, account, tickets, delivery_ids)
         threads = [rec.thread for rec in records.values() if rec is not None]
-        needles = _needles(identities, threads)
-        report["sandbox_outbox"] += await _filter_outbox(
-            rt, account, lambda entry: any(n in json.dumps(entry) for n in needles)
+        plan = ErasurePlan(
+            account=account,
+            desk=rt.accounts.accounts[account].desk.type,
+            contact_ids=frozenset(ids),
+            identities=tuple(identities),
+            conversations=tuple(convs),
+            channels={c: rec.channel.value for c, rec in records.items() if rec is not None},
+            delivery_ids=frozenset(d.id for d in delivered),
+            raw_ids=frozenset(raw_ids),
+            sources=tuple(_sources(rt, account)),
+            needles=tuple(_needles(identities, threads)),
         )
-        for cid in ids:
-            removed = await r.delete(
-                keys.contact(account, cid),
-                keys.contact_conversations(account, cid),
-                keys.contact_ticket(account, desk, cid),
-                keys.desk_user(account, desk, cid),
-                *(keys.consent(account, c.value, cid) for c in Channel),
-            )
-            report["contact_records"] += int(removed)
-        legacy = await _scan_values(rt, keys.identity(account, "*"), ids)
-        if legacy:
-            report["identity_index"] += int(await r.delete(*legacy))
-        for ident in identities:
-            if ident.kind == "channel_user" and ident.channel is not None:
-                digest = rt.vault.digest("profile", account, ident.channel.value, ident.value)
-                await r.delete(keys.profile(account, ident.channel.value, digest))
+        await rt.erasure.erase(plan, report)
     finally:
         await _unlock_lanes(rt, account, convs, token)
-
-
-async def _drop_sandbox_idempotency(
-    rt: Runtime, account: str, tickets: set[str], delivery_ids: set[str]
-) -> None:
-    """The sandbox's idempotency marks of these tickets (their values are ticket and
-    message ids ``ticket-n``; their names carry delivery ids)."""
-    names = [
-        n
-        async for n in rt.redis.scan_iter(match=keys.sandbox_idempotency(account, "*"), count=1000)
-    ]
-    if not names:
-        return
-    values = await rt.redis.mget(names)
-    doomed = []
-    for name, value in zip(names, values, strict=True):
-        v = value.decode() if value else ""
-        if (
-            v in tickets
-            or v.partition("-")[0] in tickets
-            or any(i in name.decode() for i in delivery_ids)
-        ):
-            doomed.append(name)
-    if doomed:
-        await rt.redis.delete(*doomed)
 
 
 async def _desk_users(rt: Runtime, accounts: list[str], ids: set[str]) -> dict[str, str]:
@@ -459,7 +309,7 @@ async def forget(
         await _forget_account(rt, acc_name, ids, identities, counts)
     counts.update(await graph.forget(scope, contact_id))
     nothing = not any(counts.values()) and not any(x["done"] for x in desk_report)
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who,
         "contacts.forget",
         0 if nothing else 1,
@@ -470,7 +320,7 @@ async def forget(
             "desk": [{"account": x["account"], "steps": len(x["done"])} for x in desk_report],
         },
     )
-    rewrite = await _rewrite_aof(rt) if not nothing else "not needed"
+    rewrite = await rt.erasure.rewrite_aof() if not nothing else "not needed"
     rt.metrics.event("privacy", "forget", "nothing" if nothing else "erased")
     log.info("contact %s erased (%d keys groups)", contact_id, sum(counts.values()))
     return {
@@ -482,21 +332,6 @@ async def forget(
         "aof_rewrite": rewrite,
         "nothing_left": nothing,
     }
-
-
-async def _rewrite_aof(rt: Runtime) -> str:
-    """Start ``BGREWRITEAOF`` so erased values leave the append-only file. A managed
-    Redis that refuses the command says so here; docs/privacy.md says what to do."""
-    try:
-        await rt.redis.execute_command("BGREWRITEAOF")  # type: ignore[no-untyped-call]
-    except ResponseError as exc:
-        text = str(exc).lower()
-        if "already in progress" in text or "scheduled" in text:
-            return "scheduled"
-        return f"refused by Redis ({str(exc)[:120]}): see docs/privacy.md (managed Redis)"
-    except RedisError as exc:
-        return f"failed ({type(exc).__name__}): see docs/privacy.md"
-    return "started"
 
 
 # --- access --------------------------------------------------------------------------------
@@ -543,7 +378,7 @@ async def export(rt: Runtime, account: str, contact_id: str) -> dict[str, Any]:
         users = await _desk_users(rt, [acc_name], ids)
         convs_out = []
         convs = await _conversations(rt, acc_name, ids)
-        deliveries = await _deliveries_of(rt, acc_name, set(convs))
+        deliveries = await rt.erasure.deliveries_of(acc_name, set(convs))
         for conv in convs:
             rec = await rt.conversations.get(acc_name, conv)
             if rec is None:

@@ -1,5 +1,5 @@
-"""Everything a gateway or worker process holds: one Redis pool, one HTTP client, the
-stores, and the configured adapters and desks."""
+"""Everything a gateway or worker process holds: one HTTP client, the stores (over one
+Redis pool, which the caller opens and closes), and the configured adapters and desks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import functools
 from dataclasses import dataclass, field
 
 import httpx
-import redis.asyncio as aioredis
 
 from deskbridge.adapters import ChannelAdapter, Receiver
 from deskbridge.adapters.registry import build_adapter, build_receivers
@@ -17,8 +16,15 @@ from deskbridge.outbound import DeskConnector, build_desk
 from deskbridge.policy import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
+from deskbridge.store.audit import AuditLog
+from deskbridge.store.connection import Connection
+from deskbridge.store.enrichment import EnrichmentCache
+from deskbridge.store.erasure import Erasure
 from deskbridge.store.graph import IdentityGraph
+from deskbridge.store.health import HealthStore
+from deskbridge.store.listing import Listing
 from deskbridge.store.media import MediaLinks
+from deskbridge.store.service import ServiceStore
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 
@@ -64,9 +70,11 @@ def retention_of(settings: Settings, accounts: AccountsFile, account: str) -> Re
 
 @dataclass
 class Runtime:
+    """What a process's handlers and tasks share: settings, the stores (no Redis client:
+    every read and write is a store method), the HTTP client, the adapters and desks."""
+
     settings: Settings
     accounts: AccountsFile
-    redis: aioredis.Redis
     vault: Vault
     http: httpx.AsyncClient
     policy: RetryPolicy
@@ -75,6 +83,12 @@ class Runtime:
     conversations: ConversationStore
     sandbox: SandboxStore
     links: MediaLinks
+    audit: AuditLog
+    listing: Listing
+    erasure: Erasure
+    service: ServiceStore
+    enrichment: EnrichmentCache
+    health: HealthStore
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -85,10 +99,12 @@ class Runtime:
         cls,
         settings: Settings,
         accounts: AccountsFile,
-        redis: aioredis.Redis,
+        connection: Connection,
         vault: Vault,
         http: httpx.AsyncClient,
     ) -> Runtime:
+        """Every store over ``connection`` (the caller keeps it and closes it), the
+        adapters and desks of ``accounts``."""
         policy = RetryPolicy(
             max_attempts=settings.max_attempts,
             base=settings.retry_base_seconds,
@@ -97,16 +113,16 @@ class Runtime:
         )
         # A job key must outlive every retry; if one expires anyway the sweeper re-enqueues.
         job_expiry_ms = int(max(7 * _DAY, 2 * policy.horizon() + _DAY) * 1000)
-        sandbox = SandboxStore(redis, vault)
+        sandbox = SandboxStore(connection, vault)
+        deliveries = DeliveryStore(connection, vault, job_expiry_ms=job_expiry_ms)
         rt = cls(
             settings=settings,
             accounts=accounts,
-            redis=redis,
             vault=vault,
             http=http,
             policy=policy,
             intake=Intake(
-                redis,
+                connection,
                 vault,
                 dedup_ttl=settings.dedup_ttl_seconds,
                 raw_ttl=settings.raw_retention_seconds,
@@ -117,19 +133,25 @@ class Runtime:
                 wait_replicas=settings.wait_replicas,
                 wait_timeout_ms=settings.wait_timeout_ms,
             ),
-            deliveries=DeliveryStore(redis, vault, job_expiry_ms=job_expiry_ms),
+            deliveries=deliveries,
             conversations=ConversationStore(
-                redis,
+                connection,
                 vault,
-                IdentityGraph(redis, vault, recycle_seconds=settings.recycle_after_seconds),
+                IdentityGraph(connection, vault, recycle_seconds=settings.recycle_after_seconds),
                 scopes=accounts.identity_scopes(),
             ),
             sandbox=sandbox,
             links=MediaLinks(vault, settings.base_public_url()),
+            audit=AuditLog(connection),
+            listing=Listing(connection, vault, deliveries),
+            erasure=Erasure(connection, vault, deliveries),
+            service=ServiceStore(connection),
+            enrichment=EnrichmentCache(connection),
+            health=HealthStore(connection),
         )
         public = settings.base_public_url()
-        tokens = RedisTokenCache(redis, vault)
-        udesk_state = RedisUdeskState(redis)
+        tokens = RedisTokenCache(connection, vault)
+        udesk_state = RedisUdeskState(connection)
         for name, account in accounts.accounts.items():
             rt.desks[name] = build_desk(
                 name,

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
 
 from deskbridge import __version__
+from deskbridge.errors import StoreUnavailable
 from deskbridge.gateway.keys import ROLE, RUNTIME
-from deskbridge.store import keys
+from deskbridge.store.connection import cause
 
 __all__ = ["healthz", "metrics", "readyz"]
 
@@ -27,14 +26,14 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     ready = True
     try:
-        await asyncio.wait_for(rt.redis.ping(), timeout=2)
+        await rt.health.ping(within_s=2)
         checks["redis"] = "ok"
         if role in ("run", "worker"):
-            alive = await rt.redis.exists(keys.HEARTBEAT)
+            alive = await rt.health.worker_alive()
             checks["worker"] = "ok" if alive else "no heartbeat"
-            ready = bool(alive)
-    except (RedisError, OSError, TimeoutError) as exc:
-        checks["redis"] = f"unreachable ({type(exc).__name__})"
+            ready = alive
+    except (StoreUnavailable, OSError) as exc:
+        checks["redis"] = f"unreachable ({cause(exc)})"
         ready = False
     accounts: dict[str, dict[str, object]] = {
         name: {"desk": acc.desk.type, "channels": [c.type for c in acc.channels]}
@@ -61,7 +60,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     # on a Redis outage the gauge keeps its last value; /readyz reports the outage
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(StoreUnavailable, OSError):
         rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
     resp = web.Response(body=generate_latest(rt.metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]

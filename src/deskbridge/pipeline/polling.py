@@ -13,12 +13,11 @@ import logging
 import time
 from typing import Any, Protocol, runtime_checkable
 
-from redis.exceptions import RedisError
-
-from deskbridge.errors import DeliveryError, StoreUnavailable
+from deskbridge.errors import DeliveryError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.udesk.connector import NoBudget, Polled
+from deskbridge.store.connection import UNAVAILABLE
 
 __all__ = ["PollingDesk", "poll_loop", "poll_once"]
 
@@ -85,6 +84,6 @@ async def poll_loop(rt: Runtime) -> None:
                     taken = await poll_once(rt, account)
                     if taken:
                         log.info("poll %s: %d agent replies taken in", account, taken)
-            except (StoreUnavailable, RedisError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("poll %s: Redis unavailable (%s)", account, type(exc).__name__)
         await asyncio.sleep(_TICK)

@@ -17,16 +17,13 @@ import time
 from typing import Any
 
 from arq import Worker, func
-from arq.connections import RedisSettings
-from redis.exceptions import RedisError
 
-from deskbridge.flows.enrichment import refresh_waiting
-from deskbridge.flows.privacy import sweep_retention
+from deskbridge.flows import enrichment, privacy
 from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline.health import health_loop
 from deskbridge.pipeline.polling import poll_loop
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
-from deskbridge.store import keys
+from deskbridge.store.connection import CONNECTION_LOST, UNAVAILABLE, arq_settings, cause
 
 __all__ = ["build_worker", "run_worker", "sweep_once"]
 
@@ -47,7 +44,7 @@ def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
             func(deliver_to_desk, name="deliver_to_desk", max_tries=_MAX_TRIES),
             func(deliver_to_channel, name="deliver_to_channel", max_tries=_MAX_TRIES),
         ],
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        redis_settings=arq_settings(redis_url),
         job_serializer=_dumps,
         job_deserializer=json.loads,
         keep_result=0,
@@ -77,13 +74,13 @@ async def sweep_once(rt: Runtime) -> int:
         rt.metrics.dead.labels(account).set(counts["dead"])
         routing = rt.accounts.accounts[account].routing
         sla = {c.value: t for c, t in routing.sla.items()} if routing is not None else {}
-        await refresh_waiting(rt, account, sla)
+        await enrichment.refresh_waiting(rt, account, sla)
     graph = rt.conversations.graph
     if graph is not None:
         for scope in sorted(set(rt.accounts.identity_scopes().values())):
             rt.metrics.suggestions.labels(scope).set(await graph.pending_count(scope))
     rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
-    await sweep_retention(rt)
+    await privacy.sweep_retention(rt)
     if requeued:
         log.warning("sweeper re-enqueued %d deliveries that had no job", requeued)
     return requeued
@@ -95,12 +92,12 @@ async def _background(rt: Runtime) -> None:
     next_sweep = 0.0
     while True:
         try:
-            await rt.redis.set(keys.HEARTBEAT, identity, ex=_HEARTBEAT_TTL_S)
+            await rt.health.beat(identity, _HEARTBEAT_TTL_S)
             if time.monotonic() >= next_sweep:
                 await sweep_once(rt)
                 next_sweep = time.monotonic() + rt.settings.sweep_interval_seconds
-        except (RedisError, OSError) as exc:
-            log.warning("worker background loop: Redis unavailable (%s)", type(exc).__name__)
+        except UNAVAILABLE as exc:
+            log.warning("worker background loop: Redis unavailable (%s)", cause(exc))
         await asyncio.sleep(2)
 
 
@@ -110,7 +107,7 @@ async def _close(worker: Worker) -> None:
     here, which must not end the supervisor (only our own cancellation may)."""
     try:
         await worker.close()
-    except (RedisError, OSError):
+    except CONNECTION_LOST:
         pass
     except asyncio.CancelledError:
         task = asyncio.current_task()
@@ -130,10 +127,8 @@ async def run_worker(rt: Runtime, redis_url: str) -> None:
             started = time.monotonic()
             try:
                 await worker.main()
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "worker lost Redis (%s); restarting in %.1fs", type(exc).__name__, delay
-                )
+            except UNAVAILABLE as exc:
+                log.warning("worker lost Redis (%s); restarting in %.1fs", cause(exc), delay)
             finally:
                 await _close(worker)
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)

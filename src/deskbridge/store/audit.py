@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 
 __all__ = ["AuditEntry", "AuditLog"]
 
@@ -31,7 +32,10 @@ class AuditEntry:
     details: dict[str, Any]
 
 
+@guarded
 class AuditLog:
+    """The admin API's append-only audit log. Redis failures raise ``StoreUnavailable``."""
+
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
 
@@ -74,3 +78,7 @@ class AuditLog:
             )
         more = len(entries) == limit and entries
         return entries, entries[-1].id if more else None
+
+    async def trim(self, before_ms: int) -> int:
+        """Drop the entries older than ``before_ms`` (epoch ms); returns how many."""
+        return int(await self._redis.xtrim(keys.AUDIT, minid=str(before_ms), approximate=False))

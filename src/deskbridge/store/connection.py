@@ -4,20 +4,123 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from subprocess import DEVNULL
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import redis.asyncio as aioredis
+from arq.connections import RedisSettings
 from redis.exceptions import RedisError, ResponseError
 
 from deskbridge.errors import ConfigError, StoreUnavailable
 
-__all__ = ["PrivateRedis", "check_policy", "connect"]
+__all__ = [
+    "CONNECTION_LOST",
+    "UNAVAILABLE",
+    "Connection",
+    "PrivateRedis",
+    "Structures",
+    "arq_settings",
+    "cause",
+    "check_policy",
+    "connect",
+    "disconnect",
+    "guarded",
+    "structures",
+    "translated",
+]
 
 log = logging.getLogger(__name__)
+
+Connection: TypeAlias = aioredis.Redis
+"""The process's Redis pool: callers outside the store hold it only to hand it on."""
+
+CONNECTION_LOST: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""What a client of ours or arq's raises when Redis goes away (arq's worker lets them
+through; the store's own methods raise ``StoreUnavailable`` instead)."""
+
+UNAVAILABLE: tuple[type[BaseException], ...] = (StoreUnavailable, *CONNECTION_LOST)
+"""What a loop that runs store methods and arq's own client catches to outlive an outage."""
+
+_Key: TypeAlias = str | bytes
+_Value: TypeAlias = str | bytes | int | float
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_C = TypeVar("_C", bound=type)
+
+
+class Structures(Protocol):
+    """The hash, list and set commands the store uses, typed as the async client runs
+    them (redis-py types them ``Awaitable[T] | T``, for its sync and async clients)."""
+
+    async def hget(self, name: _Key, key: _Key) -> bytes | None: ...
+    async def hgetall(self, name: _Key) -> dict[bytes, bytes]: ...
+    async def hset(
+        self,
+        name: _Key,
+        key: _Key | None = None,
+        value: _Value | None = None,
+        mapping: dict[Any, Any] | None = None,
+    ) -> int: ...
+    async def hdel(self, name: _Key, *keys: _Key) -> int: ...
+    async def hexists(self, name: _Key, key: _Key) -> bool: ...
+    async def hkeys(self, name: _Key) -> list[bytes]: ...
+    async def hvals(self, name: _Key) -> list[bytes]: ...
+    async def lindex(self, name: _Key, index: int) -> bytes | None: ...
+    async def llen(self, name: _Key) -> int: ...
+    async def lrange(self, name: _Key, start: int, end: int) -> list[bytes]: ...
+    async def lrem(self, name: _Key, count: int, value: _Value) -> int: ...
+    async def sadd(self, name: _Key, *values: _Value) -> int: ...
+    async def smembers(self, name: _Key) -> set[bytes]: ...
+
+
+def structures(redis: aioredis.Redis) -> Structures:
+    """``redis`` seen through ``Structures`` (the same client; one cast, here)."""
+    return cast(Structures, redis)
+
+
+async def disconnect(connection: Connection) -> None:
+    """Close the pool ``connect`` opened (its owner calls this once, at exit)."""
+    await connection.aclose()
+
+
+def arq_settings(url: str) -> RedisSettings:
+    """arq's connection settings for the Redis at ``url`` (its pool is arq's own)."""
+    return RedisSettings.from_dsn(url)
+
+
+def cause(exc: BaseException) -> str:
+    """The name of the Redis or socket error behind ``exc`` (for logs and /readyz)."""
+    inner = exc.__cause__ if isinstance(exc, StoreUnavailable) else None
+    return type(inner or exc).__name__
+
+
+def translated(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """``fn`` with Redis and socket errors raised as ``StoreUnavailable`` (the store's edge)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{fn.__qualname__}: {type(exc).__name__}") from exc
+
+    return wrapper
+
+
+def guarded(cls: _C) -> _C:
+    """Class decorator: every public coroutine method of ``cls`` is ``translated``."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(member):
+            setattr(cls, name, translated(member))
+    return cls
 
 
 def connect(url: str) -> aioredis.Redis:

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.graph import IdentityGraph, Observed
 from deskbridge.store.ids import new_id
@@ -44,7 +45,11 @@ class ConversationRecord:
     """The reply context of the customer's last message (``Message.context``)."""
 
 
+@guarded
 class ConversationStore:
+    """Conversations, contacts and their desk mappings. Redis failures raise
+    ``StoreUnavailable``."""
+
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -54,6 +59,7 @@ class ConversationStore:
         scopes: dict[str, str] | None = None,
     ) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self.graph = graph
         self._scopes = scopes or {}
@@ -73,7 +79,7 @@ class ConversationStore:
 
     async def get(self, account: str, conversation_id: str) -> ConversationRecord | None:
         key = keys.conversation(account, conversation_id)
-        h = await self._redis.hgetall(key)
+        h = await self._typed.hgetall(key)
         if b"thread" not in h:
             return None  # none, or cut short by a crash before ``ensure`` wrote it whole
         d = {k.decode(): v for k, v in h.items()}
@@ -135,7 +141,7 @@ class ConversationStore:
     ) -> None:
         """Keep the newest customer message's reply token (sealed: it is a credential)."""
         key = keys.conversation(account, conversation_id)
-        await self._redis.hset(
+        await self._typed.hset(
             key,
             mapping={
                 "reply_token": self._vault.seal(token.encode(), key + "#reply_token"),
@@ -149,13 +155,13 @@ class ConversationStore:
         """Keep the reply context of the newest customer message (sealed: it names people)."""
         key = keys.conversation(account, conversation_id)
         blob = self._vault.seal(json.dumps(context).encode(), key + "#context")
-        await self._redis.hset(key, mapping={"context": blob})
+        await self._typed.hset(key, mapping={"context": blob})
 
     async def clear_reply_token(self, account: str, conversation_id: str, token: str) -> None:
         """Forget ``token`` once spent, unless a newer message brought a new one."""
         current = await self.get(account, conversation_id)
         if current is not None and current.reply_token == token:
-            await self._redis.hdel(
+            await self._typed.hdel(
                 keys.conversation(account, conversation_id), "reply_token", "reply_token_at"
             )
 
@@ -170,12 +176,17 @@ class ConversationStore:
 
     async def set_language(self, account: str, conversation_id: str, language: str) -> None:
         """The conversation's language (a label of its service metrics)."""
-        await self._redis.hset(keys.conversation(account, conversation_id), "language", language)
+        await self._typed.hset(keys.conversation(account, conversation_id), "language", language)
 
     async def language(self, account: str, conversation_id: str) -> str | None:
-        """The conversation's language, once enrichment detected one."""
-        value = await self._redis.hget(keys.conversation(account, conversation_id), "language")
-        return value.decode() if value is not None else None
+        """The language enrichment last detected in the conversation, None if none."""
+        value = await self._typed.hget(keys.conversation(account, conversation_id), "language")
+        return value.decode() if value else None
+
+    async def claim_consent(self, account: str, channel: str, contact_id: str) -> bool:
+        """True exactly once per contact and channel: the consent notice is theirs to send."""
+        flag = keys.consent(account, channel, contact_id)
+        return bool(await self._redis.set(flag, str(int(time.time())), nx=True))
 
     async def set_attribute(self, account: str, contact_id: str, name: str, value: str) -> None:
         contact = await self.contact(account, contact_id)
@@ -196,10 +207,10 @@ class ConversationStore:
         await self._redis.set(key, self._vault.seal(name.encode(), key), ex=ttl)
 
     async def mark_reengaged(self, account: str, conversation_id: str, at: float) -> None:
-        await self._redis.hset(keys.conversation(account, conversation_id), "reengaged_at", str(at))
+        await self._typed.hset(keys.conversation(account, conversation_id), "reengaged_at", str(at))
 
     async def mark_create_attempted(self, account: str, conversation_id: str) -> None:
-        await self._redis.hset(keys.conversation(account, conversation_id), "create_attempted", "1")
+        await self._typed.hset(keys.conversation(account, conversation_id), "create_attempted", "1")
 
     async def set_ticket(
         self, account: str, desk: str, conversation_id: str, ticket_id: str, comment_count: int
@@ -257,7 +268,7 @@ class ConversationStore:
 
     async def conversations_of(self, account: str, contact_id: str) -> list[str]:
         """The conversations filed under ``contact_id`` (by the id they were filed with)."""
-        found = await self._redis.smembers(keys.contact_conversations(account, contact_id))
+        found = await self._typed.smembers(keys.contact_conversations(account, contact_id))
         return sorted(c.decode() for c in found)
 
     async def observe_contact(
@@ -299,7 +310,7 @@ class ConversationStore:
                 name = name or old.display_name
             # the merged contact's conversations are now the survivor's too
             for conv in await self.conversations_of(account, merged):
-                await self._redis.sadd(
+                await self._typed.sadd(
                     keys.contact_conversations(account, observed.contact_id), conv
                 )
         if blob is None or name != record.display_name or attributes != record.attributes:

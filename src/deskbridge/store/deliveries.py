@@ -13,6 +13,7 @@ from arq.constants import job_key_prefix
 
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
 from deskbridge.store.raw import read_raw_record
@@ -80,9 +81,11 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
     )
 
 
+@guarded
 class DeliveryStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._job_expiry_ms = job_expiry_ms
         self._finish = redis.register_script(FINISH)
@@ -96,7 +99,7 @@ class DeliveryStore:
         self._purge = redis.register_script(PURGE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
-        return _delivery(await self._redis.hgetall(keys.delivery(account, delivery_id)))
+        return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""
@@ -130,7 +133,7 @@ class DeliveryStore:
         )
 
     async def attempts(self, account: str, delivery_id: str) -> list[Attempt]:
-        rows = await self._redis.lrange(keys.attempts(account, delivery_id), 0, -1)
+        rows = await self._typed.lrange(keys.attempts(account, delivery_id), 0, -1)
         return [Attempt.model_validate_json(r) for r in rows]
 
     async def record_attempt(
@@ -154,14 +157,14 @@ class DeliveryStore:
     async def lane_head(
         self, account: str, direction: Direction, conversation_id: str
     ) -> str | None:
-        head = await self._redis.lindex(keys.lane(account, direction.value, conversation_id), 0)
+        head = await self._typed.lindex(keys.lane(account, direction.value, conversation_id), 0)
         return head.decode() if head is not None else None
 
     async def lane_ids(
         self, account: str, direction: Direction, conversation_id: str, limit: int
     ) -> list[str]:
         """The first ``limit`` deliveries of a lane, head first."""
-        ids = await self._redis.lrange(
+        ids = await self._typed.lrange(
             keys.lane(account, direction.value, conversation_id), 0, limit - 1
         )
         return [i.decode() for i in ids]
@@ -315,16 +318,16 @@ class DeliveryStore:
 
     async def report_problem(self, account: str, what: str, text: str) -> None:
         """Something that keeps failing for an account (a rejected token), for /readyz."""
-        await self._redis.hset(keys.problems(account), what, f"{int(time.time())} {text[:300]}")
+        await self._typed.hset(keys.problems(account), what, f"{int(time.time())} {text[:300]}")
 
     async def has_problems(self, account: str) -> bool:
         return bool(await self._redis.exists(keys.problems(account)))
 
     async def clear_problem(self, account: str, what: str) -> None:
-        await self._redis.hdel(keys.problems(account), what)
+        await self._typed.hdel(keys.problems(account), what)
 
     async def problems(self, account: str) -> dict[str, str]:
-        rows = await self._redis.hgetall(keys.problems(account))
+        rows = await self._typed.hgetall(keys.problems(account))
         return {k.decode(): v.decode() for k, v in rows.items()}
 
     async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
@@ -377,7 +380,7 @@ class DeliveryStore:
         return next((a for a, hit in zip(accounts, found, strict=True) if hit), None)
 
     async def last_outcome(self, account: str, delivery_id: str) -> Attempt | None:
-        row = await self._redis.lindex(keys.attempts(account, delivery_id), -1)
+        row = await self._typed.lindex(keys.attempts(account, delivery_id), -1)
         return Attempt.model_validate_json(row) if row is not None else None
 
     async def replay(self, delivery: Delivery, who: str) -> str:

@@ -35,6 +35,8 @@ from deskbridge.identity.normalize import (
     phone_key,
 )
 from deskbridge.schemas import Identity
+from deskbridge.store import keys
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
 
@@ -341,6 +343,7 @@ class Edge:
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
 
+@guarded
 class IdentityGraph:
     """The graph of one deployment; every method takes the merge scope."""
 
@@ -353,6 +356,7 @@ class IdentityGraph:
         clock: Any = time.time,
     ) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._recycle = recycle_seconds
         self._clock = clock
@@ -362,7 +366,7 @@ class IdentityGraph:
 
     @staticmethod
     def prefix(scope: str) -> str:
-        return f"db:{{{scope}}}:g"
+        return keys.graph(scope)
 
     # -- identifiers -------------------------------------------------------------------
 
@@ -392,9 +396,7 @@ class IdentityGraph:
         return True
 
     def _seal(self, scope: str, digest: str, ident: Identity) -> bytes:
-        return self._vault.seal(
-            ident.model_dump_json().encode(), f"{self.prefix(scope)}:node:{digest}"
-        )
+        return self._vault.seal(ident.model_dump_json().encode(), keys.graph_node(scope, digest))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -457,7 +459,7 @@ class IdentityGraph:
         da, db = self.digest(scope, a), self.digest(scope, b)
         pipe = self._redis.pipeline(transaction=False)
         for d, ident in ((da, a), (db, b)):
-            key = f"{self.prefix(scope)}:node:{d}"
+            key = keys.graph_node(scope, d)
             pipe.hsetnx(key, "v", self._seal(scope, d, ident))  # type: ignore[arg-type]
             pipe.hsetnx(key, "k", node_kind(ident))
             pipe.hsetnx(key, "p", str(int(self.personal(ident))))
@@ -494,20 +496,19 @@ class IdentityGraph:
     async def decide(self, scope: str, pair: tuple[str, str], *, accept: bool, actor: str) -> bool:
         """Close a suggestion: accepting links the two contacts (through one identity of
         each), rejecting drops it. False when there was no such suggestion."""
-        p = self.prefix(scope)
         lo, hi = sorted(pair)
         field_ = f"{lo}|{hi}"
-        if not await self._redis.hexists(f"{p}:sugg", field_):
+        if not await self._typed.hexists(keys.graph_suggestions(scope), field_):
             return False
         if accept:
             left, right = await self.members(scope, lo), await self.members(scope, hi)
             if left and right:
                 await self.link(scope, left[0], right[0], actor=actor, reason="suggestion")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hdel(f"{p}:sugg", field_)
-        pipe.zrem(f"{p}:sugg:pending", field_)
+        pipe.hdel(keys.graph_suggestions(scope), field_)
+        pipe.zrem(keys.graph_pending(scope), field_)
         pipe.xadd(
-            f"{p}:audit",
+            keys.graph_audit(scope),
             {
                 "at": f"{self._clock():.3f}",
                 "actor": actor,
@@ -523,9 +524,8 @@ class IdentityGraph:
 
     async def resolve(self, scope: str, contact_id: str) -> str:
         """The live id of ``contact_id`` (after merges)."""
-        p = self.prefix(scope)
         for _ in range(64):
-            nxt = await self._redis.hget(f"{p}:alias", contact_id)
+            nxt = await self._typed.hget(keys.graph_aliases(scope), contact_id)
             if nxt is None:
                 return contact_id
             contact_id = nxt.decode()
@@ -533,56 +533,60 @@ class IdentityGraph:
 
     async def find(self, scope: str, ident: Identity) -> str | None:
         d = self.digest(scope, ident)
-        c = await self._redis.hget(f"{self.prefix(scope)}:node:{d}", "c")
+        c = await self._typed.hget(keys.graph_node(scope, d), "c")
         if not c:
             return None
         return await self.resolve(scope, c.decode())
 
     async def members(self, scope: str, contact_id: str) -> list[Identity]:
         """Every identifier of the contact (values opened), channel identities first."""
-        p = self.prefix(scope)
         contact_id = await self.resolve(scope, contact_id)
         digests = sorted(
-            d.decode() for d in await self._redis.smembers(f"{p}:members:{contact_id}")
+            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
         )
         out: dict[tuple[str, str | None, str], Identity] = {}
         for d in digests:
-            spellings = await self._redis.hvals(f"{p}:vals:{d}")
+            spellings = await self._typed.hvals(keys.graph_spellings(scope, d))
             if not spellings:
-                blob = await self._redis.hget(f"{p}:node:{d}", "v")
+                blob = await self._typed.hget(keys.graph_node(scope, d), "v")
                 spellings = [blob] if blob is not None else []
             for blob in spellings:
-                i = Identity.model_validate_json(self._vault.open(blob, f"{p}:node:{d}"))
+                i = Identity.model_validate_json(self._vault.open(blob, keys.graph_node(scope, d)))
                 key = (i.kind, i.channel.value if i.channel else None, i.value)
                 if key not in out or i.strength == "strong":
                     out[key] = i
         return sorted(out.values(), key=lambda i: (i.kind != "channel_user", i.kind, i.value))
 
     async def edges(self, scope: str, contact_id: str) -> list[Edge]:
-        p = self.prefix(scope)
         contact_id = await self.resolve(scope, contact_id)
-        digests = {d.decode() for d in await self._redis.smembers(f"{p}:members:{contact_id}")}
+        digests = {
+            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
+        }
         values: dict[str, Identity] = {}
         for d in digests:
-            blob = await self._redis.hget(f"{p}:node:{d}", "v")
+            blob = await self._typed.hget(keys.graph_node(scope, d), "v")
             if blob is not None:
-                values[d] = Identity.model_validate_json(self._vault.open(blob, f"{p}:node:{d}"))
+                values[d] = Identity.model_validate_json(
+                    self._vault.open(blob, keys.graph_node(scope, d))
+                )
         out: list[Edge] = []
         for a in sorted(digests):
-            for b_raw, mode in (await self._redis.hgetall(f"{p}:adj:{a}")).items():
+            for b_raw, mode in (await self._typed.hgetall(keys.graph_adjacent(scope, a))).items():
                 b = b_raw.decode()
                 if a < b and a in values and b in values:
-                    ev = [json.loads(x) for x in await self._redis.lrange(f"{p}:ev:{a}|{b}", 0, -1)]
+                    ev = [
+                        json.loads(x)
+                        for x in await self._typed.lrange(keys.graph_evidence(scope, a, b), 0, -1)
+                    ]
                     out.append(Edge(values[a], values[b], mode == b"m", ev))
         return out
 
     async def suggestions(self, scope: str, limit: int = 100) -> list[Suggestion]:
-        p = self.prefix(scope)
-        pairs = await self._redis.zrange(f"{p}:sugg:pending", 0, limit - 1)
+        pairs = await self._redis.zrange(keys.graph_pending(scope), 0, limit - 1)
         out: list[Suggestion] = []
         for raw in pairs:
             pair = raw.decode()
-            info = await self._redis.hget(f"{p}:sugg", pair)
+            info = await self._typed.hget(keys.graph_suggestions(scope), pair)
             if info is None:
                 continue
             data = json.loads(info)
@@ -593,10 +597,10 @@ class IdentityGraph:
         return out
 
     async def pending_count(self, scope: str) -> int:
-        return int(await self._redis.zcard(f"{self.prefix(scope)}:sugg:pending"))
+        return int(await self._redis.zcard(keys.graph_pending(scope)))
 
     async def audit(self, scope: str, limit: int = 100) -> list[dict[str, str]]:
-        rows = await self._redis.xrevrange(f"{self.prefix(scope)}:audit", count=limit)
+        rows = await self._redis.xrevrange(keys.graph_audit(scope), count=limit)
         return [
             {"id": i.decode(), **{k.decode(): v.decode() for k, v in fields.items()}}
             for i, fields in rows
@@ -604,7 +608,7 @@ class IdentityGraph:
 
     async def aliases(self, scope: str, contact_id: str) -> set[str]:
         """The contact ids merged into ``contact_id`` (directly or through others)."""
-        rows = await self._redis.hgetall(f"{self.prefix(scope)}:alias")
+        rows = await self._typed.hgetall(keys.graph_aliases(scope))
         alias = {k.decode(): v.decode() for k, v in rows.items()}
         out: set[str] = set()
         for start in alias:
@@ -617,7 +621,7 @@ class IdentityGraph:
 
     async def suggestions_of(self, scope: str, ids: set[str]) -> list[Suggestion]:
         """Every suggestion (pending or not yet decided) naming one of ``ids``."""
-        rows = await self._redis.hgetall(f"{self.prefix(scope)}:sugg")
+        rows = await self._typed.hgetall(keys.graph_suggestions(scope))
         out = []
         for raw, info in rows.items():
             lo, _, hi = raw.decode().partition("|")
@@ -633,47 +637,54 @@ class IdentityGraph:
         ways, evidence), nodes left orphaned by it (an identifier only it claimed), its
         member set, the aliases of contacts merged into it, suggestions naming it and its
         entries in the graph's audit trail. Idempotent; returns what it removed."""
-        p = self.prefix(scope)
         ids = {contact_id} | await self.aliases(scope, contact_id)
         digests: set[str] = set()
         for cid in ids:
-            digests |= {d.decode() for d in await self._redis.smembers(f"{p}:members:{cid}")}
+            digests |= {
+                d.decode() for d in await self._typed.smembers(keys.graph_members(scope, cid))
+            }
         # nodes that still name the contact without being members (a crash mid-merge)
         counts = {"identities": 0, "edges": 0, "aliases": 0, "suggestions": 0, "graph_audit": 0}
         doomed = set(digests)
         pipe = self._redis.pipeline(transaction=False)
         for d in sorted(digests):
-            for nb_raw in await self._redis.hkeys(f"{p}:adj:{d}"):
+            for nb_raw in await self._typed.hkeys(keys.graph_adjacent(scope, d)):
                 nb = nb_raw.decode()
                 lo, hi = sorted((d, nb))
-                pipe.delete(f"{p}:ev:{lo}|{hi}")
+                pipe.delete(keys.graph_evidence(scope, lo, hi))
                 if nb in digests:
                     counts["edges"] += 1 if d < nb else 0
                     continue
                 counts["edges"] += 1
-                pipe.hdel(f"{p}:adj:{nb}", d)
-                rest = {x.decode() for x in await self._redis.hkeys(f"{p}:adj:{nb}")} - digests
-                owner = await self._redis.hget(f"{p}:node:{nb}", "c")
+                pipe.hdel(keys.graph_adjacent(scope, nb), d)
+                rest = {
+                    x.decode() for x in await self._typed.hkeys(keys.graph_adjacent(scope, nb))
+                } - digests
+                owner = await self._typed.hget(keys.graph_node(scope, nb), "c")
                 if not rest and (not owner or owner.decode() in ids):
                     doomed.add(nb)  # an identifier nobody else holds: it was theirs only
         for d in doomed:
-            pipe.delete(f"{p}:node:{d}", f"{p}:vals:{d}", f"{p}:adj:{d}")
+            pipe.delete(
+                keys.graph_node(scope, d),
+                keys.graph_spellings(scope, d),
+                keys.graph_adjacent(scope, d),
+            )
         counts["identities"] = len(doomed)
         for cid in ids:
-            pipe.delete(f"{p}:members:{cid}")
+            pipe.delete(keys.graph_members(scope, cid))
         aliased = [cid for cid in ids if cid != contact_id]
         if aliased:
-            pipe.hdel(f"{p}:alias", *aliased)
+            pipe.hdel(keys.graph_aliases(scope), *aliased)
         counts["aliases"] = len(aliased)
         for sug in await self.suggestions_of(scope, ids):
             pair = "|".join(sug.contacts)
-            pipe.hdel(f"{p}:sugg", pair)
-            pipe.zrem(f"{p}:sugg:pending", pair)
+            pipe.hdel(keys.graph_suggestions(scope), pair)
+            pipe.zrem(keys.graph_pending(scope), pair)
             counts["suggestions"] += 1
-        async for entry_id, fields in _stream(self._redis, f"{p}:audit"):
+        async for entry_id, fields in _stream(self._redis, keys.graph_audit(scope)):
             named = fields.get(b"contacts", b"").decode().split("|")
             if ids & set(named):
-                pipe.xdel(f"{p}:audit", entry_id)
+                pipe.xdel(keys.graph_audit(scope), entry_id)
                 counts["graph_audit"] += 1
         await pipe.execute()
         return counts
@@ -681,16 +692,13 @@ class IdentityGraph:
     async def trim_audit(self, scope: str, min_ms: int) -> int:
         """Drop graph audit entries older than ``min_ms`` (epoch ms). Returns how many."""
         return int(
-            await self._redis.xtrim(
-                f"{self.prefix(scope)}:audit", minid=str(min_ms), approximate=False
-            )
+            await self._redis.xtrim(keys.graph_audit(scope), minid=str(min_ms), approximate=False)
         )
 
     async def contacts(self, scope: str) -> list[str]:
         """Every live contact id of the scope (for tests and exports; it scans)."""
-        p = self.prefix(scope)
         out = []
-        async for key in self._redis.scan_iter(match=f"{p}:members:*", count=500):
+        async for key in self._redis.scan_iter(match=keys.graph_members(scope, "*"), count=500):
             out.append(key.decode().rsplit(":", 1)[1])
         return sorted(out)
 

@@ -6,12 +6,15 @@ could move to Redis Cluster for everything but arq's queue, whose names arq fixe
 
 from __future__ import annotations
 
+import re
+
 from arq.constants import default_queue_name, job_key_prefix
 
 __all__ = [
     "ARQ_QUEUE",
     "AUDIT",
     "HEARTBEAT",
+    "HOLE",
     "ROTATION",
     "ROTATION_LOCK",
     "arq_job",
@@ -30,10 +33,22 @@ __all__ = [
     "desk_user",
     "event",
     "expiring",
+    "graph",
+    "graph_adjacent",
+    "graph_aliases",
+    "graph_audit",
+    "graph_evidence",
+    "graph_members",
+    "graph_node",
+    "graph_node_for",
+    "graph_pending",
+    "graph_spellings",
+    "graph_suggestions",
     "identity",
     "lane",
     "lane_lock",
     "ours",
+    "pattern",
     "pending",
     "problems",
     "profile",
@@ -281,3 +296,83 @@ def udesk_memo(account: str, digest: str) -> str:
 def udesk_poll_lock(account: str) -> str:
     """Held by the worker whose turn it is to poll the account's tickets."""
     return f"{_a(account)}:udesk:poll"
+
+
+# -- the identity graph, by merge scope (store/graph.py; its scripts get the prefix) -------
+
+
+def graph(scope: str) -> str:
+    """The prefix of every key of a merge scope's identity graph."""
+    return f"db:{{{scope}}}:g"
+
+
+def graph_node(scope: str, digest: str) -> str:
+    """Hash of one identity node: its sealed value ``v`` and contact ``c``."""
+    return f"{graph(scope)}:node:{digest}"
+
+
+def graph_spellings(scope: str, digest: str) -> str:
+    """Hash of the sealed spellings one node was seen with."""
+    return f"{graph(scope)}:vals:{digest}"
+
+
+def graph_adjacent(scope: str, digest: str) -> str:
+    """Hash of a node's neighbours and how each edge merges."""
+    return f"{graph(scope)}:adj:{digest}"
+
+
+def graph_evidence(scope: str, lo: str, hi: str) -> str:
+    """List of what linked two nodes (``lo`` < ``hi``)."""
+    return f"{graph(scope)}:ev:{lo}|{hi}"
+
+
+def graph_members(scope: str, contact_id: str) -> str:
+    """Set of a contact's nodes."""
+    return f"{graph(scope)}:members:{contact_id}"
+
+
+def graph_aliases(scope: str) -> str:
+    """Hash of merged contact ids → the contact they were merged into."""
+    return f"{graph(scope)}:alias"
+
+
+def graph_suggestions(scope: str) -> str:
+    """Hash of suggested merges by contact pair."""
+    return f"{graph(scope)}:sugg"
+
+
+def graph_pending(scope: str) -> str:
+    """Sorted set of the suggestions nobody decided yet."""
+    return f"{graph(scope)}:sugg:pending"
+
+
+def graph_audit(scope: str) -> str:
+    """Stream of the graph's merges and splits."""
+    return f"{graph(scope)}:audit"
+
+
+def graph_node_for(spellings_key: str) -> str:
+    """The node key whose spellings ``spellings_key`` (a ``graph_spellings`` key) holds."""
+    found = _SPELLINGS.match(spellings_key)
+    if found is None:
+        raise ValueError("not a graph spellings key")
+    return graph_node(found[1], found[2])
+
+
+# -- key shapes --------------------------------------------------------------------------
+
+HOLE = "\x1f"
+"""Stands for any segment in a key given to ``pattern``."""
+
+
+def pattern(shape: str) -> re.Pattern[str]:
+    """A regex matching the keys of ``shape`` (a key built with ``HOLE`` for segments):
+    a hole in braces (the account or scope hash tag) is one group of non-brace
+    characters, any other hole one group of non-colon characters."""
+    escaped = re.escape(shape)
+    hole = re.escape(HOLE)
+    tagged = re.escape("{") + hole + re.escape("}")
+    return re.compile("^" + escaped.replace(tagged, r"\{([^}]+)\}").replace(hole, "([^:]+)") + "$")
+
+
+_SPELLINGS = pattern(graph_spellings(HOLE, HOLE))

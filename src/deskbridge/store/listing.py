@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import DeliveryStore
 from deskbridge.store.raw import read_raw_record
@@ -25,6 +26,7 @@ from deskbridge.store.raw import read_raw_record
 __all__ = [
     "Cursor",
     "DeliveryFilter",
+    "Listing",
     "Page",
     "RawEntry",
     "RawFilter",
@@ -292,3 +294,59 @@ async def list_raw(
             )
         )
     return Page(items, None, scanned)
+
+
+@guarded
+class Listing:
+    """The admin API's reads of the delivery and raw-request indexes. Redis failures
+    raise ``StoreUnavailable``."""
+
+    def __init__(self, redis: aioredis.Redis, vault: Vault, deliveries: DeliveryStore) -> None:
+        self._redis = redis
+        self._vault = vault
+        self._deliveries = deliveries
+
+    async def deliveries(
+        self,
+        accounts: Sequence[str],
+        filt: DeliveryFilter,
+        *,
+        limit: int,
+        cursor: Cursor | None = None,
+    ) -> Page[Delivery]:
+        """``list_deliveries`` over this store."""
+        return await list_deliveries(
+            self._redis, self._deliveries, accounts, filt, limit=limit, cursor=cursor
+        )
+
+    async def raws(
+        self,
+        sources: Mapping[str, Sequence[str]],
+        filt: RawFilter,
+        *,
+        limit: int,
+        cursor: Cursor | None = None,
+    ) -> Page[RawEntry]:
+        """``list_raw`` over this store."""
+        return await list_raw(self._redis, self._vault, sources, filt, limit=limit, cursor=cursor)
+
+    async def raw(self, account: str, raw_id: str) -> tuple[dict[str, Any], bytes] | None:
+        """A kept raw request's metadata and body (None once it expired)."""
+        return await read_raw(self._redis, self._vault, account, raw_id)
+
+    async def indexed(
+        self, account: str, source: str, ids: Sequence[str], *, unparsed: bool
+    ) -> list[tuple[str, float]]:
+        """Which of ``ids`` the raw index of ``source`` (or its ``parse_failed`` index)
+        holds, with their arrival times (ms), in the order of ``ids``."""
+        key = keys.unparsed(account, source) if unparsed else keys.raws(account, source)
+        pipe = self._redis.pipeline(transaction=False)
+        for ident in ids:
+            pipe.zscore(key, ident)
+        scores = await pipe.execute()
+        return [(i, s) for i, s in zip(ids, scores, strict=True) if s is not None]
+
+    async def dedup_mark(self, account: str, source: str, dedup_key: str) -> bytes | None:
+        """The value of an inbound event's dedup mark (its delivery id), None when unset."""
+        value: bytes | None = await self._redis.get(keys.dedup(account, source, dedup_key))
+        return value

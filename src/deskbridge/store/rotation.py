@@ -27,13 +27,14 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.connection import structures
 from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.ids import new_id
 
 __all__ = ["SEALED", "Rotation", "RotationBusy", "SealedKind", "Tally", "classify"]
 
 Shape = Literal["string", "hash", "list"]
-_A = r"^db:\{[^}]+\}"
+_H = keys.HOLE
 
 
 def _same(key: str, field_: str) -> str:
@@ -45,7 +46,7 @@ def _field(key: str, field_: str) -> str:
 
 
 def _node(key: str, field_: str) -> str:
-    return key.replace(":g:vals:", ":g:node:", 1)
+    return keys.graph_node_for(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +62,31 @@ class SealedKind:
     aad: Callable[[str, str], str] = _same
 
 
+def _tokens() -> re.Pattern[str]:
+    # every token key but the renewal locks beside them
+    head = keys.token("")
+    lock = keys.token_lock("")[len(head) :]
+    return re.compile("^" + re.escape(head) + "(?!.*" + re.escape(lock) + "$).+$")
+
+
 SEALED: tuple[SealedKind, ...] = (
-    SealedKind("raw request", re.compile(_A + r":raw:[^:]+$"), "string"),
-    SealedKind("event", re.compile(_A + r":evt:[^:]+$"), "string"),
-    SealedKind("contact", re.compile(_A + r":contact:[^:]+$"), "string"),
-    SealedKind("display name", re.compile(_A + r":profile:[^:]+:[^:]+$"), "string"),
+    SealedKind("raw request", keys.pattern(keys.raw(_H, _H)), "string"),
+    SealedKind("event", keys.pattern(keys.event(_H, _H)), "string"),
+    SealedKind("contact", keys.pattern(keys.contact(_H, _H)), "string"),
+    SealedKind("display name", keys.pattern(keys.profile(_H, _H, _H)), "string"),
     SealedKind(
         "conversation",
-        re.compile(_A + r":conv:[^:]+$"),
+        keys.pattern(keys.conversation(_H, _H)),
         "hash",
         ("thread", "reply_token", "context"),
         _field,
     ),
-    SealedKind("identity node", re.compile(_A + r":g:node:[^:]+$"), "hash", ("v",)),
-    SealedKind("identity spellings", re.compile(_A + r":g:vals:[^:]+$"), "hash", (), _node),
-    SealedKind("sandbox ticket", re.compile(_A + r":sbx:ticket:[^:]+$"), "hash", ("meta",)),
-    SealedKind("sandbox messages", re.compile(_A + r":sbx:ticket:[^:]+:msgs$"), "list"),
-    SealedKind("sandbox outbox", re.compile(_A + r":sbx:outbox$"), "list"),
-    SealedKind("platform token", re.compile(r"^deskbridge:token:(?!.*:lock$).+$"), "string"),
+    SealedKind("identity node", keys.pattern(keys.graph_node(_H, _H)), "hash", ("v",)),
+    SealedKind("identity spellings", keys.pattern(keys.graph_spellings(_H, _H)), "hash", (), _node),
+    SealedKind("sandbox ticket", keys.pattern(keys.sandbox_ticket(_H, _H)), "hash", ("meta",)),
+    SealedKind("sandbox messages", keys.pattern(keys.sandbox_messages(_H, _H)), "list"),
+    SealedKind("sandbox outbox", keys.pattern(keys.sandbox_outbox(_H)), "list"),
+    SealedKind("platform token", _tokens(), "string"),
 )
 
 
@@ -176,6 +184,7 @@ class Rotation:
         self, redis: aioredis.Redis, vault: Vault, *, batch: int = 500, pause: float = 0.0
     ) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._batch = batch
         self._pause = pause
@@ -233,7 +242,7 @@ class Rotation:
 
     async def state(self) -> dict[str, str]:
         """The stored progress of the last rotation (empty when none ran)."""
-        raw = await self._redis.hgetall(keys.ROTATION)
+        raw = await self._typed.hgetall(keys.ROTATION)
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def run(
@@ -260,7 +269,7 @@ class Rotation:
                 if on_batch is not None:
                     on_batch(tally)
                 if cursor == 0:
-                    await self._redis.hset(keys.ROTATION, "finished_at", f"{time.time():.3f}")
+                    await self._typed.hset(keys.ROTATION, "finished_at", f"{time.time():.3f}")
                     return tally
                 if self._pause:
                     await asyncio.sleep(self._pause)
@@ -297,7 +306,7 @@ class Rotation:
             "updated_at": f"{time.time():.3f}",
             "unreadable_keys": json.dumps(tally.unreadable_keys),
         }
-        await self._redis.hset(keys.ROTATION, mapping=mapping)
+        await self._typed.hset(keys.ROTATION, mapping=mapping)
 
     async def _rotate(self, item: _Item, tally: Tally) -> None:
         value = item.value
@@ -329,7 +338,7 @@ class Rotation:
             again = (
                 await self._redis.get(item.key)
                 if shape == "string"
-                else await self._redis.hget(item.key, item.field)
+                else await self._typed.hget(item.key, item.field)
             )
             if not again:
                 tally.vanished += 1

@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 
 __all__ = ["SandboxMessage", "SandboxStore", "SandboxTicket"]
@@ -41,9 +42,11 @@ class SandboxTicket:
     messages: list[SandboxMessage] = field(default_factory=list)
 
 
+@guarded
 class SandboxStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
 
     async def _remembered(self, account: str, idempotency_key: str | None) -> str | None:
@@ -107,9 +110,9 @@ class SandboxStore:
         key = keys.sandbox_messages(account, ticket_id)
         done = await self._remembered(account, idempotency_key)
         if done is not None:
-            return done, int(await self._redis.llen(key))
+            return done, int(await self._typed.llen(key))
         now = time.time()
-        count = await self._redis.llen(key)
+        count = await self._typed.llen(key)
         msg_id = f"{ticket_id}-{count + 1}"
         body = json.dumps(
             {
@@ -139,12 +142,12 @@ class SandboxStore:
 
     async def ticket(self, account: str, ticket_id: str) -> SandboxTicket | None:
         key = keys.sandbox_ticket(account, ticket_id)
-        h = await self._redis.hgetall(key)
+        h = await self._typed.hgetall(key)
         if not h:
             return None
         meta = json.loads(self._vault.open(h[b"meta"], key))
         mkey = keys.sandbox_messages(account, ticket_id)
-        rows = await self._redis.lrange(mkey, 0, -1)
+        rows = await self._typed.lrange(mkey, 0, -1)
         messages = []
         for row in rows:
             m = json.loads(self._vault.open(row, mkey))
@@ -192,5 +195,5 @@ class SandboxStore:
 
     async def sent(self, account: str, limit: int = 50) -> list[dict[str, Any]]:
         key = keys.sandbox_outbox(account)
-        rows = await self._redis.lrange(key, 0, limit - 1)
+        rows = await self._typed.lrange(key, 0, limit - 1)
         return [json.loads(self._vault.open(r, key)) for r in rows]

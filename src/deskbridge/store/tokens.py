@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.store import keys
+from deskbridge.store.connection import guarded
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
 
@@ -22,9 +23,11 @@ return 0
 """
 
 
+@guarded
 class RedisTokenCache:
     """``adapters.base.TokenCache`` over Redis. ``lock`` waits up to ``lock_wait`` seconds
-    for another process's renewal, and expires by itself if its holder dies."""
+    for another process's renewal, and expires by itself if its holder dies. Redis
+    failures raise ``StoreUnavailable``."""
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.store import keys
+from deskbridge.store.connection import structures
 
 __all__ = ["RedisUdeskState"]
 
@@ -47,6 +48,7 @@ class RedisUdeskState:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._take = redis.register_script(TAKE)
 
     async def take(
@@ -81,7 +83,7 @@ class RedisUdeskState:
 
     async def relayed(self, account: str, ticket_id: str) -> set[str]:
         async with _guard():
-            members = await self._redis.smembers(keys.udesk_relayed(account, ticket_id))
+            members = await self._typed.smembers(keys.udesk_relayed(account, ticket_id))
         return {_s(m) for m in members}
 
     async def mark_relayed(

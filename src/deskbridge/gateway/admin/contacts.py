@@ -22,7 +22,6 @@ from deskbridge.gateway.keys import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import Channel, Contact, Identity
-from deskbridge.store.audit import AuditLog
 from deskbridge.store.graph import IdentityGraph
 
 __all__ = ["ContactsBadInput", "ContactsNotFound", "contact_routes"]
@@ -220,7 +219,7 @@ async def link_route(request: web.Request, who: Principal) -> web.Response:
     desk_done = (
         await _merge_desk_users(rt, account, observed.merges) if body.merge_desk_users else []
     )
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who.sub,
         "contacts.link",
         1,
@@ -247,7 +246,7 @@ async def unlink_route(request: web.Request, who: Principal) -> web.Response:
         raise ContactsNotFound("those two identifiers are not linked")
     if split.new is not None:
         rt.metrics.event("identity", "split", "manual")
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who.sub,
         "contacts.unlink",
         1,
@@ -290,7 +289,7 @@ async def decide_route(request: web.Request, who: Principal) -> web.Response:
             survivor = await _graph(rt).resolve(scope, body.contacts[0])
             others = tuple((survivor, c) for c in body.contacts if c != survivor)
             desk_done = await _merge_desk_users(rt, account, others)
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who.sub,
         "contacts.accept" if body.accept else "contacts.reject",
         1,
@@ -340,7 +339,7 @@ async def export_route(request: web.Request, who: Principal) -> web.Response:
     doc = await privacy.export(rt, account, contact_id)
     if not doc["identities"] and not doc["accounts"]:
         raise ContactsNotFound(f"no contact {contact_id} in account {account}")
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who.sub, "contacts.export", 1, {"account": account, "contact": contact_id}
     )
     return web.json_response(doc)

@@ -287,7 +287,7 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     """Every body and answer model's JSON schema, the models they use included."""
-    models = {Error}
+    models: set[type[BaseModel]] = {Error}
     for op in OPERATIONS:
         models |= {m for m in (op.body, op.answer) if m is not None}
     _, top = models_json_schema(

@@ -27,8 +27,8 @@ from deskbridge.errors import ParseFailed, RequestRefused
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.schemas import AgentReply, Channel, Direction, RawRequest
-from deskbridge.store import IntakeEvent, keys
-from deskbridge.store.listing import RawEntry, read_raw
+from deskbridge.store import IntakeEvent
+from deskbridge.store.listing import RawEntry
 
 __all__ = ["RawOutcome", "reingest_one"]
 
@@ -67,7 +67,7 @@ class RawOutcome:
 async def _taken_by(rt: Runtime, account: str, source: str, dedup_key: str) -> dict[str, Any]:
     """A duplicate's delivery (the dedup mark holds the event id, which its first
     delivery shares) and its state; None values once the record expired."""
-    held = await rt.redis.get(keys.dedup(account, source, dedup_key))
+    held = await rt.listing.dedup_mark(account, source, dedup_key)
     if held is None:
         return {"status": "new"}
     delivery_id = held.decode()
@@ -91,7 +91,7 @@ async def reingest_one(
     request's content; ``StoreUnavailable`` propagates."""
     account, source = entry.account, entry.source
     out = RawOutcome(entry.id, account, source, parse_failed=entry.delivery_id is not None)
-    found = await read_raw(rt.redis, rt.vault, account, entry.id)
+    found = await rt.listing.raw(account, entry.id)
     if found is None:
         out.error = "the raw request has expired"
         return out

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import RedisError
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
@@ -53,15 +52,11 @@ from deskbridge.gateway.admin.openapi import document
 from deskbridge.gateway.admin.reingest import reingest_one
 from deskbridge.gateway.keys import RUNTIME
 from deskbridge.schemas import Channel, Delivery, DeliveryState, Desk, Direction
-from deskbridge.store import keys
-from deskbridge.store.audit import AuditLog
 from deskbridge.store.listing import (
     Cursor,
     DeliveryFilter,
     RawEntry,
     RawFilter,
-    list_deliveries,
-    list_raw,
 )
 
 __all__ = ["ADMIN_AUTH", "PREFIX", "add_routes"]
@@ -124,7 +119,7 @@ def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[we
             return _error(400, "bad_request", str(exc))
         except ContactsNotFound as exc:
             return _error(404, "not_found", str(exc))
-        except (StoreUnavailable, RedisError, OSError) as exc:
+        except (StoreUnavailable, OSError) as exc:
             log.error("admin %s: store unavailable (%s)", request.path, type(exc).__name__)
             return _error(503, "unavailable", "the store is unavailable, try again")
 
@@ -228,9 +223,7 @@ async def list_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     q = _query(request, DeliveryQuery)
     accounts, filt = _filter(rt, q)
-    page = await list_deliveries(
-        rt.redis,
-        rt.deliveries,
+    page = await rt.listing.deliveries(
         accounts,
         filt,
         limit=_limit(q.limit),
@@ -294,9 +287,7 @@ async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[s
         filt = DeliveryFilter(**{**_fields(filt), "state": DeliveryState.DEAD})
     chosen, cursor = [], None
     while True:
-        page = await list_deliveries(
-            rt.redis, rt.deliveries, accounts, filt, limit=MAX_LIMIT, cursor=cursor
-        )
+        page = await rt.listing.deliveries(accounts, filt, limit=MAX_LIMIT, cursor=cursor)
         chosen += page.items
         if page.next_cursor is None:
             return chosen[:_MAX_FILTERED], [], len(chosen) > _MAX_FILTERED
@@ -343,7 +334,7 @@ async def replay_route(request: web.Request, who: Principal) -> web.Response:
             details["ids"] = body.ids[:100]
         if body.filter is not None:
             details["filter"] = body.filter.model_dump(exclude_none=True)
-        await AuditLog(rt.redis).record(who.sub, "deliveries.replay", len(replayed), details)
+        await rt.audit.record(who.sub, "deliveries.replay", len(replayed), details)
         log.info("admin replay by token sub: %d replayed, %d skipped", len(replayed), len(skipped))
     return _answer(
         ReplayResult(
@@ -377,7 +368,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
             discarded.append(d.id)
         else:
             skipped.append(Skipped(id=d.id, reason=result))
-    await AuditLog(rt.redis).record(
+    await rt.audit.record(
         who.sub,
         "deliveries.discard",
         len(discarded),
@@ -425,9 +416,7 @@ async def events_route(request: web.Request, who: Principal) -> web.Response:
         since_ms=_time("since", q.since),
         until_ms=_time("until", q.until),
     )
-    page = await list_raw(
-        rt.redis,
-        rt.vault,
+    page = await rt.listing.raws(
         _sources(rt, accounts),
         filt,
         limit=_limit(q.limit),
@@ -450,9 +439,7 @@ async def reingest_route(request: web.Request, who: Principal) -> web.Response:
     if body.ids is not None:
         entries, next_cursor = await _raws_by_id(rt, accounts, filt, body.ids)
     else:
-        page = await list_raw(
-            rt.redis,
-            rt.vault,
+        page = await rt.listing.raws(
             _sources(rt, accounts),
             filt,
             limit=body.limit,
@@ -476,7 +463,7 @@ async def reingest_route(request: web.Request, who: Principal) -> web.Response:
         if body.ids is not None:
             details["ids"] = body.ids[:100]
         details |= {"duplicate": totals["duplicate"], "errors": totals["errors"]}
-        await AuditLog(rt.redis).record(who.sub, "events.reingest", totals["new"], details)
+        await rt.audit.record(who.sub, "events.reingest", totals["new"], details)
     return _answer(
         ReingestResult(
             dry_run=body.dry_run,
@@ -498,13 +485,8 @@ async def _raws_by_id(
             if filt.sources and source not in filt.sources:
                 continue
             for unparsed in (False, True):
-                key = keys.unparsed(account, source) if unparsed else keys.raws(account, source)
-                pipe = rt.redis.pipeline(transaction=False)
-                for ident in wanted:
-                    pipe.zscore(key, ident)
-                for ident, score in zip(list(wanted), await pipe.execute(), strict=True):
-                    if score is None:
-                        continue
+                held = await rt.listing.indexed(account, source, list(wanted), unparsed=unparsed)
+                for ident, score in held:
                     found.append(
                         RawEntry(
                             id=ident,
@@ -530,9 +512,7 @@ async def audit_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     q = _query(request, PageQuery)
     try:
-        entries, cursor = await AuditLog(rt.redis).read(
-            limit=_limit(q.limit), before=q.cursor or None
-        )
+        entries, cursor = await rt.audit.read(limit=_limit(q.limit), before=q.cursor or None)
     except ValueError as exc:
         raise BadInput(f"cursor: {exc}") from None
     return _answer(
