@@ -8,11 +8,12 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -35,11 +36,14 @@ from deskbridge.outbound.registry import desk_spec_of
 from deskbridge.pipeline import run_worker
 from deskbridge.schemas import Desk
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
+from deskbridge.store.connection import Connection
 from deskbridge.store.keyring import load_vault
 
 __all__ = ["Loaded", "load", "serve_forever"]
 
 log = logging.getLogger("deskbridge")
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -162,44 +166,60 @@ async def _worker(rt: Runtime, url: str) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.wait([worker])
 
 
-@contextlib.asynccontextmanager
-async def _redis_url(s: Settings, role: str) -> AsyncIterator[str]:
-    """``REDIS_URL``, else (``run`` only) a private redis-server for the process's life."""
-    if s.redis_url is not None:
-        yield s.redis_url
-        return
-    if role != "run":
-        raise ConfigError(
-            f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
-        )
-    private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
-    await private.start()
-    try:
-        yield private.url
-    finally:
-        await private.stop()
+def _private_redis(private: PrivateRedis) -> CleanupCtx:
+    """``deskbridge run`` without ``REDIS_URL``: its own redis-server, for the app's life."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await private.start()
+        try:
+            yield
+        finally:
+            await private.stop()
+
+    return ctx
+
+
+def _clients(redis: Connection, http: httpx.AsyncClient) -> CleanupCtx:
+    """The process's Redis pool (its eviction policy checked first) and HTTP client, both
+    opened lazily, closed after the gateway: HTTP client first, then the pool."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await check_policy(redis)
+            yield
+        finally:
+            await http.aclose()
+            await redis.aclose()
+
+    return ctx
 
 
 async def serve_forever(loaded: Loaded, role: str) -> None:
     """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly.
 
-    Each resource is opened after the one before it and closed in reverse order: Redis,
-    the HTTP client, the gateway (bound before anything else listens), the SMTP and SIP
-    listeners, the worker. They are not the app's ``cleanup_ctx``: that runs before the
-    HTTP site binds, and a port in use must stop the process before a listener or the
-    worker starts."""
+    The private Redis, the pool and the HTTP client are the app's ``cleanup_ctx``. The
+    SMTP and SIP listeners and the worker start only once the HTTP port is bound (a port
+    in use stops the process before they start), so they are entered after the site and
+    left in reverse order, before the runner's cleanup."""
     s = loaded.settings
+    private: PrivateRedis | None = None
+    url = s.redis_url
+    if url is None:
+        if role != "run":
+            raise ConfigError(
+                f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
+            )
+        private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
+        url = private.url
+    redis = connect(url)
+    http = make_client(timeout=s.http_timeout_seconds)
+    rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
+    app = create_app(rt, role=role)
+    if private is not None:
+        app.cleanup_ctx.append(_private_redis(private))
+    app.cleanup_ctx.append(_clients(redis, http))
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(_redis_url(s, role))
-        redis = connect(url)
-        stack.push_async_callback(redis.aclose)
-        http = make_client(timeout=s.http_timeout_seconds)
-        stack.push_async_callback(http.aclose)
-        await check_policy(redis)
-        rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
-        runner = web.AppRunner(
-            create_app(rt, role=role), access_log_class=AccessLogger, handle_signals=False
-        )
         stack.push_async_callback(runner.cleanup)
         await runner.setup()
         # the imports leave ~75k long-lived objects; without this every full collection
