@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from deskbridge.adapters.registry import CHANNELS
 from deskbridge.errors import DeliveryError
 from deskbridge.flows import Runtime, privacy
 from deskbridge.gateway.admin.auth import Principal
@@ -47,7 +48,7 @@ def identity_ref(ref: str) -> Identity:
             raise ContactsBadInput(f"{ref!r} is not a valid phone number")
         return Identity(kind="phone", value=phone, strength="strong", source="operator")
     channel, colon, value = ref.partition(":")
-    if colon and channel in {c.value for c in Channel} and value:
+    if colon and channel in CHANNELS and value:
         return Identity(
             kind="channel_user",
             value=value,
@@ -62,7 +63,7 @@ def identity_ref(ref: str) -> Identity:
         return Identity(kind="email", value=key, strength="strong", source="operator")
     raise ContactsBadInput(
         f"{ref!r}: give a contact id, +E.164 number, email address or channel:id "
-        f"(channels: {', '.join(c.value for c in Channel)})"
+        f"(channels: {', '.join(CHANNELS)})"
     )
 
 

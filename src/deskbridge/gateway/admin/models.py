@@ -17,9 +17,12 @@ from deskbridge.outbound.registry import DESKS
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction
 
 __all__ = [
+    "CHANNEL_NAMES",
+    "DESK_NAMES",
     "MAX_IDS",
     "MAX_LIMIT",
     "MAX_REINGEST",
+    "SOURCES",
     "STATES",
     "AccountQuery",
     "AuditEntry",
@@ -58,7 +61,10 @@ MAX_REINGEST = 1000
 
 STATES = [s.value for s in DeliveryState] + ["failed"]
 """The states a filter takes: ``failed`` is ``dead``."""
-_SOURCES = [c.value for c in CHANNELS] + [d.value for d in DESKS]
+CHANNEL_NAMES = [c.value for c in CHANNELS]
+DESK_NAMES = [d.value for d in DESKS]
+SOURCES = CHANNEL_NAMES + DESK_NAMES
+"""What a kept raw request came from: a channel's webhook or a desk's."""
 
 
 def _text(**extra: Any) -> Callable[[dict[str, Any]], None]:
@@ -97,8 +103,8 @@ class FilterBody(_In):
     direction: str | None = Field(
         default=None, json_schema_extra=_enum([d.value for d in Direction])
     )
-    channel: str | None = Field(default=None, json_schema_extra=_enum([c.value for c in CHANNELS]))
-    desk: str | None = Field(default=None, json_schema_extra=_enum([d.value for d in DESKS]))
+    channel: str | None = Field(default=None, json_schema_extra=_enum(CHANNEL_NAMES))
+    desk: str | None = Field(default=None, json_schema_extra=_enum(DESK_NAMES))
     conversation: str | None = Field(default=None, description="A conversation id.")
     error: str | None = Field(
         default=None,
@@ -147,7 +153,7 @@ class EventsQuery(PageQuery):
 
     account: str | None = Field(default=None, description="One account (default: all).")
     channel: str | None = Field(
-        default=None, description="A channel or desk.", json_schema_extra=_enum(_SOURCES)
+        default=None, description="A channel or desk.", json_schema_extra=_enum(SOURCES)
     )
     since: str | None = Field(
         default=None, description="Received at or after.", json_schema_extra=_WHEN
@@ -183,7 +189,7 @@ class ReingestBody(_In):
     """ids, or a time range (since, optional until) with paging."""
 
     account: str | None = None
-    channel: str | None = Field(default=None, json_schema_extra=_enum(_SOURCES))
+    channel: str | None = Field(default=None, json_schema_extra=_enum(SOURCES))
     since: str | None = Field(default=None, json_schema_extra=_WHEN)
     until: str | None = Field(default=None, json_schema_extra=_WHEN)
     ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REINGEST)

@@ -22,7 +22,10 @@ from deskbridge.flows import Runtime
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.models import (
+    CHANNEL_NAMES,
+    DESK_NAMES,
     MAX_LIMIT,
+    SOURCES,
     STATES,
     AccountQuery,
     AuditEntry,
@@ -51,7 +54,7 @@ from deskbridge.gateway.admin.models import (
 from deskbridge.gateway.admin.openapi import document
 from deskbridge.gateway.admin.reingest import reingest_one
 from deskbridge.gateway.keys import RUNTIME
-from deskbridge.schemas import Channel, Delivery, DeliveryState, Desk, Direction
+from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
     DeliveryFilter,
@@ -181,8 +184,8 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
     filt = DeliveryFilter(
         state=DeliveryState.DEAD if state == "failed" else DeliveryState(state) if state else None,
         direction=Direction(direction) if direction else None,
-        channel=_choice("channel", f.channel, [c.value for c in Channel]),
-        desk=_choice("desk", f.desk, [d.value for d in Desk]),
+        channel=_choice("channel", f.channel, CHANNEL_NAMES),
+        desk=_choice("desk", f.desk, DESK_NAMES),
         conversation=f.conversation or None,
         error=f.error or None,
         since_ms=_time("since", f.since),
@@ -402,8 +405,7 @@ def _raw(entry: RawEntry) -> RawEvent:
 
 
 def _source(name: str, value: str | None) -> tuple[str, ...]:
-    allowed = [c.value for c in Channel] + [d.value for d in Desk]
-    chosen = _choice(name, value, allowed)
+    chosen = _choice(name, value, SOURCES)
     return (chosen,) if chosen else ()
 
 
