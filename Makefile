@@ -96,6 +96,7 @@ lint: $(STAMP)
 	echo "+ ruff check $(LINT_PATHS)"; $(VENV)/bin/ruff check -q $(LINT_PATHS) || rc=1; \
 	echo "+ ruff format --check $(LINT_PATHS)"; $(VENV)/bin/ruff format -q --check $(LINT_PATHS) || rc=1; \
 	echo "+ mypy src"; $(VENV)/bin/mypy src || rc=1; \
+	echo "+ mypy tests"; $(VENV)/bin/mypy tests || rc=1; \
 	echo "+ hadolint Dockerfile"; $(VENV)/bin/hadolint Dockerfile || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make: lint failed" >&2; fi; \
 	exit $$rc

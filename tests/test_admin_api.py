@@ -113,7 +113,9 @@ async def test_missing_and_bad_tokens_are_401_with_a_challenge(admin) -> None:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer"), name
         body = await resp.json()
         assert body["error"] == "unauthorized" and body["message"], name
-    resp = await admin.get(f"{PREFIX}/deliveries", headers=auth(cases["expired"]))
+    expired = cases["expired"]
+    assert expired is not None
+    resp = await admin.get(f"{PREFIX}/deliveries", headers=auth(expired))
     assert (await resp.json())["message"] == "token expired"
 
 

@@ -94,3 +94,55 @@ def test_the_guards_see_what_they_guard() -> None:
     assert any(p.name == "tasks.py" for p, _ in _outside_store())
     keys_text = (STORE / "keys.py").read_text()
     assert all(prefix in keys_text for prefix in KEY_PREFIXES)
+
+
+# The layering of docs/architecture.md ("The parts"): each part and what it may import.
+# Parts are the packages under src/deskbridge and the top-level modules beside them.
+FOUNDATION = {"errors", "schemas", "identity", "logs", "metrics", "policy", "http", "deskbridge"}
+LAYERS: dict[str, set[str]] = {
+    **{part: FOUNDATION for part in FOUNDATION},
+    "routing": FOUNDATION,
+    "config": FOUNDATION | {"routing"},
+    "adapters": FOUNDATION | {"routing", "config"},
+    # desks use the adapters' shared protocols (TokenCache) and the JSON body guard
+    "outbound": FOUNDATION | {"routing", "config", "adapters"},
+    "store": FOUNDATION,
+    "flows": FOUNDATION | {"routing", "config", "adapters", "outbound", "store"},
+    "pipeline": FOUNDATION | {"routing", "config", "adapters", "outbound", "store", "flows"},
+    "gateway": FOUNDATION | {"routing", "config", "adapters", "outbound", "store", "flows"},
+    "cli": FOUNDATION
+    | {"routing", "config", "adapters", "outbound", "store", "flows", "pipeline", "gateway"},
+    "__main__": {"cli"},
+}
+
+
+def _part(module: str) -> str:
+    """``deskbridge.flows.ingest`` -> ``flows``; ``deskbridge`` -> ``deskbridge``."""
+    bits = module.split(".")
+    return bits[1] if len(bits) > 1 else bits[0]
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def test_every_part_has_a_place_in_the_layering() -> None:
+    parts = {_part(_module_of(path)) for path, _ in _modules()}
+    assert parts - LAYERS.keys() == set(), "a new part needs a row in LAYERS and the docs"
+
+
+def test_imports_follow_the_layering() -> None:
+    found = []
+    for path, tree in _modules():
+        own = _part(_module_of(path))
+        for node, name in _imports(tree):
+            if name.split(".")[0] != "deskbridge":
+                continue
+            target = _part(name)
+            if target not in LAYERS:
+                target = "deskbridge"  # `from deskbridge import __version__`
+            if target != own and target not in LAYERS[own]:
+                found.append(f"{_where(path, node)}: {own} imports {name}")
+    assert found == [], "see the layering in docs/architecture.md"

@@ -96,7 +96,9 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         # the agent answers each ticket; each channel's sandbox API records the send
         for ticket in ("1", "2", "3", "4", "5", "6"):
             page = httpx.get(f"{url}/sandbox/demo/tickets/{ticket}", timeout=2).text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+            found = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert found is not None
+            csrf = found.group(1)
             form = {"csrf": csrf, "text": f"agent answer {ticket}"}
             posted = httpx.post(f"{url}/sandbox/demo/tickets/{ticket}/reply", data=form, timeout=5)
             assert posted.status_code in (200, 303)

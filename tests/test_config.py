@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deskbridge.config import ZendeskDeskConfig, load_accounts, parse_accounts
+from deskbridge.config import TelegramConfig, ZendeskDeskConfig, load_accounts, parse_accounts
 from deskbridge.errors import ConfigError
 
 
@@ -38,10 +38,12 @@ accounts:
     )
     desk = accounts.accounts["acme"].desk
     assert isinstance(desk, ZendeskDeskConfig)
+    assert desk.api_token is not None and desk.webhook_secret is not None
     assert desk.api_token.get_secret_value() == "zd-secret-value"
     assert desk.webhook_secret.get_secret_value() == "whsec"  # trailing newline stripped
     assert desk.api_base() == "https://acme.zendesk.com"
     tg = accounts.accounts["acme"].channel("telegram")
+    assert isinstance(tg, TelegramConfig)
     assert tg.secret_token.get_secret_value() == "fallback_secret"
     assert "zd-secret-value" not in repr(accounts) and "whsec" not in repr(
         accounts

@@ -37,7 +37,7 @@ FAKES = {
 
 def _fake(name: str) -> FakeDesk:
     module, _, cls = FAKES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)()
 
 
 @pytest.fixture(params=sorted(FAKES))

@@ -152,7 +152,9 @@ async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, r
     index = await (await client.get("/sandbox/")).text()
     assert "hello sandbox" in index and "Bo" in index
     page = await (await client.get("/sandbox/acme/tickets/1")).text()
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    csrf = found.group(1)
 
     forged = await client.post(
         "/sandbox/acme/tickets/1/reply", data={"csrf": "x", "text": "hi"}, allow_redirects=False
@@ -179,7 +181,8 @@ async def wait_delivered(rt, count: int, within: float = 10.0) -> None:
         keys_ = [
             k for k in await redis_of(rt).keys("db:{acme}:dlv:*") if not k.endswith(b":attempts")
         ]
-        states = [await redis_of(rt).hget(k, "state") for k in keys_]
+        # redis-py types async commands as `Awaitable[T] | T`
+        states = [await redis_of(rt).hget(k, "state") for k in keys_]  # type: ignore[misc]
         if states.count(b"delivered") >= count:
             return
         await asyncio.sleep(0.02)

@@ -80,9 +80,13 @@ async def test_email_in_threaded_reply_out_and_reply_joins(make_runtime, aiohttp
     assert sent["to"] == "ana@example.com"
     text = sent["text"]
     assert "In-Reply-To: <m1@example.com>" in text
-    token = re.search(r"Reply-To: support\+(\w+)@acme\.example", text).group(1)
+    found = re.search(r"Reply-To: support\+(\w+)@acme\.example", text)
+    assert found is not None
+    token = found.group(1)
     assert f"Subject: Re: Refund please [#{token}]" in text
-    our_id = re.search(r"Message-ID: <(t\.\w+\.\w+@acme\.example)>", text).group(1)
+    found = re.search(r"Message-ID: <(t\.\w+\.\w+@acme\.example)>", text)
+    assert found is not None
+    our_id = found.group(1)
     assert our_id.startswith(f"t.{token}.")
 
     # the customer answers from Outlook: no In-Reply-To, our id only in References
@@ -158,7 +162,9 @@ async def test_a_bounce_of_our_reply_becomes_a_note(make_runtime, aiohttp_client
     await accept_replies(rt, "acme", "sandbox", None, [reply])
     await drain(rt)
     [sent] = await rt.sandbox.sent("acme")
-    our_id = re.search(r"Message-ID: <([^>]+)>", sent["text"]).group(1)
+    found = re.search(r"Message-ID: <([^>]+)>", sent["text"])
+    assert found is not None
+    our_id = found.group(1)
 
     dsn = (
         "From: Mail Delivery System <MAILER-DAEMON@mx.example.com>\r\n"

@@ -91,8 +91,10 @@ def test_automated_replies_say_so_and_parts_round_trip() -> None:
     )
     assert msg["Auto-Submitted"] == "auto-replied"
     parsed = message_from_bytes(msg.as_bytes(), policy=policy.default)
-    assert parsed.get_body(("plain",)).get_content().strip() == "<b>not html</b>\n\nline two"
-    html_part = parsed.get_body(("html",)).get_content()
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and html is not None
+    assert plain.get_content().strip() == "<b>not html</b>\n\nline two"
+    html_part = html.get_content()
     assert "&lt;b&gt;not html&lt;/b&gt;" in html_part
     [attachment] = list(parsed.iter_attachments())
     assert attachment.get_filename() == "label.pdf"

@@ -61,7 +61,7 @@ async def test_the_adapter_upgrades_only_an_aligned_sender() -> None:
     async def nowhere(msg: object) -> None:
         raise AssertionError("nothing is sent here")
 
-    adapter = EmailAdapter("acme", config, deliver=nowhere, dnsfunc=dns)  # type: ignore[arg-type]
+    adapter = EmailAdapter("acme", config, deliver=nowhere, dnsfunc=dns)
     msg = Message(
         account="acme",
         channel=Channel.EMAIL,

@@ -20,10 +20,10 @@ KEY = bytes(range(32))
 
 def ident(kind: str, value: str, strength: str = "strong", channel: str | None = None) -> Identity:
     return Identity(
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         value=value,
         channel=Channel(channel) if channel else None,
-        strength=strength,  # type: ignore[arg-type]
+        strength=strength,
         source="test",
     )
 
@@ -184,7 +184,7 @@ class GraphMachine(RuleBasedStateMachine):
         self.merging: set[frozenset[str]] = set()
         self.assigned: set[str] = set()
 
-    def run(self, coro):  # type: ignore[no-untyped-def]
+    def run(self, coro):
         return self.loop.run_until_complete(coro)
 
     @initialize()

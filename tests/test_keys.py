@@ -168,12 +168,13 @@ async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
     async for raw in redis.scan_iter(count=500):
         key = raw.decode()
         kind = (await redis.type(key)).decode()
+        # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
         if kind == "string":
             values = [await redis.get(key)]
         elif kind == "hash":
-            values = list((await redis.hgetall(key)).values())
+            values = list((await redis.hgetall(key)).values())  # type: ignore[misc]
         elif kind == "list":
-            values = await redis.lrange(key, 0, -1)
+            values = await redis.lrange(key, 0, -1)  # type: ignore[misc]
         else:
             continue
         if any(v and Vault.record_key_id(v) == kid for v in values):

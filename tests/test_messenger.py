@@ -52,7 +52,7 @@ SEND = f"{API}/v23.0/{PAGE_A}/messages"
 
 RECEIVER = MessengerReceiver(
     "meta",
-    MetaAppConfig(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN),  # type: ignore[arg-type]
+    MetaAppConfig(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN),
     ROUTES,
     max_body_bytes=4 * 1024 * 1024,
 )

@@ -265,7 +265,7 @@ async def test_a_file_that_keeps_failing_does_not_hold_back_its_message(
         fetches.append(attachment.ref)
         raise RetryableError("telegram getFile: HTTP 502", status=502)
 
-    adapter.fetch = flaky_fetch  # type: ignore[method-assign]
+    adapter.fetch = flaky_fetch
     msg = message(1).model_copy(
         update={"attachments": (Attachment(kind="image", ref="file-1", filename="photo.jpg"),)}
     )

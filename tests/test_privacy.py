@@ -31,19 +31,19 @@ NOTICE_YAML = (
 )
 
 
-def sent_ok(respx_mock):  # type: ignore[no-untyped-def]
+def sent_ok(respx_mock):
     return respx_mock.post(f"{TG}/sendMessage").respond(
         200, json={"ok": True, "result": {"message_id": 9, "date": 1, "chat": {"id": 4242}}}
     )
 
 
-async def post(client, text: str, update_id: int, user: int = 4242):  # type: ignore[no-untyped-def]
+async def post(client, text: str, update_id: int, user: int = 4242):
     body = sample_update(text, update_id=update_id, chat_id=user, user_id=user, first_name="Ana")
     resp = await client.post("/webhooks/telegram/acme", data=body, headers=HEADERS)
     assert resp.status == 200
 
 
-def _opened(vault, blob: bytes, key: str) -> str:  # type: ignore[no-untyped-def]
+def _opened(vault, blob: bytes, key: str) -> str:
     """``blob`` decrypted where it is sealed (any of the associated data we use)."""
     for aad in (
         key,
@@ -59,7 +59,7 @@ def _opened(vault, blob: bytes, key: str) -> str:  # type: ignore[no-untyped-def
     return blob.decode(errors="replace")
 
 
-async def dump(redis, vault) -> str:  # type: ignore[no-untyped-def]
+async def dump(redis, vault) -> str:
     """Every key name and every value (opened where sealed) of the database, as text;
     the admin audit log aside."""
     parts = []
@@ -239,7 +239,7 @@ async def test_forget_erases_everything_and_is_idempotent(
     assert denied.status == 403
 
 
-def rt_direction_inbound():  # type: ignore[no-untyped-def]
+def rt_direction_inbound():
     from deskbridge.schemas import Direction
 
     return Direction.INBOUND
@@ -298,7 +298,7 @@ async def test_forget_at_zendesk_deletes_tickets_and_user(
         headers=auth(token("contacts:write")),
     )
     assert resp.status == 502
-    assert await rt.conversations.graph.find(  # type: ignore[union-attr]
+    assert await rt.conversations.graph.find(
         "acme", Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM)
     )
     user.respond(200, json={})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -54,10 +55,10 @@ async def test_rules_set_zendesk_fields_and_facts_land_on_the_contact(
     make_runtime, aiohttp_client, respx_mock
 ) -> None:
     fake = FakeZendesk()
-    seen: list[dict] = []
+    seen: list[dict[str, Any]] = []
     original = fake._create
 
-    async def spy(request):  # type: ignore[no-untyped-def]
+    async def spy(request):
         seen.append(await request.json())
         return await original(request)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.core.result import Err
 
 from deskbridge.gateway.admin import mint
 
@@ -35,7 +37,7 @@ def token(*scopes: str, ttl: int = 600, audience: str = AUD) -> str:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, redis) -> str:  # type: ignore[no-untyped-def]
+def gateway(tmp_path: Path, redis) -> Iterator[str]:
     port = free_port()
     config = tmp_path / "accounts.yaml"
     config.write_text(ZENDESK_YAML)
@@ -78,6 +80,8 @@ def test_no_route_answers_5xx_and_every_route_checks_its_token(gateway: str) -> 
     }
     checked = 0
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         op = result.ok()
         security = op.definition.raw.get("security")
         scope = security[0]["bearer"][0] if security else None
@@ -86,7 +90,9 @@ def test_no_route_answers_5xx_and_every_route_checks_its_token(gateway: str) -> 
     assert checked >= 10
 
 
-def _fuzz(op, gateway: str, good: dict, bad: dict, scope: str | None) -> None:  # type: ignore[no-untyped-def]
+def _fuzz(
+    op, gateway: str, good: dict[str, str], bad: dict[str, dict[str, str]], scope: str | None
+) -> None:
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -94,7 +100,7 @@ def _fuzz(op, gateway: str, good: dict, bad: dict, scope: str | None) -> None:  
         suppress_health_check=list(HealthCheck),
     )
     @given(case=op.as_strategy())
-    def run(case) -> None:  # type: ignore[no-untyped-def]
+    def run(case) -> None:
         resp = case.call(base_url=gateway, headers=good, timeout=10)
         assert resp.status_code < 500, (case.method, case.formatted_path, resp.text)
         if scope is None:

@@ -499,12 +499,12 @@ async def test_tcp_carries_several_messages_on_one_connection() -> None:
         await asyncio.sleep(0.05)
         writer.write(two[30:])
         buffer = bytearray()
-        statuses = []
+        statuses: list[int] = []
         while len(statuses) < 2:
             buffer += await asyncio.wait_for(reader.read(4096), 2)
             while (got := frame(buffer, 65536))[0] is not None:
                 del buffer[: got[1]]
-                resp = parse(got[0], stream=True)  # type: ignore[arg-type]
+                resp = parse(got[0], stream=True)
                 assert isinstance(resp, Response)
                 statuses.append(resp.status)
         writer.close()

@@ -335,7 +335,7 @@ async def test_fetch_downloads_an_agent_file_within_the_cap(
     big = fake.add_agent_reply(
         filed.ticket_id, "Big", ("big.bin", b"x" * 11, "application/octet-stream")
     )
-    with pytest.raises(PermanentError, match="larger than"):
+    with pytest.raises(PermanentError, match="over the 10-byte limit"):
         await c.fetch(Attachment(kind="document", ref=f"{fake.url}/files/{big}"))
 
 

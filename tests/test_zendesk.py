@@ -611,7 +611,7 @@ async def test_fetch_refuses_files_over_the_cap(
     api.get(f"{BASE}/attachments/token/big/").respond(
         200, content=b"x" * (MAX_ATTACHMENT_BYTES + 1)
     )
-    with pytest.raises(PermanentError, match="larger"):
+    with pytest.raises(PermanentError, match=f"over the {MAX_ATTACHMENT_BYTES}-byte limit"):
         await zd.fetch(Attachment(kind="document", ref=f"{BASE}/attachments/token/big/"))
 
 

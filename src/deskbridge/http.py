@@ -274,12 +274,14 @@ def refuse_page(response: httpx.Response, *, what: str) -> None:
 async def read_capped(
     response: httpx.Response, limit: int, *, what: str, untrusted: bool = False
 ) -> bytes:
-    """The body of ``response``, streamed, at most ``limit`` bytes whatever Content-Length
-    claimed (``PermanentError`` past it). With ``untrusted``, web pages are refused too."""
+    """The body of ``response``, streamed: ``PermanentError`` once it passes ``limit`` bytes,
+    and before reading when Content-Length already says so. A missing or garbled
+    Content-Length is no error (the cap still holds). With ``untrusted``, web pages are
+    refused too. The one capped download: every channel and desk reads files through it."""
     if untrusted:
         refuse_page(response, what=what)
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    declared = _declared_length(response)
+    if declared is not None and declared > limit:
         raise PermanentError(f"{what}: over the {limit}-byte limit")
     data = bytearray()
     async for chunk in response.aiter_bytes():
@@ -287,3 +289,17 @@ async def read_capped(
         if len(data) > limit:
             raise PermanentError(f"{what}: over the {limit}-byte limit")
     return bytes(data)
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    """Content-Length when it is plain ASCII digits, else None (the body is streamed
+    with the cap whatever the header said)."""
+    # str.isdigit() accepts "²" and other digits int() refuses, and int() refuses more
+    # than 4300 digits: either would escape as a ValueError.
+    value = response.headers.get("content-length", "").strip()
+    if not (value.isascii() and value.isdigit()):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.intercom.webhook import html_to_text, sign
 
@@ -346,7 +347,7 @@ class FakeIntercom:
     # -- the API ---------------------------------------------------------------------------
 
     @web.middleware
-    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/downloads/"):
             return await handler(request)  # signed file URLs take no token
         if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
@@ -636,9 +637,9 @@ def _matches(item: dict[str, Any], query: dict[str, Any]) -> bool:
     if op == "=":
         return str(have) == str(want)
     if op == ">":
-        return have is not None and float(have) > float(want)
+        return have is not None and want is not None and float(have) > float(want)
     if op == "<":
-        return have is not None and float(have) < float(want)
+        return have is not None and want is not None and float(have) < float(want)
     return False
 
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.udesk import sign
 from deskbridge.outbound.udesk.replies import CUSTOMER_MARK, NOTE_MARK
@@ -171,7 +172,7 @@ class FakeUdesk:
     # -- the API ---------------------------------------------------------------------------
 
     @web.middleware
-    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/files/"):
             return await handler(request)
         now = time.time()

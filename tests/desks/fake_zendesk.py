@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.zendesk.webhook import sign
 
@@ -179,7 +180,7 @@ class FakeZendesk:
     # -- the API ---------------------------------------------------------------------------
 
     @web.middleware
-    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/attachments/"):
             return await handler(request)
         expected = base64.b64encode(f"{EMAIL}/token:{API_TOKEN}".encode()).decode()

@@ -331,8 +331,9 @@ class Harness:
         async for key in r.scan_iter(match=keys.delivery(account, "*"), count=1000):
             if key.endswith(b":attempts"):
                 continue
-            h = {k.decode(): v.decode() for k, v in (await r.hgetall(key)).items()}
-            rows = await r.lrange(key + b":attempts", 0, -1)
+            # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
+            h = {k.decode(): v.decode() for k, v in (await r.hgetall(key)).items()}  # type: ignore[misc]
+            rows = await r.lrange(key + b":attempts", 0, -1)  # type: ignore[misc]
             h["attempt_log"] = [json.loads(x) for x in rows]
             out.append(h)
         return out

@@ -7,7 +7,9 @@ from typing import Any
 
 import pydantic_core
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "loads"]
+from deskbridge.errors import PayloadInvalid
+
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "load_object", "loads"]
 
 # No platform nests deeper than about 12 levels or sends more than a few thousand values
 # in one webhook; the limits only bound what a forged or broken body can cost.
@@ -60,6 +62,19 @@ def loads(body: bytes | str) -> Any:
         doc = json.loads(raw, parse_constant=_no_constant)
     if opens > MAX_DEPTH or raw.count(b",") + opens + 1 > MAX_ITEMS:
         _check_shape(doc)
+    return doc
+
+
+def load_object(body: bytes | str, *, what: str) -> dict[str, Any]:
+    """``body`` as a JSON object, parsed by :func:`loads` within its shape limits: the one
+    guard every webhook body (channel or desk) goes through. Raises ``PayloadInvalid``
+    ("``what``: body is not JSON" / "... not a JSON object")."""
+    try:
+        doc = loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadInvalid(f"{what}: body is not JSON") from exc
+    if not isinstance(doc, dict):
+        raise PayloadInvalid(f"{what}: body is not a JSON object")
     return doc
 
 

@@ -607,9 +607,6 @@ class AccountsFile(_Model):
             for name, acc in self.accounts.items()
         }
 
-    def desk_of(self, account: str) -> Desk:
-        return Desk(self.accounts[account].desk.type)
-
 
 def _resolve(node: Any, path: str, base: Path, problems: list[tuple[str, str]]) -> Any:
     """Expand ``${ENV}`` and ``*_file`` keys, collecting problems with their document path."""

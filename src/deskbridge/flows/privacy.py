@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from deskbridge.flows.automated import automated_reply
+from deskbridge.flows.ingest import queue_automated
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import AgentReply, Delivery, Desk, Direction, Identity, Message
-from deskbridge.store import IntakeEvent, new_id
+from deskbridge.schemas import Delivery, Direction, Identity, Message
+from deskbridge.store import new_id
 from deskbridge.store.erasure import ErasurePlan
 from deskbridge.store.graph import IdentityGraph
 
@@ -59,30 +61,12 @@ async def consent_notice(rt: Runtime, d: Delivery, msg: Message, contact_id: str
         contact_id,
         inbound_at=msg.occurred_at.timestamp(),
     )
-    reply = AgentReply(
-        account=d.account,
-        desk=Desk(acc.desk.type),
-        # the SET NX flag is what makes it once; a dedup key naming the contact would
-        # outlive an erasure in the dedup mark's name
-        dedup_key=f"consent:{new_id()}",
-        ticket_id="",
-        external_id=f"consent:{new_id()}",
-        text=notice.message(),
-        author_name="deskbridge",
-        automated=True,
-        occurred_at=datetime.now(UTC),
+    # the SET NX flag is what makes it once; a dedup key naming the contact would
+    # outlive an erasure in the dedup mark's name
+    reply = automated_reply(
+        rt, d.account, dedup_key=f"consent:{new_id()}", ticket_id="", text=notice.message()
     )
-    await rt.intake.accept(
-        account=d.account,
-        source="deskbridge",
-        direction=Direction.OUTBOUND,
-        channel=msg.channel.value,
-        desk=reply.desk.value,
-        req=None,
-        events=[
-            IntakeEvent(dedup_key=reply.dedup_key, conversation_id=d.conversation_id, event=reply)
-        ],
-    )
+    await queue_automated(rt, reply, d.conversation_id, msg.channel.value)
     rt.metrics.event("privacy", "consent_notice", msg.channel.value)
     return True
 

@@ -9,10 +9,10 @@ from urllib.parse import parse_qs
 import httpx
 
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, refuse_page, transport_error
+from deskbridge.http import Fetcher, classify, read_capped, transport_error
 from deskbridge.schemas import Attachment, Contact, Upload
 
-__all__ = ["Credentials", "display_name", "download", "read_capped", "unique"]
+__all__ = ["Credentials", "display_name", "download", "unique"]
 
 
 def display_name(contact: Contact, *, limit: int | None = None) -> str:
@@ -82,9 +82,9 @@ async def download(
                         url = url.join(resp.headers["location"])
                         continue
                     classify(resp, what=what)
-                    if not fetcher.trusted(url):
-                        refuse_page(resp, what=what)
-                    data = await read_capped(resp, limit, what=what)
+                    data = await read_capped(
+                        resp, limit, what=what, untrusted=not fetcher.trusted(url)
+                    )
                     content_type = resp.headers.get("content-type", "")
             except httpx.HTTPError as exc:
                 raise transport_error(exc, what=what) from exc
@@ -99,18 +99,3 @@ async def download(
         or "application/octet-stream"
     )
     return Upload(filename=name, mime_type=mime, data=data)
-
-
-async def read_capped(resp: httpx.Response, limit: int, *, what: str) -> bytes:
-    """The body, refused (``PermanentError``) past ``limit`` bytes, declared or read."""
-    declared = resp.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PermanentError(f"{what}: larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise PermanentError(f"{what}: larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deskbridge.adapters.line.tokens import ChannelTokens
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import classify, read_capped, transport_error
 
 __all__ = [
     "INVALID_REPLY_TOKEN",
@@ -134,7 +134,7 @@ class LineApi:
                     # (GET .../content/transcoding reports the progress).
                     raise RetryableError(f"{what}: not ready yet (HTTP {status})", status=status)
                 classify(response, what=what)
-                data = await _read_capped(response, limit, what)
+                data = await read_capped(response, limit, what=what)
                 return data, response.headers.get("content-type", "")
         except httpx.HTTPError as exc:
             raise transport_error(exc, what=what) from None
@@ -149,15 +149,3 @@ class LineApi:
                 status=401,
             )
         raise PermanentError(TOKEN_REJECTED, status=401)
-
-
-async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PermanentError(f"{what}: over the {limit}-byte limit")
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > limit:
-            raise PermanentError(f"{what}: over the {limit}-byte limit")
-    return bytes(data)

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticSerializationError
 
-from deskbridge.adapters.payload import loads
+from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.errors import ParseFailed
 from deskbridge.schemas import (
     Attachment,
     AttachmentKind,
@@ -152,12 +152,7 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     is one but not a webhook body we can read (one bad event fails the whole body: LINE
     sends it again only if redelivery is on, so it goes to the dead letters intact).
     """
-    try:
-        raw = loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("line: body is not JSON") from exc
-    if not isinstance(raw, dict):
-        raise PayloadInvalid("line: body is not a JSON object")
+    raw = load_object(body, what="line")
     try:
         events: list[InboundEvent] = []
         for item in Body.model_validate(raw).events:

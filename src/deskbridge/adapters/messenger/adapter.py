@@ -18,7 +18,7 @@ from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, refuse_page, transport_error
+from deskbridge.http import Fetcher, classify, read_capped, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
 __all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
@@ -157,8 +157,7 @@ class MessengerAdapter:
                                 status=response.status_code,
                             )
                         classify(response, what=what)
-                        refuse_page(response, what=what)
-                        data = await _read_capped(response, limit, what)
+                        data = await read_capped(response, limit, what=what, untrusted=True)
                         content_type = response.headers.get("content-type", "")
                 except httpx.InvalidURL:
                     raise PermanentError(f"{what}: bad redirect location") from None
@@ -215,18 +214,6 @@ def _attachment_type(attachment: Attachment) -> str:
         return _FALLBACK_TYPE.get(attachment.kind, "file")
     major = mime.partition("/")[0]
     return major if major in ("image", "audio", "video") else "file"
-
-
-async def _read_capped(response: httpx.Response, limit: int, what: str) -> bytes:
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PermanentError(f"{what}: over the {limit}-byte limit")
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > limit:
-            raise PermanentError(f"{what}: over the {limit}-byte limit")
-    return bytes(data)
 
 
 def _filename(url: httpx.URL, kind: str) -> str:

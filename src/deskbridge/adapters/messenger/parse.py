@@ -19,9 +19,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
-from deskbridge.adapters.payload import loads
+from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.errors import ParseFailed
 from deskbridge.schemas import (
     Attachment,
     AttachmentKind,
@@ -176,12 +176,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
     the body is not a JSON object, ``ParseFailed`` when it is one we cannot read (the
     message never quotes the body).
     """
-    try:
-        raw = loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("messenger: body is not JSON") from exc
-    if not isinstance(raw, dict):
-        raise PayloadInvalid("messenger: body is not a JSON object")
+    raw = load_object(body, what="messenger")
     if raw.get("object") == "instagram":
         return Parsed([])
     try:

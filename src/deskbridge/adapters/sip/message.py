@@ -185,9 +185,6 @@ class Headers:
         low = canonical(name).lower()
         self._items = [(n, v) for n, v in self._items if n.lower() != low]
 
-    def copy(self) -> Headers:
-        return Headers(self._items)
-
 
 @dataclass(frozen=True, slots=True)
 class Via:
@@ -314,6 +311,21 @@ def _unfold(head: str) -> list[str]:
 def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     """One SIP message. ``stream``: it came over TCP/TLS, where Content-Length is
     mandatory (§18.3); over UDP a missing one means "the rest of the datagram"."""
+    start, header_lines, body = _read_head(data)
+    headers, bad_header = _headers(header_lines)
+    msg = _start_line(start, headers)
+    msg.body = _framed_body(msg, body, stream=stream)
+    if bad_header:
+        raise _fail(msg, bad_header)
+    if isinstance(msg, Request):
+        _check_request(msg)
+    else:
+        _check_routing(msg, partial=None)
+    return msg
+
+
+def _read_head(data: bytes) -> tuple[str, list[str], bytes]:
+    """(start line, unfolded header lines, the bytes after the blank line)."""
     data = data.lstrip(b"\r\n")  # keepalive CRLFs before a message (RFC 5626 §3.5.1)
     if not data:
         raise SipParseError("empty message")
@@ -327,56 +339,57 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     if "\x00" in head:
         raise SipParseError("NUL in header section")
     lines = _unfold(head)
-    start, header_lines = lines[0].strip(), lines[1:]
-    if len(header_lines) > MAX_HEADERS:
+    if len(lines) - 1 > MAX_HEADERS:
         raise SipParseError("too many header fields")
+    return lines[0].strip(), lines[1:], body
+
+
+def _headers(lines: list[str]) -> tuple[Headers, str | None]:
+    """The well-formed header fields, and why a line was not one (None if all were):
+    the message is still built, so the error can be answered."""
     items: list[tuple[str, str]] = []
     bad_header: str | None = None
-    for line in header_lines:
+    for line in lines:
         name, colon, value = line.partition(":")
         name = name.strip()
         if not colon or not _TOKEN.match(name):
             bad_header = bad_header or "malformed header line"
             continue
         items.append((name, value.strip()))
-    headers = Headers(items)
+    return Headers(items), bad_header
 
+
+def _start_line(start: str, headers: Headers) -> Request | Response:
     parts = start.split(" ", 2)
-    msg: Request | Response
     if start.startswith("SIP/"):
         if len(parts) < 2 or parts[0] != "SIP/2.0" or not re.fullmatch(r"[1-6]\d\d", parts[1]):
             raise SipParseError("bad status line")
-        msg = Response(int(parts[1]), parts[2] if len(parts) > 2 else "", headers)
-    else:
-        if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
-            raise SipParseError("bad request line", answerable=_answerable(headers))
-        method, uri, version = parts
-        msg = Request(method.upper() if method.isascii() else method, uri, headers)
-        if version != "SIP/2.0":
-            raise SipParseError(
-                "unsupported SIP version", answerable=_answerable(headers), partial=msg
-            )
-
-    length_text = headers.get("Content-Length")
-    if length_text is None:
-        if stream:
-            body = b""  # nothing can follow an unframed message on a stream
-    else:
-        if not length_text.isdigit():
-            raise _fail(msg, "bad Content-Length")
-        length = int(length_text)
-        if length > len(body):
-            raise _fail(msg, "body shorter than Content-Length")
-        body = body[:length]  # §18.3: bytes beyond Content-Length are discarded
-    msg.body = body
-
-    if bad_header:
-        raise _fail(msg, bad_header)
-    if isinstance(msg, Request):
-        _check_request(msg)
-    else:
-        _check_routing(msg, partial=None)
+        return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", headers)
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        raise SipParseError("bad request line", answerable=_answerable(headers))
+    method, uri, version = parts
+    msg = Request(method.upper() if method.isascii() else method, uri, headers)
+    if version != "SIP/2.0":
+        raise SipParseError("unsupported SIP version", answerable=_answerable(headers), partial=msg)
     return msg
+
+
+def _framed_body(msg: Request | Response, body: bytes, *, stream: bool) -> bytes:
+    length_text = msg.headers.get("Content-Length")
+    if length_text is None:
+        # nothing can follow an unframed message on a stream
+        return b"" if stream else body
+    try:
+        # str.isdigit() also accepts digits int() refuses ("²"), and int() refuses more
+        # than 4300 digits
+        if not (length_text.isascii() and length_text.isdigit()):
+            raise ValueError
+        length = int(length_text)
+    except ValueError:
+        raise _fail(msg, "bad Content-Length") from None
+    if length > len(body):
+        raise _fail(msg, "body shorter than Content-Length")
+    return body[:length]  # §18.3: bytes beyond Content-Length are discarded
 
 
 def _answerable(headers: Headers) -> bool:
@@ -448,8 +461,9 @@ def frame(buffer: bytearray, max_size: int) -> tuple[bytes | None, int]:
     m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", head)
     if m is None:
         raise SipParseError("message without Content-Length on a stream")
-    length = int(m.group(1))
-    total = end + 4 + length
+    digits = m.group(1)
+    # past 18 digits no length fits, and past 4300 int() would refuse to convert it
+    total = end + 4 + (int(digits) if len(digits) <= 18 else max_size + 1)
     if total - start > max_size:
         raise SipParseError("message too large")
     if len(buffer) < total:

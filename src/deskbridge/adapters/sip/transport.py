@@ -21,7 +21,6 @@ __all__ = ["Listener", "split_hostport", "start_listener"]
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM = 65_535
 IDLE_SECONDS = 300.0
 """A stream with no complete message for this long is closed."""
 

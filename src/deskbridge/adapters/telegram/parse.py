@@ -14,9 +14,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from deskbridge.adapters.payload import loads
+from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.errors import ParseFailed
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
@@ -241,12 +241,7 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it is
     one but not an Update we can read.
     """
-    try:
-        raw = loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("telegram: body is not JSON") from exc
-    if not isinstance(raw, dict):
-        raise PayloadInvalid("telegram: body is not a JSON object")
+    raw = load_object(body, what="telegram")
     try:
         update = Update.model_validate(raw)
         events = _events(update, raw, account=account)

@@ -16,7 +16,7 @@ import httpx
 
 from deskbridge.adapters.text import split_text, utf16_len
 from deskbridge.errors import PermanentError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import classify, read_capped, transport_error
 from deskbridge.schemas import Upload
 
 __all__ = ["CAPTION_LIMIT", "TEXT_LIMIT", "BotApi", "split_text", "utf16_len"]
@@ -62,17 +62,9 @@ class BotApi:
         try:
             async with self._client.stream("GET", url) as response:
                 classify(response, what=what)
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise PermanentError(f"{what}: over the {limit}-byte limit")
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > limit:
-                        raise PermanentError(f"{what}: over the {limit}-byte limit")
+                return await read_capped(response, limit, what=what)
         except httpx.HTTPError as exc:
             raise transport_error(exc, what=what) from None
-        return bytes(data)
 
     def _url(self, method: str) -> str:
         return f"{self._base}/bot{self._token}/{method}"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.errors import PermanentError, RetryableError
-from deskbridge.http import classify, transport_error
+from deskbridge.http import classify, read_capped, transport_error
 from deskbridge.schemas import Upload
 
 __all__ = ["BSUID_NOT_SUPPORTED", "RETRYABLE", "WINDOW_CLOSED", "CloudApi", "MediaInfo"]
@@ -156,15 +156,7 @@ class CloudApi:
                     if response.status_code == 404:
                         raise RetryableError(f"{what}: HTTP 404 (URL expired)", status=404)
                     classify(response, what=what)
-                    declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > limit:
-                        raise PermanentError(f"{what}: over the {limit}-byte limit")
-                    data = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        data += chunk
-                        if len(data) > limit:
-                            raise PermanentError(f"{what}: over the {limit}-byte limit")
-                    return bytes(data)
+                    return await read_capped(response, limit, what=what)
         except httpx.InvalidURL:
             raise PermanentError(f"{what}: not a valid URL") from None
         except httpx.HTTPError as exc:

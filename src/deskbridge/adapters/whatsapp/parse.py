@@ -21,9 +21,9 @@ from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.meta import scrub
-from deskbridge.adapters.payload import loads
+from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed, PayloadInvalid
+from deskbridge.errors import ParseFailed
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
@@ -252,12 +252,7 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
     of other fields and statuses other than sent/delivered/read/failed give no events;
     changes for numbers without a route are skipped and counted in ``unrouted``.
     """
-    try:
-        raw = loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("whatsapp: body is not JSON") from exc
-    if not isinstance(raw, dict):
-        raise PayloadInvalid("whatsapp: body is not a JSON object")
+    raw = load_object(body, what="whatsapp")
     events: list[InboundEvent] = []
     unrouted = 0
     try:

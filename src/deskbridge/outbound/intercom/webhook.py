@@ -25,8 +25,8 @@ from inscriptis import get_text  # type: ignore[import-untyped]  # ships no py.t
 from lxml import html as lxml_html  # type: ignore[import-untyped]  # no stubs installed
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.payload import loads
-from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
+from deskbridge.adapters.payload import load_object
+from deskbridge.errors import ParseFailed, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
 __all__ = [
@@ -79,12 +79,7 @@ def parse(req: RawRequest, *, account: str) -> list[AgentReply]:
     a JSON object that is not a notification, or an admin reply without a conversation.
     Other topics (notes, closes, ``ping``) give [].
     """
-    try:
-        doc = loads(req.body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("intercom: body is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise PayloadInvalid("intercom: body is not a JSON object")
+    doc = load_object(req.body, what="intercom")
     if doc.get("type") != "notification_event":
         raise ParseFailed("intercom: JSON object is not a notification_event")
     note = _validate(doc)

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from deskbridge.adapters.payload import loads
-from deskbridge.errors import PayloadInvalid, SignatureInvalid
+from deskbridge.adapters.payload import load_object
+from deskbridge.errors import SignatureInvalid
 from deskbridge.outbound.udesk.html import to_text
 from deskbridge.schemas import AgentReply, Attachment, AttachmentKind, Desk, RawRequest
 
@@ -99,12 +99,7 @@ def verify_callback(req: RawRequest, secret: str | None) -> None:
 def parse_callback(req: RawRequest, *, account: str) -> list[AgentReply]:
     """Agent replies in a trigger's callback body. Udesk's own event callbacks
     (``{"action", "message"}``) and other valid JSON carry none and give ``[]``."""
-    try:
-        data = loads(req.body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("udesk callback: body is not JSON") from exc
-    if not isinstance(data, dict):
-        raise PayloadInvalid("udesk callback: body is not a JSON object")
+    data = load_object(req.body, what="udesk callback")
     if data.get("deskbridge") != TRIGGER_SHAPE:
         return []
     ticket_id = _str(data.get("ticket_id"))

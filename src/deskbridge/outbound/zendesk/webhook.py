@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.payload import loads
-from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
+from deskbridge.adapters.payload import load_object
+from deskbridge.errors import ParseFailed, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
 __all__ = [
@@ -88,12 +88,7 @@ def parse(req: RawRequest, *, account: str, now: float) -> list[AgentReply]:
     JSON object of neither accepted shape, or of one of them with required fields missing.
     Any other Zendesk event type, and comments that are private or not by staff, give [].
     """
-    try:
-        doc = loads(req.body)
-    except (ValueError, RecursionError) as exc:
-        raise PayloadInvalid("zendesk: body is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise PayloadInvalid("zendesk: body is not a JSON object")
+    doc = load_object(req.body, what="zendesk")
 
     fallback = _fallback_time(req, now)
     kind = doc.get("type")
