@@ -67,23 +67,26 @@ def hand_kept_lists(
     tree = ast.parse(source)
     skip: set[int] = set()
     for stmt in tree.body:
-        target = stmt.target if isinstance(stmt, ast.AnnAssign) else None
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            target = stmt.targets[0]
-        if isinstance(target, ast.Name) and target.id in allowed and stmt.value is not None:
-            skip.update(id(n) for n in ast.walk(stmt.value))
-    found = []
+        value: ast.expr | None = None
+        names: list[ast.expr] = []
+        if isinstance(stmt, ast.AnnAssign):
+            names, value = [stmt.target], stmt.value
+        elif isinstance(stmt, ast.Assign):
+            names, value = stmt.targets, stmt.value
+        if value is not None and any(isinstance(n, ast.Name) and n.id in allowed for n in names):
+            skip.update(id(n) for n in ast.walk(value))
+    found: list[tuple[int, list[str]]] = []
     for node in ast.walk(tree):
-        if id(node) in skip:
+        if id(node) in skip or not isinstance(node, ast.expr):
             continue
         elements = _elements(node)
         if elements is None:
             continue
-        names = [n for n in map(_name_of, elements) if n is not None]
-        if len(set(names)) >= 2:
+        named = [n for n in map(_name_of, elements) if n is not None]
+        if len(set(named)) >= 2:
             # a Literal's or a Choice's own tuple or list is the same finding
             skip.update(id(n) for n in ast.walk(node))
-            found.append((node.lineno, names))
+            found.append((node.lineno, named))
     return sorted(found)
 
 
