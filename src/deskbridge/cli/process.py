@@ -29,9 +29,9 @@ from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
-from deskbridge.gateway.sip import start_sip_listeners
-from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
+from deskbridge.listeners.sip import start_sip_listeners
+from deskbridge.listeners.smtp import start_smtp_listeners
 from deskbridge.outbound.registry import desk_spec_of
 from deskbridge.pipeline import run_worker
 from deskbridge.schemas import Desk

@@ -28,7 +28,7 @@ from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, Whats
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
-from deskbridge.gateway.keys import CSRF, RUNTIME
+from deskbridge.gateway.state import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
 from deskbridge.schemas import AgentReply, Channel, Desk
 

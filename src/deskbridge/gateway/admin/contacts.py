@@ -19,7 +19,7 @@ from deskbridge.errors import DeliveryError
 from deskbridge.flows import Runtime, privacy
 from deskbridge.gateway.admin.auth import Principal
 from deskbridge.gateway.admin.models import ContactAccountQuery, DecideBody, ForgetBody, LinkBody
-from deskbridge.gateway.keys import RUNTIME
+from deskbridge.gateway.state import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
 from deskbridge.outbound.capabilities import MergesUsers

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
+from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.models import (
@@ -52,8 +53,7 @@ from deskbridge.gateway.admin.models import (
     Skipped,
 )
 from deskbridge.gateway.admin.openapi import document
-from deskbridge.gateway.admin.reingest import reingest_one
-from deskbridge.gateway.keys import RUNTIME
+from deskbridge.gateway.state import RUNTIME
 from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
