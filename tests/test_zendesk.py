@@ -492,6 +492,27 @@ async def test_append_in_doubt_without_the_audit_adds_the_comment_once(
     assert filed == Filed(ticket_id="5158", message_id="9876543202", comment_count=4)
 
 
+async def test_append_in_doubt_with_audits_refused_adds_the_comment_and_says_so(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    api.get(f"{API}/tickets/5158/audits").respond(403, json={"error": "Forbidden"})
+    update = api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 9876543202))
+
+    filed = await zd.append(
+        conversation("5158", comment_count=3),
+        USER_ID,
+        message("Any news?"),
+        [],
+        idempotency_key="dlv-3",
+        retried=True,
+        in_doubt=True,
+    )
+
+    # the message is not held back by a read it may not make; the blind resend is counted
+    assert update.call_count == 1
+    assert filed.resent == "zendesk update ticket"
+
+
 async def test_append_not_in_doubt_reads_no_audits(
     zd: ZendeskConnector, api: respx.MockRouter
 ) -> None:

@@ -299,10 +299,10 @@ class IntercomConnector:
         text = render(msg)
         chunks = [list(files[i : i + FILES_PER_PART]) for i in range(0, len(files), FILES_PER_PART)]
         if conv.ticket_id is not None:
-            first = (
+            checked, first = (
                 await self._replied(conv.ticket_id, user_id, text, msg.occurred_at.timestamp())
                 if in_doubt
-                else None
+                else (True, None)
             )
             if first is None:
                 first = await self._reply(
@@ -310,7 +310,8 @@ class IntercomConnector:
                 )
             if first is not None:
                 last = await self._more_files(conv.ticket_id, user_id, chunks[1:])
-                return Filed(ticket_id=conv.ticket_id, message_id=last or first)
+                resent = None if checked else "intercom reply as contact"
+                return Filed(ticket_id=conv.ticket_id, message_id=last or first, resent=resent)
             log.info(
                 "intercom %s: conversation %s is gone; opening a new one",
                 self.account,
@@ -475,15 +476,25 @@ class IntercomConnector:
 
     async def _replied(
         self, conversation_id: str, user_id: str, text: str, since: float
-    ) -> str | None:
-        """The id of the part an earlier attempt wrote, else None: the conversation's
-        newest part by the contact (``GET /conversations/{id}``, the latest 500 parts) when
-        it holds ``text`` and was made after the message arrived (``since``, unix s). Only
-        the newest counts: a conversation's parts are filed in order, one at a time."""
+    ) -> tuple[bool, str | None]:
+        """Whether the conversation could be read, and the id of the part an earlier
+        attempt wrote: the conversation's newest part by the contact (``GET
+        /conversations/{id}``, the latest 500 parts) when it holds ``text`` and was made
+        after the message arrived (``since``, unix s). Only the newest counts: a
+        conversation's parts are filed in order, one at a time. A refusal (4xx but 404
+        and 429): not checked, the caller posts and counts it."""
         what = "intercom retrieve conversation"
         resp = await self._call("GET", f"/conversations/{conversation_id}", what=what)
         if resp.status_code == 404:
-            return None
+            return True, None  # gone: the reply's own 404 opens a new conversation
+        if 400 <= resp.status_code < 500 and resp.status_code != 429:
+            log.warning(
+                "intercom %s: %s refused (HTTP %s); posting the reply unchecked",
+                self.account,
+                what,
+                resp.status_code,
+            )
+            return False, None
         classify(resp, what=what)
         data = self._json(resp, what)
         parts = data.get("conversation_parts")
@@ -508,9 +519,9 @@ class IntercomConnector:
                     self.account,
                     conversation_id,
                 )
-                return _str_id(part.get("id")) or f"conversation:{conversation_id}"
-            return None
-        return None
+                return True, _str_id(part.get("id")) or f"conversation:{conversation_id}"
+            return True, None
+        return True, None
 
     async def _more_files(
         self, conversation_id: str, user_id: str, chunks: list[list[Upload]]

@@ -244,8 +244,9 @@ class UdeskConnector(PollsReplies):
             else:
                 ticket_id = conv.ticket_id
                 reply = self._reply_body(user_id, msg, text)
-                found = await self._posted(ticket_id, reply) if in_doubt else None
+                checked, found = await self._posted(ticket_id, reply) if in_doubt else (True, None)
                 message_id = found or await self._customer_reply(ticket_id, reply)
+                resent = None if checked else "udesk add reply"
             uploaded = 0
             await self._state.remember(
                 self.account, idempotency_key, f"{ticket_id}|{message_id}|0", _MEMO_TTL
@@ -322,22 +323,29 @@ class UdeskConnector(PollsReplies):
             return f"{_UNKNOWN}{ticket_id}"
         return reply_id
 
-    async def _posted(self, ticket_id: str, reply: dict[str, Any]) -> str | None:
+    async def _posted(self, ticket_id: str, reply: dict[str, Any]) -> tuple[bool, str | None]:
         """The id of a reply an earlier attempt posted (its answer lost), else None: a
         customer's reply on the ticket with the same content that no filing recorded
         (each filing remembers its reply id; the poller never remembers customers'
         replies). Reads the ticket's replies list (``GET /tickets/{id}/replies``), the one
-        the poller reads."""
+        the poller reads. Returns whether the list could be read (a refusal: not checked,
+        the caller posts and counts it) and the reply's id."""
         known = await self._state.relayed(self.account, ticket_id)
         wanted = " ".join(str(reply["content"]).split())
         found: str | None = None
         for page in range(1, _MAX_REPLY_PAGES + 1):
-            body = await self._call(
-                "GET",
-                f"/tickets/{ticket_id}/replies",
-                what="udesk list replies",
-                params={"page": str(page), "per_page": "100"},
-            )
+            try:
+                body = await self._call(
+                    "GET",
+                    f"/tickets/{ticket_id}/replies",
+                    what="udesk list replies",
+                    params={"page": str(page), "per_page": "100"},
+                )
+            except PermanentError as exc:
+                log.warning(
+                    "udesk %s: listing replies refused (%s); posting unchecked", self.account, exc
+                )
+                return False, None
             for item in _list(body, "replies"):
                 reply_id = _str(item.get("id"))
                 content = _str(item.get("content")) or ""
@@ -354,7 +362,7 @@ class UdeskConnector(PollsReplies):
                 self.account,
                 ticket_id,
             )
-        return found
+        return True, found
 
     async def _upload(self, ticket_id: str, f: Upload) -> None:
         await self._call(

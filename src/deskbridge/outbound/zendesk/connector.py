@@ -320,8 +320,9 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
         excluded: frozenset[str] = frozenset(),
     ) -> Filed:
         what = "zendesk update ticket"
+        checked = True
         if filing.in_doubt:
-            found = await self._audited(ticket_id, key)
+            checked, found = await self._audited(ticket_id, key)
             if found is not None:
                 log.info(
                     "zendesk %s: ticket %s already holds this comment (audit of an earlier"
@@ -350,6 +351,7 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             ticket_id=ticket_id,
             message_id=comment_id or f"ticket:{ticket_id}",
             comment_count=None if count is None else count + 1,
+            resent=None if checked else what,
         )
 
     async def _find_ticket(
@@ -369,30 +371,40 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
                 best = ticket
         return best
 
-    async def _audited(self, ticket_id: str, key: str) -> str | None:
-        """The comment id of the update whose audit carries ``key`` in ``metadata.custom``
-        (an earlier attempt's whose answer was lost), else None. Reads the ticket's audits
-        (``GET /tickets/{id}/audits``, cursor pages of 100, oldest first)."""
+    async def _audited(self, ticket_id: str, key: str) -> tuple[bool, str | None]:
+        """Whether the ticket's audits could be read, and the comment id of the update
+        whose audit carries ``key`` in ``metadata.custom`` (an earlier attempt's whose
+        answer was lost). Reads ``GET /tickets/{id}/audits`` (cursor pages of 100, oldest
+        first). A refusal (4xx but 429) or more pages than deskbridge reads: not checked,
+        and the comment is added again (the caller counts it)."""
         what = "zendesk list audits"
         params: dict[str, str] = {"page[size]": "100"}
         for _ in range(_MAX_AUDIT_PAGES):
             resp = await self._call("GET", f"/tickets/{ticket_id}/audits", what=what, params=params)
+            if 400 <= resp.status_code < 500 and resp.status_code != 429:
+                log.warning(
+                    "zendesk %s: %s refused (HTTP %s); adding the comment unchecked",
+                    self.account,
+                    what,
+                    resp.status_code,
+                )
+                return False, None
             classify(resp, what=what)
             data = self._json(resp, what)
             for audit in _list(data, "audits"):
                 if _obj(_obj(audit, "metadata"), "custom").get(_AUDIT_MARK) == key:
-                    return _comment_id({"audit": audit}) or f"ticket:{ticket_id}"
+                    return True, _comment_id({"audit": audit}) or f"ticket:{ticket_id}"
             meta = _obj(data, "meta")
             after = meta.get("after_cursor")
             if not meta.get("has_more") or not isinstance(after, str) or not after:
-                return None
+                return True, None
             params = {"page[size]": "100", "page[after]": after}
         log.warning(
             "zendesk %s: ticket %s has more audits than deskbridge reads; adding the comment",
             self.account,
             ticket_id,
         )
-        return None
+        return False, None
 
     async def add_note(self, conv: ConversationRef, text: str) -> None:
         """Add an internal note (written as the API user) to the conversation's ticket.
