@@ -329,7 +329,7 @@ class Harness:
         r = self.redis()
         out: list[dict[str, Any]] = []
         async for key in r.scan_iter(match=keys.delivery(account, "*"), count=1000):
-            if key.endswith(b":attempts"):
+            if key.endswith((b":attempts", b":parts")):
                 continue
             # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
             h = {k.decode(): v.decode() for k, v in (await r.hgetall(key)).items()}  # type: ignore[misc]

@@ -15,11 +15,12 @@ protocols of ``adapters.capabilities``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from deskbridge.errors import DeliveryError
 from deskbridge.schemas import (
     AgentReply,
     Attachment,
@@ -38,10 +39,13 @@ __all__ = [
     "MediaLinks",
     "MemoryProgress",
     "Parsed",
+    "Part",
     "Progress",
     "Receiver",
     "TokenCache",
     "WebhookParser",
+    "send_part",
+    "send_parts",
 ]
 
 
@@ -62,18 +66,77 @@ class Progress(Protocol):
         """Record ``part`` as accepted. Raises ``StoreUnavailable``."""
         ...
 
+    def uncertain(self, part: int) -> bool:
+        """True when the last call for ``part`` (in any attempt) ended with an unknown
+        outcome: the platform may already have it."""
+        ...
+
+    async def unsure(self, part: int) -> None:
+        """Remember that the call for ``part`` ended with an unknown outcome."""
+        ...
+
+    async def resending(self, part: int) -> None:
+        """``part`` goes out again after an unknown outcome with nothing that lets the
+        platform recognise the repeat: counted (``ambiguous_resends``) and logged."""
+        ...
+
 
 class MemoryProgress:
     """Progress kept only for one call (tests, and sends nothing can resume)."""
 
     def __init__(self, accepted: dict[int, str] | None = None) -> None:
         self.parts: dict[int, str] = dict(accepted or {})
+        self.unknown: set[int] = set()
+        self.resent: list[int] = []
 
     def accepted(self, part: int) -> str | None:
         return self.parts.get(part)
 
     async def record(self, part: int, platform_id: str) -> None:
         self.parts[part] = platform_id
+        self.unknown.discard(part)
+
+    def uncertain(self, part: int) -> bool:
+        return part in self.unknown
+
+    async def unsure(self, part: int) -> None:
+        self.unknown.add(part)
+
+    async def resending(self, part: int) -> None:
+        self.resent.append(part)
+
+
+Part = Callable[[], Awaitable[str]]
+"""One platform call of a multi-part send; returns the platform's id for the part."""
+
+
+async def send_part(progress: Progress, part: int, call: Part, *, keyed: bool = False) -> str:
+    """Send ``part`` unless ``progress`` has it, and record it as soon as it is accepted.
+    ``keyed``: the call carries an idempotency key, so a repeat after an unknown outcome
+    is recognised by the platform and not counted. A failure with ``outcome == "unknown"``
+    is remembered, then re-raised."""
+    done = progress.accepted(part)
+    if done is not None:
+        return done
+    if not keyed and progress.uncertain(part):
+        await progress.resending(part)
+    try:
+        platform_id = await call()
+    except DeliveryError as exc:
+        if exc.outcome == "unknown":
+            await progress.unsure(part)
+        raise
+    await progress.record(part, platform_id)
+    return platform_id
+
+
+async def send_parts(
+    progress: Progress | None, calls: Sequence[Part], *, keyed: bool = False
+) -> tuple[str, ...]:
+    """Send ``calls`` in order as parts 0, 1, ... (``send_part``); every part's id, those
+    accepted by earlier attempts included."""
+    progress = progress if progress is not None else MemoryProgress()
+    return tuple([await send_part(progress, i, call, keyed=keyed) for i, call in enumerate(calls)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +283,17 @@ class ChannelAdapter(Protocol):
         ...
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send an agent's reply, obeying the channel's limits and reply windows
         (``to.last_inbound_at``). Raises ``WindowClosed`` when it must wait for the
-        customer to write again."""
+        customer to write again. Parts ``progress`` already has are not sent again; each
+        part is recorded in it as soon as the platform accepts it (None: a fresh
+        ``MemoryProgress``). ``external_ids`` lists every part's id."""
         ...
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:

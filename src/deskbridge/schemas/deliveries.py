@@ -28,8 +28,10 @@ class DeliveryState(StrEnum):
 
 
 AttemptOutcome = Literal[
-    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted"
+    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted", "resent"
 ]
+"""``resent``: a part of a send went out again after an unknown outcome, on a channel
+with no idempotency key (it may have reached the customer twice); not an attempt."""
 
 
 class Attempt(Frozen):
@@ -72,3 +74,6 @@ class Delivery(Frozen):
     discarded_by: str | None = None
     """Who discarded it (the admin token's ``sub``), when and why."""
     discard_reason: str | None = None
+    rate_limited_s: float = 0.0
+    """The rate-limited waits (429) so far, in seconds: they spend no retry budget but are
+    bounded in total (``max_rate_limited_seconds``)."""

@@ -48,6 +48,7 @@ __all__ = [
     "lane",
     "lane_lock",
     "ours",
+    "parts",
     "pattern",
     "pending",
     "problems",
@@ -112,6 +113,13 @@ def delivery(account: str, delivery_id: str) -> str:
 
 def attempts(account: str, delivery_id: str) -> str:
     return f"{_a(account)}:dlv:{delivery_id}:attempts"
+
+
+def parts(account: str, delivery_id: str) -> str:
+    """Hash: the parts of a multi-part send the channel accepted (``<n>`` → platform id),
+    and ``<n>:unknown`` for a part whose last call had an unknown outcome. Lives and dies
+    with the delivery record."""
+    return f"{_a(account)}:dlv:{delivery_id}:parts"
 
 
 def pending(account: str) -> str:

@@ -164,6 +164,7 @@ def _schemas() -> dict[str, Any]:
                     "rate_limited",
                     "permanent",
                     "exhausted",
+                    "resent",
                 ],
             },
             "error": {"type": "string"},
