@@ -340,6 +340,11 @@ class SipAdapter:
         what = f"SIP {resp.status} {resp.reason[:80]}"
         if resp.status in (401, 407):
             return PermanentError(f"{what}: the credentials were refused", status=resp.status)
-        if resp.status in (408, 480) or 500 <= resp.status < 600:
+        if resp.status in (408, 504):
+            # a proxy gave up waiting for the next hop, which may have taken the request
+            return RetryableError(
+                what, status=resp.status, retry_after=_retry_after(resp), outcome="unknown"
+            )
+        if resp.status == 480 or 500 <= resp.status < 600:
             return RetryableError(what, status=resp.status, retry_after=_retry_after(resp))
         return PermanentError(what, status=resp.status)
