@@ -34,6 +34,7 @@ from deskbridge.adapters.sip.transaction import make_response
 from deskbridge.adapters.telegram import TelegramAdapter
 from deskbridge.config.accounts import EmailConfig
 from deskbridge.errors import RetryableError
+from deskbridge.gateway import create_app
 from deskbridge.policy import RetryPolicy
 from deskbridge.schemas import (
     AgentReply,
@@ -639,3 +640,16 @@ def test_policy_bounds_rate_limited_waits_in_total() -> None:
     assert dead.why == "rate limited for more than 100 s in total"
     # a wait the peer asks beyond the cap counts as the cap
     assert policy.decide(RetryableError("429", status=429, retry_after=600), 1).wait == 60
+
+
+async def test_admin_show_lists_the_parts_sent(make_runtime, aiohttp_client) -> None:
+    from .test_admin_api import SECRET, get
+
+    rt = make_runtime(admin_jwt_secret=SECRET)
+    channel = TwoParts({2: "unknown"})
+    d = await replied(rt, channel)
+    await drain(rt)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    status, body = await get(client, f"/deliveries/{d.id}")
+    assert status == 200 and body["parts_sent"] == {"0": "m1", "1": "m3"}
+    assert [a["outcome"] for a in body["attempt_log"]] == ["retry", "resent", "delivered"]

@@ -212,6 +212,10 @@ def _schemas() -> dict[str, Any]:
             "discarded_at": {"type": "string", "format": "date-time"},
             "discarded_by": {"type": "string"},
             "discard_reason": {"type": "string"},
+            "rate_limited_s": {
+                "type": "number",
+                "description": "Seconds waited on rate limits so far (bounded in total).",
+            },
             "last_attempt": _ref("Attempt"),
         },
     }
@@ -220,7 +224,15 @@ def _schemas() -> dict[str, Any]:
             _ref("Delivery"),
             {
                 "type": "object",
-                "properties": {"attempt_log": {"type": "array", "items": _ref("Attempt")}},
+                "properties": {
+                    "attempt_log": {"type": "array", "items": _ref("Attempt")},
+                    "parts_sent": {
+                        "type": "object",
+                        "description": "The parts of a multi-part send the channel accepted:"
+                        " part number → the platform's id.",
+                        "additionalProperties": {"type": "string"},
+                    },
+                },
             },
         ]
     }

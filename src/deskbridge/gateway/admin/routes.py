@@ -235,10 +235,12 @@ async def show_route(request: web.Request, who: Principal) -> web.Response:
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
+    parts = await rt.deliveries.parts(d.account, d.id)
     return web.json_response(
         {
             **_delivery(d),
             "attempt_log": [a.model_dump(mode="json", exclude_none=True) for a in attempts],
+            "parts_sent": {str(n): parts[n] for n in sorted(parts)},
         }
     )
 
