@@ -653,3 +653,17 @@ async def test_admin_show_lists_the_parts_sent(make_runtime, aiohttp_client) -> 
     status, body = await get(client, f"/deliveries/{d.id}")
     assert status == 200 and body["parts_sent"] == {"0": "m1", "1": "m3"}
     assert [a["outcome"] for a in body["attempt_log"]] == ["retry", "resent", "delivered"]
+
+
+async def test_a_part_begun_by_a_worker_that_died_is_resent_and_counted(make_runtime) -> None:
+    rt = make_runtime()
+    channel = TwoParts()
+    d = await replied(rt, channel)
+    # a worker marked part 0 as going out, then died before its answer was recorded
+    await rt.deliveries.record_unknown_part("acme", d.id, 0)
+    await drain(rt)
+    assert channel.kept == ["agent 1#0", "agent 1#1"]
+    assert rt.metrics.ambiguous_resends.labels(peer="telegram")._value.get() == 1
+    log = [a.outcome for a in await rt.deliveries.attempts("acme", d.id)]
+    assert log == ["resent", "delivered"]
+    assert await rt.deliveries.unknown_parts("acme", d.id) == set()

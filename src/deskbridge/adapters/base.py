@@ -67,12 +67,17 @@ class Progress(Protocol):
         ...
 
     def uncertain(self, part: int) -> bool:
-        """True when the last call for ``part`` (in any attempt) ended with an unknown
-        outcome: the platform may already have it."""
+        """True when a call for ``part`` began (in any attempt, in any process) and ended
+        neither accepted nor refused: the platform may already have it."""
         ...
 
-    async def unsure(self, part: int) -> None:
-        """Remember that the call for ``part`` ended with an unknown outcome."""
+    async def begin(self, part: int) -> None:
+        """A call for ``part`` is about to go out: until it is recorded or ``not_applied``,
+        its outcome is unknown, even if this process dies. Raises ``StoreUnavailable``."""
+        ...
+
+    async def not_applied(self, part: int) -> None:
+        """The call for ``part`` failed and the platform did not apply it."""
         ...
 
     async def resending(self, part: int) -> None:
@@ -99,8 +104,11 @@ class MemoryProgress:
     def uncertain(self, part: int) -> bool:
         return part in self.unknown
 
-    async def unsure(self, part: int) -> None:
+    async def begin(self, part: int) -> None:
         self.unknown.add(part)
+
+    async def not_applied(self, part: int) -> None:
+        self.unknown.discard(part)
 
     async def resending(self, part: int) -> None:
         self.resent.append(part)
@@ -113,18 +121,20 @@ Part = Callable[[], Awaitable[str]]
 async def send_part(progress: Progress, part: int, call: Part, *, keyed: bool = False) -> str:
     """Send ``part`` unless ``progress`` has it, and record it as soon as it is accepted.
     ``keyed``: the call carries an idempotency key, so a repeat after an unknown outcome
-    is recognised by the platform and not counted. A failure with ``outcome == "unknown"``
-    is remembered, then re-raised."""
+    is recognised by the platform and not counted. The call is marked as begun first (a
+    crash before its answer is recorded leaves it uncertain); a failure the platform did
+    not apply clears the mark. Failures are re-raised."""
     done = progress.accepted(part)
     if done is not None:
         return done
     if not keyed and progress.uncertain(part):
         await progress.resending(part)
+    await progress.begin(part)
     try:
         platform_id = await call()
     except DeliveryError as exc:
-        if exc.outcome == "unknown":
-            await progress.unsure(part)
+        if exc.outcome == "not_applied":
+            await progress.not_applied(part)
         raise
     await progress.record(part, platform_id)
     return platform_id

@@ -90,9 +90,13 @@ class StoredProgress:
     def uncertain(self, part: int) -> bool:
         return part in self._unknown
 
-    async def unsure(self, part: int) -> None:
+    async def begin(self, part: int) -> None:
         await self._rt.deliveries.record_unknown_part(self._d.account, self._d.id, part)
         self._unknown.add(part)
+
+    async def not_applied(self, part: int) -> None:
+        await self._rt.deliveries.forget_unknown_part(self._d.account, self._d.id, part)
+        self._unknown.discard(part)
 
     async def resending(self, part: int) -> None:
         d = self._d

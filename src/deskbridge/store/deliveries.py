@@ -495,7 +495,7 @@ class DeliveryStore:
         return {int(k): v.decode() for k, v in rows.items() if k.isdigit()}
 
     async def unknown_parts(self, account: str, delivery_id: str) -> set[int]:
-        """Parts whose last call ended with an unknown outcome (not accepted since)."""
+        """Parts whose last call began and ended neither accepted nor refused."""
         rows = await self._typed.hkeys(keys.parts(account, delivery_id))
         return {int(k.split(b":")[0]) for k in rows if k.endswith(b":unknown")}
 
@@ -510,5 +510,10 @@ class DeliveryStore:
         await pipe.execute()
 
     async def record_unknown_part(self, account: str, delivery_id: str, part: int) -> None:
-        """Remember that the call for ``part`` ended with an unknown outcome."""
+        """Remember that a call for ``part`` began: its outcome is unknown until the part
+        is recorded or ``forget_unknown_part``."""
         await self._typed.hset(keys.parts(account, delivery_id), f"{part}:unknown", "1")
+
+    async def forget_unknown_part(self, account: str, delivery_id: str, part: int) -> None:
+        """The call for ``part`` was refused: nothing of it reached the platform."""
+        await self._typed.hdel(keys.parts(account, delivery_id), f"{part}:unknown")

@@ -227,11 +227,13 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
         leaves the batch to push; after an unknown outcome (now, or a 5xx in an earlier
         attempt) that push may be a second copy, and is counted. Other failures raise."""
         call = functools.partial(self._reply, token, batch)
+        earlier = progress.uncertain(0)
         try:
             await send_part(progress, 0, call, keyed=True)
         except _InvalidReplyToken:
             log.info("line account %s: reply token refused, pushing instead", self.account)
-            if progress.uncertain(0):
+            await progress.not_applied(0)
+            if earlier:
                 await progress.resending(0)
         except OutcomeUnknown as exc:
             log.info("line account %s: %s, pushing instead", self.account, exc)
