@@ -117,8 +117,7 @@ class StoredProgress:
 
 async def stored_progress(rt: Runtime, d: Delivery) -> StoredProgress:
     """The progress of ``d``'s send so far, read from the store."""
-    accepted = await rt.deliveries.parts(d.account, d.id)
-    unknown = await rt.deliveries.unknown_parts(d.account, d.id)
+    accepted, unknown = await rt.deliveries.part_state(d.account, d.id)
     return StoredProgress(rt, d, accepted, unknown)
 
 

@@ -491,13 +491,15 @@ class DeliveryStore:
 
     async def parts(self, account: str, delivery_id: str) -> dict[int, str]:
         """The parts of a multi-part send the channel accepted: part number → platform id."""
-        rows = await self._typed.hgetall(keys.parts(account, delivery_id))
-        return {int(k): v.decode() for k, v in rows.items() if k.isdigit()}
+        return (await self.part_state(account, delivery_id))[0]
 
-    async def unknown_parts(self, account: str, delivery_id: str) -> set[int]:
-        """Parts whose last call began and ended neither accepted nor refused."""
-        rows = await self._typed.hkeys(keys.parts(account, delivery_id))
-        return {int(k.split(b":")[0]) for k in rows if k.endswith(b":unknown")}
+    async def part_state(self, account: str, delivery_id: str) -> tuple[dict[int, str], set[int]]:
+        """``parts``, and the parts whose last call began and ended neither accepted nor
+        refused (its outcome unknown), in one round trip."""
+        rows = await self._typed.hgetall(keys.parts(account, delivery_id))
+        accepted = {int(k): v.decode() for k, v in rows.items() if k.isdigit()}
+        unknown = {int(k.split(b":")[0]) for k in rows if k.endswith(b":unknown")}
+        return accepted, unknown
 
     async def record_part(
         self, account: str, delivery_id: str, part: int, platform_id: str
