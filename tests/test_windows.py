@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from deskbridge.adapters.base import Progress
 from deskbridge.errors import PermanentError, WindowClosed
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
@@ -44,7 +45,11 @@ class WindowedChannel:
         raise PermanentError("no files here")
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
         assert to.last_inbound_at is not None
         if datetime.now(UTC) - to.last_inbound_at > timedelta(hours=24):
@@ -150,7 +155,7 @@ async def test_without_a_template_the_note_says_the_customer_was_not_invited(mak
 async def _deliveries(rt, redis):
     out = []
     for k in await redis.keys("db:{acme}:dlv:*"):
-        if not k.endswith(b":attempts"):
+        if not k.endswith((b":attempts", b":parts")):
             out.append(await rt.deliveries.get("acme", k.decode().rsplit(":", 1)[1]))
     return out
 

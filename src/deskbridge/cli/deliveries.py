@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
@@ -178,6 +179,11 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
     ):
         if data.get(name) not in (None, ""):
             out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+    if data.get("rate_limited_s"):
+        out.print(f"[bold]rate_limited[/]: {data['rate_limited_s']:g}s", markup=True)
+    if parts := data.get("parts_sent"):
+        listed = ", ".join(f"{n}: {ext}" for n, ext in parts.items())
+        out.print(f"[bold]parts_sent[/]: {len(parts)} ({escape(listed)})", markup=True)
     table = Table(box=None, header_style="bold", title="attempts", title_justify="left")
     for col in ("at", "outcome", "http", "wait", "error"):
         table.add_column(col, overflow="fold")

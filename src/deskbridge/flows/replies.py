@@ -3,8 +3,10 @@ holding it when the channel's reply window is closed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from deskbridge.errors import PermanentError, WindowClosed
@@ -15,7 +17,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
 from deskbridge.store import ConversationRecord
 
-__all__ = ["hold", "send_reply"]
+__all__ = ["StoredProgress", "hold", "send_reply", "stored_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,16 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     files = await reply_files(rt, d.account, adapter, reply)
-    # A failure after part of a split reply was sent retries the whole reply: the customer
-    # may see a part twice, which beats losing the rest.
-    receipt = await adapter.send(reply, to, files)
+    progress = await stored_progress(rt, d)
+    if to.reply_token:
+        # spent at the first accepted call: a retry after a later part failed must not
+        # try it again (LINE would refuse it and the part would go twice)
+        progress.on_first_accept(
+            functools.partial(
+                rt.conversations.clear_reply_token, d.account, conv.id, to.reply_token
+            )
+        )
+    receipt = await adapter.send(reply, to, files, progress)
     if receipt.used_reply_token and to.reply_token:
         await rt.conversations.clear_reply_token(d.account, conv.id, to.reply_token)
     if receipt.quota_messages:
@@ -46,6 +55,70 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         rt, d.account, conv.id, conv.channel.value, automated=reply.automated
     )
     return DeliveryState.DELIVERED
+
+
+class StoredProgress:
+    """The parts of a reply's send kept with its delivery record (``Progress``): a retry,
+    a new worker after a crash, or an operator's replay resumes after the last accepted
+    part. A part sent again after an unknown outcome without an idempotency key is
+    counted (``ambiguous_resends``) and written to the attempt log."""
+
+    def __init__(
+        self, rt: Runtime, d: Delivery, accepted: dict[int, str], unknown: set[int]
+    ) -> None:
+        self._rt = rt
+        self._d = d
+        self.parts = accepted
+        self._unknown = unknown
+        self._first: Callable[[], Awaitable[object]] | None = None
+
+    def on_first_accept(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run ``callback`` once, right after the first part this attempt records."""
+        self._first = callback
+
+    def accepted(self, part: int) -> str | None:
+        return self.parts.get(part)
+
+    async def record(self, part: int, platform_id: str) -> None:
+        await self._rt.deliveries.record_part(self._d.account, self._d.id, part, platform_id)
+        self.parts[part] = platform_id
+        self._unknown.discard(part)
+        first, self._first = self._first, None
+        if first is not None:
+            await first()
+
+    def uncertain(self, part: int) -> bool:
+        return part in self._unknown
+
+    async def begin(self, part: int) -> None:
+        await self._rt.deliveries.record_unknown_part(self._d.account, self._d.id, part)
+        self._unknown.add(part)
+
+    async def not_applied(self, part: int) -> None:
+        await self._rt.deliveries.forget_unknown_part(self._d.account, self._d.id, part)
+        self._unknown.discard(part)
+
+    async def resending(self, part: int) -> None:
+        d = self._d
+        self._rt.metrics.ambiguous_resends.labels(peer=d.channel).inc()
+        await self._rt.deliveries.record_attempt(
+            d.account,
+            d.id,
+            Attempt(
+                at=datetime.now(UTC),
+                outcome="resent",
+                error=f"part {part} sent again after an unknown outcome: {d.channel} has no"
+                " idempotency key, the customer may see it twice",
+            ),
+            spends_budget=False,
+        )
+        log.info("delivery %s: part %d sent again after an unknown outcome", d.id, part)
+
+
+async def stored_progress(rt: Runtime, d: Delivery) -> StoredProgress:
+    """The progress of ``d``'s send so far, read from the store."""
+    accepted, unknown = await rt.deliveries.part_state(d.account, d.id)
+    return StoredProgress(rt, d, accepted, unknown)
 
 
 async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:

@@ -123,6 +123,7 @@ if current == 'pending' then
   if retention > 0 then
     redis.call('EXPIRE', KEYS[1], retention)
     redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+    redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
     redis.call('EXPIRE', KEYS[6], retention)
     redis.call('ZADD', KEYS[7], now + retention * 1000, id)
   end
@@ -192,8 +193,10 @@ return 1
 # An operator's replay of a dead letter: pending again with a fresh retry budget, back in
 # its conversation's lane at its arrival place (lane members sort by id, ids by creation
 # time), its job enqueued when it heads the lane. Anything not dead is left alone, so a
-# replay is idempotent. A lane head already in flight finishes first; FINISH then hands
-# the lane on by value, so the replayed delivery runs next.
+# replay is idempotent. Its parts are kept (a replay resumes after the last accepted
+# part); its rate-limited wait starts again from zero. A lane head already in flight
+# finishes first; FINISH then hands the lane on by value, so the replayed delivery runs
+# next.
 # KEYS: delivery, pending, dead, lane, queue, job ; ARGV: now_ms, job_expiry_ms, fn,
 #       account, delivery_id, who
 # Returns 'replayed', the state it was left in, 'parse_failed' or 'missing'.
@@ -208,7 +211,7 @@ if redis.call('HGET', KEYS[1], 'reason') == 'parse_failed' then return 'parse_fa
 redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'updated_at', now,
   'replayed_at', now, 'replayed_by', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
-redis.call('HDEL', KEYS[1], 'reason')
+redis.call('HDEL', KEYS[1], 'reason', 'rate_limited_ms')
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZADD', KEYS[2], now, id)
 if not redis.call('LPOS', KEYS[4], id) then
@@ -251,6 +254,7 @@ redis.call('ZREM', KEYS[9], id)
 if retention > 0 then
   redis.call('EXPIRE', KEYS[1], retention)
   redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+  redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
   redis.call('EXPIRE', KEYS[6], retention)
   redis.call('EXPIRE', KEYS[8], retention)
   redis.call('ZADD', KEYS[7], now + retention * 1000, id)
@@ -263,7 +267,8 @@ return 'discarded'
 """
 )
 
-# Delete one delivery and everything kept with it (retention of dead letters, erasure).
+# Delete one delivery and everything kept with it (retention of dead letters, erasure);
+# its parts (``<delivery>:parts``) too.
 # KEYS: delivery, attempts, event, raw, dead, deliveries index, expiring, unparsed,
 #       pending, lane, queue, job
 # ARGV: delivery_id, required state ('' = any)
@@ -273,6 +278,7 @@ PURGE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[2] ~= '' and state ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[12])
+redis.call('DEL', KEYS[1] .. ':parts')
 for i = 5, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 redis.call('ZREM', KEYS[11], ARGV[1])
 redis.call('LREM', KEYS[10], 0, ARGV[1])

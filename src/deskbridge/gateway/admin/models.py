@@ -269,6 +269,11 @@ class DeliveryDetail(Delivery):
     """One delivery with every attempt (serialised without empty optional fields)."""
 
     attempt_log: list[Attempt]
+    parts_sent: dict[str, str] = Field(
+        default_factory=dict,
+        description="The parts of a multi-part send the channel accepted: part number → the"
+        " platform's id.",
+    )
 
 
 class LookupItem(Delivery):

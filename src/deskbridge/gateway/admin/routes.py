@@ -249,7 +249,12 @@ async def show_route(request: web.Request, who: Principal) -> web.Response:
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
-    detail = DeliveryDetail(**dict(d), attempt_log=list(attempts))
+    parts = await rt.deliveries.parts(d.account, d.id)
+    detail = DeliveryDetail(
+        **dict(d),
+        attempt_log=list(attempts),
+        parts_sent={str(n): parts[n] for n in sorted(parts)},
+    )
     return _answer(detail, exclude_none=True)
 
 
