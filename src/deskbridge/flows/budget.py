@@ -11,7 +11,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message
 
-__all__ = ["finish_merged", "within_update_budget"]
+__all__ = ["finish_merged", "wait_for_budget", "within_update_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,8 @@ async def within_update_budget(
     go as one update, each line stamped with its time. With no budget at all, raises
     ``RetryableError`` with the window's wait (a wait the desk would otherwise enforce
     with 429s; it spends no retries)."""
-    most, window = limit
-    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
-    if used >= most:
-        raise RetryableError(
-            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
-        )
+    most, _ = limit
+    used = await wait_for_budget(rt, d, limit, desk, ticket_id)
     cap = rt.settings.coalesce_max_messages
     lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
@@ -64,6 +60,20 @@ async def within_update_budget(
         desk,
     )
     return combined, [o for o, _ in merged]
+
+
+async def wait_for_budget(
+    rt: Runtime, d: Delivery, limit: tuple[int, float], desk: str, ticket_id: str
+) -> int:
+    """The updates the ticket had within its window; with none left, raises
+    ``RetryableError`` with the window's wait (it spends no retries)."""
+    most, window = limit
+    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
+    if used >= most:
+        raise RetryableError(
+            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
+        )
+    return used
 
 
 async def _mergeable(

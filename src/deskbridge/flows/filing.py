@@ -18,7 +18,7 @@ from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
 from deskbridge.flows.files import inbound_files
-from deskbridge.flows.notes import note, ref
+from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
 from deskbridge.flows.statuses import apply_channel_event, apply_status
 from deskbridge.identity.phones import readable
@@ -32,6 +32,7 @@ from deskbridge.schemas import (
     Delivery,
     DeliveryState,
     DeskFields,
+    DeskNote,
     Direction,
     InboundEvent,
     Message,
@@ -48,6 +49,8 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
     """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
     (retry or dead letter: the caller's policy decides)."""
     record = await rt.deliveries.event(d.account, d.event_id)
+    if record["event"].get("kind") == "note":
+        return await file_note(rt, d, DeskNote.model_validate(record["event"]))
     try:
         event = _EVENT.validate_python(record["event"])
     except ValidationError:
@@ -197,7 +200,7 @@ async def _after_filing(
     language = await rt.conversations.language(d.account, conv.id)
     translated = await enrichment.translation_note(rt, routing, msg.text, language)
     if translated is not None:
-        await note(rt, d, translated)
+        await note(rt, d, translated, why="translation")
     await off_hours_ack(
         rt, d.account, d.conversation_id, msg.channel, routing, msg.occurred_at, ticket_id
     )

@@ -72,3 +72,6 @@ class Delivery(Frozen):
     discarded_by: str | None = None
     """Who discarded it (the admin token's ``sub``), when and why."""
     discard_reason: str | None = None
+    kind: str | None = None
+    """``note`` for an internal note deskbridge writes on the ticket; None for the
+    channel's or the desk's own events."""

@@ -23,6 +23,7 @@ from deskbridge.store.scripts import (
     FINISH,
     HOLD,
     PURGE,
+    REHOLD,
     RELEASE,
     REPLAY,
     REQUEUE,
@@ -78,6 +79,7 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
         discarded_at=_ms(d["discarded_at"]) if "discarded_at" in d else None,
         discarded_by=_s(d.get("discarded_by")),
         discard_reason=_s(d.get("discard_reason")),
+        kind=_s(d.get("kind")),
     )
 
 
@@ -97,6 +99,7 @@ class DeliveryStore:
         self._replay = redis.register_script(REPLAY)
         self._discard = redis.register_script(DISCARD)
         self._purge = redis.register_script(PURGE)
+        self._rehold = redis.register_script(REHOLD)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
@@ -485,3 +488,19 @@ class DeliveryStore:
             pipe.zrem(keys.expiring(account), *gone)
             await pipe.execute()
         return len(gone)
+
+    async def hold_again(self, delivery: Delivery) -> bool:
+        """Hold a reply the channel accepted and later reported undeliverable for a closed
+        reply window: back in its lane at its arrival place, kept until ``release_held``.
+        False when it is not a delivered reply (already held again, replayed, gone)."""
+        a = delivery.account
+        done = await self._rehold(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.event(a, delivery.event_id),
+                keys.expiring(a),
+            ],
+            args=[int(time.time() * 1000), delivery.id],
+        )
+        return bool(done)

@@ -57,6 +57,11 @@ _FILTER_PARAMS = [
     _q("error", "Case-insensitive text in the last error or the dead letter's reason."),
     _q("since", "Created at or after (RFC 3339).", {"type": "string", "format": "date-time"}),
     _q("until", "Created before (RFC 3339).", {"type": "string", "format": "date-time"}),
+    _q(
+        "kind",
+        "note: internal notes deskbridge writes for agents; event: everything else.",
+        {"type": "string", "enum": ["note", "event"]},
+    ),
 ]
 
 
@@ -211,6 +216,10 @@ def _schemas() -> dict[str, Any]:
             "discarded_at": {"type": "string", "format": "date-time"},
             "discarded_by": {"type": "string"},
             "discard_reason": {"type": "string"},
+            "kind": {
+                "type": "string",
+                "description": "note: an internal note for the agent (left out otherwise)",
+            },
             "last_attempt": _ref("Attempt"),
         },
     }

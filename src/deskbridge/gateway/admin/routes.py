@@ -166,6 +166,7 @@ class FilterBody(BaseModel):
     error: str | None = Field(default=None, max_length=200)
     since: str | None = None
     until: str | None = None
+    kind: str | None = None
 
 
 def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
@@ -180,6 +181,7 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
         error=f.error or None,
         since_ms=_time("since", f.since),
         until_ms=_time("until", f.until),
+        kind=_choice("kind", f.kind, ["note", "event"]),
     )
     return _accounts(rt, f.account), filt
 
