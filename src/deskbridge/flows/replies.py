@@ -77,10 +77,10 @@ async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
 async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     """The channel accepted reply ``d`` and later reported, by status webhook, that it
     was not delivered because the reply window was closed (WhatsApp 131047): the same
-    path as a send refused for it. The reply goes back to held, at its arrival place in
-    its lane (later replies not yet sent wait behind it), the customer is invited back
-    once per silence and the agent told. If the customer wrote since the reply went out,
-    it is released at once."""
+    path as a send refused for it. The reply goes back to its arrival place in its lane
+    (held at the head; later replies not yet sent wait behind it), the customer is
+    invited back once per silence and the agent told. If the customer wrote since the
+    reply went out, it is released at once."""
     conv, to = await _address(rt, d)
     seen = len(await rt.deliveries.attempts(d.account, d.id))
     invited = await _invite(rt, d, conv, to)
@@ -92,7 +92,7 @@ async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
         f"send it again as soon as the customer writes. {invited}",
         why=f"held-{seen}",
     )
-    if not await rt.deliveries.hold_again(d):
+    if await rt.deliveries.hold_again(d) is None:
         return
     await rt.deliveries.record_attempt(
         d.account,

@@ -489,10 +489,11 @@ class DeliveryStore:
             await pipe.execute()
         return len(gone)
 
-    async def hold_again(self, delivery: Delivery) -> bool:
-        """Hold a reply the channel accepted and later reported undeliverable for a closed
-        reply window: back in its lane at its arrival place, kept until ``release_held``.
-        False when it is not a delivered reply (already held again, replayed, gone)."""
+    async def hold_again(self, delivery: Delivery) -> str | None:
+        """Put a reply the channel accepted, and later reported undeliverable for a closed
+        reply window, back in its lane at its arrival place: ``held`` at the head (until
+        ``release_held``), else ``pending`` behind the head. None when it is not a
+        delivered reply (already back in its lane, replayed, gone)."""
         a = delivery.account
         done = await self._rehold(
             keys=[
@@ -500,7 +501,8 @@ class DeliveryStore:
                 keys.lane(a, delivery.direction.value, delivery.conversation_id),
                 keys.event(a, delivery.event_id),
                 keys.expiring(a),
+                keys.pending(a),
             ],
-            args=[int(time.time() * 1000), delivery.id],
+            args=[int(time.time() * 1000), delivery.id, keys.delivery_prefix(a)],
         )
-        return bool(done)
+        return done.decode() if isinstance(done, bytes) else None

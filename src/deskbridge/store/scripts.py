@@ -286,16 +286,17 @@ return 0
 """
 
 # A reply the channel accepted and later reported undeliverable because its reply window
-# was closed (WhatsApp 131047 in a status webhook) is held again: back in its lane at its
-# arrival place (so later replies of the conversation that have not gone yet wait behind
-# it), kept without expiry until the customer writes, its channel status cleared so the
-# statuses of the resend count.
-# KEYS: delivery, lane, event, expiring ; ARGV: now_ms, delivery_id
-# Returns 1 held again, 0 when it was not a delivered reply.
+# was closed (WhatsApp 131047 in a status webhook) goes back into its lane at its arrival
+# place, kept without expiry, its channel status cleared so the statuses of the resend
+# count. At the lane's head it is held (until the customer writes); behind another
+# delivery it is pending and goes when its turn comes (a held delivery it went in front
+# of becomes pending behind it): a lane is only ever blocked by its head.
+# KEYS: delivery, lane, event, expiring, pending ; ARGV: now_ms, delivery_id, delivery
+#       key prefix
+# Returns 'held', 'pending', or false when it was not a delivered reply.
 REHOLD = """
 local now, id = ARGV[1], ARGV[2]
-if redis.call('HGET', KEYS[1], 'state') ~= 'delivered' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'held', 'updated_at', now)
+if redis.call('HGET', KEYS[1], 'state') ~= 'delivered' then return false end
 redis.call('HDEL', KEYS[1], 'reason', 'channel_status', 'channel_status_at', 'channel_error')
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[1] .. ':attempts')
@@ -312,5 +313,16 @@ if not redis.call('LPOS', KEYS[2], id) then
   end
   if not placed then redis.call('RPUSH', KEYS[2], id) end
 end
-return 1
+if redis.call('LINDEX', KEYS[2], 0) ~= id then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now)
+  redis.call('ZADD', KEYS[5], now, id)
+  return 'pending'
+end
+redis.call('HSET', KEYS[1], 'state', 'held', 'updated_at', now)
+local second = redis.call('LINDEX', KEYS[2], 1)
+if second and redis.call('HGET', ARGV[3] .. second, 'state') == 'held' then
+  redis.call('HSET', ARGV[3] .. second, 'state', 'pending', 'updated_at', now)
+  redis.call('ZADD', KEYS[5], now, second)
+end
+return 'held'
 """
