@@ -12,7 +12,7 @@ from deskbridge.store import keys
 
 from .conftest import drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
-from .test_desk_conformance import customer_says, deliveries, telegram, yaml_for
+from .test_desk_conformance import TG, TG_FILES, customer_says, deliveries, telegram, yaml_for
 
 
 async def _with_ticket(make_runtime, aiohttp_client, respx_mock):
@@ -72,5 +72,66 @@ async def test_a_spent_budget_waits_for_the_window(
         assert not any(status == 429 for _, _, status in fake.calls())
         [ticket] = fake.tickets()
         assert [p.text for p in ticket.parts if p.author == "user"][-1] == "after the window"
+    finally:
+        await fake.stop()
+
+
+async def test_a_chatty_customer_is_never_stranded_behind_the_window(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    """30 updates spent, then the 31st to 57th messages (one with a file): when the window
+    frees one update, all 27 go in it, each line with its time and author, the file
+    attached to that update; none waits for a later window (issue 16)."""
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    respx_mock.post(f"{TG}/getFile").respond(
+        200,
+        json={
+            "ok": True,
+            "result": {"file_id": "doc1", "file_unique_id": "u1", "file_path": "docs/f1.pdf"},
+        },
+    )
+    respx_mock.get(f"{TG_FILES}/docs/f1.pdf").respond(
+        200, content=b"%PDF-1.4 invoice", headers={"Content-Type": "application/pdf"}
+    )
+    document = {
+        "file_id": "doc1",
+        "file_unique_id": "u1",
+        "file_name": "invoice.pdf",
+        "mime_type": "application/pdf",
+        "file_size": 16,
+    }
+    try:
+        for n in range(2, 31):  # messages 2..30: each its own update while the budget lasts
+            await customer_says(client, f"message {n}", 8200 + n)
+            await drain(rt)
+        [ticket] = fake.tickets()
+        assert len([p for p in ticket.parts if p.author == "user"]) == 30
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        assert await redis_of(rt).zcard(key) == 30
+        # the oldest update leaves the window in under a second; the others stay
+        [(oldest, _)] = await redis_of(rt).zrange(key, 0, 0, withscores=True)
+        await redis_of(rt).zadd(key, {oldest: int(time.time() * 1000) - 600_000 + 800})
+
+        for n in range(31, 58):
+            extra = {"document": document} if n == 40 else {}
+            await customer_says(client, f"message {n}", 8200 + n, **extra)
+        await drain(rt)
+
+        [ticket] = fake.tickets()
+        user_parts = [p for p in ticket.parts if p.author == "user"]
+        assert len(user_parts) == 31  # the 27 waiting messages cost one update
+        merged = user_parts[-1]
+        lines = merged.text.split("\n\n")
+        assert [line.split(": ", 1)[1].split("\n")[0] for line in lines] == [
+            f"message {n}" for n in range(31, 58)
+        ]
+        assert all(line.startswith("[") and "] " in line for line in lines)
+        assert "[attached: invoice.pdf]" in lines[40 - 31]
+        assert merged.attachments == ["invoice.pdf"]
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+        assert sum(d.reason == "coalesced" for d in done) == 26
+        assert await redis_of(rt).zcard(key) == 30
+        assert not any(status == 429 for _, _, status in fake.calls())
     finally:
         await fake.stop()

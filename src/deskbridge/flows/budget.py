@@ -1,5 +1,6 @@
 """Per-ticket update budgets (Zendesk: 30 updates per ticket per 10 minutes): when the
-budget left cannot give each waiting message its own update, messages are merged."""
+budget left cannot give each waiting message its own update, the waiting messages are
+merged into the next update the budget allows, so none is stranded behind the window."""
 
 from __future__ import annotations
 
@@ -7,38 +8,52 @@ import logging
 from datetime import UTC, datetime
 
 from deskbridge.errors import RetryableError
+from deskbridge.flows.files import inbound_files
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
-from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message
+from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message, Upload
 
 __all__ = ["finish_merged", "wait_for_budget", "within_update_budget"]
 
 log = logging.getLogger(__name__)
 
+# On the last update a window allows, every waiting message goes with it (up to this
+# many): the next update may be a whole window away.
+_LAST_UPDATE_SCAN = 500
+# Kinds a merge looks past: they wait in the same lane but never update the ticket.
+_NO_UPDATE = frozenset({"status"})
+
 
 async def within_update_budget(
     rt: Runtime, d: Delivery, limit: tuple[int, float], desk: str, ticket_id: str, msg: Message
-) -> tuple[Message, list[Delivery]]:
+) -> tuple[Message, list[Delivery], list[Upload]]:
     """Keep a ticket under its desk's update ``limit`` (at most this many per so many
-    seconds). Returns the message to file and the waiting deliveries merged into it.
+    seconds). Returns the message to file, the waiting deliveries merged into it and
+    their files (attached to the same update).
 
     When the budget left cannot give each waiting message of this conversation its own
-    update, the head and the plain-text messages right behind it (same sender, no files)
-    go as one update, each line stamped with its time. With no budget at all, raises
-    ``RetryableError`` with the window's wait (a wait the desk would otherwise enforce
-    with 429s; it spends no retries)."""
+    update, the head and the messages right behind it (any sender, files included) go
+    as one update, a line per message: ``[time] author: text`` and the names of its
+    files. Up to ``coalesce_max_messages`` per update; on the last update the window
+    allows, every waiting message. With no budget at all, raises ``RetryableError`` with
+    the window's wait (a wait the desk would otherwise enforce with 429s; it spends no
+    retries)."""
     most, _ = limit
-    used = await wait_for_budget(rt, d, limit, desk, ticket_id)
-    cap = rt.settings.coalesce_max_messages
+    left = most - await wait_for_budget(rt, d, limit, desk, ticket_id)
+    cap = rt.settings.coalesce_max_messages if left > 1 else _LAST_UPDATE_SCAN
     lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
-    if not waiting or most - used > len(waiting):
-        return msg, []
-    merged = await _mergeable(rt, d, msg, waiting)
+    if not waiting or left > len(waiting):
+        return msg, [], []
+    merged = await _mergeable(rt, d, waiting, cap - 1)
     if not merged:
-        return msg, []
-    lines = [f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {render(msg)}"]
-    lines += [f"[{m.occurred_at.astimezone(UTC):%H:%M:%S}] {render(m)}" for _, m in merged]
+        return msg, [], []
+    files: list[Upload] = []
+    lines = [_line(msg, [])]
+    for other, m, raw_id in merged:
+        their_files, m = await inbound_files(rt, other, m, raw_id)
+        files += their_files
+        lines.append(_line(m, their_files))
     last = merged[-1][1]
     if last.context:
         await rt.conversations.set_context(d.account, d.conversation_id, last.context)
@@ -51,6 +66,7 @@ async def within_update_budget(
             "edit_of": None,
             "location": None,
             "contact": None,
+            "attachments": (*msg.attachments, *(a for _, m, _ in merged for a in m.attachments)),
         }
     )
     log.info(
@@ -59,7 +75,15 @@ async def within_update_budget(
         len(merged),
         desk,
     )
-    return combined, [o for o, _ in merged]
+    return combined, [o for o, _, _ in merged], files
+
+
+def _line(msg: Message, files: list[Upload]) -> str:
+    """One message of a merged update: its time, its author, its text and its files."""
+    who = msg.sender.display_name or msg.sender.username or msg.sender.external_id
+    line = f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {who}: {render(msg)}"
+    names = [f.filename for f in files if f.filename]
+    return line + (f"\n[attached: {', '.join(names)}]" if names else "")
 
 
 async def wait_for_budget(
@@ -77,21 +101,26 @@ async def wait_for_budget(
 
 
 async def _mergeable(
-    rt: Runtime, d: Delivery, msg: Message, waiting: list[str]
-) -> list[tuple[Delivery, Message]]:
-    """The pending plain-text messages of the same sender right behind the head."""
-    merged: list[tuple[Delivery, Message]] = []
+    rt: Runtime, d: Delivery, waiting: list[str], most: int
+) -> list[tuple[Delivery, Message, str | None]]:
+    """The pending messages right behind the head (at most ``most``), with their stored
+    requests' ids (for files that travel inside them). Statuses are looked past (they
+    never update the ticket); anything else that updates it (a note, a call) ends the
+    run, so it keeps its place after the messages before it."""
+    merged: list[tuple[Delivery, Message, str | None]] = []
     for other_id in waiting:
         other = await rt.deliveries.get(d.account, other_id)
         if other is None or other.state is not DeliveryState.PENDING:
             break
-        event = (await rt.deliveries.event(d.account, other.event_id))["event"]
-        if event.get("kind") != "message":
+        record = await rt.deliveries.event(d.account, other.event_id)
+        kind = record["event"].get("kind")
+        if kind in _NO_UPDATE:
+            continue
+        if kind != "message":
             break
-        m = Message.model_validate(event)
-        if m.attachments or m.sender.external_id != msg.sender.external_id:
-            break  # files go on their own; so does another person's message
-        merged.append((other, m))
+        merged.append((other, Message.model_validate(record["event"]), record.get("raw_id")))
+        if len(merged) >= most:
+            break
     return merged
 
 

@@ -88,8 +88,11 @@ async def file_message(
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
-    if limit is not None and conv.ticket_id is not None and not files:
-        msg, merged = await within_update_budget(rt, d, limit, desk.desk.value, conv.ticket_id, msg)
+    if limit is not None and conv.ticket_id is not None:
+        msg, merged, their_files = await within_update_budget(
+            rt, d, limit, desk.desk.value, conv.ticket_id, msg
+        )
+        files = [*files, *their_files]
     filed = await desk.append(
         ref(conv, d.account).model_copy(update={"fields": fields}),
         user_id,
