@@ -113,7 +113,9 @@ async def test_a_chatty_customer_is_never_stranded_behind_the_window(
         await redis_of(rt).zadd(key, {oldest: int(time.time() * 1000) - 600_000 + 800})
 
         for n in range(31, 58):
-            extra = {"document": document} if n == 40 else {}
+            extra: dict[str, object] = {"document": document} if n == 40 else {}
+            if n == 45:  # someone else in the chat: their own name on their line
+                extra["from"] = {"id": 43, "is_bot": False, "first_name": "Bob"}
             await customer_says(client, f"message {n}", 8200 + n, **extra)
         await drain(rt)
 
@@ -127,6 +129,8 @@ async def test_a_chatty_customer_is_never_stranded_behind_the_window(
         ]
         assert all(line.startswith("[") and "] " in line for line in lines)
         assert "[attached: invoice.pdf]" in lines[40 - 31]
+        authors = [line.split("] ", 1)[1].split(": ", 1)[0] for line in lines]
+        assert authors[45 - 31] == "Bob" and set(authors) - {"Bob"} == {authors[0]}
         assert merged.attachments == ["invoice.pdf"]
         done = await deliveries(rt, Direction.INBOUND)
         assert {d.state for d in done} == {DeliveryState.DELIVERED}

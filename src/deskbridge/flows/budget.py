@@ -5,6 +5,7 @@ merged into the next update the budget allows, so none is stranded behind the wi
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from deskbridge.errors import RetryableError
@@ -13,7 +14,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message, Upload
 
-__all__ = ["finish_merged", "wait_for_budget", "within_update_budget"]
+__all__ = ["Prepare", "finish_merged", "wait_for_budget", "within_update_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,23 @@ _LAST_UPDATE_SCAN = 500
 # Kinds a merge looks past: they wait in the same lane but never update the ticket.
 _NO_UPDATE = frozenset({"status"})
 
+Prepare = Callable[[Delivery, Message], Awaitable[Message]]
+"""What the filing flow does for each message merged into another's update before it is
+rendered (its sender's name and contact): the steps the message would have taken alone."""
+
 
 async def within_update_budget(
-    rt: Runtime, d: Delivery, limit: tuple[int, float], desk: str, ticket_id: str, msg: Message
+    rt: Runtime,
+    d: Delivery,
+    limit: tuple[int, float],
+    ticket: tuple[str, str],
+    msg: Message,
+    prepare: Prepare,
 ) -> tuple[Message, list[Delivery], list[Upload]]:
     """Keep a ticket under its desk's update ``limit`` (at most this many per so many
-    seconds). Returns the message to file, the waiting deliveries merged into it and
-    their files (attached to the same update).
+    seconds) on ``ticket`` (desk, ticket id). Returns the message to file, the waiting
+    deliveries merged into it and their files (attached to the same update); each merged
+    message goes through ``prepare`` first.
 
     When the budget left cannot give each waiting message of this conversation its own
     update, the head and the messages right behind it (any sender, files included) go
@@ -39,6 +50,7 @@ async def within_update_budget(
     the window's wait (a wait the desk would otherwise enforce with 429s; it spends no
     retries)."""
     most, _ = limit
+    desk, ticket_id = ticket
     left = most - await wait_for_budget(rt, d, limit, desk, ticket_id)
     cap = rt.settings.coalesce_max_messages if left > 1 else _LAST_UPDATE_SCAN
     lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
@@ -51,7 +63,7 @@ async def within_update_budget(
     files: list[Upload] = []
     lines = [_line(msg, [])]
     for other, m, raw_id in merged:
-        their_files, m = await inbound_files(rt, other, m, raw_id)
+        their_files, m = await inbound_files(rt, other, await prepare(other, m), raw_id)
         files += their_files
         lines.append(_line(m, their_files))
     last = merged[-1][1]

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from deskbridge.errors import PermanentError
 from deskbridge.flows import enrichment
 from deskbridge.flows.automated import off_hours_ack
-from deskbridge.flows.budget import finish_merged, within_update_budget
+from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
 from deskbridge.flows.files import inbound_files
 from deskbridge.flows.notes import file_note, note, ref
@@ -90,7 +90,7 @@ async def file_message(
     merged: list[Delivery] = []
     if limit is not None and conv.ticket_id is not None:
         msg, merged, their_files = await within_update_budget(
-            rt, d, limit, desk.desk.value, conv.ticket_id, msg
+            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg)
         )
         files = [*files, *their_files]
     filed = await desk.append(
@@ -110,6 +110,19 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+def _merging(rt: Runtime, head: Message) -> Prepare:
+    """A message merged into ``head``'s update gets its sender's name, and a sender other
+    than the head's is observed in the identity graph, as it would have been alone."""
+
+    async def prepare(other: Delivery, m: Message) -> Message:
+        m = await with_display_name(rt, other, m)
+        if m.sender.external_id != head.sender.external_id:
+            await sender_contact(rt, other, m)
+        return m
+
+    return prepare
 
 
 async def _conversation(
