@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbridge.errors import ParseFailed, RequestRefused
-from deskbridge.flows import Runtime
-from deskbridge.flows.ingest import accept_replies
-from deskbridge.schemas import AgentReply, Channel, Direction, RawRequest
+from deskbridge.flows.ingest import accept_account_events, accept_replies
+from deskbridge.flows.runtime import Runtime
+from deskbridge.schemas import AgentReply, Channel, RawRequest
 from deskbridge.store import IntakeEvent
 from deskbridge.store.listing import RawEntry
 
@@ -152,15 +152,7 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
     before = [await _taken_by(rt, account, source, ev.dedup_key) for ev in events]
     new = [t["status"] == "new" for t in before]
     if not dry_run and events:
-        new = await rt.intake.accept(
-            account=account,
-            source=source,
-            direction=Direction.INBOUND,
-            channel=Channel(source).value,
-            desk=rt.accounts.accounts[account].desk.type,
-            req=req,
-            events=events,
-        )
+        new = await accept_account_events(rt, account, Channel(source).value, req, events)
     for ev, ie, taken, is_new in zip(parsed, events, before, new, strict=True):
         entry: dict[str, Any] = {"kind": ev.kind, "conversation_id": ie.conversation_id}
         if is_new and not dry_run:
