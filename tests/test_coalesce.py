@@ -139,3 +139,30 @@ async def test_a_chatty_customer_is_never_stranded_behind_the_window(
         assert not any(status == 429 for _, _, status in fake.calls())
     finally:
         await fake.stop()
+
+
+async def test_what_does_not_fit_in_one_comment_waits_for_the_next_update(
+    make_runtime, aiohttp_client, respx_mock, monkeypatch
+) -> None:
+    from deskbridge.flows import budget
+
+    monkeypatch.setattr(budget, "_MAX_MERGED_CHARS", 120)
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        edge = int(time.time() * 1000) - 600_000 + 800  # they leave the window in 0.8 s
+        await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
+        for n in range(5):
+            await customer_says(client, f"long message number {n} " + "x" * 10, 8300 + n)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        user_parts = [p.text for p in ticket.parts if p.author == "user"][1:]
+        assert len(user_parts) > 1 and "long message number 1" in user_parts[0]
+        assert all(len(p) <= 120 for p in user_parts)
+        joined = "\n".join(user_parts)
+        order = [joined.index(f"long message number {n}") for n in range(5)]
+        assert order == sorted(order)
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+    finally:
+        await fake.stop()

@@ -5,7 +5,7 @@ merged into the next update the budget allows, so none is stranded behind the wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from deskbridge.errors import RetryableError
@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 # On the last update a window allows, every waiting message goes with it (up to this
 # many): the next update may be a whole window away.
 _LAST_UPDATE_SCAN = 500
+# A merged comment stays under this many characters (Zendesk takes about 65,000 per
+# comment, [U] a Zendesk answer in its community forum); what does not fit waits for the
+# next update.
+_MAX_MERGED_CHARS = 60_000
 # Kinds a merge looks past: they wait in the same lane but never update the ticket.
 _NO_UPDATE = frozenset({"status"})
 
@@ -36,19 +40,20 @@ async def within_update_budget(
     ticket: tuple[str, str],
     msg: Message,
     prepare: Prepare,
+    head_files: Sequence[Upload] = (),
 ) -> tuple[Message, list[Delivery], list[Upload]]:
     """Keep a ticket under its desk's update ``limit`` (at most this many per so many
     seconds) on ``ticket`` (desk, ticket id). Returns the message to file, the waiting
     deliveries merged into it and their files (attached to the same update); each merged
-    message goes through ``prepare`` first.
+    message goes through ``prepare`` first; ``head_files`` are the files of ``msg``.
 
     When the budget left cannot give each waiting message of this conversation its own
     update, the head and the messages right behind it (any sender, files included) go
     as one update, a line per message: ``[time] author: text`` and the names of its
     files. Up to ``coalesce_max_messages`` per update; on the last update the window
-    allows, every waiting message. With no budget at all, raises ``RetryableError`` with
-    the window's wait (a wait the desk would otherwise enforce with 429s; it spends no
-    retries)."""
+    allows, every waiting message that fits in one comment. With no budget at all,
+    raises ``RetryableError`` with the window's wait (a wait the desk would otherwise
+    enforce with 429s; it spends no retries)."""
     most, _ = limit
     desk, ticket_id = ticket
     left = most - await wait_for_budget(rt, d, limit, desk, ticket_id)
@@ -61,11 +66,19 @@ async def within_update_budget(
     if not merged:
         return msg, [], []
     files: list[Upload] = []
-    lines = [_line(msg, [])]
-    for other, m, raw_id in merged:
-        their_files, m = await inbound_files(rt, other, await prepare(other, m), raw_id)
+    lines = [_line(msg, head_files)]
+    size = len(lines[0])
+    for n, (other, m, raw_id) in enumerate(merged):
+        m = await prepare(other, m)
+        if size + len(_line(m, [])) > _MAX_MERGED_CHARS:
+            merged = merged[:n]
+            break
+        their_files, m = await inbound_files(rt, other, m, raw_id)
         files += their_files
         lines.append(_line(m, their_files))
+        size += len(lines[-1]) + 2
+    if not merged:
+        return msg, [], []
     last = merged[-1][1]
     if last.context:
         await rt.conversations.set_context(d.account, d.conversation_id, last.context)
@@ -90,7 +103,7 @@ async def within_update_budget(
     return combined, [o for o, _, _ in merged], files
 
 
-def _line(msg: Message, files: list[Upload]) -> str:
+def _line(msg: Message, files: Sequence[Upload]) -> str:
     """One message of a merged update: its time, its author, its text and its files."""
     who = msg.sender.display_name or msg.sender.username or msg.sender.external_id
     line = f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {who}: {render(msg)}"

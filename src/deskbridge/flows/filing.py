@@ -90,7 +90,7 @@ async def file_message(
     merged: list[Delivery] = []
     if limit is not None and conv.ticket_id is not None:
         msg, merged, their_files = await within_update_budget(
-            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg)
+            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg), files
         )
         files = [*files, *their_files]
     filed = await desk.append(
