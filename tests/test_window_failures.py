@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from deskbridge.adapters.whatsapp import sample_message as whatsapp_message
 from deskbridge.gateway import create_app
 from deskbridge.schemas import Channel, DeliveryState, Direction, StatusUpdate
+from deskbridge.store import keys
 
 from . import recorded
 from .conftest import META_YAML, WA_NUMBER, drain
@@ -69,6 +70,10 @@ async def test_a_window_failure_by_webhook_holds_the_replies_again_in_order(
     # its head only, so one message from the customer sends both)
     assert (first.state, second.state) == (DeliveryState.HELD, DeliveryState.PENDING)
     assert first.channel_status is None  # the resend's statuses will count
+    # kept until the customer writes, however long that takes (no delivered retention)
+    assert await redis.ttl(keys.delivery("acme", first.id)) == -1
+    assert await redis.ttl(keys.event("acme", first.event_id)) == -1
+    assert first.id not in {m.decode() for m in await redis.zrange(keys.expiring("acme"), 0, -1)}
     assert channel.invites == 1  # once per silence
     notes = await _notes(rt, ticket.id)
     assert len(notes) == 2 and all("reply window was closed" in n for n in notes)
