@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 from deskbridge.store import keys
@@ -162,6 +164,46 @@ async def test_what_does_not_fit_in_one_comment_waits_for_the_next_update(
         joined = "\n".join(user_parts)
         order = [joined.index(f"long message number {n}") for n in range(5)]
         assert order == sorted(order)
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+    finally:
+        await fake.stop()
+
+
+async def test_a_file_that_cannot_be_fetched_yet_ends_the_merge_not_the_head(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    respx_mock.post(f"{TG}/getFile").respond(
+        200,
+        json={
+            "ok": True,
+            "result": {"file_id": "doc1", "file_unique_id": "u1", "file_path": "docs/f1.pdf"},
+        },
+    )
+    answers = [httpx.Response(503)]  # the file host fails once, then serves it
+    pdf = httpx.Response(200, content=b"%PDF-1.4", headers={"Content-Type": "application/pdf"})
+    download = respx_mock.get(f"{TG_FILES}/docs/f1.pdf").mock(
+        side_effect=lambda request: answers.pop(0) if answers else pdf
+    )
+    document = {"file_id": "doc1", "file_unique_id": "u1", "file_name": "late.pdf"}
+    try:
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        edge = int(time.time() * 1000) - 600_000 + 800
+        await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
+        for n in range(4):
+            extra = {"document": document} if n == 2 else {}
+            await customer_says(client, f"part {n}", 8400 + n, **extra)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        user_parts = [p for p in ticket.parts if p.author == "user"][1:]
+        assert "part 0" in user_parts[0].text and "part 1" in user_parts[0].text
+        assert "part 2" not in user_parts[0].text
+        joined = "\n".join(p.text for p in user_parts)
+        order = [joined.index(f"part {n}") for n in range(4)]
+        assert order == sorted(order)
+        assert [name for p in user_parts for name in p.attachments] == ["late.pdf"]
+        assert download.call_count >= 2  # failed inside the merge, fetched on its own
         done = await deliveries(rt, Direction.INBOUND)
         assert {d.state for d in done} == {DeliveryState.DELIVERED}
     finally:

@@ -73,7 +73,13 @@ async def within_update_budget(
         if size + len(_line(m, [])) > _MAX_MERGED_CHARS:
             merged = merged[:n]
             break
-        their_files, m = await inbound_files(rt, other, m, raw_id)
+        try:
+            their_files, m = await inbound_files(rt, other, m, raw_id)
+        except RetryableError:
+            # its file cannot be fetched now: it goes on its own, with its own retries,
+            # rather than spending the head's
+            merged = merged[:n]
+            break
         files += their_files
         lines.append(_line(m, their_files))
         size += len(lines[-1]) + 2
