@@ -52,6 +52,12 @@ def filter_options(f: F) -> F:
                 "--since", type=WHEN, default=None, help="Created after: 2h, 7d, or a time."
             ),
             click.option("--until", type=WHEN, default=None, help="Created before: 2h, or a time."),
+            click.option(
+                "--kind",
+                type=click.Choice(["note", "event"]),
+                default=None,
+                help="note: deskbridge's internal notes for agents.",
+            ),
         ]
     ):
         f = opt(f)
@@ -59,7 +65,17 @@ def filter_options(f: F) -> F:
 
 
 def _filter(kw: dict[str, Any]) -> dict[str, Any]:
-    names = ("account", "state", "direction", "channel", "desk", "conversation", "since", "until")
+    names = (
+        "account",
+        "state",
+        "direction",
+        "channel",
+        "desk",
+        "conversation",
+        "since",
+        "until",
+        "kind",
+    )
     found = {k: kw[k] for k in names if kw.get(k) is not None}
     if kw.get("error_text"):
         found["error"] = kw["error_text"]
@@ -123,7 +139,7 @@ def deliveries_list(
             d["id"],
             short_time(d["created_at"]),
             d["account"],
-            "in" if d["direction"] == "inbound" else "out",
+            "note" if d.get("kind") == "note" else "in" if d["direction"] == "inbound" else "out",
             d["channel"],
             d["desk"],
             d["state"] + (f" ({d['reason']})" if d.get("reason") else ""),
@@ -155,6 +171,7 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
     for name in (
         "id",
         "account",
+        "kind",
         "direction",
         "channel",
         "desk",

@@ -17,7 +17,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
 from deskbridge.store import ConversationRecord
 
-__all__ = ["StoredProgress", "hold", "send_reply", "stored_progress"]
+__all__ = ["StoredProgress", "hold", "hold_again", "send_reply", "stored_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -125,33 +125,73 @@ async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     """The reply window is closed: park the reply until the customer writes, invite them
     back once per silence (the channel's approved template), and tell the agent."""
     conv, to = await _address(rt, d)
-    adapter = rt.adapter(d.account, conv.channel)
-    invited = "The customer was already invited to write back."
-    if adapter is not None and (
-        conv.reengaged_at is None or (conv.last_inbound_at or 0) > conv.reengaged_at
-    ):
-        try:
-            await adapter.reengage(to)
-        except PermanentError as exc:
-            invited = f"The customer was not invited to write back: {exc}."
-        else:
-            await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
-            invited = "A re-engagement template was sent to invite them to write back."
+    # the note's cause counts this delivery's attempts: each hold is noted once, however
+    # often a crash makes the worker run this again before the hold is recorded
+    seen = len(await rt.deliveries.attempts(d.account, d.id))
+    invited = await _invite(rt, d, conv, to)
+    await note(
+        rt,
+        d,
+        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+        why=f"held-{seen}",
+    )
+    await rt.deliveries.hold(d)
     await rt.deliveries.record_attempt(
         d.account,
         d.id,
         Attempt(at=datetime.now(UTC), outcome="held", error=str(closed)),
         spends_budget=False,
     )
-    await rt.deliveries.hold(d)
     rt.metrics.deliveries.labels(d.direction.value, "held").inc()
     log.info("delivery %s held: reply window closed", d.id)
+
+
+async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
+    """The channel accepted reply ``d`` and later reported, by status webhook, that it
+    was not delivered because the reply window was closed (WhatsApp 131047): the same
+    path as a send refused for it. The reply goes back to its arrival place in its lane
+    (held at the head; later replies not yet sent wait behind it), the customer is
+    invited back once per silence and the agent told. If the customer wrote since the
+    reply went out, it is released at once."""
+    conv, to = await _address(rt, d)
+    seen = len(await rt.deliveries.attempts(d.account, d.id))
+    invited = await _invite(rt, d, conv, to)
     await note(
         rt,
         d,
-        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
-        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+        f"{conv.channel.value.capitalize()} reports that this reply was not delivered: the "
+        f"customer's reply window was closed ({closed}). deskbridge is holding it and will "
+        f"send it again as soon as the customer writes. {invited}",
+        why=f"held-{seen}",
     )
+    if await rt.deliveries.hold_again(d) is None:
+        return
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="held", error=f"reported by status: {closed}"),
+        spends_budget=False,
+    )
+    rt.metrics.deliveries.labels(d.direction.value, "held").inc()
+    log.info("delivery %s held again: the channel reported its reply window closed", d.id)
+    if (conv.last_inbound_at or 0) > d.updated_at.timestamp():
+        await rt.deliveries.release_held(d.account, d.direction, conv.id)
+
+
+async def _invite(rt: Runtime, d: Delivery, conv: ConversationRecord, to: ChannelAddress) -> str:
+    """Send the channel's re-engagement template once per silence; what the note says."""
+    adapter = rt.adapter(d.account, conv.channel)
+    if adapter is None or (
+        conv.reengaged_at is not None and (conv.last_inbound_at or 0) <= conv.reengaged_at
+    ):
+        return "The customer was already invited to write back."
+    try:
+        await adapter.reengage(to)
+    except PermanentError as exc:
+        return f"The customer was not invited to write back: {exc}."
+    await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
+    return "A re-engagement template was sent to invite them to write back."
 
 
 def _at(ts: float | None) -> datetime | None:

@@ -85,3 +85,6 @@ class Delivery(Frozen):
     rate_limited_s: float = 0.0
     """The rate-limited waits (429) so far, in seconds: they spend no retry budget but are
     bounded in total (``max_rate_limited_seconds``)."""
+    kind: str | None = None
+    """``note`` for an internal note deskbridge writes on the ticket; None for the
+    channel's or the desk's own events."""

@@ -23,6 +23,7 @@ from deskbridge.store.scripts import (
     FINISH,
     HOLD,
     PURGE,
+    REHOLD,
     RELEASE,
     REPLAY,
     REQUEUE,
@@ -79,6 +80,7 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
         discarded_by=_s(d.get("discarded_by")),
         discard_reason=_s(d.get("discard_reason")),
         rate_limited_s=int(d.get("rate_limited_ms", b"0")) / 1000,
+        kind=_s(d.get("kind")),
     )
 
 
@@ -98,6 +100,7 @@ class DeliveryStore:
         self._replay = redis.register_script(REPLAY)
         self._discard = redis.register_script(DISCARD)
         self._purge = redis.register_script(PURGE)
+        self._rehold = redis.register_script(REHOLD)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
@@ -535,3 +538,21 @@ class DeliveryStore:
     async def forget_unknown_part(self, account: str, delivery_id: str, part: int) -> None:
         """The call for ``part`` was refused: nothing of it reached the platform."""
         await self._typed.hdel(keys.parts(account, delivery_id), f"{part}:unknown")
+
+    async def hold_again(self, delivery: Delivery) -> str | None:
+        """Put a reply the channel accepted, and later reported undeliverable for a closed
+        reply window, back in its lane at its arrival place: ``held`` at the head (until
+        ``release_held``), else ``pending`` behind the head. None when it is not a
+        delivered reply (already back in its lane, replayed, gone)."""
+        a = delivery.account
+        done = await self._rehold(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.event(a, delivery.event_id),
+                keys.expiring(a),
+                keys.pending(a),
+            ],
+            args=[int(time.time() * 1000), delivery.id, keys.delivery_prefix(a)],
+        )
+        return done.decode() if isinstance(done, bytes) else None

@@ -117,6 +117,11 @@ class FilterBody(_In):
     until: str | None = Field(
         default=None, description="Created before (RFC 3339).", json_schema_extra=_WHEN
     )
+    kind: str | None = Field(
+        default=None,
+        description="note: the internal notes deskbridge writes for agents; event: the rest.",
+        json_schema_extra=_enum(["note", "event"]),
+    )
 
 
 class PageQuery(_In):

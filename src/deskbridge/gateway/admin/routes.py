@@ -190,6 +190,7 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
         error=f.error or None,
         since_ms=_time("since", f.since),
         until_ms=_time("until", f.until),
+        kind=_choice("kind", f.kind, ["note", "event"]),
     )
     return _accounts(rt, f.account), filt
 
