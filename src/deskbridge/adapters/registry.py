@@ -21,6 +21,7 @@ from deskbridge.adapters.base import (
 from deskbridge.adapters.email.adapter import EmailAdapter
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.adapters.line import LineAdapter
+from deskbridge.adapters.line.receiver import LineReceiver
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.telegram import TelegramAdapter
@@ -125,7 +126,7 @@ def build_receivers(
                 case LineConfig():
                     line = adapters[(name, Channel.LINE)]
                     assert isinstance(line, LineAdapter)
-                    out[(Channel.LINE, name)] = AccountReceiver(line)
+                    out[(Channel.LINE, name)] = LineReceiver(line)
                 case EmailConfig():
                     out[(Channel.EMAIL, name)] = AccountReceiver(EmailReceiver(name, ch))
                 case WhatsAppConfig():
