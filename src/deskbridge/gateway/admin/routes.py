@@ -17,8 +17,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deskbridge.config import MessengerConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import app_scope
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.openapi import document
@@ -142,10 +144,19 @@ def _cursor(value: str | None) -> Cursor | None:
         raise BadInput(f"cursor: {exc}") from None
 
 
-def _accounts(rt: Runtime, account: str | None) -> list[str]:
+def _scopes(rt: Runtime) -> list[str]:
+    """Every store scope: the accounts, then each platform app's own (``app:<name>``)."""
+    return sorted(rt.accounts.accounts) + [app_scope(a) for a in sorted(rt.accounts.apps)]
+
+
+def _accounts(rt: Runtime, account: str | None, who: Principal) -> list[str]:
+    """The scopes a request reads: ``account`` (an account or ``app:<name>``), else every
+    scope the token sees. One the token does not see is refused exactly like one that
+    does not exist, so a token cannot probe other tenants' names."""
+    visible = [a for a in _scopes(rt) if who.sees(a)]
     if account is None or account == "":
-        return sorted(rt.accounts.accounts)
-    if account not in rt.accounts.accounts:
+        return visible
+    if account not in visible:
         raise BadInput(f"account: no account {account!r}")
     return [account]
 
@@ -168,7 +179,7 @@ class FilterBody(BaseModel):
     until: str | None = None
 
 
-def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
+def _filter(rt: Runtime, f: FilterBody, who: Principal) -> tuple[list[str], DeliveryFilter]:
     state = _choice("state", f.state, _STATES)
     direction = _choice("direction", f.direction, [d.value for d in Direction])
     filt = DeliveryFilter(
@@ -181,7 +192,7 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
         since_ms=_time("since", f.since),
         until_ms=_time("until", f.until),
     )
-    return _accounts(rt, f.account), filt
+    return _accounts(rt, f.account, who), filt
 
 
 async def _body(request: web.Request, model: type[BaseModel]) -> Any:
@@ -209,7 +220,7 @@ async def list_route(request: web.Request, who: Principal) -> web.Response:
         f = FilterBody.model_validate({k: q[k] for k in FilterBody.model_fields if k in q})
     except ValidationError as exc:
         raise BadInput(str(exc.errors()[0]["msg"])) from None
-    accounts, filt = _filter(rt, f)
+    accounts, filt = _filter(rt, f, who)
     page = await rt.listing.deliveries(
         accounts,
         filt,
@@ -221,17 +232,19 @@ async def list_route(request: web.Request, who: Principal) -> web.Response:
     )
 
 
-async def _find(rt: Runtime, delivery_id: str, account: str | None = None) -> Delivery | None:
+async def _find(
+    rt: Runtime, who: Principal, delivery_id: str, account: str | None = None
+) -> Delivery | None:
     if not delivery_id.isalnum() or len(delivery_id) > 64:
         return None
-    found = await rt.deliveries.locate(_accounts(rt, account), delivery_id)
+    found = await rt.deliveries.locate(_accounts(rt, account, who), delivery_id)
     return await rt.deliveries.get(found, delivery_id) if found else None
 
 
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     ident = request.match_info["id"]
-    d = await _find(rt, ident, request.query.get("account"))
+    d = await _find(rt, who, ident, request.query.get("account"))
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
@@ -255,7 +268,7 @@ async def lookup_route(request: web.Request, who: Principal) -> web.Response:
     body: IdsBody = await _body(request, IdsBody)
     found, missing = [], []
     for ident in dict.fromkeys(body.ids):
-        d = await _find(rt, ident, body.account)
+        d = await _find(rt, who, ident, body.account)
         if d is None:
             missing.append(ident)
             continue
@@ -276,7 +289,9 @@ class ReplayBody(BaseModel):
     dry_run: bool = False
 
 
-async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[str], bool]:
+async def _select(
+    rt: Runtime, body: ReplayBody, who: Principal
+) -> tuple[list[Delivery], list[str], bool]:
     """The deliveries a replay names (by ids, or all a filter matches up to a cap), the
     ids not found, and whether the filter matched more than the cap."""
     if (body.ids is None) == (body.filter is None):
@@ -285,14 +300,14 @@ async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[s
         chosen: list[Delivery] = []
         missing: list[str] = []
         for ident in dict.fromkeys(body.ids):
-            d = await _find(rt, ident, body.account)
+            d = await _find(rt, who, ident, body.account)
             if d is None:
                 missing.append(ident)
             else:
                 chosen.append(d)
         return chosen, missing, False
     assert body.filter is not None
-    accounts, filt = _filter(rt, body.filter)
+    accounts, filt = _filter(rt, body.filter, who)
     if filt.state is None:
         filt = DeliveryFilter(**{**_fields(filt), "state": DeliveryState.DEAD})
     chosen, cursor = [], None
@@ -322,7 +337,7 @@ def _replayable(d: Delivery) -> str | None:
 async def replay_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: ReplayBody = await _body(request, ReplayBody)
-    chosen, missing, truncated = await _select(rt, body)
+    chosen, missing, truncated = await _select(rt, body, who)
     replayed: list[str] = []
     skipped: list[dict[str, str]] = []
     # oldest first, so each goes back into its lane before the later ones
@@ -374,7 +389,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
     skipped: list[dict[str, str]] = []
     missing: list[str] = []
     for ident in dict.fromkeys(body.ids):
-        d = await _find(rt, ident, body.account)
+        d = await _find(rt, who, ident, body.account)
         if d is None:
             missing.append(ident)
             continue
@@ -398,10 +413,23 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
 
 
 def _sources(rt: Runtime, accounts: list[str]) -> dict[str, list[str]]:
-    return {
-        a: [*(c.type for c in rt.accounts.accounts[a].channels), rt.accounts.accounts[a].desk.type]
-        for a in accounts
-    }
+    """Where each scope keeps raw requests: an account's channels and desk; an app's
+    channels (the products of the accounts that name it)."""
+    out: dict[str, list[str]] = {}
+    for a in accounts:
+        acc = rt.accounts.accounts.get(a)
+        if acc is not None:
+            out[a] = [*(c.type for c in acc.channels), acc.desk.type]
+        else:
+            out[a] = sorted(
+                {
+                    c.type
+                    for other in rt.accounts.accounts.values()
+                    for c in other.channels
+                    if isinstance(c, WhatsAppConfig | MessengerConfig) and app_scope(c.app) == a
+                }
+            )
+    return out
 
 
 def _raw(entry: RawEntry) -> dict[str, Any]:
@@ -429,7 +457,7 @@ def _source(name: str, value: str | None) -> tuple[str, ...]:
 async def events_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     q = request.query
-    accounts = _accounts(rt, q.get("account"))
+    accounts = _accounts(rt, q.get("account"), who)
     filt = RawFilter(
         sources=_source("channel", q.get("channel")),
         since_ms=_time("since", q.get("since")),
@@ -462,7 +490,7 @@ class ReingestBody(BaseModel):
 async def reingest_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: ReingestBody = await _body(request, ReingestBody)
-    accounts = _accounts(rt, body.account)
+    accounts = _accounts(rt, body.account, who)
     filt = RawFilter(
         sources=_source("channel", body.channel),
         since_ms=_time("since", body.since),
@@ -544,6 +572,9 @@ async def _raws_by_id(
 
 async def audit_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
+    if who.limited:
+        # the audit log is the deployment's, across accounts: not for a tenant's token
+        return _error(403, "forbidden", "the audit log needs a token not limited to accounts")
     try:
         entries, cursor = await rt.audit.read(
             limit=_limit(request.query.get("limit")), before=request.query.get("cursor") or None
