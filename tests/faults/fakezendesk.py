@@ -51,10 +51,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Comment:
+    """One comment filed. ``markers``: every message marker it carries, in order (a
+    comment that merges several waiting messages carries several); ``marker`` is the
+    first of them."""
+
     ticket_id: int
     conv: str
     marker: tuple[int, int] | None
     at: float
+    markers: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -79,14 +84,17 @@ class DeskAccount:
         return Counter(t["external_id"] for t in self.tickets.values())
 
     def markers(self) -> Counter[tuple[int, int]]:
-        return Counter(c.marker for c in self.comments if c.marker is not None)
+        """How many comments carry each message marker (every marker of a comment that
+        merges several messages counts): above 1 is a message filed twice."""
+        return Counter(m for c in self.comments for m in c.markers)
 
     def order(self, chat: int) -> list[int]:
         """The message numbers of ``chat`` in the order the desk first filed them."""
         seen: list[int] = []
         for c in self.comments:
-            if c.marker is not None and c.marker[0] == chat and c.marker[1] not in seen:
-                seen.append(c.marker[1])
+            for m in c.markers:
+                if m[0] == chat and m[1] not in seen:
+                    seen.append(m[1])
         return seen
 
 
@@ -182,7 +190,9 @@ class FakeZendesk:
     def _file(self, acc: DeskAccount, ticket_id: int, comment: dict[str, Any]) -> int:
         comment_id = next(self._ids)
         conv = acc.tickets[ticket_id]["external_id"]
-        acc.comments.append(Comment(ticket_id, conv, _marker(comment), time.monotonic()))
+        found = _markers(comment)
+        first = found[0] if found else None
+        acc.comments.append(Comment(ticket_id, conv, first, time.monotonic(), found))
         acc.tickets[ticket_id]["comments"] += 1
         return comment_id
 
@@ -314,11 +324,18 @@ def _public(ticket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _marker(body: Any) -> tuple[int, int] | None:
+    found = _markers(body)
+    return found[0] if found else None
+
+
+def _markers(body: Any) -> tuple[tuple[int, int], ...]:
+    """Every message marker in a comment (or a ticket's first comment), each once, in
+    the order they appear."""
     if not isinstance(body, dict):
-        return None
+        return ()
     text = body.get("body")
     if text is None:
         comment = (body.get("ticket") or {}).get("comment") or {}
-        text = comment.get("body")
-    m = MARKER.search(str(text or ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+        text = f"{comment.get('body') or ''}\n{comment.get('html_body') or ''}"
+    found = ((int(c), int(n)) for c, n in MARKER.findall(str(text or "")))
+    return tuple(dict.fromkeys(found))
