@@ -214,7 +214,7 @@ def test_admin_key_configuration_errors(tmp_path) -> None:
 async def test_the_demo_secret_enables_the_admin_api_for_the_demo_only(
     tmp_path, make_runtime, aiohttp_client
 ) -> None:
-    from deskbridge.config.demo import demo_accounts, demo_secrets
+    from deskbridge.adapters.demo import demo_accounts, demo_secrets
     from deskbridge.gateway.admin.auth import admin_auth
 
     accounts = demo_accounts(tmp_path)

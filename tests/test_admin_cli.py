@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deskbridge.adapters.telegram import sample_update
-from deskbridge.cli.admin import parse_duration, parse_when
+from deskbridge.cli.admin_api import parse_duration, parse_when
 from deskbridge.cli.main import cli
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import AdminAuth
@@ -201,7 +201,7 @@ async def test_token_create_from_the_secret_the_demo_file_or_a_private_key(tmp_p
     assert who.sub == "ana" and who.scopes == {"deliveries:read"}
 
     # the demo: the secret is read from its 0600 file, never printed
-    from deskbridge.config.demo import demo_secrets
+    from deskbridge.adapters.demo import demo_secrets
     from deskbridge.gateway.admin.auth import admin_auth
 
     demo_secret = demo_secrets(tmp_path)["admin_jwt_secret"]

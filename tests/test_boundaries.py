@@ -110,8 +110,19 @@ LAYERS: dict[str, set[str]] = {
     "flows": FOUNDATION | {"routing", "config", "adapters", "outbound", "store"},
     "pipeline": FOUNDATION | {"routing", "config", "adapters", "outbound", "store", "flows"},
     "gateway": FOUNDATION | {"routing", "config", "adapters", "outbound", "store", "flows"},
+    "listeners": FOUNDATION | {"routing", "config", "adapters", "outbound", "store", "flows"},
     "cli": FOUNDATION
-    | {"routing", "config", "adapters", "outbound", "store", "flows", "pipeline", "gateway"},
+    | {
+        "routing",
+        "config",
+        "adapters",
+        "outbound",
+        "store",
+        "flows",
+        "pipeline",
+        "gateway",
+        "listeners",
+    },
     "__main__": {"cli"},
 }
 

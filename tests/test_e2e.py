@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
@@ -175,6 +176,16 @@ async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, r
     ]
 
 
+async def _kill_clients_of_this_db(redis: Any) -> None:
+    """``CLIENT KILL`` of this database's other connections only: other test runs may
+    share the server on other database numbers."""
+    own = await redis.client_id()
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    for client in await redis.client_list():
+        if int(client["db"]) == db and int(client["id"]) != own:
+            await redis.client_kill_filter(_id=client["id"])
+
+
 async def wait_delivered(rt, count: int, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
@@ -201,7 +212,7 @@ async def test_supervised_worker_survives_dropped_redis_connections(
         await wait_delivered(rt, 1)
         assert (await client.get("/readyz")).status == 200  # heartbeat written
         # drop every connection but this test's own, as a Redis restart or failover would
-        await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await _kill_clients_of_this_db(redis)
         body = sample_update("two", update_id=6, chat_id=7, user_id=7)
         for _ in range(50):  # the gateway's own pool reconnects on the next command
             resp = await client.post(

@@ -9,7 +9,7 @@ import time
 from deskbridge.adapters.sip.simulate import send_sample
 from deskbridge.adapters.whatsapp import sample_message as whatsapp_message
 from deskbridge.gateway import create_app
-from deskbridge.gateway.sip import start_sip_listeners
+from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.schemas import Channel, Identity
 
 from .conftest import META_YAML, WA_NUMBER, drain

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from deskbridge.adapters.sip.simulate import send_sample
 from deskbridge.flows.ingest import accept_replies
-from deskbridge.gateway.sip import start_sip_listeners
+from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.schemas import AgentReply, Channel, Desk
 
 from .conftest import drain

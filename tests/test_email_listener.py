@@ -8,7 +8,7 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from deskbridge.gateway.smtp import start_smtp_listeners
+from deskbridge.listeners.smtp import start_smtp_listeners
 from deskbridge.store import Intake, connect
 
 from .conftest import drain, redis_of

@@ -16,8 +16,8 @@ from deskbridge.adapters.payload import MAX_DEPTH, MAX_ITEMS, loads
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.errors import PermanentError
 from deskbridge.gateway import create_app
-from deskbridge.gateway.keys import AUTH_FAILURES
 from deskbridge.gateway.sandbox import SECURITY_HEADERS
+from deskbridge.gateway.state import AUTH_FAILURES
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.http import Fetcher, GuardedTransport, UnsafeAddress, address_allowed
 from deskbridge.logs import REQUEST_ID, JsonFormatter, RequestIdFilter

@@ -31,7 +31,7 @@ from deskbridge.adapters.sip.message import Request, Response, parse
 from deskbridge.config import SipConfig
 from deskbridge.errors import PermanentError
 from deskbridge.flows import Runtime
-from deskbridge.gateway.sip import start_sip_listeners
+from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.schemas import AgentReply, Channel, ChannelAddress, Desk
 
 from .conftest import drain

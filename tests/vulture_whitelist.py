@@ -52,6 +52,10 @@ _.thread_title  # events: the email subject / chat title
 _.confidence  # routing.enrich.LanguageGuess, asserted by tests
 _.from_prior  # routing.enrich.LanguageGuess, asserted by tests
 _.detected_source  # routing.translate.Translation, asserted by tests
+_.attempt_log  # gateway.admin.models.DeliveryDetail: served by the admin API
+_.last_attempt  # gateway.admin.models.LookupItem: served by the admin API
+_.matched  # gateway.admin.models.ReplayResult: served by the admin API
+_.duplicate  # gateway.admin.models.ReingestedRaw / ReingestTotals: served by the admin API
 
 # click: commands are registered by their decorators and called by the CLI
 _.check_config

@@ -1,4 +1,9 @@
-"""Which adapter and receiver serve each configured channel: explicit branches, no discovery."""
+"""The channel registry: every channel's spec, one explicit dict, no discovery.
+
+Every list of channels in deskbridge (CLI choices, OpenAPI enums, the banner, the demo
+account, ``simulate``) derives from ``CHANNELS``; ``docs/extending.md`` lists what else a
+new channel edits.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ from typing import Any
 
 import httpx
 
+from deskbridge.adapters import email, line, messenger, sip, telegram, whatsapp
 from deskbridge.adapters.base import (
-    AccountReceiver,
     ChannelAdapter,
     Handshake,
     MediaLinks,
@@ -18,28 +23,27 @@ from deskbridge.adapters.base import (
     Receiver,
     TokenCache,
 )
-from deskbridge.adapters.email.adapter import EmailAdapter
-from deskbridge.adapters.email.receiver import EmailReceiver
-from deskbridge.adapters.line import LineAdapter
-from deskbridge.adapters.line.receiver import LineReceiver
-from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
-from deskbridge.adapters.sip import SipAdapter
-from deskbridge.adapters.telegram import TelegramAdapter
-from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
-from deskbridge.config import (
-    AccountsFile,
-    ChannelConfig,
-    EmailConfig,
-    LineConfig,
-    MessengerConfig,
-    SipConfig,
-    TelegramConfig,
-    WhatsAppConfig,
-)
+from deskbridge.adapters.spec import AdapterDeps, ChannelSpec
+from deskbridge.config import AccountsFile, ChannelConfig
 from deskbridge.errors import SignatureInvalid
 from deskbridge.schemas import Channel, RawRequest
 
-__all__ = ["AnyAppReceiver", "build_adapter", "build_receivers"]
+__all__ = ["CHANNELS", "AnyAppReceiver", "build_adapter", "build_receivers", "spec_of"]
+
+CHANNELS: dict[Channel, ChannelSpec[Any]] = {
+    Channel.TELEGRAM: telegram.SPEC,
+    Channel.WHATSAPP: whatsapp.SPEC,
+    Channel.MESSENGER: messenger.SPEC,
+    Channel.LINE: line.SPEC,
+    Channel.EMAIL: email.SPEC,
+    Channel.SIP: sip.SPEC,
+}
+"""Every channel's spec, in the order channels are listed to people."""
+
+
+def spec_of(config: ChannelConfig) -> ChannelSpec[Any]:
+    """The spec of the channel ``config`` configures."""
+    return CHANNELS[Channel(config.type)]
 
 
 def build_adapter(
@@ -56,22 +60,8 @@ def build_adapter(
     """The outbound adapter of one account's channel. ``api_base`` overrides the
     configured base URLs (sandbox mode); sandboxed email and SIP keep what they would
     send in ``mail_outbox``/``outbox``."""
-    match config:
-        case TelegramConfig():
-            return TelegramAdapter(account, config, client, api_base=api_base)
-        case WhatsAppConfig():
-            return WhatsAppAdapter(account, config, client, api_base=api_base)
-        case MessengerConfig():
-            return MessengerAdapter(account, config, client, links, api_base=api_base)
-        case LineConfig():
-            return LineAdapter(
-                account, config, client, links, tokens, api_base=api_base, data_api_base=api_base
-            )
-        case EmailConfig():
-            return EmailAdapter(account, config, deliver=mail_outbox if config.sandbox else None)
-        case SipConfig():
-            return SipAdapter(account, config, links, outbox=outbox)
-    raise TypeError(f"no adapter for channel {config.type!r}")  # pragma: no cover
+    deps = AdapterDeps(client, links, tokens, api_base, mail_outbox, outbox)
+    return spec_of(config).adapter(account, config, deps)
 
 
 class AnyAppReceiver:
@@ -118,39 +108,21 @@ def build_receivers(
     meta_accounts: dict[tuple[Channel, str], list[str]] = defaultdict(list)
     for name, acc in accounts.accounts.items():
         for ch in acc.channels:
-            match ch:
-                case TelegramConfig():
-                    adapter = adapters[(name, Channel.TELEGRAM)]
-                    assert isinstance(adapter, TelegramAdapter)
-                    out[(Channel.TELEGRAM, name)] = AccountReceiver(adapter)
-                case LineConfig():
-                    line = adapters[(name, Channel.LINE)]
-                    assert isinstance(line, LineAdapter)
-                    out[(Channel.LINE, name)] = LineReceiver(line)
-                case EmailConfig():
-                    out[(Channel.EMAIL, name)] = AccountReceiver(EmailReceiver(name, ch))
-                case WhatsAppConfig():
-                    key = (Channel.WHATSAPP, ch.app)
-                    meta_routes[key][ch.phone_number_id] = name
-                    meta_body[key] = max(meta_body[key], ch.max_body_bytes)
-                    meta_accounts[key].append(name)
-                case MessengerConfig():
-                    key = (Channel.MESSENGER, ch.app)
-                    meta_routes[key][ch.page_id] = name
-                    meta_body[key] = max(meta_body[key], ch.max_body_bytes)
-                    meta_accounts[key].append(name)
+            spec = spec_of(ch)
+            if spec.receiver is not None:
+                adapter = adapters[(name, spec.channel)]
+                out[(spec.channel, name)] = spec.receiver(name, ch, adapter)
+            elif spec.app_route is not None:
+                key = (spec.channel, spec.app_route.app(ch))
+                meta_routes[key][spec.app_route.route_id(ch)] = name
+                meta_body[key] = max(meta_body[key], spec.app_route.max_body_bytes(ch))
+                meta_accounts[key].append(name)
     shared: dict[Channel, list[Receiver]] = defaultdict(list)
     for (channel, app_name), routes in meta_routes.items():
+        route = CHANNELS[channel].app_route
+        assert route is not None
         app = accounts.apps[app_name]
-        receiver: Receiver
-        if channel is Channel.WHATSAPP:
-            receiver = WhatsAppReceiver(
-                app_name, app, routes, max_body_bytes=meta_body[(channel, app_name)]
-            )
-        else:
-            receiver = MessengerReceiver(
-                app_name, app, routes, max_body_bytes=meta_body[(channel, app_name)]
-            )
+        receiver = route.build(app_name, app, routes, meta_body[(channel, app_name)])
         shared[channel].append(receiver)
         for name in meta_accounts[(channel, app_name)]:
             out[(channel, name)] = receiver

@@ -11,13 +11,18 @@ import click
 from rich.console import Console
 
 from deskbridge import __version__
-from deskbridge.cli import admin
-from deskbridge.cli.keys import keys as keys_command
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.cli.contacts import contacts as contacts_command
+from deskbridge.cli.deliveries import deliveries as deliveries_command
+from deskbridge.cli.encryption import keys as keys_command
+from deskbridge.cli.events import events as events_command
 from deskbridge.cli.route import route as route_command
 from deskbridge.cli.stats import stats as stats_command
+from deskbridge.cli.token import token as token_command
 from deskbridge.config import Settings, load_accounts
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, DeskbridgeError
+from deskbridge.schemas import Channel
 
 __all__ = ["main"]
 
@@ -128,9 +133,7 @@ def check_config(file: Path) -> None:
 
 
 @cli.command()
-@click.argument(
-    "channel", type=click.Choice(["telegram", "whatsapp", "messenger", "line", "email", "sip"])
-)
+@click.argument("channel", type=click.Choice([c.value for c in CHANNELS]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(
@@ -184,7 +187,7 @@ def simulate(
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
-    if channel == "sip":
+    if channel == Channel.SIP:
         expected = call or 200 <= status < 300
         click.echo(f"the SIP listener answered {status}")
         if not expected:
@@ -236,11 +239,11 @@ def register(
     sys.exit(0 if ok else 1)
 
 
-# the admin API's commands (token, deliveries, events, contacts): see cli/admin.py
-cli.add_command(admin.token)
-cli.add_command(admin.deliveries)
-cli.add_command(admin.events)
-cli.add_command(admin.contacts)
+# the admin API's commands, one module each; what they share is in cli/admin_api.py
+cli.add_command(token_command)
+cli.add_command(deliveries_command)
+cli.add_command(events_command)
+cli.add_command(contacts_command)
 cli.add_command(stats_command)
 cli.add_command(route_command)
 cli.add_command(keys_command)

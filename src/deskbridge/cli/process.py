@@ -8,33 +8,42 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from deskbridge import __version__
+from deskbridge.adapters.demo import demo_accounts, demo_secrets
+from deskbridge.adapters.registry import CHANNELS, spec_of
 from deskbridge.adapters.sip import Listener
-from deskbridge.config import AccountsFile, EmailConfig, Settings, SipConfig, load_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, demo_accounts, demo_secrets, secrets_path
+from deskbridge.config import AccountsFile, Settings, load_accounts
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
-from deskbridge.gateway.sip import start_sip_listeners
-from deskbridge.gateway.smtp import start_smtp_listeners
 from deskbridge.http import make_client
+from deskbridge.listeners.sip import start_sip_listeners
+from deskbridge.listeners.smtp import start_smtp_listeners
+from deskbridge.outbound.registry import desk_spec_of
 from deskbridge.pipeline import run_worker
+from deskbridge.schemas import Desk
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
+from deskbridge.store.connection import Connection
 from deskbridge.store.keyring import load_vault
 
 __all__ = ["Loaded", "load", "serve_forever"]
 
 log = logging.getLogger("deskbridge")
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -103,36 +112,95 @@ def _banner(loaded: Loaded, role: str) -> None:
         shared: set[str] = set()
         for name, acc in loaded.accounts.accounts.items():
             for ch in acc.channels:
-                app = getattr(ch, "app", None)
-                if isinstance(ch, EmailConfig) and ch.inbound == "smtp":
-                    lines.append(f"  email ({name}): {ch.address} by SMTP at {ch.smtp_listen}")
-                elif isinstance(ch, SipConfig):
-                    over = "/".join(t.upper() for t in ch.transports)
-                    tls = f", TLS at {ch.tls_listen}" if ch.tls_listen else ""
-                    lines.append(f"  sip ({name}): {over} at {ch.listen}{tls}")
-                elif app is None:
+                spec = spec_of(ch)
+                listener = spec.listener(ch) if spec.listener is not None else None
+                if listener is not None:
+                    lines.append(f"  {ch.type} ({name}): {listener}")
+                elif spec.app_route is None:
                     lines.append(f"  {ch.type} webhook ({name}): {base}/webhooks/{ch.type}/{name}")
                 elif ch.type not in shared:
                     # a Meta app posts every number and Page to one URL
                     shared.add(ch.type)
                     lines.append(f"  {ch.type} webhook (Meta apps): {base}/webhooks/{ch.type}")
-            if acc.desk.type != "sandbox":
+            if desk_spec_of(acc.desk).replies_by_webhook:
                 lines.append(
                     f"  {acc.desk.type} agent replies ({name}): {base}/desks/{acc.desk.type}/{name}"
                 )
-        if any(a.desk.type == "sandbox" for a in loaded.accounts.accounts.values()):
+        if any(a.desk.type == Desk.SANDBOX.value for a in loaded.accounts.accounts.values()):
             lines.append(f"  sandbox desk: {local}/sandbox/")
     if loaded.demo:
         where = secrets_path(s.data_dir).resolve()
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
-            lines.append(f'  try: deskbridge simulate telegram --text "hello" --url {local}')
-            lines.append("       (or whatsapp, messenger, line, email, sip)")
+            first, *others = CHANNELS
+            lines.append(f'  try: deskbridge simulate {first} --text "hello" --url {local}')
+            lines.append(f"       (or {', '.join(others)})")
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+@contextlib.asynccontextmanager
+async def _listeners(rt: Runtime) -> AsyncIterator[None]:
+    """The SMTP and SIP listeners, started and closed in that order. One that cannot bind
+    is logged and reported on /readyz, never fatal."""
+    smtp_servers = await start_smtp_listeners(rt)
+    sip_listeners: list[Listener] = []
+    try:
+        sip_listeners = await start_sip_listeners(rt)
+        yield
+    finally:
+        for server in smtp_servers:
+            server.close()
+        for listener in sip_listeners:
+            await listener.close()
+
+
+@contextlib.asynccontextmanager
+async def _worker(rt: Runtime, url: str) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker loop's task, cancelled and awaited on the way out."""
+    worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+    try:
+        yield worker
+    finally:
+        worker.cancel()
+        # its error, if it ended with one, is already on its way out of serve_forever
+        await asyncio.wait([worker])
+
+
+def _private_redis(private: PrivateRedis) -> CleanupCtx:
+    """``deskbridge run`` without ``REDIS_URL``: its own redis-server, for the app's life."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await private.start()
+        try:
+            yield
+        finally:
+            await private.stop()
+
+    return ctx
+
+
+def _clients(redis: Connection, http: httpx.AsyncClient) -> CleanupCtx:
+    """The process's Redis pool (its eviction policy checked first) and HTTP client, both
+    opened lazily, closed after the gateway: HTTP client first, then the pool."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await check_policy(redis)
+            yield
+        finally:
+            await http.aclose()
+            await redis.aclose()
+
+    return ctx
+
+
 async def serve_forever(loaded: Loaded, role: str) -> None:
-    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly."""
+    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly.
+
+    The private Redis, the pool and the HTTP client are the app's ``cleanup_ctx``. The
+    SMTP and SIP listeners and the worker start only once the HTTP port is bound (a port
+    in use stops the process before they start), so they are entered after the site and
+    left in reverse order, before the runner's cleanup."""
     s = loaded.settings
     private: PrivateRedis | None = None
     url = s.redis_url
@@ -142,19 +210,17 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
                 f"REDIS_URL is not set: `deskbridge {role}` shares a Redis with other processes"
             )
         private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
-        await private.start()
         url = private.url
     redis = connect(url)
     http = make_client(timeout=s.http_timeout_seconds)
-    worker: asyncio.Task[None] | None = None
-    runner: web.AppRunner | None = None
-    smtp_servers: list[asyncio.Server] = []
-    sip_listeners: list[Listener] = []
-    try:
-        await check_policy(redis)
-        rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
-        app = create_app(rt, role=role)
-        runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
+    app = create_app(rt, role=role)
+    if private is not None:
+        app.cleanup_ctx.append(_private_redis(private))
+    app.cleanup_ctx.append(_clients(redis, http))
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(runner.cleanup)
         await runner.setup()
         # the imports leave ~75k long-lived objects; without this every full collection
         # walks them again and stalls requests in flight for 35-55 ms
@@ -162,38 +228,28 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         gc.freeze()
         await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
         if role in ("run", "serve"):
-            smtp_servers = await start_smtp_listeners(rt)
-            sip_listeners = await start_sip_listeners(rt)
+            await stack.enter_async_context(_listeners(rt))
+        worker = None
         if role in ("run", "worker"):
-            worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+            worker = await stack.enter_async_context(_worker(rt, url))
         _banner(loaded, role)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stopping = asyncio.create_task(stop.wait())
-        waiters: set[asyncio.Task[Any]] = {stopping}
-        if worker is not None:
-            waiters.add(worker)  # a worker that dies ends the process
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if worker is not None and worker.done() and not worker.cancelled():
-            exc = worker.exception()
-            if exc is not None:
-                raise exc
+        await _until_stopped(worker)
         log.info("shutting down")
-    finally:
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        for server in smtp_servers:
-            server.close()
-        for listener in sip_listeners:
-            await listener.close()
-        if runner is not None:
-            await runner.cleanup()
-        await http.aclose()
-        await redis.aclose()
-        if private is not None:
-            await private.stop()
+
+
+async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
+    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    waiters: set[asyncio.Task[Any]] = {stopping}
+    if worker is not None:
+        waiters.add(worker)  # a worker that dies ends the process
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if worker is not None and worker.done() and not worker.cancelled():
+        exc = worker.exception()
+        if exc is not None:
+            raise exc

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError
 from deskbridge.routing.enrich import detect_language, email_domain, phone_facts, tags_for
@@ -21,7 +22,7 @@ __all__ = ["route"]
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--account", required=True, help="The account whose rules to run.")
 @click.option(
-    "--channel", type=click.Choice([c.value for c in Channel]), required=True, help="Channel."
+    "--channel", type=click.Choice([c.value for c in CHANNELS]), required=True, help="Channel."
 )
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--from", "sender", default=None, help="Their number (+E.164) or email.")

@@ -20,6 +20,7 @@ from deskbridge.store import IntakeEvent
 
 __all__ = [
     "APP_SCOPE",
+    "accept_account_events",
     "accept_events",
     "accept_replies",
     "app_scope",
@@ -66,8 +67,15 @@ async def accept_events(
         raw = req
         if req is not None and bodies is not None:
             raw = dataclasses.replace(req, body=bodies.get(account, b""))
-        new += await _store(rt, account, source, Direction.INBOUND, source, raw, batch)
+        new += sum(await _store(rt, account, source, Direction.INBOUND, source, raw, batch))
     return new
+
+
+async def accept_account_events(
+    rt: Runtime, account: str, source: str, req: RawRequest | None, events: list[IntakeEvent]
+) -> list[bool]:
+    """Store one account's inbound events (re-ingest); per event, whether it was new."""
+    return await _store(rt, account, source, Direction.INBOUND, source, req, events)
 
 
 async def accept_replies(
@@ -93,7 +101,7 @@ async def accept_replies(
     accepted = 0
     # a delivery record names its channel, so one intake call per channel
     for channel, events in by_channel.items():
-        accepted += await _store(rt, account, source, Direction.OUTBOUND, channel, req, events)
+        accepted += sum(await _store(rt, account, source, Direction.OUTBOUND, channel, req, events))
     return accepted
 
 
@@ -179,8 +187,8 @@ async def _store(
     channel: str,
     req: RawRequest | None,
     events: list[IntakeEvent],
-) -> int:
-    """One intake call, counted; returns how many events were new."""
+) -> list[bool]:
+    """One intake call, counted; per event, whether it was new."""
     new = await rt.intake.accept(
         account=account,
         source=source,
@@ -193,4 +201,4 @@ async def _store(
     accepted = sum(new)
     rt.metrics.event(source, "accepted", "", n=accepted)
     rt.metrics.event(source, "duplicate", "", n=len(new) - accepted)
-    return accepted
+    return new

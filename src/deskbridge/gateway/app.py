@@ -12,7 +12,7 @@ from aiohttp import web
 
 from deskbridge.flows import Runtime
 from deskbridge.gateway import admin, health, intake, media, sandbox
-from deskbridge.gateway.keys import AUTH_FAILURES, CSRF, ROLE, RUNTIME
+from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
 

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deskbridge import __version__
 from deskbridge.errors import StoreUnavailable
-from deskbridge.gateway.keys import ROLE, RUNTIME
+from deskbridge.gateway.state import ROLE, RUNTIME
 from deskbridge.store.connection import cause
 
 __all__ = ["healthz", "metrics", "readyz"]

@@ -18,7 +18,7 @@ from deskbridge.errors import (
     StoreUnavailable,
 )
 from deskbridge.flows import Runtime, ingest
-from deskbridge.gateway.keys import AUTH_FAILURES, RUNTIME
+from deskbridge.gateway.state import AUTH_FAILURES, RUNTIME
 from deskbridge.schemas import Direction, RawRequest
 
 __all__ = ["channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]

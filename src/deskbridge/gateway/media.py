@@ -14,7 +14,7 @@ import zlib
 from aiohttp import web
 
 from deskbridge.errors import DeliveryError, PermanentError
-from deskbridge.gateway.keys import RUNTIME
+from deskbridge.gateway.state import RUNTIME
 from deskbridge.store.media import MediaLinkError
 
 __all__ = ["serve", "video_preview"]

@@ -28,7 +28,7 @@ from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, Whats
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
-from deskbridge.gateway.keys import CSRF, RUNTIME
+from deskbridge.gateway.state import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
 from deskbridge.schemas import AgentReply, Channel, Desk
 
@@ -449,6 +449,16 @@ def api_enabled(rt: Runtime) -> bool:
     return any(ch.sandbox for acc in rt.accounts.accounts.values() for ch in acc.channels)
 
 
+_STAND_INS: dict[Channel, tuple[str, Handler]] = {
+    Channel.TELEGRAM: ("{bot}/{method}", telegram_api),
+    Channel.WHATSAPP: ("{tail:.*}", whatsapp_api),
+    Channel.MESSENGER: ("{tail:.*}", messenger_api),
+    Channel.LINE: ("{tail:.*}", line_api),
+}
+"""The platform APIs a channel in sandbox mode talks to instead, by channel (the path
+after ``/sandbox/channel-api/{account}/{channel}/``); email and SIP keep an outbox."""
+
+
 def add_routes(app: web.Application) -> None:
     """Adds the pages and the channel API, each only when enabled (else they are 404)."""
     rt = app[RUNTIME]
@@ -459,8 +469,5 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))
     if not api_enabled(rt):
         return
-    api = "/sandbox/channel-api/{account}"
-    app.router.add_route("*", api + "/telegram/{bot}/{method}", telegram_api)
-    app.router.add_route("*", api + "/whatsapp/{tail:.*}", whatsapp_api)
-    app.router.add_route("*", api + "/messenger/{tail:.*}", messenger_api)
-    app.router.add_route("*", api + "/line/{tail:.*}", line_api)
+    for channel, (tail, handler) in _STAND_INS.items():
+        app.router.add_route("*", f"/sandbox/channel-api/{{account}}/{channel}/{tail}", handler)

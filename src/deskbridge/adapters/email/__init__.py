@@ -11,8 +11,10 @@ from deskbridge.adapters.email.mime import (
     part_content,
 )
 from deskbridge.adapters.email.quotes import render_quote_strip
+from deskbridge.adapters.email.spec import SPEC
 
 __all__ = [
+    "SPEC",
     "MailKind",
     "ParsedMail",
     "normalize_address",

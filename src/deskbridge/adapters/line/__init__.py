@@ -18,5 +18,6 @@ of that URL and the account's outbound adapter.
 
 from deskbridge.adapters.line.adapter import LineAdapter
 from deskbridge.adapters.line.simulate import sample_message
+from deskbridge.adapters.line.spec import SPEC
 
-__all__ = ["LineAdapter", "sample_message"]
+__all__ = ["SPEC", "LineAdapter", "sample_message"]

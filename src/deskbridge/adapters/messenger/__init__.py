@@ -15,5 +15,6 @@ API with its Page access token (``MessengerAdapter``), attachments going by URL.
 from deskbridge.adapters.messenger.adapter import MessengerAdapter
 from deskbridge.adapters.messenger.receiver import MessengerReceiver
 from deskbridge.adapters.messenger.simulate import sample_message
+from deskbridge.adapters.messenger.spec import SPEC
 
-__all__ = ["MessengerAdapter", "MessengerReceiver", "sample_message"]
+__all__ = ["SPEC", "MessengerAdapter", "MessengerReceiver", "sample_message"]

@@ -10,6 +10,7 @@ events) and ``adapter`` (replies out).
 from deskbridge.adapters.sip.adapter import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
 from deskbridge.adapters.sip.server import SipService
+from deskbridge.adapters.sip.spec import SPEC
 from deskbridge.adapters.sip.transport import Listener, start_listener
 
-__all__ = ["Listener", "SipAdapter", "SipReceiver", "SipService", "start_listener"]
+__all__ = ["SPEC", "Listener", "SipAdapter", "SipReceiver", "SipService", "start_listener"]

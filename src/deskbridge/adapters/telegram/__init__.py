@@ -6,5 +6,6 @@ header set with ``setWebhook``; replies and downloads go through the Bot API ove
 
 from deskbridge.adapters.telegram.adapter import TelegramAdapter
 from deskbridge.adapters.telegram.simulate import sample_update
+from deskbridge.adapters.telegram.spec import SPEC
 
-__all__ = ["TelegramAdapter", "sample_update"]
+__all__ = ["SPEC", "TelegramAdapter", "sample_update"]

@@ -12,5 +12,6 @@ through the Graph API with the account's bearer token (``WhatsAppAdapter``).
 from deskbridge.adapters.whatsapp.adapter import WhatsAppAdapter
 from deskbridge.adapters.whatsapp.receiver import WhatsAppReceiver
 from deskbridge.adapters.whatsapp.simulate import sample_message
+from deskbridge.adapters.whatsapp.spec import SPEC
 
-__all__ = ["WhatsAppAdapter", "WhatsAppReceiver", "sample_message"]
+__all__ = ["SPEC", "WhatsAppAdapter", "WhatsAppReceiver", "sample_message"]

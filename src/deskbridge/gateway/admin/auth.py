@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError
 
+from deskbridge.adapters.demo import demo_secrets
 from deskbridge.config import AccountsFile, Settings
-from deskbridge.config.demo import DEMO_ACCOUNT, demo_secrets, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.errors import ConfigError, DeskbridgeError
 
 __all__ = [

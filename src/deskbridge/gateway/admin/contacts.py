@@ -12,12 +12,14 @@ import re
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from deskbridge.adapters.registry import CHANNELS
 from deskbridge.errors import DeliveryError
 from deskbridge.flows import Runtime, privacy
 from deskbridge.gateway.admin.auth import Principal
-from deskbridge.gateway.keys import RUNTIME
+from deskbridge.gateway.admin.models import ContactAccountQuery, DecideBody, ForgetBody, LinkBody
+from deskbridge.gateway.state import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
 from deskbridge.outbound.capabilities import MergesUsers
@@ -47,7 +49,7 @@ def identity_ref(ref: str) -> Identity:
             raise ContactsBadInput(f"{ref!r} is not a valid phone number")
         return Identity(kind="phone", value=phone, strength="strong", source="operator")
     channel, colon, value = ref.partition(":")
-    if colon and channel in {c.value for c in Channel} and value:
+    if colon and channel in CHANNELS and value:
         return Identity(
             kind="channel_user",
             value=value,
@@ -62,7 +64,7 @@ def identity_ref(ref: str) -> Identity:
         return Identity(kind="email", value=key, strength="strong", source="operator")
     raise ContactsBadInput(
         f"{ref!r}: give a contact id, +E.164 number, email address or channel:id "
-        f"(channels: {', '.join(c.value for c in Channel)})"
+        f"(channels: {', '.join(CHANNELS)})"
     )
 
 
@@ -150,24 +152,6 @@ async def describe(rt: Runtime, account: str, contact_id: str) -> dict[str, Any]
     }
 
 
-class LinkBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    a: str = Field(min_length=1, max_length=320)
-    b: str = Field(min_length=1, max_length=320)
-    reason: str = Field(min_length=1, max_length=500)
-    merge_desk_users: bool = False
-    """Also merge the two desk users where the desk can (Zendesk: permanent)."""
-
-
-class DecideBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    contacts: tuple[str, str]
-    accept: bool
-    merge_desk_users: bool = False
-
-
 async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(await request.json())
@@ -179,9 +163,21 @@ async def _parse(request: web.Request, model: type[BaseModel]) -> Any:
         raise ContactsBadInput("the body is not JSON") from None
 
 
+def _query_account(request: web.Request) -> str | None:
+    """The ``account`` query parameter, through ``ContactAccountQuery``."""
+    q = request.query
+    try:
+        found = ContactAccountQuery.model_validate(
+            {k: q[k] for k in ContactAccountQuery.model_fields if k in q}
+        )
+    except ValidationError as exc:
+        raise ContactsBadInput(str(exc.errors()[0]["msg"])) from None
+    return found.account
+
+
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, request.query.get("account"), who)
+    account = _account(rt, _query_account(request), who)
     contact_id = await _contact_id(rt, account, request.match_info["ref"])
     return web.json_response(await describe(rt, account, contact_id))
 
@@ -265,7 +261,7 @@ async def unlink_route(request: web.Request, who: Principal) -> web.Response:
 
 async def suggestions_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, request.query.get("account"), who)
+    account = _account(rt, _query_account(request), who)
     pending = await _graph(rt).suggestions(rt.conversations.scope(account))
     return web.json_response(
         {
@@ -306,13 +302,6 @@ async def decide_route(request: web.Request, who: Principal) -> web.Response:
     return web.json_response({"decided": True, "accepted": body.accept, "desk": desk_done})
 
 
-class ForgetBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    desk: bool = False
-    """Also delete the desk user and tickets through the desk's API."""
-
-
 async def _erasure_target(rt: Runtime, account: str, ref: str) -> str | None:
     """The contact ``ref`` names, or None when deskbridge holds nothing under it (a
     malformed reference is still a 400)."""
@@ -349,7 +338,7 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
 
 async def export_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, request.query.get("account"), who)
+    account = _account(rt, _query_account(request), who)
     contact_id = await _contact_id(rt, account, request.match_info["ref"])
     doc = await privacy.export(rt, account, contact_id)
     if not doc["identities"] and not doc["accounts"]:

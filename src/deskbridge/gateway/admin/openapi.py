@@ -1,39 +1,221 @@
 """The admin API's OpenAPI 3.1 document, served at ``/admin/v1/openapi.json``.
 
-Kept by hand next to the routes; ``tests/test_admin_api.py`` fails when a route and the
-document disagree on methods and paths.
+Built from the pydantic models the routes parse and answer with (``models.py``) and one
+table of operations; ``tests/test_admin_api.py`` fails when that table and the served
+routes disagree on methods, paths or scopes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from deskbridge import __version__
+from deskbridge.gateway.admin.models import (
+    AccountQuery,
+    AuditPage,
+    ContactAccountQuery,
+    DecideBody,
+    DeliveryDetail,
+    DeliveryPage,
+    DeliveryQuery,
+    DiscardBody,
+    DiscardResult,
+    Error,
+    EventsQuery,
+    ForgetBody,
+    IdsBody,
+    LinkBody,
+    Lookup,
+    PageQuery,
+    RawPage,
+    ReingestBody,
+    ReingestResult,
+    ReplayBody,
+    ReplayResult,
+)
 
-__all__ = ["document"]
+__all__ = ["OPERATIONS", "Operation", "document"]
 
-_STATES = ["pending", "held", "delivered", "skipped", "dead", "failed", "discarded"]
-_CHANNELS = ["telegram", "whatsapp", "messenger", "line", "email", "sip"]
-_DESKS = ["sandbox", "zendesk", "intercom", "udesk"]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+_REF = "#/components/schemas/{model}"
+_CONTACT_REF = "A contact id, +E.164 number, email or channel:id."
+_NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One admin route as documented: ``answer`` None is a free-form JSON object;
+    ``path_param`` names the path's one parameter and describes it."""
+
+    method: str
+    path: str
+    scope: str | None
+    summary: str
+    answer: type[BaseModel] | None
+    answer_text: str
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    path_param: tuple[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
+OPERATIONS = [
+    Operation("GET", "/openapi.json", None, "This document.", None, "OpenAPI 3.1"),
+    Operation(
+        "GET",
+        "/deliveries",
+        "deliveries:read",
+        "List deliveries, newest first.",
+        DeliveryPage,
+        "A page.",
+        query=DeliveryQuery,
+    ),
+    Operation(
+        "GET",
+        "/deliveries/{id}",
+        "deliveries:read",
+        "One delivery with every attempt.",
+        DeliveryDetail,
+        "The delivery.",
+        query=AccountQuery,
+        path_param=("id", ""),
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "POST",
+        "/deliveries/lookup",
+        "deliveries:read",
+        "Many deliveries by id, each with its last attempt.",
+        Lookup,
+        "Found and missing.",
+        body=IdsBody,
+    ),
+    Operation(
+        "POST",
+        "/deliveries/replay",
+        "deliveries:write",
+        "Replay dead letters (idempotent: others are skipped with their state).",
+        ReplayResult,
+        "What was (or would be) replayed.",
+        body=ReplayBody,
+    ),
+    Operation(
+        "POST",
+        "/deliveries/discard",
+        "deliveries:write",
+        "Discard dead, held or pending deliveries (kept with who and why).",
+        DiscardResult,
+        "What was discarded.",
+        body=DiscardBody,
+    ),
+    Operation(
+        "GET",
+        "/events",
+        "deliveries:read",
+        "List kept raw requests, newest first.",
+        RawPage,
+        "A page.",
+        query=EventsQuery,
+    ),
+    Operation(
+        "POST",
+        "/events/reingest",
+        "deliveries:write",
+        "Parse kept raw requests again and take their new events in.",
+        ReingestResult,
+        "Per request, what was (or would be) taken.",
+        body=ReingestBody,
+    ),
+    Operation(
+        "GET",
+        "/contacts/{ref}",
+        "contacts:read",
+        "One contact: identities, edges with evidence, conversations, desk users.",
+        None,
+        "The contact.",
+        query=ContactAccountQuery,
+        path_param=("ref", _CONTACT_REF),
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "POST",
+        "/contacts/{ref}/forget",
+        "contacts:write",
+        "Erase a contact and everything kept about them (docs/privacy.md); "
+        "idempotent, audited with ids and counts only.",
+        None,
+        "What each step removed.",
+        body=ForgetBody,
+        path_param=("ref", _CONTACT_REF),
+        extra={
+            "409": {"description": "A delivery is in flight; try again."},
+            "502": {"description": "The desk erasure failed; nothing erased."},
+        },
+    ),
+    Operation(
+        "GET",
+        "/contacts/{ref}/export",
+        "contacts:read",
+        "Everything deskbridge holds about a contact, as one JSON document.",
+        None,
+        "The export.",
+        query=ContactAccountQuery,
+        path_param=("ref", _CONTACT_REF),
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "POST",
+        "/contacts/link",
+        "contacts:write",
+        "Link two identifiers (an operator's strong link: their contacts merge).",
+        None,
+        "The surviving contact.",
+        body=LinkBody,
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "POST",
+        "/contacts/unlink",
+        "contacts:write",
+        "Remove the link between two identifiers; the contact splits when nothing else joins them.",
+        None,
+        "The kept contact and the split-off one.",
+        body=LinkBody,
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "GET",
+        "/contacts/suggestions",
+        "contacts:read",
+        "Merge suggestions awaiting a decision (weak, shared or recycled).",
+        None,
+        "The pending suggestions.",
+        query=ContactAccountQuery,
+    ),
+    Operation(
+        "POST",
+        "/contacts/suggestions/decide",
+        "contacts:write",
+        "Accept (merge) or reject a suggestion.",
+        None,
+        "Done.",
+        body=DecideBody,
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "GET",
+        "/audit",
+        "audit:read",
+        "The audit log of admin writes, newest first.",
+        AuditPage,
+        "A page.",
+        query=PageQuery,
+    ),
+]
+"""Every ``/admin/v1`` route, as the document describes it."""
 
 _ERRORS = {
     "400": {"$ref": "#/components/responses/BadRequest"},
@@ -42,390 +224,84 @@ _ERRORS = {
     "503": {"$ref": "#/components/responses/Unavailable"},
 }
 
-_PAGE = [
-    _q("limit", "Page size (1-500, default 50).", {"type": "integer", "minimum": 1}),
-    _q("cursor", "The next_cursor of the previous page."),
-]
 
-_FILTER_PARAMS = [
-    _q("account", "One account (default: all)."),
-    _q("state", "failed is dead.", {"type": "string", "enum": _STATES}),
-    _q("direction", "", {"type": "string", "enum": ["inbound", "outbound"]}),
-    _q("channel", "", {"type": "string", "enum": _CHANNELS}),
-    _q("desk", "", {"type": "string", "enum": _DESKS}),
-    _q("conversation", "A conversation id."),
-    _q("error", "Case-insensitive text in the last error or the dead letter's reason."),
-    _q("since", "Created at or after (RFC 3339).", {"type": "string", "format": "date-time"}),
-    _q("until", "Created before (RFC 3339).", {"type": "string", "format": "date-time"}),
-]
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _op(
-    summary: str,
-    scope: str | None,
-    ok: dict[str, Any],
-    *,
-    params: list[dict[str, Any]] | None = None,
-    body: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {"200": ok, **(_ERRORS if scope else {}), **(extra or {})},
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _query(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A query model's fields as OpenAPI parameters (a query value is never null)."""
+    out = []
+    for name, prop in model.model_json_schema(ref_template=_REF)["properties"].items():
+        branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+        schema = {k: v for k, v in branches[0].items() if k not in ("title", "default")}
+        out.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": prop.get("description", ""),
+                "schema": schema,
+            }
+        )
+    return out
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    answer = _ref(op.answer) if op.answer is not None else {"type": "object"}
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "responses": {
+            "200": _json(answer, op.answer_text),
+            **(_ERRORS if op.scope else {}),
+            **op.extra,
+        },
     }
-    if scope:
-        op["security"] = [{"bearer": [scope]}]
-        op["description"] = f"Scope: `{scope}`."
+    if op.scope:
+        out["security"] = [{"bearer": [op.scope]}]
+        out["description"] = f"Scope: `{op.scope}`."
     else:
-        op["security"] = []
+        out["security"] = []
+    params: list[dict[str, Any]] = []
+    if op.path_param is not None:
+        name, description = op.path_param
+        param: dict[str, Any] = {"name": name, "in": "path", "required": True}
+        if description:
+            param["description"] = description
+        params.append({**param, "schema": {"type": "string"}})
+    if op.query is not None:
+        params += _query(op.query)
     if params:
-        op["parameters"] = params
-    if body:
-        op["requestBody"] = {
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": _ref(body)}},
+            "content": {"application/json": {"schema": _ref(op.body)}},
         }
-    return op
+    return out
 
 
 def _schemas() -> dict[str, Any]:
-    s: dict[str, Any] = {}
-    s["ContactLink"] = {
-        "type": "object",
-        "required": ["a", "b", "reason"],
-        "additionalProperties": False,
-        "properties": {
-            "account": {"type": "string"},
-            "a": {"type": "string", "description": "+E.164, email or channel:id"},
-            "b": {"type": "string"},
-            "reason": {"type": "string", "maxLength": 500},
-            "merge_desk_users": {"type": "boolean"},
-        },
-    }
-    s["ContactDecision"] = {
-        "type": "object",
-        "required": ["contacts", "accept"],
-        "additionalProperties": False,
-        "properties": {
-            "account": {"type": "string"},
-            "contacts": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 2,
-                "maxItems": 2,
-            },
-            "accept": {"type": "boolean"},
-            "merge_desk_users": {"type": "boolean"},
-        },
-    }
-    s["ContactForget"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "account": {"type": "string"},
-            "desk": {
-                "type": "boolean",
-                "description": "Also delete the desk user and tickets (default false).",
-            },
-        },
-    }
-    s["Error"] = {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {
-            "error": {
-                "type": "string",
-                "enum": [
-                    "bad_request",
-                    "unauthorized",
-                    "forbidden",
-                    "not_found",
-                    "admin_disabled",
-                    "unavailable",
-                    "busy",
-                    "desk_failed",
-                ],
-            },
-            "message": {"type": "string"},
-        },
-    }
-    s["Attempt"] = {
-        "type": "object",
-        "required": ["at", "outcome"],
-        "properties": {
-            "at": {"type": "string", "format": "date-time"},
-            "outcome": {
-                "type": "string",
-                "enum": [
-                    "delivered",
-                    "skipped",
-                    "held",
-                    "retry",
-                    "rate_limited",
-                    "permanent",
-                    "exhausted",
-                ],
-            },
-            "error": {"type": "string"},
-            "http_status": {"type": "integer"},
-            "wait": {"type": "number", "description": "Seconds until the next attempt."},
-        },
-    }
-    s["Delivery"] = {
-        "type": "object",
-        "description": "Optional fields are left out when empty.",
-        "required": [
-            "id",
-            "account",
-            "direction",
-            "channel",
-            "desk",
-            "conversation_id",
-            "event_id",
-            "state",
-            "attempts",
-            "created_at",
-            "updated_at",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "account": {"type": "string"},
-            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
-            "channel": {"type": "string"},
-            "desk": {"type": "string"},
-            "conversation_id": {"type": "string"},
-            "event_id": {"type": "string"},
-            "state": {"type": "string", "enum": [x for x in _STATES if x != "failed"]},
-            "attempts": {"type": "integer", "description": "Attempts that spent the budget."},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "last_error": {"type": "string"},
-            "last_status": {"type": "integer"},
-            "reason": {"type": "string", "description": "permanent, exhausted, parse_failed"},
-            "channel_status": {"type": "string"},
-            "channel_error": {"type": "string"},
-            "raw_id": {"type": "string"},
-            "replays": {"type": "integer"},
-            "replayed_at": {"type": "string", "format": "date-time"},
-            "replayed_by": {"type": "string"},
-            "discarded_at": {"type": "string", "format": "date-time"},
-            "discarded_by": {"type": "string"},
-            "discard_reason": {"type": "string"},
-            "last_attempt": _ref("Attempt"),
-        },
-    }
-    s["DeliveryDetail"] = {
-        "allOf": [
-            _ref("Delivery"),
-            {
-                "type": "object",
-                "properties": {"attempt_log": {"type": "array", "items": _ref("Attempt")}},
-            },
-        ]
-    }
-    s["DeliveryPage"] = {
-        "type": "object",
-        "required": ["deliveries", "next_cursor"],
-        "properties": {
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-    s["Filter"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            p["name"]: {**p["schema"], "description": p["description"]} for p in _FILTER_PARAMS
-        },
-    }
-    ids = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 1000}
-    s["Ids"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["ids"],
-        "properties": {"ids": ids, "account": {"type": "string"}},
-    }
-    s["Lookup"] = {
-        "type": "object",
-        "required": ["deliveries", "missing"],
-        "properties": {
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
-            "missing": {"type": "array", "items": {"type": "string"}},
-        },
-    }
-    skipped = {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "properties": {"id": {"type": "string"}, "reason": {"type": "string"}},
-        },
-    }
-    s["Replay"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "ids, or a filter (its state defaults to dead; at most 10,000 matches).",
-        "properties": {
-            "ids": ids,
-            "account": {"type": "string", "description": "With ids: where to look."},
-            "filter": _ref("Filter"),
-            "dry_run": {"type": "boolean"},
-        },
-    }
-    s["ReplayResult"] = {
-        "type": "object",
-        "properties": {
-            "dry_run": {"type": "boolean"},
-            "matched": {"type": "integer"},
-            "replayed": {"type": "array", "items": {"type": "string"}},
-            "skipped": skipped,
-            "missing": {"type": "array", "items": {"type": "string"}},
-            "truncated": {"type": "boolean"},
-        },
-    }
-    s["Discard"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["ids", "reason"],
-        "properties": {
-            "ids": ids,
-            "reason": {"type": "string", "minLength": 1, "maxLength": 500},
-            "account": {"type": "string"},
-        },
-    }
-    s["DiscardResult"] = {
-        "type": "object",
-        "properties": {
-            "discarded": {"type": "array", "items": {"type": "string"}},
-            "skipped": skipped,
-            "missing": {"type": "array", "items": {"type": "string"}},
-        },
-    }
-    s["RawEvent"] = {
-        "type": "object",
-        "description": "A kept raw request (never its body).",
-        "properties": {
-            "id": {"type": "string"},
-            "account": {"type": "string"},
-            "source": {"type": "string", "description": "The channel (or desk) it came from."},
-            "received_at": {"type": "string", "format": "date-time"},
-            "method": {"type": "string"},
-            "path": {"type": "string"},
-            "size": {"type": "integer"},
-            "parse_failed": {"type": "boolean"},
-            "delivery_id": {"type": "string", "description": "Its parse_failed dead letter."},
-        },
-    }
-    s["RawPage"] = {
-        "type": "object",
-        "properties": {
-            "events": {"type": "array", "items": _ref("RawEvent")},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-    s["Reingest"] = {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "ids, or a time range (since, optional until) with paging.",
-        "properties": {
-            "account": {"type": "string"},
-            "channel": {"type": "string", "enum": _CHANNELS + _DESKS},
-            "since": {"type": "string", "format": "date-time"},
-            "until": {"type": "string", "format": "date-time"},
-            "ids": {**ids},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-            "cursor": {"type": "string"},
-            "dry_run": {"type": "boolean", "default": False},
-            "allow_duplicates": {
-                "type": "boolean",
-                "default": False,
-                "description": "Also take requests older than the dedup window.",
-            },
-        },
-    }
-    s["ReingestResult"] = {
-        "type": "object",
-        "properties": {
-            "dry_run": {"type": "boolean"},
-            "totals": {
-                "type": "object",
-                "properties": {
-                    k: {"type": "integer"} for k in ("raw", "new", "duplicate", "ignored", "errors")
-                },
-            },
-            "raw": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "account": {"type": "string"},
-                        "source": {"type": "string"},
-                        "parse_failed": {"type": "boolean"},
-                        "new": {"type": "integer"},
-                        "duplicate": {"type": "integer"},
-                        "ignored": {"type": "integer"},
-                        "error": {"type": "string"},
-                        "events": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "kind": {"type": "string"},
-                                    "conversation_id": {"type": "string"},
-                                    "status": {
-                                        "type": "string",
-                                        "enum": ["new", "duplicate", "ignored"],
-                                    },
-                                    "delivery_id": {"type": "string"},
-                                    "state": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-    s["AuditPage"] = {
-        "type": "object",
-        "properties": {
-            "entries": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "at": {"type": "string", "format": "date-time"},
-                        "who": {"type": "string", "description": "The token's sub."},
-                        "action": {
-                            "type": "string",
-                            "enum": [
-                                "deliveries.replay",
-                                "deliveries.discard",
-                                "events.reingest",
-                                "contacts.link",
-                                "contacts.unlink",
-                                "contacts.accept",
-                                "contacts.reject",
-                                "contacts.forget",
-                                "contacts.export",
-                            ],
-                        },
-                        "count": {"type": "integer"},
-                        "details": {"type": "object"},
-                    },
-                },
-            },
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
-    return s
+    """Every body and answer model's JSON schema, the models they use included."""
+    models: set[type[BaseModel]] = {Error}
+    for op in OPERATIONS:
+        models |= {m for m in (op.body, op.answer) if m is not None}
+    _, top = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template=_REF,
+    )
+    return dict(top["$defs"])
 
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of every ``/admin/v1`` route."""
-    p = "/admin/v1"
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(f"/admin/v1{op.path}", {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -434,184 +310,7 @@ def document() -> dict[str, Any]:
             "description": "Deliveries, raw requests, contacts, the audit log. See docs/admin.md.",
         },
         "servers": [{"url": "/"}],
-        "paths": {
-            f"{p}/openapi.json": {
-                "get": _op("This document.", None, _json({"type": "object"}, "OpenAPI 3.1"))
-            },
-            f"{p}/deliveries": {
-                "get": _op(
-                    "List deliveries, newest first.",
-                    "deliveries:read",
-                    _json(_ref("DeliveryPage"), "A page."),
-                    params=_FILTER_PARAMS + _PAGE,
-                )
-            },
-            f"{p}/deliveries/{{id}}": {
-                "get": _op(
-                    "One delivery with every attempt.",
-                    "deliveries:read",
-                    _json(_ref("DeliveryDetail"), "The delivery."),
-                    params=[
-                        {
-                            "name": "id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        _q("account", "Where to look (default: every account)."),
-                    ],
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/deliveries/lookup": {
-                "post": _op(
-                    "Many deliveries by id, each with its last attempt.",
-                    "deliveries:read",
-                    _json(_ref("Lookup"), "Found and missing."),
-                    body="Ids",
-                )
-            },
-            f"{p}/deliveries/replay": {
-                "post": _op(
-                    "Replay dead letters (idempotent: others are skipped with their state).",
-                    "deliveries:write",
-                    _json(_ref("ReplayResult"), "What was (or would be) replayed."),
-                    body="Replay",
-                )
-            },
-            f"{p}/deliveries/discard": {
-                "post": _op(
-                    "Discard dead, held or pending deliveries (kept with who and why).",
-                    "deliveries:write",
-                    _json(_ref("DiscardResult"), "What was discarded."),
-                    body="Discard",
-                )
-            },
-            f"{p}/events": {
-                "get": _op(
-                    "List kept raw requests, newest first.",
-                    "deliveries:read",
-                    _json(_ref("RawPage"), "A page."),
-                    params=[
-                        _q("account", "One account (default: all)."),
-                        _q("channel", "A channel or desk.", {"type": "string"}),
-                        _q("since", "Received at or after.", {"type": "string"}),
-                        _q("until", "Received before.", {"type": "string"}),
-                        *_PAGE,
-                    ],
-                )
-            },
-            f"{p}/events/reingest": {
-                "post": _op(
-                    "Parse kept raw requests again and take their new events in.",
-                    "deliveries:write",
-                    _json(_ref("ReingestResult"), "Per request, what was (or would be) taken."),
-                    body="Reingest",
-                )
-            },
-            f"{p}/contacts/{{ref}}": {
-                "get": _op(
-                    "One contact: identities, edges with evidence, conversations, desk users.",
-                    "contacts:read",
-                    _json({"type": "object"}, "The contact."),
-                    params=[
-                        {
-                            "name": "ref",
-                            "in": "path",
-                            "required": True,
-                            "description": "A contact id, +E.164 number, email or channel:id.",
-                            "schema": {"type": "string"},
-                        },
-                        _q("account", "The account (required when there are several)."),
-                    ],
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/contacts/{{ref}}/forget": {
-                "post": _op(
-                    "Erase a contact and everything kept about them (docs/privacy.md); "
-                    "idempotent, audited with ids and counts only.",
-                    "contacts:write",
-                    _json({"type": "object"}, "What each step removed."),
-                    params=[
-                        {
-                            "name": "ref",
-                            "in": "path",
-                            "required": True,
-                            "description": "A contact id, +E.164 number, email or channel:id.",
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    body="ContactForget",
-                    extra={
-                        "409": {"description": "A delivery is in flight; try again."},
-                        "502": {"description": "The desk erasure failed; nothing erased."},
-                    },
-                )
-            },
-            f"{p}/contacts/{{ref}}/export": {
-                "get": _op(
-                    "Everything deskbridge holds about a contact, as one JSON document.",
-                    "contacts:read",
-                    _json({"type": "object"}, "The export."),
-                    params=[
-                        {
-                            "name": "ref",
-                            "in": "path",
-                            "required": True,
-                            "description": "A contact id, +E.164 number, email or channel:id.",
-                            "schema": {"type": "string"},
-                        },
-                        _q("account", "The account (required when there are several)."),
-                    ],
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/contacts/link": {
-                "post": _op(
-                    "Link two identifiers (an operator's strong link: their contacts merge).",
-                    "contacts:write",
-                    _json({"type": "object"}, "The surviving contact."),
-                    body="ContactLink",
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/contacts/unlink": {
-                "post": _op(
-                    "Remove the link between two identifiers; the contact splits when "
-                    "nothing else joins them.",
-                    "contacts:write",
-                    _json({"type": "object"}, "The kept contact and the split-off one."),
-                    body="ContactLink",
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/contacts/suggestions": {
-                "get": _op(
-                    "Merge suggestions awaiting a decision (weak, shared or recycled).",
-                    "contacts:read",
-                    _json({"type": "object"}, "The pending suggestions."),
-                    params=[_q("account", "The account (required when there are several).")],
-                )
-            },
-            f"{p}/contacts/suggestions/decide": {
-                "post": _op(
-                    "Accept (merge) or reject a suggestion.",
-                    "contacts:write",
-                    _json({"type": "object"}, "Done."),
-                    body="ContactDecision",
-                    extra={"404": {"$ref": "#/components/responses/NotFound"}},
-                )
-            },
-            f"{p}/audit": {
-                "get": _op(
-                    "The audit log of admin writes, newest first.",
-                    "audit:read",
-                    _json(_ref("AuditPage"), "A page."),
-                    params=_PAGE,
-                )
-            },
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "bearer": {
@@ -624,7 +323,7 @@ def document() -> dict[str, Any]:
             },
             "schemas": _schemas(),
             "responses": {
-                name: _json(_ref("Error"), text)
+                name: _json(_ref(Error), text)
                 for name, text in (
                     ("BadRequest", "Bad input; nothing was changed."),
                     ("Unauthorized", "Missing, malformed, expired or wrongly signed token."),

@@ -12,21 +12,51 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from deskbridge.config import MessengerConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import app_scope
+from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
+from deskbridge.gateway.admin.models import (
+    CHANNEL_NAMES,
+    DESK_NAMES,
+    MAX_LIMIT,
+    SOURCES,
+    STATES,
+    AccountQuery,
+    AuditEntry,
+    AuditPage,
+    DeliveryDetail,
+    DeliveryPage,
+    DeliveryQuery,
+    DiscardBody,
+    DiscardResult,
+    EventsQuery,
+    FilterBody,
+    IdsBody,
+    Lookup,
+    LookupItem,
+    PageQuery,
+    RawEvent,
+    RawPage,
+    ReingestBody,
+    ReingestedRaw,
+    ReingestResult,
+    ReingestTotals,
+    ReplayBody,
+    ReplayResult,
+    Skipped,
+)
 from deskbridge.gateway.admin.openapi import document
-from deskbridge.gateway.admin.reingest import reingest_one
-from deskbridge.gateway.keys import RUNTIME
-from deskbridge.schemas import Channel, Delivery, DeliveryState, Desk, Direction
+from deskbridge.gateway.state import RUNTIME
+from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
     DeliveryFilter,
@@ -42,12 +72,10 @@ PREFIX = "/admin/v1"
 ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
 _ADMIN_OFF = web.AppKey("admin_off", str)
 
-_MAX_LIMIT = 500
-_MAX_IDS = 1000
 _MAX_FILTERED = 10_000
-_MAX_REINGEST = 1000
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+Q = TypeVar("Q", bound=BaseModel)
 
 
 class BadInput(Exception):
@@ -130,8 +158,8 @@ def _choice(name: str, value: str | None, allowed: list[str]) -> str | None:
 def _limit(value: str | None, default: int = 50) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= _MAX_LIMIT:
-        raise BadInput(f"limit: a number from 1 to {_MAX_LIMIT}")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise BadInput(f"limit: a number from 1 to {MAX_LIMIT}")
     return int(value)
 
 
@@ -161,32 +189,14 @@ def _accounts(rt: Runtime, account: str | None, who: Principal) -> list[str]:
     return [account]
 
 
-_STATES = [s.value for s in DeliveryState] + ["failed"]
-
-
-class FilterBody(BaseModel):
-    """A delivery filter in a request body (the list route's query parameters)."""
-
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    state: str | None = None
-    direction: str | None = None
-    channel: str | None = None
-    desk: str | None = None
-    conversation: str | None = None
-    error: str | None = Field(default=None, max_length=200)
-    since: str | None = None
-    until: str | None = None
-
-
 def _filter(rt: Runtime, f: FilterBody, who: Principal) -> tuple[list[str], DeliveryFilter]:
-    state = _choice("state", f.state, _STATES)
+    state = _choice("state", f.state, STATES)
     direction = _choice("direction", f.direction, [d.value for d in Direction])
     filt = DeliveryFilter(
         state=DeliveryState.DEAD if state == "failed" else DeliveryState(state) if state else None,
         direction=Direction(direction) if direction else None,
-        channel=_choice("channel", f.channel, [c.value for c in Channel]),
-        desk=_choice("desk", f.desk, [d.value for d in Desk]),
+        channel=_choice("channel", f.channel, CHANNEL_NAMES),
+        desk=_choice("desk", f.desk, DESK_NAMES),
         conversation=f.conversation or None,
         error=f.error or None,
         since_ms=_time("since", f.since),
@@ -206,8 +216,18 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
         raise BadInput(problems) from None
 
 
-def _delivery(d: Delivery) -> dict[str, Any]:
-    return d.model_dump(mode="json", exclude_none=True)
+def _query(request: web.Request, model: type[Q]) -> Q:
+    """The request's query string through ``model``; raises ``BadInput`` (first problem)."""
+    q = request.query
+    try:
+        return model.model_validate({k: q[k] for k in model.model_fields if k in q})
+    except ValidationError as exc:
+        raise BadInput(str(exc.errors()[0]["msg"])) from None
+
+
+def _answer(model: BaseModel, *, exclude_none: bool = False) -> web.Response:
+    """``model`` as the JSON answer (``exclude_none``: without empty optional fields)."""
+    return web.json_response(model.model_dump(mode="json", exclude_none=exclude_none))
 
 
 # --- deliveries --------------------------------------------------------------------------
@@ -215,21 +235,15 @@ def _delivery(d: Delivery) -> dict[str, Any]:
 
 async def list_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    q = request.query
-    try:
-        f = FilterBody.model_validate({k: q[k] for k in FilterBody.model_fields if k in q})
-    except ValidationError as exc:
-        raise BadInput(str(exc.errors()[0]["msg"])) from None
-    accounts, filt = _filter(rt, f, who)
+    q = _query(request, DeliveryQuery)
+    accounts, filt = _filter(rt, q, who)
     page = await rt.listing.deliveries(
         accounts,
         filt,
-        limit=_limit(q.get("limit")),
-        cursor=_cursor(q.get("cursor")),
+        limit=_limit(q.limit),
+        cursor=_cursor(q.cursor),
     )
-    return web.json_response(
-        {"deliveries": [_delivery(d) for d in page.items], "next_cursor": page.next_cursor}
-    )
+    return _answer(DeliveryPage(deliveries=page.items, next_cursor=page.next_cursor))
 
 
 async def _find(
@@ -244,49 +258,28 @@ async def _find(
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     ident = request.match_info["id"]
-    d = await _find(rt, who, ident, request.query.get("account"))
+    d = await _find(rt, who, ident, _query(request, AccountQuery).account)
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
-    return web.json_response(
-        {
-            **_delivery(d),
-            "attempt_log": [a.model_dump(mode="json", exclude_none=True) for a in attempts],
-        }
-    )
-
-
-class IdsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] = Field(min_length=1, max_length=_MAX_IDS)
-    account: str | None = None
+    detail = DeliveryDetail(**dict(d), attempt_log=list(attempts))
+    return _answer(detail, exclude_none=True)
 
 
 async def lookup_route(request: web.Request, who: Principal) -> web.Response:
     """Many deliveries at once, with each one's last attempt (how the CLI polls a replay)."""
     rt = request.app[RUNTIME]
     body: IdsBody = await _body(request, IdsBody)
-    found, missing = [], []
+    found: list[LookupItem] = []
+    missing: list[str] = []
     for ident in dict.fromkeys(body.ids):
         d = await _find(rt, who, ident, body.account)
         if d is None:
             missing.append(ident)
             continue
         last = await rt.deliveries.last_outcome(d.account, d.id)
-        item = _delivery(d)
-        if last is not None:
-            item["last_attempt"] = last.model_dump(mode="json", exclude_none=True)
-        found.append(item)
-    return web.json_response({"deliveries": found, "missing": missing})
-
-
-class ReplayBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] | None = Field(default=None, min_length=1, max_length=_MAX_IDS)
-    account: str | None = None
-    """With ``ids``: where to look (default: every account)."""
-    filter: FilterBody | None = None
-    dry_run: bool = False
+        found.append(LookupItem(**dict(d), last_attempt=last))
+    return _answer(Lookup(deliveries=found, missing=missing), exclude_none=True)
 
 
 async def _select(
@@ -312,7 +305,7 @@ async def _select(
         filt = DeliveryFilter(**{**_fields(filt), "state": DeliveryState.DEAD})
     chosen, cursor = [], None
     while True:
-        page = await rt.listing.deliveries(accounts, filt, limit=_MAX_LIMIT, cursor=cursor)
+        page = await rt.listing.deliveries(accounts, filt, limit=MAX_LIMIT, cursor=cursor)
         chosen += page.items
         if page.next_cursor is None:
             return chosen[:_MAX_FILTERED], [], len(chosen) > _MAX_FILTERED
@@ -339,7 +332,7 @@ async def replay_route(request: web.Request, who: Principal) -> web.Response:
     body: ReplayBody = await _body(request, ReplayBody)
     chosen, missing, truncated = await _select(rt, body, who)
     replayed: list[str] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     # oldest first, so each goes back into its lane before the later ones
     for d in sorted(chosen, key=lambda d: d.id):
         if body.dry_run:
@@ -352,7 +345,7 @@ async def replay_route(request: web.Request, who: Principal) -> web.Response:
         if why is None:
             replayed.append(d.id)
         else:
-            skipped.append({"id": d.id, "reason": why})
+            skipped.append(Skipped(id=d.id, reason=why))
     if not body.dry_run:
         details: dict[str, Any] = {"skipped": len(skipped), "missing": len(missing)}
         if body.ids is not None:
@@ -361,23 +354,16 @@ async def replay_route(request: web.Request, who: Principal) -> web.Response:
             details["filter"] = body.filter.model_dump(exclude_none=True)
         await rt.audit.record(who.sub, "deliveries.replay", len(replayed), details)
         log.info("admin replay by token sub: %d replayed, %d skipped", len(replayed), len(skipped))
-    return web.json_response(
-        {
-            "dry_run": body.dry_run,
-            "matched": len(chosen),
-            "replayed": replayed,
-            "skipped": skipped,
-            "missing": missing,
-            "truncated": truncated,
-        }
+    return _answer(
+        ReplayResult(
+            dry_run=body.dry_run,
+            matched=len(chosen),
+            replayed=replayed,
+            skipped=skipped,
+            missing=missing,
+            truncated=truncated,
+        )
     )
-
-
-class DiscardBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    ids: list[str] = Field(min_length=1, max_length=_MAX_IDS)
-    reason: str = Field(min_length=1, max_length=500)
-    account: str | None = None
 
 
 async def discard_route(request: web.Request, who: Principal) -> web.Response:
@@ -386,7 +372,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
     if not body.reason.strip():
         raise BadInput("reason: say why")
     discarded: list[str] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skipped] = []
     missing: list[str] = []
     for ident in dict.fromkeys(body.ids):
         d = await _find(rt, who, ident, body.account)
@@ -399,14 +385,14 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
         if result == "discarded":
             discarded.append(d.id)
         else:
-            skipped.append({"id": d.id, "reason": result})
+            skipped.append(Skipped(id=d.id, reason=result))
     await rt.audit.record(
         who.sub,
         "deliveries.discard",
         len(discarded),
         {"ids": body.ids[:100], "reason": body.reason.strip(), "skipped": len(skipped)},
     )
-    return web.json_response({"discarded": discarded, "skipped": skipped, "missing": missing})
+    return _answer(DiscardResult(discarded=discarded, skipped=skipped, missing=missing))
 
 
 # --- raw events ----------------------------------------------------------------------------
@@ -432,59 +418,41 @@ def _sources(rt: Runtime, accounts: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _raw(entry: RawEntry) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": entry.id,
-        "account": entry.account,
-        "source": entry.source,
-        "received_at": entry.received_at.isoformat(),
-        "method": entry.method,
-        "path": entry.path,
-        "size": entry.size,
-        "parse_failed": entry.delivery_id is not None,
-    }
-    if entry.delivery_id is not None:
-        body["delivery_id"] = entry.delivery_id
-    return body
+def _raw(entry: RawEntry) -> RawEvent:
+    return RawEvent(
+        id=entry.id,
+        account=entry.account,
+        source=entry.source,
+        received_at=entry.received_at.isoformat(),
+        method=entry.method,
+        path=entry.path,
+        size=entry.size,
+        parse_failed=entry.delivery_id is not None,
+        delivery_id=entry.delivery_id,
+    )
 
 
 def _source(name: str, value: str | None) -> tuple[str, ...]:
-    allowed = [c.value for c in Channel] + [d.value for d in Desk]
-    chosen = _choice(name, value, allowed)
+    chosen = _choice(name, value, SOURCES)
     return (chosen,) if chosen else ()
 
 
 async def events_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    q = request.query
-    accounts = _accounts(rt, q.get("account"), who)
+    q = _query(request, EventsQuery)
+    accounts = _accounts(rt, q.account, who)
     filt = RawFilter(
-        sources=_source("channel", q.get("channel")),
-        since_ms=_time("since", q.get("since")),
-        until_ms=_time("until", q.get("until")),
+        sources=_source("channel", q.channel),
+        since_ms=_time("since", q.since),
+        until_ms=_time("until", q.until),
     )
     page = await rt.listing.raws(
         _sources(rt, accounts),
         filt,
-        limit=_limit(q.get("limit")),
-        cursor=_cursor(q.get("cursor")),
+        limit=_limit(q.limit),
+        cursor=_cursor(q.cursor),
     )
-    return web.json_response(
-        {"events": [_raw(e) for e in page.items], "next_cursor": page.next_cursor}
-    )
-
-
-class ReingestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    account: str | None = None
-    channel: str | None = None
-    since: str | None = None
-    until: str | None = None
-    ids: list[str] | None = Field(default=None, min_length=1, max_length=_MAX_REINGEST)
-    limit: int = Field(default=100, ge=1, le=_MAX_REINGEST)
-    cursor: str | None = None
-    dry_run: bool = False
-    allow_duplicates: bool = False
+    return _answer(RawPage(events=[_raw(e) for e in page.items], next_cursor=page.next_cursor))
 
 
 async def reingest_route(request: web.Request, who: Principal) -> web.Response:
@@ -526,13 +494,13 @@ async def reingest_route(request: web.Request, who: Principal) -> web.Response:
             details["ids"] = body.ids[:100]
         details |= {"duplicate": totals["duplicate"], "errors": totals["errors"]}
         await rt.audit.record(who.sub, "events.reingest", totals["new"], details)
-    return web.json_response(
-        {
-            "dry_run": body.dry_run,
-            "totals": totals,
-            "raw": [o.as_json() for o in outcomes],
-            "next_cursor": next_cursor,
-        }
+    return _answer(
+        ReingestResult(
+            dry_run=body.dry_run,
+            totals=ReingestTotals(**totals),
+            raw=[ReingestedRaw.model_validate(o.as_json()) for o in outcomes],
+            next_cursor=next_cursor,
+        )
     )
 
 
@@ -575,27 +543,26 @@ async def audit_route(request: web.Request, who: Principal) -> web.Response:
     if who.limited:
         # the audit log is the deployment's, across accounts: not for a tenant's token
         return _error(403, "forbidden", "the audit log needs a token not limited to accounts")
+    q = _query(request, PageQuery)
     try:
-        entries, cursor = await rt.audit.read(
-            limit=_limit(request.query.get("limit")), before=request.query.get("cursor") or None
-        )
+        entries, cursor = await rt.audit.read(limit=_limit(q.limit), before=q.cursor or None)
     except ValueError as exc:
         raise BadInput(f"cursor: {exc}") from None
-    return web.json_response(
-        {
-            "entries": [
-                {
-                    "id": e.id,
-                    "at": e.at.isoformat(),
-                    "who": e.who,
-                    "action": e.action,
-                    "count": e.count,
-                    "details": e.details,
-                }
+    return _answer(
+        AuditPage(
+            entries=[
+                AuditEntry(
+                    id=e.id,
+                    at=e.at.isoformat(),
+                    who=e.who,
+                    action=e.action,
+                    count=e.count,
+                    details=e.details,
+                )
                 for e in entries
             ],
-            "next_cursor": cursor,
-        }
+            next_cursor=cursor,
+        )
     )
 
 

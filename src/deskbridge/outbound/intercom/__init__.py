@@ -24,6 +24,7 @@ from deskbridge.outbound.intercom.connector import (
     PHONES_ATTRIBUTE,
     IntercomConnector,
 )
+from deskbridge.outbound.intercom.spec import SPEC
 from deskbridge.outbound.intercom.throttle import Throttle
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "FILES_PER_PART",
     "MAX_ATTACHMENT_BYTES",
     "PHONES_ATTRIBUTE",
+    "SPEC",
     "IntercomConnector",
     "Throttle",
 ]

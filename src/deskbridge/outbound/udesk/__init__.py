@@ -18,6 +18,7 @@ What could not be verified at the source is listed in ``docs/desks/udesk.md``.
 
 from deskbridge.outbound.udesk.connector import Polled, UdeskConnector
 from deskbridge.outbound.udesk.sign import sign
+from deskbridge.outbound.udesk.spec import SPEC
 from deskbridge.outbound.udesk.state import MemoryUdeskState, UdeskState
 
-__all__ = ["MemoryUdeskState", "Polled", "UdeskConnector", "UdeskState", "sign"]
+__all__ = ["SPEC", "MemoryUdeskState", "Polled", "UdeskConnector", "UdeskState", "sign"]

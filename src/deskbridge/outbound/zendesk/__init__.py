@@ -20,5 +20,6 @@ What could not be verified is listed in ``docs/desks/zendesk.md``.
 """
 
 from deskbridge.outbound.zendesk.connector import MAX_ATTACHMENT_BYTES, ZendeskConnector
+from deskbridge.outbound.zendesk.spec import SPEC
 
-__all__ = ["MAX_ATTACHMENT_BYTES", "ZendeskConnector"]
+__all__ = ["MAX_ATTACHMENT_BYTES", "SPEC", "ZendeskConnector"]

@@ -32,9 +32,9 @@ from typing import Any
 from deskbridge.adapters.base import Receiver
 from deskbridge.config import MessengerConfig, WhatsAppConfig
 from deskbridge.errors import ParseFailed, RequestRefused
-from deskbridge.flows import Runtime
-from deskbridge.flows.ingest import APP_SCOPE, accept_replies, app_scope
-from deskbridge.schemas import AgentReply, Channel, Direction, InboundEvent, RawRequest
+from deskbridge.flows.ingest import APP_SCOPE, accept_account_events, accept_replies, app_scope
+from deskbridge.flows.runtime import Runtime
+from deskbridge.schemas import AgentReply, Channel, InboundEvent, RawRequest
 from deskbridge.store import IntakeEvent
 from deskbridge.store.listing import RawEntry
 
@@ -201,15 +201,7 @@ async def _take(
     before = [await _taken_by(rt, account, source, ev.dedup_key) for ev in events]
     new = [t["status"] == "new" for t in before]
     if not dry_run and events:
-        new = await rt.intake.accept(
-            account=account,
-            source=source,
-            direction=Direction.INBOUND,
-            channel=Channel(source).value,
-            desk=rt.accounts.accounts[account].desk.type,
-            req=req,
-            events=events,
-        )
+        new = await accept_account_events(rt, account, Channel(source).value, req, events)
     for ev, ie, taken, is_new in zip(parsed, events, before, new, strict=True):
         entry: dict[str, Any] = {"kind": ev.kind, "conversation_id": ie.conversation_id}
         if account != out.account:

@@ -1,0 +1,79 @@
+"""The demo account: what ``deskbridge run`` serves when there is no accounts file.
+
+Sandbox desk, every registered channel in sandbox mode, each contributing its entry
+(and its secrets group) through its spec's ``demo``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.adapters.spec import DemoContext
+from deskbridge.config import AccountsFile, parse_accounts
+from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets
+from deskbridge.schemas import Desk
+
+__all__ = ["demo_accounts", "demo_secrets"]
+
+
+def _generate() -> dict[str, Any]:
+    out: dict[str, Any] = {
+        # 256 random bits, base64url: the format DESKBRIDGE_ENCRYPTION_KEY takes
+        "encryption_key": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+    }
+    for spec in CHANNELS.values():
+        demo = spec.demo
+        if demo.secrets_group is not None and demo.secrets is not None:
+            # channels of one platform share its group: generated once
+            out.setdefault(demo.secrets_group, demo.secrets())
+    # the admin API's HS256 key: `deskbridge token create` reads it from this file
+    out["admin_jwt_secret"] = secrets.token_urlsafe(32)
+    return out
+
+
+def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
+    """The demo secrets, generated on first use. Channels added later get theirs filled
+    in. Raises ``ConfigError`` when the file is unreadable, or missing and not ``create``."""
+    return read_secrets(data_dir, _generate, create=create)
+
+
+def demo_accounts(
+    data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525", sip_listen: str = "127.0.0.1:5060"
+) -> AccountsFile:
+    """The demo accounts file, its secrets read (or generated) in ``data_dir``."""
+    ctx = DemoContext(demo_secrets(data_dir), smtp_listen=smtp_listen, sip_listen=sip_listen)
+    apps: dict[str, Any] = {}
+    for spec in CHANNELS.values():
+        if spec.demo.apps is not None:
+            apps.update(spec.demo.apps(ctx))
+    doc = {
+        "apps": apps,
+        "accounts": {
+            DEMO_ACCOUNT: {
+                "desk": {"type": Desk.SANDBOX.value},
+                # routing shows in the sandbox as a note on new tickets (docs/routing.md)
+                "routing": {
+                    "languages": ["en", "es", "de", "fr", "ja"],
+                    "keywords": [
+                        {"tag": "refund", "pattern": "refund|money back|reembolso|rembourse"},
+                        {"tag": "urgent", "pattern": "urgent|asap|dringend|urgente"},
+                    ],
+                    "rules": [
+                        {
+                            "name": "refunds are high priority",
+                            "when": {"tags": ["refund"]},
+                            "then": {"priority": "high", "tags": ["billing"]},
+                        }
+                    ],
+                },
+                "channels": [spec.demo.entry(ctx) for spec in CHANNELS.values()],
+            }
+        },
+    }
+    return parse_accounts(json.dumps(doc), source="<demo account>")

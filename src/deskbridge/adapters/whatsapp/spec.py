@@ -1,0 +1,75 @@
+"""WhatsApp's entry in the channel registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deskbridge.adapters.base import ChannelAdapter
+from deskbridge.adapters.meta import sign
+from deskbridge.adapters.meta.demo import DEMO_APP, demo_apps, demo_secrets
+from deskbridge.adapters.spec import (
+    AdapterDeps,
+    AppRoute,
+    ChannelSpec,
+    DemoChannel,
+    DemoContext,
+    SimulatedRequest,
+    SimulateInput,
+)
+from deskbridge.adapters.whatsapp.adapter import WhatsAppAdapter
+from deskbridge.adapters.whatsapp.receiver import WhatsAppReceiver
+from deskbridge.adapters.whatsapp.simulate import sample_message
+from deskbridge.config import WhatsAppConfig
+from deskbridge.schemas import Channel
+
+__all__ = ["DEMO_PHONE_NUMBER_ID", "SPEC"]
+
+DEMO_PHONE_NUMBER_ID = "100000000000001"
+
+
+def _adapter(account: str, config: WhatsAppConfig, deps: AdapterDeps) -> ChannelAdapter:
+    return WhatsAppAdapter(account, config, deps.client, api_base=deps.api_base)
+
+
+def _simulate(sim: SimulateInput[WhatsAppConfig]) -> SimulatedRequest:
+    body = sample_message(
+        sim.text,
+        phone_number_id=sim.config.phone_number_id,
+        wa_id=sim.sender.lstrip("+"),
+        name=sim.name,
+        message_id=f"wamid.SIMULATED{int(sim.now * 1_000_000)}",
+        timestamp=int(sim.now),
+    )
+    secret = sim.accounts.apps[sim.config.app].app_secret.get_secret_value()
+    # a Meta app posts every number to one URL: the account comes from the payload
+    return SimulatedRequest("/webhooks/whatsapp", body, {"X-Hub-Signature-256": sign(secret, body)})
+
+
+def _demo(ctx: DemoContext) -> dict[str, Any]:
+    return {
+        "type": "whatsapp",
+        "sandbox": True,
+        "app": DEMO_APP,
+        "phone_number_id": DEMO_PHONE_NUMBER_ID,
+        "access_token": ctx.secrets["meta"]["whatsapp_access_token"],
+        # every WhatsApp Business Account starts with this approved template
+        "template": {"name": "hello_world", "language": "en_US"},
+    }
+
+
+SPEC = ChannelSpec(
+    channel=Channel.WHATSAPP,
+    config=WhatsAppConfig,
+    adapter=_adapter,
+    app_route=AppRoute(
+        app=lambda c: c.app,
+        route_id=lambda c: c.phone_number_id,
+        max_body_bytes=lambda c: c.max_body_bytes,
+        build=lambda name, app, routes, limit: WhatsAppReceiver(
+            name, app, routes, max_body_bytes=limit
+        ),
+    ),
+    simulate=_simulate,
+    default_sender="12025550143",
+    demo=DemoChannel(entry=_demo, secrets_group="meta", secrets=demo_secrets, apps=demo_apps),
+)

@@ -1,0 +1,418 @@
+"""The admin API's request and response models: the routes parse and answer through
+them, and ``openapi.py`` builds the served document from their JSON schemas.
+
+Query strings arrive as text, so query models keep ``str`` fields and the routes check
+them with their own messages; ``json_schema_extra`` says what each one takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.outbound.registry import DESKS
+from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction
+
+__all__ = [
+    "CHANNEL_NAMES",
+    "DESK_NAMES",
+    "MAX_IDS",
+    "MAX_LIMIT",
+    "MAX_REINGEST",
+    "SOURCES",
+    "STATES",
+    "AccountQuery",
+    "AuditEntry",
+    "AuditPage",
+    "ContactAccountQuery",
+    "DecideBody",
+    "DeliveryDetail",
+    "DeliveryPage",
+    "DeliveryQuery",
+    "DiscardBody",
+    "DiscardResult",
+    "Error",
+    "EventsQuery",
+    "FilterBody",
+    "ForgetBody",
+    "IdsBody",
+    "LinkBody",
+    "Lookup",
+    "LookupItem",
+    "PageQuery",
+    "RawEvent",
+    "RawPage",
+    "ReingestBody",
+    "ReingestResult",
+    "ReingestTotals",
+    "ReingestedEvent",
+    "ReingestedRaw",
+    "ReplayBody",
+    "ReplayResult",
+    "Skipped",
+]
+
+MAX_LIMIT = 500
+MAX_IDS = 1000
+MAX_REINGEST = 1000
+
+STATES = [s.value for s in DeliveryState] + ["failed"]
+"""The states a filter takes: ``failed`` is ``dead``."""
+CHANNEL_NAMES = [c.value for c in CHANNELS]
+DESK_NAMES = [d.value for d in DESKS]
+SOURCES = CHANNEL_NAMES + DESK_NAMES
+"""What a kept raw request came from: a channel's webhook or a desk's."""
+
+
+def _text(**extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` that says what an optional text field takes: ``extra``
+    goes on its string branch, so null stays allowed where the model allows it."""
+
+    def amend(schema: dict[str, Any]) -> None:
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") == "string":
+                branch.update(extra)
+
+    return amend
+
+
+def _enum(values: list[str]) -> Callable[[dict[str, Any]], None]:
+    return _text(enum=values)
+
+
+_WHEN = _text(format="date-time")
+
+
+# --- request bodies and query parameters ---------------------------------------------------
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FilterBody(_In):
+    """A delivery filter in a request body (the list route's query parameters)."""
+
+    account: str | None = Field(default=None, description="One account (default: all).")
+    state: str | None = Field(
+        default=None, description="failed is dead.", json_schema_extra=_enum(STATES)
+    )
+    direction: str | None = Field(
+        default=None, json_schema_extra=_enum([d.value for d in Direction])
+    )
+    channel: str | None = Field(default=None, json_schema_extra=_enum(CHANNEL_NAMES))
+    desk: str | None = Field(default=None, json_schema_extra=_enum(DESK_NAMES))
+    conversation: str | None = Field(default=None, description="A conversation id.")
+    error: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Case-insensitive text in the last error or the dead letter's reason.",
+    )
+    since: str | None = Field(
+        default=None, description="Created at or after (RFC 3339).", json_schema_extra=_WHEN
+    )
+    until: str | None = Field(
+        default=None, description="Created before (RFC 3339).", json_schema_extra=_WHEN
+    )
+
+
+class PageQuery(_In):
+    """A page of a newest-first list."""
+
+    limit: str | None = Field(
+        default=None,
+        description=f"Page size (1-{MAX_LIMIT}, default 50).",
+        json_schema_extra=_text(type="integer", minimum=1, maximum=MAX_LIMIT),
+    )
+    cursor: str | None = Field(default=None, description="The next_cursor of the previous page.")
+
+
+class DeliveryQuery(PageQuery, FilterBody):
+    """``GET /deliveries``: a filter and a page."""
+
+
+class AccountQuery(_In):
+    """Where to look for one delivery."""
+
+    account: str | None = Field(default=None, description="Where to look (default: every account).")
+
+
+class ContactAccountQuery(_In):
+    """The account a contact belongs to."""
+
+    account: str | None = Field(
+        default=None, description="The account (required when there are several)."
+    )
+
+
+class EventsQuery(PageQuery):
+    """``GET /events``: kept raw requests by account, source and time, a page at a time."""
+
+    account: str | None = Field(default=None, description="One account (default: all).")
+    channel: str | None = Field(
+        default=None, description="A channel or desk.", json_schema_extra=_enum(SOURCES)
+    )
+    since: str | None = Field(
+        default=None, description="Received at or after.", json_schema_extra=_WHEN
+    )
+    until: str | None = Field(default=None, description="Received before.", json_schema_extra=_WHEN)
+
+
+class IdsBody(_In):
+    """Deliveries by id, optionally in one account."""
+
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    account: str | None = None
+
+
+class ReplayBody(_In):
+    """ids, or a filter (its state defaults to dead; at most 10,000 matches)."""
+
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    account: str | None = Field(default=None, description="With ids: where to look.")
+    filter: FilterBody | None = None
+    dry_run: bool = False
+
+
+class DiscardBody(_In):
+    """Deliveries to discard and why."""
+
+    ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    reason: str = Field(min_length=1, max_length=500)
+    account: str | None = None
+
+
+class ReingestBody(_In):
+    """ids, or a time range (since, optional until) with paging."""
+
+    account: str | None = None
+    channel: str | None = Field(default=None, json_schema_extra=_enum(SOURCES))
+    since: str | None = Field(default=None, json_schema_extra=_WHEN)
+    until: str | None = Field(default=None, json_schema_extra=_WHEN)
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REINGEST)
+    limit: int = Field(default=100, ge=1, le=MAX_REINGEST)
+    cursor: str | None = None
+    dry_run: bool = False
+    allow_duplicates: bool = Field(
+        default=False, description="Also take requests older than the dedup window."
+    )
+
+
+class LinkBody(_In):
+    """Two identifiers to link (or unlink) and why."""
+
+    account: str | None = None
+    a: str = Field(min_length=1, max_length=320, description="+E.164, email or channel:id")
+    b: str = Field(min_length=1, max_length=320)
+    reason: str = Field(min_length=1, max_length=500)
+    merge_desk_users: bool = False
+    """Also merge the two desk users where the desk can (Zendesk: permanent)."""
+
+
+class DecideBody(_In):
+    """A decision on a merge suggestion."""
+
+    account: str | None = None
+    contacts: tuple[str, str]
+    accept: bool
+    merge_desk_users: bool = False
+
+
+class ForgetBody(_In):
+    """Where to erase a contact and whether at the desk too."""
+
+    account: str | None = None
+    desk: bool = Field(
+        default=False, description="Also delete the desk user and tickets (default false)."
+    )
+
+
+# --- responses -----------------------------------------------------------------------------
+
+
+def _compact(items: list[Any]) -> list[dict[str, Any]]:
+    """Items as JSON without their empty optional fields (as the API has always sent)."""
+    return [item.model_dump(mode="json", exclude_none=True) for item in items]
+
+
+class Error(BaseModel):
+    """Every refusal's body."""
+
+    error: Literal[
+        "bad_request",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "admin_disabled",
+        "unavailable",
+        "busy",
+        "desk_failed",
+    ]
+    message: str
+
+
+class DeliveryPage(BaseModel):
+    """A page of deliveries (optional fields are left out when empty)."""
+
+    deliveries: list[Delivery]
+    next_cursor: str | None
+
+    @field_serializer("deliveries")
+    def _deliveries(self, value: list[Delivery]) -> list[dict[str, Any]]:
+        return _compact(value)
+
+
+class DeliveryDetail(Delivery):
+    """One delivery with every attempt (serialised without empty optional fields)."""
+
+    attempt_log: list[Attempt]
+
+
+class LookupItem(Delivery):
+    """A delivery with its last attempt, if any."""
+
+    last_attempt: Attempt | None = None
+
+
+class Lookup(BaseModel):
+    """Deliveries found by id, and the ids not found (serialised without empty fields)."""
+
+    deliveries: list[LookupItem]
+    missing: list[str]
+
+
+class Skipped(BaseModel):
+    """A delivery a write left alone, and why."""
+
+    id: str
+    reason: str
+
+
+class ReplayResult(BaseModel):
+    """What a replay did (or, dry, would do)."""
+
+    dry_run: bool
+    matched: int
+    replayed: list[str]
+    skipped: list[Skipped]
+    missing: list[str]
+    truncated: bool
+
+
+class DiscardResult(BaseModel):
+    """What a discard did."""
+
+    discarded: list[str]
+    skipped: list[Skipped]
+    missing: list[str]
+
+
+class RawEvent(BaseModel):
+    """A kept raw request (never its body)."""
+
+    id: str
+    account: str
+    source: str = Field(description="The channel (or desk) it came from.")
+    received_at: str = Field(json_schema_extra=_WHEN)
+    method: str
+    path: str
+    size: int
+    parse_failed: bool
+    delivery_id: str | None = Field(default=None, description="Its parse_failed dead letter.")
+
+
+class RawPage(BaseModel):
+    """A page of kept raw requests."""
+
+    events: list[RawEvent]
+    next_cursor: str | None
+
+    @field_serializer("events")
+    def _events(self, value: list[RawEvent]) -> list[dict[str, Any]]:
+        return _compact(value)
+
+
+class ReingestedEvent(BaseModel):
+    """One event a re-ingest found in a raw request."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    conversation_id: str | None = None
+    status: Literal["new", "duplicate", "ignored"]
+    delivery_id: str | None = None
+    state: str | None = None
+
+
+class ReingestedRaw(BaseModel):
+    """What re-ingesting one raw request did."""
+
+    id: str
+    account: str
+    source: str
+    parse_failed: bool
+    events: list[ReingestedEvent]
+    new: int
+    duplicate: int
+    ignored: int
+    error: str | None = None
+
+
+class ReingestTotals(BaseModel):
+    """Counts over every raw request of a re-ingest."""
+
+    raw: int
+    new: int
+    duplicate: int
+    ignored: int
+    errors: int
+
+
+class ReingestResult(BaseModel):
+    """Per raw request, what a re-ingest took (or, dry, would take)."""
+
+    dry_run: bool
+    totals: ReingestTotals
+    raw: list[ReingestedRaw]
+    next_cursor: str | None
+
+    @field_serializer("raw")
+    def _raw(self, value: list[ReingestedRaw]) -> list[dict[str, Any]]:
+        # exactly the fields each outcome gave
+        return [r.model_dump(mode="json", exclude_unset=True) for r in value]
+
+
+class AuditEntry(BaseModel):
+    """One admin write."""
+
+    id: str
+    at: str = Field(json_schema_extra=_WHEN)
+    who: str = Field(description="The token's sub.")
+    # documented, not enforced: an entry written by a newer version must still be listed
+    action: str = Field(
+        json_schema_extra=_text(
+            enum=[
+                "deliveries.replay",
+                "deliveries.discard",
+                "events.reingest",
+                "contacts.link",
+                "contacts.unlink",
+                "contacts.accept",
+                "contacts.reject",
+                "contacts.forget",
+                "contacts.export",
+            ]
+        )
+    )
+    count: int
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    """A page of the audit log."""
+
+    entries: list[AuditEntry]
+    next_cursor: str | None
