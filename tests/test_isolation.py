@@ -446,3 +446,22 @@ def _all_filter():
     from deskbridge.store.listing import DeliveryFilter
 
     return DeliveryFilter()
+
+
+async def test_the_app_s_dead_letters_are_counted_and_expire_like_any_other(gateway) -> None:
+    import time
+
+    from deskbridge.flows import privacy
+    from deskbridge.pipeline.worker import sweep_once
+
+    await _batch_in(gateway, "whatsapp", whatsapp_batch())
+    rt = gateway.rt
+    await sweep_once(rt)
+    assert rt.metrics.dead.labels("app:meta")._value.get() == 1
+    now = time.time()
+    kept = await privacy.sweep_retention(rt, clock=lambda: now + 179 * 86400)
+    assert kept["dead_letters"] == 0
+    swept = await privacy.sweep_retention(rt, clock=lambda: now + 181 * 86400)
+    # the app's one, and each account's own
+    assert swept["dead_letters"] == 3
+    assert await _deliveries(gateway, tokens()["app"]) == []

@@ -24,6 +24,7 @@ __all__ = [
     "accept_events",
     "accept_replies",
     "app_scope",
+    "app_scopes",
     "keep_failures",
     "keep_unparseable",
     "queue_automated",
@@ -37,6 +38,11 @@ item of one, that names no account is kept. Account names cannot contain ``:``."
 def app_scope(app: str) -> str:
     """The store scope of the platform app ``app`` (a Meta app's name under ``apps:``)."""
     return APP_SCOPE + app
+
+
+def app_scopes(rt: Runtime) -> list[str]:
+    """The store scope of every configured platform app, sorted."""
+    return [app_scope(a) for a in sorted(rt.accounts.apps)]
 
 
 log = logging.getLogger(__name__)
