@@ -62,11 +62,23 @@ def _common(o: s.Outcome) -> Row:
 
 
 def _ok(o: s.Outcome, dead: int = 0) -> list[str]:
+    """What did not hold. Every count comes from the store's own delivery states: a
+    message is lost only when the store calls it delivered and the desk does not hold it,
+    or when the gateway acknowledged it and the store holds no delivery for it."""
     bad = []
-    if not o.drained:
-        bad.append(f"not drained ({o.pending} pending)")
-    if len(o.lost) != dead or o.dead_letters != dead:
-        bad.append(f"lost {len(o.lost)}, dead {o.dead_letters} (expected {dead})")
+    if not o.drained or o.store_pending:
+        bad.append(f"not drained ({o.pending} pending, {o.store_pending} acknowledged)")
+    if o.lost:
+        vanished = len(o.lost) - o.unrecorded
+        bad.append(
+            f"lost {len(o.lost)} ({vanished} delivered by the store but not at the desk, "
+            f"{o.unrecorded} acknowledged without a delivery)"
+        )
+    if o.dead_letters != dead or o.store_dead != dead:
+        bad.append(f"dead {o.dead_letters} (expected {dead})")
+    unexplained = len(o.missing) - o.store_dead - o.store_pending
+    if unexplained > 0 and not o.lost:
+        bad.append(f"{unexplained} not at the desk, neither dead nor pending")
     if o.dup_tickets:
         bad.append(f"{o.dup_tickets} duplicate tickets")
     if o.out_of_order:

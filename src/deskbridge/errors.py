@@ -75,7 +75,13 @@ class PayloadTooLarge(RequestRefused):
 
 
 class ParseFailed(DeskbridgeError):
-    """A verified body our parser could not turn into events (kept raw for re-ingest)."""
+    """A verified body our parser could not turn into events (kept raw for re-ingest).
+    ``app``: the platform app whose secret signed it (a Meta app), when the receiver is
+    shared by several accounts, so a body that names no owner is kept under that app."""
+
+    def __init__(self, message: str = "", *, app: str | None = None) -> None:
+        super().__init__(message)
+        self.app = app
 
 
 Outcome = Literal["not_applied", "unknown"]

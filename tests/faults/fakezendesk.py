@@ -5,7 +5,9 @@ matched on ``external_id``, tickets created with ``Idempotency-Key`` (kept 2 hou
 same key and body replays the first answer with ``x-idempotency-lookup: hit``, the same
 key with another body gets 400 ``IdempotentRequestError``), ``GET /tickets?external_id=``,
 comments by ``PUT /tickets/{id}`` (not idempotent, as in Zendesk) with the comment in the
-audit. Each account of the harness gets its own desk under ``/{account}/api/v2``.
+audit, and each update's ``metadata`` kept on its audit as ``metadata.custom``, listed by
+``GET /tickets/{id}/audits`` (cursor pages, oldest first). Each account of the harness
+gets its own desk under ``/{account}/api/v2``.
 
 Faults are switched on from the test: every call answers 5xx until a deadline
 (``fail_for``), ticket calls answer 429 with ``Retry-After`` (``rate_limit``), a marker
@@ -51,10 +53,15 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Comment:
+    """One comment filed. ``markers``: every message marker it carries, in order (a
+    comment that merges several waiting messages carries several); ``marker`` is the
+    first of them."""
+
     ticket_id: int
     conv: str
     marker: tuple[int, int] | None
     at: float
+    markers: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -66,6 +73,7 @@ class DeskAccount:
     comments: list[Comment] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
     idempotency: dict[str, tuple[float, str, int, dict[str, Any]]] = field(default_factory=dict)
+    audits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     fail_until: float = 0.0
     fail_status: int = 503
     rate_limited: int = 0
@@ -79,14 +87,17 @@ class DeskAccount:
         return Counter(t["external_id"] for t in self.tickets.values())
 
     def markers(self) -> Counter[tuple[int, int]]:
-        return Counter(c.marker for c in self.comments if c.marker is not None)
+        """How many comments carry each message marker (every marker of a comment that
+        merges several messages counts): above 1 is a message filed twice."""
+        return Counter(m for c in self.comments for m in c.markers)
 
     def order(self, chat: int) -> list[int]:
         """The message numbers of ``chat`` in the order the desk first filed them."""
         seen: list[int] = []
         for c in self.comments:
-            if c.marker is not None and c.marker[0] == chat and c.marker[1] not in seen:
-                seen.append(c.marker[1])
+            for m in c.markers:
+                if m[0] == chat and m[1] not in seen:
+                    seen.append(m[1])
         return seen
 
 
@@ -131,6 +142,7 @@ class FakeZendesk:
         app.router.add_get("/{account}/api/v2/tickets", self._find)
         app.router.add_post("/{account}/api/v2/tickets", self._create)
         app.router.add_put("/{account}/api/v2/tickets/{id}", self._update)
+        app.router.add_get("/{account}/api/v2/tickets/{id}/audits", self._audits)
         app.middlewares.append(_arrival)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -179,11 +191,27 @@ class FakeZendesk:
     def _log(self, acc: DeskAccount, request: web.Request, route: str, **kw: Any) -> None:
         acc.requests.append(Request(request[ARRIVED], request.method, route, 200, **kw))
 
-    def _file(self, acc: DeskAccount, ticket_id: int, comment: dict[str, Any]) -> int:
+    def _file(
+        self,
+        acc: DeskAccount,
+        ticket_id: int,
+        comment: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
         comment_id = next(self._ids)
         conv = acc.tickets[ticket_id]["external_id"]
-        acc.comments.append(Comment(ticket_id, conv, _marker(comment), time.monotonic()))
+        found = _markers(comment)
+        first = found[0] if found else None
+        acc.comments.append(Comment(ticket_id, conv, first, time.monotonic(), found))
         acc.tickets[ticket_id]["comments"] += 1
+        acc.audits.setdefault(ticket_id, []).append(
+            {
+                "id": next(self._ids),
+                "ticket_id": ticket_id,
+                "metadata": {"custom": metadata or {}},
+                "events": [{"type": "Comment", "id": comment_id}],
+            }
+        )
         return comment_id
 
     # -- users -------------------------------------------------------------------------
@@ -261,7 +289,7 @@ class FakeZendesk:
             "requester_id": ticket.get("requester_id"),
             "comments": 0,
         }
-        comment_id = self._file(acc, ticket_id, comment)
+        comment_id = self._file(acc, ticket_id, comment, ticket.get("metadata"))
         answer = {
             "ticket": _public(acc.tickets[ticket_id]),
             "audit": {"events": [{"type": "Comment", "id": comment_id}]},
@@ -284,8 +312,8 @@ class FakeZendesk:
             return failed
         if known is None:
             return web.json_response({"error": "RecordNotFound"}, status=404)
-        comment = (body.get("ticket") or {}).get("comment") or {}
-        comment_id = self._file(acc, ticket_id, comment)
+        update = body.get("ticket") or {}
+        comment_id = self._file(acc, ticket_id, update.get("comment") or {}, update.get("metadata"))
         known["status"] = "open"
         self._log(acc, request, "tickets/update", conv=conv, marker=_marker(body))
         if acc.before_answer is not None:
@@ -294,6 +322,23 @@ class FakeZendesk:
             {
                 "ticket": _public(known),
                 "audit": {"events": [{"type": "Comment", "id": comment_id}]},
+            }
+        )
+
+    async def _audits(self, request: web.Request) -> web.Response:
+        """A ticket's audits, oldest first, in cursor pages (``page[size]``, ``page[after]``)."""
+        acc, failed = await self._gate(request, "tickets/audits")
+        if failed is not None:
+            return failed
+        audits = acc.audits.get(int(request.match_info["id"]), [])
+        size = int(request.query.get("page[size]", "100"))
+        start = int(request.query.get("page[after]", "0"))
+        more = start + size < len(audits)
+        self._log(acc, request, "tickets/audits")
+        return web.json_response(
+            {
+                "audits": audits[start : start + size],
+                "meta": {"has_more": more, "after_cursor": str(start + size) if more else None},
             }
         )
 
@@ -314,11 +359,18 @@ def _public(ticket: dict[str, Any]) -> dict[str, Any]:
 
 
 def _marker(body: Any) -> tuple[int, int] | None:
+    found = _markers(body)
+    return found[0] if found else None
+
+
+def _markers(body: Any) -> tuple[tuple[int, int], ...]:
+    """Every message marker in a comment (or a ticket's first comment), each once, in
+    the order they appear."""
     if not isinstance(body, dict):
-        return None
+        return ()
     text = body.get("body")
     if text is None:
         comment = (body.get("ticket") or {}).get("comment") or {}
-        text = comment.get("body")
-    m = MARKER.search(str(text or ""))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+        text = f"{comment.get('body') or ''}\n{comment.get('html_body') or ''}"
+    found = ((int(c), int(n)) for c, n in MARKER.findall(str(text or "")))
+    return tuple(dict.fromkeys(found))

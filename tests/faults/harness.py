@@ -343,6 +343,28 @@ class Harness:
             out.append(h)
         return out
 
+    async def states(self, account: str, dedup_keys: dict[Any, str]) -> dict[Any, str | None]:
+        """The store's own word on acknowledged events: for each item of ``dedup_keys``
+        (anything -> the event's Telegram dedup key), the state of the delivery its
+        dedup mark points to (``delivered``, ``dead``, ``pending`` ...), None when the
+        store holds no delivery for it (an acknowledged event without one is lost)."""
+        r = self.redis()
+        items = list(dedup_keys.items())
+        out: dict[Any, str | None] = {}
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            pipe = r.pipeline(transaction=False)
+            for _, key in chunk:
+                pipe.get(keys.dedup(account, "telegram", key))
+            marks = await pipe.execute()
+            pipe = r.pipeline(transaction=False)
+            for mark in marks:
+                pipe.hget(keys.delivery(account, mark.decode() if mark else "-"), "state")
+            found = await pipe.execute()
+            for (item, _), mark, state in zip(chunk, marks, found, strict=True):
+                out[item] = state.decode() if mark is not None and state is not None else None
+        return out
+
     # -- configuration -----------------------------------------------------------------
 
     def accounts_doc(self) -> dict[str, Any]:

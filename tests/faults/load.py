@@ -20,7 +20,7 @@ from deskbridge.adapters.telegram import sample_update
 
 from .harness import TG_SECRET
 
-__all__ = ["Load", "Response", "converse"]
+__all__ = ["Load", "Response", "converse", "update_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,11 @@ class Load:
     def between(self, start: float, end: float) -> Counter[int]:
         """Statuses of requests sent after ``start`` and answered before ``end``."""
         return Counter(r.status for r in self.responses if r.sent >= start and r.answered <= end)
+
+
+def update_id(chat: int, n: int) -> int:
+    """The Telegram ``update_id`` (deskbridge's dedup key) of message ``n`` of ``chat``."""
+    return chat * 1_000_000 + n + 1
 
 
 def text(account: str, chat: int, n: int) -> str:
@@ -85,7 +90,7 @@ async def converse(
                 return
             body = sample_update(
                 text(account, chat, n),
-                update_id=chat * 1_000_000 + n + 1,
+                update_id=update_id(chat, n),
                 chat_id=chat,
                 user_id=chat,
                 first_name=f"Customer {chat}",

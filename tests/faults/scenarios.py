@@ -20,7 +20,7 @@ from typing import Any
 
 from .fakezendesk import IDEMPOTENCY_TTL_S, DeskAccount, Request
 from .harness import Harness, Timing
-from .load import Load, converse
+from .load import Load, converse, update_id
 
 __all__ = [
     "LONG",
@@ -140,13 +140,29 @@ LONG = Mode(
 
 @dataclass
 class Outcome:
-    """What reached the desk of one account, against what the gateway acknowledged."""
+    """What reached the desk of one account, against what the gateway acknowledged and
+    what the store says became of each acknowledged event.
+
+    The verdict rests on the store's own delivery states, never on the desk alone:
+    ``lost`` is an acknowledged message the store calls delivered that the desk does not
+    hold, or one the store holds no delivery for. A dead letter is not lost (it is held,
+    with its reason, for replay); ``missing`` (not at the desk, whatever the store says)
+    is reported beside it."""
 
     acked: int = 0
     delivered: int = 0
+    """Acknowledged messages the store calls delivered."""
+    at_desk: int = 0
+    """Acknowledged messages whose marker some comment carries."""
     lost: list[tuple[int, int]] = field(default_factory=list)
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    unrecorded: int = 0
+    """Acknowledged messages without a delivery in the store (part of ``lost``)."""
     dead_letters: int = 0
     pending: int = 0
+    store_dead: int = 0
+    store_pending: int = 0
+    """Acknowledged messages the store calls dead / not finished (pending or held)."""
     dup_tickets: int = 0
     dup_appends: int = 0
     out_of_order: int = 0
@@ -156,6 +172,7 @@ class Outcome:
         return {
             "acked": self.acked,
             "delivered": self.delivered,
+            "at desk": self.at_desk,
             "lost": len(self.lost),
             "dead letters": self.dead_letters,
             "duplicate tickets": self.dup_tickets,
@@ -164,19 +181,35 @@ class Outcome:
         }
 
 
-def outcome(desk: DeskAccount, load: Load, pending: int, dead: int, drained: bool) -> Outcome:
+def outcome(
+    desk: DeskAccount,
+    load: Load,
+    states: dict[tuple[int, int], str | None],
+    pending: int,
+    dead: int,
+    drained: bool,
+) -> Outcome:
+    """Count one account's run. ``states``: the store's delivery state of each
+    acknowledged marker (None: no delivery)."""
     acked = load.markers()
     filed = desk.markers()
     out_of_order = 0
     for chat in load.acked:
         order = desk.order(chat)
         out_of_order += sum(1 for a, b in itertools.pairwise(order) if b < a)
+    unrecorded = sorted(m for m in acked if states.get(m) is None)
+    vanished = sorted(m for m in acked if states.get(m) == "delivered" and m not in filed)
     return Outcome(
         acked=len(acked),
-        delivered=len(acked & set(filed)),
-        lost=sorted(acked - set(filed)),
+        delivered=sum(1 for m in acked if states.get(m) == "delivered"),
+        at_desk=len(acked & set(filed)),
+        lost=sorted(unrecorded + vanished),
+        missing=sorted(acked - set(filed)),
+        unrecorded=len(unrecorded),
         dead_letters=dead,
         pending=pending,
+        store_dead=sum(1 for m in acked if states.get(m) == "dead"),
+        store_pending=sum(1 for m in acked if states.get(m) in ("pending", "held")),
         dup_tickets=sum(n - 1 for n in desk.tickets_by_conv().values() if n > 1),
         dup_appends=sum(n - 1 for n in filed.values() if n > 1),
         out_of_order=out_of_order,
@@ -188,7 +221,8 @@ async def settle(
     h: Harness, account: str, load: Load, limit: float, *, dead_ok: int = 0
 ) -> Outcome:
     """Wait (up to ``limit`` s) until nothing is pending and every acknowledged message
-    is at the desk or dead (``dead_ok`` of them may be), then count."""
+    is at the desk or dead (``dead_ok`` of them may be), then count, with the store's
+    state of every acknowledged message."""
     desk = h.desk.account(account)
     expected = load.markers()
     deadline = time.monotonic() + limit
@@ -201,7 +235,8 @@ async def settle(
             break
         await asyncio.sleep(0.1)
     pending, dead = await h.counts(account)
-    return outcome(desk, load, pending, dead, drained)
+    states = await h.states(account, {m: str(update_id(*m)) for m in expected})
+    return outcome(desk, load, states, pending, dead, drained)
 
 
 def attempts_within(window: float, t: Timing) -> int:

@@ -88,7 +88,10 @@ async def test_desk_5xx_then_recovery_delivers_in_order_without_a_retry_storm(
     assert r.max_per_delivery <= r.bound_per_delivery < SHORT.outage_timing.max_attempts
     assert r.failed_attempts <= r.lanes * r.bound_per_delivery
     # the one dead letter is the message that failed every attempt of its budget
-    assert o.dead_letters == 1 and len(o.lost) == 1 and o.lost[0][0] == POISON_CHAT
+    assert o.dead_letters == 1 and len(o.missing) == 1 and o.missing[0][0] == POISON_CHAT
+    # a dead letter is held, not lost: the store says dead, and nothing it calls
+    # delivered is missing at the desk
+    assert o.store_dead == 1 and o.lost == [] and o.unrecorded == 0
     assert r.poison_attempts == SHORT.outage_timing.max_attempts
     assert r.poison_reason == "exhausted"
     assert o.dup_tickets == 0 and o.dup_appends == 0

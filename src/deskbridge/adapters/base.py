@@ -15,7 +15,7 @@ protocols of ``adapters.capabilities``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -36,6 +36,7 @@ __all__ = [
     "AccountReceiver",
     "ChannelAdapter",
     "Handshake",
+    "ItemFailure",
     "MediaLinks",
     "MemoryProgress",
     "Parsed",
@@ -159,12 +160,40 @@ class Handshake:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """One item of a batch (a Meta message or status, a Messenger event, a LINE event)
+    that could not be parsed while its siblings were.
+
+    ``account`` owns the item (its phone number id, Page id or URL), None when the item
+    does not say whose it is. ``key`` is stable across redeliveries of the same item (the
+    dead letter's dedup key). ``body`` is the raw record kept for it: the request body cut
+    down to what ``account`` owns (or, for None, to the parts nobody could be named for),
+    so re-ingest parses it again with the same receiver. ``error`` never holds body text.
+    """
+
+    account: str | None
+    key: str
+    error: str
+    body: bytes
+    app: str | None = None
+    """The platform app whose secret signed the body (a Meta app's name), where the item
+    is kept when ``account`` is None."""
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
     """The events of one webhook request, each carrying its account. ``unrouted`` counts
-    entries for numbers or Pages no configured account owns (counted and skipped)."""
+    entries for numbers or Pages no configured account owns (counted and skipped).
+
+    ``failures``: the items that could not be parsed (their siblings are in ``events``).
+    ``bodies``: for a body that concerns several accounts, each account's cut of it (only
+    its own entries), which is what is kept raw under that account; None when the whole
+    body belongs to the events' one account."""
 
     events: list[InboundEvent]
     unrouted: int = 0
+    failures: tuple[ItemFailure, ...] = ()
+    bodies: Mapping[str, bytes] | None = None
 
 
 class Receiver(Protocol):

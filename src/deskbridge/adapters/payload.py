@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pydantic_core
 
 from deskbridge.errors import PayloadInvalid
 
-__all__ = ["MAX_DEPTH", "MAX_ITEMS", "load_object", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_ITEMS", "dump", "item_key", "load_object", "loads"]
 
 # No platform nests deeper than about 12 levels or sends more than a few thousand values
 # in one webhook; the limits only bound what a forged or broken body can cost.
@@ -99,3 +100,16 @@ def _check_depth_bytes(raw: bytes) -> None:
                 raise ValueError(f"JSON nests deeper than {MAX_DEPTH} levels")
         elif byte in (0x7D, 0x5D):
             depth -= 1
+
+
+def dump(doc: Any) -> bytes:
+    """``doc`` as compact JSON bytes (ASCII escapes, so a lone surrogate survives): how a
+    cut of a webhook body is written for its raw record."""
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def item_key(item: Any) -> str:
+    """A key for one item of a batch that stays the same when the platform sends the item
+    again, alone or in another batch: a digest of its canonical JSON."""
+    canonical = json.dumps(item, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return "item-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -26,6 +26,9 @@ _MAX_TTL = timedelta(days=30)
 def token() -> None:
     """Admin API tokens (JWT, scoped, short-lived).
 
+    With --account or --app the token sees only the accounts and platform apps it
+    names (scope entries ``account:<name>``, ``app:<name>``); without either, all.
+
     \b
     Example:
       deskbridge token create --scope deliveries:read --ttl 8h
@@ -91,12 +94,26 @@ def _signing_key(private_key: Path | None) -> tuple[str, str]:
     default=None,
     help="Sign with this PEM private key (RS256 or ES256) instead of the HS256 secret.",
 )
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    help="Limit the token to this account (repeat it; default: every account and app).",
+)
+@click.option(
+    "--app",
+    "apps",
+    multiple=True,
+    help="Let the token see this platform app's own records (what named no account).",
+)
 def token_create(
     scopes: tuple[str, ...],
     ttl: timedelta,
     subject: str | None,
     audience: str | None,
     private_key: Path | None,
+    accounts: tuple[str, ...],
+    apps: tuple[str, ...],
 ) -> None:
     """Mint an admin API token and print it (only the token, on stdout).
 
@@ -120,7 +137,11 @@ def token_create(
             key,
             algorithm=algorithm,  # type: ignore[arg-type]
             subject=subject or getpass.getuser(),
-            scopes=list(dict.fromkeys(scopes)),
+            scopes=list(
+                dict.fromkeys(
+                    [*scopes, *(f"account:{a}" for a in accounts), *(f"app:{a}" for a in apps)]
+                )
+            ),
             ttl_seconds=int(ttl.total_seconds()),
             audience=audience or settings.admin_jwt_audience,
         )

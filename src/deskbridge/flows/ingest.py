@@ -8,31 +8,58 @@ store cannot take the events (the caller answers 503, or tries again later).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+from deskbridge.adapters.base import Parsed
 from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, DeskNote, Direction, InboundEvent, RawRequest
 from deskbridge.store import IntakeEvent
 
 __all__ = [
+    "APP_SCOPE",
     "accept_account_events",
     "accept_events",
     "accept_replies",
+    "app_scope",
+    "app_scopes",
+    "keep_failures",
     "keep_unparseable",
     "queue_automated",
     "queue_note",
 ]
 
+APP_SCOPE = "app:"
+"""The prefix of a platform app's own store scope (``app:<name>``): where a body, or an
+item of one, that names no account is kept. Account names cannot contain ``:``."""
+
+
+def app_scope(app: str) -> str:
+    """The store scope of the platform app ``app`` (a Meta app's name under ``apps:``)."""
+    return APP_SCOPE + app
+
+
+def app_scopes(rt: Runtime) -> list[str]:
+    """The store scope of every configured platform app, sorted."""
+    return [app_scope(a) for a in sorted(rt.accounts.apps)]
+
+
 log = logging.getLogger(__name__)
 
 
 async def accept_events(
-    rt: Runtime, source: str, req: RawRequest | None, events: Iterable[InboundEvent]
+    rt: Runtime,
+    source: str,
+    req: RawRequest | None,
+    events: Iterable[InboundEvent],
+    bodies: Mapping[str, bytes] | None = None,
 ) -> int:
     """Store inbound events, each under the account it names (one Meta batch may carry
-    several accounts); returns how many were new."""
+    several accounts); returns how many were new. ``bodies``: each account's cut of a
+    body that is not one account's alone (``Parsed.bodies``): the raw record kept under
+    an account holds only its own cut, never another account's entries."""
     by_account: dict[str, list[IntakeEvent]] = {}
     for ev in events:
         by_account.setdefault(ev.account, []).append(
@@ -44,7 +71,10 @@ async def accept_events(
         )
     new = 0
     for account, batch in by_account.items():
-        new += sum(await _store(rt, account, source, Direction.INBOUND, source, req, batch))
+        raw = req
+        if req is not None and bodies is not None:
+            raw = dataclasses.replace(req, body=bodies.get(account, b""))
+        new += sum(await _store(rt, account, source, Direction.INBOUND, source, raw, batch))
     return new
 
 
@@ -129,23 +159,50 @@ async def keep_unparseable(
     direction: Direction,
     req: RawRequest,
     error: str,
+    dedup_key: str | None = None,
 ) -> None:
     """Keep a verified body we could not parse as a ``parse_failed`` dead letter under
-    each of ``owners``, for re-ingest after a fix. Idempotent per body."""
-    dedup_key = "body-" + hashlib.sha256(req.body).hexdigest()[:32]
+    each of ``owners`` (accounts, or an ``app_scope``), for re-ingest after a fix.
+    Idempotent per ``dedup_key`` (default: per body)."""
+    dedup_key = dedup_key or "body-" + hashlib.sha256(req.body).hexdigest()[:32]
     for account in owners:
+        acc = rt.accounts.accounts.get(account)
         stored = await rt.intake.accept_parse_failed(
             account=account,
             source=source,
             direction=direction,
             channel=source,
-            desk=rt.accounts.accounts[account].desk.type,
+            desk=acc.desk.type if acc is not None else "",
             req=req,
             error=error,
             dedup_key=dedup_key,
         )
         rt.metrics.event(source, "parse_failed" if stored else "duplicate", "parse")
     log.warning("%s: kept an unparseable body as a dead letter", source)
+
+
+async def keep_failures(rt: Runtime, source: str, req: RawRequest, parsed: Parsed) -> None:
+    """Keep each item of a batch that could not be read as a ``parse_failed`` dead letter
+    of the account that owns it, holding only that item's record (``ItemFailure.body``);
+    an item that names no owner goes to its app's scope (``ItemFailure.app``), and is dropped
+    with a warning only when there is no app either (which no receiver produces).
+    Idempotent per item."""
+    for failure in parsed.failures:
+        owner = failure.account
+        if owner is None and failure.app is not None:
+            owner = app_scope(failure.app)
+        if owner is None:  # pragma: no cover - per-account receivers always name one
+            log.warning("%s: an unreadable item names no owner; not kept", source)
+            continue
+        await keep_unparseable(
+            rt,
+            [owner],
+            source,
+            Direction.INBOUND,
+            dataclasses.replace(req, body=failure.body),
+            failure.error,
+            dedup_key=failure.key,
+        )
 
 
 async def _store(

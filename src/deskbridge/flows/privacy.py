@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deskbridge.flows.automated import automated_reply
-from deskbridge.flows.ingest import queue_automated
+from deskbridge.flows.ingest import app_scopes, queue_automated
 from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import Delivery, Direction, Identity, Message
 from deskbridge.store import new_id
@@ -90,14 +90,7 @@ async def sweep_retention(rt: Runtime, *, clock: Clock = time.time) -> dict[str,
         longest_audit = max(longest_audit, r.audit_s)
         scope = rt.conversations.scope(account)
         scopes[scope] = max(scopes.get(scope, 0), r.audit_s)
-        for delivery_id in await rt.deliveries.dead_before(account, now_ms - r.dead_s * 1000):
-            d = await rt.deliveries.get(account, delivery_id)
-            if d is None:
-                await rt.erasure.unindex_dead(account, delivery_id)
-                continue
-            raw_id = await _event_raw_id(rt, d)
-            if await rt.deliveries.purge(d, raw_id=raw_id, only_dead=True):
-                out["dead_letters"] += 1
+        out["dead_letters"] += await _purge_dead(rt, account, now_ms - r.dead_s * 1000)
         for source in _sources(rt, account):
             out["raw_index"] += await rt.erasure.trim_raw_index(
                 account, source, now_ms - r.raw_s * 1000
@@ -107,6 +100,10 @@ async def sweep_retention(rt: Runtime, *, clock: Clock = time.time) -> dict[str,
             await rt.erasure.drop_sandbox_ticket(account, ticket)
             out["sandbox_tickets"] += 1
         out["sandbox_outbox"] += await rt.erasure.filter_outbox(account, _sent_before(cutoff))
+    for scope in app_scopes(rt):
+        # what a platform app posted that named no account: the deployment's retention
+        dead_s = rt.retention(scope).dead_s
+        out["dead_letters"] += await _purge_dead(rt, scope, now_ms - dead_s * 1000)
     if graph is not None:
         for scope, audit_s in scopes.items():
             out["graph_audit"] += await graph.trim_audit(scope, now_ms - audit_s * 1000)
@@ -119,6 +116,20 @@ async def sweep_retention(rt: Runtime, *, clock: Clock = time.time) -> dict[str,
 
 def _sent_before(cutoff: float) -> Callable[[dict[str, Any]], bool]:
     return lambda entry: float(entry.get("at", 0)) < cutoff
+
+
+async def _purge_dead(rt: Runtime, account: str, before_ms: int) -> int:
+    """Purge ``account``'s dead letters older than ``before_ms``; returns how many."""
+    purged = 0
+    for delivery_id in await rt.deliveries.dead_before(account, before_ms):
+        d = await rt.deliveries.get(account, delivery_id)
+        if d is None:
+            await rt.erasure.unindex_dead(account, delivery_id)
+            continue
+        raw_id = await _event_raw_id(rt, d)
+        if await rt.deliveries.purge(d, raw_id=raw_id, only_dead=True):
+            purged += 1
+    return purged
 
 
 def _sources(rt: Runtime, account: str) -> list[str]:

@@ -6,7 +6,12 @@ Semantics (docs/admin.md states them for operators):
 - The request is not verified again: only verified requests were kept, and the secret
   headers that proved it were never stored.
 - Only the events of the raw request's own account are taken (a Meta batch kept under
-  each account it concerned is re-ingested per account).
+  each account it concerned is re-ingested per account; records kept since batches are
+  cut per account hold only that account's part). A record kept under a platform app's
+  own scope (``app:<name>``: a body or item that named no account) gives each event it
+  now yields to the account that event names, as the live webhook would.
+- An item that still cannot be read leaves the dead letter in place and is reported as
+  an error; the items that now parse are taken.
 - Intake deduplicates as for a live webhook: an event whose dedup mark is still there is
   reported as a duplicate with the state of the delivery that took it, and is not stored
   again. Dedup marks live ``DESKBRIDGE_DEDUP_TTL_SECONDS``; a request stored with events
@@ -19,14 +24,17 @@ Semantics (docs/admin.md states them for operators):
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from deskbridge.adapters.base import Receiver
+from deskbridge.config import MessengerConfig, WhatsAppConfig
 from deskbridge.errors import ParseFailed, RequestRefused
-from deskbridge.flows.ingest import accept_account_events, accept_replies
+from deskbridge.flows.ingest import APP_SCOPE, accept_account_events, accept_replies, app_scope
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import AgentReply, Channel, RawRequest
+from deskbridge.schemas import AgentReply, Channel, InboundEvent, RawRequest
 from deskbridge.store import IntakeEvent
 from deskbridge.store.listing import RawEntry
 
@@ -133,13 +141,54 @@ async def reingest_one(
     return out
 
 
+def _receiver(rt: Runtime, source: str, scope: str) -> Receiver | None:
+    """The receiver that reads ``source`` for an account, or for an app's own scope the
+    app's receiver (the one of any account that names the app)."""
+    if not scope.startswith(APP_SCOPE):
+        return rt.receiver(source, scope)
+    for name, acc in rt.accounts.accounts.items():
+        for ch in acc.channels:
+            if isinstance(ch, WhatsAppConfig | MessengerConfig) and (
+                ch.type == source and app_scope(ch.app) == scope
+            ):
+                return rt.receiver(source, name)
+    return None
+
+
 async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:
-    account, source = out.account, out.source
-    receiver = rt.receiver(source, account)
+    """Events of the record's own scope: an account takes only its own events; an app's
+    record (items that named no account) gives each event to the account it now names.
+    Items that still cannot be read raise ``ParseFailed`` after the rest were taken."""
+    scope, source = out.account, out.source
+    receiver = _receiver(rt, source, scope)
     if receiver is None:
-        raise RequestRefused(f"channel {source} is not configured for {account}")
+        raise RequestRefused(f"channel {source} is not configured for {scope}")
     req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
-    parsed = [ev for ev in receiver.parse(req).events if ev.account == account]
+    parsed = receiver.parse(req)
+    app = scope.startswith(APP_SCOPE)
+    by_account: dict[str, list[InboundEvent]] = {}
+    for ev in parsed.events:
+        if app or ev.account == scope:
+            by_account.setdefault(ev.account, []).append(ev)
+    for account, events in by_account.items():
+        raw = req
+        if parsed.bodies is not None:
+            raw = dataclasses.replace(req, body=parsed.bodies.get(account, b""))
+        await _take(rt, out, account, raw, events, dry_run)
+    left = [f for f in parsed.failures if (f.account is None if app else f.account == scope)]
+    if left:
+        raise ParseFailed(left[0].error)
+
+
+async def _take(
+    rt: Runtime,
+    out: RawOutcome,
+    account: str,
+    req: RawRequest,
+    parsed: list[InboundEvent],
+    dry_run: bool,
+) -> None:
+    source = out.source
     events = [
         IntakeEvent(
             dedup_key=ev.dedup_key,
@@ -155,6 +204,8 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
         new = await accept_account_events(rt, account, Channel(source).value, req, events)
     for ev, ie, taken, is_new in zip(parsed, events, before, new, strict=True):
         entry: dict[str, Any] = {"kind": ev.kind, "conversation_id": ie.conversation_id}
+        if account != out.account:
+            entry["account"] = account
         if is_new and not dry_run:
             entry |= await _taken_by(rt, account, source, ev.dedup_key)
             entry["status"] = "new"

@@ -104,9 +104,13 @@ async def channel_webhook(request: web.Request) -> web.Response:
             return web.Response(body=_OK, content_type="application/json")
         if parsed.unrouted:
             rt.metrics.event(channel, "ignored", "unrouted", n=parsed.unrouted)
-        if not parsed.events:
+        if not parsed.events and not parsed.failures:
             rt.metrics.event(channel, "ignored", "")
-        await ingest.accept_events(rt, channel, req, parsed.events)
+        await ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies)
+        if parsed.failures:
+            # after the siblings: a store failure here answers 503, and the platform's
+            # retry finds the siblings already taken (dedup) and keeps the failures
+            await ingest.keep_failures(rt, channel, req, parsed)
     except RequestRefused as exc:
         return _refused(request, rt, source, exc)
     except StoreUnavailable as exc:
@@ -117,9 +121,17 @@ async def channel_webhook(request: web.Request) -> web.Response:
 async def _keep_unparseable(
     rt: Runtime, channel: str, account: str | None, req: RawRequest, exc: ParseFailed
 ) -> None:
-    """Without an account in the URL the body is kept under every account of the channel."""
-    owners = [account] if account else sorted(a for (a, c) in rt.adapters if c.value == channel)
-    await ingest.keep_unparseable(rt, owners, channel, Direction.INBOUND, req, str(exc))
+    """A body that is not a batch we can read item by item names no owner: it is kept
+    under the URL's account, else under the platform app that signed it (never copied
+    into the accounts of the app, which may not own it)."""
+    if account:
+        owner = account
+    elif exc.app is not None:
+        owner = ingest.app_scope(exc.app)
+    else:  # pragma: no cover - only Meta receivers serve a URL without an account
+        log.warning("%s: an unparseable body names no owner; not kept", channel)
+        return
+    await ingest.keep_unparseable(rt, [owner], channel, Direction.INBOUND, req, str(exc))
 
 
 async def channel_handshake(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from typing import Any
 
 from arq import Worker, func
 
-from deskbridge.flows import enrichment, privacy
+from deskbridge.flows import enrichment, ingest, privacy
 from deskbridge.flows.health import health_loop
 from deskbridge.flows.polling import poll_loop
 from deskbridge.flows.runtime import Runtime
@@ -75,6 +75,9 @@ async def sweep_once(rt: Runtime) -> int:
         routing = rt.accounts.accounts[account].routing
         sla = {c.value: t for c, t in routing.sla.items()} if routing is not None else {}
         await enrichment.refresh_waiting(rt, account, sla)
+    for scope in ingest.app_scopes(rt):
+        # dead letters of what a platform app posted that named no account
+        rt.metrics.dead.labels(scope).set((await rt.deliveries.counts(scope))["dead"])
     graph = rt.conversations.graph
     if graph is not None:
         for scope in sorted(set(rt.accounts.identity_scopes().values())):

@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticSerializationError
 
-from deskbridge.adapters.payload import load_object
+from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.batch import Batch
+from deskbridge.adapters.payload import dump, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
 from deskbridge.schemas import (
@@ -37,7 +38,7 @@ from deskbridge.schemas import (
     Sender,
 )
 
-__all__ = ["UNKNOWN_MEMBER", "parse"]
+__all__ = ["UNKNOWN_MEMBER", "parse", "parse_items"]
 
 UNKNOWN_MEMBER = {"group": "group-member", "room": "room-member"}
 """``Sender.external_id`` of a group or room member LINE did not name."""
@@ -149,25 +150,41 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     and for event types and modes we do not handle.
 
     Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it
-    is one but not a webhook body we can read (one bad event fails the whole body: LINE
-    sends it again only if redelivery is on, so it goes to the dead letters intact).
+    is one but not a webhook body we can read, or when any event in it cannot be read
+    (:func:`parse_items` keeps the others).
+    """
+    parsed = parse_items(body, account=account)
+    if parsed.failures:
+        raise ParseFailed(parsed.failures[0].error)
+    return parsed.events
+
+
+def parse_items(body: bytes, *, account: str) -> Parsed:
+    """Like :func:`parse`, but each event is read on its own: one that cannot be read is
+    an item failure (kept with just that event, under ``account``) and its siblings are
+    parsed as usual. Raises ``ParseFailed`` only when the body is not a LINE webhook
+    body at all (no ``destination`` and ``events``).
     """
     raw = load_object(body, what="line")
     try:
-        events: list[InboundEvent] = []
-        for item in Body.model_validate(raw).events:
-            events.extend(_event(Event.model_validate(item), account=account))
-        if escapes_surrogates(body):
-            for event in events:
-                event.model_dump_json()  # a lone surrogate cannot be stored
+        envelope = Body.model_validate(raw)
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(
             f"line: not a readable webhook body ({exc.error_count()} errors)"
         ) from None
-    except PydanticSerializationError:
-        raise ParseFailed("line: webhook text is not valid Unicode") from None
-    return events
+    batch = Batch("line", surrogates=escapes_surrogates(body))
+
+    def record(item: Any) -> bytes:
+        return dump({"destination": envelope.destination, "events": [item]})
+
+    def read(item: Any) -> list[InboundEvent]:
+        return _event(Event.model_validate(item), account=account)
+
+    for item in envelope.events:
+        batch.item(account, item, record, read)
+    # one URL per account: the whole body is the account's, nothing to cut
+    return Parsed(events=batch.events, failures=tuple(batch.failures))
 
 
 def _event(ev: Event, *, account: str) -> list[InboundEvent]:

@@ -8,8 +8,9 @@ import hmac
 import secrets
 from typing import Any
 
-from deskbridge.adapters.base import AccountReceiver, ChannelAdapter, Receiver
+from deskbridge.adapters.base import ChannelAdapter, Receiver
 from deskbridge.adapters.line.adapter import LineAdapter
+from deskbridge.adapters.line.receiver import LineReceiver
 from deskbridge.adapters.line.simulate import sample_message
 from deskbridge.adapters.spec import (
     AdapterDeps,
@@ -41,7 +42,8 @@ def _adapter(account: str, config: LineConfig, deps: AdapterDeps) -> ChannelAdap
 
 def _receiver(account: str, config: LineConfig, adapter: ChannelAdapter) -> Receiver:
     assert isinstance(adapter, LineAdapter)
-    return AccountReceiver(adapter)
+    # read event by event: one bad event never costs the others
+    return LineReceiver(adapter)
 
 
 def _simulate(sim: SimulateInput[LineConfig]) -> SimulatedRequest:

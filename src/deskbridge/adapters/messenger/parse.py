@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
-from deskbridge.adapters.payload import load_object
+from deskbridge.adapters.batch import Batch
+from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
 from deskbridge.schemas import (
@@ -165,7 +165,7 @@ class Entry(_Raw):
 
 class Envelope(_Raw):
     object: str
-    entry: list[Entry]
+    entry: list[dict[str, Any]]
 
 
 def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
@@ -173,37 +173,66 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
 
     Entries of Pages not in ``routes`` are skipped and counted in ``unrouted``; Instagram
     bodies and events we do not handle parse to nothing. Raises ``PayloadInvalid`` when
-    the body is not a JSON object, ``ParseFailed`` when it is one we cannot read (the
-    message never quotes the body).
+    the body is not a JSON object, ``ParseFailed`` when it is not a Page webhook at all
+    (the message never quotes the body). Inside it every ``messaging[]`` event is read on
+    its own: one that cannot be read is an item failure of the Page's account (of nobody
+    when the entry names no Page we can read), and its siblings are parsed as usual.
     """
     raw = load_object(body, what="messenger")
     if raw.get("object") == "instagram":
         return Parsed([])
     try:
         envelope = Envelope.model_validate(raw)
-        if envelope.object != "page":
-            raise ParseFailed("messenger: not a Page webhook (object is not 'page')")
-        events: list[InboundEvent] = []
-        unrouted = 0
-        for entry in envelope.entry:
-            account = routes.get(entry.id)
-            if account is None:
-                unrouted += 1
-                continue
-            for item in entry.messaging or ():
-                messaging = Messaging.model_validate(item)
-                events.extend(_events(entry, messaging, account=account))
-        if escapes_surrogates(body):
-            for event in events:
-                event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(
             f"messenger: not a readable Page webhook ({exc.error_count()} errors)"
         ) from None
-    except PydanticSerializationError:
-        raise ParseFailed("messenger: webhook text is not valid Unicode") from None
-    return Parsed(events, unrouted)
+    if envelope.object != "page":
+        raise ParseFailed("messenger: not a Page webhook (object is not 'page')")
+    batch = Batch("messenger", surrogates=escapes_surrogates(body))
+    for raw_entry in envelope.entry:
+        _entry(batch, routes, raw_entry)
+    return batch.parsed(lambda account: dump({"object": "page", "entry": batch.owned[account]}))
+
+
+def _page(raw: dict[str, Any], routes: Mapping[str, str]) -> str | None:
+    """The account owning an entry that did not read, when its Page id still does ("" for
+    a Page no account here owns), else None."""
+    page = raw.get("id")
+    if isinstance(page, int) and not isinstance(page, bool):
+        page = str(page)
+    return routes.get(page, "") if isinstance(page, str) and page else None
+
+
+def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None:
+    try:
+        entry = Entry.model_validate(raw)
+    except ValidationError as exc:
+        owner = _page(raw, routes)
+        if owner == "":
+            batch.unrouted += 1
+            batch.mixed = True
+        else:
+            error = f"messenger: an entry is not readable ({exc.error_count()} errors)"
+            batch.fail(owner, item_key(raw), dump({"object": "page", "entry": [raw]}), error)
+        return
+    account = routes.get(entry.id)
+    if account is None:
+        batch.unrouted += 1
+        batch.mixed = True
+        return
+    batch.own(account, raw)
+    head = {k: v for k, v in raw.items() if k != "messaging"}
+
+    def record(item: Any) -> bytes:
+        return dump({"object": "page", "entry": [{**head, "messaging": [item]}]})
+
+    def read(item: Any) -> list[InboundEvent]:
+        return _events(entry, Messaging.model_validate(item), account=account)
+
+    for item in entry.messaging or ():
+        batch.item(account, item, record, read)
 
 
 def _when(ms: int) -> datetime:

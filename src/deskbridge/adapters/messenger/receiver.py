@@ -17,6 +17,6 @@ class MessengerReceiver(MetaReceiver):
 
     channel: ClassVar[Channel] = Channel.MESSENGER
 
-    def parse(self, req: RawRequest) -> Parsed:
+    def _parse(self, req: RawRequest) -> Parsed:
         """The events of every routed entry; see :func:`parse.parse` for errors."""
         return parse(req.body, routes=self._routes)

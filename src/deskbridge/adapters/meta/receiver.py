@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import ClassVar
 
 from deskbridge.adapters.base import Handshake, Parsed
 from deskbridge.adapters.meta.webhook import handshake, verify
 from deskbridge.config.accounts import MetaAppConfig
+from deskbridge.errors import ParseFailed
 from deskbridge.schemas import Channel, RawRequest
 
 __all__ = ["MetaReceiver"]
@@ -39,6 +41,18 @@ class MetaReceiver(ABC):
         """Raise ``SignatureInvalid`` unless ``X-Hub-Signature-256`` signs the raw body."""
         verify(req, self._app.app_secret.get_secret_value())
 
-    @abstractmethod
     def parse(self, req: RawRequest) -> Parsed:
-        """The events of every routed entry (each product parses its own payload)."""
+        """The events of every routed entry. Item failures and a ``ParseFailed`` name
+        this app, so what names no owner is kept under the app."""
+        try:
+            parsed = self._parse(req)
+        except ParseFailed as exc:
+            raise ParseFailed(str(exc), app=self.app_name) from None
+        if not parsed.failures:
+            return parsed
+        failures = tuple(replace(f, app=self.app_name) for f in parsed.failures)
+        return replace(parsed, failures=failures)
+
+    @abstractmethod
+    def _parse(self, req: RawRequest) -> Parsed:
+        """Each product parses its own payload."""

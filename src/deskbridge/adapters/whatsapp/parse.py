@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticSerializationError
 
 from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
-from deskbridge.adapters.payload import load_object
+from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.adapters.whatsapp.api import WINDOW_CLOSED
 from deskbridge.errors import ParseFailed
@@ -223,11 +223,13 @@ class Routing(_Raw):
     metadata: Metadata
 
 
-class Value(_Raw):
+class Head(_Raw):
+    """A change's ``value`` with its items left to be read one by one."""
+
     metadata: Metadata
     contacts: list[WaContact] = []
-    messages: list[WaMessage] = []
-    statuses: list[WaStatus] = []
+    messages: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
 
 
 class Change(_Raw):
@@ -237,59 +239,141 @@ class Change(_Raw):
 
 class Entry(_Raw):
     id: str | None = None
-    changes: list[Change] = []
+    changes: list[dict[str, Any]] = []
 
 
 class Envelope(_Raw):
     object: str
-    entry: list[Entry]
+    entry: list[dict[str, Any]]
 
 
 def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
     """The events of one webhook body; ``routes`` maps ``phone_number_id`` to account.
 
     Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it
-    is not a WhatsApp envelope we can read (messages never repeat body content). Changes
-    of other fields and statuses other than sent/delivered/read/failed give no events;
+    is not a WhatsApp envelope at all (messages never repeat body content). Inside the
+    envelope every message and status is read on its own: one that cannot be read is an
+    item failure of the account that owns its number (or of nobody, when its change does
+    not say which number it is for), and its siblings are parsed as usual. Changes of
+    other fields and statuses other than sent/delivered/read/failed give no events;
     changes for numbers without a route are skipped and counted in ``unrouted``.
     """
     raw = load_object(body, what="whatsapp")
-    events: list[InboundEvent] = []
-    unrouted = 0
     try:
         envelope = Envelope.model_validate(raw)
-        if envelope.object != OBJECT:
-            raise ParseFailed("whatsapp: not a whatsapp_business_account webhook")
-        for entry in envelope.entry:
-            for change in entry.changes:
-                if change.field != "messages":
-                    continue
-                number = Routing.model_validate(change.value).metadata.phone_number_id
-                account = routes.get(number)
-                if account is None:
-                    unrouted += 1
-                    continue
-                events += _events(Value.model_validate(change.value), account)
-        if escapes_surrogates(body):
-            for event in events:
-                event.model_dump_json()  # a lone surrogate cannot be stored
     except ValidationError as exc:
         # `from None`: a ValidationError repeats the input values, i.e. customer text.
         raise ParseFailed(
             f"whatsapp: not a readable webhook ({exc.error_count()} errors)"
         ) from None
-    except PydanticSerializationError:
-        raise ParseFailed("whatsapp: webhook text is not valid Unicode") from None
-    return Parsed(events=events, unrouted=unrouted)
+    if envelope.object != OBJECT:
+        raise ParseFailed("whatsapp: not a whatsapp_business_account webhook")
+    batch = Batch("whatsapp", surrogates=escapes_surrogates(body))
+    for index, entry in enumerate(envelope.entry):
+        _entry(batch, routes, index, entry)
+    return batch.parsed(lambda account: _cut(batch, account))
 
 
-def _events(value: Value, account: str) -> list[InboundEvent]:
-    events: list[InboundEvent] = [_message(m, value.contacts, account) for m in value.messages]
-    for status in value.statuses:
-        update = _status(status, account)
-        if update is not None:
-            events.append(update)
-    return events
+def _record(head: dict[str, Any], change: dict[str, Any], value: dict[str, Any]) -> bytes:
+    """A body holding one change of one entry, with ``value`` as the change's value."""
+    entry = {**head, "changes": [{**change, "value": value}]}
+    return dump({"object": OBJECT, "entry": [entry]})
+
+
+def _cut(batch: Batch, account: str) -> bytes:
+    """The body cut down to the changes ``account`` owns, in their entries and order."""
+    entries: dict[int, dict[str, Any]] = {}
+    for part in batch.owned[account]:
+        index, head, change = part
+        entries.setdefault(index, {**head, "changes": []})["changes"].append(change)
+    return dump({"object": OBJECT, "entry": list(entries.values())})
+
+
+def _entry(batch: Batch, routes: Mapping[str, str], index: int, raw: dict[str, Any]) -> None:
+    head = {k: v for k, v in raw.items() if k != "changes"}
+    try:
+        entry = Entry.model_validate(raw)
+    except ValidationError as exc:
+        batch.fail(
+            None,
+            item_key(raw),
+            dump({"object": OBJECT, "entry": [raw]}),
+            f"whatsapp: an entry is not readable ({exc.error_count()} errors)",
+        )
+        return
+    for change in entry.changes:
+        _change(batch, routes, index, head, change)
+
+
+def _owner(value: dict[str, Any], routes: Mapping[str, str]) -> str | None:
+    """The account owning a change whose value did not read, when its number still does
+    ("" for a number no account here owns), else None."""
+    try:
+        number = Routing.model_validate(value).metadata.phone_number_id
+    except ValidationError:
+        return None
+    return routes.get(number, "")
+
+
+def _change(
+    batch: Batch,
+    routes: Mapping[str, str],
+    index: int,
+    head: dict[str, Any],
+    raw: dict[str, Any],
+) -> None:
+    try:
+        change = Change.model_validate(raw)
+        if change.field != "messages":
+            batch.mixed = True
+            return
+        value = Head.model_validate(change.value)
+    except ValidationError as exc:
+        owner = (
+            _owner(raw.get("value") or {}, routes) if isinstance(raw.get("value"), dict) else None
+        )
+        if owner == "":
+            batch.unrouted += 1
+            batch.mixed = True
+            return
+        error = f"whatsapp: a change is not readable ({exc.error_count()} errors)"
+        batch.fail(
+            owner,
+            item_key(raw),
+            dump({"object": OBJECT, "entry": [{**head, "changes": [raw]}]}),
+            error,
+        )
+        return
+    account = routes.get(value.metadata.phone_number_id)
+    if account is None:
+        batch.unrouted += 1
+        batch.mixed = True
+        return
+    batch.own(account, (index, head, raw))
+    whole = change.value
+    owner = account
+
+    def message(msg: Any) -> list[InboundEvent]:
+        return [_message(WaMessage.model_validate(msg), value.contacts, owner)]
+
+    def status(st: Any) -> list[InboundEvent]:
+        update = _status(WaStatus.model_validate(st), owner)
+        return [update] if update is not None else []
+
+    for msg in value.messages:
+        batch.item(
+            account,
+            msg,
+            lambda m: _record(head, raw, {**whole, "messages": [m], "statuses": []}),
+            message,
+        )
+    for st in value.statuses:
+        batch.item(
+            account,
+            st,
+            lambda s: _record(head, raw, {**whole, "messages": [], "statuses": [s]}),
+            status,
+        )
 
 
 def _digits(wa_id: str | None) -> str | None:

@@ -17,6 +17,6 @@ class WhatsAppReceiver(MetaReceiver):
 
     channel: ClassVar[Channel] = Channel.WHATSAPP
 
-    def parse(self, req: RawRequest) -> Parsed:
+    def _parse(self, req: RawRequest) -> Parsed:
         """See :func:`deskbridge.adapters.whatsapp.parse.parse`."""
         return parse(req.body, self._routes)

@@ -26,6 +26,8 @@ from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.errors import ConfigError, DeskbridgeError
 
 __all__ = [
+    "ACCOUNT_SCOPE",
+    "APP_SCOPE",
     "SCOPES",
     "AdminAuth",
     "Algorithm",
@@ -55,12 +57,35 @@ class TokenInvalid(DeskbridgeError):
     """A bearer token we refuse (401). The message is safe to show the caller."""
 
 
+ACCOUNT_SCOPE = "account:"
+APP_SCOPE = "app:"
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's ``sub`` and the scopes it grants."""
+    """Who is calling: the token's ``sub`` and the scopes it grants.
+
+    Besides the route scopes, ``account:<name>`` and ``app:<name>`` entries limit what
+    the token sees: with none of them it sees every account and every platform app's
+    own records; with any, only the accounts and apps it names (an app's records are the
+    bodies and items that named no account, kept under ``app:<name>``)."""
 
     sub: str
     scopes: frozenset[str]
+
+    @property
+    def limited(self) -> bool:
+        """Whether the token names the accounts or apps it may see."""
+        return any(s.startswith((ACCOUNT_SCOPE, APP_SCOPE)) for s in self.scopes)
+
+    def sees(self, scope: str) -> bool:
+        """Whether the token may read and act on the store scope ``scope``: an account's
+        name, or ``app:<name>`` for a platform app's own records."""
+        if not self.limited:
+            return True
+        if scope.startswith(APP_SCOPE):
+            return scope in self.scopes
+        return ACCOUNT_SCOPE + scope in self.scopes
 
 
 def _key_algorithm(pem: str) -> Algorithm:

@@ -75,12 +75,15 @@ def _graph(rt: Runtime) -> IdentityGraph:
     return graph
 
 
-def _account(rt: Runtime, account: str | None) -> str:
+def _account(rt: Runtime, account: str | None, who: Principal) -> str:
+    """The account a contacts request is about: given, or the only one the token sees.
+    An account the token does not see is refused like one that does not exist."""
+    visible = [a for a in rt.accounts.accounts if who.sees(a)]
     if not account:
-        if len(rt.accounts.accounts) == 1:
-            return next(iter(rt.accounts.accounts))
+        if len(visible) == 1:
+            return visible[0]
         raise ContactsBadInput("account: required (this deployment has several)")
-    if account not in rt.accounts.accounts:
+    if account not in visible:
         raise ContactsBadInput(f"account: no account {account!r}")
     return account
 
@@ -174,7 +177,7 @@ def _query_account(request: web.Request) -> str | None:
 
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request))
+    account = _account(rt, _query_account(request), who)
     contact_id = await _contact_id(rt, account, request.match_info["ref"])
     return web.json_response(await describe(rt, account, contact_id))
 
@@ -209,7 +212,7 @@ async def _merge_desk_users(
 async def link_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: LinkBody = await _parse(request, LinkBody)
-    account = _account(rt, body.account)
+    account = _account(rt, body.account, who)
     a, b = identity_ref(body.a), identity_ref(body.b)
     scope = rt.conversations.scope(account)
     graph = _graph(rt)
@@ -238,7 +241,7 @@ async def link_route(request: web.Request, who: Principal) -> web.Response:
 async def unlink_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: LinkBody = await _parse(request, LinkBody)
-    account = _account(rt, body.account)
+    account = _account(rt, body.account, who)
     a, b = identity_ref(body.a), identity_ref(body.b)
     split = await _graph(rt).unlink(
         rt.conversations.scope(account), a, b, actor=who.sub, reason=body.reason
@@ -258,7 +261,7 @@ async def unlink_route(request: web.Request, who: Principal) -> web.Response:
 
 async def suggestions_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request))
+    account = _account(rt, _query_account(request), who)
     pending = await _graph(rt).suggestions(rt.conversations.scope(account))
     return web.json_response(
         {
@@ -273,7 +276,7 @@ async def suggestions_route(request: web.Request, who: Principal) -> web.Respons
 async def decide_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: DecideBody = await _parse(request, DecideBody)
-    account = _account(rt, body.account)
+    account = _account(rt, body.account, who)
     for c in body.contacts:
         if not _CONTACT_ID.match(c):
             raise ContactsBadInput(f"contacts: {c!r} is not a contact id")
@@ -314,7 +317,7 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
     body = ForgetBody()
     if raw.strip():
         body = await _parse(request, ForgetBody)
-    account = _account(rt, body.account)
+    account = _account(rt, body.account, who)
     contact_id = await _erasure_target(rt, account, request.match_info["ref"])
     if contact_id is None:
         return web.json_response(
@@ -335,7 +338,7 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
 
 async def export_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request))
+    account = _account(rt, _query_account(request), who)
     contact_id = await _contact_id(rt, account, request.match_info["ref"])
     doc = await privacy.export(rt, account, contact_id)
     if not doc["identities"] and not doc["accounts"]:

@@ -318,7 +318,9 @@ def document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
                     "description": "HS256, RS256 or ES256 as configured; exp, sub and aud "
-                    "required; scopes in the space-separated scope claim.",
+                    "required; scopes in the space-separated scope claim. Entries "
+                    "account:<name> and app:<name> limit the token to those accounts and "
+                    "platform apps (none: it sees all).",
                 }
             },
             "schemas": _schemas(),
@@ -327,7 +329,11 @@ def document() -> dict[str, Any]:
                 for name, text in (
                     ("BadRequest", "Bad input; nothing was changed."),
                     ("Unauthorized", "Missing, malformed, expired or wrongly signed token."),
-                    ("Forbidden", "The token lacks the route's scope."),
+                    (
+                        "Forbidden",
+                        "The token lacks the route's scope (or, for the audit log, is "
+                        "limited to accounts).",
+                    ),
                     ("NotFound", "No such delivery."),
                     ("Unavailable", "No admin key configured, or the store is down."),
                 )

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from deskbridge.config import MessengerConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
+from deskbridge.flows.ingest import app_scope
 from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
@@ -170,15 +172,24 @@ def _cursor(value: str | None) -> Cursor | None:
         raise BadInput(f"cursor: {exc}") from None
 
 
-def _accounts(rt: Runtime, account: str | None) -> list[str]:
+def _scopes(rt: Runtime) -> list[str]:
+    """Every store scope: the accounts, then each platform app's own (``app:<name>``)."""
+    return sorted(rt.accounts.accounts) + [app_scope(a) for a in sorted(rt.accounts.apps)]
+
+
+def _accounts(rt: Runtime, account: str | None, who: Principal) -> list[str]:
+    """The scopes a request reads: ``account`` (an account or ``app:<name>``), else every
+    scope the token sees. One the token does not see is refused exactly like one that
+    does not exist, so a token cannot probe other tenants' names."""
+    visible = [a for a in _scopes(rt) if who.sees(a)]
     if account is None or account == "":
-        return sorted(rt.accounts.accounts)
-    if account not in rt.accounts.accounts:
+        return visible
+    if account not in visible:
         raise BadInput(f"account: no account {account!r}")
     return [account]
 
 
-def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
+def _filter(rt: Runtime, f: FilterBody, who: Principal) -> tuple[list[str], DeliveryFilter]:
     state = _choice("state", f.state, STATES)
     direction = _choice("direction", f.direction, [d.value for d in Direction])
     filt = DeliveryFilter(
@@ -192,7 +203,7 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
         until_ms=_time("until", f.until),
         kind=_choice("kind", f.kind, ["note", "event"]),
     )
-    return _accounts(rt, f.account), filt
+    return _accounts(rt, f.account, who), filt
 
 
 async def _body(request: web.Request, model: type[BaseModel]) -> Any:
@@ -226,7 +237,7 @@ def _answer(model: BaseModel, *, exclude_none: bool = False) -> web.Response:
 async def list_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     q = _query(request, DeliveryQuery)
-    accounts, filt = _filter(rt, q)
+    accounts, filt = _filter(rt, q, who)
     page = await rt.listing.deliveries(
         accounts,
         filt,
@@ -236,17 +247,19 @@ async def list_route(request: web.Request, who: Principal) -> web.Response:
     return _answer(DeliveryPage(deliveries=page.items, next_cursor=page.next_cursor))
 
 
-async def _find(rt: Runtime, delivery_id: str, account: str | None = None) -> Delivery | None:
+async def _find(
+    rt: Runtime, who: Principal, delivery_id: str, account: str | None = None
+) -> Delivery | None:
     if not delivery_id.isalnum() or len(delivery_id) > 64:
         return None
-    found = await rt.deliveries.locate(_accounts(rt, account), delivery_id)
+    found = await rt.deliveries.locate(_accounts(rt, account, who), delivery_id)
     return await rt.deliveries.get(found, delivery_id) if found else None
 
 
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     ident = request.match_info["id"]
-    d = await _find(rt, ident, _query(request, AccountQuery).account)
+    d = await _find(rt, who, ident, _query(request, AccountQuery).account)
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
@@ -266,7 +279,7 @@ async def lookup_route(request: web.Request, who: Principal) -> web.Response:
     found: list[LookupItem] = []
     missing: list[str] = []
     for ident in dict.fromkeys(body.ids):
-        d = await _find(rt, ident, body.account)
+        d = await _find(rt, who, ident, body.account)
         if d is None:
             missing.append(ident)
             continue
@@ -275,7 +288,9 @@ async def lookup_route(request: web.Request, who: Principal) -> web.Response:
     return _answer(Lookup(deliveries=found, missing=missing), exclude_none=True)
 
 
-async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[str], bool]:
+async def _select(
+    rt: Runtime, body: ReplayBody, who: Principal
+) -> tuple[list[Delivery], list[str], bool]:
     """The deliveries a replay names (by ids, or all a filter matches up to a cap), the
     ids not found, and whether the filter matched more than the cap."""
     if (body.ids is None) == (body.filter is None):
@@ -284,14 +299,14 @@ async def _select(rt: Runtime, body: ReplayBody) -> tuple[list[Delivery], list[s
         chosen: list[Delivery] = []
         missing: list[str] = []
         for ident in dict.fromkeys(body.ids):
-            d = await _find(rt, ident, body.account)
+            d = await _find(rt, who, ident, body.account)
             if d is None:
                 missing.append(ident)
             else:
                 chosen.append(d)
         return chosen, missing, False
     assert body.filter is not None
-    accounts, filt = _filter(rt, body.filter)
+    accounts, filt = _filter(rt, body.filter, who)
     if filt.state is None:
         filt = DeliveryFilter(**{**_fields(filt), "state": DeliveryState.DEAD})
     chosen, cursor = [], None
@@ -321,7 +336,7 @@ def _replayable(d: Delivery) -> str | None:
 async def replay_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: ReplayBody = await _body(request, ReplayBody)
-    chosen, missing, truncated = await _select(rt, body)
+    chosen, missing, truncated = await _select(rt, body, who)
     replayed: list[str] = []
     skipped: list[Skipped] = []
     # oldest first, so each goes back into its lane before the later ones
@@ -366,7 +381,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
     skipped: list[Skipped] = []
     missing: list[str] = []
     for ident in dict.fromkeys(body.ids):
-        d = await _find(rt, ident, body.account)
+        d = await _find(rt, who, ident, body.account)
         if d is None:
             missing.append(ident)
             continue
@@ -390,10 +405,23 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
 
 
 def _sources(rt: Runtime, accounts: list[str]) -> dict[str, list[str]]:
-    return {
-        a: [*(c.type for c in rt.accounts.accounts[a].channels), rt.accounts.accounts[a].desk.type]
-        for a in accounts
-    }
+    """Where each scope keeps raw requests: an account's channels and desk; an app's
+    channels (the products of the accounts that name it)."""
+    out: dict[str, list[str]] = {}
+    for a in accounts:
+        acc = rt.accounts.accounts.get(a)
+        if acc is not None:
+            out[a] = [*(c.type for c in acc.channels), acc.desk.type]
+        else:
+            out[a] = sorted(
+                {
+                    c.type
+                    for other in rt.accounts.accounts.values()
+                    for c in other.channels
+                    if isinstance(c, WhatsAppConfig | MessengerConfig) and app_scope(c.app) == a
+                }
+            )
+    return out
 
 
 def _raw(entry: RawEntry) -> RawEvent:
@@ -418,7 +446,7 @@ def _source(name: str, value: str | None) -> tuple[str, ...]:
 async def events_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     q = _query(request, EventsQuery)
-    accounts = _accounts(rt, q.account)
+    accounts = _accounts(rt, q.account, who)
     filt = RawFilter(
         sources=_source("channel", q.channel),
         since_ms=_time("since", q.since),
@@ -436,7 +464,7 @@ async def events_route(request: web.Request, who: Principal) -> web.Response:
 async def reingest_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: ReingestBody = await _body(request, ReingestBody)
-    accounts = _accounts(rt, body.account)
+    accounts = _accounts(rt, body.account, who)
     filt = RawFilter(
         sources=_source("channel", body.channel),
         since_ms=_time("since", body.since),
@@ -518,6 +546,9 @@ async def _raws_by_id(
 
 async def audit_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
+    if who.limited:
+        # the audit log is the deployment's, across accounts: not for a tenant's token
+        return _error(403, "forbidden", "the audit log needs a token not limited to accounts")
     q = _query(request, PageQuery)
     try:
         entries, cursor = await rt.audit.read(limit=_limit(q.limit), before=q.cursor or None)
