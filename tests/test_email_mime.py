@@ -364,9 +364,12 @@ def test_empty_plain_alternative_falls_back_to_html() -> None:
     assert mail.full_text == "Real text" and mail.html is not None
 
 
-def test_headers_only_and_no_from_parse() -> None:
+def test_headers_only_and_no_from_parse_as_an_unknown_sender() -> None:
     mail = parse(b"Subject: hi\n\n")
-    assert mail.message is None and mail.subject == "hi" and mail.kind == "message"
+    assert mail.message is not None and mail.subject == "hi" and mail.kind == "message"
+    assert not mail.sender_known
+    assert mail.message.sender.external_id.startswith("unknown-sender:")
+    assert mail.message.sender.identities == ()
 
 
 @settings(max_examples=300, deadline=None)

@@ -92,6 +92,8 @@ class Parsed:
 
     events: list[InboundEvent]
     unrouted: int = 0
+    ignored: tuple[str, ...] = ()
+    """A named reason per item read and deliberately not filed (echo, auto-reply, ...)."""
 
 
 class Receiver(Protocol):

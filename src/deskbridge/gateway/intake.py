@@ -104,8 +104,10 @@ async def channel_webhook(request: web.Request) -> web.Response:
             return web.Response(body=_OK, content_type="application/json")
         if parsed.unrouted:
             rt.metrics.event(channel, "ignored", "unrouted", n=parsed.unrouted)
-        if not parsed.events:
-            rt.metrics.event(channel, "ignored", "")
+        for reason in parsed.ignored:
+            rt.metrics.event(channel, "ignored", reason)
+        if not parsed.events and not parsed.ignored:
+            rt.metrics.event(channel, "ignored", "unhandled")
         await ingest.accept_events(rt, channel, req, parsed.events)
     except RequestRefused as exc:
         return _refused(request, rt, source, exc)

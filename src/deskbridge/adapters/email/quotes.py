@@ -4,6 +4,8 @@ Conservative by design: a cut happens only at a recognised reply header (Gmail a
 "On ... wrote:" and their German, French, Spanish and Japanese forms, Outlook's
 "-----Original Message-----" or "From:/Sent:" block) or before a trailing run of ``>``
 lines. Forwarded blocks are kept: what a customer forwards is new content for the desk.
+A bottom-posted reply (Thunderbird's default: the attribution line and the ``>`` quote on
+top, the new text below) keeps the text below the quote.
 """
 
 from __future__ import annotations
@@ -69,13 +71,26 @@ def _trailing_quote(lines: list[str]) -> int | None:
     return start if start < end else None
 
 
+def _below_quote(lines: list[str], cut: int) -> list[str]:
+    """The lines after an attribution line at ``cut`` and the ``>`` block under it."""
+    i = cut + 1
+    while i < len(lines) and (lines[i].lstrip().startswith(">") or not lines[i].strip()):
+        i += 1
+    return lines[i:]
+
+
 def render_quote_strip(text: str) -> str:
     """The new text of a reply, quoted history removed. Never empty unless ``text`` is:
     when stripping would leave nothing, ``text`` comes back unchanged."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     cut = _cut_line(lines)
     if cut is not None:
-        lines = lines[:cut]
+        above = lines[:cut]
+        below = _below_quote(lines, cut) if not "".join(above).strip() else []
+        if below and not lines[cut].lstrip().startswith("-"):
+            # bottom-posted: nothing above the attribution, new text under the quote
+            return render_quote_strip("\n".join(below))
+        lines = above
     quote = _trailing_quote(lines)
     if quote is not None:
         lines = lines[:quote]
