@@ -16,7 +16,7 @@ __all__ = ["render_quote_strip"]
 
 _WROTE = re.compile(
     r"""^\s*(?:
-        On\s.+\swrote:                                  # Gmail, Apple Mail (English)
+        On\s.+(?:\s|>)wrote:                           # Gmail, Apple Mail (English)
       | Am\s.+\sschrieb.*:                              # German
       | Le\s.+\sa\s+[ée]crit\s*:                        # French
       | El\s.+\sescribi[óo]\s*:                         # Spanish
@@ -72,8 +72,15 @@ def _trailing_quote(lines: list[str]) -> int | None:
 
 
 def _below_quote(lines: list[str], cut: int) -> list[str]:
-    """The lines after an attribution line at ``cut`` and the ``>`` block under it."""
-    i = cut + 1
+    """The lines after the ``>`` block that follows an attribution line at ``cut`` (a
+    wrapped attribution may take two lines); none when no ``>`` block follows."""
+    start = next(
+        (j for j in range(cut + 1, min(cut + 4, len(lines))) if lines[j].lstrip().startswith(">")),
+        None,
+    )
+    if start is None or not _WROTE.match(lines[cut]) and start > cut + 2:
+        return []
+    i = start
     while i < len(lines) and (lines[i].lstrip().startswith(">") or not lines[i].strip()):
         i += 1
     return lines[i:]
@@ -86,10 +93,11 @@ def render_quote_strip(text: str) -> str:
     cut = _cut_line(lines)
     if cut is not None:
         above = lines[:cut]
-        below = _below_quote(lines, cut) if not "".join(above).strip() else []
-        if below and not lines[cut].lstrip().startswith("-"):
-            # bottom-posted: nothing above the attribution, new text under the quote
-            return render_quote_strip("\n".join(below))
+        below = [] if _ORIGINAL.match(lines[cut]) else _below_quote(lines, cut)
+        if "".join(below).strip():
+            # bottom-posted or inline: the new text sits under the quote (Thunderbird)
+            parts = ("\n".join(above).strip(), render_quote_strip("\n".join(below)))
+            return "\n\n".join(p for p in parts if p)
         lines = above
     quote = _trailing_quote(lines)
     if quote is not None:
