@@ -100,6 +100,7 @@ _OOO_SUBJECTS = (
     "不在",
 )
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_DETECT_MIN = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,7 @@ def _clean(text: str) -> str:
     if not _SURROGATES.search(text):
         return text
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return _guess(text.encode("utf-8", "surrogateescape"))
     except UnicodeError:
         return _SURROGATES.sub("\ufffd", text)
 
@@ -147,10 +148,16 @@ def _guess(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    best = from_bytes(data[:65536]).best()
-    if best is not None:
+    # short strings (a header's name) and UTF-16/32 guesses are noise: mail is 8-bit
+    results = list(from_bytes(data[:65536])) if len(data) >= _DETECT_MIN else []
+    results = [r for r in results if not r.encoding.startswith(("utf_16", "utf_32"))]
+    if results:
+        best = results[0]
+        tied = [r.encoding for r in results if r.chaos <= best.chaos + 0.001]
+        # Latin code pages often tie on short text: Windows-1252 is what such mail is
+        encoding = "cp1252" if "cp1252" in tied else best.encoding
         try:
-            return data.decode(best.encoding, "replace")
+            return data.decode(encoding, "replace")
         except (LookupError, ValueError):
             pass
     return data.decode("cp1252", "replace")
@@ -199,8 +206,11 @@ def _headers(msg: MimePart, name: str) -> list[str]:
     try:
         values = [str(v) for v in msg.get_all(name, [])]
     except Exception:  # the header parser fails on some malformed values
-        values = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
-        values = [_decode_words(str(v)) for v in values]
+        values = []
+    if not values or any("\ufffd" in v for v in values):
+        # unparseable, or raw 8-bit the policy blanked out: read the bytes as written
+        raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+        values = [_decode_words(str(v)) for v in raw] or values
     return [_clean(re.sub(r"\r?\n[ \t]*", " ", v)).strip() for v in values]
 
 
@@ -547,13 +557,51 @@ def _token(msg: MimePart, subject: str, own_domains: frozenset[str]) -> str | No
 # --- the entry points -----------------------------------------------------------------
 
 
-def _parse(raw: bytes) -> MimePart:
+_HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)([ \t]*):")
+
+
+def _repaired(raw: bytes) -> bytes | None:
+    """The header block with what stops the parser mended, or None when nothing needed it:
+    whitespace before the colon (RFC 5322 §4.5.3 obsolete syntax) is dropped, and a line
+    that is no header (a stray word some relays prepend) is left out."""
+    found = re.search(rb"\r?\n\r?\n", raw)
+    head, rest = (raw[: found.start()], raw[found.start() :]) if found else (raw, b"")
+    out: list[bytes] = []
+    changed = False
+    for line in head.split(b"\n")[:2000]:
+        name = _HEADER_NAME.match(line)
+        if line[:1] in (b" ", b"\t") or (not out and line.startswith(b"From ")):
+            out.append(line)
+        elif name and name.group(2):
+            out.append(name.group(1) + line[name.end() - 1 :])
+            changed = True
+        elif name:
+            out.append(line)
+        else:
+            changed = True
+    return b"\n".join(out) + rest if changed and out else None
+
+
+def _parse_raw(raw: bytes) -> tuple[MimePart, bytes]:
+    """The parsed mail and the bytes it was parsed from (mended headers, if they were)."""
     if not raw.strip():
         raise PayloadInvalid("empty mail")
     msg = BytesParser(policy=policy.default).parsebytes(raw)
+    if not msg.keys() or any(
+        type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects
+    ):
+        fixed = _repaired(raw)
+        if fixed is not None:
+            mended = BytesParser(policy=policy.default).parsebytes(fixed)
+            if len(mended.keys()) > len(msg.keys()):
+                msg, raw = mended, fixed
     if not msg.keys():
         raise PayloadInvalid("no mail headers")
-    return _rebound(msg, raw)
+    return _rebound(msg, raw), raw
+
+
+def _parse(raw: bytes) -> MimePart:
+    return _parse_raw(raw)[0]
 
 
 def _tree(msg: MimePart, raw: bytes) -> MimePart:
@@ -622,7 +670,7 @@ def parse_mail(
     """Parse one raw mail. ``received_at`` stands in for a missing or unreadable Date;
     ``thread`` is the channel layer's conversation key (default: the sender address).
     Raises PayloadInvalid only for bytes with no header at all; otherwise never raises."""
-    msg = _parse(raw)
+    msg, raw = _parse_raw(raw)
     subject = _header(msg, "Subject")
     message_id = _msg_id(_header(msg, "Message-ID"))
     in_reply_to = _msg_ids(" ".join(_headers(msg, "In-Reply-To")))
@@ -747,5 +795,6 @@ def part_content(raw: bytes, ref: str) -> tuple[bytes, str] | None:
         path = [int(x) for x in section.split(".")]
     except ValueError:
         return None
-    found = _find(_tree(_parse(raw), raw), path)
+    msg, raw = _parse_raw(raw)
+    found = _find(_tree(msg, raw), path)
     return (_payload_bytes(found), found.get_content_type()) if found is not None else None

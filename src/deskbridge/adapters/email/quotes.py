@@ -78,7 +78,7 @@ def _below_quote(lines: list[str], cut: int) -> list[str]:
         (j for j in range(cut + 1, min(cut + 4, len(lines))) if lines[j].lstrip().startswith(">")),
         None,
     )
-    if start is None or not _WROTE.match(lines[cut]) and start > cut + 2:
+    if start is None or (not _WROTE.match(lines[cut]) and start > cut + 2):
         return []
     i = start
     while i < len(lines) and (lines[i].lstrip().startswith(">") or not lines[i].strip()):
