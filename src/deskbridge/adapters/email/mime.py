@@ -757,7 +757,11 @@ def _sender(msg: MimePart) -> tuple[str, str | None]:
         address = normalize_address(candidate)
         if address:
             return "", address
-    return parseaddr(_header(msg, "From"))[0].strip(), None
+    written = _header(msg, "From")
+    name = parseaddr(written)[0].strip()
+    if not name and not any(c in written for c in "<>@"):
+        name = written.strip().strip('"').strip()  # ``From: A Name``: no address at all
+    return name, None
 
 
 def _sender_of(address: str | None, display: str, authenticated: bool, key: str) -> Sender:
