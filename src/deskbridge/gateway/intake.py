@@ -104,6 +104,10 @@ async def channel_webhook(request: web.Request) -> web.Response:
             return web.Response(body=_OK, content_type="application/json")
         if parsed.unrouted:
             rt.metrics.event(channel, "ignored", "unrouted", n=parsed.unrouted)
+        if parsed.token is not None and not await rt.intake.claim_token(
+            account or "", channel, *parsed.token
+        ):
+            raise SignatureInvalid("a signed token replayed with another body")
         for reason in parsed.ignored:
             rt.metrics.event(channel, "ignored", reason)
         if not parsed.events and not parsed.ignored:

@@ -129,12 +129,13 @@ class EmailReceiver:
             token, mail = webhooks.parse_mailgun(
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
             )
-            # Mailgun signs only timestamp + token, not the mail: a token seen once must
-            # never bring a second mail, so the token is the dedup key (its mark is written
-            # by the intake script with the event; a retry carries the same token)
+            # Mailgun signs only timestamp + token, not the mail, and does not say a retry
+            # keeps its token: the mail's own key (Message-ID) deduplicates, and the token is
+            # bound to that key so a captured signature never brings another mail
             parsed = self._events(mail)
-            keyed = [e.model_copy(update={"dedup_key": f"mailgun:{token}"}) for e in parsed.events]
-            return Parsed(events=keyed, ignored=parsed.ignored)
+            key = mail.message.dedup_key if mail.message else ""
+            bound = hashlib.sha256(f"{self.account}\x1f{key}".encode()).hexdigest()
+            return Parsed(events=parsed.events, ignored=parsed.ignored, token=(token, bound))
         elif inbound == "smtp":
             mail = parse_mail(
                 req.body, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
