@@ -8,17 +8,18 @@ more than once for one delivery: each step is idempotent or keyed by the deliver
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
+import logging
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
 from deskbridge.flows import enrichment
 from deskbridge.flows.automated import off_hours_ack
-from deskbridge.flows.budget import finish_merged, within_update_budget
+from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
 from deskbridge.flows.files import inbound_files
-from deskbridge.flows.notes import note, ref
+from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
 from deskbridge.flows.statuses import apply_channel_event, apply_status
 from deskbridge.identity.phones import readable
@@ -26,12 +27,14 @@ from deskbridge.outbound import DeskConnector
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.capabilities import TicketUpdateBudget
 from deskbridge.schemas import (
+    Attempt,
     CallEvent,
     ChannelEvent,
     Contact,
     Delivery,
     DeliveryState,
     DeskFields,
+    DeskNote,
     Direction,
     InboundEvent,
     Message,
@@ -39,15 +42,21 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import ConversationRecord
 
+log = logging.getLogger(__name__)
+
 __all__ = ["call_message", "file_event", "file_message"]
 
 _EVENT: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+_DESK_WRITE_TTL_S = 7 * 86400
+"""How long a desk write in flight is remembered: beyond any retry of its delivery."""
 
 
 async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
     """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
     (retry or dead letter: the caller's policy decides)."""
     record = await rt.deliveries.event(d.account, d.event_id)
+    if record["event"].get("kind") == "note":
+        return await file_note(rt, d, DeskNote.model_validate(record["event"]))
     try:
         event = _EVENT.validate_python(record["event"])
     except ValidationError:
@@ -85,8 +94,11 @@ async def file_message(
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
-    if limit is not None and conv.ticket_id is not None and not files:
-        msg, merged = await within_update_budget(rt, d, limit, desk.desk.value, conv.ticket_id, msg)
+    if limit is not None and conv.ticket_id is not None:
+        msg, merged, their_files = await within_update_budget(
+            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg), files
+        )
+        files = [*files, *their_files]
     filed = await desk.append(
         ref(conv, d.account).model_copy(update={"fields": fields}),
         user_id,
@@ -94,7 +106,11 @@ async def file_message(
         files,
         idempotency_key=f"deskbridge-{d.id}",
         retried=conv.create_attempted or d.attempts > 0,
+        in_doubt=await _in_doubt(rt, d),
     )
+    await rt.deliveries.end_desk_write(d.account, d.id)
+    if filed.resent is not None:
+        await _count_resend(rt, d, desk.desk.value, filed.resent)
     if limit is not None:
         await rt.deliveries.note_ticket_update(
             d.account, desk.desk.value, filed.ticket_id, limit[1]
@@ -104,6 +120,43 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+def _merging(rt: Runtime, head: Message) -> Prepare:
+    """A message merged into ``head``'s update gets its sender's name, and a sender other
+    than the head's is observed in the identity graph, as it would have been alone."""
+
+    async def prepare(other: Delivery, m: Message) -> Message:
+        m = await with_display_name(rt, other, m)
+        if m.sender.external_id != head.sender.external_id:
+            await sender_contact(rt, other, m)
+        return m
+
+    return prepare
+
+
+async def _in_doubt(rt: Runtime, d: Delivery) -> bool:
+    """Whether an earlier attempt may have filed the message without deskbridge knowing:
+    it failed with an unknown outcome, or its worker died with the write in flight. The
+    desk then reconciles before writing again. Notes this write as in flight."""
+    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S):
+        return True
+    if d.attempts == 0:
+        return False  # every failure that may have been applied spends the budget
+    return any(a.ambiguous for a in await rt.deliveries.attempts(d.account, d.id))
+
+
+async def _count_resend(rt: Runtime, d: Delivery, desk: str, call: str) -> None:
+    """A call sent again without a way to check the earlier one: counted, and a line in
+    the attempt log, so an operator paged for a duplicate finds it."""
+    rt.metrics.ambiguous_resends.labels(peer=desk).inc()
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="resent", resent=call),
+        spends_budget=False,
+    )
+    log.info("delivery %s: %s sent again after an unknown outcome", d.id, call)
 
 
 async def _conversation(
@@ -197,7 +250,7 @@ async def _after_filing(
     language = await rt.conversations.language(d.account, conv.id)
     translated = await enrichment.translation_note(rt, routing, msg.text, language)
     if translated is not None:
-        await note(rt, d, translated)
+        await note(rt, d, translated, why="translation")
     await off_hours_ack(
         rt, d.account, d.conversation_id, msg.channel, routing, msg.occurred_at, ticket_id
     )

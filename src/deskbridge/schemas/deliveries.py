@@ -28,8 +28,11 @@ class DeliveryState(StrEnum):
 
 
 AttemptOutcome = Literal[
-    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted"
+    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted", "resent"
 ]
+"""``resent``: a line of its own, not an attempt's end: a call (a desk write, a part of a
+send) went out again after an unknown outcome where the peer offers no idempotency key and
+no read-back (it may have arrived twice)."""
 
 
 class Attempt(Frozen):
@@ -38,6 +41,13 @@ class Attempt(Frozen):
     error: str | None = None
     http_status: int | None = None
     wait: float | None = None
+    ambiguous: bool | None = None
+    """The failed call may have been applied (timeout or reset after the request was
+    written, a 5xx from a proxy): the next attempt reconciles before writing again."""
+    resent: str | None = None
+    """On a successful attempt: the call sent again after an unknown outcome without a
+    way to check (the platform has no idempotency key or read-back), e.g. ``udesk create
+    ticket``. It may have reached the peer twice (``deskbridge_ambiguous_resends_total``)."""
 
 
 class Delivery(Frozen):
@@ -72,3 +82,9 @@ class Delivery(Frozen):
     discarded_by: str | None = None
     """Who discarded it (the admin token's ``sub``), when and why."""
     discard_reason: str | None = None
+    rate_limited_s: float = 0.0
+    """The rate-limited waits (429) so far, in seconds: they spend no retry budget but are
+    bounded in total (``max_rate_limited_seconds``)."""
+    kind: str | None = None
+    """``note`` for an internal note deskbridge writes on the ticket; None for the
+    channel's or the desk's own events."""
