@@ -38,7 +38,7 @@ def _receiver() -> EmailReceiver:
 
 
 def _filed(msg: Message, raw: bytes) -> dict[str, Any]:
-    files = []
+    files: list[dict[str, Any]] = []
     for a in msg.attachments:
         if a.ref == WHOLE_MAIL:
             files.append({"filename": a.filename, "whole_mail": True})

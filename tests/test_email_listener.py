@@ -236,12 +236,13 @@ def _two(port: int) -> str:
 
 async def test_no_5xx_after_one_account_stored_the_mail(make_runtime, monkeypatch) -> None:
     from deskbridge.errors import StoreUnavailable
+    from deskbridge.flows import ingest
     from deskbridge.listeners import smtp
 
     port = free_port()
     rt = make_runtime(_two(port))
     servers = await start_smtp_listeners(rt)
-    real = smtp.accept_events
+    real = ingest.accept_events
     failing = {"beta"}
 
     async def flaky(rt_, source, req, events):
