@@ -3,6 +3,7 @@ property test that no bytes crash it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ RECEIVED = datetime(2024, 4, 1, 12, 0, tzinfo=UTC)
 TRUSTED = frozenset({"mx.desk.example.net"})
 OWN = frozenset({"desk.example.net"})
 TOKEN = "Tk7Qm2Xz9Lp4Rw8Vb3Nc"
+CORPUS = recorded.ROOT.parent / "corpus" / "email"
 
 
 def eml(scenario: str) -> bytes:
@@ -364,9 +366,12 @@ def test_empty_plain_alternative_falls_back_to_html() -> None:
     assert mail.full_text == "Real text" and mail.html is not None
 
 
-def test_headers_only_and_no_from_parse() -> None:
+def test_headers_only_and_no_from_parse_as_an_unknown_sender() -> None:
     mail = parse(b"Subject: hi\n\n")
-    assert mail.message is None and mail.subject == "hi" and mail.kind == "message"
+    assert mail.message is not None and mail.subject == "hi" and mail.kind == "message"
+    assert not mail.sender_known
+    assert mail.message.sender.external_id.startswith("unknown-sender:")
+    assert mail.message.sender.identities == ()
 
 
 @settings(max_examples=300, deadline=None)
@@ -417,3 +422,115 @@ def test_mail_shaped_bytes_never_crash(headers: list[bytes], body: list[bytes]) 
         return
     if mail.message is not None:
         mail.message.model_dump_json()
+
+
+# --- issue 17: nothing swallowed, real-world MIME ---------------------------------------
+
+
+def _with_file(data: bytes) -> bytes:
+    encoded = base64.b64encode(data).decode()
+    return (
+        "From: ana@example.com\nSubject: scan\nContent-Type: multipart/mixed; boundary=b\n\n"
+        "--b\nContent-Type: text/plain\n\nHere it is.\n--b\nContent-Type: image/png\n"
+        f"Content-Disposition: attachment; filename=scan.png\nContent-Transfer-Encoding: base64\n\n"
+        f"{encoded}\n--b--\n"
+    ).encode()
+
+
+def test_fallback_dedup_key_includes_the_attachments() -> None:
+    # no Message-ID, no Date, the same text: a different file is a different mail
+    first, second = parse(_with_file(b"one")), parse(_with_file(b"two"))
+    assert first.message is not None and second.message is not None
+    assert first.message.dedup_key != second.message.dedup_key
+    again = parse(_with_file(b"one"))
+    assert again.message is not None and again.message.dedup_key == first.message.dedup_key
+
+
+@pytest.mark.parametrize(
+    "from_header", ['From: "A Name" <>\n', "From: A Name\n", "From: <@>\n", "From: \n", ""]
+)
+def test_a_mail_without_a_usable_sender_is_filed_from_an_unknown_sender(from_header: str) -> None:
+    mail = parse(
+        f"{from_header}Subject: help\nMessage-ID: <u1@example.com>\n\nMy order?\n".encode()
+    )
+    assert mail.kind == "message" and not mail.sender_known
+    assert mail.message is not None and mail.message.text == "My order?"
+    assert mail.message.sender.external_id.startswith("unknown-sender:")
+    if "A Name" in from_header:
+        assert mail.message.sender.display_name == "A Name"
+
+
+def test_the_mbox_envelope_line_names_the_sender_when_no_header_does() -> None:
+    mail = parse(b"From bob@example.com Mon Apr  2 10:00:00 2012\nSubject: hi\n\nHello\n")
+    assert mail.sender_known and mail.message is not None
+    assert mail.message.sender.external_id == "bob@example.com"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "kind"),
+    [
+        ("t.Tk7Qm2Xz9Lp4Rw8Vb3Nc.a1b2@desk.example.net", "own"),
+        ("t.Tk7Qm2Xz9Lp4Rw8Vb3Nc.a1b2@mx.desk.example.net", "message"),  # a subdomain
+        ("CAB0b.1234@desk.example.net", "message"),  # a colleague's mail client
+        ("t.short.a1b2@desk.example.net", "message"),
+    ],
+)
+def test_own_mail_is_our_message_id_exactly(message_id: str, kind: str) -> None:
+    raw = (
+        f"From: Bob <bob@desk.example.net>\nX-Deskbridge: reply\nMessage-ID: <{message_id}>\n\nhi\n"
+    )
+    assert parse(raw.encode()).kind == kind
+
+
+def test_a_bounce_under_our_domain_is_a_bounce_first() -> None:
+    raw = (CORPUS / "deskbridge__dsn_under_support_domain.eml").read_bytes()
+    mail = parse(raw, own_domains=frozenset({"support.example"}))
+    assert mail.kind == "bounce"
+    assert mail.bounced_message_id == "t.Tk7Qm2Xz9Lp4Rw8Vb3Nc.0f1e2d3c@support.example"
+
+
+def test_outlook_express_boundary_falls_back_to_the_compat_parser() -> None:
+    raw = (CORPUS / "deskbridge__outlook_express_unquoted_boundary.eml").read_bytes()
+    mail = parse(raw)
+    assert mail.message is not None and mail.message.text == "Hello there"
+    [attachment] = mail.message.attachments
+    assert attachment.filename == "This is a test.txt"
+    assert part_content(raw, attachment.ref) == (b"data", "text/plain")
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ("name=This is a test.txt", "This is a test.txt"),
+        ('name="quoted; name.txt"', "quoted; name.txt"),
+        ("name==?UTF-8?B?6KuL5rGC5pu4LnBkZg==?=", "請求書.pdf"),
+        ('name="=?iso-8859-1?Q?Gr=FC=DFe.txt?="', "Grüße.txt"),
+        ("name*=utf-8''%E2%82%AC%20rate.txt", "€ rate.txt"),
+    ],
+)
+def test_attachment_names_in_every_form_clients_write(params: str, name: str) -> None:
+    raw = (
+        "From: a@example.com\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+        "Content-Type: text/plain\n\nsee file\n--b\n"
+        f"Content-Type: text/plain; {params}\nContent-Disposition: attachment\n\nx\n--b--\n"
+    ).encode()
+    mail = parse(raw)
+    assert mail.message is not None
+    assert [a.filename for a in mail.message.attachments] == [name]
+
+
+def test_unlabelled_latin1_is_read_not_replaced() -> None:
+    body = "Olá, o pedido número 12 chegou danificado. Podem trocá-lo? Obrigado, João."
+    raw = b"From: a@example.com\nSubject: x\n\n" + body.encode("latin-1")
+    mail = parse(raw)
+    assert mail.message is not None and mail.message.text == body
+
+
+def test_bottom_posted_reply_keeps_the_new_text_and_the_subject_is_the_ticket_subject() -> None:
+    from deskbridge.outbound.render import subject
+
+    raw = (CORPUS / "deskbridge__thunderbird_bottom_post.eml").read_bytes()
+    mail = parse(raw)
+    assert mail.message is not None
+    assert mail.message.text == "Thanks, but the parcel never arrived."
+    assert subject(mail.message) == "Email: Ana: Re: Your order"

@@ -420,3 +420,121 @@ _PIECES = st.sampled_from(
 def test_form_parser_raises_only_payload_invalid(content_type: str, body: bytes) -> None:
     with contextlib.suppress(PayloadInvalid):
         parse_form(request(body, content_type))
+
+
+# --- SendGrid security policy: signature and OAuth ---------------------------------------
+
+
+def _sendgrid_receiver(**options: Any) -> Any:
+    from deskbridge.adapters.email.receiver import EmailReceiver
+    from deskbridge.config import EmailConfig
+
+    config = EmailConfig(
+        address="support@desk.example.net", inbound="sendgrid", sandbox=True, **options
+    )
+    return EmailReceiver("acme", config, clock=lambda: SIGNED_AT)
+
+
+def _ec_pair() -> tuple[Any, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # the policy's public_key, as SendGrid's API returns it: base64 of the DER key
+    return key, base64.b64encode(der).decode()
+
+
+def _signed(key: Any, body: bytes, timestamp: str = "1711972800") -> dict[str, str]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "x-twilio-email-event-webhook-signature": base64.b64encode(signature).decode(),
+        "x-twilio-email-event-webhook-timestamp": timestamp,
+    }
+
+
+def test_sendgrid_signed_policy_accepts_a_good_signature() -> None:
+    key, public = _ec_pair()
+    receiver = _sendgrid_receiver(sendgrid_public_key=public)
+    body = fixture("sendgrid_raw.body")
+    req = request(body, "multipart/form-data; boundary=xYzZY", **_signed(key, body))
+    receiver.verify(req)
+    assert receiver.parse(req).events
+
+
+def test_sendgrid_signed_policy_takes_a_pem_key() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key, _ = _ec_pair()
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    receiver = _sendgrid_receiver(sendgrid_public_key=pem.decode())
+    body = fixture("sendgrid_raw.body")
+    receiver.verify(request(body, "multipart/form-data; boundary=xYzZY", **_signed(key, body)))
+
+
+@pytest.mark.parametrize("tamper", ["body", "timestamp", "missing", "garbage", "other key"])
+def test_sendgrid_signed_policy_refuses(tamper: str) -> None:
+    key, public = _ec_pair()
+    receiver = _sendgrid_receiver(sendgrid_public_key=public)
+    body = fixture("sendgrid_raw.body")
+    headers = _signed(key, body)
+    if tamper == "body":
+        body = body[:-3] + b"X" + body[-2:]
+    elif tamper == "timestamp":
+        headers["x-twilio-email-event-webhook-timestamp"] = "1711972801"
+    elif tamper == "missing":
+        headers = {}
+    elif tamper == "garbage":
+        headers["x-twilio-email-event-webhook-signature"] = "not base64 !"
+    else:
+        headers = _signed(_ec_pair()[0], body)
+    with pytest.raises(SignatureInvalid):
+        receiver.verify(request(body, "multipart/form-data; boundary=xYzZY", **headers))
+
+
+def _jwt(secret: str, expires_in: float) -> str:
+    from jose import jwt
+
+    return str(jwt.encode({"sub": "sendgrid", "exp": int(SIGNED_AT + expires_in)}, secret))
+
+
+def test_sendgrid_oauth_policy() -> None:
+    import time
+
+    receiver = _sendgrid_receiver(sendgrid_oauth_key="oauth-shared-secret")
+    body = fixture("sendgrid_raw.body")
+    ctype = "multipart/form-data; boundary=xYzZY"
+    good = _jwt("oauth-shared-secret", time.time() - SIGNED_AT + 600)
+    receiver.verify(request(body, ctype, authorization=f"Bearer {good}"))
+    expired = _jwt("oauth-shared-secret", -SIGNED_AT + time.time() - 600)
+    forged = _jwt("another-secret", time.time() - SIGNED_AT + 600)
+    for header in (f"Bearer {expired}", f"Bearer {forged}", "Bearer", basic("u", "p"), ""):
+        with pytest.raises(SignatureInvalid):
+            receiver.verify(request(body, ctype, authorization=header))
+
+
+def test_sendgrid_hybrid_policy_needs_both() -> None:
+    import time
+
+    key, public = _ec_pair()
+    receiver = _sendgrid_receiver(sendgrid_public_key=public, sendgrid_oauth_key="s3cret")
+    body = fixture("sendgrid_raw.body")
+    ctype = "multipart/form-data; boundary=xYzZY"
+    token = _jwt("s3cret", time.time() - SIGNED_AT + 600)
+    receiver.verify(request(body, ctype, authorization=f"Bearer {token}", **_signed(key, body)))
+    with pytest.raises(SignatureInvalid):
+        receiver.verify(request(body, ctype, **_signed(key, body)))
+    with pytest.raises(SignatureInvalid):
+        receiver.verify(request(body, ctype, authorization=f"Bearer {token}"))
+
+
+def test_sendgrid_without_a_policy_or_basic_auth_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="sendgrid_public_key"):
+        _sendgrid_receiver()

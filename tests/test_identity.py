@@ -26,6 +26,11 @@ def test_e164_never_raises_and_returns_e164_or_none(
     assert result is None or E164.match(result)
 
 
+def test_a_possible_number_longer_than_e164_allows_is_refused() -> None:
+    # found by the property above: libphonenumber calls it possible, E.164 holds 15 digits
+    assert e164("4910000000000000", trusted=True) is None
+
+
 @pytest.mark.parametrize(
     ("raw", "kw", "expected"),
     [

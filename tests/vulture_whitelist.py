@@ -86,6 +86,7 @@ _.error_received  # asyncio datagram protocols
 _.handle_RCPT  # aiosmtpd handler hooks (gateway.smtp)
 _.handle_DATA  # aiosmtpd handler hooks
 _.session  # aiosmtpd hook parameter, part of the hook's signature
+_.line_length_limit  # aiosmtpd.smtp.SMTP reads it when it builds its stream reader (listeners.smtp)
 _.handle_starttag  # html.parser.HTMLParser overrides (udesk.html)
 _.handle_endtag  # html.parser.HTMLParser overrides
 _.handle_data  # html.parser.HTMLParser overrides

@@ -194,6 +194,11 @@ class Parsed:
     unrouted: int = 0
     failures: tuple[ItemFailure, ...] = ()
     bodies: Mapping[str, bytes] | None = None
+    ignored: tuple[str, ...] = ()
+    """A named reason per item read and deliberately not filed (echo, auto-reply, ...)."""
+    token: tuple[str, str] | None = None
+    """A provider's one-time request token and a digest of what it brought (Mailgun): a
+    token seen before with something else is a replay, refused before anything is stored."""
 
 
 class Receiver(Protocol):

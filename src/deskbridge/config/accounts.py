@@ -233,16 +233,31 @@ class EmailConfig(_Model):
     sandbox: bool = False
     max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=40 * 1024 * 1024, gt=0)
+    sendgrid_public_key: str | None = None
+    """SendGrid Inbound Parse security policy, signature: the policy's ``public_key``
+    (base64 DER, as SendGrid's API returns it, or PEM). Every request must then carry a
+    valid ECDSA signature."""
+    sendgrid_oauth_key: SecretStr | None = None
+    """SendGrid security policy, OAuth: the key that checks the bearer JWT your OAuth
+    server issues to SendGrid (an HS256 secret or an RS256/ES256 public key in PEM)."""
 
     @model_validator(mode="after")
     def _complete(self) -> EmailConfig:
         if self.inbound == "mailgun" and self.mailgun_signing_key is None:
             raise ValueError("inbound mailgun needs mailgun_signing_key")
-        if self.inbound in ("sendgrid", "postmark") and (
-            not self.basic_auth_user or self.basic_auth_password is None
+        sendgrid_policy = self.sendgrid_public_key or self.sendgrid_oauth_key
+        if (
+            self.inbound in ("sendgrid", "postmark")
+            and not (self.inbound == "sendgrid" and sendgrid_policy)
+            and (not self.basic_auth_user or self.basic_auth_password is None)
         ):
             raise ValueError(
                 f"inbound {self.inbound} needs basic_auth_user and basic_auth_password"
+                + (
+                    " (or sendgrid_public_key / sendgrid_oauth_key)"
+                    if self.inbound == "sendgrid"
+                    else ""
+                )
             )
         if self.smtp is None and not self.sandbox:
             raise ValueError("needs smtp: to send replies (or sandbox: true)")

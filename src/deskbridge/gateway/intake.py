@@ -104,8 +104,14 @@ async def channel_webhook(request: web.Request) -> web.Response:
             return web.Response(body=_OK, content_type="application/json")
         if parsed.unrouted:
             rt.metrics.event(channel, "ignored", "unrouted", n=parsed.unrouted)
-        if not parsed.events and not parsed.failures:
-            rt.metrics.event(channel, "ignored", "")
+        if parsed.token is not None and not await rt.intake.claim_token(
+            account or "", channel, *parsed.token
+        ):
+            raise SignatureInvalid("a signed token replayed with another body")
+        for reason in parsed.ignored:
+            rt.metrics.event(channel, "ignored", reason)
+        if not parsed.events and not parsed.ignored and not parsed.failures:
+            rt.metrics.event(channel, "ignored", "unhandled")
         await ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies)
         if parsed.failures:
             # after the siblings: a store failure here answers 503, and the platform's
@@ -176,7 +182,7 @@ async def desk_webhook(request: web.Request) -> web.Response:
         if replies:
             await ingest.accept_replies(rt, account, desk_name, req, replies)
         else:
-            rt.metrics.event(desk_name, "ignored", "")
+            rt.metrics.event(desk_name, "ignored", "unhandled")
     except RequestRefused as exc:
         return _refused(request, rt, source, exc)
     except StoreUnavailable as exc:

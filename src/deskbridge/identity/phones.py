@@ -10,6 +10,7 @@ __all__ = ["e164", "readable"]
 
 _MIN_DIGITS = 7
 _MAX_DIGITS = 17  # E.164 allows 15; a little slack for prefixes people type
+_E164_MAX_DIGITS = 15
 
 
 def e164(raw: str, *, international: bool = False, trusted: bool = False) -> str | None:
@@ -42,8 +43,9 @@ def e164(raw: str, *, international: bool = False, trusted: bool = False) -> str
         ):
             formatted = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
             # a "possible" number can lose its leading zeros on the way (+98 00000):
-            # what is left is too short to name anybody
-            if len(formatted) - 1 >= _MIN_DIGITS:
+            # what is left is too short to name anybody; libphonenumber also calls some
+            # 16-digit German numbers possible, which E.164 cannot hold
+            if _MIN_DIGITS <= len(formatted) - 1 <= _E164_MAX_DIGITS:
                 return formatted
     return None
 

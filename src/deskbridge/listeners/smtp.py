@@ -2,7 +2,15 @@
 
 ``250`` only after the intake script ran (``451`` when the store fails, so the sending MTA
 retries); ``550`` for any recipient that is not a configured address or one of its plus
-forms (never an open relay); ``552`` over the size limit (advertised with SIZE).
+forms (never an open relay), except ``postmaster`` (RFC 5321 §4.5.1: it MUST be accepted;
+its mail goes to the first account of the listener); ``552`` over the size limit
+(advertised with SIZE). Lines longer than RFC 5321's 1,000 octets are taken as
+mainstream MTAs take them (they wrap them; we keep them whole): only the size limit
+bounds a mail.
+
+A mail for several accounts is stored for each; once any of them has it, the answer is
+never a 5xx: the others are stored too, or the whole mail is answered 451 and sent again
+(each account's copy is deduplicated by its Message-ID, so a retry files nothing twice).
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ from deskbridge.schemas import Channel, RawRequest
 
 __all__ = ["start_smtp_listeners"]
 
+# A line may be as long as the whole mail: some clients send a 4 KB header or an
+# unwrapped base64 body, and aiosmtpd's own limit (1,001) answers them "500 Line too long"
+_LINE_LIMIT_FLOOR = 1 << 20
+
 log = logging.getLogger(__name__)
 # aiosmtpd logs every envelope sender and recipient at INFO: customer emails
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -38,10 +50,17 @@ class _Handler:
         self._receivers = receivers
 
     def _owner(self, address: str) -> str | None:
+        if address.strip().strip("<>").lower() == "postmaster":
+            return min(self._receivers)  # RFC 5321: domainless postmaster is always ours
         normalized = normalize_address(address)
         if normalized is None:
             return None
-        return next((a for a, r in self._receivers.items() if r.accepts(normalized)), None)
+        owner = next((a for a, r in self._receivers.items() if r.accepts(normalized)), None)
+        if owner is None and normalized.partition("@")[0] == "postmaster":
+            owner = next(
+                (a for a, r in self._receivers.items() if r.serves_domain(normalized)), None
+            )
+        return owner
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -53,26 +72,43 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        accounts = {a for r in envelope.rcpt_tos if (a := self._owner(r)) is not None}
-        try:
-            for account in sorted(accounts):
+        accounts = sorted({a for r in envelope.rcpt_tos if (a := self._owner(r)) is not None})
+        stored = unavailable = refused = 0
+        for account in accounts:
+            try:
                 await self._store(account, raw)
-        except StoreUnavailable as exc:
-            log.error("smtp intake failed: %s", exc)
+                stored += 1
+            except StoreUnavailable as exc:
+                log.error("smtp intake failed for account %s: %s", account, exc)
+                unavailable += 1
+            except DeskbridgeError as exc:
+                log.warning("smtp: account %s refused a message (%s)", account, type(exc).__name__)
+                refused += 1
+        if unavailable:
+            # the sender tries again; the accounts that have it deduplicate the copy
             return "451 4.3.0 Temporarily unable to store the message, try again later"
-        except DeskbridgeError as exc:
-            log.warning("smtp: refused a message (%s)", type(exc).__name__)
+        if refused and not stored:
             return "554 5.6.0 Message cannot be read"
         return "250 2.0.0 Stored"
 
     async def _store(self, account: str, raw: bytes) -> None:
         rt = self._rt
         req = RawRequest(method="SMTP", path=f"smtp:{account}", body=raw)
-        events = self._receivers[account].parse(req)
-        if not events:
-            rt.metrics.event("email", "ignored", "")
+        parsed = self._receivers[account].parse(req)
+        for reason in parsed.ignored:
+            rt.metrics.event("email", "ignored", reason)
+        if not parsed.events:
             return
-        await accept_events(rt, "email", req, events)
+        await accept_events(rt, "email", req, parsed.events)
+
+
+class _LongLinesSMTP(SMTP):
+    """aiosmtpd's server with its line limit raised to the size limit (at least 1 MiB)."""
+
+    def __init__(self, handler: Any, *, data_size_limit: int, **kwargs: Any) -> None:
+        # aiosmtpd reads the class attribute when it builds its stream reader
+        self.line_length_limit = max(_LINE_LIMIT_FLOOR, data_size_limit + 2)
+        super().__init__(handler, data_size_limit=data_size_limit, **kwargs)
 
 
 def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:
@@ -103,7 +139,7 @@ async def start_smtp_listeners(rt: Runtime) -> list[asyncio.Server]:
         def factory(
             handler: Any = handler, limit: int = limit, tls: ssl.SSLContext | None = tls
         ) -> SMTP:
-            return SMTP(
+            return _LongLinesSMTP(
                 handler,
                 data_size_limit=limit,
                 enable_SMTPUTF8=True,

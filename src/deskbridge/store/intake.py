@@ -176,12 +176,27 @@ class Intake:
         self._coalescer = Coalescer(
             redis, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms
         )
+        self._redis = redis
         self._intake = redis.register_script(INTAKE)
         self._parse_failed = redis.register_script(PARSE_FAILED)
         self._dedup_ttl = dedup_ttl
         self._raw_ttl = raw_ttl
         self._raw_ttls = raw_ttls or {}
         self._job_expiry_ms = job_expiry_ms
+
+    async def claim_token(self, account: str, source: str, token: str, bound: str) -> bool:
+        """Bind a provider's one-time request token to what it brought (``bound``, e.g. a
+        digest of the mail's Message-ID) for the dedup window. True when the token is new
+        or came with the same ``bound`` before (a redelivery); False when it brought
+        something else (a replayed signature). Raises StoreUnavailable."""
+        key = keys.dedup(account, source, f"token:{token}")
+        try:
+            if await self._redis.set(key, bound, nx=True, ex=self._dedup_ttl):
+                return True
+            held: bytes | None = await self._redis.get(key)
+        except RedisError as exc:
+            raise StoreUnavailable(f"token claim failed: {type(exc).__name__}") from exc
+        return held is None or held.decode(errors="replace") == bound
 
     @property
     def coalescer(self) -> Coalescer:

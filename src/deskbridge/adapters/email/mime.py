@@ -26,6 +26,7 @@ from email.parser import BytesParser, HeaderParser
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Literal
 
+from charset_normalizer import from_bytes
 from inscriptis import get_text  # type: ignore[import-untyped]  # ships no py.typed
 
 from deskbridge.adapters.email.auth import authenticate
@@ -33,11 +34,27 @@ from deskbridge.adapters.email.quotes import render_quote_strip
 from deskbridge.errors import PayloadInvalid
 from deskbridge.schemas import Attachment, AttachmentKind, Channel, Identity, Message, Sender
 
-__all__ = ["MailKind", "ParsedMail", "normalize_address", "parse_mail", "part_content"]
+__all__ = [
+    "UNKNOWN_SENDER",
+    "MailKind",
+    "ParsedMail",
+    "is_our_message_id",
+    "normalize_address",
+    "parse_mail",
+    "part_content",
+]
 
 MailKind = Literal["message", "auto_reply", "bounce", "own"]
 
 FORWARD_MARKER = "---------- Forwarded message ----------"
+UNKNOWN_SENDER = "unknown-sender"
+"""The prefix of the sender id of a mail whose From names no usable address."""
+
+# Our own outbound Message-IDs (receiver.message_id_for): ``t.<token>.<unique>@<domain>``.
+_OUR_ID = re.compile(r"^t\.[A-Za-z0-9]{16,64}\.[A-Za-z0-9]+@(.+)$")
+# The modern policy gives up on these (an unquoted boundary holding "=", as Outlook
+# Express and JavaMail write it): the compat parser reads the structure instead.
+_STRUCTURE_DEFECTS = ("StartBoundaryNotFoundDefect", "MultipartInvariantViolationDefect")
 
 # Labels mail software writes for charsets whose real encoding is a superset (WHATWG
 # Encoding Standard practice): decoding with the superset never loses characters.
@@ -83,12 +100,15 @@ _OOO_SUBJECTS = (
     "不在",
 )
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_DETECT_MIN = 32
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedMail:
-    """A parsed mail. ``message`` is None only when no sender address could be read;
-    ``kind`` tells the caller whether to ingest it (``message``) or drop it."""
+    """A parsed mail. ``message`` is None only for a mail with no header naming a sender
+    at all; a From without a usable address gives a message from an unknown sender
+    (``sender_known`` False). ``kind`` tells the caller whether to ingest it (``message``)
+    or what it is instead."""
 
     kind: MailKind
     message: Message | None
@@ -105,6 +125,7 @@ class ParsedMail:
     bounce_reason: str | None = None
     recipients: tuple[str, ...] = field(default=())
     """Normalized To, Cc and Delivered-To addresses (for routing to an account)."""
+    sender_known: bool = True
 
 
 # --- text helpers ---------------------------------------------------------------------
@@ -115,13 +136,38 @@ def _clean(text: str) -> str:
     if not _SURROGATES.search(text):
         return text
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return _guess(text.encode("utf-8", "surrogateescape"))
     except UnicodeError:
         return _SURROGATES.sub("\ufffd", text)
 
 
+def _guess(data: bytes) -> str:
+    """Unlabelled (or mislabelled US-ASCII) 8-bit text: UTF-8 when it is, else what
+    charset-normalizer finds, else Windows-1252 (what such mail nearly always is)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    # short strings (a header's name) and UTF-16/32 guesses are noise: mail is 8-bit
+    results = list(from_bytes(data[:65536])) if len(data) >= _DETECT_MIN else []
+    results = [r for r in results if not r.encoding.startswith(("utf_16", "utf_32"))]
+    if results:
+        best = results[0]
+        tied = [r.encoding for r in results if r.chaos <= best.chaos + 0.001]
+        # Latin code pages often tie on short text: Windows-1252 is what such mail is
+        encoding = "cp1252" if "cp1252" in tied else best.encoding
+        try:
+            return data.decode(encoding, "replace")
+        except (LookupError, ValueError):
+            pass
+    return data.decode("cp1252", "replace")
+
+
 def _decode_bytes(data: bytes, charset: str | None) -> str:
-    label = (charset or "utf-8").strip().strip('"').lower()
+    label = (charset or "").strip().strip('"').lower()
+    if label in ("", "us-ascii", "ascii") and not data.isascii():
+        return _clean(_guess(data))
+    label = label or "utf-8"
     codec = _CHARSET_ALIASES.get(label, label)
     try:
         return _clean(data.decode(codec, "replace"))
@@ -160,8 +206,11 @@ def _headers(msg: MimePart, name: str) -> list[str]:
     try:
         values = [str(v) for v in msg.get_all(name, [])]
     except Exception:  # the header parser fails on some malformed values
-        values = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
-        values = [_decode_words(str(v)) for v in values]
+        values = []
+    if not values or any("\ufffd" in v for v in values):
+        # unparseable, or raw 8-bit the policy blanked out: read the bytes as written
+        raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
+        values = [_decode_words(str(v)) for v in raw] or values
     return [_clean(re.sub(r"\r?\n[ \t]*", " ", v)).strip() for v in values]
 
 
@@ -299,9 +348,26 @@ def _kind(mime_type: str) -> AttachmentKind:
     return "document"
 
 
+def _raw_param(part: MimePart, header: str, param: str) -> str | None:
+    """An unquoted, non-RFC 2231 parameter value as written, up to the next ``;``: real
+    clients write ``name=This is a test.txt`` and ``name==?utf-8?B?...?=``, which the
+    header parsers cut at the first space or ``=``."""
+    for key, value in part.raw_items():
+        if key.lower() != header:
+            continue
+        unfolded = re.sub(r"\r?\n[ \t]*", " ", str(value))
+        found = re.search(rf"(?:^|;)\s*{param}\s*=\s*([^\";][^;]*)", unfolded, re.I)
+        if found:
+            return found.group(1).strip() or None
+    return None
+
+
 def _filename(part: MimePart) -> str | None:
+    raw = _raw_param(part, "content-disposition", "filename") or _raw_param(
+        part, "content-type", "name"
+    )
     try:
-        name = part.get_filename() or part.get_param("name")
+        name = raw or part.get_filename() or part.get_param("name")
     except Exception:  # malformed RFC 2231 continuations
         name = None
     if isinstance(name, tuple):  # an RFC 2231 value the policy left undecoded
@@ -422,6 +488,16 @@ def _bounce_details(body: _Body, full_text: str) -> tuple[str | None, str | None
     return original, reason
 
 
+def is_our_message_id(message_id: str | None, own_domains: frozenset[str]) -> bool:
+    """Whether ``message_id`` is exactly one deskbridge writes on a reply (``t.<token>.
+    <unique>@<one of our domains>``). A colleague's mail from our domain, or a bounce whose
+    own Message-ID sits under it, is not ours."""
+    found = _OUR_ID.match(message_id or "")
+    if found is None:
+        return False
+    return found.group(1).lower().rstrip(".") in {d.lower() for d in own_domains}
+
+
 def _kind_of(
     msg: MimePart,
     subject: str,
@@ -429,12 +505,10 @@ def _kind_of(
     sender: str | None,
     own_domains: frozenset[str],
 ) -> MailKind:
-    """Loop guard first, then bounces, then auto-replies. A null Return-Path also marks
-    RFC 3834 auto-replies, so it counts as a bounce only when nothing says auto-reply."""
-    if message_id and own_domains and _in_domains(message_id.rpartition("@")[2], own_domains):
-        return "own"
-    if _header(msg, "X-Deskbridge") and sender and _in_domains(_domain(sender), own_domains):
-        return "own"
+    """Delivery reports first (a DSN's own Message-ID may sit under our domain), then the
+    loop guard (our own Message-ID exactly), then auto-replies. A null Return-Path also
+    marks RFC 3834 auto-replies, so it counts as a bounce only when nothing says
+    auto-reply."""
     try:
         ctype = msg.get_content_type()
         report_type = str(msg.get_param("report-type") or "").lower()
@@ -444,6 +518,8 @@ def _kind_of(
         msg, "X-Failed-Recipients"
     ):
         return "bounce"
+    if is_our_message_id(message_id, own_domains):
+        return "own"
     auto = _header(msg, "Auto-Submitted").split(";")[0].strip().lower()
     precedence = _header(msg, "Precedence").lower()
     lowered = re.sub(r"^(?:(?:re|aw|fw|fwd|wg|tr|rv)\s*[:\uff1a]\s*)+", "", subject.lower().strip())
@@ -481,13 +557,77 @@ def _token(msg: MimePart, subject: str, own_domains: frozenset[str]) -> str | No
 # --- the entry points -----------------------------------------------------------------
 
 
-def _parse(raw: bytes) -> MimePart:
+_HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)([ \t]*):")
+
+
+def _repaired(raw: bytes) -> bytes | None:
+    """The header block with what stops the parser mended, or None when nothing needed it:
+    whitespace before the colon (RFC 5322 §4.5.3 obsolete syntax) is dropped, and a line
+    that is no header (a stray word some relays prepend) is left out."""
+    found = re.search(rb"\r?\n\r?\n", raw)
+    head, rest = (raw[: found.start()], raw[found.start() :]) if found else (raw, b"")
+    out: list[bytes] = []
+    changed = False
+    for line in head.split(b"\n")[:2000]:
+        name = _HEADER_NAME.match(line)
+        if line[:1] in (b" ", b"\t") or (not out and line.startswith(b"From ")):
+            out.append(line)
+        elif name and name.group(2):
+            out.append(name.group(1) + line[name.end() - 1 :])
+            changed = True
+        elif name:
+            out.append(line)
+        else:
+            changed = True
+    return b"\n".join(out) + rest if changed and out else None
+
+
+def _parse_raw(raw: bytes) -> tuple[MimePart, bytes]:
+    """The parsed mail and the bytes it was parsed from (mended headers, if they were)."""
     if not raw.strip():
         raise PayloadInvalid("empty mail")
     msg = BytesParser(policy=policy.default).parsebytes(raw)
+    if not msg.keys() or any(
+        type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in msg.defects
+    ):
+        fixed = _repaired(raw)
+        if fixed is not None:
+            mended = BytesParser(policy=policy.default).parsebytes(fixed)
+            if len(mended.keys()) > len(msg.keys()):
+                msg, raw = mended, fixed
     if not msg.keys():
         raise PayloadInvalid("no mail headers")
-    return _rebound(msg, raw)
+    return _rebound(msg, raw), raw
+
+
+def _parse(raw: bytes) -> MimePart:
+    return _parse_raw(raw)[0]
+
+
+def _tree(msg: MimePart, raw: bytes) -> MimePart:
+    tree = _structure(msg, raw)
+    return tree if tree is msg else _rebound(tree, raw)
+
+
+def _broken(msg: MimePart) -> bool:
+    for i, part in enumerate(msg.walk()):
+        if i > 500:  # hostile part counts: what the first parse read stands
+            return False
+        if any(type(d).__name__ in _STRUCTURE_DEFECTS for d in part.defects):
+            return True
+    return False
+
+
+def _structure(msg: MimePart, raw: bytes) -> MimePart:
+    """The part tree to walk: the modern parse, or the compat parser's where the modern
+    policy failed to find the parts."""
+    try:
+        if not _broken(msg):
+            return msg
+        compat = BytesParser(policy=policy.compat32).parsebytes(raw)
+    except Exception:  # best effort; the first parse stands
+        return msg
+    return compat if not _broken(compat) else msg
 
 
 def _rebound(msg: MimePart, raw: bytes) -> MimePart:
@@ -512,7 +652,10 @@ def _reparse(msg: MimePart, raw: bytes) -> MimePart:
     if not declared or not sep:
         return msg
     fixed = head.replace(declared.encode("utf-8", "surrogateescape"), actual.encode(), 1)
-    return BytesParser(policy=policy.default).parsebytes(fixed + sep + body)
+    compat = msg.policy is policy.compat32
+    return BytesParser(policy=policy.compat32 if compat else policy.default).parsebytes(
+        fixed + sep + body
+    )
 
 
 def parse_mail(
@@ -527,7 +670,7 @@ def parse_mail(
     """Parse one raw mail. ``received_at`` stands in for a missing or unreadable Date;
     ``thread`` is the channel layer's conversation key (default: the sender address).
     Raises PayloadInvalid only for bytes with no header at all; otherwise never raises."""
-    msg = _parse(raw)
+    msg, raw = _parse_raw(raw)
     subject = _header(msg, "Subject")
     message_id = _msg_id(_header(msg, "Message-ID"))
     in_reply_to = _msg_ids(" ".join(_headers(msg, "In-Reply-To")))
@@ -535,7 +678,7 @@ def parse_mail(
 
     body = _Body()
     try:
-        _walk(msg, "", body, 0)
+        _walk(_tree(msg, raw), "", body, 0)
     except Exception:
         # A stdlib corner we did not foresee: keep the headers, read the body as text.
         body = _Body(plain=[_decode_bytes(re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[-1], None)])
@@ -545,8 +688,7 @@ def parse_mail(
     full_text = (plain or _html_text(html or "")).replace("\r\n", "\n")
     text = render_quote_strip(full_text)
 
-    senders = _addresses(msg, "From") or _addresses(msg, "Sender")
-    display, address = (senders[0][0], senders[0][1]) if senders else ("", None)
+    display, address = _sender(msg)
     kind = _kind_of(msg, subject, message_id, address, own_domains)
     authenticated, auth_detail = authenticate(
         _headers(msg, "Authentication-Results"),
@@ -557,35 +699,32 @@ def parse_mail(
     recipients = tuple(
         dict.fromkeys(a for n in ("To", "Cc", "Delivered-To") for _, a, _ in _addresses(msg, n))
     )
-
-    message = None
-    if address is not None:
-        digest = hashlib.sha256(
-            "\n".join((address, _header(msg, "Date"), full_text)).encode("utf-8", "replace")
-        ).hexdigest()
-        dedup_key = message_id or f"sha256:{digest}"
-        identity = Identity(
-            kind="email",
-            value=address,
-            channel=None,
-            strength="strong" if authenticated else "weak",
-            source="email_dmarc" if authenticated else "email_from",
-        )
-        message = Message(
-            account=account,
-            channel=Channel.EMAIL,
-            dedup_key=dedup_key,
-            thread=thread or address,
-            occurred_at=_date(msg, received_at),
-            external_id=dedup_key,
-            sender=Sender(
-                external_id=address, display_name=display or None, identities=(identity,)
-            ),
-            text=text,
-            attachments=tuple(body.attachments),
-            reply_to=in_reply_to[0] if in_reply_to else None,
-            thread_title=subject or None,
-        )
+    # the attachments count only when there are some, so older keys stay what they were
+    digest = hashlib.sha256(
+        "\n".join(
+            (
+                address or "",
+                _header(msg, "Date"),
+                full_text,
+                *(a.sha256 or "" for a in body.attachments),
+            )
+        ).encode("utf-8", "replace")
+    ).hexdigest()
+    dedup_key = message_id or f"sha256:{digest}"
+    sender = _sender_of(address, display, authenticated, dedup_key)
+    message = Message(
+        account=account,
+        channel=Channel.EMAIL,
+        dedup_key=dedup_key,
+        thread=thread or sender.external_id,
+        occurred_at=_date(msg, received_at),
+        external_id=dedup_key,
+        sender=sender,
+        text=text,
+        attachments=tuple(body.attachments),
+        reply_to=in_reply_to[0] if in_reply_to else None,
+        thread_title=subject or None,
+    )
     return ParsedMail(
         kind=kind,
         message=message,
@@ -601,7 +740,43 @@ def parse_mail(
         bounced_message_id=bounced,
         bounce_reason=reason,
         recipients=recipients,
+        sender_known=address is not None,
     )
+
+
+def _sender(msg: MimePart) -> tuple[str, str | None]:
+    """(display name, normalized address) of who wrote: From, else Sender, Reply-To, the
+    mbox envelope line, a non-null Return-Path. The address is None when none is usable
+    (``From: "A Name" <>``); the display name is kept then."""
+    for name in ("From", "Sender", "Reply-To"):
+        found = _addresses(msg, name)
+        if found:
+            return found[0][0], found[0][1]
+    envelope = (msg.get_unixfrom() or "").removeprefix("From ").split()
+    for candidate in (envelope[0] if envelope else "", _header(msg, "Return-Path")):
+        address = normalize_address(candidate)
+        if address:
+            return "", address
+    written = _header(msg, "From")
+    name = parseaddr(written)[0].strip()
+    if not name and not any(c in written for c in "<>@"):
+        name = written.strip().strip('"').strip()  # ``From: A Name``: no address at all
+    return name, None
+
+
+def _sender_of(address: str | None, display: str, authenticated: bool, key: str) -> Sender:
+    if address is None:
+        # no address to answer or to match a person by: a sender of this mail alone
+        unknown = f"{UNKNOWN_SENDER}:{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        return Sender(external_id=unknown, display_name=display or None)
+    identity = Identity(
+        kind="email",
+        value=address,
+        channel=None,
+        strength="strong" if authenticated else "weak",
+        source="email_dmarc" if authenticated else "email_from",
+    )
+    return Sender(external_id=address, display_name=display or None, identities=(identity,))
 
 
 def _find(part: MimePart, path: list[int]) -> MimePart | None:
@@ -624,5 +799,6 @@ def part_content(raw: bytes, ref: str) -> tuple[bytes, str] | None:
         path = [int(x) for x in section.split(".")]
     except ValueError:
         return None
-    found = _find(_parse(raw), path)
+    msg, raw = _parse_raw(raw)
+    found = _find(_tree(msg, raw), path)
     return (_payload_bytes(found), found.get_content_type()) if found is not None else None

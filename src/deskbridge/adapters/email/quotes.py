@@ -4,6 +4,8 @@ Conservative by design: a cut happens only at a recognised reply header (Gmail a
 "On ... wrote:" and their German, French, Spanish and Japanese forms, Outlook's
 "-----Original Message-----" or "From:/Sent:" block) or before a trailing run of ``>``
 lines. Forwarded blocks are kept: what a customer forwards is new content for the desk.
+A bottom-posted reply (Thunderbird's default: the attribution line and the ``>`` quote on
+top, the new text below) keeps the text below the quote.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ __all__ = ["render_quote_strip"]
 
 _WROTE = re.compile(
     r"""^\s*(?:
-        On\s.+\swrote:                                  # Gmail, Apple Mail (English)
+        On\s.+(?:\s|>)wrote:                           # Gmail, Apple Mail (English)
       | Am\s.+\sschrieb.*:                              # German
       | Le\s.+\sa\s+[ée]crit\s*:                        # French
       | El\s.+\sescribi[óo]\s*:                         # Spanish
@@ -69,13 +71,34 @@ def _trailing_quote(lines: list[str]) -> int | None:
     return start if start < end else None
 
 
+def _below_quote(lines: list[str], cut: int) -> list[str]:
+    """The lines after the ``>`` block that follows an attribution line at ``cut`` (a
+    wrapped attribution may take two lines); none when no ``>`` block follows."""
+    start = next(
+        (j for j in range(cut + 1, min(cut + 4, len(lines))) if lines[j].lstrip().startswith(">")),
+        None,
+    )
+    if start is None or (not _WROTE.match(lines[cut]) and start > cut + 2):
+        return []
+    i = start
+    while i < len(lines) and (lines[i].lstrip().startswith(">") or not lines[i].strip()):
+        i += 1
+    return lines[i:]
+
+
 def render_quote_strip(text: str) -> str:
     """The new text of a reply, quoted history removed. Never empty unless ``text`` is:
     when stripping would leave nothing, ``text`` comes back unchanged."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     cut = _cut_line(lines)
     if cut is not None:
-        lines = lines[:cut]
+        above = lines[:cut]
+        below = [] if _ORIGINAL.match(lines[cut]) else _below_quote(lines, cut)
+        if "".join(below).strip():
+            # bottom-posted or inline: the new text sits under the quote (Thunderbird)
+            parts = ("\n".join(above).strip(), render_quote_strip("\n".join(below)))
+            return "\n\n".join(p for p in parts if p)
+        lines = above
     quote = _trailing_quote(lines)
     if quote is not None:
         lines = lines[:quote]

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ClassVar
 
-from deskbridge.adapters.base import Handshake
+from deskbridge.adapters.base import Handshake, Parsed
 from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.mime import ParsedMail, parse_mail
 from deskbridge.config.accounts import EmailConfig
 from deskbridge.errors import PayloadInvalid, SignatureInvalid
-from deskbridge.schemas import Attachment, Channel, InboundEvent, RawRequest, StatusUpdate
+from deskbridge.schemas import Attachment, Channel, RawRequest, StatusUpdate
 
 __all__ = ["EmailReceiver", "message_id_for", "token_in_message_id"]
 
@@ -86,7 +86,8 @@ class EmailReceiver:
         return None
 
     def verify(self, req: RawRequest) -> None:
-        """Mailgun: the signed timestamp and token (in the body); SendGrid and Postmark:
+        """Mailgun: the signed timestamp and token (in the body); SendGrid: its security
+        policy's signature and/or OAuth bearer when configured, else basic auth; Postmark:
         basic auth. Raises ``SignatureInvalid``."""
         c = self._config
         if c.inbound == "smtp":
@@ -96,15 +97,22 @@ class EmailReceiver:
             form = webhooks.parse_form(req)
             fields = {k: form.text(k) or "" for k in ("timestamp", "token", "signature")}
             webhooks.verify_mailgun(fields, key, now=self._clock())
+        elif c.inbound == "sendgrid" and (c.sendgrid_public_key or c.sendgrid_oauth_key):
+            # the security policy: every mechanism it names must pass
+            if c.sendgrid_public_key:
+                webhooks.verify_sendgrid_signature(req.headers, req.body, c.sendgrid_public_key)
+            if c.sendgrid_oauth_key:
+                webhooks.verify_bearer_jwt(req.headers, c.sendgrid_oauth_key.get_secret_value())
         else:
             password = c.basic_auth_password.get_secret_value() if c.basic_auth_password else ""
             webhooks.verify_basic_auth(req.headers, c.basic_auth_user or "", password)
 
-    def parse(self, req: RawRequest) -> list[InboundEvent]:
-        """The mail as a message (or a bounce as a failed status of our reply); auto-replies
-        and our own mail give nothing, so they never open tickets or get answers. A body
-        the provider should not send again is refused with its "do not retry" status
-        (Mailgun 406, Postmark 403)."""
+    def parse(self, req: RawRequest) -> Parsed:
+        """The mail as a message (or a bounce as a failed status of our reply); auto-replies,
+        our own mail and bounces of mail we did not send give no event and a named reason
+        in ``Parsed.ignored``, so they never open tickets or get answers. A body the
+        provider should not send again is refused with its "do not retry" status (Mailgun
+        406, Postmark 403)."""
         try:
             return self._parse(req)
         except PayloadInvalid as exc:
@@ -113,7 +121,7 @@ class EmailReceiver:
                 raise
             raise _Refused(str(exc), status) from None
 
-    def _parse(self, req: RawRequest) -> list[InboundEvent]:
+    def _parse(self, req: RawRequest) -> Parsed:
         at = datetime.fromtimestamp(self._clock(), UTC)
         a, own, trusted = self.account, self._domains, self._trusted
         inbound = self._config.inbound
@@ -121,12 +129,13 @@ class EmailReceiver:
             token, mail = webhooks.parse_mailgun(
                 req, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
             )
-            # Mailgun signs only timestamp + token, not the mail: a token seen once must
-            # never bring a second mail, so the token is the dedup key (its mark is written
-            # by the intake script with the event; a retry carries the same token)
-            return [
-                e.model_copy(update={"dedup_key": f"mailgun:{token}"}) for e in self._events(mail)
-            ]
+            # Mailgun signs only timestamp + token, not the mail, and does not say a retry
+            # keeps its token: the mail's own key (Message-ID) deduplicates, and the token is
+            # bound to that key so a captured signature never brings another mail
+            parsed = self._events(mail)
+            key = mail.message.dedup_key if mail.message else ""
+            bound = hashlib.sha256(f"{self.account}\x1f{key}".encode()).hexdigest()
+            return Parsed(events=parsed.events, ignored=parsed.ignored, token=(token, bound))
         elif inbound == "smtp":
             mail = parse_mail(
                 req.body, account=a, received_at=at, own_domains=own, trusted_authserv_ids=trusted
@@ -148,6 +157,11 @@ class EmailReceiver:
         got_local, _, got_domain = address.lower().partition("@")
         return got_domain == domain and (got_local == local or got_local.startswith(local + "+"))
 
+    def serves_domain(self, address: str) -> bool:
+        """Whether ``address`` (normalized) is on this support address's domain (for
+        ``postmaster@``, which RFC 5321 says must be accepted)."""
+        return address.lower().partition("@")[2] == self._config.address.lower().partition("@")[2]
+
     def _token(self, mail: ParsedMail, dedup_key: str) -> str:
         if mail.reply_to_token:
             return mail.reply_to_token
@@ -157,30 +171,36 @@ class EmailReceiver:
                 return token
         return _new_token(self.account, dedup_key)
 
-    def _events(self, mail: ParsedMail) -> list[InboundEvent]:
+    def _events(self, mail: ParsedMail) -> Parsed:
         msg = mail.message
-        if msg is None or mail.kind in ("auto_reply", "own"):
-            return []
+        if msg is None:
+            return Parsed(events=[], ignored=("no_headers",))
+        if mail.kind in ("auto_reply", "own"):
+            return Parsed(events=[], ignored=("own_mail" if mail.kind == "own" else "auto_reply",))
         if mail.kind == "bounce":
             bounced = mail.bounced_message_id
             token = token_in_message_id(bounced, self._domains) if bounced else None
             if not bounced or token is None:
-                return []  # a bounce of mail we did not send
-            return [
-                StatusUpdate(
-                    account=self.account,
-                    channel=Channel.EMAIL,
-                    dedup_key=f"bounce:{msg.dedup_key}",
-                    thread=token,
-                    occurred_at=msg.occurred_at,
-                    external_id=bounced,
-                    status="failed",
-                    error=mail.bounce_reason,
-                )
-            ]
+                # a bounce of mail we did not send
+                return Parsed(events=[], ignored=("bounce_not_ours",))
+            return Parsed(
+                events=[
+                    StatusUpdate(
+                        account=self.account,
+                        channel=Channel.EMAIL,
+                        dedup_key=f"bounce:{msg.dedup_key}",
+                        thread=token,
+                        occurred_at=msg.occurred_at,
+                        external_id=bounced,
+                        status="failed",
+                        error=mail.bounce_reason,
+                    )
+                ]
+            )
         token = self._token(mail, msg.dedup_key)
         context = {
-            "to": msg.sender.external_id,
+            # no address to answer: the reply fails for good and the agent gets a note
+            "to": msg.sender.external_id if mail.sender_known else "",
             "subject": mail.subject,
             "message_id": mail.message_id or "",
             "references": " ".join(
@@ -192,6 +212,10 @@ class EmailReceiver:
             # the agent reads the new text; the whole mail, quoted history included, stays
             # one click away (read back from the stored request like any attachment)
             attachments += (ORIGINAL,)
-        return [
-            msg.model_copy(update={"thread": token, "context": context, "attachments": attachments})
-        ]
+        return Parsed(
+            events=[
+                msg.model_copy(
+                    update={"thread": token, "context": context, "attachments": attachments}
+                )
+            ]
+        )

@@ -14,13 +14,15 @@ __all__ = ["sample_mail", "sample_mailgun_request"]
 
 
 def sample_mail(
-    text: str, *, sender: str, to: str, message_id: str, subject: str = "Question"
+    text: str, *, sender: str, to: str, message_id: str, subject: str | None = None
 ) -> bytes:
-    """A plain-text customer mail as raw MIME bytes."""
+    """A plain-text customer mail as raw MIME bytes; the subject defaults to the text's
+    first line (email tickets take the mail's Subject)."""
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = to
-    msg["Subject"] = subject
+    first = text.strip().splitlines()
+    msg["Subject"] = subject or (first[0][:78] if first else "Question")
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<{message_id}>"
     msg.set_content(text)

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosmtplib
 
-from deskbridge.adapters.base import AccountReceiver, ChannelAdapter, Receiver
+from deskbridge.adapters.base import ChannelAdapter, Receiver
 from deskbridge.adapters.email.adapter import EmailAdapter
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.adapters.email.simulate import sample_mail, sample_mailgun_request
@@ -35,7 +35,7 @@ def _adapter(account: str, config: EmailConfig, deps: AdapterDeps) -> ChannelAda
 
 
 def _receiver(account: str, config: EmailConfig, adapter: ChannelAdapter) -> Receiver:
-    return AccountReceiver(EmailReceiver(account, config))
+    return EmailReceiver(account, config)
 
 
 async def _by_smtp(ch: EmailConfig, text: str, sender: str) -> int:

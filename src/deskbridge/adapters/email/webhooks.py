@@ -11,9 +11,14 @@ Every provider ends in the one MIME parser, :func:`parse_mail`:
 - Postmark posts JSON with no raw mail (postmarkapp.com/developer/webhooks/inbound-webhook);
   we rebuild a MIME message from its fields.
 
-SendGrid and Postmark sign nothing here: their URLs carry basic auth and/or a secret path
-segment (:func:`verify_basic_auth`, :func:`verify_path_secret`). See
-``/work/shared/PROTOCOLS.md`` §5 for the answer codes and retry schedules.
+Postmark signs nothing: its URL carries basic auth and/or a secret path segment
+(:func:`verify_basic_auth`, :func:`verify_path_secret`). SendGrid takes basic auth in the
+URL too, or a security policy (twilio.com/docs/sendgrid/for-developers/parsing-email/
+securing-your-parse-webhooks): an ECDSA signature over the timestamp and the raw body in
+HTTP headers, checked with the policy's public key (:func:`verify_sendgrid_signature`),
+and/or an OAuth bearer token SendGrid fetched from your OAuth server
+(:func:`verify_bearer_jwt`). See ``/work/shared/PROTOCOLS.md`` §5 for the answer codes
+and retry schedules.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from email.utils import collapse_rfc2231_value, format_datetime, formataddr, par
 from typing import Final
 from urllib.parse import parse_qsl
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jose import JWTError, jwt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.email.mime import ParsedMail, normalize_address, parse_mail
@@ -56,8 +65,10 @@ __all__ = [
     "postmark_raw",
     "sendgrid_raw",
     "verify_basic_auth",
+    "verify_bearer_jwt",
     "verify_mailgun",
     "verify_path_secret",
+    "verify_sendgrid_signature",
 ]
 
 MAILGUN_REJECT_STATUS: Final = 406
@@ -275,6 +286,54 @@ def verify_basic_auth(headers: Mapping[str, str], user: str, password: str) -> N
     password_ok = hmac.compare_digest(got_password, password.encode())
     if not (sep and user_ok and password_ok):
         raise SignatureInvalid("basic auth wrong")
+
+
+SENDGRID_SIGNATURE_HEADER: Final = "x-twilio-email-event-webhook-signature"
+SENDGRID_TIMESTAMP_HEADER: Final = "x-twilio-email-event-webhook-timestamp"
+
+
+def _public_key(text: str) -> ec.EllipticCurvePublicKey:
+    text = text.strip()
+    key = (
+        serialization.load_pem_public_key(text.encode())
+        if text.startswith("-----BEGIN")
+        else serialization.load_der_public_key(base64.b64decode(text))
+    )
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError("not an elliptic-curve public key")
+    return key
+
+
+def verify_sendgrid_signature(headers: Mapping[str, str], body: bytes, public_key: str) -> None:
+    """SendGrid's signed webhook: the base64 ECDSA (SHA-256) signature in
+    ``X-Twilio-Email-Event-Webhook-Signature`` over the ``-Timestamp`` header's value
+    followed by the raw body. Raises SignatureInvalid."""
+    signature = headers.get(SENDGRID_SIGNATURE_HEADER, "").strip()
+    timestamp = headers.get(SENDGRID_TIMESTAMP_HEADER, "").strip()
+    if not signature or not timestamp:
+        raise SignatureInvalid("sendgrid signature missing")
+    try:
+        key = _public_key(public_key)
+        key.verify(
+            base64.b64decode(signature, validate=True),
+            timestamp.encode() + body,
+            ec.ECDSA(hashes.SHA256()),
+        )
+    except (InvalidSignature, binascii.Error, ValueError, TypeError) as exc:
+        raise SignatureInvalid("sendgrid signature wrong") from exc
+
+
+def verify_bearer_jwt(headers: Mapping[str, str], key: str) -> None:
+    """An OAuth bearer token (a JWT from the OAuth server named in the security policy)
+    checked with ``key``: signature and expiry. Raises SignatureInvalid."""
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise SignatureInvalid("bearer token missing")
+    algorithms = ["RS256", "ES256"] if key.lstrip().startswith("-----BEGIN") else ["HS256"]
+    try:
+        jwt.decode(token.strip(), key, algorithms=algorithms, options={"verify_aud": False})
+    except JWTError as exc:
+        raise SignatureInvalid("bearer token invalid") from exc
 
 
 def verify_path_secret(path: str, secret: str) -> None:
