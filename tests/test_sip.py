@@ -121,10 +121,16 @@ def test_ipv6_request_uri_and_tel_uris() -> None:
     assert phone_of(tel, "US") == "+16505551234"
     assert phone_of(parse_uri("tel:555-1234;phone-context=+1-650"), "US") == "+16505551234"
     assert phone_of(parse_uri("tel:7042;phone-context=example.com"), "US") is None
-    with pytest.raises(SipSyntaxError):
-        parse_uri("tel:7042")  # a local number needs phone-context (RFC 3966 §5.1.5)
+    # RFC 3966 §5.1.5 wants phone-context on a local number; gateways omit it, so it is
+    # read in the trunk's country
+    local = parse_uri("tel:0612345678")
+    assert isinstance(local, TelUri) and not local.is_global
+    assert phone_of(local, "US", local_region="FR") == "+33612345678"
+    assert phone_of(parse_uri("tel:12345"), "US") is None  # an extension: no E.164 form
     with pytest.raises(SipSyntaxError):
         parse_uri("http://example.com")
+    with pytest.raises(SipSyntaxError):
+        parse_uri("tel:not-a-number")
 
 
 @pytest.mark.parametrize(
@@ -161,13 +167,22 @@ def test_name_addr_forms() -> None:
 @pytest.mark.parametrize(
     ("mutate", "answerable"),
     [
-        (lambda r: r.replace(b"Max-Forwards: 70\r\n", b""), True),
+        (lambda r: r.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: seventy\r\n"), True),
         (lambda r: r.replace(b"CSeq: 1 MESSAGE", b"CSeq: 1 INVITE"), True),
         (lambda r: r.replace(b"Content-Length: 13", b"Content-Length: 99"), True),
         (lambda r: r.replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), True),
-        (lambda r: r.replace(b"To: <sip:+14155550100@sip.acme.example>\r\n", b""), False),
-        (lambda r: r.replace(b"Call-ID: asd88asd77a@198.51.100.7\r\n", b""), False),
-        (lambda r: r.replace(b"Via: SIP/2.0/UDP", b"Via: HTTP/1.1"), False),
+        # RFC 4475 §3.3.1: a request missing headers still gets its 400 when it has a
+        # Via to answer along (an unreadable one: to the source address)
+        (lambda r: r.replace(b"To: <sip:+14155550100@sip.acme.example>\r\n", b""), True),
+        (lambda r: r.replace(b"Call-ID: asd88asd77a@198.51.100.7\r\n", b""), True),
+        (lambda r: r.replace(b"Via: SIP/2.0/UDP", b"Via: HTTP/1.1"), True),
+        (
+            lambda r: r.replace(
+                b"Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776asdhds\r\n", b""
+            ),
+            False,
+        ),
+        (lambda r: r.replace(b"MESSAGE sip", b"ACK sip", 1), False),
         (lambda r: b"\x00\xff garbage", False),
         (lambda r: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
     ],
@@ -456,7 +471,11 @@ async def test_malformed_requests_get_400_or_nothing_and_the_listener_survives()
     stored = Stored()
     async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):
         port = sock.get_extra_info("sockname")[1]
-        bad = request("MESSAGE", port).encode().replace(b"Max-Forwards: 70\r\n", b"")
+        bad = (
+            request("MESSAGE", port)
+            .encode()
+            .replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: x\r\n")
+        )
         sock.sendto(bad)
         assert (await answer(proto)).status == 400
         sock.sendto(b"\x16\x03\x01 not sip at all")

@@ -8,10 +8,13 @@ nobody authenticated (RFC 3261 §23), is weak evidence.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Literal
+
+import phonenumbers
 
 from deskbridge.adapters.sip.message import Request
 from deskbridge.adapters.sip.uri import (
@@ -71,6 +74,19 @@ def raw_request(account: str, data: bytes, source: tuple[str, int], transport: s
     )
 
 
+def _local_region(config: SipConfig) -> str:
+    """``local_region``, else the country of the first served number, else the
+    account's default region."""
+    if config.local_region:
+        return config.local_region
+    for number in config.numbers:
+        with contextlib.suppress(phonenumbers.NumberParseException):
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+            if region and region != "ZZ":
+                return str(region)
+    return config.default_region
+
+
 def _text_body(req: Request, limit: int) -> str:
     """RFC 3428 §7: the body is MIME; we take text/* in its charset (UTF-8 by default)."""
     ctype = (req.headers.get("Content-Type") or "text/plain").strip()
@@ -115,6 +131,7 @@ class SipReceiver:
         self._networks = [ipaddress.ip_network(p, strict=False) for p in config.trusted_peers]
         self._domains = frozenset(d.lower().strip("[]") for d in config.domains)
         self._numbers = frozenset(config.numbers)
+        self.local_region = _local_region(config)
 
     def trusts(self, ip: str) -> bool:
         try:
@@ -125,14 +142,20 @@ class SipReceiver:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self._networks)
 
+    def phone(self, uri: Uri) -> str | None:
+        """The E.164 number of ``uri``, local numbers read in the trunk's country."""
+        return phone_of(uri, self.config.default_region, local_region=self.local_region)
+
     def serves(self, uri: Uri) -> str | None:
         """The served number (or user) ``uri`` addresses, or None when not ours."""
         if isinstance(uri, TelUri):
-            number = phone_of(uri, self.config.default_region)
+            number = self.phone(uri)
+        elif not isinstance(uri, SipUri):
+            return None
         else:
             if uri.host.lower().strip("[]") not in self._domains:
                 return None
-            number = phone_of(uri, self.config.default_region)
+            number = self.phone(uri)
             if number is None and not self._numbers and uri.user:
                 return uri.user  # a named service user (sip:support@domain)
         if number is None:
@@ -152,7 +175,7 @@ class SipReceiver:
                     continue
                 # RFC 3325 §9.1: at most one sip/sips and one tel value; prefer the
                 # one that carries a telephone number
-                if phone_of(asserted.uri, self.config.default_region):
+                if self.phone(asserted.uri):
                     break
         from_ = req.name_addr("From")
         who = asserted or from_
@@ -160,7 +183,7 @@ class SipReceiver:
             raise Refused(400, "missing From")
         strength = "strong" if asserted is not None else "weak"
         source = "sip-asserted" if asserted is not None else "sip-from"
-        phone = phone_of(who.uri, self.config.default_region)
+        phone = self.phone(who.uri)
         address = who.uri.address
         identities = [
             Identity(
