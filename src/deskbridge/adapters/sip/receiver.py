@@ -12,6 +12,8 @@ import contextlib
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
+from email.parser import BytesParser
+from email.policy import compat32
 from typing import ClassVar, Literal
 
 import phonenumbers
@@ -87,19 +89,40 @@ def _local_region(config: SipConfig) -> str:
     return config.default_region
 
 
+def _text_part(ctype: str, body: bytes) -> tuple[str, bytes] | None:
+    """The first text part of a multipart body (a signed MESSAGE: text/plain and its
+    signature, RFC 4475 §3.1.1.11), as (its Content-Type, its bytes)."""
+    mime = BytesParser(policy=compat32).parsebytes(
+        b"Content-Type: " + ctype.encode("utf-8", "replace") + b"\r\n\r\n" + body
+    )
+    for part in mime.walk():
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return str(part.get("Content-Type", "text/plain")), payload
+    return None
+
+
 def _text_body(req: Request, limit: int) -> str:
-    """RFC 3428 §7: the body is MIME; we take text/* in its charset (UTF-8 by default)."""
+    """RFC 3428 §7: the body is MIME; we take text/* in its charset (UTF-8 by default),
+    or the first text part of a multipart body."""
     ctype = (req.headers.get("Content-Type") or "text/plain").strip()
-    media, _, params = ctype.partition(";")
-    major, _, _minor = media.strip().lower().partition("/")
     accept = [("Accept", "text/plain")]
-    if major != "text":
-        raise Refused(415, "unsupported content type", extra=accept)
     encoding = (req.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise Refused(415, "unsupported content encoding", extra=[("Accept-Encoding", "identity")])
     if len(req.body) > limit:
         raise Refused(413, "body too large")
+    body = req.body
+    if ctype.lower().startswith("multipart/"):
+        found = _text_part(ctype, body)
+        if found is None:
+            raise Refused(415, "no text part", extra=accept)
+        ctype, body = found
+    media, _, params = ctype.partition(";")
+    major, _, _minor = media.strip().lower().partition("/")
+    if major != "text":
+        raise Refused(415, "unsupported content type", extra=accept)
     charset = "utf-8"
     for p in params.split(";"):
         name, _, value = p.partition("=")
@@ -107,7 +130,7 @@ def _text_body(req: Request, limit: int) -> str:
             charset = value.strip().strip('"').lower()
     try:
         # line ends that close the body (sipp, some SMSCs) are not part of the text
-        return req.body.decode(charset).rstrip("\r\n")
+        return body.decode(charset).rstrip("\r\n")
     except LookupError:
         raise Refused(
             415, "unknown charset", extra=[("Accept", "text/plain;charset=utf-8")]
