@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from deskbridge.adapters.base import Receiver
+from deskbridge.adapters.sip.receiver import SipReceiver, StoredSip
+from deskbridge.config import SipConfig
 from deskbridge.errors import ParseFailed, RequestRefused
 from deskbridge.flows.ingest import accept_account_events, accept_replies
 from deskbridge.flows.runtime import Runtime
@@ -135,7 +138,7 @@ async def reingest_one(
 
 async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:
     account, source = out.account, out.source
-    receiver = rt.receiver(source, account)
+    receiver = rt.receiver(source, account) or _sip_receiver(rt, source, account)
     if receiver is None:
         raise RequestRefused(f"channel {source} is not configured for {account}")
     req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
@@ -163,6 +166,13 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
         else:
             entry |= taken if taken["status"] == "duplicate" else {"status": "duplicate"}
         out.events.append(entry)
+
+
+def _sip_receiver(rt: Runtime, source: str, account: str) -> Receiver | None:
+    """SIP has no webhook URL, so no receiver in the registry: its listener's parser."""
+    acc = rt.accounts.accounts.get(account)
+    config = acc.channel(Channel.SIP) if acc is not None and source == Channel.SIP.value else None
+    return StoredSip(SipReceiver(account, config)) if isinstance(config, SipConfig) else None
 
 
 async def _replies(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:

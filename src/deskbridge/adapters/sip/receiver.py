@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import compat32
 from typing import ClassVar, Literal
 
 import phonenumbers
 
-from deskbridge.adapters.sip.message import Request
+from deskbridge.adapters.base import Handshake, Parsed
+from deskbridge.adapters.sip.message import Request, SipParseError, parse
 from deskbridge.adapters.sip.uri import (
     NameAddr,
     SipSyntaxError,
@@ -30,17 +31,20 @@ from deskbridge.adapters.sip.uri import (
     phone_of,
 )
 from deskbridge.config.accounts import SipConfig
+from deskbridge.errors import ParseFailed, RequestRefused, SignatureInvalid
 from deskbridge.schemas import CallEvent, Channel, Identity, Message, RawRequest, Sender
 
 __all__ = [
     "Caller",
     "Refused",
     "SipReceiver",
+    "StoredSip",
     "raw_request",
 ]
 
 SOURCE_HEADER = "x-sip-source"
 TRANSPORT_HEADER = "x-sip-transport"
+RECEIVED_HEADER = "x-sip-received-at"
 
 
 class Refused(Exception):
@@ -66,14 +70,19 @@ class Caller:
     asserted: bool
 
 
-def raw_request(account: str, data: bytes, source: tuple[str, int], transport: str) -> RawRequest:
-    """How a SIP request is stored for re-ingest: its exact bytes and where it came from."""
-    return RawRequest(
-        method="SIP",
-        path=f"sip:{account}",
-        headers={SOURCE_HEADER: f"{source[0]}|{source[1]}", TRANSPORT_HEADER: transport},
-        body=data,
-    )
+def raw_request(
+    account: str,
+    data: bytes,
+    source: tuple[str, int],
+    transport: str,
+    received_at: datetime | None = None,
+) -> RawRequest:
+    """How a SIP request is stored for re-ingest: its exact bytes, where it came from
+    and when (``StoredSip`` reads it back)."""
+    headers = {SOURCE_HEADER: f"{source[0]}|{source[1]}", TRANSPORT_HEADER: transport}
+    if received_at is not None:
+        headers[RECEIVED_HEADER] = received_at.isoformat()
+    return RawRequest(method="SIP", path=f"sip:{account}", headers=headers, body=data)
 
 
 def _local_region(config: SipConfig) -> str:
@@ -317,3 +326,63 @@ class SipReceiver:
         if served is None:
             raise Refused(404, "not a served number")
         return served
+
+
+class StoredSip:
+    """Re-ingest's receiver for SIP, which has no webhook URL and so no entry in the
+    receivers' registry: a stored request (``raw_request``) is parsed again as the
+    listener would take it. Never reachable over HTTP: ``verify`` refuses everything."""
+
+    channel = Channel.SIP
+    max_body_bytes = 64 * 1024
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, receiver: SipReceiver) -> None:
+        self._receiver = receiver
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        return None
+
+    def verify(self, req: RawRequest) -> None:
+        raise SignatureInvalid("SIP requests arrive on the SIP listener only")
+
+    def parse(self, req: RawRequest) -> Parsed:
+        """A MESSAGE as its message; an INVITE as the call the account's call settings
+        record (redirected, else missed with a callback asked for). Raises
+        ``ParseFailed`` for bytes that are not such a request, ``RequestRefused`` for a
+        request today's receiver refuses (not a served number, a body we do not take)."""
+        host, _, port = req.headers.get(SOURCE_HEADER, "|0").partition("|")
+        source = (host, int(port) if port.isdigit() else 0)
+        transport = req.headers.get(TRANSPORT_HEADER, "UDP")
+        try:
+            received_at = datetime.fromisoformat(req.headers[RECEIVED_HEADER])
+        except (KeyError, ValueError):
+            received_at = datetime.now(UTC)  # kept before the time was
+        try:
+            msg = parse(req.body, stream=transport != "UDP")
+        except SipParseError as exc:
+            raise ParseFailed(f"not a SIP request we read: {exc}") from None
+        if not isinstance(msg, Request) or msg.method not in ("MESSAGE", "INVITE"):
+            raise ParseFailed("not a SIP MESSAGE or INVITE")
+        r = self._receiver
+        try:
+            if msg.method == "MESSAGE":
+                return Parsed([r.message(msg, source, transport, received_at)])
+            calls = r.config.calls
+            if calls.action == "redirect" and calls.redirect_to:
+                event = r.call(
+                    msg,
+                    source,
+                    transport,
+                    received_at,
+                    state="redirected",
+                    redirected_to=calls.redirect_to,
+                )
+            else:
+                event = r.call(
+                    msg, source, transport, received_at, state="missed", callback_requested=True
+                )
+        except Refused as exc:
+            raise RequestRefused(f"{exc.status} {exc}") from None
+        return Parsed([event])

@@ -262,12 +262,13 @@ class SipService:
             if req.headers.get("Contact") is not None:
                 # RFC 3428 §4: a MESSAGE outside a dialog never carries Contact
                 log.debug("sip: MESSAGE with Contact (ignored)")
-            event = receiver.message(req, source, flow.transport, self._clock())
+            now = self._clock()
+            event = receiver.message(req, source, flow.transport, now)
         except Refused as exc:
             self._respond(tx, exc.status, extra=exc.extra)
             self._count("refused", str(exc.status))
             return
-        raw = raw_request(receiver.account, data, source, flow.transport)
+        raw = raw_request(receiver.account, data, source, flow.transport, now)
         try:
             await self._store(receiver.account, raw, [event])
         except StoreUnavailable as exc:
@@ -374,7 +375,7 @@ class SipService:
         flow: Flow,
         event: CallEvent,
     ) -> None:
-        raw = raw_request(receiver.account, data, source, flow.transport)
+        raw = raw_request(receiver.account, data, source, flow.transport, event.occurred_at)
         try:
             await self._store(receiver.account, raw, [event])
         except DeskbridgeError as exc:
