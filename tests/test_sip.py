@@ -531,6 +531,100 @@ async def test_tcp_carries_several_messages_on_one_connection() -> None:
     assert [e[2][0].text for e in stored.calls] == ["one", "two"]  # type: ignore[union-attr]
 
 
+def _length_first(raw: bytes, spelling: bytes) -> bytes:
+    """``raw`` with its Content-Length moved right after the request line, respelled."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    first, *lines = head.split(b"\r\n")
+    length = next(x for x in lines if x.startswith(b"Content-Length:"))
+    rest = [x for x in lines if x is not length]
+    moved = spelling + b" :" + length.partition(b":")[2]
+    return b"\r\n".join([first, moved, *rest]) + b"\r\n\r\n" + body
+
+
+async def _stream_answers(
+    reader: asyncio.StreamReader, count: int, buffer: bytearray
+) -> list[Response]:
+    got: list[Response] = []
+    while len(got) < count:
+        data = await asyncio.wait_for(reader.read(4096), 2)
+        if not data:
+            break
+        buffer += data
+        while (one := frame(buffer, 65536))[0] is not None:
+            del buffer[: one[1]]
+            resp = parse(one[0] or b"", stream=True)
+            assert isinstance(resp, Response)
+            got.append(resp)
+    return got
+
+
+async def test_tcp_frames_content_length_in_any_position_and_spelling() -> None:
+    """§18.3 / §7.3.1: the issue's bug was a Content-Length that is not the last line
+    (the framer's "$" did not match before "\\r"): the connection closed silently."""
+    stored = Stored()
+    async with listening(sip_config(), stored, transports=("tcp",)) as (_, dest):
+        reader, writer = await asyncio.open_connection(*dest)
+        port = writer.get_extra_info("sockname")[1]
+        one = request("MESSAGE", port, text="one", transport="TCP").encode()
+        two = request("MESSAGE", port, text="two", transport="TCP").encode()
+        three = request("OPTIONS", port, text="", transport="TCP").encode()
+        writer.write(
+            _length_first(one, b"content-LENGTH")
+            + _length_first(two, b"l")
+            + _length_first(three, b"L")
+        )
+        await writer.drain()
+        answers = await _stream_answers(reader, 3, bytearray())
+        # no Content-Length at all: told so, then the connection closes (§18.3)
+        bare = request("OPTIONS", port, text="", transport="TCP").encode()
+        writer.write(bare.replace(b"Content-Length: 0\r\n", b""))
+        await writer.drain()
+        refused = await _stream_answers(reader, 1, bytearray())
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [e[2][0].text for e in stored.calls] == ["one", "two"]  # type: ignore[union-attr]
+    assert [a.status for a in refused] == [400]
+
+
+def _as_sent(data: bytes) -> Response:
+    """A response read without judging it: answers copy the bad header they refuse."""
+    head = data.partition(b"\r\n\r\n")[0].decode()
+    start, *lines = head.split("\r\n")
+    _, status, reason = start.split(" ", 2)
+    return Response(int(status), reason, Headers(x.partition(": ")[::2] for x in lines))
+
+
+async def test_unreadable_requests_are_answered_from_what_was_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The issue's first bug: a 400 for a bad To re-parsed To and raised (no answer, an
+    ERROR per datagram, the peer retransmitting for 32 s)."""
+    stored = Stored()
+    good = "<sip:+14155550100@sip.acme.example>"
+    cases = [
+        (f"To: {good}", 'To: "Mr. J. User <sip:+14155550100@sip.acme.example>', 400),
+        (f"To: {good}", "To: sip:a@b?c", 400),
+        ("SIP/2.0\r\n", "SIP/3.0\r\n", 505),
+        ("Max-Forwards: 70", "Max-Forwards: 70\r\nRequire: 100rel, timer", 420),
+        (f"To: {good}", "To: isbn:2983792873", 200),  # another scheme is a valid To
+        ("Max-Forwards: 70\r\n", "", 200),  # RFC 4475 §3.4.1: no Max-Forwards is fine
+    ]
+    async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):
+        port = sock.get_extra_info("sockname")[1]
+        got = []
+        for old, new, _ in cases:
+            raw = request("MESSAGE", port).encode()
+            assert old.encode() in raw
+            sock.sendto(raw.replace(old.encode(), new.encode(), 1))
+            got.append(_as_sent(await asyncio.wait_for(proto.got.get(), 2)))
+    assert [r.status for r in got] == [status for _, _, status in cases]
+    assert got[3].headers.get("Unsupported") == "100rel, timer"
+    assert all(";tag=" in (r.headers.get("To") or "") for r in got)
+    assert len(stored.calls) == 2
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
 async def test_invite_is_rejected_as_a_missed_call_and_the_final_answer_repeats_until_ack() -> None:
     stored = Stored()
     async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):

@@ -510,12 +510,12 @@ def frame(buffer: bytearray, max_size: int) -> tuple[bytes | None, int]:
     # line but the last ends in \r, which "$" does not skip
     m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", head)
     if m is None:
-        raise SipParseError("message without Content-Length on a stream")
+        raise SipParseError("message without Content-Length on a stream", status=400)
     digits = m.group(1)
     # past 18 digits no length fits, and past 4300 int() would refuse to convert it
     total = end + 4 + (int(digits) if len(digits) <= 18 else max_size + 1)
     if total - start > max_size:
-        raise SipParseError("message too large")
+        raise SipParseError("message too large", status=413)
     if len(buffer) < total:
         return None, 0
     return bytes(buffer[start:total]), total

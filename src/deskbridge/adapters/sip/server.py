@@ -158,6 +158,26 @@ class SipService:
             return
         self._request(msg, data, source, flow)
 
+    def unframeable(self, head: bytes, status: int, source: tuple[str, int], flow: Flow) -> None:
+        """A stream message that cannot be framed (no Content-Length, too large): its
+        head answered with ``status`` when it is a readable request from a trusted
+        peer, before the connection is closed. Never raises."""
+        try:
+            if not any(r.trusts(source[0]) for r in self.receivers):
+                return
+            msg: Request | Response | None
+            try:
+                msg = parse(head, stream=True)
+            except SipParseError as exc:
+                msg = exc.partial if exc.answerable else None
+            if isinstance(msg, Request) and msg.method != "ACK":
+                with contextlib.suppress(SipSyntaxError, IndexError, ValueError):
+                    stamp_via(msg, source)
+                self._answer_once(msg, flow, source, status)
+            self._count("malformed", "unframeable")
+        except Exception:  # the listener must outlive any bug in one request
+            log.exception("sip: unexpected error answering an unframeable message")
+
     def _answer_once(
         self,
         req: Request,
