@@ -8,6 +8,7 @@ change: the same steps run for every desk.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import json
@@ -21,7 +22,7 @@ from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 
 from .conftest import TG_SECRET, TG_TOKEN, drain, redis_of
-from .desks.base import FakeDesk
+from .desks.base import MODES, FakeDesk, Mode
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
 TG_FILES = f"https://tg.test/file/bot{TG_TOKEN}"
@@ -220,6 +221,95 @@ async def test_5xx_and_timeouts_are_retried(
     assert d.state is DeliveryState.DELIVERED
     assert str(log[-1].outcome) == "delivered" and str(log[0].outcome) == "retry"
     assert len(fake.tickets()) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("call", ["create", "append"])
+async def test_a_write_whose_answer_is_lost_lands_once_or_is_counted(
+    call: str,
+    mode: Mode,
+    fake: FakeDesk,
+    make_runtime: Any,
+    aiohttp_client: Any,
+    respx_mock: Any,
+) -> None:
+    """Partial failure at the desk: the write is refused with the desk's retry hint, or
+    applied and then its answer is lost (reset, timeout, a proxy's 502). Exactly one copy
+    where the desk lets deskbridge check (idempotency key or read-back); elsewhere at most
+    one extra, counted in deskbridge_ambiguous_resends_total and the attempt log; never
+    a message lost."""
+    telegram(respx_mock)
+    async with gateway(fake, make_runtime, aiohttp_client, http_timeout=0.3) as (rt, client):
+        if call == "append":
+            await customer_says(client, "Opening the ticket", 7801)
+            await drain(rt)
+        fake.fault(mode, call)
+        await customer_says(client, "Exactly once, please", 7802)
+        await drain(rt)
+        await refresh(fake)
+        inbound = await deliveries(rt, Direction.INBOUND)
+        logs = [await rt.deliveries.attempts("acme", d.id) for d in inbound]
+        resent = rt.metrics.registry.get_sample_value(
+            "deskbridge_ambiguous_resends_total", {"peer": fake.desk}
+        )
+    assert fake.faults.fired, "the fault never fired"
+    assert [d.state for d in inbound] == [DeliveryState.DELIVERED] * len(inbound)
+    copies = [
+        p.text.strip()
+        for t in fake.tickets()
+        for p in t.parts
+        if p.author == "user" and "Exactly once, please" in p.text
+    ]
+    extra = int(resent or 0)
+    if mode == "rate_limited" or call in fake.reconciles:
+        assert len(copies) == 1 and extra == 0, copies
+    else:
+        assert len(copies) == 2 and extra == 1, copies  # sent again, and counted
+        assert [a.resent for a in logs[-1] if a.outcome == "resent"] == [
+            f"{fake.desk} {call} ticket"
+        ]
+    if mode != "rate_limited":
+        assert any(a.ambiguous for a in logs[-1])  # the attempt log says it was in doubt
+
+
+async def test_a_worker_killed_with_an_append_in_flight_files_it_once(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    """The desk applied the comment; the worker died before it recorded anything. The
+    job runs again, knows the write was in flight, and reconciles instead of appending."""
+    telegram(respx_mock)
+    async with gateway(fake, make_runtime, aiohttp_client, job_timeout_seconds=1) as (rt, client):
+        await customer_says(client, "Opening the ticket", 7901)
+        await drain(rt)
+        desk = rt.desks["acme"]
+        real_append = desk.append
+        filed = asyncio.Event()
+
+        async def append_then_die(*args: Any, **kwargs: Any) -> Any:
+            result = await real_append(*args, **kwargs)
+            filed.set()
+            await asyncio.sleep(3600)  # killed here: filed at the desk, not yet recorded
+            return result
+
+        desk.append = append_then_die
+        await customer_says(client, "Exactly once, please", 7902)
+        task = asyncio.create_task(drain(rt))
+        await asyncio.wait_for(filed.wait(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        redis = redis_of(rt)
+        # what arq's in-progress expiry and the lane lock's TTL do in time
+        for name in await redis.keys("arq:in-progress:*"):
+            await redis.delete(name)
+        for name in await redis.keys("db:{acme}:lock:*"):
+            await redis.delete(name)
+        desk.append = real_append
+        await drain(rt)
+        await refresh(fake)
+        inbound = await deliveries(rt, Direction.INBOUND)
+    assert [d.state for d in inbound] == [DeliveryState.DELIVERED] * 2
+    copies = [p.text for t in fake.tickets() for p in t.parts if "Exactly once, please" in p.text]
+    assert len(copies) == 1, copies
 
 
 async def test_permanent_4xx_goes_to_the_dead_letters(

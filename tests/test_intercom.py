@@ -456,6 +456,83 @@ async def test_first_message_opens_a_conversation_from_the_contact(
     }
 
 
+def parts_json(*parts: tuple[str, str, str, int]) -> dict[str, Any]:
+    """A retrieved conversation holding (id, author id, body, created_at) comment parts."""
+    return {
+        "type": "conversation",
+        "id": "215469358812345",
+        "conversation_parts": {
+            "type": "conversation_part.list",
+            "conversation_parts": [
+                {
+                    "type": "conversation_part",
+                    "id": part_id,
+                    "part_type": "comment",
+                    "body": body,
+                    "created_at": created,
+                    "author": {"type": "admin" if author == "9" else "user", "id": author},
+                }
+                for part_id, author, body, created in parts
+            ],
+            "total_count": len(parts),
+        },
+    }
+
+
+MESSAGE_AT = int(datetime(2025, 1, 6, 22, 11, 0, tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("parts", "posted"),
+    [
+        # the earlier attempt's part is the contact's newest: taken, not posted again
+        ([("25090", CONTACT_ID, "<p>It was due Monday.</p>", MESSAGE_AT + 2)], False),
+        # an agent answered since: still the contact's newest part
+        (
+            [
+                ("25090", CONTACT_ID, "<p>It was due Monday.</p>", MESSAGE_AT + 2),
+                ("25091", "9", "<p>Checking</p>", MESSAGE_AT + 3),
+            ],
+            False,
+        ),
+        # the same words, but an older message's (before this one arrived): posted
+        ([("25080", CONTACT_ID, "<p>It was due Monday.</p>", MESSAGE_AT - 600)], True),
+        # the contact's newest part says something else: posted
+        (
+            [
+                ("25090", CONTACT_ID, "<p>It was due Monday.</p>", MESSAGE_AT + 2),
+                ("25092", CONTACT_ID, "<p>Hello?</p>", MESSAGE_AT + 5),
+            ],
+            True,
+        ),
+    ],
+)
+async def test_a_reply_in_doubt_is_looked_for_among_the_conversations_parts(
+    parts: list[tuple[str, str, str, int]],
+    posted: bool,
+    ic: IntercomConnector,
+    api: respx.MockRouter,
+) -> None:
+    read = api.get("/conversations/215469358812345").respond(200, json=parts_json(*parts))
+    reply = api.post("/conversations/215469358812345/reply").respond(
+        200, json=conversation_json("25099")
+    )
+
+    filed = await ic.append(
+        conversation("215469358812345"),
+        CONTACT_ID,
+        message("It was due Monday."),
+        [],
+        idempotency_key="k",
+        retried=True,
+        in_doubt=True,
+    )
+
+    assert read.call_count == 1
+    assert reply.call_count == (1 if posted else 0)
+    assert filed.message_id == ("25099" if posted else "25090")
+
+
 async def test_later_messages_reply_as_the_contact_and_return_the_part_id(
     ic: IntercomConnector, api: respx.MockRouter
 ) -> None:

@@ -54,6 +54,7 @@ class RecordingDesk(SandboxConnector):
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         self.calls += 1
         if self.delay:
@@ -61,7 +62,13 @@ class RecordingDesk(SandboxConnector):
         if self.failures:
             raise self.failures.pop(0)
         filed = await super().append(
-            conv, user_id, msg, files, idempotency_key=idempotency_key, retried=retried
+            conv,
+            user_id,
+            msg,
+            files,
+            idempotency_key=idempotency_key,
+            retried=retried,
+            in_doubt=in_doubt,
         )
         self.filed.append((msg.thread, msg.text))
         return filed

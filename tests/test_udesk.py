@@ -266,6 +266,95 @@ async def test_first_message_opens_a_ticket_later_ones_are_customer_replies(
     ]
 
 
+async def test_a_success_code_without_a_reply_id_is_delivered_with_the_id_unknown(
+    fake: FakeUdesk, http: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    c = connector(fake, http, redis)
+    user = await c.ensure_user(contact())
+    first = await c.append(conv(), user, message("Hi"), [], idempotency_key="k1", retried=False)
+    fake.reply_ids = False
+    filed = await c.append(
+        conv(first.ticket_id), user, message("Order 42", 2), [], idempotency_key="k2", retried=False
+    )
+    assert filed.ticket_id == first.ticket_id
+    assert filed.message_id == f"unknown-reply:{first.ticket_id}"
+    # a replay finds the memo: the reply is never posted twice
+    again = await c.append(
+        conv(first.ticket_id), user, message("Order 42", 2), [], idempotency_key="k2", retried=True
+    )
+    assert again == filed
+    [ticket] = fake.tickets()
+    assert [p.text for p in ticket.parts].count("Order 42") == 1
+
+
+@pytest.mark.parametrize("replies", ["author", "marked"])
+async def test_a_reply_in_doubt_is_found_in_the_replies_list_not_posted_again(
+    replies: str, fake: FakeUdesk, http: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    c = connector(fake, http, redis, customer_replies=replies)
+    user = await c.ensure_user(contact())
+    first = await c.append(conv(), user, message("Hi"), [], idempotency_key="k1", retried=False)
+    await c.append(
+        conv(first.ticket_id),
+        user,
+        message("Same words", 2),
+        [],
+        idempotency_key="k2",
+        retried=False,
+    )
+    fake.fault("dropped", "append")
+    with pytest.raises(RetryableError) as lost:
+        await c.append(
+            conv(first.ticket_id),
+            user,
+            message("Same words", 3),
+            [],
+            idempotency_key="k3",
+            retried=False,
+        )
+    assert lost.value.outcome == "unknown"
+    # the poller reads the ticket meanwhile: the customer's reply is not remembered as seen
+    await c.mark_seen(await c.poll_ticket(first.ticket_id, urgent=True))
+    filed = await c.append(
+        conv(first.ticket_id),
+        user,
+        message("Same words", 3),
+        [],
+        idempotency_key="k3",
+        retried=True,
+        in_doubt=True,
+    )
+    assert filed.resent is None and not filed.message_id.startswith("unknown")
+    [ticket] = fake.tickets()
+    # the earlier identical message (k2) is known as filed: it is not taken for k3's
+    assert sum("Same words" in p.text for p in ticket.parts) == 2
+
+
+async def test_a_ticket_in_doubt_is_created_again_and_says_so(
+    fake: FakeUdesk, http: httpx.AsyncClient, redis: aioredis.Redis
+) -> None:
+    c = connector(fake, http, redis)
+    user = await c.ensure_user(contact())
+    fake.fault("timed_out", "create")
+    quick = httpx.AsyncClient(timeout=0.3)
+    try:
+        with pytest.raises(RetryableError):
+            await UdeskConnector(
+                "acme",
+                config(fake),
+                quick,
+                tokens=RedisTokenCache(redis, Vault.from_secret(decode_key(TEST_KEY))),
+                state=RedisUdeskState(redis),
+            ).append(conv(), user, message("Hi"), [], idempotency_key="k1", retried=False)
+    finally:
+        await quick.aclose()
+    filed = await c.append(
+        conv(), user, message("Hi"), [], idempotency_key="k1", retried=True, in_doubt=True
+    )
+    assert filed.resent == "udesk create ticket"
+    assert len(fake.tickets()) == 2  # Udesk offers no way to find the first one
+
+
 async def test_marked_replies_name_the_customer(
     fake: FakeUdesk, http: httpx.AsyncClient, redis: aioredis.Redis
 ) -> None:

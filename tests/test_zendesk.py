@@ -420,9 +420,115 @@ async def test_append_puts_a_public_comment_by_the_end_user(
     )
 
     assert sent(update) == {
-        "ticket": {"comment": {"body": "Any news?", "public": True, "author_id": int(USER_ID)}}
+        "ticket": {
+            "comment": {"body": "Any news?", "public": True, "author_id": int(USER_ID)},
+            # the delivery's key, kept on the update's audit: found again after a lost answer
+            "metadata": {"deskbridge_delivery": "dlv-3"},
+        }
     }
     assert filed == Filed(ticket_id="5158", message_id="9876543202", comment_count=4)
+
+
+def audits(*marks: str | None, has_more: bool = False) -> dict[str, Any]:
+    """A page of ``GET /tickets/{id}/audits``: one comment audit per mark."""
+    return {
+        "audits": [
+            {
+                "id": 7000 + i,
+                "ticket_id": 5158,
+                "metadata": {"system": {}, "custom": {"deskbridge_delivery": m} if m else {}},
+                "events": [{"id": 9876543300 + i, "type": "Comment", "public": True}],
+            }
+            for i, m in enumerate(marks)
+        ],
+        "meta": {"has_more": has_more, "after_cursor": "next" if has_more else None},
+    }
+
+
+async def test_append_in_doubt_finds_the_comment_in_the_audits_and_does_not_add_it(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    listing = api.get(f"{API}/tickets/5158/audits").mock(
+        side_effect=[
+            httpx.Response(200, json=audits(None, "dlv-2", has_more=True)),
+            httpx.Response(200, json=audits(None, "dlv-3")),
+        ]
+    )
+    update = api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 1))
+
+    filed = await zd.append(
+        conversation("5158", comment_count=3),
+        USER_ID,
+        message("Any news?"),
+        [],
+        idempotency_key="dlv-3",
+        retried=True,
+        in_doubt=True,
+    )
+
+    assert update.call_count == 0
+    assert listing.call_count == 2
+    assert listing.calls.last.request.url.params["page[after]"] == "next"
+    assert filed == Filed(ticket_id="5158", message_id="9876543301", comment_count=4)
+
+
+async def test_append_in_doubt_without_the_audit_adds_the_comment_once(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    api.get(f"{API}/tickets/5158/audits").respond(200, json=audits("dlv-2", None))
+    update = api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 9876543202))
+
+    filed = await zd.append(
+        conversation("5158", comment_count=3),
+        USER_ID,
+        message("Any news?"),
+        [],
+        idempotency_key="dlv-3",
+        retried=True,
+        in_doubt=True,
+    )
+
+    assert update.call_count == 1
+    assert filed == Filed(ticket_id="5158", message_id="9876543202", comment_count=4)
+
+
+async def test_append_in_doubt_with_audits_refused_adds_the_comment_and_says_so(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    api.get(f"{API}/tickets/5158/audits").respond(403, json={"error": "Forbidden"})
+    update = api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 9876543202))
+
+    filed = await zd.append(
+        conversation("5158", comment_count=3),
+        USER_ID,
+        message("Any news?"),
+        [],
+        idempotency_key="dlv-3",
+        retried=True,
+        in_doubt=True,
+    )
+
+    # the message is not held back by a read it may not make; the blind resend is counted
+    assert update.call_count == 1
+    assert filed.resent == "zendesk update ticket"
+
+
+async def test_append_not_in_doubt_reads_no_audits(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    listing = api.get(f"{API}/tickets/5158/audits").respond(200, json=audits("dlv-3"))
+    api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 9876543202))
+
+    await zd.append(
+        conversation("5158", comment_count=3),
+        USER_ID,
+        message("Any news?"),
+        [],
+        idempotency_key="dlv-3",
+        retried=True,
+    )
+
+    assert listing.call_count == 0  # a retry after a refusal: nothing to reconcile
 
 
 async def test_closed_ticket_gets_a_follow_up(zd: ZendeskConnector, api: respx.MockRouter) -> None:

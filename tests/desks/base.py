@@ -9,10 +9,90 @@ and overrides the optional parts (``bind``, ``refresh``, ``dedups_retries``,
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-__all__ = ["FakeDesk", "FakePart", "FakeTicket", "FakeUser"]
+from aiohttp import web
+
+__all__ = [
+    "MODES",
+    "FakeDesk",
+    "FakePart",
+    "FakeTicket",
+    "FakeUser",
+    "Faults",
+    "Mode",
+    "partial_failure",
+]
+
+Mode = Literal["rate_limited", "dropped", "timed_out", "proxy_5xx"]
+"""How an armed call fails: ``rate_limited`` (refused with the desk's own retry hint,
+nothing applied); ``dropped`` (applied, then the connection is reset before the answer);
+``timed_out`` (applied, the answer comes after the client gave up); ``proxy_5xx``
+(applied, then a proxy in front answers 502 with its own HTML page)."""
+MODES: tuple[Mode, ...] = ("rate_limited", "dropped", "timed_out", "proxy_5xx")
+
+STALL_SECONDS = 1.0
+"""How late a ``timed_out`` answer comes: longer than the suite's client timeout."""
+
+
+@dataclass
+class _Armed:
+    mode: Mode
+    method: str
+    path: str
+    after: int
+
+
+class Faults:
+    """Partial failures armed on a fake's calls: the first ``after`` calls matching
+    (method, path regex) go through, the next one fails with the mode, once."""
+
+    def __init__(self) -> None:
+        self._armed: list[_Armed] = []
+        self.fired: list[tuple[Mode, str, str]] = []
+
+    def arm(self, mode: Mode, method: str, path: str, *, after: int = 0) -> None:
+        self._armed.append(_Armed(mode, method, path, after))
+
+    def take(self, method: str, path: str) -> Mode | None:
+        """The mode this call fails with, if an armed fault is due."""
+        for armed in self._armed:
+            if armed.method != method or re.fullmatch(armed.path, path) is None:
+                continue
+            if armed.after > 0:
+                armed.after -= 1
+                return None
+            self._armed.remove(armed)
+            self.fired.append((armed.mode, method, path))
+            return armed.mode
+        return None
+
+
+async def partial_failure(
+    mode: Mode,
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    rate_limited: Callable[[], web.StreamResponse],
+) -> web.StreamResponse:
+    """Answer ``request`` the way ``mode`` fails (see ``Mode``); ``rate_limited`` builds
+    the desk's own 429."""
+    if mode == "rate_limited":
+        return rate_limited()
+    resp = await handler(request)  # the desk applies the call
+    if mode == "dropped":
+        if request.transport is not None:
+            request.transport.abort()  # a reset: the client never reads the answer
+        return resp
+    if mode == "timed_out":
+        await asyncio.sleep(STALL_SECONDS)
+        return resp
+    return web.Response(
+        status=502, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+    )
 
 
 @dataclass
@@ -51,6 +131,22 @@ class FakeDesk(Protocol):
 
     reply_attachments: bool = True
     """Agents can attach files to their public replies."""
+
+    writes: dict[str, tuple[str, str]]
+    """The desk's write calls a fault can be armed on, by name (``create``: the first
+    message opens a ticket; ``append``: a later one is added to it): (method, path
+    regex)."""
+
+    reconciles: frozenset[str] = frozenset()
+    """The ``writes`` whose unknown outcome deskbridge can settle (an idempotency key or
+    a read-back): exactly one copy lands. The others are sent again and counted."""
+
+    faults: Faults
+
+    def fault(self, mode: Mode, call: str, *, after: int = 0) -> None:
+        """Fail the ``call`` (a ``writes`` name) after ``after`` of them went through."""
+        method, path = self.writes[call]
+        self.faults.arm(mode, method, path, after=after)
 
     def bind(self, rt: Any) -> None:
         """Called with the runtime before the gateway starts: fakes that live inside

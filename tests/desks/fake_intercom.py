@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.intercom.webhook import html_to_text, sign
 
-from .base import FakeDesk, FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser, Faults, partial_failure
 
 __all__ = ["ACCESS_TOKEN", "ADMIN_ID", "CLIENT_SECRET", "FakeIntercom"]
 
@@ -96,6 +96,13 @@ class FakeIntercom(FakeDesk):
     """A retried first message searches the contact's recent conversations. The fake's
     search is consistent at once (Intercom's can lag behind a new conversation; set
     ``search_lag`` to model that: conversations that new are not found)."""
+    writes = {
+        "create": ("POST", r"/conversations"),
+        "append": ("POST", r"/conversations/\d+/reply"),
+    }
+    reconciles = frozenset({"create", "append"})
+    """Create: the contact's recent conversations by search; append: the conversation's
+    newest parts (``GET /conversations/{id}``)."""
 
     def __init__(self, *, data_attributes: frozenset[str] | None = None) -> None:
         self.data_attributes = (
@@ -113,6 +120,7 @@ class FakeIntercom(FakeDesk):
         self._bodies: list[tuple[str, str, Any]] = []
         self._fail: list[tuple[int, dict[str, str] | None]] = []
         self._stall: list[float] = []
+        self.faults = Faults()
         self._ids = itertools.count(100_000_001)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -130,6 +138,7 @@ class FakeIntercom(FakeDesk):
         app.router.add_post("/conversations/search", self._search_conversations)
         app.router.add_post("/conversations", self._create_conversation)
         app.router.add_post("/conversations/{id}/reply", self._reply)
+        app.router.add_get("/conversations/{id}", self._retrieve_conversation)
         app.router.add_post("/tags", self._create_tag)
         app.router.add_post("/conversations/{id}/tags", self._tag_conversation)
         app.router.add_post("/conversations/{id}/parts", self._assign)
@@ -354,6 +363,20 @@ class FakeIntercom(FakeDesk):
             return self._answer(request, 401, "unauthorized", "Access Token Invalid")
         if not request.headers.get("Intercom-Version"):
             return self._answer(request, 400, "intercom_version_missing", "No Intercom-Version")
+        mode = self.faults.take(request.method, request.path)
+        if mode is not None:
+            self._calls.append((request.method, request.path, 0))
+            limited = {
+                "X-RateLimit-Limit": str(RATE_LIMIT),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(time.time()) + 1),
+            }
+            return await partial_failure(
+                mode,
+                request,
+                handler,
+                lambda: _error(429, "rate_limit_exceeded", "injected", limited),
+            )
         if self._fail:
             status, headers = self._fail.pop(0)
             if status == 429 and headers is None:
@@ -567,6 +590,12 @@ class FakeIntercom(FakeDesk):
         body_html = _html(body["body"])
         self._add_part(conv, "comment", contact.role, contact.id, body_html, stored, types)
         conv.state = "open"
+        return web.json_response(self._conversation_json(conv))
+
+    async def _retrieve_conversation(self, request: web.Request) -> web.Response:
+        conv = self._conversations.get(request.match_info["id"])
+        if conv is None:
+            return _error(404, "not_found", "Resource Not Found")
         return web.json_response(self._conversation_json(conv))
 
     def _conversation_json(self, conv: _Conversation) -> dict[str, Any]:

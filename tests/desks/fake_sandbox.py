@@ -24,7 +24,7 @@ from deskbridge.schemas import (
     Upload,
 )
 
-from .base import FakeDesk, FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser, Faults
 
 __all__ = ["FakeSandbox"]
 
@@ -88,12 +88,25 @@ class _Faulty:
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         self._gate("append")
+        mode = self._fake.faults.take("CALL", "append")
+        if mode == "rate_limited":
+            raise RetryableError("sandbox: rate limited", status=429, retry_after=1.0)
         filed = await self._inner.append(
-            conv, user_id, msg, files, idempotency_key=idempotency_key, retried=retried
+            conv,
+            user_id,
+            msg,
+            files,
+            idempotency_key=idempotency_key,
+            retried=retried,
+            in_doubt=in_doubt,
         )
         self._fake._owner[filed.ticket_id] = user_id
+        if mode is not None:
+            # applied, then the answer is lost (reset, timeout or a proxy's 502)
+            raise RetryableError(f"sandbox: {mode} after the write", outcome="unknown")
         if self._fake._stall:
             await asyncio.sleep(self._fake._stall.pop(0))
             raise RetryableError("sandbox: the answer was lost (timeout)")
@@ -104,6 +117,8 @@ class FakeSandbox(FakeDesk):
     desk = "sandbox"
     dedups_retries = True
     """Its store takes every write with the delivery's idempotency key."""
+    writes = {"create": ("CALL", "append"), "append": ("CALL", "append")}
+    reconciles = frozenset({"create", "append"})
     reply_attachments = False
     """Sandbox replies are typed into a page: text only."""
 
@@ -111,6 +126,7 @@ class FakeSandbox(FakeDesk):
         self._fail: list[tuple[int, dict[str, str]]] = []
         self._stall: list[float] = []
         self._calls: list[tuple[str, str, int]] = []
+        self.faults = Faults()
         self._users: dict[str, FakeUser] = {}
         self._owner: dict[str, str] = {}
         self._tickets: list[FakeTicket] = []

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 from deskbridge.outbound.udesk import sign
 from deskbridge.outbound.udesk.replies import CUSTOMER_MARK, NOTE_MARK
 
-from .base import FakeDesk, FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser, Faults, partial_failure
 
 __all__ = ["ADMIN", "PASSWORD", "SECRET", "FakeUdesk"]
 
@@ -41,6 +41,12 @@ class FakeUdesk(FakeDesk):
     dedups_retries = False
     """Udesk has no idempotency key and no external id to look a ticket up by: a call
     that did its work but answered too late may be repeated."""
+    writes = {
+        "create": ("POST", rf"{_API}/tickets"),
+        "append": ("POST", rf"{_API}/tickets/\d+/replies"),
+    }
+    reconciles = frozenset({"append"})
+    """A reply is found again in the ticket's replies list; a ticket cannot be."""
 
     def __init__(self, *, limit_per_minute: int = 60, burst: int = 30) -> None:
         self.limit_per_minute = limit_per_minute
@@ -55,10 +61,13 @@ class FakeUdesk(FakeDesk):
         self._calls: list[tuple[str, str, int]] = []
         self._fail: list[tuple[int, dict[str, str]]] = []
         self._stall: list[float] = []
+        self.faults = Faults()
         self._ids = itertools.count(5001)
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.logins = 0
+        self.reply_ids = True
+        """False: a reply is answered ``{"code": 1000}`` without its id (seen in the wild)."""
         self.bodies: list[tuple[str, Any]] = []
         """(path, JSON body or bytes) of every accepted write, for assertions."""
 
@@ -184,6 +193,20 @@ class FakeUdesk(FakeDesk):
             refused = self._check_sign(request, now)
             if refused is not None:
                 return self._refuse(request, 200, *refused)
+        mode = self.faults.take(request.method, request.path)
+        if mode is not None:
+            self._calls.append((request.method, request.path, 0))
+            return await partial_failure(
+                mode,
+                request,
+                handler,
+                lambda: web.json_response(
+                    {"code": 429, "message": "too many requests"},
+                    status=429,
+                    # Udesk's own code in the body; Retry-After keeps the suite's wait short
+                    headers={"Retry-After": "1"},
+                ),
+            )
         if self._fail:
             status, headers = self._fail.pop(0)
             self._calls.append((request.method, request.path, status))
@@ -353,6 +376,8 @@ class FakeUdesk(FakeDesk):
         else:
             author = "agent"
         self._tickets[ticket_id].parts.append(FakePart(author, content))
+        if not self.reply_ids:
+            return web.json_response({"code": 1000})
         return web.json_response({"code": 1000, "reply": {"id": int(reply_id)}})
 
     async def _list_replies(self, request: web.Request) -> web.Response:

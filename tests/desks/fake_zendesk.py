@@ -4,7 +4,8 @@ Shaped on the calls ``deskbridge.outbound.zendesk`` makes, with Zendesk's API-to
 basic auth (``{email}/token:{api_token}``) enforced: users by ``create_or_update``
 (matched on external_id), identities, uploads, tickets created with an
 ``Idempotency-Key`` (kept two hours), comments by ``PUT /tickets/{id}``, tickets by
-``external_id``. Agent replies come back as the signed ``ticket.comment_added`` event.
+``external_id``, each update's audit with its ``metadata.custom`` (Ticket Audits API).
+Agent replies come back as the signed ``ticket.comment_added`` event.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp.typedefs import Handler
 
 from deskbridge.outbound.zendesk.webhook import sign
 
-from .base import FakeDesk, FakePart, FakeTicket, FakeUser
+from .base import FakeDesk, FakePart, FakeTicket, FakeUser, Faults, partial_failure
 
 __all__ = ["FakeZendesk"]
 
@@ -34,6 +35,12 @@ class FakeZendesk(FakeDesk):
     desk = "zendesk"
     dedups_retries = True
     """Tickets carry our conversation id as external_id, so a retried create finds them."""
+    writes = {
+        "create": ("POST", r"/api/v2/tickets"),
+        "append": ("PUT", r"/api/v2/tickets/\d+"),
+    }
+    reconciles = frozenset({"create", "append"})
+    """Create: Idempotency-Key and external_id; append: the delivery id in audit metadata."""
 
     def __init__(self) -> None:
         self._users: dict[str, FakeUser] = {}
@@ -42,6 +49,8 @@ class FakeZendesk(FakeDesk):
         self._external: dict[str, str] = {}
         self._uploads: dict[str, tuple[str, bytes, str]] = {}
         self._idempotent: dict[str, dict[str, Any]] = {}
+        self._audits: dict[str, list[dict[str, Any]]] = {}
+        self.faults = Faults()
         self._calls: list[tuple[str, str, int]] = []
         self._fail: list[tuple[int, dict[str, str]]] = []
         self._stall: list[float] = []
@@ -61,6 +70,7 @@ class FakeZendesk(FakeDesk):
         app.router.add_post(f"{api}/tickets", self._create)
         app.router.add_get(f"{api}/tickets", self._find)
         app.router.add_put(f"{api}/tickets/{{id}}", self._update)
+        app.router.add_get(f"{api}/tickets/{{id}}/audits", self._list_audits)
         app.router.add_put(f"{api}/users/{{id}}/merge", self._merge)
         app.router.add_get("/attachments/{token}", self._attachment)
         self._runner = web.AppRunner(app)
@@ -187,6 +197,17 @@ class FakeZendesk(FakeDesk):
         if request.headers.get("Authorization") != f"Basic {expected}":
             self._calls.append((request.method, request.path, 401))
             return web.json_response({"error": "Couldn't authenticate you"}, status=401)
+        mode = self.faults.take(request.method, request.path)
+        if mode is not None:
+            self._calls.append((request.method, request.path, 0))
+            return await partial_failure(
+                mode,
+                request,
+                handler,
+                lambda: web.json_response(
+                    {"error": "APIRateLimitExceeded"}, status=429, headers={"Retry-After": "1"}
+                ),
+            )
         if self._fail:
             status, headers = self._fail.pop(0)
             self._calls.append((request.method, request.path, status))
@@ -261,7 +282,7 @@ class FakeZendesk(FakeDesk):
         self._external[t["external_id"]] = ticket_id
         answer = {
             "ticket": {"id": int(ticket_id), "status": "new"},
-            "audit": {"events": [{"type": "Comment", "id": next(self._ids)}]},
+            "audit": self._audit(ticket_id, t),
         }
         if key:
             self._idempotent[key] = answer
@@ -279,13 +300,40 @@ class FakeZendesk(FakeDesk):
         ticket = self._tickets.get(request.match_info["id"])
         if ticket is None:
             return web.json_response({"error": "RecordNotFound"}, status=404)
-        comment = (await request.json())["ticket"]["comment"]
+        update = (await request.json())["ticket"]
+        comment = update["comment"]
         author = "user" if comment.get("public", True) else "note"
         ticket.parts.append(self._part(comment, author))
         return web.json_response(
             {
                 "ticket": {"id": int(ticket.id), "status": "open"},
-                "audit": {"events": [{"type": "Comment", "id": next(self._ids)}]},
+                "audit": self._audit(ticket.id, update),
+            }
+        )
+
+    def _audit(self, ticket_id: str, ticket: dict[str, Any]) -> dict[str, Any]:
+        """The update's audit: its comment event, and the update's ``metadata`` kept as
+        ``metadata.custom`` (Zendesk's "Setting Metadata")."""
+        audit = {
+            "id": next(self._ids),
+            "ticket_id": int(ticket_id),
+            "metadata": {"system": {"client": "deskbridge"}, "custom": ticket.get("metadata", {})},
+            "events": [{"type": "Comment", "id": next(self._ids), "public": True}],
+        }
+        self._audits.setdefault(ticket_id, []).append(audit)
+        return audit
+
+    async def _list_audits(self, request: web.Request) -> web.Response:
+        """Cursor pages, oldest first (``page[size]``, ``page[after]``)."""
+        audits = self._audits.get(request.match_info["id"], [])
+        size = int(request.query.get("page[size]", "100"))
+        start = int(request.query.get("page[after]", "0"))
+        page = audits[start : start + size]
+        more = start + size < len(audits)
+        return web.json_response(
+            {
+                "audits": page,
+                "meta": {"has_more": more, "after_cursor": str(start + size) if more else None},
             }
         )
 

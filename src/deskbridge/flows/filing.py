@@ -8,7 +8,8 @@ more than once for one delivery: each step is idempotent or keyed by the deliver
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC
+import logging
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -26,6 +27,7 @@ from deskbridge.outbound import DeskConnector
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.capabilities import TicketUpdateBudget
 from deskbridge.schemas import (
+    Attempt,
     CallEvent,
     ChannelEvent,
     Contact,
@@ -39,9 +41,13 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import ConversationRecord
 
+log = logging.getLogger(__name__)
+
 __all__ = ["call_message", "file_event", "file_message"]
 
 _EVENT: TypeAdapter[InboundEvent] = TypeAdapter(InboundEvent)
+_DESK_WRITE_TTL_S = 7 * 86400
+"""How long a desk write in flight is remembered: beyond any retry of its delivery."""
 
 
 async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
@@ -94,7 +100,11 @@ async def file_message(
         files,
         idempotency_key=f"deskbridge-{d.id}",
         retried=conv.create_attempted or d.attempts > 0,
+        in_doubt=await _in_doubt(rt, d),
     )
+    await rt.deliveries.end_desk_write(d.account, d.id)
+    if filed.resent is not None:
+        await _count_resend(rt, d, desk.desk.value, filed.resent)
     if limit is not None:
         await rt.deliveries.note_ticket_update(
             d.account, desk.desk.value, filed.ticket_id, limit[1]
@@ -104,6 +114,30 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+async def _in_doubt(rt: Runtime, d: Delivery) -> bool:
+    """Whether an earlier attempt may have filed the message without deskbridge knowing:
+    it failed with an unknown outcome, or its worker died with the write in flight. The
+    desk then reconciles before writing again. Notes this write as in flight."""
+    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S):
+        return True
+    if d.attempts == 0:
+        return False  # every failure that may have been applied spends the budget
+    return any(a.ambiguous for a in await rt.deliveries.attempts(d.account, d.id))
+
+
+async def _count_resend(rt: Runtime, d: Delivery, desk: str, call: str) -> None:
+    """A call sent again without a way to check the earlier one: counted, and a line in
+    the attempt log, so an operator paged for a duplicate finds it."""
+    rt.metrics.ambiguous_resends.labels(peer=desk).inc()
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="resent", resent=call),
+        spends_budget=False,
+    )
+    log.info("delivery %s: %s sent again after an unknown outcome", d.id, call)
 
 
 async def _conversation(

@@ -40,6 +40,10 @@ class Filed:
     ticket_id: str
     message_id: str
     comment_count: int | None = None
+    resent: str | None = None
+    """The call this filing sent again although an earlier attempt's outcome was unknown,
+    where the desk offers no idempotency key and no read-back (e.g. ``udesk create
+    ticket``): the message may be there twice. The caller counts it."""
 
 
 class DeskConnector(Protocol):
@@ -72,10 +76,14 @@ class DeskConnector(Protocol):
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as the end user's message: create the ticket when ``conv.ticket_id``
         is None, append otherwise. ``retried`` says an earlier attempt may have created the
-        ticket already (look it up before creating again)."""
+        ticket already (look it up before creating again). ``in_doubt`` says an earlier
+        attempt's outcome is unknown (a timeout or reset after the request was written):
+        reconcile by idempotency key or read-back before writing again, and where the desk
+        offers neither, write again and say so in ``Filed.resent``."""
         ...
 
     async def add_note(self, conv: ConversationRef, text: str) -> None:

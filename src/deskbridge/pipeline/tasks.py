@@ -112,8 +112,9 @@ async def _attempt(rt: Runtime, d: Delivery, work: Work) -> DeliveryState | None
         await hold(rt, d, closed)
         return None
     except TimeoutError:
+        # the call in flight was cut off after its request may have been written
         raise RetryableError(
-            f"delivery took longer than {rt.settings.job_timeout_seconds:g}s"
+            f"delivery took longer than {rt.settings.job_timeout_seconds:g}s", outcome="unknown"
         ) from None
 
 
@@ -128,6 +129,7 @@ async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
             error=str(exc),
             http_status=exc.status,
             wait=decision.wait if decision.action == "retry" else None,
+            ambiguous=True if exc.outcome == "unknown" else None,
         ),
         spends_budget=decision.spends_budget,
     )

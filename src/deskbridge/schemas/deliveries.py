@@ -28,8 +28,10 @@ class DeliveryState(StrEnum):
 
 
 AttemptOutcome = Literal[
-    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted"
+    "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted", "resent"
 ]
+"""``resent``: a line of its own, not an attempt's end: a call was sent again after an
+unknown outcome where the peer offers no idempotency key and no read-back."""
 
 
 class Attempt(Frozen):
@@ -38,6 +40,13 @@ class Attempt(Frozen):
     error: str | None = None
     http_status: int | None = None
     wait: float | None = None
+    ambiguous: bool | None = None
+    """The failed call may have been applied (timeout or reset after the request was
+    written, a 5xx from a proxy): the next attempt reconciles before writing again."""
+    resent: str | None = None
+    """On a successful attempt: the call sent again after an unknown outcome without a
+    way to check (the platform has no idempotency key or read-back), e.g. ``udesk create
+    ticket``. It may have reached the peer twice (``deskbridge_ambiguous_resends_total``)."""
 
 
 class Delivery(Frozen):

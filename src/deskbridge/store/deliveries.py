@@ -154,6 +154,22 @@ class DeliveryStore:
         _, count, _ = await pipe.execute()
         return int(count)
 
+    async def begin_desk_write(self, account: str, delivery_id: str, ttl_s: int) -> bool:
+        """Note that a desk write of the delivery goes out now. True when an earlier run
+        noted one and no attempt was recorded after it: that run died with the write in
+        flight, so its outcome is unknown."""
+        key = keys.desk_write(account, delivery_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.llen(keys.attempts(account, delivery_id))
+        before, count = await pipe.execute()
+        await self._redis.set(key, int(count), ex=max(1, ttl_s))
+        return before is not None and int(before) == int(count)
+
+    async def end_desk_write(self, account: str, delivery_id: str) -> None:
+        """The desk answered the write (success or a recorded failure)."""
+        await self._redis.delete(keys.desk_write(account, delivery_id))
+
     async def lane_head(
         self, account: str, direction: Direction, conversation_id: str
     ) -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
     "delivery",
     "delivery_prefix",
     "desk_user",
+    "desk_write",
     "event",
     "expiring",
     "graph",
@@ -112,6 +113,12 @@ def delivery(account: str, delivery_id: str) -> str:
 
 def attempts(account: str, delivery_id: str) -> str:
     return f"{_a(account)}:dlv:{delivery_id}:attempts"
+
+
+def desk_write(account: str, delivery_id: str) -> str:
+    """A desk write of the delivery is (or was) in flight; its value is the attempt count
+    when it went out. Outside ``dlv:`` so delivery scans and purges never meet it."""
+    return f"{_a(account)}:deskwrite:{delivery_id}"
 
 
 def pending(account: str) -> str:

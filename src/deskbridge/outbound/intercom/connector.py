@@ -58,6 +58,7 @@ PHONES_ATTRIBUTE = "deskbridge_phones"
 # How far back a retried first message looks for the conversation an earlier attempt
 # may have opened.
 _RECENT_SECONDS = 24 * 3600
+_CLOCK_SKEW = 60
 _CONFLICT_ID = re.compile(r"\bid=([0-9a-f]{6,64})\b")
 _LINK_ID = re.compile(r"/contacts/([0-9a-f]{6,64})>")
 
@@ -284,6 +285,7 @@ class IntercomConnector:
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as the contact ``user_id``'s message: open a conversation when the
         conversation has none (or Intercom no longer has it), else reply as the contact.
@@ -291,17 +293,25 @@ class IntercomConnector:
         Files go along as ``attachment_files``, at most 10 per part; more make further
         parts. Intercom has no idempotency key: a retried first message looks for the
         conversation an earlier attempt opened (search, which can lag), and a reply
-        whose response was lost can appear twice.
+        ``in_doubt`` (an earlier attempt's answer was lost) is looked for among the
+        conversation's parts before it is written again.
         """
         text = render(msg)
         chunks = [list(files[i : i + FILES_PER_PART]) for i in range(0, len(files), FILES_PER_PART)]
         if conv.ticket_id is not None:
-            first = await self._reply(
-                conv.ticket_id, user_id, text, chunks[0] if chunks else [], may_defer=True
+            checked, first = (
+                await self._replied(conv.ticket_id, user_id, text, msg.occurred_at.timestamp())
+                if in_doubt
+                else (True, None)
             )
+            if first is None:
+                first = await self._reply(
+                    conv.ticket_id, user_id, text, chunks[0] if chunks else [], may_defer=True
+                )
             if first is not None:
                 last = await self._more_files(conv.ticket_id, user_id, chunks[1:])
-                return Filed(ticket_id=conv.ticket_id, message_id=last or first)
+                resent = None if checked else "intercom reply as contact"
+                return Filed(ticket_id=conv.ticket_id, message_id=last or first, resent=resent)
             log.info(
                 "intercom %s: conversation %s is gone; opening a new one",
                 self.account,
@@ -463,6 +473,55 @@ class IntercomConnector:
             return None
         classify(resp, what=what)
         return _part_id(self._json(resp, what), user_id) or f"conversation:{conversation_id}"
+
+    async def _replied(
+        self, conversation_id: str, user_id: str, text: str, since: float
+    ) -> tuple[bool, str | None]:
+        """Whether the conversation could be read, and the id of the part an earlier
+        attempt wrote: the conversation's newest part by the contact (``GET
+        /conversations/{id}``, the latest 500 parts) when it holds ``text`` and was made
+        after the message arrived (``since``, unix s). Only the newest counts: a
+        conversation's parts are filed in order, one at a time. A refusal (4xx but 404
+        and 429): not checked, the caller posts and counts it."""
+        what = "intercom retrieve conversation"
+        resp = await self._call("GET", f"/conversations/{conversation_id}", what=what)
+        if resp.status_code == 404:
+            return True, None  # gone: the reply's own 404 opens a new conversation
+        if 400 <= resp.status_code < 500 and resp.status_code != 429:
+            log.warning(
+                "intercom %s: %s refused (HTTP %s); posting the reply unchecked",
+                self.account,
+                what,
+                resp.status_code,
+            )
+            return False, None
+        classify(resp, what=what)
+        data = self._json(resp, what)
+        parts = data.get("conversation_parts")
+        items = _list(parts, "conversation_parts") if isinstance(parts, dict) else []
+        for part in reversed(items):
+            author = part.get("author")
+            if not isinstance(author, dict) or _str_id(author.get("id")) != user_id:
+                continue
+            if part.get("part_type") != "comment":
+                continue
+            body = part.get("body")
+            created = part.get("created_at")
+            # Intercom's clock against ours: a minute's leeway (its stamps are whole seconds)
+            fresh = isinstance(created, int) and created >= since - _CLOCK_SKEW
+            if (
+                fresh
+                and isinstance(body, str)
+                and _squash(webhook.html_to_text(body)) == _squash(text)
+            ):
+                log.info(
+                    "intercom %s: conversation %s already holds this part (earlier attempt)",
+                    self.account,
+                    conversation_id,
+                )
+                return True, _str_id(part.get("id")) or f"conversation:{conversation_id}"
+            return True, None
+        return True, None
 
     async def _more_files(
         self, conversation_id: str, user_id: str, chunks: list[list[Upload]]

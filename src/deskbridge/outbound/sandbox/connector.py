@@ -77,6 +77,7 @@ class SandboxConnector:
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         ticket = conv.ticket_id
         if ticket is None or not await self._backend.exists(self.account, ticket):

@@ -57,6 +57,8 @@ _RELAYED_TTL = 30 * 86400.0
 _MAX_REPLY_PAGES = 10
 _RATE_LIMIT_WAIT = 60.0
 _DESK = Desk.UDESK.value
+_UNKNOWN = "unknown-reply:"
+"""A reply Udesk accepted (``code: 1000``) without telling its id: ``unknown-reply:<ticket>``."""
 _BY_ID = "id"
 """How a customer is named by its Udesk id in ``type``/``type_content`` pairs [U]."""
 
@@ -217,13 +219,18 @@ class UdeskConnector(PollsReplies):
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as customer ``user_id``'s: a new ticket when the conversation has
         none, else a reply on it; files are uploaded to the ticket afterwards.
 
         What each filing created is remembered under ``idempotency_key``, so a retried
         delivery never files the message twice (Udesk has no idempotency key of its own).
+        A call whose answer was lost (``in_doubt``) is reconciled where Udesk allows it: a
+        reply is looked for in the ticket's replies list before it is posted again; a
+        ticket cannot be looked up, so it is created again and ``Filed.resent`` says so.
         """
+        resent: str | None = None
         memo = await self._state.recall(self.account, idempotency_key)
         if memo is not None:
             ticket_id, message_id, uploaded = _memo(memo)
@@ -233,14 +240,18 @@ class UdeskConnector(PollsReplies):
             if conv.ticket_id is None:
                 ticket_id = await self._create_ticket(conv, user_id, msg, text)
                 message_id = f"ticket:{ticket_id}"
+                resent = "udesk create ticket" if in_doubt else None
             else:
                 ticket_id = conv.ticket_id
-                message_id = await self._customer_reply(ticket_id, user_id, msg, text)
+                reply = self._reply_body(user_id, msg, text)
+                checked, found = await self._posted(ticket_id, reply) if in_doubt else (True, None)
+                message_id = found or await self._customer_reply(ticket_id, reply)
+                resent = None if checked else "udesk add reply"
             uploaded = 0
             await self._state.remember(
                 self.account, idempotency_key, f"{ticket_id}|{message_id}|0", _MEMO_TTL
             )
-            if not message_id.startswith("ticket:"):
+            if not message_id.startswith(("ticket:", _UNKNOWN)):
                 await self._state.mark_relayed(self.account, ticket_id, [message_id], _RELAYED_TTL)
         for n, f in enumerate(files):
             if n < uploaded:
@@ -250,7 +261,7 @@ class UdeskConnector(PollsReplies):
                 self.account, idempotency_key, f"{ticket_id}|{message_id}|{n + 1}", _MEMO_TTL
             )
         await self._state.touch(self.account, ticket_id, self._clock())
-        return Filed(ticket_id=ticket_id, message_id=message_id)
+        return Filed(ticket_id=ticket_id, message_id=message_id, resent=resent)
 
     async def _create_ticket(
         self, conv: ConversationRef, user_id: str, msg: Message, text: str
@@ -287,22 +298,71 @@ class UdeskConnector(PollsReplies):
         )
         return ticket_id
 
-    async def _customer_reply(self, ticket_id: str, user_id: str, msg: Message, text: str) -> str:
-        reply: dict[str, Any]
+    def _reply_body(self, user_id: str, msg: Message, text: str) -> dict[str, Any]:
         if self._config.customer_replies == "author":
-            reply = {"content": text, "user_type": "customer", "customer_id": _num(user_id)}
-        else:
-            who = msg.sender.display_name or "Customer"
-            head = f"[{who} via {msg.channel.value.capitalize()} {replies.CUSTOMER_MARK}"
-            reply = {"content": f"{head}\n\n{text}"}
+            return {"content": text, "user_type": "customer", "customer_id": _num(user_id)}
+        who = msg.sender.display_name or "Customer"
+        head = f"[{who} via {msg.channel.value.capitalize()} {replies.CUSTOMER_MARK}"
+        return {"content": f"{head}\n\n{text}"}
+
+    async def _customer_reply(self, ticket_id: str, reply: dict[str, Any]) -> str:
+        """Post ``reply``; its id. ``code: 1000`` without an id is still a success (the
+        reply is there): the id is recorded as unknown, never as a failure to retry."""
         what = "udesk add reply"
         body = await self._call(
             "POST", f"/tickets/{ticket_id}/replies", what=what, json={"reply": reply}
         )
         reply_id = _str(_obj(body, "reply").get("id")) or _str(body.get("reply_id"))
         if reply_id is None:
-            raise PermanentError(f"{what}: no reply id in the response")
+            log.warning(
+                "udesk %s: %s on ticket %s succeeded without a reply id",
+                self.account,
+                what,
+                ticket_id,
+            )
+            return f"{_UNKNOWN}{ticket_id}"
         return reply_id
+
+    async def _posted(self, ticket_id: str, reply: dict[str, Any]) -> tuple[bool, str | None]:
+        """The id of a reply an earlier attempt posted (its answer lost), else None: a
+        customer's reply on the ticket with the same content that no filing recorded
+        (each filing remembers its reply id; the poller never remembers customers'
+        replies). Reads the ticket's replies list (``GET /tickets/{id}/replies``), the one
+        the poller reads. Returns whether the list could be read (a refusal: not checked,
+        the caller posts and counts it) and the reply's id."""
+        known = await self._state.relayed(self.account, ticket_id)
+        wanted = " ".join(str(reply["content"]).split())
+        found: str | None = None
+        for page in range(1, _MAX_REPLY_PAGES + 1):
+            try:
+                body = await self._call(
+                    "GET",
+                    f"/tickets/{ticket_id}/replies",
+                    what="udesk list replies",
+                    params={"page": str(page), "per_page": "100"},
+                )
+            except PermanentError as exc:
+                log.warning(
+                    "udesk %s: listing replies refused (%s); posting unchecked", self.account, exc
+                )
+                return False, None
+            for item in _list(body, "replies"):
+                reply_id = _str(item.get("id"))
+                content = _str(item.get("content")) or ""
+                if reply_id is None or reply_id in known or not replies.is_customers(item):
+                    continue
+                if " ".join(content.split()) == wanted:
+                    found = reply_id
+            total = _obj(body, "meta").get("total_pages")
+            if not isinstance(total, int) or page >= total:
+                break
+        if found is not None:
+            log.info(
+                "udesk %s: ticket %s already holds this reply (earlier attempt)",
+                self.account,
+                ticket_id,
+            )
+        return True, found
 
     async def _upload(self, ticket_id: str, f: Upload) -> None:
         await self._call(
@@ -358,7 +418,12 @@ class UdeskConnector(PollsReplies):
             if not isinstance(total, int) or page >= total:
                 break
         found, seen = replies.agent_replies(self.account, ticket_id, items, skip=skip)
-        return Polled(ticket_id=ticket_id, replies=found, seen=seen)
+        # Customers' replies stay out of the remembered set: only a filing puts one there,
+        # so a reply whose filing lost its answer is still found by ``_posted``.
+        customers = {_str(i.get("id")) for i in items if replies.is_customers(i)}
+        return Polled(
+            ticket_id=ticket_id, replies=found, seen=[i for i in seen if i not in customers]
+        )
 
     async def mark_seen(self, polled: Polled) -> None:
         """Remember a poll's replies once they are taken in (relayed or skipped)."""

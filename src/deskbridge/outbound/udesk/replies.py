@@ -23,6 +23,7 @@ __all__ = [
     "NOTE_MARK",
     "TRIGGER_SHAPE",
     "agent_replies",
+    "is_customers",
     "is_ours",
     "parse_callback",
     "verify_callback",
@@ -43,6 +44,16 @@ def is_ours(content: str) -> bool:
     """Whether a reply's text carries one of the markers deskbridge writes."""
     head = content.lstrip().split("\n", 1)[0]
     return head.startswith(NOTE_MARK) or head.rstrip().endswith(CUSTOMER_MARK)
+
+
+def is_customers(item: Mapping[str, Any]) -> bool:
+    """Whether a replies-list item is a customer's message: written as the customer, or
+    filed by deskbridge as a marked reply."""
+    author = item.get("author")
+    author = author if isinstance(author, Mapping) else {}
+    user_type = (_str(author.get("user_type") or item.get("user_type")) or "").lower()
+    head = (_str(item.get("content")) or "").split("\n", 1)[0]
+    return user_type == "customer" or head.rstrip().endswith(CUSTOMER_MARK)
 
 
 def agent_replies(

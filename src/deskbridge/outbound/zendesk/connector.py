@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _MAX_WEBHOOK_PAGES = 20
+_MAX_AUDIT_PAGES = 20
+_AUDIT_MARK = "deskbridge_delivery"
+"""The key under the update's ``metadata.custom`` naming the delivery that wrote it."""
 _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
 
@@ -171,12 +174,15 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
         *,
         idempotency_key: str,
         retried: bool,
+        in_doubt: bool = False,
     ) -> Filed:
         """File ``msg`` as ``user_id``'s public comment: a new ticket when the conversation has
         none, a follow-up when its ticket is closed or full, else a comment on it.
 
         Ticket creation is idempotent (Idempotency-Key, and a lookup by external_id when
-        ``retried``); adding a comment is not, so the caller must not repeat a success.
+        ``retried``). Adding a comment is not, so every update carries the delivery's key in
+        its audit's ``metadata.custom``, and when ``in_doubt`` the ticket's audits are read
+        for it before the comment is added again.
         """
         filing = _Filing(
             conv=conv,
@@ -185,6 +191,7 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             text=render(msg),
             uploads=await self._upload(files),
             retried=retried,
+            in_doubt=in_doubt,
         )
         if conv.ticket_id is None:
             return await self._create(filing, key=idempotency_key, follows=None)
@@ -313,7 +320,22 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
         excluded: frozenset[str] = frozenset(),
     ) -> Filed:
         what = "zendesk update ticket"
-        update: dict[str, Any] = {"comment": filing.comment()}
+        checked = True
+        if filing.in_doubt:
+            checked, found = await self._audited(ticket_id, key)
+            if found is not None:
+                log.info(
+                    "zendesk %s: ticket %s already holds this comment (audit of an earlier"
+                    " attempt)",
+                    self.account,
+                    ticket_id,
+                )
+                return Filed(
+                    ticket_id=ticket_id,
+                    message_id=found,
+                    comment_count=None if count is None else count + 1,
+                )
+        update: dict[str, Any] = {"comment": filing.comment(), "metadata": _audit_metadata(key)}
         fields = filing.conv.fields
         if fields is not None and fields.tags:
             update["additional_tags"] = list(fields.tags)
@@ -329,6 +351,7 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             ticket_id=ticket_id,
             message_id=comment_id or f"ticket:{ticket_id}",
             comment_count=None if count is None else count + 1,
+            resent=None if checked else what,
         )
 
     async def _find_ticket(
@@ -347,6 +370,41 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             if best is None or _order(ticket_id) > _order(_str_id(best.get("id")) or ""):
                 best = ticket
         return best
+
+    async def _audited(self, ticket_id: str, key: str) -> tuple[bool, str | None]:
+        """Whether the ticket's audits could be read, and the comment id of the update
+        whose audit carries ``key`` in ``metadata.custom`` (an earlier attempt's whose
+        answer was lost). Reads ``GET /tickets/{id}/audits`` (cursor pages of 100, oldest
+        first). A refusal (4xx but 429) or more pages than deskbridge reads: not checked,
+        and the comment is added again (the caller counts it)."""
+        what = "zendesk list audits"
+        params: dict[str, str] = {"page[size]": "100"}
+        for _ in range(_MAX_AUDIT_PAGES):
+            resp = await self._call("GET", f"/tickets/{ticket_id}/audits", what=what, params=params)
+            if 400 <= resp.status_code < 500 and resp.status_code != 429:
+                log.warning(
+                    "zendesk %s: %s refused (HTTP %s); adding the comment unchecked",
+                    self.account,
+                    what,
+                    resp.status_code,
+                )
+                return False, None
+            classify(resp, what=what)
+            data = self._json(resp, what)
+            for audit in _list(data, "audits"):
+                if _obj(_obj(audit, "metadata"), "custom").get(_AUDIT_MARK) == key:
+                    return True, _comment_id({"audit": audit}) or f"ticket:{ticket_id}"
+            meta = _obj(data, "meta")
+            after = meta.get("after_cursor")
+            if not meta.get("has_more") or not isinstance(after, str) or not after:
+                return True, None
+            params = {"page[size]": "100", "page[after]": after}
+        log.warning(
+            "zendesk %s: ticket %s has more audits than deskbridge reads; adding the comment",
+            self.account,
+            ticket_id,
+        )
+        return False, None
 
     async def add_note(self, conv: ConversationRef, text: str) -> None:
         """Add an internal note (written as the API user) to the conversation's ticket.
@@ -553,6 +611,7 @@ class _Filing:
     text: str
     uploads: list[str]
     retried: bool
+    in_doubt: bool
 
     def comment(self) -> dict[str, Any]:
         comment: dict[str, Any] = {
@@ -563,6 +622,13 @@ class _Filing:
         if self.uploads:
             comment["uploads"] = list(self.uploads)
         return comment
+
+
+def _audit_metadata(key: str) -> dict[str, Any]:
+    """The update's ``metadata``, naming the delivery: Zendesk keeps it on the update's
+    audit as ``metadata.custom`` (Tickets API: "Write only. Metadata for the audit. In the
+    audit object, the data is specified in the custom property of the metadata object")."""
+    return {_AUDIT_MARK: key}
 
 
 def _authorization(config: ZendeskDeskConfig) -> str:
