@@ -24,7 +24,7 @@ from deskbridge.adapters.sip.message import (
     parse,
 )
 from deskbridge.adapters.sip.receiver import SipReceiver
-from deskbridge.adapters.sip.server import RefusalLimiter, SipService
+from deskbridge.adapters.sip.server import RefusalLimiter, SipService, stateless_response
 from deskbridge.adapters.sip.simulate import sample_request
 from deskbridge.adapters.sip.transaction import Timers, make_response
 from deskbridge.adapters.sip.transport import Listener, start_listener
@@ -224,6 +224,57 @@ def test_no_shuffled_header_lines_crash_the_parser(lines: list[bytes], tail: byt
         return
     if isinstance(msg, Request):
         make_response(msg, 400, to_tag="t").encode()
+
+
+_BAD_VALUES = [
+    b'"unclosed <sip:a@b>',
+    b"< sip:a@b >",
+    b"isbn:2983792873",
+    b"Bell, Alexander <sip:a@b>",
+    b"sip:a@b?x=1",
+    b"SIP/7.0/UDP host",
+    b"99999999999999999999 MESSAGE",
+    b"",
+    b";;,;,,",
+    b"\x00",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Via", b"From", b"To", b"Call-ID", b"CSeq", b"v", b"t", b"f"]),
+            st.sampled_from(_BAD_VALUES),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([b"SIP/2.0", b"SIP/3.0", b"SIP/2.0 ", b"HTTP/1.1"]),
+)
+def test_every_answerable_error_is_answered_from_what_was_read(
+    bad: list[tuple[bytes, bytes]], version: bytes
+) -> None:
+    """Item 1 of issue 17 as a property: whatever header is broken, building the answer
+    never parses it again, so it never raises."""
+    raw = MESSAGE.replace(b"SIP/2.0\r\n", version + b"\r\n", 1)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n") + [name + b": " + value for name, value in bad]
+    failure: SipParseError | None = None
+    try:
+        parse(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    except SipParseError as caught:
+        failure = caught
+    if failure is None:
+        return  # e.g. an empty extra Via line, which reads as no Via value at all
+    if b"\x00" in b"".join(v for _, v in bad):
+        return  # a bare NUL: not SIP, dropped
+    # the request line and the first Via survive, so the answer can always be routed
+    assert failure.answerable and failure.partial is not None, str(failure)
+    assert failure.status == (505 if version == b"SIP/3.0" else 400)
+    resp = stateless_response(failure.partial, failure.status)
+    assert resp.encode().startswith(b"SIP/2.0 %d " % failure.status)
+    assert resp.headers.get("Via") is not None
 
 
 # -- digest -----------------------------------------------------------------------------
