@@ -204,3 +204,27 @@ def _check_event(events: list[Message | CallEvent], item: dict[str, Any]) -> Non
     assert event.thread == expected["thread"]
     if "text" in expected:
         assert isinstance(event, Message) and event.text == expected["text"]
+
+
+async def test_no_corpus_message_nor_any_cut_of_it_trips_the_uas() -> None:
+    """Every prefix of every corpus message (a datagram cut short, every 23 bytes) is
+    answered or dropped by decision: never the catch-all of an unexpected error."""
+    counted: list[tuple[str, str]] = []
+    service = SipService(
+        [SipReceiver("acme", config())],
+        Stored(),
+        timers=FAST,
+        count=lambda outcome, reason: counted.append((outcome, reason)),
+        clock=lambda: NOW,
+    )
+    try:
+        for item in ITEMS:
+            data = (CORPUS / item["file"]).read_bytes()
+            for cut in range(1, len(data) + 1, 23):
+                service.received(data[:cut], SOURCE, Flow())
+            for _ in range(3):
+                await asyncio.sleep(0)
+    finally:
+        await service.close()
+    assert counted
+    assert ("error", "internal") not in counted

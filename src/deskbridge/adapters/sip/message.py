@@ -449,7 +449,8 @@ def _check_routing(msg: Request | Response, partial: Request | None) -> None:
         if msg.headers.get(name) is None:
             raise SipParseError(f"missing {name}", answerable=answerable, partial=partial)
     try:
-        msg.vias()
+        if not msg.vias():
+            raise SipSyntaxError("empty Via")
         number, method = msg.cseq
         if not method or not 0 <= number < 2**31:
             raise ValueError
