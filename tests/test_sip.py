@@ -203,6 +203,14 @@ def test_content_length_trims_a_datagram_and_frames_a_stream() -> None:
     assert frame(buffer, 65536) == (None, 0)  # the second one is incomplete
     with pytest.raises(SipParseError):
         frame(bytearray(MESSAGE.replace(b"Content-Length: 13\r\n", b"")), 65536)
+    # §7.3.1: any case, compact form, LWS before the colon, a folded value, any position
+    for spelled in (b"content-length: 13", b"l:13", b"L  :  13", b"Content-Length:\r\n 13"):
+        head, _, body = MESSAGE.partition(b"\r\n\r\n")
+        first, rest = head.split(b"\r\n", 1)
+        rest = rest.replace(b"Content-Length: 13", b"X-Moved: 1")
+        moved = first + b"\r\n" + spelled + b"\r\n" + rest + b"\r\n\r\n" + body
+        one, used = frame(bytearray(moved + b"OPTIONS"), 65536)
+        assert one == moved and used == len(moved), spelled
 
 
 @settings(max_examples=400, deadline=None)

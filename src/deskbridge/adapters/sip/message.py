@@ -507,9 +507,9 @@ def frame(buffer: bytearray, max_size: int) -> tuple[bytes | None, int]:
             raise SipParseError("header section too large")
         return None, 0
     head = bytes(buffer[start:end])
-    # §7.3.1/§18.3: any position, any case, compact "l", LWS around the colon; every
-    # line but the last ends in \r, which "$" does not skip
-    m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", head)
+    # §7.3.1/§18.3: any position, any case, compact "l", LWS around the colon (a folded
+    # value too); every line but the last ends in \r, which "$" does not skip
+    m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(?:\r?\n[ \t]+)?(\d+)[ \t]*\r?$", head)
     if m is None:
         raise SipParseError("message without Content-Length on a stream", status=400)
     digits = m.group(1)
