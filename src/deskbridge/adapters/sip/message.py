@@ -464,8 +464,8 @@ def _check_routing(msg: Request | Response, partial: Request | None) -> None:
 
 def _check_request(req: Request) -> None:
     """§8.1.1's mandatory headers (one of each), a CSeq matching the method, readable
-    Contacts and a Request-URI without headers (§19.1.5). A Request-URI of a scheme we
-    do not route is for the UAS core to refuse (416)."""
+    Contacts (but a MESSAGE's) and a Request-URI without headers (§19.1.5). A
+    Request-URI of a scheme we do not route is for the UAS core to refuse (416)."""
     _check_routing(req, partial=req)
     for name in _MANDATORY:
         if req.headers.get(name) is None:
@@ -479,7 +479,8 @@ def _check_request(req: Request) -> None:
     if req.cseq[1] != req.method:
         raise _fail(req, "CSeq method does not match")
     try:
-        for contact in req.headers.get_all("Contact"):
+        # a MESSAGE's Contact is never used (RFC 3428 §4): it must not cost the text
+        for contact in req.headers.get_all("Contact") if req.method != "MESSAGE" else []:
             if contact != "*":
                 parse_name_addr(contact)
         if req.uri.partition(":")[0].lower() in ("sip", "sips", "tel"):
