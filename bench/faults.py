@@ -2,7 +2,8 @@
 
 Runs the scenarios of ``tests/faults/scenarios.py`` with the ``LONG`` settings (100
 ``kill -9`` of the worker under load, Redis restarted 5 times under load, a 60 s desk
-outage, 429s with Retry-After, a 10,000-message backlog), each in a fresh harness of real
+outage, 429s with Retry-After, a 10,000-message backlog, 50 kills between the parts of
+2-part replies), each in a fresh harness of real
 processes on 127.0.0.1 (its own append-only redis-server in a temporary directory, never
 the shared Redis), prints a markdown table and writes it into docs/reliability.md between
 its markers. ``--mode short`` runs what ``make test`` runs; ``--only kill,backlog`` picks
@@ -177,12 +178,38 @@ async def run_backlog(mode: s.Mode) -> tuple[Row, list[str]]:
     return row, _ok(o)
 
 
+async def run_parts(mode: s.Mode) -> tuple[Row, list[str]]:
+    async with Harness(["parts"], mode.timing, log_level="WARNING") as h:
+        r = await s.kill_between_parts(h, mode)
+    row = {
+        "scenario": f"`kill -9` of the worker between the parts of 2-part replies, "
+        f"{r.kills}x under load",
+        "faults": f"{r.between} kills while a reply had its first part at Telegram "
+        "and not its second",
+        "acked": str(r.replies),
+        "delivered": str(r.delivered),
+        "lost": f"{r.lost} parts",
+        "measured": f"{r.parts} parts; parts sent twice: {r.sent_twice} (Telegram has no "
+        f"idempotency key; counted as ambiguous resends: {r.counted}); "
+        f"{r.seconds:.0f} s in all",
+    }
+    bad = []
+    if not r.drained or r.delivered != r.replies:
+        bad.append(f"not drained ({r.delivered} of {r.replies} replies delivered)")
+    if r.lost:
+        bad.append(f"{r.lost} parts lost")
+    if r.sent_twice > r.counted:
+        bad.append(f"{r.sent_twice - r.counted} parts sent twice without being counted")
+    return row, bad
+
+
 SCENARIOS: dict[str, Callable[[s.Mode], Awaitable[tuple[Row, list[str]]]]] = {
     "kill": run_kill,
     "restart": run_restart,
     "outage": run_outage,
     "ratelimit": run_rate_limit,
     "backlog": run_backlog,
+    "parts": run_parts,
 }
 
 COLUMNS = [

@@ -19,9 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.cli.admin_api import parse_duration, parse_when
 from deskbridge.cli.main import cli
+from deskbridge.flows.notes import note
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import AdminAuth
 from deskbridge.pipeline import build_worker
+from deskbridge.schemas import Channel, Direction
 from deskbridge.store import keys
 
 from .conftest import TEST_REDIS_URL, ZENDESK_YAML
@@ -281,3 +283,67 @@ def test_durations_and_times() -> None:
     for bad in ("", "2x", "h", "1 h"):
         with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
+
+
+async def test_notes_to_agents_are_listed_shown_and_replayed(gateway, respx_mock, redis) -> None:
+    """A note the desk refused is a dead letter like any other (issue 16)."""
+    rt, url, zendesk = gateway
+    zendesk.ok = True
+    answers = [httpx.Response(422, json={"error": "RecordInvalid", "description": "no"})]
+    ok = httpx.Response(
+        200, json={"ticket": {"id": 77}, "audit": {"events": [{"type": "Comment", "id": 2}]}}
+    )
+    put = respx_mock.put(f"{ZD}/tickets/77").mock(
+        side_effect=lambda request: answers.pop(0) if answers else ok
+    )
+    async with worker(rt):
+        await post_updates(url, 42)
+        conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+
+        async def filed() -> bool:
+            c = await rt.conversations.get("acme", conv)
+            return c is not None and c.ticket_id == "77"
+
+        await until(filed)
+        [first] = [
+            d
+            for d in await rt.deliveries.get_many([("acme", i) for i in await inbound_ids(redis)])
+            if d is not None and d.direction is Direction.INBOUND
+        ]
+        assert await note(rt, first, "Please check the address", why="cli")
+
+        async def dead() -> bool:
+            return await redis.zcard(keys.dead("acme")) == 1
+
+        await until(dead)
+        listed = await run("deliveries", "list", "--kind", "note", "--json", "--url", url)
+        [row] = json.loads(listed.stdout)["deliveries"]
+        assert row["kind"] == "note" and row["state"] == "dead"
+        table = await run("deliveries", "list", "--kind", "note", "--url", url)
+        assert "note" in table.stdout and row["id"] in table.stdout
+        events = await run("deliveries", "list", "--kind", "event", "--json", "--url", url)
+        assert [d["id"] for d in json.loads(events.stdout)["deliveries"]] == [first.id]
+        shown = await run("deliveries", "show", row["id"], "--url", url)
+        assert "kind: note" in shown.stdout and "422" in shown.stdout
+
+        replayed = await run(
+            "deliveries", "replay", "--kind", "note", "--state", "failed", "--url", url
+        )
+        assert replayed.exit_code == 0, replayed.output
+
+        async def delivered() -> bool:
+            d = await rt.deliveries.get("acme", row["id"])
+            return d is not None and d.state.value == "delivered"
+
+        await until(delivered)
+    bodies = [json.loads(c.request.content)["ticket"]["comment"] for c in put.calls]
+    assert [b["body"] for b in bodies] == ["Please check the address"] * 2
+    assert not any(b.get("public", True) for b in bodies)
+
+
+async def inbound_ids(redis) -> list[str]:
+    return [
+        k.decode().rsplit(":", 1)[1]
+        for k in await redis.keys("db:{acme}:dlv:*")
+        if not k.endswith(b":attempts")
+    ]

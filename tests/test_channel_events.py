@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from deskbridge.adapters.base import Progress
 from deskbridge.adapters.capabilities import LooksUpDisplayNames
 from deskbridge.errors import PermanentError
 from deskbridge.flows.ingest import accept_replies
@@ -49,7 +50,11 @@ class TokenChannel(LooksUpDisplayNames):
         raise PermanentError("none")
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
         if self.fail_with:
             raise self.fail_with

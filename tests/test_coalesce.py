@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 from deskbridge.store import keys
 
 from .conftest import drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
-from .test_desk_conformance import customer_says, deliveries, telegram, yaml_for
+from .test_desk_conformance import TG, TG_FILES, customer_says, deliveries, telegram, yaml_for
 
 
 async def _with_ticket(make_runtime, aiohttp_client, respx_mock):
@@ -72,5 +74,137 @@ async def test_a_spent_budget_waits_for_the_window(
         assert not any(status == 429 for _, _, status in fake.calls())
         [ticket] = fake.tickets()
         assert [p.text for p in ticket.parts if p.author == "user"][-1] == "after the window"
+    finally:
+        await fake.stop()
+
+
+async def test_a_chatty_customer_is_never_stranded_behind_the_window(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    """30 updates spent, then the 31st to 57th messages (one with a file): when the window
+    frees one update, all 27 go in it, each line with its time and author, the file
+    attached to that update; none waits for a later window (issue 16)."""
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    respx_mock.post(f"{TG}/getFile").respond(
+        200,
+        json={
+            "ok": True,
+            "result": {"file_id": "doc1", "file_unique_id": "u1", "file_path": "docs/f1.pdf"},
+        },
+    )
+    respx_mock.get(f"{TG_FILES}/docs/f1.pdf").respond(
+        200, content=b"%PDF-1.4 invoice", headers={"Content-Type": "application/pdf"}
+    )
+    document = {
+        "file_id": "doc1",
+        "file_unique_id": "u1",
+        "file_name": "invoice.pdf",
+        "mime_type": "application/pdf",
+        "file_size": 16,
+    }
+    try:
+        for n in range(2, 31):  # messages 2..30: each its own update while the budget lasts
+            await customer_says(client, f"message {n}", 8200 + n)
+            await drain(rt)
+        [ticket] = fake.tickets()
+        assert len([p for p in ticket.parts if p.author == "user"]) == 30
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        assert await redis_of(rt).zcard(key) == 30
+        # the oldest update leaves the window in under a second; the others stay
+        [(oldest, _)] = await redis_of(rt).zrange(key, 0, 0, withscores=True)
+        await redis_of(rt).zadd(key, {oldest: int(time.time() * 1000) - 600_000 + 800})
+
+        for n in range(31, 58):
+            extra: dict[str, object] = {"document": document} if n == 40 else {}
+            if n == 45:  # someone else in the chat: their own name on their line
+                extra["from"] = {"id": 43, "is_bot": False, "first_name": "Bob"}
+            await customer_says(client, f"message {n}", 8200 + n, **extra)
+        await drain(rt)
+
+        [ticket] = fake.tickets()
+        user_parts = [p for p in ticket.parts if p.author == "user"]
+        assert len(user_parts) == 31  # the 27 waiting messages cost one update
+        merged = user_parts[-1]
+        lines = merged.text.split("\n\n")
+        assert [line.split(": ", 1)[1].split("\n")[0] for line in lines] == [
+            f"message {n}" for n in range(31, 58)
+        ]
+        assert all(line.startswith("[") and "] " in line for line in lines)
+        assert "[attached: invoice.pdf]" in lines[40 - 31]
+        authors = [line.split("] ", 1)[1].split(": ", 1)[0] for line in lines]
+        assert authors[45 - 31] == "Bob" and set(authors) - {"Bob"} == {authors[0]}
+        assert merged.attachments == ["invoice.pdf"]
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+        assert sum(d.reason == "coalesced" for d in done) == 26
+        assert await redis_of(rt).zcard(key) == 30
+        assert not any(status == 429 for _, _, status in fake.calls())
+    finally:
+        await fake.stop()
+
+
+async def test_what_does_not_fit_in_one_comment_waits_for_the_next_update(
+    make_runtime, aiohttp_client, respx_mock, monkeypatch
+) -> None:
+    from deskbridge.flows import budget
+
+    monkeypatch.setattr(budget, "_MAX_MERGED_CHARS", 120)
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        edge = int(time.time() * 1000) - 600_000 + 800  # they leave the window in 0.8 s
+        await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
+        for n in range(5):
+            await customer_says(client, f"long message number {n} " + "x" * 10, 8300 + n)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        user_parts = [p.text for p in ticket.parts if p.author == "user"][1:]
+        assert len(user_parts) > 1 and "long message number 1" in user_parts[0]
+        assert all(len(p) <= 120 for p in user_parts)
+        joined = "\n".join(user_parts)
+        order = [joined.index(f"long message number {n}") for n in range(5)]
+        assert order == sorted(order)
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+    finally:
+        await fake.stop()
+
+
+async def test_a_file_that_cannot_be_fetched_yet_ends_the_merge_not_the_head(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    respx_mock.post(f"{TG}/getFile").respond(
+        200,
+        json={
+            "ok": True,
+            "result": {"file_id": "doc1", "file_unique_id": "u1", "file_path": "docs/f1.pdf"},
+        },
+    )
+    answers = [httpx.Response(503)]  # the file host fails once, then serves it
+    pdf = httpx.Response(200, content=b"%PDF-1.4", headers={"Content-Type": "application/pdf"})
+    download = respx_mock.get(f"{TG_FILES}/docs/f1.pdf").mock(
+        side_effect=lambda request: answers.pop(0) if answers else pdf
+    )
+    document = {"file_id": "doc1", "file_unique_id": "u1", "file_name": "late.pdf"}
+    try:
+        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        edge = int(time.time() * 1000) - 600_000 + 800
+        await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
+        for n in range(4):
+            extra = {"document": document} if n == 2 else {}
+            await customer_says(client, f"part {n}", 8400 + n, **extra)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        user_parts = [p for p in ticket.parts if p.author == "user"][1:]
+        assert "part 0" in user_parts[0].text and "part 1" in user_parts[0].text
+        assert "part 2" not in user_parts[0].text
+        joined = "\n".join(p.text for p in user_parts)
+        order = [joined.index(f"part {n}") for n in range(4)]
+        assert order == sorted(order)
+        assert [name for p in user_parts for name in p.attachments] == ["late.pdf"]
+        assert download.call_count >= 2  # failed inside the merge, fetched on its own
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
     finally:
         await fake.stop()

@@ -190,7 +190,9 @@ async def wait_delivered(rt, count: int, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         keys_ = [
-            k for k in await redis_of(rt).keys("db:{acme}:dlv:*") if not k.endswith(b":attempts")
+            k
+            for k in await redis_of(rt).keys("db:{acme}:dlv:*")
+            if not k.endswith((b":attempts", b":parts"))
         ]
         # redis-py types async commands as `Awaitable[T] | T`
         states = [await redis_of(rt).hget(k, "state") for k in keys_]  # type: ignore[misc]

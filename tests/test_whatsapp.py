@@ -329,6 +329,14 @@ def test_failed_status_carries_the_code_and_title() -> None:
     )
 
 
+def test_a_window_failure_by_status_is_marked_and_others_are_not() -> None:
+    (closed,) = parse(fixture("status_failed_window_closed")).events
+    assert isinstance(closed, StatusUpdate)
+    assert (closed.status, closed.error_code, closed.window_closed) == ("failed", "131047", True)
+    (undeliverable,) = parse(fixture("status_failed")).events
+    assert isinstance(undeliverable, StatusUpdate) and not undeliverable.window_closed
+
+
 def test_status_to_a_bsuid_and_statuses_we_do_not_record() -> None:
     doc = raw("statuses_sent_delivered_read")
     statuses = doc["entry"][0]["changes"][0]["value"]["statuses"]

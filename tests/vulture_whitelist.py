@@ -53,6 +53,7 @@ _.confidence  # routing.enrich.LanguageGuess, asserted by tests
 _.from_prior  # routing.enrich.LanguageGuess, asserted by tests
 _.detected_source  # routing.translate.Translation, asserted by tests
 _.attempt_log  # gateway.admin.models.DeliveryDetail: served by the admin API
+_.parts_sent  # gateway.admin.models.DeliveryDetail: served by the admin API (issue 16)
 _.last_attempt  # gateway.admin.models.LookupItem: served by the admin API
 _.matched  # gateway.admin.models.ReplayResult: served by the admin API
 _.duplicate  # gateway.admin.models.ReingestedRaw / ReingestTotals: served by the admin API
@@ -103,4 +104,3 @@ _.get_me  # telegram adapter: token check (getMe), tested, not yet wired
 _.audit  # store.graph.audit: the merge audit stream, read by tests
 _.flushes  # store.intake batching counter, asserted by tests
 _.coalescer  # store.intake: tests reach the coalescer through it
-_.ambiguous_resends  # issue 16: counted by the flows' resend after an unknown outcome (in progress)

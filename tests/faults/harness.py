@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 
 from deskbridge.store import keys
 
+from .faketelegram import FakeTelegram
 from .fakezendesk import FakeZendesk
 
 __all__ = ["BOT_TOKEN", "TG_SECRET", "Harness", "HarnessError", "Timing", "free_port"]
@@ -156,6 +157,8 @@ class Harness:
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="deskbridge-faults-"))
         self.desk = FakeZendesk(ZD_EMAIL, ZD_TOKEN)
+        self.telegram = FakeTelegram(BOT_TOKEN)
+        self.encryption_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.redis_port = free_port()
         self.gateway_port = free_port()
         self.worker_port = free_port()
@@ -188,6 +191,7 @@ class Harness:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         (self.dir / "redis").mkdir(exist_ok=True)
         await self.desk.start()
+        await self.telegram.start()
         config = self.dir / "accounts.yaml"
         config.write_text(json.dumps(self._accounts_doc(), indent=2))  # JSON is YAML
         env = self._env(config)
@@ -227,6 +231,7 @@ class Harness:
         if self.redis_server is not None:
             await self.redis_server.stop(10)
         await self.desk.stop()
+        await self.telegram.stop()
         if self._own_dir and not os.environ.get("DESKBRIDGE_FAULTS_KEEP"):
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -329,7 +334,7 @@ class Harness:
         r = self.redis()
         out: list[dict[str, Any]] = []
         async for key in r.scan_iter(match=keys.delivery(account, "*"), count=1000):
-            if key.endswith(b":attempts"):
+            if key.endswith((b":attempts", b":parts")):
                 continue
             # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
             h = {k.decode(): v.decode() for k, v in (await r.hgetall(key)).items()}  # type: ignore[misc]
@@ -339,6 +344,10 @@ class Harness:
         return out
 
     # -- configuration -----------------------------------------------------------------
+
+    def accounts_doc(self) -> dict[str, Any]:
+        """The accounts file the processes run with (for a runtime of the test's own)."""
+        return self._accounts_doc()
 
     def _accounts_doc(self) -> dict[str, Any]:
         accounts: dict[str, Any] = {}
@@ -355,8 +364,8 @@ class Harness:
                         "type": "telegram",
                         "bot_token": BOT_TOKEN,
                         "secret_token": TG_SECRET,
-                        # replies are not part of these runs; nothing listens there
-                        "base_url": "http://127.0.0.1:9",
+                        # the agents' replies go to the fake Bot API
+                        "base_url": self.telegram.base_url(),
                     }
                 ],
             }
@@ -368,7 +377,7 @@ class Harness:
         env.update(
             REDIS_URL=self.redis_url,
             DESKBRIDGE_CONFIG=str(config),
-            DESKBRIDGE_ENCRYPTION_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+            DESKBRIDGE_ENCRYPTION_KEY=self.encryption_key,
             DESKBRIDGE_HOST="127.0.0.1",
             DESKBRIDGE_DATA_DIR=str(self.dir / "data"),
             DESKBRIDGE_LOG_LEVEL=self.log_level,

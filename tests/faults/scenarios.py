@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,11 +31,13 @@ __all__ = [
     "Kills",
     "Mode",
     "Outcome",
+    "PartKills",
     "RateLimit",
     "RedisRestarts",
     "attempts_within",
     "backlog",
     "desk_outage",
+    "kill_between_parts",
     "kill_worker",
     "rate_limit",
     "restart_redis",
@@ -67,6 +71,9 @@ class Mode:
     backlog: int
     backlog_chats: int
     drain_timeout: float
+    part_kills: int = 3
+    """Kills between the parts of 2-part replies (``kill_between_parts``)."""
+    part_chats: int = 6
 
 
 SHORT = Mode(
@@ -123,6 +130,8 @@ LONG = Mode(
     backlog=10_000,
     backlog_chats=500,
     drain_timeout=600.0,
+    part_kills=50,
+    part_chats=20,
 )
 
 
@@ -551,3 +560,128 @@ async def backlog(h: Harness, mode: Mode, account: str = "backlog") -> Backlog:
         result.drain_seconds = desk.comments[-1].at - start
         result.first_to_last = desk.comments[-1].at - desk.comments[0].at
     return result
+
+
+# -- 6. kill -9 between the parts of 2-part replies ------------------------------------------
+
+
+@dataclass
+class PartKills:
+    kills: int = 0
+    between: int = 0
+    """Kills that came while a reply had its first part at Telegram and not its second."""
+    replies: int = 0
+    parts: int = 0
+    delivered: int = 0
+    """Replies whose delivery the store holds as delivered."""
+    lost: int = 0
+    """Parts Telegram never got."""
+    sent_twice: int = 0
+    """Extra copies of parts at Telegram (it has no idempotency key)."""
+    counted: int = 0
+    """Resends after an unknown outcome, as the attempt logs count them."""
+    drained: bool = False
+    seconds: float = 0.0
+
+
+def _two_parts(tag: str) -> tuple[str, tuple[str, str]]:
+    # two paragraphs that each fill most of a Telegram message (4096 UTF-16 units)
+    first, second = (f"{tag} part {p} " + "x" * 3900 for p in (1, 2))
+    return f"{first}\n\n{second}", (first, second)
+
+
+async def kill_between_parts(h: Harness, mode: Mode, account: str = "parts") -> PartKills:
+    """Agents answer ``part_chats`` customers with 2-part replies, round after round; in
+    each round the worker is killed (``kill -9``) once a reply has its first part at the
+    fake Telegram and not yet its second. Counts what Telegram got against the store."""
+    import httpx
+
+    from deskbridge.config import Settings, parse_accounts
+    from deskbridge.flows import Runtime
+    from deskbridge.flows.ingest import accept_replies
+    from deskbridge.schemas import AgentReply, Desk
+    from deskbridge.store import Vault, connect
+    from deskbridge.store.crypto import decode_key
+
+    assert h.session is not None
+    started = time.monotonic()
+    result = PartKills()
+    chats = list(range(5000, 5000 + mode.part_chats))
+    load = await converse(h.session, h.gateway_url, account, chats, 1, deadline=60)
+    await settle(h, account, load, mode.drain_timeout)
+    desk = h.desk.account(account)
+    tickets = list(desk.tickets)
+    settings = Settings.model_validate(
+        {"redis_url": h.redis_url, "encryption_key": h.encryption_key}
+    )
+    client = connect(h.redis_url)
+    vault = Vault.from_secret(decode_key(h.encryption_key))
+    accounts = parse_accounts(json.dumps(h.accounts_doc()))
+    async with httpx.AsyncClient() as http:
+        rt = Runtime.build(settings, accounts, client, vault, http)
+        expected: dict[str, tuple[str, str]] = {}
+        h.telegram.latency = 0.02  # answers are in flight when the kill comes
+        try:
+            for k in range(mode.part_kills):
+                replies = []
+                for tid in tickets:
+                    tag = f"r{k}-t{tid}"
+                    text, parts = _two_parts(tag)
+                    expected[tag] = parts
+                    replies.append(
+                        AgentReply(
+                            account=account,
+                            desk=Desk.ZENDESK,
+                            dedup_key=f"parts-{tag}",
+                            ticket_id=str(tid),
+                            external_id=f"agent-{tag}",
+                            text=text,
+                            occurred_at=datetime.now().astimezone(),
+                        )
+                    )
+                await accept_replies(rt, account, "zendesk", None, replies)
+                result.replies += len(replies)
+                result.between += await _kill_between(h, list(expected.items()), limit=20)
+                result.kills += 1
+                await h.start_worker()
+        finally:
+            h.telegram.latency = 0.0
+            await client.aclose()
+    deadline = time.monotonic() + mode.drain_timeout
+    while time.monotonic() < deadline:
+        pending, _ = await h.counts(account)
+        if pending == 0:
+            result.drained = True
+            break
+        await asyncio.sleep(0.1)
+    copies = h.telegram.copies()
+    texts = Counter(text for (_, text), n in copies.items() for _ in range(n))
+    for first, second in expected.values():
+        for part in (first, second):
+            result.parts += 1
+            n = texts.get(part, 0)
+            result.lost += n == 0
+            result.sent_twice += max(0, n - 1)
+    records = [d for d in await h.deliveries(account) if d.get("direction") == "outbound"]
+    result.delivered = sum(1 for d in records if d.get("state") == "delivered")
+    result.counted = sum(
+        1 for d in records for a in d["attempt_log"] if a.get("outcome") == "resent"
+    )
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def _kill_between(
+    h: Harness, replies: list[tuple[str, tuple[str, str]]], limit: float
+) -> int:
+    """Kill the worker once some reply has its first part at Telegram and not its second
+    (or after ``limit`` seconds); 1 when the kill came between parts."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        got = {text for _, text in h.telegram.sent}
+        if any(first in got and second not in got for _, (first, second) in replies):
+            await h.kill_worker()
+            return 1
+        await asyncio.sleep(0.002)
+    await h.kill_worker()
+    return 0

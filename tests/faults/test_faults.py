@@ -21,6 +21,7 @@ from .scenarios import (
     SHORT,
     backlog,
     desk_outage,
+    kill_between_parts,
     kill_worker,
     rate_limit,
     restart_redis,
@@ -28,7 +29,7 @@ from .scenarios import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-ACCOUNTS = ["kill", "restart", "outage", "ratelimit", "backlog"]
+ACCOUNTS = ["kill", "restart", "outage", "ratelimit", "backlog", "parts"]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -114,3 +115,18 @@ async def test_a_backlog_drains_completely_in_order(harness: Harness) -> None:
     assert r.messages == SHORT.backlog
     assert o.drained and o.lost == [] and o.out_of_order == 0
     assert o.dup_tickets == 0 and o.dup_appends == 0
+
+
+async def test_kill_9_between_the_parts_of_replies_loses_no_part(harness: Harness) -> None:
+    r = await kill_between_parts(harness, SHORT)
+    print(
+        f"\nkill -9 x{r.kills} between parts ({r.between} landed between): {r.replies} "
+        f"replies, {r.parts} parts, lost {r.lost}, sent twice {r.sent_twice}, "
+        f"counted {r.counted}"
+    )
+    assert r.kills == SHORT.part_kills and r.replies == SHORT.part_kills * SHORT.part_chats
+    assert r.drained, f"not drained\n{logs(harness)}"
+    assert r.delivered == r.replies and r.lost == 0
+    # Telegram has no idempotency key: a part whose answer died with the worker goes
+    # again, at most once per kill, and every such resend is in the attempt log
+    assert r.sent_twice <= r.counted <= r.kills

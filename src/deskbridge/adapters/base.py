@@ -15,11 +15,12 @@ protocols of ``adapters.capabilities``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from deskbridge.errors import DeliveryError
 from deskbridge.schemas import (
     AgentReply,
     Attachment,
@@ -38,10 +39,13 @@ __all__ = [
     "MediaLinks",
     "MemoryProgress",
     "Parsed",
+    "Part",
     "Progress",
     "Receiver",
     "TokenCache",
     "WebhookParser",
+    "send_part",
+    "send_parts",
 ]
 
 
@@ -62,18 +66,87 @@ class Progress(Protocol):
         """Record ``part`` as accepted. Raises ``StoreUnavailable``."""
         ...
 
+    def uncertain(self, part: int) -> bool:
+        """True when a call for ``part`` began (in any attempt, in any process) and ended
+        neither accepted nor refused: the platform may already have it."""
+        ...
+
+    async def begin(self, part: int) -> None:
+        """A call for ``part`` is about to go out: until it is recorded or ``not_applied``,
+        its outcome is unknown, even if this process dies. Raises ``StoreUnavailable``."""
+        ...
+
+    async def not_applied(self, part: int) -> None:
+        """The call for ``part`` failed and the platform did not apply it."""
+        ...
+
+    async def resending(self, part: int) -> None:
+        """``part`` goes out again after an unknown outcome with nothing that lets the
+        platform recognise the repeat: counted (``ambiguous_resends``) and logged."""
+        ...
+
 
 class MemoryProgress:
     """Progress kept only for one call (tests, and sends nothing can resume)."""
 
     def __init__(self, accepted: dict[int, str] | None = None) -> None:
         self.parts: dict[int, str] = dict(accepted or {})
+        self.unknown: set[int] = set()
+        self.resent: list[int] = []
 
     def accepted(self, part: int) -> str | None:
         return self.parts.get(part)
 
     async def record(self, part: int, platform_id: str) -> None:
         self.parts[part] = platform_id
+        self.unknown.discard(part)
+
+    def uncertain(self, part: int) -> bool:
+        return part in self.unknown
+
+    async def begin(self, part: int) -> None:
+        self.unknown.add(part)
+
+    async def not_applied(self, part: int) -> None:
+        self.unknown.discard(part)
+
+    async def resending(self, part: int) -> None:
+        self.resent.append(part)
+
+
+Part = Callable[[], Awaitable[str]]
+"""One platform call of a multi-part send; returns the platform's id for the part."""
+
+
+async def send_part(progress: Progress, part: int, call: Part, *, keyed: bool = False) -> str:
+    """Send ``part`` unless ``progress`` has it, and record it as soon as it is accepted.
+    ``keyed``: the call carries an idempotency key, so a repeat after an unknown outcome
+    is recognised by the platform and not counted. The call is marked as begun first (a
+    crash before its answer is recorded leaves it uncertain); a failure the platform did
+    not apply clears the mark. Failures are re-raised."""
+    done = progress.accepted(part)
+    if done is not None:
+        return done
+    if not keyed and progress.uncertain(part):
+        await progress.resending(part)
+    await progress.begin(part)
+    try:
+        platform_id = await call()
+    except DeliveryError as exc:
+        if exc.outcome == "not_applied":
+            await progress.not_applied(part)
+        raise
+    await progress.record(part, platform_id)
+    return platform_id
+
+
+async def send_parts(
+    progress: Progress | None, calls: Sequence[Part], *, keyed: bool = False
+) -> tuple[str, ...]:
+    """Send ``calls`` in order as parts 0, 1, ... (``send_part``); every part's id, those
+    accepted by earlier attempts included."""
+    progress = progress if progress is not None else MemoryProgress()
+    return tuple([await send_part(progress, i, call, keyed=keyed) for i, call in enumerate(calls)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +293,17 @@ class ChannelAdapter(Protocol):
         ...
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send an agent's reply, obeying the channel's limits and reply windows
         (``to.last_inbound_at``). Raises ``WindowClosed`` when it must wait for the
-        customer to write again."""
+        customer to write again. Parts ``progress`` already has are not sent again; each
+        part is recorded in it as soon as the platform accepts it (None: a fresh
+        ``MemoryProgress``). ``external_ids`` lists every part's id."""
         ...
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:

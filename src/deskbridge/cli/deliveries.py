@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
@@ -51,6 +52,12 @@ def filter_options(f: F) -> F:
                 "--since", type=WHEN, default=None, help="Created after: 2h, 7d, or a time."
             ),
             click.option("--until", type=WHEN, default=None, help="Created before: 2h, or a time."),
+            click.option(
+                "--kind",
+                type=click.Choice(["note", "event"]),
+                default=None,
+                help="note: deskbridge's internal notes for agents.",
+            ),
         ]
     ):
         f = opt(f)
@@ -58,7 +65,17 @@ def filter_options(f: F) -> F:
 
 
 def _filter(kw: dict[str, Any]) -> dict[str, Any]:
-    names = ("account", "state", "direction", "channel", "desk", "conversation", "since", "until")
+    names = (
+        "account",
+        "state",
+        "direction",
+        "channel",
+        "desk",
+        "conversation",
+        "since",
+        "until",
+        "kind",
+    )
     found = {k: kw[k] for k in names if kw.get(k) is not None}
     if kw.get("error_text"):
         found["error"] = kw["error_text"]
@@ -122,7 +139,7 @@ def deliveries_list(
             d["id"],
             short_time(d["created_at"]),
             d["account"],
-            "in" if d["direction"] == "inbound" else "out",
+            "note" if d.get("kind") == "note" else "in" if d["direction"] == "inbound" else "out",
             d["channel"],
             d["desk"],
             d["state"] + (f" ({d['reason']})" if d.get("reason") else ""),
@@ -154,6 +171,7 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
     for name in (
         "id",
         "account",
+        "kind",
         "direction",
         "channel",
         "desk",
@@ -178,6 +196,11 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
     ):
         if data.get(name) not in (None, ""):
             out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+    if data.get("rate_limited_s"):
+        out.print(f"[bold]rate_limited[/]: {data['rate_limited_s']:g}s", markup=True)
+    if parts := data.get("parts_sent"):
+        listed = ", ".join(f"{n}: {ext}" for n, ext in parts.items())
+        out.print(f"[bold]parts_sent[/]: {len(parts)} ({escape(listed)})", markup=True)
     table = Table(box=None, header_style="bold", title="attempts", title_justify="left")
     for col in ("at", "outcome", "http", "wait", "error"):
         table.add_column(col, overflow="fold")

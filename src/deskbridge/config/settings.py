@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=30.0, gt=0)
     retry_cap_seconds: float = Field(default=3600.0, gt=0)
     max_rate_limit_wait_seconds: float = Field(default=3600.0, gt=0)
+    max_rate_limited_seconds: float = Field(default=86400.0, gt=0)
+    """The most a delivery waits on rate limits (429) in total, across its attempts: such
+    waits spend no retry budget, so past this the delivery is a dead letter instead."""
 
     # worker
     poll_delay_seconds: float = Field(default=0.01, gt=0)

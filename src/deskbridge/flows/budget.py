@@ -1,48 +1,90 @@
 """Per-ticket update budgets (Zendesk: 30 updates per ticket per 10 minutes): when the
-budget left cannot give each waiting message its own update, messages are merged."""
+budget left cannot give each waiting message its own update, the waiting messages are
+merged into the next update the budget allows, so none is stranded behind the window."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from deskbridge.errors import RetryableError
+from deskbridge.flows.files import inbound_files
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
-from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message
+from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message, Upload
 
-__all__ = ["finish_merged", "within_update_budget"]
+__all__ = ["Prepare", "finish_merged", "wait_for_budget", "within_update_budget"]
 
 log = logging.getLogger(__name__)
 
+# On the last update a window allows, every waiting message goes with it (up to this
+# many): the next update may be a whole window away.
+_LAST_UPDATE_SCAN = 500
+# A merged comment stays under this many characters (Zendesk takes about 65,000 per
+# comment, [U] a Zendesk answer in its community forum); what does not fit waits for the
+# next update.
+_MAX_MERGED_CHARS = 60_000
+# Kinds a merge looks past: they wait in the same lane but never update the ticket.
+_NO_UPDATE = frozenset({"status"})
+
+Prepare = Callable[[Delivery, Message], Awaitable[Message]]
+"""What the filing flow does for each message merged into another's update before it is
+rendered (its sender's name and contact): the steps the message would have taken alone."""
+
 
 async def within_update_budget(
-    rt: Runtime, d: Delivery, limit: tuple[int, float], desk: str, ticket_id: str, msg: Message
-) -> tuple[Message, list[Delivery]]:
+    rt: Runtime,
+    d: Delivery,
+    limit: tuple[int, float],
+    ticket: tuple[str, str],
+    msg: Message,
+    prepare: Prepare,
+    head_files: Sequence[Upload] = (),
+) -> tuple[Message, list[Delivery], list[Upload]]:
     """Keep a ticket under its desk's update ``limit`` (at most this many per so many
-    seconds). Returns the message to file and the waiting deliveries merged into it.
+    seconds) on ``ticket`` (desk, ticket id). Returns the message to file, the waiting
+    deliveries merged into it and their files (attached to the same update); each merged
+    message goes through ``prepare`` first; ``head_files`` are the files of ``msg``.
 
     When the budget left cannot give each waiting message of this conversation its own
-    update, the head and the plain-text messages right behind it (same sender, no files)
-    go as one update, each line stamped with its time. With no budget at all, raises
-    ``RetryableError`` with the window's wait (a wait the desk would otherwise enforce
-    with 429s; it spends no retries)."""
-    most, window = limit
-    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
-    if used >= most:
-        raise RetryableError(
-            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
-        )
-    cap = rt.settings.coalesce_max_messages
+    update, the head and the messages right behind it (any sender, files included) go
+    as one update, a line per message: ``[time] author: text`` and the names of its
+    files. Up to ``coalesce_max_messages`` per update; on the last update the window
+    allows, every waiting message that fits in one comment. With no budget at all,
+    raises ``RetryableError`` with the window's wait (a wait the desk would otherwise
+    enforce with 429s; it spends no retries)."""
+    most, _ = limit
+    desk, ticket_id = ticket
+    left = most - await wait_for_budget(rt, d, limit, desk, ticket_id)
+    cap = rt.settings.coalesce_max_messages if left > 1 else _LAST_UPDATE_SCAN
     lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
-    if not waiting or most - used > len(waiting):
-        return msg, []
-    merged = await _mergeable(rt, d, msg, waiting)
+    if not waiting or left > len(waiting):
+        return msg, [], []
+    merged = await _mergeable(rt, d, waiting, cap - 1)
     if not merged:
-        return msg, []
-    lines = [f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {render(msg)}"]
-    lines += [f"[{m.occurred_at.astimezone(UTC):%H:%M:%S}] {render(m)}" for _, m in merged]
+        return msg, [], []
+    files: list[Upload] = []
+    lines = [_line(msg, head_files)]
+    size = len(lines[0])
+    for n, (other, m, raw_id) in enumerate(merged):
+        m = await prepare(other, m)
+        if size + len(_line(m, [])) > _MAX_MERGED_CHARS:
+            merged = merged[:n]
+            break
+        try:
+            their_files, m = await inbound_files(rt, other, m, raw_id)
+        except RetryableError:
+            # its file cannot be fetched now: it goes on its own, with its own retries,
+            # rather than spending the head's
+            merged = merged[:n]
+            break
+        files += their_files
+        lines.append(_line(m, their_files))
+        size += len(lines[-1]) + 2
+    if not merged:
+        return msg, [], []
     last = merged[-1][1]
     if last.context:
         await rt.conversations.set_context(d.account, d.conversation_id, last.context)
@@ -55,6 +97,7 @@ async def within_update_budget(
             "edit_of": None,
             "location": None,
             "contact": None,
+            "attachments": (*msg.attachments, *(a for _, m, _ in merged for a in m.attachments)),
         }
     )
     log.info(
@@ -63,25 +106,52 @@ async def within_update_budget(
         len(merged),
         desk,
     )
-    return combined, [o for o, _ in merged]
+    return combined, [o for o, _, _ in merged], files
+
+
+def _line(msg: Message, files: Sequence[Upload]) -> str:
+    """One message of a merged update: its time, its author, its text and its files."""
+    who = msg.sender.display_name or msg.sender.username or msg.sender.external_id
+    line = f"[{msg.occurred_at.astimezone(UTC):%H:%M:%S}] {who}: {render(msg)}"
+    names = [f.filename for f in files if f.filename]
+    return line + (f"\n[attached: {', '.join(names)}]" if names else "")
+
+
+async def wait_for_budget(
+    rt: Runtime, d: Delivery, limit: tuple[int, float], desk: str, ticket_id: str
+) -> int:
+    """The updates the ticket had within its window; with none left, raises
+    ``RetryableError`` with the window's wait (it spends no retries)."""
+    most, window = limit
+    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
+    if used >= most:
+        raise RetryableError(
+            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
+        )
+    return used
 
 
 async def _mergeable(
-    rt: Runtime, d: Delivery, msg: Message, waiting: list[str]
-) -> list[tuple[Delivery, Message]]:
-    """The pending plain-text messages of the same sender right behind the head."""
-    merged: list[tuple[Delivery, Message]] = []
+    rt: Runtime, d: Delivery, waiting: list[str], most: int
+) -> list[tuple[Delivery, Message, str | None]]:
+    """The pending messages right behind the head (at most ``most``), with their stored
+    requests' ids (for files that travel inside them). Statuses are looked past (they
+    never update the ticket); anything else that updates it (a note, a call) ends the
+    run, so it keeps its place after the messages before it."""
+    merged: list[tuple[Delivery, Message, str | None]] = []
     for other_id in waiting:
         other = await rt.deliveries.get(d.account, other_id)
         if other is None or other.state is not DeliveryState.PENDING:
             break
-        event = (await rt.deliveries.event(d.account, other.event_id))["event"]
-        if event.get("kind") != "message":
+        record = await rt.deliveries.event(d.account, other.event_id)
+        kind = record["event"].get("kind")
+        if kind in _NO_UPDATE:
+            continue
+        if kind != "message":
             break
-        m = Message.model_validate(event)
-        if m.attachments or m.sender.external_id != msg.sender.external_id:
-            break  # files go on their own; so does another person's message
-        merged.append((other, m))
+        merged.append((other, Message.model_validate(record["event"]), record.get("raw_id")))
+        if len(merged) >= most:
+            break
     return merged
 
 

@@ -4,12 +4,10 @@ and their user at the desk."""
 from __future__ import annotations
 
 import hashlib
-import logging
 
 from deskbridge.adapters.capabilities import AuthenticatesSender, LooksUpDisplayNames
-from deskbridge.errors import DeliveryError
 from deskbridge.flows import privacy
-from deskbridge.flows.notes import ref
+from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound import DeskConnector
 from deskbridge.schemas import Contact, Delivery, Message
@@ -17,7 +15,6 @@ from deskbridge.store.graph import Observed
 
 __all__ = ["authenticated", "desk_user", "sender_contact", "with_display_name"]
 
-log = logging.getLogger(__name__)
 
 _PROFILE_TTL = 86400
 
@@ -83,8 +80,7 @@ async def _after_observation(rt: Runtime, d: Delivery, observed: Observed) -> No
         rt.metrics.event("identity", "contact_created", "")
     rt.metrics.event("identity", "merge", "automatic", n=len(observed.merges))
     rt.metrics.event("identity", "suggestion", "", n=len(observed.suggestions))
-    desk = rt.desk(d.account)
-    if desk is None:
+    if rt.desk(d.account) is None:
         return
     for survivor, merged in observed.merges:
         for conv_id in await rt.conversations.conversations_of(d.account, merged):
@@ -96,10 +92,7 @@ async def _after_observation(rt: Runtime, d: Delivery, observed: Observed) -> No
                 f"(strong evidence on {d.channel}); contact {merged} was merged into it, and "
                 "new tickets go to that contact's desk user. Merge the desk users if you agree."
             )
-            try:
-                await desk.add_note(ref(conv, d.account), text)
-            except DeliveryError as exc:
-                log.warning("note on a merged contact's ticket failed: %s", type(exc).__name__)
+            await note(rt, d, text, why=f"merged-{merged}", conversation_id=conv_id)
 
 
 def _fingerprint(contact: Contact) -> str:

@@ -16,10 +16,10 @@ from pydantic import TypeAdapter, ValidationError
 from deskbridge.errors import PermanentError
 from deskbridge.flows import enrichment
 from deskbridge.flows.automated import off_hours_ack
-from deskbridge.flows.budget import finish_merged, within_update_budget
+from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
 from deskbridge.flows.files import inbound_files
-from deskbridge.flows.notes import note, ref
+from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
 from deskbridge.flows.statuses import apply_channel_event, apply_status
 from deskbridge.identity.phones import readable
@@ -34,6 +34,7 @@ from deskbridge.schemas import (
     Delivery,
     DeliveryState,
     DeskFields,
+    DeskNote,
     Direction,
     InboundEvent,
     Message,
@@ -54,6 +55,8 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
     """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
     (retry or dead letter: the caller's policy decides)."""
     record = await rt.deliveries.event(d.account, d.event_id)
+    if record["event"].get("kind") == "note":
+        return await file_note(rt, d, DeskNote.model_validate(record["event"]))
     try:
         event = _EVENT.validate_python(record["event"])
     except ValidationError:
@@ -91,8 +94,11 @@ async def file_message(
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
-    if limit is not None and conv.ticket_id is not None and not files:
-        msg, merged = await within_update_budget(rt, d, limit, desk.desk.value, conv.ticket_id, msg)
+    if limit is not None and conv.ticket_id is not None:
+        msg, merged, their_files = await within_update_budget(
+            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg), files
+        )
+        files = [*files, *their_files]
     filed = await desk.append(
         ref(conv, d.account).model_copy(update={"fields": fields}),
         user_id,
@@ -114,6 +120,19 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+def _merging(rt: Runtime, head: Message) -> Prepare:
+    """A message merged into ``head``'s update gets its sender's name, and a sender other
+    than the head's is observed in the identity graph, as it would have been alone."""
+
+    async def prepare(other: Delivery, m: Message) -> Message:
+        m = await with_display_name(rt, other, m)
+        if m.sender.external_id != head.sender.external_id:
+            await sender_contact(rt, other, m)
+        return m
+
+    return prepare
 
 
 async def _in_doubt(rt: Runtime, d: Delivery) -> bool:
@@ -231,7 +250,7 @@ async def _after_filing(
     language = await rt.conversations.language(d.account, conv.id)
     translated = await enrichment.translation_note(rt, routing, msg.text, language)
     if translated is not None:
-        await note(rt, d, translated)
+        await note(rt, d, translated, why="translation")
     await off_hours_ack(
         rt, d.account, d.conversation_id, msg.channel, routing, msg.occurred_at, ticket_id
     )

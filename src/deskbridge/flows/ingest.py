@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import AgentReply, Direction, InboundEvent, RawRequest
+from deskbridge.schemas import AgentReply, DeskNote, Direction, InboundEvent, RawRequest
 from deskbridge.store import IntakeEvent
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "accept_replies",
     "keep_unparseable",
     "queue_automated",
+    "queue_note",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,25 @@ async def queue_automated(
         desk=reply.desk.value,
         req=None,
         events=[event],
+    )
+    return any(new)
+
+
+async def queue_note(rt: Runtime, note: DeskNote, conversation_id: str) -> bool:
+    """Queue an internal note for the agent as an inbound delivery of kind ``note`` in the
+    conversation's lane (after the message it concerns), filed by ``deliver_to_desk`` with
+    retries and dead letters like any message. Once per ``note.dedup_key`` (derived from
+    its cause, so a retry of the causing delivery does not queue it twice): True when new."""
+    event = IntakeEvent(dedup_key=note.dedup_key, conversation_id=conversation_id, event=note)
+    new = await rt.intake.accept(
+        account=note.account,
+        source="deskbridge",
+        direction=Direction.INBOUND,
+        channel=note.channel.value,
+        desk=rt.accounts.accounts[note.account].desk.type,
+        req=None,
+        events=[event],
+        kind="note",
     )
     return any(new)
 

@@ -1,15 +1,24 @@
-"""Internal notes: what deskbridge tells the agent on a conversation's ticket."""
+"""Internal notes: what deskbridge tells the agent on a conversation's ticket.
+
+A note is a delivery of its own (kind ``note``, inbound, in the conversation's lane), so
+a desk that fails to take it retries it, dead-letters it and lets an operator replay it
+like any message: ``note`` queues it, ``file_note`` (run by ``deliver_to_desk``) files it.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
-from deskbridge.errors import DeliveryError
+from deskbridge.errors import DeliveryError, PermanentError
+from deskbridge.flows.budget import wait_for_budget
+from deskbridge.flows.ingest import queue_note
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import ConversationRef, Delivery
+from deskbridge.outbound.capabilities import TicketUpdateBudget
+from deskbridge.schemas import ConversationRef, Delivery, DeliveryState, DeskNote
 from deskbridge.store import ConversationRecord
 
-__all__ = ["note", "ref", "tell_agent"]
+__all__ = ["file_note", "note", "ref", "tell_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +36,55 @@ def ref(conv: ConversationRecord, account: str, subject: str = "") -> Conversati
     )
 
 
-async def note(rt: Runtime, d: Delivery, text: str) -> None:
-    """An internal note on the ticket of ``d``'s conversation. Best effort: a note that
-    fails is logged, never retried (it must not hold up the lane)."""
+async def note(
+    rt: Runtime, d: Delivery, text: str, *, why: str, conversation_id: str | None = None
+) -> bool:
+    """Queue an internal note about delivery ``d`` on the ticket of its conversation (or
+    of ``conversation_id``). ``why`` names the cause within ``d`` (``held-3``, ``dead-0``):
+    the same cause queues the note once, however often the causing work is retried.
+    True when it was queued now; False when queued before or there is nowhere to put it."""
+    if rt.desk(d.account) is None:
+        return False
+    conv = await rt.conversations.get(d.account, conversation_id or d.conversation_id)
+    if conv is None:
+        return False
+    cause = f"{d.id}:{why}"
+    queued = await queue_note(
+        rt,
+        DeskNote(
+            account=d.account,
+            channel=conv.channel,
+            dedup_key=f"note:{conv.id}:{cause}",
+            thread=conv.thread,
+            occurred_at=datetime.now(UTC),
+            text=text,
+            cause=cause,
+        ),
+        conv.id,
+    )
+    if queued:
+        log.info("delivery %s: internal note queued (%s)", d.id, why)
+    return queued
+
+
+async def file_note(rt: Runtime, d: Delivery, n: DeskNote) -> DeliveryState:
+    """File a queued note on its conversation's ticket (skipped when the conversation has
+    no ticket). A desk's failure raises ``DeliveryError``: the caller's policy retries
+    it or keeps it as a dead letter. A desk with a per-ticket update budget is kept under
+    it (the note is an update)."""
     desk = rt.desk(d.account)
+    if desk is None:
+        raise PermanentError(f"account {d.account} has no desk configured")
     conv = await rt.conversations.get(d.account, d.conversation_id)
-    if desk is None or conv is None or conv.ticket_id is None:
-        return
-    try:
-        await desk.add_note(ref(conv, d.account), text)
-    except DeliveryError as exc:
-        log.warning("delivery %s: internal note failed: %s", d.id, exc)
+    if conv is None or conv.ticket_id is None:
+        return DeliveryState.SKIPPED
+    limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
+    if limit is not None:
+        await wait_for_budget(rt, d, limit, desk.desk.value, conv.ticket_id)
+    await desk.add_note(ref(conv, d.account), n.text)
+    if limit is not None:
+        await rt.deliveries.note_ticket_update(d.account, desk.desk.value, conv.ticket_id, limit[1])
+    return DeliveryState.DELIVERED
 
 
 async def tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
@@ -47,4 +94,5 @@ async def tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
         d,
         f"deskbridge could not deliver this reply on {d.channel}: {exc}. "
         f"Delivery {d.id} is kept as a dead letter and can be replayed.",
+        why=f"dead-{d.replays}",
     )

@@ -3,8 +3,10 @@ holding it when the channel's reply window is closed."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from deskbridge.errors import PermanentError, WindowClosed
@@ -15,7 +17,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
 from deskbridge.store import ConversationRecord
 
-__all__ = ["hold", "send_reply"]
+__all__ = ["StoredProgress", "hold", "hold_again", "send_reply", "stored_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,16 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     files = await reply_files(rt, d.account, adapter, reply)
-    # A failure after part of a split reply was sent retries the whole reply: the customer
-    # may see a part twice, which beats losing the rest.
-    receipt = await adapter.send(reply, to, files)
+    progress = await stored_progress(rt, d)
+    if to.reply_token:
+        # spent at the first accepted call: a retry after a later part failed must not
+        # try it again (LINE would refuse it and the part would go twice)
+        progress.on_first_accept(
+            functools.partial(
+                rt.conversations.clear_reply_token, d.account, conv.id, to.reply_token
+            )
+        )
+    receipt = await adapter.send(reply, to, files, progress)
     if receipt.used_reply_token and to.reply_token:
         await rt.conversations.clear_reply_token(d.account, conv.id, to.reply_token)
     if receipt.quota_messages:
@@ -48,37 +57,141 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     return DeliveryState.DELIVERED
 
 
+class StoredProgress:
+    """The parts of a reply's send kept with its delivery record (``Progress``): a retry,
+    a new worker after a crash, or an operator's replay resumes after the last accepted
+    part. A part sent again after an unknown outcome without an idempotency key is
+    counted (``ambiguous_resends``) and written to the attempt log."""
+
+    def __init__(
+        self, rt: Runtime, d: Delivery, accepted: dict[int, str], unknown: set[int]
+    ) -> None:
+        self._rt = rt
+        self._d = d
+        self.parts = accepted
+        self._unknown = unknown
+        self._first: Callable[[], Awaitable[object]] | None = None
+
+    def on_first_accept(self, callback: Callable[[], Awaitable[object]]) -> None:
+        """Run ``callback`` once, right after the first part this attempt records."""
+        self._first = callback
+
+    def accepted(self, part: int) -> str | None:
+        return self.parts.get(part)
+
+    async def record(self, part: int, platform_id: str) -> None:
+        await self._rt.deliveries.record_part(self._d.account, self._d.id, part, platform_id)
+        self.parts[part] = platform_id
+        self._unknown.discard(part)
+        first, self._first = self._first, None
+        if first is not None:
+            await first()
+
+    def uncertain(self, part: int) -> bool:
+        return part in self._unknown
+
+    async def begin(self, part: int) -> None:
+        await self._rt.deliveries.record_unknown_part(self._d.account, self._d.id, part)
+        self._unknown.add(part)
+
+    async def not_applied(self, part: int) -> None:
+        await self._rt.deliveries.forget_unknown_part(self._d.account, self._d.id, part)
+        self._unknown.discard(part)
+
+    async def resending(self, part: int) -> None:
+        d = self._d
+        self._rt.metrics.ambiguous_resends.labels(peer=d.channel).inc()
+        await self._rt.deliveries.record_attempt(
+            d.account,
+            d.id,
+            Attempt(
+                at=datetime.now(UTC),
+                outcome="resent",
+                error=f"part {part} sent again after an unknown outcome: {d.channel} has no"
+                " idempotency key, the customer may see it twice",
+            ),
+            spends_budget=False,
+        )
+        log.info("delivery %s: part %d sent again after an unknown outcome", d.id, part)
+
+
+async def stored_progress(rt: Runtime, d: Delivery) -> StoredProgress:
+    """The progress of ``d``'s send so far, read from the store."""
+    accepted, unknown = await rt.deliveries.part_state(d.account, d.id)
+    return StoredProgress(rt, d, accepted, unknown)
+
+
 async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     """The reply window is closed: park the reply until the customer writes, invite them
     back once per silence (the channel's approved template), and tell the agent."""
     conv, to = await _address(rt, d)
-    adapter = rt.adapter(d.account, conv.channel)
-    invited = "The customer was already invited to write back."
-    if adapter is not None and (
-        conv.reengaged_at is None or (conv.last_inbound_at or 0) > conv.reengaged_at
-    ):
-        try:
-            await adapter.reengage(to)
-        except PermanentError as exc:
-            invited = f"The customer was not invited to write back: {exc}."
-        else:
-            await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
-            invited = "A re-engagement template was sent to invite them to write back."
+    # the note's cause counts this delivery's attempts: each hold is noted once, however
+    # often a crash makes the worker run this again before the hold is recorded
+    seen = len(await rt.deliveries.attempts(d.account, d.id))
+    invited = await _invite(rt, d, conv, to)
+    await note(
+        rt,
+        d,
+        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+        why=f"held-{seen}",
+    )
+    await rt.deliveries.hold(d)
     await rt.deliveries.record_attempt(
         d.account,
         d.id,
         Attempt(at=datetime.now(UTC), outcome="held", error=str(closed)),
         spends_budget=False,
     )
-    await rt.deliveries.hold(d)
     rt.metrics.deliveries.labels(d.direction.value, "held").inc()
     log.info("delivery %s held: reply window closed", d.id)
+
+
+async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
+    """The channel accepted reply ``d`` and later reported, by status webhook, that it
+    was not delivered because the reply window was closed (WhatsApp 131047): the same
+    path as a send refused for it. The reply goes back to its arrival place in its lane
+    (held at the head; later replies not yet sent wait behind it), the customer is
+    invited back once per silence and the agent told. If the customer wrote since the
+    reply went out, it is released at once."""
+    conv, to = await _address(rt, d)
+    seen = len(await rt.deliveries.attempts(d.account, d.id))
+    invited = await _invite(rt, d, conv, to)
     await note(
         rt,
         d,
-        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
-        f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
+        f"{conv.channel.value.capitalize()} reports that this reply was not delivered: the "
+        f"customer's reply window was closed ({closed}). deskbridge is holding it and will "
+        f"send it again as soon as the customer writes. {invited}",
+        why=f"held-{seen}",
     )
+    if await rt.deliveries.hold_again(d) is None:
+        return
+    await rt.deliveries.record_attempt(
+        d.account,
+        d.id,
+        Attempt(at=datetime.now(UTC), outcome="held", error=f"reported by status: {closed}"),
+        spends_budget=False,
+    )
+    rt.metrics.deliveries.labels(d.direction.value, "held").inc()
+    log.info("delivery %s held again: the channel reported its reply window closed", d.id)
+    if (conv.last_inbound_at or 0) > d.updated_at.timestamp():
+        await rt.deliveries.release_held(d.account, d.direction, conv.id)
+
+
+async def _invite(rt: Runtime, d: Delivery, conv: ConversationRecord, to: ChannelAddress) -> str:
+    """Send the channel's re-engagement template once per silence; what the note says."""
+    adapter = rt.adapter(d.account, conv.channel)
+    if adapter is None or (
+        conv.reengaged_at is not None and (conv.last_inbound_at or 0) <= conv.reengaged_at
+    ):
+        return "The customer was already invited to write back."
+    try:
+        await adapter.reengage(to)
+    except PermanentError as exc:
+        return f"The customer was not invited to write back: {exc}."
+    await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
+    return "A re-engagement template was sent to invite them to write back."
 
 
 def _at(ts: float | None) -> datetime | None:

@@ -110,6 +110,7 @@ class Runtime:
             base=settings.retry_base_seconds,
             cap=settings.retry_cap_seconds,
             max_rate_limit_wait=settings.max_rate_limit_wait_seconds,
+            max_rate_limited=settings.max_rate_limited_seconds,
         )
         # A job key must outlive every retry; if one expires anyway the sweeper re-enqueues.
         job_expiry_ms = int(max(7 * _DAY, 2 * policy.horizon() + _DAY) * 1000)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from deskbridge.flows.notes import note
+from deskbridge.errors import WindowClosed
+from deskbridge.flows.notes import note, ref
+from deskbridge.flows.replies import hold_again
 from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import ChannelEvent, Delivery, DeliveryState, StatusUpdate
 
@@ -12,7 +14,8 @@ __all__ = ["apply_channel_event", "apply_status"]
 
 async def apply_status(rt: Runtime, d: Delivery, st: StatusUpdate) -> DeliveryState:
     """Record a channel's status on the reply it refers to (by the channel's message id,
-    or by time for a read/delivery watermark); a failed reply becomes a note."""
+    or by time for a read/delivery watermark); a failed reply becomes a note, and one
+    that failed because the reply window was closed is held again (``hold_again``)."""
     targets: list[str] = []
     if st.external_id:
         found = await rt.deliveries.sent_by(d.account, st.channel.value, st.external_id)
@@ -26,25 +29,44 @@ async def apply_status(rt: Runtime, d: Delivery, st: StatusUpdate) -> DeliverySt
     error = " ".join(x for x in (st.error_code, st.error) if x)
     changed = 0
     for target in dict.fromkeys(targets):
-        if not await rt.deliveries.channel_status(d.account, target, st.status, at_ms, error):
+        if st.status == "failed" and await _held_again(rt, d, target, st, error):
+            changed += 1
             continue
-        changed += 1
-        if st.status != "failed":
-            continue
-        reply = await rt.deliveries.get(d.account, target)
-        if reply is not None:
-            await note(
-                rt,
-                reply,
-                f"{st.channel.value.capitalize()} reports that this reply was not delivered"
-                f"{': ' + error if error else ''}. Delivery {reply.id}.",
-            )
+        changed += await rt.deliveries.channel_status(d.account, target, st.status, at_ms, error)
     return DeliveryState.DELIVERED if changed else DeliveryState.SKIPPED
+
+
+async def _held_again(rt: Runtime, d: Delivery, target: str, st: StatusUpdate, error: str) -> bool:
+    """A failed reply: held again when its reply window was closed (True: there is no
+    status to record, the reply goes again); otherwise the agent gets a note (queued
+    before the status is recorded, once per cause, so a retry of this status cannot lose
+    it) and False."""
+    reply = await rt.deliveries.get(d.account, target)
+    if reply is None:
+        return False
+    if st.window_closed:
+        # a later part's status, or one for a reply already on its way again: nothing to do
+        # (a status older than the reply's last send by more than Meta's second-rounded
+        # timestamps can explain is a late one of an earlier send: that send was held)
+        stale = st.occurred_at.timestamp() + 60 < reply.updated_at.timestamp()
+        if reply.state is DeliveryState.DELIVERED and not stale:
+            await hold_again(rt, reply, WindowClosed(error or "reply window closed"))
+        return True
+    if reply.channel_status != "failed":
+        await note(
+            rt,
+            reply,
+            f"{st.channel.value.capitalize()} reports that this reply was not delivered"
+            f"{': ' + error if error else ''}. Delivery {reply.id}.",
+            why=f"failed-{reply.replays}",
+        )
+    return False
 
 
 async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> DeliveryState:
     """Follows and unfollows are kept on the contact (no ticket); a retracted message
-    becomes an internal note on the conversation's ticket."""
+    becomes an internal note on the conversation's ticket (this delivery is the note:
+    a desk's failure retries it)."""
     if ev.action in ("follow", "unfollow") and ev.sender is not None:
         contact = await rt.conversations.resolve_contact(
             d.account, ev.sender.identities, ev.sender.display_name
@@ -57,11 +79,11 @@ async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> Del
         return DeliveryState.DELIVERED
     if ev.action == "unsend":
         conv = await rt.conversations.get(d.account, d.conversation_id)
-        if conv is None or conv.ticket_id is None:
+        desk = rt.desk(d.account)
+        if conv is None or conv.ticket_id is None or desk is None:
             return DeliveryState.SKIPPED
-        await note(
-            rt,
-            d,
+        await desk.add_note(
+            ref(conv, d.account),
             f"The customer retracted a message on {ev.channel.value} (message {ev.external_id}). "
             "It stays on the ticket as it was received.",
         )

@@ -119,14 +119,15 @@ async def _attempt(rt: Runtime, d: Delivery, work: Work) -> DeliveryState | None
 
 
 async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
-    decision = rt.policy.decide(exc, d.attempts + 1)
+    decision = rt.policy.decide(exc, d.attempts + 1, d.rate_limited_s)
+    error = f"{decision.why} (last: {exc})" if decision.why else str(exc)
     await rt.deliveries.record_attempt(
         d.account,
         d.id,
         Attempt(
             at=datetime.now(UTC),
             outcome=decision.outcome,
-            error=str(exc),
+            error=error,
             http_status=exc.status,
             wait=decision.wait if decision.action == "retry" else None,
             ambiguous=True if exc.outcome == "unknown" else None,
@@ -143,7 +144,7 @@ async def _failed(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
         await rt.deliveries.report_problem(d.account, _peer(d), str(exc))
     if decision.action == "retry":
         retry.retry_later(decision.wait)
-    await rt.deliveries.finish(d, DeliveryState.DEAD, reason=decision.outcome, last_error=str(exc))
+    await rt.deliveries.finish(d, DeliveryState.DEAD, reason=decision.outcome, last_error=error)
     if d.direction is Direction.OUTBOUND:
         await tell_agent(rt, d, exc)
 

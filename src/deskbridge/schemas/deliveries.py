@@ -30,8 +30,9 @@ class DeliveryState(StrEnum):
 AttemptOutcome = Literal[
     "delivered", "skipped", "held", "retry", "rate_limited", "permanent", "exhausted", "resent"
 ]
-"""``resent``: a line of its own, not an attempt's end: a call was sent again after an
-unknown outcome where the peer offers no idempotency key and no read-back."""
+"""``resent``: a line of its own, not an attempt's end: a call (a desk write, a part of a
+send) went out again after an unknown outcome where the peer offers no idempotency key and
+no read-back (it may have arrived twice)."""
 
 
 class Attempt(Frozen):
@@ -81,3 +82,9 @@ class Delivery(Frozen):
     discarded_by: str | None = None
     """Who discarded it (the admin token's ``sub``), when and why."""
     discard_reason: str | None = None
+    rate_limited_s: float = 0.0
+    """The rate-limited waits (429) so far, in seconds: they spend no retry budget but are
+    bounded in total (``max_rate_limited_seconds``)."""
+    kind: str | None = None
+    """``note`` for an internal note deskbridge writes on the ticket; None for the
+    channel's or the desk's own events."""

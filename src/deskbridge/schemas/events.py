@@ -13,6 +13,7 @@ __all__ = [
     "AttachmentKind",
     "CallEvent",
     "ChannelEvent",
+    "DeskNote",
     "InboundEvent",
     "Location",
     "Message",
@@ -110,6 +111,10 @@ class StatusUpdate(_Event):
     error_code: str | None = None
     error: str | None = None
     """The platform's error title (never message content)."""
+    window_closed: bool = False
+    """A ``failed`` status because the customer's reply window was closed when the
+    message went out (WhatsApp 131047): the reply is held again, as when the send itself
+    is refused for it."""
 
 
 class CallEvent(_Event):
@@ -140,6 +145,18 @@ class ChannelEvent(_Event):
     sender: Sender | None = None
     external_id: str | None = None
     """For ``unsend``: the channel id of the retracted message."""
+
+
+class DeskNote(_Event):
+    """An internal note deskbridge writes on a conversation's ticket for the agent (a held
+    reply, a failed one, a translation, a merged contact). Queued as an inbound delivery of
+    its own in the conversation's lane, so it is retried and dead-lettered like a message
+    and lands after the message it concerns. Never parsed from a channel's request."""
+
+    kind: Literal["note"] = "note"
+    text: str
+    cause: str
+    """What the note is about (``<delivery id>:<why>``); its dedup key derives from it."""
 
 
 InboundEvent = Annotated[

@@ -23,6 +23,7 @@ from deskbridge.store.scripts import (
     FINISH,
     HOLD,
     PURGE,
+    REHOLD,
     RELEASE,
     REPLAY,
     REQUEUE,
@@ -78,6 +79,8 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
         discarded_at=_ms(d["discarded_at"]) if "discarded_at" in d else None,
         discarded_by=_s(d.get("discarded_by")),
         discard_reason=_s(d.get("discard_reason")),
+        rate_limited_s=int(d.get("rate_limited_ms", b"0")) / 1000,
+        kind=_s(d.get("kind")),
     )
 
 
@@ -97,6 +100,7 @@ class DeliveryStore:
         self._replay = redis.register_script(REPLAY)
         self._discard = redis.register_script(DISCARD)
         self._purge = redis.register_script(PURGE)
+        self._rehold = redis.register_script(REHOLD)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
@@ -145,14 +149,16 @@ class DeliveryStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.rpush(keys.attempts(account, delivery_id), attempt.model_dump_json(exclude_none=True))
         pipe.hincrby(key, "attempts", 1 if spends_budget else 0)
+        if attempt.outcome == "rate_limited" and attempt.wait:
+            pipe.hincrby(key, "rate_limited_ms", int(attempt.wait * 1000))
         fields: dict[str, str | int] = {"updated_at": now_ms}
         if attempt.error:
             fields["last_error"] = attempt.error[:500]
         if attempt.http_status is not None:
             fields["last_status"] = attempt.http_status
         pipe.hset(key, mapping=fields)
-        _, count, _ = await pipe.execute()
-        return int(count)
+        results = await pipe.execute()
+        return int(results[1])
 
     async def begin_desk_write(self, account: str, delivery_id: str, ttl_s: int) -> bool:
         """Note that a desk write of the delivery goes out now. True when an earlier run
@@ -501,3 +507,52 @@ class DeliveryStore:
             pipe.zrem(keys.expiring(account), *gone)
             await pipe.execute()
         return len(gone)
+
+    async def parts(self, account: str, delivery_id: str) -> dict[int, str]:
+        """The parts of a multi-part send the channel accepted: part number → platform id."""
+        return (await self.part_state(account, delivery_id))[0]
+
+    async def part_state(self, account: str, delivery_id: str) -> tuple[dict[int, str], set[int]]:
+        """``parts``, and the parts whose last call began and ended neither accepted nor
+        refused (its outcome unknown), in one round trip."""
+        rows = await self._typed.hgetall(keys.parts(account, delivery_id))
+        accepted = {int(k): v.decode() for k, v in rows.items() if k.isdigit()}
+        unknown = {int(k.split(b":")[0]) for k in rows if k.endswith(b":unknown")}
+        return accepted, unknown
+
+    async def record_part(
+        self, account: str, delivery_id: str, part: int, platform_id: str
+    ) -> None:
+        """Record ``part`` as accepted by the channel (``platform_id``). Idempotent."""
+        key = keys.parts(account, delivery_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, str(part), platform_id)
+        pipe.hdel(key, f"{part}:unknown")
+        await pipe.execute()
+
+    async def record_unknown_part(self, account: str, delivery_id: str, part: int) -> None:
+        """Remember that a call for ``part`` began: its outcome is unknown until the part
+        is recorded or ``forget_unknown_part``."""
+        await self._typed.hset(keys.parts(account, delivery_id), f"{part}:unknown", "1")
+
+    async def forget_unknown_part(self, account: str, delivery_id: str, part: int) -> None:
+        """The call for ``part`` was refused: nothing of it reached the platform."""
+        await self._typed.hdel(keys.parts(account, delivery_id), f"{part}:unknown")
+
+    async def hold_again(self, delivery: Delivery) -> str | None:
+        """Put a reply the channel accepted, and later reported undeliverable for a closed
+        reply window, back in its lane at its arrival place: ``held`` at the head (until
+        ``release_held``), else ``pending`` behind the head. None when it is not a
+        delivered reply (already back in its lane, replayed, gone)."""
+        a = delivery.account
+        done = await self._rehold(
+            keys=[
+                keys.delivery(a, delivery.id),
+                keys.lane(a, delivery.direction.value, delivery.conversation_id),
+                keys.event(a, delivery.event_id),
+                keys.expiring(a),
+                keys.pending(a),
+            ],
+            args=[int(time.time() * 1000), delivery.id, keys.delivery_prefix(a)],
+        )
+        return done.decode() if isinstance(done, bytes) else None

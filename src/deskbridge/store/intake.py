@@ -26,6 +26,7 @@ from deskbridge.schemas import (
     CallEvent,
     ChannelEvent,
     DeliveryState,
+    DeskNote,
     Direction,
     Message,
     RawRequest,
@@ -49,7 +50,7 @@ class IntakeEvent:
 
     dedup_key: str
     conversation_id: str
-    event: Message | StatusUpdate | CallEvent | ChannelEvent | AgentReply
+    event: Message | StatusUpdate | CallEvent | ChannelEvent | AgentReply | DeskNote
 
 
 class _NotReplicated(Exception):
@@ -196,9 +197,11 @@ class Intake:
         desk: str,
         req: RawRequest | None,
         events: Sequence[IntakeEvent],
+        kind: str = "",
     ) -> list[bool]:
         """Store ``events`` (each with a pending delivery and its job); True where new,
-        False where the dedup mark says we already have it. Raises ``StoreUnavailable``."""
+        False where the dedup mark says we already have it. ``kind``: written on each
+        delivery record (``note``). Raises ``StoreUnavailable``."""
         if not events:
             return []
         now = time.time()
@@ -248,6 +251,8 @@ class Intake:
                 keys.arq_job(event_id),
             ]
             a += [event_id, self._vault.seal(record, event_key), ev.conversation_id]
+        if kind:
+            a.append(kind)
         result = await self._coalescer.call(self._intake, k, a)
         return [bool(x) for x in result]
 

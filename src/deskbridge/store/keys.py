@@ -49,6 +49,7 @@ __all__ = [
     "lane",
     "lane_lock",
     "ours",
+    "parts",
     "pattern",
     "pending",
     "problems",
@@ -119,6 +120,13 @@ def desk_write(account: str, delivery_id: str) -> str:
     """A desk write of the delivery is (or was) in flight; its value is the attempt count
     when it went out. Outside ``dlv:`` so delivery scans and purges never meet it."""
     return f"{_a(account)}:deskwrite:{delivery_id}"
+
+
+def parts(account: str, delivery_id: str) -> str:
+    """Hash: the parts of a multi-part send the channel accepted (``<n>`` → platform id),
+    and ``<n>:unknown`` for a part whose last call had an unknown outcome. Lives and dies
+    with the delivery record."""
+    return f"{_a(account)}:dlv:{delivery_id}:parts"
 
 
 def pending(account: str) -> str:

@@ -86,6 +86,8 @@ class DeliveryFilter:
     error: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+    kind: str | None = None
+    """``note`` (deskbridge's internal notes) or ``event`` (everything else)."""
 
     def matches(self, d: Delivery) -> bool:
         created = int(d.created_at.timestamp() * 1000)
@@ -101,6 +103,7 @@ class DeliveryFilter:
             and (self.conversation is None or d.conversation_id == self.conversation)
             and (self.since_ms is None or created >= self.since_ms)
             and (self.until_ms is None or created < self.until_ms)
+            and (self.kind is None or (d.kind or "event") == self.kind)
         )
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "INTAKE",
     "PARSE_FAILED",
     "PURGE",
+    "REHOLD",
     "RELEASE",
     "REPLAY",
     "REQUEUE",
@@ -38,7 +39,8 @@ end
 # KEYS: pending, queue, raw, deliveries index, raw index, then per event: dedup, event,
 #       delivery, lane, job
 # ARGV: now_ms, raw_blob, raw_ttl_s, dedup_ttl_s, job_expiry_ms, fn, account, n,
-#       direction, channel, desk, then per event: id, event_blob, conversation_id
+#       direction, channel, desk, then per event: id, event_blob, conversation_id, then
+#       optionally the deliveries' kind (``note``)
 # The event's first delivery shares its id. The raw index's member is the raw id, the last
 # segment of the raw key (no extra argument on the ack path); entries past the raw
 # retention are trimmed as new ones come. Returns one integer per event: 1 stored,
@@ -49,6 +51,8 @@ INTAKE = (
 local now, expiry, fn, account = ARGV[1], ARGV[5], ARGV[6], ARGV[7]
 local n = tonumber(ARGV[8])
 local direction, channel, desk = ARGV[9], ARGV[10], ARGV[11]
+-- optional, after the events' arguments: the kind of delivery (``note``)
+local kind = ARGV[12 + n * 3]
 local out = {}
 local any = false
 for i = 0, n - 1 do
@@ -62,6 +66,7 @@ for i = 0, n - 1 do
     redis.call('HSET', KEYS[k + 3], 'id', id, 'account', account, 'direction', direction,
       'channel', channel, 'desk', desk, 'conversation_id', ARGV[a + 3], 'event_id', id,
       'state', 'pending', 'attempts', 0, 'created_at', now, 'updated_at', now)
+    if kind and kind ~= '' then redis.call('HSET', KEYS[k + 3], 'kind', kind) end
     redis.call('ZADD', KEYS[1], now, id)
     redis.call('ZADD', KEYS[4], now, id)
     if redis.call('RPUSH', KEYS[k + 4], id) == 1 then
@@ -123,6 +128,7 @@ if current == 'pending' then
   if retention > 0 then
     redis.call('EXPIRE', KEYS[1], retention)
     redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+    redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
     redis.call('EXPIRE', KEYS[6], retention)
     redis.call('ZADD', KEYS[7], now + retention * 1000, id)
   end
@@ -192,8 +198,10 @@ return 1
 # An operator's replay of a dead letter: pending again with a fresh retry budget, back in
 # its conversation's lane at its arrival place (lane members sort by id, ids by creation
 # time), its job enqueued when it heads the lane. Anything not dead is left alone, so a
-# replay is idempotent. A lane head already in flight finishes first; FINISH then hands
-# the lane on by value, so the replayed delivery runs next.
+# replay is idempotent. Its parts are kept (a replay resumes after the last accepted
+# part); its rate-limited wait starts again from zero. A lane head already in flight
+# finishes first; FINISH then hands the lane on by value, so the replayed delivery runs
+# next.
 # KEYS: delivery, pending, dead, lane, queue, job ; ARGV: now_ms, job_expiry_ms, fn,
 #       account, delivery_id, who
 # Returns 'replayed', the state it was left in, 'parse_failed' or 'missing'.
@@ -208,7 +216,7 @@ if redis.call('HGET', KEYS[1], 'reason') == 'parse_failed' then return 'parse_fa
 redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'updated_at', now,
   'replayed_at', now, 'replayed_by', ARGV[6])
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
-redis.call('HDEL', KEYS[1], 'reason')
+redis.call('HDEL', KEYS[1], 'reason', 'rate_limited_ms')
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZADD', KEYS[2], now, id)
 if not redis.call('LPOS', KEYS[4], id) then
@@ -251,6 +259,7 @@ redis.call('ZREM', KEYS[9], id)
 if retention > 0 then
   redis.call('EXPIRE', KEYS[1], retention)
   redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+  redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
   redis.call('EXPIRE', KEYS[6], retention)
   redis.call('EXPIRE', KEYS[8], retention)
   redis.call('ZADD', KEYS[7], now + retention * 1000, id)
@@ -263,7 +272,8 @@ return 'discarded'
 """
 )
 
-# Delete one delivery and everything kept with it (retention of dead letters, erasure).
+# Delete one delivery and everything kept with it (retention of dead letters, erasure);
+# its parts (``<delivery>:parts``) too.
 # KEYS: delivery, attempts, event, raw, dead, deliveries index, expiring, unparsed,
 #       pending, lane, queue, job
 # ARGV: delivery_id, required state ('' = any)
@@ -273,9 +283,54 @@ PURGE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[2] ~= '' and state ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[12])
+redis.call('DEL', KEYS[1] .. ':parts')
 for i = 5, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 redis.call('ZREM', KEYS[11], ARGV[1])
 redis.call('LREM', KEYS[10], 0, ARGV[1])
 if state then return 1 end
 return 0
+"""
+
+# A reply the channel accepted and later reported undeliverable because its reply window
+# was closed (WhatsApp 131047 in a status webhook) goes back into its lane at its arrival
+# place, kept without expiry, its channel status cleared so the statuses of the resend
+# count. At the lane's head it is held (until the customer writes); behind another
+# delivery it is pending and goes when its turn comes (a held delivery it went in front
+# of becomes pending behind it): a lane is only ever blocked by its head.
+# KEYS: delivery, lane, event, expiring, pending ; ARGV: now_ms, delivery_id, delivery
+#       key prefix
+# Returns 'held', 'pending', or false when it was not a delivered reply.
+REHOLD = """
+local now, id = ARGV[1], ARGV[2]
+if redis.call('HGET', KEYS[1], 'state') ~= 'delivered' then return false end
+redis.call('HDEL', KEYS[1], 'reason', 'channel_status', 'channel_status_at', 'channel_error')
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[1] .. ':attempts')
+-- the channel did not deliver it: every part goes again when it is released
+redis.call('DEL', KEYS[1] .. ':parts')
+redis.call('PERSIST', KEYS[3])
+redis.call('ZREM', KEYS[4], id)
+if not redis.call('LPOS', KEYS[2], id) then
+  local placed = false
+  for _, other in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if other > id then
+      redis.call('LINSERT', KEYS[2], 'BEFORE', other, id)
+      placed = true
+      break
+    end
+  end
+  if not placed then redis.call('RPUSH', KEYS[2], id) end
+end
+if redis.call('LINDEX', KEYS[2], 0) ~= id then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'updated_at', now)
+  redis.call('ZADD', KEYS[5], now, id)
+  return 'pending'
+end
+redis.call('HSET', KEYS[1], 'state', 'held', 'updated_at', now)
+local second = redis.call('LINDEX', KEYS[2], 1)
+if second and redis.call('HGET', ARGV[3] .. second, 'state') == 'held' then
+  redis.call('HSET', ARGV[3] .. second, 'state', 'pending', 'updated_at', now)
+  redis.call('ZADD', KEYS[5], now, second)
+end
+return 'held'
 """

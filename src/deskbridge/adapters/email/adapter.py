@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from email.message import EmailMessage
 from typing import ClassVar
 
+from deskbridge.adapters.base import Progress, send_parts
 from deskbridge.adapters.capabilities import AuthenticatesSender, FilesFromRequest
 from deskbridge.adapters.email import webhooks
 from deskbridge.adapters.email.compose import Thread, compose_reply, reply_subject
@@ -128,10 +129,17 @@ class EmailAdapter(AuthenticatesSender, FilesFromRequest):
         )
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
-        """One mail: threaded under the customer's last message, Reply-To and subject
-        carrying the ticket token, our Message-ID carrying it too."""
+        """One mail (one part): threaded under the customer's last message, Reply-To and
+        subject carrying the ticket token, our Message-ID carrying it too. The Message-ID
+        is the same for every attempt at the same reply, so a mail sent again after an
+        unknown outcome (SMTP has no idempotency key; counted) is recognisably the same
+        mail to the customer's mail client."""
         token = to.thread
         ctx = to.context
         recipient = ctx.get("to")
@@ -140,7 +148,8 @@ class EmailAdapter(AuthenticatesSender, FilesFromRequest):
         subject = reply_subject(ctx.get("subject", ""))
         if f"[#{token}]" not in subject:
             subject = f"{subject} [#{token}]"
-        message_id = message_id_for(token, uuid.uuid4().hex[:16], self._domain)
+        unique = hashlib.sha256(f"{self.account}\x1f{reply.dedup_key}".encode()).hexdigest()
+        message_id = message_id_for(token, unique[:16], self._domain)
         msg = compose_reply(
             reply,
             sender=self._config.address,
@@ -156,8 +165,12 @@ class EmailAdapter(AuthenticatesSender, FilesFromRequest):
             files=files,
             message_id=message_id,
         )
-        await self._deliver(msg)
-        return SendReceipt(external_ids=(message_id,))
+
+        async def deliver() -> str:
+            await self._deliver(msg)
+            return message_id
+
+        return SendReceipt(external_ids=await send_parts(progress, [deliver]))
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         raise PermanentError("email has no reply window")

@@ -25,6 +25,14 @@ class SmtpServer:
     timeout: float = 30.0
 
 
+# failures before a session existed: the mail cannot have been taken
+_NOT_SENT = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPConnectTimeoutError,
+    ConnectionRefusedError,
+)
+
+
 def _classify(code: int, what: str) -> RetryableError | PermanentError:
     # the server's text can quote addresses: keep only the code
     if 400 <= code < 500:
@@ -53,5 +61,8 @@ async def send_mail(msg: EmailMessage, server: SmtpServer) -> None:
         raise _classify(max(codes) if all(400 <= c < 500 for c in codes) else 550, what) from None
     except aiosmtplib.SMTPResponseException as exc:
         raise _classify(exc.code, what) from None
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+    except _NOT_SENT as exc:
         raise RetryableError(f"{what}: {type(exc).__name__}") from None
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        # dropped or timed out once connected: the server may have taken the mail
+        raise RetryableError(f"{what}: {type(exc).__name__}", outcome="unknown") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -17,7 +18,14 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import Handshake, MediaLinks, TokenCache
+from deskbridge.adapters.base import (
+    Handshake,
+    MediaLinks,
+    MemoryProgress,
+    Progress,
+    TokenCache,
+    send_part,
+)
 from deskbridge.adapters.capabilities import LooksUpDisplayNames, RegistersWebhook, ReportsHealth
 from deskbridge.adapters.line.api import (
     INVALID_REPLY_TOKEN,
@@ -45,6 +53,9 @@ from deskbridge.schemas import (
 __all__ = ["MAX_MESSAGES", "SIGNATURE_HEADER", "TEXT_LIMIT", "LineAdapter", "retry_key"]
 
 _LINK_TTL = 30 * 86400.0
+_ACCEPTED = "accepted:"
+"""Stands for a batch LINE accepted without naming its messages (a 409 to a repeated
+retry key names only the request that was accepted)."""
 _VIDEO_MAX_BYTES = 200 * 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -160,7 +171,11 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
     # --- outbound -----------------------------------------------------------------------
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload] = (),
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send the text (split at 5000 characters) and the attachments (images and m4a
         audio as media by URL, anything else as a link) in requests of at most five
@@ -168,40 +183,61 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
         ``to.reply_token`` is at most ``reply_window_seconds`` old; the rest, and
         everything when LINE refuses the token, by push with a stable retry key.
 
-        ``used_reply_token`` is True whenever the token was tried: spent, refused, or
-        unknown after a timeout. After such a timeout the reply may in fact have been
-        delivered; the messages then go by push as well and the customer sees them twice,
-        which beats losing them.
+        Parts are the requests (batches of up to five messages); ``progress`` keeps the
+        accepted ones and a retry resumes at the first batch not accepted. A push is
+        repeated with the same ``X-Line-Retry-Key``, and LINE's 409 to a repeated key
+        counts as accepted: pushed batches never reach the customer twice. A reply whose
+        outcome is unknown (timeout, dropped connection, 5xx) has no such key: its batch
+        then goes by push, and that possible second copy is counted (``resending``).
 
-        Not atomic: a failure after some requests went through raises, and the retry sends
-        the whole reply again. Pushed batches are not repeated (LINE answers 409 to a
-        repeated retry key, taken as success); a batch sent by reply may be.
+        ``used_reply_token`` is True whenever the token was tried: spent, refused, or
+        unknown after a timeout.
         """
         messages = self._messages(reply)
         if not messages:
             return SendReceipt(external_ids=())
+        progress = progress if progress is not None else MemoryProgress()
         batches = [messages[i : i + MAX_MESSAGES] for i in range(0, len(messages), MAX_MESSAGES)]
-        ids: list[str] = []
         used_token = False
-        first_push = 0
-        if to.reply_token and self._reply_open(to):
+        if to.reply_token and self._reply_open(to) and progress.accepted(0) is None:
             used_token = True
-            try:
-                ids += await self._reply(to.reply_token, batches[0])
-                first_push = 1
-            except _InvalidReplyToken:
-                log.info("line account %s: reply token refused, pushing instead", self.account)
-            except OutcomeUnknown as exc:
-                log.info("line account %s: %s, pushing instead", self.account, exc)
-        pushed = 0
-        for index in range(first_push, len(batches)):
+            await self._try_reply(progress, to.reply_token, batches[0])
+        pushed: list[int] = []
+
+        async def push(index: int) -> str:
             key = retry_key(self.account, reply.dedup_key, index)
             sent, count = await self._push(to.thread, batches[index], key)
-            ids += sent
-            pushed += count
+            pushed.append(count)
+            return sent
+
+        for index in range(len(batches)):
+            await send_part(progress, index, functools.partial(push, index), keyed=True)
+        ids = [
+            i
+            for index in range(len(batches))
+            for i in (progress.accepted(index) or "").split()
+            if not i.startswith(_ACCEPTED)
+        ]
         return SendReceipt(
-            external_ids=tuple(ids), used_reply_token=used_token, quota_messages=pushed
+            external_ids=tuple(ids), used_reply_token=used_token, quota_messages=sum(pushed)
         )
+
+    async def _try_reply(self, progress: Progress, token: str, batch: list[dict[str, Any]]) -> None:
+        """Send batch 0 by reply. A refused token, or a timeout or dropped connection,
+        leaves the batch to push; after an unknown outcome (now, or a 5xx in an earlier
+        attempt) that push may be a second copy, and is counted. Other failures raise."""
+        call = functools.partial(self._reply, token, batch)
+        earlier = progress.uncertain(0)
+        try:
+            await send_part(progress, 0, call, keyed=True)
+        except _InvalidReplyToken:
+            log.info("line account %s: reply token refused, pushing instead", self.account)
+            await progress.not_applied(0)
+            if earlier:
+                await progress.resending(0)
+        except OutcomeUnknown as exc:
+            log.info("line account %s: %s, pushing instead", self.account, exc)
+            await progress.resending(0)
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Always raises: push reaches a follower at any time, so nothing is ever held."""
@@ -325,7 +361,7 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
             messages.append(_media_message(attachment, url, self._links.video_preview_url()))
         return messages
 
-    async def _reply(self, token: str, batch: list[dict[str, Any]]) -> list[str]:
+    async def _reply(self, token: str, batch: list[dict[str, Any]]) -> str:
         what = "line reply"
         response = await self._api.call(
             "POST",
@@ -338,12 +374,13 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
             if message.lower() == INVALID_REPLY_TOKEN.lower():
                 raise _InvalidReplyToken
         raise_for_status(response, what=what)
-        return _sent_ids(response)
+        return " ".join(_sent_ids(response)) or _ACCEPTED
 
-    async def _push(
-        self, thread: str, batch: list[dict[str, Any]], key: str
-    ) -> tuple[list[str], int]:
-        """Ids LINE gave the batch's messages and how many count against the quota."""
+    async def _push(self, thread: str, batch: list[dict[str, Any]], key: str) -> tuple[str, int]:
+        """The ids LINE gave the batch's messages (space-separated) and how many count
+        against the quota. A 409 means an earlier request with this retry key was
+        accepted: the batch is sent, and LINE names that request in
+        ``x-line-accepted-request-id``."""
         what = "line push"
         response = await self._api.call(
             "POST",
@@ -353,10 +390,11 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
             headers={"X-Line-Retry-Key": key},
         )
         if response.status_code == 409:
-            return [], 0  # an earlier attempt with this retry key was accepted
+            accepted = response.headers.get("x-line-accepted-request-id", "")
+            return " ".join(_sent_ids(response)) or f"{_ACCEPTED}{accepted}", 0
         raise_for_status(response, what=what)
         self.push_count += len(batch)
-        return _sent_ids(response), len(batch)
+        return " ".join(_sent_ids(response)) or _ACCEPTED, len(batch)
 
 
 def _media_message(attachment: Attachment, url: str, preview: str) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class LineApi:
             )
         except _MAYBE_SENT as exc:
             # `from None` here and below: the httpx error carries the Authorization header.
-            raise OutcomeUnknown(f"{what}: {type(exc).__name__}") from None
+            raise OutcomeUnknown(f"{what}: {type(exc).__name__}", outcome="unknown") from None
         except httpx.HTTPError as exc:
             raise transport_error(exc, what=what) from None
         if response.status_code == 401:

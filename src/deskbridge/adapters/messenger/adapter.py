@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 import time
@@ -13,7 +14,7 @@ from urllib.parse import unquote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.base import MediaLinks, Progress, send_parts
 from deskbridge.adapters.capabilities import ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
@@ -91,7 +92,11 @@ class MessengerAdapter(ReportsHealth):
         return {"credentials_valid": 1.0}
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload] = (),
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send the text (split under 2000 characters) and then each attachment by URL,
         one message each. Inside 24 hours of the customer's last message it is a
@@ -99,8 +104,9 @@ class MessengerAdapter(ReportsHealth):
         else raises ``PermanentError`` before any call. Empty text and no attachments
         sends nothing.
 
-        Not atomic: a failure after some messages went out raises, and the pipeline's retry
-        sends the whole reply again, so the customer may see the first parts twice.
+        Parts: the text chunks, then the attachments; ``progress`` keeps the accepted ones
+        and a retry resumes at the first part not accepted. The Send API has no idempotency
+        key: a part whose call ended with an unknown outcome is sent again.
         """
         text = reply.text.strip()
         if not text and not reply.attachments:
@@ -117,11 +123,13 @@ class MessengerAdapter(ReportsHealth):
                     }
                 }
             )
-        ids = [
-            await self._post({"recipient": {"id": to.thread}, **window, "message": message})
+        calls = [
+            functools.partial(
+                self._post, {"recipient": {"id": to.thread}, **window, "message": message}
+            )
             for message in messages
         ]
-        return SendReceipt(external_ids=tuple(ids))
+        return SendReceipt(external_ids=await send_parts(progress, calls))
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Always raises: past 7 days there is nothing a Page may send, and ``send`` never

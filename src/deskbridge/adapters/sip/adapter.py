@@ -14,13 +14,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal
 
-from deskbridge.adapters.base import MediaLinks
+from deskbridge.adapters.base import MediaLinks, Progress, send_parts
 from deskbridge.adapters.sip.client import Endpoint, open_endpoint, send_request
 from deskbridge.adapters.sip.digest import authorization, parse_challenge
 from deskbridge.adapters.sip.message import Headers, Request, Response
@@ -173,8 +174,16 @@ class SipAdapter:
         return text
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload]
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload],
+        progress: Progress | None = None,
     ) -> SendReceipt:
+        """The text as MESSAGE requests (RFC 3428), one per segment of at most 1300 bytes
+        on UDP. Parts are the segments; ``progress`` keeps the accepted ones (2xx) and a
+        retry resumes at the first segment not accepted. SIP has no idempotency key across
+        transactions: a segment whose transaction timed out (Timer F) is sent again."""
         text = self._text(reply).strip()
         if not text:
             raise PermanentError("nothing to send: the reply has no text")
@@ -183,7 +192,6 @@ class SipAdapter:
         dest, transport = self._next_hop(to, target)
         if transport not in ("udp", "tcp", "tls"):
             transport = "udp"
-        ids: list[str] = []
         parts = self._parts(text, target, sender, transport)
         # every request of this reply goes over one socket or connection: a challenge's
         # retry must come from where the challenge went (see client.UdpEndpoint)
@@ -202,26 +210,30 @@ class SipAdapter:
                 raise RetryableError(
                     f"cannot reach the SIP next hop: {exc.strerror or type(exc).__name__}"
                 ) from None
+
+        async def segment(i: int, part: str) -> str:
+            seed = f"{self.account}\x1f{reply.dedup_key}\x1f{i}".encode()
+            call_id = hashlib.sha256(seed).hexdigest()[:32] + "@deskbridge"
+            from_tag = hashlib.sha256(seed + b"tag").hexdigest()[:16]
+            await self._send_one(
+                target,
+                sender,
+                from_tag,
+                call_id,
+                part,
+                dest,
+                transport,  # type: ignore[arg-type]
+                endpoint,
+            )
+            return call_id
+
         try:
-            for i, part in enumerate(parts):
-                seed = f"{self.account}\x1f{reply.dedup_key}\x1f{i}".encode()
-                call_id = hashlib.sha256(seed).hexdigest()[:32] + "@deskbridge"
-                from_tag = hashlib.sha256(seed + b"tag").hexdigest()[:16]
-                await self._send_one(
-                    target,
-                    sender,
-                    from_tag,
-                    call_id,
-                    part,
-                    dest,
-                    transport,  # type: ignore[arg-type]
-                    endpoint,
-                )
-                ids.append(call_id)
+            calls = [functools.partial(segment, i, part) for i, part in enumerate(parts)]
+            ids = await send_parts(progress, calls)
         finally:
             if endpoint is not None:
                 await endpoint.aclose()
-        return SendReceipt(external_ids=tuple(ids))
+        return SendReceipt(external_ids=ids)
 
     async def _send_one(
         self,
@@ -279,7 +291,10 @@ class SipAdapter:
                     endpoint=endpoint,
                 )
             except TimeoutError:
-                raise RetryableError("no answer from the SIP next hop (Timer F)") from None
+                # the request went out: the next hop may have taken it and lost the answer
+                raise RetryableError(
+                    "no answer from the SIP next hop (Timer F)", outcome="unknown"
+                ) from None
             except OSError as exc:
                 raise RetryableError(
                     f"cannot reach the SIP next hop: {exc.strerror or type(exc).__name__}"
@@ -325,6 +340,11 @@ class SipAdapter:
         what = f"SIP {resp.status} {resp.reason[:80]}"
         if resp.status in (401, 407):
             return PermanentError(f"{what}: the credentials were refused", status=resp.status)
-        if resp.status in (408, 480) or 500 <= resp.status < 600:
+        if resp.status in (408, 504):
+            # a proxy gave up waiting for the next hop, which may have taken the request
+            return RetryableError(
+                what, status=resp.status, retry_after=_retry_after(resp), outcome="unknown"
+            )
+        if resp.status == 480 or 500 <= resp.status < 600:
             return RetryableError(what, status=resp.status, retry_after=_retry_after(resp))
         return PermanentError(what, status=resp.status)

@@ -6,16 +6,19 @@ Timer F (64*T1) bounds the whole wait; ``TimeoutError`` when it fires. The calle
 the request once the local address is known (``build(host, port, transport)``), since
 our Via must name the address responses come back to. Requests that belong together (a
 challenged request and its retry with credentials, the parts of one long text) can share
-one socket or connection opened with ``open_endpoint``.
+one socket or connection opened with ``open_endpoint``. A UDP socket is not connected:
+responses are matched by transaction (Via branch and CSeq method), whatever address they
+come from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from deskbridge.adapters.sip.message import Request, Response, SipParseError, frame, parse
 from deskbridge.adapters.sip.transaction import Timers
@@ -29,14 +32,20 @@ MAX_RESPONSE = 64 * 1024
 
 
 class _Udp(asyncio.DatagramProtocol):
+    """An unconnected socket: responses are matched to the client transaction by its Via
+    branch and CSeq method (RFC 3261 §17.1.3), whatever address or port they come from
+    (pooled SBCs answer from another one; a connected socket would drop those)."""
+
     def __init__(self) -> None:
         self.branch = ""
+        self.method = ""
         self.final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.provisional = asyncio.Event()
 
-    def expect(self, branch: str) -> None:
+    def expect(self, branch: str, method: str) -> None:
         """A new client transaction on this socket: only its responses count now."""
         self.branch = branch
+        self.method = method
         self.final = asyncio.get_running_loop().create_future()
         self.provisional = asyncio.Event()
 
@@ -48,7 +57,7 @@ class _Udp(asyncio.DatagramProtocol):
         if not isinstance(msg, Response):
             return
         try:
-            if msg.top_via().branch != self.branch:
+            if msg.top_via().branch != self.branch or msg.cseq[1] != self.method:
                 return  # a stray response for another transaction
         except (ValueError, IndexError):
             return
@@ -73,11 +82,17 @@ class UdpEndpoint:
     challenged request from the address the challenge went to."""
 
     def __init__(
-        self, transport: asyncio.DatagramTransport, protocol: _Udp, dest: tuple[str, int]
+        self,
+        transport: asyncio.DatagramTransport,
+        protocol: _Udp,
+        dest: tuple[str, int],
+        addr: tuple[str, int],
     ) -> None:
         self.transport = transport
         self.protocol = protocol
         self.dest = dest
+        self.addr = addr
+        """``dest`` resolved: where requests are sent (responses may come from anywhere)."""
 
     async def aclose(self) -> None:
         self.transport.close()
@@ -123,8 +138,14 @@ async def open_endpoint(
     ``OSError`` or ``TimeoutError``."""
     loop = asyncio.get_running_loop()
     if transport == "udp":
-        sock, proto = await loop.create_datagram_endpoint(_Udp, remote_addr=dest)
-        return UdpEndpoint(sock, proto, dest)
+        infos = await loop.getaddrinfo(dest[0], dest[1], type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve the SIP next hop {dest[0]}")
+        family, _, _, _, addr = infos[0]
+        sock, proto = await loop.create_datagram_endpoint(
+            _Udp, local_addr=(_source_ip(family, addr), 0), family=family
+        )
+        return UdpEndpoint(sock, proto, dest, (str(addr[0]), int(addr[1])))
     async with asyncio.timeout(timers.timeout):
         reader, writer = await asyncio.open_connection(
             dest[0], dest[1], ssl=tls if transport == "tls" else None
@@ -132,17 +153,25 @@ async def open_endpoint(
     return StreamEndpoint(reader, writer, dest, "TLS" if transport == "tls" else "TCP")
 
 
+def _source_ip(family: int, addr: tuple[Any, ...]) -> str:
+    # the local address the kernel routes towards `addr`, for our Via: connecting a UDP
+    # socket sends nothing; the socket that sends stays unconnected
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(addr)
+        return str(probe.getsockname()[0])
+
+
 async def _udp(build: Builder, timers: Timers, ep: UdpEndpoint) -> Response:
     loop = asyncio.get_running_loop()
     transport, proto = ep.transport, ep.protocol
     host, port = transport.get_extra_info("sockname")[:2]
     req = build(str(host), int(port), "UDP")
-    proto.expect(req.top_via().branch)
+    proto.expect(req.top_via().branch, req.method)
     data = req.encode()
     deadline = loop.time() + timers.timeout
     interval = timers.t1
     while True:
-        transport.sendto(data)
+        transport.sendto(data, ep.addr)
         wait = min(interval, deadline - loop.time())
         if wait <= 0:
             raise TimeoutError("no final response before Timer F")

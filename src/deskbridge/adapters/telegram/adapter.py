@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import mimetypes
@@ -13,7 +14,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deskbridge.adapters.base import Handshake
+from deskbridge.adapters.base import Handshake, Part, Progress, send_parts
 from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
 from deskbridge.adapters.telegram.parse import parse
 from deskbridge.adapters.telegram.send import (
@@ -120,39 +121,47 @@ class TelegramAdapter(ReportsHealth, RegistersWebhook):
         return Upload(filename=name, mime_type=mime, data=data)
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload] = (),
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send text (split at 4096 UTF-16 units) and files; the text rides as the first
         file's caption when it fits in 1024. Empty text and no files sends nothing.
 
-        Not atomic: a failure after some messages went out raises, and the pipeline's retry
-        sends the whole reply again, so the customer may see the first parts twice.
+        Parts: the text chunks, then the files, one message each; ``progress`` keeps the
+        accepted ones, so a retry resumes at the first part not accepted. The Bot API has
+        no idempotency key: a part whose call ended with an unknown outcome is sent again.
         """
         chat_id = _chat_id(to.thread)
         text = reply.text.strip()
         reply_parameters = _reply_parameters(to.reply_to)
         caption = text if files and text and utf16_len(text) <= CAPTION_LIMIT else None
-        ids: list[str] = []
+        calls: list[Part] = []
 
-        if text and caption is None:
-            for chunk in split_text(text, TEXT_LIMIT):
-                payload: dict[str, Any] = {"chat_id": chat_id, "text": chunk}
-                if reply_parameters and not ids:
-                    payload["reply_parameters"] = reply_parameters
-                ids.append(_message_id(await self._api.call("sendMessage", payload), "sendMessage"))
+        async def message(chunk: str, first: bool) -> str:
+            payload: dict[str, Any] = {"chat_id": chat_id, "text": chunk}
+            if reply_parameters and first:
+                payload["reply_parameters"] = reply_parameters
+            return _message_id(await self._api.call("sendMessage", payload), "sendMessage")
 
-        for i, file in enumerate(files):
+        async def upload(i: int, file: Upload, first: bool) -> str:
             photo = file.mime_type in _PHOTO_TYPES and len(file.data) <= _PHOTO_MAX_BYTES
             method, field = ("sendPhoto", "photo") if photo else ("sendDocument", "document")
             fields = {"chat_id": str(chat_id)}
             if caption and i == 0:
                 fields["caption"] = caption
-            if reply_parameters and not ids:
+            if reply_parameters and first:
                 fields["reply_parameters"] = json.dumps(reply_parameters)
-            result = await self._api.upload(method, fields, field, file)
-            ids.append(_message_id(result, method))
+            return _message_id(await self._api.upload(method, fields, field, file), method)
 
-        return SendReceipt(external_ids=tuple(ids))
+        if text and caption is None:
+            for chunk in split_text(text, TEXT_LIMIT):
+                calls.append(functools.partial(message, chunk, not calls))
+        for i, file in enumerate(files):
+            calls.append(functools.partial(upload, i, file, not calls))
+        return SendReceipt(external_ids=await send_parts(progress, calls))
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Telegram has no reply window, so nothing ever needs re-engaging."""

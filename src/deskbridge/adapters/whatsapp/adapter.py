@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import mimetypes
 import re
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from deskbridge.adapters.base import MemoryProgress, Progress, send_parts
 from deskbridge.adapters.capabilities import ReportsHealth
 from deskbridge.adapters.text import split_text, utf16_len
 from deskbridge.adapters.whatsapp.api import CloudApi
@@ -79,7 +81,11 @@ class WhatsAppAdapter(ReportsHealth):
         return {"credentials_valid": 1.0}
 
     async def send(
-        self, reply: AgentReply, to: ChannelAddress, files: Sequence[Upload] = ()
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload] = (),
+        progress: Progress | None = None,
     ) -> SendReceipt:
         """Send text (split at 4096) and files; the text rides as the first file's caption
         when it fits in 1024 and that file takes one (audio does not). ``to.reply_to``
@@ -87,10 +93,13 @@ class WhatsAppAdapter(ReportsHealth):
 
         Raises ``WindowClosed`` before any call when the customer last wrote more than 24
         hours ago (or never), ``PermanentError`` for a file over 100 MB before uploading.
-        Not atomic: a failure after some messages went out raises, and the retry sends the
-        whole reply again. Every file is uploaded before anything is sent.
+        Parts: the text chunks, then the files; ``progress`` keeps the accepted ones and a
+        retry resumes at the first part not accepted. Every file not yet sent is uploaded
+        before anything is sent. The Cloud API has no idempotency key: a part whose call
+        ended with an unknown outcome is sent again.
         """
         self._check_window(to)
+        progress = progress if progress is not None else MemoryProgress()
         recipient = _recipient(to.thread)
         text = reply.text.strip()
         kinds = [_kind(file) for file in files]
@@ -99,32 +108,45 @@ class WhatsAppAdapter(ReportsHealth):
             if files and text and kinds[0] != "audio" and utf16_len(text) <= CAPTION_LIMIT
             else None
         )
-        media_ids = [await self._api.upload(file) for file in files]
-        ids: list[str] = []
+        chunks = split_text(text, TEXT_LIMIT) if text and caption is None else []
+        media_ids = {
+            i: await self._api.upload(file)
+            for i, file in enumerate(files)
+            if progress.accepted(len(chunks) + i) is None
+        }
 
-        def envelope(kind: str) -> dict[str, Any]:
+        def envelope(kind: str, first: bool) -> dict[str, Any]:
             body: dict[str, Any] = {
                 "messaging_product": "whatsapp",
                 "recipient_type": "individual",
                 **recipient,
                 "type": kind,
             }
-            if to.reply_to and not ids:
+            if to.reply_to and first:
                 body["context"] = {"message_id": to.reply_to}
             return body
 
-        if text and caption is None:
-            for chunk in split_text(text, TEXT_LIMIT):
-                body = envelope("text") | {"text": {"body": chunk, "preview_url": False}}
-                ids.append(await self._api.send(body))
-        for i, (file, kind, media_id) in enumerate(zip(files, kinds, media_ids, strict=True)):
-            media: dict[str, Any] = {"id": media_id}
+        bodies: list[dict[str, Any] | None] = [
+            envelope("text", not n) | {"text": {"body": chunk, "preview_url": False}}
+            for n, chunk in enumerate(chunks)
+        ]
+        for i, (file, kind) in enumerate(zip(files, kinds, strict=True)):
+            if i not in media_ids:
+                bodies.append(None)  # sent by an earlier attempt
+                continue
+            media: dict[str, Any] = {"id": media_ids[i]}
             if i == 0 and caption is not None:
                 media["caption"] = caption
             if kind == "document":
                 media["filename"] = file.filename
-            ids.append(await self._api.send(envelope(kind) | {kind: media}))
-        return SendReceipt(external_ids=tuple(ids))
+            bodies.append(envelope(kind, not bodies) | {kind: media})
+        calls = [functools.partial(self._post, body) for body in bodies]
+        return SendReceipt(external_ids=await send_parts(progress, calls))
+
+    async def _post(self, body: dict[str, Any] | None) -> str:
+        if body is None:
+            raise PermanentError("whatsapp: a part sent earlier has no record")
+        return await self._api.send(body)
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Send the account's approved template, which WhatsApp delivers outside the

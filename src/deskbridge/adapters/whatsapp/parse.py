@@ -23,6 +23,7 @@ from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.meta import scrub
 from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
+from deskbridge.adapters.whatsapp.api import WINDOW_CLOSED
 from deskbridge.errors import ParseFailed
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
@@ -516,4 +517,5 @@ def _status(status: WaStatus, account: str) -> StatusUpdate | None:
         status=name,
         error_code=str(error.code) if error and error.code is not None else None,
         error=scrub(title) if title else None,
+        window_closed=name == "failed" and error is not None and error.code in WINDOW_CLOSED,
     )

@@ -117,6 +117,11 @@ class FilterBody(_In):
     until: str | None = Field(
         default=None, description="Created before (RFC 3339).", json_schema_extra=_WHEN
     )
+    kind: str | None = Field(
+        default=None,
+        description="note: the internal notes deskbridge writes for agents; event: the rest.",
+        json_schema_extra=_enum(["note", "event"]),
+    )
 
 
 class PageQuery(_In):
@@ -269,6 +274,11 @@ class DeliveryDetail(Delivery):
     """One delivery with every attempt (serialised without empty optional fields)."""
 
     attempt_log: list[Attempt]
+    parts_sent: dict[str, str] = Field(
+        default_factory=dict,
+        description="The parts of a multi-part send the channel accepted: part number → the"
+        " platform's id.",
+    )
 
 
 class LookupItem(Delivery):

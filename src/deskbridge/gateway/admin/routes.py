@@ -190,6 +190,7 @@ def _filter(rt: Runtime, f: FilterBody) -> tuple[list[str], DeliveryFilter]:
         error=f.error or None,
         since_ms=_time("since", f.since),
         until_ms=_time("until", f.until),
+        kind=_choice("kind", f.kind, ["note", "event"]),
     )
     return _accounts(rt, f.account), filt
 
@@ -249,7 +250,12 @@ async def show_route(request: web.Request, who: Principal) -> web.Response:
     if d is None:
         return _error(404, "not_found", f"no delivery {ident}")
     attempts = await rt.deliveries.attempts(d.account, d.id)
-    detail = DeliveryDetail(**dict(d), attempt_log=list(attempts))
+    parts = await rt.deliveries.parts(d.account, d.id)
+    detail = DeliveryDetail(
+        **dict(d),
+        attempt_log=list(attempts),
+        parts_sent={str(n): parts[n] for n in sorted(parts)},
+    )
     return _answer(detail, exclude_none=True)
 
 
