@@ -246,6 +246,30 @@ class ConversationStore:
         value = await self._redis.get(keys.ticket(account, desk, ticket_id))
         return value.decode() if value is not None else None
 
+    async def move_thread(self, account: str, old_id: str, new_id: str, new_thread: str) -> bool:
+        """The channel moved a conversation to another thread (a Telegram group that became
+        a supergroup): the old conversation now answers on ``new_thread``, and the new
+        thread's conversation joins the old one's contact and ticket unless it already has
+        a ticket of its own. Idempotent; False when the old conversation is unknown."""
+        old_key = keys.conversation(account, old_id)
+        h = await self._typed.hgetall(old_key)
+        if b"thread" not in h:
+            return False
+        new_key = keys.conversation(account, new_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(old_key, "thread", self._vault.seal(new_thread.encode(), old_key + "#thread"))  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "channel", h[b"channel"])
+        pipe.hsetnx(new_key, "thread", self._vault.seal(new_thread.encode(), new_key + "#thread"))  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "contact_id", h[b"contact_id"])
+        pipe.hsetnx(new_key, "created_at", str(int(time.time() * 1000)))
+        pipe.sadd(keys.contact_conversations(account, h[b"contact_id"].decode()), new_id)
+        # hsetnx: a ticket the new thread already opened (its message won the race) stays
+        for name in (b"ticket_id", b"comment_count", b"desk"):
+            if name in h:
+                pipe.hsetnx(new_key, name.decode(), h[name])
+        await pipe.execute()
+        return True
+
     # contacts -------------------------------------------------------------------------
 
     async def contact(

@@ -300,6 +300,14 @@ def _message(ev: Event, source: Source, thread: str, account: str) -> Message:
     )
 
 
+def _edited(ev: Event, source: Source, thread: str, account: str) -> Message:
+    """``messageEdited``: the new content of a message already received (same message
+    id), filed as an edit of it like Telegram's. Edits may arrive out of order; each is
+    filed with its own time, and the latest time is the message as it now reads."""
+    msg = _message(ev, source, thread, account)
+    return msg.model_copy(update={"edit_of": msg.external_id})
+
+
 def _media(content: MediaContent, kind: AttachmentKind) -> tuple[Attachment, str | None]:
     """Content LINE hosts is fetched by message id. An external provider's (a LINE app
     integration) is only a URL we keep: the agent gets it as a link."""
@@ -372,6 +380,7 @@ def _channel_event(ev: Event, source: Source, thread: str, account: str) -> Chan
 
 _HANDLERS: Mapping[str, Callable[[Event, Source, str, str], InboundEvent]] = {
     "message": _message,
+    "messageEdited": _edited,
     "postback": _postback,
     "unsend": _unsend,
     **dict.fromkeys(_CHANNEL_EVENTS, _channel_event),
