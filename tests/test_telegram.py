@@ -911,3 +911,19 @@ async def test_a_move_of_an_unknown_chat_changes_nothing(make_runtime: Any) -> N
     ids = [convs.conversation_id("acme", Channel.TELEGRAM, t) for t in ("-1", "-1002")]
     assert await convs.move_thread("acme", ids[0], ids[1], "-1002") is False
     assert await convs.get("acme", ids[1]) is None
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason"),
+    [
+        ("channel_post", "channel_post"),
+        ("callback_query", "not_a_message"),
+        ("new_chat_members", "service_message"),
+    ],
+)
+def test_an_update_not_filed_names_its_reason(scenario: str, reason: str) -> None:
+    from deskbridge.adapters.telegram.receiver import TelegramReceiver
+
+    parsed = TelegramReceiver(offline()).parse(request(fixture(scenario)))
+    assert (parsed.events, parsed.ignored) == ([], (reason,))
+    assert TelegramReceiver(offline()).parse(request(fixture("text"))).ignored == ()

@@ -256,17 +256,21 @@ class ConversationStore:
         if b"thread" not in h:
             return False
         new_key = keys.conversation(account, new_id)
+        d = {k.decode(): v for k, v in h.items()}
+        contact_id = d["contact_id"].decode()
+        sealed_old = self._vault.seal(new_thread.encode(), old_key + "#thread")
+        sealed_new = self._vault.seal(new_thread.encode(), new_key + "#thread")
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(old_key, "thread", self._vault.seal(new_thread.encode(), old_key + "#thread"))  # type: ignore[arg-type]  # redis-py takes bytes
-        pipe.hsetnx(new_key, "channel", h[b"channel"])
-        pipe.hsetnx(new_key, "thread", self._vault.seal(new_thread.encode(), new_key + "#thread"))  # type: ignore[arg-type]  # redis-py takes bytes
-        pipe.hsetnx(new_key, "contact_id", h[b"contact_id"])
+        pipe.hset(old_key, "thread", sealed_old)  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "channel", d["channel"].decode())
+        pipe.hsetnx(new_key, "thread", sealed_new)  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "contact_id", contact_id)
         pipe.hsetnx(new_key, "created_at", str(int(time.time() * 1000)))
-        pipe.sadd(keys.contact_conversations(account, h[b"contact_id"].decode()), new_id)
+        pipe.sadd(keys.contact_conversations(account, contact_id), new_id)
         # hsetnx: a ticket the new thread already opened (its message won the race) stays
-        for name in (b"ticket_id", b"comment_count", b"desk"):
-            if name in h:
-                pipe.hsetnx(new_key, name.decode(), h[name])
+        for name in ("ticket_id", "comment_count", "desk"):
+            if name in d:
+                pipe.hsetnx(new_key, name, d[name].decode())
         await pipe.execute()
         return True
 

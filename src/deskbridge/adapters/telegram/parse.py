@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
@@ -30,7 +31,7 @@ from deskbridge.schemas import (
     SharedContact,
 )
 
-__all__ = ["e164", "parse"]
+__all__ = ["e164", "parse", "parse_items"]
 
 _QUOTE_LIMIT = 200
 
@@ -266,10 +267,18 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it is
     one but not an Update we can read.
     """
+    return parse_items(body, account=account).events
+
+
+def parse_items(body: bytes, *, account: str) -> Parsed:
+    """Like :func:`parse`, with the named reason (``Parsed.ignored``) when the Update is
+    read and deliberately not filed: ``not_a_message`` (callback queries, reactions, chat
+    member changes, ...), ``channel_post``, ``not_a_person`` (no ``from``, a bot, a post
+    on behalf of a chat, an inaccessible message) or ``service_message`` (joins, pins)."""
     raw = load_object(body, what="telegram")
     try:
         update = Update.model_validate(raw)
-        events = _events(update, raw, account=account)
+        events, reason = _events(update, raw, account=account)
         if escapes_surrogates(body):
             for event in events:
                 event.model_dump_json()  # a lone surrogate cannot be stored
@@ -278,18 +287,32 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
         raise ParseFailed(f"telegram: not a readable Update ({exc.error_count()} errors)") from None
     except PydanticSerializationError:
         raise ParseFailed("telegram: Update text is not valid Unicode") from None
-    return events
+    return Parsed(events=events, ignored=(reason,) if reason else ())
 
 
-def _events(update: Update, raw: Mapping[str, Any], *, account: str) -> list[InboundEvent]:
+def _events(
+    update: Update, raw: Mapping[str, Any], *, account: str
+) -> tuple[list[InboundEvent], str | None]:
+    """The event, or none and the reason it is not filed."""
     for field, edited in (("message", False), ("edited_message", True)):
         msg = getattr(update, field)
         if msg is not None:
             event = _moved(update.update_id, msg, account=account) or _message(
                 update.update_id, msg, raw[field], edited=edited, account=account
             )
-            return [] if event is None else [event]
-    return []
+            if event is None:
+                return [], _unfiled(msg)
+            return [event], None
+    if any(k in raw for k in ("channel_post", "edited_channel_post")):
+        return [], "channel_post"
+    return [], "not_a_message"
+
+
+def _unfiled(msg: TgMessage) -> str:
+    """Why ``_message`` filed nothing."""
+    if msg.from_ is None or msg.from_.is_bot or msg.sender_chat is not None:
+        return "not_a_person"
+    return "service_message"
 
 
 def _moved(update_id: int, msg: TgMessage, *, account: str) -> ChannelEvent | None:
