@@ -927,3 +927,27 @@ def test_an_update_not_filed_names_its_reason(scenario: str, reason: str) -> Non
     parsed = TelegramReceiver(offline()).parse(request(fixture(scenario)))
     assert (parsed.events, parsed.ignored) == ([], (reason,))
     assert TelegramReceiver(offline()).parse(request(fixture("text"))).ignored == ()
+
+
+async def test_a_send_to_a_group_that_moved_goes_to_the_supergroup(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    route = api.post(f"{BOT}/sendMessage").mock(
+        side_effect=[failed(400, migrate_to_chat_id=-1001700000001), sent(7), sent(8)]
+    )
+    to = TO.model_copy(update={"thread": "-400000001"})
+    text = "\n\n".join("y" * 3000 for _ in range(2))
+    receipt = await adapter_for(client).send(agent_reply(text), to, [])
+    assert receipt.external_ids == ("7", "8")
+    chats = [json.loads(call.request.content)["chat_id"] for call in route.calls]
+    assert chats == [-400000001, -1001700000001, -1001700000001]
+
+
+async def test_a_group_that_moved_twice_is_a_permanent_failure(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    api.post(f"{BOT}/sendMessage").mock(
+        side_effect=[failed(400, migrate_to_chat_id=-1001), failed(400, migrate_to_chat_id=-1002)]
+    )
+    with pytest.raises(PermanentError, match="moved to a supergroup"):
+        await adapter_for(client).send(agent_reply("hi"), TO, [])
