@@ -951,3 +951,20 @@ async def test_a_group_that_moved_twice_is_a_permanent_failure(
     )
     with pytest.raises(PermanentError, match="moved to a supergroup"):
         await adapter_for(client).send(agent_reply("hi"), TO, [])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"forward_origin": {"type": "user", "date": "yesterday"}},
+        {"forward_origin": "someone"},
+        {"forward_date": 1749990000, "forward_from": {"id": "not-a-number"}},
+    ],
+)
+def test_an_unreadable_forward_costs_the_attribution_not_the_message(
+    change: dict[str, Any],
+) -> None:
+    raw = json.loads(fixture("text"))
+    raw["message"] |= change
+    msg = only(json.dumps(raw).encode())
+    assert msg.text and msg.note == "Forwarded (the original sender could not be read)"

@@ -210,6 +210,17 @@ class Origin(_Raw):
     author_signature: str | None = None
 
 
+class LegacyForward(_Raw):
+    """The ``forward_*`` fields ``forward_origin`` replaced (Bot API 7.0; older Bot API
+    servers and recordings still carry them)."""
+
+    forward_from: User | None = None
+    forward_from_chat: Chat | None = None
+    forward_sender_name: str | None = None
+    forward_signature: str | None = None
+    forward_date: Timestamp
+
+
 class TextQuote(_Raw):
     text: str
 
@@ -244,13 +255,10 @@ class TgMessage(_Raw):
     contact: Contact | None = None
     reply_to_message: RepliedMessage | None = None
     quote: TextQuote | None = None
-    forward_origin: Origin | None = None
-    # before Bot API 7.0 (still sent by older Bot API servers and in old recordings)
-    forward_from: User | None = None
-    forward_from_chat: Chat | None = None
-    forward_sender_name: str | None = None
-    forward_signature: str | None = None
-    forward_date: Timestamp | None = None
+    # read on their own (``_forwarded``): attribution we cannot read costs a line, not
+    # the message
+    forward_origin: Any = None
+    forward_date: Any = None
     migrate_to_chat_id: int | None = None
     migrate_from_chat_id: int | None = None
 
@@ -350,7 +358,7 @@ def _message(
     contact = _contact(msg.contact, user)
     text = msg.text or msg.caption or ""
     note = _sticker_note(msg.sticker) if msg.sticker else None
-    forwarded = _forwarded(msg)
+    forwarded = _forwarded(msg, raw)
     unsupported = next((k for k in _UNSUPPORTED if raw.get(k) is not None), None)
     if unsupported:
         note = f"Unsupported Telegram message ({unsupported})"
@@ -574,29 +582,32 @@ def _user_name(user: User) -> str:
     return name or f"user {user.id}"
 
 
-def _forwarded(msg: TgMessage) -> str | None:
+def _forwarded(msg: TgMessage, raw: Mapping[str, Any]) -> str | None:
     """ "Forwarded from X, originally sent at T" for a forwarded message: from
-    ``forward_origin``, or the fields it replaced."""
-    origin = msg.forward_origin
-    if origin is not None:
-        who: str | None = None
-        if origin.sender_user is not None:
-            who = _user_name(origin.sender_user)
-        elif origin.sender_user_name:
-            who = origin.sender_user_name
-        elif (chat := origin.sender_chat or origin.chat) is not None:
-            who = _chat_name(chat)
-        signature, when = origin.author_signature, origin.date
-    elif msg.forward_date is not None:
-        who = (
-            _user_name(msg.forward_from)
-            if msg.forward_from
-            else _chat_name(msg.forward_from_chat)
-            if msg.forward_from_chat
-            else msg.forward_sender_name
-        )
-        signature, when = msg.forward_signature, msg.forward_date
-    else:
+    ``forward_origin``, or the fields it replaced; "Forwarded" alone when neither reads."""
+    if msg.forward_origin is None and msg.forward_date is None:
         return None
+    who: str | None = None
+    try:
+        if msg.forward_origin is not None:
+            origin = Origin.model_validate(msg.forward_origin)
+            if origin.sender_user is not None:
+                who = _user_name(origin.sender_user)
+            elif (chat := origin.sender_chat or origin.chat) is not None:
+                who = _chat_name(chat)
+            else:
+                who = origin.sender_user_name
+            signature, when = origin.author_signature, origin.date
+        else:
+            old = LegacyForward.model_validate(raw)
+            if old.forward_from is not None:
+                who = _user_name(old.forward_from)
+            elif old.forward_from_chat is not None:
+                who = _chat_name(old.forward_from_chat)
+            else:
+                who = old.forward_sender_name
+            signature, when = old.forward_signature, old.forward_date
+    except ValidationError:
+        return "Forwarded (the original sender could not be read)"
     who = f"{who} ({signature})" if who and signature else who or signature
     return f"Forwarded from {who or 'an unknown sender'}, originally sent {_when(when)}"
