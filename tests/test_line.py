@@ -38,6 +38,7 @@ from deskbridge.errors import (
     RetryableError,
     SignatureInvalid,
 )
+from deskbridge.outbound.render import render
 from deskbridge.schemas import (
     AgentReply,
     Attachment,
@@ -1384,3 +1385,11 @@ def test_real_clock_assertion_is_valid_for_jose() -> None:
         assertion, PUBLIC_JWK, algorithms=["RS256"], audience="https://api.line.me/"
     )
     assert 0 < claims["exp"] - time.time() <= 30 * 60
+
+
+def test_an_edited_message_is_filed_as_an_edit_of_the_same_message() -> None:
+    msg = only(fixture("message_edited"))
+    assert (msg.edit_of, msg.external_id) == ("500000000000000011", "500000000000000011")
+    assert msg.text == "Is the shop open on Sunday morning?"
+    assert msg.thread == "Ca56f94637c2b3d4e5f60718293a4b5c6"
+    assert render(msg).startswith("[Edited message 500000000000000011; the new text follows]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -797,3 +798,173 @@ def test_raw_surrogate_bytes_are_refused_not_stored() -> None:
     )
     with pytest.raises(ParseFailed):
         parse(body, account="acme")
+
+
+# --- forwards, shared contacts, supergroup migration ---------------------------------
+
+
+def test_forwards_keep_their_attribution() -> None:
+    assert only(fixture("forwarded_from_user")).note == (
+        "Forwarded from Dan Sample (@dan_sample), originally sent 2025-06-15 12:20 UTC"
+    )
+    assert only(fixture("forwarded_from_channel")).note == (
+        "Forwarded from Acme Deals (Eve), originally sent 2025-06-15 12:20 UTC"
+    )
+    assert only(fixture("forwarded_hidden_user_legacy")).note == (
+        "Forwarded from Frank Hidden, originally sent 2025-06-15 12:20 UTC"
+    )
+
+
+def test_a_forwarded_sticker_keeps_both_notes() -> None:
+    raw = json.loads(fixture("sticker"))
+    raw["message"]["forward_origin"] = {"type": "hidden_user", "date": 0, "sender_user_name": "X"}
+    note = only(json.dumps(raw).encode()).note
+    assert note is not None
+    assert note.startswith("Forwarded from X, originally sent 1970-01-01 00:00 UTC; Sticker")
+
+
+def test_an_address_book_number_takes_the_vcard_e164() -> None:
+    contact = only(fixture("contact_local_with_vcard")).contact
+    assert contact is not None
+    assert (contact.phone, contact.raw_phone) == ("+61491570156", "0491 570 156")
+
+
+@pytest.mark.parametrize(
+    ("phone", "vcard", "own", "expected"),
+    [
+        ("79991234567", None, False, "+79991234567"),
+        ("88005553535", None, False, None),  # local: no guess at a country
+        ("88005553535", "TEL:+7 800 555-35-35", False, "+78005553535"),
+        ("11000000000", None, True, "+11000000000"),  # Telegram verified the sender's own
+        ("0612345678", "TEL;TYPE=CELL:0612345678", False, None),
+    ],
+)
+def test_shared_contact_phone(
+    phone: str, vcard: str | None, own: bool, expected: str | None
+) -> None:
+    raw = json.loads(fixture("contact_other"))
+    contact: dict[str, Any] = {"phone_number": phone, "first_name": "C"}
+    if vcard is not None:
+        contact["vcard"] = vcard
+    if own:
+        contact["user_id"] = raw["message"]["from"]["id"]
+    raw["message"]["contact"] = contact
+    shared = only(json.dumps(raw).encode()).contact
+    assert shared is not None and shared.phone == expected
+
+
+async def test_a_group_that_became_a_supergroup_keeps_its_ticket(
+    make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    from deskbridge.gateway import create_app
+
+    from .conftest import TG_SECRET, TG_TOKEN, drain
+
+    rt = make_runtime()
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
+    send = respx_mock.post(f"https://tg.test/bot{TG_TOKEN}/sendMessage").respond(
+        200, json={"ok": True, "result": {"message_id": 9, "date": 1, "chat": {"id": 1}}}
+    )
+    old, new = -400000001, -1001700000001
+
+    async def post(body: bytes) -> None:
+        resp = await client.post("/webhooks/telegram/acme", data=body, headers=headers)
+        assert resp.status == 200
+
+    await post(
+        sample_update("in the old group", update_id=1, chat_id=old, user_id=7, first_name="Bo")
+    )
+    await drain(rt)
+    # Telegram posts both notices; either one moves the conversation, the second finds it done
+    await post(fixture("migrate_to_chat").replace(b"910000044", b"2"))
+    await post(fixture("migrate_from_chat").replace(b"910000045", b"3"))
+    await drain(rt)
+    await post(
+        sample_update("in the supergroup", update_id=4, chat_id=new, user_id=7, first_name="Bo")
+    )
+    await drain(rt)
+
+    t = await rt.sandbox.ticket("acme", "1")
+    assert [(m.author, m.text) for m in t.messages] == [
+        ("customer", "in the old group"),
+        ("customer", "in the supergroup"),
+    ]
+    assert await rt.sandbox.ticket("acme", "2") is None
+
+    page = await (await client.get("/sandbox/acme/tickets/1")).text()
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    resp = await client.post(
+        "/sandbox/acme/tickets/1/reply",
+        data={"csrf": found.group(1), "text": "Hi all"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    await drain(rt)
+    assert [json.loads(c.request.content)["chat_id"] for c in send.calls] == [new]
+
+
+async def test_a_move_of_an_unknown_chat_changes_nothing(make_runtime: Any) -> None:
+    rt = make_runtime()
+    convs = rt.conversations
+    ids = [convs.conversation_id("acme", Channel.TELEGRAM, t) for t in ("-1", "-1002")]
+    assert await convs.move_thread("acme", ids[0], ids[1], "-1002") is False
+    assert await convs.get("acme", ids[1]) is None
+
+
+@pytest.mark.parametrize(
+    ("scenario", "reason"),
+    [
+        ("channel_post", "channel_post"),
+        ("callback_query", "not_a_message"),
+        ("new_chat_members", "service_message"),
+    ],
+)
+def test_an_update_not_filed_names_its_reason(scenario: str, reason: str) -> None:
+    from deskbridge.adapters.telegram.receiver import TelegramReceiver
+
+    parsed = TelegramReceiver(offline()).parse(request(fixture(scenario)))
+    assert (parsed.events, parsed.ignored) == ([], (reason,))
+    assert TelegramReceiver(offline()).parse(request(fixture("text"))).ignored == ()
+
+
+async def test_a_send_to_a_group_that_moved_goes_to_the_supergroup(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    route = api.post(f"{BOT}/sendMessage").mock(
+        side_effect=[failed(400, migrate_to_chat_id=-1001700000001), sent(7), sent(8)]
+    )
+    to = TO.model_copy(update={"thread": "-400000001"})
+    text = "\n\n".join("y" * 3000 for _ in range(2))
+    receipt = await adapter_for(client).send(agent_reply(text), to, [])
+    assert receipt.external_ids == ("7", "8")
+    chats = [json.loads(call.request.content)["chat_id"] for call in route.calls]
+    assert chats == [-400000001, -1001700000001, -1001700000001]
+
+
+async def test_a_group_that_moved_twice_is_a_permanent_failure(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    api.post(f"{BOT}/sendMessage").mock(
+        side_effect=[failed(400, migrate_to_chat_id=-1001), failed(400, migrate_to_chat_id=-1002)]
+    )
+    with pytest.raises(PermanentError, match="moved to a supergroup"):
+        await adapter_for(client).send(agent_reply("hi"), TO, [])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"forward_origin": {"type": "user", "date": "yesterday"}},
+        {"forward_origin": "someone"},
+        {"forward_date": 1749990000, "forward_from": {"id": "not-a-number"}},
+    ],
+)
+def test_an_unreadable_forward_costs_the_attribution_not_the_message(
+    change: dict[str, Any],
+) -> None:
+    raw = json.loads(fixture("text"))
+    raw["message"] |= change
+    msg = only(json.dumps(raw).encode())
+    assert msg.text and msg.note == "Forwarded (the original sender could not be read)"

@@ -7,6 +7,7 @@ from deskbridge.errors import WindowClosed
 from deskbridge.flows.notes import note, ref
 from deskbridge.flows.replies import hold_again
 from deskbridge.flows.runtime import Runtime
+from deskbridge.flows.threads import move_thread
 from deskbridge.schemas import ChannelEvent, Delivery, DeliveryState, StatusUpdate
 
 __all__ = ["apply_channel_event", "apply_status"]
@@ -88,4 +89,6 @@ async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> Del
             "It stays on the ticket as it was received.",
         )
         return DeliveryState.DELIVERED
+    if ev.action in ("moved_to", "moved_from"):
+        return await move_thread(rt, d, ev)
     return DeliveryState.SKIPPED  # join/leave: nothing for the desk

@@ -141,10 +141,12 @@ class ChannelEvent(_Event):
     the account, the bot joined or left a group, or a message was retracted."""
 
     kind: Literal["channel_event"] = "channel_event"
-    action: Literal["follow", "unfollow", "join", "leave", "unsend"]
+    action: Literal["follow", "unfollow", "join", "leave", "unsend", "moved_to", "moved_from"]
     sender: Sender | None = None
     external_id: str | None = None
-    """For ``unsend``: the channel id of the retracted message."""
+    """For ``unsend``: the channel id of the retracted message. For ``moved_to`` and
+    ``moved_from`` (a chat the channel replaced, as Telegram does when a group becomes a
+    supergroup): the other chat's id, the new one and the old one respectively."""
 
 
 class DeskNote(_Event):

@@ -246,6 +246,34 @@ class ConversationStore:
         value = await self._redis.get(keys.ticket(account, desk, ticket_id))
         return value.decode() if value is not None else None
 
+    async def move_thread(self, account: str, old_id: str, new_id: str, new_thread: str) -> bool:
+        """The channel moved a conversation to another thread (a Telegram group that became
+        a supergroup): the old conversation now answers on ``new_thread``, and the new
+        thread's conversation joins the old one's contact and ticket unless it already has
+        a ticket of its own. Idempotent; False when the old conversation is unknown."""
+        old_key = keys.conversation(account, old_id)
+        h = await self._typed.hgetall(old_key)
+        if b"thread" not in h:
+            return False
+        new_key = keys.conversation(account, new_id)
+        d = {k.decode(): v for k, v in h.items()}
+        contact_id = d["contact_id"].decode()
+        sealed_old = self._vault.seal(new_thread.encode(), old_key + "#thread")
+        sealed_new = self._vault.seal(new_thread.encode(), new_key + "#thread")
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(old_key, "thread", sealed_old)  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "channel", d["channel"].decode())
+        pipe.hsetnx(new_key, "thread", sealed_new)  # type: ignore[arg-type]  # redis-py takes bytes
+        pipe.hsetnx(new_key, "contact_id", contact_id)
+        pipe.hsetnx(new_key, "created_at", str(int(time.time() * 1000)))
+        pipe.sadd(keys.contact_conversations(account, contact_id), new_id)
+        # hsetnx: a ticket the new thread already opened (its message won the race) stays
+        for name in ("ticket_id", "comment_count", "desk"):
+            if name in d:
+                pipe.hsetnx(new_key, name, d[name].decode())
+        await pipe.execute()
+        return True
+
     # contacts -------------------------------------------------------------------------
 
     async def contact(

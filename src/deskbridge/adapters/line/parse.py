@@ -100,7 +100,9 @@ class Event(_Raw):
 
 
 class Body(_Raw):
-    destination: str
+    # LINE sends it today; bodies recorded before it did (still in SDK test suites) verify
+    # and read the same without it, and nothing here depends on it
+    destination: str | None = None
     events: list[dict[str, Any]]
 
 
@@ -174,31 +176,40 @@ def parse_items(body: bytes, *, account: str) -> Parsed:
             f"line: not a readable webhook body ({exc.error_count()} errors)"
         ) from None
     batch = Batch("line", surrogates=escapes_surrogates(body))
+    ignored: list[str] = []
 
     def record(item: Any) -> bytes:
+        if envelope.destination is None:
+            return dump({"events": [item]})
         return dump({"destination": envelope.destination, "events": [item]})
 
     def read(item: Any) -> list[InboundEvent]:
-        return _event(Event.model_validate(item), account=account)
+        return _event(Event.model_validate(item), account=account, ignored=ignored)
 
     for item in envelope.events:
         batch.item(account, item, record, read)
+    if not envelope.events:
+        ignored.append("verify")  # the console's Verify button
     # one URL per account: the whole body is the account's, nothing to cut
-    return Parsed(events=batch.events, failures=tuple(batch.failures))
+    return Parsed(events=batch.events, failures=tuple(batch.failures), ignored=tuple(ignored))
 
 
-def _event(ev: Event, *, account: str) -> list[InboundEvent]:
+def _event(ev: Event, *, account: str, ignored: list[str]) -> list[InboundEvent]:
+    """The event, or none and its reason added to ``ignored``."""
     # Standby: another channel (a module) has the chat; it answers, we only listen.
     if ev.mode != "active":
+        ignored.append("standby")
         return []
     handler = _HANDLERS.get(ev.type)
     if handler is None:
-        return []  # memberJoined, memberLeft, beacon, accountLink, things, ...
+        ignored.append("not_a_message")  # memberJoined, beacon, accountLink, things, ...
+        return []
     if ev.source is None:
         raise ParseFailed(f"line: {ev.type} event without a source")
     thread = _thread(ev.source)
     if thread is None:
-        return []  # a source type that is not a user, group or room
+        ignored.append("unknown_source")  # a source type that is not a user, group or room
+        return []
     return [handler(ev, ev.source, thread, account)]
 
 
@@ -300,6 +311,14 @@ def _message(ev: Event, source: Source, thread: str, account: str) -> Message:
     )
 
 
+def _edited(ev: Event, source: Source, thread: str, account: str) -> Message:
+    """``messageEdited``: the new content of a message already received (same message
+    id), filed as an edit of it like Telegram's. Edits may arrive out of order; each is
+    filed with its own time, and the latest time is the message as it now reads."""
+    msg = _message(ev, source, thread, account)
+    return msg.model_copy(update={"edit_of": msg.external_id})
+
+
 def _media(content: MediaContent, kind: AttachmentKind) -> tuple[Attachment, str | None]:
     """Content LINE hosts is fetched by message id. An external provider's (a LINE app
     integration) is only a URL we keep: the agent gets it as a link."""
@@ -372,6 +391,7 @@ def _channel_event(ev: Event, source: Source, thread: str, account: str) -> Chan
 
 _HANDLERS: Mapping[str, Callable[[Event, Source, str, str], InboundEvent]] = {
     "message": _message,
+    "messageEdited": _edited,
     "postback": _postback,
     "unsend": _unsend,
     **dict.fromkeys(_CHANNEL_EVENTS, _channel_event),

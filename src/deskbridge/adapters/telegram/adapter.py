@@ -21,6 +21,7 @@ from deskbridge.adapters.telegram.send import (
     CAPTION_LIMIT,
     TEXT_LIMIT,
     BotApi,
+    ChatMigrated,
     split_text,
     utf16_len,
 )
@@ -134,14 +135,14 @@ class TelegramAdapter(ReportsHealth, RegistersWebhook):
         accepted ones, so a retry resumes at the first part not accepted. The Bot API has
         no idempotency key: a part whose call ended with an unknown outcome is sent again.
         """
-        chat_id = _chat_id(to.thread)
+        target: list[int | str] = [_chat_id(to.thread)]
         text = reply.text.strip()
         reply_parameters = _reply_parameters(to.reply_to)
         caption = text if files and text and utf16_len(text) <= CAPTION_LIMIT else None
         calls: list[Part] = []
 
         async def message(chunk: str, first: bool) -> str:
-            payload: dict[str, Any] = {"chat_id": chat_id, "text": chunk}
+            payload: dict[str, Any] = {"chat_id": target[0], "text": chunk}
             if reply_parameters and first:
                 payload["reply_parameters"] = reply_parameters
             return _message_id(await self._api.call("sendMessage", payload), "sendMessage")
@@ -149,18 +150,28 @@ class TelegramAdapter(ReportsHealth, RegistersWebhook):
         async def upload(i: int, file: Upload, first: bool) -> str:
             photo = file.mime_type in _PHOTO_TYPES and len(file.data) <= _PHOTO_MAX_BYTES
             method, field = ("sendPhoto", "photo") if photo else ("sendDocument", "document")
-            fields = {"chat_id": str(chat_id)}
+            fields = {"chat_id": str(target[0])}
             if caption and i == 0:
                 fields["caption"] = caption
             if reply_parameters and first:
                 fields["reply_parameters"] = json.dumps(reply_parameters)
             return _message_id(await self._api.upload(method, fields, field, file), method)
 
+        async def followed(call: Part) -> str:
+            # the group became a supergroup before its move notice re-pointed the
+            # conversation: the same part goes to the new chat (a 400 applied nothing)
+            try:
+                return await call()
+            except ChatMigrated as exc:
+                target[0] = exc.new_chat_id
+                return await call()
+
         if text and caption is None:
             for chunk in split_text(text, TEXT_LIMIT):
                 calls.append(functools.partial(message, chunk, not calls))
         for i, file in enumerate(files):
             calls.append(functools.partial(upload, i, file, not calls))
+        calls = [functools.partial(followed, call) for call in calls]
         return SendReceipt(external_ids=await send_parts(progress, calls))
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
@@ -21,6 +22,7 @@ from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
     Channel,
+    ChannelEvent,
     Identity,
     InboundEvent,
     Location,
@@ -29,7 +31,7 @@ from deskbridge.schemas import (
     SharedContact,
 )
 
-__all__ = ["e164", "parse"]
+__all__ = ["e164", "parse", "parse_items"]
 
 _QUOTE_LIMIT = 200
 
@@ -115,6 +117,7 @@ class Chat(_Raw):
     id: int
     type: str
     title: str | None = None
+    username: str | None = None
 
 
 class PhotoSize(_Raw):
@@ -191,6 +194,31 @@ class Contact(_Raw):
     first_name: str = ""
     last_name: str | None = None
     user_id: int | None = None
+    vcard: str | None = None
+
+
+class Origin(_Raw):
+    """``forward_origin`` (Bot API 7.0+): MessageOriginUser, MessageOriginHiddenUser,
+    MessageOriginChat or MessageOriginChannel, told apart by ``type``."""
+
+    type: str
+    date: Timestamp
+    sender_user: User | None = None
+    sender_user_name: str | None = None
+    sender_chat: Chat | None = None
+    chat: Chat | None = None
+    author_signature: str | None = None
+
+
+class LegacyForward(_Raw):
+    """The ``forward_*`` fields ``forward_origin`` replaced (Bot API 7.0; older Bot API
+    servers and recordings still carry them)."""
+
+    forward_from: User | None = None
+    forward_from_chat: Chat | None = None
+    forward_sender_name: str | None = None
+    forward_signature: str | None = None
+    forward_date: Timestamp
 
 
 class TextQuote(_Raw):
@@ -227,6 +255,12 @@ class TgMessage(_Raw):
     contact: Contact | None = None
     reply_to_message: RepliedMessage | None = None
     quote: TextQuote | None = None
+    # read on their own (``_forwarded``): attribution we cannot read costs a line, not
+    # the message
+    forward_origin: Any = None
+    forward_date: Any = None
+    migrate_to_chat_id: int | None = None
+    migrate_from_chat_id: int | None = None
 
 
 class Update(_Raw):
@@ -241,10 +275,18 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
     Raises ``PayloadInvalid`` when the body is not a JSON object, ``ParseFailed`` when it is
     one but not an Update we can read.
     """
+    return parse_items(body, account=account).events
+
+
+def parse_items(body: bytes, *, account: str) -> Parsed:
+    """Like :func:`parse`, with the named reason (``Parsed.ignored``) when the Update is
+    read and deliberately not filed: ``not_a_message`` (callback queries, reactions, chat
+    member changes, ...), ``channel_post``, ``not_a_person`` (no ``from``, a bot, a post
+    on behalf of a chat, an inaccessible message) or ``service_message`` (joins, pins)."""
     raw = load_object(body, what="telegram")
     try:
         update = Update.model_validate(raw)
-        events = _events(update, raw, account=account)
+        events, reason = _events(update, raw, account=account)
         if escapes_surrogates(body):
             for event in events:
                 event.model_dump_json()  # a lone surrogate cannot be stored
@@ -253,16 +295,53 @@ def parse(body: bytes, *, account: str) -> list[InboundEvent]:
         raise ParseFailed(f"telegram: not a readable Update ({exc.error_count()} errors)") from None
     except PydanticSerializationError:
         raise ParseFailed("telegram: Update text is not valid Unicode") from None
-    return events
+    return Parsed(events=events, ignored=(reason,) if reason else ())
 
 
-def _events(update: Update, raw: Mapping[str, Any], *, account: str) -> list[InboundEvent]:
+def _events(
+    update: Update, raw: Mapping[str, Any], *, account: str
+) -> tuple[list[InboundEvent], str | None]:
+    """The event, or none and the reason it is not filed."""
     for field, edited in (("message", False), ("edited_message", True)):
         msg = getattr(update, field)
         if msg is not None:
-            event = _message(update.update_id, msg, raw[field], edited=edited, account=account)
-            return [] if event is None else [event]
-    return []
+            event = _moved(update.update_id, msg, account=account) or _message(
+                update.update_id, msg, raw[field], edited=edited, account=account
+            )
+            if event is None:
+                return [], _unfiled(msg)
+            return [event], None
+    if any(k in raw for k in ("channel_post", "edited_channel_post")):
+        return [], "channel_post"
+    return [], "not_a_message"
+
+
+def _unfiled(msg: TgMessage) -> str:
+    """Why ``_message`` filed nothing."""
+    if msg.from_ is None or msg.from_.is_bot or msg.sender_chat is not None:
+        return "not_a_person"
+    return "service_message"
+
+
+def _moved(update_id: int, msg: TgMessage, *, account: str) -> ChannelEvent | None:
+    """A group upgraded to a supergroup: Telegram posts ``migrate_to_chat_id`` in the old
+    chat and ``migrate_from_chat_id`` in the new one; the old chat id is dead from then on."""
+    if msg.migrate_to_chat_id is not None:
+        action: Literal["moved_to", "moved_from"] = "moved_to"
+        other = msg.migrate_to_chat_id
+    elif msg.migrate_from_chat_id is not None:
+        action, other = "moved_from", msg.migrate_from_chat_id
+    else:
+        return None
+    return ChannelEvent(
+        account=account,
+        channel=Channel.TELEGRAM,
+        dedup_key=str(update_id),
+        thread=str(msg.chat.id),
+        occurred_at=datetime.fromtimestamp(msg.date, UTC),
+        action=action,
+        external_id=str(other),
+    )
 
 
 def _message(
@@ -279,6 +358,7 @@ def _message(
     contact = _contact(msg.contact, user)
     text = msg.text or msg.caption or ""
     note = _sticker_note(msg.sticker) if msg.sticker else None
+    forwarded = _forwarded(msg, raw)
     unsupported = next((k for k in _UNSUPPORTED if raw.get(k) is not None), None)
     if unsupported:
         note = f"Unsupported Telegram message ({unsupported})"
@@ -286,6 +366,8 @@ def _message(
         if _SERVICE.intersection(raw):
             return None
         note = "Unsupported Telegram message"
+    if forwarded:
+        note = f"{forwarded}; {note}" if note else forwarded
 
     identities = [
         Identity(
@@ -457,10 +539,75 @@ def _location(msg: TgMessage) -> Location | None:
 def _contact(contact: Contact | None, sender: User) -> SharedContact | None:
     if contact is None:
         return None
+    own = contact.user_id == sender.id
     return SharedContact(
-        phone=e164(contact.phone_number, international=True),
+        phone=_phone(contact, own=own),
         raw_phone=contact.phone_number,
         name=" ".join(n for n in (contact.first_name, contact.last_name) if n) or None,
         channel_user_id=str(contact.user_id) if contact.user_id is not None else None,
-        is_sender=contact.user_id == sender.id,
+        is_sender=own,
     )
+
+
+def _phone(contact: Contact, *, own: bool) -> str | None:
+    """E.164 of a shared contact. The sender's own number is the one Telegram verified
+    (international, often without ``+``), so a merely possible number is kept; a number
+    from an address book is as the user typed it: the vCard's ``TEL`` lines are tried when
+    it is not a valid international number, and no guess is made about a local one."""
+    found = e164(contact.phone_number, international=True, trusted=own)
+    if found or own:
+        return found
+    for line in (contact.vcard or "").splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.split(";")[0].strip().upper().endswith("TEL"):
+            found = e164(value.removeprefix("tel:"))
+            if found:
+                return found
+    return None
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _chat_name(chat: Chat) -> str:
+    name = chat.title or (f"@{chat.username}" if chat.username else None)
+    return name or f"chat {chat.id}"
+
+
+def _user_name(user: User) -> str:
+    name = " ".join(n for n in (user.first_name, user.last_name) if n)
+    if user.username:
+        name = f"{name} (@{user.username})" if name else f"@{user.username}"
+    return name or f"user {user.id}"
+
+
+def _forwarded(msg: TgMessage, raw: Mapping[str, Any]) -> str | None:
+    """ "Forwarded from X, originally sent at T" for a forwarded message: from
+    ``forward_origin``, or the fields it replaced; "Forwarded" alone when neither reads."""
+    if msg.forward_origin is None and msg.forward_date is None:
+        return None
+    who: str | None = None
+    try:
+        if msg.forward_origin is not None:
+            origin = Origin.model_validate(msg.forward_origin)
+            if origin.sender_user is not None:
+                who = _user_name(origin.sender_user)
+            elif (chat := origin.sender_chat or origin.chat) is not None:
+                who = _chat_name(chat)
+            else:
+                who = origin.sender_user_name
+            signature, when = origin.author_signature, origin.date
+        else:
+            old = LegacyForward.model_validate(raw)
+            if old.forward_from is not None:
+                who = _user_name(old.forward_from)
+            elif old.forward_from_chat is not None:
+                who = _chat_name(old.forward_from_chat)
+            else:
+                who = old.forward_sender_name
+            signature, when = old.forward_signature, old.forward_date
+    except ValidationError:
+        return "Forwarded (the original sender could not be read)"
+    who = f"{who} ({signature})" if who and signature else who or signature
+    return f"Forwarded from {who or 'an unknown sender'}, originally sent {_when(when)}"

@@ -19,10 +19,19 @@ from deskbridge.errors import PermanentError
 from deskbridge.http import classify, read_capped, transport_error
 from deskbridge.schemas import Upload
 
-__all__ = ["CAPTION_LIMIT", "TEXT_LIMIT", "BotApi", "split_text", "utf16_len"]
+__all__ = ["CAPTION_LIMIT", "TEXT_LIMIT", "BotApi", "ChatMigrated", "split_text", "utf16_len"]
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+
+
+class ChatMigrated(PermanentError):
+    """The group became a supergroup (``parameters.migrate_to_chat_id`` on a 400): the
+    old chat id is dead, the same call to ``new_chat_id`` is what Telegram asks for."""
+
+    def __init__(self, message: str, new_chat_id: int) -> None:
+        super().__init__(message, status=400)
+        self.new_chat_id = new_chat_id
 
 
 class BotApi:
@@ -72,6 +81,9 @@ class BotApi:
 
 def _result(response: httpx.Response, what: str) -> Any:
     body = _json(response)
+    moved = _param(body, "migrate_to_chat_id")
+    if response.status_code == 400 and isinstance(moved, int) and not isinstance(moved, bool):
+        raise ChatMigrated(f"{what}: the group moved to a supergroup", moved)
     if not response.is_success:
         classify(response, what=what, retry_after=_retry_after(body))
     if not isinstance(body, dict) or body.get("ok") is not True or "result" not in body:
@@ -90,9 +102,13 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _retry_after(body: Any) -> float | None:
+def _param(body: Any, name: str) -> Any:
     params = body.get("parameters") if isinstance(body, dict) else None
-    value = params.get("retry_after") if isinstance(params, dict) else None
+    return params.get(name) if isinstance(params, dict) else None
+
+
+def _retry_after(body: Any) -> float | None:
+    value = _param(body, "retry_after")
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return float(value)
     return None

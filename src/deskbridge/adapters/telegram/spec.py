@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from deskbridge.adapters.base import AccountReceiver, ChannelAdapter, Receiver
+from deskbridge.adapters.base import ChannelAdapter, Receiver
 from deskbridge.adapters.spec import (
     AdapterDeps,
     ChannelSpec,
@@ -15,6 +15,7 @@ from deskbridge.adapters.spec import (
     SimulateInput,
 )
 from deskbridge.adapters.telegram.adapter import TelegramAdapter
+from deskbridge.adapters.telegram.receiver import TelegramReceiver
 from deskbridge.adapters.telegram.simulate import sample_update
 from deskbridge.config import TelegramConfig
 from deskbridge.schemas import Channel
@@ -28,7 +29,7 @@ def _adapter(account: str, config: TelegramConfig, deps: AdapterDeps) -> Channel
 
 def _receiver(account: str, config: TelegramConfig, adapter: ChannelAdapter) -> Receiver:
     assert isinstance(adapter, TelegramAdapter)
-    return AccountReceiver(adapter)
+    return TelegramReceiver(adapter)
 
 
 def _simulate(sim: SimulateInput[TelegramConfig]) -> SimulatedRequest:
