@@ -11,7 +11,7 @@ validated, so an odd event for a Page nobody here owns cannot fail the rest of t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.batch import Batch
+from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
@@ -92,8 +93,9 @@ class Party(_Raw):
 
 
 class Coordinates(_Raw):
-    lat: float = Field(ge=-90, le=90)
-    long: float = Field(ge=-180, le=180)
+    # Strings in some deliveries and SDK samples; the SDKs read them as numbers.
+    lat: Annotated[float, BeforeValidator(numeric), Field(ge=-90, le=90)]
+    long: Annotated[float, BeforeValidator(numeric), Field(ge=-180, le=180)]
 
 
 class Payload(_Raw):
@@ -229,10 +231,21 @@ def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None
         return dump({"object": "page", "entry": [{**head, "messaging": [item]}]})
 
     def read(item: Any) -> list[InboundEvent]:
-        return _events(entry, Messaging.model_validate(item), account=account)
+        event, dropped = leniently(Messaging, item, _leave_out)
+        return _events(entry, event, account=account, dropped=dropped)
 
     for item in entry.messaging or ():
         batch.item(account, item, record, read)
+
+
+def _leave_out(loc: Loc) -> Loc | None:
+    """What of a message event may be left out when it does not read: an attachment, or
+    another field of the message but its ``mid``. Anything else fails the event."""
+    if len(loc) >= 3 and loc[:2] == ("message", "attachments") and isinstance(loc[2], int):
+        return loc[:3]
+    if len(loc) >= 2 and loc[0] == "message" and loc[1] not in ("mid", "is_echo"):
+        return loc[:2]
+    return None
 
 
 def _when(ms: int) -> datetime:
@@ -243,7 +256,9 @@ def _clip(text: str) -> str:
     return text if len(text) <= _NOTE_PART_LIMIT else text[: _NOTE_PART_LIMIT - 1] + "…"
 
 
-def _events(entry: Entry, item: Messaging, *, account: str) -> list[InboundEvent]:
+def _events(
+    entry: Entry, item: Messaging, *, account: str, dropped: Sequence[str] = ()
+) -> list[InboundEvent]:
     psid = item.sender.id
     # The Page itself as sender is an echo of what we (or another app) sent; `user_ref`
     # senders (the checkbox plugin) have no PSID to answer.
@@ -253,7 +268,7 @@ def _events(entry: Entry, item: Messaging, *, account: str) -> list[InboundEvent
     if item.message is not None:
         if item.message.is_echo:
             return []
-        return [_message(item.message, psid, _required(ms), account=account)]
+        return [_message(item.message, psid, _required(ms), account=account, dropped=dropped)]
     if item.postback is not None:
         return [_postback(item.postback, psid, _required(ms), account=account)]
     if item.delivery is not None:
@@ -296,12 +311,16 @@ def _sender(psid: str) -> Sender:
     )
 
 
-def _message(msg: RawMessage, psid: str, ms: int, *, account: str) -> Message:
+def _message(
+    msg: RawMessage, psid: str, ms: int, *, account: str, dropped: Sequence[str] = ()
+) -> Message:
     attachments, location, notes = _content(msg.attachments or [])
     text = msg.text or ""
     if msg.quick_reply is not None and msg.quick_reply.payload:
         # `text` is the title of the button the customer tapped; the payload is ours.
         notes.insert(0, f"Quick reply: {_clip(msg.quick_reply.payload)}")
+    if dropped:
+        notes.append("Could not read and left out: " + ", ".join(dropped))
     if not (text or attachments or location or notes):
         notes.append("Unsupported Messenger message")
     return Message(
