@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import Parsed
-from deskbridge.adapters.batch import Batch
+from deskbridge.adapters.meta.ignoring import NamingBatch
 from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
@@ -182,7 +182,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
     """
     raw = load_object(body, what="messenger")
     if raw.get("object") == "instagram":
-        return Parsed([])
+        return Parsed([], ignored=("instagram",))
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -192,7 +192,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
         ) from None
     if envelope.object != "page":
         raise ParseFailed("messenger: not a Page webhook (object is not 'page')")
-    batch = Batch("messenger", surrogates=escapes_surrogates(body))
+    batch = NamingBatch("messenger", surrogates=escapes_surrogates(body))
     for raw_entry in envelope.entry:
         _entry(batch, routes, raw_entry)
     return batch.parsed(lambda account: dump({"object": "page", "entry": batch.owned[account]}))
@@ -207,7 +207,7 @@ def _page(raw: dict[str, Any], routes: Mapping[str, str]) -> str | None:
     return routes.get(page, "") if isinstance(page, str) and page else None
 
 
-def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None:
+def _entry(batch: NamingBatch, routes: Mapping[str, str], raw: dict[str, Any]) -> None:
     try:
         entry = Entry.model_validate(raw)
     except ValidationError as exc:
@@ -232,10 +232,16 @@ def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None
 
     def read(item: Any) -> list[InboundEvent]:
         event, dropped = leniently(Messaging, item, _leave_out)
-        return _events(entry, event, account=account, dropped=dropped)
+        events = _events(entry, event, account=account, dropped=dropped)
+        if not events:
+            batch.ignore(_why(entry, event, item))
+        return events
 
     for item in entry.messaging or ():
         batch.item(account, item, record, read)
+    if not entry.messaging:
+        # handover `standby` events (another app owns the thread) and Page feed `changes`
+        batch.ignore("standby" if raw.get("standby") else "no_messaging")
 
 
 def _leave_out(loc: Loc) -> Loc | None:
@@ -246,6 +252,37 @@ def _leave_out(loc: Loc) -> Loc | None:
     if len(loc) >= 2 and loc[0] == "message" and loc[1] not in ("mid", "is_echo"):
         return loc[:2]
     return None
+
+
+# Events a Page may be subscribed to that file nothing: each is its own named reason.
+_UNFILED = frozenset(
+    {
+        "reaction",
+        "referral",
+        "optin",
+        "account_linking",
+        "pass_thread_control",
+        "take_thread_control",
+        "request_thread_control",
+        "app_roles",
+        "policy_enforcement",
+        "message_edit",
+        "game_play",
+        "payment",
+        "checkout_update",
+        "pre_checkout",
+    }
+)
+
+
+def _why(entry: Entry, event: Messaging, raw: Any) -> str:
+    """The reason a readable event files nothing."""
+    if event.sender.id is None:
+        return "no_psid"  # a `user_ref` sender (checkbox plugin) has nobody to answer
+    if event.sender.id == entry.id or (event.message is not None and event.message.is_echo):
+        return "echo"
+    keys = raw.keys() if isinstance(raw, dict) else ()
+    return next((k for k in keys if k in _UNFILED), "other_event")
 
 
 def _when(ms: int) -> datetime:

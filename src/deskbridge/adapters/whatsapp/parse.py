@@ -23,6 +23,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
+from deskbridge.adapters.meta.ignoring import NamingBatch
 from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
@@ -294,7 +295,7 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
         ) from None
     if envelope.object != OBJECT:
         raise ParseFailed("whatsapp: not a whatsapp_business_account webhook")
-    batch = Batch("whatsapp", surrogates=escapes_surrogates(body))
+    batch = NamingBatch("whatsapp", surrogates=escapes_surrogates(body))
     for index, entry in enumerate(envelope.entry):
         _entry(batch, routes, index, entry)
     return batch.parsed(lambda account: _cut(batch, account))
@@ -315,7 +316,7 @@ def _cut(batch: Batch, account: str) -> bytes:
     return dump({"object": OBJECT, "entry": list(entries.values())})
 
 
-def _entry(batch: Batch, routes: Mapping[str, str], index: int, raw: dict[str, Any]) -> None:
+def _entry(batch: NamingBatch, routes: Mapping[str, str], index: int, raw: dict[str, Any]) -> None:
     head = {k: v for k, v in raw.items() if k != "changes"}
     try:
         entry = Entry.model_validate(raw)
@@ -342,7 +343,7 @@ def _owner(value: dict[str, Any], routes: Mapping[str, str]) -> str | None:
 
 
 def _change(
-    batch: Batch,
+    batch: NamingBatch,
     routes: Mapping[str, str],
     index: int,
     head: dict[str, Any],
@@ -351,7 +352,9 @@ def _change(
     try:
         change = Change.model_validate(raw)
         if change.field != "messages":
+            # account_update, message_template_status_update, calls ...: not a customer's
             batch.mixed = True
+            batch.ignore("other_field")
             return
         value = Head.model_validate(change.value)
     except ValidationError as exc:
@@ -384,7 +387,10 @@ def _change(
 
     def status(st: Any) -> list[InboundEvent]:
         update = _status(WaStatus.model_validate(st), owner)
-        return [update] if update is not None else []
+        if update is None:
+            batch.ignore("status_not_recorded")
+            return []
+        return [update]
 
     for msg in value.messages:
         batch.item(
