@@ -1148,3 +1148,23 @@ def test_a_degraded_message_does_not_cost_its_siblings() -> None:
     parsed = RECEIVER.parse(request(json.dumps(body).encode()))
     assert [e.external_id for e in parsed.events if isinstance(e, Message)] == ["m_bad", "m_good"]
     assert [f.account for f in parsed.failures] == ["acme"]  # the unreadable mid alone
+
+
+def test_an_edit_is_filed_as_an_edit_of_the_original_once_per_edit() -> None:
+    edit = {"mid": "m_1", "text": "corrected", "num_edit": "2"}
+    msg = _only_message(_item(message_edit=edit))
+    assert (msg.text, msg.edit_of, msg.dedup_key) == ("corrected", "m_1", "edit:m_1:2")
+    again = _only_message(_item(message_edit={**edit, "num_edit": 3}))
+    assert again.dedup_key == "edit:m_1:3"
+
+
+def test_events_not_filed_are_named() -> None:
+    def ignored(**fields: Any) -> tuple[str, ...]:
+        parsed = RECEIVER.parse(request(_item(**fields)))
+        assert parsed.events == [] and parsed.failures == ()
+        return parsed.ignored
+
+    assert ignored(reaction={"mid": "m_1", "action": "react", "emoji": "x"}) == ("reaction",)
+    assert ignored(message={"mid": "m_1", "is_echo": True, "text": "ours"}) == ("echo",)
+    assert ignored(sender={"user_ref": "r"}, optin={"ref": "x"}) == ("no_psid",)
+    assert ignored(something_new={"a": 1}) == ("other_event",)

@@ -124,6 +124,8 @@ class ReplyTo(_Raw):
 class RawMessage(_Raw):
     mid: str = Field(min_length=1)
     text: str | None = None
+    # Older deliveries name the sticker on the message rather than in its image payload.
+    sticker_id: Id | None = None
     is_echo: bool = False
     quick_reply: QuickReply | None = None
     reply_to: ReplyTo | None = None
@@ -134,6 +136,15 @@ class Postback(_Raw):
     mid: str | None = None
     title: str | None = None
     payload: str | None = None
+
+
+class MessageEdit(_Raw):
+    """``message_edits`` (webhook-events/message-edits): the new text of an earlier message;
+    the reference shows ``num_edit`` as an integer and, in its sample, a string."""
+
+    mid: str = Field(min_length=1)
+    text: str | None = None
+    num_edit: Id | None = None
 
 
 class Delivery(_Raw):
@@ -153,6 +164,7 @@ class Messaging(_Raw):
     timestamp: Millis | None = None
     message: RawMessage | None = None
     postback: Postback | None = None
+    message_edit: MessageEdit | None = None
     delivery: Delivery | None = None
     read: Read | None = None
 
@@ -266,7 +278,6 @@ _UNFILED = frozenset(
         "request_thread_control",
         "app_roles",
         "policy_enforcement",
-        "message_edit",
         "game_play",
         "payment",
         "checkout_update",
@@ -308,6 +319,8 @@ def _events(
         return [_message(item.message, psid, _required(ms), account=account, dropped=dropped)]
     if item.postback is not None:
         return [_postback(item.postback, psid, _required(ms), account=account)]
+    if item.message_edit is not None:
+        return [_edit(item.message_edit, psid, _required(ms), account=account)]
     if item.delivery is not None:
         return _delivered(item.delivery, psid, ms, account=account)
     if item.read is not None:
@@ -323,7 +336,7 @@ def _events(
                 status="read",
             )
         ]
-    # Reactions, referrals, opt-ins, handovers, edits ...: acknowledged, not filed.
+    # Reactions, referrals, opt-ins, handovers ...: acknowledged, each ignored by name.
     return []
 
 
@@ -351,7 +364,7 @@ def _sender(psid: str) -> Sender:
 def _message(
     msg: RawMessage, psid: str, ms: int, *, account: str, dropped: Sequence[str] = ()
 ) -> Message:
-    attachments, location, notes = _content(msg.attachments or [])
+    attachments, location, notes = _content(msg.attachments or [], msg.sticker_id)
     text = msg.text or ""
     if msg.quick_reply is not None and msg.quick_reply.payload:
         # `text` is the title of the button the customer tapped; the payload is ours.
@@ -377,7 +390,7 @@ def _message(
 
 
 def _content(
-    raw: list[RawAttachment],
+    raw: list[RawAttachment], sticker_id: str | None = None
 ) -> tuple[list[Attachment], Location | None, list[str]]:
     attachments: list[Attachment] = []
     location: Location | None = None
@@ -385,6 +398,9 @@ def _content(
     # Until 2026-08-30 Meta sends a sticker twice: as the new `sticker` type and as the
     # old `image` with `payload.sticker_id`. With a `sticker` present the images that
     # carry a sticker_id are its duplicates; without one they are the sticker.
+    if sticker_id is not None:
+        # older deliveries name the sticker on the message: its images are the sticker
+        raw = [_as_legacy_sticker(a, sticker_id) for a in raw]
     has_sticker_type = any(a.type == "sticker" for a in raw)
     legacy_url = next(
         (a.payload.url for a in raw if _is_legacy_sticker(a) and a.payload and a.payload.url),
@@ -416,6 +432,13 @@ def _content(
     return attachments, location, notes
 
 
+def _as_legacy_sticker(a: RawAttachment, sticker_id: str) -> RawAttachment:
+    if a.type != "image" or a.payload is None or a.payload.sticker_id is not None:
+        return a
+    payload = a.payload.model_copy(update={"sticker_id": sticker_id})
+    return a.model_copy(update={"payload": payload})
+
+
 def _is_legacy_sticker(a: RawAttachment) -> bool:
     return a.type == "image" and a.payload is not None and a.payload.sticker_id is not None
 
@@ -445,6 +468,23 @@ def _postback(pb: Postback, psid: str, ms: int, *, account: str) -> Message:
         sender=_sender(psid),
         text=pb.title or "",
         note=f"Button: {_clip(pb.payload)}" if pb.payload else "Button",
+    )
+
+
+def _edit(edit: MessageEdit, psid: str, ms: int, *, account: str) -> Message:
+    # one key per edit of a message: each edit is its own note on the ticket
+    key = f"edit:{edit.mid}:{edit.num_edit if edit.num_edit is not None else ms}"
+    return Message(
+        account=account,
+        channel=Channel.MESSENGER,
+        dedup_key=key,
+        thread=psid,
+        occurred_at=_when(ms),
+        external_id=key,
+        sender=_sender(psid),
+        text=edit.text or "",
+        edit_of=edit.mid,
+        note=None if edit.text else "Edited a message; the new text is empty",
     )
 
 

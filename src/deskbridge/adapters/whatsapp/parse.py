@@ -52,6 +52,7 @@ StatusName = Literal["sent", "delivered", "read", "failed"]
 
 _MAX_UNIX = 253_402_300_799  # 9999-12-31: datetime.fromtimestamp cannot overflow below it
 _FLOW_TEXT_LIMIT = 4000
+_ORDER_ITEMS = 20
 _STATUSES: dict[str, StatusName] = {
     "sent": "sent",
     "delivered": "delivered",
@@ -166,11 +167,33 @@ class NfmReply(_Raw):
     body: str | None = None
 
 
+class CallPermission(_Raw):
+    response: str | None = None
+
+
 class Interactive(_Raw):
     type: str
     button_reply: Choice | None = None
     list_reply: Choice | None = None
     nfm_reply: NfmReply | None = None
+    call_permission_reply: CallPermission | None = None
+
+
+class Revoke(_Raw):
+    original_message_id: str | None = None
+
+
+class OrderItem(_Raw):
+    product_retailer_id: str | None = None
+    quantity: int | float | None = None
+    item_price: int | float | None = None
+    currency: str | None = None
+
+
+class Order(_Raw):
+    catalog_id: str | None = None
+    text: str | None = None
+    product_items: list[OrderItem] = []
 
 
 class Button(_Raw):
@@ -227,6 +250,8 @@ class WaMessage(_Raw):
     unsupported: Unsupported | None = None
     context: Context | None = None
     edit: Edit | None = None
+    revoke: Revoke | None = None
+    order: Order | None = None
     errors: list[WaError] = []
 
 
@@ -582,8 +607,8 @@ def _content(msg: WaMessage, wa_id: str | None, dropped: Sequence[str] = ()) -> 
     elif msg.type == "button" and msg.button is not None:
         out.text = msg.button.text
         notes.append("Tapped a quick-reply button of a template message")
-    elif msg.type == "system" and msg.system is not None:
-        notes.append(f"WhatsApp notice ({msg.system.type or 'system'}): {msg.system.body or ''}")
+    elif (note := _other(msg)) is not None:
+        notes.append(note)
     elif msg.type not in dropped:
         # Never silence: the agent sees that something arrived and what kind it was.
         kind = msg.unsupported.type if msg.unsupported and msg.unsupported.type else msg.type
@@ -593,6 +618,29 @@ def _content(msg: WaMessage, wa_id: str | None, dropped: Sequence[str] = ()) -> 
     if msg.context and (msg.context.forwarded or msg.context.frequently_forwarded):
         notes.append("Frequently forwarded" if msg.context.frequently_forwarded else "Forwarded")
     return out
+
+
+def _other(msg: WaMessage) -> str | None:
+    """A note for the kinds that carry no text of their own, when their content reads."""
+    if msg.type == "system" and msg.system is not None:
+        return f"WhatsApp notice ({msg.system.type or 'system'}): {msg.system.body or ''}"
+    if msg.type == "revoke" and msg.revoke is not None:
+        return f"Deleted message {msg.revoke.original_message_id or '(unknown)'}"
+    if msg.type == "order" and msg.order is not None and msg.order.product_items:
+        items = "; ".join(_order_item(i) for i in msg.order.product_items[:_ORDER_ITEMS])
+        more = len(msg.order.product_items) - _ORDER_ITEMS
+        tail = f"; and {more} more" if more > 0 else ""
+        text = f" — {msg.order.text}" if msg.order.text else ""
+        return f"Order from catalog {msg.order.catalog_id or '?'}: {items}{tail}{text}"
+    reply = msg.interactive.call_permission_reply if msg.interactive else None
+    if msg.type == "interactive" and reply is not None:
+        return f"Call permission: {reply.response or 'answered'}"
+    return None
+
+
+def _order_item(item: OrderItem) -> str:
+    price = f" at {item.item_price} {item.currency or ''}".rstrip() if item.item_price else ""
+    return f"{item.quantity or 1} x {item.product_retailer_id or '?'}{price}"
 
 
 def _nfm(interactive: Interactive | None) -> NfmReply | None:
