@@ -90,8 +90,9 @@ def headers(body: bytes) -> dict[str, str]:
 
 
 def _wa_message(wa_id: str, mid: str, text: str, *, bad: bool = False) -> dict[str, Any]:
-    # a numeric timestamp is not what Meta sends: that message cannot be read
-    when: Any = NOW if bad else str(NOW)
+    # a timestamp that is no time at all: that message cannot be read (a JSON number is
+    # read, as Meta's SDKs read it: issue 17)
+    when: Any = "yesterday" if bad else str(NOW)
     return {"from": wa_id, "id": mid, "timestamp": when, "type": "text", "text": {"body": text}}
 
 

@@ -434,19 +434,12 @@ def _item(**fields: Any) -> bytes:
         json.dumps({"object": "page", "entry": [{"id": PAGE_A, "messaging": [5]}]}).encode(),
         _item(sender={"id": ["x"]}),
         _item(message={"mid": 12, "text": "secret customer text"}),
-        _item(message={"mid": "m_1", "text": ["secret customer text"]}),
+        _item(message={"mid": "", "text": "secret customer text"}),
         _item(timestamp=1e30),
         _item(timestamp=-1),
         _item(delivery={"mids": ["m_1"]}),
-        _item(message={"mid": "m_1", "attachments": [{"type": "image", "payload": "x"}]}),
-        _item(
-            message={
-                "mid": "m_1",
-                "attachments": [
-                    {"type": "location", "payload": {"coordinates": {"lat": 95, "long": 0}}}
-                ],
-            }
-        ),
+        _item(postback={"title": ["secret customer text"]}),
+        _item(recipient={"id": {"x": 1}}),
         # A lone surrogate escape: valid JSON, but no storable text.
         _item(message={"mid": "m_1", "text": "a \ud800"}),
     ],
@@ -461,12 +454,12 @@ def _item(**fields: Any) -> bytes:
         "messaging-number",
         "sender-id-list",
         "mid-number",
-        "text-list",
+        "mid-empty",
         "timestamp-huge",
         "timestamp-negative",
         "delivery-without-watermark",
-        "payload-string",
-        "latitude-out-of-range",
+        "postback-title-list",
+        "recipient-id-object",
         "lone-surrogate",
     ],
 )
@@ -1080,3 +1073,98 @@ async def test_fetch_errors(
         await adapter_for(client).fetch(PHOTO)
     assert "fbcdn" not in str(caught.value)
     assert str(caught.value).startswith("messenger download")
+
+
+# --- issue 17: one unreadable field degrades its message, never its siblings ------------
+
+
+def _only_message(body: bytes) -> Message:
+    parsed = RECEIVER.parse(request(body))
+    assert parsed.failures == ()
+    (event,) = parsed.events
+    assert isinstance(event, Message)
+    return event
+
+
+def test_a_location_with_string_coordinates_is_read() -> None:
+    location = {
+        "type": "location",
+        "title": "Home",
+        "payload": {"coordinates": {"lat": "52.5", "long": "13.4"}},
+    }
+    msg = _only_message(_item(message={"mid": "m_1", "attachments": [location]}))
+    assert msg.location is not None
+    assert (msg.location.latitude, msg.location.longitude, msg.location.name) == (
+        52.5,
+        13.4,
+        "Home",
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "text", "refs", "left_out"),
+    [
+        ({"mid": "m_1", "text": ["secret customer text"]}, "", [], "message.text"),
+        (
+            {"mid": "m_1", "text": "hi", "attachments": [
+                {"type": "image", "payload": "x"},
+                {"type": "image", "payload": {"url": "https://cdn.example/a.jpg"}},
+            ]},
+            "hi",
+            ["https://cdn.example/a.jpg"],
+            "message.attachments[0]",
+        ),
+        (
+            {"mid": "m_1", "attachments": [
+                {"type": "location", "payload": {"coordinates": {"lat": 95, "long": 0}}}
+            ]},
+            "",
+            [],
+            "message.attachments[0]",
+        ),
+    ],
+    ids=["text-list", "payload-string", "latitude-out-of-range"],
+)  # fmt: skip
+def test_a_field_that_cannot_be_read_is_left_out_and_named(
+    message: dict[str, Any], text: str, refs: list[str], left_out: str
+) -> None:
+    msg = _only_message(_item(message=message))
+    assert (msg.external_id, msg.text) == ("m_1", text)
+    assert [a.ref for a in msg.attachments] == refs
+    assert msg.note is not None and msg.note.endswith(f"Could not read and left out: {left_out}")
+    assert "secret customer text" not in msg.note
+
+
+def test_a_degraded_message_does_not_cost_its_siblings() -> None:
+    good = {
+        "sender": {"id": PSID},
+        "recipient": {"id": PAGE_A},
+        "timestamp": 1,
+        "message": {"mid": "m_good", "text": "fine"},
+    }
+    bad = {**good, "message": {"mid": "m_bad", "attachments": [{"type": "image", "payload": 3}]}}
+    broken = {**good, "message": {"mid": 7}}
+    body = {"object": "page", "entry": [{"id": PAGE_A, "messaging": [bad, broken, good]}]}
+    parsed = RECEIVER.parse(request(json.dumps(body).encode()))
+    assert [e.external_id for e in parsed.events if isinstance(e, Message)] == ["m_bad", "m_good"]
+    assert [f.account for f in parsed.failures] == ["acme"]  # the unreadable mid alone
+
+
+def test_an_edit_is_filed_as_an_edit_of_the_original_once_per_edit() -> None:
+    edit = {"mid": "m_1", "text": "corrected", "num_edit": "2"}
+    msg = _only_message(_item(message_edit=edit))
+    assert (msg.text, msg.edit_of, msg.dedup_key) == ("corrected", "m_1", "edit:m_1:2")
+    again = _only_message(_item(message_edit={**edit, "num_edit": 3}))
+    assert again.dedup_key == "edit:m_1:3"
+
+
+def test_events_not_filed_are_named() -> None:
+    def ignored(**fields: Any) -> tuple[str, ...]:
+        parsed = RECEIVER.parse(request(_item(**fields)))
+        assert parsed.events == [] and parsed.failures == ()
+        return parsed.ignored
+
+    assert ignored(reaction={"mid": "m_1", "action": "react", "emoji": "x"}) == ("reaction",)
+    assert ignored(message={"mid": "m_1", "is_echo": True, "text": "ours"}) == ("echo",)
+    assert ignored(sender={"user_ref": "r"}, optin={"ref": "x"}) == ("no_psid",)
+    assert ignored(something_new={"a": 1}) == ("other_event",)

@@ -394,7 +394,8 @@ def test_duplicates_in_one_batch_are_both_returned_for_intake_to_dedup() -> None
 
 
 def test_changes_of_other_fields_are_ignored() -> None:
-    assert parse(fixture("non_messages_field")) == Parsed(events=[], unrouted=0)
+    expected = Parsed(events=[], unrouted=0, ignored=("other_field", "other_field"))
+    assert parse(fixture("non_messages_field")) == expected
 
 
 @pytest.mark.parametrize(
@@ -530,6 +531,12 @@ def _text_body(**message: Any) -> dict[str, Any]:
     return doc
 
 
+def _no_sender() -> dict[str, Any]:
+    doc = _text_body(**{"from": None})
+    doc["entry"][0]["changes"][0]["value"]["contacts"] = []
+    return doc
+
+
 @pytest.mark.parametrize(
     "doc",
     [
@@ -540,11 +547,11 @@ def _text_body(**message: Any) -> dict[str, Any]:
         {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": 1}]}]},
         {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages"}]}]},
         _text_body(id=12345),
-        _text_body(timestamp=1750000000),
+        _text_body(timestamp=True),
         _text_body(timestamp="99999999999999"),
         _text_body(text={"body": "SECRET-BODY-TEXT \ud800"}),
-        _text_body(**{"from": None}),
-        _text_body(type="location", location={"latitude": 91, "longitude": 0}),
+        _no_sender(),
+        _text_body(type=None),
     ],
     ids=[
         "messenger-object",
@@ -554,11 +561,11 @@ def _text_body(**message: Any) -> dict[str, Any]:
         "field-number",
         "no-metadata",
         "id-number",
-        "timestamp-number",
+        "timestamp-bool",
         "timestamp-overflow",
         "lone-surrogate",
         "no-sender",
-        "latitude-out-of-range",
+        "type-null",
     ],
 )
 def test_objects_that_are_not_readable_webhooks_fail_to_parse(doc: dict[str, Any]) -> None:
@@ -1228,3 +1235,120 @@ async def test_adapter_shape(client: httpx.AsyncClient) -> None:
         True,
         "acme",
     )
+
+
+# --- issue 17: lenient reading, edits, Flow replies, Argentine numbers -----------------
+
+
+def test_a_timestamp_sent_as_a_json_number_is_read() -> None:
+    msg = only(_text_body(timestamp=1750000000))
+    assert msg.occurred_at == datetime.fromtimestamp(1750000000, UTC)
+
+
+def test_an_unreadable_field_degrades_its_message_and_spares_its_siblings() -> None:
+    doc = raw("text")
+    value = doc["entry"][0]["changes"][0]["value"]
+    good = dict(first_message(doc))
+    bad = {**good, "id": "wamid.BAD", "type": "location"}
+    bad["location"] = {"latitude": "north", "longitude": 0}
+    value["messages"] = [bad, good]
+    parsed = parse(json.dumps(doc).encode())
+    assert parsed.failures == ()
+    first, second = parsed.events
+    assert isinstance(first, Message) and isinstance(second, Message)
+    assert first.external_id == "wamid.BAD" and first.location is None
+    assert first.note == "Could not read and left out: location"
+    assert "north" not in (first.note or "")
+    assert second.text == good["text"]["body"]
+
+
+def test_string_coordinates_are_read_as_numbers() -> None:
+    msg = only(_text_body(type="location", location={"latitude": "-34.6", "longitude": "-58.4"}))
+    assert msg.location is not None
+    assert (msg.location.latitude, msg.location.longitude) == (-34.6, -58.4)
+
+
+def test_a_sender_known_only_through_the_contacts_user_id_is_filed() -> None:
+    doc = _text_body(**{"from": None})
+    value = doc["entry"][0]["changes"][0]["value"]
+    value["contacts"] = [{"profile": {"name": "Ann"}, "user_id": BSUID}]
+    msg = only(doc)
+    assert (msg.sender.external_id, msg.thread, msg.sender.display_name) == (BSUID, BSUID, "Ann")
+    assert [i.kind for i in msg.sender.identities] == ["channel_user"]
+
+
+def test_an_edit_is_the_new_content_marked_as_an_edit_of_the_original() -> None:
+    doc = raw("text")
+    message = first_message(doc)
+    del message["text"]
+    message["type"] = "edit"
+    message["edit"] = {
+        "original_message_id": "wamid.ORIGINAL",
+        "message": {
+            "context": {"id": "wamid.CTX"},
+            "type": "image",
+            "image": {"caption": "New caption", "mime_type": "image/jpeg", "id": "777"},
+        },
+    }
+    msg = only(doc)
+    assert (msg.edit_of, msg.text, msg.reply_to) == ("wamid.ORIGINAL", "New caption", "wamid.CTX")
+    assert [a.ref for a in msg.attachments] == ["777"]
+    text_edit = {
+        "original_message_id": "wamid.O2",
+        "message": {"type": "text", "text": {"body": "fixed"}},
+    }
+    message["edit"] = text_edit
+    msg = only(doc)
+    assert (msg.edit_of, msg.text, msg.attachments) == ("wamid.O2", "fixed", ())
+
+
+def test_an_edit_whose_content_cannot_be_read_still_arrives() -> None:
+    doc = raw("text")
+    message = first_message(doc)
+    del message["text"]
+    message |= {"type": "edit", "edit": {"original_message_id": "wamid.O", "message": {}}}
+    msg = only(doc)
+    assert msg.edit_of == "wamid.O"
+    assert msg.note == "Edited a message; the new content could not be read"
+
+
+def test_a_flow_reply_is_its_answers_as_text() -> None:
+    answers = {"flow_token": "OURS", "name": "Ann", "topics": ["billing", "login"], "n": 2}
+    doc = _text_body(
+        type="interactive",
+        interactive={
+            "type": "nfm_reply",
+            "nfm_reply": {"name": "flow", "body": "Sent", "response_json": json.dumps(answers)},
+        },
+    )
+    del first_message(doc)["text"]
+    msg = only(doc)
+    assert msg.text == "name: Ann\ntopics: billing, login\nn: 2"
+    assert msg.note == "Flow reply (flow)"
+    not_json = {"type": "nfm_reply", "nfm_reply": {"response_json": "{oops"}}
+    first_message(doc)["interactive"] = not_json
+    msg = only(doc)
+    assert (msg.text, msg.note) == ("{oops", "Flow reply (flow); its answers are not JSON")
+
+
+def test_argentine_wa_id_and_the_cards_number_without_9_are_one_phone() -> None:
+    from deskbridge.identity.normalize import phone_key
+
+    doc = _text_body(**{"from": "5491123456789"})
+    doc["entry"][0]["changes"][0]["value"]["contacts"][0]["wa_id"] = "5491123456789"
+    message = first_message(doc)
+    del message["text"]
+    message |= {
+        "type": "contacts",
+        "contacts": [
+            {
+                "name": {"formatted_name": "Me"},
+                "phones": [{"phone": "+54 11 2345-6789", "wa_id": "5491123456789"}],
+            }
+        ],
+    }
+    msg = only(doc)
+    phones = [i.value for i in msg.sender.identities if i.kind == "phone"]
+    assert phones == ["+5491123456789"]  # the card's own spelling adds no second phone
+    assert msg.contact is not None and msg.contact.phone is not None
+    assert phone_key(msg.contact.phone) == phone_key(phones[0]) == "+541123456789"

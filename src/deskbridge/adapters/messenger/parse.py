@@ -11,14 +11,15 @@ validated, so an odd event for a Page nobody here owns cannot fail the rest of t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import Parsed
-from deskbridge.adapters.batch import Batch
+from deskbridge.adapters.meta.ignoring import NamingBatch
+from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.errors import ParseFailed
@@ -92,8 +93,9 @@ class Party(_Raw):
 
 
 class Coordinates(_Raw):
-    lat: float = Field(ge=-90, le=90)
-    long: float = Field(ge=-180, le=180)
+    # Strings in some deliveries and SDK samples; the SDKs read them as numbers.
+    lat: Annotated[float, BeforeValidator(numeric), Field(ge=-90, le=90)]
+    long: Annotated[float, BeforeValidator(numeric), Field(ge=-180, le=180)]
 
 
 class Payload(_Raw):
@@ -122,6 +124,8 @@ class ReplyTo(_Raw):
 class RawMessage(_Raw):
     mid: str = Field(min_length=1)
     text: str | None = None
+    # Older deliveries name the sticker on the message rather than in its image payload.
+    sticker_id: Id | None = None
     is_echo: bool = False
     quick_reply: QuickReply | None = None
     reply_to: ReplyTo | None = None
@@ -132,6 +136,15 @@ class Postback(_Raw):
     mid: str | None = None
     title: str | None = None
     payload: str | None = None
+
+
+class MessageEdit(_Raw):
+    """``message_edits`` (webhook-events/message-edits): the new text of an earlier message;
+    the reference shows ``num_edit`` as an integer and, in its sample, a string."""
+
+    mid: str = Field(min_length=1)
+    text: str | None = None
+    num_edit: Id | None = None
 
 
 class Delivery(_Raw):
@@ -151,6 +164,7 @@ class Messaging(_Raw):
     timestamp: Millis | None = None
     message: RawMessage | None = None
     postback: Postback | None = None
+    message_edit: MessageEdit | None = None
     delivery: Delivery | None = None
     read: Read | None = None
 
@@ -180,7 +194,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
     """
     raw = load_object(body, what="messenger")
     if raw.get("object") == "instagram":
-        return Parsed([])
+        return Parsed([], ignored=("instagram",))
     try:
         envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -190,7 +204,7 @@ def parse(body: bytes, *, routes: Mapping[str, str]) -> Parsed:
         ) from None
     if envelope.object != "page":
         raise ParseFailed("messenger: not a Page webhook (object is not 'page')")
-    batch = Batch("messenger", surrogates=escapes_surrogates(body))
+    batch = NamingBatch("messenger", surrogates=escapes_surrogates(body))
     for raw_entry in envelope.entry:
         _entry(batch, routes, raw_entry)
     return batch.parsed(lambda account: dump({"object": "page", "entry": batch.owned[account]}))
@@ -205,7 +219,7 @@ def _page(raw: dict[str, Any], routes: Mapping[str, str]) -> str | None:
     return routes.get(page, "") if isinstance(page, str) and page else None
 
 
-def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None:
+def _entry(batch: NamingBatch, routes: Mapping[str, str], raw: dict[str, Any]) -> None:
     try:
         entry = Entry.model_validate(raw)
     except ValidationError as exc:
@@ -229,10 +243,57 @@ def _entry(batch: Batch, routes: Mapping[str, str], raw: dict[str, Any]) -> None
         return dump({"object": "page", "entry": [{**head, "messaging": [item]}]})
 
     def read(item: Any) -> list[InboundEvent]:
-        return _events(entry, Messaging.model_validate(item), account=account)
+        event, dropped = leniently(Messaging, item, _leave_out)
+        events = _events(entry, event, account=account, dropped=dropped)
+        if not events:
+            batch.ignore(_why(entry, event, item))
+        return events
 
     for item in entry.messaging or ():
         batch.item(account, item, record, read)
+    if not entry.messaging:
+        # handover `standby` events (another app owns the thread) and Page feed `changes`
+        batch.ignore("standby" if raw.get("standby") else "no_messaging")
+
+
+def _leave_out(loc: Loc) -> Loc | None:
+    """What of a message event may be left out when it does not read: an attachment, or
+    another field of the message but its ``mid``. Anything else fails the event."""
+    if len(loc) >= 3 and loc[:2] == ("message", "attachments") and isinstance(loc[2], int):
+        return loc[:3]
+    if len(loc) >= 2 and loc[0] == "message" and loc[1] not in ("mid", "is_echo"):
+        return loc[:2]
+    return None
+
+
+# Events a Page may be subscribed to that file nothing: each is its own named reason.
+_UNFILED = frozenset(
+    {
+        "reaction",
+        "referral",
+        "optin",
+        "account_linking",
+        "pass_thread_control",
+        "take_thread_control",
+        "request_thread_control",
+        "app_roles",
+        "policy_enforcement",
+        "game_play",
+        "payment",
+        "checkout_update",
+        "pre_checkout",
+    }
+)
+
+
+def _why(entry: Entry, event: Messaging, raw: Any) -> str:
+    """The reason a readable event files nothing."""
+    if event.sender.id is None:
+        return "no_psid"  # a `user_ref` sender (checkbox plugin) has nobody to answer
+    if event.sender.id == entry.id or (event.message is not None and event.message.is_echo):
+        return "echo"
+    keys = raw.keys() if isinstance(raw, dict) else ()
+    return next((k for k in keys if k in _UNFILED), "other_event")
 
 
 def _when(ms: int) -> datetime:
@@ -243,7 +304,9 @@ def _clip(text: str) -> str:
     return text if len(text) <= _NOTE_PART_LIMIT else text[: _NOTE_PART_LIMIT - 1] + "…"
 
 
-def _events(entry: Entry, item: Messaging, *, account: str) -> list[InboundEvent]:
+def _events(
+    entry: Entry, item: Messaging, *, account: str, dropped: Sequence[str] = ()
+) -> list[InboundEvent]:
     psid = item.sender.id
     # The Page itself as sender is an echo of what we (or another app) sent; `user_ref`
     # senders (the checkbox plugin) have no PSID to answer.
@@ -253,9 +316,11 @@ def _events(entry: Entry, item: Messaging, *, account: str) -> list[InboundEvent
     if item.message is not None:
         if item.message.is_echo:
             return []
-        return [_message(item.message, psid, _required(ms), account=account)]
+        return [_message(item.message, psid, _required(ms), account=account, dropped=dropped)]
     if item.postback is not None:
         return [_postback(item.postback, psid, _required(ms), account=account)]
+    if item.message_edit is not None:
+        return [_edit(item.message_edit, psid, _required(ms), account=account)]
     if item.delivery is not None:
         return _delivered(item.delivery, psid, ms, account=account)
     if item.read is not None:
@@ -271,7 +336,7 @@ def _events(entry: Entry, item: Messaging, *, account: str) -> list[InboundEvent
                 status="read",
             )
         ]
-    # Reactions, referrals, opt-ins, handovers, edits ...: acknowledged, not filed.
+    # Reactions, referrals, opt-ins, handovers ...: acknowledged, each ignored by name.
     return []
 
 
@@ -296,12 +361,16 @@ def _sender(psid: str) -> Sender:
     )
 
 
-def _message(msg: RawMessage, psid: str, ms: int, *, account: str) -> Message:
-    attachments, location, notes = _content(msg.attachments or [])
+def _message(
+    msg: RawMessage, psid: str, ms: int, *, account: str, dropped: Sequence[str] = ()
+) -> Message:
+    attachments, location, notes = _content(msg.attachments or [], msg.sticker_id)
     text = msg.text or ""
     if msg.quick_reply is not None and msg.quick_reply.payload:
         # `text` is the title of the button the customer tapped; the payload is ours.
         notes.insert(0, f"Quick reply: {_clip(msg.quick_reply.payload)}")
+    if dropped:
+        notes.append("Could not read and left out: " + ", ".join(dropped))
     if not (text or attachments or location or notes):
         notes.append("Unsupported Messenger message")
     return Message(
@@ -321,7 +390,7 @@ def _message(msg: RawMessage, psid: str, ms: int, *, account: str) -> Message:
 
 
 def _content(
-    raw: list[RawAttachment],
+    raw: list[RawAttachment], sticker_id: str | None = None
 ) -> tuple[list[Attachment], Location | None, list[str]]:
     attachments: list[Attachment] = []
     location: Location | None = None
@@ -329,6 +398,9 @@ def _content(
     # Until 2026-08-30 Meta sends a sticker twice: as the new `sticker` type and as the
     # old `image` with `payload.sticker_id`. With a `sticker` present the images that
     # carry a sticker_id are its duplicates; without one they are the sticker.
+    if sticker_id is not None:
+        # older deliveries name the sticker on the message: its images are the sticker
+        raw = [_as_legacy_sticker(a, sticker_id) for a in raw]
     has_sticker_type = any(a.type == "sticker" for a in raw)
     legacy_url = next(
         (a.payload.url for a in raw if _is_legacy_sticker(a) and a.payload and a.payload.url),
@@ -360,6 +432,13 @@ def _content(
     return attachments, location, notes
 
 
+def _as_legacy_sticker(a: RawAttachment, sticker_id: str) -> RawAttachment:
+    if a.type != "image" or a.payload is None or a.payload.sticker_id is not None:
+        return a
+    payload = a.payload.model_copy(update={"sticker_id": sticker_id})
+    return a.model_copy(update={"payload": payload})
+
+
 def _is_legacy_sticker(a: RawAttachment) -> bool:
     return a.type == "image" and a.payload is not None and a.payload.sticker_id is not None
 
@@ -389,6 +468,23 @@ def _postback(pb: Postback, psid: str, ms: int, *, account: str) -> Message:
         sender=_sender(psid),
         text=pb.title or "",
         note=f"Button: {_clip(pb.payload)}" if pb.payload else "Button",
+    )
+
+
+def _edit(edit: MessageEdit, psid: str, ms: int, *, account: str) -> Message:
+    # one key per edit of a message: each edit is its own note on the ticket
+    key = f"edit:{edit.mid}:{edit.num_edit if edit.num_edit is not None else ms}"
+    return Message(
+        account=account,
+        channel=Channel.MESSENGER,
+        dedup_key=key,
+        thread=psid,
+        occurred_at=_when(ms),
+        external_id=key,
+        sender=_sender(psid),
+        text=edit.text or "",
+        edit_of=edit.mid,
+        note=None if edit.text else "Edited a message; the new text is empty",
     )
 
 

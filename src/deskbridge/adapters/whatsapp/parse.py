@@ -11,8 +11,10 @@ several phone numbers: each change is routed on ``metadata.phone_number_id``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -21,10 +23,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
+from deskbridge.adapters.meta.ignoring import NamingBatch
+from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.adapters.whatsapp.api import WINDOW_CLOSED
 from deskbridge.errors import ParseFailed
+from deskbridge.identity.normalize import phone_key
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
@@ -46,6 +51,8 @@ OBJECT = "whatsapp_business_account"
 StatusName = Literal["sent", "delivered", "read", "failed"]
 
 _MAX_UNIX = 253_402_300_799  # 9999-12-31: datetime.fromtimestamp cannot overflow below it
+_FLOW_TEXT_LIMIT = 4000
+_ORDER_ITEMS = 20
 _STATUSES: dict[str, StatusName] = {
     "sent": "sent",
     "delivered": "delivered",
@@ -62,7 +69,10 @@ _MEDIA: dict[str, AttachmentKind] = {
 
 
 def _unix(value: Any) -> Any:
-    # Meta sends Unix seconds as a decimal string ("1750000000").
+    # Meta sends Unix seconds as a decimal string ("1750000000"); some deliveries and
+    # the SDKs' samples send a JSON number, which the SDKs accept too.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_UNIX:
+        return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value):
         seconds = int(value)
         if seconds <= _MAX_UNIX:
@@ -106,8 +116,8 @@ class Text(_Raw):
 
 
 class GeoPoint(_Raw):
-    latitude: float = Field(ge=-90, le=90)
-    longitude: float = Field(ge=-180, le=180)
+    latitude: Annotated[float, BeforeValidator(numeric), Field(ge=-90, le=90)]
+    longitude: Annotated[float, BeforeValidator(numeric), Field(ge=-180, le=180)]
     name: str | None = None
     address: str | None = None
 
@@ -148,10 +158,42 @@ class Choice(_Raw):
     description: str | None = None
 
 
+class NfmReply(_Raw):
+    """A Flow's answers (flows/reference/responsemsgwebhook): ``response_json`` is a JSON
+    object in a string; ``name`` is ``flow`` or ``address_message``."""
+
+    response_json: str | None = None
+    name: str | None = None
+    body: str | None = None
+
+
+class CallPermission(_Raw):
+    response: str | None = None
+
+
 class Interactive(_Raw):
     type: str
     button_reply: Choice | None = None
     list_reply: Choice | None = None
+    nfm_reply: NfmReply | None = None
+    call_permission_reply: CallPermission | None = None
+
+
+class Revoke(_Raw):
+    original_message_id: str | None = None
+
+
+class OrderItem(_Raw):
+    product_retailer_id: str | None = None
+    quantity: int | float | None = None
+    item_price: int | float | None = None
+    currency: str | None = None
+
+
+class Order(_Raw):
+    catalog_id: str | None = None
+    text: str | None = None
+    product_items: list[OrderItem] = []
 
 
 class Button(_Raw):
@@ -180,6 +222,13 @@ class System(_Raw):
     body: str | None = None
 
 
+class Edit(_Raw):
+    """``type: edit`` (webhooks/reference/messages/edit): the edited message in full."""
+
+    original_message_id: Id
+    message: dict[str, Any]
+
+
 class WaMessage(_Raw):
     from_: str | None = Field(default=None, alias="from")
     from_user_id: str | None = None
@@ -200,6 +249,9 @@ class WaMessage(_Raw):
     system: System | None = None
     unsupported: Unsupported | None = None
     context: Context | None = None
+    edit: Edit | None = None
+    revoke: Revoke | None = None
+    order: Order | None = None
     errors: list[WaError] = []
 
 
@@ -268,7 +320,7 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
         ) from None
     if envelope.object != OBJECT:
         raise ParseFailed("whatsapp: not a whatsapp_business_account webhook")
-    batch = Batch("whatsapp", surrogates=escapes_surrogates(body))
+    batch = NamingBatch("whatsapp", surrogates=escapes_surrogates(body))
     for index, entry in enumerate(envelope.entry):
         _entry(batch, routes, index, entry)
     return batch.parsed(lambda account: _cut(batch, account))
@@ -289,7 +341,7 @@ def _cut(batch: Batch, account: str) -> bytes:
     return dump({"object": OBJECT, "entry": list(entries.values())})
 
 
-def _entry(batch: Batch, routes: Mapping[str, str], index: int, raw: dict[str, Any]) -> None:
+def _entry(batch: NamingBatch, routes: Mapping[str, str], index: int, raw: dict[str, Any]) -> None:
     head = {k: v for k, v in raw.items() if k != "changes"}
     try:
         entry = Entry.model_validate(raw)
@@ -316,7 +368,7 @@ def _owner(value: dict[str, Any], routes: Mapping[str, str]) -> str | None:
 
 
 def _change(
-    batch: Batch,
+    batch: NamingBatch,
     routes: Mapping[str, str],
     index: int,
     head: dict[str, Any],
@@ -325,7 +377,9 @@ def _change(
     try:
         change = Change.model_validate(raw)
         if change.field != "messages":
+            # account_update, message_template_status_update, calls ...: not a customer's
             batch.mixed = True
+            batch.ignore("other_field")
             return
         value = Head.model_validate(change.value)
     except ValidationError as exc:
@@ -354,11 +408,14 @@ def _change(
     owner = account
 
     def message(msg: Any) -> list[InboundEvent]:
-        return [_message(WaMessage.model_validate(msg), value.contacts, owner)]
+        return [_read(msg, value.contacts, owner)]
 
     def status(st: Any) -> list[InboundEvent]:
         update = _status(WaStatus.model_validate(st), owner)
-        return [update] if update is not None else []
+        if update is None:
+            batch.ignore("status_not_recorded")
+            return []
+        return [update]
 
     for msg in value.messages:
         batch.item(
@@ -395,12 +452,18 @@ def _sender(msg: WaMessage, contacts: Sequence[WaContact]) -> tuple[Sender, str,
         ),
         None,
     )
+    if contact is None and wa_id is None and bsuid is None and len(contacts) == 1:
+        # A username-only customer may be named only in contacts[] (user_id, no wa_id);
+        # with one contact in the change, it is the sender (as the SDKs read it).
+        contact = contacts[0]
     if contact is not None:
         wa_id = wa_id or _digits(contact.wa_id)
         bsuid = bsuid or contact.user_id or None
     user = bsuid or wa_id
     if user is None:
-        raise ParseFailed("whatsapp: a message names no sender (no from, no from_user_id)")
+        raise ParseFailed(
+            "whatsapp: a message names no sender (no from, no from_user_id, no single contact)"
+        )
     identities = [
         Identity(
             kind="channel_user",
@@ -428,66 +491,50 @@ def _sender(msg: WaMessage, contacts: Sequence[WaContact]) -> tuple[Sender, str,
     return sender, wa_id or user, wa_id
 
 
-def _message(msg: WaMessage, contacts: Sequence[WaContact], account: str) -> Message:
-    sender, thread, wa_id = _sender(msg, contacts)
-    text = ""
-    attachments: tuple[Attachment, ...] = ()
-    location = None
-    contact = None
-    reply_to = msg.context.id if msg.context and msg.context.id else None
-    notes: list[str] = []
+# What a message cannot be filed without; any other field that does not read is left out
+# of the message, and its note says so.
+_CORE = frozenset({"from", "from_user_id", "id", "timestamp", "type"})
 
-    media = getattr(msg, msg.type, None) if msg.type in _MEDIA else None
-    if msg.type == "text" and msg.text is not None:
-        text = msg.text.body
-    elif isinstance(media, Media):
-        attachments = (_attachment(msg.type, media),)
-        if msg.type in ("image", "video", "document"):
-            text = media.caption or ""
-        if msg.type == "sticker":
-            notes.append("Animated sticker" if media.animated else "Sticker")
-    elif msg.type == "location" and msg.location is not None:
-        g = msg.location
-        location = Location(
-            latitude=g.latitude, longitude=g.longitude, name=g.name or None, address=g.address
-        )
-    elif msg.type == "contacts" and msg.contacts:
-        contact, note = _cards(msg.contacts, wa_id)
-        notes += [note] if note else []
-        if contact is not None and contact.is_sender and contact.phone:
-            sender = _with_phone(sender, contact.phone)
-    elif msg.type == "reaction" and msg.reaction is not None:
-        r = msg.reaction
-        reply_to = r.message_id
-        notes.append(
-            f"Reacted {r.emoji} to message {r.message_id}"
-            if r.emoji
-            else f"Removed a reaction from message {r.message_id}"
-        )
-    elif msg.type == "interactive" and (picked := _choice(msg.interactive)) is not None:
-        kind, choice = picked
-        text = choice.title
-        detail = f": {choice.description}" if choice.description else ""
-        notes.append(f"Chose {kind} “{choice.title}” (id {choice.id}){detail}")
-    elif msg.type == "button" and msg.button is not None:
-        text = msg.button.text
-        notes.append("Tapped a quick-reply button of a template message")
-    elif msg.type == "system" and msg.system is not None:
-        notes.append(f"WhatsApp notice ({msg.system.type or 'system'}): {msg.system.body or ''}")
+
+def _leave_out(loc: Loc) -> Loc | None:
+    return None if not loc or loc[0] in _CORE else loc[:1]
+
+
+def _read(raw: Any, contacts: Sequence[WaContact], account: str) -> Message:
+    msg, dropped = leniently(WaMessage, raw, _leave_out)
+    return _message(msg, contacts, account, dropped)
+
+
+@dataclass(slots=True)
+class _Content:
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    location: Location | None = None
+    contact: SharedContact | None = None
+    reply_to: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _message(
+    msg: WaMessage, contacts: Sequence[WaContact], account: str, dropped: Sequence[str] = ()
+) -> Message:
+    sender, thread, wa_id = _sender(msg, contacts)
+    edit_of = None
+    if msg.type == "edit" and msg.edit is not None:
+        edit_of = msg.edit.original_message_id
+        content = _edited(msg, msg.edit, wa_id)
     else:
-        # Never silence: the agent sees that something arrived and what kind it was.
-        kind = msg.unsupported.type if msg.unsupported and msg.unsupported.type else msg.type
-        if msg.type == "interactive" and msg.interactive is not None:
-            kind = f"interactive {msg.interactive.type}"
-        notes.append(f"Unsupported WhatsApp message ({kind})")
+        content = _content(msg, wa_id, dropped)
+    if content.contact is not None and content.contact.is_sender and content.contact.phone:
+        sender = _with_phone(sender, content.contact.phone)
+    notes = content.notes
     if msg.errors:
         titles = [scrub(e.title or e.message or "") for e in msg.errors]
         codes = [str(e.code) for e in msg.errors if e.code is not None]
         error = "; ".join(t for t in titles if t) or "error"
         notes.append(f"WhatsApp: {error}" + (f" ({', '.join(codes)})" if codes else ""))
-    if msg.context and (msg.context.forwarded or msg.context.frequently_forwarded):
-        notes.append("Frequently forwarded" if msg.context.frequently_forwarded else "Forwarded")
-
+    if dropped:
+        notes.append("Could not read and left out: " + ", ".join(dropped))
     return Message(
         account=account,
         channel=Channel.WHATSAPP,
@@ -496,13 +543,133 @@ def _message(msg: WaMessage, contacts: Sequence[WaContact], account: str) -> Mes
         occurred_at=msg.timestamp,
         external_id=msg.id,
         sender=sender,
-        text=text,
-        attachments=attachments,
-        reply_to=reply_to,
-        location=location,
-        contact=contact,
+        text=content.text,
+        attachments=content.attachments,
+        reply_to=content.reply_to,
+        edit_of=edit_of,
+        location=content.location,
+        contact=content.contact,
         note="; ".join(notes) or None,
     )
+
+
+def _edited(msg: WaMessage, edit: Edit, wa_id: str | None) -> _Content:
+    """The new content of an edited message, read like any message; what of it cannot be
+    read is left out and named."""
+    inner = {**edit.message, "id": msg.id, "timestamp": str(int(msg.timestamp.timestamp()))}
+    inner.pop("edit", None)
+    try:
+        edited, dropped = leniently(WaMessage, inner, _leave_out)
+    except ValidationError:
+        return _Content(notes=["Edited a message; the new content could not be read"])
+    content = _content(edited, wa_id, dropped)
+    if dropped:
+        content.notes.append("Could not read and left out: " + ", ".join(dropped))
+    return content
+
+
+def _content(msg: WaMessage, wa_id: str | None, dropped: Sequence[str] = ()) -> _Content:
+    out = _Content(reply_to=msg.context.id if msg.context and msg.context.id else None)
+    notes = out.notes
+    media = getattr(msg, msg.type, None) if msg.type in _MEDIA else None
+    if msg.type == "text" and msg.text is not None:
+        out.text = msg.text.body
+    elif isinstance(media, Media):
+        out.attachments = (_attachment(msg.type, media),)
+        if msg.type in ("image", "video", "document"):
+            out.text = media.caption or ""
+        if msg.type == "sticker":
+            notes.append("Animated sticker" if media.animated else "Sticker")
+    elif msg.type == "location" and msg.location is not None:
+        g = msg.location
+        out.location = Location(
+            latitude=g.latitude, longitude=g.longitude, name=g.name or None, address=g.address
+        )
+    elif msg.type == "contacts" and msg.contacts:
+        out.contact, note = _cards(msg.contacts, wa_id)
+        notes += [note] if note else []
+    elif msg.type == "reaction" and msg.reaction is not None:
+        r = msg.reaction
+        out.reply_to = r.message_id
+        notes.append(
+            f"Reacted {r.emoji} to message {r.message_id}"
+            if r.emoji
+            else f"Removed a reaction from message {r.message_id}"
+        )
+    elif msg.type == "interactive" and (picked := _choice(msg.interactive)) is not None:
+        kind, choice = picked
+        out.text = choice.title
+        detail = f": {choice.description}" if choice.description else ""
+        notes.append(f"Chose {kind} “{choice.title}” (id {choice.id}){detail}")
+    elif msg.type == "interactive" and (reply := _nfm(msg.interactive)) is not None:
+        out.text, note = _flow_reply(reply)
+        notes.append(note)
+    elif msg.type == "button" and msg.button is not None:
+        out.text = msg.button.text
+        notes.append("Tapped a quick-reply button of a template message")
+    elif (note := _other(msg)) is not None:
+        notes.append(note)
+    elif msg.type not in dropped:
+        # Never silence: the agent sees that something arrived and what kind it was.
+        kind = msg.unsupported.type if msg.unsupported and msg.unsupported.type else msg.type
+        if msg.type == "interactive" and msg.interactive is not None:
+            kind = f"interactive {msg.interactive.type}"
+        notes.append(f"Unsupported WhatsApp message ({kind})")
+    if msg.context and (msg.context.forwarded or msg.context.frequently_forwarded):
+        notes.append("Frequently forwarded" if msg.context.frequently_forwarded else "Forwarded")
+    return out
+
+
+def _other(msg: WaMessage) -> str | None:
+    """A note for the kinds that carry no text of their own, when their content reads."""
+    if msg.type == "system" and msg.system is not None:
+        return f"WhatsApp notice ({msg.system.type or 'system'}): {msg.system.body or ''}"
+    if msg.type == "revoke" and msg.revoke is not None:
+        return f"Deleted message {msg.revoke.original_message_id or '(unknown)'}"
+    if msg.type == "order" and msg.order is not None and msg.order.product_items:
+        items = "; ".join(_order_item(i) for i in msg.order.product_items[:_ORDER_ITEMS])
+        more = len(msg.order.product_items) - _ORDER_ITEMS
+        tail = f"; and {more} more" if more > 0 else ""
+        text = f" — {msg.order.text}" if msg.order.text else ""
+        return f"Order from catalog {msg.order.catalog_id or '?'}: {items}{tail}{text}"
+    reply = msg.interactive.call_permission_reply if msg.interactive else None
+    if msg.type == "interactive" and reply is not None:
+        return f"Call permission: {reply.response or 'answered'}"
+    return None
+
+
+def _order_item(item: OrderItem) -> str:
+    price = f" at {item.item_price} {item.currency or ''}".rstrip() if item.item_price else ""
+    return f"{item.quantity or 1} x {item.product_retailer_id or '?'}{price}"
+
+
+def _nfm(interactive: Interactive | None) -> NfmReply | None:
+    if interactive is None or interactive.type != "nfm_reply" or interactive.nfm_reply is None:
+        return None
+    return interactive.nfm_reply if interactive.nfm_reply.response_json is not None else None
+
+
+def _flow_reply(reply: NfmReply) -> tuple[str, str]:
+    """The answers of a Flow as ``field: value`` lines, and the note naming the Flow.
+    ``flow_token`` is ours (it names the Flow we sent), not the customer's answer."""
+    note = f"Flow reply ({reply.name or 'flow'})"
+    given = reply.response_json or ""
+    try:
+        answers = json.loads(given)
+    except ValueError:
+        return given[:_FLOW_TEXT_LIMIT], note + "; its answers are not JSON"
+    if not isinstance(answers, dict):
+        return _flat(answers), note
+    lines = [f"{key}: {_flat(value)}" for key, value in answers.items() if key != "flow_token"]
+    return "\n".join(lines)[:_FLOW_TEXT_LIMIT] or (reply.body or ""), note
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ", ".join(_flat(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _attachment(kind: str, media: Media) -> Attachment:
@@ -578,7 +745,8 @@ def _with_phone(sender: Sender, phone: str) -> Sender:
     """The customer shared their own card: its number is theirs. A contact request's card
     carries the customer's WhatsApp number (business-scoped-user-ids, "Requesting phone
     numbers from users")."""
-    if any(i.kind == "phone" and i.value == phone for i in sender.identities):
+    # Compared by match key: the card may spell an Argentine mobile without the 9.
+    if any(i.kind == "phone" and phone_key(i.value) == phone_key(phone) for i in sender.identities):
         return sender
     extra = Identity(kind="phone", value=phone, strength="strong", source="whatsapp_contact")
     return sender.model_copy(update={"identities": (*sender.identities, extra)})
