@@ -86,6 +86,14 @@ async def test_telegram_to_zendesk_and_back(
     send = respx_mock.post(f"{TG}/sendMessage").respond(
         200, json={"ok": True, "result": {"message_id": 555, "date": 1, "chat": {"id": 42}}}
     )
+    # comment_added carries no files: the comment's are read from List Comments
+    comments = respx_mock.get(f"{ZD}/tickets/77/comments").respond(
+        200,
+        json={
+            "comments": [{"id": 2001, "body": "It ships today, Ana.", "attachments": []}],
+            "meta": {"has_more": False, "after_cursor": None},
+        },
+    )
 
     # 1. two customer messages, the first one twice (Telegram retried)
     first = sample_update(
@@ -136,6 +144,8 @@ async def test_telegram_to_zendesk_and_back(
         "chat_id": 42,
         "text": "It ships today, Ana.",
     }
+    assert comments.call_count == 1
+    assert comments.calls[0].request.url.params["sort_order"] == "desc"
 
 
 async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, respx_mock) -> None:

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 import httpx
 
 from deskbridge.config.accounts import ZendeskDeskConfig
-from deskbridge.errors import PermanentError
+from deskbridge.errors import ParseFailed, PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.capabilities import (
     MergesUsers,
+    ReadsCommentFiles,
     RegistersDeskWebhook,
     TicketUpdateBudget,
 )
@@ -50,13 +51,14 @@ log = logging.getLogger(__name__)
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _MAX_WEBHOOK_PAGES = 20
 _MAX_AUDIT_PAGES = 20
+_COMMENT_PAGES = 5
 _AUDIT_MARK = "deskbridge_delivery"
 """The key under the update's ``metadata.custom`` naming the delivery that wrote it."""
 _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
 
 
-class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
+class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles):
     """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
 
     Customer messages are filed as the end user (requester, submitter and comment author),
@@ -436,6 +438,37 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             what="zendesk fetch attachment",
             headers=lambda url: dict(self._auth) if self._is_zendesk(url) else {},
         )
+
+    async def comment_files(self, ticket_id: str, comment_id: str) -> tuple[Attachment, ...]:
+        """The attachments of a comment, read from ``GET /tickets/{id}/comments`` (List
+        Comments, newest first, cursor pages): ``comment_added`` events carry none. At
+        most ``_COMMENT_PAGES`` pages are read; a comment not found there has none."""
+        what = "zendesk list comments"
+        params = {"sort_order": "desc", "page[size]": "100"}
+        for _ in range(_COMMENT_PAGES):
+            resp = await self._call(
+                "GET", f"/tickets/{ticket_id}/comments", what=what, params=params
+            )
+            classify(resp, what=what)
+            page = self._json(resp, what)
+            try:
+                found = webhook.comment_attachments(page, comment_id)
+            except ParseFailed as exc:
+                raise PermanentError(f"{what}: {exc}", status=resp.status_code) from None
+            if found is not None:
+                return found
+            meta = page.get("meta")
+            after = meta.get("after_cursor") if isinstance(meta, dict) else None
+            if not (isinstance(meta, dict) and meta.get("has_more")) or not after:
+                break
+            params = {**params, "page[after]": str(after)}
+        log.warning(
+            "zendesk %s: comment %s not found on ticket %s; sending it without files",
+            self.account,
+            comment_id,
+            ticket_id,
+        )
+        return ()
 
     def _is_zendesk(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin
