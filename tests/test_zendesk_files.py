@@ -14,8 +14,8 @@ from deskbridge.errors import RetryableError
 from deskbridge.outbound.zendesk import ZendeskConnector
 from deskbridge.schemas import DeliveryState, Direction
 
-from .desks.fake_zendesk import FakeZendesk
 from .conftest import drain
+from .desks.fake_zendesk import FakeZendesk
 from .test_desk_conformance import TG, customer_says, deliveries, gateway, telegram
 
 ZD = "https://acme.zendesk.test/api/v2"
