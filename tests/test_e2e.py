@@ -27,8 +27,20 @@ def telegram_headers() -> dict[str, str]:
     return {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
 
 
-def zendesk_comment(ticket_id: int, comment_id: int, body: str, *, staff: bool = True) -> bytes:
+def zendesk_comment(
+    ticket_id: int,
+    comment_id: int,
+    body: str,
+    *,
+    staff: bool = True,
+    files: list[dict[str, Any]] | None = None,
+    listed: bool = True,
+) -> bytes:
+    """A signed-shape ``comment_added`` event. Zendesk's carries no ``attachments``
+    (``listed=False``: deskbridge then reads them from List Comments); ``listed=True``
+    puts ``files`` (default none) in the event, for tests not about that read."""
     author_id = "9001" if staff else "501"
+    extra = {"attachments": files or []} if listed else {}
     return json.dumps(
         {
             "type": "zen:event-type:ticket.comment_added",
@@ -44,6 +56,7 @@ def zendesk_comment(ticket_id: int, comment_id: int, body: str, *, staff: bool =
                     "body": body,
                     "is_public": True,
                     "author": {"id": author_id, "is_staff": staff, "name": "Sam Agent"},
+                    **extra,
                 }
             },
         }
@@ -123,7 +136,7 @@ async def test_telegram_to_zendesk_and_back(
     assert comment == {"body": "It was due Monday.", "author_id": 501, "public": True}
 
     # 2. the agent answers; Zendesk posts the signed event (twice: webhooks may repeat)
-    reply = zendesk_comment(77, 2001, "It ships today, Ana.")
+    reply = zendesk_comment(77, 2001, "It ships today, Ana.", listed=False)
     for _ in range(2):
         resp = await client.post("/desks/zendesk/acme", data=reply, headers=zendesk_headers(reply))
         assert resp.status == 200
