@@ -30,6 +30,7 @@ from deskbridge.outbound.capabilities import (
     TicketUpdateBudget,
 )
 from deskbridge.outbound.common import display_name, download, unique
+from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
 from deskbridge.schemas import (
@@ -95,7 +96,7 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, Re
         """The Zendesk user id for ``contact`` (matched on external_id or email), created or
         updated, then given the contact's other emails and phones. Idempotent."""
         emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        phones = contact_phones(contact)
         # No "role": new users are end users by default, and create_or_update also updates
         # a user matched by email, so sending a role could demote an agent whose address a
         # customer wrote from.
