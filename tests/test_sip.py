@@ -24,7 +24,7 @@ from deskbridge.adapters.sip.message import (
     parse,
 )
 from deskbridge.adapters.sip.receiver import SipReceiver
-from deskbridge.adapters.sip.server import RefusalLimiter, SipService
+from deskbridge.adapters.sip.server import RefusalLimiter, SipService, stateless_response
 from deskbridge.adapters.sip.simulate import sample_request
 from deskbridge.adapters.sip.transaction import Timers, make_response
 from deskbridge.adapters.sip.transport import Listener, start_listener
@@ -121,10 +121,16 @@ def test_ipv6_request_uri_and_tel_uris() -> None:
     assert phone_of(tel, "US") == "+16505551234"
     assert phone_of(parse_uri("tel:555-1234;phone-context=+1-650"), "US") == "+16505551234"
     assert phone_of(parse_uri("tel:7042;phone-context=example.com"), "US") is None
-    with pytest.raises(SipSyntaxError):
-        parse_uri("tel:7042")  # a local number needs phone-context (RFC 3966 §5.1.5)
+    # RFC 3966 §5.1.5 wants phone-context on a local number; gateways omit it, so it is
+    # read in the trunk's country
+    local = parse_uri("tel:0612345678")
+    assert isinstance(local, TelUri) and not local.is_global
+    assert phone_of(local, "US", local_region="FR") == "+33612345678"
+    assert phone_of(parse_uri("tel:12345"), "US") is None  # an extension: no E.164 form
     with pytest.raises(SipSyntaxError):
         parse_uri("http://example.com")
+    with pytest.raises(SipSyntaxError):
+        parse_uri("tel:not-a-number")
 
 
 @pytest.mark.parametrize(
@@ -161,13 +167,22 @@ def test_name_addr_forms() -> None:
 @pytest.mark.parametrize(
     ("mutate", "answerable"),
     [
-        (lambda r: r.replace(b"Max-Forwards: 70\r\n", b""), True),
+        (lambda r: r.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: seventy\r\n"), True),
         (lambda r: r.replace(b"CSeq: 1 MESSAGE", b"CSeq: 1 INVITE"), True),
         (lambda r: r.replace(b"Content-Length: 13", b"Content-Length: 99"), True),
         (lambda r: r.replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1), True),
-        (lambda r: r.replace(b"To: <sip:+14155550100@sip.acme.example>\r\n", b""), False),
-        (lambda r: r.replace(b"Call-ID: asd88asd77a@198.51.100.7\r\n", b""), False),
-        (lambda r: r.replace(b"Via: SIP/2.0/UDP", b"Via: HTTP/1.1"), False),
+        # RFC 4475 §3.3.1: a request missing headers still gets its 400 when it has a
+        # Via to answer along (an unreadable one: to the source address)
+        (lambda r: r.replace(b"To: <sip:+14155550100@sip.acme.example>\r\n", b""), True),
+        (lambda r: r.replace(b"Call-ID: asd88asd77a@198.51.100.7\r\n", b""), True),
+        (lambda r: r.replace(b"Via: SIP/2.0/UDP", b"Via: HTTP/1.1"), True),
+        (
+            lambda r: r.replace(
+                b"Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776asdhds\r\n", b""
+            ),
+            False,
+        ),
+        (lambda r: r.replace(b"MESSAGE sip", b"ACK sip", 1), False),
         (lambda r: b"\x00\xff garbage", False),
         (lambda r: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", False),
     ],
@@ -188,6 +203,14 @@ def test_content_length_trims_a_datagram_and_frames_a_stream() -> None:
     assert frame(buffer, 65536) == (None, 0)  # the second one is incomplete
     with pytest.raises(SipParseError):
         frame(bytearray(MESSAGE.replace(b"Content-Length: 13\r\n", b"")), 65536)
+    # §7.3.1: any case, compact form, LWS before the colon, a folded value, any position
+    for spelled in (b"content-length: 13", b"l:13", b"L  :  13", b"Content-Length:\r\n 13"):
+        head, _, body = MESSAGE.partition(b"\r\n\r\n")
+        first, rest = head.split(b"\r\n", 1)
+        rest = rest.replace(b"Content-Length: 13", b"X-Moved: 1")
+        moved = first + b"\r\n" + spelled + b"\r\n" + rest + b"\r\n\r\n" + body
+        one, used = frame(bytearray(moved + b"OPTIONS"), 65536)
+        assert one == moved and used == len(moved), spelled
 
 
 @settings(max_examples=400, deadline=None)
@@ -209,6 +232,57 @@ def test_no_shuffled_header_lines_crash_the_parser(lines: list[bytes], tail: byt
         return
     if isinstance(msg, Request):
         make_response(msg, 400, to_tag="t").encode()
+
+
+_BAD_VALUES = [
+    b'"unclosed <sip:a@b>',
+    b"< sip:a@b >",
+    b"isbn:2983792873",
+    b"Bell, Alexander <sip:a@b>",
+    b"sip:a@b?x=1",
+    b"SIP/7.0/UDP host",
+    b"99999999999999999999 MESSAGE",
+    b"",
+    b";;,;,,",
+    b"\x00",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Via", b"From", b"To", b"Call-ID", b"CSeq", b"v", b"t", b"f"]),
+            st.sampled_from(_BAD_VALUES),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.sampled_from([b"SIP/2.0", b"SIP/3.0", b"SIP/2.0 ", b"HTTP/1.1"]),
+)
+def test_every_answerable_error_is_answered_from_what_was_read(
+    bad: list[tuple[bytes, bytes]], version: bytes
+) -> None:
+    """Item 1 of issue 17 as a property: whatever header is broken, building the answer
+    never parses it again, so it never raises."""
+    raw = MESSAGE.replace(b"SIP/2.0\r\n", version + b"\r\n", 1)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n") + [name + b": " + value for name, value in bad]
+    failure: SipParseError | None = None
+    try:
+        parse(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+    except SipParseError as caught:
+        failure = caught
+    if failure is None:
+        return  # e.g. an empty extra Via line, which reads as no Via value at all
+    if b"\x00" in b"".join(v for _, v in bad):
+        return  # a bare NUL: not SIP, dropped
+    # the request line and the first Via survive, so the answer can always be routed
+    assert failure.answerable and failure.partial is not None, str(failure)
+    assert failure.status == (505 if version == b"SIP/3.0" else 400)
+    resp = stateless_response(failure.partial, failure.status)
+    assert resp.encode().startswith(b"SIP/2.0 %d " % failure.status)
+    assert resp.headers.get("Via") is not None
 
 
 # -- digest -----------------------------------------------------------------------------
@@ -456,7 +530,11 @@ async def test_malformed_requests_get_400_or_nothing_and_the_listener_survives()
     stored = Stored()
     async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):
         port = sock.get_extra_info("sockname")[1]
-        bad = request("MESSAGE", port).encode().replace(b"Max-Forwards: 70\r\n", b"")
+        bad = (
+            request("MESSAGE", port)
+            .encode()
+            .replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: x\r\n")
+        )
         sock.sendto(bad)
         assert (await answer(proto)).status == 400
         sock.sendto(b"\x16\x03\x01 not sip at all")
@@ -510,6 +588,102 @@ async def test_tcp_carries_several_messages_on_one_connection() -> None:
         writer.close()
     assert statuses == [200, 200]
     assert [e[2][0].text for e in stored.calls] == ["one", "two"]  # type: ignore[union-attr]
+
+
+def _length_first(raw: bytes, spelling: bytes) -> bytes:
+    """``raw`` with its Content-Length moved right after the request line, respelled."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    first, *lines = head.split(b"\r\n")
+    length = next(x for x in lines if x.startswith(b"Content-Length:"))
+    rest = [x for x in lines if x is not length]
+    moved = spelling + b" :" + length.partition(b":")[2]
+    return b"\r\n".join([first, moved, *rest]) + b"\r\n\r\n" + body
+
+
+async def _stream_answers(
+    reader: asyncio.StreamReader, count: int, buffer: bytearray
+) -> list[Response]:
+    got: list[Response] = []
+    while len(got) < count:
+        data = await asyncio.wait_for(reader.read(4096), 2)
+        if not data:
+            break
+        buffer += data
+        while (one := frame(buffer, 65536))[0] is not None:
+            del buffer[: one[1]]
+            resp = parse(one[0] or b"", stream=True)
+            assert isinstance(resp, Response)
+            got.append(resp)
+    return got
+
+
+async def test_tcp_frames_content_length_in_any_position_and_spelling() -> None:
+    """§18.3 / §7.3.1: the issue's bug was a Content-Length that is not the last line
+    (the framer's "$" did not match before "\\r"): the connection closed silently."""
+    stored = Stored()
+    async with listening(sip_config(), stored, transports=("tcp",)) as (_, dest):
+        reader, writer = await asyncio.open_connection(*dest)
+        port = writer.get_extra_info("sockname")[1]
+        one = request("MESSAGE", port, text="one", transport="TCP").encode()
+        two = request("MESSAGE", port, text="two", transport="TCP").encode()
+        three = request("OPTIONS", port, text="", transport="TCP").encode()
+        writer.write(
+            _length_first(one, b"content-LENGTH")
+            + _length_first(two, b"l")
+            + _length_first(three, b"L")
+        )
+        await writer.drain()
+        answers = await _stream_answers(reader, 3, bytearray())
+        # no Content-Length at all: told so, then the connection closes (§18.3)
+        bare = request("OPTIONS", port, text="", transport="TCP").encode()
+        writer.write(bare.replace(b"Content-Length: 0\r\n", b""))
+        await writer.drain()
+        refused = await _stream_answers(reader, 1, bytearray())
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+    assert [a.status for a in answers] == [200, 200, 200]
+    assert [e[2][0].text for e in stored.calls] == ["one", "two"]  # type: ignore[union-attr]
+    assert [a.status for a in refused] == [400]
+
+
+def _as_sent(data: bytes) -> Response:
+    """A response read without judging it: answers copy the bad header they refuse."""
+    head = data.partition(b"\r\n\r\n")[0].decode()
+    start, *lines = head.split("\r\n")
+    _, status, reason = start.split(" ", 2)
+    return Response(int(status), reason, Headers(x.partition(": ")[::2] for x in lines))
+
+
+async def test_unreadable_requests_are_answered_from_what_was_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The issue's first bug: a 400 for a bad To re-parsed To and raised (no answer, an
+    ERROR per datagram, the peer retransmitting for 32 s)."""
+    stored = Stored()
+    good = "<sip:+14155550100@sip.acme.example>"
+    cases = [
+        (f"To: {good}", 'To: "Mr. J. User <sip:+14155550100@sip.acme.example>', 400),
+        (f"To: {good}", "To: sip:a@b?c", 400),
+        ("SIP/2.0\r\n", "SIP/3.0\r\n", 505),
+        ("Max-Forwards: 70", "Max-Forwards: 70\r\nRequire: 100rel, timer", 420),
+        (f"To: {good}", "To: isbn:2983792873", 200),  # another scheme is a valid To
+        ("Max-Forwards: 70\r\n", "", 200),  # RFC 4475 §3.4.1: no Max-Forwards is fine
+        # a MESSAGE's Contact is never used, so a bad one does not cost the text
+        ("Max-Forwards: 70", "Max-Forwards: 70\r\nContact: sip:x@y?z", 200),
+    ]
+    async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):
+        port = sock.get_extra_info("sockname")[1]
+        got = []
+        for old, new, _ in cases:
+            raw = request("MESSAGE", port).encode()
+            assert old.encode() in raw
+            sock.sendto(raw.replace(old.encode(), new.encode(), 1))
+            got.append(_as_sent(await asyncio.wait_for(proto.got.get(), 2)))
+    assert [r.status for r in got] == [status for _, _, status in cases]
+    assert got[3].headers.get("Unsupported") == "100rel, timer"
+    assert all(";tag=" in (r.headers.get("To") or "") for r in got)
+    assert len(stored.calls) == 3
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
 async def test_invite_is_rejected_as_a_missed_call_and_the_final_answer_repeats_until_ack() -> None:

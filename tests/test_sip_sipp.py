@@ -419,6 +419,33 @@ async def test_invite_answered_480_is_a_missed_call_with_a_callback_request(
     assert text.endswith(" (callback requested).")
 
 
+async def test_a_gateway_invite_over_tcp_from_a_local_tel_uri_is_a_missed_call(
+    sip_listener: Any, tmp_path: Path
+) -> None:
+    """Issue 17: Content-Length mid-header over TCP used to close the connection
+    silently; ``<tel:6505551234>`` (no phone-context) got 400; no Max-Forwards got 400.
+    The call is now on the ticket, the caller read as a number of the trunk's country."""
+    rt, listener = await sip_listener(
+        transports=["tcp"], calls={"action": "reject", "reject_status": 480}
+    )
+    run = await sipp(
+        "invite_gateway_tcp.xml",
+        tmp_path,
+        "-s",
+        SERVED,
+        "-key",
+        "national",
+        "6505551234",
+        remote=listener.addresses()["tcp"],
+        transport="t1",
+    )
+    assert run.returncode == 0, run.explain()
+    assert [r.status for r in run.trace.responses()] == [100, 480]
+    await listener.close()
+    [text] = await call_texts(rt)
+    assert text.startswith("Missed call from +1 650 555 1234 to +1 415 555 0100 at ")
+
+
 async def test_invite_cancelled_while_ringing_gets_487_and_is_a_missed_call(
     sip_listener: Any, tmp_path: Path
 ) -> None:

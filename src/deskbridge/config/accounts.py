@@ -339,6 +339,10 @@ class SipConfig(_Model):
     """Keep outbound MESSAGEs in the sandbox outbox instead of sending them."""
     max_body_bytes: int = Field(default=8 * 1024, gt=0, le=60_000)
     """The largest MESSAGE body accepted (413 beyond)."""
+    local_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    """The trunk's country (ISO 3166 alpha-2): a ``tel:`` URI without ``phone-context``
+    (gateways send ``<tel:12345>``) is a local number of it. Default: the country of the
+    first of ``numbers``, else ``default_region``."""
 
     @field_validator("trusted_peers")
     @classmethod

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deskbridge.adapters.base import Receiver
-from deskbridge.config import MessengerConfig, WhatsAppConfig
+from deskbridge.adapters.sip.receiver import SipReceiver, StoredSip
+from deskbridge.config import MessengerConfig, SipConfig, WhatsAppConfig
 from deskbridge.errors import ParseFailed, RequestRefused
 from deskbridge.flows.ingest import APP_SCOPE, accept_account_events, accept_replies, app_scope
 from deskbridge.flows.runtime import Runtime
@@ -160,7 +161,7 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
     record (items that named no account) gives each event to the account it now names.
     Items that still cannot be read raise ``ParseFailed`` after the rest were taken."""
     scope, source = out.account, out.source
-    receiver = _receiver(rt, source, scope)
+    receiver = _receiver(rt, source, scope) or _sip_receiver(rt, source, scope)
     if receiver is None:
         raise RequestRefused(f"channel {source} is not configured for {scope}")
     req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
@@ -214,6 +215,13 @@ async def _take(
         else:
             entry |= taken if taken["status"] == "duplicate" else {"status": "duplicate"}
         out.events.append(entry)
+
+
+def _sip_receiver(rt: Runtime, source: str, account: str) -> Receiver | None:
+    """SIP has no webhook URL, so no receiver in the registry: its listener's parser."""
+    acc = rt.accounts.accounts.get(account)
+    config = acc.channel(Channel.SIP) if acc is not None and source == Channel.SIP.value else None
+    return StoredSip(SipReceiver(account, config)) if isinstance(config, SipConfig) else None
 
 
 async def _replies(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:

@@ -8,12 +8,18 @@ nobody authenticated (RFC 3261 §23), is weak evidence.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import compat32
 from typing import ClassVar, Literal
 
-from deskbridge.adapters.sip.message import Request
+import phonenumbers
+
+from deskbridge.adapters.base import Handshake, Parsed
+from deskbridge.adapters.sip.message import Request, SipParseError, parse
 from deskbridge.adapters.sip.uri import (
     NameAddr,
     SipSyntaxError,
@@ -25,6 +31,7 @@ from deskbridge.adapters.sip.uri import (
     phone_of,
 )
 from deskbridge.config.accounts import SipConfig
+from deskbridge.errors import ParseFailed, RequestRefused, SignatureInvalid
 from deskbridge.identity.normalize import phone_key
 from deskbridge.schemas import CallEvent, Channel, Identity, Message, RawRequest, Sender
 
@@ -32,11 +39,13 @@ __all__ = [
     "Caller",
     "Refused",
     "SipReceiver",
+    "StoredSip",
     "raw_request",
 ]
 
 SOURCE_HEADER = "x-sip-source"
 TRANSPORT_HEADER = "x-sip-transport"
+RECEIVED_HEADER = "x-sip-received-at"
 
 
 class Refused(Exception):
@@ -62,29 +71,68 @@ class Caller:
     asserted: bool
 
 
-def raw_request(account: str, data: bytes, source: tuple[str, int], transport: str) -> RawRequest:
-    """How a SIP request is stored for re-ingest: its exact bytes and where it came from."""
-    return RawRequest(
-        method="SIP",
-        path=f"sip:{account}",
-        headers={SOURCE_HEADER: f"{source[0]}|{source[1]}", TRANSPORT_HEADER: transport},
-        body=data,
+def raw_request(
+    account: str,
+    data: bytes,
+    source: tuple[str, int],
+    transport: str,
+    received_at: datetime | None = None,
+) -> RawRequest:
+    """How a SIP request is stored for re-ingest: its exact bytes, where it came from
+    and when (``StoredSip`` reads it back)."""
+    headers = {SOURCE_HEADER: f"{source[0]}|{source[1]}", TRANSPORT_HEADER: transport}
+    if received_at is not None:
+        headers[RECEIVED_HEADER] = received_at.isoformat()
+    return RawRequest(method="SIP", path=f"sip:{account}", headers=headers, body=data)
+
+
+def _local_region(config: SipConfig) -> str:
+    """``local_region``, else the country of the first served number, else the
+    account's default region."""
+    if config.local_region:
+        return config.local_region
+    for number in config.numbers:
+        with contextlib.suppress(phonenumbers.NumberParseException):
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(number))
+            if region and region != "ZZ":
+                return str(region)
+    return config.default_region
+
+
+def _text_part(ctype: str, body: bytes) -> tuple[str, bytes] | None:
+    """The first text part of a multipart body (a signed MESSAGE: text/plain and its
+    signature, RFC 4475 §3.1.1.11), as (its Content-Type, its bytes)."""
+    mime = BytesParser(policy=compat32).parsebytes(
+        b"Content-Type: " + ctype.encode("utf-8", "replace") + b"\r\n\r\n" + body
     )
+    for part in mime.walk():
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return str(part.get("Content-Type", "text/plain")), payload
+    return None
 
 
 def _text_body(req: Request, limit: int) -> str:
-    """RFC 3428 §7: the body is MIME; we take text/* in its charset (UTF-8 by default)."""
+    """RFC 3428 §7: the body is MIME; we take text/* in its charset (UTF-8 by default),
+    or the first text part of a multipart body."""
     ctype = (req.headers.get("Content-Type") or "text/plain").strip()
-    media, _, params = ctype.partition(";")
-    major, _, _minor = media.strip().lower().partition("/")
     accept = [("Accept", "text/plain")]
-    if major != "text":
-        raise Refused(415, "unsupported content type", extra=accept)
     encoding = (req.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         raise Refused(415, "unsupported content encoding", extra=[("Accept-Encoding", "identity")])
     if len(req.body) > limit:
         raise Refused(413, "body too large")
+    body = req.body
+    if ctype.lower().startswith("multipart/"):
+        found = _text_part(ctype, body)
+        if found is None:
+            raise Refused(415, "no text part", extra=accept)
+        ctype, body = found
+    media, _, params = ctype.partition(";")
+    major, _, _minor = media.strip().lower().partition("/")
+    if major != "text":
+        raise Refused(415, "unsupported content type", extra=accept)
     charset = "utf-8"
     for p in params.split(";"):
         name, _, value = p.partition("=")
@@ -92,7 +140,7 @@ def _text_body(req: Request, limit: int) -> str:
             charset = value.strip().strip('"').lower()
     try:
         # line ends that close the body (sipp, some SMSCs) are not part of the text
-        return req.body.decode(charset).rstrip("\r\n")
+        return body.decode(charset).rstrip("\r\n")
     except LookupError:
         raise Refused(
             415, "unknown charset", extra=[("Accept", "text/plain;charset=utf-8")]
@@ -116,6 +164,7 @@ class SipReceiver:
         self._networks = [ipaddress.ip_network(p, strict=False) for p in config.trusted_peers]
         self._domains = frozenset(d.lower().strip("[]") for d in config.domains)
         self._numbers = frozenset(config.numbers)
+        self.local_region = _local_region(config)
 
     def trusts(self, ip: str) -> bool:
         try:
@@ -126,14 +175,20 @@ class SipReceiver:
             addr = addr.ipv4_mapped
         return any(addr in net for net in self._networks)
 
+    def phone(self, uri: Uri) -> str | None:
+        """The E.164 number of ``uri``, local numbers read in the trunk's country."""
+        return phone_of(uri, self.config.default_region, local_region=self.local_region)
+
     def serves(self, uri: Uri) -> str | None:
         """The served number (or user) ``uri`` addresses, or None when not ours."""
         if isinstance(uri, TelUri):
-            number = phone_of(uri, self.config.default_region)
+            number = self.phone(uri)
+        elif not isinstance(uri, SipUri):
+            return None
         else:
             if uri.host.lower().strip("[]") not in self._domains:
                 return None
-            number = phone_of(uri, self.config.default_region)
+            number = self.phone(uri)
             if number is None and not self._numbers and uri.user:
                 return uri.user  # a named service user (sip:support@domain)
         if number is None:
@@ -153,7 +208,7 @@ class SipReceiver:
                     continue
                 # RFC 3325 §9.1: at most one sip/sips and one tel value; prefer the
                 # one that carries a telephone number
-                if phone_of(asserted.uri, self.config.default_region):
+                if self.phone(asserted.uri):
                     break
         from_ = req.name_addr("From")
         who = asserted or from_
@@ -161,7 +216,7 @@ class SipReceiver:
             raise Refused(400, "missing From")
         strength = "strong" if asserted is not None else "weak"
         source = "sip-asserted" if asserted is not None else "sip-from"
-        phone = phone_of(who.uri, self.config.default_region)
+        phone = self.phone(who.uri)
         address = who.uri.address
         identities = [
             Identity(
@@ -274,3 +329,63 @@ class SipReceiver:
         if served is None:
             raise Refused(404, "not a served number")
         return served
+
+
+class StoredSip:
+    """Re-ingest's receiver for SIP, which has no webhook URL and so no entry in the
+    receivers' registry: a stored request (``raw_request``) is parsed again as the
+    listener would take it. Never reachable over HTTP: ``verify`` refuses everything."""
+
+    channel = Channel.SIP
+    max_body_bytes = 64 * 1024
+    secret_headers: ClassVar[frozenset[str]] = frozenset()
+    secret_query: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, receiver: SipReceiver) -> None:
+        self._receiver = receiver
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        return None
+
+    def verify(self, req: RawRequest) -> None:
+        raise SignatureInvalid("SIP requests arrive on the SIP listener only")
+
+    def parse(self, req: RawRequest) -> Parsed:
+        """A MESSAGE as its message; an INVITE as the call the account's call settings
+        record (redirected, else missed with a callback asked for). Raises
+        ``ParseFailed`` for bytes that are not such a request, ``RequestRefused`` for a
+        request today's receiver refuses (not a served number, a body we do not take)."""
+        host, _, port = req.headers.get(SOURCE_HEADER, "|0").partition("|")
+        source = (host, int(port) if port.isdigit() else 0)
+        transport = req.headers.get(TRANSPORT_HEADER, "UDP")
+        try:
+            received_at = datetime.fromisoformat(req.headers[RECEIVED_HEADER])
+        except (KeyError, ValueError):
+            received_at = datetime.now(UTC)  # kept before the time was
+        try:
+            msg = parse(req.body, stream=transport != "UDP")
+        except SipParseError as exc:
+            raise ParseFailed(f"not a SIP request we read: {exc}") from None
+        if not isinstance(msg, Request) or msg.method not in ("MESSAGE", "INVITE"):
+            raise ParseFailed("not a SIP MESSAGE or INVITE")
+        r = self._receiver
+        try:
+            if msg.method == "MESSAGE":
+                return Parsed([r.message(msg, source, transport, received_at)])
+            calls = r.config.calls
+            if calls.action == "redirect" and calls.redirect_to:
+                event = r.call(
+                    msg,
+                    source,
+                    transport,
+                    received_at,
+                    state="redirected",
+                    redirected_to=calls.redirect_to,
+                )
+            else:
+                event = r.call(
+                    msg, source, transport, received_at, state="missed", callback_requested=True
+                )
+        except Refused as exc:
+            raise RequestRefused(f"{exc.status} {exc}") from None
+        return Parsed([event])

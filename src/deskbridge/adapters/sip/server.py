@@ -2,13 +2,19 @@
 
 - Sources outside every trusted peer list get 403, and once a source has had
   ``refused_per_minute`` of those it is ignored without parsing (scanners hit every open
-  port 5060). Malformed requests get 400 when they can be answered, else are dropped.
+  port 5060). Malformed requests get 400 (505 for another SIP version) whenever they
+  carry a Via to answer along, built from the header lines as received; else dropped.
+- Every request (but ACK and CANCEL): a Request-URI scheme other than sip/sips/tel gets
+  416, a ``Require`` gets 420 with ``Unsupported`` listing its options (we support no
+  extension, §8.2.2.3). These are RFC 4475's expectations (tests/corpus/sip).
 - MESSAGE (RFC 3428): 200 only once the event is stored (500 with Retry-After if the
   store fails), 415/413 for bodies we do not take. A retransmission is answered by its
   transaction; the intake's dedup mark (Call-ID + CSeq) makes a repeated request a no-op.
 - INVITE (RFC 3261 §13.3, §17.2.1): 100 Trying, optionally 180 Ringing for a while, then
   302 to the call centre or 480/486/603; CANCEL gets 200 and the INVITE 487 (§9.2). We
-  never answer 2xx (no media), so no dialog is ever created.
+  never answer 2xx (no media), so no dialog is ever created, and an INVITE without
+  Contact (RFC 2543 style) is recorded like any other. A body that is neither SDP nor
+  multipart gets 415, an Accept without SDP 406.
 - OPTIONS → 200 (trunk keepalives), REGISTER → 403, BYE → 481, others → 405 with Allow.
 """
 
@@ -17,24 +23,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from deskbridge.adapters.sip.message import Request, Response, SipParseError, parse
+from deskbridge.adapters.sip.message import (
+    Headers,
+    Request,
+    Response,
+    SipParseError,
+    parse,
+    reason_phrase,
+)
 from deskbridge.adapters.sip.receiver import Refused, SipReceiver, raw_request
 from deskbridge.adapters.sip.transaction import (
     Flow,
     ServerTransaction,
     Timers,
     TransactionLayer,
-    make_response,
     new_tag,
     response_address,
     stamp_via,
 )
-from deskbridge.adapters.sip.uri import SipSyntaxError, parse_uri
+from deskbridge.adapters.sip.uri import SipSyntaxError, parse_uri, split_commas
 from deskbridge.errors import DeskbridgeError, StoreUnavailable
 from deskbridge.schemas import CallEvent, Message, RawRequest
 
@@ -124,10 +137,12 @@ class SipService:
         except SipParseError as exc:
             req = exc.partial
             if exc.answerable and req is not None and req.method != "ACK":
-                stamp_via(req, source)
-                status = 403 if not trusted else 400
+                with contextlib.suppress(SipSyntaxError, IndexError, ValueError):
+                    stamp_via(req, source)  # only when the top Via is readable
+                status = 403 if not trusted else exc.status
                 self._answer_once(req, flow, source, status)
                 self._count("refused" if not trusted else "malformed", str(status))
+                log.debug("sip: answered an unreadable request %d", status)
             else:
                 self._count("dropped", "malformed")
             return
@@ -143,6 +158,26 @@ class SipService:
             return
         self._request(msg, data, source, flow)
 
+    def unframeable(self, head: bytes, status: int, source: tuple[str, int], flow: Flow) -> None:
+        """A stream message that cannot be framed (no Content-Length, too large): its
+        head answered with ``status`` when it is a readable request from a trusted
+        peer, before the connection is closed. Never raises."""
+        try:
+            if not any(r.trusts(source[0]) for r in self.receivers):
+                return
+            msg: Request | Response | None
+            try:
+                msg = parse(head, stream=True)
+            except SipParseError as exc:
+                msg = exc.partial if exc.answerable else None
+            if isinstance(msg, Request) and msg.method != "ACK":
+                with contextlib.suppress(SipSyntaxError, IndexError, ValueError):
+                    stamp_via(msg, source)
+                self._answer_once(msg, flow, source, status)
+            self._count("malformed", "unframeable")
+        except Exception:  # the listener must outlive any bug in one request
+            log.exception("sip: unexpected error answering an unframeable message")
+
     def _answer_once(
         self,
         req: Request,
@@ -154,10 +189,14 @@ class SipService:
         extra: list[tuple[str, str]] | None = None,
     ) -> None:
         """A stateless answer (no transaction kept): refusals and garbage."""
-        resp = make_response(req, status, to_tag=new_tag(), reason=reason, extra=extra)
+        resp = stateless_response(req, status, reason=reason, extra=extra)
         resp.headers.add("Server", SERVER)
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            flow.send(resp.encode(), response_address(req.top_via(), source))
+        try:
+            to = response_address(req.top_via(), source)
+        except (SipSyntaxError, IndexError, ValueError):
+            to = source  # an unreadable Via: back where it came from
+        with contextlib.suppress(OSError, ValueError):
+            flow.send(resp.encode(), to)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -173,6 +212,8 @@ class SipService:
             self._count("retransmission", req.method[:16].lower())
             return
         tx = self.transactions.create(req, flow, source)
+        if req.method != "CANCEL" and self._refused_extension(tx):
+            return
         match req.method:
             case "MESSAGE":
                 self._spawn(self._message(tx, data, source, flow))
@@ -189,6 +230,25 @@ class SipService:
             case _:
                 self._respond(tx, 405, extra=[("Allow", ALLOW)])
         self._count("request", req.method[:16].lower() if req.method in _KNOWN else "other")
+
+    def _refused_extension(self, tx: ServerTransaction) -> bool:
+        """416 for a Request-URI we cannot route by scheme (§8.2.2.1), 420 for a
+        ``Require`` (§8.2.2.3); True when it answered."""
+        req = tx.request
+        scheme = req.uri.partition(":")[0].lower()
+        if scheme not in ("sip", "sips", "tel"):
+            self._respond(tx, 416)
+            self._count("refused", "416")
+            return True
+        required: list[str] = []
+        for value in req.headers.get_all("Require"):
+            with contextlib.suppress(SipSyntaxError):
+                required.extend(t.strip() for t in split_commas(value) if t.strip())
+        if required:
+            self._respond(tx, 420, extra=[("Unsupported", ", ".join(dict.fromkeys(required)))])
+            self._count("refused", "420")
+            return True
+        return False
 
     def _respond(
         self,
@@ -222,12 +282,13 @@ class SipService:
             if req.headers.get("Contact") is not None:
                 # RFC 3428 §4: a MESSAGE outside a dialog never carries Contact
                 log.debug("sip: MESSAGE with Contact (ignored)")
-            event = receiver.message(req, source, flow.transport, self._clock())
+            now = self._clock()
+            event = receiver.message(req, source, flow.transport, now)
         except Refused as exc:
             self._respond(tx, exc.status, extra=exc.extra)
             self._count("refused", str(exc.status))
             return
-        raw = raw_request(receiver.account, data, source, flow.transport)
+        raw = raw_request(receiver.account, data, source, flow.transport, now)
         try:
             await self._store(receiver.account, raw, [event])
         except StoreUnavailable as exc:
@@ -247,8 +308,10 @@ class SipService:
     ) -> None:
         req = tx.request
         tx.respond(100)  # §17.2.1: stops the client's INVITE retransmissions at once
-        if req.headers.get("Contact") is None:
-            self._respond(tx, 400, reason="Missing Contact")
+        refusal = _unacceptable_offer(req)
+        if refusal is not None:
+            self._respond(tx, refusal[0], extra=[refusal[1]])
+            self._count("refused", str(refusal[0]))
             return
         try:
             receiver = self._route(req)
@@ -332,7 +395,7 @@ class SipService:
         flow: Flow,
         event: CallEvent,
     ) -> None:
-        raw = raw_request(receiver.account, data, source, flow.transport)
+        raw = raw_request(receiver.account, data, source, flow.transport, event.occurred_at)
         try:
             await self._store(receiver.account, raw, [event])
         except DeskbridgeError as exc:
@@ -373,3 +436,46 @@ class SipService:
 
 
 _KNOWN = frozenset({"MESSAGE", "INVITE", "CANCEL", "OPTIONS", "REGISTER", "BYE"})
+_TAGGED = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_SDP = "application/sdp"
+
+
+def stateless_response(
+    req: Request,
+    status: int,
+    *,
+    reason: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+) -> Response:
+    """An answer to ``req`` from its header lines as received (§8.2.6.2: Via, From, To,
+    Call-ID, CSeq), whichever of them it has. Nothing is parsed again, so a request whose
+    bad header made it unreadable can still be told so (RFC 4475 §3.1.2.6)."""
+    out = Response(status, reason or reason_phrase(status), Headers())
+    for name, value in req.headers:
+        if name == "Via":
+            out.headers.add(name, value)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        found = req.headers.get(name)
+        if found is None:
+            continue
+        if name == "To" and status != 100 and not _TAGGED.search(found):
+            found = f"{found};tag={new_tag()}"
+        out.headers.add(name, found)
+    for name, value in extra or []:
+        out.headers.add(name, value)
+    return out
+
+
+def _unacceptable_offer(req: Request) -> tuple[int, tuple[str, str]] | None:
+    """415 for an INVITE body we could not read (RFC 4475 §3.3.6), 406 when the caller
+    accepts no SDP (§3.3.15); the header to answer with. SDP and multipart (SIP-T
+    gateways wrap SDP and ISUP in multipart/mixed) are fine."""
+    ctype = (req.headers.get("Content-Type") or "").partition(";")[0].strip().lower()
+    if req.body and ctype and ctype != _SDP and not ctype.startswith("multipart/"):
+        return 415, ("Accept", _SDP)
+    accept = req.headers.get("Accept")
+    if accept is not None and accept.strip():
+        types = {a.partition(";")[0].strip().lower() for a in accept.split(",")}
+        if not types & {_SDP, "application/*", "*/*"}:
+            return 406, ("Accept", _SDP)
+    return None

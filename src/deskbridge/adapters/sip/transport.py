@@ -1,7 +1,9 @@
 """SIP over UDP, TCP and TLS listeners (RFC 3261 §18): bytes in, ``SipService`` on top.
 
-A datagram is one message. A stream is cut into messages by Content-Length (§18.3); a
-stream that cannot be framed is closed, since where the next message starts is unknown.
+A datagram is one message. A stream is cut into messages by Content-Length (§18.3,
+wherever that header is and however it is spelled); a stream that cannot be framed gets
+a 400 (413 when too large) when its head is a readable request, and is closed, since
+where the next message starts is unknown.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ class _Stream(asyncio.Protocol):
                 message, used = frame(self._buffer, self._max)
             except SipParseError as exc:
                 log.debug("sip %s: closing an unframeable stream (%s)", self._name, exc)
+                end = self._buffer.find(b"\r\n\r\n")
+                if end >= 0:  # the peer learns why before the connection goes
+                    head = bytes(self._buffer[: end + 4]).lstrip(b"\r\n")
+                    self._service.unframeable(head, exc.status, self._flow.peer, self._flow)
                 self._close()
                 return
             del self._buffer[:used]
