@@ -12,6 +12,7 @@ import httpx
 from deskbridge.adapters.base import Ignored
 from deskbridge.adapters.line.parse import parse_items
 from deskbridge.adapters.messenger.parse import parse as messenger_parse
+from deskbridge.adapters.whatsapp.parse import parse as whatsapp_parse
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import PREFIX
 
@@ -170,3 +171,39 @@ async def test_the_cli_lists_ignored_items(make_runtime, aiohttp_server) -> None
     assert json.loads(as_json.stdout)["items"] == []
     misuse = await run("events", "list", "--reason", "echo", "--url", url)
     assert misuse.exit_code != 0
+
+
+def test_whatsapp_statuses_we_do_not_file_are_named_with_their_wamid() -> None:
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "100000000000001",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {
+                                    "display_phone_number": "15550001111",
+                                    "phone_number_id": "200000000000002",
+                                },
+                                "statuses": [
+                                    {
+                                        "id": "wamid.P1",
+                                        "status": "played",
+                                        "timestamp": "1750000000",
+                                        "recipient_id": "15550002222",
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
+    parsed = whatsapp_parse(body, routes={"200000000000002": "acme"})
+    assert parsed.events == []
+    assert parsed.skipped == (Ignored("status_played", "acme", "wamid.P1"),)

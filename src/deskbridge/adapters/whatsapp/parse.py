@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Skip
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
 from deskbridge.adapters.payload import dump, item_key, load_object
@@ -357,8 +357,11 @@ def _change(
         return [_message(WaMessage.model_validate(msg), value.contacts, owner)]
 
     def status(st: Any) -> list[InboundEvent]:
-        update = _status(WaStatus.model_validate(st), owner)
-        return [update] if update is not None else []
+        read = WaStatus.model_validate(st)
+        update = _status(read, owner)
+        if update is None:
+            raise Skip(f"status_{read.status}"[:64], read.id)
+        return [update]
 
     for msg in value.messages:
         batch.item(
