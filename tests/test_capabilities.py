@@ -59,6 +59,7 @@ DESK_CAPABILITIES: dict[type[Any], set[type]] = {
         desk_caps.MergesUsers,
         desk_caps.TicketUpdateBudget,
         desk_caps.RegistersDeskWebhook,
+        desk_caps.ReadsCommentFiles,
     },
     IntercomConnector: set(),
     UdeskConnector: {desk_caps.PollsReplies},
@@ -110,6 +111,7 @@ def test_capability_modules_hold_only_runtime_checkable_protocols() -> None:
         "TicketUpdateBudget",
         "PollsReplies",
         "RegistersDeskWebhook",
+        "ReadsCommentFiles",
     }
 
 

@@ -27,8 +27,20 @@ def telegram_headers() -> dict[str, str]:
     return {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
 
 
-def zendesk_comment(ticket_id: int, comment_id: int, body: str, *, staff: bool = True) -> bytes:
+def zendesk_comment(
+    ticket_id: int,
+    comment_id: int,
+    body: str,
+    *,
+    staff: bool = True,
+    files: list[dict[str, Any]] | None = None,
+    listed: bool = True,
+) -> bytes:
+    """A signed-shape ``comment_added`` event. Zendesk's carries no ``attachments``
+    (``listed=False``: deskbridge then reads them from List Comments); ``listed=True``
+    puts ``files`` (default none) in the event, for tests not about that read."""
     author_id = "9001" if staff else "501"
+    extra = {"attachments": files or []} if listed else {}
     return json.dumps(
         {
             "type": "zen:event-type:ticket.comment_added",
@@ -44,6 +56,7 @@ def zendesk_comment(ticket_id: int, comment_id: int, body: str, *, staff: bool =
                     "body": body,
                     "is_public": True,
                     "author": {"id": author_id, "is_staff": staff, "name": "Sam Agent"},
+                    **extra,
                 }
             },
         }
@@ -86,6 +99,14 @@ async def test_telegram_to_zendesk_and_back(
     send = respx_mock.post(f"{TG}/sendMessage").respond(
         200, json={"ok": True, "result": {"message_id": 555, "date": 1, "chat": {"id": 42}}}
     )
+    # comment_added carries no files: the comment's are read from List Comments
+    comments = respx_mock.get(f"{ZD}/tickets/77/comments").respond(
+        200,
+        json={
+            "comments": [{"id": 2001, "body": "It ships today, Ana.", "attachments": []}],
+            "meta": {"has_more": False, "after_cursor": None},
+        },
+    )
 
     # 1. two customer messages, the first one twice (Telegram retried)
     first = sample_update(
@@ -115,7 +136,7 @@ async def test_telegram_to_zendesk_and_back(
     assert comment == {"body": "It was due Monday.", "author_id": 501, "public": True}
 
     # 2. the agent answers; Zendesk posts the signed event (twice: webhooks may repeat)
-    reply = zendesk_comment(77, 2001, "It ships today, Ana.")
+    reply = zendesk_comment(77, 2001, "It ships today, Ana.", listed=False)
     for _ in range(2):
         resp = await client.post("/desks/zendesk/acme", data=reply, headers=zendesk_headers(reply))
         assert resp.status == 200
@@ -136,6 +157,8 @@ async def test_telegram_to_zendesk_and_back(
         "chat_id": 42,
         "text": "It ships today, Ana.",
     }
+    assert comments.call_count == 1
+    assert comments.calls[0].request.url.params["sort_order"] == "desc"
 
 
 async def test_telegram_through_the_sandbox_desk(make_runtime, aiohttp_client, respx_mock) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from deskbridge.listeners.smtp import start_smtp_listeners
 from deskbridge.store import Intake, connect
+from deskbridge.store.listing import RawFilter
 
 from .conftest import drain, redis_of
 
@@ -209,7 +210,13 @@ async def test_own_mail_is_ignored_with_its_reason(listener) -> None:
     assert errors == {} and response.startswith("2.0.0")
     assert _ignored(rt, "own_mail") == 1
     assert _ignored(rt, "") is None
-    assert await redis_of(rt).keys("db:*") == []
+    # nothing filed: only the item's record (listed with its reason) and the mail itself
+    names = sorted(k.decode().split(":")[2] for k in await redis_of(rt).keys("db:*"))
+    assert names == ["ign", "ignz", "raw", "rawz"]
+    page = await rt.listing.ignored(["acme"], RawFilter(), limit=10)
+    [item] = page.items
+    assert (item.source, item.reason, item.account) == ("email", "own_mail", "acme")
+    assert item.raw_id is not None and await rt.listing.raw("acme", item.raw_id) is not None
 
 
 TWO_ACCOUNTS = """

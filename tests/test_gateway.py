@@ -116,7 +116,11 @@ async def test_valid_update_we_do_not_handle_is_acked_without_state(client, redi
     ).encode()
     resp = await client.post(URL, data=body, headers=signed())
     assert resp.status == 200
-    assert (await state(redis))["keys"] == 0
+    # nothing to deliver: only the ignored item's record and its raw request (invariant 10)
+    names = sorted(k.decode() for k in await redis.keys("*"))
+    assert (await state(redis))["deliveries"] == (await state(redis))["events"] == 0
+    assert await redis.zcard(keys.ARQ_QUEUE) == 0
+    assert [n.split(":")[2] for n in names] == ["ign", "ignz", "raw", "rawz"]
 
 
 async def test_redis_down_answers_503(make_runtime, aiohttp_client, redis) -> None:

@@ -20,7 +20,7 @@ from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.schemas import Channel, Identity
-from deskbridge.store import Vault, keys
+from deskbridge.store import IgnoredItem, Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault, parse_keys_file
 from deskbridge.store.rotation import SEALED, Rotation, RotationBusy, classify
@@ -160,6 +160,9 @@ async def seal_one_of_each(rt: Runtime) -> None:
     await rt.sandbox.add_message("acme", ticket, author="Ann", text="hello")
     await rt.sandbox.record_sent("acme", {"channel": "telegram", "to": "42", "text": "hey"})
     await RedisTokenCache(redis_of(rt), rt.vault).put("udesk.acme", "tok", 600)
+    await rt.intake.ignore(
+        account="acme", source="telegram", req=None, items=[IgnoredItem("echo", "m1")]
+    )
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:

@@ -5,7 +5,9 @@ basic auth (``{email}/token:{api_token}``) enforced: users by ``create_or_update
 (matched on external_id), identities, uploads, tickets created with an
 ``Idempotency-Key`` (kept two hours), comments by ``PUT /tickets/{id}``, tickets by
 ``external_id``, each update's audit with its ``metadata.custom`` (Ticket Audits API).
-Agent replies come back as the signed ``ticket.comment_added`` event.
+Agent replies come back as the signed ``ticket.comment_added`` event, which (as Zendesk's)
+carries no attachments: the agent's comments, with their files, are served by List
+Comments (``GET /tickets/{id}/comments``, cursor pages, ``sort_order``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class FakeZendesk(FakeDesk):
         self._uploads: dict[str, tuple[str, bytes, str]] = {}
         self._idempotent: dict[str, dict[str, Any]] = {}
         self._audits: dict[str, list[dict[str, Any]]] = {}
+        self._comments: dict[str, list[dict[str, Any]]] = {}
+        self.event_attachments = False
+        """Put the comment's attachments in the event too (a shape Zendesk does not send)."""
         self.faults = Faults()
         self._calls: list[tuple[str, str, int]] = []
         self._fail: list[tuple[int, dict[str, str]]] = []
@@ -71,6 +76,7 @@ class FakeZendesk(FakeDesk):
         app.router.add_get(f"{api}/tickets", self._find)
         app.router.add_put(f"{api}/tickets/{{id}}", self._update)
         app.router.add_get(f"{api}/tickets/{{id}}/audits", self._list_audits)
+        app.router.add_get(f"{api}/tickets/{{id}}/comments", self._list_comments)
         app.router.add_put(f"{api}/users/{{id}}/merge", self._merge)
         app.router.add_get("/attachments/{token}", self._attachment)
         self._runner = web.AppRunner(app)
@@ -131,7 +137,24 @@ class FakeZendesk(FakeDesk):
                 }
             )
         self._tickets[ticket_id].parts.append(FakePart("agent", text, names))
-        await self._notify(client, ticket_id, comment_id, text, staff=True, attachments=attachments)
+        self._comments.setdefault(ticket_id, []).append(
+            {
+                "id": int(comment_id),
+                "type": "Comment",
+                "author_id": 9001,
+                "body": text,
+                "public": True,
+                "attachments": [{"id": next(self._ids), **a} for a in attachments],
+            }
+        )
+        await self._notify(
+            client,
+            ticket_id,
+            comment_id,
+            text,
+            staff=True,
+            attachments=attachments if self.event_attachments else None,
+        )
 
     async def notify_customer_part(self, client: Any, rt: Any, ticket_id: str) -> None:
         ticket = self._tickets[ticket_id]
@@ -165,7 +188,7 @@ class FakeZendesk(FakeDesk):
                         "id": comment_id,
                         "body": text,
                         "is_public": True,
-                        "attachments": attachments or [],
+                        **({"attachments": attachments} if attachments is not None else {}),
                         "author": {
                             "id": "9001" if staff else ticket.user_id,
                             "is_staff": staff,
@@ -333,6 +356,22 @@ class FakeZendesk(FakeDesk):
         return web.json_response(
             {
                 "audits": page,
+                "meta": {"has_more": more, "after_cursor": str(start + size) if more else None},
+            }
+        )
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        """List Comments: cursor pages (``page[size]``, ``page[after]``), oldest first
+        unless ``sort_order=desc``. Only the agents' comments are kept here."""
+        comments = list(self._comments.get(request.match_info["id"], []))
+        if request.query.get("sort_order") == "desc":
+            comments.reverse()
+        size = int(request.query.get("page[size]", "100"))
+        start = int(request.query.get("page[after]", "0"))
+        more = start + size < len(comments)
+        return web.json_response(
+            {
+                "comments": comments[start : start + size],
                 "meta": {"has_more": more, "after_cursor": str(start + size) if more else None},
             }
         )

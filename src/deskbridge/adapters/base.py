@@ -36,6 +36,7 @@ __all__ = [
     "AccountReceiver",
     "ChannelAdapter",
     "Handshake",
+    "Ignored",
     "ItemFailure",
     "MediaLinks",
     "MemoryProgress",
@@ -43,6 +44,7 @@ __all__ = [
     "Part",
     "Progress",
     "Receiver",
+    "Skip",
     "TokenCache",
     "WebhookParser",
     "send_part",
@@ -181,6 +183,30 @@ class ItemFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """One item read and deliberately not filed, with the name of the decision (``echo``,
+    ``status``, ``auto_reply``, ``own_mail``, ``unrouted``, ``unhandled``...). ``account``:
+    whose it is (None: no account of ours, kept under the app that signed the body);
+    ``provider_id``: the platform's id of the item where it has one (a wamid, an event
+    id), never text from it."""
+
+    reason: str
+    account: str | None = None
+    provider_id: str = ""
+    app: str | None = None
+
+
+class Skip(Exception):
+    """Raised by an item reader to say the item is deliberately not filed, and why
+    (``Batch.item`` records it as ``Ignored``)."""
+
+    def __init__(self, reason: str, provider_id: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.provider_id = provider_id
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
     """The events of one webhook request, each carrying its account. ``unrouted`` counts
     entries for numbers or Pages no configured account owns (counted and skipped).
@@ -199,6 +225,9 @@ class Parsed:
     token: tuple[str, str] | None = None
     """A provider's one-time request token and a digest of what it brought (Mailgun): a
     token seen before with something else is a replay, refused before anything is stored."""
+    skipped: tuple[Ignored, ...] = ()
+    """Items deliberately not filed, each with its reason, account and provider id (kept
+    for ``events list --ignored``); ``ignored`` holds reasons alone, for the URL's account."""
 
 
 class Receiver(Protocol):

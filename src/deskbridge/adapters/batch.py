@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from deskbridge.adapters.base import ItemFailure, Parsed
+from deskbridge.adapters.base import Ignored, ItemFailure, Parsed, Skip
 from deskbridge.adapters.payload import item_key
 from deskbridge.errors import ParseFailed
 from deskbridge.schemas import InboundEvent
@@ -30,6 +30,7 @@ class Batch:
         self.channel = channel
         self.events: list[InboundEvent] = []
         self.failures: list[ItemFailure] = []
+        self.skipped: list[Ignored] = []
         self.unrouted = 0
         self.mixed = False
         self.owned: dict[str, list[Any]] = {}
@@ -56,6 +57,9 @@ class Batch:
         (pydantic's would)."""
         try:
             events = read(item)
+            if not events:
+                # a valid item we do not file: counted and listed under a name
+                self.skipped.append(Ignored("unhandled", account))
             if self._surrogates:
                 for event in events:
                     event.model_dump_json()  # a lone surrogate cannot be stored
@@ -63,6 +67,9 @@ class Batch:
             error = f"{self.channel}: an item is not readable ({exc.error_count()} errors)"
         except ParseFailed as exc:
             error = str(exc)
+        except Skip as skip:
+            self.skipped.append(Ignored(skip.reason, account, skip.provider_id))
+            return
         except PydanticSerializationError:
             error = f"{self.channel}: an item's text is not valid Unicode"
         else:
@@ -80,4 +87,5 @@ class Batch:
             unrouted=self.unrouted,
             failures=tuple(self.failures),
             bodies=bodies,
+            skipped=(*self.skipped, *[Ignored("unrouted")] * self.unrouted),
         )

@@ -51,6 +51,12 @@ _SOURCES = CHANNEL_NAMES + DESK_NAMES
 @click.option("--until", type=WHEN, default=None, help="Received before.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", default=None, help="Continue after a previous page.")
+@click.option(
+    "--ignored",
+    is_flag=True,
+    help="List the items acknowledged and not filed (echoes, duplicates...) with their reasons.",
+)
+@click.option("--reason", default=None, help="With --ignored: one reason (echo, duplicate, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @api_options
 def events_list(
@@ -60,14 +66,18 @@ def events_list(
     until: str | None,
     limit: int,
     cursor: str | None,
+    ignored: bool,
+    reason: str | None,
     as_json: bool,
     url: str | None,
 ) -> None:
-    """List kept raw requests (never their bodies), newest first.
+    """List kept raw requests (never their bodies), newest first; with --ignored, the
+    inbound items that were acknowledged and deliberately not filed, each with its reason.
 
     \b
-    Example:
+    Examples:
       deskbridge events list --channel whatsapp --since 1d
+      deskbridge events list --ignored --reason echo --since 1d
     """
     params = {
         "account": account,
@@ -77,6 +87,11 @@ def events_list(
         "limit": limit,
         "cursor": cursor,
     }
+    if ignored:
+        _list_ignored(url, {**params, "reason": reason}, as_json=as_json)
+        return
+    if reason is not None:
+        die("--reason goes with --ignored", EXIT_USAGE)
     data = api_for(url).call("GET", "/events", params=params)
     if as_json:
         json_out(data)
@@ -97,6 +112,30 @@ def events_list(
     print_table(table)
     more = f"; next page: --cursor {data['next_cursor']}" if data.get("next_cursor") else ""
     err.print(f"{len(data['events'])} raw request(s){more}")
+
+
+def _list_ignored(url: str | None, params: dict[str, Any], *, as_json: bool) -> None:
+    data = api_for(url).call("GET", "/events/ignored", params=params)
+    if as_json:
+        json_out(data)
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("id", no_wrap=True, min_width=32)
+    for col in ("received", "account", "source", "reason", "provider id", "raw request"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    for e in data["items"]:
+        table.add_row(
+            e["id"],
+            short_time(e["received_at"]),
+            e["account"],
+            e["source"],
+            e["reason"],
+            e.get("provider_id") or "",
+            e.get("raw_id") or "",
+        )
+    print_table(table)
+    more = f"; next page: --cursor {data['next_cursor']}" if data.get("next_cursor") else ""
+    err.print(f"{len(data['items'])} ignored item(s){more}")
 
 
 @events.command("reingest")

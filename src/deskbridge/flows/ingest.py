@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from deskbridge.adapters.base import Parsed
 from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import AgentReply, DeskNote, Direction, InboundEvent, RawRequest
-from deskbridge.store import IntakeEvent
+from deskbridge.store import IgnoredItem, IntakeEvent
 
 __all__ = [
     "APP_SCOPE",
@@ -29,6 +29,7 @@ __all__ = [
     "keep_unparseable",
     "queue_automated",
     "queue_note",
+    "record_ignored",
 ]
 
 APP_SCOPE = "app:"
@@ -55,11 +56,15 @@ async def accept_events(
     req: RawRequest | None,
     events: Iterable[InboundEvent],
     bodies: Mapping[str, bytes] | None = None,
+    *,
+    raw_id: str | None = None,
 ) -> int:
     """Store inbound events, each under the account it names (one Meta batch may carry
     several accounts); returns how many were new. ``bodies``: each account's cut of a
     body that is not one account's alone (``Parsed.bodies``): the raw record kept under
-    an account holds only its own cut, never another account's entries."""
+    an account holds only its own cut, never another account's entries. ``raw_id``: the
+    id the raw request is kept under. Events the dedup marks already knew are recorded
+    as ignored ``duplicate`` items (by their provider's id)."""
     by_account: dict[str, list[IntakeEvent]] = {}
     for ev in events:
         by_account.setdefault(ev.account, []).append(
@@ -74,8 +79,57 @@ async def accept_events(
         raw = req
         if req is not None and bodies is not None:
             raw = dataclasses.replace(req, body=bodies.get(account, b""))
-        new += sum(await _store(rt, account, source, Direction.INBOUND, source, raw, batch))
+        fresh = await _store(
+            rt, account, source, Direction.INBOUND, source, raw, batch, raw_id=raw_id
+        )
+        new += sum(fresh)
+        repeated = [
+            IgnoredItem("duplicate", ev.dedup_key)
+            for ev, ok in zip(batch, fresh, strict=True)
+            if not ok
+        ]
+        if repeated:
+            await rt.intake.ignore(account=account, source=source, req=None, items=repeated)
     return new
+
+
+async def record_ignored(
+    rt: Runtime,
+    source: str,
+    req: RawRequest | None,
+    parsed: Parsed,
+    *,
+    account: str | None,
+    raw_id: str | None = None,
+) -> None:
+    """Count and keep every item of ``parsed`` that was read and deliberately not filed
+    (DESIGN invariant 10): ``Parsed.ignored`` (reasons of ``account``, the URL's) and
+    ``Parsed.skipped`` (each of its own account, else of the app that signed the body);
+    a request that brought nothing at all is one ``unhandled`` item. Each account's
+    records sit with its raw request (its own cut of the body) under ``raw_id``; an
+    app's records keep no body (it may hold several accounts' entries)."""
+    owned: dict[str, list[IgnoredItem]] = {}
+    if account:
+        owned[account] = [IgnoredItem(reason) for reason in parsed.ignored]
+    for reason in parsed.ignored:
+        rt.metrics.event(source, "ignored", reason)
+    for item in parsed.skipped:
+        owner = item.account or (app_scope(item.app) if item.app else account)
+        if item.reason != "unrouted":  # counted with its number (Parsed.unrouted)
+            rt.metrics.event(source, "ignored", item.reason)
+        if owner:
+            owned.setdefault(owner, []).append(IgnoredItem(item.reason, item.provider_id))
+    if not parsed.events and not parsed.ignored and not parsed.failures and not parsed.skipped:
+        rt.metrics.event(source, "ignored", "unhandled")
+        if account:
+            owned[account] = [IgnoredItem("unhandled")]
+    for owner, items in owned.items():
+        raw = req
+        if owner.startswith(APP_SCOPE):
+            raw = None
+        elif req is not None and parsed.bodies is not None:
+            raw = dataclasses.replace(req, body=parsed.bodies.get(owner, b""))
+        await rt.intake.ignore(account=owner, source=source, req=raw, items=items, raw_id=raw_id)
 
 
 async def accept_account_events(
@@ -213,6 +267,8 @@ async def _store(
     channel: str,
     req: RawRequest | None,
     events: list[IntakeEvent],
+    *,
+    raw_id: str | None = None,
 ) -> list[bool]:
     """One intake call, counted; per event, whether it was new."""
     new = await rt.intake.accept(
@@ -223,6 +279,7 @@ async def _store(
         desk=rt.accounts.accounts[account].desk.type,
         req=req,
         events=events,
+        raw_id=raw_id,
     )
     accepted = sum(new)
     rt.metrics.event(source, "accepted", "", n=accepted)

@@ -14,6 +14,7 @@ from deskbridge.flows import enrichment
 from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
+from deskbridge.outbound.capabilities import ReadsCommentFiles
 from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
 from deskbridge.store import ConversationRecord
 
@@ -34,6 +35,12 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     adapter = rt.adapter(d.account, conv.channel)
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
+    reply = await _files_at_desk(rt, d.account, reply)
+    if not reply.text and not reply.attachments:
+        # the comment's files were all the desk had, and it has none (removed, redacted)
+        log.warning("%s: reply %s has nothing to send", d.account, d.id)
+        rt.metrics.event(reply.desk.value, "ignored", "empty_reply")
+        return DeliveryState.SKIPPED
     files = await reply_files(rt, d.account, adapter, reply)
     progress = await stored_progress(rt, d)
     if to.reply_token:
@@ -55,6 +62,16 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         rt, d.account, conv.id, conv.channel.value, automated=reply.automated
     )
     return DeliveryState.DELIVERED
+
+
+async def _files_at_desk(rt: Runtime, account: str, reply: AgentReply) -> AgentReply:
+    """The reply with its comment's files read from the desk where its webhook left them
+    out (Zendesk's ``comment_added``). Raises ``DeliveryError``."""
+    desk = rt.desk(account)
+    if not reply.files_at_desk or not isinstance(desk, ReadsCommentFiles):
+        return reply
+    found = await desk.comment_files(reply.ticket_id, reply.external_id)
+    return reply.model_copy(update={"attachments": found, "files_at_desk": False})
 
 
 class StoredProgress:

@@ -6,6 +6,7 @@ script. Refusals (401/400/413) change no state and are counted by reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from deskbridge.errors import (
 from deskbridge.flows import Runtime, ingest
 from deskbridge.gateway.state import AUTH_FAILURES, RUNTIME
 from deskbridge.schemas import Direction, RawRequest
+from deskbridge.store.ids import new_id
 
 __all__ = ["channel_handshake", "channel_webhook", "desk_webhook", "read_raw"]
 
@@ -108,11 +110,13 @@ async def channel_webhook(request: web.Request) -> web.Response:
             account or "", channel, *parsed.token
         ):
             raise SignatureInvalid("a signed token replayed with another body")
-        for reason in parsed.ignored:
-            rt.metrics.event(channel, "ignored", reason)
-        if not parsed.events and not parsed.ignored and not parsed.failures:
-            rt.metrics.event(channel, "ignored", "unhandled")
-        await ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies)
+        # one raw id for the events and the items not filed: the two scripts share
+        # the intake's round trip, and the body is kept once
+        raw_id = new_id()
+        await asyncio.gather(
+            ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies, raw_id=raw_id),
+            ingest.record_ignored(rt, channel, req, parsed, account=account, raw_id=raw_id),
+        )
         if parsed.failures:
             # after the siblings: a store failure here answers 503, and the platform's
             # retry finds the siblings already taken (dedup) and keeps the failures

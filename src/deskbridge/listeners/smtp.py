@@ -28,7 +28,7 @@ from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.config import EmailConfig
 from deskbridge.errors import DeskbridgeError, StoreUnavailable
 from deskbridge.flows import Runtime
-from deskbridge.flows.ingest import accept_events
+from deskbridge.flows.ingest import accept_events, record_ignored
 from deskbridge.schemas import Channel, RawRequest
 
 __all__ = ["start_smtp_listeners"]
@@ -95,8 +95,8 @@ class _Handler:
         rt = self._rt
         req = RawRequest(method="SMTP", path=f"smtp:{account}", body=raw)
         parsed = self._receivers[account].parse(req)
-        for reason in parsed.ignored:
-            rt.metrics.event("email", "ignored", reason)
+        # one mail is either filed or ignored: its raw copy is kept by one of the two
+        await record_ignored(rt, "email", req, parsed, account=account)
         if not parsed.events:
             return
         await accept_events(rt, "email", req, parsed.events)

@@ -11,6 +11,8 @@ checks the signatures; the flows ask ``isinstance(desk, MergesUsers)``, never
   conversation's waiting messages rather than meet 429s.
 - ``PollsReplies``: agent replies are fetched by the worker's poller, for desks that
   cannot push them (Udesk).
+- ``ReadsCommentFiles``: the desk's agent-reply webhook may leave a comment's files
+  out (``AgentReply.files_at_desk``); they are read from the desk's API before sending.
 - ``RegistersDeskWebhook``: what ``deskbridge channels register`` calls to create the
   desk's agent-reply webhook.
 """
@@ -20,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from deskbridge.schemas import AgentReply
+from deskbridge.schemas import AgentReply, Attachment
 
 __all__ = [
     "MergesUsers",
     "NoBudget",
     "Polled",
     "PollsReplies",
+    "ReadsCommentFiles",
     "RegistersDeskWebhook",
     "TicketUpdateBudget",
 ]
@@ -99,4 +102,14 @@ class RegistersDeskWebhook(Protocol):
     async def register_webhook(self, url: str, *, name: str) -> str:
         """Make sure a webhook named ``name`` posts agent replies to ``url``; returns its
         signing secret. Idempotent. Raises ``DeliveryError``."""
+        ...
+
+
+@runtime_checkable
+class ReadsCommentFiles(Protocol):
+    """A desk whose agent-reply webhook may not carry the comment's attachments."""
+
+    async def comment_files(self, ticket_id: str, comment_id: str) -> tuple[Attachment, ...]:
+        """The attachments of comment ``comment_id`` on ticket ``ticket_id`` (empty when
+        it has none or is not found). Read-only. Raises ``DeliveryError``."""
         ...

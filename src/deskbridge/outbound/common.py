@@ -10,9 +10,10 @@ import httpx
 
 from deskbridge.errors import PermanentError
 from deskbridge.http import Fetcher, classify, read_capped, transport_error
+from deskbridge.identity.normalize import phone_key
 from deskbridge.schemas import Attachment, Contact, Upload
 
-__all__ = ["Credentials", "display_name", "download", "unique"]
+__all__ = ["Credentials", "display_name", "download", "phones", "unique"]
 
 
 def display_name(contact: Contact, *, limit: int | None = None) -> str:
@@ -33,6 +34,24 @@ def unique(values: Iterable[str]) -> list[str]:
         if v and v not in out:
             out.append(v)
     return out
+
+
+def phones(contact: Contact) -> list[str]:
+    """The contact's phone numbers, each once, in the graph's order, except that where
+    both spellings of one Argentine mobile are known (``+54 9 11...`` and ``+54 11...``)
+    the mobile form comes first: it is the one a desk shows as the user's phone, so a
+    later message in the other form never rewrites it (docs/identity.md)."""
+    found = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+    groups: dict[str, int] = {}
+    for n, value in enumerate(found):
+        groups.setdefault(phone_key(value), n)
+
+    def rank(item: tuple[int, str]) -> tuple[int, int, int]:
+        n, value = item
+        mobile = value.startswith("+549") and len(value) == 14
+        return (groups[phone_key(value)], 0 if mobile else 1, n)
+
+    return [value for _, value in sorted(enumerate(found), key=rank)]
 
 
 Credentials = Callable[[httpx.URL], dict[str, str]]

@@ -23,3 +23,6 @@ class AgentReply(Frozen):
     """Written by a bot or a trigger, not a person (Messenger's HUMAN_AGENT tag is only
     for people)."""
     occurred_at: datetime
+    files_at_desk: bool = False
+    """The desk's webhook did not carry the comment's attachments (Zendesk's
+    ``comment_added``): they are read from the desk's API before the reply is sent."""

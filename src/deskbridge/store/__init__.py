@@ -5,7 +5,7 @@ from deskbridge.store.conversations import ConversationRecord, ConversationStore
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS, DeliveryStore
 from deskbridge.store.ids import new_id
-from deskbridge.store.intake import Coalescer, Intake, IntakeEvent
+from deskbridge.store.intake import Coalescer, IgnoredItem, Intake, IntakeEvent
 from deskbridge.store.sandbox import SandboxStore
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ConversationRecord",
     "ConversationStore",
     "DeliveryStore",
+    "IgnoredItem",
     "Intake",
     "IntakeEvent",
     "PrivateRedis",

@@ -37,11 +37,11 @@ from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
 from deskbridge.store.ids import new_id
 from deskbridge.store.raw import raw_record
-from deskbridge.store.scripts import INTAKE, PARSE_FAILED
+from deskbridge.store.scripts import IGNORED, INTAKE, PARSE_FAILED
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Coalescer", "Intake", "IntakeEvent", "raw_record"]
+__all__ = ["Coalescer", "IgnoredItem", "Intake", "IntakeEvent", "raw_record"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,15 @@ class IntakeEvent:
     dedup_key: str
     conversation_id: str
     event: Message | StatusUpdate | CallEvent | ChannelEvent | AgentReply | DeskNote
+
+
+@dataclass(frozen=True, slots=True)
+class IgnoredItem:
+    """One inbound item acknowledged and deliberately not filed: the name of the decision
+    and the platform's id of the item (no text from it)."""
+
+    reason: str
+    provider_id: str = ""
 
 
 class _NotReplicated(Exception):
@@ -179,6 +188,7 @@ class Intake:
         self._redis = redis
         self._intake = redis.register_script(INTAKE)
         self._parse_failed = redis.register_script(PARSE_FAILED)
+        self._ignored = redis.register_script(IGNORED)
         self._dedup_ttl = dedup_ttl
         self._raw_ttl = raw_ttl
         self._raw_ttls = raw_ttls or {}
@@ -213,15 +223,17 @@ class Intake:
         req: RawRequest | None,
         events: Sequence[IntakeEvent],
         kind: str = "",
+        raw_id: str | None = None,
     ) -> list[bool]:
         """Store ``events`` (each with a pending delivery and its job); True where new,
         False where the dedup mark says we already have it. ``kind``: written on each
-        delivery record (``note``). Raises ``StoreUnavailable``."""
+        delivery record (``note``). ``raw_id``: the id to keep ``req`` under (default: a
+        new one). Raises ``StoreUnavailable``."""
         if not events:
             return []
         now = time.time()
         now_ms = int(now * 1000)
-        raw_id = new_id()
+        raw_id = raw_id or new_id()
         raw_key = keys.raw(account, raw_id)
         raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
         k: list[str] = [
@@ -270,6 +282,40 @@ class Intake:
             a.append(kind)
         result = await self._coalescer.call(self._intake, k, a)
         return [bool(x) for x in result]
+
+    async def ignore(
+        self,
+        *,
+        account: str,
+        source: str,
+        req: RawRequest | None,
+        items: Sequence[IgnoredItem],
+        raw_id: str | None = None,
+    ) -> str | None:
+        """Record ``items`` (acknowledged, not filed) for the raw retention, each as a
+        sealed record listed by ``events list --ignored``, and keep ``req`` under
+        ``raw_id`` (once: a raw the intake script kept under that id is not written
+        again). Returns the raw id kept, None without ``req``. One atomic script, sent in
+        the intake's shared round trip. Raises ``StoreUnavailable``."""
+        if not items:
+            return None
+        now = time.time()
+        now_ms = int(now * 1000)
+        ttl = self._raw_ttls.get(account, self._raw_ttl)
+        kept = (raw_id or new_id()) if req is not None else None
+        raw_key = keys.raw(account, kept or "none")
+        raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
+        k = [keys.ignoreds(account), raw_key, keys.raws(account, source)]
+        a: list[Any] = [now_ms, ttl, raw_blob]
+        head = {"source": source, "received_at": now, "raw_id": kept}
+        for item in items:
+            item_id = new_id()
+            key = keys.ignored(account, item_id)
+            record = {**head, "id": item_id, "reason": item.reason, "provider_id": item.provider_id}
+            k.append(key)
+            a += [item_id, self._vault.seal(json.dumps(record).encode(), key)]
+        await self._coalescer.call(self._ignored, k, a)
+        return kept
 
     async def accept_parse_failed(
         self,

@@ -46,6 +46,8 @@ __all__ = [
     "graph_spellings",
     "graph_suggestions",
     "identity",
+    "ignored",
+    "ignoreds",
     "lane",
     "lane_lock",
     "ours",
@@ -153,6 +155,18 @@ def expiring(account: str) -> str:
 def raws(account: str, source: str) -> str:
     """Sorted set of the raw requests kept from ``source``, scored by arrival (ms)."""
     return f"{_a(account)}:rawz:{source}"
+
+
+def ignored(account: str, item_id: str) -> str:
+    """Sealed JSON: one inbound item acknowledged and deliberately not filed (its source,
+    reason, provider id, arrival and raw id; never its text). Expires with the raw
+    retention."""
+    return f"{_a(account)}:ign:{item_id}"
+
+
+def ignoreds(account: str) -> str:
+    """Sorted set of the account's ignored items (``ignored``), scored by arrival (ms)."""
+    return f"{_a(account)}:ignz"
 
 
 def unparsed(account: str, source: str) -> str:

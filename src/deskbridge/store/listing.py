@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,11 +27,13 @@ from deskbridge.store.raw import read_raw_record
 __all__ = [
     "Cursor",
     "DeliveryFilter",
+    "IgnoredEntry",
     "Listing",
     "Page",
     "RawEntry",
     "RawFilter",
     "list_deliveries",
+    "list_ignored",
     "list_raw",
 ]
 
@@ -299,6 +302,68 @@ async def list_raw(
     return Page(items, None, scanned)
 
 
+@dataclass(frozen=True, slots=True)
+class IgnoredEntry:
+    """An inbound item acknowledged and deliberately not filed (never its text)."""
+
+    id: str
+    account: str
+    source: str
+    reason: str
+    provider_id: str
+    received_at: datetime
+    raw_id: str | None
+
+
+async def list_ignored(
+    redis: aioredis.Redis,
+    vault: Vault,
+    accounts: Sequence[str],
+    filt: RawFilter,
+    *,
+    reason: str | None = None,
+    limit: int,
+    cursor: Cursor | None = None,
+    budget: int = SCAN_BUDGET,
+) -> Page[IgnoredEntry]:
+    """One page of the ignored items of ``accounts`` (scopes), newest first, of the
+    sources in ``filt`` (all when empty) and ``reason`` (any when None)."""
+    walks = [
+        (account, _walk(redis, keys.ignoreds(account), filt.since_ms, filt.until_ms, cursor))
+        for account in accounts
+    ]
+    items: list[IgnoredEntry] = []
+    scanned = 0
+    last: Cursor | None = None
+    async for score, ident, account in _merge(walks):
+        if len(items) >= limit or scanned >= budget:
+            return Page(items, last.encode() if last else None, scanned)
+        scanned += 1
+        last = Cursor(score, ident)
+        key = keys.ignored(account, ident)
+        blob = await redis.get(key)
+        if blob is None:
+            await redis.zrem(keys.ignoreds(account), ident)
+            continue
+        rec = json.loads(vault.open(blob, key))
+        if (filt.sources and rec.get("source") not in filt.sources) or (
+            reason is not None and rec.get("reason") != reason
+        ):
+            continue
+        items.append(
+            IgnoredEntry(
+                id=ident,
+                account=account,
+                source=str(rec.get("source", "")),
+                reason=str(rec.get("reason", "")),
+                provider_id=str(rec.get("provider_id") or ""),
+                received_at=datetime.fromtimestamp(score / 1000, UTC),
+                raw_id=rec.get("raw_id") or None,
+            )
+        )
+    return Page(items, None, scanned)
+
+
 @guarded
 class Listing:
     """The admin API's reads of the delivery and raw-request indexes. Redis failures
@@ -332,6 +397,20 @@ class Listing:
     ) -> Page[RawEntry]:
         """``list_raw`` over this store."""
         return await list_raw(self._redis, self._vault, sources, filt, limit=limit, cursor=cursor)
+
+    async def ignored(
+        self,
+        accounts: Sequence[str],
+        filt: RawFilter,
+        *,
+        reason: str | None = None,
+        limit: int,
+        cursor: Cursor | None = None,
+    ) -> Page[IgnoredEntry]:
+        """``list_ignored`` over this store."""
+        return await list_ignored(
+            self._redis, self._vault, accounts, filt, reason=reason, limit=limit, cursor=cursor
+        )
 
     async def raw(self, account: str, raw_id: str) -> tuple[dict[str, Any], bytes] | None:
         """A kept raw request's metadata and body (None once it expired)."""

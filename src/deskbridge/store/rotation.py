@@ -71,6 +71,7 @@ def _tokens() -> re.Pattern[str]:
 
 SEALED: tuple[SealedKind, ...] = (
     SealedKind("raw request", keys.pattern(keys.raw(_H, _H)), "string"),
+    SealedKind("ignored item", keys.pattern(keys.ignored(_H, _H)), "string"),
     SealedKind("event", keys.pattern(keys.event(_H, _H)), "string"),
     SealedKind("contact", keys.pattern(keys.contact(_H, _H)), "string"),
     SealedKind("display name", keys.pattern(keys.profile(_H, _H, _H)), "string"),

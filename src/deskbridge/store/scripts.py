@@ -14,6 +14,7 @@ __all__ = [
     "DISCARD",
     "FINISH",
     "HOLD",
+    "IGNORED",
     "INTAKE",
     "PARSE_FAILED",
     "PURGE",
@@ -333,4 +334,25 @@ if second and redis.call('HGET', ARGV[3] .. second, 'state') == 'held' then
   redis.call('ZADD', KEYS[5], now, second)
 end
 return 'held'
+"""
+
+
+# Items acknowledged and deliberately not filed (``events list --ignored``).
+# KEYS: ignored index, raw (or ""-free placeholder), raw index, then per item: its record
+# ARGV: now_ms, ttl_s, raw_blob ('' = no raw kept), then per item: id, sealed record
+# The raw request is kept (for re-ingest after a fix) unless the intake script already
+# kept it under the same id. Entries past the retention are trimmed as new ones come.
+IGNORED = """
+local now, ttl = tonumber(ARGV[1]), ARGV[2]
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl)
+  redis.call('ZADD', KEYS[3], now, string.match(KEYS[2], '[^:]+$'))
+end
+for i = 4, #KEYS do
+  local a = 4 + (i - 4) * 2
+  redis.call('SET', KEYS[i], ARGV[a + 1], 'EX', ttl)
+  redis.call('ZADD', KEYS[1], now, ARGV[a])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl * 1000))
+return #KEYS - 3
 """

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Skip
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.payload import dump, load_object
 from deskbridge.adapters.text import escapes_surrogates
@@ -191,19 +191,23 @@ def parse_items(body: bytes, *, account: str) -> Parsed:
     if not envelope.events:
         ignored.append("verify")  # the console's Verify button
     # one URL per account: the whole body is the account's, nothing to cut
-    return Parsed(events=batch.events, failures=tuple(batch.failures), ignored=tuple(ignored))
+    return Parsed(
+        events=batch.events,
+        failures=tuple(batch.failures),
+        ignored=tuple(ignored),
+        skipped=tuple(batch.skipped),
+    )
 
 
 def _event(ev: Event, *, account: str, ignored: list[str]) -> list[InboundEvent]:
     """The event, or none and its reason added to ``ignored``."""
     # Standby: another channel (a module) has the chat; it answers, we only listen.
     if ev.mode != "active":
-        ignored.append("standby")
-        return []
+        raise Skip("standby", ev.webhook_event_id)
     handler = _HANDLERS.get(ev.type)
     if handler is None:
-        ignored.append("not_a_message")  # memberJoined, beacon, accountLink, things, ...
-        return []
+        # memberJoined, memberLeft, beacon, accountLink, things, ...
+        raise Skip(f"event_{ev.type}"[:64], ev.webhook_event_id)
     if ev.source is None:
         raise ParseFailed(f"line: {ev.type} event without a source")
     thread = _thread(ev.source)

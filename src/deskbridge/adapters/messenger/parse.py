@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Skip
 from deskbridge.adapters.meta.ignoring import NamingBatch
 from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
@@ -311,11 +311,11 @@ def _events(
     # The Page itself as sender is an echo of what we (or another app) sent; `user_ref`
     # senders (the checkbox plugin) have no PSID to answer.
     if psid is None or psid == entry.id:
-        return []
+        raise Skip("echo" if psid is not None else "no_sender")
     ms = item.timestamp if item.timestamp is not None else entry.time
     if item.message is not None:
         if item.message.is_echo:
-            return []
+            raise Skip("echo", item.message.mid or "")
         return [_message(item.message, psid, _required(ms), account=account, dropped=dropped)]
     if item.postback is not None:
         return [_postback(item.postback, psid, _required(ms), account=account)]

@@ -48,10 +48,11 @@ class MetaReceiver(ABC):
             parsed = self._parse(req)
         except ParseFailed as exc:
             raise ParseFailed(str(exc), app=self.app_name) from None
+        skipped = tuple(replace(i, app=self.app_name) for i in parsed.skipped)
         if not parsed.failures:
-            return parsed
+            return replace(parsed, skipped=skipped)
         failures = tuple(replace(f, app=self.app_name) for f in parsed.failures)
-        return replace(parsed, failures=failures)
+        return replace(parsed, failures=failures, skipped=skipped)
 
     @abstractmethod
     def _parse(self, req: RawRequest) -> Parsed:

@@ -32,6 +32,7 @@ from deskbridge.adapters.sip.uri import (
 )
 from deskbridge.config.accounts import SipConfig
 from deskbridge.errors import ParseFailed, RequestRefused, SignatureInvalid
+from deskbridge.identity.normalize import phone_key
 from deskbridge.schemas import CallEvent, Channel, Identity, Message, RawRequest, Sender
 
 __all__ = [
@@ -232,7 +233,9 @@ class SipReceiver:
             )
         name = (asserted.display if asserted else None) or (from_.display if from_ else None)
         return Caller(
-            thread=phone or address,
+            # both spellings of one number are one conversation (Argentina's +54 9 and
+            # +54 forms); replies go to the From URI kept in the context, not the thread
+            thread=phone_key(phone) if phone else address,
             sender=Sender(
                 external_id=phone or address,
                 display_name=name,

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Skip
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
 from deskbridge.adapters.meta.ignoring import NamingBatch
@@ -411,10 +411,10 @@ def _change(
         return [_read(msg, value.contacts, owner)]
 
     def status(st: Any) -> list[InboundEvent]:
-        update = _status(WaStatus.model_validate(st), owner)
+        read = WaStatus.model_validate(st)
+        update = _status(read, owner)
         if update is None:
-            batch.ignore("status_not_recorded")
-            return []
+            raise Skip(f"status_{read.status}"[:64], read.id)
         return [update]
 
     for msg in value.messages:

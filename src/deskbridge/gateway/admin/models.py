@@ -39,6 +39,9 @@ __all__ = [
     "FilterBody",
     "ForgetBody",
     "IdsBody",
+    "IgnoredEvent",
+    "IgnoredPage",
+    "IgnoredQuery",
     "LinkBody",
     "Lookup",
     "LookupItem",
@@ -164,6 +167,12 @@ class EventsQuery(PageQuery):
         default=None, description="Received at or after.", json_schema_extra=_WHEN
     )
     until: str | None = Field(default=None, description="Received before.", json_schema_extra=_WHEN)
+
+
+class IgnoredQuery(EventsQuery):
+    """``GET /events/ignored``: items acknowledged and deliberately not filed."""
+
+    reason: str | None = Field(default=None, description="One reason (echo, duplicate, ...).")
 
 
 class IdsBody(_In):
@@ -343,6 +352,26 @@ class RawPage(BaseModel):
     @field_serializer("events")
     def _events(self, value: list[RawEvent]) -> list[dict[str, Any]]:
         return _compact(value)
+
+
+class IgnoredEvent(BaseModel):
+    """An inbound item acknowledged and deliberately not filed, with the decision's name
+    (never its text). ``raw_id``: the raw request it came in, while it is kept."""
+
+    id: str
+    account: str
+    source: str = Field(description="The channel it came from.")
+    reason: str
+    provider_id: str = Field(description="The platform's id of the item, where it has one.")
+    received_at: str = Field(json_schema_extra=_WHEN)
+    raw_id: str | None = None
+
+
+class IgnoredPage(BaseModel):
+    """A page of ignored items."""
+
+    items: list[IgnoredEvent]
+    next_cursor: str | None
 
 
 class ReingestedEvent(BaseModel):

@@ -41,6 +41,9 @@ from deskbridge.gateway.admin.models import (
     EventsQuery,
     FilterBody,
     IdsBody,
+    IgnoredEvent,
+    IgnoredPage,
+    IgnoredQuery,
     Lookup,
     LookupItem,
     PageQuery,
@@ -60,6 +63,7 @@ from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
     DeliveryFilter,
+    IgnoredEntry,
     RawEntry,
     RawFilter,
 )
@@ -461,6 +465,38 @@ async def events_route(request: web.Request, who: Principal) -> web.Response:
     return _answer(RawPage(events=[_raw(e) for e in page.items], next_cursor=page.next_cursor))
 
 
+def _ignored(entry: IgnoredEntry) -> IgnoredEvent:
+    return IgnoredEvent(
+        id=entry.id,
+        account=entry.account,
+        source=entry.source,
+        reason=entry.reason,
+        provider_id=entry.provider_id,
+        received_at=entry.received_at.isoformat(),
+        raw_id=entry.raw_id,
+    )
+
+
+async def ignored_route(request: web.Request, who: Principal) -> web.Response:
+    """Items acknowledged and deliberately not filed, of the accounts the token sees."""
+    rt = request.app[RUNTIME]
+    q = _query(request, IgnoredQuery)
+    filt = RawFilter(
+        sources=_source("channel", q.channel),
+        since_ms=_time("since", q.since),
+        until_ms=_time("until", q.until),
+    )
+    page = await rt.listing.ignored(
+        _accounts(rt, q.account, who),
+        filt,
+        reason=q.reason or None,
+        limit=_limit(q.limit),
+        cursor=_cursor(q.cursor),
+    )
+    items = [_ignored(e) for e in page.items]
+    return _answer(IgnoredPage(items=items, next_cursor=page.next_cursor))
+
+
 async def reingest_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     body: ReingestBody = await _body(request, ReingestBody)
@@ -583,6 +619,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/deliveries/discard", "deliveries:write", discard_route),
     ("GET", "/deliveries/{id}", "deliveries:read", show_route),
     ("GET", "/events", "deliveries:read", events_route),
+    ("GET", "/events/ignored", "deliveries:read", ignored_route),
     ("POST", "/events/reingest", "deliveries:write", reingest_route),
     ("GET", "/audit", "audit:read", audit_route),
     *contact_routes(),

@@ -26,6 +26,7 @@ from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.common import display_name, download, unique
+from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.intercom import webhook
 from deskbridge.outbound.intercom.throttle import Throttle, for_workspace
 from deskbridge.outbound.render import render
@@ -116,7 +117,7 @@ class IntercomConnector:
         Fields an agent already filled in are not overwritten.
         """
         emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        phones = contact_phones(contact)
         extra: dict[str, str] = {}
         if self._attributes and len(emails) > 1:
             extra[EMAILS_ATTRIBUTE] = ", ".join(emails)

@@ -26,6 +26,7 @@ from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.capabilities import NoBudget, Polled, PollsReplies
 from deskbridge.outbound.common import display_name, download, unique
+from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.udesk import replies
 from deskbridge.outbound.udesk.sign import signed_query
@@ -112,7 +113,7 @@ class UdeskConnector(PollsReplies):
         (``web_token``), else by email or phone, else created; given every email and phone
         the contact has. Idempotent."""
         emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        phones = contact_phones(contact)
         lookups = [("token", contact.id)]
         lookups += [("email", e) for e in emails] + [("cellphone", p) for p in phones]
         for kind, value in lookups:

@@ -20,15 +20,17 @@ from typing import Any, ClassVar
 import httpx
 
 from deskbridge.config.accounts import ZendeskDeskConfig
-from deskbridge.errors import PermanentError
+from deskbridge.errors import ParseFailed, PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.capabilities import (
     MergesUsers,
+    ReadsCommentFiles,
     RegistersDeskWebhook,
     TicketUpdateBudget,
 )
 from deskbridge.outbound.common import display_name, download, unique
+from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.render import render, subject
 from deskbridge.outbound.zendesk import webhook
 from deskbridge.schemas import (
@@ -50,13 +52,14 @@ log = logging.getLogger(__name__)
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 _MAX_WEBHOOK_PAGES = 20
 _MAX_AUDIT_PAGES = 20
+_COMMENT_PAGES = 5
 _AUDIT_MARK = "deskbridge_delivery"
 """The key under the update's ``metadata.custom`` naming the delivery that wrote it."""
 _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
 
 
-class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
+class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles):
     """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
 
     Customer messages are filed as the end user (requester, submitter and comment author),
@@ -93,7 +96,7 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
         """The Zendesk user id for ``contact`` (matched on external_id or email), created or
         updated, then given the contact's other emails and phones. Idempotent."""
         emails = unique(i.value.strip().lower() for i in contact.identities if i.kind == "email")
-        phones = unique(i.value.strip() for i in contact.identities if i.kind == "phone")
+        phones = contact_phones(contact)
         # No "role": new users are end users by default, and create_or_update also updates
         # a user matched by email, so sending a role could demote an agent whose address a
         # customer wrote from.
@@ -436,6 +439,37 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook):
             what="zendesk fetch attachment",
             headers=lambda url: dict(self._auth) if self._is_zendesk(url) else {},
         )
+
+    async def comment_files(self, ticket_id: str, comment_id: str) -> tuple[Attachment, ...]:
+        """The attachments of a comment, read from ``GET /tickets/{id}/comments`` (List
+        Comments, newest first, cursor pages): ``comment_added`` events carry none. At
+        most ``_COMMENT_PAGES`` pages are read; a comment not found there has none."""
+        what = "zendesk list comments"
+        params = {"sort_order": "desc", "page[size]": "100"}
+        for _ in range(_COMMENT_PAGES):
+            resp = await self._call(
+                "GET", f"/tickets/{ticket_id}/comments", what=what, params=params
+            )
+            classify(resp, what=what)
+            page = self._json(resp, what)
+            try:
+                found = webhook.comment_attachments(page, comment_id)
+            except ParseFailed as exc:
+                raise PermanentError(f"{what}: {exc}", status=resp.status_code) from None
+            if found is not None:
+                return found
+            meta = page.get("meta")
+            after = meta.get("after_cursor") if isinstance(meta, dict) else None
+            if not (isinstance(meta, dict) and meta.get("has_more")) or not after:
+                break
+            params = {**params, "page[after]": str(after)}
+        log.warning(
+            "zendesk %s: comment %s not found on ticket %s; sending it without files",
+            self.account,
+            comment_id,
+            ticket_id,
+        )
+        return ()
 
     def _is_zendesk(self, url: httpx.URL) -> bool:
         return (url.scheme, url.host, url.port) == self._origin

@@ -36,6 +36,7 @@ __all__ = [
     "TIMESTAMP_HEADER",
     "TOLERANCE_SECONDS",
     "TRIGGER_MARKER",
+    "comment_attachments",
     "parse",
     "sign",
     "verify",
@@ -130,7 +131,9 @@ class _Comment(_Raw):
     body: str | None = None
     is_public: bool = False
     author: _Author = _Author()
-    attachments: list[_EventAttachment] = Field(default_factory=list)
+    # None: the event left the comment's files out (Zendesk documents none for
+    # comment_added), so they are read from the Ticket Comments API before sending
+    attachments: list[_EventAttachment] | None = None
 
 
 class _EventBody(_Raw):
@@ -200,10 +203,12 @@ def _from_event(ev: _CommentAddedEvent, *, account: str, fallback: datetime) -> 
     if not ticket_id:
         raise ParseFailed("zendesk: comment_added event without a ticket id")
     attachments = tuple(
-        _attachment(a.content_url, a.filename, a.content_type, a.size) for a in comment.attachments
+        _attachment(a.content_url, a.filename, a.content_type, a.size)
+        for a in comment.attachments or ()
     )
     text = (comment.body or "").strip()
-    if not text and not attachments:
+    at_desk = comment.attachments is None
+    if not text and not attachments and not at_desk:
         return []
     return [
         AgentReply(
@@ -216,6 +221,7 @@ def _from_event(ev: _CommentAddedEvent, *, account: str, fallback: datetime) -> 
             attachments=attachments,
             author_name=comment.author.name or None,
             occurred_at=_iso(ev.time) or fallback,
+            files_at_desk=at_desk,
         )
     ]
 
@@ -279,6 +285,28 @@ def _name_from_url(url: str) -> str | None:
         return names[0]
     last = parts.path.rstrip("/").rsplit("/", 1)[-1]
     return last or None
+
+
+def comment_attachments(page: Mapping[str, Any], comment_id: str) -> tuple[Attachment, ...] | None:
+    """The attachments of comment ``comment_id`` in one page of the List Comments answer
+    (``{"comments": [{"id", "attachments": [{content_url, file_name, content_type,
+    size}]}]}``), None when the page does not hold that comment. Raises ``ParseFailed``
+    for a page of another shape."""
+    try:
+        listed = _CommentPage.model_validate(page)
+    except ValidationError:
+        raise ParseFailed("zendesk: unexpected List Comments answer") from None
+    for c in listed.comments:
+        if c.id == comment_id:
+            return tuple(
+                _attachment(a.content_url, a.filename, a.content_type, a.size)
+                for a in c.attachments or ()
+            )
+    return None
+
+
+class _CommentPage(_Raw):
+    comments: list[_Comment] = Field(default_factory=list)
 
 
 def _ticket_from_subject(subject: str | None) -> str | None:
