@@ -148,7 +148,8 @@ async def test_alg_none_and_algorithm_confusion_are_refused(make_runtime, aiohtt
     private, public = rsa_pair()
     rt = make_runtime(admin_jwt_public_key=public)
     client = await aiohttp_client(create_app(rt, role="serve"))
-    claims = {"sub": "ops", "aud": AUD, "exp": int(time.time()) + 60, "scope": "deliveries:read"}
+    now = int(time.time())
+    claims = {"sub": "ops", "aud": AUD, "iat": now, "exp": now + 60, "scope": "deliveries:read"}
     good = jwt.encode(claims, private, algorithm="RS256")
     assert (await client.get(f"{PREFIX}/deliveries", headers=auth(good))).status == 200
     attacks = {

@@ -57,6 +57,8 @@ __all__ = [
     "rate_bucket",
     "raw",
     "raws",
+    "revoked_subject",
+    "revoked_token",
     "sandbox_idempotency",
     "sandbox_messages",
     "sandbox_outbox",
@@ -257,6 +259,16 @@ def problems(account: str) -> str:
 def token(name: str) -> str:
     """A platform access token shared by every process (not per account: per channel)."""
     return f"deskbridge:token:{name}"
+
+
+def revoked_token(jti: str) -> str:
+    """An admin token revoked by its ``jti``; kept until the token's ``exp``."""
+    return f"deskbridge:revoked:jti:{jti}"
+
+
+def revoked_subject(subject: str) -> str:
+    """Epoch second: the admin tokens of ``subject`` issued at or before it are revoked."""
+    return f"deskbridge:revoked:sub:{subject}"
 
 
 def token_lock(name: str) -> str:
