@@ -600,3 +600,10 @@ async def test_a_revocation_that_cannot_be_read_is_never_taken_as_none(admin) ->
 
     admin.rt.revocations.revoked = down
     assert (await _status(admin, token(**_claims())))[0] == 503
+
+
+async def test_nbf_is_checked_with_the_leeway(admin) -> None:
+    now = int(time.time())
+    assert (await _status(admin, token(**_claims(nbf=now + 120))))[0] == 401
+    assert (await _status(admin, token(**_claims(nbf=now + 20))))[0] == 200
+    assert (await _status(admin, token(**_claims(exp=now - 20))))[0] == 200  # leeway on exp
