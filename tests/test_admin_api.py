@@ -521,6 +521,11 @@ def _claims(**over: object) -> dict[str, object]:
     }
 
 
+def claimed(**over: object) -> str:
+    """A token signed with the test secret, with ``_claims(**over)``."""
+    return str(jwt.encode(_claims(**over), SECRET, algorithm="HS256"))
+
+
 async def _status(client, tok: str) -> tuple[int, str]:
     resp = await client.get(f"{PREFIX}/deliveries", headers=auth(tok))
     return resp.status, (await resp.json()).get("message", "")
@@ -530,30 +535,30 @@ async def test_iat_is_required_and_at_most_30_s_ahead(admin) -> None:
     now = int(time.time())
     without = _claims()
     del without["iat"]
-    assert await _status(admin, token(**without)) == (401, "invalid token (no iat)")
-    ahead = token(**_claims(iat=now + 300, exp=now + 900))
+    assert await _status(admin, jwt.encode(without, SECRET)) == (401, "invalid token (no iat)")
+    ahead = claimed(iat=now + 300, exp=now + 900)
     assert await _status(admin, ahead) == (401, "token issued in the future (iat)")
     # within the documented 30 s leeway: a clock a little ahead is accepted
-    assert (await _status(admin, token(**_claims(iat=now + 20))))[0] == 200
+    assert (await _status(admin, claimed(iat=now + 20)))[0] == 200
 
 
 async def test_a_lifetime_over_the_server_maximum_is_refused_whatever_the_signature(
     admin, make_runtime, aiohttp_client
 ) -> None:
     now = int(time.time())
-    ten_years = token(**_claims(exp=now + 10 * 365 * 86400))
+    ten_years = claimed(exp=now + 10 * 365 * 86400)
     status, message = await _status(admin, ten_years)
     assert status == 401 and "maximum (2592000 s)" in message
-    assert (await _status(admin, token(**_claims(exp=now + 30 * 86400))))[0] == 200
+    assert (await _status(admin, claimed(exp=now + 30 * 86400)))[0] == 200
     rt = make_runtime(admin_jwt_secret=SECRET, admin_jwt_max_ttl=3600)
     short = await aiohttp_client(create_app(rt, role="serve"))
-    assert (await _status(short, token(**_claims(exp=now + 7200))))[0] == 401
-    assert (await _status(short, token(**_claims(exp=now + 3600))))[0] == 200
+    assert (await _status(short, claimed(exp=now + 7200)))[0] == 401
+    assert (await _status(short, claimed(exp=now + 3600)))[0] == 200
 
 
 async def test_a_revoked_jti_is_refused_on_the_next_request_and_audited(admin) -> None:
-    tok = token(**_claims(jti="to-revoke"))
-    other = token(**_claims(jti="kept"))
+    tok = claimed(jti="to-revoke")
+    other = claimed(jti="kept")
     assert (await _status(admin, tok))[0] == 200
     exp = int(time.time()) + 600
     status, body = await post(
@@ -572,13 +577,13 @@ async def test_a_revoked_jti_is_refused_on_the_next_request_and_audited(admin) -
 
 async def test_revoking_a_subject_refuses_its_tokens_issued_up_to_now(admin) -> None:
     now = int(time.time())
-    old = token(**_claims(sub="alice", jti="a1", iat=now - 60))
-    bob = token(**_claims(sub="bob", jti="b1"))
+    old = claimed(sub="alice", jti="a1", iat=now - 60)
+    bob = claimed(sub="bob", jti="b1")
     status, body = await post(admin, "/tokens/revoke", {"subject": "alice"}, "tokens:write")
     assert status == 200 and body["subject"] == "alice" and body["issued_up_to"]
     assert await _status(admin, old) == (401, "token revoked")
     assert (await _status(admin, bob))[0] == 200
-    later = token(**_claims(sub="alice", jti="a2", iat=now + 2, exp=now + 600))
+    later = claimed(sub="alice", jti="a2", iat=now + 2, exp=now + 600)
     assert (await _status(admin, later))[0] == 200
     ttl = await redis_of(admin.rt).ttl(keys.revoked_subject("alice"))
     assert 30 * 86400 - 60 < ttl <= 30 * 86400 + 60
@@ -599,11 +604,11 @@ async def test_a_revocation_that_cannot_be_read_is_never_taken_as_none(admin) ->
         raise StoreUnavailable("redis down")
 
     admin.rt.revocations.revoked = down
-    assert (await _status(admin, token(**_claims())))[0] == 503
+    assert (await _status(admin, claimed()))[0] == 503
 
 
 async def test_nbf_is_checked_with_the_leeway(admin) -> None:
     now = int(time.time())
-    assert (await _status(admin, token(**_claims(nbf=now + 120))))[0] == 401
-    assert (await _status(admin, token(**_claims(nbf=now + 20))))[0] == 200
-    assert (await _status(admin, token(**_claims(exp=now - 20))))[0] == 200  # leeway on exp
+    assert (await _status(admin, claimed(nbf=now + 120)))[0] == 401
+    assert (await _status(admin, claimed(nbf=now + 20)))[0] == 200
+    assert (await _status(admin, claimed(exp=now - 20)))[0] == 200  # leeway on exp

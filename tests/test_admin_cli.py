@@ -350,11 +350,11 @@ async def inbound_ids(redis) -> list[str]:
 
 
 async def test_token_revoke_by_jti_and_by_subject(gateway) -> None:
-    from .test_admin_api import _claims
+    from .test_admin_api import claimed
 
-    rt, url, _ = gateway
+    _, url, _ = gateway
     admin = token("tokens:write", "deliveries:read")
-    victim = token(**_claims(sub="mallory", jti="stolen-1"))
+    victim = claimed(sub="mallory", jti="stolen-1")
     async with httpx.AsyncClient(base_url=url) as client:
         before = await client.get(
             "/admin/v1/deliveries", headers={"Authorization": f"Bearer {victim}"}

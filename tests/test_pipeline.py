@@ -321,7 +321,7 @@ async def _reply_with_a_refused_file(rt, redis, respx_mock, text: str):
     async def refuse(att):
         raise UnsafeAddress("untrusted URL: the host resolves to a non-public address")
 
-    desk.fetch = refuse
+    desk.fetch = refuse  # type: ignore[method-assign]
     await accept(rt, [message(1)])
     await drain(rt)
     [ticket] = await rt.sandbox.tickets("acme")

@@ -15,6 +15,7 @@ __all__ = [
     "AUDIT",
     "HEARTBEAT",
     "HOLE",
+    "ID_KEY_PATTERNS",
     "ROTATION",
     "ROTATION_LOCK",
     "arq_job",
@@ -45,6 +46,7 @@ __all__ = [
     "graph_pending",
     "graph_spellings",
     "graph_suggestions",
+    "id_key",
     "identity",
     "lane",
     "lane_lock",
@@ -97,9 +99,11 @@ def arq_job(job_id: str) -> str:
     return job_key_prefix + job_id
 
 
-def dedup(account: str, source: str, dedup_key: str) -> str:
-    """Marks an inbound event (``source`` is the channel or desk) as already taken."""
-    return f"{_a(account)}:dedup:{source}:{dedup_key}"
+def dedup(account: str, source: str, digest: str) -> str:
+    """Marks an inbound event (``source`` is the channel or desk) as already taken.
+    ``digest`` is the vault's keyed digest of the provider's id (``Vault.digest``), never
+    the id itself: a WhatsApp message id encodes the customer's number."""
+    return f"{_a(account)}:dedup:{source}:{digest}"
 
 
 def raw(account: str, raw_id: str) -> str:
@@ -231,9 +235,10 @@ def delivery_prefix(account: str) -> str:
     return f"{_a(account)}:dlv:"
 
 
-def sent(account: str, channel: str, external_id: str) -> str:
-    """A channel's id for a message we sent → its delivery (statuses find it here)."""
-    return f"{_a(account)}:sent:{channel}:{external_id}"
+def sent(account: str, channel: str, digest: str) -> str:
+    """A channel's id for a message we sent (as the vault's keyed digest of it, never
+    the id) → its delivery (statuses find it here)."""
+    return f"{_a(account)}:sent:{channel}:{digest}"
 
 
 def sent_by_time(account: str, conversation_id: str) -> str:
@@ -384,6 +389,22 @@ def graph_node_for(spellings_key: str) -> str:
     if found is None:
         raise ValueError("not a graph spellings key")
     return graph_node(found[1], found[2])
+
+
+_ID_KEY = re.compile(r"^db:\{([^}]+)\}:(dedup|sent):([^:]+):(.+)$")
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
+ID_KEY_PATTERNS = ("db:{*}:dedup:*", "db:{*}:sent:*")
+"""SCAN patterns of the keys that name a provider's id (as a digest since issue 18)."""
+
+
+def id_key(key: str) -> tuple[str, str, str, str] | None:
+    """A dedup or sent key written before its provider id was digested, split into
+    (kind ``dedup``/``sent``, account, source or channel, the provider's id); None for a
+    key that already carries a digest, or another key."""
+    found = _ID_KEY.match(key)
+    if found is None or _DIGEST.match(found[4]):
+        return None
+    return found[2], found[1], found[3], found[4]
 
 
 # -- key shapes --------------------------------------------------------------------------

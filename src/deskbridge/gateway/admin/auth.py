@@ -83,7 +83,6 @@ class Principal:
     scopes: frozenset[str]
     jti: str = ""
     issued_at: int = 0
-    expires_at: int = 0
 
     @property
     def limited(self) -> bool:
@@ -230,7 +229,6 @@ class AdminAuth:
             scopes=frozenset(scope.split()),
             jti=jti or "",
             issued_at=int(iat),
-            expires_at=int(exp),
         )
 
 
