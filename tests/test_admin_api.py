@@ -148,7 +148,8 @@ async def test_alg_none_and_algorithm_confusion_are_refused(make_runtime, aiohtt
     private, public = rsa_pair()
     rt = make_runtime(admin_jwt_public_key=public)
     client = await aiohttp_client(create_app(rt, role="serve"))
-    claims = {"sub": "ops", "aud": AUD, "exp": int(time.time()) + 60, "scope": "deliveries:read"}
+    now = int(time.time())
+    claims = {"sub": "ops", "aud": AUD, "iat": now, "exp": now + 60, "scope": "deliveries:read"}
     good = jwt.encode(claims, private, algorithm="RS256")
     assert (await client.get(f"{PREFIX}/deliveries", headers=auth(good))).status == 200
     attacks = {
@@ -502,3 +503,112 @@ def test_tokens_carry_subject_scopes_and_expiry() -> None:
     claims = jwt.get_unverified_claims(token("deliveries:read"))
     assert claims["exp"] - claims["iat"] == 600 and claims["aud"] == AUD and claims["jti"]
     assert TG_SECRET not in json.dumps(claims)
+
+
+# --- token claims, lifetime and revocation (docs/security.md, docs/admin.md) ---------------
+
+
+def _claims(**over: object) -> dict[str, object]:
+    now = int(time.time())
+    return {
+        "sub": "ops",
+        "aud": AUD,
+        "iat": now,
+        "exp": now + 600,
+        "jti": "j-1",
+        "scope": "deliveries:read tokens:write",
+        **over,
+    }
+
+
+def claimed(**over: object) -> str:
+    """A token signed with the test secret, with ``_claims(**over)``."""
+    return str(jwt.encode(_claims(**over), SECRET, algorithm="HS256"))
+
+
+async def _status(client, tok: str) -> tuple[int, str]:
+    resp = await client.get(f"{PREFIX}/deliveries", headers=auth(tok))
+    return resp.status, (await resp.json()).get("message", "")
+
+
+async def test_iat_is_required_and_at_most_30_s_ahead(admin) -> None:
+    now = int(time.time())
+    without = _claims()
+    del without["iat"]
+    assert await _status(admin, jwt.encode(without, SECRET)) == (401, "invalid token (no iat)")
+    ahead = claimed(iat=now + 300, exp=now + 900)
+    assert await _status(admin, ahead) == (401, "token issued in the future (iat)")
+    # within the documented 30 s leeway: a clock a little ahead is accepted
+    assert (await _status(admin, claimed(iat=now + 20)))[0] == 200
+
+
+async def test_a_lifetime_over_the_server_maximum_is_refused_whatever_the_signature(
+    admin, make_runtime, aiohttp_client
+) -> None:
+    now = int(time.time())
+    ten_years = claimed(exp=now + 10 * 365 * 86400)
+    status, message = await _status(admin, ten_years)
+    assert status == 401 and "maximum (2592000 s)" in message
+    assert (await _status(admin, claimed(exp=now + 30 * 86400)))[0] == 200
+    rt = make_runtime(admin_jwt_secret=SECRET, admin_jwt_max_ttl=3600)
+    short = await aiohttp_client(create_app(rt, role="serve"))
+    assert (await _status(short, claimed(exp=now + 7200)))[0] == 401
+    assert (await _status(short, claimed(exp=now + 3600)))[0] == 200
+
+
+async def test_a_revoked_jti_is_refused_on_the_next_request_and_audited(admin) -> None:
+    tok = claimed(jti="to-revoke")
+    other = claimed(jti="kept")
+    assert (await _status(admin, tok))[0] == 200
+    exp = int(time.time()) + 600
+    status, body = await post(
+        admin, "/tokens/revoke", {"jti": "to-revoke", "exp": exp}, "tokens:write"
+    )
+    assert status == 200 and body["jti"] == "to-revoke"
+    assert await _status(admin, tok) == (401, "token revoked")
+    assert (await _status(admin, other))[0] == 200
+    redis = redis_of(admin.rt)
+    ttl = await redis.ttl(keys.revoked_token("to-revoke"))
+    assert 0 < ttl <= 600 + 30  # kept until the token's exp (and the leeway), no longer
+    _, audit = await get(admin, "/audit", "audit:read")
+    [entry] = [e for e in audit["entries"] if e["action"] == "tokens.revoke"]
+    assert entry["details"] == {"jti": "to-revoke"} and entry["who"] == "ops@test"
+
+
+async def test_revoking_a_subject_refuses_its_tokens_issued_up_to_now(admin) -> None:
+    now = int(time.time())
+    old = claimed(sub="alice", jti="a1", iat=now - 60)
+    bob = claimed(sub="bob", jti="b1")
+    status, body = await post(admin, "/tokens/revoke", {"subject": "alice"}, "tokens:write")
+    assert status == 200 and body["subject"] == "alice" and body["issued_up_to"]
+    assert await _status(admin, old) == (401, "token revoked")
+    assert (await _status(admin, bob))[0] == 200
+    later = claimed(sub="alice", jti="a2", iat=now + 2, exp=now + 600)
+    assert (await _status(admin, later))[0] == 200
+    ttl = await redis_of(admin.rt).ttl(keys.revoked_subject("alice"))
+    assert 30 * 86400 - 60 < ttl <= 30 * 86400 + 60
+
+
+async def test_revoke_needs_its_scope_and_one_target(admin) -> None:
+    status, _ = await post(admin, "/tokens/revoke", {"jti": "x"}, "deliveries:write")
+    assert status == 403
+    for body in ({}, {"jti": "x", "subject": "y"}):
+        status, answer = await post(admin, "/tokens/revoke", body, "tokens:write")
+        assert status == 400 and "jti or subject" in answer["message"]
+
+
+async def test_a_revocation_that_cannot_be_read_is_never_taken_as_none(admin) -> None:
+    from deskbridge.errors import StoreUnavailable
+
+    async def down(*_: object) -> bool:
+        raise StoreUnavailable("redis down")
+
+    admin.rt.revocations.revoked = down
+    assert (await _status(admin, claimed()))[0] == 503
+
+
+async def test_nbf_is_checked_with_the_leeway(admin) -> None:
+    now = int(time.time())
+    assert (await _status(admin, claimed(nbf=now + 120)))[0] == 401
+    assert (await _status(admin, claimed(nbf=now + 20)))[0] == 200
+    assert (await _status(admin, claimed(exp=now - 20)))[0] == 200  # leeway on exp

@@ -347,3 +347,30 @@ async def inbound_ids(redis) -> list[str]:
         for k in await redis.keys("db:{acme}:dlv:*")
         if not k.endswith(b":attempts")
     ]
+
+
+async def test_token_revoke_by_jti_and_by_subject(gateway) -> None:
+    from .test_admin_api import claimed
+
+    _, url, _ = gateway
+    admin = token("tokens:write", "deliveries:read")
+    victim = claimed(sub="mallory", jti="stolen-1")
+    async with httpx.AsyncClient(base_url=url) as client:
+        before = await client.get(
+            "/admin/v1/deliveries", headers={"Authorization": f"Bearer {victim}"}
+        )
+        assert before.status_code == 200
+        done = await run("token", "revoke", "stolen-1", "--url", url, tok=admin)
+        assert done.exit_code == 0 and "revoked token stolen-1" in done.stdout
+        after = await client.get(
+            "/admin/v1/deliveries", headers={"Authorization": f"Bearer {victim}"}
+        )
+        assert after.status_code == 401
+    by_subject = await run(
+        "token", "revoke", "--subject", "mallory", "--json", "--url", url, tok=admin
+    )
+    assert by_subject.exit_code == 0 and json.loads(by_subject.stdout)["subject"] == "mallory"
+    both = await run("token", "revoke", "x", "--subject", "y", "--url", url, tok=admin)
+    assert both.exit_code == 2 and "not both" in both.output
+    refused = await run("token", "revoke", "x", "--url", url, tok=token("deliveries:read"))
+    assert refused.exit_code == 3 and "tokens:write" in refused.output

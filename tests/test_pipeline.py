@@ -307,3 +307,82 @@ async def test_a_delivery_past_its_deadline_is_retried_not_dropped(make_runtime,
     outcomes = [a.outcome for a in await rt.deliveries.attempts("acme", d.id)]
     assert outcomes == ["retry", "delivered"]
     assert "longer than 0.3s" in (await rt.deliveries.attempts("acme", d.id))[0].error
+
+
+async def _reply_with_a_refused_file(rt, redis, respx_mock, text: str):
+    from datetime import UTC, datetime
+
+    from deskbridge.flows.ingest import accept_replies
+    from deskbridge.http import UnsafeAddress
+    from deskbridge.schemas import Attachment
+
+    desk = fake_desk(rt)
+
+    async def refuse(att):
+        raise UnsafeAddress("untrusted URL: the host resolves to a non-public address")
+
+    desk.fetch = refuse  # type: ignore[method-assign]
+    await accept(rt, [message(1)])
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    send = respx_mock.post(url__regex=r"https://tg\.test/bot.*/sendMessage").respond(
+        200, json={"ok": True, "result": {"message_id": 9, "date": 1, "chat": {"id": 42}}}
+    )
+    doc = respx_mock.post(url__regex=r"https://tg\.test/bot.*/sendDocument").respond(500)
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key="r-file",
+        ticket_id=ticket.id,
+        external_id="agent-file",
+        text=text,
+        attachments=(
+            Attachment(
+                kind="document",
+                ref="http://127.0.0.1:6379/label.pdf",
+                filename="label.pdf",
+            ),
+        ),
+        occurred_at=datetime.now(UTC),
+    )
+    assert await accept_replies(rt, "acme", "sandbox", None, [reply]) == 1
+    await drain(rt)
+    [out] = [
+        d
+        for d in [await rt.deliveries.get("acme", i) for i in await all_delivery_ids(redis)]
+        if d.direction is Direction.OUTBOUND
+    ]
+    return desk, send, doc, out
+
+
+async def all_delivery_ids(redis) -> list[str]:
+    ids = await redis.keys("db:{acme}:dlv:*")
+    return [k.decode().rsplit(":", 1)[1] for k in ids if k.count(b":") == 3]
+
+
+async def test_a_refused_attachment_never_costs_the_reply_its_text(
+    make_runtime, redis, respx_mock
+) -> None:
+    """Telegram: the SSRF guard refuses the desk's attachment URL; the text goes out
+    alone and the agent is told which file was left out and why."""
+    rt = make_runtime()
+    desk, send, doc, out = await _reply_with_a_refused_file(
+        rt, redis, respx_mock, "Your label is attached."
+    )
+    assert out.state is DeliveryState.DELIVERED
+    assert send.call_count == 1 and doc.call_count == 0
+    assert "Your label is attached." in send.calls[0].request.content.decode()
+    [text] = desk.notes
+    assert "label.pdf" in text and "untrusted URL" in text
+    assert "127.0.0.1" not in text and "Your label is attached." not in text
+
+
+async def test_a_reply_of_only_refused_attachments_is_dead_with_a_note(
+    make_runtime, redis, respx_mock
+) -> None:
+    rt = make_runtime()
+    desk, send, doc, out = await _reply_with_a_refused_file(rt, redis, respx_mock, "")
+    assert out.state is DeliveryState.DEAD and out.reason == "permanent"
+    assert send.call_count == 0 and doc.call_count == 0
+    [text] = desk.notes
+    assert "could not deliver" in text and "label.pdf" in text

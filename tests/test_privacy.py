@@ -16,7 +16,7 @@ from deskbridge.outbound.intercom.connector import IntercomConnector
 from deskbridge.schemas import Channel, Identity
 from deskbridge.store import keys
 
-from .conftest import DEMO_YAML, TG_SECRET, TG_TOKEN, ZENDESK_YAML, drain
+from .conftest import DEMO_YAML, TG_SECRET, TG_TOKEN, ZENDESK_YAML, drain, redis_of
 from .test_admin_api import SECRET, auth, token
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
@@ -336,3 +336,57 @@ accounts:
         )
         done = await ic.forget_user("c1")
         assert route.called and done == (["contact deleted"] if status == 200 else [])
+
+
+async def test_the_erasure_report_counts_what_was_deleted(
+    make_runtime, aiohttp_client, respx_mock, redis
+) -> None:
+    """The report's counts against the keys before and after: 25 messages, 25 raw
+    requests deleted, 25 deliveries, and no key left that names a provider id."""
+    rt = make_runtime(NOTICE_YAML, admin_jwt_secret=SECRET)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    sent_ok(respx_mock)
+    for n in range(1, 26):
+        await post(client, f"message {n}", n)
+    await drain(rt)
+
+    async def names(kind: str) -> set[bytes]:
+        return set(await redis.keys(f"db:{{acme}}:{kind}:*"))
+
+    raws_before, dedup_before = await names("raw"), await names("dedup")
+    assert len(raws_before) == 25
+    resp = await client.post(
+        f"{PREFIX}/contacts/telegram:4242/forget", json={}, headers=auth(token("contacts:write"))
+    )
+    assert resp.status == 200, await resp.text()
+    removed = (await resp.json())["removed"]
+    raws_after = await names("raw")
+    assert removed["raw_requests"] == len(raws_before - raws_after) == 25
+    # the marks stay (a redelivery must not bring the data back), forget their delivery,
+    # and are named by digests
+    assert await names("dedup") == dedup_before
+    erased = [n for n in dedup_before if await redis.get(n) == b"erased"]
+    assert removed["dedup_marks"] == len(erased) >= 25
+    for name in dedup_before:
+        tail = name.decode().rsplit(":", 1)[1]
+        assert len(tail) == 32 and all(c in "0123456789abcdef" for c in tail)
+
+
+async def test_old_id_bearing_key_names_are_renamed_to_digests(make_runtime, redis) -> None:
+    from deskbridge.store.digests import IdKeys
+
+    rt = make_runtime()
+    wamid = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTg3"
+    old = keys.dedup("acme", "whatsapp", wamid)  # how the key was named before issue 18
+    await redis.set(old, "dlv-1", ex=3600)
+    await redis.set(keys.sent("acme", "whatsapp", wamid), "dlv-2", ex=3600)
+    ids = IdKeys(redis_of(rt), rt.vault)
+    assert await ids.digest_names(dry_run=True) == {"dedup": 1, "sent": 1}
+    assert await redis.exists(old)
+    assert await ids.digest_names() == {"dedup": 1, "sent": 1}
+    assert not [k for k in await redis.keys("db:*") if b"wamid" in k]
+    assert await rt.listing.dedup_mark("acme", "whatsapp", wamid) == b"dlv-1"
+    assert await rt.deliveries.sent_by("acme", "whatsapp", wamid) == "dlv-2"
+    new = keys.dedup("acme", "whatsapp", rt.vault.digest("dedup", "whatsapp", wamid))
+    assert 3500 < await redis.ttl(new) <= 3600
+    assert await ids.digest_names() == {"dedup": 0, "sent": 0}

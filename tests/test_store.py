@@ -71,9 +71,11 @@ async def test_intake_dedups_per_account_and_key(make_runtime, redis) -> None:
     assert await accept(rt, [message(1), message(2)]) == [True, True]
     assert await accept(rt, [message(1), message(3)]) == [False, True]
     assert await redis.zcard(keys.pending("acme")) == 3
-    mark = keys.dedup("acme", "telegram", "1001")
+    mark = keys.dedup("acme", "telegram", rt.vault.digest("dedup", "telegram", "1001"))
     ttl = await redis.ttl(mark)
     assert 7 * 86400 - 5 <= ttl <= 7 * 86400
+    # the key carries a keyed digest of the provider's id, never the id
+    assert not [k for k in await redis.keys("db:*") if b"1001" in k]
 
 
 async def test_intake_stores_sealed_event_delivery_and_arq_job(make_runtime, redis) -> None:

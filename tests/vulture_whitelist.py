@@ -57,10 +57,13 @@ _.parts_sent  # gateway.admin.models.DeliveryDetail: served by the admin API (is
 _.last_attempt  # gateway.admin.models.LookupItem: served by the admin API
 _.matched  # gateway.admin.models.ReplayResult: served by the admin API
 _.duplicate  # gateway.admin.models.ReingestedRaw / ReingestTotals: served by the admin API
+_.issued_up_to  # gateway.admin.models.RevokeResult: served by the admin API (issue 18)
+_.kept_until  # gateway.admin.models.RevokeResult: served by the admin API (issue 18)
 
 # click: commands are registered by their decorators and called by the CLI
 _.check_config
 _.token_create
+_.token_revoke
 _.deliveries_list
 _.deliveries_show
 _.deliveries_replay
@@ -75,6 +78,7 @@ _.contacts_unlink
 _.contacts_suggestions
 _.generate  # deskbridge keys generate
 _.rotate  # deskbridge keys rotate
+_.digest_ids  # deskbridge keys digest-ids
 _.convert  # click.ParamType.convert overrides
 
 # standard-library and library callbacks, called by the framework that owns the object

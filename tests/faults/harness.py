@@ -37,6 +37,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
+from deskbridge.store.keyring import load_vault
 
 from .faketelegram import FakeTelegram
 from .fakezendesk import FakeZendesk
@@ -349,13 +350,16 @@ class Harness:
         dedup mark points to (``delivered``, ``dead``, ``pending`` ...), None when the
         store holds no delivery for it (an acknowledged event without one is lost)."""
         r = self.redis()
+        vault = load_vault(keys_file=None, encryption_key=self.encryption_key, lookup_key=None)
+        assert vault is not None
         items = list(dedup_keys.items())
         out: dict[Any, str | None] = {}
         for start in range(0, len(items), 1000):
             chunk = items[start : start + 1000]
             pipe = r.pipeline(transaction=False)
             for _, key in chunk:
-                pipe.get(keys.dedup(account, "telegram", key))
+                # dedup marks are named by the keyed digest of the id (issue 18)
+                pipe.get(keys.dedup(account, "telegram", vault.digest("dedup", "telegram", key)))
             marks = await pipe.execute()
             pipe = r.pipeline(transaction=False)
             for mark in marks:

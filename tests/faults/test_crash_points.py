@@ -84,7 +84,9 @@ async def accept(rt: Any, msgs: list[Message]) -> list[bool]:
 
 async def stored(rt: Any, redis: Any, msg: Message) -> bool:
     """The dedup mark of ``msg`` names an event that is stored and pending in its lane."""
-    mark = await redis.get(keys.dedup("acme", "telegram", msg.dedup_key))
+    mark = await redis.get(
+        keys.dedup("acme", "telegram", rt.vault.digest("dedup", "telegram", msg.dedup_key))
+    )
     if mark is None:
         return False
     event_id = mark.decode()
@@ -128,7 +130,9 @@ async def test_a_failure_at_any_write_of_intake_leaves_no_blocking_mark(
         finally:
             rt.intake._intake = real
         steps += 1
-        mark = await redis.exists(keys.dedup("acme", "telegram", second.dedup_key))
+        mark = await redis.exists(
+            keys.dedup("acme", "telegram", rt.vault.digest("dedup", "telegram", second.dedup_key))
+        )
         assert not mark or await stored(rt, redis, second), f"write {fail_at}: mark, no event"
         # the 503 made the channel send it again
         assert await accept(rt, [second]) == [not mark]
@@ -170,9 +174,13 @@ async def test_a_failure_at_any_write_of_parse_failed_leaves_no_blocking_mark(
         finally:
             rt.intake._parse_failed = real
         steps += 1
-        assert not await redis.exists(keys.dedup("acme", "telegram", "body-1"))
+        assert not await redis.exists(
+            keys.dedup("acme", "telegram", rt.vault.digest("dedup", "telegram", "body-1"))
+        )
         assert await rt.intake.accept_parse_failed(**kw) is True
-        mark = await redis.get(keys.dedup("acme", "telegram", "body-1"))
+        mark = await redis.get(
+            keys.dedup("acme", "telegram", rt.vault.digest("dedup", "telegram", "body-1"))
+        )
         assert await redis.zscore(keys.dead("acme"), mark) is not None
         assert await redis.exists(keys.raw("acme", mark.decode()))
     assert steps >= 4

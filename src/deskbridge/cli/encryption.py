@@ -179,3 +179,36 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
         click.echo(f"  unreadable: {name}")
     if tally.unreadable:
         sys.exit(1)
+
+
+@keys.command("digest-ids")
+@click.option("--dry-run", is_flag=True, help="Count the keys to rename; change nothing.")
+def digest_ids(dry_run: bool) -> None:
+    """Rename dedup and sent-message keys written before deskbridge 0.18, whose names
+    carried the provider's message id (a WhatsApp id encodes the customer's number), to
+    the keyed digest used now. Idempotent; TTLs are kept. Without it they expire by
+    themselves (dedup marks after DESKBRIDGE_DEDUP_TTL_SECONDS, 7 days; sent marks after
+    30 days), but until then `contacts forget` cannot remove the ids in their names.
+
+    \b
+    Example:
+      deskbridge keys digest-ids --dry-run
+    """
+    from deskbridge.store.digests import IdKeys
+
+    vault, conn = _open()
+
+    async def go() -> dict[str, int]:
+        try:
+            return await IdKeys(conn, vault).digest_names(dry_run=dry_run)
+        finally:
+            await disconnect(conn)
+
+    try:
+        counts = asyncio.run(go())
+    except (DeskbridgeError, OSError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the Redis client's connection errors
+        _fail(f"Redis: {type(exc).__name__}")
+    verb = "to rename" if dry_run else "renamed"
+    click.echo(f"dedup marks {verb}: {counts['dedup']}; sent marks {verb}: {counts['sent']}")

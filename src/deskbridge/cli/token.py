@@ -11,14 +11,24 @@ import click
 from deskbridge.cli.admin_api import (
     DURATION,
     EXIT_USAGE,
+    api_for,
+    api_options,
     die,
+    json_out,
 )
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError
 
 __all__ = ["token"]
 
-_SCOPES = ["deliveries:read", "deliveries:write", "contacts:read", "contacts:write", "audit:read"]
+_SCOPES = [
+    "deliveries:read",
+    "deliveries:write",
+    "contacts:read",
+    "contacts:write",
+    "audit:read",
+    "tokens:write",
+]
 _MAX_TTL = timedelta(days=30)
 
 
@@ -28,6 +38,10 @@ def token() -> None:
 
     With --account or --app the token sees only the accounts and platform apps it
     names (scope entries ``account:<name>``, ``app:<name>``); without either, all.
+
+    A token is refused once revoked (``token revoke``), once expired, when it was issued
+    more than 30 s in the future, or when it lives longer than the gateway's
+    DESKBRIDGE_ADMIN_JWT_MAX_TTL (default 30 days), whatever its signature.
 
     \b
     Example:
@@ -146,3 +160,42 @@ def token_create(
             audience=audience or settings.admin_jwt_audience,
         )
     )
+
+
+@token.command("revoke")
+@click.argument("jti", required=False)
+@click.option(
+    "--subject",
+    default=None,
+    help="Revoke every token of this subject issued up to now (instead of one JTI).",
+)
+@click.option(
+    "--exp",
+    type=int,
+    default=None,
+    help="The token's exp (epoch seconds), so the denylist drops it then (default: the "
+    "longest a token may live).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@api_options
+def token_revoke(
+    jti: str | None, subject: str | None, exp: int | None, as_json: bool, url: str | None
+) -> None:
+    """Revoke an admin token by its JTI (the token's ``jti`` claim), or with --subject every
+    token of a subject issued up to now (a token minted in the same second too: mint the
+    replacement a second later). Every gateway refuses it from its next request; the
+    revocation is audited. Needs DESKBRIDGE_TOKEN with the tokens:write scope.
+
+    \b
+    Example:
+      deskbridge token revoke --subject alice
+    """
+    if (jti is None) == (subject is None):
+        die("give a JTI or --subject, not both", EXIT_USAGE)
+    body = {"jti": jti, "exp": exp} if jti is not None else {"subject": subject}
+    data = api_for(url).call("POST", "/tokens/revoke", body=body)
+    if as_json:
+        json_out(data)
+        return
+    what = f"token {jti}" if jti is not None else f"every token of {subject} issued up to now"
+    click.echo(f"revoked {what}; refused until {data.get('kept_until')}")

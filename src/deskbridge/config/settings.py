@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # outbound HTTP
     http_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # admin tokens
+    admin_jwt_max_ttl: int = Field(default=30 * 86400, ge=60)
+    """Seconds: an admin token whose ``exp - iat`` is longer is refused, whatever its
+    signature (``DESKBRIDGE_ADMIN_JWT_MAX_TTL``)."""
+
     def base_public_url(self) -> str:
         """How channels and desks reach this deployment (defaults to the listen address)."""
         if self.public_url:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from deskbridge.adapters import ChannelAdapter
 from deskbridge.adapters.capabilities import FilesFromRequest
 from deskbridge.errors import PermanentError, RetryableError
@@ -56,13 +54,28 @@ async def _one(adapter: ChannelAdapter, stored: RawRequest | None, att: Attachme
 
 
 async def reply_files(
-    rt: Runtime, account: str, adapter: ChannelAdapter, reply: AgentReply
-) -> Sequence[Upload]:
-    """The reply's files as bytes for channels that upload them; none for channels that
-    send links (``MediaLinks``) instead."""
+    rt: Runtime, d: Delivery, adapter: ChannelAdapter, reply: AgentReply
+) -> tuple[list[Upload], list[str]]:
+    """The reply's files as bytes for channels that upload them (none for channels that
+    send links, ``MediaLinks``), and what was left out: one line per file the desk's
+    URL cannot give (refused by the SSRF guard, gone, too large), naming the file and
+    why. A refused file never costs the reply its text.
+
+    Raises ``RetryableError`` while the delivery's retry budget lasts."""
     if not adapter.takes_files or not reply.attachments:
-        return []
-    desk = rt.desk(account)
+        return [], []
+    desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError("no desk to fetch the reply's attachments from")
-    return [await desk.fetch(att) for att in reply.attachments]
+    files: list[Upload] = []
+    left_out: list[str] = []
+    for att in reply.attachments:
+        try:
+            files.append(await desk.fetch(att))
+        except PermanentError as exc:
+            left_out.append(f"{att.filename or att.kind} ({exc})")
+        except RetryableError as exc:
+            if d.attempts + 1 < rt.policy.max_attempts:
+                raise
+            left_out.append(f"{att.filename or att.kind} ({exc})")
+    return files, left_out

@@ -214,12 +214,12 @@ async def _forget_account(
     try:
         records = {c: await rt.conversations.get(account, c) for c in convs}
         delivered = await rt.erasure.deliveries_of(account, set(convs))
-        raw_ids: set[str] = set()
+        raw_of = {d.id: await _event_raw_id(rt, d) for d in delivered}
+        raw_ids = {r for r in raw_of.values() if r}
+        # counted before the purge, which deletes most of them with their deliveries
+        report["raw_requests"] += await rt.erasure.count_raw(account, raw_ids)
         for d in delivered:
-            raw_id = await _event_raw_id(rt, d)
-            if raw_id:
-                raw_ids.add(raw_id)
-            if await rt.deliveries.purge(d, raw_id=raw_id):
+            if await rt.deliveries.purge(d, raw_id=raw_of[d.id]):
                 report["deliveries"] += 1
                 report["dead_letters"] += d.state.value == "dead"
         threads = [rec.thread for rec in records.values() if rec is not None]

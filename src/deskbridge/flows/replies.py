@@ -41,7 +41,9 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         log.warning("%s: reply %s has nothing to send", d.account, d.id)
         rt.metrics.event(reply.desk.value, "ignored", "empty_reply")
         return DeliveryState.SKIPPED
-    files = await reply_files(rt, d.account, adapter, reply)
+    files, left_out = await reply_files(rt, d, adapter, reply)
+    if left_out and not files and not reply.text.strip():
+        raise PermanentError("every attachment was left out: " + "; ".join(left_out))
     progress = await stored_progress(rt, d)
     if to.reply_token:
         # spent at the first accepted call: a retry after a later part failed must not
@@ -61,6 +63,15 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     await enrichment.record_reply(
         rt, d.account, conv.id, conv.channel.value, automated=reply.automated
     )
+    if left_out:
+        await note(
+            rt,
+            d,
+            f"deskbridge sent this reply on {conv.channel.value} without "
+            + "; ".join(f"the attachment {x}" for x in left_out)
+            + ". Send it another way if the customer needs it.",
+            why=f"left-out-{d.replays}",
+        )
     return DeliveryState.DELIVERED
 
 

@@ -24,6 +24,7 @@ from deskbridge.store.graph import IdentityGraph
 from deskbridge.store.health import HealthStore
 from deskbridge.store.listing import Listing
 from deskbridge.store.media import MediaLinks
+from deskbridge.store.revocations import Revocations
 from deskbridge.store.service import ServiceStore
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
@@ -89,6 +90,7 @@ class Runtime:
     service: ServiceStore
     enrichment: EnrichmentCache
     health: HealthStore
+    revocations: Revocations
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -149,6 +151,7 @@ class Runtime:
             service=ServiceStore(connection),
             enrichment=EnrichmentCache(connection),
             health=HealthStore(connection),
+            revocations=Revocations(connection),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)

@@ -312,15 +312,24 @@ class DeliveryStore:
         now_ms = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=False)
         for ext in external_ids:
-            pipe.set(keys.sent(a, delivery.channel, ext), delivery.id, ex=ttl)
+            pipe.set(
+                keys.sent(a, delivery.channel, self._sent_digest(delivery.channel, ext)),
+                delivery.id,
+                ex=ttl,
+            )
         zkey = keys.sent_by_time(a, delivery.conversation_id)
         pipe.zadd(zkey, {delivery.id: now_ms})
         pipe.zremrangebyrank(zkey, 0, -keep - 1)
         pipe.expire(zkey, ttl)
         await pipe.execute()
 
+    def _sent_digest(self, channel: str, external_id: str) -> str:
+        return self._vault.digest("sent", channel, external_id)
+
     async def sent_by(self, account: str, channel: str, external_id: str) -> str | None:
-        value = await self._redis.get(keys.sent(account, channel, external_id))
+        value = await self._redis.get(
+            keys.sent(account, channel, self._sent_digest(channel, external_id))
+        )
         return value.decode() if value is not None else None
 
     async def sent_before(self, account: str, conversation_id: str, watermark_ms: int) -> list[str]:

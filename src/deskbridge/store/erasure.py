@@ -60,6 +60,12 @@ class Erasure:
         """Drop a dead letter whose record is gone from the dead-letter index."""
         await self._redis.zrem(keys.dead(account), delivery_id)
 
+    async def count_raw(self, account: str, raw_ids: set[str]) -> int:
+        """How many of the raw requests ``raw_ids`` are still stored."""
+        if not raw_ids:
+            return 0
+        return int(await self._redis.exists(*(keys.raw(account, i) for i in raw_ids)))
+
     async def trim_raw_index(self, account: str, source: str, before_ms: int) -> int:
         """Drop raw-index entries of ``source`` that arrived before ``before_ms``."""
         return int(
@@ -122,7 +128,7 @@ class Erasure:
             c: await self._typed.hgetall(keys.conversation(plan.account, c))
             for c in plan.conversations
         }
-        await self._erase_raw(plan, report)
+        await self._erase_raw(plan)
         await self._forget_marks(plan, report)
         tickets: set[str] = set()
         for conv in plan.conversations:
@@ -142,13 +148,12 @@ class Erasure:
         )
         await self._erase_contacts(plan, report)
 
-    async def _erase_raw(self, plan: ErasurePlan, report: dict[str, int]) -> None:
+    async def _erase_raw(self, plan: ErasurePlan) -> None:
         if not plan.raw_ids:
             return
         a = plan.account
-        report["raw_requests"] += int(
-            await self._redis.delete(*(keys.raw(a, i) for i in plan.raw_ids))
-        )
+        # counted by the caller (``count_raw``) before the deliveries' purge
+        await self._redis.delete(*(keys.raw(a, i) for i in plan.raw_ids))
         for source in plan.sources:
             await self._redis.zrem(keys.raws(a, source), *plan.raw_ids)
 

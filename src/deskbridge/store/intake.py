@@ -199,7 +199,7 @@ class Intake:
         digest of the mail's Message-ID) for the dedup window. True when the token is new
         or came with the same ``bound`` before (a redelivery); False when it brought
         something else (a replayed signature). Raises StoreUnavailable."""
-        key = keys.dedup(account, source, f"token:{token}")
+        key = keys.dedup(account, source, self._vault.digest("dedup", source, f"token:{token}"))
         try:
             if await self._redis.set(key, bound, nx=True, ex=self._dedup_ttl):
                 return True
@@ -271,7 +271,7 @@ class Intake:
                 + b"}"
             )
             k += [
-                keys.dedup(account, source, ev.dedup_key),
+                keys.dedup(account, source, self._vault.digest("dedup", source, ev.dedup_key)),
                 event_key,
                 keys.delivery(account, event_id),
                 keys.lane(account, direction.value, ev.conversation_id),
@@ -354,7 +354,7 @@ class Intake:
         result = await self._coalescer.call(
             self._parse_failed,
             [
-                keys.dedup(account, source, dedup_key),
+                keys.dedup(account, source, self._vault.digest("dedup", source, dedup_key)),
                 raw_key,
                 keys.delivery(account, delivery_id),
                 keys.dead(account),

@@ -15,6 +15,7 @@ __all__ = [
     "AUDIT",
     "HEARTBEAT",
     "HOLE",
+    "ID_KEY_PATTERNS",
     "ROTATION",
     "ROTATION_LOCK",
     "arq_job",
@@ -45,6 +46,7 @@ __all__ = [
     "graph_pending",
     "graph_spellings",
     "graph_suggestions",
+    "id_key",
     "identity",
     "ignored",
     "ignoreds",
@@ -59,6 +61,8 @@ __all__ = [
     "rate_bucket",
     "raw",
     "raws",
+    "revoked_subject",
+    "revoked_token",
     "sandbox_idempotency",
     "sandbox_messages",
     "sandbox_outbox",
@@ -97,9 +101,11 @@ def arq_job(job_id: str) -> str:
     return job_key_prefix + job_id
 
 
-def dedup(account: str, source: str, dedup_key: str) -> str:
-    """Marks an inbound event (``source`` is the channel or desk) as already taken."""
-    return f"{_a(account)}:dedup:{source}:{dedup_key}"
+def dedup(account: str, source: str, digest: str) -> str:
+    """Marks an inbound event (``source`` is the channel or desk) as already taken.
+    ``digest`` is the vault's keyed digest of the provider's id (``Vault.digest``), never
+    the id itself: a WhatsApp message id encodes the customer's number."""
+    return f"{_a(account)}:dedup:{source}:{digest}"
 
 
 def raw(account: str, raw_id: str) -> str:
@@ -243,9 +249,10 @@ def delivery_prefix(account: str) -> str:
     return f"{_a(account)}:dlv:"
 
 
-def sent(account: str, channel: str, external_id: str) -> str:
-    """A channel's id for a message we sent → its delivery (statuses find it here)."""
-    return f"{_a(account)}:sent:{channel}:{external_id}"
+def sent(account: str, channel: str, digest: str) -> str:
+    """A channel's id for a message we sent (as the vault's keyed digest of it, never
+    the id) → its delivery (statuses find it here)."""
+    return f"{_a(account)}:sent:{channel}:{digest}"
 
 
 def sent_by_time(account: str, conversation_id: str) -> str:
@@ -271,6 +278,16 @@ def problems(account: str) -> str:
 def token(name: str) -> str:
     """A platform access token shared by every process (not per account: per channel)."""
     return f"deskbridge:token:{name}"
+
+
+def revoked_token(jti: str) -> str:
+    """An admin token revoked by its ``jti``; kept until the token's ``exp``."""
+    return f"deskbridge:revoked:jti:{jti}"
+
+
+def revoked_subject(subject: str) -> str:
+    """Epoch second: the admin tokens of ``subject`` issued at or before it are revoked."""
+    return f"deskbridge:revoked:sub:{subject}"
 
 
 def token_lock(name: str) -> str:
@@ -386,6 +403,22 @@ def graph_node_for(spellings_key: str) -> str:
     if found is None:
         raise ValueError("not a graph spellings key")
     return graph_node(found[1], found[2])
+
+
+_ID_KEY = re.compile(r"^db:\{([^}]+)\}:(dedup|sent):([^:]+):(.+)$")
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
+ID_KEY_PATTERNS = ("db:{*}:dedup:*", "db:{*}:sent:*")
+"""SCAN patterns of the keys that name a provider's id (as a digest since issue 18)."""
+
+
+def id_key(key: str) -> tuple[str, str, str, str] | None:
+    """A dedup or sent key written before its provider id was digested, split into
+    (kind ``dedup``/``sent``, account, source or channel, the provider's id); None for a
+    key that already carries a digest, or another key."""
+    found = _ID_KEY.match(key)
+    if found is None or _DIGEST.match(found[4]):
+        return None
+    return found[2], found[1], found[3], found[4]
 
 
 # -- key shapes --------------------------------------------------------------------------

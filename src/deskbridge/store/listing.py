@@ -430,5 +430,7 @@ class Listing:
 
     async def dedup_mark(self, account: str, source: str, dedup_key: str) -> bytes | None:
         """The value of an inbound event's dedup mark (its delivery id), None when unset."""
-        value: bytes | None = await self._redis.get(keys.dedup(account, source, dedup_key))
+        value: bytes | None = await self._redis.get(
+            keys.dedup(account, source, self._vault.digest("dedup", source, dedup_key))
+        )
         return value

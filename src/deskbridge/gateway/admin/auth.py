@@ -2,7 +2,10 @@
 
 The algorithm is pinned by configuration, never taken from the token: HS256 with a shared
 secret, or RS256/ES256 with a public key (the gateway never holds the private key). A
-token must carry ``exp``, ``sub`` and our ``aud``; its ``scope`` claim (space-separated,
+token must carry ``exp``, ``iat``, ``sub`` and our ``aud`` (``jti`` too, to be revocable
+one by one; without it only by subject); ``iat`` may be at most
+30 s ahead of our clock and ``exp - iat`` at most ``DESKBRIDGE_ADMIN_JWT_MAX_TTL``,
+whatever the signature says. Its ``scope`` claim (space-separated,
 as in RFC 8693) lists what it may do. ``alg: none`` and algorithm confusion (an HS256
 token "signed" with the public key) fail before any signature check.
 """
@@ -28,6 +31,8 @@ from deskbridge.errors import ConfigError, DeskbridgeError
 __all__ = [
     "ACCOUNT_SCOPE",
     "APP_SCOPE",
+    "DEFAULT_MAX_TTL_S",
+    "LEEWAY_S",
     "SCOPES",
     "AdminAuth",
     "Algorithm",
@@ -46,11 +51,15 @@ SCOPES = (
     "contacts:read",
     "contacts:write",
     "audit:read",
+    "tokens:write",
 )
 """Every scope a route may require (``contacts:*`` are reserved for the contacts routes)."""
 
 _MIN_SECRET_BYTES = 32
 _LEEWAY_S = 30
+LEEWAY_S = _LEEWAY_S
+"""Clock skew allowed on ``exp`` and ``iat``, in seconds."""
+DEFAULT_MAX_TTL_S = 30 * 86400
 
 
 class TokenInvalid(DeskbridgeError):
@@ -72,6 +81,8 @@ class Principal:
 
     sub: str
     scopes: frozenset[str]
+    jti: str = ""
+    issued_at: int = 0
 
     @property
     def limited(self) -> bool:
@@ -109,9 +120,12 @@ def _key_algorithm(pem: str) -> Algorithm:
 class AdminAuth:
     """Verifies admin tokens for one pinned algorithm, key and audience."""
 
-    def __init__(self, algorithm: Algorithm, key: str, audience: str) -> None:
+    def __init__(
+        self, algorithm: Algorithm, key: str, audience: str, max_ttl: int = DEFAULT_MAX_TTL_S
+    ) -> None:
         self.algorithm = algorithm
         self.audience = audience
+        self.max_ttl = max_ttl
         self._key = key
 
     @classmethod
@@ -147,7 +161,7 @@ class AdminAuth:
                     f"DESKBRIDGE_ADMIN_JWT_ALGORITHM is {wanted} but the public key is for "
                     f"{algorithm}"
                 )
-            return cls(algorithm, pem, settings.admin_jwt_audience)
+            return cls(algorithm, pem, settings.admin_jwt_audience, settings.admin_jwt_max_ttl)
         secret = secret if secret is not None else fallback_secret
         if secret is None:
             if wanted is not None:
@@ -164,10 +178,11 @@ class AdminAuth:
                 f"DESKBRIDGE_ADMIN_JWT_SECRET must be at least {_MIN_SECRET_BYTES} bytes "
                 "(openssl rand -base64 32)"
             )
-        return cls("HS256", secret, settings.admin_jwt_audience)
+        return cls("HS256", secret, settings.admin_jwt_audience, settings.admin_jwt_max_ttl)
 
-    def verify(self, token: str) -> Principal:
-        """The caller a token names. Raises ``TokenInvalid``."""
+    def verify(self, token: str, *, now: float | None = None) -> Principal:
+        """The caller a token names (not yet checked against the denylist: see
+        ``store.Revocations``). Raises ``TokenInvalid``."""
         try:
             header = jwt.get_unverified_header(token)
         except JOSEError:
@@ -192,11 +207,29 @@ class AdminAuth:
             raise TokenInvalid("token expired") from None
         except JOSEError:
             raise TokenInvalid("invalid token (signature, audience or required claims)") from None
-        sub = claims.get("sub")
-        scope = claims.get("scope", "")
+        return self._principal(claims, time.time() if now is None else now)
+
+    def _principal(self, claims: dict[str, Any], now: float) -> Principal:
+        sub, scope, jti = claims.get("sub"), claims.get("scope", ""), claims.get("jti")
+        iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(sub, str) or not sub or not isinstance(scope, str):
             raise TokenInvalid("invalid token (sub and scope must be strings)")
-        return Principal(sub=sub, scopes=frozenset(scope.split()))
+        if jti is not None and (not isinstance(jti, str) or not 1 <= len(jti) <= 128):
+            raise TokenInvalid("invalid token (jti must be a string of 1 to 128 characters)")
+        if iat is None:
+            raise TokenInvalid("invalid token (no iat)")
+        if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+            raise TokenInvalid("invalid token (iat and exp must be numbers)")
+        if iat > now + _LEEWAY_S:
+            raise TokenInvalid("token issued in the future (iat)")
+        if exp - iat > self.max_ttl:
+            raise TokenInvalid(f"token lifetime exceeds this server's maximum ({self.max_ttl} s)")
+        return Principal(
+            sub=sub,
+            scopes=frozenset(scope.split()),
+            jti=jti or "",
+            issued_at=int(iat),
+        )
 
 
 def mint(

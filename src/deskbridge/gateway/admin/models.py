@@ -8,6 +8,7 @@ them with their own messages; ``json_schema_extra`` says what each one takes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -55,6 +56,8 @@ __all__ = [
     "ReingestedRaw",
     "ReplayBody",
     "ReplayResult",
+    "RevokeBody",
+    "RevokeResult",
     "Skipped",
 ]
 
@@ -455,3 +458,22 @@ class AuditPage(BaseModel):
 
     entries: list[AuditEntry]
     next_cursor: str | None
+
+
+class RevokeBody(_In):
+    """A token to revoke: by ``jti`` (optionally with its ``exp``, epoch seconds, so the
+    entry is dropped when the token would have expired anyway), or every token of a
+    ``subject`` issued up to now."""
+
+    jti: str | None = Field(default=None, min_length=1, max_length=128)
+    exp: int | None = Field(default=None, ge=0)
+    subject: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class RevokeResult(BaseModel):
+    """What a revocation refuses, and until when the denylist keeps it."""
+
+    jti: str | None
+    subject: str | None
+    issued_up_to: datetime | None
+    kept_until: datetime

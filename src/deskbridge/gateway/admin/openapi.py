@@ -38,6 +38,8 @@ from deskbridge.gateway.admin.models import (
     ReingestResult,
     ReplayBody,
     ReplayResult,
+    RevokeBody,
+    RevokeResult,
 )
 
 __all__ = ["OPERATIONS", "Operation", "document"]
@@ -224,6 +226,16 @@ OPERATIONS = [
         AuditPage,
         "A page.",
         query=PageQuery,
+    ),
+    Operation(
+        "POST",
+        "/tokens/revoke",
+        "tokens:write",
+        "Revoke an admin token by its jti, or every token of a subject issued up to now; "
+        "checked on every admin request, kept until those tokens expire, audited.",
+        RevokeResult,
+        "What is refused from now on, and until when.",
+        body=RevokeBody,
     ),
 ]
 """Every ``/admin/v1`` route, as the document describes it."""

@@ -22,7 +22,7 @@ from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import app_scope
 from deskbridge.flows.reingest import reingest_one
-from deskbridge.gateway.admin.auth import AdminAuth, Principal, TokenInvalid
+from deskbridge.gateway.admin.auth import LEEWAY_S, AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
 from deskbridge.gateway.admin.models import (
     CHANNEL_NAMES,
@@ -55,6 +55,8 @@ from deskbridge.gateway.admin.models import (
     ReingestTotals,
     ReplayBody,
     ReplayResult,
+    RevokeBody,
+    RevokeResult,
     Skipped,
 )
 from deskbridge.gateway.admin.openapi import document
@@ -111,9 +113,15 @@ def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[we
             )
         try:
             who = auth.verify(token)
+            # no cache: a revocation holds on every gateway from the next request
+            if await request.app[RUNTIME].revocations.revoked(who.jti, who.sub, who.issued_at):
+                raise TokenInvalid("token revoked")
         except TokenInvalid as exc:
             challenge = f'{realm}, error="invalid_token"'
             return _error(401, "unauthorized", str(exc), **{"WWW-Authenticate": challenge})
+        except (StoreUnavailable, OSError) as exc:
+            log.error("admin %s: store unavailable (%s)", request.path, type(exc).__name__)
+            return _error(503, "unavailable", "the store is unavailable, try again")
         if scope not in who.scopes:
             challenge = f'{realm}, error="insufficient_scope", scope="{scope}"'
             return _error(
@@ -608,6 +616,36 @@ async def audit_route(request: web.Request, who: Principal) -> web.Response:
     )
 
 
+async def revoke_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    body: RevokeBody = await _body(request, RevokeBody)
+    if (body.jti is None) == (body.subject is None):
+        raise BadInput("give jti or subject, not both")
+    now = int(datetime.now(UTC).timestamp())
+    # the longest any token still accepted can live: issued within the leeway, max_ttl long
+    horizon = now + request.app[ADMIN_AUTH].max_ttl + 2 * LEEWAY_S
+    if body.jti is not None:
+        until = min(body.exp + LEEWAY_S, horizon) if body.exp is not None else horizon
+        await rt.revocations.revoke_token(body.jti, until)
+        details: dict[str, Any] = {"jti": body.jti}
+        cutoff = None
+    else:
+        assert body.subject is not None
+        until, cutoff = horizon, now
+        await rt.revocations.revoke_subject(body.subject, now, until)
+        details = {"subject": body.subject, "issued_up_to": now}
+    await rt.audit.record(who.sub, "tokens.revoke", 1, details)
+    log.info("admin token revoked (%s)", "jti" if body.jti else "subject")
+    return _answer(
+        RevokeResult(
+            jti=body.jti,
+            subject=body.subject,
+            issued_up_to=datetime.fromtimestamp(cutoff, UTC) if cutoff is not None else None,
+            kept_until=datetime.fromtimestamp(until, UTC),
+        )
+    )
+
+
 async def openapi_route(request: web.Request) -> web.Response:
     return web.json_response(document())
 
@@ -622,6 +660,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/events/ignored", "deliveries:read", ignored_route),
     ("POST", "/events/reingest", "deliveries:write", reingest_route),
     ("GET", "/audit", "audit:read", audit_route),
+    ("POST", "/tokens/revoke", "tokens:write", revoke_route),
     *contact_routes(),
 ]
 """(method, path under PREFIX, scope, handler) of every authenticated admin route."""
