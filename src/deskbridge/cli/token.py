@@ -19,6 +19,7 @@ from deskbridge.errors import ConfigError
 __all__ = ["token"]
 
 _SCOPES = ["deliveries:read", "deliveries:write", "contacts:read", "contacts:write", "audit:read"]
+_SCOPES += ["ops:read"]  # GET /admin/v1/health: readiness with per-account details
 _MAX_TTL = timedelta(days=30)
 
 

@@ -46,6 +46,7 @@ SCOPES = (
     "contacts:read",
     "contacts:write",
     "audit:read",
+    "ops:read",
 )
 """Every scope a route may require (``contacts:*`` are reserved for the contacts routes)."""
 

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_REINGEST",
     "SOURCES",
     "STATES",
+    "AccountHealth",
     "AccountQuery",
     "AuditEntry",
     "AuditPage",
@@ -38,6 +39,7 @@ __all__ = [
     "EventsQuery",
     "FilterBody",
     "ForgetBody",
+    "HealthDetail",
     "IdsBody",
     "LinkBody",
     "Lookup",
@@ -426,3 +428,25 @@ class AuditPage(BaseModel):
 
     entries: list[AuditEntry]
     next_cursor: str | None
+
+
+class AccountHealth(BaseModel):
+    """One account as ``GET /health`` reports it."""
+
+    desk: str
+    channels: list[str]
+    problems: dict[str, str] | None = Field(
+        default=None, description="What keeps failing (a rejected token), by what."
+    )
+
+
+class HealthDetail(BaseModel):
+    """Readiness with its details: what ``/readyz`` keeps from the world."""
+
+    status: Literal["ready", "not ready"]
+    role: str
+    region: str | None
+    checks: dict[str, str]
+    accounts: dict[str, AccountHealth] = Field(
+        description="The accounts the token sees, with their desk, channels and problems."
+    )

@@ -40,6 +40,7 @@ from deskbridge.gateway.admin.models import (
     DiscardResult,
     EventsQuery,
     FilterBody,
+    HealthDetail,
     IdsBody,
     Lookup,
     LookupItem,
@@ -55,7 +56,8 @@ from deskbridge.gateway.admin.models import (
     Skipped,
 )
 from deskbridge.gateway.admin.openapi import document
-from deskbridge.gateway.state import RUNTIME
+from deskbridge.gateway.health import readiness
+from deskbridge.gateway.state import ROLE, RUNTIME
 from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
@@ -576,6 +578,13 @@ async def openapi_route(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
+async def health_route(request: web.Request, who: Principal) -> web.Response:
+    """``/readyz`` with its details, for the accounts the token sees (always 200: the
+    report says whether the process is ready)."""
+    _, report = await readiness(request.app[RUNTIME], request.app[ROLE], sees=who.sees)
+    return _answer(HealthDetail.model_validate(report), exclude_none=True)
+
+
 ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/deliveries", "deliveries:read", list_route),
     ("POST", "/deliveries/lookup", "deliveries:read", lookup_route),
@@ -586,6 +595,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/events/reingest", "deliveries:write", reingest_route),
     ("GET", "/audit", "audit:read", audit_route),
     *contact_routes(),
+    ("GET", "/health", "ops:read", health_route),
 ]
 """(method, path under PREFIX, scope, handler) of every authenticated admin route."""
 
