@@ -6,6 +6,7 @@
 #   make lint                       ruff check, ruff format --check, mypy, hadolint
 #   make bench [ARGS=...]           install (+ wrk), then bench/run.py
 #   make faults [ARGS=...]          install, then the long fault runs (bench/faults.py)
+#   make security [ARGS=...]        install, then the security probes (bench/security.py)
 #   make fuzz [EXAMPLES=20000]      install, then the long parser fuzzing campaign
 #   make install (= venv)           create .venv, install project + dev group (when pyproject changes)
 #   make clean / distclean          remove caches and build output / also .venv
@@ -30,10 +31,10 @@ export PIP_NO_INPUT := 1
 # Paths that exist right now (bench/ may not yet).
 LINT_PATHS := $(wildcard src tests bench)
 
-.PHONY: help venv install sysdeps run test lint bench faults fuzz clean distclean FORCE
+.PHONY: help venv install sysdeps run test lint bench faults security fuzz clean distclean FORCE
 
 help:
-	@sed -n '1,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv install: $(STAMP)
 	@:
@@ -110,6 +111,12 @@ bench: $(STAMP)
 faults: $(STAMP)
 	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
 	$(PY) bench/faults.py $(ARGS)
+
+# health/metrics exposure, slow clients, token claims, erasure leftovers against running
+# serve + worker processes (bench/security.py); `make test` runs the short form.
+security: $(STAMP)
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
+	$(PY) bench/security.py $(ARGS)
 
 # hypothesis over every parser of untrusted input; `make test` runs 25 examples a property.
 EXAMPLES ?= 20000

@@ -11,6 +11,7 @@ from deskbridge.adapters.capabilities import LooksUpDisplayNames
 from deskbridge.errors import PermanentError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import create_app
+from deskbridge.gateway.admin import mint
 from deskbridge.schemas import (
     AgentReply,
     Attachment,
@@ -165,22 +166,34 @@ async def test_follows_are_kept_on_the_contact_and_retractions_noted(make_runtim
 async def test_a_rejected_credential_shows_in_readyz_until_it_works_again(
     make_runtime, aiohttp_client
 ) -> None:
-    rt = make_runtime()
+    secret = "admin-secret-for-tests-0123456789abcdef"
+    rt = make_runtime(admin_jwt_secret=secret)
     channel = TokenChannel("acme")
     rt.adapters[("acme", Channel.TELEGRAM)] = channel
     client = await aiohttp_client(create_app(rt, role="serve"))
+    ops = mint(
+        secret,
+        algorithm="HS256",
+        subject="ops@test",
+        scopes=["ops:read"],
+        ttl_seconds=600,
+        audience="deskbridge-admin",
+    )
+    # /readyz says only ready; the per-account problems are the admin health report's
+    health = {"Authorization": f"Bearer {ops}"}
     await inbound(rt, said(1))
     await drain(rt)
     [ticket] = await rt.sandbox.tickets("acme")
     channel.fail_with = PermanentError("telegram sendMessage: HTTP 401", status=401)
     await reply(rt, ticket.id, 1)
     await drain(rt)
-    body = await (await client.get("/readyz")).json()
+    body = await (await client.get("/admin/v1/health", headers=health)).json()
     assert (await client.get("/readyz")).status == 200  # never fails readiness
+    assert "HTTP 401" not in await (await client.get("/readyz")).text()
     problem = body["accounts"]["acme"]["problems"]["channel telegram"]
     assert "HTTP 401" in problem
     channel.fail_with = None
     await reply(rt, ticket.id, 2)
     await drain(rt)
-    body = await (await client.get("/readyz")).json()
+    body = await (await client.get("/admin/v1/health", headers=health)).json()
     assert "problems" not in body["accounts"]["acme"]

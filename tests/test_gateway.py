@@ -9,6 +9,7 @@ import pytest
 
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
+from deskbridge.gateway.admin import mint
 from deskbridge.store import keys
 
 from .conftest import TG_SECRET
@@ -136,17 +137,36 @@ async def test_redis_down_answers_503(make_runtime, aiohttp_client, redis) -> No
 
 
 async def test_health_and_readiness(client, make_runtime, aiohttp_client) -> None:
-    assert (await client.get("/healthz")).status == 200
+    assert await (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status == 200
-    body = await ready.json()
+    # the world learns ready or not (and the region): no account, desk or channel
+    assert await ready.json() == {"status": "ready", "region": None}
+    # the details are the admin API's, scope ops:read
+    secret = "admin-secret-for-tests-0123456789abcdef"
+    ops = mint(
+        secret,
+        algorithm="HS256",
+        subject="ops@test",
+        scopes=["ops:read"],
+        ttl_seconds=600,
+        audience="deskbridge-admin",
+    )
+    admin = await aiohttp_client(create_app(make_runtime(admin_jwt_secret=secret), role="serve"))
+    detail = await admin.get("/admin/v1/health", headers={"Authorization": f"Bearer {ops}"})
+    assert detail.status == 200
+    body = await detail.json()
     assert body["checks"] == {"redis": "ok"}
     assert body["accounts"]["acme"] == {"desk": "sandbox", "channels": ["telegram"]}
+    assert (await admin.get("/admin/v1/health")).status == 401
     # in `run`, readiness also needs a live worker heartbeat
-    run_client = await aiohttp_client(create_app(make_runtime(), role="run"))
+    rt = make_runtime(admin_jwt_secret=secret)
+    run_client = await aiohttp_client(create_app(rt, role="run"))
     not_ready = await run_client.get("/readyz")
     assert not_ready.status == 503
-    assert (await not_ready.json())["checks"]["worker"] == "no heartbeat"
+    assert await not_ready.json() == {"status": "not ready", "region": None}
+    detail = await run_client.get("/admin/v1/health", headers={"Authorization": f"Bearer {ops}"})
+    assert (await detail.json())["checks"]["worker"] == "no heartbeat"
 
 
 async def test_metrics_count_requests_by_route(client) -> None:

@@ -130,3 +130,18 @@ class WindowClosed(DeliveryError):
 
 class StoreUnavailable(DeskbridgeError):
     """Redis could not be reached or refused a write."""
+
+
+class BodyTooSlow(RequestRefused):
+    """The body did not arrive within the route's read deadline (408, connection closed)."""
+
+    status = 408
+    reason = "slow_body"
+
+
+class ClientGone(RequestRefused):
+    """The client closed the connection before its body arrived: nobody to answer (the
+    answer is logged as 400, never as a server error)."""
+
+    status = 400
+    reason = "client_gone"

@@ -29,6 +29,8 @@ from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
+from deskbridge.gateway.app import create_metrics_app
+from deskbridge.gateway.connections import GuardedRunner
 from deskbridge.http import make_client
 from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.listeners.smtp import start_smtp_listeners
@@ -77,6 +79,9 @@ class Loaded:
 def load(settings: Settings, config: Path | None) -> Loaded:
     """Accounts from ``config`` (or ``DESKBRIDGE_CONFIG``), else the demo account."""
     path = config or settings.config
+    if path is not None and settings.config != path:
+        # production mode (Settings.production) follows the accounts file however given
+        settings = settings.model_copy(update={"config": path})
     secrets_key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
     lookup = settings.lookup_key.get_secret_value() if settings.lookup_key else None
     vault = load_vault(keys_file=settings.keys_file, encryption_key=secrets_key, lookup_key=lookup)
@@ -218,7 +223,13 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
     if private is not None:
         app.cleanup_ctx.append(_private_redis(private))
     app.cleanup_ctx.append(_clients(redis, http))
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    runner = GuardedRunner(
+        app,
+        per_source=s.http_max_connections_per_source,
+        head_timeout=s.http_header_timeout_seconds,
+        keepalive_timeout=s.http_keepalive_seconds,
+        access_log_class=AccessLogger,
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(runner.cleanup)
         await runner.setup()
@@ -227,6 +238,8 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         gc.collect()
         gc.freeze()
         await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        if s.metrics_address is not None:
+            await _metrics_listener(stack, rt, s)
         if role in ("run", "serve"):
             await stack.enter_async_context(_listeners(rt))
         worker = None
@@ -235,6 +248,23 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         _banner(loaded, role)
         await _until_stopped(worker)
         log.info("shutting down")
+
+
+async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Settings) -> None:
+    """``/metrics`` alone on ``DESKBRIDGE_METRICS_ADDRESS`` (closed before the gateway)."""
+    assert s.metrics_address is not None
+    host, _, port = s.metrics_address.rpartition(":")
+    runner = GuardedRunner(
+        create_metrics_app(rt),
+        per_source=s.http_max_connections_per_source,
+        head_timeout=s.http_header_timeout_seconds,
+        keepalive_timeout=s.http_keepalive_seconds,
+        access_log=None,
+    )
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    log.info("metrics on %s", s.metrics_address)
 
 
 async def _until_stopped(worker: asyncio.Task[None] | None) -> None:

@@ -84,9 +84,15 @@ def _duration(seconds: float | None) -> str:
     envvar="DESKBRIDGE_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
-    help="The running gateway (its /metrics).",
+    help="The running gateway (its /metrics), or its DESKBRIDGE_METRICS_ADDRESS.",
 )
-def stats(url: str) -> None:
+@click.option(
+    "--token",
+    envvar="DESKBRIDGE_METRICS_TOKEN",
+    default=None,
+    help="The gateway's DESKBRIDGE_METRICS_TOKEN, when it has one (sent as a bearer).",
+)
+def stats(url: str, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
     waiting, SLA breaches, first-response and reply times (median and 90th percentile).
 
@@ -95,7 +101,8 @@ def stats(url: str) -> None:
       deskbridge stats --url http://127.0.0.1:8080
     """
     try:
-        resp = httpx.get(url.rstrip("/") + "/metrics", timeout=10)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        resp = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
         err.print(f"[bold red]error:[/] cannot read {url}/metrics ({type(exc).__name__})")

@@ -28,6 +28,7 @@ _SCOPES = [
     "contacts:write",
     "audit:read",
     "tokens:write",
+    "ops:read",  # GET /admin/v1/health: readiness with per-account details
 ]
 _MAX_TTL = timedelta(days=30)
 

@@ -101,6 +101,45 @@ class Settings(BaseSettings):
     admin_jwt_max_ttl: int = Field(default=30 * 86400, ge=60)
     """Seconds: an admin token whose ``exp - iat`` is longer is refused, whatever its
     signature (``DESKBRIDGE_ADMIN_JWT_MAX_TTL``)."""
+    # exposure and slow clients (docs/security.md)
+    metrics_address: str | None = Field(default=None, pattern=r"^\[?[^\s\]]*\]?:\d{1,5}$")
+    """``host:port`` of a second listener that serves only ``/metrics``; the main listener
+    then has none. Unset: ``/metrics`` on the main listener, for loopback callers only in
+    production mode (an accounts file is set), for anyone in the demo."""
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` answers only ``Authorization: Bearer <token>`` (wherever it
+    is served, loopback too)."""
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A request's line and headers must arrive within this long of its first byte (or of
+    the connection's start)."""
+    http_keepalive_seconds: float = Field(default=15.0, gt=0)
+    """An idle keep-alive connection is closed after this long."""
+    http_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    """The body-read allowance of every request, plus the route's body limit over
+    ``http_body_min_bytes_per_second``: a slower body gets a 408 and the connection closed."""
+    http_body_min_bytes_per_second: int = Field(default=64 * 1024, ge=1024)
+    http_max_connections_per_source: int = Field(default=64, ge=1)
+    """Open HTTP connections one source address may hold; past it new ones are closed."""
+    smtp_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Between SMTP commands."""
+    smtp_data_timeout_seconds: float = Field(default=300.0, gt=0)
+    """From DATA to the final dot."""
+    smtp_session_timeout_seconds: float = Field(default=900.0, gt=0)
+    """A whole SMTP session, however busy."""
+    smtp_max_connections_per_source: int = Field(default=16, ge=1)
+    sip_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    """A SIP TCP/TLS connection with no complete message for this long is closed."""
+    sip_message_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A SIP message over TCP/TLS must be complete within this long of its first byte."""
+    sip_max_connections_per_source: int = Field(default=32, ge=1)
+
+    def production(self) -> bool:
+        """Production mode: an accounts file is configured (not the demo account)."""
+        return self.config is not None
+
+    def body_timeout(self, limit: int) -> float:
+        """How long a body of at most ``limit`` bytes may take to arrive."""
+        return self.http_body_timeout_seconds + limit / self.http_body_min_bytes_per_second
 
     def base_public_url(self) -> str:
         """How channels and desks reach this deployment (defaults to the listen address)."""

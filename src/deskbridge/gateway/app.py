@@ -16,7 +16,7 @@ from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_metrics_app"]
 
 # aiohttp's own cap; each route enforces its smaller limit while reading.
 _CLIENT_MAX = 64 * 1024 * 1024
@@ -74,7 +74,8 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     app[CSRF] = secrets.token_urlsafe(24)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
+    if rt.settings.metrics_address is None:
+        app.router.add_get("/metrics", health.metrics)
     if role == "worker":
         return app
     for path in ("/webhooks/{channel}", "/webhooks/{channel}/{account}"):
@@ -94,4 +95,12 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
         "DESKBRIDGE_ADMIN_JWT_PUBLIC_KEY(_PATH) on the gateway",
     )
     sandbox.add_routes(app)
+    return app
+
+
+def create_metrics_app(rt: Runtime) -> web.Application:
+    """The listener of ``DESKBRIDGE_METRICS_ADDRESS``: ``/metrics`` and nothing else."""
+    app = web.Application(client_max_size=1024)
+    app[RUNTIME] = rt
+    app.router.add_get("/metrics", health.metrics_only)
     return app

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from deskbridge.errors import (
+    BodyTooSlow,
+    ClientGone,
     ParseFailed,
     PayloadTooLarge,
     RequestRefused,
@@ -36,17 +38,14 @@ async def read_raw(request: web.Request, limit: int) -> RawRequest:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"body over {limit} bytes")
-    if length is not None:
-        body = await request.read()
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(65536):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body over {limit} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+    # a slow body holds a connection and its buffer: it has a deadline scaled to the limit
+    try:
+        async with asyncio.timeout(request.app[RUNTIME].settings.body_timeout(limit)):
+            body = await _read_body(request, limit, length)
+    except TimeoutError:
+        raise BodyTooSlow("the body did not arrive in time") from None
+    except (ConnectionResetError, ClientPayloadError):
+        raise ClientGone("the client went away during the body") from None
     # aiohttp's header and query mappings are read-only views; the header one is
     # case-insensitive, which is what RawRequest promises (copying cost ~10 us a request)
     return RawRequest(
@@ -56,6 +55,19 @@ async def read_raw(request: web.Request, limit: int) -> RawRequest:
         headers=request.headers,
         body=body,
     )
+
+
+async def _read_body(request: web.Request, limit: int, length: int | None) -> bytes:
+    if length is not None:
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
@@ -74,7 +86,10 @@ def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused
     body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(
         exc.status, "refused"
     )
-    return web.json_response({"ok": False, "error": body}, status=exc.status)
+    resp = web.json_response({"ok": False, "error": body}, status=exc.status)
+    if isinstance(exc, (BodyTooSlow, ClientGone)):
+        resp.force_close()  # the rest of the body is not worth waiting for
+    return resp
 
 
 def _unavailable(rt: Runtime, source: str, exc: StoreUnavailable) -> web.Response:

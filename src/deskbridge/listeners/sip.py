@@ -13,6 +13,7 @@ from collections import defaultdict
 from deskbridge.adapters.sip import Listener, SipReceiver, SipService, start_listener
 from deskbridge.adapters.sip.server import Store
 from deskbridge.adapters.sip.transaction import Timers
+from deskbridge.adapters.sip.transport import StreamLimits
 from deskbridge.config import SipConfig
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events
@@ -73,6 +74,11 @@ async def start_sip_listeners(rt: Runtime) -> list[Listener]:
                 transports=transports,
                 tls_listen=tls_listen,
                 tls=_tls(list(configs.values())),
+                limits=StreamLimits(
+                    idle=rt.settings.sip_idle_timeout_seconds,
+                    message=rt.settings.sip_message_timeout_seconds,
+                    per_source=rt.settings.sip_max_connections_per_source,
+                ),
             )
         except OSError as exc:
             log.error("sip listener on %s could not start: %s", listen, exc.strerror or exc)

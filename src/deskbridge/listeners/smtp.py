@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -31,7 +32,7 @@ from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events, record_ignored
 from deskbridge.schemas import Channel, RawRequest
 
-__all__ = ["start_smtp_listeners"]
+__all__ = ["SessionLimits", "start_smtp_listeners"]
 
 # A line may be as long as the whole mail: some clients send a 4 KB header or an
 # unwrapped base64 body, and aiosmtpd's own limit (1,001) answers them "500 Line too long"
@@ -102,13 +103,73 @@ class _Handler:
         await accept_events(rt, "email", req, parsed.events)
 
 
-class _LongLinesSMTP(SMTP):
-    """aiosmtpd's server with its line limit raised to the size limit (at least 1 MiB)."""
+@dataclass(frozen=True)
+class SessionLimits:
+    """Slow and greedy SMTP clients (docs/security.md): ``idle`` between commands (aiosmtpd's
+    own timeout), ``data`` from DATA to the final dot, ``session`` for the whole
+    connection, and at most ``per_source`` connections from one address."""
 
-    def __init__(self, handler: Any, *, data_size_limit: int, **kwargs: Any) -> None:
+    idle: float = 60.0
+    data: float = 300.0
+    session: float = 900.0
+    per_source: int = 16
+
+
+class _LongLinesSMTP(SMTP):
+    """aiosmtpd's server with its line limit raised to the size limit (at least 1 MiB),
+    and the session limits."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        data_size_limit: int,
+        limits: SessionLimits,
+        open_per_source: Counter[str],
+        **kwargs: Any,
+    ) -> None:
         # aiosmtpd reads the class attribute when it builds its stream reader
         self.line_length_limit = max(_LINE_LIMIT_FLOOR, data_size_limit + 2)
-        super().__init__(handler, data_size_limit=data_size_limit, **kwargs)
+        super().__init__(handler, data_size_limit=data_size_limit, timeout=limits.idle, **kwargs)
+        self._limits = limits
+        self._open = open_per_source
+        self._source: str | None = None
+        self._session_end: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "local"
+        super().connection_made(transport)
+        if self._open[source] >= self._limits.per_source:
+            log.warning("smtp: too many connections from one source, closing a new one")
+            transport.close()
+            return
+        self._open[source] += 1
+        self._source = source
+        self._session_end = self.loop.call_later(self._limits.session, self._too_long)
+
+    def _too_long(self) -> None:
+        log.info("smtp: closing a session past its total time")
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._session_end is not None:
+            self._session_end.cancel()
+        if self._source is not None:
+            self._open[self._source] -= 1
+            if self._open[self._source] <= 0:
+                del self._open[self._source]
+            self._source = None
+        super().connection_lost(error)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's idle timer runs from the last command (DATA) to the final dot: give
+        # the mail its own allowance, then the idle one again
+        self._reset_timeout(self._limits.data)
+        await super().smtp_DATA(arg)
+        if self.transport is not None:
+            self._reset_timeout()
 
 
 def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:
@@ -120,7 +181,9 @@ def _tls(configs: list[EmailConfig]) -> ssl.SSLContext | None:
     return None
 
 
-async def start_smtp_listeners(rt: Runtime) -> list[asyncio.Server]:
+async def start_smtp_listeners(
+    rt: Runtime, limits: SessionLimits | None = None
+) -> list[asyncio.Server]:
     """One listener per configured ``smtp_listen`` address of accounts with
     ``inbound: smtp``. The caller closes the returned servers."""
     by_listen: dict[str, dict[str, EmailConfig]] = defaultdict(dict)
@@ -130,18 +193,31 @@ async def start_smtp_listeners(rt: Runtime) -> list[asyncio.Server]:
             by_listen[ch.smtp_listen][name] = ch
     servers: list[asyncio.Server] = []
     loop = asyncio.get_running_loop()
+    s = rt.settings
+    limits = limits or SessionLimits(
+        idle=s.smtp_idle_timeout_seconds,
+        data=s.smtp_data_timeout_seconds,
+        session=s.smtp_session_timeout_seconds,
+        per_source=s.smtp_max_connections_per_source,
+    )
     for listen, configs in by_listen.items():
         host, _, port = listen.rpartition(":")
         handler = _Handler(rt, {name: EmailReceiver(name, c) for name, c in configs.items()})
         limit = max(c.max_body_bytes for c in configs.values())
         tls = _tls(list(configs.values()))
+        opened: Counter[str] = Counter()  # connections per source, on this listener
 
         def factory(
-            handler: Any = handler, limit: int = limit, tls: ssl.SSLContext | None = tls
+            handler: Any = handler,
+            limit: int = limit,
+            tls: ssl.SSLContext | None = tls,
+            open_per_source: Counter[str] = opened,
         ) -> SMTP:
             return _LongLinesSMTP(
                 handler,
                 data_size_limit=limit,
+                limits=limits,
+                open_per_source=open_per_source,
                 enable_SMTPUTF8=True,
                 tls_context=tls,
                 hostname="deskbridge",

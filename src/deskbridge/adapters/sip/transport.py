@@ -12,6 +12,7 @@ import asyncio
 import errno
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
@@ -19,12 +20,23 @@ from typing import cast
 from deskbridge.adapters.sip.message import SipParseError, frame
 from deskbridge.adapters.sip.server import SipService
 
-__all__ = ["Listener", "split_hostport", "start_listener"]
+__all__ = ["Listener", "StreamLimits", "split_hostport", "start_listener"]
 
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 300.0
 """A stream with no complete message for this long is closed."""
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Slow and greedy stream (TCP, TLS) clients: a connection with no complete message
+    for ``idle`` seconds is closed, so is one whose message is not complete ``message``
+    seconds after its first byte; one source holds at most ``per_source`` connections."""
+
+    idle: float = IDLE_SECONDS
+    message: float = 10.0
+    per_source: int = 32
 
 
 class _UdpFlow:
@@ -71,39 +83,81 @@ class _StreamFlow:
 
 
 class _Stream(asyncio.Protocol):
-    def __init__(self, service: SipService, name: str, max_size: int) -> None:
+    def __init__(
+        self,
+        service: SipService,
+        name: str,
+        max_size: int,
+        limits: StreamLimits,
+        open_per_source: Counter[str],
+    ) -> None:
         self._service = service
         self._name = name
         self._max = max_size
+        self._limits = limits
+        self._open = open_per_source
+        self._source: str | None = None
         self._buffer = bytearray()
         self._flow: _StreamFlow | None = None
         self._transport: asyncio.Transport | None = None
         self._idle: asyncio.TimerHandle | None = None
+        self._partial: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self._flow = _StreamFlow(transport, (str(peer[0]), int(peer[1])), self._name)
+        source = str(peer[0])
+        if self._open[source] >= self._limits.per_source:
+            log.warning("sip %s: too many connections from one source, closing", self._name)
+            transport.close()
+            return
+        self._open[source] += 1
+        self._source = source
         self._touch()
 
     def _touch(self) -> None:
         if self._idle is not None:
             self._idle.cancel()
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(IDLE_SECONDS, self._close)
+        self._idle = loop.call_later(self._limits.idle, self._close)
 
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
 
+    def _too_slow(self) -> None:
+        log.info("sip %s: closing a stream whose message did not arrive in time", self._name)
+        self._close()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        for timer in (self._idle, self._partial):
+            if timer is not None:
+                timer.cancel()
+        if self._source is not None:
+            self._open[self._source] -= 1
+            if self._open[self._source] <= 0:
+                del self._open[self._source]
+            self._source = None
 
     def data_received(self, data: bytes) -> None:
         assert self._flow is not None
+        if self._source is None:
+            return  # refused (over the per-source cap), closing
         self._buffer += data
+        self._framed()
+        # what is left is the start of a message: it has until then to be complete
+        if not self._buffer.strip(b"\r\n"):
+            if self._partial is not None:
+                self._partial.cancel()
+                self._partial = None
+        elif self._partial is None:
+            loop = asyncio.get_running_loop()
+            self._partial = loop.call_later(self._limits.message, self._too_slow)
+
+    def _framed(self) -> None:
+        assert self._flow is not None
         while True:
             try:
                 message, used = frame(self._buffer, self._max)
@@ -118,6 +172,9 @@ class _Stream(asyncio.Protocol):
             del self._buffer[:used]
             if message is None:
                 return
+            if self._partial is not None:  # a message completed: the next one's clock
+                self._partial.cancel()
+                self._partial = None
             self._touch()
             self._service.received(message, self._flow.peer, self._flow)
 
@@ -163,6 +220,7 @@ async def start_listener(
     tls_listen: str | None = None,
     tls: ssl.SSLContext | None = None,
     max_message_bytes: int = 64 * 1024,
+    limits: StreamLimits | None = None,
 ) -> Listener:
     """Bind ``listen`` for UDP and/or TCP (same port), and ``tls_listen`` for TLS.
     Port 0 binds UDP first and gives TCP the same port number; when that number is taken
@@ -179,6 +237,7 @@ async def start_listener(
                 tls_listen=tls_listen,
                 tls=tls,
                 max_message_bytes=max_message_bytes,
+                limits=limits or StreamLimits(),
             )
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
@@ -195,8 +254,10 @@ async def _bind(
     tls_listen: str | None,
     tls: ssl.SSLContext | None,
     max_message_bytes: int,
+    limits: StreamLimits,
 ) -> Listener:
     loop = asyncio.get_running_loop()
+    opened: Counter[str] = Counter()  # stream connections per source, TCP and TLS together
     udp: asyncio.DatagramTransport | None = None
     servers: list[tuple[str, asyncio.Server]] = []
     try:
@@ -207,13 +268,16 @@ async def _bind(
             port = int(udp.get_extra_info("sockname")[1])
         if "tcp" in transports:
             tcp = await loop.create_server(
-                lambda: _Stream(service, "TCP", max_message_bytes), host, port
+                lambda: _Stream(service, "TCP", max_message_bytes, limits, opened), host, port
             )
             servers.append(("tcp", tcp))
         if tls_listen and tls is not None:
             thost, tport = split_hostport(tls_listen)
             secure = await loop.create_server(
-                lambda: _Stream(service, "TLS", max_message_bytes), thost, tport, ssl=tls
+                lambda: _Stream(service, "TLS", max_message_bytes, limits, opened),
+                thost,
+                tport,
+                ssl=tls,
             )
             servers.append(("tls", secure))
     except OSError:

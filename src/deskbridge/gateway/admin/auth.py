@@ -52,6 +52,7 @@ SCOPES = (
     "contacts:write",
     "audit:read",
     "tokens:write",
+    "ops:read",
 )
 """Every scope a route may require (``contacts:*`` are reserved for the contacts routes)."""
 

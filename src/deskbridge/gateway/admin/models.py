@@ -25,6 +25,7 @@ __all__ = [
     "MAX_REINGEST",
     "SOURCES",
     "STATES",
+    "AccountHealth",
     "AccountQuery",
     "AuditEntry",
     "AuditPage",
@@ -39,6 +40,7 @@ __all__ = [
     "EventsQuery",
     "FilterBody",
     "ForgetBody",
+    "HealthDetail",
     "IdsBody",
     "IgnoredEvent",
     "IgnoredPage",
@@ -477,3 +479,25 @@ class RevokeResult(BaseModel):
     subject: str | None
     issued_up_to: datetime | None
     kept_until: datetime
+
+
+class AccountHealth(BaseModel):
+    """One account as ``GET /health`` reports it."""
+
+    desk: str
+    channels: list[str]
+    problems: dict[str, str] | None = Field(
+        default=None, description="What keeps failing (a rejected token), by what."
+    )
+
+
+class HealthDetail(BaseModel):
+    """Readiness with its details: what ``/readyz`` keeps from the world."""
+
+    status: Literal["ready", "not ready"]
+    role: str
+    region: str | None
+    checks: dict[str, str]
+    accounts: dict[str, AccountHealth] = Field(
+        description="The accounts the token sees, with their desk, channels and problems."
+    )

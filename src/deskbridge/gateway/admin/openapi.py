@@ -27,6 +27,7 @@ from deskbridge.gateway.admin.models import (
     Error,
     EventsQuery,
     ForgetBody,
+    HealthDetail,
     IdsBody,
     IgnoredPage,
     IgnoredQuery,
@@ -236,6 +237,14 @@ OPERATIONS = [
         RevokeResult,
         "What is refused from now on, and until when.",
         body=RevokeBody,
+    ),
+    Operation(
+        "GET",
+        "/health",
+        "ops:read",
+        "Readiness with its details: each account's desk, channels and problems.",
+        HealthDetail,
+        "The report (200 whether or not the process is ready).",
     ),
 ]
 """Every ``/admin/v1`` route, as the document describes it."""

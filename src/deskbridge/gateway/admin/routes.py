@@ -40,6 +40,7 @@ from deskbridge.gateway.admin.models import (
     DiscardResult,
     EventsQuery,
     FilterBody,
+    HealthDetail,
     IdsBody,
     IgnoredEvent,
     IgnoredPage,
@@ -60,7 +61,8 @@ from deskbridge.gateway.admin.models import (
     Skipped,
 )
 from deskbridge.gateway.admin.openapi import document
-from deskbridge.gateway.state import RUNTIME
+from deskbridge.gateway.health import readiness
+from deskbridge.gateway.state import ROLE, RUNTIME
 from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
@@ -650,6 +652,13 @@ async def openapi_route(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
+async def health_route(request: web.Request, who: Principal) -> web.Response:
+    """``/readyz`` with its details, for the accounts the token sees (always 200: the
+    report says whether the process is ready)."""
+    _, report = await readiness(request.app[RUNTIME], request.app[ROLE], sees=who.sees)
+    return _answer(HealthDetail.model_validate(report), exclude_none=True)
+
+
 ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/deliveries", "deliveries:read", list_route),
     ("POST", "/deliveries/lookup", "deliveries:read", lookup_route),
@@ -662,6 +671,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/audit", "audit:read", audit_route),
     ("POST", "/tokens/revoke", "tokens:write", revoke_route),
     *contact_routes(),
+    ("GET", "/health", "ops:read", health_route),
 ]
 """(method, path under PREFIX, scope, handler) of every authenticated admin route."""
 
