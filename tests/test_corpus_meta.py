@@ -96,8 +96,9 @@ def outcome(channel: str, body: bytes) -> dict[str, Any]:
     except ParseFailed as exc:
         return {"parse_failed": str(exc)}
     result: dict[str, Any] = {"events": [_event(e) for e in parsed.events]}
-    if parsed.ignored:
-        result["ignored"] = list(parsed.ignored)
+    ignored = [*parsed.ignored, *(s.reason for s in parsed.skipped)]
+    if ignored:
+        result["ignored"] = ignored
     if parsed.failures:
         result["failures"] = [{"account": f.account, "error": f.error} for f in parsed.failures]
     if parsed.unrouted:

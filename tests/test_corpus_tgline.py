@@ -93,9 +93,10 @@ def outcome(channel: str, body: bytes) -> dict[str, Any]:
         result["failures"] = [f.error for f in parsed.failures]
         if not parsed.events:
             result["outcome"] = "failed"
-    if parsed.ignored or not (parsed.events or parsed.failures):
+    named = [*parsed.ignored, *(s.reason for s in parsed.skipped)]
+    if named or not (parsed.events or parsed.failures):
         # the gateway counts an item read and not filed under "unhandled" unless named
-        result["ignored"] = list(parsed.ignored) or ["unhandled"]
+        result["ignored"] = named or ["unhandled"]
     return result
 
 

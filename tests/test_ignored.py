@@ -57,8 +57,8 @@ async def test_each_account_lists_only_its_own_ignored_items(make_runtime, aioht
     status, body = await listed(client, token(*ALL))
     assert status == 200
     assert sorted((i["account"], i["source"], i["reason"]) for i in body["items"]) == [
-        ("acme", "telegram", "unhandled"),
-        ("beta", "telegram", "unhandled"),
+        ("acme", "telegram", "not_a_message"),
+        ("beta", "telegram", "not_a_message"),
     ]
     # the raw request is kept with it, for re-ingest once deskbridge handles polls
     [acme] = [i for i in body["items"] if i["account"] == "acme"]
@@ -127,7 +127,7 @@ def test_messenger_echoes_are_named_with_their_mid() -> None:
     assert parsed.skipped == (
         Ignored("echo", "acme"),
         Ignored("echo", "acme", "m.2"),
-        Ignored("unhandled", "acme"),
+        Ignored("reaction", "acme"),
         Ignored("unrouted"),
     )
 
@@ -166,7 +166,7 @@ async def test_the_cli_lists_ignored_items(make_runtime, aiohttp_server) -> None
         assert resp.status_code == 200
     table = await run("events", "list", "--ignored", "--url", url)
     assert table.exit_code == 0, table.output
-    assert "unhandled" in table.stdout and "1 ignored item(s)" in table.stderr
+    assert "not_a_message" in table.stdout and "1 ignored item(s)" in table.stderr
     as_json = await run("events", "list", "--ignored", "--reason", "echo", "--json", "--url", url)
     assert json.loads(as_json.stdout)["items"] == []
     misuse = await run("events", "list", "--reason", "echo", "--url", url)

@@ -35,6 +35,15 @@ class Batch:
         self.mixed = False
         self.owned: dict[str, list[Any]] = {}
         self._surrogates = surrogates
+        self._account: str | None = None
+        self._named = False
+
+    def name(self, reason: str, account: str | None = None) -> None:
+        """Name an item read and deliberately not filed. Inside ``item`` it is that
+        item's (and ``unhandled`` is not added for it); elsewhere ``account``'s."""
+        owner = account if account is not None else self._account
+        self.skipped.append(Ignored(reason, owner))
+        self._named = True
 
     def own(self, account: str, part: Any) -> None:
         self.owned.setdefault(account, []).append(part)
@@ -55,9 +64,10 @@ class Batch:
         """Read one ``item`` with ``read``; when it cannot be read, keep ``record(item)``
         as its failure, keyed by :func:`item_key`. Error texts never quote the item
         (pydantic's would)."""
+        self._account, self._named = account, False
         try:
             events = read(item)
-            if not events:
+            if not events and not self._named:
                 # a valid item we do not file: counted and listed under a name
                 self.skipped.append(Ignored("unhandled", account))
             if self._surrogates:

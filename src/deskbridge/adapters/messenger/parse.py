@@ -253,7 +253,7 @@ def _entry(batch: NamingBatch, routes: Mapping[str, str], raw: dict[str, Any]) -
         batch.item(account, item, record, read)
     if not entry.messaging:
         # handover `standby` events (another app owns the thread) and Page feed `changes`
-        batch.ignore("standby" if raw.get("standby") else "no_messaging")
+        batch.ignore("standby" if raw.get("standby") else "no_messaging", account)
 
 
 def _leave_out(loc: Loc) -> Loc | None:
