@@ -257,12 +257,18 @@ async def valid_token_accepted(h: SecurityHarness) -> str:
 async def revoked_token_refused(h: SecurityHarness) -> str:
     claims = _claims(jti="probe-revoked")
     token = _token(**claims)
+    # the CLI revokes through the admin API, as an operator would: a tokens:write token
+    operator = _token(**_claims(jti="probe-operator", scope="tokens:write"))
     proc = await asyncio.create_subprocess_exec(
         *_deskbridge(),
         "token",
         "revoke",
         claims["jti"],
-        env={**h._env(h.dir / "accounts.yaml")},
+        "--exp",
+        str(claims["exp"]),
+        "--url",
+        h.gateway_url,
+        env={**h._env(h.dir / "accounts.yaml"), "DESKBRIDGE_TOKEN": operator},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
