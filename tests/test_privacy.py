@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from deskbridge.adapters.telegram.simulate import sample_update
+from deskbridge.errors import PermanentError
 from deskbridge.flows import privacy
 from deskbridge.gateway import create_app
 from deskbridge.gateway.admin import PREFIX
@@ -290,6 +291,10 @@ async def test_forget_at_zendesk_deletes_tickets_and_user(
     purge = respx_mock.delete(f"{ZD}/deleted_tickets/destroy_many").respond(200, json={})
     user = respx_mock.delete(f"{ZD}/users/501").respond(200, json={"user": {"id": 501}})
     perm = respx_mock.delete(f"{ZD}/deleted_users/501").respond(200, json={})
+    gone = {"error": "RecordNotFound", "description": "Not found"}
+    respx_mock.get(f"{ZD}/tickets/77").respond(404, json=gone)
+    respx_mock.get(f"{ZD}/users/501").respond(200, json={"user": {"id": 501, "active": False}})
+    respx_mock.get(f"{ZD}/deleted_users/501").respond(404, json=gone)
     # the desk fails first: nothing local changes, the erasure can be retried
     user.respond(503)
     resp = await client.post(
@@ -308,15 +313,98 @@ async def test_forget_at_zendesk_deletes_tickets_and_user(
         headers=auth(token("contacts:write")),
     )
     assert resp.status == 200
-    [desk] = (await resp.json())["desk"]
-    assert desk["done"][-1] == "user permanently deleted"
+    report = await resp.json()
+    [desk] = report["desk"]
+    assert desk["confirmed"] is True and report["confirmed"] is True
+    assert desk["done"] == [
+        "tickets deleted (read back: not found): 1",
+        "user permanently deleted (read back: not found)",
+    ]
     assert destroy.calls.last.request.url.params["ids"] == "77"
     assert purge.called and perm.called
 
 
-@pytest.mark.parametrize("status", [200, 404])
-async def test_intercom_and_udesk_forget_user(respx_mock, status: int) -> None:
+async def _fake_zendesk_contact(rt) -> tuple[str, str]:
+    """A contact with a user at the fake Zendesk: (contact id, desk user id)."""
+    contact, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM, strength="strong"),),
+        "Ana",
+    )
+    full = await rt.conversations.contact("acme", contact.id)
+    user = await rt.desk("acme").ensure_user(full)
+    await rt.conversations.set_desk_user("acme", "zendesk", contact.id, f"{user}|fp")
+    return contact.id, str(user)
+
+
+@pytest.mark.parametrize("mode", ["deleted", "wrong_route", "purge_lag"])
+async def test_forget_at_the_desk_confirms_only_what_it_read_back(
+    make_runtime, aiohttp_server, mode: str
+) -> None:
+    """A deletion counts only once Zendesk's own not-found comes back: a proxy's HTML 404
+    for every call, or a user still visible (the purge job has not run), is reported as
+    not confirmed, exits 1 and erases nothing in deskbridge."""
+    from .desks.fake_zendesk import FakeZendesk
+    from .test_admin_cli import run
+    from .test_desk_conformance import yaml_for
+
+    fake = FakeZendesk()
+    await fake.start()
+    try:
+        rt = make_runtime(yaml_for(fake), admin_jwt_secret=SECRET)
+        server = await aiohttp_server(create_app(rt, role="serve"))
+        url = str(server.make_url("")).rstrip("/")
+        contact, user = await _fake_zendesk_contact(rt)
+        fake.wrong_route = mode == "wrong_route"
+        fake.purge_lag = mode == "purge_lag"
+        tok = token("contacts:write")
+        result = await run("contacts", "forget", "telegram:4242", "--desk", "--url", url, tok=tok)
+        still_known = await rt.conversations.graph.find(
+            "acme", Identity(kind="channel_user", value="4242", channel=Channel.TELEGRAM)
+        )
+        if mode == "deleted":
+            assert result.exit_code == 0, result.output
+            assert "user permanently deleted (read back: not found)" in result.stdout
+            assert fake.users() == [] and still_known is None
+            return
+        assert result.exit_code == 1, result.output
+        assert f"could not confirm yet: user {user} still visible" in result.stderr
+        assert "deleted" not in result.stdout
+        assert still_known == contact  # kept, so that a later run can read back again
+        if mode == "purge_lag":
+            # the job ran: the next run confirms
+            fake.purge_lag = False
+            again = await run(
+                "contacts", "forget", "telegram:4242", "--desk", "--json", "--url", url, tok=tok
+            )
+            assert again.exit_code == 0, again.output
+            [desk] = json.loads(again.stdout)["desk"]
+            assert desk["confirmed"] is True
+    finally:
+        await fake.stop()
+
+
+_IC_GONE = {
+    "type": "error.list",
+    "request_id": "r1",
+    "errors": [{"code": "not_found", "message": "User Not Found"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("deleted", "read_back", "confirmed"),
+    [
+        (200, httpx.Response(404, json=_IC_GONE), True),
+        (404, httpx.Response(404, json=_IC_GONE), True),
+        (404, httpx.Response(404, html="<h1>404 Not Found</h1>"), False),
+        (200, httpx.Response(200, json={"type": "contact", "id": "c1"}), False),
+    ],
+)
+async def test_intercom_forget_user_reads_the_contact_back(
+    respx_mock, deleted: int, read_back: httpx.Response, confirmed: bool
+) -> None:
     from deskbridge.config import parse_accounts
+    from deskbridge.outbound.base import unconfirmed
 
     cfg = (
         parse_accounts(
@@ -332,10 +420,13 @@ accounts:
     async with httpx.AsyncClient() as http:
         ic = IntercomConnector("acme", cfg, http)  # type: ignore[arg-type]
         route = respx_mock.delete("https://ic.test/contacts/c1").respond(
-            status, json={"id": "c1", "deleted": True}
+            deleted, json={"id": "c1", "deleted": True}
         )
+        respx_mock.get("https://ic.test/contacts/c1").mock(return_value=read_back)
         done = await ic.forget_user("c1")
-        assert route.called and done == (["contact deleted"] if status == 200 else [])
+    assert route.called and len(done) == 1
+    assert (not unconfirmed(done)) is confirmed
+    assert done == ["contact deleted (read back: not found)"] if confirmed else True
 
 
 async def test_the_erasure_report_counts_what_was_deleted(
@@ -390,3 +481,72 @@ async def test_old_id_bearing_key_names_are_renamed_to_digests(make_runtime, red
     new = keys.dedup("acme", "whatsapp", rt.vault.digest("dedup", "whatsapp", wamid))
     assert 3500 < await redis.ttl(new) <= 3600
     assert await ids.digest_names() == {"dedup": 0, "sent": 0}
+
+
+@pytest.mark.parametrize("wrong_route", [False, True])
+async def test_udesk_deletions_are_never_confirmed(make_runtime, wrong_route: bool) -> None:
+    """Udesk documents no read-back with a not-found shape: even a deletion it accepted
+    is reported as not confirmed; a wrong route's HTML 404 fails the erasure outright."""
+    from deskbridge.outbound.base import unconfirmed
+
+    from .desks.fake_udesk import FakeUdesk
+    from .test_desk_conformance import yaml_for
+
+    fake = FakeUdesk()
+    await fake.start()
+    try:
+        rt = make_runtime(yaml_for(fake))
+        contact, _ = await rt.conversations.observe_contact(
+            "acme",
+            (
+                Identity(
+                    kind="channel_user", value="4242", channel=Channel.TELEGRAM, strength="strong"
+                ),
+            ),
+            "Ana",
+        )
+        desk = rt.desk("acme")
+        user = await desk.ensure_user(await rt.conversations.contact("acme", contact.id))
+        fake.wrong_route = wrong_route
+        if wrong_route:
+            with pytest.raises(PermanentError, match="HTTP 404"):
+                await desk.forget_user(str(user))
+            return
+        done = await desk.forget_user(str(user))
+        assert done and unconfirmed(done) == done
+        assert f"customer {user}" in done[-1]
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize("mode", ["deleted", "wrong_route", "delete_lag"])
+async def test_intercom_deletion_is_confirmed_by_its_own_not_found(make_runtime, mode: str) -> None:
+    from deskbridge.outbound.base import unconfirmed
+
+    from .desks.fake_intercom import FakeIntercom
+    from .test_desk_conformance import yaml_for
+
+    fake = FakeIntercom()
+    await fake.start()
+    try:
+        rt = make_runtime(yaml_for(fake))
+        contact, _ = await rt.conversations.observe_contact(
+            "acme",
+            (
+                Identity(
+                    kind="channel_user", value="4242", channel=Channel.TELEGRAM, strength="strong"
+                ),
+            ),
+            "Ana",
+        )
+        desk = rt.desk("acme")
+        user = await desk.ensure_user(await rt.conversations.contact("acme", contact.id))
+        fake.wrong_route = mode == "wrong_route"
+        fake.delete_lag = mode == "delete_lag"
+        done = await desk.forget_user(str(user))
+        if mode == "deleted":
+            assert done == ["contact deleted (read back: not found)"]
+        else:
+            assert unconfirmed(done) == done and f"contact {user} still visible" in done[0]
+    finally:
+        await fake.stop()

@@ -56,6 +56,9 @@ _.attempt_log  # gateway.admin.models.DeliveryDetail: served by the admin API
 _.parts_sent  # gateway.admin.models.DeliveryDetail: served by the admin API (issue 16)
 _.last_attempt  # gateway.admin.models.LookupItem: served by the admin API
 _.matched  # gateway.admin.models.ReplayResult: served by the admin API
+_.confirmed  # gateway.admin.models.ForgetDesk / ForgetResult: served by the admin API
+_.aof_rewrite  # gateway.admin.models.ForgetResult: served by the admin API
+_.nothing_left  # gateway.admin.models.ForgetResult: served by the admin API
 _.duplicate  # gateway.admin.models.ReingestedRaw / ReingestTotals: served by the admin API
 _.issued_up_to  # gateway.admin.models.RevokeResult: served by the admin API (issue 18)
 _.kept_until  # gateway.admin.models.RevokeResult: served by the admin API (issue 18)

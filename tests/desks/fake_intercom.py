@@ -9,7 +9,10 @@ for users only, create with 409 on a taken external_id or email, update, search)
 conversations opened by a contact, replies as the contact (``attachment_files``, at most
 10) and admin notes, conversation search, ``GET /me``. Custom attributes must be among
 ``data_attributes`` (400 otherwise), as in a workspace. Agent replies come back as the
-signed ``conversation.admin.replied`` notification.
+signed ``conversation.admin.replied`` notification. Erasure: ``DELETE /contacts/{id}``,
+read back by ``GET /contacts/{id}`` (``not_found`` in an ``error.list`` once gone);
+``delete_lag`` keeps a deleted contact visible, ``wrong_route`` answers every call with
+a proxy's HTML 404.
 """
 
 from __future__ import annotations
@@ -111,6 +114,10 @@ class FakeIntercom(FakeDesk):
             else data_attributes
         )
         self.search_lag = 0.0
+        self.delete_lag = False
+        """Accept a contact's deletion but keep it visible."""
+        self.wrong_route = False
+        """Answer every call with an HTML 404, as a wrong base_url or a proxy does."""
         self.last_notification = b""
         self.version = VERSION
         self._contacts: dict[str, _Contact] = {}
@@ -134,6 +141,7 @@ class FakeIntercom(FakeDesk):
         app.router.add_post("/contacts/search", self._search_contacts)
         app.router.add_get("/contacts/{id}", self._get_contact)
         app.router.add_put("/contacts/{id}", self._update_contact)
+        app.router.add_delete("/contacts/{id}", self._delete_contact)
         app.router.add_post("/contacts", self._create_contact)
         app.router.add_post("/conversations/search", self._search_conversations)
         app.router.add_post("/conversations", self._create_conversation)
@@ -359,6 +367,13 @@ class FakeIntercom(FakeDesk):
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/downloads/"):
             return await handler(request)  # signed file URLs take no token
+        if self.wrong_route:
+            self._calls.append((request.method, request.path, 404))
+            return web.Response(
+                status=404,
+                text="<html><body><h1>404 Not Found</h1></body></html>",
+                content_type="text/html",
+            )
         if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
             return self._answer(request, 401, "unauthorized", "Access Token Invalid")
         if not request.headers.get("Intercom-Version"):
@@ -428,6 +443,14 @@ class FakeIntercom(FakeDesk):
         if c is None:
             return _error(404, "not_found", "Contact Not Found")
         return web.json_response(c.json())
+
+    async def _delete_contact(self, request: web.Request) -> web.Response:
+        contact_id = request.match_info["id"]
+        if contact_id not in self._contacts:
+            return _error(404, "not_found", "User Not Found")
+        if not self.delete_lag:
+            del self._contacts[contact_id]
+        return web.json_response({"id": contact_id, "object": "contact", "deleted": True})
 
     def _attributes_error(self, body: dict[str, Any]) -> web.Response | None:
         attrs = body.get("custom_attributes") or {}

@@ -7,7 +7,10 @@ Shaped on the calls ``deskbridge.outbound.udesk`` makes. It enforces the v2 sign
 sliding minute and refuses past ``limit_per_minute``. The refusal codes (2001 bad sign,
 2002 stale timestamp, 2003 reused nonce, 429 rate limit, 3001 not found) are this fake's,
 not Udesk's published ones: see docs/desks/udesk.md. Agent replies reach deskbridge the
-way they do from Udesk: the account's poller reads the ticket's replies.
+way they do from Udesk: the account's poller reads the ticket's replies. Erasure:
+``DELETE /customers/destroy_customer`` and ``/tickets/destroy_ticket`` (shapes deskbridge
+assumes, unconfirmed in Udesk's documentation); ``wrong_route`` answers every call with
+a proxy's HTML 404.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class FakeUdesk(FakeDesk):
         self.token = f"tok-{uuid.uuid4()}"
         self._customers: dict[str, dict[str, Any]] = {}
         self._tickets: dict[str, FakeTicket] = {}
+        self.wrong_route = False
+        """Answer every call with an HTML 404, as a wrong base_url or a proxy does."""
         self._replies: dict[str, list[dict[str, Any]]] = {}
         self._files: dict[str, tuple[str, bytes, str]] = {}
         self._nonces: dict[str, float] = {}
@@ -83,6 +88,8 @@ class FakeUdesk(FakeDesk):
         app.router.add_post(f"{_API}/tickets/upload_file", self._upload)
         app.router.add_post(f"{_API}/tickets/{{id}}/replies", self._add_reply)
         app.router.add_get(f"{_API}/tickets/{{id}}/replies", self._list_replies)
+        app.router.add_delete(f"{_API}/customers/destroy_customer", self._destroy_customer)
+        app.router.add_delete(f"{_API}/tickets/destroy_ticket", self._destroy_ticket)
         app.router.add_get("/files/{id}", self._file)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -184,6 +191,13 @@ class FakeUdesk(FakeDesk):
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/files/"):
             return await handler(request)
+        if self.wrong_route:
+            self._calls.append((request.method, request.path, 404))
+            return web.Response(
+                status=404,
+                text="<html><body><h1>404 Not Found</h1></body></html>",
+                content_type="text/html",
+            )
         now = time.time()
         self._recent = [t for t in self._recent if t > now - 60]
         if len(self._recent) >= self.limit_per_minute:
@@ -272,6 +286,18 @@ class FakeUdesk(FakeDesk):
         if cid is None:
             return web.json_response({"code": 3001, "message": "customer not found"})
         return web.json_response({"code": 1000, "customer": self._customer_json(cid)})
+
+    async def _destroy_customer(self, request: web.Request) -> web.Response:
+        cid = self._find(request.query.get("type", ""), request.query.get("content", ""))
+        if cid is None:
+            return web.json_response({"code": 3001, "message": "customer not found"})
+        del self._customers[cid]
+        return web.json_response({"code": 1000})
+
+    async def _destroy_ticket(self, request: web.Request) -> web.Response:
+        if self._tickets.pop(request.query.get("content", ""), None) is None:
+            return web.json_response({"code": 3001, "message": "ticket not found"})
+        return web.json_response({"code": 1000})
 
     def _phones(self, pairs: list[list[Any]], have: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = [p for p in have if any(p["id"] == pid for pid, _ in pairs)]

@@ -8,6 +8,11 @@ basic auth (``{email}/token:{api_token}``) enforced: users by ``create_or_update
 Agent replies come back as the signed ``ticket.comment_added`` event, which (as Zendesk's)
 carries no attachments: the agent's comments, with their files, are served by List
 Comments (``GET /tickets/{id}/comments``, cursor pages, ``sort_order``).
+Erasure: bulk ticket deletion and permanent deletion, Delete User and Permanently Delete
+User, read back by Show Ticket, Show User (a deleted user is ``active: false``) and Show
+Deleted User (``Permanently Deleted User`` once purged); a missing record is Zendesk's
+``{"error": "RecordNotFound"}`` 404. ``purge_lag`` keeps deletions pending (Zendesk runs
+them as background jobs); ``wrong_route`` answers every API call with a proxy's HTML 404.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ class FakeZendesk(FakeDesk):
         self._idempotent: dict[str, dict[str, Any]] = {}
         self._audits: dict[str, list[dict[str, Any]]] = {}
         self._comments: dict[str, list[dict[str, Any]]] = {}
+        self._deleted_users: dict[str, FakeUser] = {}
+        self._purged: set[str] = set()
+        self.purge_lag = False
+        """Accept deletions but leave everything visible (the background job has not run)."""
+        self.wrong_route = False
+        """Answer every API call with an HTML 404, as a wrong base_url or a proxy does."""
         self.event_attachments = False
         """Put the comment's attachments in the event too (a shape Zendesk does not send)."""
         self.faults = Faults()
@@ -78,6 +89,13 @@ class FakeZendesk(FakeDesk):
         app.router.add_get(f"{api}/tickets/{{id}}/audits", self._list_audits)
         app.router.add_get(f"{api}/tickets/{{id}}/comments", self._list_comments)
         app.router.add_put(f"{api}/users/{{id}}/merge", self._merge)
+        app.router.add_delete(f"{api}/tickets/destroy_many", self._destroy_tickets)
+        app.router.add_delete(f"{api}/deleted_tickets/destroy_many", self._purge_tickets)
+        app.router.add_get(f"{api}/tickets/{{id}}", self._show_ticket)
+        app.router.add_delete(f"{api}/users/{{id}}", self._delete_user)
+        app.router.add_get(f"{api}/users/{{id}}", self._show_user)
+        app.router.add_delete(f"{api}/deleted_users/{{id}}", self._purge_user)
+        app.router.add_get(f"{api}/deleted_users/{{id}}", self._show_deleted_user)
         app.router.add_get("/attachments/{token}", self._attachment)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -216,6 +234,13 @@ class FakeZendesk(FakeDesk):
     async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/attachments/"):
             return await handler(request)
+        if self.wrong_route:
+            self._calls.append((request.method, request.path, 404))
+            return web.Response(
+                status=404,
+                text="<html><body><h1>404 Not Found</h1></body></html>",
+                content_type="text/html",
+            )
         expected = base64.b64encode(f"{EMAIL}/token:{API_TOKEN}".encode()).decode()
         if request.headers.get("Authorization") != f"Basic {expected}":
             self._calls.append((request.method, request.path, 401))
@@ -390,6 +415,60 @@ class FakeZendesk(FakeDesk):
         del self._users[source.id]
         return web.json_response({"user": {"id": int(target.id)}})
 
+    async def _destroy_tickets(self, request: web.Request) -> web.Response:
+        if not self.purge_lag:
+            for ticket_id in request.query["ids"].split(","):
+                self._tickets.pop(ticket_id, None)
+        return web.json_response({"job_status": {"id": "job1", "status": "queued"}})
+
+    async def _purge_tickets(self, request: web.Request) -> web.Response:
+        return web.json_response({"job_status": {"id": "job2", "status": "queued"}})
+
+    async def _show_ticket(self, request: web.Request) -> web.Response:
+        ticket_id = request.match_info["id"]
+        if ticket_id not in self._tickets:
+            return _not_found()
+        return web.json_response({"ticket": {"id": int(ticket_id)}})
+
+    async def _delete_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["id"]
+        if user_id not in self._users:
+            return _not_found()
+        if not self.purge_lag:
+            self._deleted_users[user_id] = self._users.pop(user_id)
+        return web.json_response({"user": {"id": int(user_id), "active": self.purge_lag}})
+
+    async def _show_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["id"]
+        if user_id in self._users:
+            return web.json_response({"user": {"id": int(user_id), "active": True}})
+        if user_id in self._deleted_users:
+            return web.json_response({"user": {"id": int(user_id), "active": False}})
+        return _not_found()
+
+    async def _purge_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["id"]
+        if user_id not in self._deleted_users:
+            return _not_found()
+        if not self.purge_lag:
+            del self._deleted_users[user_id]
+            self._purged.add(user_id)
+        return web.json_response({"deleted_user": {"id": int(user_id)}})
+
+    async def _show_deleted_user(self, request: web.Request) -> web.Response:
+        user_id = request.match_info["id"]
+        if user_id in self._purged:
+            name = "Permanently Deleted User"
+            return web.json_response({"deleted_user": {"id": int(user_id), "name": name}})
+        user = self._deleted_users.get(user_id)
+        if user is None:
+            return _not_found()
+        return web.json_response({"deleted_user": {"id": int(user_id), "name": user.name}})
+
     async def _attachment(self, request: web.Request) -> web.Response:
         _, data, ctype = self._uploads[request.match_info["token"]]
         return web.Response(body=data, content_type=ctype)
+
+
+def _not_found() -> web.Response:
+    return web.json_response({"error": "RecordNotFound", "description": "Not found"}, status=404)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,14 +12,17 @@ import click
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
+    EXIT_FAILED_AGAIN,
     EXIT_USAGE,
     api_for,
     api_options,
     die,
+    err,
     json_out,
     out,
     print_table,
 )
+from deskbridge.outbound.base import UNCONFIRMED
 
 __all__ = ["contacts"]
 
@@ -94,7 +98,9 @@ def contacts_forget(
 
     Removes the contact, its identities and evidence, its conversations with their
     messages, raw requests, deliveries and dead letters; with --desk, the desk user and
-    tickets too. Idempotent. Needs contacts:write. See docs/privacy.md.
+    tickets too: a desk step counts only once the desk reads it back as gone; when one
+    could not be confirmed, nothing is erased in deskbridge and the command exits 1.
+    Idempotent. Needs contacts:write. See docs/privacy.md.
 
     \b
     Example:
@@ -103,11 +109,28 @@ def contacts_forget(
     data = api_for(url).call(
         "POST", f"/contacts/{ref}/forget", body={"account": account, "desk": at_desk}
     )
+    unsure = [d for d in data.get("desk", []) if d.get("confirmed") is False]
     if as_json:
         json_out(data)
-        return
+    else:
+        _print_forget(data, unsure)
+    if unsure:
+        sys.exit(EXIT_FAILED_AGAIN)
+
+
+def _print_forget(data: dict[str, Any], unsure: list[dict[str, Any]]) -> None:
     if data.get("nothing_left"):
         out.print("nothing left: deskbridge holds nothing about this contact")
+        return
+    if unsure:
+        for d in unsure:
+            for step in d["done"]:
+                if step.startswith(UNCONFIRMED):
+                    err.print(f"desk {d['desk']} ({d['account']}): {step}")
+        err.print(
+            "could not confirm the deletion at the desk: nothing erased in deskbridge yet; "
+            "run forget again later (or without --desk to erase deskbridge's copy only)"
+        )
         return
     out.print(f"forgot contact {data['contact']} ({', '.join(data.get('accounts', []))})")
     for step, n in data.get("removed", {}).items():

@@ -23,6 +23,7 @@ from typing import Any
 from deskbridge.flows.automated import automated_reply
 from deskbridge.flows.ingest import app_scopes, queue_automated
 from deskbridge.flows.runtime import Runtime
+from deskbridge.outbound.base import unconfirmed
 from deskbridge.schemas import Delivery, Direction, Identity, Message
 from deskbridge.store import new_id
 from deskbridge.store.erasure import ErasurePlan
@@ -260,12 +261,48 @@ async def _desk_tickets(rt: Runtime, account: str, ids: set[str]) -> list[str]:
     return sorted(tickets)
 
 
+async def _unconfirmed_report(
+    rt: Runtime,
+    account: str,
+    contact_id: str,
+    accounts: list[str],
+    desk_report: list[dict[str, Any]],
+    who: str,
+) -> dict[str, Any]:
+    await rt.audit.record(
+        who,
+        "contacts.forget",
+        0,
+        {
+            "account": account,
+            "contact": contact_id,
+            "desk": [
+                {"account": x["account"], "steps": len(x["done"]), "confirmed": x["confirmed"]}
+                for x in desk_report
+            ],
+        },
+    )
+    rt.metrics.event("privacy", "forget", "unconfirmed")
+    return {
+        "contact": contact_id,
+        "account": account,
+        "accounts": accounts,
+        "removed": {},
+        "desk": desk_report,
+        "aof_rewrite": "not needed",
+        "nothing_left": False,
+        "confirmed": False,
+    }
+
+
 async def forget(
     rt: Runtime, account: str, contact_id: str, *, at_desk: bool, who: str
 ) -> dict[str, Any]:
     """Erase everything deskbridge holds about a contact (docs/privacy.md, in order):
     the desk user and tickets first when ``at_desk`` (a desk failure raises
-    ``DeliveryError`` before anything local changed, so the erasure can be retried),
+    ``DeliveryError`` before anything local changed, so the erasure can be retried;
+    a desk step not read back as gone returns ``confirmed: false`` and erases nothing
+    local, so a later run finds the desk ids again),
     then its conversations' deliveries, events and raw requests (under the lanes'
     locks, so no worker delivers meanwhile), conversations, sandbox tickets and outbox
     entries, contact records, the identity graph; then the audit entry and an
@@ -284,7 +321,17 @@ async def forget(
                 continue
             tickets = await _desk_tickets(rt, acc_name, ids)
             done = await connector.forget_user(user_id, tickets=tickets)
-            desk_report.append({"account": acc_name, "desk": connector.desk.value, "done": done})
+            desk_report.append(
+                {
+                    "account": acc_name,
+                    "desk": connector.desk.value,
+                    "done": done,
+                    "confirmed": not unconfirmed(done),
+                }
+            )
+    if not all(x["confirmed"] for x in desk_report):
+        # keep the desk user and ticket ids so that a later run can read them back again
+        return await _unconfirmed_report(rt, account, contact_id, accounts, desk_report, who)
     counts = dict.fromkeys(
         (
             "deliveries",
@@ -312,7 +359,10 @@ async def forget(
             "account": account,
             "contact": contact_id,
             "removed": {k: v for k, v in counts.items() if v},
-            "desk": [{"account": x["account"], "steps": len(x["done"])} for x in desk_report],
+            "desk": [
+                {"account": x["account"], "steps": len(x["done"]), "confirmed": True}
+                for x in desk_report
+            ],
         },
     )
     rewrite = await rt.erasure.rewrite_aof() if not nothing else "not needed"
@@ -326,6 +376,7 @@ async def forget(
         "desk": desk_report,
         "aof_rewrite": rewrite,
         "nothing_left": nothing,
+        "confirmed": True,
     }
 
 

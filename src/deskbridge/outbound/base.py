@@ -25,7 +25,15 @@ from deskbridge.schemas import (
     Upload,
 )
 
-__all__ = ["DeskConnector", "Filed"]
+__all__ = ["UNCONFIRMED", "DeskConnector", "Filed", "unconfirmed"]
+
+UNCONFIRMED = "could not confirm"
+"""How a ``forget_user`` line starts when the desk did not show the thing gone."""
+
+
+def unconfirmed(lines: Sequence[str]) -> list[str]:
+    """The steps of a ``forget_user`` answer that were not read back as gone."""
+    return [line for line in lines if line.startswith(UNCONFIRMED)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,10 @@ class DeskConnector(Protocol):
 
     async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
         """Erase the person at the desk (right to erasure): ``tickets`` first where the
-        desk keeps them apart from the user, then the user. Returns what was done, one
-        line per step; something already gone counts as done (idempotent)."""
+        desk keeps them apart from the user, then the user. Returns one line per step.
+        A step counts as done only once the desk's read-back says the resource itself
+        is not found (its own not-found body, not any 404); otherwise its line starts
+        with ``UNCONFIRMED``. Idempotent."""
         ...
 
     def verify_webhook(self, req: RawRequest) -> None:

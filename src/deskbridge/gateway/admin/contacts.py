@@ -321,7 +321,14 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
     contact_id = await _erasure_target(rt, account, request.match_info["ref"])
     if contact_id is None:
         return web.json_response(
-            {"contact": None, "account": account, "removed": {}, "desk": [], "nothing_left": True}
+            {
+                "contact": None,
+                "account": account,
+                "removed": {},
+                "desk": [],
+                "nothing_left": True,
+                "confirmed": True,
+            }
         )
     try:
         report = await privacy.forget(rt, account, contact_id, at_desk=body.desk, who=who.sub)

@@ -40,6 +40,8 @@ __all__ = [
     "EventsQuery",
     "FilterBody",
     "ForgetBody",
+    "ForgetDesk",
+    "ForgetResult",
     "HealthDetail",
     "IdsBody",
     "IgnoredEvent",
@@ -324,6 +326,37 @@ class ReplayResult(BaseModel):
     skipped: list[Skipped]
     missing: list[str]
     truncated: bool
+
+
+class ForgetDesk(BaseModel):
+    """What an erasure did at one account's desk."""
+
+    account: str
+    desk: str
+    done: list[str] = Field(
+        description="One line per step; a step not read back as gone starts with "
+        "'could not confirm'."
+    )
+    confirmed: bool = Field(
+        description="True only when the desk read back every ticket and the user as not "
+        "found (its own not-found answer, not any 404)."
+    )
+
+
+class ForgetResult(BaseModel):
+    """What an erasure removed. When a desk step is not confirmed, nothing local is
+    erased (``removed`` is empty) so that a later run can read the desk back again."""
+
+    contact: str | None
+    account: str
+    accounts: list[str] = []
+    removed: dict[str, int]
+    desk: list[ForgetDesk]
+    aof_rewrite: str | None = None
+    nothing_left: bool
+    confirmed: bool = Field(
+        default=True, description="False when any desk step could not be confirmed."
+    )
 
 
 class DiscardResult(BaseModel):

@@ -27,6 +27,7 @@ from deskbridge.gateway.admin.models import (
     Error,
     EventsQuery,
     ForgetBody,
+    ForgetResult,
     HealthDetail,
     IdsBody,
     IgnoredPage,
@@ -160,8 +161,8 @@ OPERATIONS = [
         "contacts:write",
         "Erase a contact and everything kept about them (docs/privacy.md); "
         "idempotent, audited with ids and counts only.",
-        None,
-        "What each step removed.",
+        ForgetResult,
+        "What each step removed; with desk, whether the desk confirmed the deletion.",
         body=ForgetBody,
         path_param=("ref", _CONTACT_REF),
         extra={

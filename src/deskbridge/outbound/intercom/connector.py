@@ -24,7 +24,7 @@ from deskbridge.adapters.base import TokenCache
 from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import classify, transport_error
-from deskbridge.outbound.base import Filed
+from deskbridge.outbound.base import UNCONFIRMED, Filed
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.intercom import webhook
@@ -602,14 +602,23 @@ class IntercomConnector:
 
     async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
         """Delete the contact (``DELETE /contacts/{id}``; Intercom destroys it for good
-        after its 7-day grace period). Conversations belong to the contact and are not
-        deleted one by one. A 404 means already gone."""
+        after its 7-day grace period), then read it back: only Intercom's own not-found
+        (``error.list`` with code ``not_found``) confirms it. Conversations belong to the
+        contact and are not deleted one by one."""
         what = "intercom DELETE /contacts"
         resp = await self._call("DELETE", f"/contacts/{user_id}", what=what)
-        if resp.status_code == 404:
-            return []
-        classify(resp, what=what)
-        return ["contact deleted"]
+        if resp.status_code != 404:
+            classify(resp, what=what)
+        what = "intercom GET /contacts"
+        back = await self._call("GET", f"/contacts/{user_id}", what=what)
+        if back.status_code == 404 and _not_found(back):
+            return ["contact deleted (read back: not found)"]
+        if back.status_code not in (200, 404):
+            classify(back, what=what)
+        return [
+            f"{UNCONFIRMED}: contact {user_id} still visible at Intercom (or the read-back "
+            "was not Intercom's not-found); run forget again later"
+        ]
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -689,3 +698,17 @@ def _error_text(resp: httpx.Response) -> str:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
+
+
+def _not_found(resp: httpx.Response) -> bool:
+    """Whether ``resp`` is Intercom's own not-found error list, not any 404 page."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return False
+    if not isinstance(data, dict) or data.get("type") != "error.list":
+        return False
+    errors = data.get("errors")
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and e.get("code") == "not_found" for e in errors
+    )

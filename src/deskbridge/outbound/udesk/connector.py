@@ -23,7 +23,7 @@ from deskbridge.config.accounts import UdeskDeskConfig
 from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.http import classify, parse_retry_after, transport_error
 from deskbridge.metrics import Metrics
-from deskbridge.outbound.base import Filed
+from deskbridge.outbound.base import UNCONFIRMED, Filed
 from deskbridge.outbound.capabilities import NoBudget, Polled, PollsReplies
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.common import phones as contact_phones
@@ -471,8 +471,8 @@ class UdeskConnector(PollsReplies):
         """Delete the tickets, then the customer. UNVERIFIED: the endpoints
         (``DELETE /tickets/destroy_ticket`` and ``DELETE /customers/destroy_customer``,
         ``type=id``) follow the shape of Udesk's other customer and ticket calls; we could
-        not confirm them in Udesk's public documentation. A refusal other than auth or
-        rate limits is taken as already gone."""
+        not confirm them in Udesk's public documentation, nor a read-back with a
+        documented not-found shape, so every step is reported as not confirmed."""
         done: list[str] = []
         for ticket in dict.fromkeys(tickets):
             body = await self._request(
@@ -486,8 +486,8 @@ class UdeskConnector(PollsReplies):
                 low=False,
                 missing_ok=True,
             )
-            if body is not None:
-                done.append(f"ticket {ticket} deleted")
+            answer = "asked" if body is not None else "refused or not found"
+            done.append(f"{UNCONFIRMED}: ticket {ticket} deletion {answer}; check it at Udesk")
         body = await self._request(
             "DELETE",
             "/customers/destroy_customer",
@@ -499,8 +499,8 @@ class UdeskConnector(PollsReplies):
             low=False,
             missing_ok=True,
         )
-        if body is not None:
-            done.append("customer deleted")
+        answer = "asked" if body is not None else "refused or not found"
+        done.append(f"{UNCONFIRMED}: customer {user_id} deletion {answer}; check it at Udesk")
         return done
 
     async def _acquire(self, *, low: bool) -> None:

@@ -22,7 +22,7 @@ import httpx
 from deskbridge.config.accounts import ZendeskDeskConfig
 from deskbridge.errors import ParseFailed, PermanentError
 from deskbridge.http import classify, transport_error
-from deskbridge.outbound.base import Filed
+from deskbridge.outbound.base import UNCONFIRMED, Filed
 from deskbridge.outbound.capabilities import (
     MergesUsers,
     ReadsCommentFiles,
@@ -57,6 +57,7 @@ _AUDIT_MARK = "deskbridge_delivery"
 """The key under the update's ``metadata.custom`` naming the delivery that wrote it."""
 _IDEMPOTENCY_KEY_MAX = 255
 _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prevents_ticket_update")
+_PURGED = "Permanently Deleted User"  # Show Deleted User's name once the GDPR purge ran
 
 
 class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles):
@@ -575,29 +576,71 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, Re
 
     async def forget_user(self, user_id: str, *, tickets: Sequence[str] = ()) -> list[str]:
         """Delete the tickets (bulk delete, then permanent deletion of the deleted
-        tickets), then the user (delete, then permanently delete: Zendesk's GDPR path).
-        A 404 means already gone. Both bulk calls start background jobs at Zendesk."""
+        tickets), then the user (delete, then permanently delete: Zendesk's GDPR path),
+        then read each back. Both bulk calls start background jobs, so a ticket or user
+        still visible right after is reported as not confirmed yet, never as deleted."""
         done: list[str] = []
         ids = [t for t in dict.fromkeys(tickets) if t.isdigit()]
         for start in range(0, len(ids), 100):
             chunk = ",".join(ids[start : start + 100])
             for path in ("/tickets/destroy_many", "/deleted_tickets/destroy_many"):
-                what = f"zendesk {path}"
-                resp = await self._call("DELETE", path, what=what, params={"ids": chunk})
-                if resp.status_code != 404:
-                    classify(resp, what=what)
-            done.append(f"tickets deleted permanently: {len(ids[start : start + 100])}")
-        for path, label in (
-            (f"/users/{user_id}", "user deleted"),
-            (f"/deleted_users/{user_id}", "user permanently deleted"),
+                await self._delete(path, params={"ids": chunk})
+        await self._delete(f"/users/{user_id}")
+        await self._delete(f"/deleted_users/{user_id}")
+        if ids:
+            left = [t for t in ids if not await self._gone(f"/tickets/{t}")]
+            if len(left) < len(ids):
+                done.append(f"tickets deleted (read back: not found): {len(ids) - len(left)}")
+            if left:
+                done.append(
+                    f"{UNCONFIRMED} yet: tickets {', '.join(left)} still visible at "
+                    "Zendesk (or the read-back was not Zendesk's not-found); "
+                    "run forget again later"
+                )
+        if await self._gone(f"/users/{user_id}", inactive_ok=True) and await self._gone(
+            f"/deleted_users/{user_id}", purged_ok=True
         ):
-            what = f"zendesk DELETE {path.rsplit('/', 1)[0]}"
-            resp = await self._call("DELETE", path, what=what)
-            if resp.status_code == 404:
-                continue
-            classify(resp, what=what)
-            done.append(label)
+            done.append("user permanently deleted (read back: not found)")
+        else:
+            done.append(
+                f"{UNCONFIRMED} yet: user {user_id} still visible at Zendesk (or the "
+                "read-back was not Zendesk's not-found); run forget again later"
+            )
         return done
+
+    async def _delete(self, path: str, params: dict[str, str] | None = None) -> None:
+        what = f"zendesk DELETE {path.rsplit('/', 1)[0] if params is None else path}"
+        resp = await self._call("DELETE", path, what=what, params=params)
+        # a 404 is judged by the read-back, not here
+        if resp.status_code != 404:
+            classify(resp, what=what)
+
+    async def _gone(self, path: str, *, inactive_ok: bool = False, purged_ok: bool = False) -> bool:
+        """Whether ``GET path`` shows the resource gone: Zendesk's own not-found body
+        (``{"error": "RecordNotFound"}``), a deactivated user (``inactive_ok``, what
+        Show User returns for a deleted one) or a deleted user already scrubbed
+        (``purged_ok``: Show Deleted User's "Permanently Deleted User"). Anything else,
+        an HTML 404 from a proxy or a wrong ``base_url`` included, is not gone."""
+        what = f"zendesk GET {path.rsplit('/', 1)[0]}"
+        resp = await self._call("GET", path, what=what)
+        try:
+            data = resp.json()
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        if resp.status_code == 404:
+            return data.get("error") == "RecordNotFound"
+        if resp.status_code != 200:
+            classify(resp, what=what)
+            return False
+        user = data.get("user")
+        if inactive_ok and isinstance(user, dict):
+            return user.get("active") is False
+        deleted = data.get("deleted_user")
+        if purged_ok and isinstance(deleted, dict):
+            return deleted.get("name") == _PURGED and not deleted.get("email")
+        return False
 
     # -- plumbing ---------------------------------------------------------------------
 
