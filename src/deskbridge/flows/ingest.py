@@ -25,6 +25,7 @@ __all__ = [
     "accept_replies",
     "app_scope",
     "app_scopes",
+    "has_ignored",
     "keep_failures",
     "keep_unparseable",
     "queue_automated",
@@ -109,7 +110,7 @@ async def record_ignored(
     records sit with its raw request (its own cut of the body) under ``raw_id``; an
     app's records keep no body (it may hold several accounts' entries)."""
     owned: dict[str, list[IgnoredItem]] = {}
-    if account:
+    if account and parsed.ignored:
         owned[account] = [IgnoredItem(reason) for reason in parsed.ignored]
     for reason in parsed.ignored:
         rt.metrics.event(source, "ignored", reason)
@@ -130,6 +131,11 @@ async def record_ignored(
         elif req is not None and parsed.bodies is not None:
             raw = dataclasses.replace(req, body=parsed.bodies.get(owner, b""))
         await rt.intake.ignore(account=owner, source=source, req=raw, items=items, raw_id=raw_id)
+
+
+def has_ignored(parsed: Parsed) -> bool:
+    """Whether ``record_ignored`` has anything to count or keep for ``parsed``."""
+    return bool(parsed.ignored or parsed.skipped or not (parsed.events or parsed.failures))
 
 
 async def accept_account_events(

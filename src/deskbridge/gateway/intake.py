@@ -128,10 +128,14 @@ async def channel_webhook(request: web.Request) -> web.Response:
         # one raw id for the events and the items not filed: the two scripts share
         # the intake's round trip, and the body is kept once
         raw_id = new_id()
-        await asyncio.gather(
-            ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies, raw_id=raw_id),
-            ingest.record_ignored(rt, channel, req, parsed, account=account, raw_id=raw_id),
-        )
+        stored = ingest.accept_events(rt, channel, req, parsed.events, parsed.bodies, raw_id=raw_id)
+        if ingest.has_ignored(parsed):
+            await asyncio.gather(
+                stored,
+                ingest.record_ignored(rt, channel, req, parsed, account=account, raw_id=raw_id),
+            )
+        else:
+            await stored  # the ack path's common case: no second task to schedule
         if parsed.failures:
             # after the siblings: a store failure here answers 503, and the platform's
             # retry finds the siblings already taken (dedup) and keeps the failures
