@@ -34,7 +34,9 @@ async def test_a_flood_near_the_limit_is_filed_as_one_update(
 ) -> None:
     fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
     try:
-        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
         now = int(time.time() * 1000)
         await redis_of(rt).zadd(key, {f"old{i}": now - 1000 for i in range(27)})  # 28 used
         for i in range(5):
@@ -62,7 +64,9 @@ async def test_a_spent_budget_waits_for_the_window(
 ) -> None:
     fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
     try:
-        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
         # 29 more updates (30 with the first), all leaving the window in about a second
         edge = int(time.time() * 1000) - 600_000 + 800
         await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(29)})
@@ -108,7 +112,9 @@ async def test_a_chatty_customer_is_never_stranded_behind_the_window(
             await drain(rt)
         [ticket] = fake.tickets()
         assert len([p for p in ticket.parts if p.author == "user"]) == 30
-        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
         assert await redis_of(rt).zcard(key) == 30
         # the oldest update leaves the window in under a second; the others stay
         [(oldest, _)] = await redis_of(rt).zrange(key, 0, 0, withscores=True)
@@ -151,7 +157,9 @@ async def test_what_does_not_fit_in_one_comment_waits_for_the_next_update(
     monkeypatch.setattr(budget, "_MAX_MERGED_CHARS", 120)
     fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
     try:
-        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
         edge = int(time.time() * 1000) - 600_000 + 800  # they leave the window in 0.8 s
         await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
         for n in range(5):
@@ -188,7 +196,9 @@ async def test_a_file_that_cannot_be_fetched_yet_ends_the_merge_not_the_head(
     )
     document = {"file_id": "doc1", "file_unique_id": "u1", "file_name": "late.pdf"}
     try:
-        key = keys.ticket_updates("acme", "zendesk", ticket_id)
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
         edge = int(time.time() * 1000) - 600_000 + 800
         await redis_of(rt).zadd(key, {f"old{i}": edge for i in range(28)})  # 29 used
         for n in range(4):

@@ -468,19 +468,75 @@ async def test_old_id_bearing_key_names_are_renamed_to_digests(make_runtime, red
 
     rt = make_runtime()
     wamid = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTg3"
-    old = keys.dedup("acme", "whatsapp", wamid)  # how the key was named before issue 18
+    # how the keys were named before issue 18: by the provider's or desk's own id
+    old = keys.dedup("acme", "whatsapp", wamid)
     await redis.set(old, "dlv-1", ex=3600)
     await redis.set(keys.sent("acme", "whatsapp", wamid), "dlv-2", ex=3600)
+    await redis.set(keys.ticket("acme", "zendesk", "4711"), "conv-1")
+    await redis.zadd(keys.ticket_updates("acme", "zendesk", "4711"), {"a": 1})
+    await redis.set(keys.ours("acme", "zendesk", "880011"), 1, ex=3600)
+    await redis.sadd(keys.udesk_relayed("acme", "5150"), "r1", "r2")
+    # a relayed set already under its digest name (written after the upgrade) is merged
+    await redis.sadd(keys.udesk_relayed("acme", rt.vault.digest("ticket", "udesk", "5150")), "r3")
     ids = IdKeys(redis_of(rt), rt.vault)
-    assert await ids.digest_names(dry_run=True) == {"dedup": 1, "sent": 1}
+    every = {"dedup": 1, "sent": 1, "ticket": 1, "tupd": 1, "ours": 1, "relayed": 1}
+    assert await ids.digest_names(dry_run=True) == every
     assert await redis.exists(old)
-    assert await ids.digest_names() == {"dedup": 1, "sent": 1}
-    assert not [k for k in await redis.keys("db:*") if b"wamid" in k]
+    assert await ids.digest_names() == every
+    for ident in (b"wamid", b"4711", b"880011", b"5150"):
+        assert not [k for k in await redis.keys("db:*") if ident in k.split(b":")], ident
     assert await rt.listing.dedup_mark("acme", "whatsapp", wamid) == b"dlv-1"
     assert await rt.deliveries.sent_by("acme", "whatsapp", wamid) == "dlv-2"
+    assert await rt.conversations.for_ticket("acme", "zendesk", "4711") == "conv-1"
+    assert await rt.conversations.is_ours("acme", "zendesk", "880011")
+    assert (await rt.deliveries.ticket_updates("acme", "zendesk", "4711", 10**12))[0] == 1
+    relayed = keys.udesk_relayed("acme", rt.vault.digest("ticket", "udesk", "5150"))
+    assert await redis.smembers(relayed) == {b"r1", b"r2", b"r3"}
     new = keys.dedup("acme", "whatsapp", rt.vault.digest("dedup", "whatsapp", wamid))
     assert 3500 < await redis.ttl(new) <= 3600
-    assert await ids.digest_names() == {"dedup": 0, "sent": 0}
+    assert await ids.digest_names() == dict.fromkeys(every, 0)
+
+
+async def test_desk_lookups_written_before_the_upgrade_still_work(make_runtime, redis) -> None:
+    """Without `keys digest-ids`, an upgrade loses no agent reply: an old ticket lookup is
+    found (and renamed on the way), an old loop-guard mark still guards, and an old
+    Udesk relayed set still stops a reply from being taken in twice."""
+    from deskbridge.store.udesk import RedisUdeskState
+
+    rt = make_runtime()
+    await redis.set(keys.ticket("acme", "zendesk", "4711"), "conv-1")
+    await redis.set(keys.ours("acme", "zendesk", "880011"), 1, ex=3600)
+    await redis.sadd(keys.udesk_relayed("acme", "5150"), "r1")
+    assert await rt.conversations.for_ticket("acme", "zendesk", "4711") == "conv-1"
+    assert not await redis.exists(keys.ticket("acme", "zendesk", "4711"))
+    assert await rt.conversations.for_ticket("acme", "zendesk", "4711") == "conv-1"
+    assert await rt.conversations.for_ticket("acme", "zendesk", "4712") is None
+    assert await rt.conversations.is_ours("acme", "zendesk", "880011")
+    assert not await rt.conversations.is_ours("acme", "zendesk", "880012")
+    state = RedisUdeskState(redis_of(rt), rt.vault)
+    assert await state.relayed("acme", "5150") == {"r1"}
+    await state.mark_relayed("acme", "5150", ["r2"], ttl=60)
+    assert await state.relayed("acme", "5150") == {"r1", "r2"}
+
+
+async def test_no_desk_id_in_any_key_name(make_runtime, aiohttp_client, respx_mock) -> None:
+    """A ticket filed in Zendesk and an agent reply relayed back leave the desk's ticket
+    and comment ids in no key name (compared by whole segment)."""
+    from .test_coalesce import _with_ticket
+
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        await fake.agent_reply(client, rt, ticket_id, "Hello from the desk")
+        await drain(rt)
+        assert await rt.conversations.for_ticket("acme", "zendesk", ticket_id) is not None
+        names = await redis_of(rt).keys("db:*")
+        assert [k for k in names if b":ticket:zendesk:" in k]
+        assert not [k for k in names if ticket_id.encode() in k.split(b":")]
+        comment_ids = {str(c["id"]).encode() for c in fake._comments.get(ticket_id, [])}
+        assert comment_ids
+        assert not [k for k in names if comment_ids & set(k.split(b":"))]
+    finally:
+        await fake.stop()
 
 
 @pytest.mark.parametrize("wrong_route", [False, True])

@@ -85,7 +85,7 @@ def connector(
         config(fake, **extra),
         http,
         tokens=RedisTokenCache(redis, vault),
-        state=RedisUdeskState(redis),
+        state=RedisUdeskState(redis, vault),
         metrics=metrics,
     )
 
@@ -344,7 +344,7 @@ async def test_a_ticket_in_doubt_is_created_again_and_says_so(
                 config(fake),
                 quick,
                 tokens=RedisTokenCache(redis, Vault.from_secret(decode_key(TEST_KEY))),
-                state=RedisUdeskState(redis),
+                state=RedisUdeskState(redis, Vault.from_secret(decode_key(TEST_KEY))),
             ).append(conv(), user, message("Hi"), [], idempotency_key="k1", retried=False)
     finally:
         await quick.aclose()

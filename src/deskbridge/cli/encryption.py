@@ -184,11 +184,15 @@ def rotate(dry_run: bool, batch: int, pause: float, restart: bool) -> None:
 @keys.command("digest-ids")
 @click.option("--dry-run", is_flag=True, help="Count the keys to rename; change nothing.")
 def digest_ids(dry_run: bool) -> None:
-    """Rename dedup and sent-message keys written before deskbridge 0.18, whose names
-    carried the provider's message id (a WhatsApp id encodes the customer's number), to
-    the keyed digest used now. Idempotent; TTLs are kept. Without it they expire by
-    themselves (dedup marks after DESKBRIDGE_DEDUP_TTL_SECONDS, 7 days; sent marks after
-    30 days), but until then `contacts forget` cannot remove the ids in their names.
+    """Rename keys written before deskbridge 0.18 whose names carried a provider's or a
+    desk's id (a WhatsApp message id encodes the customer's number) to the keyed digest
+    used now: dedup and sent-message marks, desk ticket lookups, per-ticket update
+    windows, the loop guard's desk message ids and Udesk's relayed reply sets.
+    Idempotent; TTLs are kept. Without it, dedup marks expire after
+    DESKBRIDGE_DEDUP_TTL_SECONDS (7 days), sent marks and loop-guard marks after 30 days,
+    and ticket lookups are renamed when next used; until then `contacts forget` cannot
+    remove the ids in their names, and a redelivery of an event acknowledged before the
+    upgrade is not recognised as a duplicate.
 
     \b
     Example:
@@ -211,4 +215,8 @@ def digest_ids(dry_run: bool) -> None:
     except Exception as exc:  # the Redis client's connection errors
         _fail(f"Redis: {type(exc).__name__}")
     verb = "to rename" if dry_run else "renamed"
-    click.echo(f"dedup marks {verb}: {counts['dedup']}; sent marks {verb}: {counts['sent']}")
+    click.echo(
+        f"{verb}: dedup marks {counts['dedup']}, sent marks {counts['sent']}, ticket lookups "
+        f"{counts['ticket']}, ticket update windows {counts['tupd']}, loop-guard marks "
+        f"{counts['ours']}, Udesk relayed sets {counts['relayed']}"
+    )

@@ -155,7 +155,7 @@ class Runtime:
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)
-        udesk_state = RedisUdeskState(connection)
+        udesk_state = RedisUdeskState(connection, vault)
         for name, account in accounts.accounts.items():
             rt.desks[name] = build_desk(
                 name,

@@ -9,7 +9,7 @@ import inspect
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from subprocess import DEVNULL
 from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, cast
@@ -79,6 +79,8 @@ class Structures(Protocol):
     async def lrem(self, name: _Key, count: int, value: _Value) -> int: ...
     async def sadd(self, name: _Key, *values: _Value) -> int: ...
     async def smembers(self, name: _Key) -> set[bytes]: ...
+    async def sunion(self, keys: Sequence[_Key]) -> set[bytes]: ...
+    async def sunionstore(self, dest: _Key, keys: Sequence[_Key]) -> int: ...
 
 
 def structures(redis: aioredis.Redis) -> Structures:

@@ -220,8 +220,11 @@ class ConversationStore:
             keys.conversation(account, conversation_id),
             mapping={"ticket_id": ticket_id, "comment_count": comment_count, "desk": desk},
         )
-        pipe.set(keys.ticket(account, desk, ticket_id), conversation_id)
+        pipe.set(self._ticket_key(account, desk, ticket_id), conversation_id)
         await pipe.execute()
+
+    def _ticket_key(self, account: str, desk: str, ticket_id: str) -> str:
+        return keys.ticket(account, desk, self._vault.digest("ticket", desk, ticket_id))
 
     async def contact_ticket(
         self, account: str, desk: str, contact_id: str
@@ -243,7 +246,15 @@ class ConversationStore:
         )
 
     async def for_ticket(self, account: str, desk: str, ticket_id: str) -> str | None:
-        value = await self._redis.get(keys.ticket(account, desk, ticket_id))
+        key = self._ticket_key(account, desk, ticket_id)
+        value = await self._redis.get(key)
+        if value is None:
+            # A ticket filed before issue 18 is named by its id until `deskbridge keys
+            # digest-ids` renames it: found here, it is renamed on the way.
+            legacy = keys.ticket(account, desk, ticket_id)
+            value = await self._redis.get(legacy)
+            if value is not None and not await self._redis.renamenx(legacy, key):
+                await self._redis.delete(legacy)
         return value.decode() if value is not None else None
 
     async def move_thread(self, account: str, old_id: str, new_id: str, new_thread: str) -> bool:
@@ -401,7 +412,12 @@ class ConversationStore:
         await self._redis.set(keys.desk_user(account, desk, contact_id), user_id)
 
     async def mark_ours(self, account: str, desk: str, message_id: str) -> None:
-        await self._redis.set(keys.ours(account, desk, message_id), 1, ex=_OURS_TTL)
+        await self._redis.set(self._ours_key(account, desk, message_id), 1, ex=_OURS_TTL)
 
     async def is_ours(self, account: str, desk: str, message_id: str) -> bool:
-        return bool(await self._redis.exists(keys.ours(account, desk, message_id)))
+        # the second name is the one written before issue 18 (expires within _OURS_TTL)
+        named = (self._ours_key(account, desk, message_id), keys.ours(account, desk, message_id))
+        return bool(await self._redis.exists(*named))
+
+    def _ours_key(self, account: str, desk: str, message_id: str) -> str:
+        return keys.ours(account, desk, self._vault.digest("ours", desk, message_id))

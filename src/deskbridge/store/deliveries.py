@@ -196,7 +196,7 @@ class DeliveryStore:
     ) -> tuple[int, float]:
         """How many updates we made to the ticket in the last ``window_s`` seconds, and
         how long until the oldest of them leaves the window."""
-        key = keys.ticket_updates(account, desk, ticket_id)
+        key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zremrangebyscore(key, 0, now - int(window_s * 1000))
@@ -211,7 +211,7 @@ class DeliveryStore:
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float
     ) -> None:
-        key = keys.ticket_updates(account, desk, ticket_id)
+        key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(key, {f"{now}:{new_id()}": now})

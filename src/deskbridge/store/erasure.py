@@ -180,7 +180,12 @@ class Erasure:
         if channel is not None:
             pipe.zrem(keys.awaiting(a), f"{channel}|{conv}")
         if ticket:
+            digest = self._vault.digest("ticket", conv_desk, ticket)
             pipe.delete(
+                keys.ticket(a, conv_desk, digest),
+                keys.ticket_updates(a, conv_desk, digest),
+                keys.udesk_relayed(a, self._vault.digest("ticket", "udesk", ticket)),
+                # and the names these had before issue 18 (keys digest-ids renames them)
                 keys.ticket(a, conv_desk, ticket),
                 keys.ticket_updates(a, conv_desk, ticket),
                 keys.udesk_relayed(a, ticket),

@@ -16,6 +16,7 @@ __all__ = [
     "HEARTBEAT",
     "HOLE",
     "ID_KEY_PATTERNS",
+    "ID_KINDS",
     "ROTATION",
     "ROTATION_LOCK",
     "arq_job",
@@ -181,10 +182,11 @@ def unparsed(account: str, source: str) -> str:
     return f"{_a(account)}:rawz:{source}:unparsed"
 
 
-def ticket_updates(account: str, desk: str, ticket_id: str) -> str:
+def ticket_updates(account: str, desk: str, digest: str) -> str:
     """Sorted set of our recent updates to one desk ticket (members and scores: ms), for
-    desks that limit updates per ticket (Zendesk: 30 per 10 minutes)."""
-    return f"{_a(account)}:tupd:{desk}:{ticket_id}"
+    desks that limit updates per ticket (Zendesk: 30 per 10 minutes). ``digest`` is the
+    vault's keyed digest of the ticket id (``Vault.digest("ticket", desk, id)``)."""
+    return f"{_a(account)}:tupd:{desk}:{digest}"
 
 
 def awaiting(account: str) -> str:
@@ -211,9 +213,10 @@ def conversation(account: str, conversation_id: str) -> str:
     return f"{_a(account)}:conv:{conversation_id}"
 
 
-def ticket(account: str, desk: str, ticket_id: str) -> str:
-    """Desk ticket → our conversation id (how agent replies find their channel)."""
-    return f"{_a(account)}:ticket:{desk}:{ticket_id}"
+def ticket(account: str, desk: str, digest: str) -> str:
+    """Desk ticket → our conversation id (how agent replies find their channel), named by
+    the vault's keyed digest of the ticket id (``Vault.digest("ticket", desk, id)``)."""
+    return f"{_a(account)}:ticket:{desk}:{digest}"
 
 
 def contact(account: str, contact_id: str) -> str:
@@ -260,9 +263,10 @@ def sent_by_time(account: str, conversation_id: str) -> str:
     return f"{_a(account)}:sentz:{conversation_id}"
 
 
-def ours(account: str, desk: str, message_id: str) -> str:
-    """A desk message deskbridge wrote itself (the loop guard)."""
-    return f"{_a(account)}:ours:{desk}:{message_id}"
+def ours(account: str, desk: str, digest: str) -> str:
+    """A desk message deskbridge wrote itself (the loop guard), named by the vault's keyed
+    digest of the desk's message id (``Vault.digest("ours", desk, id)``)."""
+    return f"{_a(account)}:ours:{desk}:{digest}"
 
 
 def profile(account: str, channel: str, digest: str) -> str:
@@ -329,9 +333,11 @@ def udesk_active(account: str) -> str:
     return f"{_a(account)}:udesk:active"
 
 
-def udesk_relayed(account: str, ticket_id: str) -> str:
-    """Set of a Udesk ticket's reply ids already taken in as agent replies (or skipped)."""
-    return f"{_a(account)}:udesk:relayed:{ticket_id}"
+def udesk_relayed(account: str, digest: str) -> str:
+    """Set of a Udesk ticket's reply ids already taken in as agent replies (or skipped),
+    named by the vault's keyed digest of the ticket id (``Vault.digest("ticket", "udesk",
+    id)``)."""
+    return f"{_a(account)}:udesk:relayed:{digest}"
 
 
 def udesk_memo(account: str, digest: str) -> str:
@@ -405,20 +411,37 @@ def graph_node_for(spellings_key: str) -> str:
     return graph_node(found[1], found[2])
 
 
-_ID_KEY = re.compile(r"^db:\{([^}]+)\}:(dedup|sent):([^:]+):(.+)$")
+_ID_KEY = re.compile(r"^db:\{([^}]+)\}:(dedup|sent|ticket|tupd|ours):([^:]+):(.+)$")
+_RELAYED_KEY = re.compile(r"^db:\{([^}]+)\}:udesk:relayed:(.+)$")
 _DIGEST = re.compile(r"^[0-9a-f]{32}$")
-ID_KEY_PATTERNS = ("db:{*}:dedup:*", "db:{*}:sent:*")
-"""SCAN patterns of the keys that name a provider's id (as a digest since issue 18)."""
+ID_KEY_PATTERNS = (
+    "db:{*}:dedup:*",
+    "db:{*}:sent:*",
+    "db:{*}:ticket:*",
+    "db:{*}:tupd:*",
+    "db:{*}:ours:*",
+    "db:{*}:udesk:relayed:*",
+)
+"""SCAN patterns of the keys that name a provider's or desk's id (as a digest since
+issue 18)."""
+ID_KINDS = ("dedup", "sent", "ticket", "tupd", "ours", "relayed")
 
 
 def id_key(key: str) -> tuple[str, str, str, str] | None:
-    """A dedup or sent key written before its provider id was digested, split into
-    (kind ``dedup``/``sent``, account, source or channel, the provider's id); None for a
-    key that already carries a digest, or another key."""
+    """A key written before its provider or desk id was digested, split into (kind — one
+    of ``ID_KINDS`` —, account, source/channel/desk, the id); None for a key that already
+    carries a digest, or another key."""
     found = _ID_KEY.match(key)
-    if found is None or _DIGEST.match(found[4]):
+    if found is not None:
+        kind, account, source, ident = found[2], found[1], found[3], found[4]
+    else:
+        relayed = _RELAYED_KEY.match(key)
+        if relayed is None:
+            return None
+        kind, account, source, ident = "relayed", relayed[1], "udesk", relayed[2]
+    if _DIGEST.match(ident):
         return None
-    return found[2], found[1], found[3], found[4]
+    return kind, account, source, ident
 
 
 # -- key shapes --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from deskbridge.errors import StoreUnavailable
 from deskbridge.store import keys
 from deskbridge.store.connection import structures
+from deskbridge.store.crypto import Vault
 
 __all__ = ["RedisUdeskState"]
 
@@ -46,9 +47,9 @@ class RedisUdeskState:
     """``outbound.udesk.UdeskState`` over Redis: one instance per process, shared by every
     Udesk account of it. Redis failures raise ``StoreUnavailable``."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
         self._redis = redis
-        self._typed = structures(redis)
+        self._vault = vault
         self._take = redis.register_script(TAKE)
 
     async def take(
@@ -77,13 +78,16 @@ class RedisUdeskState:
             stale = await self._redis.zrangebyscore(key, "-inf", f"({cutoff}")
             if stale:
                 await self._redis.zrem(key, *stale)
-                await self._redis.delete(*(keys.udesk_relayed(account, _s(t)) for t in stale))
+                await self._redis.delete(
+                    *(name for t in stale for name in self._relayed_names(account, _s(t)))
+                )
             found = await self._redis.zrevrangebyscore(key, "+inf", cutoff)
         return [_s(t) for t in found]
 
     async def relayed(self, account: str, ticket_id: str) -> set[str]:
         async with _guard():
-            members = await self._typed.smembers(keys.udesk_relayed(account, ticket_id))
+            names = list(self._relayed_names(account, ticket_id))
+            members = await structures(self._redis).sunion(names)
         return {_s(m) for m in members}
 
     async def mark_relayed(
@@ -91,11 +95,18 @@ class RedisUdeskState:
     ) -> None:
         if not reply_ids:
             return
-        key = keys.udesk_relayed(account, ticket_id)
+        key = self._relayed_names(account, ticket_id)[0]
         async with _guard(), self._redis.pipeline(transaction=True) as pipe:
             pipe.sadd(key, *reply_ids)
             pipe.expire(key, max(1, int(ttl)))
             await pipe.execute()
+
+    def _relayed_names(self, account: str, ticket_id: str) -> tuple[str, str]:
+        """The ticket's relayed set by its digest name, and by the name it had before
+        issue 18 (read too, so an upgrade never takes a reply in twice; it expires with
+        the ticket's activity)."""
+        digest = self._vault.digest("ticket", "udesk", ticket_id)
+        return keys.udesk_relayed(account, digest), keys.udesk_relayed(account, ticket_id)
 
     async def recall(self, account: str, key: str) -> str | None:
         async with _guard():
