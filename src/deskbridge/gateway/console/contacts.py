@@ -201,8 +201,8 @@ async def _suggestions(ctx: Ctx, account: str) -> str:
         )
         buttons = (
             f'<form method=post action="/console/contacts/decide" class=actions>{hidden}'
-            f'<button type=submit name=decision value=accept aria-label="Accept merge of {e(a[:8])} and {e(b[:8])}">Accept</button>'
-            f'<button type=submit name=decision value=reject class=secondary aria-label="Reject merge of {e(a[:8])} and {e(b[:8])}">Reject</button></form>'
+            f'<button type=submit name=decision value=accept aria-label="Accept merge of {e(a[-8:])} and {e(b[-8:])}">Accept</button>'
+            f'<button type=submit name=decision value=reject class=secondary aria-label="Reject merge of {e(a[-8:])} and {e(b[-8:])}">Reject</button></form>'
             if ctx.has("contacts:write")
             else ""
         )
