@@ -42,7 +42,11 @@ __all__ = ["PAGES", "add_routes", "enabled"]
 
 log = logging.getLogger(__name__)
 
-_STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+_STATIC = {
+    "console.css": "text/css",
+    "console.js": "text/javascript",
+    "favicon.svg": "image/svg+xml",
+}
 
 
 def enabled(app: web.Application) -> bool:

@@ -66,6 +66,7 @@ def layout(title: str, body: str, *, active: str = "", who: str = "", csrf: str 
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{e(title)} · deskbridge console</title>"
+        '<link rel="icon" href="/console/static/favicon.svg">'
         '<link rel="stylesheet" href="/console/static/console.css">'
         '<script src="/console/static/console.js" defer></script></head><body>'
         '<a class=skip href="#main">Skip to content</a>'
