@@ -13,7 +13,7 @@ from deskbridge.schemas import DeliveryState
 from deskbridge.store import keys
 
 from .conftest import redis_of
-from .test_admin_api import AUD, SECRET, dead_letters, token
+from .test_admin_api import SECRET, dead_letters, token
 from .test_admin_contacts import tg, wa
 
 EVERY = [
@@ -37,7 +37,9 @@ async def console(make_runtime, aiohttp_client, **settings):
 async def sign_in(client, tok: str):
     """Sign in with ``tok``; the response of the sign-in POST (cookies kept by the jar)."""
     form = await client.get("/console/signin")
-    nonce = _CSRF.search(await form.text())[1]
+    found = _CSRF.search(await form.text())
+    assert found is not None
+    nonce = found[1]
     return await client.post(
         "/console/signin", data={"csrf": nonce, "token": tok}, allow_redirects=False
     )
@@ -45,7 +47,9 @@ async def sign_in(client, tok: str):
 
 async def csrf_of(client) -> str:
     resp = await client.get("/console/deliveries")
-    return _CSRF.search(await resp.text())[1]
+    found = _CSRF.search(await resp.text())
+    assert found is not None
+    return found[1]
 
 
 def concrete(path: str) -> str:
@@ -96,7 +100,9 @@ async def test_sign_in_sets_a_strict_cookie_bound_to_the_token(
     assert resp.status == 303 and resp.headers["Location"] == "/console/"
     cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith(COOKIE + "="))
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
-    max_age = int(re.search(r"Max-Age=(\d+)", cookie)[1])
+    age = re.search(r"Max-Age=(\d+)", cookie)
+    assert age is not None
+    max_age = int(age[1])
     assert 0 < max_age <= 600  # the token's remaining life (600 s)
     [session] = await redis_of(client.rt).keys("deskbridge:console:session:*")
     assert 0 < await redis_of(client.rt).ttl(session) <= 600
@@ -111,7 +117,9 @@ async def test_sign_in_sets_a_strict_cookie_bound_to_the_token(
 async def test_bad_tokens_and_stale_forms_do_not_sign_in(make_runtime, aiohttp_client) -> None:
     client = await console(make_runtime, aiohttp_client)
     assert (await sign_in(client, "not.a.token")).status == 401
-    expired = mint(SECRET, algorithm="HS256", subject="x", scopes=EVERY, ttl_seconds=1, audience="x")
+    expired = mint(
+        SECRET, algorithm="HS256", subject="x", scopes=EVERY, ttl_seconds=1, audience="x"
+    )
     assert (await sign_in(client, expired)).status == 401  # wrong audience
     resp = await client.post(
         "/console/signin", data={"csrf": "guess", "token": token(*EVERY)}, allow_redirects=False
@@ -176,9 +184,7 @@ async def test_a_sign_in_link_works_once(make_runtime, aiohttp_client) -> None:
     assert resp.status == 401 and "already used" in await resp.text()
 
 
-async def test_no_sealed_field_in_pages_without_contacts_read(
-    make_runtime, aiohttp_client
-) -> None:
+async def test_no_sealed_field_in_pages_without_contacts_read(make_runtime, aiohttp_client) -> None:
     client = await console(make_runtime, aiohttp_client)
     rt = client.rt
     [dead] = await dead_letters(rt, 1, thread="987654321")

@@ -25,8 +25,8 @@ from deskbridge.store.health import HealthStore
 from deskbridge.store.listing import Listing
 from deskbridge.store.media import MediaLinks
 from deskbridge.store.revocations import Revocations
-from deskbridge.store.sessions import ConsoleSessions
 from deskbridge.store.service import ServiceStore
+from deskbridge.store.sessions import ConsoleSessions
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 

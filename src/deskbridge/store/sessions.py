@@ -52,4 +52,3 @@ class ConsoleSessions:
         """Mark a sign-in link's token used; False when it was used before."""
         ttl = max(1, until - int(time.time()))
         return bool(await self._redis.set(keys.console_link(jti), "1", nx=True, ex=ttl))
-

@@ -42,6 +42,7 @@ from deskbridge.gateway.admin.routes import (
 )
 from deskbridge.gateway.console.charts import Bar, bars
 from deskbridge.gateway.console.render import (
+    DASH,
     csrf_field,
     duration,
     e,
@@ -161,9 +162,9 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         ("Pending", f"{sum(c['pending'] for c in counts.values())}"),
         ("Retrying", f"{retrying}{'+' if pending.next_cursor else ''}"),
         ("Failed (dead)", f"{sum(c['dead'] for c in counts.values())}"),
-        ("Oldest pending", duration(now - oldest.timestamp()) if oldest else "–"),
+        ("Oldest pending", duration(now - oldest.timestamp()) if oldest else DASH),
         ("Customers waiting", str(len(waiting))),
-        ("Longest wait", duration(now - min(s for _, s in waiting)) if waiting else "–"),
+        ("Longest wait", duration(now - min(s for _, s in waiting)) if waiting else DASH),
     ]
     grid = "".join(f"<div class=figure><b>{e(v)}</b><span>{e(k)}</span></div>" for k, v in figures)
     mine = {k: r for k, r in rows.items() if k[0] in accounts}
@@ -343,17 +344,17 @@ async def delivery(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         ("Created", when(d.created_at)),
         ("Updated", when(d.updated_at)),
         ("Attempts", str(d.attempts)),
-        ("Last error", e(d.last_error or "–")),
-        ("Last HTTP status", e(str(d.last_status or "–"))),
-        ("Dead because", e(d.reason or "–")),
-        ("Replays", f"{d.replays} (last by {e(d.replayed_by or '–')})"),
+        ("Last error", e(d.last_error or DASH)),
+        ("Last HTTP status", e(str(d.last_status or DASH))),
+        ("Dead because", e(d.reason or DASH)),
+        ("Replays", f"{d.replays} (last by {e(d.replayed_by or DASH)})"),
         (
             "Discarded",
-            f"{e(d.discard_reason or '–')} (by {e(d.discarded_by or '–')})"
+            f"{e(d.discard_reason or DASH)} (by {e(d.discarded_by or DASH)})"
             if d.discarded_at
-            else "–",
+            else DASH,
         ),
-        ("Channel status", e(d.channel_status or "–")),
+        ("Channel status", e(d.channel_status or DASH)),
     ]
     kv = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     attempts = table(

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 __all__ = [
+    "DASH",
     "NAV",
     "SECURITY_HEADERS",
     "csrf_field",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 e = html.escape
+DASH = "\u2013"
 
 SECURITY_HEADERS = {
     # the stylesheet and the one script are files deskbridge serves; nothing inline runs
@@ -129,7 +131,7 @@ def state(value: str) -> str:
 def when(at: datetime | str | float | None) -> str:
     """A UTC time, or a dash."""
     if at is None or at == "":
-        return "<span class=muted>–</span>"
+        return "<span class=muted>\u2013</span>"
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
     elif isinstance(at, int | float):
@@ -146,7 +148,7 @@ def query_link(path: str, params: Mapping[str, str | None], text: str) -> str:
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
-        return "–"
+        return "\u2013"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
