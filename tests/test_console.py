@@ -241,3 +241,22 @@ async def test_contacts_page_draws_the_graph_and_decides(make_runtime, aiohttp_c
     entries, _ = await rt.audit.read(limit=5)
     assert entries[0].action == "contacts.accept" and entries[0].who == "ops@test"
     assert keys.AUDIT  # the same stream the API writes
+
+
+def test_console_link_prints_a_one_time_link(monkeypatch) -> None:
+    from click.testing import CliRunner
+    from jose import jwt
+
+    from deskbridge.cli.main import cli
+
+    monkeypatch.setenv("DESKBRIDGE_ADMIN_JWT_SECRET", SECRET)
+    result = CliRunner().invoke(
+        cli,
+        ["console", "link", "--scope", "deliveries:read", "--url", "http://gw.test:8080/"],
+    )
+    assert result.exit_code == 0, result.output
+    url, _, tok = result.output.strip().partition("#")
+    assert url == "http://gw.test:8080/console/signin"
+    claims = jwt.decode(tok, SECRET, algorithms=["HS256"], audience="deskbridge-admin")
+    assert claims["scope"].split() == ["deliveries:read", LINK_SCOPE]
+    assert SECRET not in result.output
