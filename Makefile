@@ -77,9 +77,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server) and
-# sipp (sip-tester), the real SIP peer the SIP tests talk to.
+# sipp (sip-tester), the real SIP peer the SIP tests talk to; chromium, the browser the
+# console tests drive.
 sysdeps:
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester \
+	    chromium=chromium
 
 run: $(STAMP) sysdeps
 	exec $(VENV)/bin/deskbridge run $(ARGS)

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from deskbridge import __version__
 from deskbridge.adapters.registry import CHANNELS
+from deskbridge.cli.console import console as console_command
 from deskbridge.cli.contacts import contacts as contacts_command
 from deskbridge.cli.deliveries import deliveries as deliveries_command
 from deskbridge.cli.encryption import keys as keys_command
@@ -247,6 +248,7 @@ cli.add_command(contacts_command)
 cli.add_command(stats_command)
 cli.add_command(route_command)
 cli.add_command(keys_command)
+cli.add_command(console_command)
 
 
 def main() -> None:

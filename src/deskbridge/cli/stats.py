@@ -3,69 +3,17 @@
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from typing import Any
-
 import click
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
+
+from deskbridge.metrics import quantile, summarize
 
 __all__ = ["quantile", "stats", "summarize"]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
-
-
-def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """The ``q`` quantile of a Prometheus histogram (cumulative ``(le, count)`` pairs),
-    interpolated within the bucket, as ``histogram_quantile`` does. None when empty."""
-    buckets = sorted(buckets)
-    if not buckets or buckets[-1][1] == 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return lower  # in the open-ended bucket: the last finite bound
-            span = count - below
-            return lower + (le - lower) * ((rank - below) / span if span else 1.0)
-        lower, below = le, count
-    return None
-
-
-def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (account, channel): messages in and out, waiting conversations, SLA
-    breaches, first-response and reply-time medians and 90th percentiles."""
-    rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
-    hist: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            key = (labels.get("account", ""), labels.get("channel", ""))
-            if sample.name == "deskbridge_messages_total":
-                rows[key][labels.get("direction", "")] = int(sample.value)
-            elif sample.name == "deskbridge_conversations_awaiting_reply":
-                rows[key]["awaiting"] = int(sample.value)
-            elif sample.name == "deskbridge_sla_breaches":
-                rows[key]["breaches"] = int(sample.value)
-            elif sample.name in (
-                "deskbridge_first_response_seconds_bucket",
-                "deskbridge_reply_seconds_bucket",
-            ):
-                which = "first" if "first" in sample.name else "reply"
-                hist[(*key, which)].append((float(labels["le"]), sample.value))
-    for (account, channel, which), buckets in hist.items():
-        merged: dict[float, float] = defaultdict(float)
-        for le, count in buckets:  # languages summed
-            merged[le] += count
-        pairs = sorted(merged.items())
-        rows[(account, channel)][f"{which}_p50"] = quantile(pairs, 0.5)
-        rows[(account, channel)][f"{which}_p90"] = quantile(pairs, 0.9)
-    return dict(rows)
 
 
 def _duration(seconds: float | None) -> str:

@@ -19,9 +19,9 @@ from deskbridge.cli.admin_api import (
 from deskbridge.config import Settings
 from deskbridge.errors import ConfigError
 
-__all__ = ["token"]
+__all__ = ["SCOPES", "signing_key", "token"]
 
-_SCOPES = [
+SCOPES = [
     "deliveries:read",
     "deliveries:write",
     "contacts:read",
@@ -50,7 +50,7 @@ def token() -> None:
     """
 
 
-def _signing_key(private_key: Path | None) -> tuple[str, str]:
+def signing_key(private_key: Path | None) -> tuple[str, str]:
     """The key and algorithm to sign with: ``--private-key`` (RS256/ES256), else the
     HS256 secret from the environment or the demo's secrets file."""
     from cryptography.hazmat.primitives import serialization
@@ -93,7 +93,7 @@ def _signing_key(private_key: Path | None) -> tuple[str, str]:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice(_SCOPES),
+    type=click.Choice(SCOPES),
     help="What the token may do (repeat it).",
 )
 @click.option("--ttl", type=DURATION, default="1h", show_default=True, help="Lifetime (≤ 30d).")
@@ -145,7 +145,7 @@ def token_create(
 
     if not timedelta(seconds=1) <= ttl <= _MAX_TTL:
         die("--ttl must be between 1s and 30d", EXIT_USAGE)
-    key, algorithm = _signing_key(private_key)
+    key, algorithm = signing_key(private_key)
     settings = Settings()
     click.echo(
         mint(

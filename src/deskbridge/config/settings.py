@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     sandbox_pages: bool | None = None
     """Serve the ``/sandbox/`` pages and sandbox channel API; unset: only when an account
     uses the sandbox desk (the pages) or a channel runs in sandbox mode (the API)."""
+    console: bool | None = None
+    """Serve the operator console at ``/console/`` (``DESKBRIDGE_CONSOLE``); unset: in
+    the demo only (no accounts file)."""
     demo_smtp_port: int = Field(default=2525, ge=0, lt=65536)
     """Where the demo account's SMTP listener takes mail (127.0.0.1)."""
     failed_auth_burst: int = Field(default=30, ge=1)

@@ -26,6 +26,7 @@ from deskbridge.store.listing import Listing
 from deskbridge.store.media import MediaLinks
 from deskbridge.store.revocations import Revocations
 from deskbridge.store.service import ServiceStore
+from deskbridge.store.sessions import ConsoleSessions
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 
@@ -91,6 +92,7 @@ class Runtime:
     enrichment: EnrichmentCache
     health: HealthStore
     revocations: Revocations
+    console: ConsoleSessions
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -152,6 +154,7 @@ class Runtime:
             enrichment=EnrichmentCache(connection),
             health=HealthStore(connection),
             revocations=Revocations(connection),
+            console=ConsoleSessions(connection),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)

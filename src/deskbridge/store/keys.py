@@ -23,6 +23,8 @@ __all__ = [
     "attempts",
     "awaiting",
     "consent",
+    "console_link",
+    "console_session",
     "contact",
     "contact_conversations",
     "contact_ticket",
@@ -292,6 +294,17 @@ def revoked_token(jti: str) -> str:
 def revoked_subject(subject: str) -> str:
     """Epoch second: the admin tokens of ``subject`` issued at or before it are revoked."""
     return f"deskbridge:revoked:sub:{subject}"
+
+
+def console_session(digest: str) -> str:
+    """A console session (its CSRF token), by a digest of the session id the browser
+    holds; expires with the admin token it was opened with."""
+    return f"deskbridge:console:session:{digest}"
+
+
+def console_link(jti: str) -> str:
+    """A console sign-in link already used (by its token's ``jti``): links work once."""
+    return f"deskbridge:console:link:{jti}"
 
 
 def token_lock(name: str) -> str:

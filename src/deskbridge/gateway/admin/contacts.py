@@ -26,7 +26,19 @@ from deskbridge.outbound.capabilities import MergesUsers
 from deskbridge.schemas import Channel, Contact, Identity
 from deskbridge.store.graph import IdentityGraph
 
-__all__ = ["ContactsBadInput", "ContactsNotFound", "contact_routes"]
+__all__ = [
+    "ContactsBadInput",
+    "ContactsNotFound",
+    "contact_routes",
+    "decide",
+    "describe",
+    "export",
+    "forget",
+    "link",
+    "show",
+    "suggestions",
+    "unlink",
+]
 
 _CONTACT_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -177,9 +189,16 @@ def _query_account(request: web.Request) -> str | None:
 
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request), who)
-    contact_id = await _contact_id(rt, account, request.match_info["ref"])
-    return web.json_response(await describe(rt, account, contact_id))
+    return web.json_response(
+        await show(rt, who, request.match_info["ref"], _query_account(request))
+    )
+
+
+async def show(rt: Runtime, who: Principal, ref: str, account: str | None) -> dict[str, Any]:
+    """The contact ``ref`` names (``describe``). Raises ``ContactsBadInput`` and
+    ``ContactsNotFound``."""
+    name = _account(rt, account, who)
+    return await describe(rt, name, await _contact_id(rt, name, ref))
 
 
 async def _merge_desk_users(
@@ -210,8 +229,13 @@ async def _merge_desk_users(
 
 
 async def link_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: LinkBody = await _parse(request, LinkBody)
+    return web.json_response(await link(request.app[RUNTIME], who, body))
+
+
+async def link(rt: Runtime, who: Principal, body: LinkBody) -> dict[str, Any]:
+    """An operator's link between two known identifiers (their contacts merge); audited.
+    Raises ``ContactsBadInput`` and ``ContactsNotFound``."""
     account = _account(rt, body.account, who)
     a, b = identity_ref(body.a), identity_ref(body.b)
     scope = rt.conversations.scope(account)
@@ -229,18 +253,21 @@ async def link_route(request: web.Request, who: Principal) -> web.Response:
         1,
         {"account": account, "contact": observed.contact_id, "merged": observed.merges},
     )
-    return web.json_response(
-        {
-            "contact": observed.contact_id,
-            "merged": [m[1] for m in observed.merges],
-            "desk": desk_done,
-        }
-    )
+    return {
+        "contact": observed.contact_id,
+        "merged": [m[1] for m in observed.merges],
+        "desk": desk_done,
+    }
 
 
 async def unlink_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: LinkBody = await _parse(request, LinkBody)
+    return web.json_response(await unlink(request.app[RUNTIME], who, body))
+
+
+async def unlink(rt: Runtime, who: Principal, body: LinkBody) -> dict[str, Any]:
+    """Remove an operator's link (the contact splits when nothing else joins the two
+    sides); audited. Raises ``ContactsBadInput`` and ``ContactsNotFound``."""
     account = _account(rt, body.account, who)
     a, b = identity_ref(body.a), identity_ref(body.b)
     split = await _graph(rt).unlink(
@@ -256,26 +283,34 @@ async def unlink_route(request: web.Request, who: Principal) -> web.Response:
         1,
         {"account": account, "kept": split.kept, "split_off": split.new},
     )
-    return web.json_response({"kept": split.kept, "split_off": split.new})
+    return {"kept": split.kept, "split_off": split.new}
 
 
 async def suggestions_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request), who)
-    pending = await _graph(rt).suggestions(rt.conversations.scope(account))
-    return web.json_response(
-        {
-            "suggestions": [
-                {"contacts": list(s.contacts), "reason": s.reason, "at": s.at, "source": s.source}
-                for s in pending
-            ]
-        }
-    )
+    return web.json_response(await suggestions(rt, who, _query_account(request)))
+
+
+async def suggestions(rt: Runtime, who: Principal, account: str | None) -> dict[str, Any]:
+    """Merge suggestions awaiting a decision in ``account`` (or the one the token sees)."""
+    name = _account(rt, account, who)
+    pending = await _graph(rt).suggestions(rt.conversations.scope(name))
+    return {
+        "suggestions": [
+            {"contacts": list(s.contacts), "reason": s.reason, "at": s.at, "source": s.source}
+            for s in pending
+        ],
+    }
 
 
 async def decide_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: DecideBody = await _parse(request, DecideBody)
+    return web.json_response(await decide(request.app[RUNTIME], who, body))
+
+
+async def decide(rt: Runtime, who: Principal, body: DecideBody) -> dict[str, Any]:
+    """Accept (link the two contacts) or reject a merge suggestion; audited. Raises
+    ``ContactsBadInput`` and ``ContactsNotFound``."""
     account = _account(rt, body.account, who)
     for c in body.contacts:
         if not _CONTACT_ID.match(c):
@@ -299,7 +334,7 @@ async def decide_route(request: web.Request, who: Principal) -> web.Response:
         1,
         {"account": account, "contacts": list(body.contacts)},
     )
-    return web.json_response({"decided": True, "accepted": body.accept, "desk": desk_done})
+    return {"decided": True, "accepted": body.accept, "desk": desk_done}
 
 
 async def _erasure_target(rt: Runtime, account: str, ref: str) -> str | None:
@@ -317,21 +352,8 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
     body = ForgetBody()
     if raw.strip():
         body = await _parse(request, ForgetBody)
-    account = _account(rt, body.account, who)
-    contact_id = await _erasure_target(rt, account, request.match_info["ref"])
-    if contact_id is None:
-        return web.json_response(
-            {
-                "contact": None,
-                "account": account,
-                "removed": {},
-                "desk": [],
-                "nothing_left": True,
-                "confirmed": True,
-            }
-        )
     try:
-        report = await privacy.forget(rt, account, contact_id, at_desk=body.desk, who=who.sub)
+        report = await forget(rt, who, request.match_info["ref"], body)
     except privacy.ErasureBusy as exc:
         return web.json_response({"error": "busy", "message": str(exc)}, status=409)
     except DeliveryError as exc:
@@ -343,17 +365,46 @@ async def forget_route(request: web.Request, who: Principal) -> web.Response:
     return web.json_response(report)
 
 
+async def forget(rt: Runtime, who: Principal, ref: str, body: ForgetBody) -> dict[str, Any]:
+    """Erase the contact ``ref`` names (``flows.privacy.forget``; audited there). Raises
+    ``ContactsBadInput``, ``privacy.ErasureBusy`` and ``DeliveryError`` (the desk failed:
+    nothing erased)."""
+    account = _account(rt, body.account, who)
+    contact_id = await _erasure_target(rt, account, ref)
+    if contact_id is None:
+        return {
+            "contact": None,
+            "account": account,
+            "removed": {},
+            "desk": [],
+            "nothing_left": True,
+            "confirmed": True,
+        }
+    report: dict[str, Any] = await privacy.forget(
+        rt, account, contact_id, at_desk=body.desk, who=who.sub
+    )
+    return report
+
+
 async def export_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
-    account = _account(rt, _query_account(request), who)
-    contact_id = await _contact_id(rt, account, request.match_info["ref"])
+    return web.json_response(
+        await export(rt, who, request.match_info["ref"], _query_account(request))
+    )
+
+
+async def export(rt: Runtime, who: Principal, ref: str, account: str | None) -> dict[str, Any]:
+    """Everything held about the contact ``ref`` names; audited. Raises
+    ``ContactsBadInput`` and ``ContactsNotFound``."""
+    account = _account(rt, account, who)
+    contact_id = await _contact_id(rt, account, ref)
     doc = await privacy.export(rt, account, contact_id)
     if not doc["identities"] and not doc["accounts"]:
         raise ContactsNotFound(f"no contact {contact_id} in account {account}")
     await rt.audit.record(
         who.sub, "contacts.export", 1, {"account": account, "contact": contact_id}
     )
-    return web.json_response(doc)
+    return doc
 
 
 def contact_routes() -> list[tuple[str, str, str, Any]]:

@@ -72,7 +72,21 @@ from deskbridge.store.listing import (
     RawFilter,
 )
 
-__all__ = ["ADMIN_AUTH", "PREFIX", "add_routes"]
+__all__ = [
+    "ADMIN_AUTH",
+    "PREFIX",
+    "BadInput",
+    "add_routes",
+    "audit_page",
+    "delivery_detail",
+    "discard",
+    "list_deliveries",
+    "list_events",
+    "principal",
+    "reingest",
+    "replay",
+    "scope_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +114,22 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+async def principal(rt: Runtime, auth: AdminAuth, token: str) -> Principal:
+    """The caller ``token`` names, checked against the denylist. Raises ``TokenInvalid``
+    and ``StoreUnavailable``."""
+    who = auth.verify(token)
+    # no cache: a revocation holds on every gateway from the next request
+    if await rt.revocations.revoked(who.jti, who.sub, who.issued_at):
+        raise TokenInvalid("token revoked")
+    return who
+
+
+def scope_of(handler: Handler) -> str:
+    """The scope the admin route served by ``handler`` requires (what the console, built
+    on the same functions, requires too)."""
+    return next(scope for _, _, scope, h in ROUTES if h is handler)
+
+
 def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Authenticate, authorize ``scope``, translate errors; then ``handler``."""
 
@@ -114,10 +144,7 @@ def _guard(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[we
                 401, "unauthorized", "missing bearer token", **{"WWW-Authenticate": realm}
             )
         try:
-            who = auth.verify(token)
-            # no cache: a revocation holds on every gateway from the next request
-            if await request.app[RUNTIME].revocations.revoked(who.jti, who.sub, who.issued_at):
-                raise TokenInvalid("token revoked")
+            who = await principal(request.app[RUNTIME], auth, token)
         except TokenInvalid as exc:
             challenge = f'{realm}, error="invalid_token"'
             return _error(401, "unauthorized", str(exc), **{"WWW-Authenticate": challenge})
@@ -248,9 +275,8 @@ def _answer(model: BaseModel, *, exclude_none: bool = False) -> web.Response:
 # --- deliveries --------------------------------------------------------------------------
 
 
-async def list_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
-    q = _query(request, DeliveryQuery)
+async def list_deliveries(rt: Runtime, who: Principal, q: DeliveryQuery) -> DeliveryPage:
+    """A page of the deliveries the token sees that match ``q``. Raises ``BadInput``."""
     accounts, filt = _filter(rt, q, who)
     page = await rt.listing.deliveries(
         accounts,
@@ -258,7 +284,12 @@ async def list_route(request: web.Request, who: Principal) -> web.Response:
         limit=_limit(q.limit),
         cursor=_cursor(q.cursor),
     )
-    return _answer(DeliveryPage(deliveries=page.items, next_cursor=page.next_cursor))
+    return DeliveryPage(deliveries=page.items, next_cursor=page.next_cursor)
+
+
+async def list_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    return _answer(await list_deliveries(rt, who, _query(request, DeliveryQuery)))
 
 
 async def _find(
@@ -270,19 +301,28 @@ async def _find(
     return await rt.deliveries.get(found, delivery_id) if found else None
 
 
-async def show_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
-    ident = request.match_info["id"]
-    d = await _find(rt, who, ident, _query(request, AccountQuery).account)
+async def delivery_detail(
+    rt: Runtime, who: Principal, ident: str, account: str | None = None
+) -> DeliveryDetail | None:
+    """One delivery the token sees, with its attempts and the parts sent (None: none)."""
+    d = await _find(rt, who, ident, account)
     if d is None:
-        return _error(404, "not_found", f"no delivery {ident}")
+        return None
     attempts = await rt.deliveries.attempts(d.account, d.id)
     parts = await rt.deliveries.parts(d.account, d.id)
-    detail = DeliveryDetail(
+    return DeliveryDetail(
         **dict(d),
         attempt_log=list(attempts),
         parts_sent={str(n): parts[n] for n in sorted(parts)},
     )
+
+
+async def show_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    ident = request.match_info["id"]
+    detail = await delivery_detail(rt, who, ident, _query(request, AccountQuery).account)
+    if detail is None:
+        return _error(404, "not_found", f"no delivery {ident}")
     return _answer(detail, exclude_none=True)
 
 
@@ -348,8 +388,13 @@ def _replayable(d: Delivery) -> str | None:
 
 
 async def replay_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: ReplayBody = await _body(request, ReplayBody)
+    return _answer(await replay(request.app[RUNTIME], who, body))
+
+
+async def replay(rt: Runtime, who: Principal, body: ReplayBody) -> ReplayResult:
+    """Replay the dead letters ``body`` names (or say what would be, with ``dry_run``);
+    audited unless a dry run. Raises ``BadInput``."""
     chosen, missing, truncated = await _select(rt, body, who)
     replayed: list[str] = []
     skipped: list[Skipped] = []
@@ -374,21 +419,24 @@ async def replay_route(request: web.Request, who: Principal) -> web.Response:
             details["filter"] = body.filter.model_dump(exclude_none=True)
         await rt.audit.record(who.sub, "deliveries.replay", len(replayed), details)
         log.info("admin replay by token sub: %d replayed, %d skipped", len(replayed), len(skipped))
-    return _answer(
-        ReplayResult(
-            dry_run=body.dry_run,
-            matched=len(chosen),
-            replayed=replayed,
-            skipped=skipped,
-            missing=missing,
-            truncated=truncated,
-        )
+    return ReplayResult(
+        dry_run=body.dry_run,
+        matched=len(chosen),
+        replayed=replayed,
+        skipped=skipped,
+        missing=missing,
+        truncated=truncated,
     )
 
 
 async def discard_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: DiscardBody = await _body(request, DiscardBody)
+    return _answer(await discard(request.app[RUNTIME], who, body))
+
+
+async def discard(rt: Runtime, who: Principal, body: DiscardBody) -> DiscardResult:
+    """Discard the deliveries ``body`` names, with its reason; audited. Raises
+    ``BadInput`` (no reason)."""
     if not body.reason.strip():
         raise BadInput("reason: say why")
     discarded: list[str] = []
@@ -412,7 +460,7 @@ async def discard_route(request: web.Request, who: Principal) -> web.Response:
         len(discarded),
         {"ids": body.ids[:100], "reason": body.reason.strip(), "skipped": len(skipped)},
     )
-    return _answer(DiscardResult(discarded=discarded, skipped=skipped, missing=missing))
+    return DiscardResult(discarded=discarded, skipped=skipped, missing=missing)
 
 
 # --- raw events ----------------------------------------------------------------------------
@@ -458,8 +506,11 @@ def _source(name: str, value: str | None) -> tuple[str, ...]:
 
 
 async def events_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
-    q = _query(request, EventsQuery)
+    return _answer(await list_events(request.app[RUNTIME], who, _query(request, EventsQuery)))
+
+
+async def list_events(rt: Runtime, who: Principal, q: EventsQuery) -> RawPage:
+    """A page of the kept raw requests the token sees (never their bodies)."""
     accounts = _accounts(rt, q.account, who)
     filt = RawFilter(
         sources=_source("channel", q.channel),
@@ -472,7 +523,7 @@ async def events_route(request: web.Request, who: Principal) -> web.Response:
         limit=_limit(q.limit),
         cursor=_cursor(q.cursor),
     )
-    return _answer(RawPage(events=[_raw(e) for e in page.items], next_cursor=page.next_cursor))
+    return RawPage(events=[_raw(e) for e in page.items], next_cursor=page.next_cursor)
 
 
 def _ignored(entry: IgnoredEntry) -> IgnoredEvent:
@@ -508,8 +559,13 @@ async def ignored_route(request: web.Request, who: Principal) -> web.Response:
 
 
 async def reingest_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     body: ReingestBody = await _body(request, ReingestBody)
+    return _answer(await reingest(request.app[RUNTIME], who, body))
+
+
+async def reingest(rt: Runtime, who: Principal, body: ReingestBody) -> ReingestResult:
+    """Re-ingest the kept raw requests ``body`` names through today's parsers (or say
+    what would happen, with ``dry_run``); audited unless a dry run. Raises ``BadInput``."""
     accounts = _accounts(rt, body.account, who)
     filt = RawFilter(
         sources=_source("channel", body.channel),
@@ -546,13 +602,11 @@ async def reingest_route(request: web.Request, who: Principal) -> web.Response:
             details["ids"] = body.ids[:100]
         details |= {"duplicate": totals["duplicate"], "errors": totals["errors"]}
         await rt.audit.record(who.sub, "events.reingest", totals["new"], details)
-    return _answer(
-        ReingestResult(
-            dry_run=body.dry_run,
-            totals=ReingestTotals(**totals),
-            raw=[ReingestedRaw.model_validate(o.as_json()) for o in outcomes],
-            next_cursor=next_cursor,
-        )
+    return ReingestResult(
+        dry_run=body.dry_run,
+        totals=ReingestTotals(**totals),
+        raw=[ReingestedRaw.model_validate(o.as_json()) for o in outcomes],
+        next_cursor=next_cursor,
     )
 
 
@@ -591,30 +645,35 @@ async def _raws_by_id(
 
 
 async def audit_route(request: web.Request, who: Principal) -> web.Response:
-    rt = request.app[RUNTIME]
     if who.limited:
         # the audit log is the deployment's, across accounts: not for a tenant's token
-        return _error(403, "forbidden", "the audit log needs a token not limited to accounts")
-    q = _query(request, PageQuery)
+        return _error(403, "forbidden", AUDIT_LIMITED)
+    return _answer(await audit_page(request.app[RUNTIME], _query(request, PageQuery)))
+
+
+AUDIT_LIMITED = "the audit log needs a token not limited to accounts"
+
+
+async def audit_page(rt: Runtime, q: PageQuery) -> AuditPage:
+    """A page of the audit log, newest first (check ``Principal.limited`` first: the log
+    spans accounts). Raises ``BadInput`` (a cursor it did not give out)."""
     try:
         entries, cursor = await rt.audit.read(limit=_limit(q.limit), before=q.cursor or None)
     except ValueError as exc:
         raise BadInput(f"cursor: {exc}") from None
-    return _answer(
-        AuditPage(
-            entries=[
-                AuditEntry(
-                    id=e.id,
-                    at=e.at.isoformat(),
-                    who=e.who,
-                    action=e.action,
-                    count=e.count,
-                    details=e.details,
-                )
-                for e in entries
-            ],
-            next_cursor=cursor,
-        )
+    return AuditPage(
+        entries=[
+            AuditEntry(
+                id=e.id,
+                at=e.at.isoformat(),
+                who=e.who,
+                action=e.action,
+                count=e.count,
+                details=e.details,
+            )
+            for e in entries
+        ],
+        next_cursor=cursor,
     )
 
 

@@ -1,0 +1,262 @@
+"""The operator console in-process: sessions, CSRF, scopes, cookie flags, the end of a
+session with its token, sign-in links, and no sealed field without ``contacts:read``."""
+
+from __future__ import annotations
+
+import re
+
+from deskbridge.gateway import create_app
+from deskbridge.gateway.admin.auth import mint
+from deskbridge.gateway.console import PAGES
+from deskbridge.gateway.console.session import COOKIE, LINK_SCOPE
+from deskbridge.schemas import DeliveryState
+from deskbridge.store import keys
+
+from .conftest import redis_of
+from .test_admin_api import SECRET, dead_letters, token
+from .test_admin_contacts import tg, wa
+
+EVERY = [
+    "deliveries:read",
+    "deliveries:write",
+    "contacts:read",
+    "contacts:write",
+    "audit:read",
+    "ops:read",
+]
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def console(make_runtime, aiohttp_client, **settings):
+    rt = make_runtime(admin_jwt_secret=SECRET, console=True, **settings)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    client.rt = rt
+    return client
+
+
+async def sign_in(client, tok: str):
+    """Sign in with ``tok``; the response of the sign-in POST (cookies kept by the jar)."""
+    form = await client.get("/console/signin")
+    found = _CSRF.search(await form.text())
+    assert found is not None
+    nonce = found[1]
+    return await client.post(
+        "/console/signin", data={"csrf": nonce, "token": tok}, allow_redirects=False
+    )
+
+
+async def csrf_of(client) -> str:
+    resp = await client.get("/console/deliveries")
+    found = _CSRF.search(await resp.text())
+    assert found is not None
+    return found[1]
+
+
+def concrete(path: str) -> str:
+    return path.replace("{id}", "0123abcd").replace("{ref}", "+16505551234")
+
+
+async def test_the_console_is_off_in_production_unless_asked(make_runtime, aiohttp_client) -> None:
+    rt = make_runtime(admin_jwt_secret=SECRET, config="accounts.yaml")
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    assert (await client.get("/console/signin")).status == 404
+
+
+async def test_every_page_refuses_without_a_session(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    for method, path, _, _ in PAGES:
+        resp = await client.request(method, concrete(path), allow_redirects=False)
+        if method == "GET":
+            assert resp.status == 303, path
+            assert resp.headers["Location"].startswith("/console/signin"), path
+        else:
+            assert resp.status == 401, path
+    # a forged cookie is no session either
+    client.session.cookie_jar.update_cookies({COOKIE: "abc.ZGVm"})
+    resp = await client.get("/console/", allow_redirects=False)
+    assert resp.status == 303
+
+
+async def test_every_page_refuses_a_token_without_its_scope(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    for method, path, scope, _ in PAGES:
+        if scope is None:
+            continue
+        client.session.cookie_jar.clear()
+        assert (await sign_in(client, token(*(s for s in EVERY if s != scope)))).status == 303
+        data = {"csrf": await csrf_of(client)} if scope != "deliveries:read" else {}
+        if method == "POST" and not data:
+            continue  # a POST needing deliveries:read does not exist
+        resp = await client.request(method, concrete(path), data=data, allow_redirects=False)
+        assert resp.status == 403, (path, scope)
+        assert scope in await resp.text()
+
+
+async def test_sign_in_sets_a_strict_cookie_bound_to_the_token(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    resp = await sign_in(client, token(*EVERY))
+    assert resp.status == 303 and resp.headers["Location"] == "/console/"
+    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith(COOKIE + "="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    age = re.search(r"Max-Age=(\d+)", cookie)
+    assert age is not None
+    max_age = int(age[1])
+    assert 0 < max_age <= 600  # the token's remaining life (600 s)
+    [session] = await redis_of(client.rt).keys("deskbridge:console:session:*")
+    assert 0 < await redis_of(client.rt).ttl(session) <= 600
+    assert SECRET not in cookie and "ops@test" not in cookie  # sealed, not readable
+    page = await client.get("/console/")
+    assert page.status == 200
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_bad_tokens_and_stale_forms_do_not_sign_in(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    assert (await sign_in(client, "not.a.token")).status == 401
+    expired = mint(
+        SECRET, algorithm="HS256", subject="x", scopes=EVERY, ttl_seconds=1, audience="x"
+    )
+    assert (await sign_in(client, expired)).status == 401  # wrong audience
+    resp = await client.post(
+        "/console/signin", data={"csrf": "guess", "token": token(*EVERY)}, allow_redirects=False
+    )
+    assert resp.status == 403
+    assert await redis_of(client.rt).keys("deskbridge:console:session:*") == []
+
+
+async def test_csrf_is_required_on_every_form(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    [dead] = await dead_letters(client.rt, 1)
+    await sign_in(client, token(*EVERY))
+    for data in ({}, {"csrf": "wrong"}):
+        resp = await client.post(
+            "/console/deliveries/replay", data={**data, "id": dead, "confirmed": "1"}
+        )
+        assert resp.status == 403
+    assert (await client.rt.deliveries.get("acme", dead)).state is DeliveryState.DEAD
+    assert await client.rt.audit.read(limit=10) == ([], None)
+    # with the session's token it goes through, and is audited as the API would
+    resp = await client.post(
+        "/console/deliveries/replay",
+        data={"csrf": await csrf_of(client), "id": dead, "confirmed": "1"},
+    )
+    assert resp.status == 200
+    assert (await client.rt.deliveries.get("acme", dead)).state is DeliveryState.PENDING
+    entries, _ = await client.rt.audit.read(limit=10)
+    assert [(x.who, x.action, x.count) for x in entries] == [("ops@test", "deliveries.replay", 1)]
+
+
+async def test_sign_out_and_revocation_end_the_session(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    await sign_in(client, token(*EVERY))
+    stolen = client.session.cookie_jar.filter_cookies(client.make_url("/console/"))[COOKIE].value
+    resp = await client.post(
+        "/console/signout", data={"csrf": await csrf_of(client)}, allow_redirects=False
+    )
+    assert resp.status == 303
+    client.session.cookie_jar.update_cookies({COOKIE: stolen})  # a copy of the cookie
+    resp = await client.get("/console/", allow_redirects=False)
+    assert resp.status == 303 and "why=ended" in resp.headers["Location"]
+
+    # the token ends (revoked, or expired: the session record lives only as long)
+    tok = token(*EVERY)
+    await sign_in(client, tok)
+    assert (await client.get("/console/", allow_redirects=False)).status == 200
+    from jose import jwt
+
+    claims = jwt.get_unverified_claims(tok)
+    await client.rt.revocations.revoke_token(claims["jti"], claims["exp"])
+    resp = await client.get("/console/", allow_redirects=False)
+    assert resp.status == 303 and "why=expired" in resp.headers["Location"]
+    assert await redis_of(client.rt).keys("deskbridge:console:session:*") == []
+
+
+async def test_a_sign_in_link_works_once(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    link = token("deliveries:read", LINK_SCOPE)
+    assert (await sign_in(client, link)).status == 303
+    client.session.cookie_jar.clear()
+    resp = await sign_in(client, link)
+    assert resp.status == 401 and "already used" in await resp.text()
+
+
+async def test_no_sealed_field_in_pages_without_contacts_read(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    [dead] = await dead_letters(rt, 1, thread="987654321")
+    await rt.conversations.observe_contact("acme", wa("16505551234"), "Ana Secret")
+    await rt.conversations.observe_contact("acme", tg("987654321", "ann@example.com"), "Ann")
+    scopes = [s for s in EVERY if s not in ("contacts:read", "contacts:write")]
+    await sign_in(client, token(*scopes))
+    pages = ["/console/", "/console/deliveries", f"/console/deliveries/{dead}", "/console/events"]
+    pages += ["/console/audit", "/console/deliveries/bulk?action=replay"]
+    for path in pages:
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        text = await resp.text()
+        assert len(text.encode()) < 200_000, path
+        for secret in ("message 1", "987654321", "16505551234", "Ana Secret", "ann@example"):
+            assert secret not in text, (path, secret)
+    resp = await client.get("/console/contacts?q=%2B16505551234&account=acme")
+    assert resp.status == 403
+    assert "16505551234" not in await resp.text()
+
+
+async def test_contacts_page_draws_the_graph_and_decides(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    from deskbridge.schemas import Identity
+
+    carol, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="email", value="carol@example.com", strength="strong", source="dmarc"),),
+        "Carol",
+    )
+    claim, _ = await rt.conversations.observe_contact("acme", tg("77", "carol@example.com"), "C")
+    await sign_in(client, token(*EVERY))
+    page = await client.get("/console/contacts?q=telegram%3A77&account=acme")
+    text = await page.text()
+    assert "<svg" in text and text.count('class="identity"') == 1
+    assert "Merge suggestions (1)" in text
+    resp = await client.post(
+        "/console/contacts/decide",
+        data={
+            "csrf": await csrf_of(client),
+            "account": "acme",
+            "a": carol.id,
+            "b": claim.id,
+            "decision": "accept",
+        },
+    )
+    assert resp.status == 200
+    text = await resp.text()
+    # back on the contact, now with both identities
+    assert "Merge suggestions (0)" in text and text.count('class="identity"') == 2
+    page = await client.get("/console/contacts?q=telegram%3A77&account=acme")
+    assert (await page.text()).count('class="identity"') == 2
+    entries, _ = await rt.audit.read(limit=5)
+    assert entries[0].action == "contacts.accept" and entries[0].who == "ops@test"
+    assert keys.AUDIT  # the same stream the API writes
+
+
+def test_console_link_prints_a_one_time_link(monkeypatch) -> None:
+    from click.testing import CliRunner
+    from jose import jwt
+
+    from deskbridge.cli.main import cli
+
+    monkeypatch.setenv("DESKBRIDGE_ADMIN_JWT_SECRET", SECRET)
+    result = CliRunner().invoke(
+        cli,
+        ["console", "link", "--scope", "deliveries:read", "--url", "http://gw.test:8080/"],
+    )
+    assert result.exit_code == 0, result.output
+    url, _, tok = result.output.strip().partition("#")
+    assert url == "http://gw.test:8080/console/signin"
+    claims = jwt.decode(tok, SECRET, algorithms=["HS256"], audience="deskbridge-admin")
+    assert claims["scope"].split() == ["deliveries:read", LINK_SCOPE]
+    assert SECRET not in result.output
