@@ -88,10 +88,14 @@ run: $(STAMP) sysdeps
 
 # pytest takes -x -q from pyproject addopts. Do not add another -q here: at -qq pytest drops
 # its closing 'N passed' line, which CI reads. pytest's exit code (5 = no tests) propagates.
+# The suite runs on PYTEST_WORKERS pytest-xdist workers (0 = in this process), a test
+# file per worker at a time (module fixtures such as the fault harness stay whole); each
+# worker gets its own Redis database (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 test: $(STAMP) sysdeps
 	@scripts/ensure-redis.sh
 	@$(MAKE) lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Runs every checker, then fails if any failed.
 lint: $(STAMP)

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis.asyncio as aioredis
 
-# arq's key prefixes are global, so tests keep to a database of their own.
-TEST_REDIS_URL = os.environ.get("DESKBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _test_redis_url() -> str:
+    """arq's key prefixes are global, so tests keep to a database of their own; under
+    pytest-xdist each worker (gw0, gw1, ...) takes the next database number."""
+    base = os.environ.get("DESKBRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index == 0:
+        return base
+    parts = urlsplit(base)
+    number = int(parts.path.strip("/") or 0) + index
+    if number > 15:
+        raise RuntimeError(f"xdist worker {worker} would need Redis database {number} (> 15)")
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
+TEST_REDIS_URL = _test_redis_url()
 
 
 @pytest.fixture
