@@ -109,6 +109,7 @@ PAGES: list[tuple[str, str, str | None, ConsoleHandler]] = [
     ),
     ("GET", "/console/deliveries/{id}", api.scope_of(api.show_route), deliveries.delivery),
     ("GET", "/console/events", api.scope_of(api.events_route), deliveries.events),
+    ("GET", "/console/events/{id}", api.scope_of(api.event_route), deliveries.event),
     (
         "POST",
         "/console/events/reingest",

@@ -37,6 +37,7 @@ from deskbridge.gateway.admin.routes import (
     discard,
     list_deliveries,
     list_events,
+    raw_detail,
     reingest,
     replay,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "bulk_confirm",
     "delivery",
     "discard_post",
+    "event",
     "events",
     "listing",
     "overview",
@@ -541,7 +543,7 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                 if writable
                 else ""
             ),
-            f"<code>{e(r.id[:12])}…</code>",
+            f'<a href="/console/events/{e(r.id)}"><code>{e(r.id[:12])}…</code></a>',
             e(r.account),
             e(r.source),
             when(r.received_at),
@@ -584,9 +586,79 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         )
         + more
         + reingest_form
-        + "</section><p class=muted>Bodies are never shown: they are re-read only to re-ingest.</p>"
+        + "</section><p class=muted>A request's body, and the header and query values that name "
+        "its sender, show on its own page only to a session with <code>contacts:read</code>.</p>"
     )
     return ctx.page("Raw events", body, active="events")
+
+
+_SHOWN_BODY = 100_000
+"""Characters of a body a page shows (every page stays under 200 KB)."""
+
+
+async def event(request: web.Request, ctx: Ctx) -> web.StreamResponse:
+    """One kept raw request: its facts, headers and query; its body and the values that
+    name the sender only for ``contacts:read`` (the admin API's redaction, and audit)."""
+    ident = request.match_info["id"]
+    r = await raw_detail(ctx.rt, ctx.who, ident)
+    if r is None:
+        return ctx.page(
+            "Not found",
+            f"<p>No kept raw request <code>{e(ident)}</code> (or it expired).</p>",
+            status=404,
+            active="events",
+        )
+    facts = [
+        ("Account", e(r.account)),
+        ("Source", e(r.source)),
+        ("Received", when(r.received_at)),
+        ("Request", f"<code>{e(r.method)} {e(r.path)}</code>"),
+        ("Bytes", str(r.size)),
+        (
+            "Parsed",
+            f'<a href="/console/deliveries/{e(r.delivery_id)}">parse failed: its dead letter</a>'
+            if r.delivery_id
+            else "parsed",
+        ),
+    ]
+    kv = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+
+    def values(pairs: Mapping[str, str | None]) -> list[list[str]]:
+        return [
+            [f"<code>{e(k)}</code>", "<span class=muted>redacted</span>" if v is None else e(v)]
+            for k, v in sorted(pairs.items())
+        ]
+
+    if r.body is None:
+        body_html = f'<p class="flash" role="note">Redacted: {e(r.redacted or "")}.</p>'
+    else:
+        cut = len(r.body) > _SHOWN_BODY
+        body_html = (
+            f"<p class=muted>{'Base64 of the bytes (not text).' if r.body_encoding == 'base64' else 'As received.'}"
+            + (
+                f" The first {_SHOWN_BODY:,} characters; the admin API gives it whole."
+                if cut
+                else ""
+            )
+            + " Opening it was written to the audit log.</p>"
+            f'<pre class=raw tabindex="0" aria-label="Body">{e(r.body[:_SHOWN_BODY])}</pre>'
+        )
+    reingest_form = (
+        f'<form method=post action="/console/events/reingest">{csrf_field(ctx.csrf)}'
+        f'<input type=hidden name=id value="{e(r.id)}">'
+        "<button type=submit>Re-ingest (dry run first)</button></form>"
+        if ctx.has("deliveries:write")
+        else ""
+    )
+    body = (
+        f'<section><dl class=kv aria-label="Raw request">{kv}</dl>{reingest_form}</section>'
+        "<section><h2>Headers</h2>"
+        + table(["Header", "Value"], values(r.headers), "No header kept.")
+        + "</section><section><h2>Query</h2>"
+        + table(["Parameter", "Value"], values(r.query), "No query parameter.")
+        + f"</section><section><h2>Body</h2>{body_html}</section>"
+    )
+    return ctx.page(f"Raw request {r.id[:12]}…", body, active="events")
 
 
 async def reingest_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:
