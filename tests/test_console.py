@@ -260,3 +260,45 @@ def test_console_link_prints_a_one_time_link(monkeypatch) -> None:
     claims = jwt.decode(tok, SECRET, algorithms=["HS256"], audience="deskbridge-admin")
     assert claims["scope"].split() == ["deliveries:read", LINK_SCOPE]
     assert SECRET not in result.output
+
+
+async def test_the_overview_charts_first_replies_and_health_per_channel(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    import time
+
+    # what the worker records: messages, first replies, a platform check that failed
+    rt.metrics.messages.labels("acme", "telegram", "inbound").inc(3)
+    for seconds in (30, 240, 5000):
+        rt.metrics.first_response.labels("acme", "telegram", "en").observe(seconds)
+    rt.metrics.channel_health.labels("acme", "telegram", "credentials_valid").set(0)
+    await rt.deliveries.report_problem("acme", "desk sandbox", "HTTP 401 from the desk")
+    # a customer waits (Redis: the same figure behind `deskbridge serve` alone)
+    await rt.service.mark_waiting("acme", "c1", "telegram", time.time() - 90)
+    await sign_in(client, token(*EVERY))
+    resp = await client.get("/console/")
+    text = await resp.text()
+    assert resp.status == 200 and len(text.encode()) < 200_000
+    chart = re.search(r'<svg[^>]*aria-labelledby="(t-first-reply[^"]*)".*?</svg>', text)
+    assert chart is not None and 'class="bar-p50"' in chart[0] and 'class="bar-p90"' in chart[0]
+    assert "<title>median: 3 min</title>" in chart[0]  # 180 s: halfway in the 60-300 s bucket
+    assert "<title>90th percentile: 102 min</title>" in chart[0]
+    health = text[text.index("<h2>Channel health</h2>") :]
+    rows = re.findall(r"<tr>(.*?)</tr>", health)
+    telegram = next(r for r in rows if "<td>telegram</td>" in r)
+    desk = next(r for r in rows if "desk sandbox" in r)
+    assert "failing" in telegram and "credentials refused" in telegram
+    assert "failing" in desk and "HTTP 401 from the desk" in desk
+    service = text[text.index("<h2>Service</h2>") : text.index("<h2>Channel health</h2>")]
+    assert re.search(
+        r"<td>telegram</td><td class=num>3</td><td class=num>0</td><td class=num>1</td>", service
+    )
+    assert "deskbridge serve" in service  # says where a serve-only gateway's figures are
+    assert "<div class=figure><b>1</b><span>Customers waiting</span>" in text
+
+    client.session.cookie_jar.clear()
+    await sign_in(client, token("deliveries:read"))
+    text = await (await client.get("/console/")).text()
+    assert "Needs the <code>ops:read</code> scope" in text and "HTTP 401 from the desk" not in text

@@ -25,7 +25,7 @@ from deskbridge.gateway.admin.contacts import (
     link_route,
     show_route,
 )
-from deskbridge.gateway.console import contacts, deliveries
+from deskbridge.gateway.console import contacts, deliveries, overview
 from deskbridge.gateway.console.render import SECURITY_HEADERS, e
 from deskbridge.gateway.console.session import (
     ConsoleHandler,
@@ -97,7 +97,7 @@ async def _home(request: web.Request) -> web.StreamResponse:
 
 
 PAGES: list[tuple[str, str, str | None, ConsoleHandler]] = [
-    ("GET", "/console/", api.scope_of(api.list_route), deliveries.overview),
+    ("GET", "/console/", api.scope_of(api.list_route), overview.overview),
     ("GET", "/console/deliveries", api.scope_of(api.list_route), deliveries.listing),
     ("GET", "/console/deliveries/bulk", api.scope_of(api.replay_route), deliveries.bulk_confirm),
     ("POST", "/console/deliveries/replay", api.scope_of(api.replay_route), deliveries.replay_post),

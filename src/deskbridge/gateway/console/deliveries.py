@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from deskbridge.gateway.admin.models import (
     CHANNEL_NAMES,
@@ -41,11 +39,9 @@ from deskbridge.gateway.admin.routes import (
     reingest,
     replay,
 )
-from deskbridge.gateway.console.charts import Bar, bars
 from deskbridge.gateway.console.render import (
     DASH,
     csrf_field,
-    duration,
     e,
     query_link,
     state,
@@ -53,9 +49,6 @@ from deskbridge.gateway.console.render import (
     when,
 )
 from deskbridge.gateway.console.session import Ctx
-from deskbridge.gateway.health import readiness
-from deskbridge.gateway.state import ROLE
-from deskbridge.metrics import summarize
 from deskbridge.schemas import Direction
 
 __all__ = [
@@ -66,7 +59,6 @@ __all__ = [
     "event",
     "events",
     "listing",
-    "overview",
     "reingest_post",
     "replay_post",
 ]
@@ -141,116 +133,6 @@ def _filter_form(ctx: Ctx, chosen: Mapping[str, str]) -> str:
         + _text("since", "Since", chosen.get("since", ""), "2h or 2026-05-01T10:00Z")
         + _text("until", "Until", chosen.get("until", ""))
         + "<button type=submit>Filter</button></form>"
-    )
-
-
-# --- overview ---------------------------------------------------------------------------
-
-
-async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
-    """The figures of ``/metrics`` and ``deskbridge stats``, and the delivery counts."""
-    rt = ctx.rt
-    accounts = [a for a in rt.accounts.accounts if ctx.who.sees(a)]
-    rows = summarize(generate_latest(rt.metrics.registry).decode())
-    pending = await list_deliveries(
-        rt, ctx.who, DeliveryQuery(state="pending", limit=str(MAX_LIMIT))
-    )
-    retrying = sum(1 for d in pending.deliveries if d.attempts or d.last_error)
-    oldest = min((d.created_at for d in pending.deliveries), default=None)
-    counts = {a: await rt.deliveries.counts(a) for a in accounts}
-    waiting = [w for a in accounts for w in await rt.service.waiting(a)]
-    now = time.time()
-    figures = [
-        ("Pending", f"{sum(c['pending'] for c in counts.values())}"),
-        ("Retrying", f"{retrying}{'+' if pending.next_cursor else ''}"),
-        ("Failed (dead)", f"{sum(c['dead'] for c in counts.values())}"),
-        ("Oldest pending", duration(now - oldest.timestamp()) if oldest else DASH),
-        ("Customers waiting", str(len(waiting))),
-        ("Longest wait", duration(now - min(s for _, s in waiting)) if waiting else DASH),
-    ]
-    grid = "".join(f"<div class=figure><b>{e(v)}</b><span>{e(k)}</span></div>" for k, v in figures)
-    mine = {k: r for k, r in rows.items() if k[0] in accounts}
-    msg_chart = bars(
-        "Messages per channel",
-        [
-            Bar(
-                f"{a} · {c}",
-                [
-                    ("bar-in", "inbound", r.get("inbound", 0)),
-                    ("bar-out", "outbound", r.get("outbound", 0)),
-                ],
-            )
-            for (a, c), r in sorted(mine.items())
-            if "inbound" in r or "outbound" in r
-        ],
-    )
-    dlv_chart = bars(
-        "Deliveries by account",
-        [
-            Bar(a, [("bar-pending", "pending", c["pending"]), ("bar-dead", "failed", c["dead"])])
-            for a, c in sorted(counts.items())
-        ],
-    )
-    service = table(
-        [
-            "Account",
-            "Channel",
-            "In#",
-            "Out#",
-            "Waiting#",
-            "SLA breached#",
-            "First reply p50#",
-            "p90#",
-        ],
-        [
-            [
-                e(a),
-                e(c),
-                str(r.get("inbound", 0)),
-                str(r.get("outbound", 0)),
-                str(r.get("awaiting", 0)),
-                str(r.get("breaches", 0)),
-                duration(r.get("first_p50")),
-                duration(r.get("first_p90")),
-            ]
-            for (a, c), r in sorted(mine.items())
-        ],
-        "No messages since this process started.",
-    )
-    body = (
-        f'<div class=grid aria-label="Delivery figures">{grid}</div>'
-        f"<section><h2>Messages per channel</h2>{msg_chart}</section>"
-        f"<section><h2>Deliveries</h2>{dlv_chart}"
-        f"<p>{query_link('/console/deliveries', {'state': 'failed'}, 'See failed deliveries')}</p></section>"
-        f"<section><h2>Service</h2>{service}<p class=muted>From this process's metrics, as "
-        "<code>/metrics</code> and <code>deskbridge stats</code> report them.</p></section>"
-        + await _health(request, ctx)
-    )
-    return ctx.page("Overview", body, active="overview")
-
-
-async def _health(request: web.Request, ctx: Ctx) -> str:
-    if not ctx.has("ops:read"):
-        return "<section><h2>Channel health</h2><p class=muted>Needs the <code>ops:read</code> scope.</p></section>"
-    ready, report = await readiness(ctx.rt, request.app[ROLE], sees=ctx.who.sees)
-    checks: dict[str, Any] = dict(report.get("checks", {}))  # type: ignore[call-overload]
-    accounts: dict[str, Any] = dict(report.get("accounts", {}))  # type: ignore[call-overload]
-    rows = [
-        [
-            e(name),
-            e(str(info.get("desk", ""))),
-            e(", ".join(info.get("channels", []))),
-            e("; ".join(f"{k}: {v}" for k, v in info.get("problems", {}).items()))
-            or "<span class=muted>none</span>",
-        ]
-        for name, info in sorted(accounts.items())
-    ]
-    status = "ready" if ready else "not ready"
-    return (
-        f"<section><h2>Channel health</h2><p>Gateway <b>{e(status)}</b>: "
-        f"{e(', '.join(f'{k} {v}' for k, v in checks.items()))}</p>"
-        + table(["Account", "Desk", "Channels", "Problems"], rows, "No accounts.")
-        + "</section>"
     )
 
 
