@@ -39,6 +39,7 @@ from deskbridge.gateway.admin.routes import (
     reingest,
     replay,
 )
+from deskbridge.gateway.console.bulk import open_job
 from deskbridge.gateway.console.render import (
     DASH,
     csrf_field,
@@ -370,7 +371,9 @@ async def replay_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     if ids:
         result = await replay(ctx.rt, ctx.who, ReplayBody(ids=ids[:MAX_IDS]))
     else:
-        result = await replay(ctx.rt, ctx.who, ReplayBody(filter=_filter_body(_filters(ctx.form))))
+        # the filtered set: its dead letters now, replayed in batches by a task
+        dry = ReplayBody(filter=_filter_body(_filters(ctx.form)), dry_run=True)
+        return await open_job(request, ctx, "replay", (await replay(ctx.rt, ctx.who, dry)).replayed)
     if ctx.form.get("format") == "json":
         return _json(len(result.replayed), len(result.skipped))
     return _done(ctx, "Replayed", result.replayed, result.skipped, result.missing)
@@ -384,7 +387,8 @@ async def discard_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:
             "Bad request", "<p>Give the reason to discard, and confirm.</p>", status=400
         )
     if not ids:
-        ids, _ = await _matching(ctx, _filter_body(_filters(ctx.form)))
+        found, _ = await _matching(ctx, _filter_body(_filters(ctx.form)))
+        return await open_job(request, ctx, "discard", found, reason)
     discarded: list[str] = []
     skipped: list[Any] = []
     missing: list[str] = []
