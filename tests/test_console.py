@@ -405,3 +405,43 @@ async def test_a_bulk_job_stops_when_its_token_ends(make_runtime, aiohttp_client
     found = await rt.console.bulk.get(job)
     assert found.state == "stopped" and "revoked" in found.error and found.done == 0
     assert (await rt.deliveries.get("acme", dead[0])).state is DeliveryState.DEAD
+
+
+async def test_the_script_starts_the_same_job_and_polls_it_as_json(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    dead = await dead_letters(rt, 2)
+    await sign_in(client, token(*EVERY))
+    confirm = await (
+        await client.get("/console/deliveries/bulk?action=discard&state=failed")
+    ).text()
+    assert "Discard 2" in confirm and dead[0] not in confirm  # the count, never the ids
+    resp = await client.post(
+        "/console/deliveries/discard",
+        data={
+            "csrf": await csrf_of(client),
+            "state": "failed",
+            "confirmed": "1",
+            "reason": "spam",
+            "format": "json",
+        },
+    )
+    started = await resp.json()
+    assert resp.status == 200 and started["total"] == 2
+    await _bulk_settled(client)
+    resp = await client.get(started["progress"])
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert await resp.json() == {
+        "state": "done",
+        "error": "",
+        "verb": "discarded",
+        "total": 2,
+        "done": 2,
+        "changed": 2,
+        "skipped": 0,
+        "missing": 0,
+    }
+    for ident in dead:
+        assert (await rt.deliveries.get("acme", ident)).state is DeliveryState.DISCARDED

@@ -87,9 +87,15 @@ def start(app: web.Application, ctx: Ctx, job: str) -> None:
 async def open_job(
     request: web.Request, ctx: Ctx, action: str, ids: list[str], reason: str = ""
 ) -> web.StreamResponse:
-    """Keep ``ids`` as a new job, start it, and send the browser to its progress page."""
+    """Keep ``ids`` as a new job, start it, and send the browser to its progress page
+    (the script, posting ``format=json``, gets the job's address to poll instead)."""
     job = await ctx.rt.console.bulk.open(ctx.who.sub, action, reason, ids)
     start(request.app, ctx, job)
+    if ctx.form.get("format") == "json":
+        return web.json_response(
+            {"job": job, "total": len(ids), "progress": f"/console/bulk/{job}?format=json"},
+            headers={"Cache-Control": "no-store"},
+        )
     return redirect(f"/console/bulk/{job}")
 
 
@@ -119,6 +125,16 @@ async def progress(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         return _not_found(ctx)
     verb = "replayed" if job.action == "replay" else "discarded"
     running = job.state == "running" and not _stalled(job)
+    if request.query.get("format") == "json":
+        return web.json_response(
+            {
+                "state": "stalled" if _stalled(job) else job.state,
+                "error": job.error,
+                "verb": verb,
+                **{k: getattr(job, k) for k in ("total", "done", "changed", "skipped", "missing")},
+            },
+            headers={"Cache-Control": "no-store"},
+        )
     if running:
         said = f"Working: {job.done} of {job.total} done."
     elif job.state == "done":

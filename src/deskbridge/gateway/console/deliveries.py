@@ -329,8 +329,7 @@ async def bulk_confirm(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         f'<button type=submit class="{"danger" if action == "discard" else ""}">'
         f"{e(action.capitalize())} {len(ids)}</button></form>"
         '<progress id="bulk-progress" hidden value="0" aria-label="Progress"></progress>'
-        '<p id="bulk-status" role="status" aria-live="polite"></p>'
-        f'<script type="application/json" id="bulk-ids">{json.dumps(ids)}</script></section>'
+        '<p id="bulk-status" role="status" aria-live="polite"></p></section>'
     )
     return ctx.page(f"Confirm {action}", body, active="deliveries")
 
