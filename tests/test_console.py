@@ -445,3 +445,12 @@ async def test_the_script_starts_the_same_job_and_polls_it_as_json(
     }
     for ident in dead:
         assert (await rt.deliveries.get("acme", ident)).state is DeliveryState.DISCARDED
+
+
+async def test_a_listener_problem_is_a_health_row_of_its_own(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    await client.rt.deliveries.report_problem("acme", "smtp listener", "0.0.0.0:25: in use")
+    await sign_in(client, token(*EVERY))
+    text = await (await client.get("/console/")).text()
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", text) if "smtp listener" in r)
+    assert "failing" in row and "0.0.0.0:25: in use" in row

@@ -126,3 +126,16 @@ async def test_the_console_page_of_one_raw_request(make_runtime, aiohttp_client)
     assert entries[0].action == "events.show"
     missing = await client.get("/console/events/" + "0" * 32)
     assert missing.status == 404
+
+
+async def test_a_large_body_keeps_the_page_under_200_kb(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    body = sample_update('"<&>' * 15_000, update_id=4002, chat_id=7, user_id=7, date=1_750_000_000)
+    resp = await client.post("/webhooks/telegram/acme", data=body, headers=signed())
+    assert resp.status == 200
+    [raw] = await redis_of(client.rt).zrange(keys.raws("acme", "telegram"), 0, -1)
+    await sign_in(client, token(*EVERY))
+    page = await client.get(f"/console/events/{raw.decode()}")
+    text = await page.text()
+    assert page.status == 200 and len(text.encode()) < 200_000
+    assert "The first 25,000 characters; the admin API gives it whole." in text

@@ -131,7 +131,11 @@ async def progress(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                 "state": "stalled" if _stalled(job) else job.state,
                 "error": job.error,
                 "verb": verb,
-                **{k: getattr(job, k) for k in ("total", "done", "changed", "skipped", "missing")},
+                "total": job.total,
+                "done": job.done,
+                "changed": job.changed,
+                "skipped": job.skipped,
+                "missing": job.missing,
             },
             headers={"Cache-Control": "no-store"},
         )

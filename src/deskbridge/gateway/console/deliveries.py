@@ -477,8 +477,9 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     return ctx.page("Raw events", body, active="events")
 
 
-_SHOWN_BODY = 100_000
-"""Characters of a body a page shows (every page stays under 200 KB)."""
+_SHOWN_BODY = 25_000
+"""Characters of a body a page shows: escaped (at most 6 bytes each) it keeps the page
+under 200 KB."""
 
 
 async def event(request: web.Request, ctx: Ctx) -> web.StreamResponse:

@@ -182,17 +182,18 @@ def _checks_text(values: dict[str, float]) -> str:
     return "; ".join(said)
 
 
-_LISTENERS = {"sip": "sip listener", "email": "smtp listener"}
-
-
 def _health_rows(accounts: dict[str, Any], checks: dict[Key, dict[str, float]]) -> list[list[str]]:
     rows = []
     for name, info in sorted(accounts.items()):
         problems: dict[str, str] = dict(info.get("problems") or {})
-        peers = [(c, (f"channel {c}", _LISTENERS.get(c, ""))) for c in info.get("channels", [])]
-        peers.append((f"desk {info.get('desk', '')}", (f"desk {info.get('desk', '')}", "")))
-        for label, whats in peers:
-            mine = {k: v for k, v in problems.items() if k in whats}
+        peers = [(c, f"channel {c}") for c in info.get("channels", [])]
+        desk = f"desk {info.get('desk', '')}"
+        peers.append((desk, desk))
+        # anything else that failed (a listener that could not bind) is a row of its own
+        known = {what for _, what in peers}
+        peers += [(what, what) for what in sorted(problems) if what not in known]
+        for label, what in peers:
+            mine = {k: v for k, v in problems.items() if k == what}
             platform = checks.get((name, label), {})
             bad = bool(mine) or platform.get("credentials_valid") == 0
             rows.append(
