@@ -53,7 +53,7 @@ async def csrf_of(client) -> str:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{id}", "0123abcd").replace("{ref}", "+16505551234")
+    return path.replace("{id}", "0123abcd").replace("{ref}", "+16505551234").replace("{job}", "j0b")
 
 
 async def test_the_console_is_off_in_production_unless_asked(make_runtime, aiohttp_client) -> None:
@@ -260,3 +260,197 @@ def test_console_link_prints_a_one_time_link(monkeypatch) -> None:
     claims = jwt.decode(tok, SECRET, algorithms=["HS256"], audience="deskbridge-admin")
     assert claims["scope"].split() == ["deliveries:read", LINK_SCOPE]
     assert SECRET not in result.output
+
+
+async def test_the_overview_charts_first_replies_and_health_per_channel(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    import time
+
+    # what the worker records: messages, first replies, a platform check that failed
+    rt.metrics.messages.labels("acme", "telegram", "inbound").inc(3)
+    for seconds in (30, 240, 5000):
+        rt.metrics.first_response.labels("acme", "telegram", "en").observe(seconds)
+    rt.metrics.channel_health.labels("acme", "telegram", "credentials_valid").set(0)
+    await rt.deliveries.report_problem("acme", "desk sandbox", "HTTP 401 from the desk")
+    # a customer waits (Redis: the same figure behind `deskbridge serve` alone)
+    await rt.service.mark_waiting("acme", "c1", "telegram", time.time() - 90)
+    await sign_in(client, token(*EVERY))
+    resp = await client.get("/console/")
+    text = await resp.text()
+    assert resp.status == 200 and len(text.encode()) < 200_000
+    chart = re.search(r'<svg[^>]*aria-labelledby="(t-first-reply[^"]*)".*?</svg>', text)
+    assert chart is not None and 'class="bar-p50"' in chart[0] and 'class="bar-p90"' in chart[0]
+    assert "<title>median: 3 min</title>" in chart[0]  # 180 s: halfway in the 60-300 s bucket
+    assert "<title>90th percentile: 102 min</title>" in chart[0]
+    health = text[text.index("<h2>Channel health</h2>") :]
+    rows = re.findall(r"<tr>(.*?)</tr>", health)
+    telegram = next(r for r in rows if "<td>telegram</td>" in r)
+    desk = next(r for r in rows if "desk sandbox" in r)
+    assert "failing" in telegram and "credentials refused" in telegram
+    assert "failing" in desk and "HTTP 401 from the desk" in desk
+    service = text[text.index("<h2>Service</h2>") : text.index("<h2>Channel health</h2>")]
+    assert re.search(
+        r"<td>telegram</td><td class=num>3</td><td class=num>0</td><td class=num>1</td>", service
+    )
+    assert "deskbridge serve" in service  # says where a serve-only gateway's figures are
+    assert "<div class=figure><b>1</b><span>Customers waiting</span>" in text
+
+    client.session.cookie_jar.clear()
+    await sign_in(client, token("deliveries:read"))
+    text = await (await client.get("/console/")).text()
+    assert "Needs the <code>ops:read</code> scope" in text and "HTTP 401 from the desk" not in text
+
+
+async def _bulk_settled(client) -> None:
+    """Wait for the gateway's bulk tasks (they run on this loop)."""
+    import asyncio
+
+    from deskbridge.gateway.console.bulk import BULK_TASKS
+
+    await asyncio.gather(*client.server.app[BULK_TASKS].tasks)
+
+
+async def test_bulk_replay_without_javascript_runs_in_batches_with_a_progress_page(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    dead = await dead_letters(rt, 3)
+    await sign_in(client, token(*EVERY))
+    resp = await client.post(
+        "/console/deliveries/replay",
+        data={"csrf": await csrf_of(client), "state": "failed", "confirmed": "1"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    where = resp.headers["Location"]
+    assert re.fullmatch(r"/console/bulk/[\w-]+", where)
+    await _bulk_settled(client)
+    page = await client.get(where)
+    text = await page.text()
+    assert page.status == 200 and "Done: 3 replayed, 0 skipped, 0 not found." in text
+    assert 'http-equiv="refresh"' not in text and '<progress value="3" max="3"' in text
+    for ident in dead:
+        assert (await rt.deliveries.get("acme", ident)).state is DeliveryState.PENDING
+    entries, _ = await rt.audit.read(limit=5)
+    assert [(x.who, x.action, x.count) for x in entries] == [("ops@test", "deliveries.replay", 3)]
+    job = where.rsplit("/", 1)[1]
+    found = await rt.console.bulk.get(job)
+    assert found is not None and found.left == 0 and found.state == "done"
+    assert 0 < await redis_of(rt).ttl(keys.console_bulk(job)) <= 86_400
+
+    # another operator does not see it
+    from .test_admin_api import AUD
+
+    client.session.cookie_jar.clear()
+    other = mint(
+        SECRET, algorithm="HS256", subject="eve@test", scopes=EVERY, ttl_seconds=600, audience=AUD
+    )
+    await sign_in(client, other)
+    assert (await client.get(where)).status == 404
+
+
+async def test_a_running_bulk_job_refreshes_and_a_stalled_one_resumes(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    dead = await dead_letters(rt, 2)
+    await sign_in(client, token(*EVERY))
+    job = await rt.console.bulk.open("ops@test", "discard", "spam", [*dead, "0" * 32])
+    page = await client.get(f"/console/bulk/{job}")
+    text = await page.text()
+    assert '<meta http-equiv="refresh" content="1">' in text and "Working: 0 of 3" in text
+    assert "Resume" not in text and len(text.encode()) < 200_000
+    assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+
+    # its gateway went away: no batch for over a minute
+    await redis_of(rt).execute_command("HSET", keys.console_bulk(job), "updated_at", "1000")
+    text = await (await client.get(f"/console/bulk/{job}")).text()
+    assert "Stalled after 0 of 3" in text and 'http-equiv="refresh"' not in text
+    assert "Resume the 3 left" in text
+    resp = await client.post(
+        f"/console/bulk/{job}/resume",
+        data={"csrf": await csrf_of(client)},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    await _bulk_settled(client)
+    text = await (await client.get(f"/console/bulk/{job}")).text()
+    assert "Done: 2 discarded, 0 skipped, 1 not found." in text
+    for ident in dead:
+        d = await rt.deliveries.get("acme", ident)
+        assert d.state is DeliveryState.DISCARDED and d.discard_reason == "spam"
+
+
+async def test_a_bulk_job_stops_when_its_token_ends(make_runtime, aiohttp_client) -> None:
+    import time
+
+    from deskbridge.gateway.admin.auth import Principal
+    from deskbridge.gateway.console.bulk import run
+
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    dead = await dead_letters(rt, 1)
+    who = Principal(sub="ops@test", scopes=frozenset(EVERY), jti="j1", issued_at=int(time.time()))
+    job = await rt.console.bulk.open("ops@test", "replay", "", dead)
+    await run(rt, who, int(time.time()) - 1, job)
+    found = await rt.console.bulk.get(job)
+    assert found.state == "stopped" and "expired" in found.error and found.left == 1
+    await rt.revocations.revoke_token("j1", int(time.time()) + 600)
+    await run(rt, who, int(time.time()) + 600, job)
+    found = await rt.console.bulk.get(job)
+    assert found.state == "stopped" and "revoked" in found.error and found.done == 0
+    assert (await rt.deliveries.get("acme", dead[0])).state is DeliveryState.DEAD
+
+
+async def test_the_script_starts_the_same_job_and_polls_it_as_json(
+    make_runtime, aiohttp_client
+) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    rt = client.rt
+    dead = await dead_letters(rt, 2)
+    await sign_in(client, token(*EVERY))
+    confirm = await (
+        await client.get("/console/deliveries/bulk?action=discard&state=failed")
+    ).text()
+    assert "Discard 2" in confirm and dead[0] not in confirm  # the count, never the ids
+    resp = await client.post(
+        "/console/deliveries/discard",
+        data={
+            "csrf": await csrf_of(client),
+            "state": "failed",
+            "confirmed": "1",
+            "reason": "spam",
+            "format": "json",
+        },
+    )
+    started = await resp.json()
+    assert resp.status == 200 and started["total"] == 2
+    await _bulk_settled(client)
+    resp = await client.get(started["progress"])
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert await resp.json() == {
+        "state": "done",
+        "error": "",
+        "verb": "discarded",
+        "total": 2,
+        "done": 2,
+        "changed": 2,
+        "skipped": 0,
+        "missing": 0,
+    }
+    for ident in dead:
+        assert (await rt.deliveries.get("acme", ident)).state is DeliveryState.DISCARDED
+
+
+async def test_a_listener_problem_is_a_health_row_of_its_own(make_runtime, aiohttp_client) -> None:
+    client = await console(make_runtime, aiohttp_client)
+    await client.rt.deliveries.report_problem("acme", "smtp listener", "0.0.0.0:25: in use")
+    await sign_in(client, token(*EVERY))
+    text = await (await client.get("/console/")).text()
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", text) if "smtp listener" in r)
+    assert "failing" in row and "0.0.0.0:25: in use" in row

@@ -73,6 +73,7 @@ _.deliveries_replay
 _.deliveries_discard
 _.events_list
 _.events_reingest
+_.events_show
 _.contacts_show
 _.contacts_forget
 _.contacts_export

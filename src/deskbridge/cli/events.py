@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
@@ -136,6 +137,48 @@ def _list_ignored(url: str | None, params: dict[str, Any], *, as_json: bool) -> 
     print_table(table)
     more = f"; next page: --cursor {data['next_cursor']}" if data.get("next_cursor") else ""
     err.print(f"{len(data['items'])} ignored item(s){more}")
+
+
+@events.command("show")
+@click.argument("raw_id")
+@click.option("--account", default=None, help="Where to look (default: every account).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+@api_options
+def events_show(raw_id: str, account: str | None, as_json: bool, url: str | None) -> None:
+    """Show one kept raw request: when, where from, its headers, query and body.
+
+    The body and the header and query values name the sender: the gateway gives them
+    only to a token that also has contacts:read (and audits it); otherwise they are
+    redacted and the command says so.
+
+    \b
+    Example:
+      deskbridge events show 018f2a9c3b1e4d5f6a7b8c9d0e1f2a3b
+    """
+    data = api_for(url).call("GET", f"/events/{raw_id}", params={"account": account})
+    if as_json:
+        json_out(data)
+        return
+    for name in ("id", "account", "source", "received_at", "method", "path", "size"):
+        out.print(f"[bold]{name}[/]: {escape(str(data[name]))}", markup=True)
+    if data.get("parse_failed"):
+        out.print(f"[bold]parse failed[/]: dead letter {data.get('delivery_id')}", markup=True)
+    for part in ("headers", "query"):
+        for key, value in data.get(part, {}).items():
+            shown = "(redacted)" if value is None else value
+            out.print(
+                f"[bold]{part[:-1] if part == 'headers' else part}[/] {escape(key)}: "
+                f"{escape(shown)}",
+                markup=True,
+            )
+    if data.get("redacted"):
+        err.print(f"body redacted: {data['redacted']}")
+    elif data.get("body_encoding") == "base64":
+        out.print("[bold]body[/] (base64):", markup=True)
+        out.print(data.get("body") or "", markup=False)
+    else:
+        out.print("[bold]body[/]:", markup=True)
+        out.print(data.get("body") or "", markup=False)
 
 
 @events.command("reingest")

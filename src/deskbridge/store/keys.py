@@ -23,6 +23,8 @@ __all__ = [
     "attempts",
     "awaiting",
     "consent",
+    "console_bulk",
+    "console_bulk_ids",
     "console_link",
     "console_session",
     "contact",
@@ -305,6 +307,17 @@ def console_session(digest: str) -> str:
 def console_link(jti: str) -> str:
     """A console sign-in link already used (by its token's ``jti``): links work once."""
     return f"deskbridge:console:link:{jti}"
+
+
+def console_bulk(job: str) -> str:
+    """A console bulk replay or discard running in batches: its owner, filter and
+    progress (a hash); expires a day after its last batch."""
+    return f"deskbridge:console:bulk:{job}"
+
+
+def console_bulk_ids(job: str) -> str:
+    """The delivery ids a console bulk job has still to do (a list, consumed in batches)."""
+    return f"deskbridge:console:bulk:{job}:ids"
 
 
 def token_lock(name: str) -> str:

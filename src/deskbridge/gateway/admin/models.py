@@ -52,6 +52,7 @@ __all__ = [
     "LookupItem",
     "PageQuery",
     "RawEvent",
+    "RawEventDetail",
     "RawPage",
     "ReingestBody",
     "ReingestResult",
@@ -379,6 +380,24 @@ class RawEvent(BaseModel):
     size: int
     parse_failed: bool
     delivery_id: str | None = Field(default=None, description="Its parse_failed dead letter.")
+
+
+class RawEventDetail(RawEvent):
+    """A kept raw request with its headers, query and body. The sealed fields (the body,
+    header and query values: they name the sender) are opened only for a token that also
+    has ``contacts:read``; otherwise they are null and ``redacted`` says so."""
+
+    headers: dict[str, str | None] = Field(
+        description="Header names (secret headers were never kept); values null when redacted."
+    )
+    query: dict[str, str | None] = Field(description="Query parameters; values null when redacted.")
+    body: str | None = Field(description="The exact body, or null when redacted.")
+    body_encoding: Literal["utf-8", "base64"] | None = Field(
+        default=None, description="How ``body`` is written: text, or base64 for other bytes."
+    )
+    redacted: str | None = Field(
+        default=None, description="Why the sealed fields are null (the scope they need)."
+    )
 
 
 class RawPage(BaseModel):

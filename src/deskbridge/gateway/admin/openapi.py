@@ -35,6 +35,7 @@ from deskbridge.gateway.admin.models import (
     LinkBody,
     Lookup,
     PageQuery,
+    RawEventDetail,
     RawPage,
     ReingestBody,
     ReingestResult,
@@ -134,6 +135,20 @@ OPERATIONS = [
         IgnoredPage,
         "A page.",
         query=IgnoredQuery,
+    ),
+    Operation(
+        "GET",
+        "/events/{id}",
+        "deliveries:read",
+        "One kept raw request with its headers, query and body. The body and the header"
+        " and query values (they name the sender) are given only when the token also has"
+        " contacts:read, and that is audited (events.show); otherwise they are null and"
+        " `redacted` says why.",
+        RawEventDetail,
+        "The raw request.",
+        query=AccountQuery,
+        path_param=("id", ""),
+        extra=_NOT_FOUND,
     ),
     Operation(
         "POST",

@@ -9,6 +9,7 @@ log with the token's ``sub``.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -49,6 +50,7 @@ from deskbridge.gateway.admin.models import (
     LookupItem,
     PageQuery,
     RawEvent,
+    RawEventDetail,
     RawPage,
     ReingestBody,
     ReingestedRaw,
@@ -83,6 +85,7 @@ __all__ = [
     "list_deliveries",
     "list_events",
     "principal",
+    "raw_detail",
     "reingest",
     "replay",
     "scope_of",
@@ -526,6 +529,82 @@ async def list_events(rt: Runtime, who: Principal, q: EventsQuery) -> RawPage:
     return RawPage(events=[_raw(e) for e in page.items], next_cursor=page.next_cursor)
 
 
+async def event_route(request: web.Request, who: Principal) -> web.Response:
+    rt = request.app[RUNTIME]
+    ident = request.match_info["id"]
+    detail = await raw_detail(rt, who, ident, _query(request, AccountQuery).account)
+    if detail is None:
+        return _error(404, "not_found", f"no kept raw request {ident}")
+    return _answer(detail)  # a redacted field is there, as null
+
+
+SEALED_SCOPE = "contacts:read"
+"""The scope that opens a kept request's sealed fields (its body, header and query values
+name the sender), as it opens contacts."""
+_OPEN_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "user-agent"})
+"""Header values that never name the sender: shown to every reader."""
+REDACTED = f"the body, header and query values name the sender: they need {SEALED_SCOPE}"
+
+
+async def _find_raw(
+    rt: Runtime, who: Principal, ident: str, account: str | None
+) -> tuple[str, str, int, bool] | None:
+    """Where the kept raw request ``ident`` is indexed: account, source, when (ms), and
+    whether it is a parse failure. None when no scope the token sees holds it."""
+    for scope, names in _sources(rt, _accounts(rt, account, who)).items():
+        for source in names:
+            for unparsed in (False, True):
+                for _, score in await rt.listing.indexed(scope, source, [ident], unparsed=unparsed):
+                    return scope, source, int(score), unparsed
+    return None
+
+
+async def raw_detail(
+    rt: Runtime, who: Principal, ident: str, account: str | None = None
+) -> RawEventDetail | None:
+    """One kept raw request the token sees (None: none, or it expired). Its sealed fields
+    are opened only with ``contacts:read``, and that opening is audited (``events.show``)
+    as an export is. Raises ``BadInput`` (an account the token does not see)."""
+    found = await _find_raw(rt, who, ident, account)
+    if found is None:
+        return None
+    scope, source, received_ms, unparsed = found
+    record = await rt.listing.raw(scope, ident)
+    if record is None:
+        return None
+    meta, body = record
+    opened = SEALED_SCOPE in who.scopes
+    headers = {
+        str(k): (str(v) if opened or str(k).lower() in _OPEN_HEADERS else None)
+        for k, v in dict(meta.get("headers") or {}).items()
+    }
+    query = {str(k): (str(v) if opened else None) for k, v in dict(meta.get("query") or {}).items()}
+    text, encoding = None, None
+    if opened:
+        try:
+            text, encoding = body.decode(), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(body).decode(), "base64"
+        await rt.audit.record(who.sub, "events.show", 1, {"account": scope, "id": ident})
+    delivery_id = ident if unparsed else None
+    return RawEventDetail(
+        id=ident,
+        account=scope,
+        source=source,
+        received_at=datetime.fromtimestamp(received_ms / 1000, UTC).isoformat(),
+        method=str(meta.get("method", "")),
+        path=str(meta.get("path", "")),
+        size=len(body),
+        parse_failed=unparsed,
+        delivery_id=delivery_id,
+        headers=headers,
+        query=query,
+        body=text,
+        body_encoding=encoding,
+        redacted=None if opened else REDACTED,
+    )
+
+
 def _ignored(entry: IgnoredEntry) -> IgnoredEvent:
     return IgnoredEvent(
         id=entry.id,
@@ -726,6 +805,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/deliveries/{id}", "deliveries:read", show_route),
     ("GET", "/events", "deliveries:read", events_route),
     ("GET", "/events/ignored", "deliveries:read", ignored_route),
+    ("GET", "/events/{id}", "deliveries:read", event_route),
     ("POST", "/events/reingest", "deliveries:write", reingest_route),
     ("GET", "/audit", "audit:read", audit_route),
     ("POST", "/tokens/revoke", "tokens:write", revoke_route),

@@ -8,6 +8,7 @@ cannot, and its writes land in the same audit log. Served when
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 
@@ -25,7 +26,7 @@ from deskbridge.gateway.admin.contacts import (
     link_route,
     show_route,
 )
-from deskbridge.gateway.console import contacts, deliveries
+from deskbridge.gateway.console import bulk, contacts, deliveries, overview
 from deskbridge.gateway.console.render import SECURITY_HEADERS, e
 from deskbridge.gateway.console.session import (
     ConsoleHandler,
@@ -92,12 +93,20 @@ async def _static(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def _stop_bulk(app: web.Application) -> None:
+    """Bulk jobs end with the gateway; their ids left stay in Redis to resume."""
+    tasks = list(app[bulk.BULK_TASKS].tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _home(request: web.Request) -> web.StreamResponse:
     return redirect("/console/")
 
 
 PAGES: list[tuple[str, str, str | None, ConsoleHandler]] = [
-    ("GET", "/console/", api.scope_of(api.list_route), deliveries.overview),
+    ("GET", "/console/", api.scope_of(api.list_route), overview.overview),
     ("GET", "/console/deliveries", api.scope_of(api.list_route), deliveries.listing),
     ("GET", "/console/deliveries/bulk", api.scope_of(api.replay_route), deliveries.bulk_confirm),
     ("POST", "/console/deliveries/replay", api.scope_of(api.replay_route), deliveries.replay_post),
@@ -108,7 +117,10 @@ PAGES: list[tuple[str, str, str | None, ConsoleHandler]] = [
         deliveries.discard_post,
     ),
     ("GET", "/console/deliveries/{id}", api.scope_of(api.show_route), deliveries.delivery),
+    ("GET", "/console/bulk/{job}", api.scope_of(api.replay_route), bulk.progress),
+    ("POST", "/console/bulk/{job}/resume", api.scope_of(api.replay_route), bulk.resume_post),
     ("GET", "/console/events", api.scope_of(api.events_route), deliveries.events),
+    ("GET", "/console/events/{id}", api.scope_of(api.event_route), deliveries.event),
     (
         "POST",
         "/console/events/reingest",
@@ -131,6 +143,8 @@ def add_routes(app: web.Application) -> None:
     """Mount the console when enabled (else its paths are 404)."""
     if not enabled(app):
         return
+    app[bulk.BULK_TASKS] = bulk.Running()
+    app.on_cleanup.append(_stop_bulk)
     app.router.add_get("/console", _home)
     app.router.add_get("/console/signin", signin_form)
     app.router.add_post("/console/signin", signin)

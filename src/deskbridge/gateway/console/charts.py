@@ -4,7 +4,7 @@ Colours come from the stylesheet's classes (no inline styles: the CSP allows non
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,19 +21,26 @@ class Bar:
     values: Sequence[tuple[str, str, float]]
 
 
-def bars(title: str, groups: Sequence[Bar], *, width: int = 560) -> str:
+def bars(
+    title: str,
+    groups: Sequence[Bar],
+    *,
+    width: int = 560,
+    fmt: Callable[[float], str] = "{:g}".format,
+) -> str:
     """A horizontal grouped bar chart with its values written out (readable without
     colour), titled for screen readers."""
     if not groups:
         return f"<p class=muted>{e(title)}: nothing yet.</p>"
+    slug = "t-" + "".join(c if c.isalnum() else "-" for c in title.lower())
     series = max(len(g.values) for g in groups)
     top = max((v for g in groups for _, _, v in g.values), default=0) or 1
     row, gap, left, right = 16, 10, 150, 60
     height = len(groups) * (series * row + gap) + 10
     span = width - left - right
     parts = [
-        f'<svg role="img" aria-labelledby="t-{id(groups)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}"><title id="t-{id(groups)}">{e(title)}</title>',
+        f'<svg role="img" aria-labelledby="{slug}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}"><title id="{slug}">{e(title)}</title>',
         f'<line class=axis x1="{left}" y1="0" x2="{left}" y2="{height}"/>',
     ]
     y = 5
@@ -46,8 +53,8 @@ def bars(title: str, groups: Sequence[Bar], *, width: int = 560) -> str:
             w = max(1.0, span * value / top) if value else 0
             parts.append(
                 f'<rect class="{e(css)}" x="{left}" y="{y}" width="{w:.1f}" height="{row - 3}">'
-                f"<title>{e(name)}: {value:g}</title></rect>"
-                f'<text x="{left + w + 4:.1f}" y="{y + row - 5}">{value:g}</text>'
+                f"<title>{e(name)}: {e(fmt(value))}</title></rect>"
+                f'<text x="{left + w + 4:.1f}" y="{y + row - 5}">{e(fmt(value))}</text>'
             )
             y += row
         y += gap

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from deskbridge.gateway.admin.models import (
     CHANNEL_NAMES,
@@ -37,14 +35,14 @@ from deskbridge.gateway.admin.routes import (
     discard,
     list_deliveries,
     list_events,
+    raw_detail,
     reingest,
     replay,
 )
-from deskbridge.gateway.console.charts import Bar, bars
+from deskbridge.gateway.console.bulk import open_job
 from deskbridge.gateway.console.render import (
     DASH,
     csrf_field,
-    duration,
     e,
     query_link,
     state,
@@ -52,9 +50,6 @@ from deskbridge.gateway.console.render import (
     when,
 )
 from deskbridge.gateway.console.session import Ctx
-from deskbridge.gateway.health import readiness
-from deskbridge.gateway.state import ROLE
-from deskbridge.metrics import summarize
 from deskbridge.schemas import Direction
 
 __all__ = [
@@ -62,9 +57,9 @@ __all__ = [
     "bulk_confirm",
     "delivery",
     "discard_post",
+    "event",
     "events",
     "listing",
-    "overview",
     "reingest_post",
     "replay_post",
 ]
@@ -139,116 +134,6 @@ def _filter_form(ctx: Ctx, chosen: Mapping[str, str]) -> str:
         + _text("since", "Since", chosen.get("since", ""), "2h or 2026-05-01T10:00Z")
         + _text("until", "Until", chosen.get("until", ""))
         + "<button type=submit>Filter</button></form>"
-    )
-
-
-# --- overview ---------------------------------------------------------------------------
-
-
-async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
-    """The figures of ``/metrics`` and ``deskbridge stats``, and the delivery counts."""
-    rt = ctx.rt
-    accounts = [a for a in rt.accounts.accounts if ctx.who.sees(a)]
-    rows = summarize(generate_latest(rt.metrics.registry).decode())
-    pending = await list_deliveries(
-        rt, ctx.who, DeliveryQuery(state="pending", limit=str(MAX_LIMIT))
-    )
-    retrying = sum(1 for d in pending.deliveries if d.attempts or d.last_error)
-    oldest = min((d.created_at for d in pending.deliveries), default=None)
-    counts = {a: await rt.deliveries.counts(a) for a in accounts}
-    waiting = [w for a in accounts for w in await rt.service.waiting(a)]
-    now = time.time()
-    figures = [
-        ("Pending", f"{sum(c['pending'] for c in counts.values())}"),
-        ("Retrying", f"{retrying}{'+' if pending.next_cursor else ''}"),
-        ("Failed (dead)", f"{sum(c['dead'] for c in counts.values())}"),
-        ("Oldest pending", duration(now - oldest.timestamp()) if oldest else DASH),
-        ("Customers waiting", str(len(waiting))),
-        ("Longest wait", duration(now - min(s for _, s in waiting)) if waiting else DASH),
-    ]
-    grid = "".join(f"<div class=figure><b>{e(v)}</b><span>{e(k)}</span></div>" for k, v in figures)
-    mine = {k: r for k, r in rows.items() if k[0] in accounts}
-    msg_chart = bars(
-        "Messages per channel",
-        [
-            Bar(
-                f"{a} · {c}",
-                [
-                    ("bar-in", "inbound", r.get("inbound", 0)),
-                    ("bar-out", "outbound", r.get("outbound", 0)),
-                ],
-            )
-            for (a, c), r in sorted(mine.items())
-            if "inbound" in r or "outbound" in r
-        ],
-    )
-    dlv_chart = bars(
-        "Deliveries by account",
-        [
-            Bar(a, [("bar-pending", "pending", c["pending"]), ("bar-dead", "failed", c["dead"])])
-            for a, c in sorted(counts.items())
-        ],
-    )
-    service = table(
-        [
-            "Account",
-            "Channel",
-            "In#",
-            "Out#",
-            "Waiting#",
-            "SLA breached#",
-            "First reply p50#",
-            "p90#",
-        ],
-        [
-            [
-                e(a),
-                e(c),
-                str(r.get("inbound", 0)),
-                str(r.get("outbound", 0)),
-                str(r.get("awaiting", 0)),
-                str(r.get("breaches", 0)),
-                duration(r.get("first_p50")),
-                duration(r.get("first_p90")),
-            ]
-            for (a, c), r in sorted(mine.items())
-        ],
-        "No messages since this process started.",
-    )
-    body = (
-        f'<div class=grid aria-label="Delivery figures">{grid}</div>'
-        f"<section><h2>Messages per channel</h2>{msg_chart}</section>"
-        f"<section><h2>Deliveries</h2>{dlv_chart}"
-        f"<p>{query_link('/console/deliveries', {'state': 'failed'}, 'See failed deliveries')}</p></section>"
-        f"<section><h2>Service</h2>{service}<p class=muted>From this process's metrics, as "
-        "<code>/metrics</code> and <code>deskbridge stats</code> report them.</p></section>"
-        + await _health(request, ctx)
-    )
-    return ctx.page("Overview", body, active="overview")
-
-
-async def _health(request: web.Request, ctx: Ctx) -> str:
-    if not ctx.has("ops:read"):
-        return "<section><h2>Channel health</h2><p class=muted>Needs the <code>ops:read</code> scope.</p></section>"
-    ready, report = await readiness(ctx.rt, request.app[ROLE], sees=ctx.who.sees)
-    checks: dict[str, Any] = dict(report.get("checks", {}))  # type: ignore[call-overload]
-    accounts: dict[str, Any] = dict(report.get("accounts", {}))  # type: ignore[call-overload]
-    rows = [
-        [
-            e(name),
-            e(str(info.get("desk", ""))),
-            e(", ".join(info.get("channels", []))),
-            e("; ".join(f"{k}: {v}" for k, v in info.get("problems", {}).items()))
-            or "<span class=muted>none</span>",
-        ]
-        for name, info in sorted(accounts.items())
-    ]
-    status = "ready" if ready else "not ready"
-    return (
-        f"<section><h2>Channel health</h2><p>Gateway <b>{e(status)}</b>: "
-        f"{e(', '.join(f'{k} {v}' for k, v in checks.items()))}</p>"
-        + table(["Account", "Desk", "Channels", "Problems"], rows, "No accounts.")
-        + "</section>"
     )
 
 
@@ -444,8 +329,7 @@ async def bulk_confirm(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         f'<button type=submit class="{"danger" if action == "discard" else ""}">'
         f"{e(action.capitalize())} {len(ids)}</button></form>"
         '<progress id="bulk-progress" hidden value="0" aria-label="Progress"></progress>'
-        '<p id="bulk-status" role="status" aria-live="polite"></p>'
-        f'<script type="application/json" id="bulk-ids">{json.dumps(ids)}</script></section>'
+        '<p id="bulk-status" role="status" aria-live="polite"></p></section>'
     )
     return ctx.page(f"Confirm {action}", body, active="deliveries")
 
@@ -486,7 +370,9 @@ async def replay_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     if ids:
         result = await replay(ctx.rt, ctx.who, ReplayBody(ids=ids[:MAX_IDS]))
     else:
-        result = await replay(ctx.rt, ctx.who, ReplayBody(filter=_filter_body(_filters(ctx.form))))
+        # the filtered set: its dead letters now, replayed in batches by a task
+        dry = ReplayBody(filter=_filter_body(_filters(ctx.form)), dry_run=True)
+        return await open_job(request, ctx, "replay", (await replay(ctx.rt, ctx.who, dry)).replayed)
     if ctx.form.get("format") == "json":
         return _json(len(result.replayed), len(result.skipped))
     return _done(ctx, "Replayed", result.replayed, result.skipped, result.missing)
@@ -500,7 +386,8 @@ async def discard_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:
             "Bad request", "<p>Give the reason to discard, and confirm.</p>", status=400
         )
     if not ids:
-        ids, _ = await _matching(ctx, _filter_body(_filters(ctx.form)))
+        found, _ = await _matching(ctx, _filter_body(_filters(ctx.form)))
+        return await open_job(request, ctx, "discard", found, reason)
     discarded: list[str] = []
     skipped: list[Any] = []
     missing: list[str] = []
@@ -541,7 +428,7 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
                 if writable
                 else ""
             ),
-            f"<code>{e(r.id[:12])}…</code>",
+            f'<a href="/console/events/{e(r.id)}"><code>{e(r.id[:12])}…</code></a>',
             e(r.account),
             e(r.source),
             when(r.received_at),
@@ -584,9 +471,80 @@ async def events(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         )
         + more
         + reingest_form
-        + "</section><p class=muted>Bodies are never shown: they are re-read only to re-ingest.</p>"
+        + "</section><p class=muted>A request's body, and the header and query values that name "
+        "its sender, show on its own page only to a session with <code>contacts:read</code>.</p>"
     )
     return ctx.page("Raw events", body, active="events")
+
+
+_SHOWN_BODY = 25_000
+"""Characters of a body a page shows: escaped (at most 6 bytes each) it keeps the page
+under 200 KB."""
+
+
+async def event(request: web.Request, ctx: Ctx) -> web.StreamResponse:
+    """One kept raw request: its facts, headers and query; its body and the values that
+    name the sender only for ``contacts:read`` (the admin API's redaction, and audit)."""
+    ident = request.match_info["id"]
+    r = await raw_detail(ctx.rt, ctx.who, ident)
+    if r is None:
+        return ctx.page(
+            "Not found",
+            f"<p>No kept raw request <code>{e(ident)}</code> (or it expired).</p>",
+            status=404,
+            active="events",
+        )
+    facts = [
+        ("Account", e(r.account)),
+        ("Source", e(r.source)),
+        ("Received", when(r.received_at)),
+        ("Request", f"<code>{e(r.method)} {e(r.path)}</code>"),
+        ("Bytes", str(r.size)),
+        (
+            "Parsed",
+            f'<a href="/console/deliveries/{e(r.delivery_id)}">parse failed: its dead letter</a>'
+            if r.delivery_id
+            else "parsed",
+        ),
+    ]
+    kv = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+
+    def values(pairs: Mapping[str, str | None]) -> list[list[str]]:
+        return [
+            [f"<code>{e(k)}</code>", "<span class=muted>redacted</span>" if v is None else e(v)]
+            for k, v in sorted(pairs.items())
+        ]
+
+    if r.body is None:
+        body_html = f'<p class="flash" role="note">Redacted: {e(r.redacted or "")}.</p>'
+    else:
+        cut = len(r.body) > _SHOWN_BODY
+        body_html = (
+            f"<p class=muted>{'Base64 of the bytes (not text).' if r.body_encoding == 'base64' else 'As received.'}"
+            + (
+                f" The first {_SHOWN_BODY:,} characters; the admin API gives it whole."
+                if cut
+                else ""
+            )
+            + " Opening it was written to the audit log.</p>"
+            f'<pre class=raw tabindex="0" aria-label="Body">{e(r.body[:_SHOWN_BODY])}</pre>'
+        )
+    reingest_form = (
+        f'<form method=post action="/console/events/reingest">{csrf_field(ctx.csrf)}'
+        f'<input type=hidden name=id value="{e(r.id)}">'
+        "<button type=submit>Re-ingest (dry run first)</button></form>"
+        if ctx.has("deliveries:write")
+        else ""
+    )
+    body = (
+        f'<section><dl class=kv aria-label="Raw request">{kv}</dl>{reingest_form}</section>'
+        "<section><h2>Headers</h2>"
+        + table(["Header", "Value"], values(r.headers), "No header kept.")
+        + "</section><section><h2>Query</h2>"
+        + table(["Parameter", "Value"], values(r.query), "No query parameter.")
+        + f"</section><section><h2>Body</h2>{body_html}</section>"
+    )
+    return ctx.page(f"Raw request {r.id[:12]}…", body, active="events")
 
 
 async def reingest_post(request: web.Request, ctx: Ctx) -> web.StreamResponse:

@@ -49,9 +49,18 @@ NAV = (
 )
 
 
-def layout(title: str, body: str, *, active: str = "", who: str = "", csrf: str = "") -> str:
+def layout(
+    title: str,
+    body: str,
+    *,
+    active: str = "",
+    who: str = "",
+    csrf: str = "",
+    refresh: int | None = None,
+) -> str:
     """A whole page: ``body`` is HTML; ``who`` and ``csrf`` (signed in) add the menu and
-    the sign-out button."""
+    the sign-out button; ``refresh`` reloads it every so many seconds (a meta tag, which
+    the CSP allows: no script needed)."""
     nav = ""
     if who:
         links = "".join(
@@ -67,7 +76,8 @@ def layout(title: str, body: str, *, active: str = "", who: str = "", csrf: str 
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{e(title)} · deskbridge console</title>"
+        + (f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else "")
+        + f"<title>{e(title)} · deskbridge console</title>"
         '<link rel="icon" href="/console/static/favicon.svg">'
         '<link rel="stylesheet" href="/console/static/console.css">'
         '<script src="/console/static/console.js" defer></script></head><body>'
@@ -85,10 +95,11 @@ def page(
     active: str = "",
     who: str = "",
     csrf: str = "",
+    refresh: int | None = None,
 ) -> web.Response:
     """``layout`` as a response with the console's security headers."""
     return web.Response(
-        text=layout(title, body, active=active, who=who, csrf=csrf),
+        text=layout(title, body, active=active, who=who, csrf=csrf, refresh=refresh),
         status=status,
         content_type="text/html",
         headers=SECURITY_HEADERS,

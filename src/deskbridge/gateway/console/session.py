@@ -63,9 +63,27 @@ class Ctx:
     who: Principal
     csrf: str
     form: Mapping[str, str] = field(default_factory=dict)
+    until: int = 0
+    """When the session's token expires (epoch second)."""
 
-    def page(self, title: str, body: str, *, active: str = "", status: int = 200) -> web.Response:
-        return page(title, body, active=active, status=status, who=self.who.sub, csrf=self.csrf)
+    def page(
+        self,
+        title: str,
+        body: str,
+        *,
+        active: str = "",
+        status: int = 200,
+        refresh: int | None = None,
+    ) -> web.Response:
+        return page(
+            title,
+            body,
+            active=active,
+            status=status,
+            who=self.who.sub,
+            csrf=self.csrf,
+            refresh=refresh,
+        )
 
     def has(self, scope: str) -> bool:
         return scope in self.who.scopes
@@ -140,9 +158,9 @@ _DISABLED = (
 )
 
 
-async def _session(request: web.Request, auth: AdminAuth) -> tuple[str, Principal, str] | str:
-    """The session id, principal and CSRF token of the request's session, or why there
-    is none (``expired`` when the token no longer verifies)."""
+async def _session(request: web.Request, auth: AdminAuth) -> tuple[str, Principal, str, int] | str:
+    """The session id, principal, CSRF token and token expiry of the request's session,
+    or why there is none (``expired`` when the token no longer verifies)."""
     rt = request.app[RUNTIME]
     found = _from_cookie(rt, request.cookies.get(COOKIE, ""))
     if found is None:
@@ -156,7 +174,7 @@ async def _session(request: web.Request, auth: AdminAuth) -> tuple[str, Principa
     except TokenInvalid:
         await rt.console.close(session_id)
         return "expired"
-    return session_id, who, csrf
+    return session_id, who, csrf, int(jwt.get_unverified_claims(token)["exp"])
 
 
 def guard(
@@ -175,7 +193,7 @@ def guard(
             return page("Unavailable", "<p>The store is unavailable; try again.</p>", status=503)
         if isinstance(found, str):
             return _to_signin(request, found)
-        _, who, csrf = found
+        _, who, csrf, until = found
         form: Mapping[str, str] = {}
         if request.method == "POST":
             posted = await request.post()
@@ -187,7 +205,7 @@ def guard(
                     status=403,
                 )
             form = _form(posted)
-        ctx = Ctx(request.app[RUNTIME], who, csrf, form)
+        ctx = Ctx(request.app[RUNTIME], who, csrf, form, until)
         if scope is not None and scope not in who.scopes:
             return ctx.page(
                 "Not allowed",

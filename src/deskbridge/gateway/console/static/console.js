@@ -11,40 +11,41 @@
     if (form && form.dataset.autosubmit === "1") { form.submit(); }
   }
 
-  // Bulk replay or discard in batches of 100 with a progress bar.
+  // Bulk replay or discard: the gateway runs it in batches of 100 (a task tracked in
+  // Redis); the script polls its progress and moves the bar. Without the script the
+  // form posts and the progress page reloads itself.
   var bulk = document.getElementById("bulk");
   if (!bulk) { return; }
   bulk.addEventListener("submit", function (ev) {
     ev.preventDefault();
-    var ids = JSON.parse(document.getElementById("bulk-ids").textContent);
-    var csrf = bulk.querySelector("input[name=csrf]").value;
-    var reason = bulk.querySelector("[name=reason]");
     var bar = document.getElementById("bulk-progress");
     var status = document.getElementById("bulk-status");
-    var done = 0, changed = 0, skipped = 0;
-    bar.max = ids.length; bar.hidden = false;
+    var body = new URLSearchParams(new FormData(bulk));
+    body.set("format", "json");
     bulk.querySelector("button").disabled = true;
-    function next() {
-      if (done >= ids.length) {
-        status.textContent = "Done: " + changed + " " + bulk.dataset.verb + ", " + skipped + " skipped.";
-        return;
-      }
-      var body = new URLSearchParams();
-      body.set("csrf", csrf); body.set("confirmed", "1"); body.set("format", "json");
-      ids.slice(done, done + 100).forEach(function (id) { body.append("id", id); });
-      if (reason) { body.set("reason", reason.value); }
-      fetch(bulk.action, { method: "POST", body: body, credentials: "same-origin",
-                           headers: { "Accept": "application/json" } })
-        .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); })
-        .then(function (res) {
-          done = Math.min(done + 100, ids.length);
-          changed += res.changed; skipped += res.skipped;
-          bar.value = done;
-          status.textContent = done + " of " + ids.length + " (" + changed + " " + bulk.dataset.verb + ")";
-          next();
+    function json(r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.json(); }
+    function fail(e) { status.textContent = "Stopped: " + e.message; }
+    function poll(url) {
+      fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(json)
+        .then(function (job) {
+          bar.max = Math.max(job.total, 1); bar.value = job.done; bar.hidden = false;
+          if (job.state === "running") {
+            status.textContent = job.done + " of " + job.total + " (" + job.changed + " " + job.verb + ")";
+            setTimeout(function () { poll(url); }, 500);
+          } else if (job.state === "done") {
+            status.textContent = "Done: " + job.changed + " " + job.verb + ", " + job.skipped + " skipped.";
+          } else {
+            status.textContent = "Stopped after " + job.done + " of " + job.total + ": " +
+              (job.error || "the gateway running it stopped") + ". Reload its page to resume: " + url.split("?")[0];
+          }
         })
-        .catch(function (e) { status.textContent = "Stopped after " + done + ": " + e.message; });
+        .catch(fail);
     }
-    next();
+    fetch(bulk.action, { method: "POST", body: body, credentials: "same-origin",
+                         headers: { "Accept": "application/json" } })
+      .then(json)
+      .then(function (started) { poll(started.progress); })
+      .catch(fail);
   });
 })();
