@@ -67,7 +67,7 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         await note(
             rt,
             d,
-            f"deskbridge sent this reply on {conv.channel.value} without "
+            f"deskbridge sent this reply on {conv.channel.brand} without "
             + "; ".join(f"the attachment {x}" for x in left_out)
             + ". Send it another way if the customer needs it.",
             why=f"left-out-{d.replays}",
@@ -160,7 +160,7 @@ async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     await note(
         rt,
         d,
-        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"deskbridge is holding this reply: the customer's {conv.channel.brand} reply window is "
         f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
         why=f"held-{seen}",
     )
@@ -188,7 +188,7 @@ async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     await note(
         rt,
         d,
-        f"{conv.channel.value.capitalize()} reports that this reply was not delivered: the "
+        f"{conv.channel.brand} reports that this reply was not delivered: the "
         f"customer's reply window was closed ({closed}). deskbridge is holding it and will "
         f"send it again as soon as the customer writes. {invited}",
         why=f"held-{seen}",

@@ -23,7 +23,7 @@ def display_name(contact: Contact, *, limit: int | None = None) -> str:
         return name[:limit] if limit else name
     for identity in contact.identities:
         if identity.kind == "channel_user" and identity.channel is not None:
-            return f"{identity.channel.value.capitalize()} user"
+            return f"{identity.channel.brand} user"
     return "Customer"
 
 

@@ -56,4 +56,4 @@ def subject(msg: Message, *, limit: int = 80) -> str:
     if len(head) > limit:
         head = head[: limit - 1] + "…"
     who = f"{msg.sender.display_name}: " if msg.sender.display_name else ""
-    return f"{msg.channel.value.capitalize()}: {who}{head}"
+    return f"{msg.channel.brand}: {who}{head}"

@@ -5,7 +5,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Channel", "Desk", "Frozen", "utcnow"]
+__all__ = ["BRANDS", "Channel", "Desk", "Frozen", "brand", "utcnow"]
 
 
 class Channel(StrEnum):
@@ -18,6 +18,11 @@ class Channel(StrEnum):
     EMAIL = "email"
     SIP = "sip"
 
+    @property
+    def brand(self) -> str:
+        """The channel's name as its owner spells it (``WhatsApp``, ``LINE``, ``SIP``)."""
+        return BRANDS[self.value]
+
 
 class Desk(StrEnum):
     """A helpdesk. The value is also the connector folder and the `/desks/{desk}` segment."""
@@ -26,6 +31,34 @@ class Desk(StrEnum):
     ZENDESK = "zendesk"
     INTERCOM = "intercom"
     UDESK = "udesk"
+
+    @property
+    def brand(self) -> str:
+        """The desk's name as its owner spells it (``Zendesk``, ``Udesk``)."""
+        return BRANDS[self.value]
+
+
+BRANDS: dict[str, str] = {
+    "telegram": "Telegram",
+    "whatsapp": "WhatsApp",
+    "messenger": "Messenger",
+    "line": "LINE",
+    "email": "Email",
+    "sip": "SIP",
+    "instagram": "Instagram",
+    "sandbox": "Sandbox",
+    "zendesk": "Zendesk",
+    "intercom": "Intercom",
+    "udesk": "Udesk",
+}
+"""Every channel, desk and platform name as its owner spells it, by our lower-case value:
+the one table user-visible text (ticket subjects, notes, CLI output) takes names from."""
+
+
+def brand(value: str) -> str:
+    """``value`` (a channel, desk or platform, any case) as its owner spells it; an
+    unknown name comes back unchanged."""
+    return BRANDS.get(value.lower(), value)
 
 
 class Frozen(BaseModel):
