@@ -110,7 +110,8 @@ async def test_sandbox_mode_keeps_the_outbound_message(make_runtime) -> None:
         await drain(rt)
         [sent] = await rt.sandbox.sent("acme")
         assert sent["channel"] == "sip" and sent["method"] == "MESSAGE"
-        assert sent["text"].startswith("MESSAGE ") and sent["text"].endswith("Hello back")
+        assert sent["text"] == "Hello back"  # readable; the wire message is the detail
+        assert sent["detail"].startswith("MESSAGE ") and sent["detail"].endswith("Hello back")
     finally:
         await listener.close()
 

@@ -15,7 +15,14 @@ from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.capabilities import ReadsCommentFiles
-from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
+from deskbridge.schemas import (
+    AgentReply,
+    Attempt,
+    ChannelAddress,
+    Delivery,
+    DeliveryState,
+    Desk,
+)
 from deskbridge.store import ConversationRecord
 
 __all__ = ["StoredProgress", "hold", "hold_again", "send_reply", "stored_progress"]
@@ -60,6 +67,8 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         rt.metrics.quota_messages.labels(d.account, conv.channel.value).inc(receipt.quota_messages)
     if receipt.external_ids:
         await rt.deliveries.record_sent(d, receipt.external_ids)
+        if reply.desk is Desk.SANDBOX:  # the ticket's page lists its own channel calls
+            await rt.sandbox.link_sent(d.account, reply.ticket_id, receipt.external_ids)
     await enrichment.record_reply(
         rt, d.account, conv.id, conv.channel.value, automated=reply.automated
     )
