@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from deskbridge.schemas import brand
+from deskbridge.brands import brand
 
 __all__ = ["quantile", "stats", "summarize"]
 

@@ -5,6 +5,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from deskbridge.brands import BRANDS, brand
+
 __all__ = ["BRANDS", "Channel", "Desk", "Frozen", "brand", "utcnow"]
 
 
@@ -36,29 +38,6 @@ class Desk(StrEnum):
     def brand(self) -> str:
         """The desk's name as its owner spells it (``Zendesk``, ``Udesk``)."""
         return BRANDS[self.value]
-
-
-BRANDS: dict[str, str] = {
-    "telegram": "Telegram",
-    "whatsapp": "WhatsApp",
-    "messenger": "Messenger",
-    "line": "LINE",
-    "email": "Email",
-    "sip": "SIP",
-    "instagram": "Instagram",
-    "sandbox": "Sandbox",
-    "zendesk": "Zendesk",
-    "intercom": "Intercom",
-    "udesk": "Udesk",
-}
-"""Every channel, desk and platform name as its owner spells it, by our lower-case value:
-the one table user-visible text (ticket subjects, notes, CLI output) takes names from."""
-
-
-def brand(value: str) -> str:
-    """``value`` (a channel, desk or platform, any case) as its owner spells it; an
-    unknown name comes back unchanged."""
-    return BRANDS.get(value.lower(), value)
 
 
 class Frozen(BaseModel):

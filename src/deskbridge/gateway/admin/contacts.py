@@ -89,14 +89,30 @@ def _account(rt: Runtime, account: str | None, who: Principal) -> str:
 
 
 async def _contact_id(rt: Runtime, account: str, ref: str) -> str:
+    return (await _lookup(rt, account, ref))[0]
+
+
+async def _lookup(rt: Runtime, account: str, ref: str) -> tuple[str, bool]:
+    """The contact ``ref`` names, and whether it owns ``ref`` (False: it only wrote as
+    ``ref`` without proof, such as an unauthenticated email sender). Raises
+    ``ContactsNotFound``, or ``ContactsBadInput`` when several contacts claimed it."""
     graph = _graph(rt)
     scope = rt.conversations.scope(account)
     if _CONTACT_ID.match(ref):
-        return await graph.resolve(scope, ref)
-    found = await graph.find(scope, identity_ref(ref))
-    if found is None:
+        return await graph.resolve(scope, ref), True
+    ident = identity_ref(ref)
+    found = await graph.find(scope, ident)
+    if found is not None:
+        return found, True
+    claimed = await graph.claimants(scope, ident)
+    if len(claimed) > 1:
+        raise ContactsBadInput(
+            f"{ref!r} was claimed without proof by several contacts ({', '.join(claimed)}): "
+            "name one by its id"
+        )
+    if not claimed:
         raise ContactsNotFound(f"no contact with {ref!r} in account {account}")
-    return found
+    return claimed[0], False
 
 
 def _identity(i: Identity) -> dict[str, Any]:
@@ -178,8 +194,12 @@ def _query_account(request: web.Request) -> str | None:
 async def show_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     account = _account(rt, _query_account(request), who)
-    contact_id = await _contact_id(rt, account, request.match_info["ref"])
-    return web.json_response(await describe(rt, account, contact_id))
+    ref = request.match_info["ref"]
+    contact_id, owned = await _lookup(rt, account, ref)
+    found = await describe(rt, account, contact_id)
+    if not owned:
+        found["unverified_match"] = ref
+    return web.json_response(found)
 
 
 async def _merge_desk_users(
