@@ -295,3 +295,31 @@ async def test_quoted_history_is_stripped_but_the_whole_mail_stays_attached(
     assert len(filed.attachments) == 1 and filed.attachments[0].startswith(
         "original-message.eml (message/rfc822"
     )
+
+
+async def test_the_ticket_subject_is_the_mails_subject(
+    make_runtime, aiohttp_server, tmp_path
+) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from deskbridge.cli.main import cli
+
+    rt = make_runtime(EMAIL_YAML)
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    url = str(server.make_url("")).rstrip("/")
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text(EMAIL_YAML)
+    args = [
+        "simulate", "email", "--account", "acme", "--config", str(accounts), "--url", url,
+        "--from", "customer@example.com", "--subject", "Order 42 never arrived",
+        "--text", "Hi there,\n\nmy order 42 never arrived.",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert result.exit_code == 0, result.output
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    # the mail's Subject, not its first line (a greeting)
+    assert ticket.subject == "Email: Order 42 never arrived"
+    assert [m.text for m in ticket.messages] == ["Hi there,\n\nmy order 42 never arrived."]

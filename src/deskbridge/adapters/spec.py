@@ -69,6 +69,8 @@ class SimulateInput(Generic[C]):
     name: str
     call: bool
     now: float
+    subject: str | None = None
+    """email only: the mail's Subject (default: the text's first line)."""
 
 
 @dataclass(frozen=True, slots=True)

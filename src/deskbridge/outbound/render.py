@@ -46,12 +46,17 @@ def render(msg: Message) -> str:
     return "\n\n".join(parts)
 
 
+_OWN_SUBJECT = frozenset({Channel.EMAIL, Channel.SIP})
+"""Channels whose ``thread_title`` is the message's own subject (a mail's Subject, a SIP
+request's Subject header); elsewhere it names a group, not what the message is about."""
+
+
 def subject(msg: Message, *, limit: int = 80) -> str:
-    """A ticket subject: the channel and the mail's Subject, or the first line of the
-    first message."""
+    """A ticket subject: the channel and the message's own subject (a mail's Subject),
+    or the first line of the first message."""
     first = (msg.text or msg.note or "").strip().splitlines()
     head = first[0] if first else "New conversation"
-    if msg.channel is Channel.EMAIL and msg.thread_title and msg.thread_title.strip():
+    if msg.channel in _OWN_SUBJECT and msg.thread_title and msg.thread_title.strip():
         head = " ".join(msg.thread_title.split())
     if len(head) > limit:
         head = head[: limit - 1] + "…"

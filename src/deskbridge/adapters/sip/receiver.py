@@ -287,6 +287,7 @@ class SipReceiver:
             external_id=f"{req.call_id}:{number}",
             sender=caller.sender,
             text=text,
+            thread_title=(req.headers.get("Subject") or "").strip() or None,
             context=self._context(req, caller, served, source, transport),
         )
 
