@@ -11,7 +11,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from deskbridge.brands import brand
 from deskbridge.cli.admin_api import (
     EXIT_FAILED_AGAIN,
     EXIT_USAGE,
@@ -24,6 +23,7 @@ from deskbridge.cli.admin_api import (
     print_table,
 )
 from deskbridge.outbound.base import UNCONFIRMED
+from deskbridge.schemas import brand
 
 __all__ = ["contacts"]
 

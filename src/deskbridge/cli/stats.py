@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from deskbridge.brands import brand
+from deskbridge.schemas import brand
 
 __all__ = ["quantile", "stats", "summarize"]
 

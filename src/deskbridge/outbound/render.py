@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from deskbridge.schemas import Channel, Message
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.schemas import Message
 
 __all__ = ["render", "subject"]
 
@@ -46,17 +47,13 @@ def render(msg: Message) -> str:
     return "\n\n".join(parts)
 
 
-_OWN_SUBJECT = frozenset({Channel.EMAIL, Channel.SIP})
-"""Channels whose ``thread_title`` is the message's own subject (a mail's Subject, a SIP
-request's Subject header); elsewhere it names a group, not what the message is about."""
-
-
 def subject(msg: Message, *, limit: int = 80) -> str:
     """A ticket subject: the channel and the message's own subject (a mail's Subject),
     or the first line of the first message."""
     first = (msg.text or msg.note or "").strip().splitlines()
     head = first[0] if first else "New conversation"
-    if msg.channel in _OWN_SUBJECT and msg.thread_title and msg.thread_title.strip():
+    own = CHANNELS[msg.channel].own_subject  # a mail's Subject; elsewhere a group's title
+    if own and msg.thread_title and msg.thread_title.strip():
         head = " ".join(msg.thread_title.split())
     if len(head) > limit:
         head = head[: limit - 1] + "…"

@@ -5,8 +5,6 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from deskbridge.brands import BRANDS, brand
-
 __all__ = ["BRANDS", "Channel", "Desk", "Frozen", "brand", "utcnow"]
 
 
@@ -48,3 +46,27 @@ class Frozen(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+BRANDS: dict[str, str] = {
+    "telegram": "Telegram",
+    "whatsapp": "WhatsApp",
+    "messenger": "Messenger",
+    "line": "LINE",
+    "email": "Email",
+    "sip": "SIP",
+    "instagram": "Instagram",
+    "sandbox": "Sandbox",
+    "zendesk": "Zendesk",
+    "intercom": "Intercom",
+    "udesk": "Udesk",
+}
+"""Every channel, desk and platform name as its owner spells it, by our lower-case value:
+the one table user-visible text (ticket subjects, notes, pages, CLI output) takes names
+from. A new channel or desk adds its spelling here, beside its enum member."""
+
+
+def brand(value: str) -> str:
+    """``value`` (a channel, desk or platform, any case) as its owner spells it; an
+    unknown name comes back unchanged."""
+    return BRANDS.get(value.lower(), value)

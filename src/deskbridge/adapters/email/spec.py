@@ -113,4 +113,5 @@ SPEC = ChannelSpec(
     default_sender="Demo Customer <customer@example.com>",
     demo=DemoChannel(entry=_demo),
     listener=_listener,
+    own_subject=True,
 )
