@@ -322,4 +322,5 @@ async def test_the_ticket_subject_is_the_mails_subject(
     [ticket] = await rt.sandbox.tickets("acme")
     # the mail's Subject, not its first line (a greeting)
     assert ticket.subject == "Email: Order 42 never arrived"
+    assert ticket.requester == "customer@example.com"  # no name given: was "customer"
     assert [m.text for m in ticket.messages] == ["Hi there,\n\nmy order 42 never arrived."]

@@ -198,6 +198,10 @@ async def test_the_ticket_page_updates_itself_and_shows_only_its_calls(
 
         # the index lists every call, each with its ticket, and does not overflow either
         await in_browser(lambda: browser.get(f"{base}/sandbox/"))
+        links = await in_browser(
+            lambda: [a.text for a in browser.find_elements(By.CSS_SELECTOR, ".calls a")]
+        )
+        assert sorted(links) == sorted([f"#{sip.id}", f"#{email.id}"])
         layout = await in_browser(lambda: browser.execute_script(OVERFLOW))
         assert layout == {"wide": [], "page": False}
         assert await in_browser(lambda: csp_violations(browser)) == []

@@ -65,7 +65,8 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
     if data.get("unverified_match"):
         out.print(
             f"found by: {data['unverified_match']}, an unverified identity (this contact "
-            "wrote as it without proof, e.g. an unauthenticated email sender)"
+            "wrote as it, but nothing vouched for it: an unauthenticated email sender, a "
+            "SIP From with no trusted assertion)"
         )
     idents = Table(box=None, header_style="bold", title="identities", title_justify="left")
     for col in ("kind", "channel", "value", "verified", "source"):

@@ -40,11 +40,12 @@ header{background:#1d2330;color:#fff;padding:.8rem 1.5rem}
 header a{color:#fff;text-decoration:none}
 main{max-width:60rem;margin:1.5rem auto;padding:0 1rem}
 section{background:#fff;border:1px solid #dde1e7;border-radius:6px;
-  padding:1rem 1.2rem;margin-bottom:1rem;overflow-wrap:anywhere}
-table{border-collapse:collapse;width:100%;table-layout:fixed}
+  padding:1rem 1.2rem;margin-bottom:1rem}
+table{border-collapse:collapse;width:100%}.calls{table-layout:fixed}
 td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}
-.calls col.when{width:7.5rem}.calls col.ch{width:6rem}.calls col.call{width:8rem}
-.calls col.to{width:11rem}.calls col.tk{width:4rem}
+.calls td,td.long,h2{overflow-wrap:anywhere}
+.calls col.when{width:7.5rem}.calls col.ch{width:7rem}.calls col.call{width:8rem}
+.calls col.to{width:11rem}.calls col.tk{width:4.5rem}
 .msg{border-left:4px solid #9aa5b5;padding:.4rem .8rem;margin:.6rem 0;background:#fafbfc}
 .msg,.pre,.wire{white-space:pre-wrap;overflow-wrap:anywhere}
 .wire{font:12px/1.35 ui-monospace,monospace;background:#f3f4f6;padding:.4rem;margin:.3rem 0}
@@ -134,9 +135,13 @@ def _page(title: str, body: str, *, refresh: bool = False, live: bool = False) -
 def _table(
     headers: list[str], rows: list[list[str]], empty: str, *, cols: str = "", cls: str = ""
 ) -> str:
-    """An HTML table; cells are given as HTML (escape values before passing them)."""
+    """An HTML table; cells are given as HTML (escape values before passing them), a
+    cell that is a whole ``<td ...>`` element as is."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
     if not rows:
         body = f'<tr><td colspan="{len(headers)}">{empty}</td></tr>'
     klass = f' class="{cls}"' if cls else ""
@@ -175,8 +180,8 @@ async def index(request: web.Request) -> web.Response:
         rows = [
             [
                 _ticket_link(account, t.id),
-                _e(t.subject),
-                _e(t.requester),
+                f"<td class=long>{_e(t.subject)}</td>",
+                f"<td class=long>{_e(t.requester)}</td>",
                 _e(brand(t.channel)),
                 str(len(t.messages)),
                 _when(t.updated_at),
@@ -191,7 +196,7 @@ async def index(request: web.Request) -> web.Response:
         )
         of = {i: t.id for t in tickets for i in t.sent_ids}
         sent = await rt.sandbox.sent(account, limit=20)
-        parts.append(_outbox(account, sent, of))
+        parts.append(f"<section>{_outbox(account, sent, of)}</section>")
     return _page("Tickets", "".join(parts), refresh=True)
 
 
