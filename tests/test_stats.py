@@ -96,3 +96,31 @@ def test_brand_names_come_from_one_table() -> None:
     ]
     assert Desk.UDESK.brand == "Udesk" and brand("Instagram") == "Instagram"
     assert brand("not-a-brand") == "not-a-brand"
+
+
+def test_ticket_subjects_and_desk_names_spell_brands() -> None:
+    from datetime import UTC, datetime
+
+    from deskbridge.outbound.common import display_name
+    from deskbridge.outbound.render import subject
+    from deskbridge.schemas import Contact, Identity, Message, Sender
+
+    for channel, spelled in ((Channel.WHATSAPP, "WhatsApp"), (Channel.LINE, "LINE")):
+        msg = Message(
+            account="acme",
+            channel=channel,
+            dedup_key="d",
+            thread="t",
+            occurred_at=datetime.now(UTC),
+            external_id="e",
+            sender=Sender(external_id="u"),
+            text="hello",
+        )
+        assert subject(msg) == f"{spelled}: hello"  # was "Whatsapp: hello", "Line: hello"
+        contact = Contact(
+            id="c",
+            account="acme",
+            created_at=datetime.now(UTC),
+            identities=(Identity(kind="channel_user", channel=channel, value="u"),),
+        )
+        assert display_name(contact) == f"{spelled} user"
