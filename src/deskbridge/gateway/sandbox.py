@@ -256,7 +256,7 @@ async def _ticket_parts(rt: Runtime, account: str, ticket_id: str) -> dict[str, 
     t = await rt.sandbox.ticket(account, ticket_id)
     if t is None:
         return None
-    sent = [e for e in await rt.sandbox.sent(account) if str(e.get("id", "")) in t.sent_ids]
+    sent = await rt.sandbox.sent_as(account, t.sent_ids)
     return {
         "messages": "".join(_message(m.author, m.at, m.text, m.attachments) for m in t.messages),
         "sent": _outbox(account, sent),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -219,3 +219,12 @@ class SandboxStore:
         key = keys.sandbox_outbox(account)
         rows = await self._typed.lrange(key, 0, limit - 1)
         return [json.loads(self._vault.open(r, key)) for r in rows]
+
+    async def sent_as(self, account: str, platform_ids: Collection[str]) -> list[dict[str, Any]]:
+        """The kept calls (newest first, the whole bounded outbox) whose platform id is
+        one of ``platform_ids``: one ticket's, with its ``sent_ids``."""
+        if not platform_ids:
+            return []
+        key = keys.sandbox_outbox(account)
+        rows = [json.loads(self._vault.open(r, key)) for r in await self._typed.lrange(key, 0, -1)]
+        return [e for e in rows if str(e.get("id", "")) in platform_ids]
