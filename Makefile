@@ -31,7 +31,7 @@ export PIP_NO_INPUT := 1
 # Paths that exist right now (bench/ may not yet).
 LINT_PATHS := $(wildcard src tests bench)
 
-.PHONY: help venv install sysdeps testdeps run test lint bench faults security fuzz clean distclean FORCE
+.PHONY: help venv install sysdeps run test lint bench faults security fuzz clean distclean FORCE
 
 help:
 	@sed -n '1,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
@@ -81,16 +81,12 @@ $(STAMP): pyproject.toml
 sysdeps:
 	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester
 
-# Only the tests need a browser: headless Chromium and its driver, for the sandbox pages.
-testdeps:
-	@scripts/ensure-apt.sh chromium=chromium chromedriver=chromium-driver
-
 run: $(STAMP) sysdeps
 	exec $(VENV)/bin/deskbridge run $(ARGS)
 
 # pytest takes -x -q from pyproject addopts. Do not add another -q here: at -qq pytest drops
 # its closing 'N passed' line, which CI reads. pytest's exit code (5 = no tests) propagates.
-test: $(STAMP) sysdeps testdeps
+test: $(STAMP) sysdeps
 	@scripts/ensure-redis.sh
 	@$(MAKE) lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
