@@ -10,7 +10,6 @@ import pytest
 import redis.asyncio as aioredis
 
 
-
 def _test_redis_url() -> str:
     """arq's key prefixes are global, so tests keep to a database of their own; under
     pytest-xdist each worker (gw0, gw1, ...) takes the next database number."""

@@ -54,8 +54,8 @@ from deskbridge.gateway.console.render import (
 from deskbridge.gateway.console.session import Ctx
 from deskbridge.gateway.health import readiness
 from deskbridge.gateway.state import ROLE
-from deskbridge.metrics import summarize
-from deskbridge.schemas import Direction
+from deskbridge.metrics import percentile_text, summarize
+from deskbridge.schemas import Direction, brand
 
 __all__ = [
     "audit",
@@ -203,13 +203,13 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         [
             [
                 e(a),
-                e(c),
+                e(brand(c)),
                 str(r.get("inbound", 0)),
                 str(r.get("outbound", 0)),
                 str(r.get("awaiting", 0)),
                 str(r.get("breaches", 0)),
-                duration(r.get("first_p50")),
-                duration(r.get("first_p90")),
+                percentile_text(r.get("first_p50")),
+                percentile_text(r.get("first_p90")),
             ]
             for (a, c), r in sorted(mine.items())
         ],
