@@ -122,6 +122,7 @@ async def test_operator_workflow_end_to_end(gateway, redis) -> None:
         first, second = sorted(d["id"] for d in json.loads(listed.stdout)["deliveries"])
         table = await run("deliveries", "list", "--since", "1h", "--url", url)
         assert table.exit_code == 0 and first in table.stdout and "dead (permanent)" in table.stdout
+        assert "Telegram" in table.stdout and "Zendesk" in table.stdout  # as owners spell them
         assert "2 deliveries" in table.stderr
 
         shown = await run("deliveries", "show", first, "--url", url)

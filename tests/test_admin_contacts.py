@@ -166,3 +166,58 @@ async def test_an_operator_link_can_merge_the_zendesk_users(make_runtime, aiohtt
         assert "+16505551234" in user.phones
     finally:
         await fake.stop()
+
+
+def sip_from(uri: str, phone: str) -> tuple[Identity, ...]:
+    """A SIP sender with only a From header: nothing vouches for it."""
+    return (
+        Identity(kind="phone", value=phone, strength="weak", source="sip-from"),
+        Identity(
+            kind="channel_user", value=uri, channel=Channel.SIP, strength="weak", source="sip-from"
+        ),
+    )
+
+
+async def test_a_contact_is_found_by_an_address_it_wrote_from_unverified(
+    make_runtime, aiohttp_server
+) -> None:
+    rt = make_runtime(admin_jwt_secret=SECRET)
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    url = str(server.make_url("")).rstrip("/")
+    tok = token(READ)
+    # the demo's ticket #5: an email sender nobody authenticated
+    unauth = (
+        Identity(kind="email", value="customer@example.com", strength="weak", source="email_from"),
+    )
+    mail, _ = await rt.conversations.observe_contact("acme", unauth, None)
+
+    shown = await run("contacts", "show", "customer@example.com", "--json", "--url", url, tok=tok)
+    assert shown.exit_code == 0, shown.stderr  # was "no contact"
+    data = json.loads(shown.stdout)
+    assert data["id"] == mail.id and data["unverified_match"] == "customer@example.com"
+    table = await run("contacts", "show", "customer@example.com", "--url", url, tok=tok)
+    assert "an unverified identity" in table.stdout and "no (unverified)" in table.stdout
+
+    # a SIP From alone: found by its number or its URI, each marked unverified
+    sip, _ = await rt.conversations.observe_contact(
+        "acme", sip_from("sip:+14155550199@trunk.example", "+14155550199"), None
+    )
+    for ref in ("+14155550199", "sip:sip:+14155550199@trunk.example"):
+        shown = await run("contacts", "show", ref, "--json", "--url", url, tok=tok)
+        assert shown.exit_code == 0, shown.stderr
+        assert json.loads(shown.stdout)["id"] == sip.id
+        assert json.loads(shown.stdout)["unverified_match"] == ref
+
+    # the same number claimed from two URIs: two contacts, and the command says so
+    other, _ = await rt.conversations.observe_contact(
+        "acme", sip_from("sip:+14155550199@other.example", "+14155550199"), None
+    )
+    assert other.id != sip.id
+    both = await run("contacts", "show", "+14155550199", "--url", url, tok=tok)
+    assert both.exit_code != 0 and "several contacts" in both.stderr
+    assert sip.id in both.stderr and other.id in both.stderr
+    # a verified owner always wins over claims
+    owner, _ = await rt.conversations.observe_contact("acme", wa("14155550199"), "Owner")
+    shown = await run("contacts", "show", "+14155550199", "--json", "--url", url, tok=tok)
+    data = json.loads(shown.stdout)
+    assert data["id"] == owner.id and "unverified_match" not in data

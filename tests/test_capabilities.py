@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     TelegramAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
     WhatsAppAdapter: {channel_caps.ReportsHealth},
-    MessengerAdapter: {channel_caps.ReportsHealth},
+    MessengerAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
     LineAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.RegistersWebhook,

@@ -78,7 +78,7 @@ async def test_email_in_threaded_reply_out_and_reply_joins(make_runtime, aiohttp
     await drain(rt)
     [sent] = await rt.sandbox.sent("acme")
     assert sent["to"] == "ana@example.com"
-    text = sent["text"]
+    text = sent["detail"]  # the headers; "text" is what the customer reads
     assert "In-Reply-To: <m1@example.com>" in text
     found = re.search(r"Reply-To: support\+(\w+)@acme\.example", text)
     assert found is not None
@@ -162,7 +162,7 @@ async def test_a_bounce_of_our_reply_becomes_a_note(make_runtime, aiohttp_client
     await accept_replies(rt, "acme", "sandbox", None, [reply])
     await drain(rt)
     [sent] = await rt.sandbox.sent("acme")
-    found = re.search(r"Message-ID: <([^>]+)>", sent["text"])
+    found = re.search(r"Message-ID: <([^>]+)>", sent["detail"])
     assert found is not None
     our_id = found.group(1)
 
@@ -274,7 +274,7 @@ async def test_email_through_zendesk(make_runtime, aiohttp_client, respx_mock) -
     await drain(rt)
     [sent] = await rt.sandbox.sent("acme")
     assert sent["to"] == "ana@example.com"
-    assert "In-Reply-To: <z1@example.com>" in sent["text"] and "Attached again." in sent["text"]
+    assert "In-Reply-To: <z1@example.com>" in sent["detail"] and "Attached again." in sent["text"]
 
 
 async def test_quoted_history_is_stripped_but_the_whole_mail_stays_attached(
@@ -295,3 +295,32 @@ async def test_quoted_history_is_stripped_but_the_whole_mail_stays_attached(
     assert len(filed.attachments) == 1 and filed.attachments[0].startswith(
         "original-message.eml (message/rfc822"
     )
+
+
+async def test_the_ticket_subject_is_the_mails_subject(
+    make_runtime, aiohttp_server, tmp_path
+) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from deskbridge.cli.main import cli
+
+    rt = make_runtime(EMAIL_YAML)
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    url = str(server.make_url("")).rstrip("/")
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text(EMAIL_YAML)
+    args = [
+        "simulate", "email", "--account", "acme", "--config", str(accounts), "--url", url,
+        "--from", "customer@example.com", "--subject", "Order 42 never arrived",
+        "--text", "Hi there,\n\nmy order 42 never arrived.",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert result.exit_code == 0, result.output
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    # the mail's Subject, not its first line (a greeting)
+    assert ticket.subject == "Email: Order 42 never arrived"
+    assert ticket.requester == "customer@example.com"  # no name given: was "customer"
+    assert [m.text for m in ticket.messages] == ["Hi there,\n\nmy order 42 never arrived."]

@@ -211,21 +211,28 @@ async def test_messenger_through_the_sandbox_desk(make_runtime, aiohttp_client, 
     yaml_text = META_YAML.replace(desk, "type: sandbox")
     rt = make_runtime(yaml_text)
     client = await aiohttp_client(create_app(rt, role="serve"))
-    body = messenger_message(
-        "Is the shop open?",
-        page_id=PAGE_ID,
-        psid="7001",
-        mid="m_1",
-        timestamp_ms=int(time.time() * 1000),
+    profile = respx_mock.get(f"{GRAPH}/7001").respond(
+        200, json={"first_name": "Ana", "last_name": "Silva", "id": "7001"}
     )
-    assert (
-        await client.post("/webhooks/messenger", data=body, headers=meta_headers(body))
-    ).status == 200
+    for n in (1, 2):
+        body = messenger_message(
+            "Is the shop open?",
+            page_id=PAGE_ID,
+            psid="7001",
+            mid=f"m_{n}",
+            timestamp_ms=int(time.time() * 1000),
+        )
+        assert (
+            await client.post("/webhooks/messenger", data=body, headers=meta_headers(body))
+        ).status == 200
     bad = await client.post("/webhooks/messenger", data=body + b" ", headers=meta_headers(body))
     assert bad.status == 401
     await drain(rt)
     [ticket] = await rt.sandbox.tickets("acme")
     assert ticket.channel == "messenger"
+    # the User Profile API names the person (was "customer"), asked once and cached
+    assert ticket.requester == "Ana Silva" and ticket.subject.startswith("Messenger: Ana Silva:")
+    assert profile.call_count == 1
     send = respx_mock.post(f"{GRAPH}/{PAGE_ID}/messages").respond(
         200, json={"recipient_id": "7001", "message_id": "m_OUT"}
     )

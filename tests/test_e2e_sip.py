@@ -110,7 +110,8 @@ async def test_sandbox_mode_keeps_the_outbound_message(make_runtime) -> None:
         await drain(rt)
         [sent] = await rt.sandbox.sent("acme")
         assert sent["channel"] == "sip" and sent["method"] == "MESSAGE"
-        assert sent["text"].startswith("MESSAGE ") and sent["text"].endswith("Hello back")
+        assert sent["text"] == "Hello back"  # readable; the wire message is the detail
+        assert sent["detail"].startswith("MESSAGE ") and sent["detail"].endswith("Hello back")
     finally:
         await listener.close()
 
@@ -198,3 +199,33 @@ async def test_a_listener_that_cannot_bind_is_reported_on_readyz(make_runtime) -
         assert "sip listener" in problems and str(port) in problems["sip listener"]
     finally:
         busy.close()
+
+
+async def test_a_sender_with_only_a_from_header_shows_its_number_or_uri_user(
+    make_runtime,
+) -> None:
+    from deskbridge.outbound.common import display_name
+
+    rt = make_runtime(yaml_for(sandbox=True))
+    [listener] = await start_sip_listeners(rt)
+    try:
+        dest = listener.addresses()["udp"]
+        for sender in ("sip:+16505550142@carrier.example", "sip:alice@example.org"):
+            target = "sip:+14155550100@sip.acme.example"
+            assert await send_sample(dest, text="hello", sender=sender, target=target) == 200
+        await drain(rt)
+        tickets = {t.requester: t for t in await rt.sandbox.tickets("acme")}
+        assert set(tickets) == {"+16505550142", "alice"}  # was "customer" for both
+        names = set()
+        for conv_id in {
+            rt.conversations.conversation_id("acme", Channel.SIP, "+16505550142"),
+            rt.conversations.conversation_id("acme", Channel.SIP, "sip:alice@example.org"),
+        }:
+            conv = await rt.conversations.get("acme", conv_id)
+            assert conv is not None
+            contact = await rt.conversations.contact("acme", conv.contact_id)
+            assert contact is not None
+            names.add(display_name(contact))
+        assert names == {"+16505550142 (SIP)", "alice (SIP)"}  # the desk user: was "Sip user"
+    finally:
+        await listener.close()

@@ -1168,3 +1168,52 @@ def test_events_not_filed_are_named() -> None:
     assert ignored(message={"mid": "m_1", "is_echo": True, "text": "ours"}) == ("echo",)
     assert ignored(sender={"user_ref": "r"}, optin={"ref": "x"}) == ("no_sender",)
     assert ignored(something_new={"a": 1}) == ("other_event",)
+
+
+# -- the User Profile API ---------------------------------------------------------------------
+
+PROFILE = f"{API}/v23.0/{PSID}"
+
+
+async def test_profile_lookup_names_the_person(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    route = api.get(PROFILE).mock(
+        return_value=httpx.Response(
+            200,
+            json={"first_name": "Ann", "last_name": "Lee", "profile_pic": "https://x", "id": PSID},
+        )
+    )
+    assert await adapter_for(client).display_name(PSID, PSID) == "Ann Lee"
+    call = route.calls.last.request
+    assert call.url.params["fields"] == "first_name,last_name"
+    assert call.headers["authorization"] == f"Bearer {TOKEN}"
+    assert TOKEN not in str(call.url)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        graph_failed(400, 100),  # no profile access for this person (or a bad PSID)
+        graph_failed(401, 190),  # the Page token was revoked
+        graph_failed(500, 1),
+        httpx.Response(200, json={"id": PSID}),  # nothing to show
+        httpx.Response(200, text="<html>"),
+        httpx.TimeoutException("timed out"),
+        httpx.ConnectError("refused"),
+    ],
+)
+async def test_a_failed_profile_lookup_is_no_name(
+    client: httpx.AsyncClient, api: respx.MockRouter, answer: Any
+) -> None:
+    if isinstance(answer, Exception):
+        api.get(PROFILE).mock(side_effect=answer)
+    else:
+        api.get(PROFILE).mock(return_value=answer)
+    assert await adapter_for(client).display_name(PSID, PSID) is None
+
+
+async def test_only_a_psid_is_looked_up(client: httpx.AsyncClient, api: respx.MockRouter) -> None:
+    route = api.get(url__startswith=API).mock(return_value=httpx.Response(200, json={}))
+    assert await adapter_for(client).display_name("../me", PSID) is None
+    assert not route.called

@@ -971,3 +971,21 @@ def test_config_refuses_what_cannot_work() -> None:
         sip_config(tls_listen="127.0.0.1:5061")
     with pytest.raises(ValidationError, match="username and password"):
         sip_config(username="only")
+
+
+async def test_a_subject_header_is_the_tickets_subject() -> None:
+    from deskbridge.outbound.render import subject
+
+    stored = Stored()
+    async with listening(sip_config(), stored) as (_, dest), peer(dest) as (sock, proto):
+        port = sock.get_extra_info("sockname")[1]
+        req = request("MESSAGE", port, text="Hi, it is about my bill")
+        req.headers.add("s", "Billing question")  # the compact form of Subject
+        sock.sendto(req.encode())
+        assert (await answer(proto)).status == 200
+        sock.sendto(request("MESSAGE", port, text="no subject here").encode())
+        assert (await answer(proto)).status == 200
+    with_subject, without = (call[2][0] for call in stored.calls)
+    assert isinstance(with_subject, Message) and isinstance(without, Message)
+    assert subject(with_subject) == "SIP: Billing question"  # was the first line
+    assert subject(without) == "SIP: no subject here"

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Metrics", "quantile", "summarize"]
+__all__ = ["Metrics", "percentile_text", "quantile", "summarize"]
 
 
 class Metrics:
@@ -154,50 +154,78 @@ class Metrics:
         return child
 
 
-def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """The ``q`` quantile of a Prometheus histogram (cumulative ``(le, count)`` pairs),
-    interpolated within the bucket, as ``histogram_quantile`` does. None when empty."""
+def quantile(buckets: list[tuple[float, float]], q: float) -> tuple[float, float] | None:
+    """The bounds ``(lower, upper]`` of the bucket of a Prometheus histogram (cumulative
+    ``(le, count)`` pairs) that holds its ``q`` quantile; ``upper`` is infinite in the
+    open-ended bucket. None when empty. A histogram keeps no finer truth than that."""
     buckets = sorted(buckets)
     if not buckets or buckets[-1][1] == 0:
         return None
     rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
+    lower = 0.0
     for le, count in buckets:
         if count >= rank:
-            if math.isinf(le):
-                return lower  # in the open-ended bucket: the last finite bound
-            span = count - below
-            return lower + (le - lower) * ((rank - below) / span if span else 1.0)
-        lower, below = le, count
+            return (lower, le)
+        lower = le
     return None
+
+
+_HISTOGRAMS = {
+    "deskbridge_first_response_seconds": "first",
+    "deskbridge_reply_seconds": "reply",
+}
 
 
 def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (account, channel): messages in and out, waiting conversations, SLA
-    breaches, first-response and reply-time medians and 90th percentiles."""
+    breaches, and the first-response and reply-time medians and 90th percentiles as
+    ``(lower, upper)`` seconds: the bucket each falls in, or ``(x, x)`` when exact (a
+    single response, whose time the histogram's sum holds)."""
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
-    hist: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    hist: dict[tuple[str, str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
             key = (labels.get("account", ""), labels.get("channel", ""))
+            base, _, part = sample.name.rpartition("_")
             if sample.name == "deskbridge_messages_total":
                 rows[key][labels.get("direction", "")] = int(sample.value)
             elif sample.name == "deskbridge_conversations_awaiting_reply":
                 rows[key]["awaiting"] = int(sample.value)
             elif sample.name == "deskbridge_sla_breaches":
                 rows[key]["breaches"] = int(sample.value)
-            elif sample.name in (
-                "deskbridge_first_response_seconds_bucket",
-                "deskbridge_reply_seconds_bucket",
-            ):
-                which = "first" if "first" in sample.name else "reply"
-                hist[(*key, which)].append((float(labels["le"]), sample.value))
-    for (account, channel, which), buckets in hist.items():
-        merged: dict[float, float] = defaultdict(float)
-        for le, count in buckets:  # languages summed
-            merged[le] += count
+            elif base in _HISTOGRAMS and part == "bucket":  # languages summed
+                hist[(*key, _HISTOGRAMS[base])][float(labels["le"])] += sample.value
+            elif base in _HISTOGRAMS and part in ("count", "sum"):
+                totals[(*key, _HISTOGRAMS[base])][part == "sum"] += sample.value
+    for (account, channel, which), merged in hist.items():
+        count, total = totals[(account, channel, which)]
         pairs = sorted(merged.items())
-        rows[(account, channel)][f"{which}_p50"] = quantile(pairs, 0.5)
-        rows[(account, channel)][f"{which}_p90"] = quantile(pairs, 0.9)
+        for name, q in (("p50", 0.5), ("p90", 0.9)):
+            found = (total, total) if count == 1 else quantile(pairs, q)
+            rows[(account, channel)][f"{which}_{name}"] = found
     return dict(rows)
+
+
+def _short(seconds: float, *, exact: bool = False) -> str:
+    if seconds < (120 if exact else 60):
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
+def percentile_text(bounds: tuple[float, float] | None) -> str:
+    """A percentile as ``stats`` and the console print it: exact, or the bucket it
+    falls in ("1 min to 5 min")."""
+    if bounds is None:
+        return "-"
+    low, high = bounds
+    if low == high:
+        return _short(low, exact=True) if low < 7200 else f"{low / 3600:.1f} h"
+    if math.isinf(high):
+        return f"> {_short(low)}"
+    if low == 0:
+        return f"≤ {_short(high)}"
+    return f"{_short(low)} to {_short(high)}"

@@ -69,6 +69,8 @@ class SimulateInput(Generic[C]):
     name: str
     call: bool
     now: float
+    subject: str | None = None
+    """email only: the mail's Subject (default: the text's first line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ class ChannelSpec(Generic[C]):
     app route or only by a listener); ``simulate`` returns the webhook to POST, or a
     coroutine that sends the sample itself and returns the listener's status code;
     ``listener`` describes, for the banner, how an account's channel is reached when that
-    is not by webhook (None: by webhook).
+    is not by webhook (None: by webhook); ``own_subject``, see below.
     """
 
     channel: Channel
@@ -122,3 +124,6 @@ class ChannelSpec(Generic[C]):
     receiver: Callable[[str, C, ChannelAdapter], Receiver] | None = None
     app_route: AppRoute[C] | None = None
     listener: Callable[[C], str | None] | None = None
+    own_subject: bool = False
+    """Whether a message's ``thread_title`` is its own subject (a mail's Subject, a SIP
+    Subject header), which then names the ticket; elsewhere it names a group chat."""

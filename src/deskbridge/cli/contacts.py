@@ -23,6 +23,7 @@ from deskbridge.cli.admin_api import (
     print_table,
 )
 from deskbridge.outbound.base import UNCONFIRMED
+from deskbridge.schemas import brand
 
 __all__ = ["contacts"]
 
@@ -32,7 +33,8 @@ def contacts() -> None:
     """The identity graph: who deskbridge takes to be the same person, and why.
 
     A contact is named by its id, a phone number (+E.164), an email address or
-    channel:id (telegram:700000001, whatsapp:16505551234). Needs a token with
+    channel:id (telegram:700000001, whatsapp:16505551234): any address they wrote
+    from, verified or not (an unverified one is marked so). Needs a token with
     contacts:read (and contacts:write to link, unlink or decide).
 
     \b
@@ -60,11 +62,19 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
     for name in ("id", "account", "scope", "display_name", "created_at"):
         if data.get(name):
             out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+    if data.get("unverified_match"):
+        out.print(
+            f"found by: {data['unverified_match']}, an unverified identity (this contact "
+            "wrote as it, but nothing vouched for it: an unauthenticated email sender, a "
+            "SIP From with no trusted assertion)"
+        )
     idents = Table(box=None, header_style="bold", title="identities", title_justify="left")
-    for col in ("kind", "channel", "value", "strength", "source"):
+    for col in ("kind", "channel", "value", "verified", "source"):
         idents.add_column(col, overflow="fold")
     for i in data.get("identities", []):
-        idents.add_row(i["kind"], i.get("channel") or "", i["value"], i["strength"], i["source"])
+        verified = "yes" if i["strength"] == "strong" else "no (unverified)"
+        channel = brand(i["channel"]) if i.get("channel") else ""
+        idents.add_row(i["kind"], channel, i["value"], verified, i["source"])
     print_table(idents)
     edges = Table(box=None, header_style="bold", title="evidence", title_justify="left")
     for col in ("between", "and", "merges", "evidence"):
@@ -79,7 +89,7 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
     for col in ("conversation", "channel", "ticket"):
         convs.add_column(col)
     for c in data.get("conversations", []):
-        convs.add_row(c["id"], c["channel"], c.get("ticket_id") or "")
+        convs.add_row(c["id"], brand(c["channel"]), c.get("ticket_id") or "")
     print_table(convs)
     for desk, user in data.get("desk_users", {}).items():
         out.print(f"[bold]{desk} user[/]: {user}", markup=True)

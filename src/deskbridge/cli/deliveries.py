@@ -30,6 +30,7 @@ from deskbridge.cli.admin_api import (
     progress_bar,
     short_time,
 )
+from deskbridge.schemas import brand
 
 __all__ = ["deliveries"]
 
@@ -140,8 +141,8 @@ def deliveries_list(
             short_time(d["created_at"]),
             d["account"],
             "note" if d.get("kind") == "note" else "in" if d["direction"] == "inbound" else "out",
-            d["channel"],
-            d["desk"],
+            brand(d["channel"]),
+            brand(d["desk"]),
             d["state"] + (f" ({d['reason']})" if d.get("reason") else ""),
             str(d["attempts"]),
             (d.get("last_error") or "")[:80],

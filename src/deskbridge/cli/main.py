@@ -155,6 +155,12 @@ def check_config(file: Path) -> None:
 @click.option(
     "--name", default="Demo Customer", show_default=True, help="The customer's display name."
 )
+@click.option(
+    "--subject",
+    default=None,
+    help="email only: the mail's Subject, which becomes the ticket's (default: the "
+    "text's first line).",
+)
 @CONFIG_OPTION
 def simulate(
     channel: str,
@@ -164,6 +170,7 @@ def simulate(
     sender: str | None,
     name: str,
     call: bool,
+    subject: str | None,
     config: Path | None,
 ) -> None:
     """Send a correctly signed webhook to a running gateway, as the channel would (for
@@ -185,6 +192,7 @@ def simulate(
             name=name,
             config=config,
             call=call,
+            subject=subject,
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)

@@ -45,6 +45,7 @@ def simulate(
     name: str,
     config: Path | None,
     call: bool = False,
+    subject: str | None = None,
 ) -> int:
     """POST one signed webhook (or, for an email address taking mail by SMTP, send one
     mail to the listener); returns the gateway's HTTP status (or the SMTP reply code)."""
@@ -56,7 +57,15 @@ def simulate(
         raise ConfigError(f"account {account!r} has no {channel} channel")
     spec = CHANNELS[Channel(channel)]
     sim = SimulateInput(
-        accounts, account, ch, text, sender or spec.default_sender, name, call, time.time()
+        accounts,
+        account,
+        ch,
+        text,
+        sender or spec.default_sender,
+        name,
+        call,
+        time.time(),
+        subject,
     )
     out = spec.simulate(sim)
     if not isinstance(out, SimulatedRequest):

@@ -6,24 +6,16 @@ from __future__ import annotations
 import click
 import httpx
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
-from deskbridge.metrics import quantile, summarize
+from deskbridge.metrics import percentile_text, quantile, summarize
+from deskbridge.schemas import brand
 
 __all__ = ["quantile", "stats", "summarize"]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @click.command()
@@ -43,6 +35,10 @@ def _duration(seconds: float | None) -> str:
 def stats(url: str, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
     waiting, SLA breaches, first-response and reply times (median and 90th percentile).
+
+    A percentile is exact when there was one response; otherwise it is the bucket of
+    the gateway's histogram it falls in (bounds 1, 5, 15, 30 min, 1, 2, 4, 8, 24, 48 h),
+    printed as a range such as "1 min to 5 min".
 
     \b
     Example:
@@ -66,14 +62,17 @@ def stats(url: str, token: str | None) -> None:
             continue
         table.add_row(
             account,
-            channel,
+            brand(channel),
             str(r.get("inbound", 0)),
             str(r.get("outbound", 0)),
             str(r.get("awaiting", 0)),
             str(r.get("breaches", 0)),
-            _duration(r.get("first_p50")),
-            _duration(r.get("first_p90")),
-            _duration(r.get("reply_p50")),
-            _duration(r.get("reply_p90")),
+            percentile_text(r.get("first_p50")),
+            percentile_text(r.get("first_p90")),
+            percentile_text(r.get("reply_p50")),
+            percentile_text(r.get("reply_p90")),
         )
+    # never squeezed into the terminal (or 80 columns when piped): figures stay whole
+    wanted = Measurement.get(out, out.options.update_width(1000), table).maximum
+    out.width = max(out.width, wanted)
     out.print(table)

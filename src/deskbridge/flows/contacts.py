@@ -10,7 +10,7 @@ from deskbridge.flows import privacy
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound import DeskConnector
-from deskbridge.schemas import Contact, Delivery, Message
+from deskbridge.schemas import Contact, Delivery, Message, brand
 from deskbridge.store.graph import Observed
 
 __all__ = ["authenticated", "desk_user", "sender_contact", "with_display_name"]
@@ -87,9 +87,10 @@ async def _after_observation(rt: Runtime, d: Delivery, observed: Observed) -> No
             conv = await rt.conversations.get(d.account, conv_id)
             if conv is None or conv.ticket_id is None or conv_id == d.conversation_id:
                 continue
+            on = brand(d.channel)
             text = (
                 f"deskbridge recognised this customer as the same person as contact {survivor} "
-                f"(strong evidence on {d.channel}); contact {merged} was merged into it, and "
+                f"(strong evidence on {on}); contact {merged} was merged into it, and "
                 "new tickets go to that contact's desk user. Merge the desk users if you agree."
             )
             await note(rt, d, text, why=f"merged-{merged}", conversation_id=conv_id)

@@ -230,6 +230,8 @@ async def refresh_waiting(rt: Runtime, account: str, sla: dict[str, int]) -> Non
         target = sla.get(channel)
         if target is not None and now - since > target:
             breached[channel] = breached.get(channel, 0) + 1
-    for channel in set(waiting) | set(sla):
+    # every configured channel, so a channel's gauge returns to 0 once nobody waits there
+    configured = {ch.type for ch in rt.accounts.accounts[account].channels}
+    for channel in set(waiting) | set(sla) | configured:
         rt.metrics.awaiting.labels(account, channel).set(waiting.get(channel, 0))
         rt.metrics.sla_breaches.labels(account, channel).set(breached.get(channel, 0))

@@ -15,7 +15,7 @@ from deskbridge.flows.budget import wait_for_budget
 from deskbridge.flows.ingest import queue_note
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.capabilities import TicketUpdateBudget
-from deskbridge.schemas import ConversationRef, Delivery, DeliveryState, DeskNote
+from deskbridge.schemas import ConversationRef, Delivery, DeliveryState, DeskNote, brand
 from deskbridge.store import ConversationRecord
 
 __all__ = ["file_note", "note", "ref", "tell_agent"]
@@ -92,7 +92,7 @@ async def tell_agent(rt: Runtime, d: Delivery, exc: DeliveryError) -> None:
     await note(
         rt,
         d,
-        f"deskbridge could not deliver this reply on {d.channel}: {exc}. "
+        f"deskbridge could not deliver this reply on {brand(d.channel)}: {exc}. "
         f"Delivery {d.id} is kept as a dead letter and can be replayed.",
         why=f"dead-{d.replays}",
     )

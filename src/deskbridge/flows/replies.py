@@ -15,7 +15,14 @@ from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.capabilities import ReadsCommentFiles
-from deskbridge.schemas import AgentReply, Attempt, ChannelAddress, Delivery, DeliveryState
+from deskbridge.schemas import (
+    AgentReply,
+    Attempt,
+    ChannelAddress,
+    Delivery,
+    DeliveryState,
+    Desk,
+)
 from deskbridge.store import ConversationRecord
 
 __all__ = ["StoredProgress", "hold", "hold_again", "send_reply", "stored_progress"]
@@ -60,6 +67,8 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         rt.metrics.quota_messages.labels(d.account, conv.channel.value).inc(receipt.quota_messages)
     if receipt.external_ids:
         await rt.deliveries.record_sent(d, receipt.external_ids)
+        if reply.desk is Desk.SANDBOX:  # the ticket's page lists its own channel calls
+            await rt.sandbox.link_sent(d.account, reply.ticket_id, receipt.external_ids)
     await enrichment.record_reply(
         rt, d.account, conv.id, conv.channel.value, automated=reply.automated
     )
@@ -67,7 +76,7 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         await note(
             rt,
             d,
-            f"deskbridge sent this reply on {conv.channel.value} without "
+            f"deskbridge sent this reply on {conv.channel.brand} without "
             + "; ".join(f"the attachment {x}" for x in left_out)
             + ". Send it another way if the customer needs it.",
             why=f"left-out-{d.replays}",
@@ -160,7 +169,7 @@ async def hold(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     await note(
         rt,
         d,
-        f"deskbridge is holding this reply: the customer's {conv.channel.value} reply window is "
+        f"deskbridge is holding this reply: the customer's {conv.channel.brand} reply window is "
         f"closed ({closed}). It will be sent as soon as the customer writes again. {invited}",
         why=f"held-{seen}",
     )
@@ -188,7 +197,7 @@ async def hold_again(rt: Runtime, d: Delivery, closed: WindowClosed) -> None:
     await note(
         rt,
         d,
-        f"{conv.channel.value.capitalize()} reports that this reply was not delivered: the "
+        f"{conv.channel.brand} reports that this reply was not delivered: the "
         f"customer's reply window was closed ({closed}). deskbridge is holding it and will "
         f"send it again as soon as the customer writes. {invited}",
         why=f"held-{seen}",

@@ -57,7 +57,7 @@ async def _held_again(rt: Runtime, d: Delivery, target: str, st: StatusUpdate, e
         await note(
             rt,
             reply,
-            f"{st.channel.value.capitalize()} reports that this reply was not delivered"
+            f"{st.channel.brand} reports that this reply was not delivered"
             f"{': ' + error if error else ''}. Delivery {reply.id}.",
             why=f"failed-{reply.replays}",
         )
@@ -85,7 +85,7 @@ async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> Del
             return DeliveryState.SKIPPED
         await desk.add_note(
             ref(conv, d.account),
-            f"The customer retracted a message on {ev.channel.value} (message {ev.external_id}). "
+            f"The customer retracted a message on {ev.channel.brand} (message {ev.external_id}). "
             "It stays on the ticket as it was received.",
         )
         return DeliveryState.DELIVERED

@@ -30,7 +30,7 @@ from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway.state import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
-from deskbridge.schemas import AgentReply, Channel, Desk
+from deskbridge.schemas import AgentReply, Channel, Desk, brand
 
 __all__ = ["add_routes"]
 
@@ -41,23 +41,59 @@ header a{color:#fff;text-decoration:none}
 main{max-width:60rem;margin:1.5rem auto;padding:0 1rem}
 section{background:#fff;border:1px solid #dde1e7;border-radius:6px;
   padding:1rem 1.2rem;margin-bottom:1rem}
-table{border-collapse:collapse;width:100%}
+table{border-collapse:collapse;width:100%}.calls{table-layout:fixed}
 td,th{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #eee;vertical-align:top}
+.calls td,td.long,h2{overflow-wrap:anywhere}
+.calls col.when{width:7.5rem}.calls col.ch{width:7rem}.calls col.call{width:8rem}
+.calls col.to{width:11rem}.calls col.tk{width:4.5rem}
 .msg{border-left:4px solid #9aa5b5;padding:.4rem .8rem;margin:.6rem 0;background:#fafbfc}
-.msg,.pre{white-space:pre-wrap}
+.msg,.pre,.wire{white-space:pre-wrap;overflow-wrap:anywhere}
+.wire{font:12px/1.35 ui-monospace,monospace;background:#f3f4f6;padding:.4rem;margin:.3rem 0}
+summary{cursor:pointer;color:#556;font-size:.85em}
 .customer{border-color:#2f7de1}.agent{border-color:#1a9f5b}
 .note{border-color:#e0a100;background:#fff9e6}
-.meta{color:#667;font-size:.85em}textarea{width:100%;min-height:6rem;font:inherit}
+.meta{color:#667;font-size:.85em}textarea{width:100%;min-height:6rem;font:inherit;
+  box-sizing:border-box}
 button{font:inherit;padding:.4rem 1rem;margin-top:.5rem}code{background:#eef;padding:0 .2rem}
+"""
+
+# Keeps a ticket's page current without a reload (the reply form and what is typed in it
+# stay): polls the page's /live twin and swaps the parts whose version changed.
+_SCRIPT = """
+(function () {
+  var live = document.getElementById("live");
+  if (!live) { return; }
+  function poll() {
+    if (document.visibilityState === "hidden") { return; }
+    fetch(live.getAttribute("data-src"), {cache: "no-store", credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        if (!d || d.v === live.getAttribute("data-v")) { return; }
+        Object.keys(d.parts).forEach(function (id) {
+          var el = document.getElementById(id);
+          if (el) { el.innerHTML = d.parts[id]; }
+        });
+        live.setAttribute("data-v", d.v);
+      })
+      .catch(function () {});
+  }
+  setInterval(poll, 1500);
+})();
 """
 
 _e = html.escape
 
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+
+def _sha256(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
 SECURITY_HEADERS = {
-    # the one inline style block is allowed by its hash; nothing else loads or runs
+    # the inline style block and script are allowed by their hashes; nothing else loads
+    # or runs, and the script may only fetch from this origin
     "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
+        f"default-src 'none'; style-src 'sha256-{_sha256(_STYLE)}'; "
+        f"script-src 'sha256-{_sha256(_SCRIPT)}'; connect-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
@@ -83,24 +119,33 @@ def _secured(handler: Handler) -> Handler:
     return wrapped
 
 
-def _page(title: str, body: str, *, refresh: bool = False) -> web.Response:
+def _page(title: str, body: str, *, refresh: bool = False, live: bool = False) -> web.Response:
     meta = '<meta http-equiv="refresh" content="3">' if refresh else ""
+    script = f"<script>{_SCRIPT}</script>" if live else ""
     doc = (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)} · deskbridge sandbox</title><style>{_STYLE}</style></head>"
         '<body><header><a href="/sandbox/"><b>deskbridge</b> sandbox desk</a></header>'
-        f"<main>{body}</main></body></html>"
+        f"<main>{body}</main>{script}</body></html>"
     )
     return web.Response(text=doc, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
-def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
-    """An HTML table; cells are given as HTML (escape values before passing them)."""
+def _table(
+    headers: list[str], rows: list[list[str]], empty: str, *, cols: str = "", cls: str = ""
+) -> str:
+    """An HTML table; cells are given as HTML (escape values before passing them), a
+    cell that is a whole ``<td ...>`` element as is."""
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
     if not rows:
         body = f'<tr><td colspan="{len(headers)}">{empty}</td></tr>'
-    return f"<table><tr>{head}</tr>{body}</table>"
+    klass = f' class="{cls}"' if cls else ""
+    return f"<table{klass}>{cols}<tr>{head}</tr>{body}</table>"
 
 
 def _when(ts: float) -> str:
@@ -120,6 +165,10 @@ def _account(request: web.Request) -> tuple[Runtime, str]:
     return rt, account
 
 
+def _ticket_link(account: str, ticket_id: str) -> str:
+    return f'<a href="/sandbox/{_e(account)}/tickets/{_e(ticket_id)}">#{_e(ticket_id)}</a>'
+
+
 async def index(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     parts: list[str] = []
@@ -127,16 +176,17 @@ async def index(request: web.Request) -> web.Response:
     if not accounts:
         parts.append("<section><p>No account uses the sandbox desk.</p></section>")
     for account in accounts:
+        tickets = await rt.sandbox.tickets(account)
         rows = [
             [
-                f'<a href="/sandbox/{_e(account)}/tickets/{_e(t.id)}">#{_e(t.id)}</a>',
-                _e(t.subject),
-                _e(t.requester),
-                _e(t.channel),
+                _ticket_link(account, t.id),
+                f"<td class=long>{_e(t.subject)}</td>",
+                f"<td class=long>{_e(t.requester)}</td>",
+                _e(brand(t.channel)),
                 str(len(t.messages)),
                 _when(t.updated_at),
             ]
-            for t in await rt.sandbox.tickets(account)
+            for t in tickets
         ]
         empty = "No tickets yet. Try <code>deskbridge simulate telegram --text hello</code>."
         headers = ["Ticket", "Subject", "Requester", "Channel", "Messages", "Updated"]
@@ -144,24 +194,53 @@ async def index(request: web.Request) -> web.Response:
             f"<section><h2>Account <code>{_e(account)}</code></h2>"
             f"{_table(headers, rows, empty)}</section>"
         )
-        parts.append(await _outbox(rt, account))
+        of = {i: t.id for t in tickets for i in t.sent_ids}
+        sent = await rt.sandbox.sent(account, limit=20)
+        parts.append(f"<section>{_outbox(account, sent, of)}</section>")
     return _page("Tickets", "".join(parts), refresh=True)
 
 
-async def _outbox(rt: Runtime, account: str) -> str:
-    rows = [
-        [
+def _call_text(e: dict[str, Any]) -> str:
+    """What was sent, as the customer would read it; the wire form (a SIP request, a
+    mail's headers) folded away under it."""
+    subject = str(e.get("subject") or "")
+    head = f"<div><b>{_e(subject)}</b></div>" if subject else ""
+    detail = str(e.get("detail") or "")
+    wire = (
+        f"<details><summary>wire form</summary><div class=wire>{_e(detail)}</div></details>"
+        if detail
+        else ""
+    )
+    return f"{head}<div class=pre>{_e(str(e.get('text', '')))}</div>{wire}"
+
+
+def _outbox(account: str, sent: list[dict[str, Any]], of: dict[str, str] | None = None) -> str:
+    """The channel calls in ``sent``; with ``of`` (platform id → ticket), a Ticket
+    column (the index), else they are one ticket's (its page)."""
+    rows = []
+    for e in sent:
+        row = [
             _when(e["at"]),
-            _e(e.get("channel", "")),
+            _e(brand(str(e.get("channel", "")))),
             f"<code>{_e(e.get('method', ''))}</code>",
             _e(str(e.get("to", ""))),
-            f"<div class=pre>{_e(e.get('text', ''))}</div>",
         ]
-        for e in await rt.sandbox.sent(account, limit=20)
-    ]
-    empty = "Nothing sent yet. Reply to a ticket and the channel call shows up here."
-    table = _table(["When", "Channel", "Call", "To", "Text"], rows, empty)
-    return f"<section><h3>Sent on channels (sandbox channel API)</h3>{table}</section>"
+        if of is not None:
+            tid = of.get(str(e.get("id", "")))
+            row.append(_ticket_link(account, tid) if tid else "")
+        rows.append([*row, _call_text(e)])
+    headers = ["When", "Channel", "Call", "To"] + (["Ticket"] if of is not None else []) + ["Text"]
+    cols = "".join(
+        f'<col class="{c}">' for c in ["when", "ch", "call", "to"] + (["tk"] if of else [])
+    )
+    if of is None:
+        title = "Sent on channels for this ticket"
+        empty = "Nothing sent for this ticket yet. Send a reply and its channel call shows here."
+    else:
+        title = "Sent on channels (sandbox channel API)"
+        empty = "Nothing sent yet. Reply to a ticket and the channel call shows up here."
+    table = _table(headers, rows, empty, cols=f"<colgroup>{cols}<col></colgroup>", cls="calls")
+    return f"<h3>{title}</h3>{table}"
 
 
 def _message(author: str, at: float, text: str, attachments: tuple[str, ...]) -> str:
@@ -172,26 +251,57 @@ def _message(author: str, at: float, text: str, attachments: tuple[str, ...]) ->
     )
 
 
+async def _ticket_parts(rt: Runtime, account: str, ticket_id: str) -> dict[str, str] | None:
+    """The parts of a ticket's page that change: its messages and its channel calls."""
+    t = await rt.sandbox.ticket(account, ticket_id)
+    if t is None:
+        return None
+    sent = await rt.sandbox.sent_as(account, t.sent_ids)
+    return {
+        "messages": "".join(_message(m.author, m.at, m.text, m.attachments) for m in t.messages),
+        "sent": _outbox(account, sent),
+    }
+
+
+def _version(parts: dict[str, str]) -> str:
+    return hashlib.sha256("\x1f".join(parts.values()).encode()).hexdigest()[:16]
+
+
 async def ticket(request: web.Request) -> web.Response:
     rt, account = _account(request)
-    t = await rt.sandbox.ticket(account, request.match_info["ticket"])
-    if t is None:
+    ticket_id = request.match_info["ticket"]
+    t = await rt.sandbox.ticket(account, ticket_id)
+    parts = await _ticket_parts(rt, account, ticket_id)
+    if t is None or parts is None:
         raise web.HTTPNotFound(text="no such ticket")
-    msgs = "".join(_message(m.author, m.at, m.text, m.attachments) for m in t.messages)
-    action = f"/sandbox/{_e(account)}/tickets/{_e(t.id)}/reply"
+    base = f"/sandbox/{_e(account)}/tickets/{_e(t.id)}"
     form = (
-        f'<form method="post" action="{action}">'
+        f'<form method="post" action="{base}/reply">'
         f'<input type="hidden" name="csrf" value="{_e(request.app[CSRF])}">'
-        f'<label for="text"><b>Reply as agent</b> (sent to the customer on {_e(t.channel)})'
-        "</label><textarea id=text name=text required></textarea>"
+        f'<label for="text"><b>Reply as agent</b> (sent to the customer on '
+        f"{_e(brand(t.channel))})</label><textarea id=text name=text required></textarea>"
         "<button type=submit>Send reply</button></form>"
     )
     body = (
+        f'<div id=live data-src="{base}/live" data-v="{_version(parts)}">'
         f"<section><h2>#{_e(t.id)} {_e(t.subject)}</h2>"
-        f"<p class=meta>Requester: {_e(t.requester)} · channel {_e(t.channel)}</p>"
-        f"{msgs}{form}</section>" + await _outbox(rt, account)
+        f"<p class=meta>Requester: {_e(t.requester)} · channel {_e(brand(t.channel))}</p>"
+        f"<div id=messages>{parts['messages']}</div>{form}</section>"
+        f"<section id=sent>{parts['sent']}</section></div>"
     )
-    return _page(f"Ticket {t.id}", body)
+    return _page(f"Ticket {t.id}", body, live=True)
+
+
+async def live(request: web.Request) -> web.Response:
+    """The changing parts of a ticket's page as JSON ``{"v": version, "parts": {id:
+    html}}``, for the page's own script."""
+    rt, account = _account(request)
+    parts = await _ticket_parts(rt, account, request.match_info["ticket"])
+    if parts is None:
+        raise web.HTTPNotFound(text="no such ticket")
+    return web.json_response(
+        {"v": _version(parts), "parts": parts}, headers={"Cache-Control": "no-store"}
+    )
 
 
 async def reply(request: web.Request) -> web.Response:
@@ -270,15 +380,18 @@ async def telegram_api(request: web.Request) -> web.Response:
         text = str(fields.get("text") or fields.get("caption") or "")
         if file_note:
             text = f"{file_note}\n{text}" if text else file_note
+        message_id = time.time_ns() // 1000 % 2_000_000_000
         await rt.sandbox.record_sent(
             account,
-            {"channel": "telegram", "method": method, "to": fields.get("chat_id"), "text": text},
+            {
+                "channel": "telegram",
+                "method": method,
+                "to": fields.get("chat_id"),
+                "text": text,
+                "id": str(message_id),
+            },
         )
-        result = {
-            "message_id": int(now * 1000) % 2_000_000_000,
-            "date": now,
-            "chat": {"id": fields.get("chat_id")},
-        }
+        result = {"message_id": message_id, "date": now, "chat": {"id": fields.get("chat_id")}}
         return web.json_response({"ok": True, "result": result})
     if method == "getMe":
         return web.json_response(
@@ -350,10 +463,17 @@ async def whatsapp_api(request: web.Request) -> web.Response:
             media = f": {payload['id']}" if payload.get("id") else ""
             text = f"[{kind}{media}] {text}".strip()
         to = body.get("to") or body.get("recipient")
+        wamid = f"wamid.SANDBOX{time.time_ns() // 1000}"
         await rt.sandbox.record_sent(
-            account, {"channel": "whatsapp", "method": f"messages ({kind})", "to": to, "text": text}
+            account,
+            {
+                "channel": "whatsapp",
+                "method": f"messages ({kind})",
+                "to": to,
+                "text": text,
+                "id": wamid,
+            },
         )
-        wamid = f"wamid.SANDBOX{int(time.time() * 1_000_000)}"
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
@@ -376,7 +496,13 @@ async def messenger_api(request: web.Request) -> web.Response:
         _bearer(request).encode(), ch.page_access_token.get_secret_value().encode()
     ):
         return _graph_error(401, 190, "Invalid OAuth access token")
-    if request.method != "POST" or not request.match_info["tail"].rstrip("/").endswith("messages"):
+    tail = request.match_info["tail"].strip("/").split("/")
+    if request.method == "GET" and len(tail) == 2 and tail[1].isdigit():
+        # the User Profile API: GET /{version}/{PSID}?fields=first_name,last_name
+        return web.json_response(
+            {"first_name": "Messenger Demo", "last_name": "Customer", "id": tail[1]}
+        )
+    if request.method != "POST" or tail[-1] != "messages":
         return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
     body = await request.json()
     message = body.get("message") or {}
@@ -388,12 +514,11 @@ async def messenger_api(request: web.Request) -> web.Response:
     if body.get("tag"):
         method += f" {body['tag']}"
     psid = (body.get("recipient") or {}).get("id")
+    mid = f"m_SANDBOX{time.time_ns() // 1000}"
     await rt.sandbox.record_sent(
-        account, {"channel": "messenger", "method": method, "to": psid, "text": text}
+        account, {"channel": "messenger", "method": method, "to": psid, "text": text, "id": mid}
     )
-    return web.json_response(
-        {"recipient_id": psid, "message_id": f"m_SANDBOX{int(time.time() * 1_000_000)}"}
-    )
+    return web.json_response({"recipient_id": psid, "message_id": mid})
 
 
 async def line_api(request: web.Request) -> web.Response:
@@ -416,10 +541,12 @@ async def line_api(request: web.Request) -> web.Response:
         for i, m in enumerate(body.get("messages") or []):
             text = m.get("text") or f"[{m.get('type')}: {m.get('originalContentUrl', '')}]"
             to = body.get("to") or "(reply token)"
+            sent_id = str(now * 10 + i)
             await rt.sandbox.record_sent(
-                account, {"channel": "line", "method": method, "to": to, "text": text}
+                account,
+                {"channel": "line", "method": method, "to": to, "text": text, "id": sent_id},
             )
-            sent.append({"id": str(now * 10 + i), "quoteToken": f"sandbox-{now}-{i}"})
+            sent.append({"id": sent_id, "quoteToken": f"sandbox-{now}-{i}"})
         return web.json_response({"sentMessages": sent})
     if request.method == "GET" and path.startswith("/v2/bot/profile/"):
         user = path.rsplit("/", 1)[1]
@@ -466,6 +593,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get("/sandbox", _secured(to_index))
         app.router.add_get("/sandbox/", _secured(index))
         app.router.add_get("/sandbox/{account}/tickets/{ticket}", _secured(ticket))
+        app.router.add_get("/sandbox/{account}/tickets/{ticket}/live", _secured(live))
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))
     if not api_enabled(rt):
         return

@@ -11,19 +11,28 @@ import httpx
 from deskbridge.errors import PermanentError
 from deskbridge.http import Fetcher, classify, read_capped, transport_error
 from deskbridge.identity.normalize import phone_key
-from deskbridge.schemas import Attachment, Contact, Upload
+from deskbridge.schemas import Attachment, Channel, Contact, Upload
 
 __all__ = ["Credentials", "display_name", "download", "phones", "unique"]
 
 
 def display_name(contact: Contact, *, limit: int | None = None) -> str:
-    """The desk user's name: the contact's, else "<Channel> user", else "Customer"."""
-    if contact.display_name and contact.display_name.strip():
-        name = contact.display_name.strip()
-        return name[:limit] if limit else name
+    """The desk user's name: the contact's, else for a SIP caller their number or URI
+    user ("alice (SIP)"), else "<Channel> user", else "Customer"."""
+    name = (contact.display_name or "").strip() or _fallback_name(contact)
+    return name[:limit] if limit else name
+
+
+def _fallback_name(contact: Contact) -> str:
+    phones = [i.value for i in contact.identities if i.kind == "phone"]
     for identity in contact.identities:
-        if identity.kind == "channel_user" and identity.channel is not None:
-            return f"{identity.channel.value.capitalize()} user"
+        if identity.kind != "channel_user" or identity.channel is None:
+            continue
+        if identity.channel is Channel.SIP:
+            # a From header alone names nobody: the number or URI user is all there is
+            user, at, _ = identity.value.partition(":")[2].partition("@")
+            return phones[0] if phones else f"{user} (SIP)" if at and user else identity.value
+        return f"{identity.channel.brand} user"
     return "Customer"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from deskbridge.schemas import Channel, Message
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.schemas import Message
 
 __all__ = ["render", "subject"]
 
@@ -47,13 +48,14 @@ def render(msg: Message) -> str:
 
 
 def subject(msg: Message, *, limit: int = 80) -> str:
-    """A ticket subject: the channel and the mail's Subject, or the first line of the
-    first message."""
+    """A ticket subject: the channel and the message's own subject (a mail's Subject),
+    or the first line of the first message."""
     first = (msg.text or msg.note or "").strip().splitlines()
     head = first[0] if first else "New conversation"
-    if msg.channel is Channel.EMAIL and msg.thread_title and msg.thread_title.strip():
+    own = CHANNELS[msg.channel].own_subject  # a mail's Subject; elsewhere a group's title
+    if own and msg.thread_title and msg.thread_title.strip():
         head = " ".join(msg.thread_title.split())
     if len(head) > limit:
         head = head[: limit - 1] + "…"
     who = f"{msg.sender.display_name}: " if msg.sender.display_name else ""
-    return f"{msg.channel.value.capitalize()}: {who}{head}"
+    return f"{msg.channel.brand}: {who}{head}"

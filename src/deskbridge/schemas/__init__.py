@@ -1,6 +1,6 @@
 """The normalized world every channel and desk is translated to and from."""
 
-from deskbridge.schemas.common import Channel, Desk, utcnow
+from deskbridge.schemas.common import BRANDS, Channel, Desk, brand, utcnow
 from deskbridge.schemas.contacts import Contact, Identity, IdentityKind, Strength
 from deskbridge.schemas.deliveries import (
     Attempt,
@@ -33,6 +33,7 @@ from deskbridge.schemas.transfer import (
 )
 
 __all__ = [
+    "BRANDS",
     "AgentReply",
     "Attachment",
     "AttachmentKind",
@@ -62,5 +63,6 @@ __all__ = [
     "StatusUpdate",
     "Strength",
     "Upload",
+    "brand",
     "utcnow",
 ]

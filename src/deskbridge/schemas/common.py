@@ -5,7 +5,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Channel", "Desk", "Frozen", "utcnow"]
+__all__ = ["BRANDS", "Channel", "Desk", "Frozen", "brand", "utcnow"]
 
 
 class Channel(StrEnum):
@@ -18,6 +18,11 @@ class Channel(StrEnum):
     EMAIL = "email"
     SIP = "sip"
 
+    @property
+    def brand(self) -> str:
+        """The channel's name as its owner spells it (``WhatsApp``, ``LINE``, ``SIP``)."""
+        return BRANDS[self.value]
+
 
 class Desk(StrEnum):
     """A helpdesk. The value is also the connector folder and the `/desks/{desk}` segment."""
@@ -26,6 +31,11 @@ class Desk(StrEnum):
     ZENDESK = "zendesk"
     INTERCOM = "intercom"
     UDESK = "udesk"
+
+    @property
+    def brand(self) -> str:
+        """The desk's name as its owner spells it (``Zendesk``, ``Udesk``)."""
+        return BRANDS[self.value]
 
 
 class Frozen(BaseModel):
@@ -36,3 +46,27 @@ class Frozen(BaseModel):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+BRANDS: dict[str, str] = {
+    "telegram": "Telegram",
+    "whatsapp": "WhatsApp",
+    "messenger": "Messenger",
+    "line": "LINE",
+    "email": "Email",
+    "sip": "SIP",
+    "instagram": "Instagram",
+    "sandbox": "Sandbox",
+    "zendesk": "Zendesk",
+    "intercom": "Intercom",
+    "udesk": "Udesk",
+}
+"""Every channel, desk and platform name as its owner spells it, by our lower-case value:
+the one table user-visible text (ticket subjects, notes, pages, CLI output) takes names
+from. A new channel or desk adds its spelling here, beside its enum member."""
+
+
+def brand(value: str) -> str:
+    """``value`` (a channel, desk or platform, any case) as its owner spells it; an
+    unknown name comes back unchanged."""
+    return BRANDS.get(value.lower(), value)

@@ -538,6 +538,20 @@ class IdentityGraph:
             return None
         return await self.resolve(scope, c.decode())
 
+    async def claimants(self, scope: str, ident: Identity) -> list[str]:
+        """The contacts that wrote as ``ident`` without proof of it (an unauthenticated
+        From, a SIP From with no asserted identity): its claim node's owner and the owners
+        of its neighbours. None of them owns ``ident`` itself (``find`` is None)."""
+        plain = self.digest(scope, ident)
+        nodes = [self.digest(scope, ident, claim=True)]
+        nodes += [n.decode() for n in await self._typed.hkeys(keys.graph_adjacent(scope, plain))]
+        out: list[str] = []
+        for d in nodes:
+            c = await self._typed.hget(keys.graph_node(scope, d), "c")
+            if c and (contact := await self.resolve(scope, c.decode())) not in out:
+                out.append(contact)
+        return out
+
     async def members(self, scope: str, contact_id: str) -> list[Identity]:
         """Every identifier of the contact (values opened), channel identities first."""
         contact_id = await self.resolve(scope, contact_id)

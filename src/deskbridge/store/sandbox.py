@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -18,6 +19,8 @@ from deskbridge.store.crypto import Vault
 __all__ = ["SandboxMessage", "SandboxStore", "SandboxTicket"]
 
 _OUTBOX_LIMIT = 200
+_SENT = "sent:"
+"""Prefix of a ticket hash's fields naming the platform ids its replies went out as."""
 _IDEM_TTL = 7 * 86400
 
 
@@ -40,6 +43,8 @@ class SandboxTicket:
     channel: str
     updated_at: float
     messages: list[SandboxMessage] = field(default_factory=list)
+    sent_ids: frozenset[str] = frozenset()
+    """The platform ids of what replies on this ticket were sent as (``link_sent``)."""
 
 
 @guarded
@@ -168,10 +173,24 @@ class SandboxStore:
             channel=h[b"channel"].decode(),
             updated_at=float(h[b"updated_at"]),
             messages=messages,
+            sent_ids=frozenset(
+                f.decode().removeprefix(_SENT) for f in h if f.startswith(_SENT.encode())
+            ),
         )
 
+    async def link_sent(self, account: str, ticket_id: str, platform_ids: Sequence[str]) -> None:
+        """Note that a reply on ``ticket_id`` went out as ``platform_ids`` (what the sandbox
+        channel API answered, kept in its outbox entries), so the ticket's page lists
+        only its own channel calls. Idempotent; a ticket erased meanwhile stays erased."""
+        key = keys.sandbox_ticket(account, ticket_id)
+        if platform_ids and await self._redis.exists(key):
+            await self._typed.hset(key, mapping={f"{_SENT}{i}": "1" for i in platform_ids})
+
     async def record_sent(self, account: str, entry: dict[str, Any]) -> None:
-        """Keep what a sandbox-mode channel was asked to send (newest first, bounded)."""
+        """Keep what a sandbox-mode channel was asked to send (newest first, bounded):
+        ``channel``, ``method``, ``to``, ``text`` (what the customer would read), ``id``
+        (the platform id answered) and optionally ``subject`` and ``detail`` (the wire
+        form: headers, a SIP request)."""
         key = keys.sandbox_outbox(account)
         entry = {**entry, "at": time.time()}
         pipe = self._redis.pipeline(transaction=True)
@@ -180,16 +199,19 @@ class SandboxStore:
         await pipe.execute()
 
     async def record_mail(self, account: str, msg: EmailMessage) -> None:
-        """Keep a mail a sandbox-mode email channel was asked to send."""
+        """Keep a mail a sandbox-mode email channel was asked to send: its text and
+        Subject to read, its threading headers as the detail."""
         body = msg.get_body(("plain",))
         text = body.get_content() if body is not None else ""
-        headers = ("Subject", "Message-ID", "In-Reply-To", "References", "Reply-To")
-        threading = "\n".join(f"{h}: {msg[h]}" for h in headers if msg[h])
+        headers = ("From", "To", "Subject", "Message-ID", "In-Reply-To", "References", "Reply-To")
         entry = {
             "channel": "email",
             "method": "mail",
             "to": str(msg["To"]),
-            "text": f"{threading}\n\n{text}",
+            "subject": str(msg["Subject"] or ""),
+            "text": text.rstrip("\n"),
+            "id": str(msg["Message-ID"] or "").strip().strip("<>"),
+            "detail": "\n".join(f"{h}: {msg[h]}" for h in headers if msg[h]),
         }
         await self.record_sent(account, entry)
 
@@ -197,3 +219,12 @@ class SandboxStore:
         key = keys.sandbox_outbox(account)
         rows = await self._typed.lrange(key, 0, limit - 1)
         return [json.loads(self._vault.open(r, key)) for r in rows]
+
+    async def sent_as(self, account: str, platform_ids: Collection[str]) -> list[dict[str, Any]]:
+        """The kept calls (newest first, the whole bounded outbox) whose platform id is
+        one of ``platform_ids``: one ticket's, with its ``sent_ids``."""
+        if not platform_ids:
+            return []
+        key = keys.sandbox_outbox(account)
+        rows = [json.loads(self._vault.open(r, key)) for r in await self._typed.lrange(key, 0, -1)]
+        return [e for e in rows if str(e.get("id", "")) in platform_ids]

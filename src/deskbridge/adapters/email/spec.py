@@ -38,10 +38,14 @@ def _receiver(account: str, config: EmailConfig, adapter: ChannelAdapter) -> Rec
     return EmailReceiver(account, config)
 
 
-async def _by_smtp(ch: EmailConfig, text: str, sender: str) -> int:
+async def _by_smtp(ch: EmailConfig, text: str, sender: str, subject: str | None) -> int:
     host, _, port = ch.smtp_listen.rpartition(":")
     raw = sample_mail(
-        text, sender=sender, to=ch.address, message_id=f"sim.{time.time_ns()}@example.com"
+        text,
+        sender=sender,
+        to=ch.address,
+        message_id=f"sim.{time.time_ns()}@example.com",
+        subject=subject,
     )
     try:
         await aiosmtplib.send(
@@ -66,7 +70,7 @@ async def _by_smtp(ch: EmailConfig, text: str, sender: str) -> int:
 def _simulate(sim: SimulateInput[EmailConfig]) -> SimulatedRequest | Coroutine[Any, Any, int]:
     ch = sim.config
     if ch.inbound == "smtp":
-        return _by_smtp(ch, sim.text, sim.sender)
+        return _by_smtp(ch, sim.text, sim.sender, sim.subject)
     if ch.inbound != "mailgun" or ch.mailgun_signing_key is None:
         raise ConfigError("simulate email speaks SMTP and Mailgun's inbound format only")
     raw = sample_mail(
@@ -74,6 +78,7 @@ def _simulate(sim: SimulateInput[EmailConfig]) -> SimulatedRequest | Coroutine[A
         sender=sim.sender,
         to=ch.address,
         message_id=f"sim.{int(sim.now * 1e6)}@example.com",
+        subject=sim.subject,
     )
     body = sample_mailgun_request(
         raw,
@@ -108,4 +113,5 @@ SPEC = ChannelSpec(
     default_sender="Demo Customer <customer@example.com>",
     demo=DemoChannel(entry=_demo),
     listener=_listener,
+    own_subject=True,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import mimetypes
 import re
 import time
@@ -15,7 +16,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
+from deskbridge.adapters.capabilities import LooksUpDisplayNames, ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
@@ -36,6 +37,7 @@ _RETRYABLE: dict[int, float | None] = {1200: None, 2: None, 4: 60.0, 613: 60.0}
 _WINDOW_CLOSED = (10, 2018278)
 _MAX_REDIRECTS = 5
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_PSID = re.compile(r"[0-9]{1,32}")
 _FALLBACK_TYPE = {
     "image": "image",
     "sticker": "image",
@@ -45,12 +47,21 @@ _FALLBACK_TYPE = {
 }
 
 
+log = logging.getLogger(__name__)
+
+
+class _Profile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    first_name: str = ""
+    last_name: str = ""
+
+
 class _Sent(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     message_id: str = Field(min_length=1)
 
 
-class MessengerAdapter(ReportsHealth):
+class MessengerAdapter(LooksUpDisplayNames, ReportsHealth):
     """One account's Page. ``send`` posts to the Send API at ``api_base`` (default
     ``config.base_url``) with the Page token in a header, never in the URL; ``fetch``
     downloads from Meta's CDN with no credentials."""
@@ -74,7 +85,8 @@ class MessengerAdapter(ReportsHealth):
         self._links = links
         self._clock = clock
         base = (api_base or config.base_url).rstrip("/")
-        self._send_url = f"{base}/{config.graph_version}/{config.page_id}/messages"
+        self._graph = f"{base}/{config.graph_version}"
+        self._send_url = f"{self._graph}/{config.page_id}/messages"
         # [S] Meta's Messenger pages show `access_token` in the query; the Graph API also
         # takes it as a bearer header (documented for the WhatsApp Cloud API, same host).
         token = config.page_access_token.get_secret_value()
@@ -90,6 +102,29 @@ class MessengerAdapter(ReportsHealth):
             raise transport_error(exc, what=what) from None
         classify(response, what=what)
         return {"credentials_valid": 1.0}
+
+    async def display_name(self, user_id: str, thread: str) -> str | None:
+        """The person's name from the User Profile API (``GET /{PSID}?fields=first_name,
+        last_name`` with the Page token), or None on any failure (a person who has not
+        let the Page read their profile, an expired token, a timeout). Never raises: a
+        failed lookup must not hold up delivery."""
+        if not _PSID.fullmatch(user_id):
+            return None
+        what = "messenger profile"
+        try:
+            response = await self._client.get(
+                f"{self._graph}/{user_id}",
+                params={"fields": "first_name,last_name"},
+                headers=self._auth,
+            )
+            classify(response, what=what)
+            profile = _Profile.model_validate_json(response.content)
+        except Exception as exc:  # any failure means "no name", by contract
+            why = type(exc).__name__
+            log.debug("messenger account %s: %s failed (%s)", self.account, what, why)
+            return None
+        name = " ".join(x.strip() for x in (profile.first_name, profile.last_name) if x.strip())
+        return name or None
 
     async def send(
         self,

@@ -277,7 +277,9 @@ class SipAdapter:
                         "channel": "sip",
                         "method": "MESSAGE",
                         "to": target,
-                        "text": req.encode().decode("utf-8", "replace"),
+                        "text": text,
+                        "id": call_id,
+                        "detail": req.encode().decode("utf-8", "replace"),
                     }
                 )
                 return

@@ -239,6 +239,8 @@ class SipReceiver:
             sender=Sender(
                 external_id=phone or address,
                 display_name=name,
+                # what the desk shows when no display name came: the number or URI user
+                username=phone or _uri_user(who.uri) or address,
                 identities=tuple(identities),
             ),
             phone=phone,
@@ -285,6 +287,7 @@ class SipReceiver:
             external_id=f"{req.call_id}:{number}",
             sender=caller.sender,
             text=text,
+            thread_title=(req.headers.get("Subject") or "").strip() or None,
             context=self._context(req, caller, served, source, transport),
         )
 
@@ -389,3 +392,13 @@ class StoredSip:
         except Refused as exc:
             raise RequestRefused(f"{exc.status} {exc}") from None
         return Parsed([event])
+
+
+def _uri_user(uri: object) -> str | None:
+    """The user part a person is known by: ``alice`` of ``sip:alice@host``, the number
+    of ``tel:``; None for a URI with neither."""
+    if isinstance(uri, SipUri):
+        return uri.user or None
+    if isinstance(uri, TelUri):
+        return uri.number
+    return None

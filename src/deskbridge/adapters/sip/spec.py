@@ -84,4 +84,5 @@ SPEC = ChannelSpec(
     default_sender="tel:+16505551234",
     demo=DemoChannel(entry=_demo),
     listener=_listener,
+    own_subject=True,
 )

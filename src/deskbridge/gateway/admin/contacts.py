@@ -101,14 +101,30 @@ def _account(rt: Runtime, account: str | None, who: Principal) -> str:
 
 
 async def _contact_id(rt: Runtime, account: str, ref: str) -> str:
+    return (await _lookup(rt, account, ref))[0]
+
+
+async def _lookup(rt: Runtime, account: str, ref: str) -> tuple[str, bool]:
+    """The contact ``ref`` names, and whether it owns ``ref`` (False: it only wrote as
+    ``ref`` without proof, such as an unauthenticated email sender). Raises
+    ``ContactsNotFound``, or ``ContactsBadInput`` when several contacts claimed it."""
     graph = _graph(rt)
     scope = rt.conversations.scope(account)
     if _CONTACT_ID.match(ref):
-        return await graph.resolve(scope, ref)
-    found = await graph.find(scope, identity_ref(ref))
-    if found is None:
+        return await graph.resolve(scope, ref), True
+    ident = identity_ref(ref)
+    found = await graph.find(scope, ident)
+    if found is not None:
+        return found, True
+    claimed = await graph.claimants(scope, ident)
+    if len(claimed) > 1:
+        raise ContactsBadInput(
+            f"{ref!r} was claimed without proof by several contacts ({', '.join(claimed)}): "
+            "name one by its id"
+        )
+    if not claimed:
         raise ContactsNotFound(f"no contact with {ref!r} in account {account}")
-    return found
+    return claimed[0], False
 
 
 def _identity(i: Identity) -> dict[str, Any]:
@@ -195,10 +211,14 @@ async def show_route(request: web.Request, who: Principal) -> web.Response:
 
 
 async def show(rt: Runtime, who: Principal, ref: str, account: str | None) -> dict[str, Any]:
-    """The contact ``ref`` names (``describe``). Raises ``ContactsBadInput`` and
-    ``ContactsNotFound``."""
+    """The contact ``ref`` names (``describe``), with ``unverified_match`` when it only
+    wrote as ``ref`` without proof. Raises ``ContactsBadInput`` and ``ContactsNotFound``."""
     name = _account(rt, account, who)
-    return await describe(rt, name, await _contact_id(rt, name, ref))
+    contact_id, owned = await _lookup(rt, name, ref)
+    found = await describe(rt, name, contact_id)
+    if not owned:
+        found["unverified_match"] = ref
+    return found
 
 
 async def _merge_desk_users(

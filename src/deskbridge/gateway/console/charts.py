@@ -15,10 +15,13 @@ __all__ = ["Bar", "GraphNode", "bars", "graph"]
 
 @dataclass(frozen=True, slots=True)
 class Bar:
-    """One group of bars: its label and (css class, legend label, value) per series."""
+    """One group of bars: its label and (css class, legend label, value) per series;
+    ``texts``, when given, are written beside the bars instead of the formatted values
+    (a percentile known only to its histogram bucket says the bucket)."""
 
     label: str
     values: Sequence[tuple[str, str, float]]
+    texts: Sequence[str] | None = None
 
 
 def bars(
@@ -49,12 +52,13 @@ def bars(
             f'<text x="{left - 8}" y="{y + series * row / 2 + 4:.0f}" text-anchor="end">'
             f"{e(g.label[:22])}</text>"
         )
-        for css, name, value in g.values:
+        for i, (css, name, value) in enumerate(g.values):
             w = max(1.0, span * value / top) if value else 0
+            said = g.texts[i] if g.texts is not None else fmt(value)
             parts.append(
                 f'<rect class="{e(css)}" x="{left}" y="{y}" width="{w:.1f}" height="{row - 3}">'
-                f"<title>{e(name)}: {e(fmt(value))}</title></rect>"
-                f'<text x="{left + w + 4:.1f}" y="{y + row - 5}">{e(fmt(value))}</text>'
+                f"<title>{e(name)}: {e(said)}</title></rect>"
+                f'<text x="{left + w + 4:.1f}" y="{y + row - 5}">{e(said)}</text>'
             )
             y += row
         y += gap

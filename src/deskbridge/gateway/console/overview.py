@@ -19,11 +19,22 @@ from deskbridge.gateway.console.render import DASH, duration, e, query_link, tab
 from deskbridge.gateway.console.session import Ctx
 from deskbridge.gateway.health import readiness
 from deskbridge.gateway.state import ROLE
-from deskbridge.metrics import summarize
+from deskbridge.metrics import percentile_text, summarize
+from deskbridge.schemas import brand
 
 __all__ = ["overview"]
 
 Key = tuple[str, str]
+
+
+def _bar(bounds: tuple[float, float] | None) -> float | None:
+    """A percentile's bar length: exact when the samples give it, else the upper end of
+    the histogram bucket it falls in (the lower end for the open last bucket); the
+    table beside the chart prints the bucket itself."""
+    if bounds is None:
+        return None
+    low, high = bounds
+    return low if low == high or high == float("inf") else high
 
 
 async def _waiting(ctx: Ctx, accounts: list[str]) -> tuple[dict[Key, list[float]], dict[Key, int]]:
@@ -87,7 +98,7 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         "Messages per channel",
         [
             Bar(
-                f"{a} · {c}",
+                f"{a} · {brand(c)}",
                 [
                     ("bar-in", "inbound", r.get("inbound", 0)),
                     ("bar-out", "outbound", r.get("outbound", 0)),
@@ -108,10 +119,18 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         "First reply time per channel: median and 90th percentile",
         [
             Bar(
-                f"{a} · {c}",
+                f"{a} · {brand(c)}",
                 [
-                    ("bar-p50", "median", r["first_p50"]),
-                    ("bar-p90", "90th percentile", r.get("first_p90") or r["first_p50"]),
+                    ("bar-p50", "median", _bar(r["first_p50"]) or 0.0),
+                    (
+                        "bar-p90",
+                        "90th percentile",
+                        _bar(r.get("first_p90") or r["first_p50"]) or 0.0,
+                    ),
+                ],
+                texts=[
+                    percentile_text(r["first_p50"]),
+                    percentile_text(r.get("first_p90") or r["first_p50"]),
                 ],
             )
             for (a, c), r in sorted(mine.items())
@@ -133,13 +152,13 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
         [
             [
                 e(a),
-                e(c),
+                e(brand(c)),
                 str(mine.get((a, c), {}).get("inbound", 0)),
                 str(mine.get((a, c), {}).get("outbound", 0)),
                 str(len(waiting.get((a, c), []))),
                 str(breached.get((a, c), 0)),
-                duration(mine.get((a, c), {}).get("first_p50")),
-                duration(mine.get((a, c), {}).get("first_p90")),
+                percentile_text(mine.get((a, c), {}).get("first_p50")),
+                percentile_text(mine.get((a, c), {}).get("first_p90")),
             ]
             for a, c in sorted(set(mine) | set(waiting))
             if c

@@ -84,7 +84,7 @@ class SandboxConnector:
             ticket = await self._backend.create_ticket(
                 self.account,
                 subject=subject(msg),
-                requester=msg.sender.display_name or msg.sender.username or "customer",
+                requester=_requester(msg),
                 channel=msg.channel.value,
                 idempotency_key=f"{idempotency_key}:ticket",
             )
@@ -141,3 +141,10 @@ class SandboxConnector:
 
     def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
         raise PayloadInvalid("the sandbox desk has no webhook")
+
+
+def _requester(msg: Message) -> str:
+    """Who the ticket names: the sender's name or handle, else the address they wrote
+    from (an email sender who gave no name), else "customer"."""
+    address = next((i.value for i in msg.sender.identities if i.kind in ("email", "phone")), None)
+    return msg.sender.display_name or msg.sender.username or address or "customer"

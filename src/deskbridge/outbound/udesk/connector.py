@@ -303,7 +303,7 @@ class UdeskConnector(PollsReplies):
         if self._config.customer_replies == "author":
             return {"content": text, "user_type": "customer", "customer_id": _num(user_id)}
         who = msg.sender.display_name or "Customer"
-        head = f"[{who} via {msg.channel.value.capitalize()} {replies.CUSTOMER_MARK}"
+        head = f"[{who} via {msg.channel.brand} {replies.CUSTOMER_MARK}"
         return {"content": f"{head}\n\n{text}"}
 
     async def _customer_reply(self, ticket_id: str, reply: dict[str, Any]) -> str:
