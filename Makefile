@@ -76,10 +76,11 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $@
 
-# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server) and
-# sipp (sip-tester), the real SIP peer the SIP tests talk to.
+# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server),
+# redis-sentinel (the failover tests start three Sentinels) and sipp (sip-tester), the
+# real SIP peer the SIP tests talk to.
 sysdeps:
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools redis-sentinel=redis-sentinel sipp=sip-tester
 
 run: $(STAMP) sysdeps
 	exec $(VENV)/bin/deskbridge run $(ARGS)
@@ -109,7 +110,7 @@ bench: $(STAMP)
 
 # kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
 faults: $(STAMP)
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools redis-sentinel=redis-sentinel
 	$(PY) bench/faults.py $(ARGS)
 
 # health/metrics exposure, slow clients, token claims, erasure leftovers against running

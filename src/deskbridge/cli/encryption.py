@@ -60,7 +60,10 @@ def _open() -> tuple[Vault, Connection]:
         if not private.socket.exists():
             _fail("REDIS_URL is not set and no `deskbridge run` Redis is in the data directory")
         url = private.url
-    return vault, connect(url)
+    try:
+        return vault, connect(url)
+    except ConfigError as exc:  # a malformed REDIS_URL; the message holds no password
+        _fail(str(exc))
 
 
 @click.group()

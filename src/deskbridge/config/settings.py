@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     job timeout and the lane lock last the sum, and a killed worker's job runs again
     about 10 s after that (arq's in-progress mark)."""
     max_jobs: int = Field(default=50, ge=1)
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
+    """After SIGTERM, how long a gateway keeps serving with ``/readyz`` at 503, so load
+    balancers stop sending before the port closes (5-10 s behind Kubernetes)."""
+    shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+    """Then how long requests in flight (gateway) and running jobs (worker) get to
+    finish. A request still running is cut off unanswered (the platform sends it again);
+    a job still running goes back to the queue and runs again, on another worker."""
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     sweep_grace_seconds: float = Field(default=30.0, ge=0)
 

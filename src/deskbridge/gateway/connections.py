@@ -147,9 +147,12 @@ class GuardedRunner(web.AppRunner):
         per_source: int,
         head_timeout: float,
         handle_signals: bool = False,
+        shutdown_timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(app, handle_signals=handle_signals, **kwargs)
+        super().__init__(
+            app, handle_signals=handle_signals, shutdown_timeout=shutdown_timeout, **kwargs
+        )
         self.cap = SourceCap(per_source)
         self._head_timeout = head_timeout
         self._handler_kwargs = kwargs
