@@ -17,7 +17,7 @@ import pytest
 from .scenarios import SHORT
 from .sentinel import FailoverHarness, failover
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio, pytest.mark.timeout(180)]
 
 
 async def test_kill_9_of_the_primary_fails_over_and_loses_nothing() -> None:

@@ -172,7 +172,7 @@ async def _worker(rt: Runtime, url: str) -> AsyncIterator[asyncio.Task[None]]:
     finally:
         stopping.set()
         # its error, if it ended with one, is already on its way out of serve_forever
-        await asyncio.wait([worker], timeout=rt.settings.shutdown_timeout_seconds + 10)
+        await asyncio.wait([worker], timeout=rt.settings.job_drain_seconds() + 10)
         while not worker.done():
             worker.cancel()
             await asyncio.wait([worker], timeout=1.0)
@@ -236,7 +236,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         head_timeout=s.http_header_timeout_seconds,
         keepalive_timeout=s.http_keepalive_seconds,
         access_log_class=AccessLogger,
-        shutdown_timeout=s.shutdown_timeout_seconds,
+        shutdown_timeout=s.request_drain_seconds(),
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(runner.cleanup)
@@ -284,9 +284,11 @@ async def _drain(app: web.Application, s: Settings, role: str) -> None:
     app[STOPPING].set()
     drain = s.shutdown_drain_seconds if role != "worker" else 0.0
     log.info(
-        "shutting down: /readyz answers 503; draining %gs, then up to %gs for work in flight",
+        "shutting down: /readyz answers 503; draining %gs, then up to %gs for requests "
+        "and %gs for jobs in flight",
         drain,
-        s.shutdown_timeout_seconds,
+        s.request_drain_seconds() if role != "worker" else 0.0,
+        s.job_drain_seconds() if role != "serve" else 0.0,
     )
     if drain:
         await asyncio.sleep(drain)

@@ -139,27 +139,23 @@ async def _main(worker: Worker, stopping: asyncio.Event, bound: float) -> None:
     """``worker.main()`` until it fails or ``stopping`` is set. Then it takes no new job,
     and the running ones get ``bound`` seconds to finish; ``_close`` cancels the rest,
     which arq hands back to the queue to run again (here or on another worker; the lane
-    lock keeps them in order, the desk's idempotency key makes a repeat a no-op)."""
+    lock keeps them in order)."""
     main = asyncio.create_task(worker.main(), name="deskbridge-arq-main")
     stop = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
         if main.done():
             return main.result()  # its error, if any, restarts the worker
+        # arq's burst mode with no job left to start: its loop takes none, waits for
+        # those running (a poll under way included) and returns
         worker.allow_pick_jobs = False
-        running = [t for t in worker.tasks.values() if not t.done()]
-        log.info("worker stopping: %d job(s) running, up to %gs to finish", len(running), bound)
-        deadline = time.monotonic() + bound
-        pending: set[asyncio.Task[Any]] = set(running)
-        while pending and not main.done() and time.monotonic() < deadline:
-            _, pending = await asyncio.wait(
-                pending | {main},
-                timeout=deadline - time.monotonic(),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            pending.discard(main)
-        left = sum(not t.done() for t in worker.tasks.values())
-        if left:
+        worker.burst = True
+        worker.max_burst_jobs = 0
+        running = sum(not t.done() for t in worker.tasks.values())
+        log.info("worker stopping: %d job(s) running, up to %gs to finish", running, bound)
+        await asyncio.wait([main], timeout=bound)
+        if not main.done():
+            left = sum(not t.done() for t in worker.tasks.values())
             log.warning("worker stopping: %d job(s) handed back to the queue", left)
     finally:
         stop.cancel()
@@ -190,7 +186,7 @@ async def run_worker(rt: Runtime, redis_url: str, stopping: asyncio.Event | None
             worker = build_worker(rt, redis_url)
             started = time.monotonic()
             try:
-                await _main(worker, stopping, rt.settings.shutdown_timeout_seconds)
+                await _main(worker, stopping, rt.settings.job_drain_seconds())
             except UNAVAILABLE as exc:
                 log.warning("worker lost Redis (%s); restarting in %.1fs", cause(exc), delay)
             finally:
