@@ -40,9 +40,20 @@ MASTER = "deskbridge"
 class SentinelCluster:
     """A primary (``redis-a``), a replica (``redis-b``) and three Sentinels under ``root``."""
 
-    def __init__(self, root: Path, *, down_after_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        down_after_ms: int = 1000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        """``password``: the nodes' ``requirepass`` (and ``masterauth``);
+        ``sentinel_password``: the Sentinels' own ``requirepass``."""
         self.root = root
         self.down_after_ms = down_after_ms
+        self.password = password
+        self.sentinel_password = sentinel_password
         self.ports = {"redis-a": free_port(), "redis-b": free_port()}
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.nodes: dict[str, _Child] = {}
@@ -75,6 +86,8 @@ class SentinelCluster:
             "--repl-diskless-sync-delay", "0",
             "--daemonize", "no",
         ]  # fmt: skip
+        if self.password is not None:
+            argv += ["--requirepass", self.password, "--masterauth", self.password]
         if replica_of is None and name == "redis-b":
             replica_of = "redis-a"
         if replica_of is not None:
@@ -96,6 +109,15 @@ class SentinelCluster:
                     f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}",
                     f"sentinel failover-timeout {MASTER} 10000",
                     f"sentinel parallel-syncs {MASTER} 1",
+                    *([f"sentinel auth-pass {MASTER} {self.password}"] if self.password else []),
+                    *(
+                        [
+                            f"requirepass {self.sentinel_password}",
+                            f"sentinel sentinel-pass {self.sentinel_password}",
+                        ]
+                        if self.sentinel_password
+                        else []
+                    ),
                     "",
                 ]
             )
@@ -124,8 +146,16 @@ class SentinelCluster:
         for child in [*self.sentinels, *self.nodes.values()]:
             await child.stop(10)
 
+    def _client(self, port: int) -> aioredis.Redis:
+        sentinel = port in self.sentinel_ports
+        password = self.sentinel_password if sentinel else self.password
+        return aioredis.Redis(
+            host="127.0.0.1", port=port, password=password, socket_connect_timeout=1,
+            socket_timeout=2,
+        )  # fmt: skip
+
     async def _until_ping(self, name: str, port: int, limit: float = 20) -> None:
-        client = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+        client = self._client(port)
         deadline = time.monotonic() + limit
         try:
             while True:
@@ -142,7 +172,7 @@ class SentinelCluster:
             await client.aclose()
 
     async def _sentinel_state(self, port: int) -> dict[str, Any]:
-        client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+        client = self._client(port)
         try:
             masters: dict[str, Any] = await client.sentinel_masters()
             return dict(masters.get(MASTER) or {})
@@ -205,7 +235,7 @@ class SentinelCluster:
             for name, port in self.ports.items():
                 if not self.nodes[name].alive:
                     continue
-                client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+                client = self._client(port)
                 try:
                     info = await client.info("replication")
                 except (RedisError, OSError):  # a node starting, or loading its file

@@ -28,7 +28,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     for where, what in problems or []:
         err.print(f"  {where}: {what}")
     sys.exit(2)
