@@ -38,23 +38,27 @@ MASTER = "deskbridge"
 
 
 class SentinelCluster:
-    """A primary (``redis-a``), a replica (``redis-b``) and three Sentinels under ``root``."""
+    """A primary (``redis-a``), its replicas (``redis-b``, ...) and three Sentinels under
+    ``root``."""
 
     def __init__(
         self,
         root: Path,
         *,
+        replicas: int = 1,
         down_after_ms: int = 1000,
         password: str | None = None,
         sentinel_password: str | None = None,
     ) -> None:
-        """``password``: the nodes' ``requirepass`` (and ``masterauth``);
+        """``replicas``: how many replicas ``redis-a`` starts with (``redis-b``, ``-c``);
+        ``password``: the nodes' ``requirepass`` (and ``masterauth``);
         ``sentinel_password``: the Sentinels' own ``requirepass``."""
         self.root = root
+        self.replicas = replicas
         self.down_after_ms = down_after_ms
         self.password = password
         self.sentinel_password = sentinel_password
-        self.ports = {"redis-a": free_port(), "redis-b": free_port()}
+        self.ports = {f"redis-{'abcd'[i]}": free_port() for i in range(replicas + 1)}
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.nodes: dict[str, _Child] = {}
         self.sentinels: list[_Child] = []
@@ -88,7 +92,7 @@ class SentinelCluster:
         ]  # fmt: skip
         if self.password is not None:
             argv += ["--requirepass", self.password, "--masterauth", self.password]
-        if replica_of is None and name == "redis-b":
+        if replica_of is None and name != "redis-a":
             replica_of = "redis-a"
         if replica_of is not None:
             argv += ["--replicaof", "127.0.0.1", str(self.ports[replica_of])]
@@ -133,7 +137,7 @@ class SentinelCluster:
             )
             self.nodes[name].spawn()
             await self._until_ping(name, self.ports[name])
-        await self.until_replicas(1, limit=20)
+        await self.until_replicas(self.replicas, limit=20)
         for i in range(3):
             argv = [self._binary("redis-sentinel"), str(self._sentinel_conf(i))]
             child = _Child(f"sentinel-{i}", argv, _base_env(), logs / f"sentinel-{i}.log")
@@ -188,7 +192,8 @@ class SentinelCluster:
                 with contextlib.suppress(Exception):
                     states.append(await self._sentinel_state(port))
             if len(states) == 3 and all(
-                s.get("num-other-sentinels") == 2 and s.get("num-slaves", 0) >= 1 for s in states
+                s.get("num-other-sentinels") == 2 and s.get("num-slaves", 0) >= self.replicas
+                for s in states
             ):
                 return
             if time.monotonic() > deadline:
@@ -264,10 +269,11 @@ class FailoverHarness(Harness):
         *,
         gateways: int = 2,
         workers: int = 2,
+        replicas: int = 1,
         log_level: str = "INFO",
     ) -> None:
         super().__init__(accounts, timing, log_level=log_level)
-        self.cluster = SentinelCluster(self.dir / "cluster")
+        self.cluster = SentinelCluster(self.dir / "cluster", replicas=replicas)
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.worker_ports = [free_port() for _ in range(workers)]
         self.gateways: list[_Child] = []
@@ -358,7 +364,9 @@ class Failover:
     switch_s: float = 0.0
     """From the kill to the Sentinels naming the replica primary."""
     rejoin_s: float = 0.0
-    """From the kill to the old primary back, as a replica in sync (WAIT can succeed)."""
+    """From the kill to the old primary back, as a replica in sync."""
+    first_ack_s: float = 0.0
+    """From the kill to the first request acknowledged after it."""
     refused: int = 0
     """Answers other than 200 (503s and refused connections), each retried."""
     refused_s: float = 0.0
@@ -410,6 +418,7 @@ async def failover(
         for url, group in zip(h.gateway_urls, groups, strict=True)
     ]  # fmt: skip
     result = Failover()
+    killed_at = time.monotonic()
     try:
         await asyncio.sleep(before_s)
         result.killed = await h.cluster.primary()
@@ -420,13 +429,15 @@ async def failover(
         result.switch_s = time.monotonic() - killed_at
         await asyncio.sleep(restart_delay_s)
         h.cluster.restart(result.killed, replica_of=await h.cluster.primary())
-        await h.cluster.until_replicas(1, limit=60)
+        await h.cluster.until_replicas(h.cluster.replicas, limit=60)
         result.rejoin_s = time.monotonic() - killed_at
         await asyncio.sleep(after_s)
     finally:
         stop.set()
         load = merged(list(await asyncio.gather(*tasks)))
     h.desk.account(account).latency = 0.0
+    after = [r.answered for r in load.responses if r.status == 200 and r.sent > killed_at]
+    result.first_ack_s = min(after) - killed_at if after else 0.0
     refused = [r for r in load.responses if r.status != 200]
     result.refused = len(refused)
     if refused:
