@@ -194,6 +194,18 @@ async def test_wrong_master_name_or_sentinel_password_is_named_at_start(
         )
     finally:
         await disconnect(wrong)
+    # a wrong password of the primary: the Sentinels name it, it refuses
+    refused = connect(_url(cluster).replace(SECRET, "not-the-password"))
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await check_policy(refused)
+        port = cluster.ports[await cluster.primary()]
+        assert str(caught.value) == (
+            f"Redis is not reachable: 3 of 3 Sentinels answered; the primary {MASTER!r} "
+            f"at 127.0.0.1:{port} failed: AuthenticationError"
+        )
+    finally:
+        await disconnect(refused)
     # the Sentinels require their own password: without it none answers
     locked = connect(_url(cluster, sentinel_password=False))
     try:

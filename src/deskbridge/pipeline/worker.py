@@ -193,7 +193,8 @@ async def run_worker(rt: Runtime, redis_url: str, stopping: asyncio.Event | None
                 await _close(worker)
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: see _stop_task
+                    await stopping.wait()
     finally:
         for task in (background, poller, health):
             await _stop_task(task)

@@ -355,31 +355,37 @@ def primary(redis: aioredis.Redis) -> str:
     return str(path) if path else f"{kwargs.get('host')}:{kwargs.get('port')}"
 
 
-async def _sentinel_report(redis: aioredis.Redis) -> str:
-    """Why a Sentinel-named primary cannot be reached, in one phrase: how many Sentinels
-    answered, and whether any names a primary of that name."""
+async def _sentinel_report(redis: aioredis.Redis, exc: BaseException) -> str:
+    """Why a Sentinel-named primary cannot be used, in one phrase: how many Sentinels
+    answered, whether any names a healthy primary of that name, and if one does, what
+    the primary answered (``exc``'s type: a refused password, say)."""
     pool = redis.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
         return ""
     manager = pool.sentinel_manager
+    name = pool.service_name
     answered = 0
-    known = False
+    states: list[dict[str, Any]] = []
     for client in manager.sentinels:
         try:
             masters = await client.sentinel_masters()
         except (RedisError, OSError):
             continue
         answered += 1
-        known = known or pool.service_name in masters
+        if name in masters:
+            states.append(masters[name])
     addresses = (c.connection_pool.connection_kwargs for c in manager.sentinels)
     where = ", ".join(f"{a['host']}:{a['port']}" for a in addresses)
     if answered == 0:
         return f"no Sentinel answered ({where})"
-    name = pool.service_name
     of = f"{answered} of {len(manager.sentinels)} Sentinels answered"
-    if not known:
+    if not states:
         return f"{of}; none knows a primary named {name!r}"
-    return f"{of}; the primary {name!r} they name is down or not reachable"
+    healthy = [s for s in states if manager.check_master_state(s, name)]
+    if not healthy:
+        return f"{of}; the primary {name!r} they name is down"
+    at = f"{healthy[0]['ip']}:{healthy[0]['port']}"
+    return f"{of}; the primary {name!r} at {at} failed: {type(exc).__name__}"
 
 
 async def check_policy(redis: aioredis.Redis) -> None:
@@ -395,7 +401,7 @@ async def check_policy(redis: aioredis.Redis) -> None:
             info = await redis.info("memory")
             policy = info.get("maxmemory_policy")
     except (RedisError, OSError) as exc:
-        why = await _sentinel_report(redis) or type(exc).__name__
+        why = await _sentinel_report(redis, exc) or type(exc).__name__
         raise StoreUnavailable(f"Redis is not reachable: {why}") from exc
     if isinstance(policy, bytes):
         policy = policy.decode()
