@@ -59,6 +59,30 @@ def test_rediss_sentinel_takes_tls_options_for_sentinels_and_primary() -> None:
     assert str(t).startswith("rediss+sentinel://")
 
 
+async def test_tls_reaches_both_the_sentinels_and_the_primary() -> None:
+    from redis.asyncio.connection import SSLConnection
+    from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
+
+    url = (
+        f"rediss+sentinel://:{SECRET}@s1,s2/m/2?sentinel_password={SENTINEL_SECRET}"
+        "&ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required"
+    )
+    redis = connect(url)
+    try:
+        pool = redis.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        assert pool.connection_class is SentinelManagedSSLConnection
+        assert pool.connection_kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+        assert pool.connection_kwargs["password"] == SECRET
+        for sentinel in pool.sentinel_manager.sentinels:
+            kwargs = sentinel.connection_pool.connection_kwargs
+            assert sentinel.connection_pool.connection_class is SSLConnection
+            assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+            assert kwargs["password"] == SENTINEL_SECRET  # never the primary's
+    finally:
+        await disconnect(redis)
+
+
 def test_direct_urls_are_left_to_redis_py() -> None:
     for url in ("redis://127.0.0.1:6379/2", "rediss://h:6380/0", "unix:///tmp/r.sock"):
         assert not parse_url(url).sentinel
