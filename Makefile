@@ -76,12 +76,12 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $@
 
-# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server) and
-# sipp (sip-tester), the real SIP peer the SIP tests talk to; chromium, the browser the
-# console tests drive.
+# System packages: redis-server/redis-cli (tests; `run` spawns its own redis-server),
+# redis-sentinel (the failover tests start three Sentinels), sipp (sip-tester), the real
+# SIP peer the SIP tests talk to, and chromium, the browser the console tests drive.
 sysdeps:
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools sipp=sip-tester \
-	    chromium=chromium
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools \
+	    redis-sentinel=redis-sentinel sipp=sip-tester chromium=chromium
 
 run: $(STAMP) sysdeps
 	exec $(VENV)/bin/deskbridge run $(ARGS)
@@ -115,7 +115,7 @@ bench: $(STAMP)
 
 # kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
 faults: $(STAMP)
-	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools redis-sentinel=redis-sentinel
 	$(PY) bench/faults.py $(ARGS)
 
 # health/metrics exposure, slow clients, token claims, erasure leftovers against running

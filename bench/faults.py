@@ -3,7 +3,9 @@
 Runs the scenarios of ``tests/faults/scenarios.py`` with the ``LONG`` settings (100
 ``kill -9`` of the worker under load, Redis restarted 5 times under load, a 60 s desk
 outage, 429s with Retry-After, a 10,000-message backlog, 50 kills between the parts of
-2-part replies), each in a fresh harness of real
+2-part replies; ``kill -9`` of the Redis primary behind three Sentinels, with one and
+with two replicas: ``--only failover,failover2`` writes those rows into their own
+section), each in a fresh harness of real
 processes on 127.0.0.1 (its own append-only redis-server in a temporary directory, never
 the shared Redis), prints a markdown table and writes it into docs/reliability.md between
 its markers. ``--mode short`` runs what ``make test`` runs; ``--only kill,backlog`` picks
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.faults import scenarios as s  # noqa: E402
 from tests.faults.harness import Harness, HarnessError, Timing  # noqa: E402
+from tests.faults.sentinel import FailoverHarness, failover  # noqa: E402
 
 DOCS = ROOT / "docs" / "reliability.md"
 BEGIN = "<!-- faults:results:begin -->"
@@ -215,6 +218,59 @@ async def run_parts(mode: s.Mode) -> tuple[Row, list[str]]:
     return row, bad
 
 
+async def _failover(mode: s.Mode, replicas: int) -> tuple[Row, list[str]]:
+    long = mode.name == "long"
+    # a chat writes every 2 s (as the kill runs do): faster, one conversation would spend
+    # the desk's 30 updates per ticket per 10 minutes and wait on it, not on Redis
+    chats, interval = (100, 2.0) if long else (16, 0.2)
+    async with FailoverHarness(
+        ["failover"], mode.timing, replicas=replicas, log_level="WARNING"
+    ) as h:
+        r = await failover(
+            h,
+            account="failover",
+            chats=chats,
+            interval=interval,
+            before_s=10.0 if long else 2.0,
+            after_s=10.0 if long else 1.5,
+            restart_delay_s=2.0 if long else 0.5,
+            drain_timeout=mode.drain_timeout,
+        )
+    o = r.outcome
+    refused = ", ".join(
+        f"{k or 'no answer'}: {v}" for k, v in sorted(r.statuses.items()) if k != 200
+    )
+    row = {
+        "scenario": f"`kill -9` of the Redis primary under load ({chats / interval:.0f} msg/s), "
+        f"2 gateways, 2 workers, {replicas} replica(s), 3 Sentinels, WAIT 1",
+        "faults": f"{r.killed} killed; {r.promoted} primary after {r.switch_s:.1f} s; "
+        f"{r.killed} restarted as a replica {r.rejoin_s:.1f} s after the kill",
+        **_common(o),
+        "dup. appends": f"{o.dup_appends} (window: {r.in_flight} in flight)",
+        "measured": f"not acknowledged for {r.refused_s:.1f} s ({refused or 'none'}, each "
+        f"retried); first ack {r.first_ack_s:.1f} s after the kill; /readyz after: "
+        f"{r.ready_after}",
+    }
+    bad = _ok(o)
+    if o.dup_appends > r.in_flight:
+        bad.append("duplicate appends beyond the window")
+    if set(r.statuses) - {200, 503, 0}:
+        bad.append(f"answers other than 200/503/none: {r.statuses}")
+    if any(code != 200 for code in r.ready_after):
+        bad.append(f"not ready again by itself: {r.ready_after}")
+    return row, bad
+
+
+async def run_failover(mode: s.Mode) -> tuple[Row, list[str]]:
+    """One replica: with WAIT 1, nothing is acknowledged until a replica is back."""
+    return await _failover(mode, replicas=1)
+
+
+async def run_failover2(mode: s.Mode) -> tuple[Row, list[str]]:
+    """Two replicas: the one left is a replica of the new primary at once."""
+    return await _failover(mode, replicas=2)
+
+
 SCENARIOS: dict[str, Callable[[s.Mode], Awaitable[tuple[Row, list[str]]]]] = {
     "kill": run_kill,
     "restart": run_restart,
@@ -222,7 +278,13 @@ SCENARIOS: dict[str, Callable[[s.Mode], Awaitable[tuple[Row, list[str]]]]] = {
     "ratelimit": run_rate_limit,
     "backlog": run_backlog,
     "parts": run_parts,
+    "failover": run_failover,
+    "failover2": run_failover2,
 }
+FAILOVER = ("failover", "failover2")
+"""Written between their own markers (``FAILOVER_BEGIN``), with or without ``--only``."""
+FAILOVER_BEGIN = "<!-- faults:failover:begin -->"
+FAILOVER_END = "<!-- faults:failover:end -->"
 
 COLUMNS = [
     "scenario",
@@ -252,12 +314,12 @@ def timing_line(t: Timing) -> str:
     )
 
 
-def write_docs(block: str) -> None:
+def write_docs(block: str, begin: str = BEGIN, end: str = END) -> None:
     text = DOCS.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"faults: {DOCS} has no {BEGIN} ... {END} markers")
-    DOCS.write_text(pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text))
+        raise SystemExit(f"faults: {DOCS} has no {begin} ... {end} markers")
+    DOCS.write_text(pattern.sub(lambda _: f"{begin}\n{block}\n{end}", text))
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -296,6 +358,9 @@ async def main(args: argparse.Namespace) -> int:
     if args.docs and not args.only:
         write_docs(block)
         print(f"faults: wrote the results into {DOCS.relative_to(ROOT)}", file=sys.stderr)
+    elif args.docs and set(names) == set(FAILOVER):
+        write_docs(block, FAILOVER_BEGIN, FAILOVER_END)
+        print(f"faults: wrote the failover results into {DOCS.relative_to(ROOT)}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -104,6 +104,11 @@ _.connect_unix_socket  # httpcore.AsyncNetworkBackend interface (http)
 _._pool  # httpx.AsyncHTTPTransport's pool, replaced by GuardedTransport (http)
 _.exc_type  # __aexit__ signature (http.Fetcher)
 _.tb  # __aexit__ signature
+_.job_serializer  # arq.ArqRedis attributes the worker reads (pipeline.worker, Sentinel pool)
+_.job_deserializer  # arq.ArqRedis attribute
+_.allow_pick_jobs  # arq.Worker attributes its poll loop reads (pipeline.worker, graceful stop)
+_.max_burst_jobs  # arq.Worker attribute
+_.redis_primary  # gateway.admin.models.HealthDetail field, serialized by pydantic
 
 # instrumentation and calls that only tests make today
 _.texts  # email webhooks Form.texts: tests read the decoded form fields

@@ -64,7 +64,7 @@ def text(account: str, chat: int, n: int) -> str:
 
 async def converse(
     session: aiohttp.ClientSession,
-    gateway: str,
+    gateway: str | list[str],
     account: str,
     chats: list[int],
     messages: int,
@@ -75,14 +75,18 @@ async def converse(
     retry_delay: float = 0.2,
 ) -> Load:
     """Each chat sends up to ``messages`` messages, ``interval`` seconds apart, until
-    ``stop`` is set or ``deadline`` seconds have passed."""
+    ``stop`` is set or ``deadline`` seconds have passed. Given several gateways, a chat
+    starts on one of them and moves to the next after an answer that is not 200 (as a
+    load balancer passes a refused connection to another backend)."""
     load = Load()
-    url = f"{gateway}/webhooks/telegram/{account}"
+    gateways = [gateway] if isinstance(gateway, str) else gateway
+    urls = [f"{g}/webhooks/telegram/{account}" for g in gateways]
     headers = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET, "Content-Type": "application/json"}
     until = time.monotonic() + deadline
 
     async def chat_run(i: int, chat: int) -> None:
         acked = load.acked.setdefault(chat, [])
+        turn = i
         if interval:
             await asyncio.sleep(interval * i / len(chats))  # chats spread over the interval
         for n in range(messages):
@@ -97,6 +101,7 @@ async def converse(
             )
             while True:
                 sent = time.monotonic()
+                url = urls[turn % len(urls)]
                 try:
                     async with session.post(url, data=body, headers=headers) as resp:
                         await resp.read()
@@ -110,6 +115,7 @@ async def converse(
                 if status not in (0, 503) or time.monotonic() > until:
                     load.gave_up += 1
                     return
+                turn += 1
                 await asyncio.sleep(retry_delay)
             if interval:
                 await asyncio.sleep(interval)

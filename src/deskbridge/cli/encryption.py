@@ -28,7 +28,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     for where, what in problems or []:
         err.print(f"  {where}: {what}")
     sys.exit(2)
@@ -60,7 +60,10 @@ def _open() -> tuple[Vault, Connection]:
         if not private.socket.exists():
             _fail("REDIS_URL is not set and no `deskbridge run` Redis is in the data directory")
         url = private.url
-    return vault, connect(url)
+    try:
+        return vault, connect(url)
+    except ConfigError as exc:  # a malformed REDIS_URL; the message holds no password
+        _fail(str(exc))
 
 
 @click.group()

@@ -39,7 +39,8 @@ CONFIG_OPTION = click.option(
 
 
 def _fail(exc: DeskbridgeError, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc}")
+    # one line, however long: log collectors read a wrapped error as several
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     if isinstance(exc, ConfigError):
         for where, what in exc.problems:
             err.print(f"  {where}: {what}")

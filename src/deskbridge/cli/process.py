@@ -31,6 +31,7 @@ from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.gateway.app import create_metrics_app
 from deskbridge.gateway.connections import GuardedRunner
+from deskbridge.gateway.state import STOPPING
 from deskbridge.http import make_client
 from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.listeners.smtp import start_smtp_listeners
@@ -38,7 +39,7 @@ from deskbridge.outbound.registry import desk_spec_of
 from deskbridge.pipeline import run_worker
 from deskbridge.schemas import Desk
 from deskbridge.store import PrivateRedis, Vault, check_policy, connect
-from deskbridge.store.connection import Connection
+from deskbridge.store.connection import Connection, disconnect
 from deskbridge.store.keyring import load_vault
 
 __all__ = ["Loaded", "load", "serve_forever"]
@@ -161,14 +162,20 @@ async def _listeners(rt: Runtime) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _worker(rt: Runtime, url: str) -> AsyncIterator[asyncio.Task[None]]:
-    """The worker loop's task, cancelled and awaited on the way out."""
-    worker = asyncio.create_task(run_worker(rt, url), name="deskbridge-worker")
+    """The worker loop's task. On the way out it stops taking jobs and lets the running
+    ones finish (``DESKBRIDGE_SHUTDOWN_TIMEOUT_SECONDS``, then they go back to the queue);
+    it is cancelled only if that stop itself overruns."""
+    stopping = asyncio.Event()
+    worker = asyncio.create_task(run_worker(rt, url, stopping), name="deskbridge-worker")
     try:
         yield worker
     finally:
-        worker.cancel()
+        stopping.set()
         # its error, if it ended with one, is already on its way out of serve_forever
-        await asyncio.wait([worker])
+        await asyncio.wait([worker], timeout=rt.settings.job_drain_seconds() + 10)
+        while not worker.done():
+            worker.cancel()
+            await asyncio.wait([worker], timeout=1.0)
 
 
 def _private_redis(private: PrivateRedis) -> CleanupCtx:
@@ -194,7 +201,7 @@ def _clients(redis: Connection, http: httpx.AsyncClient) -> CleanupCtx:
             yield
         finally:
             await http.aclose()
-            await redis.aclose()
+            await disconnect(redis)
 
     return ctx
 
@@ -229,6 +236,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         head_timeout=s.http_header_timeout_seconds,
         keepalive_timeout=s.http_keepalive_seconds,
         access_log_class=AccessLogger,
+        shutdown_timeout=s.request_drain_seconds(),
     )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(runner.cleanup)
@@ -247,7 +255,7 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
             worker = await stack.enter_async_context(_worker(rt, url))
         _banner(loaded, role)
         await _until_stopped(worker)
-        log.info("shutting down")
+        await _drain(app, s, role)
 
 
 async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Settings) -> None:
@@ -265,6 +273,25 @@ async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Se
     stack.push_async_callback(runner.cleanup)
     await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
     log.info("metrics on %s", s.metrics_address)
+
+
+async def _drain(app: web.Application, s: Settings, role: str) -> None:
+    """The first step of a graceful stop: ``/readyz`` turns 503 and, for a gateway, the
+    port stays open ``DESKBRIDGE_SHUTDOWN_DRAIN_SECONDS`` so load balancers notice
+    first. The exit stack then stops the worker and the listeners, and the runner's
+    cleanup closes the port and gives requests in flight
+    ``DESKBRIDGE_SHUTDOWN_TIMEOUT_SECONDS`` to finish."""
+    app[STOPPING].set()
+    drain = s.shutdown_drain_seconds if role != "worker" else 0.0
+    log.info(
+        "shutting down: /readyz answers 503; draining %gs, then up to %gs for requests "
+        "and %gs for jobs in flight",
+        drain,
+        s.request_drain_seconds() if role != "worker" else 0.0,
+        s.job_drain_seconds() if role != "serve" else 0.0,
+    )
+    if drain:
+        await asyncio.sleep(drain)
 
 
 async def _until_stopped(worker: asyncio.Task[None] | None) -> None:

@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     job timeout and the lane lock last the sum, and a killed worker's job runs again
     about 10 s after that (arq's in-progress mark)."""
     max_jobs: int = Field(default=50, ge=1)
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0)
+    """After SIGTERM, how long a gateway keeps serving with ``/readyz`` at 503, so load
+    balancers stop sending before the port closes (5-10 s behind Kubernetes)."""
+    shutdown_timeout_seconds: float | None = Field(default=None, gt=0)
+    """Then how long requests in flight (gateway) and running jobs (worker) get to
+    finish; unset: 20 s for requests, a job's own deadline (``job_timeout_seconds +
+    job_grace_seconds``) for jobs, so none is cut off. A request still running then is
+    cut off unanswered (the platform sends it again); a job goes back to the queue to
+    run again on another worker (a comment whose desk call was cut may be filed twice)."""
     sweep_interval_seconds: float = Field(default=15.0, gt=0)
     sweep_grace_seconds: float = Field(default=30.0, ge=0)
 
@@ -143,6 +152,16 @@ class Settings(BaseSettings):
     def body_timeout(self, limit: int) -> float:
         """How long a body of at most ``limit`` bytes may take to arrive."""
         return self.http_body_timeout_seconds + limit / self.http_body_min_bytes_per_second
+
+    def request_drain_seconds(self) -> float:
+        """How long a stopping gateway waits for requests in flight."""
+        return 20.0 if self.shutdown_timeout_seconds is None else self.shutdown_timeout_seconds
+
+    def job_drain_seconds(self) -> float:
+        """How long a stopping worker waits for its running jobs."""
+        if self.shutdown_timeout_seconds is not None:
+            return self.shutdown_timeout_seconds
+        return self.job_timeout_seconds + self.job_grace_seconds
 
     def base_public_url(self) -> str:
         """How channels and desks reach this deployment (defaults to the listen address)."""

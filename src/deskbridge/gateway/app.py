@@ -3,6 +3,7 @@ sandbox."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import uuid
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from deskbridge.flows import Runtime
 from deskbridge.gateway import admin, console, health, intake, media, sandbox
-from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME
+from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME, STOPPING
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
 
@@ -71,6 +72,7 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
         burst=rt.settings.failed_auth_burst, per_minute=rt.settings.failed_auth_per_minute
     )
     app[ROLE] = role
+    app[STOPPING] = asyncio.Event()
     app[CSRF] = secrets.token_urlsafe(24)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

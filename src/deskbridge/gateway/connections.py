@@ -95,6 +95,17 @@ class _Guarded(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         idle = self._current_request is None and not self._messages
+        stopping = (self._close, self._force_close)
+        if any(stopping) and self._current_request is not None and self.transport is not None:
+            # a graceful stop marks every connection closing, and aiohttp then drops what
+            # arrives: the rest of the body of a request in flight too, which could then
+            # never finish (it waits for it until the shutdown timeout)
+            self._close = self._force_close = False
+            try:
+                super().data_received(data)
+            finally:
+                self._close, self._force_close = stopping
+            return
         super().data_received(data)
         if self._messages or self._current_request is not None:
             self._disarm()  # a whole head arrived, or this is a body's bytes
@@ -147,9 +158,12 @@ class GuardedRunner(web.AppRunner):
         per_source: int,
         head_timeout: float,
         handle_signals: bool = False,
+        shutdown_timeout: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(app, handle_signals=handle_signals, **kwargs)
+        super().__init__(
+            app, handle_signals=handle_signals, shutdown_timeout=shutdown_timeout, **kwargs
+        )
         self.cap = SourceCap(per_source)
         self._head_timeout = head_timeout
         self._handler_kwargs = kwargs

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
-from deskbridge.gateway.state import ROLE, RUNTIME
+from deskbridge.gateway.state import ROLE, RUNTIME, STOPPING
 from deskbridge.store.connection import cause
 
 __all__ = ["healthz", "metrics", "metrics_allowed", "metrics_only", "readiness", "readyz"]
@@ -34,19 +34,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readiness(
-    rt: Runtime, role: str, sees: Callable[[str], bool] | None = None
+    rt: Runtime, role: str, sees: Callable[[str], bool] | None = None, *, stopping: bool = False
 ) -> tuple[bool, dict[str, object]]:
-    """Whether the process is ready, and the full report: checks, and the accounts
-    ``sees`` admits (all when None) with their desk, channels and problems."""
+    """Whether the process is ready, and the full report: checks, the Redis primary it
+    talks to, and the accounts ``sees`` admits (all when None) with their desk, channels
+    and problems. A ``stopping`` process (SIGTERM) is not ready, whatever else holds."""
     checks: dict[str, str] = {}
-    ready = True
+    ready = not stopping
+    if stopping:
+        checks["process"] = "stopping"
     try:
         await rt.health.ping(within_s=2)
         checks["redis"] = "ok"
         if role in ("run", "worker"):
             alive = await rt.health.worker_alive()
             checks["worker"] = "ok" if alive else "no heartbeat"
-            ready = alive
+            ready = ready and alive
     except (StoreUnavailable, OSError) as exc:
         checks["redis"] = f"unreachable ({cause(exc)})"
         ready = False
@@ -66,6 +69,7 @@ async def readiness(
         "role": role,
         "region": rt.settings.region,
         "checks": checks,
+        "redis_primary": rt.health.primary(),
         "accounts": accounts,
     }
 
@@ -74,7 +78,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Redis answers; in ``run`` (and ``worker``) a worker heartbeat is fresh too. Says
     only ready or not (and the region): the details are ``GET /admin/v1/health``'s."""
     rt = request.app[RUNTIME]
-    ready, _ = await readiness(rt, request.app[ROLE], sees=lambda _name: False)
+    stopping = request.app[STOPPING].is_set()
+    ready, _ = await readiness(rt, request.app[ROLE], sees=lambda _name: False, stopping=stopping)
     return web.json_response(
         {"status": "ready" if ready else "not ready", "region": rt.settings.region},
         status=200 if ready else 503,

@@ -23,7 +23,14 @@ from deskbridge.flows.health import health_loop
 from deskbridge.flows.polling import poll_loop
 from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline.tasks import deliver_to_channel, deliver_to_desk, job_deadline
-from deskbridge.store.connection import CONNECTION_LOST, UNAVAILABLE, arq_settings, cause
+from deskbridge.store.connection import (
+    CONNECTION_LOST,
+    UNAVAILABLE,
+    arq_pool,
+    arq_settings,
+    cause,
+    honour_cancel,
+)
 
 __all__ = ["build_worker", "run_worker", "sweep_once"]
 
@@ -38,13 +45,21 @@ def _dumps(obj: Any) -> bytes:
 
 
 def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
+    """arq's worker for deskbridge's tasks; with a Sentinel URL its pool asks the same
+    Sentinels for the primary (a new pool per worker: a restart after a failover finds
+    the new primary)."""
     s = rt.settings
+    pool = arq_pool(redis_url)
+    if pool is not None:
+        pool.job_serializer = _dumps
+        pool.job_deserializer = json.loads
     return Worker(
         functions=[
             func(deliver_to_desk, name="deliver_to_desk", max_tries=_MAX_TRIES),
             func(deliver_to_channel, name="deliver_to_channel", max_tries=_MAX_TRIES),
         ],
-        redis_settings=arq_settings(redis_url),
+        redis_settings=arq_settings(redis_url) if pool is None else None,
+        redis_pool=pool,
         job_serializer=_dumps,
         job_deserializer=json.loads,
         keep_result=0,
@@ -101,6 +116,8 @@ async def _background(rt: Runtime) -> None:
                 next_sweep = time.monotonic() + rt.settings.sweep_interval_seconds
         except UNAVAILABLE as exc:
             log.warning("worker background loop: Redis unavailable (%s)", cause(exc))
+        # a cancel that landed while redis-py sent a command may have been swallowed
+        honour_cancel()
         await asyncio.sleep(2)
 
 
@@ -118,26 +135,66 @@ async def _close(worker: Worker) -> None:
             raise
 
 
-async def run_worker(rt: Runtime, redis_url: str) -> None:
-    """Run the worker until cancelled, restarting it whenever the Redis connection drops."""
+async def _main(worker: Worker, stopping: asyncio.Event, bound: float) -> None:
+    """``worker.main()`` until it fails or ``stopping`` is set. Then it takes no new job,
+    and the running ones get ``bound`` seconds to finish; ``_close`` cancels the rest,
+    which arq hands back to the queue to run again (here or on another worker; the lane
+    lock keeps them in order)."""
+    main = asyncio.create_task(worker.main(), name="deskbridge-arq-main")
+    stop = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if main.done():
+            return main.result()  # its error, if any, restarts the worker
+        # arq's burst mode with no job left to start: its loop takes none, waits for
+        # those running (a poll under way included) and returns
+        worker.allow_pick_jobs = False
+        worker.burst = True
+        worker.max_burst_jobs = 0
+        running = sum(not t.done() for t in worker.tasks.values())
+        log.info("worker stopping: %d job(s) running, up to %gs to finish", running, bound)
+        await asyncio.wait([main], timeout=bound)
+        if not main.done():
+            left = sum(not t.done() for t in worker.tasks.values())
+            log.warning("worker stopping: %d job(s) handed back to the queue", left)
+    finally:
+        stop.cancel()
+        await _stop_task(main)
+
+
+async def _stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it runs on: a cancel that
+    lands while redis-py sends a command can be swallowed (Python 3.11's ``wait_for``)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1.0)
+    if not task.cancelled():
+        with contextlib.suppress(*UNAVAILABLE, asyncio.CancelledError):
+            task.result()
+
+
+async def run_worker(rt: Runtime, redis_url: str, stopping: asyncio.Event | None = None) -> None:
+    """Run the worker until cancelled or ``stopping`` is set (a graceful stop: see
+    ``_main``), restarting it whenever the Redis connection drops."""
+    stopping = stopping or asyncio.Event()
     background = asyncio.create_task(_background(rt), name="deskbridge-worker-background")
     poller = asyncio.create_task(poll_loop(rt), name="deskbridge-desk-poller")
     health = asyncio.create_task(health_loop(rt), name="deskbridge-channel-health")
     delay = 0.5
     try:
-        while True:
+        while not stopping.is_set():
             worker = build_worker(rt, redis_url)
             started = time.monotonic()
             try:
-                await worker.main()
+                await _main(worker, stopping, rt.settings.job_drain_seconds())
             except UNAVAILABLE as exc:
                 log.warning("worker lost Redis (%s); restarting in %.1fs", cause(exc), delay)
             finally:
                 await _close(worker)
             delay = 0.5 if time.monotonic() - started > 30 else min(delay * 2, 10.0)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):  # not wait_for: see _stop_task
+                    await stopping.wait()
     finally:
         for task in (background, poller, health):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _stop_task(task)

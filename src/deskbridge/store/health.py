@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded
+from deskbridge.store.connection import guarded, primary
 
 __all__ = ["HealthStore"]
 
@@ -27,6 +27,10 @@ class HealthStore:
     async def beat(self, identity: str, ttl_s: int) -> None:
         """A worker is alive for the next ``ttl_s`` seconds."""
         await self._redis.set(keys.HEARTBEAT, identity, ex=ttl_s)
+
+    def primary(self) -> str:
+        """Which Redis the pool talks to (no credentials)."""
+        return primary(self._redis)
 
     async def worker_alive(self) -> bool:
         return bool(await self._redis.exists(keys.HEARTBEAT))

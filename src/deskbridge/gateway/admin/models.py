@@ -550,6 +550,10 @@ class HealthDetail(BaseModel):
     role: str
     region: str | None
     checks: dict[str, str]
+    redis_primary: str = Field(
+        description="The Redis this process talks to: host:port (or a socket path); with "
+        "Sentinel, the primary they named last and the name asked for."
+    )
     accounts: dict[str, AccountHealth] = Field(
         description="The accounts the token sees, with their desk, channels and problems."
     )

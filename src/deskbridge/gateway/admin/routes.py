@@ -64,7 +64,7 @@ from deskbridge.gateway.admin.models import (
 )
 from deskbridge.gateway.admin.openapi import document
 from deskbridge.gateway.health import readiness
-from deskbridge.gateway.state import ROLE, RUNTIME
+from deskbridge.gateway.state import ROLE, RUNTIME, STOPPING
 from deskbridge.schemas import Delivery, DeliveryState, Direction
 from deskbridge.store.listing import (
     Cursor,
@@ -793,7 +793,12 @@ async def openapi_route(request: web.Request) -> web.Response:
 async def health_route(request: web.Request, who: Principal) -> web.Response:
     """``/readyz`` with its details, for the accounts the token sees (always 200: the
     report says whether the process is ready)."""
-    _, report = await readiness(request.app[RUNTIME], request.app[ROLE], sees=who.sees)
+    _, report = await readiness(
+        request.app[RUNTIME],
+        request.app[ROLE],
+        sees=who.sees,
+        stopping=request.app[STOPPING].is_set(),
+    )
     return _answer(HealthDetail.model_validate(report), exclude_none=True)
 
 
