@@ -73,7 +73,8 @@ def wait_for(what: str, check, timeout: float = 90) -> None:
 
 def scrape_count(url: str, route: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    pattern = rf'^deskbridge_http_requests_total\{{route="{re.escape(route)}",status="200"\}} (\S+)$'
+    labels = rf'route="{re.escape(route)}",status="200"'
+    pattern = rf"^deskbridge_http_requests_total\{{{labels}\}} (\S+)$"
     found = re.search(pattern, text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
