@@ -74,6 +74,8 @@ def redis_info(store: PrivateRedis) -> dict[str, Any]:
         info: dict[str, Any] = {}
         for section in ("stats", "memory", "persistence"):
             info.update(client.info(section))  # type: ignore[arg-type]
+        commands: Any = client.info("commandstats")
+        info["calls"] = {k.removeprefix("cmdstat_"): v["calls"] for k, v in commands.items()}
         return info
     finally:
         client.close()
@@ -267,7 +269,7 @@ async def worker_round(
         while len(desk.arrivals) < args.messages:
             if meter is None and desk.arrivals:  # CPU from the first filing on: no start-up
                 meter, first = CpuMeter({**pids, "redis": store.pid}), len(desk.arrivals)
-                metered_from = time.monotonic()
+                metered_from, before = time.monotonic(), redis_info(store)
             if time.monotonic() > deadline:
                 raise BenchError(
                     f"workers={workers}: {len(desk.arrivals)} of {args.messages} at the desk "
@@ -282,6 +284,11 @@ async def worker_round(
         window = time.monotonic() - metered_from
         cpu = meter.stop()
         after = redis_info(store)
+        # the same workers with nothing to do: what polling and heartbeats cost per second
+        idle_meter, idle_before = CpuMeter({**pids, "redis": store.pid}), redis_info(store)
+        await asyncio.sleep(args.idle)
+        idle_cpu = idle_meter.stop()
+        idle_after = redis_info(store)
         census = key_census(store)
     finally:
         for proc in started:
@@ -292,6 +299,15 @@ async def worker_round(
     rate = (hi - 1 - lo) / (times[hi - 1] - times[lo])
     metered = args.messages - first
     worker_cores = sum(v for k, v in cpu.items() if k.startswith("worker-"))
+    idle_worker_cores = sum(v for k, v in idle_cpu.items() if k.startswith("worker-"))
+    commands = after["total_commands_processed"] - before["total_commands_processed"]
+    idle_commands = idle_after["total_commands_processed"] - idle_before["total_commands_processed"]
+    idle_per_s = idle_commands / args.idle
+    calls = {
+        k: (v - before["calls"].get(k, 0)) / metered
+        for k, v in after["calls"].items()
+        if v - before["calls"].get(k, 0) > 0
+    }
     return {
         "workers": workers,
         "messages_per_s": rate,
@@ -299,10 +315,20 @@ async def worker_round(
         "worker_cpu_ms_per_message": worker_cores * window / metered * 1000,
         "redis_cpu_ms_per_message": cpu["redis"] * window / metered * 1000,
         "desk_calls_per_message": sum(desk.calls.values()) / args.messages,
-        "commands_per_message": (
-            after["total_commands_processed"] - before["total_commands_processed"]
-        )
-        / args.messages,
+        "commands_per_message": commands / metered,
+        "idle_commands_per_s": idle_per_s,
+        "idle_worker_cores": idle_worker_cores,
+        "idle_redis_cores": idle_cpu["redis"],
+        "net_commands_per_message": (commands - idle_per_s * window) / metered,
+        "net_worker_cpu_ms_per_message": (worker_cores - idle_worker_cores)
+        * window
+        / metered
+        * 1000,
+        "net_redis_cpu_ms_per_message": (cpu["redis"] - idle_cpu["redis"])
+        * window
+        / metered
+        * 1000,
+        "top_commands": dict(sorted(calls.items(), key=lambda kv: -kv[1])[:10]),
         "aof_bytes_per_message": (after["aof_current_size"] - before["aof_current_size"])
         / args.messages,
         "census": census,
@@ -362,8 +388,17 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"| {mean(w, 'worker_cpu_ms_per_message', 'workers', 1):.2f} |",
         f"| Redis CPU per message filed, ms "
         f"| {mean(w, 'redis_cpu_ms_per_message', 'workers', 1):.2f} |",
+        f"| of which per message, less an idle worker's polling: worker CPU, Redis CPU, ms "
+        f"| {mean(w, 'net_worker_cpu_ms_per_message', 'workers', 1):.2f}, "
+        f"{mean(w, 'net_redis_cpu_ms_per_message', 'workers', 1):.2f} |",
+        f"| an idle worker: Redis commands/s, worker cores, Redis cores "
+        f"| {mean(w, 'idle_commands_per_s', 'workers', 1):,.0f}, "
+        f"{mean(w, 'idle_worker_cores', 'workers', 1):.3f}, "
+        f"{mean(w, 'idle_redis_cores', 'workers', 1):.3f} |",
         f"| Redis commands, ack path | {results['commands_per_ack']:.1f} |",
-        f"| Redis commands, worker (filing) | {results['commands_per_message']:.1f} |",
+        f"| Redis commands, worker (filing; less idle polling) "
+        f"| {results['commands_per_message']:.1f} "
+        f"({mean(w, 'net_commands_per_message', 'workers', 1):.1f}) |",
         f"| desk API calls | {results['desk_calls_per_message']:.2f} |",
         f"| append-only file bytes, ack + filing | {results['aof_bytes_per_message']:,.0f} |",
         "",
@@ -392,11 +427,15 @@ def sizing(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """The capacity plan's table, computed from the measurements."""
     g, w = results["gateway"], results["worker"]
     gw_cap = UTILISATION * 1000 / mean(g, "gateway_cpu_ms_per_ack", "processes", 1)
-    wk_cpu_cap = UTILISATION * 1000 / mean(w, "worker_cpu_ms_per_message", "workers", 1)
+    idle_worker = mean(w, "idle_worker_cores", "workers", 1)
+    idle_redis = mean(w, "idle_redis_cores", "workers", 1)
+    wk_cpu_cap = (
+        (UTILISATION - idle_worker) * 1000 / mean(w, "net_worker_cpu_ms_per_message", "workers", 1)
+    )
     wk_io_cap = args.max_jobs / (results["desk_calls_per_message"] * args.desk_latency)
     wk_cap = min(wk_cpu_cap, wk_io_cap)
     redis_ms = mean(g, "redis_cpu_ms_per_ack", "processes", 1) + mean(
-        w, "redis_cpu_ms_per_message", "workers", 1
+        w, "net_redis_cpu_ms_per_message", "workers", 1
     )
     redis_cap = UTILISATION * 1000 / redis_ms
     census, n = results["census"], args.messages
@@ -417,7 +456,8 @@ def sizing(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"**{gw_cap:,.0f} messages/s**; a worker **{wk_cap:,.0f} messages/s** (CPU allows "
         f"{wk_cpu_cap:,.0f}, {args.max_jobs} jobs in flight at {args.desk_latency * 1000:.0f} ms "
         f"a desk call allow {wk_io_cap:,.0f}); a Redis primary **{redis_cap:,.0f} "
-        f"messages/s** ({redis_ms:.2f} ms of Redis CPU per message, ack and filing). "
+        f"messages/s** ({redis_ms:.2f} ms of Redis CPU per message, ack and filing, plus "
+        f"{idle_redis:.3f} cores per worker for its polling). "
         f"Memory held per message a day: {keep / 1024:,.0f} KiB with the default retention "
         f"(events and deliveries 90 days, raw requests 30), {short / 1024:,.0f} KiB with "
         f"{SHORT_RETENTION_DAYS:.0f}-day retention.",
@@ -434,7 +474,7 @@ def sizing(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         peak = avg * PEAK_FACTOR
         gateways = max(2, -(-peak // gw_cap))
         workers = max(2, -(-peak // wk_cap))
-        redis_cores = peak * redis_ms / 1000
+        redis_cores = peak * redis_ms / 1000 + workers * idle_redis
         mem_keep, mem_short = per_day * keep / gib, per_day * short / gib
         aof = per_day * results["aof_bytes_per_message"] / gib
 
@@ -535,6 +575,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--desk-latency", type=float, default=0.150, help="seconds per desk call")
     p.add_argument("--max-jobs", type=int, default=50, help="DESKBRIDGE_MAX_JOBS per worker")
     p.add_argument("--drain-timeout", type=float, default=600.0)
+    p.add_argument("--idle", type=float, default=5.0, help="seconds of idle workers measured")
     p.add_argument("--write-docs", action="store_true", help="update docs/deployment.md")
     p.add_argument(
         "--from-json", type=Path, default=None, help="report a saved .bench/scale.json again"

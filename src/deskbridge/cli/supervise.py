@@ -36,7 +36,7 @@ __all__ = ["Supervisor", "available_cpus", "bind_as_child", "parse_processes"]
 
 log = logging.getLogger("deskbridge")
 
-# a child that lived this long had started fine: its next crash restarts it at once
+# a child that lived this long had started fine: its backoff starts over
 _HEALTHY_AFTER_S = 30.0
 _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 30.0
@@ -189,12 +189,13 @@ class Supervisor:
             how = f"signal {-code}" if code is not None and code < 0 else f"code {code}"
             child.restarts += 1
             log.warning(
-                "%s process %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                "%s process %d (pid %d) exited with %s after %.1fs; restart %d in %.1fs",
                 self.role,
                 child.index,
                 child.proc.pid,
                 how,
                 lived,
+                child.restarts,
                 child.backoff,
             )
             with contextlib.suppress(TimeoutError):
