@@ -363,7 +363,8 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
     g, w = results["gateway"], results["worker"]
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} by `bench/scale.py` on {results['machine']} "
-        "(a shared machine: other work ran beside it).",
+        "(a shared machine: other processes kept "
+        f"{results['other_cores']:.2f} of its 2 cores busy on average during the measurements).",
         "",
         "| load | 1 | 2 | factor |",
         "|---|---|---|---|",
@@ -463,7 +464,7 @@ def sizing(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         f"{SHORT_RETENTION_DAYS:.0f}-day retention.",
         "",
         f"| messages/day | average / peak msg/s (x{PEAK_FACTOR:.0f}) | gateway processes "
-        f"| workers | Redis CPU at peak | Redis memory, default retention "
+        f"(all cells) | workers (all cells) | Redis CPU at peak | Redis memory, default retention "
         f"| Redis memory, {SHORT_RETENTION_DAYS:.0f}-day retention | AOF written/day "
         f"| cells (default / {SHORT_RETENTION_DAYS:.0f}-day) |",
         "|---|---|---|---|---|---|---|---|---|",
