@@ -64,6 +64,24 @@ def listening_pids(port: int, pids: list[int]) -> set[int]:
     return holders
 
 
+def unix_listeners(path: str) -> set[int]:
+    """The pids holding a listening unix socket bound at ``path`` (from /proc)."""
+    with open("/proc/net/unix") as f:
+        next(f)
+        inodes = {fields[6] for fields in (line.split() for line in f) if fields[-1] == path}
+    holders: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if any(link.startswith("socket:[") and link[8:-1] in inodes for link in links):
+            holders.add(int(entry.name))
+    return holders
+
+
 def wait_for(what: str, check, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -186,3 +204,42 @@ def test_a_port_in_use_stops_the_supervisor_before_any_child(tmp_path: Path) -> 
     err = done.stderr.decode()
     assert f"cannot listen on 127.0.0.1:{port}" in err
     assert "started (pid" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_run_with_processes_shares_one_private_redis(tmp_path: Path) -> None:
+    """`run --processes 2` without REDIS_URL: the supervisor starts the private Redis once,
+    both children (gateway and worker each) use it, and SIGTERM stops all of it."""
+    port = free_port()
+    env = clean_env(tmp_path, port)
+    env["DESKBRIDGE_LOG_FORMAT"] = "text"
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*DESKBRIDGE, "run", "--processes", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    started = re.compile(r"run process (\d+) started \(pid (\d+)\)")
+    try:
+        wait_for("two children", lambda: len(set(started.findall(log.read_text()))) == 2)
+        pids = [int(pid) for _, pid in started.findall(log.read_text())]
+        wait_for("both listening", lambda: listening_pids(port, pids) == set(pids))
+        # each child's /readyz needs its own worker's heartbeat, through the one Redis
+        for _ in range(6):
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        sock = str(tmp_path / "data" / "redis" / "redis.sock")
+        assert len(unix_listeners(sock)) == 1, "one private redis-server for the group"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "all run processes stopped" in text
+    assert text.count("deskbridge 0.1.0: run on") == 1  # the banner once, from child 0
+    assert any((tmp_path / "data" / "redis").rglob("*.aof*"))
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
