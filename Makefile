@@ -5,6 +5,7 @@
 #   make test                       install, ensure Redis on 127.0.0.1:6379, lint, pytest
 #   make lint                       ruff check, ruff format --check, mypy, hadolint
 #   make bench [ARGS=...]           install (+ wrk), then bench/run.py
+#   make bench ARGS="--scale ..."   1 vs 2 gateway processes and workers (bench/scale.py)
 #   make faults [ARGS=...]          install, then the long fault runs (bench/faults.py)
 #   make security [ARGS=...]        install, then the security probes (bench/security.py)
 #   make fuzz [EXAMPLES=20000]      install, then the long parser fuzzing campaign
@@ -34,7 +35,7 @@ LINT_PATHS := $(wildcard src tests bench)
 .PHONY: help venv install sysdeps run test lint bench faults security fuzz clean distclean FORCE
 
 help:
-	@sed -n '1,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv install: $(STAMP)
 	@:
@@ -111,7 +112,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools wrk
 	@test -f bench/run.py || { echo "make: bench/run.py does not exist yet" >&2; exit 1; }
-	$(PY) bench/run.py $(ARGS)
+	$(PY) bench/$(if $(filter --scale,$(ARGS)),scale.py,run.py) $(filter-out --scale,$(ARGS))
 
 # kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
 faults: $(STAMP)

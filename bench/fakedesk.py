@@ -23,7 +23,10 @@ _MARKER = re.compile(r"e2e-(\d+)")
 
 
 class FakeZendesk:
-    def __init__(self) -> None:
+    """``latency_s``: every answer waits this long first (a real desk's API, from afar)."""
+
+    def __init__(self, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
         self.calls: Counter[str] = Counter()
         self.arrivals: dict[int, tuple[float, str]] = {}
         self._waiters: dict[int, asyncio.Future[tuple[float, str]]] = {}
@@ -33,7 +36,7 @@ class FakeZendesk:
         self.port = 0
 
     async def start(self) -> int:
-        app = web.Application()
+        app = web.Application(middlewares=[self._delay] if self.latency_s > 0 else [])
         app.router.add_post("/api/v2/users/create_or_update", self._user)
         app.router.add_get("/api/v2/users/{id}/identities", self._identities)
         app.router.add_post("/api/v2/users/{id}/identities", self._add_identity)
@@ -45,6 +48,12 @@ class FakeZendesk:
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = int(self._runner.addresses[0][1])
         return self.port
+
+    @web.middleware
+    async def _delay(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        await asyncio.sleep(self.latency_s)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def stop(self) -> None:
         if self._runner is not None:

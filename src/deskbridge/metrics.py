@@ -1,12 +1,19 @@
-"""Prometheus metrics. One registry per runtime, so tests can build many apps."""
+"""Prometheus metrics. One registry per runtime, so tests can build many apps.
+
+Under ``serve --processes N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the supervisor before
+this process started) every sample also lands in the shared directory, and
+``exposition`` reads every process's: gauges that mirror Redis state keep the most recent
+value written, the desk-rate gauge sums the live processes."""
 
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Metrics", "percentile_text", "quantile", "summarize"]
@@ -49,30 +56,35 @@ class Metrics:
         self.queue_depth = Gauge(
             "deskbridge_queue_depth",
             "Jobs in the arq queue (ready and deferred).",
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.pending = Gauge(
             "deskbridge_deliveries_pending",
             "Pending deliveries by account.",
             ["account"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.dead = Gauge(
             "deskbridge_deliveries_dead",
             "Dead-lettered deliveries by account.",
             ["account"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.suggestions = Gauge(
             "deskbridge_identity_suggestions_pending",
             "Merge suggestions awaiting an operator's decision, by merge scope.",
             ["scope"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.desk_rate_waiting = Gauge(
             "deskbridge_desk_rate_waiting",
             "Desk API calls waiting for a token of the account's shared rate budget.",
             ["account", "desk"],
+            multiprocess_mode="livesum",
             registry=self.registry,
         )
         self.desk_rate_deferred = Counter(
@@ -107,12 +119,14 @@ class Metrics:
             "deskbridge_conversations_awaiting_reply",
             "Conversations whose customer waits for an agent reply.",
             ["account", "channel"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.sla_breaches = Gauge(
             "deskbridge_sla_breaches",
             "Conversations waiting longer than the channel's response target.",
             ["account", "channel"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         self.ambiguous_resends = Counter(
@@ -134,10 +148,20 @@ class Metrics:
             "What the platforms say about each channel: credentials_valid (1/0),"
             " webhook_pending, webhook_error_age_seconds, quota_used, quota_used_ratio.",
             ["account", "channel", "check"],
+            multiprocess_mode="mostrecent",
             registry=self.registry,
         )
         # labels() takes a lock and builds a tuple on every call; the ack path counts twice
         self._children: dict[tuple[Any, ...], Any] = {}
+
+    def exposition(self) -> bytes:
+        """The text format for ``/metrics``: this process's, or all of the host's."""
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        every = CollectorRegistry()
+        MultiProcessCollector(every, path=shared)  # type: ignore[no-untyped-call]  # untyped upstream
+        return generate_latest(every)
 
     def request(self, route: str, status: int) -> None:
         self._child(self.requests, route, str(status)).inc()

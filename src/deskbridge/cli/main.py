@@ -62,18 +62,64 @@ def _logging(settings: Settings) -> None:
     configure(settings.log_level, settings.log_format)
 
 
-def _start(role: str, config: Path | None, host: str | None, port: int | None) -> None:
+def _start(
+    role: str,
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    processes: str = "1",
+    child: tuple[int, int] | None = None,
+) -> None:
     from deskbridge.cli.process import load, serve_forever
 
     settings = _settings(host=host, port=port)
     _logging(settings)
     try:
+        count = 1 if child is not None else _processes(processes)
         loaded = load(settings, config)
-        asyncio.run(serve_forever(loaded, role))
+        if count > 1:
+            _supervise(role, count, loaded.settings)
+            return
+        if child is not None:
+            from deskbridge.cli.supervise import bind_as_child
+
+            bind_as_child(child[0])
+        # a child of `--processes` shares the port; only the first runs SMTP/SIP listeners
+        asyncio.run(
+            serve_forever(
+                loaded,
+                role,
+                reuse_port=child is not None,
+                listeners=child is None or child[1] == 0,
+            )
+        )
     except DeskbridgeError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+def _processes(value: str) -> int:
+    from deskbridge.cli.supervise import parse_processes
+
+    return parse_processes(value)
+
+
+def _supervise(role: str, count: int, settings: Settings) -> None:
+    from deskbridge.cli.supervise import Supervisor
+
+    supervisor = Supervisor(
+        role=role,
+        count=count,
+        host=settings.host,
+        port=settings.port,
+        config=settings.config,
+        redis_url=settings.redis_url,
+        data_dir=settings.data_dir,
+        appendfsync=settings.appendfsync,
+        metrics_address=settings.metrics_address,
+    )
+    asyncio.run(supervisor.run())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,7 +128,7 @@ def cli() -> None:
     """deskbridge: customer channels in, helpdesk tickets out, agent replies back."""
 
 
-def _process_command(role: str, help_text: str) -> None:
+def _process_command(role: str, help_text: str, *, processes: bool) -> None:
     @cli.command(role, help=help_text)
     @CONFIG_OPTION
     @click.option(
@@ -91,19 +137,48 @@ def _process_command(role: str, help_text: str) -> None:
     @click.option(
         "--port", type=int, default=None, help="Listen port (default $DESKBRIDGE_PORT or 8080)."
     )
-    def command(config: Path | None, host: str | None, port: int | None) -> None:
-        _start(role, config, host, port)
+    @click.option(
+        "--processes",
+        default="1",
+        show_default=True,
+        hidden=not processes,
+        help="Gateway processes sharing the port (SO_REUSEPORT), supervised; 'auto': one "
+        "per usable CPU.",
+    )
+    # set by the supervisor of `--processes` on each child: its pid, the child's index
+    @click.option("--child-of", type=int, default=None, hidden=True)
+    @click.option("--child-index", type=int, default=0, hidden=True)
+    def command(
+        config: Path | None,
+        host: str | None,
+        port: int | None,
+        processes: str,
+        child_of: int | None,
+        child_index: int,
+    ) -> None:
+        if role == "worker" and processes != "1":
+            err.print("[bold red]error:[/] --processes is for run and serve; start more workers")
+            sys.exit(2)
+        child = None if child_of is None else (child_of, child_index)
+        _start(role, config, host, port, processes, child)
 
 
 _process_command(
     "run",
     "Gateway and worker in one process. Without REDIS_URL it runs a private redis-server; "
     "without an accounts file it serves the demo account.",
+    processes=True,
 )
 _process_command(
-    "serve", "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL."
+    "serve",
+    "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL.",
+    processes=True,
 )
-_process_command("worker", "The worker alone (deliveries to desks and channels). Needs REDIS_URL.")
+_process_command(
+    "worker",
+    "The worker alone (deliveries to desks and channels). Needs REDIS_URL.",
+    processes=False,
+)
 
 
 @cli.command("check-config")

@@ -206,8 +206,12 @@ def _clients(redis: Connection, http: httpx.AsyncClient) -> CleanupCtx:
     return ctx
 
 
-async def serve_forever(loaded: Loaded, role: str) -> None:
-    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly.
+async def serve_forever(
+    loaded: Loaded, role: str, *, reuse_port: bool = False, listeners: bool = True
+) -> None:
+    """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly. ``reuse_port``: bind
+    with ``SO_REUSEPORT`` (a child of ``--processes``); ``listeners``: start the SMTP and
+    SIP listeners (in ``run`` and ``serve``).
 
     The private Redis, the pool and the HTTP client are the app's ``cleanup_ctx``. The
     SMTP and SIP listeners and the worker start only once the HTTP port is bound (a port
@@ -245,21 +249,25 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         # walks them again and stalls requests in flight for 35-55 ms
         gc.collect()
         gc.freeze()
-        await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        await web.TCPSite(runner, s.host, s.port, backlog=1024, reuse_port=reuse_port).start()
         if s.metrics_address is not None:
-            await _metrics_listener(stack, rt, s)
-        if role in ("run", "serve"):
+            await _metrics_listener(stack, rt, s, reuse_port=reuse_port)
+        if role in ("run", "serve") and listeners:
             await stack.enter_async_context(_listeners(rt))
         worker = None
         if role in ("run", "worker"):
             worker = await stack.enter_async_context(_worker(rt, url))
-        _banner(loaded, role)
+        if listeners:  # once per host under --processes
+            _banner(loaded, role)
         await _until_stopped(worker)
         await _drain(app, s, role)
 
 
-async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Settings) -> None:
-    """``/metrics`` alone on ``DESKBRIDGE_METRICS_ADDRESS`` (closed before the gateway)."""
+async def _metrics_listener(
+    stack: contextlib.AsyncExitStack, rt: Runtime, s: Settings, *, reuse_port: bool
+) -> None:
+    """``/metrics`` alone on ``DESKBRIDGE_METRICS_ADDRESS`` (closed before the gateway);
+    shared by the children of ``--processes``, any of which answers for all."""
     assert s.metrics_address is not None
     host, _, port = s.metrics_address.rpartition(":")
     runner = GuardedRunner(
@@ -271,7 +279,8 @@ async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Se
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    where = host.strip("[]") or "127.0.0.1"
+    await web.TCPSite(runner, where, int(port), reuse_port=reuse_port).start()
     log.info("metrics on %s", s.metrics_address)
 
 

@@ -14,7 +14,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
@@ -122,7 +122,7 @@ def _metrics_handler(*, own_listener: bool) -> Callable[[web.Request], Awaitable
         # on a Redis outage the gauge keeps its last value; /readyz reports the outage
         with contextlib.suppress(StoreUnavailable, OSError):
             rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
-        resp = web.Response(body=generate_latest(rt.metrics.registry))
+        resp = web.Response(body=rt.metrics.exposition())
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp
 

@@ -10,7 +10,6 @@ from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import generate_latest
 
 from deskbridge.gateway.admin.models import MAX_LIMIT, DeliveryQuery
 from deskbridge.gateway.admin.routes import list_deliveries
@@ -74,7 +73,7 @@ async def overview(request: web.Request, ctx: Ctx) -> web.StreamResponse:
     """The figures of ``/metrics`` and ``deskbridge stats``, and the delivery counts."""
     rt = ctx.rt
     accounts = [a for a in rt.accounts.accounts if ctx.who.sees(a)]
-    rows = summarize(generate_latest(rt.metrics.registry).decode())
+    rows = summarize(rt.metrics.exposition().decode())
     pending = await list_deliveries(
         rt, ctx.who, DeliveryQuery(state="pending", limit=str(MAX_LIMIT))
     )
