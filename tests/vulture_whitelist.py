@@ -65,6 +65,7 @@ _.kept_until  # gateway.admin.models.RevokeResult: served by the admin API (issu
 
 # click: commands are registered by their decorators and called by the CLI
 _.check_config
+_.format_commands  # click.Group override: cli.main.LazyGroup lists commands without importing them
 _.token_create
 _.token_revoke
 _.deliveries_list
