@@ -53,6 +53,32 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["http", "smtp", "sip"])
+def test_run_refuses_to_start_on_a_busy_port(tmp_path: Path, which: str) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, port)
+    busy_port = {
+        "http": port,
+        "smtp": int(env["DESKBRIDGE_DEMO_SMTP_PORT"]),
+        "sip": int(env["DESKBRIDGE_DEMO_SIP_PORT"]),
+    }[which]
+    kind = socket.SOCK_DGRAM if which == "sip" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as busy:
+        busy.bind(("127.0.0.1", busy_port))
+        if kind == socket.SOCK_STREAM:
+            busy.listen()
+        done = subprocess.run(
+            [*DESKBRIDGE, "run"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        )
+    out = done.stderr.decode()
+    assert done.returncode == 2, out
+    assert "Traceback" not in out
+    [line] = [x for x in out.splitlines() if x.startswith("error:")]
+    assert f"{which} port 127.0.0.1:{busy_port}: Address already in use" in line
+    assert "deskbridge 0.1.0: run on" not in out  # no banner advertising a dead port
+
+
+@pytest.mark.slow
 def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, port)

@@ -32,10 +32,11 @@ CONFIG_OPTION = click.option(
 
 
 def _fail(exc: DeskbridgeError, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc}")
+    # plain text: a message may hold brackets (a pattern, a list) that markup would eat
+    click.echo(click.style("error:", fg="red", bold=True) + f" {exc}", err=True)
     if isinstance(exc, ConfigError):
         for where, what in exc.problems:
-            err.print(f"  {where}: {what}")
+            click.echo(f"  {where}: {what}", err=True)
     sys.exit(code)
 
 

@@ -26,7 +26,7 @@ from deskbridge.adapters.sip import Listener
 from deskbridge.config import AccountsFile, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
-from deskbridge.errors import ConfigError
+from deskbridge.errors import ConfigError, bind_failed
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.gateway.app import create_metrics_app
@@ -146,7 +146,7 @@ def _banner(loaded: Loaded, role: str) -> None:
 @contextlib.asynccontextmanager
 async def _listeners(rt: Runtime) -> AsyncIterator[None]:
     """The SMTP and SIP listeners, started and closed in that order. One that cannot bind
-    is logged and reported on /readyz, never fatal."""
+    raises ``ConfigError`` naming its port: the process does not start without it."""
     smtp_servers = await start_smtp_listeners(rt)
     sip_listeners: list[Listener] = []
     try:
@@ -203,9 +203,9 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
     """Run ``role`` until SIGINT/SIGTERM, then shut down cleanly.
 
     The private Redis, the pool and the HTTP client are the app's ``cleanup_ctx``. The
-    SMTP and SIP listeners and the worker start only once the HTTP port is bound (a port
-    in use stops the process before they start), so they are entered after the site and
-    left in reverse order, before the runner's cleanup."""
+    SMTP and SIP listeners and the worker start only once the HTTP port is bound, so they
+    are entered after the site and left in reverse order, before the runner's cleanup.
+    A port in use (HTTP, metrics, SMTP or SIP) raises ``ConfigError`` naming it."""
     s = loaded.settings
     private: PrivateRedis | None = None
     url = s.redis_url
@@ -237,11 +237,22 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         # walks them again and stalls requests in flight for 35-55 ms
         gc.collect()
         gc.freeze()
-        await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        try:
+            await web.TCPSite(runner, s.host, s.port, backlog=1024).start()
+        except OSError as exc:
+            busy = bind_failed("http", f"{s.host}:{s.port}", exc)
+            raise ConfigError(f"{busy} (another port: --port or DESKBRIDGE_PORT)") from exc
         if s.metrics_address is not None:
             await _metrics_listener(stack, rt, s)
         if role in ("run", "serve"):
-            await stack.enter_async_context(_listeners(rt))
+            try:
+                await stack.enter_async_context(_listeners(rt))
+            except ConfigError as exc:
+                if not loaded.demo:
+                    raise
+                raise ConfigError(
+                    f"{exc} (the demo's ports: DESKBRIDGE_DEMO_SMTP_PORT, DESKBRIDGE_DEMO_SIP_PORT)"
+                ) from exc
         worker = None
         if role in ("run", "worker"):
             worker = await stack.enter_async_context(_worker(rt, url))
@@ -263,7 +274,11 @@ async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Se
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    try:
+        await web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+    except OSError as exc:
+        busy = bind_failed("metrics", s.metrics_address, exc)
+        raise ConfigError(f"{busy} (DESKBRIDGE_METRICS_ADDRESS)") from exc
     log.info("metrics on %s", s.metrics_address)
 
 
