@@ -165,6 +165,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode()
     log = out.decode()
     assert "demo-secrets.json" in log
+    assert "shutting down on SIGTERM" in log and "SIGUSR1" not in log
     for secret in (
         secrets["telegram"]["bot_token"],
         secrets["telegram"]["secret_token"],

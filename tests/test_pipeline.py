@@ -386,3 +386,13 @@ async def test_a_reply_of_only_refused_attachments_is_dead_with_a_note(
     assert send.call_count == 0 and doc.call_count == 0
     [text] = desk.notes
     assert "could not deliver" in text and "label.pdf" in text
+
+
+async def test_closing_a_worker_is_not_logged_as_a_signal(make_runtime, caplog) -> None:
+    # arq's close() says "shutdown on SIGUSR1" whatever happened; deskbridge says closed
+    rt = make_runtime()
+    with caplog.at_level("INFO", logger="arq.worker"):
+        await drain(rt)
+    closed = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
+    assert any(m.startswith("worker closed ◆ ") and "jobs complete" in m for m in closed)
+    assert not any("SIGUSR1" in m for m in closed)

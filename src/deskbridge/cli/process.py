@@ -257,8 +257,8 @@ async def serve_forever(loaded: Loaded, role: str) -> None:
         if role in ("run", "worker"):
             worker = await stack.enter_async_context(_worker(rt, url))
         _banner(loaded, role)
-        await _until_stopped(worker)
-        log.info("shutting down")
+        why = await _until_stopped(worker)
+        log.info("shutting down on %s", why)
 
 
 async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Settings) -> None:
@@ -282,12 +282,19 @@ async def _metrics_listener(stack: contextlib.AsyncExitStack, rt: Runtime, s: Se
     log.info("metrics on %s", s.metrics_address)
 
 
-async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
-    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised)."""
+async def _until_stopped(worker: asyncio.Task[None] | None) -> str:
+    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised); returns
+    the signal's name."""
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def stopped(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopped, sig)
     stopping = asyncio.create_task(stop.wait())
     waiters: set[asyncio.Task[Any]] = {stopping}
     if worker is not None:
@@ -298,3 +305,4 @@ async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
         exc = worker.exception()
         if exc is not None:
             raise exc
+    return received[0] if received else "the worker's end"
