@@ -197,6 +197,40 @@ accounts:
     assert "accounts.acme.channels[0].secret_token: environment variable" in result.output
 
 
+def test_check_config_prints_plain_unwrapped_lines_when_piped(tmp_path: Path) -> None:
+    bad = tmp_path / ("a-rather-long-folder-name-" * 3) / "accounts.yaml"
+    bad.parent.mkdir()
+    bad.write_text(
+        """
+accounts:
+  Bad Name:
+    desk: {type: sandbox}
+  acme:
+    desk: {type: zendesk, base_url: "127.0.0.1:18301/zendesk", email: [a@b.c], api_token: t}
+    channels:
+      - {type: telegram, bot_token: not-a-token, secret_token: "${DESKBRIDGE_TEST_UNSET}"}
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DESKBRIDGE_TEST_UNSET"}
+    done = subprocess.run(
+        [*DESKBRIDGE, "check-config", str(bad)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    first, *lines = done.stderr.splitlines()
+    assert first == f"error: {bad}: invalid"
+    assert lines == [
+        f"{bad}: accounts.acme.channels[0].secret_token: environment variable "
+        "DESKBRIDGE_TEST_UNSET is not set",
+        f"{bad}: accounts.Bad Name (the name): String should match pattern "
+        "'^[a-z0-9][a-z0-9_-]{0,62}$'",
+        f"{bad}: accounts.acme.desk.base_url: '127.0.0.1:18301/zendesk' is not an http:// "
+        "or https:// URL",
+        f"{bad}: accounts.acme.desk.email: Input should be a valid string",
+        f"{bad}: accounts.acme.channels[0].bot_token: is not a bot token of the form "
+        "123456:ABC-DEF...",
+    ]
+
+
 def test_check_config_validates_a_good_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TG_TOKEN_FOR_TEST", "123:abc")
     (tmp_path / "secret").write_text("s3cr3t\n")
@@ -302,6 +336,19 @@ async def test_channels_register_sets_both_webhooks(tmp_path: Path, respx_mock) 
     secret_file = tmp_path / "secrets" / "zendesk-webhook-secret-acme"
     assert secret_file.read_text().strip() == "the-signing-secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
+
+    # an accounts file naming the secret's file (not written yet) passes check-config and
+    # gets the secret written there
+    named = re.sub(r"webhook_secret: .*", "webhook_secret_file: secrets/zd-hook", ZENDESK_YAML)
+    assert named.count("webhook_secret_file: secrets/zd-hook") == 1
+    cfg.write_text(named)
+    checked = CliRunner().invoke(cli, ["check-config", str(cfg)])
+    assert checked.exit_code == 0, checked.output
+    assert "secrets/zd-hook is not written yet (`channels register`)" in checked.output
+    ok = await register(Settings(), cfg, "https://bridge.example.com/", None, tmp_path / "other")
+    assert ok
+    assert (tmp_path / "secrets" / "zd-hook").read_text().strip() == "the-signing-secret"
+    assert not (tmp_path / "other").exists()
 
 
 def test_run_names_the_package_when_redis_server_is_missing(tmp_path: Path) -> None:

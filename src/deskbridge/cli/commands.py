@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-from rich.console import Console
 
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
@@ -19,8 +18,6 @@ from deskbridge.errors import ConfigError, DeskbridgeError
 from deskbridge.schemas import Channel
 
 __all__ = ["channels", "check_config", "run", "serve", "simulate", "worker"]
-
-err = Console(stderr=True, highlight=False)
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -45,7 +42,7 @@ def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except Exception as exc:  # pydantic's ValidationError: bad environment values
-        err.print(f"[bold red]error:[/] invalid settings: {exc}")
+        _say("error:", "red", f"invalid settings: {exc}")
         sys.exit(2)
 
 
@@ -97,26 +94,36 @@ worker = _process_command(
 )
 
 
+def _say(kind: str, colour: str, text: str) -> None:
+    """One line on stderr, plain (no markup to eat brackets, no wrapping when piped)."""
+    click.echo(f"{click.style(kind, fg=colour, bold=True)} {text}", err=True)
+
+
 @click.command("check-config")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def check_config(file: Path) -> None:
     """Validate an accounts file; print every problem with its place (exit code 2)."""
+    notes: list[tuple[str, str]] = []
     try:
-        accounts = load_accounts(file)
+        accounts = load_accounts(file, notes)
         check_region(accounts, _settings().region)
     except ConfigError as exc:
-        err.print(f"[bold red]{exc}[/]")
+        _say("error:", "red", str(exc))
         for where, what in exc.problems:
-            err.print(f"  {file}: {where}: {what}")
+            click.echo(f"{file}: {where}: {what}", err=True)
         sys.exit(2)
+    for where, what in notes:
+        _say("note:", "yellow", f"{file}: {where}: {what}")
     for name, acc in accounts.accounts.items():
         translation = acc.routing.translation if acc.routing else None
         if translation is not None and translation.region != acc.region:
             # message text leaves the account's region: allowed, but say so
-            err.print(
-                f"[yellow]warning:[/] {file}: accounts.{name}.routing.translation: the "
-                f"translator's region ({translation.region or 'unknown'}) is not the "
-                f"account's ({acc.region or 'unset'}); message text will be sent there"
+            _say(
+                "warning:",
+                "yellow",
+                f"{file}: accounts.{name}.routing.translation: the translator's region "
+                f"({translation.region or 'unknown'}) is not the account's "
+                f"({acc.region or 'unset'}); message text will be sent there",
             )
     names = ", ".join(
         f"{n} ({a.desk.type}; {', '.join(c.type for c in a.channels) or 'no channels'})"
@@ -187,7 +194,7 @@ def simulate(
             sys.exit(1)
         return
     if not 200 <= status < 300:
-        err.print(f"[bold red]refused:[/] HTTP {status}")
+        _say("refused:", "red", f"HTTP {status}")
         sys.exit(1)
     click.echo(f"delivered to the gateway: HTTP {status}")
 
@@ -219,9 +226,7 @@ def register(
     settings = _settings()
     path = config or settings.config
     if path is None:
-        err.print(
-            "[bold red]error:[/] give --config or DESKBRIDGE_CONFIG (the demo registers nothing)"
-        )
+        _say("error:", "red", "give --config or DESKBRIDGE_CONFIG (the demo registers nothing)")
         sys.exit(2)
     try:
         ok = asyncio.run(

@@ -98,7 +98,7 @@ class LazyGroup(click.Group):
         names = self.list_commands(ctx)
         # as click words it: the first sentence, cut to what fits beside the names
         limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = [(n, click.utils.make_default_short_help(COMMANDS[n][2], limit)) for n in names]
+        rows = [(n, click.Command(n, help=COMMANDS[n][2]).get_short_help_str(limit)) for n in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
