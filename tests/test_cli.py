@@ -98,6 +98,15 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
 
         text = "hello from the smoke test"
         channels = ("telegram", "whatsapp", "messenger", "line", "email", "sip")
+        # simulate from another folder, with another instance's environment: the
+        # instance at --url names its data directory and listeners itself
+        elsewhere = tmp_path / "another-folder"
+        elsewhere.mkdir()
+        other_env = {k: v for k, v in env.items() if k != "DESKBRIDGE_DATA_DIR"}
+        other_env.update(
+            DESKBRIDGE_DEMO_SMTP_PORT=str(free_port()), DESKBRIDGE_DEMO_SIP_PORT=str(free_port())
+        )
+        said = {}
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
@@ -109,9 +118,16 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
                 url,
             ]
             sim = subprocess.run(
-                cmd, env=env, cwd=tmp_path, capture_output=True, timeout=30, check=False
+                cmd, env=other_env, cwd=elsewhere, capture_output=True, timeout=30, check=False
             )
             assert sim.returncode == 0, sim.stderr
+            said[channel] = sim.stdout.decode().strip()
+        assert said["telegram"] == f"the gateway at {url} answered HTTP 200"
+        smtp, sip = env["DESKBRIDGE_DEMO_SMTP_PORT"], env["DESKBRIDGE_DEMO_SIP_PORT"]
+        assert said["email"].startswith("the email listener (")
+        assert said["email"].endswith(f"by SMTP at 127.0.0.1:{smtp}) answered 250")
+        assert said["sip"] == f"the sip listener (UDP/TCP at 127.0.0.1:{sip}) answered 200"
+        assert not (elsewhere / ".deskbridge").exists()
         deadline = time.monotonic() + 10
         while not all(
             f"{text} via {c}" in httpx.get(f"{url}/sandbox/", timeout=2).text for c in channels
@@ -145,20 +161,22 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
             time.sleep(0.05)
 
         # refused: a wrong secret makes simulate fail with the status
-        bad_env = {**env, "DESKBRIDGE_DATA_DIR": str(tmp_path / "elsewhere")}
-        (tmp_path / "elsewhere").mkdir()
-        (tmp_path / "elsewhere" / "demo-secrets.json").write_text(
-            json.dumps({**secrets, "telegram": {**secrets["telegram"], "secret_token": "wrong"}})
+        wrong = tmp_path / "wrong.yaml"
+        wrong.write_text(
+            "accounts:\n  demo:\n    desk: {type: sandbox}\n    channels:\n"
+            f"      - {{type: telegram, bot_token: '{secrets['telegram']['bot_token']}', "
+            "secret_token: wrong}\n"
         )
         refused = subprocess.run(
             [*DESKBRIDGE, "simulate", "telegram", "--text", "x", "--url", url],
-            env=bad_env,
+            env={**env, "DESKBRIDGE_CONFIG": str(wrong)},
             cwd=tmp_path,
             capture_output=True,
             timeout=30,
             check=False,
         )
-        assert refused.returncode == 1 and b"401" in refused.stderr
+        assert refused.returncode == 1
+        assert refused.stderr.decode().strip() == f"refused: the gateway at {url} answered HTTP 401"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
@@ -166,6 +184,8 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     log = out.decode()
     assert "demo-secrets.json" in log
     assert "shutting down on SIGTERM" in log and "SIGUSR1" not in log
+    # the banner's example runs this same deskbridge (here: python -m deskbridge)
+    assert f'try: {sys.executable} -m deskbridge simulate telegram --text "hello"' in log
     for secret in (
         secrets["telegram"]["bot_token"],
         secrets["telegram"]["secret_token"],

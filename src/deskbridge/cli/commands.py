@@ -139,7 +139,8 @@ def check_config(file: Path) -> None:
 @click.option(
     "--url",
     default=None,
-    help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
+    help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT). The demo "
+    "there names its data directory and SMTP and SIP listeners, which simulate then uses.",
 )
 @click.option(
     "--from",
@@ -174,7 +175,7 @@ def simulate(
 
     settings = _settings()
     try:
-        status = run_simulate(
+        answer = run_simulate(
             settings,
             channel,
             account,
@@ -187,16 +188,13 @@ def simulate(
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)
-    if channel == Channel.SIP:
-        expected = call or 200 <= status < 300
-        click.echo(f"the SIP listener answered {status}")
-        if not expected:
-            sys.exit(1)
-        return
-    if not 200 <= status < 300:
-        _say("refused:", "red", f"HTTP {status}")
+    # a call may be answered with anything but a 2xx (redirected, rejected): still taken
+    taken = 200 <= answer.status < 300 or (call and channel == Channel.SIP)
+    said = f"HTTP {answer.status}" if answer.http else str(answer.status)
+    if not taken:
+        _say("refused:", "red", f"{answer.by} answered {said}")
         sys.exit(1)
-    click.echo(f"delivered to the gateway: HTTP {status}")
+    click.echo(f"{answer.by} answered {said}")
 
 
 @click.group()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -138,9 +139,33 @@ def _banner(loaded: Loaded, role: str) -> None:
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             first, *others = CHANNELS
-            lines.append(f'  try: deskbridge simulate {first} --text "hello" --url {local}')
+            me = _command_name()
+            lines.append(f'  try: {me} simulate {first} --text "hello" --url {local}')
             lines.append(f"       (or {', '.join(others)})")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _command_name() -> str:
+    """How the user can call this same deskbridge from here: ``deskbridge`` when that is
+    what PATH finds, else the script's path (``.venv/bin/deskbridge`` from the checkout),
+    else ``python -m deskbridge`` with this interpreter."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return f"{_shorter(Path(sys.executable))} -m deskbridge"
+    found = shutil.which(script.name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return script.name
+    return _shorter(script)
+
+
+def _shorter(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    absolute = path.absolute()
+    try:
+        relative = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+    return relative if "/" in relative else f"./{relative}"
 
 
 @contextlib.asynccontextmanager

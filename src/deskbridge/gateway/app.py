@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from deskbridge.flows import Runtime
-from deskbridge.gateway import admin, health, intake, media, sandbox
+from deskbridge.gateway import admin, demo, health, intake, media, sandbox
 from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
@@ -95,6 +95,7 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
         "DESKBRIDGE_ADMIN_JWT_PUBLIC_KEY(_PATH) on the gateway",
     )
     sandbox.add_routes(app)
+    demo.add_routes(app, pages=sandbox.pages_enabled(rt))
     return app
 
 
