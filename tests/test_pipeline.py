@@ -147,6 +147,23 @@ async def test_rate_limit_waits_do_not_spend_the_budget(make_runtime, redis) -> 
     assert d.attempts == 1
 
 
+async def test_a_delivery_that_succeeds_after_a_failure_keeps_no_last_error(
+    make_runtime, redis
+) -> None:
+    rt = make_runtime()
+    fake_desk(rt, failures=[RetryableError("desk: timeout")])
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DELIVERED and d.last_error is None
+    # the attempt that failed still says why
+    attempts = await rt.deliveries.attempts("acme", d.id)
+    assert [(a.outcome, a.error) for a in attempts] == [
+        ("retry", "desk: timeout"),
+        ("delivered", None),
+    ]
+
+
 async def test_budget_exhausted_goes_to_dead_letters_and_lane_moves_on(make_runtime, redis) -> None:
     rt = make_runtime(max_attempts=3)
     desk = fake_desk(rt, failures=[RetryableError("desk: timeout")] * 3)

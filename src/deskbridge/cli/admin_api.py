@@ -8,6 +8,7 @@ the request or could not be reached.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -194,17 +195,61 @@ def default_url() -> str:
     return f"http://{host}:{s.port}"
 
 
+# every scope the admin API knows; a demo token minted for one command carries them all
+DEMO_SCOPES = [
+    "deliveries:read",
+    "deliveries:write",
+    "contacts:read",
+    "contacts:write",
+    "audit:read",
+    "tokens:write",
+    "ops:read",  # GET /admin/v1/health: readiness with per-account details
+]
+
+
+def _demo_token(url: str) -> str | None:
+    """A five-minute token for the demo at ``url``, signed with the demo's admin secret
+    (found the way ``token create`` finds it, in the data directory the demo names);
+    None outside the demo."""
+    from deskbridge.cli.demo import demo_data_dir
+    from deskbridge.errors import ConfigError
+    from deskbridge.gateway.admin.auth import demo_admin_secret, mint
+
+    try:
+        settings = Settings()
+    except Exception:  # pydantic's ValidationError: bad environment values
+        return None
+    if settings.admin_jwt_secret is not None or settings.config is not None:
+        return None
+    try:
+        secret = demo_admin_secret(demo_data_dir(url, settings))
+    except ConfigError:
+        return None
+    if secret is None:
+        return None
+    return mint(
+        secret,
+        algorithm="HS256",
+        subject=f"{getpass.getuser()} (demo)",
+        scopes=DEMO_SCOPES,
+        ttl_seconds=300,
+        audience=settings.admin_jwt_audience,
+    )
+
+
 def api_for(url: str | None) -> Api:
-    """The admin API at ``url`` (default: ``default_url()``) with $DESKBRIDGE_TOKEN,
-    closed with the command; exits with ``EXIT_USAGE`` without a token."""
-    token = os.environ.get("DESKBRIDGE_TOKEN", "").strip()
+    """The admin API at ``url`` (default: ``default_url()``) with $DESKBRIDGE_TOKEN (for
+    the demo, a token minted from its secrets), closed with the command; exits with
+    ``EXIT_USAGE`` without a token."""
+    url = url or default_url()
+    token = os.environ.get("DESKBRIDGE_TOKEN", "").strip() or _demo_token(url)
     if not token:
         die(
             "set DESKBRIDGE_TOKEN to an admin token: "
             'export DESKBRIDGE_TOKEN="$(deskbridge token create --scope deliveries:read)"',
             EXIT_USAGE,
         )
-    api = Api(url or default_url(), token)
+    api = Api(url, token)
     click.get_current_context().call_on_close(api.close)
     return api
 

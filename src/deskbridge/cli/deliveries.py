@@ -268,7 +268,8 @@ def _verdict(d: dict[str, Any] | None) -> str:
 def deliveries_replay(
     ids: tuple[str, ...], dry_run: bool, wait: float, as_json: bool, url: str | None, **kw: Any
 ) -> None:
-    """Replay dead letters by id, or every one a filter matches (state defaults to failed).
+    """Replay dead letters by id, or every one a filter matches (state defaults to failed;
+    with --dry-run no filter is needed).
 
     Idempotent: a delivery that is no longer dead (it succeeded meanwhile, or was replayed
     already) is skipped. Replayed deliveries go back into their conversation's lane in
@@ -283,8 +284,13 @@ def deliveries_replay(
     filt = _filter(kw)
     if ids and filt.keys() - {"account"}:
         die("give delivery ids or filter options, not both", EXIT_USAGE)
-    if not ids and not filt:
-        die("give delivery ids, or a filter such as --state failed --since 2h", EXIT_USAGE)
+    if not ids and not filt and not dry_run:
+        # replaying every failed delivery at once is seldom meant: say it, or look first
+        die(
+            "give delivery ids or a filter (--state failed: every failed one; --dry-run "
+            "lists them first)",
+            EXIT_USAGE,
+        )
     api = api_for(url)
     if ids:
         chosen = list(dict.fromkeys(ids))

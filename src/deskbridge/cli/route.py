@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from deskbridge.adapters.demo import demo_accounts
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError
@@ -19,8 +20,17 @@ __all__ = ["route"]
 
 
 @click.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--account", required=True, help="The account whose rules to run.")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Accounts file (YAML). Default: $DESKBRIDGE_CONFIG, else the demo account (whose "
+    "rules docs/routing.md describes).",
+)
+@click.option(
+    "--account", default="demo", show_default=True, help="The account whose rules to run."
+)
 @click.option(
     "--channel", type=click.Choice([c.value for c in CHANNELS]), required=True, help="Channel."
 )
@@ -46,16 +56,16 @@ def route(
       deskbridge route --config accounts.yaml --account acme --channel whatsapp \\
         --text "Quiero un reembolso" --from +5491123456789 --explain
     """
-    path = config or Settings().config
-    if path is None:
-        raise click.UsageError("give --config or DESKBRIDGE_CONFIG")
+    settings = Settings()
+    path = config or settings.config
     try:
-        accounts = load_accounts(path)
+        # the demo's routing needs none of its secrets: nothing is written for it
+        accounts = load_accounts(path) if path else demo_accounts(settings.data_dir, write=False)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     acc = accounts.accounts.get(account)
     if acc is None:
-        raise click.UsageError(f"no account {account!r} in {path}")
+        raise click.UsageError(f"no account {account!r} in {path or 'the demo'}")
     routing = acc.routing
     if routing is None:
         raise click.ClickException(f"account {account} has no routing: block")

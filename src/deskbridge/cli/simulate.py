@@ -12,6 +12,7 @@ import httpx
 from deskbridge.adapters.demo import demo_accounts
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import SimulatedRequest, SimulateInput
+from deskbridge.cli.demo import demo_info
 from deskbridge.config import AccountsFile, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.errors import ConfigError, DeliveryError
@@ -31,19 +32,6 @@ class Answer:
     http: bool
 
 
-def _demo_of(base: str) -> dict[str, str] | None:
-    """What the demo instance at ``base`` says of itself (``GET /sandbox/demo.json``);
-    None when it is not a demo with its sandbox pages on."""
-    try:
-        resp = httpx.get(f"{base}/sandbox/demo.json", timeout=10)
-    except httpx.HTTPError as exc:
-        raise DeliveryError(f"cannot reach the gateway at {base}: {type(exc).__name__}") from exc
-    if resp.status_code != 200:
-        return None
-    info = resp.json()
-    return {k: str(v) for k, v in info.items()} if isinstance(info, dict) else None
-
-
 def _accounts(settings: Settings, account: str, config: Path | None, base: str) -> AccountsFile:
     path = config or settings.config
     if path is not None:
@@ -52,7 +40,7 @@ def _accounts(settings: Settings, account: str, config: Path | None, base: str) 
         raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
     # the instance at --url names its own data directory and listeners: the caller's
     # folder and DESKBRIDGE_DEMO_*_PORT may belong to another instance
-    info = _demo_of(base) or {}
+    info = demo_info(base) or {}
     data_dir = Path(info["data_dir"]) if "data_dir" in info else settings.data_dir
     secrets = secrets_path(data_dir)
     if not secrets.exists():

@@ -82,9 +82,9 @@ def _duration(seconds: float | None) -> str:
 @click.option(
     "--url",
     envvar="DESKBRIDGE_URL",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The running gateway (its /metrics), or its DESKBRIDGE_METRICS_ADDRESS.",
+    default=None,
+    help="The running gateway (its /metrics), or its DESKBRIDGE_METRICS_ADDRESS (default "
+    "$DESKBRIDGE_URL, else http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
 )
 @click.option(
     "--token",
@@ -92,7 +92,7 @@ def _duration(seconds: float | None) -> str:
     default=None,
     help="The gateway's DESKBRIDGE_METRICS_TOKEN, when it has one (sent as a bearer).",
 )
-def stats(url: str, token: str | None) -> None:
+def stats(url: str | None, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
     waiting, SLA breaches, first-response and reply times (median and 90th percentile).
 
@@ -100,6 +100,9 @@ def stats(url: str, token: str | None) -> None:
     Example:
       deskbridge stats --url http://127.0.0.1:8080
     """
+    from deskbridge.cli.admin_api import default_url
+
+    url = url or default_url()
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         resp = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10)

@@ -157,6 +157,10 @@ class DeliveryStore:
         if attempt.http_status is not None:
             fields["last_status"] = attempt.http_status
         pipe.hset(key, mapping=fields)
+        if attempt.outcome in ("delivered", "skipped") and not attempt.error:
+            # an error of an earlier attempt no longer describes the delivery (the
+            # attempts keep it)
+            pipe.hdel(key, "last_error")
         results = await pipe.execute()
         return int(results[1])
 

@@ -1,0 +1,113 @@
+"""Every admin command works on the demo with no setup: no token, no keys, no accounts
+file, the folder `deskbridge run` was started in (as the README's tour has it). New
+commands must be added to WALK."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from deskbridge.cli.main import cli
+
+from .test_cli import DESKBRIDGE, free_port, wait_ready
+
+# the commands that start, check or register a deployment, not admin ones
+NOT_ADMIN = {"run", "serve", "worker", "check-config", "simulate", "channels register"}
+
+# in order: what each command is given ({...}: filled from what came before)
+WALK: list[tuple[str, list[str]]] = [
+    ("token create", ["--scope", "deliveries:read"]),
+    ("deliveries list", []),
+    ("deliveries show", ["{delivery}"]),
+    ("deliveries replay", ["--dry-run"]),
+    ("deliveries discard", ["{delivery}", "--reason", "walk"]),
+    ("events list", []),
+    ("events reingest", ["--since", "1h", "--dry-run"]),
+    ("contacts show", ["telegram:700000001"]),
+    ("contacts suggestions", []),
+    ("contacts link", ["telegram:700000001", "whatsapp:12025550143", "--reason", "walk"]),
+    ("contacts unlink", ["telegram:700000001", "whatsapp:12025550143", "--reason", "walk"]),
+    ("contacts export", ["whatsapp:12025550143"]),
+    ("contacts forget", ["telegram:700000001"]),
+    ("token revoke", ["--subject", "nobody"]),
+    ("stats", []),
+    ("route", ["--channel", "telegram", "--text", "I want a refund"]),
+    ("keys generate", []),
+    ("keys status", []),
+    ("keys rotate", ["--dry-run"]),
+    ("keys digest-ids", ["--dry-run"]),
+]
+
+
+def _leaves(group: click.Group, prefix: str = "") -> set[str]:
+    ctx = click.Context(group)
+    found: set[str] = set()
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        full = f"{prefix}{name}"
+        if isinstance(command, click.Group):
+            found |= _leaves(command, f"{full} ")
+        else:
+            found.add(full)
+    return found
+
+
+def test_the_walk_covers_every_admin_command() -> None:
+    assert {name for name, _ in WALK} == _leaves(cli) - NOT_ADMIN
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_every_admin_command_works_on_the_demo(tmp_path: Path, monkeypatch) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DESKBRIDGE_", "REDIS_URL"))}
+    env.update(
+        DESKBRIDGE_PORT=str(port),
+        DESKBRIDGE_DEMO_SMTP_PORT=str(free_port()),
+        DESKBRIDGE_DEMO_SIP_PORT=str(free_port()),
+    )
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [*DESKBRIDGE, "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    # in this process (a new interpreter per command is slow), with the demo's folder and
+    # environment: nothing else
+    monkeypatch.chdir(tmp_path)
+    unset: dict[str, str | None] = {
+        k: None for k in os.environ if k.startswith(("DESKBRIDGE_", "REDIS_URL"))
+    }
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env={**unset, **env})
+
+    try:
+        wait_ready(url, proc, timeout=60)
+        for channel, sender in (
+            ("telegram", "700000001"),
+            ("whatsapp", "12025550143"),
+            ("email", "customer@example.com"),
+        ):
+            sent = run("simulate", channel, "--text", "I want a refund", "--from", sender)
+            assert sent.exit_code == 0, sent.output
+        listed = run("deliveries", "list", "--json")
+        assert listed.exit_code == 0, listed.output
+        delivery = json.loads(listed.stdout)["deliveries"][0]["id"]
+        for name, args in WALK:
+            filled = [a.replace("{delivery}", delivery) for a in args]
+            done = run(*name.split(), *filled)
+            assert done.exit_code == 0, f"{name}: {done.output}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
