@@ -4,6 +4,7 @@ commands must be added to WALK."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from deskbridge.cli.main import cli
 
+from .conftest import TEST_REDIS_URL
 from .test_cli import DESKBRIDGE, free_port, wait_ready
 
 # the commands that start, check or register a deployment, not admin ones
@@ -111,3 +113,47 @@ def test_every_admin_command_works_on_the_demo(tmp_path: Path, monkeypatch) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("production", [False, True])
+async def test_the_demo_names_its_data_directory_and_listeners(
+    tmp_path: Path, aiohttp_client, redis, production: bool
+) -> None:
+    import httpx
+
+    from deskbridge.adapters.demo import demo_accounts, demo_secrets
+    from deskbridge.flows import Runtime
+    from deskbridge.gateway import create_app
+    from deskbridge.store import Vault, connect
+    from deskbridge.store.crypto import decode_key
+
+    from .conftest import TEST_KEY, test_settings
+
+    accounts = demo_accounts(tmp_path, smtp_listen="127.0.0.1:2626", sip_listen="127.0.0.1:5070")
+    config = {"config": tmp_path / "accounts.yaml"} if production else {}
+    conn = connect(TEST_REDIS_URL)
+    async with httpx.AsyncClient() as http:
+        rt = Runtime.build(
+            test_settings(data_dir=tmp_path, **config),
+            accounts,
+            conn,
+            Vault.from_secret(decode_key(TEST_KEY)),
+            http,
+        )
+        client = await aiohttp_client(create_app(rt, role="run"))
+        resp = await client.get("/sandbox/demo.json")
+        body = await resp.text()
+    await conn.aclose()
+    if production:
+        assert resp.status == 404  # an accounts file: nothing said about this machine
+        return
+    assert resp.status == 200
+    assert json.loads(body) == {
+        "account": "demo",
+        "data_dir": str(await asyncio.to_thread(tmp_path.resolve)),
+        "smtp_listen": "127.0.0.1:2626",
+        "sip_listen": "127.0.0.1:5070",
+    }
+    for group in demo_secrets(tmp_path, create=False).values():
+        for value in group.values() if isinstance(group, dict) else [group]:
+            assert str(value) not in body
