@@ -407,3 +407,24 @@ async def test_channels_register_sets_the_line_endpoint(tmp_path: Path, respx_mo
         "endpoint": "https://bridge.example.com/webhooks/line/acme"
     }
     assert endpoint.calls[0].request.headers["Authorization"] == "Bearer line-access-token"
+
+
+def test_the_banner_names_the_command_as_it_can_be_run(tmp_path: Path, monkeypatch) -> None:
+    from deskbridge.cli.process import _command_name
+
+    script = tmp_path / ".venv" / "bin" / "deskbridge"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    assert _command_name() == ".venv/bin/deskbridge"  # `make run` from the checkout
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert _command_name() == "deskbridge"  # an activated venv, or an installed one
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert _command_name() == str(script)
+    monkeypatch.setattr(sys, "argv", ["/x/site-packages/deskbridge/__main__.py"])
+    assert _command_name() == f"{sys.executable} -m deskbridge"
