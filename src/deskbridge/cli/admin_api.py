@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -67,7 +68,8 @@ _BATCH = 100
 
 def die(message: str, code: int = EXIT_API) -> NoReturn:
     """Print ``message`` as the command's one error line and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # the message is text (an API's words may hold brackets), never markup
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(code)
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
@@ -59,7 +60,7 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
         return
     for name in ("id", "account", "scope", "display_name", "created_at"):
         if data.get(name):
-            out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+            out.print(f"[bold]{name}[/]: {escape(str(data[name]))}", markup=True)
     idents = Table(box=None, header_style="bold", title="identities", title_justify="left")
     for col in ("kind", "channel", "value", "strength", "source"):
         idents.add_column(col, overflow="fold")
@@ -82,7 +83,7 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
         convs.add_row(c["id"], c["channel"], c.get("ticket_id") or "")
     print_table(convs)
     for desk, user in data.get("desk_users", {}).items():
-        out.print(f"[bold]{desk} user[/]: {user}", markup=True)
+        out.print(f"[bold]{desk} user[/]: {escape(str(user))}", markup=True)
 
 
 @contacts.command("forget")

@@ -195,7 +195,7 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
         "raw_id",
     ):
         if data.get(name) not in (None, ""):
-            out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+            out.print(f"[bold]{name}[/]: {escape(str(data[name]))}", markup=True)
     if data.get("rate_limited_s"):
         out.print(f"[bold]rate_limited[/]: {data['rate_limited_s']:g}s", markup=True)
     if parts := data.get("parts_sent"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from deskbridge.adapters.capabilities import RegistersWebhook
 from deskbridge.config import Settings, load_accounts
@@ -131,7 +132,7 @@ async def register(
                     out.print(f"{name}/{ch.type}: webhook set to {target}")
                 except DeliveryError as exc:
                     ok = False
-                    out.print(f"[red]{name}/{ch.type}: failed: {exc}[/]")
+                    out.print(f"[red]{name}/{ch.type}: failed: {escape(str(exc))}[/]")
             desk = build_desk(name, acc.desk, client, _NoTickets())
             if isinstance(desk, RegistersDeskWebhook):
                 kind = desk.desk.value
@@ -140,7 +141,7 @@ async def register(
                     secret = await desk.register_webhook(target, name=f"deskbridge {name}")
                 except DeliveryError as exc:
                     ok = False
-                    out.print(f"[red]{name}/{kind}: failed: {exc}[/]")
+                    out.print(f"[red]{name}/{kind}: failed: {escape(str(exc))}[/]")
                     continue
                 named = secret_files.get(name)
                 path = named or secrets_dir / f"{kind}-webhook-secret-{name}"

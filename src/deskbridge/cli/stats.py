@@ -108,7 +108,7 @@ def stats(url: str | None, token: str | None) -> None:
         resp = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot read {url}/metrics ({type(exc).__name__})")
+        err.print(f"error: cannot read {url}/metrics ({type(exc).__name__})", markup=False)
         raise SystemExit(3) from None
     rows = summarize(resp.text)
     table = Table(box=None, header_style="bold")
