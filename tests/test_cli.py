@@ -428,3 +428,23 @@ def test_the_banner_names_the_command_as_it_can_be_run(tmp_path: Path, monkeypat
     assert _command_name() == str(script)
     monkeypatch.setattr(sys, "argv", ["/x/site-packages/deskbridge/__main__.py"])
     assert _command_name() == f"{sys.executable} -m deskbridge"
+
+
+def test_run_warns_of_a_webhook_secret_not_written_yet(tmp_path: Path, caplog) -> None:
+    from deskbridge.cli.process import load
+    from deskbridge.config import Settings
+
+    from .conftest import TEST_KEY
+
+    cfg = tmp_path / "accounts.yaml"
+    cfg.write_text(
+        "accounts:\n  acme:\n    desk:\n      type: zendesk\n      subdomain: acme\n"
+        "      email: agent@acme.example\n      api_token: t\n"
+        "      webhook_secret_file: zd-hook\n"
+    )
+    with caplog.at_level("WARNING", logger="deskbridge"):
+        loaded = load(Settings(encryption_key=TEST_KEY), cfg)
+    assert list(loaded.accounts.accounts) == ["acme"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"accounts.acme.desk.webhook_secret_file: {tmp_path / 'zd-hook'} is")
+    assert "refused until then" in line

@@ -87,7 +87,11 @@ def load(settings: Settings, config: Path | None) -> Loaded:
     lookup = settings.lookup_key.get_secret_value() if settings.lookup_key else None
     vault = load_vault(keys_file=settings.keys_file, encryption_key=secrets_key, lookup_key=lookup)
     if path is not None:
-        accounts = load_accounts(path)
+        notes: list[tuple[str, str]] = []
+        accounts = load_accounts(path, notes)
+        for where, what in notes:
+            # a desk webhook secret `channels register` has not written: replies are refused
+            log.warning("%s: %s; requests it would verify are refused until then", where, what)
         check_region(accounts, settings.region)
         demo = False
         if vault is None:
