@@ -79,6 +79,7 @@ def test_run_refuses_to_start_on_a_busy_port(tmp_path: Path, which: str) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)  # a `deskbridge run` and eight CLI processes: a minute when loaded
 def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, port)
