@@ -103,6 +103,10 @@ def test_every_admin_command_works_on_the_demo(tmp_path: Path, monkeypatch) -> N
         ):
             sent = run("simulate", channel, "--text", "I want a refund", "--from", sender)
             assert sent.exit_code == 0, sent.output
+        # a call is declined by the demo's sip channel (calls: reject 480): said, not failed
+        called = run("simulate", "sip", "--call", "--text", "x")
+        assert called.exit_code == 0, called.output
+        assert "answered 480 (the call is declined or redirected" in called.output
         listed = run("deliveries", "list", "--json")
         assert listed.exit_code == 0, listed.output
         delivery = json.loads(listed.stdout)["deliveries"][0]["id"]

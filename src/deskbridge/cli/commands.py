@@ -194,6 +194,9 @@ def simulate(
     if not taken:
         _say("refused:", "red", f"{answer.by} answered {said}")
         sys.exit(1)
+    if call and not 200 <= answer.status < 300:
+        # a call is not answered by deskbridge: the account's `calls:` rejects or redirects it
+        said += " (the call is declined or redirected as the channel's calls: setting says)"
     click.echo(f"{answer.by} answered {said}")
 
 
