@@ -57,6 +57,15 @@ def test_a_command_still_loads_its_module_when_called() -> None:
     assert "phonenumbers.geodata" not in imported
 
 
+@pytest.mark.parametrize("group", ["deliveries", "events", "contacts", "token", "route"])
+def test_admin_commands_do_not_import_every_channel_and_desk(group: str) -> None:
+    # the adapters and desks cost each command a second; these talk to the admin API
+    imported = _imported(group, "--help")
+    assert f"deskbridge.cli.{group}" in imported
+    assert "deskbridge.adapters.registry" not in imported
+    assert "deskbridge.outbound.registry" not in imported
+
+
 def test_the_listed_help_is_each_commands_own() -> None:
     ctx = click.Context(cli)
     for name, (module, attr, first) in COMMANDS.items():

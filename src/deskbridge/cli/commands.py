@@ -11,7 +11,6 @@ from typing import NoReturn
 
 import click
 
-from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, DeskbridgeError
@@ -133,7 +132,7 @@ def check_config(file: Path) -> None:
 
 
 @click.command()
-@click.argument("channel", type=click.Choice([c.value for c in CHANNELS]))
+@click.argument("channel", type=click.Choice([c.value for c in Channel]))
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--account", default="demo", show_default=True)
 @click.option(

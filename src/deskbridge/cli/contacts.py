@@ -23,7 +23,6 @@ from deskbridge.cli.admin_api import (
     out,
     print_table,
 )
-from deskbridge.outbound.base import UNCONFIRMED
 
 __all__ = ["contacts"]
 
@@ -120,6 +119,9 @@ def contacts_forget(
 
 
 def _print_forget(data: dict[str, Any], unsure: list[dict[str, Any]]) -> None:
+    # here, not at the top: the desks' package costs every contacts command a second
+    from deskbridge.outbound.base import UNCONFIRMED
+
     if data.get("nothing_left"):
         out.print("nothing left: deskbridge holds nothing about this contact")
         return

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import click
 
-from deskbridge.adapters.demo import demo_accounts
-from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError
 from deskbridge.routing.enrich import detect_language, email_domain, phone_facts, tags_for
@@ -32,7 +30,7 @@ __all__ = ["route"]
     "--account", default="demo", show_default=True, help="The account whose rules to run."
 )
 @click.option(
-    "--channel", type=click.Choice([c.value for c in CHANNELS]), required=True, help="Channel."
+    "--channel", type=click.Choice([c.value for c in Channel]), required=True, help="Channel."
 )
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--from", "sender", default=None, help="Their number (+E.164) or email.")
@@ -56,6 +54,8 @@ def route(
       deskbridge route --config accounts.yaml --account acme --channel whatsapp \\
         --text "Quiero un reembolso" --from +5491123456789 --explain
     """
+    from deskbridge.adapters.demo import demo_accounts
+
     settings = Settings()
     path = config or settings.config
     try:
