@@ -375,3 +375,13 @@ async def test_token_revoke_by_jti_and_by_subject(gateway) -> None:
     assert both.exit_code == 2 and "not both" in both.output
     refused = await run("token", "revoke", "x", "--url", url, tok=token("deliveries:read"))
     assert refused.exit_code == 3 and "tokens:write" in refused.output
+
+
+def test_an_error_line_keeps_its_brackets(capsys) -> None:
+    from deskbridge.cli.admin_api import die
+
+    with pytest.raises(SystemExit):
+        die("account: String should match pattern '^[a-z0-9][a-z0-9_-]{0,62}$' [bold]x[/]")
+    assert capsys.readouterr().err.strip() == (
+        "error: account: String should match pattern '^[a-z0-9][a-z0-9_-]{0,62}$' [bold]x[/]"
+    )

@@ -3,6 +3,7 @@ fake channel."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -191,7 +192,10 @@ async def test_a_rejected_credential_shows_in_readyz_until_it_works_again(
     assert (await client.get("/readyz")).status == 200  # never fails readiness
     assert "HTTP 401" not in await (await client.get("/readyz")).text()
     problem = body["accounts"]["acme"]["problems"]["channel telegram"]
-    assert "HTTP 401" in problem
+    # the text first, then when it began, as a time (never a raw epoch)
+    assert re.fullmatch(
+        r"telegram sendMessage: HTTP 401 \(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\)", problem
+    )
     channel.fail_with = None
     await reply(rt, ticket.id, 2)
     await drain(rt)

@@ -72,3 +72,13 @@ async def test_line_push_quota(make_runtime, respx_mock) -> None:
 async def test_sandbox_channels_are_not_polled(make_runtime) -> None:
     rt = make_runtime()  # the demo-like account: every channel in sandbox mode
     assert await poll_channel_health(rt) == 0
+
+
+async def test_a_failed_check_logs_its_reason(make_runtime, respx_mock, caplog) -> None:
+    rt = make_runtime(ZENDESK_YAML)
+    respx_mock.post(f"https://tg.test/bot{TG_TOKEN}/getWebhookInfo").respond(404, json={})
+    with caplog.at_level("INFO", logger="deskbridge.flows.health"):
+        assert await poll_channel_health(rt) == 0
+    [line] = [r.getMessage() for r in caplog.records if "health of" in r.getMessage()]
+    assert line == "health of acme/telegram: telegram getWebhookInfo: HTTP 404"
+    assert TG_TOKEN not in caplog.text

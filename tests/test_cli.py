@@ -53,6 +53,33 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("which", ["http", "smtp", "sip"])
+def test_run_refuses_to_start_on_a_busy_port(tmp_path: Path, which: str) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, port)
+    busy_port = {
+        "http": port,
+        "smtp": int(env["DESKBRIDGE_DEMO_SMTP_PORT"]),
+        "sip": int(env["DESKBRIDGE_DEMO_SIP_PORT"]),
+    }[which]
+    kind = socket.SOCK_DGRAM if which == "sip" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as busy:
+        busy.bind(("127.0.0.1", busy_port))
+        if kind == socket.SOCK_STREAM:
+            busy.listen()
+        done = subprocess.run(
+            [*DESKBRIDGE, "run"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        )
+    out = done.stderr.decode()
+    assert done.returncode == 2, out
+    assert "Traceback" not in out
+    [line] = [x for x in out.splitlines() if x.startswith("error:")]
+    assert f"{which} port 127.0.0.1:{busy_port}: Address already in use" in line
+    assert "deskbridge 0.1.0: run on" not in out  # no banner advertising a dead port
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # a `deskbridge run` and eight CLI processes: a minute when loaded
 def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, port)
@@ -72,6 +99,15 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
 
         text = "hello from the smoke test"
         channels = ("telegram", "whatsapp", "messenger", "line", "email", "sip")
+        # simulate from another folder, with another instance's environment: the
+        # instance at --url names its data directory and listeners itself
+        elsewhere = tmp_path / "another-folder"
+        elsewhere.mkdir()
+        other_env = {k: v for k, v in env.items() if k != "DESKBRIDGE_DATA_DIR"}
+        other_env.update(
+            DESKBRIDGE_DEMO_SMTP_PORT=str(free_port()), DESKBRIDGE_DEMO_SIP_PORT=str(free_port())
+        )
+        said = {}
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
@@ -83,9 +119,16 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
                 url,
             ]
             sim = subprocess.run(
-                cmd, env=env, cwd=tmp_path, capture_output=True, timeout=30, check=False
+                cmd, env=other_env, cwd=elsewhere, capture_output=True, timeout=30, check=False
             )
             assert sim.returncode == 0, sim.stderr
+            said[channel] = sim.stdout.decode().strip()
+        assert said["telegram"] == f"the gateway at {url} answered HTTP 200"
+        smtp, sip = env["DESKBRIDGE_DEMO_SMTP_PORT"], env["DESKBRIDGE_DEMO_SIP_PORT"]
+        assert said["email"].startswith("the email listener (")
+        assert said["email"].endswith(f"by SMTP at 127.0.0.1:{smtp}) answered 250")
+        assert said["sip"] == f"the sip listener (UDP/TCP at 127.0.0.1:{sip}) answered 200"
+        assert not (elsewhere / ".deskbridge").exists()
         deadline = time.monotonic() + 10
         while not all(
             f"{text} via {c}" in httpx.get(f"{url}/sandbox/", timeout=2).text for c in channels
@@ -119,26 +162,31 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
             time.sleep(0.05)
 
         # refused: a wrong secret makes simulate fail with the status
-        bad_env = {**env, "DESKBRIDGE_DATA_DIR": str(tmp_path / "elsewhere")}
-        (tmp_path / "elsewhere").mkdir()
-        (tmp_path / "elsewhere" / "demo-secrets.json").write_text(
-            json.dumps({**secrets, "telegram": {**secrets["telegram"], "secret_token": "wrong"}})
+        wrong = tmp_path / "wrong.yaml"
+        wrong.write_text(
+            "accounts:\n  demo:\n    desk: {type: sandbox}\n    channels:\n"
+            f"      - {{type: telegram, bot_token: '{secrets['telegram']['bot_token']}', "
+            "secret_token: wrong}\n"
         )
         refused = subprocess.run(
             [*DESKBRIDGE, "simulate", "telegram", "--text", "x", "--url", url],
-            env=bad_env,
+            env={**env, "DESKBRIDGE_CONFIG": str(wrong)},
             cwd=tmp_path,
             capture_output=True,
             timeout=30,
             check=False,
         )
-        assert refused.returncode == 1 and b"401" in refused.stderr
+        assert refused.returncode == 1
+        assert refused.stderr.decode().strip() == f"refused: the gateway at {url} answered HTTP 401"
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out.decode()
     log = out.decode()
     assert "demo-secrets.json" in log
+    assert "shutting down on SIGTERM" in log and "SIGUSR1" not in log
+    # the banner's example runs this same deskbridge (here: python -m deskbridge)
+    assert f'try: {sys.executable} -m deskbridge simulate telegram --text "hello"' in log
     for secret in (
         secrets["telegram"]["bot_token"],
         secrets["telegram"]["secret_token"],
@@ -168,6 +216,40 @@ accounts:
     result = CliRunner().invoke(cli, ["check-config", str(bad)])
     assert result.exit_code == 2
     assert "accounts.acme.channels[0].secret_token: environment variable" in result.output
+
+
+def test_check_config_prints_plain_unwrapped_lines_when_piped(tmp_path: Path) -> None:
+    bad = tmp_path / ("a-rather-long-folder-name-" * 3) / "accounts.yaml"
+    bad.parent.mkdir()
+    bad.write_text(
+        """
+accounts:
+  Bad Name:
+    desk: {type: sandbox}
+  acme:
+    desk: {type: zendesk, base_url: "127.0.0.1:18301/zendesk", email: [a@b.c], api_token: t}
+    channels:
+      - {type: telegram, bot_token: not-a-token, secret_token: "${DESKBRIDGE_TEST_UNSET}"}
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DESKBRIDGE_TEST_UNSET"}
+    done = subprocess.run(
+        [*DESKBRIDGE, "check-config", str(bad)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    first, *lines = done.stderr.splitlines()
+    assert first == f"error: {bad}: invalid"
+    assert lines == [
+        f"{bad}: accounts.acme.channels[0].secret_token: environment variable "
+        "DESKBRIDGE_TEST_UNSET is not set",
+        f"{bad}: accounts.Bad Name (the name): String should match pattern "
+        "'^[a-z0-9][a-z0-9_-]{0,62}$'",
+        f"{bad}: accounts.acme.desk.base_url: '127.0.0.1:18301/zendesk' is not an http:// "
+        "or https:// URL",
+        f"{bad}: accounts.acme.desk.email: Input should be a valid string",
+        f"{bad}: accounts.acme.channels[0].bot_token: is not a bot token of the form "
+        "123456:ABC-DEF...",
+    ]
 
 
 def test_check_config_validates_a_good_file(tmp_path: Path, monkeypatch) -> None:
@@ -276,6 +358,19 @@ async def test_channels_register_sets_both_webhooks(tmp_path: Path, respx_mock) 
     assert secret_file.read_text().strip() == "the-signing-secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
 
+    # an accounts file naming the secret's file (not written yet) passes check-config and
+    # gets the secret written there
+    named = re.sub(r"webhook_secret: .*", "webhook_secret_file: secrets/zd-hook", ZENDESK_YAML)
+    assert named.count("webhook_secret_file: secrets/zd-hook") == 1
+    cfg.write_text(named)
+    checked = CliRunner().invoke(cli, ["check-config", str(cfg)])
+    assert checked.exit_code == 0, checked.output
+    assert "secrets/zd-hook is not written yet (`channels register`)" in checked.output
+    ok = await register(Settings(), cfg, "https://bridge.example.com/", None, tmp_path / "other")
+    assert ok
+    assert (tmp_path / "secrets" / "zd-hook").read_text().strip() == "the-signing-secret"
+    assert not (tmp_path / "other").exists()
+
 
 def test_run_names_the_package_when_redis_server_is_missing(tmp_path: Path) -> None:
     env = clean_env(tmp_path, free_port())
@@ -313,3 +408,44 @@ async def test_channels_register_sets_the_line_endpoint(tmp_path: Path, respx_mo
         "endpoint": "https://bridge.example.com/webhooks/line/acme"
     }
     assert endpoint.calls[0].request.headers["Authorization"] == "Bearer line-access-token"
+
+
+def test_the_banner_names_the_command_as_it_can_be_run(tmp_path: Path, monkeypatch) -> None:
+    from deskbridge.cli.process import _command_name
+
+    script = tmp_path / ".venv" / "bin" / "deskbridge"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    assert _command_name() == ".venv/bin/deskbridge"  # `make run` from the checkout
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert _command_name() == "deskbridge"  # an activated venv, or an installed one
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert _command_name() == str(script)
+    monkeypatch.setattr(sys, "argv", ["/x/site-packages/deskbridge/__main__.py"])
+    assert _command_name() == f"{sys.executable} -m deskbridge"
+
+
+def test_run_warns_of_a_webhook_secret_not_written_yet(tmp_path: Path, caplog) -> None:
+    from deskbridge.cli.process import load
+    from deskbridge.config import Settings
+
+    from .conftest import TEST_KEY
+
+    cfg = tmp_path / "accounts.yaml"
+    cfg.write_text(
+        "accounts:\n  acme:\n    desk:\n      type: zendesk\n      subdomain: acme\n"
+        "      email: agent@acme.example\n      api_token: t\n"
+        "      webhook_secret_file: zd-hook\n"
+    )
+    with caplog.at_level("WARNING", logger="deskbridge"):
+        loaded = load(Settings(encryption_key=TEST_KEY), cfg)
+    assert list(loaded.accounts.accounts) == ["acme"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"accounts.acme.desk.webhook_secret_file: {tmp_path / 'zd-hook'} is")
+    assert "refused until then" in line

@@ -71,7 +71,9 @@ accounts:
         where["accounts.other.channels[0].bot_token_file"]
         == "give either bot_token or bot_token_file, not both"
     )
-    assert len(found) == 1  # secret resolution problems are reported before validation
+    # reported together with the schema's findings, not before them
+    assert where["accounts.acme.channels[0].secret_token"].startswith("must be 1-256")
+    assert "accounts.other.desk" in where
     found = problems(
         """
 accounts:
@@ -121,3 +123,104 @@ def test_unreadable_file(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError):
         load_accounts(tmp_path / "list.yaml")
+
+
+def test_one_run_reports_variables_files_schema_and_apps_at_their_places(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("DESKBRIDGE_TEST_UNSET", raising=False)
+    found = problems(
+        """
+apps:
+  meta-main: {type: meta, app_secret: s, verify_token: v, colour: red}
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      base_url: 127.0.0.1:18301/zendesk
+      email: [a@b.c]
+      api_token: ${DESKBRIDGE_TEST_UNSET}
+    channels:
+      - {type: whatsapp, app: nothere, phone_number_id: "1", access_token: x}
+      - type: line
+        channel_id: "1"
+        channel_secret_file: missing.txt
+        access_token: t
+        base_url: ftp://x
+""",
+        base=tmp_path,
+    )
+    assert found == [
+        ("accounts.acme.desk.api_token", "environment variable DESKBRIDGE_TEST_UNSET is not set"),
+        (
+            "accounts.acme.channels[1].channel_secret_file",
+            f"cannot read {tmp_path / 'missing.txt'}: No such file or directory",
+        ),
+        ("apps.meta-main.colour", "Extra inputs are not permitted"),
+        (
+            "accounts.acme.desk.base_url",
+            "'127.0.0.1:18301/zendesk' is not an http:// or https:// URL",
+        ),
+        ("accounts.acme.desk.email", "Input should be a valid string"),
+        ("accounts.acme.channels[1].base_url", "'ftp://x' is not an http:// or https:// URL"),
+        ("accounts.acme.channels[0].app", "'nothere' is not under apps:"),
+    ]
+
+
+def test_an_unknown_app_alone_is_reported_at_the_channel() -> None:
+    found = problems(
+        """
+accounts:
+  acme:
+    desk: {type: sandbox}
+    channels:
+      - {type: messenger, app: nothere, page_id: "3", page_access_token: x}
+"""
+    )
+    assert found == [("accounts.acme.channels[0].app", "'nothere' is not under apps:")]
+
+
+def test_one_support_address_per_smtp_listener_whatever_its_case() -> None:
+    mail = "{type: email, address: %s, inbound: smtp, sandbox: true}"
+    text = f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels: [{mail % "Help@Acme.example"}]
+  beta:
+    desk: {{type: sandbox}}
+    channels: [{mail % "help@acme.EXAMPLE"}]
+"""
+    [(where, what)] = problems(text)
+    assert where == "(top)" and "help@acme.EXAMPLE is also 'acme'" in what
+    other = text.replace(
+        "help@acme.EXAMPLE, inbound: smtp",
+        'help@acme.EXAMPLE, inbound: smtp, smtp_listen: "127.0.0.1:2526"',
+    )
+    assert set(parse_accounts(other).accounts) == {"acme", "beta"}
+
+
+def test_a_webhook_secret_not_yet_written_is_a_note(tmp_path: Path) -> None:
+    notes: list[tuple[str, str]] = []
+    accounts = parse_accounts(
+        """
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      subdomain: acme
+      email: agent@acme.example
+      api_token: t
+      webhook_secret_file: secrets/zendesk-webhook
+""",
+        base=tmp_path,
+        notes=notes,
+    )
+    desk = accounts.accounts["acme"].desk
+    assert isinstance(desk, ZendeskDeskConfig) and desk.webhook_secret is None
+    assert notes == [
+        (
+            "accounts.acme.desk.webhook_secret_file",
+            f"{tmp_path / 'secrets/zendesk-webhook'} is not written yet (`channels register`)",
+        )
+    ]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from deskbridge.adapters.sip.simulate import send_sample
+from deskbridge.errors import ConfigError
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.schemas import AgentReply, Channel, Desk
@@ -186,7 +189,7 @@ async def test_sip_over_tls_with_a_configured_certificate(make_runtime, tmp_path
         await listener.close()
 
 
-async def test_a_listener_that_cannot_bind_is_reported_on_readyz(make_runtime) -> None:
+async def test_a_listener_that_cannot_bind_names_its_port(make_runtime) -> None:
     import socket
 
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -194,9 +197,9 @@ async def test_a_listener_that_cannot_bind_is_reported_on_readyz(make_runtime) -
     port = busy.getsockname()[1]
     try:
         rt = make_runtime(yaml_for().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"'))
-        assert await start_sip_listeners(rt) == []
-        problems = await rt.deliveries.problems("acme")
-        assert "sip listener" in problems and str(port) in problems["sip listener"]
+        busy_port = f"sip port 127.0.0.1:{port}: Address already in use"
+        with pytest.raises(ConfigError, match=busy_port):
+            await start_sip_listeners(rt)
     finally:
         busy.close()
 

@@ -147,6 +147,23 @@ async def test_rate_limit_waits_do_not_spend_the_budget(make_runtime, redis) -> 
     assert d.attempts == 1
 
 
+async def test_a_delivery_that_succeeds_after_a_failure_keeps_no_last_error(
+    make_runtime, redis
+) -> None:
+    rt = make_runtime()
+    fake_desk(rt, failures=[RetryableError("desk: timeout")])
+    await accept(rt, [message(1)])
+    await drain(rt)
+    d = await rt.deliveries.get("acme", await only_delivery(rt, redis))
+    assert d.state is DeliveryState.DELIVERED and d.last_error is None
+    # the attempt that failed still says why
+    attempts = await rt.deliveries.attempts("acme", d.id)
+    assert [(a.outcome, a.error) for a in attempts] == [
+        ("retry", "desk: timeout"),
+        ("delivered", None),
+    ]
+
+
 async def test_budget_exhausted_goes_to_dead_letters_and_lane_moves_on(make_runtime, redis) -> None:
     rt = make_runtime(max_attempts=3)
     desk = fake_desk(rt, failures=[RetryableError("desk: timeout")] * 3)
@@ -386,3 +403,13 @@ async def test_a_reply_of_only_refused_attachments_is_dead_with_a_note(
     assert send.call_count == 0 and doc.call_count == 0
     [text] = desk.notes
     assert "could not deliver" in text and "label.pdf" in text
+
+
+async def test_closing_a_worker_is_not_logged_as_a_signal(make_runtime, caplog) -> None:
+    # arq's close() says "shutdown on SIGUSR1" whatever happened; deskbridge says closed
+    rt = make_runtime()
+    with caplog.at_level("INFO", logger="arq.worker"):
+        await drain(rt)
+    closed = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
+    assert any(m.startswith("worker closed ◆ ") and "jobs complete" in m for m in closed)
+    assert not any("SIGUSR1" in m for m in closed)

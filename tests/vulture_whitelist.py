@@ -19,6 +19,7 @@ _._notice_channels  # config.accounts model_validator
 _._shared_shape  # config.accounts model_validator
 _._one_per_type  # config.accounts model_validator
 _._apps_exist_and_ids_are_unique  # config.accounts model_validator
+_._one_account_per_support_address  # config.accounts model_validator
 _._regex  # routing.config / routing.rules field_validator
 _._languages  # routing.config field_validator
 _._coherent  # routing.config model_validator
@@ -65,6 +66,7 @@ _.kept_until  # gateway.admin.models.RevokeResult: served by the admin API (issu
 
 # click: commands are registered by their decorators and called by the CLI
 _.check_config
+_.format_commands  # click.Group override: cli.main.LazyGroup lists commands without importing them
 _.token_create
 _.token_revoke
 _.deliveries_list

@@ -21,6 +21,7 @@ happens next.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "SignatureInvalid",
     "StoreUnavailable",
     "WindowClosed",
+    "bind_failed",
 ]
 
 
@@ -145,3 +147,10 @@ class ClientGone(RequestRefused):
 
     status = 400
     reason = "client_gone"
+
+
+def bind_failed(what: str, address: str, exc: OSError) -> ConfigError:
+    """A listening socket that could not be opened, as one line: ``"<what> port
+    <address>: Address already in use"`` (asyncio words the same errno differently)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return ConfigError(f"{what} port {address}: {reason}")

@@ -8,6 +8,7 @@ the request or could not be reached.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -19,12 +20,12 @@ from typing import Any, NoReturn, TypeVar
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings
-from deskbridge.outbound.registry import DESKS
+from deskbridge.schemas import Channel, Desk
 
 __all__ = [
     "CHANNEL_NAMES",
@@ -59,14 +60,17 @@ EXIT_FAILED_AGAIN = 1
 EXIT_USAGE = 2
 EXIT_API = 3
 
-CHANNEL_NAMES = [c.value for c in CHANNELS]
-DESK_NAMES = [d.value for d in DESKS]
+# the enums, not the registries (equal, tests/test_registry.py): importing every adapter
+# and desk would cost each admin command a second
+CHANNEL_NAMES = [c.value for c in Channel]
+DESK_NAMES = [d.value for d in Desk]
 _BATCH = 100
 
 
 def die(message: str, code: int = EXIT_API) -> NoReturn:
     """Print ``message`` as the command's one error line and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # the message is text (an API's words may hold brackets), never markup
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     sys.exit(code)
 
 
@@ -194,17 +198,61 @@ def default_url() -> str:
     return f"http://{host}:{s.port}"
 
 
+# every scope the admin API knows; a demo token minted for one command carries them all
+DEMO_SCOPES = [
+    "deliveries:read",
+    "deliveries:write",
+    "contacts:read",
+    "contacts:write",
+    "audit:read",
+    "tokens:write",
+    "ops:read",  # GET /admin/v1/health: readiness with per-account details
+]
+
+
+def _demo_token(url: str) -> str | None:
+    """A five-minute token for the demo at ``url``, signed with the demo's admin secret
+    (found the way ``token create`` finds it, in the data directory the demo names);
+    None outside the demo."""
+    from deskbridge.cli.demo import demo_data_dir
+    from deskbridge.errors import ConfigError
+    from deskbridge.gateway.admin.auth import demo_admin_secret, mint
+
+    try:
+        settings = Settings()
+    except Exception:  # pydantic's ValidationError: bad environment values
+        return None
+    if settings.admin_jwt_secret is not None or settings.config is not None:
+        return None
+    try:
+        secret = demo_admin_secret(demo_data_dir(url, settings))
+    except ConfigError:
+        return None
+    if secret is None:
+        return None
+    return mint(
+        secret,
+        algorithm="HS256",
+        subject=f"{getpass.getuser()} (demo)",
+        scopes=DEMO_SCOPES,
+        ttl_seconds=300,
+        audience=settings.admin_jwt_audience,
+    )
+
+
 def api_for(url: str | None) -> Api:
-    """The admin API at ``url`` (default: ``default_url()``) with $DESKBRIDGE_TOKEN,
-    closed with the command; exits with ``EXIT_USAGE`` without a token."""
-    token = os.environ.get("DESKBRIDGE_TOKEN", "").strip()
+    """The admin API at ``url`` (default: ``default_url()``) with $DESKBRIDGE_TOKEN (for
+    the demo, a token minted from its secrets), closed with the command; exits with
+    ``EXIT_USAGE`` without a token."""
+    url = url or default_url()
+    token = os.environ.get("DESKBRIDGE_TOKEN", "").strip() or _demo_token(url)
     if not token:
         die(
             "set DESKBRIDGE_TOKEN to an admin token: "
             'export DESKBRIDGE_TOKEN="$(deskbridge token create --scope deliveries:read)"',
             EXIT_USAGE,
         )
-    api = Api(url or default_url(), token)
+    api = Api(url, token)
     click.get_current_context().call_on_close(api.close)
     return api
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from deskbridge.cli.admin_api import (
@@ -22,7 +23,6 @@ from deskbridge.cli.admin_api import (
     out,
     print_table,
 )
-from deskbridge.outbound.base import UNCONFIRMED
 from deskbridge.schemas import brand
 
 __all__ = ["contacts"]
@@ -61,7 +61,7 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
         return
     for name in ("id", "account", "scope", "display_name", "created_at"):
         if data.get(name):
-            out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+            out.print(f"[bold]{name}[/]: {escape(str(data[name]))}", markup=True)
     if data.get("unverified_match"):
         out.print(
             f"found by: {data['unverified_match']}, an unverified identity (this contact "
@@ -92,7 +92,7 @@ def contacts_show(ref: str, account: str | None, as_json: bool, url: str | None)
         convs.add_row(c["id"], brand(c["channel"]), c.get("ticket_id") or "")
     print_table(convs)
     for desk, user in data.get("desk_users", {}).items():
-        out.print(f"[bold]{desk} user[/]: {user}", markup=True)
+        out.print(f"[bold]{desk} user[/]: {escape(str(user))}", markup=True)
 
 
 @contacts.command("forget")
@@ -129,6 +129,9 @@ def contacts_forget(
 
 
 def _print_forget(data: dict[str, Any], unsure: list[dict[str, Any]]) -> None:
+    # here, not at the top: the desks' package costs every contacts command a second
+    from deskbridge.outbound.base import UNCONFIRMED
+
     if data.get("nothing_left"):
         out.print("nothing left: deskbridge holds nothing about this contact")
         return

@@ -196,7 +196,7 @@ def deliveries_show(delivery_id: str, account: str | None, as_json: bool, url: s
         "raw_id",
     ):
         if data.get(name) not in (None, ""):
-            out.print(f"[bold]{name}[/]: {data[name]}", markup=True)
+            out.print(f"[bold]{name}[/]: {escape(str(data[name]))}", markup=True)
     if data.get("rate_limited_s"):
         out.print(f"[bold]rate_limited[/]: {data['rate_limited_s']:g}s", markup=True)
     if parts := data.get("parts_sent"):
@@ -269,7 +269,8 @@ def _verdict(d: dict[str, Any] | None) -> str:
 def deliveries_replay(
     ids: tuple[str, ...], dry_run: bool, wait: float, as_json: bool, url: str | None, **kw: Any
 ) -> None:
-    """Replay dead letters by id, or every one a filter matches (state defaults to failed).
+    """Replay dead letters by id, or every one a filter matches (state defaults to failed;
+    with --dry-run no filter is needed).
 
     Idempotent: a delivery that is no longer dead (it succeeded meanwhile, or was replayed
     already) is skipped. Replayed deliveries go back into their conversation's lane in
@@ -284,8 +285,13 @@ def deliveries_replay(
     filt = _filter(kw)
     if ids and filt.keys() - {"account"}:
         die("give delivery ids or filter options, not both", EXIT_USAGE)
-    if not ids and not filt:
-        die("give delivery ids, or a filter such as --state failed --since 2h", EXIT_USAGE)
+    if not ids and not filt and not dry_run:
+        # replaying every failed delivery at once is seldom meant: say it, or look first
+        die(
+            "give delivery ids or a filter (--state failed: every failed one; --dry-run "
+            "lists them first)",
+            EXIT_USAGE,
+        )
     api = api_for(url)
     if ids:
         chosen = list(dict.fromkeys(ids))

@@ -28,10 +28,23 @@ err = Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, problems: list[tuple[str, str]] | None = None) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
     for where, what in problems or []:
-        err.print(f"  {where}: {what}")
+        click.echo(f"  {where}: {what}", err=True)
     sys.exit(2)
+
+
+def _demo_vault(settings: Settings) -> Vault | None:
+    """The demo's vault, from the secrets file in the data directory (as ``deskbridge
+    run`` without an accounts file builds it); None outside the demo."""
+    from deskbridge.adapters.demo import demo_secrets
+    from deskbridge.config.demo import secrets_path
+
+    if settings.config is not None or not secrets_path(settings.data_dir).exists():
+        return None
+    key = demo_secrets(settings.data_dir, create=False)["encryption_key"]
+    lookup = settings.lookup_key.get_secret_value() if settings.lookup_key else None
+    return load_vault(keys_file=None, encryption_key=key, lookup_key=lookup)
 
 
 def _open() -> tuple[Vault, Connection]:
@@ -44,7 +57,7 @@ def _open() -> tuple[Vault, Connection]:
             if settings.encryption_key
             else None,
             lookup_key=settings.lookup_key.get_secret_value() if settings.lookup_key else None,
-        )
+        ) or _demo_vault(settings)
     except ConfigError as exc:
         _fail(str(exc), exc.problems)
     except ValidationError as exc:  # bad environment values; never echo them
@@ -53,7 +66,10 @@ def _open() -> tuple[Vault, Connection]:
             [(".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors(include_input=False)],
         )
     if vault is None:
-        _fail("set DESKBRIDGE_KEYS_FILE or DESKBRIDGE_ENCRYPTION_KEY (the deployment's keys)")
+        _fail(
+            "set DESKBRIDGE_KEYS_FILE or DESKBRIDGE_ENCRYPTION_KEY (the deployment's keys), "
+            f"or run in the demo's folder (no demo secrets in {settings.data_dir})"
+        )
     url = settings.redis_url
     if url is None:
         private = PrivateRedis(settings.data_dir)

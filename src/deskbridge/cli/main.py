@@ -1,338 +1,117 @@
-"""The ``deskbridge`` command: parses arguments and hands off."""
+"""The ``deskbridge`` command: parses arguments and hands off.
+
+Every command lives in its own module, imported only when that command runs: the group
+knows each command's module and one-line help, so ``deskbridge --help`` answers without
+importing pydantic, the channel registry or phonenumbers' geodata
+(``tests/test_cli_startup.py`` pins what it imports)."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from pathlib import Path
-from typing import NoReturn
+import importlib
 
 import click
-from rich.console import Console
 
 from deskbridge import __version__
-from deskbridge.adapters.registry import CHANNELS
-from deskbridge.cli.console import console as console_command
-from deskbridge.cli.contacts import contacts as contacts_command
-from deskbridge.cli.deliveries import deliveries as deliveries_command
-from deskbridge.cli.encryption import keys as keys_command
-from deskbridge.cli.events import events as events_command
-from deskbridge.cli.route import route as route_command
-from deskbridge.cli.stats import stats as stats_command
-from deskbridge.cli.token import token as token_command
-from deskbridge.config import Settings, load_accounts
-from deskbridge.config.residency import check_region
-from deskbridge.errors import ConfigError, DeskbridgeError
-from deskbridge.schemas import Channel
 
 __all__ = ["main"]
 
-err = Console(stderr=True, highlight=False)
-
-CONFIG_OPTION = click.option(
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Accounts file (YAML). Default: $DESKBRIDGE_CONFIG, else the demo account.",
-)
-
-
-def _fail(exc: DeskbridgeError, code: int = 2) -> NoReturn:
-    # one line, however long: log collectors read a wrapped error as several
-    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-    if isinstance(exc, ConfigError):
-        for where, what in exc.problems:
-            err.print(f"  {where}: {what}")
-    sys.exit(code)
-
-
-def _settings(**overrides: object) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        return Settings(**values)  # type: ignore[arg-type]
-    except Exception as exc:  # pydantic's ValidationError: bad environment values
-        err.print(f"[bold red]error:[/] invalid settings: {exc}")
-        sys.exit(2)
-
-
-def _logging(settings: Settings) -> None:
-    from deskbridge.logs import configure
-
-    configure(settings.log_level, settings.log_format)
-
-
-def _start(
-    role: str,
-    config: Path | None,
-    host: str | None,
-    port: int | None,
-    processes: str = "1",
-    child: tuple[int, int] | None = None,
-) -> None:
-    from deskbridge.cli.process import load, serve_forever
-
-    settings = _settings(host=host, port=port)
-    _logging(settings)
-    try:
-        count = 1 if child is not None else _processes(processes)
-        loaded = load(settings, config)
-        if count > 1:
-            _supervise(role, count, loaded.settings)
-            return
-        if child is not None:
-            from deskbridge.cli.supervise import bind_as_child
-
-            bind_as_child(child[0])
-        # a child of `--processes` shares the port; only the first runs SMTP/SIP listeners
-        asyncio.run(
-            serve_forever(
-                loaded,
-                role,
-                reuse_port=child is not None,
-                listeners=child is None or child[1] == 0,
-            )
-        )
-    except DeskbridgeError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        pass
+# name -> (module, attribute, the help's first sentence, as `deskbridge --help` shows
+# it); tests/test_cli_startup.py checks each against the command's own help
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("deskbridge.cli.commands", "run", "Gateway and worker in one process."),
+    "serve": (
+        "deskbridge.cli.commands",
+        "serve",
+        "The gateway alone (webhooks, desk callbacks, sandbox pages).",
+    ),
+    "worker": (
+        "deskbridge.cli.commands",
+        "worker",
+        "The worker alone (deliveries to desks and channels).",
+    ),
+    "check-config": (
+        "deskbridge.cli.commands",
+        "check_config",
+        "Validate an accounts file; print every problem with its place (exit code 2).",
+    ),
+    "simulate": (
+        "deskbridge.cli.commands",
+        "simulate",
+        "Send a correctly signed webhook to a running gateway, as the channel would (for "
+        "sip: a real SIP MESSAGE, or with --call an INVITE, to the account's listener).",
+    ),
+    "channels": (
+        "deskbridge.cli.commands",
+        "channels",
+        "Channel and desk registration at the platforms.",
+    ),
+    "token": ("deskbridge.cli.token", "token", "Admin API tokens (JWT, scoped, short-lived)."),
+    "deliveries": (
+        "deskbridge.cli.deliveries",
+        "deliveries",
+        "Deliveries and dead letters, through the admin API (token in $DESKBRIDGE_TOKEN).",
+    ),
+    "events": (
+        "deskbridge.cli.events",
+        "events",
+        "Kept raw webhook requests: list them, re-ingest them after a parser fix.",
+    ),
+    "contacts": (
+        "deskbridge.cli.contacts",
+        "contacts",
+        "The identity graph: who deskbridge takes to be the same person, and why.",
+    ),
+    "stats": (
+        "deskbridge.cli.stats",
+        "stats",
+        "Print the service figures of a running gateway: messages per channel, customers "
+        "waiting, SLA breaches, first-response and reply times (median and 90th percentile).",
+    ),
+    "route": (
+        "deskbridge.cli.route",
+        "route",
+        "Show what the account's routing decides for a sample message.",
+    ),
+    "keys": (
+        "deskbridge.cli.encryption",
+        "keys",
+        "Encryption keys: generate, status, rotate (docs/security-keys.md).",
+    ),
+    "console": (
+        "deskbridge.cli.console",
+        "console",
+        "The operator console at /console/ (DESKBRIDGE_CONSOLE=true; on in the demo).",
+    ),
+}
 
 
-def _processes(value: str) -> int:
-    from deskbridge.cli.supervise import parse_processes
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use, not to list them."""
 
-    return parse_processes(value)
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attr, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        # as click words it: the first sentence, cut to what fits beside the names
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, click.Command(n, help=COMMANDS[n][2]).get_short_help_str(limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-def _supervise(role: str, count: int, settings: Settings) -> None:
-    from deskbridge.cli.supervise import Supervisor
-
-    supervisor = Supervisor(
-        role=role,
-        count=count,
-        host=settings.host,
-        port=settings.port,
-        config=settings.config,
-        redis_url=settings.redis_url,
-        data_dir=settings.data_dir,
-        appendfsync=settings.appendfsync,
-        metrics_address=settings.metrics_address,
-    )
-    asyncio.run(supervisor.run())
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="deskbridge")
 def cli() -> None:
     """deskbridge: customer channels in, helpdesk tickets out, agent replies back."""
-
-
-def _process_command(role: str, help_text: str, *, processes: bool) -> None:
-    @cli.command(role, help=help_text)
-    @CONFIG_OPTION
-    @click.option(
-        "--host", default=None, help="Listen address (default $DESKBRIDGE_HOST or 127.0.0.1)."
-    )
-    @click.option(
-        "--port", type=int, default=None, help="Listen port (default $DESKBRIDGE_PORT or 8080)."
-    )
-    @click.option(
-        "--processes",
-        default="1",
-        show_default=True,
-        hidden=not processes,
-        help="Gateway processes sharing the port (SO_REUSEPORT), supervised; 'auto': one "
-        "per usable CPU.",
-    )
-    # set by the supervisor of `--processes` on each child: its pid, the child's index
-    @click.option("--child-of", type=int, default=None, hidden=True)
-    @click.option("--child-index", type=int, default=0, hidden=True)
-    def command(
-        config: Path | None,
-        host: str | None,
-        port: int | None,
-        processes: str,
-        child_of: int | None,
-        child_index: int,
-    ) -> None:
-        if role == "worker" and processes != "1":
-            err.print("[bold red]error:[/] --processes is for run and serve; start more workers")
-            sys.exit(2)
-        child = None if child_of is None else (child_of, child_index)
-        _start(role, config, host, port, processes, child)
-
-
-_process_command(
-    "run",
-    "Gateway and worker in one process. Without REDIS_URL it runs a private redis-server; "
-    "without an accounts file it serves the demo account.",
-    processes=True,
-)
-_process_command(
-    "serve",
-    "The gateway alone (webhooks, desk callbacks, sandbox pages). Needs REDIS_URL.",
-    processes=True,
-)
-_process_command(
-    "worker",
-    "The worker alone (deliveries to desks and channels). Needs REDIS_URL.",
-    processes=False,
-)
-
-
-@cli.command("check-config")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def check_config(file: Path) -> None:
-    """Validate an accounts file; print every problem with its place (exit code 2)."""
-    try:
-        accounts = load_accounts(file)
-        check_region(accounts, _settings().region)
-    except ConfigError as exc:
-        err.print(f"[bold red]{exc}[/]")
-        for where, what in exc.problems:
-            err.print(f"  {file}: {where}: {what}")
-        sys.exit(2)
-    for name, acc in accounts.accounts.items():
-        translation = acc.routing.translation if acc.routing else None
-        if translation is not None and translation.region != acc.region:
-            # message text leaves the account's region: allowed, but say so
-            err.print(
-                f"[yellow]warning:[/] {file}: accounts.{name}.routing.translation: the "
-                f"translator's region ({translation.region or 'unknown'}) is not the "
-                f"account's ({acc.region or 'unset'}); message text will be sent there"
-            )
-    names = ", ".join(
-        f"{n} ({a.desk.type}; {', '.join(c.type for c in a.channels) or 'no channels'})"
-        for n, a in accounts.accounts.items()
-    )
-    click.echo(f"{file}: ok, {len(accounts.accounts)} account(s): {names}")
-
-
-@cli.command()
-@click.argument("channel", type=click.Choice([c.value for c in CHANNELS]))
-@click.option("--text", required=True, help="The customer's message.")
-@click.option("--account", default="demo", show_default=True)
-@click.option(
-    "--url",
-    default=None,
-    help="The running gateway (default http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
-)
-@click.option(
-    "--from",
-    "sender",
-    default=None,
-    help="The customer: Telegram user id, WhatsApp number, Messenger PSID, LINE user id, "
-    "email, or a SIP/tel URI (tel:+16505551234).",
-)
-@click.option(
-    "--call", is_flag=True, help="sip only: place a call (INVITE) instead of sending a text."
-)
-@click.option(
-    "--name", default="Demo Customer", show_default=True, help="The customer's display name."
-)
-@click.option(
-    "--subject",
-    default=None,
-    help="email only: the mail's Subject, which becomes the ticket's (default: the "
-    "text's first line).",
-)
-@CONFIG_OPTION
-def simulate(
-    channel: str,
-    text: str,
-    account: str,
-    url: str | None,
-    sender: str | None,
-    name: str,
-    call: bool,
-    subject: str | None,
-    config: Path | None,
-) -> None:
-    """Send a correctly signed webhook to a running gateway, as the channel would (for
-    sip: a real SIP MESSAGE, or with --call an INVITE, to the account's listener).
-
-    Example: deskbridge simulate sip --from tel:+16505551234 --text "hello"
-    """
-    from deskbridge.cli.simulate import simulate as run_simulate
-
-    settings = _settings()
-    try:
-        status = run_simulate(
-            settings,
-            channel,
-            account,
-            text,
-            url=url,
-            sender=sender,
-            name=name,
-            config=config,
-            call=call,
-            subject=subject,
-        )
-    except DeskbridgeError as exc:
-        _fail(exc, code=1)
-    if channel == Channel.SIP:
-        expected = call or 200 <= status < 300
-        click.echo(f"the SIP listener answered {status}")
-        if not expected:
-            sys.exit(1)
-        return
-    if not 200 <= status < 300:
-        err.print(f"[bold red]refused:[/] HTTP {status}")
-        sys.exit(1)
-    click.echo(f"delivered to the gateway: HTTP {status}")
-
-
-@cli.group()
-def channels() -> None:
-    """Channel and desk registration at the platforms."""
-
-
-@channels.command("register")
-@click.option(
-    "--public-url", required=True, help="How the platforms reach this deployment (https://...)."
-)
-@click.option("--account", "only", default=None, help="Only this account.")
-@click.option(
-    "--secrets-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to write secrets the platforms return (default: the data directory).",
-)
-@CONFIG_OPTION
-def register(
-    public_url: str, only: str | None, secrets_dir: Path | None, config: Path | None
-) -> None:
-    """Point each channel's webhook (Telegram setWebhook with its secret token) and each
-    desk's reply webhook (Zendesk) at this deployment."""
-    from deskbridge.cli.register import register as run_register
-
-    settings = _settings()
-    path = config or settings.config
-    if path is None:
-        err.print(
-            "[bold red]error:[/] give --config or DESKBRIDGE_CONFIG (the demo registers nothing)"
-        )
-        sys.exit(2)
-    try:
-        ok = asyncio.run(
-            run_register(settings, path, public_url, only, secrets_dir or settings.data_dir)
-        )
-    except DeskbridgeError as exc:
-        _fail(exc, code=1)
-    sys.exit(0 if ok else 1)
-
-
-# the admin API's commands, one module each; what they share is in cli/admin_api.py
-cli.add_command(token_command)
-cli.add_command(deliveries_command)
-cli.add_command(events_command)
-cli.add_command(contacts_command)
-cli.add_command(stats_command)
-cli.add_command(route_command)
-cli.add_command(keys_command)
-cli.add_command(console_command)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from deskbridge.adapters.sip import Listener
 from deskbridge.config import AccountsFile, Settings, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
-from deskbridge.errors import ConfigError
+from deskbridge.errors import ConfigError, bind_failed
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
 from deskbridge.gateway.app import create_metrics_app
@@ -87,7 +88,11 @@ def load(settings: Settings, config: Path | None) -> Loaded:
     lookup = settings.lookup_key.get_secret_value() if settings.lookup_key else None
     vault = load_vault(keys_file=settings.keys_file, encryption_key=secrets_key, lookup_key=lookup)
     if path is not None:
-        accounts = load_accounts(path)
+        notes: list[tuple[str, str]] = []
+        accounts = load_accounts(path, notes)
+        for where, what in notes:
+            # a desk webhook secret `channels register` has not written: replies are refused
+            log.warning("%s: %s; requests it would verify are refused until then", where, what)
         check_region(accounts, settings.region)
         demo = False
         if vault is None:
@@ -139,15 +144,39 @@ def _banner(loaded: Loaded, role: str) -> None:
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
         if role != "worker":
             first, *others = CHANNELS
-            lines.append(f'  try: deskbridge simulate {first} --text "hello" --url {local}')
+            me = _command_name()
+            lines.append(f'  try: {me} simulate {first} --text "hello" --url {local}')
             lines.append(f"       (or {', '.join(others)})")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _command_name() -> str:
+    """How the user can call this same deskbridge from here: ``deskbridge`` when that is
+    what PATH finds, else the script's path (``.venv/bin/deskbridge`` from the checkout),
+    else ``python -m deskbridge`` with this interpreter."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return f"{_shorter(Path(sys.executable))} -m deskbridge"
+    found = shutil.which(script.name)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return script.name
+    return _shorter(script)
+
+
+def _shorter(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it."""
+    absolute = path.absolute()
+    try:
+        relative = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+    return relative if "/" in relative else f"./{relative}"
 
 
 @contextlib.asynccontextmanager
 async def _listeners(rt: Runtime) -> AsyncIterator[None]:
     """The SMTP and SIP listeners, started and closed in that order. One that cannot bind
-    is logged and reported on /readyz, never fatal."""
+    raises ``ConfigError`` naming its port: the process does not start without it."""
     smtp_servers = await start_smtp_listeners(rt)
     sip_listeners: list[Listener] = []
     try:
@@ -214,9 +243,9 @@ async def serve_forever(
     SIP listeners (in ``run`` and ``serve``).
 
     The private Redis, the pool and the HTTP client are the app's ``cleanup_ctx``. The
-    SMTP and SIP listeners and the worker start only once the HTTP port is bound (a port
-    in use stops the process before they start), so they are entered after the site and
-    left in reverse order, before the runner's cleanup."""
+    SMTP and SIP listeners and the worker start only once the HTTP port is bound, so they
+    are entered after the site and left in reverse order, before the runner's cleanup.
+    A port in use (HTTP, metrics, SMTP or SIP) raises ``ConfigError`` naming it."""
     s = loaded.settings
     private: PrivateRedis | None = None
     url = s.redis_url
@@ -249,17 +278,29 @@ async def serve_forever(
         # walks them again and stalls requests in flight for 35-55 ms
         gc.collect()
         gc.freeze()
-        await web.TCPSite(runner, s.host, s.port, backlog=1024, reuse_port=reuse_port).start()
+        try:
+            await web.TCPSite(runner, s.host, s.port, backlog=1024, reuse_port=reuse_port).start()
+        except OSError as exc:
+            busy = bind_failed("http", f"{s.host}:{s.port}", exc)
+            raise ConfigError(f"{busy} (another port: --port or DESKBRIDGE_PORT)") from exc
         if s.metrics_address is not None:
             await _metrics_listener(stack, rt, s, reuse_port=reuse_port)
         if role in ("run", "serve") and listeners:
-            await stack.enter_async_context(_listeners(rt))
+            try:
+                await stack.enter_async_context(_listeners(rt))
+            except ConfigError as exc:
+                if not loaded.demo:
+                    raise
+                raise ConfigError(
+                    f"{exc} (the demo's ports: DESKBRIDGE_DEMO_SMTP_PORT, DESKBRIDGE_DEMO_SIP_PORT)"
+                ) from exc
         worker = None
         if role in ("run", "worker"):
             worker = await stack.enter_async_context(_worker(rt, url))
         if listeners:  # once per host under --processes
             _banner(loaded, role)
-        await _until_stopped(worker)
+        why = await _until_stopped(worker)
+        log.info("shutting down on %s", why)
         await _drain(app, s, role)
 
 
@@ -279,8 +320,12 @@ async def _metrics_listener(
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    where = host.strip("[]") or "127.0.0.1"
-    await web.TCPSite(runner, where, int(port), reuse_port=reuse_port).start()
+    try:
+        where = host.strip("[]") or "127.0.0.1"
+        await web.TCPSite(runner, where, int(port), reuse_port=reuse_port).start()
+    except OSError as exc:
+        busy = bind_failed("metrics", s.metrics_address, exc)
+        raise ConfigError(f"{busy} (DESKBRIDGE_METRICS_ADDRESS)") from exc
     log.info("metrics on %s", s.metrics_address)
 
 
@@ -303,12 +348,19 @@ async def _drain(app: web.Application, s: Settings, role: str) -> None:
         await asyncio.sleep(drain)
 
 
-async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
-    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised)."""
+async def _until_stopped(worker: asyncio.Task[None] | None) -> str:
+    """Wait for SIGINT or SIGTERM, or for ``worker`` to end (its error is raised); returns
+    the signal's name."""
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def stopped(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopped, sig)
     stopping = asyncio.create_task(stop.wait())
     waiters: set[asyncio.Task[Any]] = {stopping}
     if worker is not None:
@@ -319,3 +371,4 @@ async def _until_stopped(worker: asyncio.Task[None] | None) -> None:
         exc = worker.exception()
         if exc is not None:
             raise exc
+    return received[0] if received else "the worker's end"

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from deskbridge.adapters.capabilities import RegistersWebhook
 from deskbridge.config import Settings, load_accounts
@@ -76,9 +78,23 @@ class _NoTickets:
         raise RuntimeError("registration files no tickets")
 
 
-def _write_secret(directory: Path, name: str, value: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / name
+def _secret_files(config: Path) -> dict[str, Path]:
+    """Each account's ``desk.webhook_secret_file`` as the accounts file names it (a file
+    that does not exist yet is fine: this command writes it)."""
+    doc = yaml.safe_load(config.read_text())
+    accounts = doc.get("accounts") if isinstance(doc, dict) else None
+    found: dict[str, Path] = {}
+    for name, acc in accounts.items() if isinstance(accounts, dict) else ():
+        desk = acc.get("desk") if isinstance(acc, dict) else None
+        value = desk.get("webhook_secret_file") if isinstance(desk, dict) else None
+        if isinstance(value, str) and "${" not in value:
+            path = Path(value)
+            found[name] = path if path.is_absolute() else config.parent / path
+    return found
+
+
+def _write_secret(path: Path, value: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
@@ -93,6 +109,7 @@ async def register(
     from deskbridge.outbound import build_desk
 
     accounts = load_accounts(config)
+    secret_files = _secret_files(config)
     base = public_url.rstrip("/")
     ok = True
     tokens, links = _MemoryTokens(), _NoLinks()
@@ -115,7 +132,7 @@ async def register(
                     out.print(f"{name}/{ch.type}: webhook set to {target}")
                 except DeliveryError as exc:
                     ok = False
-                    out.print(f"[red]{name}/{ch.type}: failed: {exc}[/]")
+                    out.print(f"[red]{name}/{ch.type}: failed: {escape(str(exc))}[/]")
             desk = build_desk(name, acc.desk, client, _NoTickets())
             if isinstance(desk, RegistersDeskWebhook):
                 kind = desk.desk.value
@@ -124,11 +141,18 @@ async def register(
                     secret = await desk.register_webhook(target, name=f"deskbridge {name}")
                 except DeliveryError as exc:
                     ok = False
-                    out.print(f"[red]{name}/{kind}: failed: {exc}[/]")
+                    out.print(f"[red]{name}/{kind}: failed: {escape(str(exc))}[/]")
                     continue
-                path = _write_secret(secrets_dir, f"{kind}-webhook-secret-{name}", secret)
-                out.print(
-                    f"{name}/{kind}: webhook posts to {target}; its signing secret is in {path} "
-                    f"(mode 0600): set `webhook_secret_file: {path}` on the account's desk"
-                )
+                named = secret_files.get(name)
+                path = named or secrets_dir / f"{kind}-webhook-secret-{name}"
+                try:
+                    _write_secret(path, secret)
+                except OSError as exc:
+                    ok = False
+                    out.print(f"{name}/{kind}: cannot write {path}: {exc.strerror}", markup=False)
+                    continue
+                where = f"its signing secret is in {path} (mode 0600)"
+                if named is None:
+                    where += f": set `webhook_secret_file: {path}` on the account's desk"
+                out.print(f"{name}/{kind}: webhook posts to {target}; {where}", markup=False)
     return ok

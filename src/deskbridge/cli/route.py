@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from deskbridge.adapters.registry import CHANNELS
 from deskbridge.config import Settings, load_accounts
 from deskbridge.errors import ConfigError
 from deskbridge.routing.enrich import detect_language, email_domain, phone_facts, tags_for
@@ -19,10 +18,19 @@ __all__ = ["route"]
 
 
 @click.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--account", required=True, help="The account whose rules to run.")
 @click.option(
-    "--channel", type=click.Choice([c.value for c in CHANNELS]), required=True, help="Channel."
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Accounts file (YAML). Default: $DESKBRIDGE_CONFIG, else the demo account (whose "
+    "rules docs/routing.md describes).",
+)
+@click.option(
+    "--account", default="demo", show_default=True, help="The account whose rules to run."
+)
+@click.option(
+    "--channel", type=click.Choice([c.value for c in Channel]), required=True, help="Channel."
 )
 @click.option("--text", required=True, help="The customer's message.")
 @click.option("--from", "sender", default=None, help="Their number (+E.164) or email.")
@@ -46,16 +54,18 @@ def route(
       deskbridge route --config accounts.yaml --account acme --channel whatsapp \\
         --text "Quiero un reembolso" --from +5491123456789 --explain
     """
-    path = config or Settings().config
-    if path is None:
-        raise click.UsageError("give --config or DESKBRIDGE_CONFIG")
+    from deskbridge.adapters.demo import demo_accounts
+
+    settings = Settings()
+    path = config or settings.config
     try:
-        accounts = load_accounts(path)
+        # the demo's routing needs none of its secrets: nothing is written for it
+        accounts = load_accounts(path) if path else demo_accounts(settings.data_dir, write=False)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     acc = accounts.accounts.get(account)
     if acc is None:
-        raise click.UsageError(f"no account {account!r} in {path}")
+        raise click.UsageError(f"no account {account!r} in {path or 'the demo'}")
     routing = acc.routing
     if routing is None:
         raise click.ClickException(f"account {account} has no routing: block")

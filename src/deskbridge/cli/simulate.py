@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -11,27 +12,44 @@ import httpx
 from deskbridge.adapters.demo import demo_accounts
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import SimulatedRequest, SimulateInput
+from deskbridge.cli.demo import demo_info
 from deskbridge.config import AccountsFile, Settings, load_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.errors import ConfigError, DeliveryError
 from deskbridge.schemas import Channel
 
-__all__ = ["simulate"]
+__all__ = ["Answer", "simulate"]
 
 
-def _accounts(settings: Settings, account: str, config: Path | None) -> AccountsFile:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Who took the sample and what it said: the gateway's HTTP status, or a listener's
+    SMTP or SIP reply code."""
+
+    status: int
+    by: str
+    """``the gateway at http://…`` or ``the email listener (… by SMTP at host:port)``."""
+    http: bool
+
+
+def _accounts(settings: Settings, account: str, config: Path | None, base: str) -> AccountsFile:
     path = config or settings.config
-    if path is None:
-        if account != DEMO_ACCOUNT:
-            raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
-        if not (settings.data_dir / "demo-secrets.json").exists():
-            raise ConfigError("no demo secrets yet: start `deskbridge run` without a config first")
-        return demo_accounts(
-            settings.data_dir,
-            smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
-            sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
-        )
-    return load_accounts(path)
+    if path is not None:
+        return load_accounts(path)
+    if account != DEMO_ACCOUNT:
+        raise ConfigError(f"account {account!r} needs --config (only 'demo' runs without one)")
+    # the instance at --url names its own data directory and listeners: the caller's
+    # folder and DESKBRIDGE_DEMO_*_PORT may belong to another instance
+    info = demo_info(base) or {}
+    data_dir = Path(info["data_dir"]) if "data_dir" in info else settings.data_dir
+    secrets = secrets_path(data_dir)
+    if not secrets.exists():
+        raise ConfigError(f"no demo secrets at {secrets}: start `deskbridge run` without a config")
+    return demo_accounts(
+        data_dir,
+        smtp_listen=info.get("smtp_listen", f"127.0.0.1:{settings.demo_smtp_port}"),
+        sip_listen=info.get("sip_listen", f"127.0.0.1:{settings.demo_sip_port}"),
+    )
 
 
 def simulate(
@@ -46,11 +64,11 @@ def simulate(
     config: Path | None,
     call: bool = False,
     subject: str | None = None,
-) -> int:
-    """POST one signed webhook (or, for an email address taking mail by SMTP, send one
-    mail to the listener); returns the gateway's HTTP status (or the SMTP reply code)."""
+) -> Answer:
+    """POST one signed webhook to the gateway at ``url`` (or, for an email address taking
+    mail by SMTP or a SIP channel, send it to that instance's listener)."""
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    accounts = _accounts(settings, account, config)
+    accounts = _accounts(settings, account, config, base)
     acc = accounts.accounts.get(account)
     ch = acc.channel(channel) if acc else None
     if ch is None:
@@ -70,7 +88,8 @@ def simulate(
     out = spec.simulate(sim)
     if not isinstance(out, SimulatedRequest):
         # the channel's own transport (an SMTP or SIP listener), not a webhook
-        return asyncio.run(out)
+        listener = spec.listener(ch) if spec.listener is not None else None
+        return Answer(asyncio.run(out), f"the {channel} listener ({listener})", http=False)
     try:
         resp = httpx.post(
             base + out.path,
@@ -80,4 +99,4 @@ def simulate(
         )
     except httpx.HTTPError as exc:
         raise DeliveryError(f"cannot reach the gateway at {base}: {type(exc).__name__}") from exc
-    return resp.status_code
+    return Answer(resp.status_code, f"the gateway at {base}", http=True)

@@ -22,9 +22,9 @@ err = Console(stderr=True, highlight=False)
 @click.option(
     "--url",
     envvar="DESKBRIDGE_URL",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The running gateway (its /metrics), or its DESKBRIDGE_METRICS_ADDRESS.",
+    default=None,
+    help="The running gateway (its /metrics), or its DESKBRIDGE_METRICS_ADDRESS (default "
+    "$DESKBRIDGE_URL, else http://$DESKBRIDGE_HOST:$DESKBRIDGE_PORT).",
 )
 @click.option(
     "--token",
@@ -32,7 +32,7 @@ err = Console(stderr=True, highlight=False)
     default=None,
     help="The gateway's DESKBRIDGE_METRICS_TOKEN, when it has one (sent as a bearer).",
 )
-def stats(url: str, token: str | None) -> None:
+def stats(url: str | None, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
     waiting, SLA breaches, first-response and reply times (median and 90th percentile).
 
@@ -44,12 +44,15 @@ def stats(url: str, token: str | None) -> None:
     Example:
       deskbridge stats --url http://127.0.0.1:8080
     """
+    from deskbridge.cli.admin_api import default_url
+
+    url = url or default_url()
     try:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         resp = httpx.get(url.rstrip("/") + "/metrics", headers=headers, timeout=10)
         resp.raise_for_status()
     except httpx.HTTPError as exc:
-        err.print(f"[bold red]error:[/] cannot read {url}/metrics ({type(exc).__name__})")
+        err.print(f"error: cannot read {url}/metrics ({type(exc).__name__})", markup=False)
         raise SystemExit(3) from None
     rows = summarize(resp.text)
     table = Table(box=None, header_style="bold")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from deskbridge.cli.admin_api import (
+    DEMO_SCOPES,
     DURATION,
     EXIT_USAGE,
     api_for,
@@ -21,15 +22,7 @@ from deskbridge.errors import ConfigError
 
 __all__ = ["SCOPES", "signing_key", "token"]
 
-SCOPES = [
-    "deliveries:read",
-    "deliveries:write",
-    "contacts:read",
-    "contacts:write",
-    "audit:read",
-    "tokens:write",
-    "ops:read",  # GET /admin/v1/health: readiness with per-account details
-]
+SCOPES = DEMO_SCOPES  # every scope the admin API knows
 _MAX_TTL = timedelta(days=30)
 
 

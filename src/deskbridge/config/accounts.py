@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,7 +43,7 @@ from pydantic import (
 
 from deskbridge.errors import ConfigError
 from deskbridge.routing.config import RoutingConfig
-from deskbridge.schemas import Channel, Desk
+from deskbridge.schemas import Channel
 
 __all__ = [
     "GRAPH_API_BASE",
@@ -79,6 +80,16 @@ _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+def _http_url(value: str) -> str:
+    if not re.match(r"https?://[^/\s]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+BaseUrl = Annotated[str, AfterValidator(_http_url)]
+"""An API's base URL: ``http://`` or ``https://`` and a host."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -88,7 +99,7 @@ class TelegramConfig(_Model):
     bot_token: SecretStr
     secret_token: SecretStr
     """The ``X-Telegram-Bot-Api-Secret-Token`` Telegram sends (1-256 of A-Z a-z 0-9 _ -)."""
-    base_url: str = "https://api.telegram.org"
+    base_url: BaseUrl = "https://api.telegram.org"
     sandbox: bool = False
     """Send to the gateway's own ``/sandbox/channel-api/`` instead of ``base_url``."""
     max_media_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
@@ -141,7 +152,7 @@ class WhatsAppConfig(_Model):
     phone_number_id: str = Field(pattern=r"^\d{1,32}$")
     access_token: SecretStr
     """A system-user (or business) token with whatsapp_business_messaging."""
-    base_url: str = GRAPH_API_BASE
+    base_url: BaseUrl = GRAPH_API_BASE
     graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
     template: WhatsAppTemplate | None = None
     sandbox: bool = False
@@ -155,7 +166,7 @@ class MessengerConfig(_Model):
     app: str
     page_id: str = Field(pattern=r"^\d{1,32}$")
     page_access_token: SecretStr
-    base_url: str = GRAPH_API_BASE
+    base_url: BaseUrl = GRAPH_API_BASE
     graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
     human_agent_tag: bool = True
     """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
@@ -178,8 +189,8 @@ class LineConfig(_Model):
     private_jwk: SecretStr | None = None
     """The JSON of the RS256 private key (with its ``kid``) registered for v2.1 tokens."""
     token_lifetime_seconds: int = Field(default=30 * 86400, ge=60, le=30 * 86400)
-    base_url: str = "https://api.line.me"
-    data_base_url: str = "https://api-data.line.me"
+    base_url: BaseUrl = "https://api.line.me"
+    data_base_url: BaseUrl = "https://api-data.line.me"
     """Content (media) downloads live on their own host."""
     reply_window_seconds: float = Field(default=50.0, gt=0, le=60)
     """Use the free reply API within this long of the customer's message (LINE: 1 min)."""
@@ -384,7 +395,7 @@ class SandboxDeskConfig(_Model):
 class ZendeskDeskConfig(_Model):
     type: Literal["zendesk"] = "zendesk"
     subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
-    base_url: str | None = None
+    base_url: BaseUrl | None = None
     """Overrides ``https://{subdomain}.zendesk.com`` (tests, proxies)."""
     email: str | None = None
     api_token: SecretStr | None = None
@@ -420,7 +431,7 @@ class IntercomDeskConfig(_Model):
     """The app's access token (Developer Hub → Authentication), sent as a Bearer token."""
     client_secret: SecretStr
     """The app's client secret (Developer Hub → Basic information): signs webhooks."""
-    base_url: str = INTERCOM_API_BASE
+    base_url: BaseUrl = INTERCOM_API_BASE
     api_version: str = Field(default=INTERCOM_API_VERSION, pattern=r"^(\d+\.\d+|Unstable)$")
     """Sent as ``Intercom-Version`` on every call, so workspace defaults never apply."""
     contact_role: Literal["user", "lead"] = "user"
@@ -446,7 +457,7 @@ class UdeskDeskConfig(_Model):
     subdomain: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]*$")
     region: Literal["cn", "global"] = "cn"
     """``cn``: ``https://{subdomain}.udesk.cn``; ``global``: ``https://{subdomain}.udeskglobal.com``."""
-    base_url: str | None = None
+    base_url: BaseUrl | None = None
     """Overrides the host built from ``subdomain`` (tests, proxies)."""
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
     """The super administrator's email: it signs every call."""
@@ -619,6 +630,24 @@ class AccountsFile(_Model):
                     owners[key] = name
         return self
 
+    @model_validator(mode="after")
+    def _one_account_per_support_address(self) -> AccountsFile:
+        # a listener files a mail under the account owning its recipient: two owners of
+        # one address (addresses compare without case) would make that a coin toss
+        owners: dict[tuple[str, str], str] = {}
+        for name, acc in self.accounts.items():
+            ch = acc.channel(Channel.EMAIL)
+            if not isinstance(ch, EmailConfig) or ch.inbound != "smtp":
+                continue
+            key = (ch.smtp_listen, ch.address.lower())
+            if key in owners:
+                raise ValueError(
+                    f"accounts.{name}: email address {ch.address} is also {owners[key]!r}'s "
+                    f"on the SMTP listener {ch.smtp_listen}"
+                )
+            owners[key] = name
+        return self
+
     def identity_scopes(self) -> dict[str, str]:
         """Each account's identity-graph scope: ``grp.<merge_scope>`` or the account."""
         return {
@@ -627,7 +656,17 @@ class AccountsFile(_Model):
         }
 
 
-def _resolve(node: Any, path: str, base: Path, problems: list[tuple[str, str]]) -> Any:
+# secrets deskbridge writes itself (`channels register`): a file not there yet is a note
+_WRITTEN_LATER = {"webhook_secret_file"}
+
+
+def _resolve(
+    node: Any,
+    path: str,
+    base: Path,
+    problems: list[tuple[str, str]],
+    notes: list[tuple[str, str]],
+) -> Any:
     """Expand ``${ENV}`` and ``*_file`` keys, collecting problems with their document path."""
     if isinstance(node, Mapping):
         out: dict[str, Any] = {}
@@ -638,17 +677,22 @@ def _resolve(node: Any, path: str, base: Path, problems: list[tuple[str, str]]) 
                 if target in node:
                     problems.append((here, f"give either {target} or {key}, not both"))
                     continue
-                file = Path(_resolve(value, here, base, problems))
+                file = Path(_resolve(value, here, base, problems, notes))
                 file = file if file.is_absolute() else base / file
                 try:
                     out[target] = file.read_text().rstrip("\r\n")
+                except FileNotFoundError:
+                    if key in _WRITTEN_LATER:
+                        notes.append((here, f"{file} is not written yet (`channels register`)"))
+                    else:
+                        problems.append((here, f"cannot read {file}: No such file or directory"))
                 except OSError as exc:
                     problems.append((here, f"cannot read {file}: {exc.strerror}"))
                 continue
-            out[str(key)] = _resolve(value, here, base, problems)
+            out[str(key)] = _resolve(value, here, base, problems, notes)
         return out
     if isinstance(node, list):
-        return [_resolve(v, f"{path}[{i}]", base, problems) for i, v in enumerate(node)]
+        return [_resolve(v, f"{path}[{i}]", base, problems, notes) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def sub(m: re.Match[str]) -> str:
@@ -665,27 +709,53 @@ def _resolve(node: Any, path: str, base: Path, problems: list[tuple[str, str]]) 
     return node
 
 
-_TAGS = {c.value for c in Channel} | {d.value for d in Desk}
-
-
-def _loc(parts: tuple[int | str, ...]) -> str:
+def _loc(parts: tuple[int | str, ...], doc: Any) -> str:
+    """A pydantic error location as a path in the document: the tags pydantic adds for
+    a discriminated union (``desk.zendesk.email``, ``apps.meta-main.meta.colour``) are
+    dropped where the document has no such key but that ``type``."""
     out = ""
+    node = doc
     for p in parts:
         if p == "[key]":
             out += " (the name)"
-        elif isinstance(p, int):
+            continue
+        if isinstance(node, Mapping) and p not in node and node.get("type") == p:
+            continue
+        if isinstance(p, int):
             out += f"[{p}]"
-        elif p in _TAGS and (out.endswith("]") or out.endswith(".desk")):
-            continue  # pydantic's discriminator tag, not part of the document
+            node = node[p] if isinstance(node, list) and 0 <= p < len(node) else None
         else:
             out += f".{p}" if out else str(p)
+            node = node.get(p) if isinstance(node, Mapping) else None
     return out
 
 
+def _app_problems(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Channels naming an app that is not under ``apps:``, read from the document so they
+    are reported with every other problem (the model checks them only once all is valid)."""
+    apps = doc.get("apps")
+    known = set(apps) if isinstance(apps, Mapping) else set()
+    accounts = doc.get("accounts")
+    found: list[tuple[str, str]] = []
+    for name, acc in accounts.items() if isinstance(accounts, Mapping) else ():
+        channels = acc.get("channels") if isinstance(acc, Mapping) else None
+        for i, ch in enumerate(channels if isinstance(channels, list) else ()):
+            app = ch.get("app") if isinstance(ch, Mapping) else None
+            if isinstance(app, str) and app not in known:
+                found.append((f"accounts.{name}.channels[{i}].app", f"{app!r} is not under apps:"))
+    return found
+
+
 def parse_accounts(
-    text: str, *, source: str = "<string>", base: Path | None = None
+    text: str,
+    *,
+    source: str = "<string>",
+    base: Path | None = None,
+    notes: list[tuple[str, str]] | None = None,
 ) -> AccountsFile:
-    """Parse and validate an accounts document. Raises ``ConfigError`` listing every problem."""
+    """Parse and validate an accounts document. Raises ``ConfigError`` listing every
+    problem: unset variables and unreadable files together with the schema's findings.
+    ``notes`` collects what is fine for now (a webhook secret not written yet)."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -699,22 +769,30 @@ def parse_accounts(
             f"{source}: invalid", [("(top)", "the document must be a mapping with 'accounts:'")]
         )
     problems: list[tuple[str, str]] = []
-    resolved = _resolve(doc, "", base or Path.cwd(), problems)
-    if problems:
-        raise ConfigError(f"{source}: invalid", problems)
+    resolved = _resolve(doc, "", base or Path.cwd(), problems, [] if notes is None else notes)
+    # a value that could not be resolved is reported once, as unresolved, not again as
+    # whatever the schema says of the hole it left
+    unresolved = {where.removesuffix("_file") for where, _ in problems}
     try:
-        return AccountsFile.model_validate(resolved)
+        accounts = AccountsFile.model_validate(resolved)
     except ValidationError as exc:
+        apps = _app_problems(resolved)
         for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append((_loc(tuple(err["loc"])) or "(top)", msg))
-        raise ConfigError(f"{source}: invalid", problems) from None
+            where = _loc(tuple(err["loc"]), resolved) or "(top)"
+            if where in unresolved or (apps and "not under apps:" in err["msg"]):
+                continue
+            problems.append((where, err["msg"].removeprefix("Value error, ")))
+        problems.extend(apps)
+    else:
+        if not problems:
+            return accounts
+    raise ConfigError(f"{source}: invalid", problems) from None
 
 
-def load_accounts(path: Path) -> AccountsFile:
-    """Read and validate the accounts file at ``path``."""
+def load_accounts(path: Path, notes: list[tuple[str, str]] | None = None) -> AccountsFile:
+    """Read and validate the accounts file at ``path`` (``notes``: see ``parse_accounts``)."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read", [("(file)", exc.strerror or str(exc))]) from exc
-    return parse_accounts(text, source=str(path), base=path.parent)
+    return parse_accounts(text, source=str(path), base=path.parent, notes=notes)

@@ -32,11 +32,12 @@ async def poll_channel_health(rt: Runtime) -> int:
             values = await adapter.health()
         except PermanentError as exc:
             if exc.status not in (400, 401, 403):
-                log.info("health of %s/%s: %s", account, channel.value, type(exc).__name__)
+                # the error's text names the call and the status, never a token
+                log.info("health of %s/%s: %s", account, channel.value, exc)
                 continue
             values = {"credentials_valid": 0.0}
         except DeliveryError as exc:
-            log.info("health of %s/%s unknown: %s", account, channel.value, type(exc).__name__)
+            log.info("health of %s/%s unknown: %s", account, channel.value, exc)
             continue
         checked += 1
         for name, value in values.items():

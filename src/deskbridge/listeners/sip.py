@@ -15,6 +15,7 @@ from deskbridge.adapters.sip.server import Store
 from deskbridge.adapters.sip.transaction import Timers
 from deskbridge.adapters.sip.transport import StreamLimits
 from deskbridge.config import SipConfig
+from deskbridge.errors import bind_failed
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events
 from deskbridge.schemas import CallEvent, Channel, Message, RawRequest
@@ -45,7 +46,8 @@ def make_store(rt: Runtime) -> Store:
 async def start_sip_listeners(rt: Runtime) -> list[Listener]:
     """One listener (UDP + TCP on one port, TLS beside it) per distinct ``listen``.
     Accounts sharing an address are told apart by the Request-URI. The caller closes
-    the returned listeners. A listener that cannot bind is reported on /readyz."""
+    the returned listeners. Raises ``ConfigError`` naming the address when one cannot
+    bind (the ones already open are closed)."""
     by_listen: dict[str, dict[str, SipConfig]] = defaultdict(dict)
     for name, acc in rt.accounts.accounts.items():
         ch = acc.channel(Channel.SIP)
@@ -81,13 +83,11 @@ async def start_sip_listeners(rt: Runtime) -> list[Listener]:
                 ),
             )
         except OSError as exc:
-            log.error("sip listener on %s could not start: %s", listen, exc.strerror or exc)
-            for name in configs:
-                await rt.deliveries.report_problem(
-                    name, "sip listener", f"{listen}: {exc.strerror or exc}"
-                )
-            continue
+            for opened in listeners:
+                await opened.close()
+            raise bind_failed("sip", listen, exc) from exc
         for name in configs:
+            # what an older version recorded when this port was busy
             await rt.deliveries.clear_problem(name, "sip listener")
         log.info(
             "sip listener on %s (%s) for %d account(s)",

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from deskbridge.adapters.email.mime import normalize_address
 from deskbridge.adapters.email.receiver import EmailReceiver
 from deskbridge.config import EmailConfig
-from deskbridge.errors import DeskbridgeError, StoreUnavailable
+from deskbridge.errors import DeskbridgeError, StoreUnavailable, bind_failed
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events, record_ignored
 from deskbridge.schemas import Channel, RawRequest
@@ -185,7 +185,8 @@ async def start_smtp_listeners(
     rt: Runtime, limits: SessionLimits | None = None
 ) -> list[asyncio.Server]:
     """One listener per configured ``smtp_listen`` address of accounts with
-    ``inbound: smtp``. The caller closes the returned servers."""
+    ``inbound: smtp``. The caller closes the returned servers. Raises ``ConfigError``
+    naming the address when one cannot bind (the ones already open are closed)."""
     by_listen: dict[str, dict[str, EmailConfig]] = defaultdict(dict)
     for name, acc in rt.accounts.accounts.items():
         ch = acc.channel(Channel.EMAIL)
@@ -226,12 +227,8 @@ async def start_smtp_listeners(
         try:
             servers.append(await loop.create_server(factory, host, int(port)))
         except OSError as exc:
-            # the rest of deskbridge still serves; /readyz names the problem per account
-            log.error("smtp listener on %s could not start: %s", listen, exc.strerror or exc)
-            for name in configs:
-                await rt.deliveries.report_problem(
-                    name, "smtp listener", f"{listen}: {exc.strerror or exc}"
-                )
-            continue
+            for server in servers:
+                server.close()
+            raise bind_failed("smtp", listen, exc) from exc
         log.info("smtp listener on %s for %d account(s)", listen, len(configs))
     return servers

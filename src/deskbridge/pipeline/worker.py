@@ -36,6 +36,27 @@ __all__ = ["build_worker", "run_worker", "sweep_once"]
 
 log = logging.getLogger(__name__)
 
+
+class _ClosedNotSignalled(logging.Filter):
+    """arq's ``close()`` logs "shutdown on SIGUSR1" (the signal it pretends to have had)
+    whenever a worker is closed: on our shutdown, whatever signal ended the process, and
+    on every restart after a lost Redis. Say what happened: the worker was closed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("shutdown on %s")
+            and isinstance(args, tuple)
+            and args[:1] == ("SIGUSR1",)
+        ):
+            record.msg = "worker closed" + record.msg.removeprefix("shutdown on %s")
+            record.args = args[1:]
+        return True
+
+
+logging.getLogger("arq.worker").addFilter(_ClosedNotSignalled())
+
 _MAX_TRIES = 100_000
 _HEARTBEAT_TTL_S = 10
 

@@ -69,7 +69,7 @@ class TranslationConfig(_Model):
     """Opt-in: message text goes to this service."""
 
     provider: str = Field(pattern=r"^(libretranslate|deepl)$")
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
     api_key: SecretStr | None = None
     region: str | None = None
     """Where the service processes text (``check-config`` warns when it differs from

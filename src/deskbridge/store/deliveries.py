@@ -157,6 +157,10 @@ class DeliveryStore:
         if attempt.http_status is not None:
             fields["last_status"] = attempt.http_status
         pipe.hset(key, mapping=fields)
+        if attempt.outcome in ("delivered", "skipped") and not attempt.error:
+            # an error of an earlier attempt no longer describes the delivery (the
+            # attempts keep it)
+            pipe.hdel(key, "last_error")
         results = await pipe.execute()
         return int(results[1])
 
@@ -358,8 +362,9 @@ class DeliveryStore:
         await self._typed.hdel(keys.problems(account), what)
 
     async def problems(self, account: str) -> dict[str, str]:
+        """What keeps failing, each as ``"<text> (since <UTC time>)"``."""
         rows = await self._typed.hgetall(keys.problems(account))
-        return {k.decode(): v.decode() for k, v in rows.items()}
+        return {k.decode(): _since(v.decode()) for k, v in rows.items()}
 
     async def stale_pending(self, account: str, older_than_ms: int, limit: int = 500) -> list[str]:
         rows = await self._redis.zrangebyscore(
@@ -565,3 +570,12 @@ class DeliveryStore:
             args=[int(time.time() * 1000), delivery.id, keys.delivery_prefix(a)],
         )
         return done.decode() if isinstance(done, bytes) else None
+
+
+def _since(stored: str) -> str:
+    """A problem as stored (``"<epoch seconds> <text>"``) as a reader wants it."""
+    stamp, _, text = stored.partition(" ")
+    if not stamp.isdigit():
+        return stored
+    at = datetime.fromtimestamp(int(stamp), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{text} (since {at})"

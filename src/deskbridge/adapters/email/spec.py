@@ -64,7 +64,7 @@ async def _by_smtp(ch: EmailConfig, text: str, sender: str, subject: str | None)
         raise DeliveryError(
             f"cannot reach the SMTP listener at {ch.smtp_listen}: {type(exc).__name__}"
         ) from exc
-    return 200
+    return 250  # aiosmtplib returns only when the end of DATA got 250
 
 
 def _simulate(sim: SimulateInput[EmailConfig]) -> SimulatedRequest | Coroutine[Any, Any, int]:
