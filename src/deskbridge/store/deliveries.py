@@ -19,6 +19,9 @@ from deskbridge.store.ids import new_id
 from deskbridge.store.raw import read_raw_record
 from deskbridge.store.scripts import (
     CHANNEL_STATUS,
+    CLAIM,
+    COMPLETE,
+    DESK_WRITE,
     DISCARD,
     FINISH,
     HOLD,
@@ -101,9 +104,75 @@ class DeliveryStore:
         self._discard = redis.register_script(DISCARD)
         self._purge = redis.register_script(PURGE)
         self._rehold = redis.register_script(REHOLD)
+        self._claim = redis.register_script(CLAIM)
+        self._complete = redis.register_script(COMPLETE)
+        self._desk_write = redis.register_script(DESK_WRITE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
+
+    async def claim(
+        self, account: str, delivery_id: str, direction: Direction, token: str, ttl_ms: int
+    ) -> tuple[Delivery | None, str | None, bool]:
+        """A worker's start, in one round trip: the delivery; when it is pending in
+        ``direction``, its lane's head, and whether the lane lock was taken with ``token``
+        (only for the head). Returns (delivery or None, head, locked)."""
+        h, head, locked = await self._claim(
+            keys=[keys.delivery(account, delivery_id)],
+            args=[
+                keys.lane(account, direction.value, ""),
+                keys.lane_lock(account, direction.value, ""),
+                token,
+                ttl_ms,
+                delivery_id,
+            ],
+        )
+        # a record of the other direction heads no lane of ``direction``: never locked
+        d = _delivery(dict(zip(h[::2], h[1::2], strict=True)))
+        return d, head.decode() if isinstance(head, bytes) else None, bool(locked)
+
+    async def complete(
+        self,
+        delivery: Delivery,
+        state: DeliveryState,
+        attempt: Attempt,
+        token: str,
+        *,
+        retention_s: int = 0,
+    ) -> bool:
+        """After an attempt that spent the budget without an error: ``record_attempt``,
+        ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
+        account has problems noted (``has_problems``)."""
+        a, d = delivery.account, delivery
+        _, problems = await self._complete(
+            keys=[
+                keys.delivery(a, d.id),
+                keys.pending(a),
+                keys.dead(a),
+                keys.lane(a, d.direction.value, d.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.event(a, d.event_id),
+                keys.expiring(a),
+                keys.attempts(a, d.id),
+                keys.lane_lock(a, d.direction.value, d.conversation_id),
+                keys.problems(a),
+            ],
+            args=[
+                int(time.time() * 1000),
+                state.value,
+                "",
+                retention_s,
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[d.direction],
+                a,
+                d.id,
+                job_key_prefix,
+                "",
+                attempt.model_dump_json(exclude_none=True),
+                token,
+            ],
+        )
+        return bool(problems)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""
@@ -164,13 +233,8 @@ class DeliveryStore:
         """Note that a desk write of the delivery goes out now. True when an earlier run
         noted one and no attempt was recorded after it: that run died with the write in
         flight, so its outcome is unknown."""
-        key = keys.desk_write(account, delivery_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.llen(keys.attempts(account, delivery_id))
-        before, count = await pipe.execute()
-        await self._redis.set(key, int(count), ex=max(1, ttl_s))
-        return before is not None and int(before) == int(count)
+        marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
+        return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
 
     async def end_desk_write(self, account: str, delivery_id: str) -> None:
         """The desk answered the write (success or a recorded failure)."""
