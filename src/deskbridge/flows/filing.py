@@ -231,12 +231,13 @@ async def _record_filed(
     ours so the desk's webhook does not bring it back."""
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
-    await rt.conversations.set_ticket(d.account, name, conv.id, filed.ticket_id, count)
+    await rt.conversations.set_ticket(
+        d.account, name, conv.id, filed.ticket_id, count, ours=filed.message_id
+    )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(
             d.account, name, contact.id, filed.ticket_id, count
         )
-    await rt.conversations.mark_ours(d.account, name, filed.message_id)
 
 
 async def _after_filing(
