@@ -16,6 +16,7 @@ from deskbridge.store import keys
 from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
+from deskbridge.store.packing import unpack
 from deskbridge.store.raw import read_raw_record
 from deskbridge.store.scripts import (
     CHANNEL_STATUS,
@@ -187,7 +188,7 @@ class DeliveryStore:
         blob = await self._redis.get(key)
         if blob is None:
             raise KeyError(event_id)
-        record: dict[str, Any] = json.loads(self._vault.open(blob, key))
+        record: dict[str, Any] = json.loads(unpack(self._vault.open(blob, key)))
         return record
 
     async def raw_request(self, account: str, raw_id: str) -> RawRequest | None:
