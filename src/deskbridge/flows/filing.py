@@ -108,13 +108,11 @@ async def file_message(
         retried=conv.create_attempted or d.attempts > 0,
         in_doubt=await _in_doubt(rt, d),
     )
-    await rt.deliveries.end_desk_write(d.account, d.id)
+    # the desk answered; the ticket update counts against the desk's budget (one write)
+    update = (desk.desk.value, filed.ticket_id, limit[1]) if limit is not None else None
+    await rt.deliveries.end_desk_write(d.account, d.id, ticket_update=update)
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
-    if limit is not None:
-        await rt.deliveries.note_ticket_update(
-            d.account, desk.desk.value, filed.ticket_id, limit[1]
-        )
     await finish_merged(rt, d, merged, desk.desk.value)
     await _record_filed(rt, d, desk, conv, contact, filed)
     await enrichment.record_inbound(rt, d.account, conv.id, msg)

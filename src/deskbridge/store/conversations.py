@@ -227,8 +227,8 @@ class ConversationStore:
         *,
         ours: str | None = None,
     ) -> None:
-        """The conversation's ticket; ``ours``: a desk message id to ``mark_ours`` in the
-        same round trip."""
+        """The conversation's ticket; ``ours``: a desk message id to mark as ours
+        (``is_ours``) in the same round trip."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
             keys.conversation(account, conversation_id),
@@ -415,9 +415,6 @@ class ConversationStore:
 
     async def set_desk_user(self, account: str, desk: str, contact_id: str, user_id: str) -> None:
         await self._redis.set(keys.desk_user(account, desk, contact_id), user_id)
-
-    async def mark_ours(self, account: str, desk: str, message_id: str) -> None:
-        await self._redis.set(keys.ours(account, desk, message_id), 1, ex=_OURS_TTL)
 
     async def is_ours(self, account: str, desk: str, message_id: str) -> bool:
         return bool(await self._redis.exists(keys.ours(account, desk, message_id)))

@@ -26,6 +26,7 @@ from deskbridge.store.scripts import (
     DISCARD,
     FINISH,
     HOLD,
+    PROMOTE,
     PURGE,
     REHOLD,
     RELEASE,
@@ -108,6 +109,7 @@ class DeliveryStore:
         self._claim = redis.register_script(CLAIM)
         self._complete = redis.register_script(COMPLETE)
         self._desk_write = redis.register_script(DESK_WRITE)
+        self._promote = redis.register_script(PROMOTE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
@@ -140,12 +142,17 @@ class DeliveryStore:
         token: str,
         *,
         retention_s: int = 0,
-    ) -> bool:
+        defer_next_ms: int = 0,
+        own_deferred: bool = False,
+    ) -> tuple[str | None, bool]:
         """After an attempt that spent the budget without an error: ``record_attempt``,
-        ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
-        account has problems noted (``has_problems``)."""
+        ``finish`` and ``unlock_lane`` in one atomic round trip. ``defer_next_ms``: the
+        next head's job is enqueued that much later (the caller goes on with it itself;
+        ``promote`` when it does not). ``own_deferred``: the delivery was such a next head,
+        and its deferred job is removed. Returns the next head and whether the account
+        has problems noted (``report_problem``)."""
         a, d = delivery.account, delivery
-        _, problems = await self._complete(
+        head, problems = await self._complete(
             keys=[
                 keys.delivery(a, d.id),
                 keys.pending(a),
@@ -171,9 +178,20 @@ class DeliveryStore:
                 "",
                 attempt.model_dump_json(exclude_none=True),
                 token,
+                defer_next_ms,
+                1 if own_deferred else 0,
             ],
         )
-        return bool(problems)
+        return (head.decode() if isinstance(head, bytes) else None), bool(problems)
+
+    async def promote(self, delivery_id: str, delay_s: float = 0.0) -> bool:
+        """Run the deferred job of ``delivery_id`` (see ``complete``) after ``delay_s``
+        rather than later; a job already due, running or gone is left alone."""
+        moved = await self._promote(
+            keys=[keys.ARQ_QUEUE, keys.arq_job(delivery_id)],
+            args=[delivery_id, int(delay_s * 1000)],
+        )
+        return bool(moved)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""
@@ -237,15 +255,23 @@ class DeliveryStore:
         marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
         return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
 
-    async def end_desk_write(self, account: str, delivery_id: str) -> None:
-        """The desk answered the write (success or a recorded failure)."""
-        await self._redis.delete(keys.desk_write(account, delivery_id))
-
-    async def lane_head(
-        self, account: str, direction: Direction, conversation_id: str
-    ) -> str | None:
-        head = await self._typed.lindex(keys.lane(account, direction.value, conversation_id), 0)
-        return head.decode() if head is not None else None
+    async def end_desk_write(
+        self,
+        account: str,
+        delivery_id: str,
+        *,
+        ticket_update: tuple[str, str, float] | None = None,
+    ) -> None:
+        """The desk answered the write (success or a recorded failure). ``ticket_update``
+        (desk, ticket id, window in s): ``note_ticket_update`` in the same round trip."""
+        key = keys.desk_write(account, delivery_id)
+        if ticket_update is None:
+            await self._redis.delete(key)
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        self._note_ticket_update(pipe, account, *ticket_update)
+        await pipe.execute()
 
     async def lane_ids(
         self, account: str, direction: Direction, conversation_id: str, limit: int
@@ -276,12 +302,18 @@ class DeliveryStore:
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float
     ) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        self._note_ticket_update(pipe, account, desk, ticket_id, window_s)
+        await pipe.execute()
+
+    @staticmethod
+    def _note_ticket_update(
+        pipe: Any, account: str, desk: str, ticket_id: str, window_s: float
+    ) -> None:
         key = keys.ticket_updates(account, desk, ticket_id)
         now = int(time.time() * 1000)
-        pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(key, {f"{now}:{new_id()}": now})
         pipe.pexpire(key, int(window_s * 1000) + 1000)
-        await pipe.execute()
 
     async def lock_lane(
         self, account: str, direction: Direction, conversation_id: str, token: str, ttl_ms: int
@@ -415,9 +447,6 @@ class DeliveryStore:
     async def report_problem(self, account: str, what: str, text: str) -> None:
         """Something that keeps failing for an account (a rejected token), for /readyz."""
         await self._typed.hset(keys.problems(account), what, f"{int(time.time())} {text[:300]}")
-
-    async def has_problems(self, account: str) -> bool:
-        return bool(await self._redis.exists(keys.problems(account)))
 
     async def clear_problem(self, account: str, what: str) -> None:
         await self._typed.hdel(keys.problems(account), what)
