@@ -12,7 +12,7 @@ from arq.connections import RedisSettings, create_pool
 from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.outbound.base import Filed
 from deskbridge.outbound.sandbox import SandboxConnector
-from deskbridge.pipeline import build_worker, sweep_once
+from deskbridge.pipeline import sweep_once
 from deskbridge.schemas import (
     AgentReply,
     Contact,
@@ -386,24 +386,6 @@ async def test_a_reply_of_only_refused_attachments_is_dead_with_a_note(
     assert send.call_count == 0 and doc.call_count == 0
     [text] = desk.notes
     assert "could not deliver" in text and "label.pdf" in text
-
-
-async def test_one_job_works_through_its_lane_in_order(make_runtime, redis) -> None:
-    rt = make_runtime()
-    desk = fake_desk(rt)
-    for n in range(6):
-        await accept(rt, [message(n, thread="1")])
-    worker = build_worker(rt, TEST_REDIS_URL, burst=True)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-    assert desk.filed == [("1", f"message {n}") for n in range(6)]
-    # the lane's later deliveries ran in the first job: their deferred jobs are gone
-    assert worker.jobs_complete == 1
-    assert await redis.zcard(keys.ARQ_QUEUE) == 0
-    assert await redis.keys("arq:job:*") == []
-    assert await redis.zcard(keys.pending("acme")) == 0
 
 
 class FailsOnce(RecordingDesk):

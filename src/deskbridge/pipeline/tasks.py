@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from arq import Retry
-
 from deskbridge.errors import (
     DeliveryError,
     RetryableError,
@@ -54,80 +52,27 @@ async def deliver_to_channel(ctx: dict[str, Any], account: str, delivery_id: str
     await _run(ctx["runtime"], account, delivery_id, Direction.OUTBOUND, send_reply)
 
 
-_CHAIN_MAX = 32
-"""Deliveries of one lane a job works through at most (see ``_run``)."""
-
-
 async def _run(
     rt: Runtime, account: str, delivery_id: str, direction: Direction, work: Work
 ) -> None:
-    """One job: its delivery, then the lane's next ones while the job is young.
-
-    Finishing a delivery enqueues the next head's job. While this job is younger than
-    a third of the grace time (5 s by default) and has done fewer than ``_CHAIN_MAX``
-    deliveries, that job is enqueued deferred by the lane lock's time instead, and this
-    job goes on with the next head itself: the poll, start and bookkeeping of a job per
-    message are saved, and the lane's order and lock are the same. Should this worker
-    die, the deferred job runs when the lock it would have waited for has expired. A
-    next head this job does not finish (held, failed, a retry) gets its job back at
-    once, or after the retry's wait.
-    """
-    s = rt.settings
-    # a delivery started in the window ends within arq's timeout (work + grace), with
-    # two thirds of the grace left to record it
-    window = s.job_grace_seconds / 3
-    started = time.monotonic()
-    next_id: str | None = delivery_id
-    deferred = False  # the delivery at hand is a next head with a deferred job
-    for n in range(_CHAIN_MAX):
-        current = next_id
-        if current is None:
-            return
-        go_on = n + 1 < _CHAIN_MAX and time.monotonic() - started < window
-        try:
-            next_id, completed = await _one(rt, account, current, direction, work, go_on, deferred)
-        except Retry as again:
-            if not deferred:
-                raise  # arq runs this job again
-            await rt.deliveries.promote(
-                current, again.defer_score / 1000 if again.defer_score else 0
-            )
-            return
-        if deferred and not completed:
-            await rt.deliveries.promote(current)
-        if not completed:
-            return
-        deferred = True
-
-
-async def _one(
-    rt: Runtime,
-    account: str,
-    delivery_id: str,
-    direction: Direction,
-    work: Work,
-    go_on: bool,
-    deferred: bool,
-) -> tuple[str | None, bool]:
-    """One delivery: claim it (one round trip: the record, its lane's head and the lane
-    lock), attempt it, and record the outcome (one round trip when it succeeded: the
-    attempt, the new state, the next head's job and the lock's release). Returns (the
-    next head, to go on with when ``go_on``; whether it completed)."""
+    """One job: claim the delivery (one round trip: the record, its lane's head and the
+    lane lock), attempt it, and record the outcome (one round trip when it succeeded:
+    the attempt, the new state, the next head's job and the lock's release)."""
     token = new_id()
     s = rt.settings
     lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
     d, head, locked = await rt.deliveries.claim(account, delivery_id, direction, token, lock_ms)
     if d is None:
         log.warning("delivery %s not found (expired or erased)", delivery_id)
-        return None, False
+        return
     if d.state is DeliveryState.HELD:
-        return None, False  # waits for the customer; release_held() enqueues it again
+        return  # waits for the customer; release_held() enqueues it again
     if d.state is not DeliveryState.PENDING:
         # Finished elsewhere (replayed, discarded): make sure its lane moves on.
         await rt.deliveries.finish(d, d.state)
-        return None, False
+        return
     if head != d.id:
-        return None, False
+        return
     if not locked:
         retry.busy()
     completed = False
@@ -137,22 +82,16 @@ async def _one(
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later
             await _failed(rt, d, RetryableError(str(exc)))
-            return None, False
+            return
         except DeliveryError as exc:
             await _failed(rt, d, exc)
-            return None, False
+            return
         if state is None:
-            return None, False  # held until the customer writes again
+            return  # held until the customer writes again
         outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
-        next_head, problems = await rt.deliveries.complete(
-            d,
-            state,
-            Attempt(at=datetime.now(UTC), outcome=outcome),
-            token,
-            retention_s=rt.retention(account).delivered_s,
-            defer_next_ms=lock_ms if go_on else 0,
-            own_deferred=deferred,
-        )
+        retention = rt.retention(account).delivered_s
+        attempt = Attempt(at=datetime.now(UTC), outcome=outcome)
+        problems = await rt.deliveries.complete(d, state, attempt, token, retention_s=retention)
         completed = True
         if problems:
             await rt.deliveries.clear_problem(account, _peer(d))
@@ -162,7 +101,6 @@ async def _one(
                 max(0.0, time.time() - d.created_at.timestamp())
             )
         log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
-        return (next_head if go_on else None), True
     finally:
         if not completed:
             await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)

@@ -26,7 +26,6 @@ from deskbridge.store.scripts import (
     DISCARD,
     FINISH,
     HOLD,
-    PROMOTE,
     PURGE,
     REHOLD,
     RELEASE,
@@ -109,7 +108,6 @@ class DeliveryStore:
         self._claim = redis.register_script(CLAIM)
         self._complete = redis.register_script(COMPLETE)
         self._desk_write = redis.register_script(DESK_WRITE)
-        self._promote = redis.register_script(PROMOTE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
@@ -142,17 +140,12 @@ class DeliveryStore:
         token: str,
         *,
         retention_s: int = 0,
-        defer_next_ms: int = 0,
-        own_deferred: bool = False,
-    ) -> tuple[str | None, bool]:
+    ) -> bool:
         """After an attempt that spent the budget without an error: ``record_attempt``,
-        ``finish`` and ``unlock_lane`` in one atomic round trip. ``defer_next_ms``: the
-        next head's job is enqueued that much later (the caller goes on with it itself;
-        ``promote`` when it does not). ``own_deferred``: the delivery was such a next head,
-        and its deferred job is removed. Returns the next head and whether the account
-        has problems noted (``report_problem``)."""
+        ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
+        account has problems noted (``report_problem``)."""
         a, d = delivery.account, delivery
-        head, problems = await self._complete(
+        _, problems = await self._complete(
             keys=[
                 keys.delivery(a, d.id),
                 keys.pending(a),
@@ -178,20 +171,9 @@ class DeliveryStore:
                 "",
                 attempt.model_dump_json(exclude_none=True),
                 token,
-                defer_next_ms,
-                1 if own_deferred else 0,
             ],
         )
-        return (head.decode() if isinstance(head, bytes) else None), bool(problems)
-
-    async def promote(self, delivery_id: str, delay_s: float = 0.0) -> bool:
-        """Run the deferred job of ``delivery_id`` (see ``complete``) after ``delay_s``
-        rather than later; a job already due, running or gone is left alone."""
-        moved = await self._promote(
-            keys=[keys.ARQ_QUEUE, keys.arq_job(delivery_id)],
-            args=[delivery_id, int(delay_s * 1000)],
-        )
-        return bool(moved)
+        return bool(problems)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""

@@ -20,7 +20,6 @@ __all__ = [
     "IGNORED",
     "INTAKE",
     "PARSE_FAILED",
-    "PROMOTE",
     "PURGE",
     "REHOLD",
     "RELEASE",
@@ -118,7 +117,7 @@ return 1
 # A delivery that is no longer pending keeps its state and only leaves the lane.
 # Returns the id of the new lane head (its job enqueued) or false.
 _FINISH_FN = """
-local function finish(defer)
+local function finish()
   local now, state, reason, retention = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
   local id = ARGV[8]
   local current = redis.call('HGET', KEYS[1], 'state')
@@ -140,8 +139,7 @@ local function finish(defer)
   redis.call('LREM', KEYS[4], 1, id)
   local head = redis.call('LINDEX', KEYS[4], 0)
   if head then
-    enqueue(KEYS[5], ARGV[9] .. head, ARGV[6], ARGV[7], head, now + (tonumber(defer) or 0),
-      ARGV[5])
+    enqueue(KEYS[5], ARGV[9] .. head, ARGV[6], ARGV[7], head, now, ARGV[5])
     return head
   end
   return false
@@ -153,13 +151,8 @@ FINISH = _ENQUEUE + _FINISH_FN + "return finish()\n"
 # A worker's whole bookkeeping after a successful attempt, in one round trip: FINISH
 # preceded by the attempt's record (as ``record_attempt``: its line, the budget count,
 # ``updated_at``) and followed by the release of the lane lock the worker holds.
-# A worker that goes on with the lane's next delivery itself (``ARGV[13]`` > 0) enqueues
-# that delivery's job deferred by that many ms: the job runs only if this worker dies
-# before finishing it, when the lane lock it would hold has expired anyway. A delivery
-# finished that way had such a deferred job (``ARGV[14]`` = 1): it is removed.
 # KEYS: FINISH's seven, then attempts, lane lock, problems
-# ARGV: FINISH's ten, then the attempt (JSON), the lock token, the next job's delay ms,
-#       1 to remove the delivery's own deferred job
+# ARGV: FINISH's ten, then the attempt (JSON), the lock token
 # Returns {next head or false, 1 when the account has problems noted else 0}.
 COMPLETE = (
     _ENQUEUE
@@ -168,12 +161,8 @@ COMPLETE = (
 redis.call('RPUSH', KEYS[8], ARGV[11])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
-local head = finish(ARGV[13])
+local head = finish()
 if redis.call('GET', KEYS[9]) == ARGV[12] then redis.call('DEL', KEYS[9]) end
-if ARGV[14] == '1' then
-  redis.call('ZREM', KEYS[5], ARGV[8])
-  redis.call('DEL', ARGV[9] .. ARGV[8])
-end
 return {head, redis.call('EXISTS', KEYS[10])}
 """
 )
@@ -197,16 +186,6 @@ local head = redis.call('LINDEX', ARGV[1] .. conv, 0)
 if head ~= ARGV[5] then return {h, head, 0} end
 if redis.call('SET', ARGV[2] .. conv, ARGV[3], 'NX', 'PX', ARGV[4]) then return {h, head, 1} end
 return {h, head, 0}
-"""
-
-# Run a deferred job now, or after ARGV[2] ms: a worker that meant to go on with the
-# delivery itself did not. KEYS: queue, job ; ARGV: id, delay ms. Only a job still
-# queued and not yet due moves (ZADD XX LT); returns 1 when it moved.
-PROMOTE = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-local at = redis.call('TIME')
-local due = tonumber(at[1]) * 1000 + math.floor(tonumber(at[2]) / 1000) + tonumber(ARGV[2])
-return redis.call('ZADD', KEYS[1], 'XX', 'LT', 'CH', due, ARGV[1])
 """
 
 # Note a desk write going out: {before, attempts} as ``begin_desk_write`` reads them,
