@@ -3,6 +3,7 @@ before packing read unchanged; a damaged or unknown packed record is an error.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -51,3 +52,11 @@ def test_a_packed_record_cut_short_is_an_error() -> None:
     packed = pack(b'{"text":"' + b"abcdefgh" * 200 + b'"}')
     with pytest.raises(ValueError, match="packed record"):
         unpack(packed[: len(packed) // 2])
+
+
+def test_a_released_dictionary_never_changes() -> None:
+    """Records packed with dictionary 1 stay in Redis for months: its bytes are pinned."""
+    from deskbridge.store import packing
+
+    digest = hashlib.sha256(packing._DICTS[1]).hexdigest()
+    assert digest == "718c3b496292834d18dea8b4a094d079e7fc7f737ee48bb7940ec079c3e9aca2"
