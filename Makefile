@@ -4,7 +4,8 @@
 #   make run [ARGS="--port 9000"]   install, then run deskbridge (own private redis-server)
 #   make test                       install, ensure Redis on 127.0.0.1:6379, lint, pytest
 #   make lint                       ruff check, ruff format --check, mypy, hadolint
-#   make bench [ARGS=...]           install (+ wrk), then bench/run.py
+#   make bench [ARGS=...] [PEERS=...]  install (+ wrk, the bench group), then bench/run.py
+#                                   and bench/compare.py (deskbridge against its peers)
 #   make bench ARGS="--scale ..."   1 vs 2 gateway processes and workers (bench/scale.py)
 #   make faults [ARGS=...]          install, then the long fault runs (bench/faults.py)
 #   make security [ARGS=...]        install, then the security probes (bench/security.py)
@@ -35,7 +36,7 @@ LINT_PATHS := $(wildcard src tests bench)
 .PHONY: help venv install sysdeps run test lint bench faults security fuzz clean distclean FORCE
 
 help:
-	@sed -n '1,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv install: $(STAMP)
 	@:
@@ -112,7 +113,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools wrk
 	@test -f bench/run.py || { echo "make: bench/run.py does not exist yet" >&2; exit 1; }
+	@$(PY) -c 'import fastapi, uvicorn, httpx' 2>/dev/null || { \
+	    $(PY) -c 'import tomllib; g = tomllib.load(open("pyproject.toml", "rb"))["dependency-groups"]; print("\n".join(g["bench"]))' \
+	        > $(VENV)/bench-requirements.txt && $(PIP) install -q -r $(VENV)/bench-requirements.txt; }
 	$(PY) bench/$(if $(filter --scale,$(ARGS)),scale.py,run.py) $(filter-out --scale,$(ARGS))
+	$(if $(filter --scale,$(ARGS)),,$(PY) bench/compare.py $(PEERS))
 
 # kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
 faults: $(STAMP)

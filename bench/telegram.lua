@@ -14,6 +14,20 @@ counter = 0
 non2xx = 0
 first_bad = ""
 local base, chats, size, date, secret = 0, 1000, 1024, 0, "benchsecret"
+-- padding: words in random order, not one repeated letter, so that a store that
+-- compresses its records is measured on text that compresses like a customer's message
+local words = {
+  "the", "to", "and", "you", "of", "is", "it", "that", "for", "on", "in", "your", "my",
+  "this", "with", "have", "be", "are", "not", "we", "can", "please", "thanks", "hello",
+  "order", "help", "when", "what", "will", "would", "could", "do", "delivery", "package",
+  "arrived", "yesterday", "today", "tomorrow", "refund", "address", "number", "account",
+  "payment", "card", "problem", "issue", "still", "waiting", "since", "last", "week",
+  "again", "receipt", "invoice", "tracking", "store", "size", "colour", "broken", "wrong",
+  "missing", "return", "exchange", "price", "discount", "code", "email", "phone", "call",
+  "back", "soon", "possible", "morning", "evening", "weekend", "hours", "open", "closed",
+  "Berlin", "Madrid", "Tokyo", "Lisbon", "Friday", "Monday", "18:30", "#4411", "12.50",
+}
+local pads = {}
 
 function setup(thread)
   table.insert(threads, thread)
@@ -29,6 +43,17 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+  math.randomseed(base % 2147483647 + 1)
+  for i = 1, 64 do
+    local out = {}
+    local n = 0
+    while n < size do
+      local w = words[math.random(#words)]
+      out[#out + 1] = w
+      n = n + #w + 1
+    end
+    pads[i] = table.concat(out, " ")
+  end
 end
 
 local function update(id, chat, text)
@@ -46,7 +71,7 @@ function request()
   local text = "bench message " .. id .. " "
   local pad = size - #update(id, chat, text)
   if pad > 0 then
-    text = text .. string.rep("x", pad)
+    text = text .. string.sub(pads[counter % #pads + 1], 1, pad)
   end
   return wrk.format(nil, nil, nil, update(id, chat, text))
 end

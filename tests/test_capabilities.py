@@ -33,6 +33,7 @@ from deskbridge.outbound.udesk import UdeskConnector
 from deskbridge.outbound.zendesk import ZendeskConnector
 from deskbridge.schemas import AgentReply, Channel, Desk, Direction, RawRequest
 from deskbridge.store import IntakeEvent
+from deskbridge.store.packing import unpack
 from deskbridge.store.raw import read_raw_record
 
 from .conftest import DEMO_YAML, EMAIL_YAML, LINE_YAML, META_YAML, TG_SECRET
@@ -270,7 +271,7 @@ async def test_a_udesk_callback_raw_record_holds_no_secret(make_runtime: Any, re
     )
     assert new == [True]
     [raw_key] = await redis.keys("db:{acme}:raw:*")
-    blob = rt.vault.open(await redis.get(raw_key), raw_key.decode())
+    blob = unpack(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
     meta, body = read_raw_record(blob)
     assert meta["query"] == {}
     assert meta["path"] == "/desks/udesk/acme"
@@ -290,7 +291,7 @@ async def test_a_webhook_raw_record_holds_no_channel_secret(
     )
     assert resp.status == 200
     [raw_key] = await redis.keys("db:{acme}:raw:*")
-    blob = rt.vault.open(await redis.get(raw_key), raw_key.decode())
+    blob = unpack(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
     assert TG_SECRET.encode() not in blob
 
 
@@ -325,7 +326,7 @@ async def test_reingest_keeps_no_declared_secret_of_an_old_record(
     status, done = await post(client, "/events/reingest", {"since": "2000-01-01T00:00:00Z"})
     assert status == 200 and done["totals"]["new"] == 1
     [raw_key] = set(await redis.keys("db:{acme}:raw:*")) - before
-    blob = rt.vault.open(await redis.get(raw_key), raw_key.decode())
+    blob = unpack(rt.vault.open(await redis.get(raw_key), raw_key.decode()))
     assert read_raw_record(blob)[0]["headers"] == {}
     assert TG_SECRET.encode() not in blob
 

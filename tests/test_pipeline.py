@@ -413,3 +413,29 @@ async def test_closing_a_worker_is_not_logged_as_a_signal(make_runtime, caplog) 
     closed = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
     assert any(m.startswith("worker closed ◆ ") and "jobs complete" in m for m in closed)
     assert not any("SIGUSR1" in m for m in closed)
+
+
+class FailsOnce(RecordingDesk):
+    """Fails its third call with a retryable error (a message in the middle of a lane)."""
+
+    failed = False
+
+    async def append(self, *args, **kw) -> Filed:
+        if self.calls == 2 and not self.failed:
+            self.calls += 1
+            self.failed = True
+            raise RetryableError("desk busy")
+        return await super().append(*args, **kw)
+
+
+async def test_a_retry_in_the_middle_of_a_lane_keeps_its_order(make_runtime, redis) -> None:
+    rt = make_runtime()
+    desk = FailsOnce(rt.desks["acme"])
+    rt.desks["acme"] = desk
+    for n in range(5):
+        await accept(rt, [message(n, thread="1")])
+    await drain(rt)
+    assert desk.filed == [("1", f"message {n}") for n in range(5)]
+    assert desk.failed and desk.calls == 6
+    assert await redis.zcard(keys.pending("acme")) == 0
+    assert await redis.keys("arq:job:*") == []

@@ -36,6 +36,7 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import Vault
 from deskbridge.store.crypto import decode_key
+from deskbridge.store.packing import unpack
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
 
@@ -668,7 +669,7 @@ async def test_a_callback_is_stored_without_its_secret_query_parameter(
     resp = await client.post(f"/desks/udesk/acme?secret={SECRET}", data=json.dumps(body))
     assert resp.status == 200
     raw_keys = await redis.keys("db:{acme}:raw:*")
-    blobs = [rt.vault.open(await redis.get(k), k.decode()) for k in raw_keys]
+    blobs = [unpack(rt.vault.open(await redis.get(k), k.decode())) for k in raw_keys]
     from_udesk = [b for b in blobs if b"/desks/udesk/acme" in b]
     assert len(from_udesk) == 1
     assert SECRET.encode() not in from_udesk[0]

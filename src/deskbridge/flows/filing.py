@@ -108,13 +108,11 @@ async def file_message(
         retried=conv.create_attempted or d.attempts > 0,
         in_doubt=await _in_doubt(rt, d),
     )
-    await rt.deliveries.end_desk_write(d.account, d.id)
+    # the desk answered; the ticket update counts against the desk's budget (one write)
+    update = (desk.desk.value, filed.ticket_id, limit[1]) if limit is not None else None
+    await rt.deliveries.end_desk_write(d.account, d.id, ticket_update=update)
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
-    if limit is not None:
-        await rt.deliveries.note_ticket_update(
-            d.account, desk.desk.value, filed.ticket_id, limit[1]
-        )
     await finish_merged(rt, d, merged, desk.desk.value)
     await _record_filed(rt, d, desk, conv, contact, filed)
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
@@ -231,12 +229,13 @@ async def _record_filed(
     ours so the desk's webhook does not bring it back."""
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
-    await rt.conversations.set_ticket(d.account, name, conv.id, filed.ticket_id, count)
+    await rt.conversations.set_ticket(
+        d.account, name, conv.id, filed.ticket_id, count, ours=filed.message_id
+    )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(
             d.account, name, contact.id, filed.ticket_id, count
         )
-    await rt.conversations.mark_ours(d.account, name, filed.message_id)
 
 
 async def _after_filing(

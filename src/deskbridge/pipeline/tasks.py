@@ -44,16 +44,24 @@ def job_deadline(work_timeout: float, grace: float = 15.0) -> float:
 
 async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
     """File one inbound event in the account's desk. Safe to run more than once."""
-    await _run(ctx["runtime"], account, delivery_id, file_event)
+    await _run(ctx["runtime"], account, delivery_id, Direction.INBOUND, file_event)
 
 
 async def deliver_to_channel(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
     """Send one agent reply on the customer's channel. Safe to run more than once."""
-    await _run(ctx["runtime"], account, delivery_id, send_reply)
+    await _run(ctx["runtime"], account, delivery_id, Direction.OUTBOUND, send_reply)
 
 
-async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
-    d = await rt.deliveries.get(account, delivery_id)
+async def _run(
+    rt: Runtime, account: str, delivery_id: str, direction: Direction, work: Work
+) -> None:
+    """One job: claim the delivery (one round trip: the record, its lane's head and the
+    lane lock), attempt it, and record the outcome (one round trip when it succeeded:
+    the attempt, the new state, the next head's job and the lock's release)."""
+    token = new_id()
+    s = rt.settings
+    lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
+    d, head, locked = await rt.deliveries.claim(account, delivery_id, direction, token, lock_ms)
     if d is None:
         log.warning("delivery %s not found (expired or erased)", delivery_id)
         return
@@ -63,14 +71,11 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         # Finished elsewhere (replayed, discarded): make sure its lane moves on.
         await rt.deliveries.finish(d, d.state)
         return
-    head = await rt.deliveries.lane_head(account, d.direction, d.conversation_id)
     if head != d.id:
         return
-    token = new_id()
-    s = rt.settings
-    lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
-    if not await rt.deliveries.lock_lane(account, d.direction, d.conversation_id, token, lock_ms):
+    if not locked:
         retry.busy()
+    completed = False
     try:
         try:
             state = await _attempt(rt, d, work)
@@ -84,12 +89,11 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
         if state is None:
             return  # held until the customer writes again
         outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
-        await rt.deliveries.record_attempt(
-            account, d.id, Attempt(at=datetime.now(UTC), outcome=outcome), spends_budget=True
-        )
         retention = rt.retention(account).delivered_s
-        await rt.deliveries.finish(d, state, retention_s=retention)
-        if await rt.deliveries.has_problems(account):
+        attempt = Attempt(at=datetime.now(UTC), outcome=outcome)
+        problems = await rt.deliveries.complete(d, state, attempt, token, retention_s=retention)
+        completed = True
+        if problems:
             await rt.deliveries.clear_problem(account, _peer(d))
         rt.metrics.deliveries.labels(d.direction.value, state.value).inc()
         if state is DeliveryState.DELIVERED:
@@ -98,7 +102,8 @@ async def _run(rt: Runtime, account: str, delivery_id: str, work: Work) -> None:
             )
         log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
     finally:
-        await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
+        if not completed:
+            await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
 
 
 async def _attempt(rt: Runtime, d: Delivery, work: Work) -> DeliveryState | None:

@@ -79,7 +79,12 @@ class ConversationStore:
 
     async def get(self, account: str, conversation_id: str) -> ConversationRecord | None:
         key = keys.conversation(account, conversation_id)
-        h = await self._typed.hgetall(key)
+        return self._record(account, conversation_id, await self._typed.hgetall(key))
+
+    def _record(
+        self, account: str, conversation_id: str, h: dict[bytes, bytes]
+    ) -> ConversationRecord | None:
+        key = keys.conversation(account, conversation_id)
         if b"thread" not in h:
             return None  # none, or cut short by a crash before ``ensure`` wrote it whole
         d = {k.decode(): v for k, v in h.items()}
@@ -131,8 +136,8 @@ class ConversationStore:
         pipe.sadd(keys.contact_conversations(account, contact_id), conversation_id)
         if inbound_at is not None:
             pipe.hset(key, "last_inbound_at", str(inbound_at))
-        await pipe.execute()
-        rec = await self.get(account, conversation_id)
+        pipe.hgetall(key)  # the record as written, in the same round trip
+        rec = self._record(account, conversation_id, (await pipe.execute())[-1])
         assert rec is not None
         return rec
 
@@ -213,14 +218,25 @@ class ConversationStore:
         await self._typed.hset(keys.conversation(account, conversation_id), "create_attempted", "1")
 
     async def set_ticket(
-        self, account: str, desk: str, conversation_id: str, ticket_id: str, comment_count: int
+        self,
+        account: str,
+        desk: str,
+        conversation_id: str,
+        ticket_id: str,
+        comment_count: int,
+        *,
+        ours: str | None = None,
     ) -> None:
+        """The conversation's ticket; ``ours``: a desk message id to mark as ours
+        (``is_ours``) in the same round trip."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
             keys.conversation(account, conversation_id),
             mapping={"ticket_id": ticket_id, "comment_count": comment_count, "desk": desk},
         )
         pipe.set(self._ticket_key(account, desk, ticket_id), conversation_id)
+        if ours is not None:
+            pipe.set(self._ours_key(account, desk, ours), 1, ex=_OURS_TTL)
         await pipe.execute()
 
     def _ticket_key(self, account: str, desk: str, ticket_id: str) -> str:
@@ -410,9 +426,6 @@ class ConversationStore:
 
     async def set_desk_user(self, account: str, desk: str, contact_id: str, user_id: str) -> None:
         await self._redis.set(keys.desk_user(account, desk, contact_id), user_id)
-
-    async def mark_ours(self, account: str, desk: str, message_id: str) -> None:
-        await self._redis.set(self._ours_key(account, desk, message_id), 1, ex=_OURS_TTL)
 
     async def is_ours(self, account: str, desk: str, message_id: str) -> bool:
         # the second name is the one written before issue 18 (expires within _OURS_TTL)

@@ -16,9 +16,13 @@ from deskbridge.store import keys
 from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
+from deskbridge.store.packing import unpack
 from deskbridge.store.raw import read_raw_record
 from deskbridge.store.scripts import (
     CHANNEL_STATUS,
+    CLAIM,
+    COMPLETE,
+    DESK_WRITE,
     DISCARD,
     FINISH,
     HOLD,
@@ -101,9 +105,75 @@ class DeliveryStore:
         self._discard = redis.register_script(DISCARD)
         self._purge = redis.register_script(PURGE)
         self._rehold = redis.register_script(REHOLD)
+        self._claim = redis.register_script(CLAIM)
+        self._complete = redis.register_script(COMPLETE)
+        self._desk_write = redis.register_script(DESK_WRITE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
+
+    async def claim(
+        self, account: str, delivery_id: str, direction: Direction, token: str, ttl_ms: int
+    ) -> tuple[Delivery | None, str | None, bool]:
+        """A worker's start, in one round trip: the delivery; when it is pending in
+        ``direction``, its lane's head, and whether the lane lock was taken with ``token``
+        (only for the head). Returns (delivery or None, head, locked)."""
+        h, head, locked = await self._claim(
+            keys=[keys.delivery(account, delivery_id)],
+            args=[
+                keys.lane(account, direction.value, ""),
+                keys.lane_lock(account, direction.value, ""),
+                token,
+                ttl_ms,
+                delivery_id,
+            ],
+        )
+        # a record of the other direction heads no lane of ``direction``: never locked
+        d = _delivery(dict(zip(h[::2], h[1::2], strict=True)))
+        return d, head.decode() if isinstance(head, bytes) else None, bool(locked)
+
+    async def complete(
+        self,
+        delivery: Delivery,
+        state: DeliveryState,
+        attempt: Attempt,
+        token: str,
+        *,
+        retention_s: int = 0,
+    ) -> bool:
+        """After an attempt that spent the budget without an error: ``record_attempt``,
+        ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
+        account has problems noted (``report_problem``)."""
+        a, d = delivery.account, delivery
+        _, problems = await self._complete(
+            keys=[
+                keys.delivery(a, d.id),
+                keys.pending(a),
+                keys.dead(a),
+                keys.lane(a, d.direction.value, d.conversation_id),
+                keys.ARQ_QUEUE,
+                keys.event(a, d.event_id),
+                keys.expiring(a),
+                keys.attempts(a, d.id),
+                keys.lane_lock(a, d.direction.value, d.conversation_id),
+                keys.problems(a),
+            ],
+            args=[
+                int(time.time() * 1000),
+                state.value,
+                "",
+                retention_s,
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[d.direction],
+                a,
+                d.id,
+                job_key_prefix,
+                "",
+                attempt.model_dump_json(exclude_none=True),
+                token,
+            ],
+        )
+        return bool(problems)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""
@@ -118,7 +188,7 @@ class DeliveryStore:
         blob = await self._redis.get(key)
         if blob is None:
             raise KeyError(event_id)
-        record: dict[str, Any] = json.loads(self._vault.open(blob, key))
+        record: dict[str, Any] = json.loads(unpack(self._vault.open(blob, key)))
         return record
 
     async def raw_request(self, account: str, raw_id: str) -> RawRequest | None:
@@ -168,23 +238,26 @@ class DeliveryStore:
         """Note that a desk write of the delivery goes out now. True when an earlier run
         noted one and no attempt was recorded after it: that run died with the write in
         flight, so its outcome is unknown."""
+        marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
+        return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
+
+    async def end_desk_write(
+        self,
+        account: str,
+        delivery_id: str,
+        *,
+        ticket_update: tuple[str, str, float] | None = None,
+    ) -> None:
+        """The desk answered the write (success or a recorded failure). ``ticket_update``
+        (desk, ticket id, window in s): ``note_ticket_update`` in the same round trip."""
         key = keys.desk_write(account, delivery_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.llen(keys.attempts(account, delivery_id))
-        before, count = await pipe.execute()
-        await self._redis.set(key, int(count), ex=max(1, ttl_s))
-        return before is not None and int(before) == int(count)
-
-    async def end_desk_write(self, account: str, delivery_id: str) -> None:
-        """The desk answered the write (success or a recorded failure)."""
-        await self._redis.delete(keys.desk_write(account, delivery_id))
-
-    async def lane_head(
-        self, account: str, direction: Direction, conversation_id: str
-    ) -> str | None:
-        head = await self._typed.lindex(keys.lane(account, direction.value, conversation_id), 0)
-        return head.decode() if head is not None else None
+        if ticket_update is None:
+            await self._redis.delete(key)
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        self._note_ticket_update(pipe, account, *ticket_update)
+        await pipe.execute()
 
     async def lane_ids(
         self, account: str, direction: Direction, conversation_id: str, limit: int
@@ -215,12 +288,17 @@ class DeliveryStore:
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float
     ) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        self._note_ticket_update(pipe, account, desk, ticket_id, window_s)
+        await pipe.execute()
+
+    def _note_ticket_update(
+        self, pipe: Any, account: str, desk: str, ticket_id: str, window_s: float
+    ) -> None:
         key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
-        pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(key, {f"{now}:{new_id()}": now})
         pipe.pexpire(key, int(window_s * 1000) + 1000)
-        await pipe.execute()
 
     async def lock_lane(
         self, account: str, direction: Direction, conversation_id: str, token: str, ttl_ms: int
@@ -354,9 +432,6 @@ class DeliveryStore:
     async def report_problem(self, account: str, what: str, text: str) -> None:
         """Something that keeps failing for an account (a rejected token), for /readyz."""
         await self._typed.hset(keys.problems(account), what, f"{int(time.time())} {text[:300]}")
-
-    async def has_problems(self, account: str) -> bool:
-        return bool(await self._redis.exists(keys.problems(account)))
 
     async def clear_problem(self, account: str, what: str) -> None:
         await self._typed.hdel(keys.problems(account), what)

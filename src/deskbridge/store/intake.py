@@ -36,6 +36,7 @@ from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
 from deskbridge.store.ids import new_id
+from deskbridge.store.packing import pack
 from deskbridge.store.raw import raw_record
 from deskbridge.store.scripts import IGNORED, INTAKE, PARSE_FAILED
 
@@ -235,7 +236,7 @@ class Intake:
         now_ms = int(now * 1000)
         raw_id = raw_id or new_id()
         raw_key = keys.raw(account, raw_id)
-        raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
+        raw_blob = self._vault.seal(pack(raw_record(req, now)), raw_key) if req is not None else b""
         k: list[str] = [
             keys.pending(account),
             keys.ARQ_QUEUE,
@@ -277,7 +278,7 @@ class Intake:
                 keys.lane(account, direction.value, ev.conversation_id),
                 keys.arq_job(event_id),
             ]
-            a += [event_id, self._vault.seal(record, event_key), ev.conversation_id]
+            a += [event_id, self._vault.seal(pack(record), event_key), ev.conversation_id]
         if kind:
             a.append(kind)
         result = await self._coalescer.call(self._intake, k, a)
@@ -304,7 +305,7 @@ class Intake:
         ttl = self._raw_ttls.get(account, self._raw_ttl)
         kept = (raw_id or new_id()) if req is not None else None
         raw_key = keys.raw(account, kept or "none")
-        raw_blob = self._vault.seal(raw_record(req, now), raw_key) if req is not None else b""
+        raw_blob = self._vault.seal(pack(raw_record(req, now)), raw_key) if req is not None else b""
         k = [keys.ignoreds(account), raw_key, keys.raws(account, source)]
         a: list[Any] = [now_ms, ttl, raw_blob]
         head = {"source": source, "received_at": now, "raw_id": kept}
@@ -363,7 +364,7 @@ class Intake:
             ],
             [
                 now_ms,
-                self._vault.seal(raw_record(req, now), raw_key),
+                self._vault.seal(pack(raw_record(req, now)), raw_key),
                 self._dedup_ttl,
                 json.dumps(delivery, separators=(",", ":")),
                 delivery_id,

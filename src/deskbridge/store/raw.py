@@ -8,6 +8,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from deskbridge.schemas import RawRequest
+from deskbridge.store.packing import unpack
 
 __all__ = ["raw_record", "read_raw_record"]
 
@@ -39,6 +40,7 @@ def raw_record(req: RawRequest, received_at: float) -> bytes:
 
 
 def read_raw_record(blob: bytes) -> tuple[dict[str, Any], bytes]:
-    """The metadata and body of a stored raw request (the inverse of ``raw_record``)."""
-    meta, _, body = blob.partition(b"\n")
+    """The metadata and body of a stored raw request (the inverse of ``raw_record``, after
+    ``packing.pack`` or not: records kept before packing read the same)."""
+    meta, _, body = unpack(blob).partition(b"\n")
     return json.loads(meta), body

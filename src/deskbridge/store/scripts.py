@@ -11,6 +11,9 @@ from __future__ import annotations
 
 __all__ = [
     "CHANNEL_STATUS",
+    "CLAIM",
+    "COMPLETE",
+    "DESK_WRITE",
     "DISCARD",
     "FINISH",
     "HOLD",
@@ -113,36 +116,90 @@ return 1
 #       delivery_id, job_key_prefix, last_error
 # A delivery that is no longer pending keeps its state and only leaves the lane.
 # Returns the id of the new lane head (its job enqueued) or false.
-FINISH = (
-    _ENQUEUE
-    + """
-local now, state, reason, retention = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local id = ARGV[8]
-local current = redis.call('HGET', KEYS[1], 'state')
--- only a pending delivery changes state; any other just leaves its lane
-if current == 'pending' then
-  redis.call('HSET', KEYS[1], 'state', state, 'updated_at', now)
-  if reason ~= '' then redis.call('HSET', KEYS[1], 'reason', reason) end
-  if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[10]) end
-  redis.call('ZREM', KEYS[2], id)
-  if state == 'dead' then redis.call('ZADD', KEYS[3], now, id) end
-  if retention > 0 then
-    redis.call('EXPIRE', KEYS[1], retention)
-    redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
-    redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
-    redis.call('EXPIRE', KEYS[6], retention)
-    redis.call('ZADD', KEYS[7], now + retention * 1000, id)
+_FINISH_FN = """
+local function finish()
+  local now, state, reason, retention = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+  local id = ARGV[8]
+  local current = redis.call('HGET', KEYS[1], 'state')
+  -- only a pending delivery changes state; any other just leaves its lane
+  if current == 'pending' then
+    redis.call('HSET', KEYS[1], 'state', state, 'updated_at', now)
+    if reason ~= '' then redis.call('HSET', KEYS[1], 'reason', reason) end
+    if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[10]) end
+    redis.call('ZREM', KEYS[2], id)
+    if state == 'dead' then redis.call('ZADD', KEYS[3], now, id) end
+    if retention > 0 then
+      redis.call('EXPIRE', KEYS[1], retention)
+      redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
+      redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
+      redis.call('EXPIRE', KEYS[6], retention)
+      redis.call('ZADD', KEYS[7], now + retention * 1000, id)
+    end
   end
+  redis.call('LREM', KEYS[4], 1, id)
+  local head = redis.call('LINDEX', KEYS[4], 0)
+  if head then
+    enqueue(KEYS[5], ARGV[9] .. head, ARGV[6], ARGV[7], head, now, ARGV[5])
+    return head
+  end
+  return false
 end
-redis.call('LREM', KEYS[4], 1, id)
-local head = redis.call('LINDEX', KEYS[4], 0)
-if head then
-  enqueue(KEYS[5], ARGV[9] .. head, ARGV[6], ARGV[7], head, now, ARGV[5])
-  return head
-end
-return false
+"""
+
+FINISH = _ENQUEUE + _FINISH_FN + "return finish()\n"
+
+# A worker's whole bookkeeping after a successful attempt, in one round trip: FINISH
+# preceded by the attempt's record (as ``record_attempt``: its line, the budget count,
+# ``updated_at``, no ``last_error``) and followed by the release of the lane lock the worker holds.
+# KEYS: FINISH's seven, then attempts, lane lock, problems
+# ARGV: FINISH's ten, then the attempt (JSON), the lock token
+# Returns {next head or false, 1 when the account has problems noted else 0}.
+COMPLETE = (
+    _ENQUEUE
+    + _FINISH_FN
+    + """
+redis.call('RPUSH', KEYS[8], ARGV[11])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+-- an earlier attempt's error no longer describes the delivery (its attempt keeps it)
+redis.call('HDEL', KEYS[1], 'last_error')
+local head = finish()
+if redis.call('GET', KEYS[9]) == ARGV[12] then redis.call('DEL', KEYS[9]) end
+return {head, redis.call('EXISTS', KEYS[10])}
 """
 )
+
+# The start of a worker's attempt, in one round trip: the delivery record and, when it
+# is pending and heads its lane, the lane lock (SET NX PX).
+# KEYS: delivery. The lane and its lock are named from the record's conversation with
+# the prefixes in ARGV (every key carries the account's hash tag, so a cluster keeps them
+# on the delivery's node).
+# ARGV: lane key prefix, lock key prefix (both end before the conversation id), token,
+#       lock ttl ms, delivery id
+# Returns {the record's fields and values (flat), lane head or false, 1 locked / 0 busy}.
+CLAIM = """
+local h = redis.call('HGETALL', KEYS[1])
+local state, conv
+for i = 1, #h, 2 do
+  if h[i] == 'state' then state = h[i + 1] elseif h[i] == 'conversation_id' then conv = h[i + 1] end
+end
+if state ~= 'pending' or conv == nil then return {h, false, 0} end
+local head = redis.call('LINDEX', ARGV[1] .. conv, 0)
+if head ~= ARGV[5] then return {h, head, 0} end
+if redis.call('SET', ARGV[2] .. conv, ARGV[3], 'NX', 'PX', ARGV[4]) then return {h, head, 1} end
+return {h, head, 0}
+"""
+
+# Note a desk write going out: {before, attempts} as ``begin_desk_write`` reads them,
+# then the mark set to the attempt count. KEYS: desk write mark, attempts; ARGV: ttl_s
+# Returns 1 when an earlier run left a mark at the same attempt count (in doubt), else 0.
+DESK_WRITE = """
+local before = redis.call('GET', KEYS[1])
+local count = redis.call('LLEN', KEYS[2])
+redis.call('SET', KEYS[1], count, 'EX', ARGV[1])
+if before and tonumber(before) == count then return 1 end
+return 0
+"""
 
 # Re-enqueue a pending delivery whose job is gone (the sweeper), if it heads its lane.
 # KEYS: delivery, lane, queue, job ; ARGV: now_ms, job_expiry_ms, fn, account, id

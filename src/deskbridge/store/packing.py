@@ -1,0 +1,111 @@
+"""Compression of the two large records of every inbound event, before they are sealed.
+
+Each queued event holds its raw request (kept for re-ingest) and its normalized event
+record. Both are JSON around the customer's text, and were most of an event's Redis
+memory and AOF (about 1.6 KB and 1.9 KB of a 4.8 KB event, for a 1 KB Telegram update).
+They are compressed with raw deflate primed with a preset dictionary of what such records
+always hold (field names, header names, the usual values), so that even a short record
+compresses: the dictionary pays for the structure, deflate for the text.
+
+A packed record starts with ``\\x00`` and the dictionary's id, which no JSON document
+(the unpacked records) starts with, so records written before packing read unchanged.
+Compression happens before sealing (ciphertext does not compress) and never on its own:
+a packed record is always sealed. A dictionary, once released, never changes: records
+packed with it stay in Redis for months. A better one takes the next id.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = ["pack", "unpack"]
+
+_MARK = 0
+_LEVEL = 1  # the ack path pays for it: the fastest level, ~5 % larger than level 6 here
+# raw deflate with a 4 KB window: less state to copy per record than 32 KB, and a record
+# still reaches the dictionary's last part, where its most common strings are. Part of
+# the format: it may grow (a larger window inflates these records), never shrink.
+_WBITS = -12
+_MEM_LEVEL = 4  # a smaller match index: within 2 % of the default's size here, less to copy
+
+# Dictionary 1 (never edit; add a new id instead). Deflate looks back up to the window
+# size, and matches nearest the end are cheapest: the most common strings come last.
+_DICT_1 = (
+    b'{"object":"whatsapp_business_account","entry":[{"id":"","changes":[{"value":'
+    b'{"messaging_product":"whatsapp","metadata":{"display_phone_number":"","phone_number_id":'
+    b'""},"contacts":[{"profile":{"name":""},"wa_id":""}],"messages":[{"from":"","id":"wamid.'
+    b'","timestamp":"","type":"text","text":{"body":""}}]},"field":"messages"}]}]}'
+    b'{"object":"page","entry":[{"id":"","time":,"messaging":[{"sender":{"id":""},'
+    b'"recipient":{"id":""},"timestamp":,"message":{"mid":"m_","text":""}}]}]}'
+    b'{"destination":"","events":[{"type":"message","message":{"type":"text","id":"",'
+    b'"quoteToken":"","text":""},"webhookEventId":"","deliveryContext":{"isRedelivery":false},'
+    b'"timestamp":,"source":{"type":"user","userId":"U"},"replyToken":"","mode":"active"}]}'
+    b'"ticket":{"id":,"requester_id":,"status":"open","comment":{"body":"","public":true},'
+    b'"author_id":,"via":{"channel":"api"},"external_id":""},"audit":{"events":[{"type":'
+    b'"Comment","id":}]}"conversation_id":"","user_type":"agent","content":"",'
+    b'"edited_message":{"message_id":,"from":{"id":,"is_bot":false,"first_name":"",'
+    b'"last_name":"","username":"","language_code":"en"},"chat":{"id":,"first_name":"",'
+    b'"last_name":"","username":"","type":"private"},"date":,"edit_date":,"text":""}'
+    b'"photo":[{"file_id":"","file_unique_id":"","file_size":,"width":,"height":}],'
+    b'"caption":"","document":{"file_name":"","mime_type":"","file_id":""},'
+    b'"voice":{"duration":,"mime_type":"audio/ogg","file_id":""},"reply_to_message":'
+    b'"attachments":[{"kind":"image","url":"","mime_type":"image/jpeg","name":"","size":}],'
+    b'"reply_to":"","reply_quote":"","edit_of":"","location":{"latitude":,"longitude":},'
+    b'"kind":"status","status":"delivered","kind":"call","call_id":"","state":"missed",'
+    b'"kind":"email","kind":"phone","kind":"line_user","kind":"messenger_psid",'
+    b'"kind":"whatsapp","source":"whatsapp","source":"messenger","source":"line",'
+    b'"channel":"whatsapp","channel":"messenger","channel":"line","channel":"email",'
+    b'"strength":"weak","context":{"message_id":""},'
+    b'{"method":"POST","path":"/webhooks/whatsapp/","path":"/webhooks/messenger/",'
+    b'"path":"/webhooks/line/","query":{},"headers":{"host":"","user-agent":"",'
+    b'"x-forwarded-for":"","x-forwarded-proto":"https","x-real-ip":"","accept":"*/*",'
+    b'"accept-encoding":"gzip, deflate","x-hub-signature-256":"sha256=",'
+    b'"x-line-signature":"","connection":"keep-alive","content-length":"'
+    b" the to and you of is it that for on in your my this with have be are not we can "
+    b"please thanks thank hello hi order help when what will would could do i'm it's "
+    b'"note":null,"thread_title":null,"reply_token":null,"context":{}}'
+    b'"attachments":[],"reply_to":null,"reply_quote":null,"edit_of":null,"location":null,'
+    b'"contact":null,'
+    b'"sender":{"external_id":"","display_name":"","username":null,"language":"en",'
+    b'"identities":[{"kind":"channel_user","value":"","channel":"telegram",'
+    b'"strength":"strong","source":"telegram"}]},"text":"'
+    b'{"raw_id":"","received_at":,"event_id":"","delivery_id":"","event":{"account":"",'
+    b'"channel":"telegram","dedup_key":"","thread":"","occurred_at":"T:00Z","kind":"message",'
+    b'"external_id":"",'
+    b'{"method":"POST","path":"/webhooks/telegram/","query":{},"headers":{"host":"127.0.0.1",'
+    b'"content-type":"application/json","content-length":"'
+    b'"},"received_at":}\n'
+    b'{"update_id":,"message":{"message_id":,"from":{"id":,"is_bot":false,"first_name":"",'
+    b'"language_code":"en"},"chat":{"id":,"first_name":"","type":"private"},"date":,"text":"'
+)
+_DICTS = {1: _DICT_1}
+_CURRENT = 1
+
+_PRIMED = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=_DICTS[_CURRENT])
+
+
+def pack(plain: bytes) -> bytes:
+    """``plain`` compressed with the current dictionary, or unchanged when that is not
+    shorter. The result is for sealing, never for storing as it is."""
+    c = _PRIMED.copy()  # the dictionary is loaded once, not per record
+    packed = bytes((_MARK, _CURRENT)) + c.compress(plain) + c.flush()
+    return packed if len(packed) < len(plain) else plain
+
+
+def unpack(blob: bytes) -> bytes:
+    """The inverse of ``pack``; a record that was never packed comes back as it is.
+    Raises ``ValueError`` for a packed record that does not inflate (an unknown
+    dictionary, a damaged record: sealing makes the latter all but impossible)."""
+    if not blob or blob[0] != _MARK:
+        return blob
+    zdict = _DICTS.get(blob[1]) if len(blob) > 1 else None
+    if zdict is None:
+        raise ValueError("packed record: unknown dictionary")
+    d = zlib.decompressobj(_WBITS, zdict=zdict)
+    try:
+        plain = d.decompress(blob[2:]) + d.flush()
+    except zlib.error as exc:
+        raise ValueError(f"packed record does not inflate: {exc}") from None
+    if not d.eof:
+        raise ValueError("packed record is cut short")
+    return plain
