@@ -18,6 +18,7 @@ from deskbridge.adapters import capabilities as channel_caps
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.email.adapter import EmailAdapter
 from deskbridge.adapters.email.receiver import EmailReceiver
+from deskbridge.adapters.instagram import InstagramAdapter, InstagramReceiver
 from deskbridge.adapters.line import LineAdapter
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.registry import AnyAppReceiver
@@ -45,6 +46,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     TelegramAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
     WhatsAppAdapter: {channel_caps.ReportsHealth},
     MessengerAdapter: {channel_caps.ReportsHealth},
+    InstagramAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
     LineAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.RegistersWebhook,
@@ -129,6 +131,7 @@ SECRETS: dict[type[Any], tuple[set[str], set[str]]] = {
     LineAdapter: (set(), set()),
     WhatsAppReceiver: (set(), {"hub.verify_token"}),
     MessengerReceiver: (set(), {"hub.verify_token"}),
+    InstagramReceiver: (set(), {"hub.verify_token"}),
     EmailReceiver: ({"authorization"}, set()),
     SipReceiver: (set(), set()),
     # desk connectors

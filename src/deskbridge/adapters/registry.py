@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from deskbridge.adapters import email, line, messenger, sip, telegram, whatsapp
+from deskbridge.adapters import email, instagram, line, messenger, sip, telegram, whatsapp
 from deskbridge.adapters.base import (
     ChannelAdapter,
     Handshake,
@@ -34,6 +34,7 @@ CHANNELS: dict[Channel, ChannelSpec[Any]] = {
     Channel.TELEGRAM: telegram.SPEC,
     Channel.WHATSAPP: whatsapp.SPEC,
     Channel.MESSENGER: messenger.SPEC,
+    Channel.INSTAGRAM: instagram.SPEC,
     Channel.LINE: line.SPEC,
     Channel.EMAIL: email.SPEC,
     Channel.SIP: sip.SPEC,

@@ -47,6 +47,7 @@ from deskbridge.schemas import Channel, Desk
 __all__ = [
     "GRAPH_API_BASE",
     "GRAPH_API_VERSION",
+    "INSTAGRAM_API_BASE",
     "INTERCOM_API_BASE",
     "INTERCOM_API_VERSION",
     "AccountConfig",
@@ -56,6 +57,7 @@ __all__ = [
     "ConsentNotice",
     "DeskConfig",
     "EmailConfig",
+    "InstagramConfig",
     "IntercomDeskConfig",
     "LineConfig",
     "MessengerConfig",
@@ -160,6 +162,31 @@ class MessengerConfig(_Model):
     human_agent_tag: bool = True
     """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
     (needs the Human Agent permission from Meta's app review)."""
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+INSTAGRAM_API_BASE = "https://graph.instagram.com"
+
+
+class InstagramConfig(_Model):
+    """An Instagram professional account's Direct messages, through the account's Meta app.
+    With Instagram Login (the default) replies go to ``graph.instagram.com/<ig_id>/messages``
+    with an Instagram user access token; with Facebook Login set ``page_id`` (the linked
+    Page) and ``base_url: https://graph.facebook.com`` and give the Page access token."""
+
+    type: Literal["instagram"] = "instagram"
+    app: str
+    ig_id: str = Field(pattern=r"^\d{1,32}$")
+    """The professional account's id: ``entry[].id`` of its webhooks, the routing key."""
+    access_token: SecretStr
+    page_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
+    base_url: str = INSTAGRAM_API_BASE
+    graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
+    human_agent_tag: bool = True
+    """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
+    (needs Meta's Human Agent permission for the app)."""
     sandbox: bool = False
     max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -372,7 +399,13 @@ class SipConfig(_Model):
 
 
 ChannelConfig = Annotated[
-    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig | EmailConfig | SipConfig,
+    TelegramConfig
+    | WhatsAppConfig
+    | MessengerConfig
+    | InstagramConfig
+    | LineConfig
+    | EmailConfig
+    | SipConfig,
     Field(discriminator="type"),
 ]
 
@@ -596,6 +629,12 @@ class AccountConfig(_Model):
         return None
 
 
+def _route_id(ch: WhatsAppConfig | MessengerConfig | InstagramConfig) -> str:
+    if isinstance(ch, WhatsAppConfig):
+        return ch.phone_number_id
+    return ch.page_id if isinstance(ch, MessengerConfig) else ch.ig_id
+
+
 class AccountsFile(_Model):
     apps: dict[Annotated[str, Field(pattern=_NAME)], AppConfig] = Field(default_factory=dict)
     accounts: dict[Annotated[str, Field(pattern=_NAME)], AccountConfig]
@@ -605,12 +644,12 @@ class AccountsFile(_Model):
         owners: dict[tuple[str, str], str] = {}
         for name, acc in self.accounts.items():
             for ch in acc.channels:
-                if isinstance(ch, WhatsAppConfig | MessengerConfig):
+                if isinstance(ch, WhatsAppConfig | MessengerConfig | InstagramConfig):
                     if ch.app not in self.apps:
                         raise ValueError(
                             f"accounts.{name}: {ch.type} names app {ch.app!r}, not under apps:"
                         )
-                    ident = ch.phone_number_id if isinstance(ch, WhatsAppConfig) else ch.page_id
+                    ident = _route_id(ch)
                     key = (ch.type, ident)
                     if key in owners:
                         raise ValueError(

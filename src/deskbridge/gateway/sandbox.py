@@ -24,7 +24,13 @@ from typing import Any
 
 from aiohttp import web
 
-from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, WhatsAppConfig
+from deskbridge.config import (
+    InstagramConfig,
+    LineConfig,
+    MessengerConfig,
+    TelegramConfig,
+    WhatsAppConfig,
+)
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
@@ -396,6 +402,47 @@ async def messenger_api(request: web.Request) -> web.Response:
     )
 
 
+async def instagram_api(request: web.Request) -> web.Response:
+    """Stands in for the Instagram messaging and user profile APIs (Graph) for a channel
+    in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.INSTAGRAM) if cfg else None
+    if not isinstance(ch, InstagramConfig) or not ch.sandbox:
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if not hmac.compare_digest(
+        _bearer(request).encode(), ch.access_token.get_secret_value().encode()
+    ):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    tail = request.match_info["tail"].strip("/")
+    if request.method == "GET":
+        # `/me` (the token check) and `/<IGSID>` (the profile of a customer)
+        if tail.endswith("/me"):
+            return web.json_response({"id": ch.ig_id})
+        return web.json_response(
+            {"name": "Instagram Demo Customer", "username": "demo.customer", "id": tail}
+        )
+    if request.method != "POST" or not tail.endswith("messages"):
+        return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
+    body = await request.json()
+    message = body.get("message") or {}
+    text = message.get("text") or ""
+    if isinstance(message.get("attachment"), dict):
+        att = message["attachment"]
+        text = f"[{att.get('type')}: {att.get('payload', {}).get('url', '')}]"
+    method = str(body.get("messaging_type", ""))
+    if body.get("tag"):
+        method += f" {body['tag']}"
+    igsid = (body.get("recipient") or {}).get("id")
+    await rt.sandbox.record_sent(
+        account, {"channel": "instagram", "method": method, "to": igsid, "text": text}
+    )
+    return web.json_response(
+        {"recipient_id": igsid, "message_id": f"aWdfSANDBOX{int(time.time() * 1_000_000)}"}
+    )
+
+
 async def line_api(request: web.Request) -> web.Response:
     """Stands in for the LINE Messaging API (api.line.me and api-data.line.me)."""
     rt = request.app[RUNTIME]
@@ -453,6 +500,7 @@ _STAND_INS: dict[Channel, tuple[str, Handler]] = {
     Channel.TELEGRAM: ("{bot}/{method}", telegram_api),
     Channel.WHATSAPP: ("{tail:.*}", whatsapp_api),
     Channel.MESSENGER: ("{tail:.*}", messenger_api),
+    Channel.INSTAGRAM: ("{tail:.*}", instagram_api),
     Channel.LINE: ("{tail:.*}", line_api),
 }
 """The platform APIs a channel in sandbox mode talks to instead, by channel (the path

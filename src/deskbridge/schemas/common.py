@@ -14,6 +14,7 @@ class Channel(StrEnum):
     TELEGRAM = "telegram"
     WHATSAPP = "whatsapp"
     MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
     LINE = "line"
     EMAIL = "email"
     SIP = "sip"
