@@ -53,6 +53,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 
 
 @pytest.mark.slow
+# one `deskbridge simulate` process per channel: each starts Python (seconds under load)
+@pytest.mark.timeout(180)
 def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, port)
@@ -71,7 +73,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        channels = ("telegram", "whatsapp", "messenger", "line", "email", "sip")
+        channels = ("telegram", "whatsapp", "messenger", "instagram", "line", "email", "sip")
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
@@ -94,7 +96,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
             time.sleep(0.05)
 
         # the agent answers each ticket; each channel's sandbox API records the send
-        for ticket in ("1", "2", "3", "4", "5", "6"):
+        for ticket in map(str, range(1, len(channels) + 1)):
             page = httpx.get(f"{url}/sandbox/demo/tickets/{ticket}", timeout=2).text
             found = re.search(r'name="csrf" value="([^"]+)"', page)
             assert found is not None
