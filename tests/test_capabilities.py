@@ -24,6 +24,7 @@ from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.registry import AnyAppReceiver
 from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
+from deskbridge.adapters.sms import SmsAdapter, SmsReceiver
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.gateway import create_app
@@ -54,6 +55,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     },
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
+    SmsAdapter: {channel_caps.ReportsHealth},
 }
 
 DESK_CAPABILITIES: dict[type[Any], set[type]] = {
@@ -134,6 +136,7 @@ SECRETS: dict[type[Any], tuple[set[str], set[str]]] = {
     InstagramReceiver: (set(), {"hub.verify_token"}),
     EmailReceiver: ({"authorization"}, set()),
     SipReceiver: (set(), set()),
+    SmsReceiver: (set(), set()),
     # desk connectors
     ZendeskConnector: (set(), set()),
     IntercomConnector: (set(), set()),

@@ -14,7 +14,16 @@ from typing import Any
 
 import httpx
 
-from deskbridge.adapters import email, instagram, line, messenger, sip, telegram, whatsapp
+from deskbridge.adapters import (
+    email,
+    instagram,
+    line,
+    messenger,
+    sip,
+    sms,
+    telegram,
+    whatsapp,
+)
 from deskbridge.adapters.base import (
     ChannelAdapter,
     Handshake,
@@ -38,6 +47,7 @@ CHANNELS: dict[Channel, ChannelSpec[Any]] = {
     Channel.LINE: line.SPEC,
     Channel.EMAIL: email.SPEC,
     Channel.SIP: sip.SPEC,
+    Channel.SMS: sms.SPEC,
 }
 """Every channel's spec, in the order channels are listed to people."""
 

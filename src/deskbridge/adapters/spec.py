@@ -69,6 +69,8 @@ class SimulateInput(Generic[C]):
     name: str
     call: bool
     now: float
+    base_url: str = ""
+    """The gateway's URL the webhook goes to (for channels that sign the URL: Twilio)."""
 
 
 @dataclass(frozen=True, slots=True)

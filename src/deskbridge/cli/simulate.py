@@ -56,7 +56,15 @@ def simulate(
         raise ConfigError(f"account {account!r} has no {channel} channel")
     spec = CHANNELS[Channel(channel)]
     sim = SimulateInput(
-        accounts, account, ch, text, sender or spec.default_sender, name, call, time.time()
+        accounts,
+        account,
+        ch,
+        text,
+        sender or spec.default_sender,
+        name,
+        call,
+        time.time(),
+        base_url=base,
     )
     out = spec.simulate(sim)
     if not isinstance(out, SimulatedRequest):

@@ -67,6 +67,7 @@ __all__ = [
     "SipCallsConfig",
     "SipConfig",
     "SipTimersConfig",
+    "SmsConfig",
     "SmtpConfig",
     "TelegramConfig",
     "UdeskDeskConfig",
@@ -190,6 +191,42 @@ class InstagramConfig(_Model):
     sandbox: bool = False
     max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+_TWILIO_SENDER = r"^(\+[1-9]\d{6,14}|MG[0-9a-f]{32}|[A-Za-z0-9 ]{1,11})$"
+
+
+class SmsConfig(_Model):
+    """SMS and MMS through Twilio Programmable Messaging: inbound messages and status
+    callbacks at ``/webhooks/sms/<account>``, signed with ``X-Twilio-Signature``."""
+
+    type: Literal["sms"] = "sms"
+    provider: Literal["twilio"] = "twilio"
+    account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
+    auth_token: SecretStr
+    """Signs Twilio's webhooks, authenticates our API calls and media downloads."""
+    webhook_url: str | None = None
+    """The exact URL configured at Twilio for this account (scheme, host, port, path and
+    query): what signatures are computed over, and the status callback of every send.
+    Without it the URL is rebuilt from the request (``X-Forwarded-Proto``, ``Host``)."""
+    senders: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], str] = Field(default_factory=dict)
+    """Country (ISO 3166 alpha-2 of the customer's number) → a sender: a number (E.164),
+    a Messaging Service SID (``MG…``) or an alphanumeric sender ID."""
+    default_sender: str = Field(pattern=_TWILIO_SENDER)
+    max_segments: int = Field(default=10, ge=1, le=10)
+    """Split a reply into messages of at most this many segments (Twilio: 1600 chars)."""
+    base_url: str = "https://api.twilio.com"
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+
+    @field_validator("senders")
+    @classmethod
+    def _sender_shape(cls, v: dict[str, str]) -> dict[str, str]:
+        for country, sender in v.items():
+            if not re.fullmatch(_TWILIO_SENDER, sender):
+                raise ValueError(f"{country}: {sender!r} is not a number, MG SID or sender ID")
+        return v
 
 
 class LineConfig(_Model):
@@ -405,7 +442,8 @@ ChannelConfig = Annotated[
     | InstagramConfig
     | LineConfig
     | EmailConfig
-    | SipConfig,
+    | SipConfig
+    | SmsConfig,
     Field(discriminator="type"),
 ]
 

@@ -28,6 +28,7 @@ from deskbridge.config import (
     InstagramConfig,
     LineConfig,
     MessengerConfig,
+    SmsConfig,
     TelegramConfig,
     WhatsAppConfig,
 )
@@ -443,6 +444,50 @@ async def instagram_api(request: web.Request) -> web.Response:
     )
 
 
+def _twilio_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {"code": code, "message": message, "more_info": "", "status": status}, status=status
+    )
+
+
+async def sms_api(request: web.Request) -> web.Response:
+    """Stands in for Twilio's Messages resource for an SMS channel in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.SMS) if cfg else None
+    if not isinstance(ch, SmsConfig) or not ch.sandbox:
+        return _twilio_error(401, 20003, "Authenticate")
+    expected = f"{ch.account_sid}:{ch.auth_token.get_secret_value()}".encode()
+    given = request.headers.get("Authorization", "").removeprefix("Basic ")
+    try:
+        decoded = base64.b64decode(given, validate=True)
+    except ValueError:
+        decoded = b""
+    if not hmac.compare_digest(decoded, expected):
+        return _twilio_error(401, 20003, "Authenticate")
+    tail = "/" + request.match_info["tail"].strip("/")
+    account_path = f"/2010-04-01/Accounts/{ch.account_sid}"
+    if request.method == "GET" and tail == account_path + ".json":
+        return web.json_response({"sid": ch.account_sid, "status": "active"})
+    if request.method != "POST" or tail != account_path + "/Messages.json":
+        return _twilio_error(404, 20404, "The requested resource was not found")
+    form = await request.post()
+    to = str(form.get("To", ""))
+    sender = str(form.get("From") or form.get("MessagingServiceSid") or "")
+    if not to.startswith("+"):
+        return _twilio_error(400, 21211, "The 'To' number is not a valid phone number.")
+    text = str(form.get("Body", ""))
+    media = [str(m) for m in form.getall("MediaUrl", [])]
+    if media:
+        text += "".join(f" [media: {m}]" for m in media)
+    await rt.sandbox.record_sent(
+        account, {"channel": "sms", "method": f"from {sender}", "to": to, "text": text}
+    )
+    sid = "SM" + hashlib.sha256(f"{to}{time.time_ns()}".encode()).hexdigest()[:32]
+    return web.json_response({"sid": sid, "status": "queued", "to": to}, status=201)
+
+
 async def line_api(request: web.Request) -> web.Response:
     """Stands in for the LINE Messaging API (api.line.me and api-data.line.me)."""
     rt = request.app[RUNTIME]
@@ -502,6 +547,7 @@ _STAND_INS: dict[Channel, tuple[str, Handler]] = {
     Channel.MESSENGER: ("{tail:.*}", messenger_api),
     Channel.INSTAGRAM: ("{tail:.*}", instagram_api),
     Channel.LINE: ("{tail:.*}", line_api),
+    Channel.SMS: ("{tail:.*}", sms_api),
 }
 """The platform APIs a channel in sandbox mode talks to instead, by channel (the path
 after ``/sandbox/channel-api/{account}/{channel}/``); email and SIP keep an outbox."""

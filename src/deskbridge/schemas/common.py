@@ -18,6 +18,7 @@ class Channel(StrEnum):
     LINE = "line"
     EMAIL = "email"
     SIP = "sip"
+    SMS = "sms"
 
 
 class Desk(StrEnum):
