@@ -81,13 +81,20 @@ async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> Del
     if ev.action in ("opt_out", "opt_in") and ev.sender is not None:
         # consent to messages on the channel: `send_reply` refuses to send while it is
         # withdrawn (docs/channels/sms.md)
-        contact = await rt.conversations.resolve_contact(
-            d.account, ev.sender.identities, ev.sender.display_name
-        )
+        # the conversation's contact: the one `send_reply` asks
+        conv = await rt.conversations.get(d.account, d.conversation_id)
+        if conv is not None and conv.contact_id:
+            contact_id = conv.contact_id
+        else:
+            contact_id = (
+                await rt.conversations.resolve_contact(
+                    d.account, ev.sender.identities, ev.sender.display_name
+                )
+            ).id
         state = "opted_out" if ev.action == "opt_out" else "opted_in"
         await rt.conversations.set_attribute(
             d.account,
-            contact.id,
+            contact_id,
             consent_attribute(ev.channel),
             f"{state} since {ev.occurred_at.isoformat()}",
         )

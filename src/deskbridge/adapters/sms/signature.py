@@ -6,8 +6,10 @@ and its SDKs' request validators compute it:
   with several values: each value, sorted), with no separators;
 - JSON bodies: the URL carries ``bodySHA256`` (hex SHA-256 of the raw body), and the
   signature is over the URL alone;
-- the URL may be signed with or without the scheme's default port (Twilio drops or keeps
-  it depending on how the webhook was configured): both are accepted.
+- a parameter given several times signs each distinct value once, sorted;
+- the URL may be signed with or without its port (Twilio drops or keeps it depending on
+  how the webhook was configured): as given, without the port, or with the scheme's
+  default port are all accepted, as twilio-python's and twilio-php's validators do.
 """
 
 from __future__ import annotations
@@ -33,25 +35,27 @@ def sign(auth_token: str, url: str, params: Iterable[tuple[str, str]] = ()) -> s
     for name, value in params:
         by_name.setdefault(name, []).append(value)
     for name in sorted(by_name):
-        for value in sorted(by_name[name]):
+        # a repeated parameter: each distinct value once, sorted (as Twilio's SDKs do)
+        for value in sorted(set(by_name[name])):
             data += name + value
     digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
 def url_variants(url: str) -> list[str]:
-    """``url`` as given, without its scheme's default port and with it."""
+    """``url`` as given, without its port, and with its scheme's default port: the forms
+    Twilio's validators accept (userinfo and the host's case kept)."""
     parts = urlsplit(url)
     default = _DEFAULT_PORT.get(parts.scheme)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.username or default is None:
+    if default is None:
         return [url]
-    bare = urlunsplit(parts._replace(netloc=host))
-    ported = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
-    if parts.port not in (None, default):
-        return [url]
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host = (
+        hostport if hostport.endswith("]") or ":" not in hostport else hostport.rpartition(":")[0]
+    )
+    prefix = userinfo + at
+    bare = urlunsplit(parts._replace(netloc=prefix + host))
+    ported = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
     return list(dict.fromkeys([url, bare, ported]))
 
 
