@@ -73,7 +73,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        channels = ("telegram", "whatsapp", "messenger", "instagram", "line", "email", "sip")
+        channels = ("telegram", "whatsapp", "messenger", "instagram", "line", "email", "sip", "sms")
         for channel in channels:
             cmd = [
                 *DESKBRIDGE,
