@@ -54,7 +54,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
 
 @pytest.mark.slow
 # one `deskbridge simulate` process per channel: each starts Python (seconds under load)
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     port = free_port()
     env = clean_env(tmp_path, port)

@@ -450,3 +450,52 @@ async def test_fetch_downloads_from_the_cdn_without_credentials(
     api.get(url__startswith=cdn).mock(return_value=httpx.Response(404))
     with pytest.raises(PermanentError, match="expired or removed"):
         await adapter_for(client).fetch(Attachment(kind="image", ref=cdn + "?asset_id=2"))
+
+
+# -- through the gateway -------------------------------------------------------------------
+
+
+def _yaml_with_instagram() -> str:
+    from .conftest import META_YAML, ZD_SECRET
+
+    desk = (
+        "type: zendesk\n      base_url: https://acme.zendesk.test\n      email: bot@acme.test\n"
+        f'      api_token: zd-api-token\n      webhook_secret: "{ZD_SECRET}"'
+    )
+    assert desk in META_YAML
+    channel = (
+        "    channels:\n"
+        "      - type: instagram\n"
+        "        app: meta\n"
+        f'        ig_id: "{IG_A}"\n'
+        "        access_token: ig-access-token\n"
+        f"        base_url: {API}\n"
+    )
+    yaml_text = META_YAML.replace(desk, "type: sandbox").replace("    channels:\n", channel, 1)
+    assert yaml_text.count("type: instagram") == 1
+    return yaml_text
+
+
+@pytest.mark.parametrize("path", ["/webhooks/instagram", "/webhooks/messenger"])
+async def test_an_instagram_webhook_is_filed_on_its_own_url_or_the_pages(
+    make_runtime: Any, aiohttp_client: Any, respx_mock: Any, path: str
+) -> None:
+    """Meta lets one app post its Page and Instagram objects to one callback URL."""
+    from deskbridge.gateway import create_app
+
+    from .conftest import META_SECRET, drain
+
+    respx_mock.route(host="127.0.0.1").pass_through()
+    respx_mock.get(f"{API}/v23.0/{IGSID}").respond(
+        200, json={"id": IGSID, "name": "Ana Ruiz", "username": "ana.ruiz"}
+    )
+    rt = make_runtime(_yaml_with_instagram())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    body = sample("¿Tienen la talla M?")
+    headers = {"X-Hub-Signature-256": sign(META_SECRET, body), "Content-Type": "application/json"}
+    assert (await client.post(path, data=body, headers=headers)).status == 200
+    bad = {**headers, "X-Hub-Signature-256": sign("not-the-app-secret", body)}
+    assert (await client.post(path, data=body, headers=bad)).status == 401
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert ticket.channel == "instagram"
