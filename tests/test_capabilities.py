@@ -55,7 +55,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     },
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
-    SmsAdapter: {channel_caps.ReportsHealth},
+    SmsAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
 }
 
 DESK_CAPABILITIES: dict[type[Any], set[type]] = {

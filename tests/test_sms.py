@@ -579,3 +579,36 @@ async def _deliveries(rt: Any, direction: Direction) -> list[Any]:
         if d is not None and d.direction is direction:
             out.append(d)
     return sorted(out, key=lambda d: d.id)
+
+
+async def test_register_points_each_sender_number_at_the_url(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    numbers = api.get(f"{API}/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers.json").mock(
+        return_value=httpx.Response(
+            200, json={"incoming_phone_numbers": [{"sid": "PN" + "1" * 32}]}
+        )
+    )
+    update = api.post(
+        f"{API}/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers/PN{'1' * 32}.json"
+    ).mock(return_value=httpx.Response(200, json={"sid": "PN" + "1" * 32}))
+    senders = {"GB": "MG" + "a" * 32, "US": OURS, "CA": "+16135550100"}
+    await SmsAdapter("acme", config(senders=senders), client, FakeLinks()).set_webhook(URL)
+    asked = [c.request.url.params["PhoneNumber"] for c in numbers.calls]
+    assert asked == [OURS, "+16135550100"]  # numbers only, each once
+    assert form(update) == [{"SmsUrl": [URL], "SmsMethod": ["POST"]}] * 2
+
+
+async def test_register_refuses_a_url_other_than_the_signed_one(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    with pytest.raises(PermanentError, match="webhook_url"):
+        await SmsAdapter("acme", config(), client, FakeLinks()).set_webhook(
+            "https://other.example/webhooks/sms/acme"
+        )
+    assert not api.calls
+    api.get(f"{API}/2010-04-01/Accounts/{SID}/IncomingPhoneNumbers.json").mock(
+        return_value=httpx.Response(200, json={"incoming_phone_numbers": []})
+    )
+    with pytest.raises(PermanentError, match="not in this account"):
+        await SmsAdapter("acme", config(), client, FakeLinks()).set_webhook(URL)

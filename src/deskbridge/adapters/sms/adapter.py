@@ -14,7 +14,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
+from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
 from deskbridge.adapters.sms import segments
 from deskbridge.config.accounts import SmsConfig
 from deskbridge.errors import PermanentError
@@ -43,12 +43,22 @@ class _Sent(BaseModel):
     sid: str = Field(min_length=1)
 
 
+class _Number(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sid: str = Field(pattern=r"^PN[0-9a-f]{32}$")
+
+
+class _Numbers(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    incoming_phone_numbers: list[_Number]
+
+
 class _Error(BaseModel):
     model_config = ConfigDict(extra="ignore")
     code: int | None = None
 
 
-class SmsAdapter(ReportsHealth):
+class SmsAdapter(ReportsHealth, RegistersWebhook):
     """One account's Twilio: ``send`` posts to ``/2010-04-01/Accounts/<sid>/Messages.json``
     with HTTP basic auth (account SID, auth token); ``fetch`` downloads MMS media with the
     same credentials from Twilio's API host only."""
@@ -83,6 +93,54 @@ class SmsAdapter(ReportsHealth):
             raise transport_error(exc, what=what) from None
         classify(response, what=what)
         return {"credentials_valid": 1.0}
+
+    async def set_webhook(self, url: str) -> None:
+        """Point the inbound SMS webhook (``SmsUrl``, POST) of every number this account
+        sends from (``default_sender`` and ``senders`` that are numbers) at ``url``, via the
+        IncomingPhoneNumbers resource. Messaging Services and sender IDs are left as they
+        are. ``PermanentError`` when ``webhook_url`` is set to another URL (signatures are
+        checked against it) or a number is not in this Twilio account. Idempotent."""
+        if self._config.webhook_url and self._config.webhook_url != url:
+            raise PermanentError(
+                "sms register: webhook_url in the accounts file is another URL; make them match"
+            )
+        numbers = dict.fromkeys(
+            n
+            for n in (self._config.default_sender, *self._config.senders.values())
+            if n.startswith("+")
+        )
+        for number in numbers:
+            sid = await self._number_sid(number)
+            await self._call(
+                "POST",
+                f"{self._account_url}/IncomingPhoneNumbers/{sid}.json",
+                "sms register",
+                data={"SmsUrl": url, "SmsMethod": "POST"},
+            )
+
+    async def _number_sid(self, number: str) -> str:
+        what = "sms register"
+        response = await self._call(
+            "GET",
+            f"{self._account_url}/IncomingPhoneNumbers.json",
+            what,
+            params={"PhoneNumber": number},
+        )
+        try:
+            found = _Numbers.model_validate_json(response.content).incoming_phone_numbers
+        except ValidationError:
+            raise PermanentError(f"{what}: unreadable IncomingPhoneNumbers answer") from None
+        if not found:
+            raise PermanentError(f"{what}: a configured sender number is not in this account")
+        return found[0].sid
+
+    async def _call(self, method: str, url: str, what: str, **kw: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, url, auth=self._auth, **kw)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, what=what) from None
+        classify(response, what=what)
+        return response
 
     def sender(self, to: ChannelAddress) -> dict[str, str]:
         """``From`` or ``MessagingServiceSid``: the number the customer wrote to, else the
