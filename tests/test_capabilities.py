@@ -18,11 +18,13 @@ from deskbridge.adapters import capabilities as channel_caps
 from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.email.adapter import EmailAdapter
 from deskbridge.adapters.email.receiver import EmailReceiver
+from deskbridge.adapters.instagram import InstagramAdapter, InstagramReceiver
 from deskbridge.adapters.line import LineAdapter
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver
 from deskbridge.adapters.registry import AnyAppReceiver
 from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
+from deskbridge.adapters.sms import SmsAdapter, SmsReceiver
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.gateway import create_app
@@ -46,6 +48,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     TelegramAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
     WhatsAppAdapter: {channel_caps.ReportsHealth},
     MessengerAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
+    InstagramAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
     LineAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.RegistersWebhook,
@@ -53,6 +56,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     },
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
+    SmsAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
 }
 
 DESK_CAPABILITIES: dict[type[Any], set[type]] = {
@@ -130,8 +134,10 @@ SECRETS: dict[type[Any], tuple[set[str], set[str]]] = {
     LineAdapter: (set(), set()),
     WhatsAppReceiver: (set(), {"hub.verify_token"}),
     MessengerReceiver: (set(), {"hub.verify_token"}),
+    InstagramReceiver: (set(), {"hub.verify_token"}),
     EmailReceiver: ({"authorization"}, set()),
     SipReceiver: (set(), set()),
+    SmsReceiver: (set(), set()),
     # desk connectors
     ZendeskConnector: (set(), set()),
     IntercomConnector: (set(), set()),

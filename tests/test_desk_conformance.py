@@ -12,16 +12,22 @@ import asyncio
 import contextlib
 import importlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs, parse_qsl
 
 import pytest
 
+from deskbridge.adapters.instagram import sample_message as instagram_message
+from deskbridge.adapters.meta import sign
+from deskbridge.adapters.sms import sample_message as sms_message
+from deskbridge.adapters.sms.signature import sign as sms_sign
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 
-from .conftest import TG_SECRET, TG_TOKEN, drain, redis_of
+from .conftest import META_SECRET, TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.base import MODES, FakeDesk, Mode
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
@@ -392,3 +398,120 @@ async def test_a_verified_desk_body_we_cannot_read_is_kept_not_refused(
         assert (await client.post("/desks/zendesk/acme", data=body, headers=headers)).status == 200
     [dead] = await deliveries(rt, Direction.OUTBOUND)
     assert dead.state is DeliveryState.DEAD and dead.reason == "parse_failed"
+
+
+# -- the other channels ---------------------------------------------------------------------
+# Each desk files an Instagram customer (the Meta app's signed webhook) and the agent's
+# reply goes back through the Instagram messaging API, the sender named by its profile.
+
+IG_ID = "17841400000000001"
+IGSID = "1790000000000042"
+IG_API = "https://graph-ig.test/v23.0"
+
+
+def yaml_with_instagram(fake: FakeDesk) -> str:
+    return (
+        f"""
+apps:
+  meta:
+    type: meta
+    app_secret: "{META_SECRET}"
+    verify_token: verify
+"""
+        + yaml_for(fake)
+        + f"""      - type: instagram
+        app: meta
+        ig_id: "{IG_ID}"
+        access_token: ig-access-token
+        base_url: https://graph-ig.test
+"""
+    )
+
+
+async def test_an_instagram_customer_is_filed_named_and_answered(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    respx_mock.route(host="127.0.0.1").pass_through()
+    profile = respx_mock.get(f"{IG_API}/{IGSID}").respond(
+        200, json={"id": IGSID, "name": "Ana Ruiz", "username": "ana.ruiz"}
+    )
+    send = respx_mock.post(f"{IG_API}/{IG_ID}/messages").respond(
+        200, json={"recipient_id": IGSID, "message_id": "aWdfT1VU"}
+    )
+    rt = make_runtime(yaml_with_instagram(fake))
+    fake.bind(rt)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    body = instagram_message(
+        "¿Tienen la talla M?",
+        ig_id=IG_ID,
+        igsid=IGSID,
+        mid="aWdfSU4x",
+        timestamp_ms=int(time.time() * 1000),
+    )
+    headers = {"X-Hub-Signature-256": sign(META_SECRET, body), "Content-Type": "application/json"}
+    for _ in range(2):  # a redelivery files once
+        assert (await client.post("/webhooks/instagram", data=body, headers=headers)).status == 200
+    await drain(rt)
+    await refresh(fake)
+    [ticket] = fake.tickets()
+    assert [p.text.strip() for p in ticket.parts if p.author == "user"] == ["¿Tienen la talla M?"]
+    assert profile.called and any(u.name and "Ana Ruiz" in u.name for u in fake.users())
+    await fake.agent_reply(client, rt, ticket.id, "Sí, la tenemos.", None)
+    await drain(rt)
+    [out] = await deliveries(rt, Direction.OUTBOUND)
+    assert out.state is DeliveryState.DELIVERED
+    [sent] = [json.loads(c.request.content) for c in send.calls]
+    assert sent["recipient"] == {"id": IGSID} and sent["messaging_type"] == "RESPONSE"
+    assert sent["message"]["text"].strip() == "Sí, la tenemos."
+
+
+SMS_SID = "AC" + "0123456789abcdef" * 2
+SMS_TOKEN = "twilio-auth-token-for-tests"
+SMS_URL = "https://bridge.example.com/webhooks/sms/acme"
+SMS_API = f"https://twilio.test/2010-04-01/Accounts/{SMS_SID}/Messages.json"
+
+
+def yaml_with_sms(fake: FakeDesk) -> str:
+    return yaml_for(fake) + (
+        f"""      - type: sms
+        account_sid: "{SMS_SID}"
+        auth_token: "{SMS_TOKEN}"
+        webhook_url: "{SMS_URL}"
+        default_sender: "+14155550100"
+        base_url: https://twilio.test
+"""
+    )
+
+
+async def test_an_sms_customer_is_filed_and_answered_from_the_number_they_wrote_to(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    respx_mock.route(host="127.0.0.1").pass_through()
+    send = respx_mock.post(SMS_API).respond(201, json={"sid": "SM" + "a" * 32})
+    rt = make_runtime(yaml_with_sms(fake))
+    fake.bind(rt)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    body = sms_message(
+        "Where is my parcel?",
+        account_sid=SMS_SID,
+        sender="+14155550142",
+        to="+14155550199",
+        seed="conformance",
+    )
+    headers = {
+        "X-Twilio-Signature": sms_sign(SMS_TOKEN, SMS_URL, parse_qsl(body.decode())),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    for _ in range(2):  # a redelivery files once
+        assert (await client.post("/webhooks/sms/acme", data=body, headers=headers)).status == 200
+    await drain(rt)
+    await refresh(fake)
+    [ticket] = fake.tickets()
+    assert [p.text.strip() for p in ticket.parts if p.author == "user"] == ["Where is my parcel?"]
+    await fake.agent_reply(client, rt, ticket.id, "It arrives tomorrow.", None)
+    await drain(rt)
+    [out] = await deliveries(rt, Direction.OUTBOUND)
+    assert out.state is DeliveryState.DELIVERED
+    [sent] = [parse_qs(c.request.content.decode()) for c in send.calls]
+    assert sent["To"] == ["+14155550142"] and sent["From"] == ["+14155550199"]
+    assert sent["Body"][0].strip() == "It arrives tomorrow."

@@ -231,3 +231,71 @@ async def test_contact_scope_keeps_one_ticket_and_answers_on_the_last_channel(
     await drain(rt)
     [sent] = await rt.sandbox.sent("acme")
     assert sent["channel"] == "sip" and sent["text"].endswith("Answered where you wrote last")
+
+
+SMS_CHANNEL = """
+      - type: sms
+        account_sid: "AC0123456789abcdef0123456789abcdef"
+        auth_token: "twilio-token-for-identity-tests"
+        webhook_url: "https://bridge.example.com/webhooks/sms/acme"
+        default_sender: "+14155550100"
+        base_url: https://twilio.test
+"""
+
+
+async def test_whatsapp_and_sms_from_one_number_are_one_contact_and_one_zendesk_user(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    from urllib.parse import parse_qsl
+
+    from deskbridge.adapters.sms import sample_message as sms_message
+    from deskbridge.adapters.sms.signature import sign as twilio_sign
+
+    marker = "      - type: messenger\n"
+    rt = make_runtime(META_YAML.replace(marker, SMS_CHANNEL.lstrip("\n") + marker, 1))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    users = respx_mock.post(f"{ZD}/users/create_or_update").respond(201, json={"user": {"id": 501}})
+    respx_mock.get(f"{ZD}/users/501/identities").respond(
+        200, json={"identities": [], "next_page": None}
+    )
+    respx_mock.post(f"{ZD}/users/501/identities").respond(201, json={"identity": {"id": 2}})
+    respx_mock.post(f"{ZD}/tickets").respond(
+        201, json={"ticket": {"id": 77}, "audit": {"events": [{"type": "Comment", "id": 1}]}}
+    )
+    respx_mock.put(f"{ZD}/tickets/77").respond(
+        200, json={"ticket": {"id": 77}, "audit": {"events": [{"type": "Comment", "id": 2}]}}
+    )
+    body = whatsapp_message(
+        "Hi, my order?",
+        phone_number_id=WA_NUMBER,
+        wa_id="14155550142",
+        name="Ann",
+        message_id="wamid.US1",
+        timestamp=int(time.time()),
+    )
+    assert (
+        await client.post("/webhooks/whatsapp", data=body, headers=meta_headers(body))
+    ).status == 200
+    await drain(rt)
+    form = sms_message(
+        "Texting you instead",
+        account_sid="AC0123456789abcdef0123456789abcdef",
+        sender="+14155550142",
+        to="+14155550100",
+        seed="identity",
+    )
+    url = "https://bridge.example.com/webhooks/sms/acme"
+    headers = {
+        "X-Twilio-Signature": twilio_sign(
+            "twilio-token-for-identity-tests", url, parse_qsl(form.decode())
+        ),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    assert (await client.post("/webhooks/sms/acme", data=form, headers=headers)).status == 200
+    await drain(rt)
+    sent = [json.loads(c.request.content)["user"] for c in users.calls]
+    assert len({u["external_id"] for u in sent}) == 1  # one contact, one desk user
+    contact = await rt.conversations.contact("acme", sent[0]["external_id"])
+    assert contact is not None
+    channels = {i.channel for i in contact.identities if i.kind == "channel_user"}
+    assert channels == {Channel.WHATSAPP, Channel.SMS}

@@ -14,6 +14,7 @@ _.model_config  # every BaseModel / BaseSettings
 _._secret_shape  # config.accounts field_validator
 _._token_shape  # config.accounts field_validator
 _._one_token_source  # config.accounts model_validator
+_._sender_shape  # config.accounts field_validator (SmsConfig)
 _._e164  # config.accounts field_validator
 _._notice_channels  # config.accounts model_validator
 _._shared_shape  # config.accounts model_validator

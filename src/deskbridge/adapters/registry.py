@@ -14,7 +14,16 @@ from typing import Any
 
 import httpx
 
-from deskbridge.adapters import email, line, messenger, sip, telegram, whatsapp
+from deskbridge.adapters import (
+    email,
+    instagram,
+    line,
+    messenger,
+    sip,
+    sms,
+    telegram,
+    whatsapp,
+)
 from deskbridge.adapters.base import (
     ChannelAdapter,
     Handshake,
@@ -23,20 +32,30 @@ from deskbridge.adapters.base import (
     Receiver,
     TokenCache,
 )
+from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.spec import AdapterDeps, ChannelSpec
 from deskbridge.config import AccountsFile, ChannelConfig
 from deskbridge.errors import SignatureInvalid
 from deskbridge.schemas import Channel, RawRequest
 
-__all__ = ["CHANNELS", "AnyAppReceiver", "build_adapter", "build_receivers", "spec_of"]
+__all__ = [
+    "CHANNELS",
+    "AnyAppReceiver",
+    "PageAndInstagram",
+    "build_adapter",
+    "build_receivers",
+    "spec_of",
+]
 
 CHANNELS: dict[Channel, ChannelSpec[Any]] = {
     Channel.TELEGRAM: telegram.SPEC,
     Channel.WHATSAPP: whatsapp.SPEC,
     Channel.MESSENGER: messenger.SPEC,
+    Channel.INSTAGRAM: instagram.SPEC,
     Channel.LINE: line.SPEC,
     Channel.EMAIL: email.SPEC,
     Channel.SIP: sip.SPEC,
+    Channel.SMS: sms.SPEC,
 }
 """Every channel's spec, in the order channels are listed to people."""
 
@@ -96,6 +115,33 @@ class AnyAppReceiver:
         return self._signed_by(req).parse(req)
 
 
+class PageAndInstagram:
+    """The Messenger URL of an app that also serves Instagram accounts: Meta may post the
+    app's ``object: instagram`` webhooks to the same callback URL as its Page ones, so
+    those go to the app's Instagram receiver (same app secret), the rest to Messenger's."""
+
+    def __init__(self, page: Receiver, instagram: Receiver) -> None:
+        self.channel = page.channel
+        self.max_body_bytes = max(page.max_body_bytes, instagram.max_body_bytes)
+        self.secret_headers = page.secret_headers | instagram.secret_headers
+        self.secret_query = page.secret_query | instagram.secret_query
+        self._page = page
+        self._instagram = instagram
+
+    def handshake(self, req: RawRequest) -> Handshake | None:
+        return self._page.handshake(req)
+
+    def verify(self, req: RawRequest) -> None:
+        self._page.verify(req)
+
+    def parse(self, req: RawRequest) -> Parsed:
+        """Instagram's receiver for an ``instagram`` body, else Messenger's; errors as
+        theirs (``PayloadInvalid`` for a body that is not a JSON object)."""
+        doc = load_object(req.body, what="messenger")
+        target = self._instagram if doc.get("object") == "instagram" else self._page
+        return target.parse(req)
+
+
 def build_receivers(
     accounts: AccountsFile, adapters: dict[tuple[str, Channel], ChannelAdapter]
 ) -> dict[tuple[Channel, str | None], Receiver]:
@@ -117,12 +163,20 @@ def build_receivers(
                 meta_routes[key][spec.app_route.route_id(ch)] = name
                 meta_body[key] = max(meta_body[key], spec.app_route.max_body_bytes(ch))
                 meta_accounts[key].append(name)
-    shared: dict[Channel, list[Receiver]] = defaultdict(list)
+    built: dict[tuple[Channel, str], Receiver] = {}
     for (channel, app_name), routes in meta_routes.items():
         route = CHANNELS[channel].app_route
         assert route is not None
         app = accounts.apps[app_name]
-        receiver = route.build(app_name, app, routes, meta_body[(channel, app_name)])
+        built[(channel, app_name)] = route.build(
+            app_name, app, routes, meta_body[(channel, app_name)]
+        )
+    for (channel, app_name), receiver in list(built.items()):
+        instagram = built.get((Channel.INSTAGRAM, app_name))
+        if channel is Channel.MESSENGER and instagram is not None:
+            built[(channel, app_name)] = PageAndInstagram(receiver, instagram)
+    shared: dict[Channel, list[Receiver]] = defaultdict(list)
+    for (channel, app_name), receiver in built.items():
         shared[channel].append(receiver)
         for name in meta_accounts[(channel, app_name)]:
             out[(channel, name)] = receiver

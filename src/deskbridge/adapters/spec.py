@@ -71,6 +71,8 @@ class SimulateInput(Generic[C]):
     now: float
     subject: str | None = None
     """email only: the mail's Subject (default: the text's first line)."""
+    base_url: str = ""
+    """The gateway's URL the webhook goes to (for channels that sign the URL: Twilio)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ def simulate(
         call,
         time.time(),
         subject,
+        base_url=base,
     )
     out = spec.simulate(sim)
     if not isinstance(out, SimulatedRequest):

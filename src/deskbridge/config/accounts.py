@@ -48,6 +48,7 @@ from deskbridge.schemas import Channel
 __all__ = [
     "GRAPH_API_BASE",
     "GRAPH_API_VERSION",
+    "INSTAGRAM_API_BASE",
     "INTERCOM_API_BASE",
     "INTERCOM_API_VERSION",
     "AccountConfig",
@@ -57,6 +58,7 @@ __all__ = [
     "ConsentNotice",
     "DeskConfig",
     "EmailConfig",
+    "InstagramConfig",
     "IntercomDeskConfig",
     "LineConfig",
     "MessengerConfig",
@@ -66,6 +68,7 @@ __all__ = [
     "SipCallsConfig",
     "SipConfig",
     "SipTimersConfig",
+    "SmsConfig",
     "SmtpConfig",
     "TelegramConfig",
     "UdeskDeskConfig",
@@ -174,6 +177,67 @@ class MessengerConfig(_Model):
     sandbox: bool = False
     max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+INSTAGRAM_API_BASE = "https://graph.instagram.com"
+
+
+class InstagramConfig(_Model):
+    """An Instagram professional account's Direct messages, through the account's Meta app.
+    With Instagram Login (the default) replies go to ``graph.instagram.com/<ig_id>/messages``
+    with an Instagram user access token; with Facebook Login set ``page_id`` (the linked
+    Page) and ``base_url: https://graph.facebook.com`` and give the Page access token."""
+
+    type: Literal["instagram"] = "instagram"
+    app: str
+    ig_id: str = Field(pattern=r"^\d{1,32}$")
+    """The professional account's id: ``entry[].id`` of its webhooks, the routing key."""
+    access_token: SecretStr
+    page_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
+    base_url: str = INSTAGRAM_API_BASE
+    graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
+    human_agent_tag: bool = True
+    """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
+    (needs Meta's Human Agent permission for the app)."""
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+
+_TWILIO_SENDER = r"^(\+[1-9]\d{6,14}|MG[0-9a-f]{32}|[A-Za-z0-9 ]{1,11})$"
+
+
+class SmsConfig(_Model):
+    """SMS and MMS through Twilio Programmable Messaging: inbound messages and status
+    callbacks at ``/webhooks/sms/<account>``, signed with ``X-Twilio-Signature``."""
+
+    type: Literal["sms"] = "sms"
+    provider: Literal["twilio"] = "twilio"
+    account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
+    auth_token: SecretStr
+    """Signs Twilio's webhooks, authenticates our API calls and media downloads."""
+    webhook_url: str | None = None
+    """The exact URL configured at Twilio for this account (scheme, host, port, path and
+    query): what signatures are computed over, and the status callback of every send.
+    Without it the URL is rebuilt from the request (``X-Forwarded-Proto``, ``Host``)."""
+    senders: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], str] = Field(default_factory=dict)
+    """Country (ISO 3166 alpha-2 of the customer's number) → a sender: a number (E.164),
+    a Messaging Service SID (``MG…``) or an alphanumeric sender ID."""
+    default_sender: str = Field(pattern=_TWILIO_SENDER)
+    max_segments: int = Field(default=10, ge=1, le=10)
+    """Split a reply into messages of at most this many segments (Twilio: 1600 chars)."""
+    base_url: str = "https://api.twilio.com"
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+
+    @field_validator("senders")
+    @classmethod
+    def _sender_shape(cls, v: dict[str, str]) -> dict[str, str]:
+        for country, sender in v.items():
+            if not re.fullmatch(_TWILIO_SENDER, sender):
+                raise ValueError(f"{country}: {sender!r} is not a number, MG SID or sender ID")
+        return v
 
 
 class LineConfig(_Model):
@@ -383,7 +447,14 @@ class SipConfig(_Model):
 
 
 ChannelConfig = Annotated[
-    TelegramConfig | WhatsAppConfig | MessengerConfig | LineConfig | EmailConfig | SipConfig,
+    TelegramConfig
+    | WhatsAppConfig
+    | MessengerConfig
+    | InstagramConfig
+    | LineConfig
+    | EmailConfig
+    | SipConfig
+    | SmsConfig,
     Field(discriminator="type"),
 ]
 
@@ -607,6 +678,12 @@ class AccountConfig(_Model):
         return None
 
 
+def _route_id(ch: WhatsAppConfig | MessengerConfig | InstagramConfig) -> str:
+    if isinstance(ch, WhatsAppConfig):
+        return ch.phone_number_id
+    return ch.page_id if isinstance(ch, MessengerConfig) else ch.ig_id
+
+
 class AccountsFile(_Model):
     apps: dict[Annotated[str, Field(pattern=_NAME)], AppConfig] = Field(default_factory=dict)
     accounts: dict[Annotated[str, Field(pattern=_NAME)], AccountConfig]
@@ -616,12 +693,12 @@ class AccountsFile(_Model):
         owners: dict[tuple[str, str], str] = {}
         for name, acc in self.accounts.items():
             for ch in acc.channels:
-                if isinstance(ch, WhatsAppConfig | MessengerConfig):
+                if isinstance(ch, WhatsAppConfig | MessengerConfig | InstagramConfig):
                     if ch.app not in self.apps:
                         raise ValueError(
                             f"accounts.{name}: {ch.type} names app {ch.app!r}, not under apps:"
                         )
-                    ident = ch.phone_number_id if isinstance(ch, WhatsAppConfig) else ch.page_id
+                    ident = _route_id(ch)
                     key = (ch.type, ident)
                     if key in owners:
                         raise ValueError(

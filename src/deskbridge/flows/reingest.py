@@ -31,7 +31,7 @@ from typing import Any
 
 from deskbridge.adapters.base import Receiver
 from deskbridge.adapters.sip.receiver import SipReceiver, StoredSip
-from deskbridge.config import MessengerConfig, SipConfig, WhatsAppConfig
+from deskbridge.config import InstagramConfig, MessengerConfig, SipConfig, WhatsAppConfig
 from deskbridge.errors import ParseFailed, RequestRefused
 from deskbridge.flows.ingest import APP_SCOPE, accept_account_events, accept_replies, app_scope
 from deskbridge.flows.runtime import Runtime
@@ -149,7 +149,7 @@ def _receiver(rt: Runtime, source: str, scope: str) -> Receiver | None:
         return rt.receiver(source, scope)
     for name, acc in rt.accounts.accounts.items():
         for ch in acc.channels:
-            if isinstance(ch, WhatsAppConfig | MessengerConfig) and (
+            if isinstance(ch, WhatsAppConfig | MessengerConfig | InstagramConfig) and (
                 ch.type == source and app_scope(ch.app) == scope
             ):
                 return rt.receiver(source, name)

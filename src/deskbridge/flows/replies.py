@@ -18,6 +18,7 @@ from deskbridge.outbound.capabilities import ReadsCommentFiles
 from deskbridge.schemas import (
     AgentReply,
     Attempt,
+    Channel,
     ChannelAddress,
     Delivery,
     DeliveryState,
@@ -25,9 +26,22 @@ from deskbridge.schemas import (
 )
 from deskbridge.store import ConversationRecord
 
-__all__ = ["StoredProgress", "hold", "hold_again", "send_reply", "stored_progress"]
+__all__ = [
+    "StoredProgress",
+    "consent_attribute",
+    "hold",
+    "hold_again",
+    "send_reply",
+    "stored_progress",
+]
 
 log = logging.getLogger(__name__)
+
+
+def consent_attribute(channel: Channel) -> str:
+    """The contact attribute that keeps the customer's consent to messages on
+    ``channel`` (``opted_out since ...`` / ``opted_in since ...``)."""
+    return f"{channel.value}_consent"
 
 
 async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
@@ -42,6 +56,7 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     adapter = rt.adapter(d.account, conv.channel)
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
+    await _consented(rt, d.account, conv)
     reply = await _files_at_desk(rt, d.account, reply)
     if not reply.text and not reply.attachments:
         # the comment's files were all the desk had, and it has none (removed, redacted)
@@ -229,6 +244,18 @@ async def _invite(rt: Runtime, d: Delivery, conv: ConversationRecord, to: Channe
         return f"The customer was not invited to write back: {exc}."
     await rt.conversations.mark_reengaged(d.account, conv.id, time.time())
     return "A re-engagement template was sent to invite them to write back."
+
+
+async def _consented(rt: Runtime, account: str, conv: ConversationRecord) -> None:
+    """Raise ``PermanentError`` when the customer withdrew their consent to messages on
+    the conversation's channel (SMS STOP) and has not given it again."""
+    contact = await rt.conversations.contact(account, conv.contact_id)
+    state = contact.attributes.get(consent_attribute(conv.channel), "") if contact else ""
+    if state.startswith("opted_out"):
+        raise PermanentError(
+            f"the customer opted out of {conv.channel.value} ({state}); nothing is sent"
+            " until they opt back in (START)"
+        )
 
 
 def _at(ts: float | None) -> datetime | None:

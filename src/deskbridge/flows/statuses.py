@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from deskbridge.errors import WindowClosed
 from deskbridge.flows.notes import note, ref
-from deskbridge.flows.replies import hold_again
+from deskbridge.flows.replies import consent_attribute, hold_again
 from deskbridge.flows.runtime import Runtime
 from deskbridge.flows.threads import move_thread
 from deskbridge.schemas import ChannelEvent, Delivery, DeliveryState, StatusUpdate
@@ -76,6 +76,27 @@ async def apply_channel_event(rt: Runtime, d: Delivery, ev: ChannelEvent) -> Del
         value = f"{state} since {ev.occurred_at.isoformat()}"
         await rt.conversations.set_attribute(
             d.account, contact.id, f"{ev.channel.value}_follow", value
+        )
+        return DeliveryState.DELIVERED
+    if ev.action in ("opt_out", "opt_in") and ev.sender is not None:
+        # consent to messages on the channel: `send_reply` refuses to send while it is
+        # withdrawn (docs/channels/sms.md)
+        # the conversation's contact: the one `send_reply` asks
+        conv = await rt.conversations.get(d.account, d.conversation_id)
+        if conv is not None and conv.contact_id:
+            contact_id = conv.contact_id
+        else:
+            contact_id = (
+                await rt.conversations.resolve_contact(
+                    d.account, ev.sender.identities, ev.sender.display_name
+                )
+            ).id
+        state = "opted_out" if ev.action == "opt_out" else "opted_in"
+        await rt.conversations.set_attribute(
+            d.account,
+            contact_id,
+            consent_attribute(ev.channel),
+            f"{state} since {ev.occurred_at.isoformat()}",
         )
         return DeliveryState.DELIVERED
     if ev.action == "unsend":

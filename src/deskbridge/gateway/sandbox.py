@@ -24,7 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
-from deskbridge.config import LineConfig, MessengerConfig, TelegramConfig, WhatsAppConfig
+from deskbridge.config import (
+    InstagramConfig,
+    LineConfig,
+    MessengerConfig,
+    SmsConfig,
+    TelegramConfig,
+    WhatsAppConfig,
+)
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_replies
@@ -521,6 +528,91 @@ async def messenger_api(request: web.Request) -> web.Response:
     return web.json_response({"recipient_id": psid, "message_id": mid})
 
 
+async def instagram_api(request: web.Request) -> web.Response:
+    """Stands in for the Instagram messaging and user profile APIs (Graph) for a channel
+    in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.INSTAGRAM) if cfg else None
+    if not isinstance(ch, InstagramConfig) or not ch.sandbox:
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if not hmac.compare_digest(
+        _bearer(request).encode(), ch.access_token.get_secret_value().encode()
+    ):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    tail = request.match_info["tail"].strip("/")
+    if request.method == "GET":
+        # `/me` (the token check) and `/<IGSID>` (the profile of a customer)
+        if tail.endswith("/me"):
+            return web.json_response({"id": ch.ig_id})
+        return web.json_response(
+            {"name": "Instagram Demo Customer", "username": "demo.customer", "id": tail}
+        )
+    if request.method != "POST" or not tail.endswith("messages"):
+        return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
+    body = await request.json()
+    message = body.get("message") or {}
+    text = message.get("text") or ""
+    if isinstance(message.get("attachment"), dict):
+        att = message["attachment"]
+        text = f"[{att.get('type')}: {att.get('payload', {}).get('url', '')}]"
+    method = str(body.get("messaging_type", ""))
+    if body.get("tag"):
+        method += f" {body['tag']}"
+    igsid = (body.get("recipient") or {}).get("id")
+    await rt.sandbox.record_sent(
+        account, {"channel": "instagram", "method": method, "to": igsid, "text": text}
+    )
+    return web.json_response(
+        {"recipient_id": igsid, "message_id": f"aWdfSANDBOX{int(time.time() * 1_000_000)}"}
+    )
+
+
+def _twilio_error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {"code": code, "message": message, "more_info": "", "status": status}, status=status
+    )
+
+
+async def sms_api(request: web.Request) -> web.Response:
+    """Stands in for Twilio's Messages resource for an SMS channel in sandbox mode."""
+    rt = request.app[RUNTIME]
+    account = request.match_info["account"]
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(Channel.SMS) if cfg else None
+    if not isinstance(ch, SmsConfig) or not ch.sandbox:
+        return _twilio_error(401, 20003, "Authenticate")
+    expected = f"{ch.account_sid}:{ch.auth_token.get_secret_value()}".encode()
+    given = request.headers.get("Authorization", "").removeprefix("Basic ")
+    try:
+        decoded = base64.b64decode(given, validate=True)
+    except ValueError:
+        decoded = b""
+    if not hmac.compare_digest(decoded, expected):
+        return _twilio_error(401, 20003, "Authenticate")
+    tail = "/" + request.match_info["tail"].strip("/")
+    account_path = f"/2010-04-01/Accounts/{ch.account_sid}"
+    if request.method == "GET" and tail == account_path + ".json":
+        return web.json_response({"sid": ch.account_sid, "status": "active"})
+    if request.method != "POST" or tail != account_path + "/Messages.json":
+        return _twilio_error(404, 20404, "The requested resource was not found")
+    form = await request.post()
+    to = str(form.get("To", ""))
+    sender = str(form.get("From") or form.get("MessagingServiceSid") or "")
+    if not to.startswith("+"):
+        return _twilio_error(400, 21211, "The 'To' number is not a valid phone number.")
+    text = str(form.get("Body", ""))
+    media = [str(m) for m in form.getall("MediaUrl", [])]
+    if media:
+        text += "".join(f" [media: {m}]" for m in media)
+    await rt.sandbox.record_sent(
+        account, {"channel": "sms", "method": f"from {sender}", "to": to, "text": text}
+    )
+    sid = "SM" + hashlib.sha256(f"{to}{time.time_ns()}".encode()).hexdigest()[:32]
+    return web.json_response({"sid": sid, "status": "queued", "to": to}, status=201)
+
+
 async def line_api(request: web.Request) -> web.Response:
     """Stands in for the LINE Messaging API (api.line.me and api-data.line.me)."""
     rt = request.app[RUNTIME]
@@ -580,7 +672,9 @@ _STAND_INS: dict[Channel, tuple[str, Handler]] = {
     Channel.TELEGRAM: ("{bot}/{method}", telegram_api),
     Channel.WHATSAPP: ("{tail:.*}", whatsapp_api),
     Channel.MESSENGER: ("{tail:.*}", messenger_api),
+    Channel.INSTAGRAM: ("{tail:.*}", instagram_api),
     Channel.LINE: ("{tail:.*}", line_api),
+    Channel.SMS: ("{tail:.*}", sms_api),
 }
 """The platform APIs a channel in sandbox mode talks to instead, by channel (the path
 after ``/sandbox/channel-api/{account}/{channel}/``); email and SIP keep an outbox."""

@@ -14,9 +14,11 @@ class Channel(StrEnum):
     TELEGRAM = "telegram"
     WHATSAPP = "whatsapp"
     MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
     LINE = "line"
     EMAIL = "email"
     SIP = "sip"
+    SMS = "sms"
 
     @property
     def brand(self) -> str:
@@ -56,6 +58,8 @@ BRANDS: dict[str, str] = {
     "email": "Email",
     "sip": "SIP",
     "instagram": "Instagram",
+    "sms": "SMS",
+    "twilio": "Twilio",
     "sandbox": "Sandbox",
     "zendesk": "Zendesk",
     "intercom": "Intercom",

@@ -138,10 +138,21 @@ class CallEvent(_Event):
 
 class ChannelEvent(_Event):
     """Something the customer did that is not a message: followed or unfollowed (blocked)
-    the account, the bot joined or left a group, or a message was retracted."""
+    the account, the bot joined or left a group, a message was retracted, or the customer
+    withdrew or gave their consent to messages on the channel (SMS STOP/START)."""
 
     kind: Literal["channel_event"] = "channel_event"
-    action: Literal["follow", "unfollow", "join", "leave", "unsend", "moved_to", "moved_from"]
+    action: Literal[
+        "follow",
+        "unfollow",
+        "join",
+        "leave",
+        "unsend",
+        "moved_to",
+        "moved_from",
+        "opt_out",
+        "opt_in",
+    ]
     sender: Sender | None = None
     external_id: str | None = None
     """For ``unsend``: the channel id of the retracted message. For ``moved_to`` and

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import mimetypes
 import re
 import time
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
-from urllib.parse import unquote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
 from deskbridge.adapters.capabilities import LooksUpDisplayNames, ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
+from deskbridge.adapters.meta.cdn import download
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, read_capped, transport_error
+from deskbridge.http import classify, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
 __all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
@@ -35,8 +33,6 @@ HUMAN_AGENT_WINDOW = 7 * 24 * 3600.0
 # budget (4 and 613 are rate limits, which Meta does not give a Retry-After for).
 _RETRYABLE: dict[int, float | None] = {1200: None, 2: None, 4: 60.0, 613: 60.0}
 _WINDOW_CLOSED = (10, 2018278)
-_MAX_REDIRECTS = 5
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _PSID = re.compile(r"[0-9]{1,32}")
 _FALLBACK_TYPE = {
     "image": "image",
@@ -176,42 +172,13 @@ class MessengerAdapter(LooksUpDisplayNames, ReportsHealth):
         only to https), at most ``max_media_bytes``. ``PermanentError`` when over the cap
         or expired (403/404/410); 5xx and timeouts are retryable. Messages never carry the
         URL (it holds a signed token)."""
-        what = "messenger download"
-        limit = self._config.max_media_bytes
-        if attachment.size is not None and attachment.size > limit:
-            raise PermanentError(f"{what}: over the {limit}-byte limit")
-        try:
-            first = url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL:
-            raise PermanentError(f"{what}: not a URL") from None
-        # the URL came in a webhook body: every hop is fetched SSRF-guarded
-        async with Fetcher(self._client, ()) as fetcher:
-            for _ in range(_MAX_REDIRECTS + 1):
-                if url.scheme != "https":
-                    raise PermanentError(f"{what}: not an https URL")
-                try:
-                    client = fetcher.client_for(url)
-                    async with client.stream("GET", url, follow_redirects=False) as response:
-                        if response.has_redirect_location:
-                            url = response.url.join(response.headers["location"])
-                            continue
-                        if response.status_code in (403, 404, 410):
-                            raise PermanentError(
-                                f"{what}: HTTP {response.status_code} (expired or removed)",
-                                status=response.status_code,
-                            )
-                        classify(response, what=what)
-                        data = await read_capped(response, limit, what=what, untrusted=True)
-                        content_type = response.headers.get("content-type", "")
-                except httpx.InvalidURL:
-                    raise PermanentError(f"{what}: bad redirect location") from None
-                except httpx.HTTPError as exc:
-                    # `from None`: the httpx error carries the request and its URL.
-                    raise transport_error(exc, what=what) from None
-                name = _filename(first, attachment.kind)
-                mime = _mime(content_type, attachment.mime_type, name)
-                return Upload(filename=_with_extension(name, mime), mime_type=mime, data=data)
-        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        return await download(
+            self._client,
+            attachment,
+            limit=self._config.max_media_bytes,
+            what="messenger download",
+            prefix="messenger",
+        )
 
     def _window(self, reply: AgentReply, to: ChannelAddress) -> dict[str, str]:
         if to.last_inbound_at is None:
@@ -258,21 +225,3 @@ def _attachment_type(attachment: Attachment) -> str:
         return _FALLBACK_TYPE.get(attachment.kind, "file")
     major = mime.partition("/")[0]
     return major if major in ("image", "audio", "video") else "file"
-
-
-def _filename(url: httpx.URL, kind: str) -> str:
-    name = _UNSAFE_NAME.sub("_", unquote(url.path).rpartition("/")[2]).strip("._")
-    return name[-128:] if name else f"messenger-{kind}"
-
-
-def _mime(content_type: str, known: str | None, name: str) -> str:
-    header = content_type.partition(";")[0].strip().lower()
-    if header and header != "application/octet-stream":
-        return header
-    return known or mimetypes.guess_type(name)[0] or header or "application/octet-stream"
-
-
-def _with_extension(name: str, mime: str) -> str:
-    if PurePosixPath(name).suffix or mime == "application/octet-stream":
-        return name
-    return name + (mimetypes.guess_extension(mime) or "")

@@ -1,4 +1,5 @@
-"""The demo account's Meta app, shared by its WhatsApp number and its Messenger Page."""
+"""The demo account's Meta app, shared by its WhatsApp number, its Messenger Page and its
+Instagram account."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def demo_secrets() -> dict[str, Any]:
         "verify_token": secrets.token_urlsafe(24),
         "whatsapp_access_token": "EAA" + secrets.token_urlsafe(48),
         "page_access_token": "EAA" + secrets.token_urlsafe(48),
+        "instagram_access_token": "IGAA" + secrets.token_urlsafe(48),
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from deskbridge.config import MessengerConfig, WhatsAppConfig
+from deskbridge.config import InstagramConfig, MessengerConfig, WhatsAppConfig
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import app_scope
@@ -483,7 +483,8 @@ def _sources(rt: Runtime, accounts: list[str]) -> dict[str, list[str]]:
                     c.type
                     for other in rt.accounts.accounts.values()
                     for c in other.channels
-                    if isinstance(c, WhatsAppConfig | MessengerConfig) and app_scope(c.app) == a
+                    if isinstance(c, WhatsAppConfig | MessengerConfig | InstagramConfig)
+                    and app_scope(c.app) == a
                 }
             )
     return out
