@@ -17,6 +17,7 @@ from deskbridge.cli.deliveries import deliveries as deliveries_command
 from deskbridge.cli.encryption import keys as keys_command
 from deskbridge.cli.events import events as events_command
 from deskbridge.cli.route import route as route_command
+from deskbridge.cli.send import send as send_command
 from deskbridge.cli.stats import stats as stats_command
 from deskbridge.cli.token import token as token_command
 from deskbridge.config import Settings, load_accounts
@@ -247,6 +248,7 @@ cli.add_command(contacts_command)
 cli.add_command(stats_command)
 cli.add_command(route_command)
 cli.add_command(keys_command)
+cli.add_command(send_command)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ _SCOPES = [
     "audit:read",
     "tokens:write",
     "ops:read",  # GET /admin/v1/health: readiness with per-account details
+    "messages:write",  # POST /admin/v1/messages: proactive messages
 ]
 _MAX_TTL = timedelta(days=30)
 

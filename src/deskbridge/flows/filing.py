@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
-from deskbridge.flows import enrichment
+from deskbridge.flows import enrichment, proactive
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
@@ -56,7 +56,10 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
     (retry or dead letter: the caller's policy decides)."""
     record = await rt.deliveries.event(d.account, d.event_id)
     if record["event"].get("kind") == "note":
-        return await file_note(rt, d, DeskNote.model_validate(record["event"]))
+        n = DeskNote.model_validate(record["event"])
+        if proactive.is_proactive_note(n):
+            return await proactive.file_on_ticket(rt, d, n)
+        return await file_note(rt, d, n)
     try:
         event = _EVENT.validate_python(record["event"])
     except ValidationError:

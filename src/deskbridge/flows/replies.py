@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from deskbridge.errors import PermanentError, WindowClosed
-from deskbridge.flows import enrichment
+from deskbridge.flows import enrichment, proactive
 from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
@@ -28,7 +28,7 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     decides) or ``WindowClosed`` (the caller holds it, see ``hold``)."""
     record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
-    conv, to = await _address(rt, d, automated=reply.automated)
+    conv, to = await _address(rt, d, automated=reply.automated or reply.proactive)
     reply = await enrichment.translate_reply(
         rt, rt.accounts.accounts[d.account].routing, d.account, conv.id, reply
     )
@@ -36,7 +36,7 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     reply = await _files_at_desk(rt, d.account, reply)
-    if not reply.text and not reply.attachments:
+    if not reply.text and not reply.attachments and reply.template is None:
         # the comment's files were all the desk had, and it has none (removed, redacted)
         log.warning("%s: reply %s has nothing to send", d.account, d.id)
         rt.metrics.event(reply.desk.value, "ignored", "empty_reply")
@@ -61,8 +61,10 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     if receipt.external_ids:
         await rt.deliveries.record_sent(d, receipt.external_ids)
     await enrichment.record_reply(
-        rt, d.account, conv.id, conv.channel.value, automated=reply.automated
+        rt, d.account, conv.id, conv.channel.value, automated=reply.automated or reply.proactive
     )
+    if reply.proactive:
+        await proactive.file_sent(rt, d, reply, conv.channel)
     if left_out:
         await note(
             rt,

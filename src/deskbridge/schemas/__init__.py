@@ -23,7 +23,7 @@ from deskbridge.schemas.events import (
     StatusUpdate,
 )
 from deskbridge.schemas.raw import RawRequest
-from deskbridge.schemas.replies import AgentReply
+from deskbridge.schemas.replies import AgentReply, Template
 from deskbridge.schemas.transfer import (
     ChannelAddress,
     ConversationRef,
@@ -61,6 +61,7 @@ __all__ = [
     "SharedContact",
     "StatusUpdate",
     "Strength",
+    "Template",
     "Upload",
     "utcnow",
 ]

@@ -23,12 +23,21 @@ from deskbridge.errors import PermanentError
 from deskbridge.http import Fetcher, classify, read_capped, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
-__all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
+__all__ = [
+    "HUMAN_AGENT_WINDOW",
+    "PROACTIVE_TAGS",
+    "STANDARD_WINDOW",
+    "TEXT_LIMIT",
+    "MessengerAdapter",
+]
 
 TEXT_LIMIT = 1999
 """Messenger text must be "shorter than 2000 characters" (counted here in UTF-16 units)."""
 STANDARD_WINDOW = 24 * 3600.0
 HUMAN_AGENT_WINDOW = 7 * 24 * 3600.0
+PROACTIVE_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"})
+"""Message tags a business update may carry outside the 24-hour window (send-messages/
+message-tags); ``HUMAN_AGENT`` is a person's reply within 7 days, never a bot's."""
 
 # Graph error codes worth retrying; a value is a wait that does not spend the retry
 # budget (4 and 613 are rate limits, which Meta does not give a Retry-After for).
@@ -183,7 +192,13 @@ class MessengerAdapter(ReportsHealth):
             raise PermanentError("outside Messenger's 7-day human agent window")
         age = self._clock() - to.last_inbound_at.timestamp()
         if age <= STANDARD_WINDOW:
-            return {"messaging_type": "RESPONSE"}
+            return {"messaging_type": "UPDATE" if reply.proactive else "RESPONSE"}
+        if reply.proactive and reply.tag in PROACTIVE_TAGS:
+            return {"messaging_type": "MESSAGE_TAG", "tag": reply.tag}
+        if reply.proactive and reply.tag != "HUMAN_AGENT":
+            raise PermanentError(
+                "outside Messenger's 24-hour window a proactive message needs a message tag"
+            )
         if age <= HUMAN_AGENT_WINDOW:
             if reply.automated:
                 raise PermanentError(

@@ -28,6 +28,7 @@ from deskbridge.schemas import (
     Channel,
     ChannelAddress,
     SendReceipt,
+    Template,
     Upload,
 )
 
@@ -91,13 +92,21 @@ class WhatsAppAdapter(ReportsHealth):
         when it fits in 1024 and that file takes one (audio does not). ``to.reply_to``
         quotes the customer's message on the first message sent.
 
-        Raises ``WindowClosed`` before any call when the customer last wrote more than 24
-        hours ago (or never), ``PermanentError`` for a file over 100 MB before uploading.
+        A reply with a ``template`` sends that approved template alone, in or out of the
+        window (one part). Otherwise raises ``WindowClosed`` before any call when the
+        customer last wrote more than 24 hours ago (or never), ``PermanentError`` for a
+        file over 100 MB before uploading.
         Parts: the text chunks, then the files; ``progress`` keeps the accepted ones and a
         retry resumes at the first part not accepted. Every file not yet sent is uploaded
         before anything is sent. The Cloud API has no idempotency key: a part whose call
         ended with an unknown outcome is sent again.
         """
+        if reply.template is not None:
+            # an approved template is what WhatsApp delivers outside the window
+            body = self._template_body(reply.template, to)
+            return SendReceipt(
+                external_ids=await send_parts(progress, [functools.partial(self._post, body)])
+            )
         self._check_window(to)
         progress = progress if progress is not None else MemoryProgress()
         recipient = _recipient(to.thread)
@@ -147,6 +156,25 @@ class WhatsAppAdapter(ReportsHealth):
         if body is None:
             raise PermanentError("whatsapp: a part sent earlier has no record")
         return await self._api.send(body)
+
+    @staticmethod
+    def _template_body(template: Template, to: ChannelAddress) -> dict[str, Any]:
+        """A template message; its parameters fill the body's ``{{1}}``, ``{{2}}``..."""
+        spec: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+        if template.params:
+            spec["components"] = [
+                {
+                    "type": "body",
+                    "parameters": [{"type": "text", "text": p} for p in template.params],
+                }
+            ]
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **_recipient(to.thread),
+            "type": "template",
+            "template": spec,
+        }
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Send the account's approved template, which WhatsApp delivers outside the
