@@ -126,6 +126,33 @@ class Metrics:
             ["account", "channel"],
             registry=self.registry,
         )
+        # the bot front desk (issue 23): bot-resolved sessions are started - handed_off
+        self.bot_sessions = Counter(
+            "deskbridge_bot_sessions",
+            "Bot sessions by outcome: started, handed_off (to a person).",
+            ["account", "channel", "language", "outcome"],
+            registry=self.registry,
+        )
+        self.bot_answers = Counter(
+            "deskbridge_bot_answers",
+            "Answers the bot sent, by responder (knowledge_base, http).",
+            ["account", "channel", "language", "source"],
+            registry=self.registry,
+        )
+        self.bot_handoffs = Counter(
+            "deskbridge_bot_handoffs",
+            "Hand-offs to a person, by reason (asked, max_turns, no_answer, responder,"
+            " responder_error, not_text).",
+            ["account", "channel", "language", "reason"],
+            registry=self.registry,
+        )
+        self.bot_time_to_handoff = Histogram(
+            "deskbridge_bot_time_to_handoff_seconds",
+            "A bot session's start to its hand-off to a person.",
+            ["account", "channel", "language"],
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400),
+            registry=self.registry,
+        )
         self.channel_health = Gauge(
             "deskbridge_channel_health",
             "What the platforms say about each channel: credentials_valid (1/0),"

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
-from deskbridge.flows import enrichment, proactive
+from deskbridge.flows import enrichment, proactive, responders
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
@@ -74,16 +74,34 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
             return await file_message(rt, d, call_message(event), raw_id, enrich=False)
         case Message():
             msg = await with_display_name(rt, d, event)
-            return await file_message(rt, d, msg, raw_id, enrich=True)
+            checked = False
+            if rt.accounts.accounts[d.account].responders is not None:
+                msg = await authenticated(rt, d, msg, raw_id)
+                contact = await sender_contact(rt, d, msg)
+                front = await responders.front_desk(
+                    rt, d, msg, await _conversation(rt, d, msg, contact)
+                )
+                if front is None:
+                    return DeliveryState.DELIVERED  # the bot answered; kept in its session
+                msg, checked = front, True
+            return await file_message(rt, d, msg, raw_id, enrich=True, checked=checked)
     return DeliveryState.SKIPPED  # pragma: no cover - the union is closed
 
 
 async def file_message(
-    rt: Runtime, d: Delivery, msg: Message, raw_id: str | None, *, enrich: bool
+    rt: Runtime,
+    d: Delivery,
+    msg: Message,
+    raw_id: str | None,
+    *,
+    enrich: bool,
+    checked: bool = False,
 ) -> DeliveryState:
     """File ``msg`` as the sender's comment on the conversation's ticket. ``enrich``:
-    the account's routing rules set the desk fields (customers' messages, not calls)."""
-    msg = await authenticated(rt, d, msg, raw_id)
+    the account's routing rules set the desk fields (customers' messages, not calls).
+    ``checked``: the sender was authenticated already (the bot front desk did it)."""
+    if not checked:
+        msg = await authenticated(rt, d, msg, raw_id)
     desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
@@ -95,6 +113,8 @@ async def file_message(
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
+    if enrich:
+        fields = responders.desk_fields(rt, d.account, msg, fields)
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
     if limit is not None and conv.ticket_id is not None:

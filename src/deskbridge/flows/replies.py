@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from deskbridge.errors import PermanentError, WindowClosed
-from deskbridge.flows import enrichment, proactive
+from deskbridge.flows import enrichment, proactive, responders
 from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
@@ -28,7 +28,10 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     decides) or ``WindowClosed`` (the caller holds it, see ``hold``)."""
     record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
-    conv, to = await _address(rt, d, automated=reply.automated or reply.proactive)
+    # a bot's answer may spend the reply token; other automated messages never do
+    conv, to = await _address(
+        rt, d, automated=(reply.automated and not reply.bot) or reply.proactive
+    )
     reply = await enrichment.translate_reply(
         rt, rt.accounts.accounts[d.account].routing, d.account, conv.id, reply
     )
@@ -65,6 +68,8 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     )
     if reply.proactive:
         await proactive.file_sent(rt, d, reply, conv.channel)
+    elif not reply.automated:
+        await responders.agent_replied(rt, d.account, conv.id)
     if left_out:
         await note(
             rt,

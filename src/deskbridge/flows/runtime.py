@@ -17,6 +17,7 @@ from deskbridge.policy import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
 from deskbridge.store.audit import AuditLog
+from deskbridge.store.bot import BotStore
 from deskbridge.store.connection import Connection
 from deskbridge.store.enrichment import EnrichmentCache
 from deskbridge.store.erasure import Erasure
@@ -91,6 +92,7 @@ class Runtime:
     enrichment: EnrichmentCache
     health: HealthStore
     revocations: Revocations
+    bot: BotStore
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -152,6 +154,7 @@ class Runtime:
             enrichment=EnrichmentCache(connection),
             health=HealthStore(connection),
             revocations=Revocations(connection),
+            bot=BotStore(connection, vault),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)

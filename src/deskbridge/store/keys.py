@@ -21,6 +21,8 @@ __all__ = [
     "arq_job",
     "attempts",
     "awaiting",
+    "bot_log",
+    "bot_session",
     "consent",
     "contact",
     "contact_conversations",
@@ -209,6 +211,16 @@ def lane_lock(account: str, direction: str, conversation_id: str) -> str:
 
 def conversation(account: str, conversation_id: str) -> str:
     return f"{_a(account)}:conv:{conversation_id}"
+
+
+def bot_session(account: str, conversation_id: str) -> str:
+    """A conversation's bot session: who answers (bot or people), since and until when."""
+    return f"{_a(account)}:bot:{conversation_id}"
+
+
+def bot_log(account: str, conversation_id: str) -> str:
+    """The session's turns, one sealed field per customer message (its delivery id)."""
+    return f"{_a(account)}:botlog:{conversation_id}"
 
 
 def ticket(account: str, desk: str, ticket_id: str) -> str:
