@@ -70,7 +70,8 @@ def render(msg: Message) -> str:
         parts.append(
             f"[{len(msg.attachments)} attachment(s)]" if msg.attachments else "[Empty message]"
         )
-    if msg.handoff is not None:
+    if msg.handoff is not None and (msg.handoff.turns or msg.handoff.collected):
+        # a first message handed over at once has no bot session to show
         parts.insert(0, handoff_block(msg.handoff))
     return "\n\n".join(parts)
 
