@@ -71,6 +71,7 @@ BOT = """
           entries:
             - questions: [when are you open, what are your opening hours]
               answer: We are open Monday to Friday, 9:00 to 18:00.
+        - {type: http, url: "https://bot.test/answer", secret: bot-secret-0123456789}
 """
 
 
@@ -147,8 +148,12 @@ async def test_a_hand_off_brings_the_bot_session_onto_the_ticket(
     person, the ticket opens with the whole exchange, the bot's lines marked as
     automated, and the customer's message after it. Later messages go to the ticket."""
     send = telegram(respx_mock)
+    respx_mock.post("https://bot.test/answer").respond(
+        200, json={"reply": "Noted, thank you.", "collect": {"order_number": "42"}}
+    )
     async with gateway(fake, make_runtime, aiohttp_client, BOT) as (rt, client):
         await customer_says(client, "When are you open?", 7051)
+        await customer_says(client, "My parcel of order 42 is late", 7054)
         await drain(rt)
         await refresh(fake)
         assert fake.tickets() == []
@@ -166,6 +171,9 @@ async def test_a_hand_off_brings_the_bot_session_onto_the_ticket(
     assert lines[asked].startswith("Customer, ")
     assert lines[asked + 1].startswith("Bot (automated), ")
     assert "We are open Monday to Friday" in lines[asked + 1]
+    assert "My parcel of order 42 is late" in lines[asked + 2]
+    assert lines[asked + 3].startswith("Bot (automated), ") and "Noted" in lines[asked + 3]
+    assert "[Collected by the bot: order_number: 42]" in lines
     assert first.rstrip().endswith("I want to talk to a human please")
     assert second.strip() == "It is about order 42."
 
