@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from deskbridge.adapters.capabilities import OffersChoices
+from deskbridge.adapters.text import numbered
 from deskbridge.errors import PermanentError, WindowClosed
 from deskbridge.flows import enrichment, proactive, responders
 from deskbridge.flows.files import reply_files
@@ -39,6 +41,12 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     if adapter is None:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     reply = await _files_at_desk(rt, d.account, reply)
+    if reply.choices and not (
+        isinstance(adapter, OffersChoices) and len(reply.choices) <= adapter.max_choices
+    ):
+        reply = reply.model_copy(
+            update={"text": numbered(reply.text, reply.choices), "choices": ()}
+        )
     if not reply.text and not reply.attachments and reply.template is None:
         # the comment's files were all the desk had, and it has none (removed, redacted)
         log.warning("%s: reply %s has nothing to send", d.account, d.id)

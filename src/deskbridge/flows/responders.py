@@ -78,7 +78,8 @@ async def front_desk(
                 "delivery": d.id,
                 "at": msg.occurred_at.isoformat(),
                 "customer": _customer_text(msg),
-                "bot": _bot_text(answer) if answer is not None else None,
+                "bot": answer.text if answer is not None else None,
+                "choices": list(answer.quick_replies) if answer is not None else [],
                 "collect": dict(answer.collect) if answer is not None else {},
                 "handoff": reason,
                 "source": answer.source if answer is not None else "",
@@ -186,17 +187,6 @@ def _customer_text(msg: Message) -> str:
     if msg.attachments:
         return f"[{len(msg.attachments)} attachment(s)]"
     return f"[{msg.note}]" if msg.note else "[a message without text]"
-
-
-def _bot_text(answer: Answer) -> str | None:
-    """The answer as sent: its text, and its quick replies as numbered options (channels
-    show them as plain text for now)."""
-    if answer.text is None:
-        return None
-    if not answer.quick_replies:
-        return answer.text
-    options = "\n".join(f"{i}. {q}" for i, q in enumerate(answer.quick_replies, 1))
-    return f"{answer.text}\n\n{options}"
 
 
 async def _decide(
@@ -313,7 +303,9 @@ async def _answer(
     """Queue the bot's answer through the normal reply path, once per message."""
     reply = automated_reply(
         rt, d.account, dedup_key=f"bot:{d.id}", ticket_id=conv.ticket_id or "", text=turn["bot"]
-    ).model_copy(update={"bot": True, "author_name": "bot"})
+    ).model_copy(
+        update={"bot": True, "author_name": "bot", "choices": tuple(turn.get("choices") or ())}
+    )
     queued = await queue_automated(rt, reply, conv.id, conv.channel.value)
     if queued and new:
         language = turn.get("language") or "unknown"

@@ -118,8 +118,9 @@ class Message(_Event):
     context: dict[str, str] = {}
     """What a reply to this message needs beyond the thread (email: the customer's
     address, subject, Message-ID and References)."""
-    handoff: Handoff | None = None
-    """Set when this message ends a bot session: filed with the session before it."""
+    handoff: Handoff | None = Field(default=None, exclude=True)
+    """Set at filing when this message ends a bot session: filed with the session before
+    it. Never stored with the event (a retry rebuilds it from the session)."""
 
 
 class StatusUpdate(_Event):

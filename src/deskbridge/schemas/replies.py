@@ -43,6 +43,9 @@ class AgentReply(Frozen):
     """Send this approved template instead of ``text`` (WhatsApp, outside its window)."""
     tag: str | None = None
     """Messenger's message tag for a proactive message outside its 24-hour window."""
+    choices: tuple[str, ...] = ()
+    """Short answers the customer can tap (a survey's scores, a bot's quick replies):
+    native controls where the channel has them (``OffersChoices``), else numbered lines."""
     bot: bool = False
     """A responder's answer to the customer's message (issue 23): unlike other automated
     messages it may spend the message's reply token (LINE's free reply)."""

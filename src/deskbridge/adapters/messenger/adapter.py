@@ -15,7 +15,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
+from deskbridge.adapters.capabilities import OffersChoices, ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.text import split_text
 from deskbridge.config.accounts import MessengerConfig
@@ -59,10 +59,12 @@ class _Sent(BaseModel):
     message_id: str = Field(min_length=1)
 
 
-class MessengerAdapter(ReportsHealth):
+class MessengerAdapter(ReportsHealth, OffersChoices):
     """One account's Page. ``send`` posts to the Send API at ``api_base`` (default
     ``config.base_url``) with the Page token in a header, never in the URL; ``fetch``
     downloads from Meta's CDN with no credentials."""
+
+    max_choices: ClassVar[int] = 13
 
     channel: ClassVar[Channel] = Channel.MESSENGER
     takes_files: ClassVar[bool] = False
@@ -122,6 +124,11 @@ class MessengerAdapter(ReportsHealth):
             return SendReceipt(external_ids=())
         window = self._window(reply, to)
         messages: list[dict[str, Any]] = [{"text": c} for c in split_text(text, TEXT_LIMIT)]
+        if messages and reply.choices:
+            messages[-1]["quick_replies"] = [
+                {"content_type": "text", "title": c[:20], "payload": f"CHOICE_{i}"}
+                for i, c in enumerate(reply.choices[: self.max_choices], 1)
+            ]
         for attachment in reply.attachments:
             url = self._links.url_for(self.account, attachment)
             messages.append(

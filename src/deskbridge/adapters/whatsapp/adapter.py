@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import httpx
 
 from deskbridge.adapters.base import MemoryProgress, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
-from deskbridge.adapters.text import split_text, utf16_len
+from deskbridge.adapters.capabilities import OffersChoices, ReportsHealth
+from deskbridge.adapters.text import numbered, split_text, utf16_len
 from deskbridge.adapters.whatsapp.api import CloudApi
 from deskbridge.config.accounts import WhatsAppConfig
 from deskbridge.errors import PermanentError, RetryableError, WindowClosed
@@ -35,6 +35,8 @@ from deskbridge.schemas import (
 __all__ = ["CAPTION_LIMIT", "MEDIA_LIMITS", "TEXT_LIMIT", "WINDOW_SECONDS", "WhatsAppAdapter"]
 
 WINDOW_SECONDS = 24 * 3600
+LIST_BODY_LIMIT = 1024
+"""An interactive message's body text (longer text goes as text, choices as lines)."""
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
@@ -51,7 +53,8 @@ _TYPES = {
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")  # webhook media ids are digits
 
 
-class WhatsAppAdapter(ReportsHealth):
+class WhatsAppAdapter(ReportsHealth, OffersChoices):
+    max_choices: ClassVar[int] = 10
     """One account's business phone number. ``send`` and ``reengage`` post to
     ``<api_base or config.base_url>/<graph_version>/<phone_number_id>/messages``; ``clock``
     (Unix seconds) decides whether the 24-hour window is open."""
@@ -117,6 +120,9 @@ class WhatsAppAdapter(ReportsHealth):
             if files and text and kinds[0] != "audio" and utf16_len(text) <= CAPTION_LIMIT
             else None
         )
+        choices = reply.choices
+        if choices and (files or utf16_len(text) > LIST_BODY_LIMIT):
+            text, choices = numbered(text, choices), ()  # no room for a list message
         chunks = split_text(text, TEXT_LIMIT) if text and caption is None else []
         media_ids = {
             i: await self._api.upload(file)
@@ -136,7 +142,9 @@ class WhatsAppAdapter(ReportsHealth):
             return body
 
         bodies: list[dict[str, Any] | None] = [
-            envelope("text", not n) | {"text": {"body": chunk, "preview_url": False}}
+            envelope("interactive", True) | {"interactive": _list(chunk, choices)}
+            if choices
+            else envelope("text", not n) | {"text": {"body": chunk, "preview_url": False}}
             for n, chunk in enumerate(chunks)
         ]
         for i, (file, kind) in enumerate(zip(files, kinds, strict=True)):
@@ -220,6 +228,20 @@ class WhatsAppAdapter(ReportsHealth):
         last = to.last_inbound_at
         if last is None or self._clock() - last.timestamp() > WINDOW_SECONDS:
             raise WindowClosed("whatsapp: the 24-hour customer service window is closed")
+
+
+def _list(body: str, choices: tuple[str, ...]) -> dict[str, Any]:
+    """An interactive list message: a tap comes back as a ``list_reply`` whose title is
+    the choice (the parser files it as the message text)."""
+    rows = [
+        {"id": f"choice-{i}", "title": c[:24]}
+        for i, c in enumerate(choices[: WhatsAppAdapter.max_choices], 1)
+    ]
+    return {
+        "type": "list",
+        "body": {"text": body},
+        "action": {"button": "Choose", "sections": [{"title": "Options", "rows": rows}]},
+    }
 
 
 def _recipient(thread: str) -> dict[str, str]:
