@@ -153,6 +153,20 @@ class Metrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400),
             registry=self.registry,
         )
+        # satisfaction surveys (issue 23): the average is csat_score's sum / count
+        self.csat_surveys = Counter(
+            "deskbridge_csat_surveys",
+            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed.",
+            ["account", "channel", "outcome"],
+            registry=self.registry,
+        )
+        self.csat_score = Histogram(
+            "deskbridge_csat_score",
+            "Survey answers: the customer's score from 1 to 5.",
+            ["account", "channel", "language"],
+            buckets=(1, 2, 3, 4, 5),
+            registry=self.registry,
+        )
         self.channel_health = Gauge(
             "deskbridge_channel_health",
             "What the platforms say about each channel: credentials_valid (1/0),"

@@ -104,6 +104,8 @@ def demo_accounts(
                 # a small knowledge base in front of the sandbox desk (docs/responders.md):
                 # ask "When are you open?", then "I want a human" to see the hand-off
                 "responders": {"max_bot_turns": 3, "chain": [_DEMO_KB]},
+                # the sandbox's Solve button sends the survey on the next sweep (docs/csat.md)
+                "csat": {"delay_minutes": 0, "period_days": 0},
                 "channels": [spec.demo.entry(ctx) for spec in CHANNELS.values()],
             }
         },

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
-from deskbridge.flows import enrichment, proactive, responders
+from deskbridge.flows import csat, enrichment, proactive, responders
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
@@ -74,17 +74,13 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
             return await file_message(rt, d, call_message(event), raw_id, enrich=False)
         case Message():
             msg = await with_display_name(rt, d, event)
-            checked = False
-            if rt.accounts.accounts[d.account].responders is not None:
-                msg = await authenticated(rt, d, msg, raw_id)
-                contact = await sender_contact(rt, d, msg)
-                front = await responders.front_desk(
-                    rt, d, msg, await _conversation(rt, d, msg, contact)
-                )
-                if front is None:
-                    return DeliveryState.DELIVERED  # the bot answered; kept in its session
-                msg, checked = front, True
-            return await file_message(rt, d, msg, raw_id, enrich=True, checked=checked)
+            acc = rt.accounts.accounts[d.account]
+            if acc.responders is None and acc.csat is None:
+                return await file_message(rt, d, msg, raw_id, enrich=True)
+            front = await _front(rt, d, msg, raw_id)
+            if front is None:
+                return DeliveryState.DELIVERED  # a survey answer, or the bot answered
+            return await file_message(rt, d, front, raw_id, enrich=True, checked=True)
     return DeliveryState.SKIPPED  # pragma: no cover - the union is closed
 
 
@@ -143,6 +139,17 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+async def _front(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> Message | None:
+    """Before filing: the answer to an open satisfaction survey is recorded, not filed;
+    the account's bot may answer (None), or hand over (the message, with its session)."""
+    msg = await authenticated(rt, d, msg, raw_id)
+    contact = await sender_contact(rt, d, msg)
+    conv = await _conversation(rt, d, msg, contact)
+    if await csat.capture(rt, d, msg, conv):
+        return None
+    return await responders.front_desk(rt, d, msg, conv)
 
 
 def _merging(rt: Runtime, head: Message) -> Prepare:

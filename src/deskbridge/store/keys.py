@@ -28,6 +28,10 @@ __all__ = [
     "contact_conversations",
     "contact_ticket",
     "conversation",
+    "csat_contact",
+    "csat_due",
+    "csat_open",
+    "csat_ticket",
     "dead",
     "dedup",
     "deliveries",
@@ -216,6 +220,26 @@ def conversation(account: str, conversation_id: str) -> str:
 def bot_session(account: str, conversation_id: str) -> str:
     """A conversation's bot session: who answers (bot or people), since and until when."""
     return f"{_a(account)}:bot:{conversation_id}"
+
+
+def csat_ticket(account: str, desk: str, ticket_id: str) -> str:
+    """Marks a solved ticket whose survey was scheduled (once per ticket)."""
+    return f"{_a(account)}:csat:ticket:{desk}:{ticket_id}"
+
+
+def csat_contact(account: str, contact_id: str) -> str:
+    """A customer surveyed recently (expires with the account's survey period)."""
+    return f"{_a(account)}:csat:contact:{contact_id}"
+
+
+def csat_due(account: str) -> str:
+    """Surveys waiting for their time, by when they are due."""
+    return f"{_a(account)}:csat:due"
+
+
+def csat_open(account: str, conversation_id: str) -> str:
+    """A survey sent and not yet answered in a conversation."""
+    return f"{_a(account)}:csat:open:{conversation_id}"
 
 
 def bot_log(account: str, conversation_id: str) -> str:
