@@ -39,7 +39,8 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (account, channel): messages in and out, waiting conversations, SLA
-    breaches, first-response and reply-time medians and 90th percentiles."""
+    breaches, first-response and reply-time medians and 90th percentiles, satisfaction
+    scores (sum and count) and bot sessions (started, handed off)."""
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     hist: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
     for family in text_string_to_metric_families(text):
@@ -52,6 +53,12 @@ def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
                 rows[key]["awaiting"] = int(sample.value)
             elif sample.name == "deskbridge_sla_breaches":
                 rows[key]["breaches"] = int(sample.value)
+            elif sample.name in ("deskbridge_csat_score_sum", "deskbridge_csat_score_count"):
+                which = "csat_sum" if sample.name.endswith("_sum") else "csat_count"
+                rows[key][which] = rows[key].get(which, 0.0) + sample.value  # languages summed
+            elif sample.name == "deskbridge_bot_sessions_total":
+                which = f"bot_{labels.get('outcome', '')}"
+                rows[key][which] = rows[key].get(which, 0.0) + sample.value
             elif sample.name in (
                 "deskbridge_first_response_seconds_bucket",
                 "deskbridge_reply_seconds_bucket",
@@ -66,6 +73,20 @@ def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
         rows[(account, channel)][f"{which}_p50"] = quantile(pairs, 0.5)
         rows[(account, channel)][f"{which}_p90"] = quantile(pairs, 0.9)
     return dict(rows)
+
+
+def _csat(r: dict[str, Any]) -> str:
+    """The average score and how many answered: ``4.3 (12)``."""
+    count = r.get("csat_count", 0.0)
+    return f"{r.get('csat_sum', 0.0) / count:.1f} ({count:.0f})" if count else "-"
+
+
+def _bot(r: dict[str, Any]) -> str:
+    """Bot sessions resolved without a person, of those started: ``8/10``."""
+    started = r.get("bot_started", 0.0)
+    if not started:
+        return "-"
+    return f"{started - r.get('bot_handed_off', 0.0):.0f}/{started:.0f}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -94,7 +115,9 @@ def _duration(seconds: float | None) -> str:
 )
 def stats(url: str, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
-    waiting, SLA breaches, first-response and reply times (median and 90th percentile).
+    waiting, SLA breaches, first-response and reply times (median and 90th percentile),
+    the average satisfaction score (and how many answered), and the bot sessions that
+    ended without a person.
 
     \b
     Example:
@@ -129,3 +152,11 @@ def stats(url: str, token: str | None) -> None:
             _duration(r.get("reply_p90")),
         )
     out.print(table)
+    surveys = Table(box=None, header_style="bold")
+    for col in ("account", "channel", "CSAT (answers)", "bot resolved/sessions"):
+        surveys.add_column(col)
+    for (account, channel), r in sorted(rows.items()):
+        if account and (r.get("csat_count") or r.get("bot_started")):
+            surveys.add_row(account, channel, _csat(r), _bot(r))
+    if surveys.row_count:
+        out.print(surveys)
