@@ -333,3 +333,22 @@ async def test_a_refused_send_is_a_dead_letter_and_replays(admin, api) -> None:
     await drain(rt)
     d = await rt.deliveries.get("acme", answer["delivery_id"])
     assert d is not None and d.state == DeliveryState.DELIVERED
+
+
+async def test_an_operator_records_the_customers_opt_out(admin, api) -> None:
+    rt = admin.rt
+    await customer_wrote(rt, Channel.WHATSAPP, PHONE, hours_ago=1)
+    headers = {"Authorization": f"Bearer {token('contacts:write')}"}
+    path = f"{PREFIX}/contacts/+{PHONE}/opt-out"
+    resp = await admin.post(path, json={"reason": "asked on the phone"}, headers=headers)
+    assert resp.status == 200 and (await resp.json())["opt_out"] is True
+    status, answer = await send(admin, {"to": "+" + PHONE, "text": "Hi", "key": "x1"})
+    assert (status, answer["error"]) == (409, "opted_out")
+    resp = await admin.post(path, json={"opt_out": False}, headers=headers)
+    assert resp.status == 200
+    status, _ = await send(admin, {"to": "+" + PHONE, "text": "Hi", "key": "x1"})
+    assert status == 202
+    missing = await admin.post(f"{PREFIX}/contacts/+16505550199/opt-out", json={}, headers=headers)
+    assert missing.status == 404
+    actions = [e.action for e in (await rt.audit.read(limit=10))[0]]
+    assert "contacts.opt_out" in actions and "contacts.opt_in" in actions

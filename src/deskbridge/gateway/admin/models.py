@@ -52,6 +52,7 @@ __all__ = [
     "LookupItem",
     "MessageBody",
     "MessageQueued",
+    "OptOutBody",
     "PageQuery",
     "RawEvent",
     "RawPage",
@@ -284,6 +285,15 @@ class DecideBody(_In):
     contacts: tuple[str, str]
     accept: bool
     merge_desk_users: bool = False
+
+
+class OptOutBody(_In):
+    """The customer's word on messages they did not ask for (proactive messages and
+    satisfaction surveys)."""
+
+    account: str | None = None
+    opt_out: bool = True
+    reason: str = Field(default="", max_length=500)
 
 
 class ForgetBody(_In):
