@@ -59,7 +59,7 @@ accounts:
         ("3/5 - slow", (3, "slow")),
         ("⭐⭐⭐⭐", (4, "")),
         ("\uff15", (5, "")),  # a full-width digit
-        (CHOICES[0], (5, "")),
+        (CHOICES[-1], (5, "")),
         (
             "2 stars, the first agent did not read my message",
             (2, "the first agent did not read my message"),
@@ -107,7 +107,7 @@ async def test_a_solved_ticket_is_surveyed_once_and_the_answer_noted(make_runtim
     await drain(rt)
     [survey] = channel.sent
     assert survey.startswith("How would you rate the help you got?")
-    assert survey.endswith("\n\n1. 5 ⭐⭐⭐⭐⭐\n2. 4 ⭐⭐⭐⭐\n3. 3 ⭐⭐⭐\n4. 2 ⭐⭐\n5. 1 ⭐")
+    assert survey.endswith("\n\n1. 1 ⭐\n2. 2 ⭐⭐\n3. 3 ⭐⭐⭐\n4. 4 ⭐⭐⭐⭐\n5. 5 ⭐⭐⭐⭐⭐")
     await says(rt, 2, "4 quick and friendly")
     assert channel.sent[-1] == "Thank you for your feedback!"
     assert await customer_parts(rt) == ["My parcel is late"]  # the answer is not filed

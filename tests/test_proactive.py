@@ -352,3 +352,13 @@ async def test_an_operator_records_the_customers_opt_out(admin, api) -> None:
     assert missing.status == 404
     actions = [e.action for e in (await rt.audit.read(limit=10))[0]]
     assert "contacts.opt_out" in actions and "contacts.opt_in" in actions
+
+
+async def test_a_key_reused_for_another_customer_is_refused(admin, api) -> None:
+    rt = admin.rt
+    await customer_wrote(rt, Channel.WHATSAPP, PHONE, hours_ago=1)
+    await customer_wrote(rt, Channel.MESSENGER, PSID, hours_ago=1)
+    body = {"text": "Delayed.", "key": "shared-key"}
+    assert (await send(admin, {**body, "to": "+" + PHONE}))[0] == 202
+    status, answer = await send(admin, {**body, "to": f"messenger:{PSID}"})
+    assert (status, answer["error"]) == (409, "key_reused")

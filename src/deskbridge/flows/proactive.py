@@ -168,7 +168,11 @@ async def _earlier(rt: Runtime, out: Outgoing, delivery_id: str) -> Queued:
         raise ProactiveRefused("key_reused", f"key {out.key!r} was used for a message now gone")
     record = await rt.deliveries.event(out.account, d.event_id)
     sent = AgentReply.model_validate(record["event"])
-    if (sent.text, sent.template, sent.tag) != (out.text, out.template, out.tag):
+    conv = await rt.conversations.get(out.account, d.conversation_id)
+    # the contact as it is now (a merge since may have given it another id)
+    now = await rt.conversations.contact(out.account, conv.contact_id) if conv else None
+    same = (sent.text, sent.template, sent.tag) == (out.text, out.template, out.tag)
+    if now is None or now.id != out.contact_id or not same:
         raise ProactiveRefused("key_reused", f"key {out.key!r} was used for another message")
     return Queued(d.id, d.conversation_id, Channel(d.channel), duplicate=True)
 

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["CHOICES", "CsatConfig", "TemplateRef", "parse_score"]
 
-CHOICES = ("5 ⭐⭐⭐⭐⭐", "4 ⭐⭐⭐⭐", "3 ⭐⭐⭐", "2 ⭐⭐", "1 ⭐")
-"""The survey's answers, best first: each starts with its score, so a tap (whose text
-comes back as the customer's message) reads as that score."""
+CHOICES = ("1 ⭐", "2 ⭐⭐", "3 ⭐⭐⭐", "4 ⭐⭐⭐⭐", "5 ⭐⭐⭐⭐⭐")
+"""The survey's answers: each starts with its score, so a tap (whose text comes back as
+the customer's message) reads as that score, and where they are numbered lines (email,
+SIP) each line's number is its score."""
 
 _QUESTION = {
     "en": "How would you rate the help you got? Tap or reply with a number from 1 (bad) to 5 "
