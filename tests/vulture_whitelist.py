@@ -82,6 +82,7 @@ _.contacts_export
 _.contacts_link
 _.contacts_unlink
 _.contacts_suggestions
+_.contacts_opt_out
 _.generate  # deskbridge keys generate
 _.rotate  # deskbridge keys rotate
 _.digest_ids  # deskbridge keys digest-ids

@@ -30,7 +30,6 @@ __all__ = ["capture", "send_due", "ticket_solved"]
 log = logging.getLogger(__name__)
 
 _WINDOW_S = 24 * 3600.0
-_WINDOWED = {Channel.WHATSAPP, Channel.MESSENGER}
 
 
 async def ticket_solved(rt: Runtime, account: str, desk: str, ticket_id: str) -> str:
@@ -126,13 +125,16 @@ async def _send(rt: Runtime, account: str, cfg: CsatConfig, survey: DueSurvey, n
         return 0
     outcome = await _skip(rt, account, conv, cfg)  # again: a survey may have gone since
     template: Template | None = None
-    if outcome is None and conv.channel in _WINDOWED:
-        open_ = conv.last_inbound_at is not None and now - conv.last_inbound_at <= _WINDOW_S
-        ref = cfg.whatsapp_template
-        if not open_ and conv.channel == Channel.WHATSAPP and ref is not None:
-            template = Template(name=ref.name, language=ref.language)
-        elif not open_:
+    closed = conv.last_inbound_at is None or now - conv.last_inbound_at > _WINDOW_S
+    ref = cfg.whatsapp_template
+    if outcome is None and closed and conv.channel == Channel.WHATSAPP:
+        # outside WhatsApp's 24 hours only an approved template may go
+        if ref is None:
             outcome = "window_closed"
+        else:
+            template = Template(name=ref.name, language=ref.language)
+    if outcome is None and closed and conv.channel == Channel.MESSENGER:
+        outcome = "window_closed"  # no message tag covers a survey
     if outcome is not None:
         rt.metrics.csat_surveys.labels(account, conv.channel.value, outcome).inc()
         return 0
