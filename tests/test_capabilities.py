@@ -65,8 +65,9 @@ DESK_CAPABILITIES: dict[type[Any], set[type]] = {
         desk_caps.TicketUpdateBudget,
         desk_caps.RegistersDeskWebhook,
         desk_caps.ReadsCommentFiles,
+        desk_caps.ReportsSolved,
     },
-    IntercomConnector: set(),
+    IntercomConnector: {desk_caps.ReportsSolved},
     UdeskConnector: {desk_caps.PollsReplies},
     SandboxConnector: set(),
 }
@@ -117,6 +118,7 @@ def test_capability_modules_hold_only_runtime_checkable_protocols() -> None:
         "PollsReplies",
         "RegistersDeskWebhook",
         "ReadsCommentFiles",
+        "ReportsSolved",
     }
 
 

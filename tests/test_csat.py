@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -227,3 +228,92 @@ async def test_the_sandbox_solve_button(make_runtime: Any, aiohttp_client: Any) 
     assert await csat.send_due(rt) == 1
     await drain(rt)
     assert channel.sent and channel.sent[0].startswith("How would you rate")
+
+
+# --- the desks say a ticket is solved ------------------------------------------------------
+
+DESK_TAIL = f"""    channels:
+      - type: telegram
+        bot_token: "123456:TEST-token_abcdefghijklmnop"
+        secret_token: "test-secret_token"
+        base_url: https://tg.test
+{CSAT}"""
+
+
+async def _ticket_of_a_conversation(rt: Any, desk: str, ticket: str) -> None:
+    contact = await rt.conversations.resolve_contact("acme", (), "Ann")
+    conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+    await rt.conversations.ensure("acme", conv, Channel.TELEGRAM, "42", contact.id)
+    await rt.conversations.set_ticket("acme", desk, conv, ticket, 1)
+
+
+async def test_zendesks_solved_trigger_schedules_the_survey(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    from deskbridge.outbound.zendesk import webhook
+
+    secret = "zendesk-signing-secret"
+    rt = make_runtime(
+        f"""
+accounts:
+  acme:
+    desk:
+      type: zendesk
+      base_url: https://acme.zendesk.test
+      email: bot@acme.test
+      api_token: zd-api-token
+      webhook_secret: "{secret}"
+"""
+        + DESK_TAIL
+    )
+    await _ticket_of_a_conversation(rt, "zendesk", "4711")
+    client = await aiohttp_client(create_app(rt, role="serve"))
+
+    async def post(doc: dict[str, Any]) -> int:
+        body = json.dumps(doc).encode()
+        stamp = datetime.now(UTC).isoformat()
+        headers = {
+            webhook.SIGNATURE_HEADER: webhook.sign(secret, stamp, body),
+            webhook.TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json",
+        }
+        return (await client.post("/desks/zendesk/acme", data=body, headers=headers)).status
+
+    assert await post({"deskbridge": "zendesk-solved/1", "ticket_id": "4711"}) == 200
+    assert await post({"deskbridge": "zendesk-solved/1", "ticket_id": "4711"}) == 200
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
+    assert await csat.send_due(rt) == 1
+    # a solved body without a ticket is kept for re-ingest, not read as a survey
+    assert await post({"deskbridge": "zendesk-solved/1", "ticket_id": ""}) == 200
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
+
+
+async def test_intercoms_closed_conversation_schedules_the_survey(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    from pathlib import Path
+
+    from deskbridge.outbound.intercom import webhook
+
+    rt = make_runtime(
+        """
+accounts:
+  acme:
+    desk:
+      type: intercom
+      access_token: tok-8f3a
+      client_secret: sec-71be
+      base_url: https://api.intercom.test
+"""
+        + DESK_TAIL
+    )
+    await _ticket_of_a_conversation(rt, "intercom", "215469358812345")
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    body = (Path(__file__).parent / "fixtures" / "intercom" / "admin_closed.json").read_bytes()
+    headers = {
+        "X-Hub-Signature": webhook.sign("sec-71be", body),
+        "Content-Type": "application/json",
+    }
+    resp = await client.post("/desks/intercom/acme", data=body, headers=headers)
+    assert resp.status == 200
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
