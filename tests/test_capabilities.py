@@ -45,14 +45,23 @@ ROOT = Path(__file__).resolve().parents[1]
 # -- optional features ----------------------------------------------------------------------
 
 CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
-    TelegramAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
-    WhatsAppAdapter: {channel_caps.ReportsHealth},
-    MessengerAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
+    TelegramAdapter: {
+        channel_caps.ReportsHealth,
+        channel_caps.RegistersWebhook,
+        channel_caps.OffersChoices,
+    },
+    WhatsAppAdapter: {channel_caps.ReportsHealth, channel_caps.OffersChoices},
+    MessengerAdapter: {
+        channel_caps.ReportsHealth,
+        channel_caps.LooksUpDisplayNames,
+        channel_caps.OffersChoices,
+    },
     InstagramAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
     LineAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.RegistersWebhook,
         channel_caps.LooksUpDisplayNames,
+        channel_caps.OffersChoices,
     },
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
@@ -65,8 +74,9 @@ DESK_CAPABILITIES: dict[type[Any], set[type]] = {
         desk_caps.TicketUpdateBudget,
         desk_caps.RegistersDeskWebhook,
         desk_caps.ReadsCommentFiles,
+        desk_caps.ReportsSolved,
     },
-    IntercomConnector: set(),
+    IntercomConnector: {desk_caps.ReportsSolved},
     UdeskConnector: {desk_caps.PollsReplies},
     SandboxConnector: set(),
 }
@@ -110,13 +120,14 @@ def test_each_class_declares_exactly_what_it_implements(
 def test_capability_modules_hold_only_runtime_checkable_protocols() -> None:
     for proto in _protocols(channel_caps) + _protocols(desk_caps):
         assert vars(proto).get("_is_runtime_protocol", False), proto.__name__
-    assert len(_protocols(channel_caps)) == 5
+    assert len(_protocols(channel_caps)) == 6
     assert {p.__name__ for p in _protocols(desk_caps)} == {
         "MergesUsers",
         "TicketUpdateBudget",
         "PollsReplies",
         "RegistersDeskWebhook",
         "ReadsCommentFiles",
+        "ReportsSolved",
     }
 
 

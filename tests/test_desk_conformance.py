@@ -57,7 +57,7 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeDesk]:
         await desk.stop()
 
 
-def yaml_for(fake: FakeDesk) -> str:
+def yaml_for(fake: FakeDesk, extra: str = "") -> str:
     return f"""
 accounts:
   acme:
@@ -67,14 +67,25 @@ accounts:
         bot_token: "{TG_TOKEN}"
         secret_token: "{TG_SECRET}"
         base_url: https://tg.test
+{extra}"""
+
+
+BOT = """
+    responders:
+      chain:
+        - type: knowledge_base
+          entries:
+            - questions: [when are you open, what are your opening hours]
+              answer: We are open Monday to Friday, 9:00 to 18:00.
+        - {type: http, url: "https://bot.test/answer", secret: bot-secret-0123456789}
 """
 
 
 @contextlib.asynccontextmanager
 async def gateway(
-    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, **settings: Any
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, extra: str = "", **settings: Any
 ) -> AsyncIterator[tuple[Any, Any]]:
-    rt = make_runtime(yaml_for(fake), **settings)
+    rt = make_runtime(yaml_for(fake, extra), **settings)
     fake.bind(rt)  # fakes that live inside deskbridge (the sandbox) wrap the runtime's desk
     client = await aiohttp_client(create_app(rt, role="serve"))
     yield rt, client
@@ -134,6 +145,43 @@ async def test_first_message_creates_the_user_and_ticket_later_ones_append_in_or
     assert [t.strip() for t in texts] == ["Where is my order?", "It was order 42.", "Thanks!"]
     users = fake.users()
     assert len(users) == 1 and ticket.user_id == users[0].id
+
+
+async def test_a_hand_off_brings_the_bot_session_onto_the_ticket(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    """The bot answers what it knows (nothing filed yet); when the customer asks for a
+    person, the ticket opens with the whole exchange, the bot's lines marked as
+    automated, and the customer's message after it. Later messages go to the ticket."""
+    send = telegram(respx_mock)
+    respx_mock.post("https://bot.test/answer").respond(
+        200, json={"reply": "Noted, thank you.", "collect": {"order_number": "42"}}
+    )
+    async with gateway(fake, make_runtime, aiohttp_client, BOT) as (rt, client):
+        await customer_says(client, "When are you open?", 7051)
+        await customer_says(client, "My parcel of order 42 is late", 7054)
+        await drain(rt)
+        await refresh(fake)
+        assert fake.tickets() == []
+        await customer_says(client, "I want to talk to a human please", 7052)
+        await customer_says(client, "It is about order 42.", 7053)
+        await drain(rt)
+        await refresh(fake)
+    bodies = [c.request.content.decode() for c in send.calls]
+    assert sum("We are open Monday to Friday" in b for b in bodies) == 1
+    [ticket] = fake.tickets()
+    first, second = [p.text for p in ticket.parts if p.author == "user"]
+    assert "handed over: the customer asked for a person" in first
+    lines = [line.strip() for line in first.splitlines() if line.strip()]
+    asked = next(i for i, line in enumerate(lines) if "When are you open?" in line)
+    assert lines[asked].startswith("Customer, ")
+    assert lines[asked + 1].startswith("Bot (automated), ")
+    assert "We are open Monday to Friday" in lines[asked + 1]
+    assert "My parcel of order 42 is late" in lines[asked + 2]
+    assert lines[asked + 3].startswith("Bot (automated), ") and "Noted" in lines[asked + 3]
+    assert "[Collected by the bot: order_number: 42]" in lines
+    assert first.rstrip().endswith("I want to talk to a human please")
+    assert second.strip() == "It is about order 42."
 
 
 async def test_attachments_arrive(

@@ -163,6 +163,7 @@ async def seal_one_of_each(rt: Runtime) -> None:
     await rt.intake.ignore(
         account="acme", source="telegram", req=None, items=[IgnoredItem("echo", "m1")]
     )
+    await rt.bot.record("acme", "c1", "d1", {"delivery": "d1", "customer": "hi", "bot": None})
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:

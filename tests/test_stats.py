@@ -33,6 +33,10 @@ def observed() -> Metrics:
     m.messages.labels("acme", "whatsapp", "outbound").inc(5)
     m.awaiting.labels("acme", "whatsapp").set(3)
     m.sla_breaches.labels("acme", "whatsapp").set(1)
+    for score, language in ((5, "en"), (4, "es"), (3, "en")):
+        m.csat_score.labels("acme", "whatsapp", language).observe(score)
+    m.bot_sessions.labels("acme", "whatsapp", "en", "started").inc(10)
+    m.bot_sessions.labels("acme", "whatsapp", "en", "handed_off").inc(3)
     return m
 
 
@@ -42,6 +46,8 @@ def test_summary_of_the_service_figures() -> None:
     assert (r["inbound"], r["outbound"], r["awaiting"], r["breaches"]) == (12, 5, 3, 1)
     assert r["first_p50"] == (60.0, 300.0) and r["first_p90"] == (3600.0, 7200.0)
     assert r["reply_p50"] == r["reply_p90"] == (100.0, 100.0)  # one response: exact
+    assert (r["csat_sum"], r["csat_count"]) == (12, 3)  # languages summed
+    assert (r["bot_started"], r["bot_handed_off"]) == (10, 3)
 
 
 async def test_a_single_response_prints_its_own_time(make_runtime, aiohttp_server) -> None:
@@ -79,6 +85,8 @@ async def test_the_command_reads_a_running_gateway(make_runtime, aiohttp_server)
     result = await asyncio.to_thread(CliRunner().invoke, cli, ["stats", "--url", url])
     assert result.exit_code == 0, result.output
     assert "WhatsApp" in result.output and "12" in result.output
+    assert "4.0 (3)" in result.output  # the average score, of three answers
+    assert "7/10" in result.output  # bot sessions that ended without a person
     down = await asyncio.to_thread(
         CliRunner().invoke, cli, ["stats", "--url", "http://127.0.0.1:9"]
     )

@@ -22,6 +22,9 @@ _._one_per_type  # config.accounts model_validator
 _._apps_exist_and_ids_are_unique  # config.accounts model_validator
 _._one_account_per_support_address  # config.accounts model_validator
 _._regex  # routing.config / routing.rules field_validator
+_._load  # routing.responders model_validator (reads the knowledge base file)
+_._long_enough  # routing.responders field_validator
+_._small  # routing.responders field_validator
 _._languages  # routing.config field_validator
 _._coherent  # routing.config model_validator
 _._codes  # routing.rules field_validator
@@ -83,6 +86,7 @@ _.contacts_export
 _.contacts_link
 _.contacts_unlink
 _.contacts_suggestions
+_.contacts_opt_out
 _.generate  # deskbridge keys generate
 _.rotate  # deskbridge keys rotate
 _.digest_ids  # deskbridge keys digest-ids

@@ -143,6 +143,47 @@ class Metrics:
             ["account", "channel"],
             registry=self.registry,
         )
+        # the bot front desk (issue 23): bot-resolved sessions are started - handed_off
+        self.bot_sessions = Counter(
+            "deskbridge_bot_sessions",
+            "Bot sessions by outcome: started, handed_off (to a person).",
+            ["account", "channel", "language", "outcome"],
+            registry=self.registry,
+        )
+        self.bot_answers = Counter(
+            "deskbridge_bot_answers",
+            "Answers the bot sent, by responder (knowledge_base, http).",
+            ["account", "channel", "language", "source"],
+            registry=self.registry,
+        )
+        self.bot_handoffs = Counter(
+            "deskbridge_bot_handoffs",
+            "Hand-offs to a person, by reason (asked, max_turns, no_answer, responder,"
+            " responder_error, not_text).",
+            ["account", "channel", "language", "reason"],
+            registry=self.registry,
+        )
+        self.bot_time_to_handoff = Histogram(
+            "deskbridge_bot_time_to_handoff_seconds",
+            "A bot session's start to its hand-off to a person.",
+            ["account", "channel", "language"],
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 14400),
+            registry=self.registry,
+        )
+        # satisfaction surveys (issue 23): the average is csat_score's sum / count
+        self.csat_surveys = Counter(
+            "deskbridge_csat_surveys",
+            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed.",
+            ["account", "channel", "outcome"],
+            registry=self.registry,
+        )
+        self.csat_score = Histogram(
+            "deskbridge_csat_score",
+            "Survey answers: the customer's score from 1 to 5.",
+            ["account", "channel", "language"],
+            buckets=(1, 2, 3, 4, 5),
+            registry=self.registry,
+        )
         self.channel_health = Gauge(
             "deskbridge_channel_health",
             "What the platforms say about each channel: credentials_valid (1/0),"
@@ -202,9 +243,10 @@ _HISTOGRAMS = {
 
 def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (account, channel): messages in and out, waiting conversations, SLA
-    breaches, and the first-response and reply-time medians and 90th percentiles as
-    ``(lower, upper)`` seconds: the bucket each falls in, or ``(x, x)`` when exact (a
-    single response, whose time the histogram's sum holds)."""
+    breaches, satisfaction scores (sum and count), bot sessions (started, handed off),
+    and the first-response and reply-time medians and 90th percentiles as ``(lower,
+    upper)`` seconds: the bucket each falls in, or ``(x, x)`` when exact (a single
+    response, whose time the histogram's sum holds)."""
     rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(dict)
     hist: dict[tuple[str, str, str], dict[float, float]] = defaultdict(lambda: defaultdict(float))
     totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -219,6 +261,12 @@ def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
                 rows[key]["awaiting"] = int(sample.value)
             elif sample.name == "deskbridge_sla_breaches":
                 rows[key]["breaches"] = int(sample.value)
+            elif sample.name in ("deskbridge_csat_score_sum", "deskbridge_csat_score_count"):
+                which = "csat_sum" if sample.name.endswith("_sum") else "csat_count"
+                rows[key][which] = rows[key].get(which, 0.0) + sample.value  # languages summed
+            elif sample.name == "deskbridge_bot_sessions_total":
+                which = f"bot_{labels.get('outcome', '')}"
+                rows[key][which] = rows[key].get(which, 0.0) + sample.value
             elif base in _HISTOGRAMS and part == "bucket":  # languages summed
                 hist[(*key, _HISTOGRAMS[base])][float(labels["le"])] += sample.value
             elif base in _HISTOGRAMS and part in ("count", "sum"):

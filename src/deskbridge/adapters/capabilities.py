@@ -14,11 +14,13 @@ never ``getattr``.
 - ``LooksUpDisplayNames``: a name for senders the channel sends without one (LINE).
 - ``RegistersWebhook``: what ``deskbridge channels register`` calls to point the
   platform's webhook at us.
+- ``OffersChoices``: the channel shows ``AgentReply.choices`` as its own tappable
+  controls, and a tap comes back as a message whose text is the choice.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from deskbridge.schemas import Attachment, Message, RawRequest, Upload
 
@@ -26,6 +28,7 @@ __all__ = [
     "AuthenticatesSender",
     "FilesFromRequest",
     "LooksUpDisplayNames",
+    "OffersChoices",
     "RegistersWebhook",
     "ReportsHealth",
 ]
@@ -79,3 +82,13 @@ class RegistersWebhook(Protocol):
         """Point the platform's webhook for this account at ``url`` (with our secret
         where the platform takes one). Idempotent. Raises ``DeliveryError``."""
         ...
+
+
+@runtime_checkable
+class OffersChoices(Protocol):
+    """A channel with native quick replies (Telegram's reply keyboard, Messenger's and
+    LINE's quick replies, WhatsApp's interactive list). Other channels get the choices
+    as numbered lines of the text (``flows.replies``)."""
+
+    max_choices: ClassVar[int]
+    """How many choices one message can offer (more are sent as numbered lines)."""

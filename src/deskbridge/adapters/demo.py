@@ -22,6 +22,35 @@ from deskbridge.schemas import Desk
 __all__ = ["demo_accounts", "demo_secrets"]
 
 
+_DEMO_KB: dict[str, Any] = {
+    "type": "knowledge_base",
+    "threshold": 80,
+    "entries": [
+        {
+            "language": "en",
+            "questions": ["when are you open", "what are your opening hours"],
+            "answer": "We are open Monday to Friday, 9:00 to 18:00 (Berlin time).",
+        },
+        {
+            "language": "en",
+            "questions": ["how do I return an item", "what is your returns policy"],
+            "answer": "You can return anything within 30 days: reply with your order"
+            " number and a colleague sends you the label.",
+        },
+        {
+            "language": "es",
+            "questions": ["cuándo abren", "cuál es el horario"],
+            "answer": "Abrimos de lunes a viernes, de 9:00 a 18:00 (hora de Berlín).",
+        },
+        {
+            "language": "de",
+            "questions": ["wann habt ihr geöffnet", "öffnungszeiten"],
+            "answer": "Wir sind Montag bis Freitag von 9 bis 18 Uhr für Sie da.",
+        },
+    ],
+}
+
+
 def _generate() -> dict[str, Any]:
     out: dict[str, Any] = {
         # 256 random bits, base64url: the format DESKBRIDGE_ENCRYPTION_KEY takes
@@ -82,6 +111,11 @@ def demo_accounts(
                         }
                     ],
                 },
+                # a small knowledge base in front of the sandbox desk (docs/responders.md):
+                # ask "When are you open?", then "I want a human" to see the hand-off
+                "responders": {"max_bot_turns": 3, "chain": [_DEMO_KB]},
+                # the sandbox's Solve button sends the survey on the next sweep (docs/csat.md)
+                "csat": {"delay_minutes": 0, "period_days": 0},
                 "channels": [spec.demo.entry(ctx) for spec in CHANNELS.values()],
             }
         },

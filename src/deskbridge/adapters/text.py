@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["escapes_surrogates", "split_text", "utf16_len"]
+__all__ = ["escapes_surrogates", "numbered", "split_text", "utf16_len"]
 
 # How a lone surrogate (text that cannot be stored or serialized) gets into a parsed
 # body: a JSON \uD800-\uDFFF escape (pairs use it too, hence "may"), surrogate bytes
@@ -31,6 +31,13 @@ _BOUNDARIES = (
     re.compile(r"(?<=[.!?\u2026])\s+|(?<=[\u3002\uff01\uff1f])\s*"),
     re.compile(r"\s+"),
 )
+
+
+def numbered(text: str, choices: tuple[str, ...]) -> str:
+    """``text`` with ``choices`` as numbered lines: how a channel without native quick
+    replies offers them (the customer answers with the number or the words)."""
+    lines = "\n".join(f"{i}. {c}" for i, c in enumerate(choices, 1))
+    return f"{text}\n\n{lines}" if text else lines
 
 
 def utf16_len(text: str) -> int:

@@ -207,6 +207,7 @@ DEMO_SCOPES = [
     "audit:read",
     "tokens:write",
     "ops:read",  # GET /admin/v1/health: readiness with per-account details
+    "messages:write",  # POST /admin/v1/messages: proactive messages
 ]
 
 

@@ -249,6 +249,28 @@ def contacts_unlink(a: str, b: str, reason: str, account: str | None, url: str |
     _link("unlink", a, b, reason, account, url)
 
 
+@contacts.command("opt-out")
+@click.argument("ref")
+@click.option("--undo", is_flag=True, help="The customer opted back in.")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@click.option("--account", default=None, help="The account (required when there are several).")
+@api_options
+def contacts_opt_out(
+    ref: str, undo: bool, reason: str, account: str | None, url: str | None
+) -> None:
+    """Record that a customer wants no proactive messages and no surveys (or, with
+    --undo, that they want them again).
+
+    \b
+    Example:
+      deskbridge contacts opt-out +16505551234 --reason "asked on the phone"
+    """
+    body = {"account": account, "opt_out": not undo, "reason": reason}
+    data = api_for(url).call("POST", f"/contacts/{ref}/opt-out", body=body)
+    state = "opted out" if data["opt_out"] else "opted in again"
+    out.print(f"contact {data['contact']}: {state}")
+
+
 @contacts.command("suggestions")
 @click.option("--account", default=None, help="The account (required when there are several).")
 @click.option("--accept", nargs=2, default=None, help="Merge these two contacts.")

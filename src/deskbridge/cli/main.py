@@ -77,6 +77,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "keys",
         "Encryption keys: generate, status, rotate (docs/security-keys.md).",
     ),
+    "send": (
+        "deskbridge.cli.send",
+        "send",
+        "Message a customer first, on their channel, within its rules (a template outside "
+        "WhatsApp's window, a tag outside Messenger's, LINE's push quota, their opt-out).",
+    ),
     "console": (
         "deskbridge.cli.console",
         "console",

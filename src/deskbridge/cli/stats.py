@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import httpx
 from rich.console import Console
@@ -16,6 +18,20 @@ __all__ = ["quantile", "stats", "summarize"]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
+
+
+def _csat(r: dict[str, Any]) -> str:
+    """The average score and how many answered: ``4.3 (12)``."""
+    count = r.get("csat_count", 0.0)
+    return f"{r.get('csat_sum', 0.0) / count:.1f} ({count:.0f})" if count else "-"
+
+
+def _bot(r: dict[str, Any]) -> str:
+    """Bot sessions resolved without a person, of those started: ``8/10``."""
+    started = r.get("bot_started", 0.0)
+    if not started:
+        return "-"
+    return f"{started - r.get('bot_handed_off', 0.0):.0f}/{started:.0f}"
 
 
 @click.command()
@@ -34,7 +50,9 @@ err = Console(stderr=True, highlight=False)
 )
 def stats(url: str | None, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
-    waiting, SLA breaches, first-response and reply times (median and 90th percentile).
+    waiting, SLA breaches, first-response and reply times (median and 90th percentile),
+    the average satisfaction score (and how many answered), and the bot sessions that
+    ended without a person.
 
     A percentile is exact when there was one response; otherwise it is the bucket of
     the gateway's histogram it falls in (bounds 1, 5, 15, 30 min, 1, 2, 4, 8, 24, 48 h),
@@ -79,3 +97,11 @@ def stats(url: str | None, token: str | None) -> None:
     wanted = Measurement.get(out, out.options.update_width(1000), table).maximum
     out.width = max(out.width, wanted)
     out.print(table)
+    surveys = Table(box=None, header_style="bold")
+    for col in ("account", "channel", "CSAT (answers)", "bot resolved/sessions"):
+        surveys.add_column(col)
+    for (account, channel), r in sorted(rows.items()):
+        if account and (r.get("csat_count") or r.get("bot_started")):
+            surveys.add_row(account, brand(channel), _csat(r), _bot(r))
+    if surveys.row_count:
+        out.print(surveys)

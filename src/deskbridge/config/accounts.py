@@ -43,6 +43,8 @@ from pydantic import (
 
 from deskbridge.errors import ConfigError
 from deskbridge.routing.config import RoutingConfig
+from deskbridge.routing.csat import CsatConfig
+from deskbridge.routing.responders import RespondersConfig
 from deskbridge.schemas import Channel
 
 __all__ = [
@@ -624,6 +626,11 @@ class AccountConfig(_Model):
     landline, a team mailbox): they never merge contacts, only suggest."""
     routing: RoutingConfig | None = None
     """Enrichment and routing rules (docs/routing.md)."""
+    responders: RespondersConfig | None = None
+    """The bot front desk before the human one (docs/responders.md)."""
+    csat: CsatConfig | None = None
+    """A satisfaction survey on the customer's channel after a ticket is solved
+    (docs/csat.md)."""
     conversation_scope: Literal["channel", "contact"] = "channel"
     """``channel``: one ticket per channel conversation, all under one desk user.
     ``contact``: one ticket per contact; the agent's reply goes out on the channel the

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
-from deskbridge.flows import enrichment
+from deskbridge.flows import csat, enrichment, proactive, responders
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
@@ -56,7 +56,10 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
     (retry or dead letter: the caller's policy decides)."""
     record = await rt.deliveries.event(d.account, d.event_id)
     if record["event"].get("kind") == "note":
-        return await file_note(rt, d, DeskNote.model_validate(record["event"]))
+        n = DeskNote.model_validate(record["event"])
+        if proactive.is_proactive_note(n):
+            return await proactive.file_on_ticket(rt, d, n)
+        return await file_note(rt, d, n)
     try:
         event = _EVENT.validate_python(record["event"])
     except ValidationError:
@@ -71,16 +74,30 @@ async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
             return await file_message(rt, d, call_message(event), raw_id, enrich=False)
         case Message():
             msg = await with_display_name(rt, d, event)
-            return await file_message(rt, d, msg, raw_id, enrich=True)
+            acc = rt.accounts.accounts[d.account]
+            if acc.responders is None and acc.csat is None:
+                return await file_message(rt, d, msg, raw_id, enrich=True)
+            front = await _front(rt, d, msg, raw_id)
+            if front is None:
+                return DeliveryState.DELIVERED  # a survey answer, or the bot answered
+            return await file_message(rt, d, front, raw_id, enrich=True, checked=True)
     return DeliveryState.SKIPPED  # pragma: no cover - the union is closed
 
 
 async def file_message(
-    rt: Runtime, d: Delivery, msg: Message, raw_id: str | None, *, enrich: bool
+    rt: Runtime,
+    d: Delivery,
+    msg: Message,
+    raw_id: str | None,
+    *,
+    enrich: bool,
+    checked: bool = False,
 ) -> DeliveryState:
     """File ``msg`` as the sender's comment on the conversation's ticket. ``enrich``:
-    the account's routing rules set the desk fields (customers' messages, not calls)."""
-    msg = await authenticated(rt, d, msg, raw_id)
+    the account's routing rules set the desk fields (customers' messages, not calls).
+    ``checked``: the sender was authenticated already (the bot front desk did it)."""
+    if not checked:
+        msg = await authenticated(rt, d, msg, raw_id)
     desk = rt.desk(d.account)
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
@@ -92,6 +109,8 @@ async def file_message(
     if conv.ticket_id is None:
         await rt.conversations.mark_create_attempted(d.account, conv.id)
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
+    if enrich:
+        fields = responders.desk_fields(rt, d.account, msg, fields)
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
     if limit is not None and conv.ticket_id is not None:
@@ -118,6 +137,17 @@ async def file_message(
     await enrichment.record_inbound(rt, d.account, conv.id, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
+
+
+async def _front(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> Message | None:
+    """Before filing: the answer to an open satisfaction survey is recorded, not filed;
+    the account's bot may answer (None), or hand over (the message, with its session)."""
+    msg = await authenticated(rt, d, msg, raw_id)
+    contact = await sender_contact(rt, d, msg)
+    conv = await _conversation(rt, d, msg, contact)
+    if await csat.capture(rt, d, msg, conv):
+        return None
+    return await responders.front_desk(rt, d, msg, conv)
 
 
 def _merging(rt: Runtime, head: Message) -> Prepare:

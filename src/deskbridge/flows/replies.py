@@ -9,8 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from deskbridge.adapters.capabilities import OffersChoices
+from deskbridge.adapters.text import numbered
 from deskbridge.errors import PermanentError, WindowClosed
-from deskbridge.flows import enrichment
+from deskbridge.flows import enrichment, proactive, responders
 from deskbridge.flows.files import reply_files
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
@@ -49,7 +51,10 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
     decides) or ``WindowClosed`` (the caller holds it, see ``hold``)."""
     record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
-    conv, to = await _address(rt, d, automated=reply.automated)
+    # a bot's answer may spend the reply token; other automated messages never do
+    conv, to = await _address(
+        rt, d, automated=(reply.automated and not reply.bot) or reply.proactive
+    )
     reply = await enrichment.translate_reply(
         rt, rt.accounts.accounts[d.account].routing, d.account, conv.id, reply
     )
@@ -58,7 +63,13 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         raise PermanentError(f"channel {conv.channel.value} is not configured for {d.account}")
     await _consented(rt, d.account, conv)
     reply = await _files_at_desk(rt, d.account, reply)
-    if not reply.text and not reply.attachments:
+    if reply.choices and not (
+        isinstance(adapter, OffersChoices) and len(reply.choices) <= adapter.max_choices
+    ):
+        reply = reply.model_copy(
+            update={"text": numbered(reply.text, reply.choices), "choices": ()}
+        )
+    if not reply.text and not reply.attachments and reply.template is None:
         # the comment's files were all the desk had, and it has none (removed, redacted)
         log.warning("%s: reply %s has nothing to send", d.account, d.id)
         rt.metrics.event(reply.desk.value, "ignored", "empty_reply")
@@ -85,8 +96,12 @@ async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
         if reply.desk is Desk.SANDBOX:  # the ticket's page lists its own channel calls
             await rt.sandbox.link_sent(d.account, reply.ticket_id, receipt.external_ids)
     await enrichment.record_reply(
-        rt, d.account, conv.id, conv.channel.value, automated=reply.automated
+        rt, d.account, conv.id, conv.channel.value, automated=reply.automated or reply.proactive
     )
+    if reply.proactive:
+        await proactive.file_sent(rt, d, reply, conv.channel)
+    elif not reply.automated:
+        await responders.agent_replied(rt, d.account, conv.id)
     if left_out:
         await note(
             rt,

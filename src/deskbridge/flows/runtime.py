@@ -17,7 +17,9 @@ from deskbridge.policy import RetryPolicy
 from deskbridge.schemas import Channel
 from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxStore, Vault
 from deskbridge.store.audit import AuditLog
+from deskbridge.store.bot import BotStore
 from deskbridge.store.connection import Connection
+from deskbridge.store.csat import CsatStore
 from deskbridge.store.enrichment import EnrichmentCache
 from deskbridge.store.erasure import Erasure
 from deskbridge.store.graph import IdentityGraph
@@ -93,6 +95,8 @@ class Runtime:
     health: HealthStore
     revocations: Revocations
     console: ConsoleSessions
+    bot: BotStore
+    csat: CsatStore
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -155,6 +159,8 @@ class Runtime:
             health=HealthStore(connection),
             revocations=Revocations(connection),
             console=ConsoleSessions(connection),
+            bot=BotStore(connection, vault),
+            csat=CsatStore(connection, vault),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)

@@ -20,8 +20,9 @@ from deskbridge.errors import (
     SignatureInvalid,
     StoreUnavailable,
 )
-from deskbridge.flows import Runtime, ingest
+from deskbridge.flows import Runtime, csat, ingest
 from deskbridge.gateway.state import AUTH_FAILURES, RUNTIME
+from deskbridge.outbound.capabilities import ReportsSolved
 from deskbridge.schemas import Direction, RawRequest
 from deskbridge.store.ids import new_id
 
@@ -202,9 +203,13 @@ async def desk_webhook(request: web.Request) -> web.Response:
                 rt, [account], desk_name, Direction.OUTBOUND, req, str(exc)
             )
             return web.Response(body=_OK, content_type="application/json")
+        # a ticket solved: its satisfaction survey is scheduled (stored) before the answer
+        solved = desk.solved_tickets(req) if isinstance(desk, ReportsSolved) else []
+        for ticket_id in solved:
+            await csat.ticket_solved(rt, account, desk_name, ticket_id)
         if replies:
             await ingest.accept_replies(rt, account, desk_name, req, replies)
-        else:
+        elif not solved:
             rt.metrics.event(desk_name, "ignored", "unhandled")
     except RequestRefused as exc:
         return _refused(request, rt, source, exc)

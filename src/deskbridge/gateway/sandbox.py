@@ -33,7 +33,7 @@ from deskbridge.config import (
     WhatsAppConfig,
 )
 from deskbridge.errors import StoreUnavailable
-from deskbridge.flows import Runtime
+from deskbridge.flows import Runtime, csat
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway.state import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
@@ -288,6 +288,11 @@ async def ticket(request: web.Request) -> web.Response:
         f'<label for="text"><b>Reply as agent</b> (sent to the customer on '
         f"{_e(brand(t.channel))})</label><textarea id=text name=text required></textarea>"
         "<button type=submit>Send reply</button></form>"
+        f'<form method="post" action="/sandbox/{_e(account)}/tickets/{_e(t.id)}/solve">'
+        f'<input type="hidden" name="csrf" value="{_e(request.app[CSRF])}">'
+        "<button type=submit>Solve</button> <span class=meta>marks the ticket solved: the "
+        "customer gets the satisfaction survey on their channel when the account has "
+        "<code>csat:</code></span></form>"
     )
     body = (
         f'<div id=live data-src="{base}/live" data-v="{_version(parts)}">'
@@ -343,7 +348,41 @@ async def reply(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/sandbox/{account}/tickets/{ticket_id}")
 
 
+async def solve(request: web.Request) -> web.Response:
+    """The agent marks the ticket solved: what a desk's status webhook says."""
+    rt, account = _account(request)
+    ticket_id = request.match_info["ticket"]
+    form = await request.post()
+    token = str(form.get("csrf", ""))
+    if not hmac.compare_digest(token.encode(), request.app[CSRF].encode()):
+        raise web.HTTPForbidden(text="stale form: reload the page")
+    if not await rt.sandbox.exists(account, ticket_id):
+        raise web.HTTPNotFound(text="no such ticket")
+    try:
+        outcome = await csat.ticket_solved(rt, account, Desk.SANDBOX.value, ticket_id)
+        said = _SOLVED.get(outcome, outcome)
+        await rt.sandbox.add_message(account, ticket_id, author="note", text=f"Solved. {said}")
+    except StoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text="store unavailable, try again") from exc
+    raise web.HTTPSeeOther(f"/sandbox/{account}/tickets/{ticket_id}")
+
+
+_SOLVED = {
+    "scheduled": "The satisfaction survey is scheduled.",
+    "not_configured": "No survey: the account has no csat settings.",
+    "unknown_ticket": "No survey: no conversation behind this ticket.",
+    "already": "The survey of this ticket was scheduled before.",
+    "opted_out": "No survey: the customer opted out.",
+    "recent": "No survey: the customer was surveyed recently.",
+}
+
+
 # --- the sandbox channel API -------------------------------------------------------------
+
+
+def _buttons(labels: list[str]) -> str:
+    """The choices a message offered, as the sandbox page shows them."""
+    return f"\n[buttons: {' | '.join(labels)}]" if labels else ""
 
 
 def _telegram_error(status: int, description: str) -> web.Response:
@@ -385,6 +424,10 @@ async def telegram_api(request: web.Request) -> web.Response:
     now = int(time.time())
     if method in ("sendMessage", "sendPhoto", "sendDocument"):
         text = str(fields.get("text") or fields.get("caption") or "")
+        markup = fields.get("reply_markup")
+        if isinstance(markup, dict) and isinstance(markup.get("keyboard"), list):
+            keys = [str(k.get("text")) for row in markup["keyboard"] for k in row]
+            text += _buttons(keys)
         if file_note:
             text = f"{file_note}\n{text}" if text else file_note
         message_id = time.time_ns() // 1000 % 2_000_000_000
@@ -466,7 +509,11 @@ async def whatsapp_api(request: web.Request) -> web.Response:
         kind = str(body.get("type", "text"))
         payload = body.get(kind) if isinstance(body.get(kind), dict) else {}
         text = payload.get("body") or payload.get("caption") or payload.get("name") or ""
-        if kind != "text":
+        if kind == "interactive":
+            rows = [r for s in payload.get("action", {}).get("sections", []) for r in s["rows"]]
+            text = str((payload.get("body") or {}).get("text", ""))
+            text += _buttons([str(r.get("title")) for r in rows])
+        elif kind != "text":
             media = f": {payload['id']}" if payload.get("id") else ""
             text = f"[{kind}{media}] {text}".strip()
         to = body.get("to") or body.get("recipient")
@@ -514,6 +561,7 @@ async def messenger_api(request: web.Request) -> web.Response:
     body = await request.json()
     message = body.get("message") or {}
     text = message.get("text") or ""
+    text += _buttons([str(q.get("title")) for q in message.get("quick_replies") or []])
     if isinstance(message.get("attachment"), dict):
         att = message["attachment"]
         text = f"[{att.get('type')}: {att.get('payload', {}).get('url', '')}]"
@@ -632,6 +680,8 @@ async def line_api(request: web.Request) -> web.Response:
         sent = []
         for i, m in enumerate(body.get("messages") or []):
             text = m.get("text") or f"[{m.get('type')}: {m.get('originalContentUrl', '')}]"
+            items = (m.get("quickReply") or {}).get("items") or []
+            text += _buttons([str(i.get("action", {}).get("label")) for i in items])
             to = body.get("to") or "(reply token)"
             sent_id = str(now * 10 + i)
             await rt.sandbox.record_sent(
@@ -689,6 +739,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get("/sandbox/{account}/tickets/{ticket}", _secured(ticket))
         app.router.add_get("/sandbox/{account}/tickets/{ticket}/live", _secured(live))
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))
+        app.router.add_post("/sandbox/{account}/tickets/{ticket}/solve", _secured(solve))
     if not api_enabled(rt):
         return
     for channel, (tail, handler) in _STAND_INS.items():

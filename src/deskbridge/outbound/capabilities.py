@@ -15,6 +15,8 @@ checks the signatures; the flows ask ``isinstance(desk, MergesUsers)``, never
   out (``AgentReply.files_at_desk``); they are read from the desk's API before sending.
 - ``RegistersDeskWebhook``: what ``deskbridge channels register`` calls to create the
   desk's agent-reply webhook.
+- ``ReportsSolved``: the desk's webhook also says when a ticket is solved (the
+  satisfaction survey's trigger).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from deskbridge.schemas import AgentReply, Attachment
+from deskbridge.schemas import AgentReply, Attachment, RawRequest
 
 __all__ = [
     "MergesUsers",
@@ -31,6 +33,7 @@ __all__ = [
     "PollsReplies",
     "ReadsCommentFiles",
     "RegistersDeskWebhook",
+    "ReportsSolved",
     "TicketUpdateBudget",
 ]
 
@@ -112,4 +115,14 @@ class ReadsCommentFiles(Protocol):
     async def comment_files(self, ticket_id: str, comment_id: str) -> tuple[Attachment, ...]:
         """The attachments of comment ``comment_id`` on ticket ``ticket_id`` (empty when
         it has none or is not found). Read-only. Raises ``DeliveryError``."""
+        ...
+
+
+@runtime_checkable
+class ReportsSolved(Protocol):
+    """A desk whose webhook tells when a ticket is solved or closed."""
+
+    def solved_tickets(self, req: RawRequest) -> list[str]:
+        """The tickets a verified webhook body reports solved ([] for anything else).
+        Pure; never raises for a body ``parse_webhook`` accepts."""
         ...

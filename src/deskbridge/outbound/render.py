@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
-from deskbridge.adapters.registry import CHANNELS
-from deskbridge.schemas import Message
+from datetime import UTC
 
-__all__ = ["render", "subject"]
+from deskbridge.adapters.registry import CHANNELS
+from deskbridge.schemas import Handoff, Message
+
+__all__ = ["handoff_block", "render", "subject"]
 
 _QUOTE_LIMIT = 200
+
+
+_REASONS = {
+    "asked": "the customer asked for a person",
+    "max_turns": "the bot's turns ran out",
+    "no_answer": "the bot had no answer",
+    "responder": "the bot handed over",
+    "responder_error": "the bot could not be reached",
+    "not_text": "the bot cannot read this message",
+}
+
+
+def handoff_block(handoff: Handoff) -> str:
+    """The bot session before a handed-off message, as the agent reads it."""
+    why = _REASONS.get(handoff.reason, handoff.reason)
+    lines = [f"[Conversation with the bot before this message; handed over: {why}]"]
+    for turn in handoff.turns:
+        who = "Customer" if turn.role == "customer" else "Bot (automated)"
+        when = turn.at.astimezone(UTC).strftime("%H:%M UTC")
+        lines.append(f"{who}, {when}: {turn.text}")
+    if handoff.collected:
+        fields = "; ".join(f"{k}: {v}" for k, v in sorted(handoff.collected.items()))
+        lines.append(f"[Collected by the bot: {fields}]")
+    lines.append("[The customer's message follows]")
+    return "\n".join(lines)
 
 
 def render(msg: Message) -> str:
@@ -44,6 +71,9 @@ def render(msg: Message) -> str:
         parts.append(
             f"[{len(msg.attachments)} attachment(s)]" if msg.attachments else "[Empty message]"
         )
+    if msg.handoff is not None and (msg.handoff.turns or msg.handoff.collected):
+        # a first message handed over at once has no bot session to show
+        parts.insert(0, handoff_block(msg.handoff))
     return "\n\n".join(parts)
 
 

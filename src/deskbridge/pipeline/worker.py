@@ -18,7 +18,7 @@ from typing import Any
 
 from arq import Worker, func
 
-from deskbridge.flows import enrichment, ingest, privacy
+from deskbridge.flows import csat, enrichment, ingest, privacy
 from deskbridge.flows.health import health_loop
 from deskbridge.flows.polling import poll_loop
 from deskbridge.flows.runtime import Runtime
@@ -138,6 +138,7 @@ async def sweep_once(rt: Runtime) -> int:
             rt.metrics.suggestions.labels(scope).set(await graph.pending_count(scope))
     rt.metrics.queue_depth.set(await rt.deliveries.queue_depth())
     await privacy.sweep_retention(rt)
+    await csat.send_due(rt)  # satisfaction surveys whose time has come
     if requeued:
         log.warning("sweeper re-enqueued %d deliveries that had no job", requeued)
     return requeued

@@ -12,9 +12,11 @@ from deskbridge.schemas.deliveries import (
 from deskbridge.schemas.events import (
     Attachment,
     AttachmentKind,
+    BotTurn,
     CallEvent,
     ChannelEvent,
     DeskNote,
+    Handoff,
     InboundEvent,
     Location,
     Message,
@@ -23,7 +25,7 @@ from deskbridge.schemas.events import (
     StatusUpdate,
 )
 from deskbridge.schemas.raw import RawRequest
-from deskbridge.schemas.replies import AgentReply
+from deskbridge.schemas.replies import AgentReply, Template
 from deskbridge.schemas.transfer import (
     ChannelAddress,
     ConversationRef,
@@ -39,6 +41,7 @@ __all__ = [
     "AttachmentKind",
     "Attempt",
     "AttemptOutcome",
+    "BotTurn",
     "CallEvent",
     "Channel",
     "ChannelAddress",
@@ -51,6 +54,7 @@ __all__ = [
     "DeskFields",
     "DeskNote",
     "Direction",
+    "Handoff",
     "Identity",
     "IdentityKind",
     "InboundEvent",
@@ -62,6 +66,7 @@ __all__ = [
     "SharedContact",
     "StatusUpdate",
     "Strength",
+    "Template",
     "Upload",
     "brand",
     "utcnow",

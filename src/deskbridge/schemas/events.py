@@ -11,9 +11,11 @@ from deskbridge.schemas.contacts import Identity
 __all__ = [
     "Attachment",
     "AttachmentKind",
+    "BotTurn",
     "CallEvent",
     "ChannelEvent",
     "DeskNote",
+    "Handoff",
     "InboundEvent",
     "Location",
     "Message",
@@ -76,6 +78,24 @@ class _Event(Frozen):
     occurred_at: datetime
 
 
+class BotTurn(Frozen):
+    """One line of a bot session: what the customer wrote or what the bot answered."""
+
+    role: Literal["customer", "bot"]
+    text: str
+    at: datetime
+
+
+class Handoff(Frozen):
+    """What a person needs from the bot session a message ends (issue 23): the whole
+    exchange before it (the bot's lines marked as automated), the fields the bot
+    collected, and why a person takes over."""
+
+    reason: str
+    turns: tuple[BotTurn, ...] = ()
+    collected: dict[str, str] = {}
+
+
 class Message(_Event):
     kind: Literal["message"] = "message"
     external_id: str
@@ -98,6 +118,9 @@ class Message(_Event):
     context: dict[str, str] = {}
     """What a reply to this message needs beyond the thread (email: the customer's
     address, subject, Message-ID and References)."""
+    handoff: Handoff | None = Field(default=None, exclude=True)
+    """Set at filing when this message ends a bot session: filed with the session before
+    it. Never stored with the event (a retry rebuilds it from the session)."""
 
 
 class StatusUpdate(_Event):

@@ -174,6 +174,7 @@ class Erasure:
         conv_desk = h.get(b"desk", plan.desk.encode()).decode()
         pipe = self._redis.pipeline(transaction=False)
         pipe.delete(keys.conversation(a, conv), keys.sent_by_time(a, conv))
+        pipe.delete(keys.bot_session(a, conv), keys.bot_log(a, conv), keys.csat_open(a, conv))
         for direction in Direction:
             pipe.delete(keys.lane(a, direction.value, conv))
         channel = plan.channels.get(conv)

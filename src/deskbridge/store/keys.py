@@ -22,6 +22,8 @@ __all__ = [
     "arq_job",
     "attempts",
     "awaiting",
+    "bot_log",
+    "bot_session",
     "consent",
     "console_bulk",
     "console_bulk_ids",
@@ -31,6 +33,10 @@ __all__ = [
     "contact_conversations",
     "contact_ticket",
     "conversation",
+    "csat_contact",
+    "csat_due",
+    "csat_open",
+    "csat_ticket",
     "dead",
     "dedup",
     "deliveries",
@@ -221,6 +227,37 @@ def ticket(account: str, desk: str, digest: str) -> str:
     """Desk ticket → our conversation id (how agent replies find their channel), named by
     the vault's keyed digest of the ticket id (``Vault.digest("ticket", desk, id)``)."""
     return f"{_a(account)}:ticket:{desk}:{digest}"
+
+
+def bot_session(account: str, conversation_id: str) -> str:
+    """A conversation's bot session: who answers (bot or people), since and until when."""
+    return f"{_a(account)}:bot:{conversation_id}"
+
+
+def csat_ticket(account: str, desk: str, digest: str) -> str:
+    """Marks a solved ticket whose survey was scheduled (once per ticket), named by the
+    vault's keyed digest of the ticket id (``Vault.digest("ticket", desk, id)``)."""
+    return f"{_a(account)}:csat:ticket:{desk}:{digest}"
+
+
+def csat_contact(account: str, contact_id: str) -> str:
+    """A customer surveyed recently (expires with the account's survey period)."""
+    return f"{_a(account)}:csat:contact:{contact_id}"
+
+
+def csat_due(account: str) -> str:
+    """Surveys waiting for their time, by when they are due."""
+    return f"{_a(account)}:csat:due"
+
+
+def csat_open(account: str, conversation_id: str) -> str:
+    """A survey sent and not yet answered in a conversation."""
+    return f"{_a(account)}:csat:open:{conversation_id}"
+
+
+def bot_log(account: str, conversation_id: str) -> str:
+    """The session's turns, one sealed field per customer message (its delivery id)."""
+    return f"{_a(account)}:botlog:{conversation_id}"
 
 
 def contact(account: str, contact_id: str) -> str:

@@ -82,6 +82,7 @@ SEALED: tuple[SealedKind, ...] = (
         ("thread", "reply_token", "context"),
         _field,
     ),
+    SealedKind("bot turns", keys.pattern(keys.bot_log(_H, _H)), "hash", (), _field),
     SealedKind("identity node", keys.pattern(keys.graph_node(_H, _H)), "hash", ("v",)),
     SealedKind("identity spellings", keys.pattern(keys.graph_spellings(_H, _H)), "hash", (), _node),
     SealedKind("sandbox ticket", keys.pattern(keys.sandbox_ticket(_H, _H)), "hash", ("meta",)),

@@ -26,7 +26,12 @@ from deskbridge.adapters.base import (
     TokenCache,
     send_part,
 )
-from deskbridge.adapters.capabilities import LooksUpDisplayNames, RegistersWebhook, ReportsHealth
+from deskbridge.adapters.capabilities import (
+    LooksUpDisplayNames,
+    OffersChoices,
+    RegistersWebhook,
+    ReportsHealth,
+)
 from deskbridge.adapters.line.api import (
     INVALID_REPLY_TOKEN,
     LineApi,
@@ -103,7 +108,7 @@ def retry_key(account: str, dedup_key: str, batch: int) -> str:
     return str(uuid.uuid5(_RETRY_NAMESPACE, f"{account}:{dedup_key}:{batch}"))
 
 
-class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
+class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook, OffersChoices):
     """One account's LINE Official Account channel. ``verify``/``parse`` are pure; the rest
     call the Messaging API at ``api_base`` (default ``config.base_url``) and content
     downloads at ``data_api_base`` (default ``config.data_base_url``).
@@ -112,6 +117,8 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
     against the plan's monthly quota; replies do not). Each receipt also carries its own
     count as ``SendReceipt.quota_messages``.
     """
+
+    max_choices: ClassVar[int] = 13
 
     channel: ClassVar[Channel] = Channel.LINE
     takes_files: ClassVar[bool] = False
@@ -354,6 +361,14 @@ class LineAdapter(LooksUpDisplayNames, ReportsHealth, RegistersWebhook):
         messages: list[dict[str, Any]] = [
             {"type": "text", "text": chunk} for chunk in split_text(reply.text, TEXT_LIMIT)
         ]
+        if messages and reply.choices:
+            # a tap sends the choice's text as the customer's message
+            messages[-1]["quickReply"] = {
+                "items": [
+                    {"type": "action", "action": {"type": "message", "label": c[:20], "text": c}}
+                    for c in reply.choices[: self.max_choices]
+                ]
+            }
         for attachment in reply.attachments:
             # LINE apps load media when the chat is opened, maybe weeks later: a one-hour
             # link would show a broken image, so LINE's links live as long as LINE keeps them

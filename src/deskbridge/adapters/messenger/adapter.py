@@ -13,7 +13,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.capabilities import LooksUpDisplayNames, ReportsHealth
+from deskbridge.adapters.capabilities import LooksUpDisplayNames, OffersChoices, ReportsHealth
 from deskbridge.adapters.meta import graph_error, raise_for_graph
 from deskbridge.adapters.meta.cdn import download
 from deskbridge.adapters.text import split_text
@@ -22,12 +22,21 @@ from deskbridge.errors import PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
-__all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT", "MessengerAdapter"]
+__all__ = [
+    "HUMAN_AGENT_WINDOW",
+    "PROACTIVE_TAGS",
+    "STANDARD_WINDOW",
+    "TEXT_LIMIT",
+    "MessengerAdapter",
+]
 
 TEXT_LIMIT = 1999
 """Messenger text must be "shorter than 2000 characters" (counted here in UTF-16 units)."""
 STANDARD_WINDOW = 24 * 3600.0
 HUMAN_AGENT_WINDOW = 7 * 24 * 3600.0
+PROACTIVE_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"})
+"""Message tags a business update may carry outside the 24-hour window (send-messages/
+message-tags); ``HUMAN_AGENT`` is a person's reply within 7 days, never a bot's."""
 
 # Graph error codes worth retrying; a value is a wait that does not spend the retry
 # budget (4 and 613 are rate limits, which Meta does not give a Retry-After for).
@@ -57,10 +66,12 @@ class _Sent(BaseModel):
     message_id: str = Field(min_length=1)
 
 
-class MessengerAdapter(LooksUpDisplayNames, ReportsHealth):
+class MessengerAdapter(LooksUpDisplayNames, ReportsHealth, OffersChoices):
     """One account's Page. ``send`` posts to the Send API at ``api_base`` (default
     ``config.base_url``) with the Page token in a header, never in the URL; ``fetch``
     downloads from Meta's CDN with no credentials."""
+
+    max_choices: ClassVar[int] = 13
 
     channel: ClassVar[Channel] = Channel.MESSENGER
     takes_files: ClassVar[bool] = False
@@ -144,6 +155,11 @@ class MessengerAdapter(LooksUpDisplayNames, ReportsHealth):
             return SendReceipt(external_ids=())
         window = self._window(reply, to)
         messages: list[dict[str, Any]] = [{"text": c} for c in split_text(text, TEXT_LIMIT)]
+        if messages and reply.choices:
+            messages[-1]["quick_replies"] = [
+                {"content_type": "text", "title": c[:20], "payload": f"CHOICE_{i}"}
+                for i, c in enumerate(reply.choices[: self.max_choices], 1)
+            ]
         for attachment in reply.attachments:
             url = self._links.url_for(self.account, attachment)
             messages.append(
@@ -185,7 +201,13 @@ class MessengerAdapter(LooksUpDisplayNames, ReportsHealth):
             raise PermanentError("outside Messenger's 7-day human agent window")
         age = self._clock() - to.last_inbound_at.timestamp()
         if age <= STANDARD_WINDOW:
-            return {"messaging_type": "RESPONSE"}
+            return {"messaging_type": "UPDATE" if reply.proactive else "RESPONSE"}
+        if reply.proactive and reply.tag in PROACTIVE_TAGS:
+            return {"messaging_type": "MESSAGE_TAG", "tag": reply.tag}
+        if reply.proactive and reply.tag != "HUMAN_AGENT":
+            raise PermanentError(
+                "outside Messenger's 24-hour window a proactive message needs a message tag"
+            )
         if age <= HUMAN_AGENT_WINDOW:
             if reply.automated:
                 raise PermanentError(

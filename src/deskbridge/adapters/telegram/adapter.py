@@ -15,7 +15,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deskbridge.adapters.base import Handshake, Part, Progress, send_parts
-from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
+from deskbridge.adapters.capabilities import OffersChoices, RegistersWebhook, ReportsHealth
 from deskbridge.adapters.telegram.parse import parse
 from deskbridge.adapters.telegram.send import (
     CAPTION_LIMIT,
@@ -60,9 +60,11 @@ class _Sent(BaseModel):
     message_id: int
 
 
-class TelegramAdapter(ReportsHealth, RegistersWebhook):
+class TelegramAdapter(ReportsHealth, RegistersWebhook, OffersChoices):
     """One account's Telegram bot. ``verify``/``parse`` are pure; ``fetch``, ``send`` and
     ``set_webhook`` call the Bot API at ``api_base`` (default ``config.base_url``)."""
+
+    max_choices: ClassVar[int] = 12
 
     channel: ClassVar[Channel] = Channel.TELEGRAM
     takes_files: ClassVar[bool] = True
@@ -141,10 +143,17 @@ class TelegramAdapter(ReportsHealth, RegistersWebhook):
         caption = text if files and text and utf16_len(text) <= CAPTION_LIMIT else None
         calls: list[Part] = []
 
-        async def message(chunk: str, first: bool) -> str:
+        async def message(chunk: str, first: bool, last: bool = False) -> str:
             payload: dict[str, Any] = {"chat_id": target[0], "text": chunk}
             if reply_parameters and first:
                 payload["reply_parameters"] = reply_parameters
+            if last and reply.choices:
+                # a reply keyboard: a tap sends the choice back as the customer's message
+                payload["reply_markup"] = {
+                    "keyboard": [[{"text": c}] for c in reply.choices],
+                    "one_time_keyboard": True,
+                    "resize_keyboard": True,
+                }
             return _message_id(await self._api.call("sendMessage", payload), "sendMessage")
 
         async def upload(i: int, file: Upload, first: bool) -> str:
@@ -167,8 +176,10 @@ class TelegramAdapter(ReportsHealth, RegistersWebhook):
                 return await call()
 
         if text and caption is None:
-            for chunk in split_text(text, TEXT_LIMIT):
-                calls.append(functools.partial(message, chunk, not calls))
+            chunks = split_text(text, TEXT_LIMIT)
+            for n, chunk in enumerate(chunks):
+                last = n == len(chunks) - 1
+                calls.append(functools.partial(message, chunk, not calls, last))
         for i, file in enumerate(files):
             calls.append(functools.partial(upload, i, file, not calls))
         calls = [functools.partial(followed, call) for call in calls]

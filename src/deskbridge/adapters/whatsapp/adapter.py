@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import httpx
 
 from deskbridge.adapters.base import MemoryProgress, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
-from deskbridge.adapters.text import split_text, utf16_len
+from deskbridge.adapters.capabilities import OffersChoices, ReportsHealth
+from deskbridge.adapters.text import numbered, split_text, utf16_len
 from deskbridge.adapters.whatsapp.api import CloudApi
 from deskbridge.config.accounts import WhatsAppConfig
 from deskbridge.errors import PermanentError, RetryableError, WindowClosed
@@ -28,12 +28,15 @@ from deskbridge.schemas import (
     Channel,
     ChannelAddress,
     SendReceipt,
+    Template,
     Upload,
 )
 
 __all__ = ["CAPTION_LIMIT", "MEDIA_LIMITS", "TEXT_LIMIT", "WINDOW_SECONDS", "WhatsAppAdapter"]
 
 WINDOW_SECONDS = 24 * 3600
+LIST_BODY_LIMIT = 1024
+"""An interactive message's body text (longer text goes as text, choices as lines)."""
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
 
@@ -50,7 +53,8 @@ _TYPES = {
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")  # webhook media ids are digits
 
 
-class WhatsAppAdapter(ReportsHealth):
+class WhatsAppAdapter(ReportsHealth, OffersChoices):
+    max_choices: ClassVar[int] = 10
     """One account's business phone number. ``send`` and ``reengage`` post to
     ``<api_base or config.base_url>/<graph_version>/<phone_number_id>/messages``; ``clock``
     (Unix seconds) decides whether the 24-hour window is open."""
@@ -91,13 +95,21 @@ class WhatsAppAdapter(ReportsHealth):
         when it fits in 1024 and that file takes one (audio does not). ``to.reply_to``
         quotes the customer's message on the first message sent.
 
-        Raises ``WindowClosed`` before any call when the customer last wrote more than 24
-        hours ago (or never), ``PermanentError`` for a file over 100 MB before uploading.
+        A reply with a ``template`` sends that approved template alone, in or out of the
+        window (one part). Otherwise raises ``WindowClosed`` before any call when the
+        customer last wrote more than 24 hours ago (or never), ``PermanentError`` for a
+        file over 100 MB before uploading.
         Parts: the text chunks, then the files; ``progress`` keeps the accepted ones and a
         retry resumes at the first part not accepted. Every file not yet sent is uploaded
         before anything is sent. The Cloud API has no idempotency key: a part whose call
         ended with an unknown outcome is sent again.
         """
+        if reply.template is not None:
+            # an approved template is what WhatsApp delivers outside the window
+            body = self._template_body(reply.template, to)
+            return SendReceipt(
+                external_ids=await send_parts(progress, [functools.partial(self._post, body)])
+            )
         self._check_window(to)
         progress = progress if progress is not None else MemoryProgress()
         recipient = _recipient(to.thread)
@@ -108,6 +120,9 @@ class WhatsAppAdapter(ReportsHealth):
             if files and text and kinds[0] != "audio" and utf16_len(text) <= CAPTION_LIMIT
             else None
         )
+        choices = reply.choices
+        if choices and (files or utf16_len(text) > LIST_BODY_LIMIT):
+            text, choices = numbered(text, choices), ()  # no room for a list message
         chunks = split_text(text, TEXT_LIMIT) if text and caption is None else []
         media_ids = {
             i: await self._api.upload(file)
@@ -127,7 +142,9 @@ class WhatsAppAdapter(ReportsHealth):
             return body
 
         bodies: list[dict[str, Any] | None] = [
-            envelope("text", not n) | {"text": {"body": chunk, "preview_url": False}}
+            envelope("interactive", True) | {"interactive": _list(chunk, choices)}
+            if choices
+            else envelope("text", not n) | {"text": {"body": chunk, "preview_url": False}}
             for n, chunk in enumerate(chunks)
         ]
         for i, (file, kind) in enumerate(zip(files, kinds, strict=True)):
@@ -147,6 +164,25 @@ class WhatsAppAdapter(ReportsHealth):
         if body is None:
             raise PermanentError("whatsapp: a part sent earlier has no record")
         return await self._api.send(body)
+
+    @staticmethod
+    def _template_body(template: Template, to: ChannelAddress) -> dict[str, Any]:
+        """A template message; its parameters fill the body's ``{{1}}``, ``{{2}}``..."""
+        spec: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+        if template.params:
+            spec["components"] = [
+                {
+                    "type": "body",
+                    "parameters": [{"type": "text", "text": p} for p in template.params],
+                }
+            ]
+        return {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            **_recipient(to.thread),
+            "type": "template",
+            "template": spec,
+        }
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         """Send the account's approved template, which WhatsApp delivers outside the
@@ -192,6 +228,20 @@ class WhatsAppAdapter(ReportsHealth):
         last = to.last_inbound_at
         if last is None or self._clock() - last.timestamp() > WINDOW_SECONDS:
             raise WindowClosed("whatsapp: the 24-hour customer service window is closed")
+
+
+def _list(body: str, choices: tuple[str, ...]) -> dict[str, Any]:
+    """An interactive list message: a tap comes back as a ``list_reply`` whose title is
+    the choice (the parser files it as the message text)."""
+    rows = [
+        {"id": f"choice-{i}", "title": c[:24]}
+        for i, c in enumerate(choices[: WhatsAppAdapter.max_choices], 1)
+    ]
+    return {
+        "type": "list",
+        "body": {"text": body},
+        "action": {"button": "Choose", "sections": [{"title": "Options", "rows": rows}]},
+    }
 
 
 def _recipient(thread: str) -> dict[str, str]:

@@ -53,6 +53,7 @@ SCOPES = (
     "audit:read",
     "tokens:write",
     "ops:read",
+    "messages:write",
 )
 """Every scope a route may require (``contacts:*`` are reserved for the contacts routes)."""
 

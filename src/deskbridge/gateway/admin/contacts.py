@@ -17,8 +17,15 @@ from pydantic import BaseModel, ValidationError
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.errors import DeliveryError
 from deskbridge.flows import Runtime, privacy
+from deskbridge.flows.proactive import OPT_OUT
 from deskbridge.gateway.admin.auth import Principal
-from deskbridge.gateway.admin.models import ContactAccountQuery, DecideBody, ForgetBody, LinkBody
+from deskbridge.gateway.admin.models import (
+    ContactAccountQuery,
+    DecideBody,
+    ForgetBody,
+    LinkBody,
+    OptOutBody,
+)
 from deskbridge.gateway.state import RUNTIME
 from deskbridge.identity.normalize import email_key
 from deskbridge.identity.phones import e164
@@ -406,6 +413,25 @@ async def forget(rt: Runtime, who: Principal, ref: str, body: ForgetBody) -> dic
     return report
 
 
+async def opt_out_route(request: web.Request, who: Principal) -> web.Response:
+    """Record the customer's opt-out of proactive messages and surveys (or its end)."""
+    rt = request.app[RUNTIME]
+    body: OptOutBody = await _parse(request, OptOutBody)
+    account = _account(rt, body.account, who)
+    contact_id = await _contact_id(rt, account, request.match_info["ref"])
+    if await rt.conversations.contact(account, contact_id) is None:
+        raise ContactsNotFound(f"no contact {contact_id} in account {account}")
+    value = "true" if body.opt_out else "false"
+    await rt.conversations.set_attribute(account, contact_id, OPT_OUT, value)
+    await rt.audit.record(
+        who.sub,
+        "contacts.opt_out" if body.opt_out else "contacts.opt_in",
+        1,
+        {"account": account, "contact": contact_id, "reason": body.reason},
+    )
+    return web.json_response({"contact": contact_id, "opt_out": body.opt_out})
+
+
 async def export_route(request: web.Request, who: Principal) -> web.Response:
     rt = request.app[RUNTIME]
     return web.json_response(
@@ -431,6 +457,7 @@ def contact_routes() -> list[tuple[str, str, str, Any]]:
     return [
         ("POST", "/contacts/{ref}/forget", "contacts:write", forget_route),
         ("GET", "/contacts/{ref}/export", "contacts:read", export_route),
+        ("POST", "/contacts/{ref}/opt-out", "contacts:write", opt_out_route),
         ("GET", "/contacts/suggestions", "contacts:read", suggestions_route),
         ("POST", "/contacts/suggestions/decide", "contacts:write", decide_route),
         ("POST", "/contacts/link", "contacts:write", link_route),

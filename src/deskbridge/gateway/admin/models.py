@@ -50,6 +50,9 @@ __all__ = [
     "LinkBody",
     "Lookup",
     "LookupItem",
+    "MessageBody",
+    "MessageQueued",
+    "OptOutBody",
     "PageQuery",
     "RawEvent",
     "RawEventDetail",
@@ -64,6 +67,7 @@ __all__ = [
     "RevokeBody",
     "RevokeResult",
     "Skipped",
+    "TemplateBody",
 ]
 
 MAX_LIMIT = 500
@@ -234,6 +238,47 @@ class LinkBody(_In):
     """Also merge the two desk users where the desk can (Zendesk: permanent)."""
 
 
+class TemplateBody(_In):
+    """An approved WhatsApp template and its body parameters, in order."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    language: str = Field(default="en_US", pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
+    params: list[str] = Field(default_factory=list, max_length=20)
+
+
+class MessageBody(_In):
+    """A message the business sends first (docs/admin.md, "Proactive messages")."""
+
+    account: str | None = None
+    to: str = Field(
+        min_length=1, max_length=320, description="contact id, +E.164, email or channel:id"
+    )
+    channel: str | None = Field(default=None, json_schema_extra=_enum(CHANNEL_NAMES))
+    text: str = Field(default="", max_length=4096)
+    template: TemplateBody | None = None
+    tag: str | None = Field(default=None, description="Messenger message tag")
+    human: bool = False
+    """A person wrote it (Messenger's HUMAN_AGENT tag is only for people)."""
+    author: str = Field(default="", max_length=200)
+    key: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="the caller's idempotency key: the same key sends once",
+    )
+
+
+class MessageQueued(BaseModel):
+    """Where a proactive message was queued: a delivery like any reply (list, show and
+    replay it under /deliveries)."""
+
+    delivery_id: str
+    conversation_id: str
+    channel: str
+    contact: str
+    duplicate: bool
+
+
 class DecideBody(_In):
     """A decision on a merge suggestion."""
 
@@ -241,6 +286,15 @@ class DecideBody(_In):
     contacts: tuple[str, str]
     accept: bool
     merge_desk_users: bool = False
+
+
+class OptOutBody(_In):
+    """The customer's word on messages they did not ask for (proactive messages and
+    satisfaction surveys)."""
+
+    account: str | None = None
+    opt_out: bool = True
+    reason: str = Field(default="", max_length=500)
 
 
 class ForgetBody(_In):

@@ -34,6 +34,9 @@ from deskbridge.gateway.admin.models import (
     IgnoredQuery,
     LinkBody,
     Lookup,
+    MessageBody,
+    MessageQueued,
+    OptOutBody,
     PageQuery,
     RawEventDetail,
     RawPage,
@@ -253,6 +256,40 @@ OPERATIONS = [
         RevokeResult,
         "What is refused from now on, and until when.",
         body=RevokeBody,
+    ),
+    Operation(
+        "POST",
+        "/contacts/{ref}/opt-out",
+        "contacts:write",
+        "Record the customer's opt-out of proactive messages and surveys (opt_out false ends it).",
+        None,
+        "The contact and its opt-out.",
+        body=OptOutBody,
+        path_param=("ref", _CONTACT_REF),
+        extra=_NOT_FOUND,
+    ),
+    Operation(
+        "POST",
+        "/messages",
+        "messages:write",
+        "Send the customer a message first, on their channel, within its rules.",
+        MessageQueued,
+        "The key was used before: the delivery it queued then (nothing new sent).",
+        body=MessageBody,
+        extra={
+            "202": {
+                "description": "Queued as an outbound delivery.",
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(model="MessageQueued")}}
+                },
+            },
+            "409": {
+                "description": "A channel rule, the customer's opt-out or a reused key refuses it"
+                " (``error`` names the rule); nothing was written.",
+                "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}},
+            },
+            **_NOT_FOUND,
+        },
     ),
     Operation(
         "GET",

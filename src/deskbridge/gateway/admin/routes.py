@@ -25,6 +25,7 @@ from deskbridge.flows.ingest import app_scope
 from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway.admin.auth import LEEWAY_S, AdminAuth, Principal, TokenInvalid
 from deskbridge.gateway.admin.contacts import ContactsBadInput, ContactsNotFound, contact_routes
+from deskbridge.gateway.admin.messages import message_routes
 from deskbridge.gateway.admin.models import (
     CHANNEL_NAMES,
     DESK_NAMES,
@@ -816,6 +817,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/audit", "audit:read", audit_route),
     ("POST", "/tokens/revoke", "tokens:write", revoke_route),
     *contact_routes(),
+    *message_routes(),
     ("GET", "/health", "ops:read", health_route),
 ]
 """(method, path under PREFIX, scope, handler) of every authenticated admin route."""

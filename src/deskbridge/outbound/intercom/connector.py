@@ -25,6 +25,7 @@ from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import UNCONFIRMED, Filed
+from deskbridge.outbound.capabilities import ReportsSolved
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.intercom import webhook
@@ -64,7 +65,7 @@ _CONFLICT_ID = re.compile(r"\bid=([0-9a-f]{6,64})\b")
 _LINK_ID = re.compile(r"/contacts/([0-9a-f]{6,64})>")
 
 
-class IntercomConnector:
+class IntercomConnector(ReportsSolved):
     """One account's Intercom workspace: the ``DeskConnector`` for ``Desk.INTERCOM``.
 
     Customer messages are written as the contact (a conversation the contact opened,
@@ -597,6 +598,10 @@ class IntercomConnector:
     def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
         """Agents' and bots' replies in the notification; see :func:`webhook.parse`."""
         return webhook.parse(req, account=self.account)
+
+    def solved_tickets(self, req: RawRequest) -> list[str]:
+        """A closed conversation (``conversation.admin.closed``)."""
+        return webhook.solved(req)
 
     # -- erasure ----------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from lxml import html as lxml_html  # type: ignore[import-untyped]  # no stubs i
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.payload import load_object
-from deskbridge.errors import ParseFailed, SignatureInvalid
+from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "html_to_text",
     "parse",
     "sign",
+    "solved",
     "verify",
 ]
 
@@ -70,6 +71,22 @@ def verify(req: RawRequest, secret: str | None) -> None:
     expected = sign(secret, req.body)
     if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise SignatureInvalid("intercom: signature mismatch")
+
+
+def solved(req: RawRequest) -> list[str]:
+    """The conversation a ``conversation.admin.closed`` notification closed ([] for any
+    other body)."""
+    try:
+        doc = load_object(req.body, what="intercom")
+    except PayloadInvalid:
+        return []
+    if doc.get("type") != "notification_event" or doc.get("topic") != ADMIN_CLOSED:
+        return []
+    try:
+        note = _validate(doc)
+    except ParseFailed:
+        return []
+    return [note.data.item.id] if note.data.item.id else []
 
 
 def parse(req: RawRequest, *, account: str) -> list[AgentReply]:

@@ -27,6 +27,7 @@ from deskbridge.outbound.capabilities import (
     MergesUsers,
     ReadsCommentFiles,
     RegistersDeskWebhook,
+    ReportsSolved,
     TicketUpdateBudget,
 )
 from deskbridge.outbound.common import display_name, download, unique
@@ -60,7 +61,9 @@ _CLOSED_MARKERS = ("closed prevents ticket update", "closedticket", "closed_prev
 _PURGED = "Permanently Deleted User"  # Show Deleted User's name once the GDPR purge ran
 
 
-class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles):
+class ZendeskConnector(
+    MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles, ReportsSolved
+):
     """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
 
     Customer messages are filed as the end user (requester, submitter and comment author),
@@ -485,6 +488,10 @@ class ZendeskConnector(MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, Re
     def parse_webhook(self, req: RawRequest) -> list[AgentReply]:
         """Public agent comments in the webhook body; see :func:`webhook.parse`."""
         return webhook.parse(req, account=self.account, now=self._clock())
+
+    def solved_tickets(self, req: RawRequest) -> list[str]:
+        """The ticket the "ticket solved" trigger reports (docs/desks/zendesk.md)."""
+        return webhook.solved(req)
 
     async def register_webhook(self, url: str, *, name: str) -> str:
         """Make sure a webhook subscribed to ``ticket.comment_added`` posts to ``url`` and

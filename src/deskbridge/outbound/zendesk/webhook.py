@@ -27,18 +27,20 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.payload import load_object
-from deskbridge.errors import ParseFailed, SignatureInvalid
+from deskbridge.errors import ParseFailed, PayloadInvalid, SignatureInvalid
 from deskbridge.schemas import AgentReply, Attachment, Desk, RawRequest
 
 __all__ = [
     "COMMENT_ADDED",
     "SIGNATURE_HEADER",
+    "SOLVED_MARKER",
     "TIMESTAMP_HEADER",
     "TOLERANCE_SECONDS",
     "TRIGGER_MARKER",
     "comment_attachments",
     "parse",
     "sign",
+    "solved",
     "verify",
 ]
 
@@ -47,6 +49,9 @@ SIGNATURE_HEADER = "x-zendesk-webhook-signature"
 TIMESTAMP_HEADER = "x-zendesk-webhook-signature-timestamp"
 TOLERANCE_SECONDS = 300.0
 TRIGGER_MARKER = "zendesk-trigger/1"
+SOLVED_MARKER = "zendesk-solved/1"
+"""The body of the "ticket solved" trigger (docs/desks/zendesk.md): ``{"deskbridge":
+"zendesk-solved/1", "ticket_id": "{{ticket.id}}"}``."""
 
 _EVENT_PREFIX = "zen:event-type:"
 _STAFF_ROLES = frozenset({"agent", "admin", "administrator"})
@@ -82,6 +87,19 @@ def verify(
         raise SignatureInvalid("zendesk: signature timestamp outside the accepted window")
 
 
+def solved(req: RawRequest) -> list[str]:
+    """The ticket the "ticket solved" trigger reports ([] for any other body)."""
+    try:
+        doc = load_object(req.body, what="zendesk")
+    except PayloadInvalid:
+        return []
+    ticket = doc.get("ticket_id")
+    if doc.get("deskbridge") != SOLVED_MARKER or not isinstance(ticket, str | int):
+        return []
+    ticket = str(ticket).strip()
+    return [ticket] if ticket.isdigit() else []
+
+
 def parse(req: RawRequest, *, account: str, now: float) -> list[AgentReply]:
     """The public staff replies in a verified Zendesk webhook body.
 
@@ -99,6 +117,10 @@ def parse(req: RawRequest, *, account: str, now: float) -> list[AgentReply]:
         return _from_event(_validate(_CommentAddedEvent, doc), account=account, fallback=fallback)
     if doc.get("deskbridge") == TRIGGER_MARKER:
         return _from_trigger(_validate(_TriggerBody, doc), account=account, fallback=fallback)
+    if doc.get("deskbridge") == SOLVED_MARKER:
+        if not solved(req):
+            raise ParseFailed("zendesk: solved trigger body without a ticket id")
+        return []  # read by ``solved``
     raise ParseFailed("zendesk: JSON object is neither an event envelope nor the trigger body")
 
 

@@ -1,0 +1,103 @@
+"""Satisfaction surveys (issue 23): which solved tickets were surveyed, which customers
+recently, the surveys waiting for their time, and the open survey of a conversation.
+No message content: ids, times and the score's delivery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from deskbridge.store import keys
+from deskbridge.store.connection import guarded, structures
+from deskbridge.store.crypto import Vault
+
+__all__ = ["CsatStore", "DueSurvey", "OpenSurvey"]
+
+_TICKET_TTL_S = 180 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class DueSurvey:
+    desk: str
+    ticket_id: str
+    conversation_id: str
+
+    def member(self) -> str:
+        return f"{self.desk}|{self.ticket_id}|{self.conversation_id}"
+
+    @classmethod
+    def of(cls, member: str) -> DueSurvey:
+        desk, ticket, conv = member.split("|", 2)
+        return cls(desk, ticket, conv)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSurvey:
+    desk: str
+    ticket_id: str
+    answered_by: str
+    """The delivery whose message answered it ('' while open)."""
+
+
+@guarded
+class CsatStore:
+    """Redis failures raise ``StoreUnavailable``."""
+
+    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
+        self._redis = redis
+        self._vault = vault
+        self._typed = structures(redis)
+
+    async def claim_ticket(self, account: str, desk: str, ticket_id: str) -> bool:
+        """True the first time a solved ticket's survey is scheduled."""
+        key = keys.csat_ticket(account, desk, self._vault.digest("ticket", desk, ticket_id))
+        return bool(await self._redis.set(key, "1", nx=True, ex=_TICKET_TTL_S))
+
+    async def recently_surveyed(self, account: str, contact_id: str) -> bool:
+        return bool(await self._redis.exists(keys.csat_contact(account, contact_id)))
+
+    async def mark_surveyed(self, account: str, contact_id: str, period_s: float) -> None:
+        if period_s >= 1:
+            await self._redis.set(keys.csat_contact(account, contact_id), "1", ex=int(period_s))
+
+    async def schedule(self, account: str, survey: DueSurvey, due_at: float) -> None:
+        await self._redis.zadd(keys.csat_due(account), {survey.member(): due_at}, nx=True)
+
+    async def due(self, account: str, now: float, limit: int = 100) -> list[DueSurvey]:
+        found = await self._redis.zrangebyscore(keys.csat_due(account), 0, now, 0, limit)
+        return [DueSurvey.of(m.decode()) for m in found]
+
+    async def take(self, account: str, survey: DueSurvey) -> bool:
+        """Claim a due survey for sending (one worker wins)."""
+        return bool(await self._redis.zrem(keys.csat_due(account), survey.member()))
+
+    async def open(
+        self, account: str, conversation_id: str, desk: str, ticket_id: str, at: float, ttl_s: int
+    ) -> None:
+        key = keys.csat_open(account, conversation_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={"desk": desk, "ticket_id": ticket_id, "sent_at": str(at)})
+        pipe.expire(key, ttl_s)
+        await pipe.execute()
+
+    async def open_survey(self, account: str, conversation_id: str) -> OpenSurvey | None:
+        h = await self._typed.hgetall(keys.csat_open(account, conversation_id))
+        if b"ticket_id" not in h:
+            return None
+        return OpenSurvey(
+            desk=h[b"desk"].decode(),
+            ticket_id=h[b"ticket_id"].decode(),
+            answered_by=h.get(b"answered_by", b"").decode(),
+        )
+
+    async def answer(self, account: str, conversation_id: str, delivery_id: str) -> bool:
+        """Whether ``delivery_id``'s message is the survey's answer: the first message
+        that claims it (and the same one when its delivery runs again)."""
+        key = keys.csat_open(account, conversation_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "answered_by", delivery_id)
+        pipe.hget(key, "answered_by")
+        _, holder = await pipe.execute()
+        return holder is not None and holder.decode() == delivery_id
