@@ -35,8 +35,10 @@ def _examples() -> list[tuple[str, str]]:
         for i, block in enumerate(_BLOCK.findall(doc.read_text())):
             name = f"{doc.relative_to(ROOT)}#{i + 1}"
             first = block.split(":", 1)[0].strip()
-            if first in _OTHER_FILES:
-                continue  # a keys file, a manifest, another tool's config: not accounts
+            if first in _OTHER_FILES or block.startswith("- "):
+                # a keys file, a manifest, another tool's config, a list (a responder's
+                # knowledge base, docs/responders.md): not accounts
+                continue
             if not re.search(r"^accounts:", block, re.M):
                 # a fragment of one account (its channels, its routing): set in a whole file
                 block = "accounts:\n  acme:\n    desk: {type: sandbox}\n" + textwrap.indent(
