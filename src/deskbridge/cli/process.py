@@ -139,6 +139,11 @@ def _banner(loaded: Loaded, role: str) -> None:
                 )
         if any(a.desk.type == Desk.SANDBOX.value for a in loaded.accounts.accounts.values()):
             lines.append(f"  sandbox desk: {local}/sandbox/")
+        if s.console if s.console is not None else not s.production():
+            lines.append(
+                f"  operator console: {local}/console/ (a sign-in link: deskbridge console "
+                "link --scope deliveries:read)"
+            )
     if loaded.demo:
         where = secrets_path(s.data_dir).resolve()
         lines.append(f"  demo account '{DEMO_ACCOUNT}': secrets in {where} (mode 0600)")
