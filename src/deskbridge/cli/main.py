@@ -65,7 +65,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "deskbridge.cli.stats",
         "stats",
         "Print the service figures of a running gateway: messages per channel, customers "
-        "waiting, SLA breaches, first-response and reply times (median and 90th percentile).",
+        "waiting, SLA breaches, first-response and reply times (median and 90th percentile), "
+        "the average satisfaction score (and how many answered), and the bot sessions that "
+        "ended without a person.",
     ),
     "route": (
         "deskbridge.cli.route",
