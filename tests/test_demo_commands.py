@@ -38,6 +38,8 @@ WALK: list[tuple[str, list[str]]] = [
     ("contacts link", ["telegram:700000001", "whatsapp:12025550143", "--reason", "walk"]),
     ("contacts unlink", ["telegram:700000001", "whatsapp:12025550143", "--reason", "walk"]),
     ("contacts export", ["whatsapp:12025550143"]),
+    ("send", ["--to", "telegram:700000001", "--text", "Your parcel left.", "--key", "walk-1"]),
+    ("contacts opt-out", ["telegram:700000001", "--undo"]),
     ("contacts forget", ["telegram:700000001"]),
     ("token revoke", ["--subject", "nobody"]),
     ("stats", []),
