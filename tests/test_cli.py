@@ -42,7 +42,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 20) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"deskbridge exited with {proc.returncode}")
+            said = proc.stdout.read().decode(errors="replace")[-3000:] if proc.stdout else ""
+            raise AssertionError(f"deskbridge exited with {proc.returncode}:\n{said}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
