@@ -20,8 +20,9 @@ from deskbridge.flows import csat
 from deskbridge.gateway import create_app
 from deskbridge.routing.csat import CHOICES, parse_score
 from deskbridge.schemas import Channel
+from deskbridge.store import keys
 
-from .conftest import drain
+from .conftest import drain, redis_of
 from .test_proactive import PHONE, WA, YAML, customer_wrote
 from .test_responders import RecordingChannel, customer_parts, sample, says
 
@@ -134,6 +135,49 @@ async def test_a_message_that_is_not_a_score_is_filed(make_runtime: Any) -> None
     await says(rt, 2, "It came, but broken")
     assert await customer_parts(rt) == ["My parcel is late", "It came, but broken"]
     assert len(channel.sent) == 1  # the survey, no thanks
+
+
+async def test_a_message_soon_after_a_bare_score_is_its_comment(make_runtime: Any) -> None:
+    rt, channel = telegram_runtime(make_runtime)
+    await says(rt, 1, "My parcel is late")
+    ticket = await solved_ticket(rt)
+    await csat.ticket_solved(rt, "acme", "sandbox", ticket)
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "5")
+    await says(rt, 3, "The agent found it in an hour")
+    await drain(rt)
+    assert await customer_parts(rt) == ["My parcel is late"]  # neither is filed
+    assert (
+        f'Customer satisfaction comment on the 5/5 answer (ticket {ticket}): "The agent '
+        'found it in an hour"'
+    ) in await notes(rt)
+    assert sample(rt.metrics.csat_surveys, outcome="commented") == 1
+    # one comment only: the next message is the customer's like any other
+    await says(rt, 4, "Can I also change my address?")
+    assert await customer_parts(rt) == ["My parcel is late", "Can I also change my address?"]
+    assert channel.sent[1:] == ["Thank you for your feedback!"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "first"),
+    [("      comment_minutes: 0\n", "5"), ("", "5 great"), ("", "4")],
+)
+async def test_a_follow_up_is_filed_when_no_comment_is_due(
+    make_runtime: Any, extra: str, first: str
+) -> None:
+    rt, _ = telegram_runtime(make_runtime, CSAT + extra)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, first)
+    if first == "4":  # a bare score, but the follow-up comes after the window
+        conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+        await redis_of(rt).hset(keys.csat_open("acme", conv), "answered_at", "1000")
+    await says(rt, 3, "Where is my refund?")
+    assert await customer_parts(rt) == ["My parcel is late", "Where is my refund?"]
+    assert not any(n.startswith("Customer satisfaction comment") for n in await notes(rt))
 
 
 async def test_no_survey_for_opted_out_or_recently_surveyed_customers(make_runtime: Any) -> None:

@@ -7,7 +7,8 @@ time has come as automated replies with the channel's own controls (``choices``)
 inside the channel's window or as the account's approved WhatsApp template.
 ``capture`` reads a customer's message as the answer to their conversation's open
 survey: the score (and a comment after it) goes to the ticket as an internal note, the
-customer is thanked, and the message is not filed (a "5" would reopen the ticket).
+customer is thanked, and the message is not filed (a "5" would reopen the ticket). A
+text message sent within ``comment_minutes`` of a bare score is that score's comment.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.routing.csat import CHOICES, CsatConfig, parse_score
 from deskbridge.schemas import Channel, Delivery, Message, Template
 from deskbridge.store import ConversationRecord
-from deskbridge.store.csat import DueSurvey
+from deskbridge.store.csat import DueSurvey, OpenSurvey
 
 __all__ = ["capture", "send_due", "ticket_solved"]
 
@@ -72,12 +73,18 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
     if cfg is None:
         return False
     survey = await rt.csat.open_survey(d.account, conv.id)
-    if survey is None or (survey.answered_by and survey.answered_by != d.id):
+    if survey is None:
         return False
+    if survey.answered_by and survey.answered_by != d.id:
+        return await _follow_up(rt, d, msg, conv, cfg, survey)
     read = parse_score(msg.text)
-    if read is None or not await rt.csat.answer(d.account, conv.id, d.id):
+    if read is None:
         return False
     score, comment = read
+    if not await rt.csat.answer(
+        d.account, conv.id, d.id, score=score, commented=bool(comment), at=time.time()
+    ):
+        return False
     language = await rt.conversations.language(d.account, conv.id)
     said = f' Comment: "{comment}"' if comment else ""
     await note(
@@ -99,6 +106,35 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
             score
         )
         log.info("delivery %s: survey of ticket %s answered", d.id, survey.ticket_id)
+    return True
+
+
+async def _follow_up(
+    rt: Runtime,
+    d: Delivery,
+    msg: Message,
+    conv: ConversationRecord,
+    cfg: CsatConfig,
+    survey: OpenSurvey,
+) -> bool:
+    """A text message soon after a bare score is the score's comment: noted on the
+    ticket with it, not filed. Only the first such message; never one with files."""
+    if survey.comment_by and survey.comment_by != d.id:
+        return False
+    text = msg.text.strip()
+    if not text or msg.attachments or parse_score(text) is not None:
+        return False
+    if not survey.comment_by and time.time() - survey.answered_at > cfg.comment_minutes * 60:
+        return False
+    if not await rt.csat.comment(d.account, conv.id, d.id):
+        return False
+    said = (
+        f"Customer satisfaction comment on the {survey.score}/5 answer (ticket "
+        f'{survey.ticket_id}): "{text}"'
+    )
+    if await note(rt, d, said, why="csat-comment"):
+        rt.metrics.csat_surveys.labels(d.account, conv.channel.value, "commented").inc()
+    log.info("delivery %s: comment on the survey of ticket %s", d.id, survey.ticket_id)
     return True
 
 

@@ -38,6 +38,12 @@ class OpenSurvey:
     ticket_id: str
     answered_by: str
     """The delivery whose message answered it ('' while open)."""
+    score: int = 0
+    answered_at: float = 0.0
+    comment_by: str = ""
+    """The delivery whose message gave the comment: the answer's own, or a follow-up's."""
+    team: str = ""
+    """The routing's team (desk group) of the ticket when the survey was sent ('' none)."""
 
 
 @guarded
@@ -73,12 +79,21 @@ class CsatStore:
         return bool(await self._redis.zrem(keys.csat_due(account), survey.member()))
 
     async def open(
-        self, account: str, conversation_id: str, desk: str, ticket_id: str, at: float, ttl_s: int
+        self,
+        account: str,
+        conversation_id: str,
+        desk: str,
+        ticket_id: str,
+        at: float,
+        ttl_s: int,
+        *,
+        team: str = "",
     ) -> None:
         key = keys.csat_open(account, conversation_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(key)
-        pipe.hset(key, mapping={"desk": desk, "ticket_id": ticket_id, "sent_at": str(at)})
+        fields = {"desk": desk, "ticket_id": ticket_id, "sent_at": str(at), "team": team}
+        pipe.hset(key, mapping=fields)
         pipe.expire(key, ttl_s)
         await pipe.execute()
 
@@ -90,14 +105,51 @@ class CsatStore:
             desk=h[b"desk"].decode(),
             ticket_id=h[b"ticket_id"].decode(),
             answered_by=h.get(b"answered_by", b"").decode(),
+            score=int(h.get(b"score", b"0") or 0),
+            answered_at=float(h.get(b"answered_at", b"0") or 0),
+            comment_by=h.get(b"comment_by", b"").decode(),
+            team=h.get(b"team", b"").decode(),
         )
 
-    async def answer(self, account: str, conversation_id: str, delivery_id: str) -> bool:
+    async def answer(
+        self,
+        account: str,
+        conversation_id: str,
+        delivery_id: str,
+        *,
+        score: int,
+        commented: bool,
+        at: float,
+    ) -> bool:
         """Whether ``delivery_id``'s message is the survey's answer: the first message
-        that claims it (and the same one when its delivery runs again)."""
+        that claims it (and the same one when its delivery runs again). The first claim
+        also keeps the score, when it was given and whether it had a comment."""
         key = keys.csat_open(account, conversation_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hsetnx(key, "answered_by", delivery_id)
         pipe.hget(key, "answered_by")
         _, holder = await pipe.execute()
+        if holder is None or holder.decode() != delivery_id:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "score", str(score))
+        pipe.hsetnx(key, "answered_at", str(at))
+        if commented:
+            pipe.hsetnx(key, "comment_by", delivery_id)
+        await pipe.execute()
+        return True
+
+    async def comment(self, account: str, conversation_id: str, delivery_id: str) -> bool:
+        """Whether ``delivery_id``'s message is the answered survey's follow-up comment:
+        the first message that claims it (and the same one when its delivery runs again)."""
+        key = keys.csat_open(account, conversation_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.hsetnx(key, "comment_by", delivery_id)
+        pipe.hget(key, "comment_by")
+        exists, set_now, holder = await pipe.execute()
+        if not exists:
+            if set_now:  # the survey expired between the read and the claim
+                await self._redis.delete(key)
+            return False
         return holder is not None and holder.decode() == delivery_id
