@@ -60,6 +60,11 @@ class CsatStore:
         key = keys.csat_ticket(account, desk, self._vault.digest("ticket", desk, ticket_id))
         return bool(await self._redis.set(key, "1", nx=True, ex=_TICKET_TTL_S))
 
+    async def ticket_claimed(self, account: str, desk: str, ticket_id: str) -> bool:
+        """Whether a solved ticket was handled already (surveyed, or passed over)."""
+        key = keys.csat_ticket(account, desk, self._vault.digest("ticket", desk, ticket_id))
+        return bool(await self._redis.exists(key))
+
     async def recently_surveyed(self, account: str, contact_id: str) -> bool:
         return bool(await self._redis.exists(keys.csat_contact(account, contact_id)))
 
