@@ -126,6 +126,24 @@ async def test_a_solved_ticket_is_surveyed_once_and_the_answer_noted(make_runtim
     assert sample(rt.metrics.csat_score, channel="telegram") == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "tags"), [("", ["Tags: csat_4"]), ("      tag_prefix: ''\n", [])]
+)
+async def test_the_answer_tags_the_ticket_before_the_note(
+    make_runtime: Any, extra: str, tags: list[str]
+) -> None:
+    rt, _ = telegram_runtime(make_runtime, CSAT + extra)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "4")
+    await drain(rt)
+    written = [n for n in await notes(rt) if n.startswith(("Tags", "Customer satisfaction"))]
+    assert written[:-1] == tags
+    assert written[-1].startswith("Customer satisfaction: 4/5")
+
+
 async def test_a_message_that_is_not_a_score_is_filed(make_runtime: Any) -> None:
     rt, channel = telegram_runtime(make_runtime)
     await says(rt, 1, "My parcel is late")

@@ -173,7 +173,8 @@ class Metrics:
         # satisfaction surveys (issue 23): the average is csat_score's sum / count
         self.csat_surveys = Counter(
             "deskbridge_csat_surveys",
-            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed.",
+            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed, "
+            "commented.",
             ["account", "channel", "outcome"],
             registry=self.registry,
         )

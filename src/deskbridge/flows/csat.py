@@ -93,6 +93,7 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
         f"Customer satisfaction: {score}/5 (survey on {conv.channel.value} after ticket "
         f"{survey.ticket_id} was solved).{said}",
         why="csat",
+        tags=(f"{cfg.tag_prefix}{score}",) if cfg.tag_prefix else (),
     )
     thanks = automated_reply(
         rt,
