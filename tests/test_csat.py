@@ -144,6 +144,23 @@ async def test_the_answer_tags_the_ticket_before_the_note(
     assert written[-1].startswith("Customer satisfaction: 4/5")
 
 
+async def test_the_score_is_counted_for_the_routings_team(make_runtime: Any) -> None:
+    routing = """    routing:
+      rules:
+        - name: parcels
+          when: {text: parcel}
+          then: {group: "logistics"}
+"""
+    rt, _ = telegram_runtime(make_runtime, CSAT + routing)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "2 too slow")
+    assert sample(rt.metrics.csat_score, team="logistics") == 1
+    assert sample(rt.metrics.csat_score, team="none") == 0
+
+
 async def test_a_message_that_is_not_a_score_is_filed(make_runtime: Any) -> None:
     rt, channel = telegram_runtime(make_runtime)
     await says(rt, 1, "My parcel is late")

@@ -103,9 +103,9 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
         text=cfg.thanks_in(language),
     )
     if await queue_automated(rt, thanks, conv.id, conv.channel.value):
-        rt.metrics.csat_score.labels(d.account, conv.channel.value, language or "unknown").observe(
-            score
-        )
+        rt.metrics.csat_score.labels(
+            d.account, conv.channel.value, language or "unknown", survey.team or "none"
+        ).observe(score)
         log.info("delivery %s: survey of ticket %s answered", d.id, survey.ticket_id)
     return True
 
@@ -185,7 +185,13 @@ async def _send(rt: Runtime, account: str, cfg: CsatConfig, survey: DueSurvey, n
     ).model_copy(update={"choices": () if template else CHOICES, "template": template})
     # the survey is open before it can be answered, and the customer counted as surveyed
     await rt.csat.open(
-        account, conv.id, survey.desk, survey.ticket_id, now, int(cfg.answer_hours * 3600)
+        account,
+        conv.id,
+        survey.desk,
+        survey.ticket_id,
+        now,
+        int(cfg.answer_hours * 3600),
+        team=await rt.conversations.team(account, conv.id) or "",
     )
     await rt.csat.mark_surveyed(account, conv.contact_id, cfg.period_days * 86400)
     if not await queue_automated(rt, reply, conv.id, conv.channel.value):
