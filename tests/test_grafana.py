@@ -32,7 +32,6 @@ def test_every_query_names_an_exported_metric() -> None:
         assert used <= known, f"{expr}: {used - known} not exported"
 
 
-
 def _label_names() -> dict[str, set[str]]:
     """Every exported metric's name (with its suffixes) and its label names."""
     out: dict[str, set[str]] = {}

@@ -18,7 +18,7 @@ from deskbridge.outbound.capabilities import TagsTickets, TicketUpdateBudget
 from deskbridge.schemas import ConversationRef, Delivery, DeliveryState, DeskNote, brand
 from deskbridge.store import ConversationRecord
 
-__all__ = ["file_note", "note", "ref", "tell_agent"]
+__all__ = ["file_note", "note", "note_on", "ref", "tell_agent"]
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +48,37 @@ async def note(
     """Queue an internal note about delivery ``d`` on the ticket of its conversation (or
     of ``conversation_id``). ``why`` names the cause within ``d`` (``held-3``, ``dead-0``):
     the same cause queues the note once, however often the causing work is retried.
-    ``tags`` go on the ticket with it where the desk has tags. True when it was queued now; False when queued before or there is nowhere to put it."""
-    if rt.desk(d.account) is None:
+    ``tags`` go on the ticket with it where the desk has tags. True when it was queued
+    now; False when queued before or there is nowhere to put it."""
+    queued = await note_on(
+        rt, d.account, conversation_id or d.conversation_id, text, cause=f"{d.id}:{why}", tags=tags
+    )
+    if queued:
+        log.info("delivery %s: internal note queued (%s)", d.id, why)
+    return queued
+
+
+async def note_on(
+    rt: Runtime,
+    account: str,
+    conversation_id: str,
+    text: str,
+    *,
+    cause: str,
+    tags: tuple[str, ...] = (),
+) -> bool:
+    """Queue an internal note on the ticket of ``conversation_id``, once per ``cause``
+    (for what no delivery caused: a survey answered on deskbridge's own page). True when
+    it was queued now."""
+    if rt.desk(account) is None:
         return False
-    conv = await rt.conversations.get(d.account, conversation_id or d.conversation_id)
+    conv = await rt.conversations.get(account, conversation_id)
     if conv is None:
         return False
-    cause = f"{d.id}:{why}"
-    queued = await queue_note(
+    return await queue_note(
         rt,
         DeskNote(
-            account=d.account,
+            account=account,
             channel=conv.channel,
             dedup_key=f"note:{conv.id}:{cause}",
             thread=conv.thread,
@@ -69,9 +89,6 @@ async def note(
         ),
         conv.id,
     )
-    if queued:
-        log.info("delivery %s: internal note queued (%s)", d.id, why)
-    return queued
 
 
 async def file_note(rt: Runtime, d: Delivery, n: DeskNote) -> DeliveryState:

@@ -4,15 +4,29 @@ No message content: ids, times and the score's delivery."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
 from deskbridge.store.connection import guarded, structures
-from deskbridge.store.crypto import Vault
+from deskbridge.store.crypto import SealBroken, Vault
 
-__all__ = ["CsatStore", "DueSurvey", "OpenSurvey"]
+__all__ = [
+    "CsatStore",
+    "DueSurvey",
+    "OpenSurvey",
+    "SurveyLink",
+    "SurveyLinkError",
+    "SurveyLinks",
+]
+
+_LINK_AAD = "deskbridge survey link v1"
 
 _TICKET_TTL_S = 180 * 86400
 
@@ -44,6 +58,7 @@ class OpenSurvey:
     """The delivery whose message gave the comment: the answer's own, or a follow-up's."""
     team: str = ""
     """The routing's team (desk group) of the ticket when the survey was sent ('' none)."""
+    sent_at: float = 0.0
 
 
 @guarded
@@ -114,6 +129,7 @@ class CsatStore:
             answered_at=float(h.get(b"answered_at", b"0") or 0),
             comment_by=h.get(b"comment_by", b"").decode(),
             team=h.get(b"team", b"").decode(),
+            sent_at=float(h.get(b"sent_at", b"0") or 0),
         )
 
     async def answer(
@@ -158,3 +174,66 @@ class CsatStore:
                 await self._redis.delete(key)
             return False
         return holder is not None and holder.decode() == delivery_id
+
+
+class SurveyLinkError(Exception):
+    """The survey link is malformed, forged or expired."""
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyLink:
+    """What one score's link of an email survey names: the survey (its conversation,
+    ticket and when it was sent) and the score."""
+
+    account: str
+    conversation_id: str
+    desk: str
+    ticket_id: str
+    sent_at: float
+    score: int
+
+
+class SurveyLinks:
+    """Signed, expiring links to answer an email survey with one click: a token is the
+    sealed (authenticated, encrypted) ``SurveyLink`` with its expiry, so only deskbridge
+    makes one and it reveals no ids."""
+
+    def __init__(
+        self, vault: Vault, public_url: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._vault = vault
+        self._base = public_url.rstrip("/")
+        self._clock = clock
+
+    def url_for(self, link: SurveyLink, ttl_s: float) -> str:
+        claims = {
+            "a": link.account,
+            "c": link.conversation_id,
+            "d": link.desk,
+            "t": link.ticket_id,
+            "n": link.sent_at,
+            "s": link.score,
+            "e": int(self._clock() + ttl_s),
+        }
+        blob = self._vault.seal(json.dumps(claims, separators=(",", ":")).encode(), _LINK_AAD)
+        return f"{self._base}/csat/{base64.urlsafe_b64encode(blob).decode().rstrip('=')}"
+
+    def open(self, token: str) -> SurveyLink:
+        """The survey and score behind ``token``. Raises ``SurveyLinkError``."""
+        try:
+            blob = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            claims = json.loads(self._vault.open(blob, _LINK_AAD))
+            link = SurveyLink(
+                account=str(claims["a"]),
+                conversation_id=str(claims["c"]),
+                desk=str(claims["d"]),
+                ticket_id=str(claims["t"]),
+                sent_at=float(claims["n"]),
+                score=int(claims["s"]),
+            )
+            expires = int(claims["e"])
+        except (binascii.Error, ValueError, KeyError, TypeError, SealBroken) as exc:
+            raise SurveyLinkError("invalid survey link") from exc
+        if expires < self._clock() or not 1 <= link.score <= 5:
+            raise SurveyLinkError("survey link expired")
+        return link
