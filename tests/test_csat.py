@@ -210,7 +210,8 @@ async def test_a_follow_up_is_filed_when_no_comment_is_due(
     await says(rt, 2, first)
     if first == "4":  # a bare score, but the follow-up comes after the window
         conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
-        await redis_of(rt).hset(keys.csat_open("acme", conv), "answered_at", "1000")
+        r: Any = redis_of(rt)  # redis-py's stubs type hset as sync or async
+        await r.hset(keys.csat_open("acme", conv), "answered_at", "1000")
     await says(rt, 3, "Where is my refund?")
     assert await customer_parts(rt) == ["My parcel is late", "Where is my refund?"]
     assert not any(n.startswith("Customer satisfaction comment") for n in await notes(rt))
