@@ -51,9 +51,11 @@ def _bot(r: dict[str, Any]) -> str:
 def stats(url: str | None, token: str | None) -> None:
     """Print the service figures of a running gateway: messages per channel, customers
     waiting, SLA breaches, first-response and reply times (median and 90th percentile),
-    the average satisfaction score (and how many answered) per channel and per team
-    (the desk group the routing rules assigned), and the bot sessions that ended
-    without a person.
+    the average satisfaction score (and how many answered), and the bot sessions that
+    ended without a person.
+
+    The satisfaction score is shown per channel and per team (the desk group the
+    account's routing rules assigned).
 
     A percentile is exact when there was one response; otherwise it is the bucket of
     the gateway's histogram it falls in (bounds 1, 5, 15, 30 min, 1, 2, 4, 8, 24, 48 h),
