@@ -357,16 +357,19 @@ class IntercomConnector(ReportsSolved, TagsTickets):
                 type(exc).__name__,
             )
 
-    async def _tag(self, conversation_id: str, names: Sequence[str], admin_id: str) -> None:
+    async def _tag(self, conversation_id: str, names: Sequence[str], admin_id: str) -> int:
         """Attach tags by name: ``POST /tags`` creates or finds each (its id), then
-        ``POST /conversations/{id}/tags`` attaches it as ``admin_id``."""
+        ``POST /conversations/{id}/tags`` attaches it as ``admin_id``. Returns how many
+        came back without an id (not attached)."""
+        missing = 0
         for name in names:
             what = "intercom tag"
             resp = await self._call("POST", "/tags", what=what, json={"name": name})
             classify(resp, what=what)
             tag_id = _str_id(self._json(resp, what).get("id"))
             if tag_id is None:
-                raise PermanentError(f"{what}: Intercom answered without the tag's id")
+                missing += 1
+                continue
             resp = await self._call(
                 "POST",
                 f"/conversations/{conversation_id}/tags",
@@ -374,13 +377,15 @@ class IntercomConnector(ReportsSolved, TagsTickets):
                 json={"id": tag_id, "admin_id": admin_id},
             )
             classify(resp, what=what)
+        return missing
 
     async def add_tags(self, conv: ConversationRef, tags: Sequence[str]) -> None:
         """Tag the conversation (a tag needs its id and an admin: see ``_tag``). Attaching
         a tag twice is harmless. Raises ``PermanentError`` without a conversation."""
         if conv.ticket_id is None:
             raise PermanentError("intercom add tags: the conversation has no Intercom id")
-        await self._tag(conv.ticket_id, tags, await self._note_admin())
+        if await self._tag(conv.ticket_id, tags, await self._note_admin()):
+            raise PermanentError("intercom tag: Intercom answered without the tag's id")
 
     async def _open(self, user_id: str, text: str, *, retried: bool) -> tuple[str, str]:
         """A conversation the contact opens with ``text`` (the body is plain text: the
