@@ -75,10 +75,11 @@ DESK_CAPABILITIES: dict[type[Any], set[type]] = {
         desk_caps.RegistersDeskWebhook,
         desk_caps.ReadsCommentFiles,
         desk_caps.ReportsSolved,
+        desk_caps.TagsTickets,
     },
-    IntercomConnector: {desk_caps.ReportsSolved},
-    UdeskConnector: {desk_caps.PollsReplies},
-    SandboxConnector: set(),
+    IntercomConnector: {desk_caps.ReportsSolved, desk_caps.TagsTickets},
+    UdeskConnector: {desk_caps.PollsReplies, desk_caps.PollsSolved},
+    SandboxConnector: {desk_caps.TagsTickets},
 }
 
 
@@ -128,6 +129,8 @@ def test_capability_modules_hold_only_runtime_checkable_protocols() -> None:
         "RegistersDeskWebhook",
         "ReadsCommentFiles",
         "ReportsSolved",
+        "PollsSolved",
+        "TagsTickets",
     }
 
 

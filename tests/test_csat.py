@@ -20,8 +20,10 @@ from deskbridge.flows import csat
 from deskbridge.gateway import create_app
 from deskbridge.routing.csat import CHOICES, parse_score
 from deskbridge.schemas import Channel
+from deskbridge.store import keys
+from deskbridge.store.csat import SurveyLinkError, SurveyLinks
 
-from .conftest import drain
+from .conftest import drain, redis_of
 from .test_proactive import PHONE, WA, YAML, customer_wrote
 from .test_responders import RecordingChannel, customer_parts, sample, says
 
@@ -125,6 +127,41 @@ async def test_a_solved_ticket_is_surveyed_once_and_the_answer_noted(make_runtim
     assert sample(rt.metrics.csat_score, channel="telegram") == 1
 
 
+@pytest.mark.parametrize(
+    ("extra", "tags"), [("", ["Tags: csat_4"]), ("      tag_prefix: ''\n", [])]
+)
+async def test_the_answer_tags_the_ticket_before_the_note(
+    make_runtime: Any, extra: str, tags: list[str]
+) -> None:
+    rt, _ = telegram_runtime(make_runtime, CSAT + extra)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "4")
+    await drain(rt)
+    written = [n for n in await notes(rt) if n.startswith(("Tags", "Customer satisfaction"))]
+    assert written[:-1] == tags
+    assert written[-1].startswith("Customer satisfaction: 4/5")
+
+
+async def test_the_score_is_counted_for_the_routings_team(make_runtime: Any) -> None:
+    routing = """    routing:
+      rules:
+        - name: parcels
+          when: {text: parcel}
+          then: {group: "logistics"}
+"""
+    rt, _ = telegram_runtime(make_runtime, CSAT + routing)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "2 too slow")
+    assert sample(rt.metrics.csat_score, team="logistics") == 1
+    assert sample(rt.metrics.csat_score, team="none") == 0
+
+
 async def test_a_message_that_is_not_a_score_is_filed(make_runtime: Any) -> None:
     rt, channel = telegram_runtime(make_runtime)
     await says(rt, 1, "My parcel is late")
@@ -134,6 +171,50 @@ async def test_a_message_that_is_not_a_score_is_filed(make_runtime: Any) -> None
     await says(rt, 2, "It came, but broken")
     assert await customer_parts(rt) == ["My parcel is late", "It came, but broken"]
     assert len(channel.sent) == 1  # the survey, no thanks
+
+
+async def test_a_message_soon_after_a_bare_score_is_its_comment(make_runtime: Any) -> None:
+    rt, channel = telegram_runtime(make_runtime)
+    await says(rt, 1, "My parcel is late")
+    ticket = await solved_ticket(rt)
+    await csat.ticket_solved(rt, "acme", "sandbox", ticket)
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, "5")
+    await says(rt, 3, "The agent found it in an hour")
+    await drain(rt)
+    assert await customer_parts(rt) == ["My parcel is late"]  # neither is filed
+    assert (
+        f'Customer satisfaction comment on the 5/5 answer (ticket {ticket}): "The agent '
+        'found it in an hour"'
+    ) in await notes(rt)
+    assert sample(rt.metrics.csat_surveys, outcome="commented") == 1
+    # one comment only: the next message is the customer's like any other
+    await says(rt, 4, "Can I also change my address?")
+    assert await customer_parts(rt) == ["My parcel is late", "Can I also change my address?"]
+    assert channel.sent[1:] == ["Thank you for your feedback!"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "first"),
+    [("      comment_minutes: 0\n", "5"), ("", "5 great"), ("", "4")],
+)
+async def test_a_follow_up_is_filed_when_no_comment_is_due(
+    make_runtime: Any, extra: str, first: str
+) -> None:
+    rt, _ = telegram_runtime(make_runtime, CSAT + extra)
+    await says(rt, 1, "My parcel is late")
+    await csat.ticket_solved(rt, "acme", "sandbox", await solved_ticket(rt))
+    await csat.send_due(rt)
+    await drain(rt)
+    await says(rt, 2, first)
+    if first == "4":  # a bare score, but the follow-up comes after the window
+        conv = rt.conversations.conversation_id("acme", Channel.TELEGRAM, "42")
+        r: Any = redis_of(rt)  # redis-py's stubs type hset as sync or async
+        await r.hset(keys.csat_open("acme", conv), "answered_at", "1000")
+    await says(rt, 3, "Where is my refund?")
+    assert await customer_parts(rt) == ["My parcel is late", "Where is my refund?"]
+    assert not any(n.startswith("Customer satisfaction comment") for n in await notes(rt))
 
 
 async def test_no_survey_for_opted_out_or_recently_surveyed_customers(make_runtime: Any) -> None:
@@ -317,3 +398,95 @@ accounts:
     resp = await client.post("/desks/intercom/acme", data=body, headers=headers)
     assert resp.status == 200
     assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
+
+
+# --- email: one signed link per score -------------------------------------------------------
+
+
+class EmailChannel(RecordingChannel):
+    channel = Channel.EMAIL
+
+
+async def email_survey(make_runtime: Any) -> tuple[Any, EmailChannel, str, list[str]]:
+    """An email conversation whose solved ticket's survey went out: the runtime, the
+    channel, the ticket and the survey's links (5 first)."""
+    rt = make_runtime(TG_YAML + CSAT)
+    channel = EmailChannel()
+    rt.adapters[("acme", Channel.EMAIL)] = channel
+    contact = await rt.conversations.resolve_contact("acme", (), "Ann")
+    conv = rt.conversations.conversation_id("acme", Channel.EMAIL, "ann@example.test")
+    await rt.conversations.ensure("acme", conv, Channel.EMAIL, "ann@example.test", contact.id)
+    ticket = await rt.sandbox.create_ticket(
+        "acme", subject="Refund", requester="Ann", channel="email"
+    )
+    await rt.conversations.set_ticket("acme", "sandbox", conv, ticket, 1)
+    assert await csat.ticket_solved(rt, "acme", "sandbox", ticket) == "scheduled"
+    assert await csat.send_due(rt) == 1
+    await drain(rt)
+    [survey] = channel.sent
+    links = re.findall(r"^\d ⭐+: \S+(/csat/[A-Za-z0-9_-]+)$", survey, re.MULTILINE)
+    assert survey.startswith("How would you rate") and len(links) == 5
+    return rt, channel, ticket, links
+
+
+async def test_an_email_survey_is_answered_on_its_page_once(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt, _, ticket, links = await email_survey(make_runtime)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    # opening a link (as a mail scanner does) shows the choice and records nothing
+    page = await client.get(links[1])  # the second line: 4
+    assert page.status == 200
+    assert "4 ⭐⭐⭐⭐" in await page.text()
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert "script-src" not in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert not await notes(rt)
+    answered = await client.post(links[1], data={"comment": "Quick  and\nfriendly"})
+    assert "Your answer is recorded" in await answered.text()
+    await drain(rt)
+    assert await notes(rt) == [
+        "Tags: csat_4",
+        f"Customer satisfaction: 4/5 (survey by email after ticket {ticket} was solved, "
+        'answered on its page). Comment: "Quick and friendly"',
+    ]
+    assert sample(rt.metrics.csat_score, channel="email") == 1
+    # once per survey: the same link again, or another score's, changes nothing
+    for again in (links[1], links[0]):
+        resp = await client.post(again, data={"comment": "changed my mind"})
+        assert "answered already" in await resp.text()
+    await drain(rt)
+    assert len(await notes(rt)) == 2
+    assert sample(rt.metrics.csat_score, channel="email") == 1
+
+
+async def test_a_forged_or_expired_survey_link_is_refused(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt, _, _, links = await email_survey(make_runtime)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    token = links[0].rsplit("/", 1)[1]
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for path in (f"/csat/{forged}", "/csat/not-a-token"):
+        assert (await client.get(path)).status == 404
+        assert (await client.post(path, data={"comment": "x"})).status == 404
+    later = SurveyLinks(rt.vault, "https://x.test", clock=lambda: time.time() + 73 * 3600)
+    with pytest.raises(SurveyLinkError):
+        later.open(token)  # the survey's 72 answer hours are over
+    assert not await notes(rt)
+
+
+async def test_a_survey_answered_by_message_closes_its_links(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt, _, _, links = await email_survey(make_runtime)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    conv = rt.conversations.conversation_id("acme", Channel.EMAIL, "ann@example.test")
+    await rt.csat.answer("acme", conv, "d-mail", score=2, commented=False, at=time.time())
+    resp = await client.post(links[0], data={})
+    assert "answered already" in await resp.text()
+    await redis_of(rt).delete(keys.csat_open("acme", conv))  # the answer window passed
+    resp = await client.post(links[0], data={})
+    assert "This survey is closed" in await resp.text()
+    assert not await notes(rt)

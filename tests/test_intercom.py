@@ -677,6 +677,25 @@ async def test_note_is_written_as_the_tokens_admin_with_escaped_html(
     }
 
 
+async def test_add_tags_finds_each_tags_id_and_attaches_it_as_the_admin(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    """Intercom tags a conversation by the tag's id and an admin's id, never by name."""
+    ic = IntercomConnector("acme", config(admin_id="42"), client, throttle=Throttle())
+    create = api.post("/tags").respond(200, json={"type": "tag", "id": "86", "name": "csat_5"})
+    attach = api.post("/conversations/77/tags").respond(
+        200, json={"type": "tag", "id": "86", "name": "csat_5"}
+    )
+    await ic.add_tags(conversation("77"), ["csat_5"])
+    assert sent(create) == {"name": "csat_5"}
+    assert sent(attach) == {"id": "86", "admin_id": "42"}
+    api.post("/tags").respond(200, json={"type": "tag"})
+    with pytest.raises(PermanentError, match="without the tag's id"):
+        await ic.add_tags(conversation("77"), ["csat_5"])
+    with pytest.raises(PermanentError):
+        await ic.add_tags(conversation(None), ["csat_5"])
+
+
 async def test_note_uses_the_configured_admin(
     client: httpx.AsyncClient, api: respx.MockRouter
 ) -> None:

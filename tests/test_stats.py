@@ -12,7 +12,7 @@ from deskbridge.cli.main import cli
 from deskbridge.cli.stats import quantile, summarize
 from deskbridge.flows.enrichment import refresh_waiting
 from deskbridge.gateway import create_app
-from deskbridge.metrics import Metrics
+from deskbridge.metrics import Metrics, csat_by_team
 from deskbridge.schemas import Channel, Desk, brand
 
 
@@ -33,8 +33,8 @@ def observed() -> Metrics:
     m.messages.labels("acme", "whatsapp", "outbound").inc(5)
     m.awaiting.labels("acme", "whatsapp").set(3)
     m.sla_breaches.labels("acme", "whatsapp").set(1)
-    for score, language in ((5, "en"), (4, "es"), (3, "en")):
-        m.csat_score.labels("acme", "whatsapp", language).observe(score)
+    for score, language, team in ((5, "en", "billing"), (4, "es", "none"), (3, "en", "billing")):
+        m.csat_score.labels("acme", "whatsapp", language, team).observe(score)
     m.bot_sessions.labels("acme", "whatsapp", "en", "started").inc(10)
     m.bot_sessions.labels("acme", "whatsapp", "en", "handed_off").inc(3)
     return m
@@ -48,6 +48,9 @@ def test_summary_of_the_service_figures() -> None:
     assert r["reply_p50"] == r["reply_p90"] == (100.0, 100.0)  # one response: exact
     assert (r["csat_sum"], r["csat_count"]) == (12, 3)  # languages summed
     assert (r["bot_started"], r["bot_handed_off"]) == (10, 3)
+    # per team (the routing's desk group), channels and languages summed
+    teams = csat_by_team(generate_latest(observed().registry).decode())
+    assert teams == {("acme", "billing"): (8.0, 2.0), ("acme", "none"): (4.0, 1.0)}
 
 
 async def test_a_single_response_prints_its_own_time(make_runtime, aiohttp_server) -> None:
@@ -87,6 +90,8 @@ async def test_the_command_reads_a_running_gateway(make_runtime, aiohttp_server)
     assert "WhatsApp" in result.output and "12" in result.output
     assert "4.0 (3)" in result.output  # the average score, of three answers
     assert "7/10" in result.output  # bot sessions that ended without a person
+    [team] = [line for line in result.output.splitlines() if "billing" in line]
+    assert team.split() == ["acme", "billing", "4.0", "(2)"]  # no row for "none"
     down = await asyncio.to_thread(
         CliRunner().invoke, cli, ["stats", "--url", "http://127.0.0.1:9"]
     )

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.config import UdeskDeskConfig
 from deskbridge.errors import PayloadInvalid, PermanentError, RetryableError, SignatureInvalid
+from deskbridge.flows import csat
 from deskbridge.flows.polling import poll_once
 from deskbridge.gateway import create_app
 from deskbridge.metrics import Metrics
@@ -42,6 +43,7 @@ from deskbridge.store.udesk import RedisUdeskState
 
 from .conftest import TEST_KEY, TG_SECRET, TG_TOKEN, drain
 from .desks.fake_udesk import ADMIN, PASSWORD, SECRET, FakeUdesk
+from .test_responders import sample
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
 
@@ -674,3 +676,44 @@ async def test_a_callback_is_stored_without_its_secret_query_parameter(
     assert len(from_udesk) == 1
     assert SECRET.encode() not in from_udesk[0]
     assert b'"query":{}' in from_udesk[0]
+
+
+async def test_the_poller_schedules_the_survey_of_a_solved_ticket_once(
+    fake: FakeUdesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    """Udesk pushes no status change: the poller reads each active ticket's
+    ``status_id`` (2 resolved, 3 closed) and a solved one gets its survey once."""
+    respx_mock.route(host="127.0.0.1").pass_through()
+    respx_mock.post(f"{TG}/sendMessage").respond(
+        200, json={"ok": True, "result": {"message_id": 557, "date": 1, "chat": {"id": 42}}}
+    )
+    rt = make_runtime(udesk_yaml(fake) + "    csat: {delay_minutes: 0}\n")
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await say(client, "Where is my parcel?", 9201)
+    await drain(rt)
+    [ticket] = fake.tickets()
+    fake.status[ticket.id] = 4  # solving
+    await poll_once(rt, "acme", urgent=True)
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 0
+    fake.status[ticket.id] = 2  # resolved
+    await poll_once(rt, "acme", urgent=True)
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
+    details = sum(1 for _, path, _ in fake.calls() if path.endswith("/tickets/detail"))
+    await poll_once(rt, "acme", urgent=True)  # handled: its status is not read again
+    assert sum(1 for _, path, _ in fake.calls() if path.endswith("/tickets/detail")) == details
+    assert sample(rt.metrics.csat_surveys, outcome="scheduled") == 1
+    assert await csat.send_due(rt) == 1
+
+
+async def test_the_poller_reads_no_status_without_csat(
+    fake: FakeUdesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    respx_mock.route(host="127.0.0.1").pass_through()
+    rt = make_runtime(udesk_yaml(fake))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await say(client, "Where is my parcel?", 9301)
+    await drain(rt)
+    [ticket] = fake.tickets()
+    fake.status[ticket.id] = 3
+    await poll_once(rt, "acme", urgent=True)
+    assert not any(path.endswith("/tickets/detail") for _, path, _ in fake.calls())

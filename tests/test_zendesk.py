@@ -666,6 +666,30 @@ async def test_add_note_without_ticket_is_permanent(
     assert not api.calls
 
 
+async def test_add_tags_keeps_the_tickets_other_tags(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    update = api.put(f"{API}/tickets/5158").respond(200, json=updated(5158, 1))
+    await zd.add_tags(conversation("5158"), ["csat_4"])
+    assert sent(update) == {"ticket": {"additional_tags": ["csat_4"]}}
+    with pytest.raises(PermanentError, match="no ticket"):
+        await zd.add_tags(conversation(None), ["csat_4"])
+
+
+async def test_add_tags_to_a_closed_ticket_is_skipped(
+    zd: ZendeskConnector, api: respx.MockRouter
+) -> None:
+    api.put(f"{API}/tickets/5158").respond(
+        422,
+        json={
+            "error": "RecordInvalid",
+            "details": {"status": [{"description": "Status: closed prevents ticket update"}]},
+        },
+    )
+    await zd.add_tags(conversation("5158"), ["csat_4"])  # no error: nothing to tag
+    assert len(api.calls) == 1
+
+
 # -- attachments -------------------------------------------------------------------------
 
 

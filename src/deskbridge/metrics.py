@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["Metrics", "percentile_text", "quantile", "summarize"]
+__all__ = ["Metrics", "csat_by_team", "percentile_text", "quantile", "summarize"]
 
 
 class Metrics:
@@ -173,14 +173,16 @@ class Metrics:
         # satisfaction surveys (issue 23): the average is csat_score's sum / count
         self.csat_surveys = Counter(
             "deskbridge_csat_surveys",
-            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed.",
+            "Surveys by outcome: scheduled, sent, already, opted_out, recent, window_closed, "
+            "commented.",
             ["account", "channel", "outcome"],
             registry=self.registry,
         )
         self.csat_score = Histogram(
             "deskbridge_csat_score",
-            "Survey answers: the customer's score from 1 to 5.",
-            ["account", "channel", "language"],
+            "Survey answers: the customer's score from 1 to 5, by the routing's team (desk "
+            "group; none when no rule assigns one).",
+            ["account", "channel", "language", "team"],
             buckets=(1, 2, 3, 4, 5),
             registry=self.registry,
         )
@@ -278,6 +280,18 @@ def summarize(text: str) -> dict[tuple[str, str], dict[str, Any]]:
             found = (total, total) if count == 1 else quantile(pairs, q)
             rows[(account, channel)][f"{which}_{name}"] = found
     return dict(rows)
+
+
+def csat_by_team(text: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per (account, team): the satisfaction scores' sum and count, channels and
+    languages summed."""
+    rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("deskbridge_csat_score_sum", "deskbridge_csat_score_count"):
+                key = (sample.labels.get("account", ""), sample.labels.get("team", ""))
+                rows[key][sample.name.endswith("_count")] += sample.value
+    return {key: (total, count) for key, (total, count) in rows.items()}
 
 
 def _short(seconds: float, *, exact: bool = False) -> str:

@@ -73,6 +73,8 @@ class FakeUdesk(FakeDesk):
         self.logins = 0
         self.reply_ids = True
         """False: a reply is answered ``{"code": 1000}`` without its id (seen in the wild)."""
+        self.status: dict[str, int] = {}
+        """A ticket's ``status_id`` (1 open, 2 resolved, 3 closed, 4 solving; 1 unset)."""
         self.bodies: list[tuple[str, Any]] = []
         """(path, JSON body or bytes) of every accepted write, for assertions."""
 
@@ -88,6 +90,7 @@ class FakeUdesk(FakeDesk):
         app.router.add_post(f"{_API}/tickets/upload_file", self._upload)
         app.router.add_post(f"{_API}/tickets/{{id}}/replies", self._add_reply)
         app.router.add_get(f"{_API}/tickets/{{id}}/replies", self._list_replies)
+        app.router.add_get(f"{_API}/tickets/detail", self._detail)
         app.router.add_delete(f"{_API}/customers/destroy_customer", self._destroy_customer)
         app.router.add_delete(f"{_API}/tickets/destroy_ticket", self._destroy_ticket)
         app.router.add_get("/files/{id}", self._file)
@@ -416,6 +419,23 @@ class FakeUdesk(FakeDesk):
                 "code": 1000,
                 "replies": items,
                 "meta": {"current_page": 1, "total_pages": 1, "total_count": len(items)},
+            }
+        )
+
+    async def _detail(self, request: web.Request) -> web.Response:
+        ticket_id = request.query.get("id", "")
+        if ticket_id not in self._tickets:
+            return web.json_response({"code": 3001, "message": "ticket not found"})
+        status_id = self.status.get(ticket_id, 1)
+        names = {1: "开启", 2: "已解决", 3: "已关闭", 4: "解决中"}
+        return web.json_response(
+            {
+                "code": 1000,
+                "ticket": {
+                    "id": int(ticket_id),
+                    "status_id": status_id,
+                    "status": names[status_id],
+                },
             }
         )
 

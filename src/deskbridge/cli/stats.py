@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from deskbridge.metrics import percentile_text, quantile, summarize
+from deskbridge.metrics import csat_by_team, percentile_text, quantile, summarize
 from deskbridge.schemas import brand
 
 __all__ = ["quantile", "stats", "summarize"]
@@ -53,6 +53,9 @@ def stats(url: str | None, token: str | None) -> None:
     waiting, SLA breaches, first-response and reply times (median and 90th percentile),
     the average satisfaction score (and how many answered), and the bot sessions that
     ended without a person.
+
+    The satisfaction score is shown per channel and per team (the desk group the
+    account's routing rules assigned).
 
     A percentile is exact when there was one response; otherwise it is the bucket of
     the gateway's histogram it falls in (bounds 1, 5, 15, 30 min, 1, 2, 4, 8, 24, 48 h),
@@ -105,3 +108,11 @@ def stats(url: str | None, token: str | None) -> None:
             surveys.add_row(account, brand(channel), _csat(r), _bot(r))
     if surveys.row_count:
         out.print(surveys)
+    teams = Table(box=None, header_style="bold")
+    for col in ("account", "team", "CSAT (answers)"):
+        teams.add_column(col)
+    for (account, team), (total, count) in sorted(csat_by_team(resp.text).items()):
+        if account and count and team != "none":
+            teams.add_row(account, team, _csat({"csat_sum": total, "csat_count": count}))
+    if teams.row_count:
+        out.print(teams)

@@ -7,7 +7,8 @@ time has come as automated replies with the channel's own controls (``choices``)
 inside the channel's window or as the account's approved WhatsApp template.
 ``capture`` reads a customer's message as the answer to their conversation's open
 survey: the score (and a comment after it) goes to the ticket as an internal note, the
-customer is thanked, and the message is not filed (a "5" would reopen the ticket).
+customer is thanked, and the message is not filed (a "5" would reopen the ticket). A
+text message sent within ``comment_minutes`` of a bare score is that score's comment.
 """
 
 from __future__ import annotations
@@ -17,19 +18,20 @@ import time
 
 from deskbridge.flows.automated import automated_reply
 from deskbridge.flows.ingest import queue_automated
-from deskbridge.flows.notes import note
+from deskbridge.flows.notes import note, note_on
 from deskbridge.flows.proactive import opted_out
 from deskbridge.flows.runtime import Runtime
 from deskbridge.routing.csat import CHOICES, CsatConfig, parse_score
 from deskbridge.schemas import Channel, Delivery, Message, Template
 from deskbridge.store import ConversationRecord
-from deskbridge.store.csat import DueSurvey
+from deskbridge.store.csat import DueSurvey, OpenSurvey, SurveyLink
 
-__all__ = ["capture", "send_due", "ticket_solved"]
+__all__ = ["answer_by_link", "capture", "send_due", "ticket_solved"]
 
 log = logging.getLogger(__name__)
 
 _WINDOW_S = 24 * 3600.0
+_COMMENT_MAX = 2000
 
 
 async def ticket_solved(rt: Runtime, account: str, desk: str, ticket_id: str) -> str:
@@ -72,12 +74,18 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
     if cfg is None:
         return False
     survey = await rt.csat.open_survey(d.account, conv.id)
-    if survey is None or (survey.answered_by and survey.answered_by != d.id):
+    if survey is None:
         return False
+    if survey.answered_by and survey.answered_by != d.id:
+        return await _follow_up(rt, d, msg, conv, cfg, survey)
     read = parse_score(msg.text)
-    if read is None or not await rt.csat.answer(d.account, conv.id, d.id):
+    if read is None:
         return False
     score, comment = read
+    if not await rt.csat.answer(
+        d.account, conv.id, d.id, score=score, commented=bool(comment), at=time.time()
+    ):
+        return False
     language = await rt.conversations.language(d.account, conv.id)
     said = f' Comment: "{comment}"' if comment else ""
     await note(
@@ -86,6 +94,7 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
         f"Customer satisfaction: {score}/5 (survey on {conv.channel.value} after ticket "
         f"{survey.ticket_id} was solved).{said}",
         why="csat",
+        tags=(f"{cfg.tag_prefix}{score}",) if cfg.tag_prefix else (),
     )
     thanks = automated_reply(
         rt,
@@ -95,10 +104,100 @@ async def capture(rt: Runtime, d: Delivery, msg: Message, conv: ConversationReco
         text=cfg.thanks_in(language),
     )
     if await queue_automated(rt, thanks, conv.id, conv.channel.value):
-        rt.metrics.csat_score.labels(d.account, conv.channel.value, language or "unknown").observe(
-            score
-        )
+        rt.metrics.csat_score.labels(
+            d.account, conv.channel.value, language or "unknown", survey.team or "none"
+        ).observe(score)
         log.info("delivery %s: survey of ticket %s answered", d.id, survey.ticket_id)
+    return True
+
+
+def _with_links(
+    rt: Runtime, account: str, cfg: CsatConfig, survey: DueSurvey, now: float, question: str
+) -> str:
+    """The email survey: the question and one signed link per score, valid as long as
+    the survey may be answered."""
+    ttl = cfg.answer_hours * 3600
+    lines = [
+        f"{choice}: "
+        + rt.survey_links.url_for(
+            SurveyLink(account, survey.conversation_id, survey.desk, survey.ticket_id, now, score),
+            ttl,
+        )
+        for score, choice in enumerate(CHOICES, 1)
+    ]
+    return question + "\n\n" + "\n".join(reversed(lines))
+
+
+async def answer_by_link(rt: Runtime, link: SurveyLink, comment: str) -> str:
+    """Record a score given on an email survey's page (and its optional comment), once
+    per survey. Returns ``recorded``, ``already`` (this survey was answered before) or
+    ``closed`` (the survey is no longer open: answered by message, expired, replaced).
+    Raises ``StoreUnavailable``."""
+    acc = rt.accounts.accounts.get(link.account)
+    cfg = acc.csat if acc is not None else None
+    survey = await rt.csat.open_survey(link.account, link.conversation_id)
+    if (
+        cfg is None
+        or survey is None
+        or (survey.desk, survey.ticket_id) != (link.desk, link.ticket_id)
+        or survey.sent_at != link.sent_at
+    ):
+        return "closed"
+    comment = " ".join(comment.split())[:_COMMENT_MAX]
+    holder = f"link:{link.score}"
+    if survey.answered_by or not await rt.csat.answer(
+        link.account,
+        link.conversation_id,
+        holder,
+        score=link.score,
+        commented=bool(comment),
+        at=time.time(),
+    ):
+        return "already"
+    said = f' Comment: "{comment}"' if comment else ""
+    await note_on(
+        rt,
+        link.account,
+        link.conversation_id,
+        f"Customer satisfaction: {link.score}/5 (survey by email after ticket "
+        f"{link.ticket_id} was solved, answered on its page).{said}",
+        cause=f"csat-link:{link.sent_at}",
+        tags=(f"{cfg.tag_prefix}{link.score}",) if cfg.tag_prefix else (),
+    )
+    language = await rt.conversations.language(link.account, link.conversation_id)
+    rt.metrics.csat_score.labels(
+        link.account, Channel.EMAIL.value, language or "unknown", survey.team or "none"
+    ).observe(link.score)
+    log.info("%s: survey of ticket %s answered on its page", link.account, link.ticket_id)
+    return "recorded"
+
+
+async def _follow_up(
+    rt: Runtime,
+    d: Delivery,
+    msg: Message,
+    conv: ConversationRecord,
+    cfg: CsatConfig,
+    survey: OpenSurvey,
+) -> bool:
+    """A text message soon after a bare score is the score's comment: noted on the
+    ticket with it, not filed. Only the first such message; never one with files."""
+    if survey.comment_by and survey.comment_by != d.id:
+        return False
+    text = msg.text.strip()
+    if not text or msg.attachments or parse_score(text) is not None:
+        return False
+    if not survey.comment_by and time.time() - survey.answered_at > cfg.comment_minutes * 60:
+        return False
+    if not await rt.csat.comment(d.account, conv.id, d.id):
+        return False
+    said = (
+        f"Customer satisfaction comment on the {survey.score}/5 answer (ticket "
+        f'{survey.ticket_id}): "{text}"'
+    )
+    if await note(rt, d, said, why="csat-comment"):
+        rt.metrics.csat_surveys.labels(d.account, conv.channel.value, "commented").inc()
+    log.info("delivery %s: comment on the survey of ticket %s", d.id, survey.ticket_id)
     return True
 
 
@@ -139,16 +238,27 @@ async def _send(rt: Runtime, account: str, cfg: CsatConfig, survey: DueSurvey, n
         rt.metrics.csat_surveys.labels(account, conv.channel.value, outcome).inc()
         return 0
     language = await rt.conversations.language(account, conv.id)
+    text = cfg.question_in(language)
+    choices: tuple[str, ...] = CHOICES
+    if conv.channel == Channel.EMAIL:
+        # one link per score to deskbridge's own page; replying with a number still works
+        text, choices = _with_links(rt, account, cfg, survey, now, text), ()
     reply = automated_reply(
         rt,
         account,
         dedup_key=f"csat:{survey.desk}:{survey.ticket_id}",
         ticket_id=survey.ticket_id,
-        text="" if template else cfg.question_in(language),
-    ).model_copy(update={"choices": () if template else CHOICES, "template": template})
+        text="" if template else text,
+    ).model_copy(update={"choices": () if template else choices, "template": template})
     # the survey is open before it can be answered, and the customer counted as surveyed
     await rt.csat.open(
-        account, conv.id, survey.desk, survey.ticket_id, now, int(cfg.answer_hours * 3600)
+        account,
+        conv.id,
+        survey.desk,
+        survey.ticket_id,
+        now,
+        int(cfg.answer_hours * 3600),
+        team=await rt.conversations.team(account, conv.id) or "",
     )
     await rt.csat.mark_surveyed(account, conv.contact_id, cfg.period_days * 86400)
     if not await queue_automated(rt, reply, conv.id, conv.channel.value):

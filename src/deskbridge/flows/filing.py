@@ -232,7 +232,7 @@ async def _desk_fields(
     rt: Runtime, d: Delivery, conv: ConversationRecord, msg: Message, contact: Contact
 ) -> DeskFields | None:
     """The account's routing rules over the enriched message, as desk fields; the facts
-    found are kept on the contact and the language on the conversation."""
+    found are kept on the contact, the language and the team (group) on the conversation."""
     routing = rt.accounts.accounts[d.account].routing
     if routing is None:
         return None
@@ -243,6 +243,8 @@ async def _desk_fields(
         await rt.conversations.set_attributes(d.account, contact.id, facts)
     if found.language:
         await rt.conversations.set_language(d.account, conv.id, found.language)
+    if fields.group:
+        await rt.conversations.set_team(d.account, conv.id, fields.group)
     return fields
 
 

@@ -19,7 +19,7 @@ from deskbridge.store import ConversationStore, DeliveryStore, Intake, SandboxSt
 from deskbridge.store.audit import AuditLog
 from deskbridge.store.bot import BotStore
 from deskbridge.store.connection import Connection
-from deskbridge.store.csat import CsatStore
+from deskbridge.store.csat import CsatStore, SurveyLinks
 from deskbridge.store.enrichment import EnrichmentCache
 from deskbridge.store.erasure import Erasure
 from deskbridge.store.graph import IdentityGraph
@@ -97,6 +97,7 @@ class Runtime:
     console: ConsoleSessions
     bot: BotStore
     csat: CsatStore
+    survey_links: SurveyLinks
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -161,6 +162,7 @@ class Runtime:
             console=ConsoleSessions(connection),
             bot=BotStore(connection, vault),
             csat=CsatStore(connection, vault),
+            survey_links=SurveyLinks(vault, settings.base_public_url()),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from deskbridge.flows import Runtime
-from deskbridge.gateway import admin, console, demo, health, intake, media, sandbox
+from deskbridge.gateway import admin, console, demo, health, intake, media, sandbox, survey
 from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME, STOPPING
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
@@ -89,6 +89,7 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     app.router.add_get("/media/{token}", media.serve)
     app.router.add_get("/media/{token}/{name}", media.serve)
     app.router.add_post("/desks/{desk}/{account}", intake.desk_webhook)
+    survey.add_routes(app)  # email surveys' score links
     # never open: without an admin key every admin route answers 503
     admin.add_routes(
         app,

@@ -17,23 +17,29 @@ checks the signatures; the flows ask ``isinstance(desk, MergesUsers)``, never
   desk's agent-reply webhook.
 - ``ReportsSolved``: the desk's webhook also says when a ticket is solved (the
   satisfaction survey's trigger).
+- ``PollsSolved``: the worker's poller reads whether a ticket is solved (Udesk, which
+  pushes nothing).
+- ``TagsTickets``: the desk can add tags to a ticket (the survey's score as a tag).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from deskbridge.schemas import AgentReply, Attachment, RawRequest
+from deskbridge.schemas import AgentReply, Attachment, ConversationRef, RawRequest
 
 __all__ = [
     "MergesUsers",
     "NoBudget",
     "Polled",
     "PollsReplies",
+    "PollsSolved",
     "ReadsCommentFiles",
     "RegistersDeskWebhook",
     "ReportsSolved",
+    "TagsTickets",
     "TicketUpdateBudget",
 ]
 
@@ -125,4 +131,24 @@ class ReportsSolved(Protocol):
     def solved_tickets(self, req: RawRequest) -> list[str]:
         """The tickets a verified webhook body reports solved ([] for anything else).
         Pure; never raises for a body ``parse_webhook`` accepts."""
+        ...
+
+
+@runtime_checkable
+class PollsSolved(Protocol):
+    """A polled desk whose ticket status is read by the poller (the survey's trigger)."""
+
+    async def is_solved(self, ticket_id: str, *, urgent: bool = False) -> bool:
+        """Whether the ticket is solved or closed now. Read-only. Without ``urgent``,
+        raises ``NoBudget`` rather than wait for the rate budget; raises ``DeliveryError``."""
+        ...
+
+
+@runtime_checkable
+class TagsTickets(Protocol):
+    """A desk that can add tags to a ticket."""
+
+    async def add_tags(self, conv: ConversationRef, tags: Sequence[str]) -> None:
+        """Add ``tags`` to the conversation's ticket, keeping its other tags. Idempotent.
+        Raises ``PermanentError`` without a ticket, ``DeliveryError`` otherwise."""
         ...

@@ -6,6 +6,8 @@ csat:
   delay_minutes: 1440              # after the ticket is solved (default 24 h)
   period_days: 30                  # at most one survey per customer in this period
   answer_hours: 72                 # how long an answer to a survey counts
+  comment_minutes: 10              # a message this soon after a bare score is its comment
+  tag_prefix: csat_                # the answer tags the ticket csat_4 ("" for no tag)
   question: {en: "How did we do? 1 (bad) to 5 (great)"}   # per language, else built in
   thanks: {en: "Thank you!"}
   whatsapp_template: {name: csat_survey, language: en_US}   # outside the 24 h window
@@ -63,6 +65,11 @@ class CsatConfig(_Model):
     period_days: float = Field(default=30, ge=0, le=365)
     """At most one survey per customer in this period (0: one per solved ticket)."""
     answer_hours: float = Field(default=72, gt=0, le=24 * 14)
+    comment_minutes: float = Field(default=10, ge=0, le=24 * 60)
+    """A text message this soon after a score given without a comment is that score's
+    comment (0: never); later, or with files, it is filed as usual."""
+    tag_prefix: str = Field(default="csat_", pattern=r"^[a-z0-9_\-]{0,40}$")
+    """The answer tags the ticket ``<prefix><score>`` where the desk has tags ('' none)."""
     question: dict[str, str] = Field(default_factory=dict)
     thanks: dict[str, str] = Field(default_factory=dict)
     whatsapp_template: TemplateRef | None = None

@@ -193,6 +193,8 @@ class DeskNote(_Event):
     text: str
     cause: str
     """What the note is about (``<delivery id>:<why>``); its dedup key derives from it."""
+    tags: tuple[str, ...] = ()
+    """Tags added to the ticket with the note, where the desk has tags (``TagsTickets``)."""
 
 
 InboundEvent = Annotated[

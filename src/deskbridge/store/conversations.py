@@ -188,6 +188,14 @@ class ConversationStore:
         value = await self._typed.hget(keys.conversation(account, conversation_id), "language")
         return value.decode() if value else None
 
+    async def set_team(self, account: str, conversation_id: str, team: str) -> None:
+        """The desk group the routing rules last assigned (a label of the CSAT metrics)."""
+        await self._typed.hset(keys.conversation(account, conversation_id), "team", team)
+
+    async def team(self, account: str, conversation_id: str) -> str | None:
+        value = await self._typed.hget(keys.conversation(account, conversation_id), "team")
+        return value.decode() if value else None
+
     async def claim_consent(self, account: str, channel: str, contact_id: str) -> bool:
         """True exactly once per contact and channel: the consent notice is theirs to send."""
         flag = keys.consent(account, channel, contact_id)

@@ -25,7 +25,7 @@ from deskbridge.config.accounts import IntercomDeskConfig
 from deskbridge.errors import DeliveryError, PermanentError, RetryableError
 from deskbridge.http import classify, transport_error
 from deskbridge.outbound.base import UNCONFIRMED, Filed
-from deskbridge.outbound.capabilities import ReportsSolved
+from deskbridge.outbound.capabilities import ReportsSolved, TagsTickets
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.intercom import webhook
@@ -65,7 +65,7 @@ _CONFLICT_ID = re.compile(r"\bid=([0-9a-f]{6,64})\b")
 _LINK_ID = re.compile(r"/contacts/([0-9a-f]{6,64})>")
 
 
-class IntercomConnector(ReportsSolved):
+class IntercomConnector(ReportsSolved, TagsTickets):
     """One account's Intercom workspace: the ``DeskConnector`` for ``Desk.INTERCOM``.
 
     Customer messages are written as the contact (a conversation the contact opened,
@@ -334,20 +334,7 @@ class IntercomConnector(ReportsSolved):
         fields are not sent."""
         try:
             admin_id = await self._note_admin()
-            for name in fields.tags:
-                what = "intercom tag"
-                resp = await self._call("POST", "/tags", what=what, json={"name": name})
-                classify(resp, what=what)
-                tag_id = _str_id(self._json(resp, what).get("id"))
-                if tag_id is None:
-                    continue
-                resp = await self._call(
-                    "POST",
-                    f"/conversations/{conversation_id}/tags",
-                    what=what,
-                    json={"id": tag_id, "admin_id": admin_id},
-                )
-                classify(resp, what=what)
+            await self._tag(conversation_id, fields.tags, admin_id)
             if fields.group:
                 what = "intercom assign team"
                 resp = await self._call(
@@ -369,6 +356,36 @@ class IntercomConnector(ReportsSolved):
                 conversation_id,
                 type(exc).__name__,
             )
+
+    async def _tag(self, conversation_id: str, names: Sequence[str], admin_id: str) -> int:
+        """Attach tags by name: ``POST /tags`` creates or finds each (its id), then
+        ``POST /conversations/{id}/tags`` attaches it as ``admin_id``. Returns how many
+        came back without an id (not attached)."""
+        missing = 0
+        for name in names:
+            what = "intercom tag"
+            resp = await self._call("POST", "/tags", what=what, json={"name": name})
+            classify(resp, what=what)
+            tag_id = _str_id(self._json(resp, what).get("id"))
+            if tag_id is None:
+                missing += 1
+                continue
+            resp = await self._call(
+                "POST",
+                f"/conversations/{conversation_id}/tags",
+                what=what,
+                json={"id": tag_id, "admin_id": admin_id},
+            )
+            classify(resp, what=what)
+        return missing
+
+    async def add_tags(self, conv: ConversationRef, tags: Sequence[str]) -> None:
+        """Tag the conversation (a tag needs its id and an admin: see ``_tag``). Attaching
+        a tag twice is harmless. Raises ``PermanentError`` without a conversation."""
+        if conv.ticket_id is None:
+            raise PermanentError("intercom add tags: the conversation has no Intercom id")
+        if await self._tag(conv.ticket_id, tags, await self._note_admin()):
+            raise PermanentError("intercom tag: Intercom answered without the tag's id")
 
     async def _open(self, user_id: str, text: str, *, retried: bool) -> tuple[str, str]:
         """A conversation the contact opens with ``text`` (the body is plain text: the

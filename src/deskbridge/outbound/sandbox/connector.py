@@ -11,6 +11,7 @@ from typing import ClassVar, Protocol
 
 from deskbridge.errors import PayloadInvalid, PermanentError, SignatureInvalid
 from deskbridge.outbound.base import Filed
+from deskbridge.outbound.capabilities import TagsTickets
 from deskbridge.outbound.render import render, subject
 from deskbridge.schemas import (
     AgentReply,
@@ -53,7 +54,7 @@ class SandboxBackend(Protocol):
     ) -> tuple[str, int]: ...
 
 
-class SandboxConnector:
+class SandboxConnector(TagsTickets):
     """The ``DeskConnector`` for ``Desk.SANDBOX``: tickets in ``backend``, no optional
     capabilities. Its agent replies come from the sandbox pages, not a webhook."""
 
@@ -118,6 +119,13 @@ class SandboxConnector:
     async def add_note(self, conv: ConversationRef, text: str) -> None:
         if conv.ticket_id is None:
             raise PermanentError("sandbox note: the conversation has no ticket")
+        await self._backend.add_message(self.account, conv.ticket_id, author="note", text=text)
+
+    async def add_tags(self, conv: ConversationRef, tags: Sequence[str]) -> None:
+        """The sandbox has no ticket fields: the tags show as a note, as routing's do."""
+        if conv.ticket_id is None:
+            raise PermanentError("sandbox tags: the conversation has no ticket")
+        text = "Tags: " + ", ".join(tags)
         await self._backend.add_message(self.account, conv.ticket_id, author="note", text=text)
 
     async def record_reply(self, ticket_id: str, text: str) -> str:

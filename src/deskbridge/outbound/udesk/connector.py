@@ -24,7 +24,7 @@ from deskbridge.errors import PermanentError, RetryableError
 from deskbridge.http import classify, parse_retry_after, transport_error
 from deskbridge.metrics import Metrics
 from deskbridge.outbound.base import UNCONFIRMED, Filed
-from deskbridge.outbound.capabilities import NoBudget, Polled, PollsReplies
+from deskbridge.outbound.capabilities import NoBudget, Polled, PollsReplies, PollsSolved
 from deskbridge.outbound.common import display_name, download, unique
 from deskbridge.outbound.common import phones as contact_phones
 from deskbridge.outbound.render import render, subject
@@ -60,11 +60,15 @@ _RATE_LIMIT_WAIT = 60.0
 _DESK = Desk.UDESK.value
 _UNKNOWN = "unknown-reply:"
 """A reply Udesk accepted (``code: 1000``) without telling its id: ``unknown-reply:<ticket>``."""
+_SOLVED_IDS = frozenset({2, 3})
+_SOLVED_NAMES = frozenset({"已解决", "已关闭", "resolved", "closed", "solved"})
+"""A ticket's ``status_id`` 2 (已解决, resolved) and 3 (已关闭, closed) [U]; by name when
+the answer carries no ``status_id``."""
 _BY_ID = "id"
 """How a customer is named by its Udesk id in ``type``/``type_content`` pairs [U]."""
 
 
-class UdeskConnector(PollsReplies):
+class UdeskConnector(PollsReplies, PollsSolved):
     """One account's Udesk: the ``DeskConnector`` for ``Desk.UDESK``, plus the polling
     side (``active_tickets``, ``poll_ticket``, ``mark_seen``) the worker's poller uses.
     Udesk documents no per-ticket limit (no ``TicketUpdateBudget``): the account-wide
@@ -425,6 +429,24 @@ class UdeskConnector(PollsReplies):
         return Polled(
             ticket_id=ticket_id, replies=found, seen=[i for i in seen if i not in customers]
         )
+
+    async def is_solved(self, ticket_id: str, *, urgent: bool = False) -> bool:
+        """Whether the ticket's status is resolved or closed (``GET /tickets/detail``).
+        Without ``urgent`` the call is of low priority and raises ``NoBudget``."""
+        body = await self._call(
+            "GET",
+            "/tickets/detail",
+            what="udesk ticket detail",
+            params={"id": ticket_id},
+            low=not urgent,
+        )
+        ticket = _obj(body, "ticket")
+        status_id = ticket.get("status_id")
+        if isinstance(status_id, int) and not isinstance(status_id, bool):
+            return status_id in _SOLVED_IDS
+        if isinstance(status_id, str) and status_id.isdigit():
+            return int(status_id) in _SOLVED_IDS
+        return (_str(ticket.get("status")) or "").lower() in _SOLVED_NAMES
 
     async def mark_seen(self, polled: Polled) -> None:
         """Remember a poll's replies once they are taken in (relayed or skipped)."""

@@ -28,6 +28,7 @@ from deskbridge.outbound.capabilities import (
     ReadsCommentFiles,
     RegistersDeskWebhook,
     ReportsSolved,
+    TagsTickets,
     TicketUpdateBudget,
 )
 from deskbridge.outbound.common import display_name, download, unique
@@ -62,7 +63,12 @@ _PURGED = "Permanently Deleted User"  # Show Deleted User's name once the GDPR p
 
 
 class ZendeskConnector(
-    MergesUsers, TicketUpdateBudget, RegistersDeskWebhook, ReadsCommentFiles, ReportsSolved
+    MergesUsers,
+    TicketUpdateBudget,
+    RegistersDeskWebhook,
+    ReadsCommentFiles,
+    ReportsSolved,
+    TagsTickets,
 ):
     """One account's Zendesk Support: the ``DeskConnector`` for ``Desk.ZENDESK``.
 
@@ -425,6 +431,24 @@ class ZendeskConnector(
             what=what,
             json={"ticket": {"comment": {"body": text, "public": False}}},
         )
+        classify(resp, what=what)
+
+    async def add_tags(self, conv: ConversationRef, tags: Sequence[str]) -> None:
+        """Add tags to the conversation's ticket (``additional_tags`` on a ticket update:
+        its other tags stay). A closed ticket takes no update: logged and skipped.
+        Raises ``PermanentError`` when the conversation has no ticket."""
+        if conv.ticket_id is None:
+            raise PermanentError("zendesk add tags: the conversation has no ticket")
+        what = "zendesk add tags"
+        resp = await self._call(
+            "PUT",
+            f"/tickets/{conv.ticket_id}",
+            what=what,
+            json={"ticket": {"additional_tags": list(tags)}},
+        )
+        if resp.status_code == 422 and _is_closed(resp):
+            log.info("zendesk %s: ticket %s is closed; no tags", self.account, conv.ticket_id)
+            return
         classify(resp, what=what)
 
     # -- attachments ------------------------------------------------------------------
