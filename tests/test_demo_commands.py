@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import click
@@ -71,7 +73,10 @@ def test_the_walk_covers_every_admin_command() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_every_admin_command_works_on_the_demo(tmp_path: Path, monkeypatch) -> None:
+def test_every_admin_command_works_on_the_demo(monkeypatch) -> None:
+    # a short folder: the demo's private Redis listens on a unix socket under it, and
+    # pytest-xdist's tmp_path (…/popen-gw0/<test name>/) is longer than a socket path may be
+    tmp_path = Path(tempfile.mkdtemp(prefix="dbw-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DESKBRIDGE_", "REDIS_URL"))}
     env.update(
@@ -124,6 +129,7 @@ def test_every_admin_command_works_on_the_demo(tmp_path: Path, monkeypatch) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("production", [False, True])

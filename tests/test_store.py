@@ -233,3 +233,46 @@ async def test_an_idle_intake_is_one_round_trip(make_runtime, redis) -> None:
     # one EVALSHA; no SCRIPT EXISTS before it (redis-py's pipelined Script objects add one)
     assert after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0) == 1
     assert after.get("cmdstat_script", 0) == before.get("cmdstat_script", 0)
+
+
+async def test_a_deep_data_directory_gets_its_redis_socket_in_a_private_temp_folder(
+    tmp_path,
+) -> None:
+    """A unix socket path holds at most 107 bytes: `deskbridge run` from a deep folder
+    must still start its private Redis (it once refused to, naming the path)."""
+    import os
+    import stat
+
+    import redis.asyncio as aioredis
+
+    from deskbridge.store import PrivateRedis
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    private = PrivateRedis(deep)
+    assert private.socket.parent != private.dir and len(str(private.socket)) <= 100
+    await private.start()
+    try:
+        client = aioredis.Redis(unix_socket_path=str(private.socket))
+        assert await client.ping()
+        await client.aclose()
+        folder = private.socket.parent.lstat()
+        assert stat.S_IMODE(folder.st_mode) == 0o700 and folder.st_uid == os.getuid()
+        assert (private.dir / "appendonlydir").exists()  # the data stays in the data dir
+    finally:
+        await private.stop()
+        private.socket.unlink(missing_ok=True)
+        private.socket.parent.rmdir()
+
+
+async def test_a_shared_socket_folder_is_refused(tmp_path) -> None:
+    from deskbridge.errors import ConfigError
+    from deskbridge.store import PrivateRedis
+
+    private = PrivateRedis(tmp_path / ("x" * 60) / ("y" * 60))
+    private.socket.parent.mkdir(mode=0o755)
+    private.socket.parent.chmod(0o755)
+    try:
+        with pytest.raises(ConfigError, match="not a private folder"):
+            await private.start()
+    finally:
+        private.socket.parent.rmdir()

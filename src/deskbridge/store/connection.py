@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import inspect
 import logging
+import os
 import shutil
+import stat
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -425,6 +429,12 @@ class PrivateRedis:
     def __init__(self, data_dir: Path, *, appendfsync: str = "everysec") -> None:
         self.dir = (data_dir / "redis").resolve()
         self.socket = self.dir / "redis.sock"
+        if len(str(self.socket)) > 100:
+            # a unix socket path holds at most 107 bytes: a deep data directory gets its
+            # socket in a private folder of the temp directory, named after the data dir
+            digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
+            short = Path(tempfile.gettempdir()) / f"deskbridge-{os.getuid()}-{digest}"
+            self.socket = short / "redis.sock"
         self._appendfsync = appendfsync
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -441,8 +451,12 @@ class PrivateRedis:
                 "'redis-server' (sudo apt-get install redis-server), or set REDIS_URL"
             )
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.socket.parent != self.dir:
+            _private_dir(self.socket.parent)
         if len(str(self.socket)) > 100:
-            raise ConfigError(f"the data directory path is too long for a unix socket: {self.dir}")
+            raise ConfigError(
+                f"the temp directory path is too long for a unix socket: {self.socket}"
+            )
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         args = [
@@ -506,3 +520,13 @@ class PrivateRedis:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` as a folder only this user may enter, or check that it is one (not
+    a symlink, owned by this user, no group or other permissions)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    found = path.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ConfigError(f"{path} is not a private folder of this user (for the Redis socket)")
