@@ -36,6 +36,7 @@ from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events
 from deskbridge.gateway.state import RUNTIME
 from deskbridge.schemas import Channel, RawRequest
+from deskbridge.store.connection import honour_cancel
 
 __all__ = ["SCRIPT_PATH", "add_routes", "demo_page", "integrity"]
 
@@ -92,6 +93,7 @@ async def _listening(app: web.Application) -> AsyncIterator[None]:
 
     async def run() -> None:
         while True:
+            honour_cancel()
             try:
                 await rt.webchat.listen(hub.wake)
             except StoreUnavailable:
@@ -168,6 +170,7 @@ class _Session:
     async def pump(self, wake: asyncio.Event) -> None:
         """Sends the history above ``last``, then each new entry as it is posted."""
         while True:
+            honour_cancel()
             wake.clear()
             try:
                 entries = await self.rt.webchat.history(self.account, self.visitor.id, self.last)

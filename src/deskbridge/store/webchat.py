@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded
+from deskbridge.store.connection import guarded, honour_cancel
 from deskbridge.store.crypto import Vault
 from deskbridge.store.scripts import WEBCHAT_POST
 
@@ -102,7 +102,8 @@ class WebchatStore:
             if ready is not None:
                 ready.set()
             while True:
-                msg = await pubsub.get_message(timeout=30.0)
+                honour_cancel()
+                msg = await pubsub.get_message(timeout=5.0)
                 if msg is None or msg.get("type") != "message":
                     continue
                 account, v, seq = bytes(msg["data"]).decode().split(" ")
