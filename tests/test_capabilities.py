@@ -25,8 +25,8 @@ from deskbridge.adapters.registry import AnyAppReceiver
 from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
 from deskbridge.adapters.sms import SmsAdapter, SmsReceiver
-from deskbridge.adapters.webchat import WebchatAdapter
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
+from deskbridge.adapters.webchat import WebchatAdapter
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.gateway import create_app
 from deskbridge.outbound import capabilities as desk_caps

@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 SCRIPT_PATH = "/widget/v1/deskbridge-chat.js"
 _DAY = 86400
 _MAX_FRAME = 64 * 1024
+_DEMO_HEADERS = {
+    # what a site embedding the widget allows: the script (by its integrity hash), its
+    # socket, and the style element it adds
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; "
+        "style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 def _script() -> bytes:
@@ -335,7 +346,7 @@ async def demo_page(request: web.Request) -> web.Response:
 answer in the sandbox desk (<a href="/sandbox/">/sandbox/</a>).</p>
 <script src="{SCRIPT_PATH}" integrity="{integrity()}" crossorigin="anonymous" {tag_attrs}></script>
 </body></html>"""
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers=_DEMO_HEADERS)
 
 
 def add_routes(app: web.Application) -> None:
