@@ -84,9 +84,11 @@ async def test_a_visitor_chats_across_a_gateway_restart(
         page.on("pageerror", lambda exc: problems.append(str(exc)))
         page.on(
             "console",
-            lambda m: problems.append(m.text)
-            if m.type == "error" and "WebSocket" not in m.text  # the restart's refusals
-            else None,
+            lambda m: (
+                problems.append(m.text)
+                if m.type == "error" and "WebSocket" not in m.text  # the restart's refusals
+                else None
+            ),
         )
         await page.goto(f"{base}/sandbox/widget")
         await page.get_by_role("button", name="Chat with us").click()
