@@ -315,3 +315,23 @@ async def test_the_script_is_served_and_its_integrity_hash_is_documented(
     assert "deskbridge chat widget v1" in await resp.text()
     documented = re.findall(r"sha384-[A-Za-z0-9+/=]{64}", DOCS.read_text())
     assert documented and set(documented) == {integrity()}
+
+
+async def test_outside_business_hours_the_offline_form_is_filed_with_its_email(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    closed = yaml() + "    routing:\n      business_hours: {time_zone: UTC, weekly: {}}\n"
+    rt = make_runtime(closed)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    assert (await _hello(ws, visitor=None, after=0))["online"] is False
+    frame = {"type": "offline", "id": "offline-1x", "text": "Call me back", "email": "x"}
+    await ws.send_json(frame)
+    assert (await _until(ws, "error"))["code"] == "invalid"  # nothing stored
+    await ws.send_json({**frame, "email": "Bo@Example.com"})
+    assert (await _until(ws, "ack"))["id"] == "offline-1x"
+    await ws.close()
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    filed = "\n".join(m.text for m in ticket.messages)
+    assert "Call me back" in filed and "offline form" in filed
