@@ -335,3 +335,28 @@ async def test_outside_business_hours_the_offline_form_is_filed_with_its_email(
     [ticket] = await rt.sandbox.tickets("acme")
     filed = "\n".join(m.text for m in ticket.messages)
     assert "Call me back" in filed and "offline form" in filed
+
+
+async def test_forgetting_the_contact_erases_their_widget_history(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    from deskbridge.flows.privacy import forget
+
+    rt = make_runtime(yaml())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    token = (await _hello(ws, visitor=None, after=0))["visitor"]
+    visitor = token.partition(".")[0]
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "Forget me later"})
+    await _until(ws, "ack")
+    await ws.close()
+    await drain(rt)
+    assert [e.body["text"] for e in await rt.webchat.history("acme", visitor)] == [
+        "Forget me later"
+    ]
+    contact, _ = await rt.conversations.observe_contact(
+        "acme", (Identity(kind="channel_user", value=visitor, channel=Channel.WEBCHAT),), None
+    )
+    report = await forget(rt, "acme", contact.id, at_desk=False, who="test")
+    assert report["removed"]["webchat_histories"] == 1
+    assert await rt.webchat.history("acme", visitor) == []
