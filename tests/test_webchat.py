@@ -72,7 +72,9 @@ def test_a_verified_visitor_needs_the_sites_hmac() -> None:
 
 def test_frames_parse_into_messages_and_bad_ones_name_the_problem() -> None:
     now = datetime.now(UTC)
-    v = Visitor("u:42", verified=True, user_id="42", email="Carol@Example.com", name="Carol")
+    v = Visitor(
+        "u:42", verified=True, user_id="42", email="Carol@Example.com", name="C", language="es"
+    )
     m = message(
         "acme", v, {"type": "message", "id": "abcdef123", "text": "Hi"}, now=now, max_chars=10
     )
@@ -88,6 +90,7 @@ def test_frames_parse_into_messages_and_bad_ones_name_the_problem() -> None:
         )
         in m.sender.identities
     )
+    assert m.sender.language == "es"
     anon = Visitor("v_" + "a" * 22)
     off = message(
         "acme",
@@ -157,6 +160,7 @@ async def test_send_ack_dedup_reply_live_and_history_on_return(
 
     ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
     welcome = await _hello(ws, visitor=None, after=0)
+    assert welcome["languages"] == ["en"]
     assert welcome["online"] is True and welcome["verified"] is False
     token = welcome["visitor"]
     await ws.send_json({"type": "message", "id": "client-msg-1", "text": "Where is my order?"})

@@ -266,6 +266,11 @@ class WebchatConfig(_Model):
     max_text_chars: int = Field(default=4000, gt=0, le=20000)
     history_days: int = Field(default=30, gt=0, le=365)
     """How long a visitor's conversation is kept for when they return."""
+    languages: tuple[Annotated[str, Field(pattern=r"^[a-z]{2}$")], ...] = Field(
+        default=("en",), min_length=1
+    )
+    """The languages the widget speaks to visitors (ISO 639-1; the script has en, es, de,
+    fr, pt): the visitor's browser language when listed, else the first."""
     sandbox: bool = False
 
 

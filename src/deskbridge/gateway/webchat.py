@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import html
 import json
 import logging
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -275,6 +277,9 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
         if not isinstance(hello, dict) or hello.get("type") != "hello":
             raise PayloadInvalid("webchat: the first frame is hello")
         session.visitor, token = _visitor(cfg, hello)
+        language = hello.get("language")
+        if isinstance(language, str) and re.fullmatch(r"[a-z]{2}", language):
+            session.visitor = dataclasses.replace(session.visitor, language=language)
         after = hello.get("after")
         session.last = after if isinstance(after, int) and after >= 0 else 0
     except SignatureInvalid:
@@ -291,6 +296,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             "visitor": token,
             "verified": session.visitor.verified,
             "online": _online(rt, account),
+            "languages": list(cfg.languages),
         }
     )
     hub = request.app[HUB]

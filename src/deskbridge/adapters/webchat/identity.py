@@ -26,6 +26,8 @@ class Visitor:
     user_id: str | None = None
     email: str | None = None
     name: str | None = None
+    language: str | None = None
+    """The browser's language (ISO 639-1), for routing by language."""
 
 
 def _sign(secret: str, value: str) -> str:

@@ -76,6 +76,7 @@ def message(
         sender=Sender(
             external_id=visitor.id,
             display_name=visitor.name,
+            language=visitor.language,
             identities=_identities(visitor, offline_email),
         ),
         text=text,

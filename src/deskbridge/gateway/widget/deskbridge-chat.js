@@ -1,7 +1,8 @@
 /* deskbridge chat widget v1: one file, no framework. Embed with one tag:
    <script src="https://desk.example.com/widget/v1/deskbridge-chat.js"
      integrity="sha384-..." crossorigin="anonymous" data-account="acme"></script>
-   Optional (identity verification): data-user-id, data-email, data-name, data-user-hash.
+   Optional (identity verification): data-user-id, data-email, data-name, data-user-hash;
+   data-language (else the browser's).
    Docs: docs/channels/webchat.md */
 (function () {
   "use strict";
@@ -14,6 +15,25 @@
   var wsUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host +
     "/widget/v1/" + encodeURIComponent(account) + "/socket";
   var store = "deskbridge-chat:" + account + ":";
+  var TEXTS = {
+    en: { open: "Chat with us", title: "Chat", away: "We are away: leave a message",
+      input: "Write a message", send: "Send", email: "Your email", connecting: "connecting",
+      connected: "connected", reconnecting: "reconnecting" },
+    es: { open: "Chatea con nosotros", title: "Chat", away: "No estamos: déjanos un mensaje",
+      input: "Escribe un mensaje", send: "Enviar", email: "Tu email", connecting: "conectando",
+      connected: "conectado", reconnecting: "reconectando" },
+    de: { open: "Chatten Sie mit uns", title: "Chat", away: "Wir sind nicht da: schreiben Sie uns",
+      input: "Nachricht schreiben", send: "Senden", email: "Ihre E-Mail", connecting: "verbinde",
+      connected: "verbunden", reconnecting: "verbinde neu" },
+    fr: { open: "Discutez avec nous", title: "Chat", away: "Absents : laissez un message",
+      input: "Écrivez un message", send: "Envoyer", email: "Votre e-mail", connecting: "connexion",
+      connected: "connecté", reconnecting: "reconnexion" },
+    pt: { open: "Fale connosco", title: "Chat", away: "Estamos ausentes: deixe uma mensagem",
+      input: "Escreva uma mensagem", send: "Enviar", email: "O seu email", connecting: "a ligar",
+      connected: "ligado", reconnecting: "a religar" }
+  };
+  var wanted = (d.language || navigator.language || "en").slice(0, 2).toLowerCase();
+  var t = TEXTS[wanted] || TEXTS.en;
   var user = d.userHash ? { user_id: d.userId || null, email: d.email || null,
     name: d.name || null, hash: d.userHash } : null;
 
@@ -49,18 +69,18 @@
   var style = el("style"); style.textContent = css; document.head.appendChild(style);
 
   var root = el("div"); root.id = "deskbridge-chat";
-  var opener = el("button", "dbc-open", "Chat with us"); opener.type = "button";
+  var opener = el("button", "dbc-open", t.open); opener.type = "button";
   var panel = el("div", "dbc-panel");
   var head = el("div", "dbc-head");
-  var title = el("span", "", "Chat");
-  var status = el("span", "dbc-status", "connecting"); status.id = "dbc-status";
+  var title = el("span", "", t.title);
+  var status = el("span", "dbc-status", t.connecting); status.id = "dbc-status";
   head.appendChild(title); head.appendChild(status);
   var log = el("div", "dbc-log"); log.id = "dbc-log";
   var form = el("form");
-  var email = el("input"); email.type = "email"; email.placeholder = "Your email"; email.id = "dbc-email";
+  var email = el("input"); email.type = "email"; email.placeholder = t.email; email.id = "dbc-email";
   email.style.display = "none"; email.style.flexBasis = "100%";
-  var input = el("textarea"); input.rows = 2; input.id = "dbc-input"; input.placeholder = "Write a message";
-  var send = el("button", "", "Send"); send.type = "submit"; send.id = "dbc-send";
+  var input = el("textarea"); input.rows = 2; input.id = "dbc-input"; input.placeholder = t.input;
+  var send = el("button", "", t.send); send.type = "submit"; send.id = "dbc-send";
   form.appendChild(email); form.appendChild(input); form.appendChild(send);
   panel.appendChild(head); panel.appendChild(log); panel.appendChild(form);
   root.appendChild(opener); root.appendChild(panel);
@@ -80,11 +100,18 @@
     if (!m.parentNode) { log.appendChild(m); }
     log.scrollTop = log.scrollHeight;
   }
-  function setStatus(s) { status.textContent = s; root.dataset.status = s; }
+  function setStatus(s) { status.textContent = t[s]; root.dataset.status = s; }
   function setOnline(on) {
     online = on;
     email.style.display = on ? "none" : "";
-    title.textContent = on ? "Chat" : "We are away: leave a message";
+    title.textContent = on ? t.title : t.away;
+  }
+  function useLanguages(langs) {
+    // the visitor's language when the account serves it, else the account's first
+    var lang = langs.indexOf(wanted) >= 0 ? wanted : langs[0];
+    t = TEXTS[lang] || TEXTS.en;
+    opener.textContent = t.open; input.placeholder = t.input; send.textContent = t.send;
+    email.placeholder = t.email;
   }
   function transmit(m) {
     if (ws && ws.readyState === 1) { ws.send(JSON.stringify(m)); }
@@ -97,6 +124,7 @@
   function onFrame(f) {
     if (f.type === "welcome") {
       if (f.visitor) { save("visitor", f.visitor); }
+      useLanguages(f.languages || ["en"]);
       setOnline(f.online !== false);
       setStatus("connected"); attempt = 0;
       outbox.forEach(transmit);      // resend whatever was not acknowledged, in order
@@ -126,7 +154,7 @@
     ws = new WebSocket(wsUrl);
     ws.onopen = function () {
       ws.send(JSON.stringify({ type: "hello", visitor: user ? null : load("visitor", null),
-        user: user, after: lastSeq }));
+        user: user, language: wanted, after: lastSeq }));
     };
     ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* not ours */ } };
     ws.onclose = function () {
