@@ -283,6 +283,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
         after = hello.get("after")
         session.last = after if isinstance(after, int) and after >= 0 else 0
     except SignatureInvalid:
+        log.info("webchat %s: a visitor's identity was refused", account)
         await ws.send_json({"type": "error", "code": "identity"})
         await ws.close()
         return ws
@@ -313,10 +314,12 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
                 continue
             if isinstance(frame, dict):
                 await session.receive(frame)
+    except ConnectionError:
+        pass  # the visitor went away while we answered: the widget resends what it lacks
     finally:
         hub.leave(key, wake)
         pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             await pump
     return ws
 
