@@ -26,6 +26,7 @@ from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
 from deskbridge.adapters.sms import SmsAdapter, SmsReceiver
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
+from deskbridge.adapters.webchat import WebchatAdapter
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
 from deskbridge.gateway import create_app
 from deskbridge.outbound import capabilities as desk_caps
@@ -66,6 +67,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
     SmsAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
+    WebchatAdapter: set(),
 }
 
 DESK_CAPABILITIES: dict[type[Any], set[type]] = {

@@ -563,3 +563,42 @@ async def test_an_sms_customer_is_filed_and_answered_from_the_number_they_wrote_
     [sent] = [parse_qs(c.request.content.decode()) for c in send.calls]
     assert sent["To"] == ["+14155550142"] and sent["From"] == ["+14155550199"]
     assert sent["Body"][0].strip() == "It arrives tomorrow."
+
+
+WEBCHAT_ORIGIN = "https://shop.example.com"
+
+
+def yaml_with_webchat(fake: FakeDesk) -> str:
+    return yaml_for(fake) + (
+        f"""      - type: webchat
+        secret: webchat-visitor-secret-0123456789
+        allowed_origins: ["{WEBCHAT_ORIGIN}"]
+"""
+    )
+
+
+async def test_a_widget_visitor_is_filed_and_answered_on_their_socket(
+    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    respx_mock.route(host="127.0.0.1").pass_through()
+    rt = make_runtime(yaml_with_webchat(fake))
+    fake.bind(rt)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=WEBCHAT_ORIGIN)
+    await ws.send_json({"type": "hello", "visitor": None, "after": 0})
+    assert (await ws.receive_json(timeout=5))["type"] == "welcome"
+    for _ in range(2):  # a resend after a reconnect files once
+        await ws.send_json({"type": "message", "id": "conformance-1", "text": "Is it in stock?"})
+        assert (await ws.receive_json(timeout=5))["type"] in ("ack", "message")
+    await drain(rt)
+    await refresh(fake)
+    [ticket] = fake.tickets()
+    assert [p.text.strip() for p in ticket.parts if p.author == "user"] == ["Is it in stock?"]
+    await fake.agent_reply(client, rt, ticket.id, "Yes, two left.", None)
+    await drain(rt)
+    [out] = await deliveries(rt, Direction.OUTBOUND)
+    assert out.state is DeliveryState.DELIVERED
+    while (frame := await ws.receive_json(timeout=5)).get("role") != "agent":
+        pass
+    assert frame["text"].strip() == "Yes, two left."
+    await ws.close()

@@ -22,6 +22,7 @@ from deskbridge.adapters import (
     sip,
     sms,
     telegram,
+    webchat,
     whatsapp,
 )
 from deskbridge.adapters.base import (
@@ -33,7 +34,7 @@ from deskbridge.adapters.base import (
     TokenCache,
 )
 from deskbridge.adapters.payload import load_object
-from deskbridge.adapters.spec import AdapterDeps, ChannelSpec
+from deskbridge.adapters.spec import AdapterDeps, ChannelSpec, VisitorPost
 from deskbridge.config import AccountsFile, ChannelConfig
 from deskbridge.errors import SignatureInvalid
 from deskbridge.schemas import Channel, RawRequest
@@ -56,6 +57,7 @@ CHANNELS: dict[Channel, ChannelSpec[Any]] = {
     Channel.EMAIL: email.SPEC,
     Channel.SIP: sip.SPEC,
     Channel.SMS: sms.SPEC,
+    Channel.WEBCHAT: webchat.SPEC,
 }
 """Every channel's spec, in the order channels are listed to people."""
 
@@ -75,11 +77,12 @@ def build_adapter(
     api_base: str | None = None,
     mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None,
     outbox: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    visitor_post: VisitorPost | None = None,
 ) -> ChannelAdapter:
     """The outbound adapter of one account's channel. ``api_base`` overrides the
     configured base URLs (sandbox mode); sandboxed email and SIP keep what they would
-    send in ``mail_outbox``/``outbox``."""
-    deps = AdapterDeps(client, links, tokens, api_base, mail_outbox, outbox)
+    send in ``mail_outbox``/``outbox``; ``visitor_post`` keeps a widget visitor's reply."""
+    deps = AdapterDeps(client, links, tokens, api_base, mail_outbox, outbox, visitor_post)
     return spec_of(config).adapter(account, config, deps)
 
 

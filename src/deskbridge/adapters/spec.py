@@ -26,16 +26,22 @@ __all__ = [
     "DemoContext",
     "SimulateInput",
     "SimulatedRequest",
+    "VisitorPost",
 ]
 
 C = TypeVar("C", bound=BaseModel)
+
+VisitorPost = Callable[..., Awaitable[tuple[int, bool]]]
+"""``(visitor, body, *, client_id, ttl_s) -> (seq, new)``: appends to a widget
+visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AdapterDeps:
     """What every adapter builder may take: the process's shared client, media links and
     token cache; ``api_base`` overrides the configured base URLs (sandbox mode);
-    sandboxed email and SIP keep what they would send in ``mail_outbox``/``outbox``."""
+    sandboxed email and SIP keep what they would send in ``mail_outbox``/``outbox``;
+    the widget's replies go to ``visitor_post``."""
 
     client: httpx.AsyncClient
     links: MediaLinks
@@ -43,6 +49,7 @@ class AdapterDeps:
     api_base: str | None = None
     mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None
     outbox: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    visitor_post: VisitorPost | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from deskbridge import __version__
 from deskbridge.adapters.demo import demo_accounts, demo_secrets
 from deskbridge.adapters.registry import CHANNELS, spec_of
 from deskbridge.adapters.sip import Listener
-from deskbridge.config import AccountsFile, Settings, load_accounts
+from deskbridge.config import AccountsFile, Settings, WebchatConfig, load_accounts
 from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, bind_failed
@@ -139,6 +139,9 @@ def _banner(loaded: Loaded, role: str) -> None:
                 )
         if any(a.desk.type == Desk.SANDBOX.value for a in loaded.accounts.accounts.values()):
             lines.append(f"  sandbox desk: {local}/sandbox/")
+            chats = [c for a in loaded.accounts.accounts.values() for c in a.channels]
+            if any(isinstance(c, WebchatConfig) and c.sandbox for c in chats):
+                lines.append(f"  website chat widget demo: {local}/sandbox/widget")
         if s.console if s.console is not None else not s.production():
             lines.append(
                 f"  operator console: {local}/console/ (a sign-in link: deskbridge console "

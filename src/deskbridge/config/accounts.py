@@ -74,6 +74,7 @@ __all__ = [
     "SmtpConfig",
     "TelegramConfig",
     "UdeskDeskConfig",
+    "WebchatConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
     "ZendeskDeskConfig",
@@ -240,6 +241,37 @@ class SmsConfig(_Model):
             if not re.fullmatch(_TWILIO_SENDER, sender):
                 raise ValueError(f"{country}: {sender!r} is not a number, MG SID or sender ID")
         return v
+
+
+class WebchatConfig(_Model):
+    """The website chat widget (docs/channels/webchat.md): the script at
+    ``/widget/v1/deskbridge-chat.js``, one WebSocket per visitor at
+    ``/widget/v1/<account>/socket``."""
+
+    type: Literal["webchat"] = "webchat"
+    secret: SecretStr = Field(min_length=16)
+    """Signs anonymous visitors' ids (kept in the browser's local storage)."""
+    identity_secret: SecretStr | None = Field(default=None, min_length=16)
+    """The site's identity verification secret: its backend sends
+    ``HMAC-SHA256(identity_secret, user id or email)`` in hex as ``user_hash``. None:
+    every visitor is anonymous."""
+    allowed_origins: tuple[Annotated[str, Field(pattern=r"^https?://[^/\s]+$")], ...] = Field(
+        min_length=1
+    )
+    """The sites (scheme://host[:port]) whose pages may open the widget's socket."""
+    messages_per_minute: int = Field(default=20, gt=0)
+    """Per visitor; more are refused (not acknowledged) until the minute is over."""
+    connections_per_minute: int = Field(default=30, gt=0)
+    """Per IP address: sockets opened and messages sent."""
+    max_text_chars: int = Field(default=4000, gt=0, le=20000)
+    history_days: int = Field(default=30, gt=0, le=365)
+    """How long a visitor's conversation is kept for when they return."""
+    languages: tuple[Annotated[str, Field(pattern=r"^[a-z]{2}$")], ...] = Field(
+        default=("en",), min_length=1
+    )
+    """The languages the widget speaks to visitors (ISO 639-1; the script has en, es, de,
+    fr, pt): the visitor's browser language when listed, else the first."""
+    sandbox: bool = False
 
 
 class LineConfig(_Model):
@@ -456,7 +488,8 @@ ChannelConfig = Annotated[
     | LineConfig
     | EmailConfig
     | SipConfig
-    | SmsConfig,
+    | SmsConfig
+    | WebchatConfig,
     Field(discriminator="type"),
 ]
 

@@ -24,7 +24,7 @@ from deskbridge.flows.automated import automated_reply
 from deskbridge.flows.ingest import app_scopes, queue_automated
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.base import unconfirmed
-from deskbridge.schemas import Delivery, Direction, Identity, Message
+from deskbridge.schemas import Channel, Delivery, Direction, Identity, Message
 from deskbridge.store import new_id
 from deskbridge.store.erasure import ErasurePlan
 from deskbridge.store.graph import IdentityGraph
@@ -235,6 +235,11 @@ async def _forget_account(
             raw_ids=frozenset(raw_ids),
             sources=tuple(_sources(rt, account)),
             needles=tuple(_needles(identities, threads)),
+            visitors=tuple(
+                rec.thread
+                for rec in records.values()
+                if rec is not None and rec.channel is Channel.WEBCHAT
+            ),
         )
         await rt.erasure.erase(plan, report)
     finally:
@@ -344,6 +349,7 @@ async def forget(
             "sandbox_outbox",
             "contact_records",
             "identity_index",
+            "webchat_histories",
         ),
         0,
     )

@@ -31,6 +31,7 @@ from deskbridge.store.service import ServiceStore
 from deskbridge.store.sessions import ConsoleSessions
 from deskbridge.store.tokens import RedisTokenCache
 from deskbridge.store.udesk import RedisUdeskState
+from deskbridge.store.webchat import WebchatStore
 
 __all__ = ["Retention", "Runtime"]
 
@@ -98,6 +99,7 @@ class Runtime:
     bot: BotStore
     csat: CsatStore
     survey_links: SurveyLinks
+    webchat: WebchatStore
     metrics: Metrics = field(default_factory=Metrics)
     adapters: dict[tuple[str, Channel], ChannelAdapter] = field(default_factory=dict)
     receivers: dict[tuple[Channel, str | None], Receiver] = field(default_factory=dict)
@@ -163,6 +165,7 @@ class Runtime:
             bot=BotStore(connection, vault),
             csat=CsatStore(connection, vault),
             survey_links=SurveyLinks(vault, settings.base_public_url()),
+            webchat=WebchatStore(connection, vault),
         )
         public = settings.base_public_url()
         tokens = RedisTokenCache(connection, vault)
@@ -189,6 +192,7 @@ class Runtime:
                     api_base=sandboxed if ch.sandbox else None,
                     mail_outbox=functools.partial(sandbox.record_mail, name),
                     outbox=functools.partial(sandbox.record_sent, name),
+                    visitor_post=functools.partial(rt.webchat.post, name),
                 )
         rt.receivers = build_receivers(accounts, rt.adapters)
         return rt

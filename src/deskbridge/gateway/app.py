@@ -12,7 +12,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from deskbridge.flows import Runtime
-from deskbridge.gateway import admin, console, demo, health, intake, media, sandbox, survey
+from deskbridge.gateway import (
+    admin,
+    console,
+    demo,
+    health,
+    intake,
+    media,
+    sandbox,
+    survey,
+    webchat,
+)
 from deskbridge.gateway.state import AUTH_FAILURES, CSRF, ROLE, RUNTIME, STOPPING
 from deskbridge.gateway.throttle import FailedAuth
 from deskbridge.logs import REQUEST_ID
@@ -97,6 +107,7 @@ def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
         "the admin API is disabled: set DESKBRIDGE_ADMIN_JWT_SECRET or "
         "DESKBRIDGE_ADMIN_JWT_PUBLIC_KEY(_PATH) on the gateway",
     )
+    webchat.add_routes(app)
     sandbox.add_routes(app)
     console.add_routes(app)
     demo.add_routes(app, pages=sandbox.pages_enabled(rt))

@@ -35,6 +35,7 @@ from deskbridge.config import (
 from deskbridge.errors import StoreUnavailable
 from deskbridge.flows import Runtime, csat
 from deskbridge.flows.ingest import accept_replies
+from deskbridge.gateway import webchat
 from deskbridge.gateway.state import CSRF, RUNTIME
 from deskbridge.outbound.sandbox import SandboxConnector
 from deskbridge.schemas import AgentReply, Channel, Desk, brand
@@ -736,6 +737,7 @@ def add_routes(app: web.Application) -> None:
     if pages_enabled(rt):
         app.router.add_get("/sandbox", _secured(to_index))
         app.router.add_get("/sandbox/", _secured(index))
+        app.router.add_get("/sandbox/widget", webchat.demo_page)
         app.router.add_get("/sandbox/{account}/tickets/{ticket}", _secured(ticket))
         app.router.add_get("/sandbox/{account}/tickets/{ticket}/live", _secured(live))
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))

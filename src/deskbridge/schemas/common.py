@@ -19,6 +19,7 @@ class Channel(StrEnum):
     EMAIL = "email"
     SIP = "sip"
     SMS = "sms"
+    WEBCHAT = "webchat"
 
     @property
     def brand(self) -> str:
@@ -59,6 +60,7 @@ BRANDS: dict[str, str] = {
     "sip": "SIP",
     "instagram": "Instagram",
     "sms": "SMS",
+    "webchat": "Web chat",
     "twilio": "Twilio",
     "sandbox": "Sandbox",
     "zendesk": "Zendesk",

@@ -41,6 +41,8 @@ class ErasurePlan:
     raw_ids: frozenset[str]
     sources: tuple[str, ...]
     needles: tuple[str, ...]
+    visitors: tuple[str, ...] = ()
+    """The widget visitors (their conversations' threads) whose history goes too."""
 
 
 @guarded
@@ -147,6 +149,16 @@ class Erasure:
             plan.account, lambda entry: any(n in json.dumps(entry) for n in needles)
         )
         await self._erase_contacts(plan, report)
+        for visitor in plan.visitors:
+            v = self._vault.digest("webchat", plan.account, visitor)
+            report["webchat_histories"] += (
+                await self._redis.delete(
+                    keys.webchat_history(plan.account, v),
+                    keys.webchat_seq(plan.account, v),
+                    keys.webchat_ids(plan.account, v),
+                )
+                and 1
+            )
 
     async def _erase_raw(self, plan: ErasurePlan) -> None:
         if not plan.raw_ids:

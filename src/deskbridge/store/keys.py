@@ -19,6 +19,7 @@ __all__ = [
     "ID_KINDS",
     "ROTATION",
     "ROTATION_LOCK",
+    "WEBCHAT_NOTIFY",
     "arq_job",
     "attempts",
     "awaiting",
@@ -92,6 +93,10 @@ __all__ = [
     "udesk_relayed",
     "unparsed",
     "vip_cache",
+    "webchat_history",
+    "webchat_ids",
+    "webchat_rate",
+    "webchat_seq",
 ]
 
 ARQ_QUEUE = default_queue_name
@@ -99,6 +104,9 @@ HEARTBEAT = "deskbridge:worker:heartbeat"
 ROTATION = "deskbridge:keys:rotation"
 """Hash: the progress of ``deskbridge keys rotate`` (SCAN cursor, counts), for resuming."""
 ROTATION_LOCK = "deskbridge:keys:rotation:lock"
+WEBCHAT_NOTIFY = "deskbridge:webchat:notify"
+"""Pub/sub channel: ``account visitor-digest seq`` when a widget visitor's history grows
+(every gateway process subscribes once and wakes the sockets it holds)."""
 AUDIT = "deskbridge:audit"
 """The admin API's append-only audit log (a stream; every write; the sweeper trims it by
 time, after the longest of the accounts' ``retention.audit_days``)."""
@@ -524,3 +532,24 @@ def pattern(shape: str) -> re.Pattern[str]:
 
 
 _SPELLINGS = pattern(graph_spellings(HOLE, HOLE))
+
+
+def webchat_history(account: str, visitor: str) -> str:
+    """Sorted set: a widget visitor's conversation, sealed entries scored by sequence
+    number; ``visitor`` is the vault's digest of the visitor id."""
+    return f"{_a(account)}:webchat:history:{visitor}"
+
+
+def webchat_seq(account: str, visitor: str) -> str:
+    """The visitor's last sequence number."""
+    return f"{_a(account)}:webchat:seq:{visitor}"
+
+
+def webchat_ids(account: str, visitor: str) -> str:
+    """Hash: the visitor's client message ids → their sequence numbers (dedup of resends)."""
+    return f"{_a(account)}:webchat:ids:{visitor}"
+
+
+def webchat_rate(account: str, scope: str, digest: str, window: int) -> str:
+    """A fixed one-minute window's counter of a visitor's or an IP's messages."""
+    return f"{_a(account)}:webchat:rate:{scope}:{digest}:{window}"

@@ -25,6 +25,7 @@ __all__ = [
     "RELEASE",
     "REPLAY",
     "REQUEUE",
+    "WEBCHAT_POST",
 ]
 
 # enqueue(queue, job_key, fn, account, id, now_ms, expiry_ms): what arq's enqueue_job
@@ -412,4 +413,23 @@ for i = 4, #KEYS do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl * 1000))
 return #KEYS - 3
+"""
+
+
+# KEYS: seq, history, ids. ARGV: client id ('' for none), sealed entry, ttl s, history
+# cap, pub/sub channel, notification prefix. A client id already seen returns its
+# sequence number and writes nothing (a resend after a reconnect); else the entry gets
+# the next number, is kept and announced. Returns {seq, 1 if new else 0}.
+WEBCHAT_POST = """
+if ARGV[1] ~= '' then
+  local seen = redis.call('HGET', KEYS[3], ARGV[1])
+  if seen then return {tonumber(seen), 0} end
+end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], seq, ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], seq) end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. seq)
+return {seq, 1}
 """

@@ -1,0 +1,78 @@
+"""Agent replies to a widget visitor: kept in the visitor's conversation (the history
+the widget shows) and announced to whichever gateway process holds their socket.
+
+"Sent" means stored for the visitor: a visitor with no open socket reads it when they
+return (docs/channels/webchat.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from deskbridge.adapters.base import MediaLinks, Progress, send_parts
+from deskbridge.adapters.spec import VisitorPost
+from deskbridge.config import WebchatConfig
+from deskbridge.errors import PermanentError
+from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+
+__all__ = ["WebchatAdapter"]
+
+_DAY = 86400
+
+
+class WebchatAdapter:
+    channel: ClassVar[Channel] = Channel.WEBCHAT
+    takes_files: ClassVar[bool] = False
+
+    def __init__(
+        self, account: str, config: WebchatConfig, links: MediaLinks, post: VisitorPost | None
+    ) -> None:
+        self.account = account
+        self.config = config
+        self._links = links
+        self._post = post
+
+    async def fetch(self, attachment: Attachment) -> Upload:
+        raise PermanentError("the widget sends no files")
+
+    async def reengage(self, to: ChannelAddress) -> SendReceipt:
+        raise PermanentError("the widget has no reply window to reopen")
+
+    async def send(
+        self,
+        reply: AgentReply,
+        to: ChannelAddress,
+        files: Sequence[Upload] = (),
+        progress: Progress | None = None,
+    ) -> SendReceipt:
+        """Appends the reply to the visitor's conversation, once per reply (a retry finds
+        the entry by the reply's dedup key). Raises ``PermanentError`` without a store."""
+        post = self._post
+        if post is None:
+            raise PermanentError("the widget's store is not available in this process")
+        text = reply.text
+        if not text and reply.choices:
+            text = "\n".join(f"{i}. {c}" for i, c in enumerate(reply.choices, 1))
+        body = {
+            "role": "agent",
+            "text": text,
+            "author": reply.author_name or "",
+            "at": reply.occurred_at.isoformat(),
+            "files": [
+                {
+                    "url": self._links.url_for(self.account, a, ttl=7 * _DAY),
+                    "name": a.filename or "file",
+                }
+                for a in reply.attachments
+            ],
+        }
+        client_id = f"r:{reply.dedup_key}"
+
+        async def one() -> str:
+            seq, _ = await post(
+                to.thread, body, client_id=client_id, ttl_s=self.config.history_days * _DAY
+            )
+            return f"{to.thread}#{seq}"
+
+        return SendReceipt(external_ids=await send_parts(progress, [one], keyed=True))

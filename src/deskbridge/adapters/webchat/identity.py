@@ -1,0 +1,78 @@
+"""Who a widget visitor is: an anonymous id the gateway signs (kept in the browser's
+local storage), or a user the site vouches for with an HMAC its backend computes
+(Intercom's identity verification: ``HMAC-SHA256(secret, user id or email)``, hex)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from deskbridge.errors import SignatureInvalid
+
+__all__ = ["Visitor", "anonymous", "check_token", "new_token", "user_hash", "verified"]
+
+_ANON = re.compile(r"v_[A-Za-z0-9_-]{22}")
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """``id`` is the conversation's thread: ``v_…`` (anonymous) or ``u:<user id>``."""
+
+    id: str
+    verified: bool = False
+    user_id: str | None = None
+    email: str | None = None
+    name: str | None = None
+    language: str | None = None
+    """The browser's language (ISO 639-1), for routing by language."""
+
+
+def _sign(secret: str, value: str) -> str:
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+def new_token(secret: str) -> str:
+    """A fresh anonymous visitor's token: ``<id>.<signature>``."""
+    vid = "v_" + secrets.token_urlsafe(16)
+    return f"{vid}.{_sign(secret, vid)}"
+
+
+def check_token(secret: str, token: str) -> str:
+    """The visitor id a token carries. Raises ``SignatureInvalid`` for any other string."""
+    vid, _, sig = token.partition(".")
+    if not _ANON.fullmatch(vid) or not hmac.compare_digest(sig, _sign(secret, vid)):
+        raise SignatureInvalid("webchat visitor token")
+    return vid
+
+
+def anonymous(secret: str, token: str | None) -> tuple[Visitor, str]:
+    """The visitor of ``token`` (a new one when absent); returns it and its token.
+    Raises ``SignatureInvalid`` for a forged or altered token."""
+    token = token or new_token(secret)
+    return Visitor(check_token(secret, token)), token
+
+
+def user_hash(secret: str, user: str) -> str:
+    """What the site's backend computes for ``user`` (its user id, else the email)."""
+    return _sign(secret, user)
+
+
+def verified(
+    secret: str,
+    *,
+    user_hash_given: str,
+    user_id: str | None,
+    email: str | None,
+    name: str | None,
+) -> Visitor:
+    """A visitor the site vouches for: ``user_hash_given`` must be the HMAC of
+    ``user_id`` (or of ``email`` when there is no user id). Raises ``SignatureInvalid``."""
+    subject = user_id or email
+    if not subject or len(subject) > 256:
+        raise SignatureInvalid("webchat identity: no user id or email")
+    if not hmac.compare_digest(user_hash_given.lower(), user_hash(secret, subject)):
+        raise SignatureInvalid("webchat identity: user_hash")
+    return Visitor(id=f"u:{subject}", verified=True, user_id=user_id, email=email, name=name)

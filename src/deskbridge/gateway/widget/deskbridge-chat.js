@@ -1,0 +1,182 @@
+/* deskbridge chat widget v1: one file, no framework. Embed with one tag:
+   <script src="https://desk.example.com/widget/v1/deskbridge-chat.js"
+     integrity="sha384-..." crossorigin="anonymous" data-account="acme"></script>
+   Optional (identity verification): data-user-id, data-email, data-name, data-user-hash;
+   data-language (else the browser's).
+   Docs: docs/channels/webchat.md */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || window.__deskbridgeChat) { return; }
+  window.__deskbridgeChat = true;
+  var d = script.dataset;
+  var account = d.account;
+  var base = new URL(script.src);
+  var wsUrl = (base.protocol === "https:" ? "wss://" : "ws://") + base.host +
+    "/widget/v1/" + encodeURIComponent(account) + "/socket";
+  var store = "deskbridge-chat:" + account + ":";
+  var TEXTS = {
+    en: { open: "Chat with us", title: "Chat", away: "We are away: leave a message",
+      input: "Write a message", send: "Send", email: "Your email", connecting: "connecting",
+      connected: "connected", reconnecting: "reconnecting" },
+    es: { open: "Chatea con nosotros", title: "Chat", away: "No estamos: déjanos un mensaje",
+      input: "Escribe un mensaje", send: "Enviar", email: "Tu email", connecting: "conectando",
+      connected: "conectado", reconnecting: "reconectando" },
+    de: { open: "Chatten Sie mit uns", title: "Chat", away: "Wir sind nicht da: schreiben Sie uns",
+      input: "Nachricht schreiben", send: "Senden", email: "Ihre E-Mail", connecting: "verbinde",
+      connected: "verbunden", reconnecting: "verbinde neu" },
+    fr: { open: "Discutez avec nous", title: "Chat", away: "Absents : laissez un message",
+      input: "Écrivez un message", send: "Envoyer", email: "Votre e-mail", connecting: "connexion",
+      connected: "connecté", reconnecting: "reconnexion" },
+    pt: { open: "Fale connosco", title: "Chat", away: "Estamos ausentes: deixe uma mensagem",
+      input: "Escreva uma mensagem", send: "Enviar", email: "O seu email", connecting: "a ligar",
+      connected: "ligado", reconnecting: "a religar" }
+  };
+  var wanted = (d.language || navigator.language || "en").slice(0, 2).toLowerCase();
+  var t = TEXTS[wanted] || TEXTS.en;
+  var user = d.userHash ? { user_id: d.userId || null, email: d.email || null,
+    name: d.name || null, hash: d.userHash } : null;
+
+  function load(name, fallback) {
+    try { var v = localStorage.getItem(store + name); return v ? JSON.parse(v) : fallback; }
+    catch (e) { return fallback; }
+  }
+  function save(name, value) {
+    try { localStorage.setItem(store + name, JSON.stringify(value)); } catch (e) { /* private mode */ }
+  }
+  function newId() {
+    var a = new Uint8Array(12); crypto.getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text) { e.textContent = text; }
+    return e;
+  }
+
+  var css = "#deskbridge-chat{position:fixed;right:16px;bottom:16px;z-index:2147483000;font:14px system-ui,sans-serif}" +
+    "#deskbridge-chat .dbc-open{border:0;border-radius:24px;padding:12px 18px;background:#1f6feb;color:#fff;cursor:pointer}" +
+    "#deskbridge-chat .dbc-panel{display:none;flex-direction:column;width:320px;height:420px;background:#fff;border:1px solid #ccd;border-radius:8px;box-shadow:0 4px 16px #0003}" +
+    "#deskbridge-chat.dbc-shown .dbc-panel{display:flex}#deskbridge-chat.dbc-shown .dbc-open{display:none}" +
+    "#deskbridge-chat .dbc-head{padding:8px 12px;background:#1f6feb;color:#fff;border-radius:8px 8px 0 0;display:flex;justify-content:space-between}" +
+    "#deskbridge-chat .dbc-log{flex:1;overflow-y:auto;padding:8px}" +
+    "#deskbridge-chat .dbc-msg{margin:4px 0;padding:6px 10px;border-radius:10px;max-width:80%;white-space:pre-wrap;word-wrap:break-word}" +
+    "#deskbridge-chat .dbc-visitor{margin-left:auto;background:#dbeafe}#deskbridge-chat .dbc-agent{background:#f1f1f4}" +
+    "#deskbridge-chat .dbc-msg[data-state=pending]{opacity:.6}" +
+    "#deskbridge-chat form{display:flex;gap:4px;padding:8px;border-top:1px solid #eee;flex-wrap:wrap}" +
+    "#deskbridge-chat input,#deskbridge-chat textarea{flex:1;min-width:0;padding:6px}";
+  var style = el("style"); style.textContent = css; document.head.appendChild(style);
+
+  var root = el("div"); root.id = "deskbridge-chat";
+  var opener = el("button", "dbc-open", t.open); opener.type = "button";
+  var panel = el("div", "dbc-panel");
+  var head = el("div", "dbc-head");
+  var title = el("span", "", t.title);
+  var status = el("span", "dbc-status", t.connecting); status.id = "dbc-status";
+  head.appendChild(title); head.appendChild(status);
+  var log = el("div", "dbc-log"); log.id = "dbc-log";
+  var form = el("form");
+  var email = el("input"); email.type = "email"; email.placeholder = t.email; email.id = "dbc-email";
+  email.style.display = "none"; email.style.flexBasis = "100%";
+  var input = el("textarea"); input.rows = 2; input.id = "dbc-input"; input.placeholder = t.input;
+  var send = el("button", "", t.send); send.type = "submit"; send.id = "dbc-send";
+  form.appendChild(email); form.appendChild(input); form.appendChild(send);
+  panel.appendChild(head); panel.appendChild(log); panel.appendChild(form);
+  root.appendChild(opener); root.appendChild(panel);
+  opener.addEventListener("click", function () { root.classList.add("dbc-shown"); input.focus(); });
+
+  var outbox = load("outbox", []);   // messages not acknowledged yet, in order
+  var lastSeq = 0;                   // the highest server number shown on this page
+  var ws = null, attempt = 0, online = true, retryTimer = null;
+  var shown = {};                    // client id -> element
+
+  function render(role, text, id, state, author) {
+    var m = (id && shown[id]) || el("div", "dbc-msg dbc-" + role);
+    m.textContent = text;
+    if (author) { m.title = author; }
+    m.dataset.state = state;
+    if (id) { m.dataset.id = id; shown[id] = m; }
+    if (!m.parentNode) { log.appendChild(m); }
+    log.scrollTop = log.scrollHeight;
+  }
+  function setStatus(s) { status.textContent = t[s]; root.dataset.status = s; }
+  function setOnline(on) {
+    online = on;
+    email.style.display = on ? "none" : "";
+    title.textContent = on ? t.title : t.away;
+  }
+  function useLanguages(langs) {
+    // the visitor's language when the account serves it, else the account's first
+    var lang = langs.indexOf(wanted) >= 0 ? wanted : langs[0];
+    t = TEXTS[lang] || TEXTS.en;
+    opener.textContent = t.open; input.placeholder = t.input; send.textContent = t.send;
+    email.placeholder = t.email;
+  }
+  function transmit(m) {
+    if (ws && ws.readyState === 1) { ws.send(JSON.stringify(m)); }
+  }
+  function resendLater() {
+    if (retryTimer) { return; }
+    retryTimer = setTimeout(function () { retryTimer = null; outbox.forEach(transmit); }, 5000);
+  }
+
+  function onFrame(f) {
+    if (f.type === "welcome") {
+      if (f.visitor) { save("visitor", f.visitor); }
+      useLanguages(f.languages || ["en"]);
+      setOnline(f.online !== false);
+      setStatus("connected"); attempt = 0;
+      outbox.forEach(transmit);      // resend whatever was not acknowledged, in order
+    } else if (f.type === "message") {
+      if (f.seq <= lastSeq) { return; }
+      lastSeq = f.seq;
+      render(f.role === "visitor" ? "visitor" : "agent", f.text || "", f.role === "visitor" ? f.id : null,
+        "sent", f.author);
+      (f.files || []).forEach(function (file) {
+        var a = el("a", "dbc-file", file.name); a.href = file.url; a.target = "_blank"; a.rel = "noopener";
+        log.appendChild(a);
+      });
+    } else if (f.type === "ack") {
+      outbox = outbox.filter(function (m) { return m.id !== f.id; }); save("outbox", outbox);
+      if (shown[f.id]) { shown[f.id].dataset.state = "sent"; }
+    } else if (f.type === "error") {
+      if (f.code === "identity") { save("visitor", null); }
+      if (f.code === "invalid" && f.id) {
+        outbox = outbox.filter(function (m) { return m.id !== f.id; }); save("outbox", outbox);
+        if (shown[f.id]) { shown[f.id].dataset.state = "refused"; }
+      } else { resendLater(); }
+    }
+  }
+
+  function connect() {
+    setStatus(attempt ? "reconnecting" : "connecting");
+    ws = new WebSocket(wsUrl);
+    ws.onopen = function () {
+      ws.send(JSON.stringify({ type: "hello", visitor: user ? null : load("visitor", null),
+        user: user, language: wanted, after: lastSeq }));
+    };
+    ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* not ours */ } };
+    ws.onclose = function () {
+      ws = null; attempt += 1; setStatus("reconnecting");
+      var delay = Math.min(15000, 500 * Math.pow(2, Math.min(attempt, 5))) * (0.5 + Math.random() / 2);
+      setTimeout(connect, delay);
+    };
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = input.value.trim();
+    if (!text) { return; }
+    var m = { type: online ? "message" : "offline", id: newId(), text: text };
+    if (!online) { m.email = email.value.trim(); }
+    outbox.push(m); save("outbox", outbox);
+    render("visitor", text, m.id, "pending");
+    input.value = "";
+    transmit(m);
+  });
+
+  outbox.forEach(function (m) { render("visitor", m.text, m.id, "pending"); });
+  function start() { document.body.appendChild(root); connect(); }
+  if (document.body) { start(); } else { document.addEventListener("DOMContentLoaded", start); }
+}());

@@ -1,0 +1,112 @@
+"""The website chat widget's conversations: each visitor's history (both sides, sealed,
+numbered), dedup of resent messages, the wake-up every gateway process listens to, and
+the rate windows.
+
+A visitor is named in keys by the vault's keyed digest of their id (a verified visitor's
+id holds the site's user id or email). Posting an entry is one script (``WEBCHAT_POST``):
+the number, the entry, the client id's mark and the ``PUBLISH`` happen together, so a
+socket that reads the history after a notification never misses an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from deskbridge.store import keys
+from deskbridge.store.connection import guarded, honour_cancel
+from deskbridge.store.crypto import Vault
+from deskbridge.store.scripts import WEBCHAT_POST
+
+__all__ = ["Entry", "WebchatStore"]
+
+_CAP = 500
+"""Entries kept per visitor (the oldest go first)."""
+_PAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One line of a visitor's conversation, numbered by the server."""
+
+    seq: int
+    body: dict[str, Any]
+
+
+@guarded
+class WebchatStore:
+    """Redis failures raise ``StoreUnavailable``."""
+
+    def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
+        self._redis = redis
+        self._vault = vault
+        self._post = redis.register_script(WEBCHAT_POST)
+
+    def visitor_key(self, account: str, visitor: str) -> str:
+        """The digest that names ``visitor``'s keys and notifications."""
+        return self._vault.digest("webchat", account, visitor)
+
+    async def post(
+        self, account: str, visitor: str, body: dict[str, Any], *, client_id: str, ttl_s: int
+    ) -> tuple[int, bool]:
+        """Append ``body`` to the visitor's history and wake the process holding their
+        socket. Idempotent per ``client_id`` (when given): returns (sequence number, new)."""
+        v = self.visitor_key(account, visitor)
+        aad = f"webchat:{account}:{v}"
+        blob = self._vault.seal(json.dumps(body, separators=(",", ":")).encode(), aad)
+        seq, new = await self._post(
+            keys=[
+                keys.webchat_seq(account, v),
+                keys.webchat_history(account, v),
+                keys.webchat_ids(account, v),
+            ],
+            args=[client_id, blob, ttl_s, _CAP, keys.WEBCHAT_NOTIFY, f"{account} {v}"],
+        )
+        return int(seq), bool(new)
+
+    async def history(self, account: str, visitor: str, after: int = 0) -> list[Entry]:
+        """The visitor's entries numbered above ``after``, oldest first (at most 200)."""
+        v = self.visitor_key(account, visitor)
+        rows = await self._redis.zrangebyscore(
+            keys.webchat_history(account, v), f"({after}", "+inf", 0, _PAGE, withscores=True
+        )
+        aad = f"webchat:{account}:{v}"
+        return [Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows]
+
+    async def allow(self, account: str, scope: str, who: str, limit: int) -> bool:
+        """Counts one more message or connection of ``who`` (a visitor or an IP address)
+        in this minute's window; False when it exceeds ``limit``."""
+        window = int(time.time() // 60)
+        key = keys.webchat_rate(account, scope, self._vault.digest("rate", who), window)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+        return int(count) <= limit
+
+    async def listen(
+        self, wake: Callable[[str, str, int], None], ready: asyncio.Event | None = None
+    ) -> None:
+        """Calls ``wake(account, visitor digest, seq)`` for every posted entry, until
+        cancelled; ``ready`` is set once subscribed. Raises ``StoreUnavailable`` when the
+        subscription is lost (the caller subscribes again and re-reads its visitors)."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.WEBCHAT_NOTIFY)
+            if ready is not None:
+                ready.set()
+            while True:
+                honour_cancel()
+                msg = await pubsub.get_message(timeout=5.0)
+                if msg is None or msg.get("type") != "message":
+                    continue
+                account, v, seq = bytes(msg["data"]).decode().split(" ")
+                wake(account, v, int(seq))
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped

@@ -1,0 +1,366 @@
+"""The website chat widget: identity, frames, the socket end to end over a real Redis
+(send, acknowledgement, dedup of resends, the agent's reply live, history on return,
+a reply through another gateway process), origin and rate limits, verified identity
+joining the email contact, the script's integrity hash in the docs, and ``simulate``."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskbridge.adapters.spec import SimulateInput
+from deskbridge.adapters.webchat import SPEC, anonymous, message, user_hash, verified
+from deskbridge.adapters.webchat.identity import Visitor, check_token
+from deskbridge.config import WebchatConfig, parse_accounts
+from deskbridge.errors import ConfigError, PayloadInvalid, SignatureInvalid
+from deskbridge.gateway import create_app
+from deskbridge.gateway.webchat import SCRIPT_PATH, integrity
+from deskbridge.schemas import AgentReply, Channel, ChannelAddress, Desk, Identity
+
+from .conftest import drain
+
+SECRET = "webchat-visitor-secret-0123456789"
+IDENTITY = "webchat-identity-secret-0123456789"
+ORIGIN = "https://shop.example.com"
+DOCS = Path(__file__).parent.parent / "docs" / "channels" / "webchat.md"
+
+
+def yaml(**extra: object) -> str:
+    more = "".join(f"\n        {k}: {v}" for k, v in extra.items())
+    return f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: webchat
+        secret: "{SECRET}"
+        identity_secret: "{IDENTITY}"
+        allowed_origins: ["{ORIGIN}"]{more}
+"""
+
+
+# --- identity and frames ----------------------------------------------------------------
+
+
+def test_an_anonymous_token_round_trips_and_a_forged_one_is_refused() -> None:
+    visitor, token = anonymous(SECRET, None)
+    assert visitor.id.startswith("v_") and not visitor.verified
+    assert anonymous(SECRET, token)[0] == visitor
+    vid, _, sig = token.partition(".")
+    for forged in (f"{vid}.{'0' * 64}", f"v_{'A' * 22}.{sig}", "nonsense", ""):
+        with pytest.raises(SignatureInvalid):
+            check_token(SECRET, forged)
+    with pytest.raises(SignatureInvalid):
+        anonymous("another-secret-0123456789", token)
+
+
+def test_a_verified_visitor_needs_the_sites_hmac() -> None:
+    good = user_hash(IDENTITY, "carol@example.com")
+    v = verified(IDENTITY, user_hash_given=good, user_id=None, email="carol@example.com", name="C")
+    assert v.id == "u:carol@example.com" and v.verified
+    with pytest.raises(SignatureInvalid):
+        verified(IDENTITY, user_hash_given=good, user_id="42", email="carol@example.com", name=None)
+    with pytest.raises(SignatureInvalid):
+        verified(IDENTITY, user_hash_given=good, user_id=None, email=None, name=None)
+
+
+def test_frames_parse_into_messages_and_bad_ones_name_the_problem() -> None:
+    now = datetime.now(UTC)
+    v = Visitor(
+        "u:42", verified=True, user_id="42", email="Carol@Example.com", name="C", language="es"
+    )
+    m = message(
+        "acme", v, {"type": "message", "id": "abcdef123", "text": "Hi"}, now=now, max_chars=10
+    )
+    assert (m.channel, m.thread, m.dedup_key, m.text) == (
+        Channel.WEBCHAT,
+        "u:42",
+        "u:42:abcdef123",
+        "Hi",
+    )
+    assert (
+        Identity(
+            kind="email", value="carol@example.com", strength="strong", source="webchat_verified"
+        )
+        in m.sender.identities
+    )
+    assert m.sender.language == "es"
+    anon = Visitor("v_" + "a" * 22)
+    off = message(
+        "acme",
+        anon,
+        {"type": "offline", "id": "abcdef123", "text": "Call me", "email": "Bo@Example.com"},
+        now=now,
+        max_chars=10,
+    )
+    assert off.context == {"email": "bo@example.com"} and off.note
+    assert [i.strength for i in off.sender.identities if i.kind == "email"] == ["weak"]
+    for frame, why in [
+        ({"type": "message", "id": "short", "text": "x"}, "id"),
+        ({"type": "message", "id": "abcdef123", "text": "  "}, "no text"),
+        ({"type": "message", "id": "abcdef123", "text": "x" * 11}, "longer"),
+        ({"type": "offline", "id": "abcdef123", "text": "x", "email": "nope"}, "email"),
+    ]:
+        with pytest.raises(PayloadInvalid, match=why):
+            message("acme", anon, frame, now=now, max_chars=10)
+
+
+def test_the_config_needs_an_origin_allow_list_of_sites() -> None:
+    for bad in ("allowed_origins: []", 'allowed_origins: ["https://shop.example.com/path"]'):
+        with pytest.raises(ConfigError) as caught:
+            parse_accounts(yaml().replace(f'allowed_origins: ["{ORIGIN}"]', bad))
+        assert [w for w, _ in caught.value.problems if "allowed_origins" in w]
+
+
+# --- the socket -------------------------------------------------------------------------
+
+
+async def _hello(ws: Any, **frame: Any) -> dict[str, Any]:
+    await ws.send_json({"type": "hello", **frame})
+    welcome: dict[str, Any] = await ws.receive_json(timeout=5)
+    return welcome
+
+
+async def _until(ws: Any, kind: str) -> dict[str, Any]:
+    while True:
+        frame: dict[str, Any] = await ws.receive_json(timeout=5)
+        if frame["type"] == kind:
+            return frame
+
+
+def _reply(ticket_id: str, text: str, n: int) -> AgentReply:
+    return AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key=f"r{n}",
+        ticket_id=ticket_id,
+        external_id=f"a{n}",
+        text=text,
+        author_name="Ana",
+        occurred_at=datetime.now(UTC),
+    )
+
+
+async def test_send_ack_dedup_reply_live_and_history_on_return(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    from deskbridge.flows.ingest import accept_replies
+
+    rt = make_runtime(yaml())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    refused = await client.get("/widget/v1/acme/socket", headers={"Origin": "https://evil.test"})
+    assert refused.status == 403
+    assert (await client.get("/widget/v1/nobody/socket", headers={"Origin": ORIGIN})).status == 404
+
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    welcome = await _hello(ws, visitor=None, after=0)
+    assert welcome["languages"] == ["en"]
+    assert welcome["online"] is True and welcome["verified"] is False
+    token = welcome["visitor"]
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "Where is my order?"})
+    ack = await _until(ws, "ack")
+    assert ack == {"type": "ack", "id": "client-msg-1", "seq": 1}
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "Where is my order?"})
+    assert (await _until(ws, "ack"))["seq"] == 1  # a resend: acknowledged, kept once
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert ticket.channel == "webchat"
+    assert [m.text for m in ticket.messages if "order" in m.text] != []
+    assert len([m for m in ticket.messages if "Where is my order?" in m.text]) == 1
+
+    # the agent's reply arrives on the open socket
+    await accept_replies(rt, "acme", "sandbox", None, [_reply(ticket.id, "It ships today.", 1)])
+    await drain(rt)
+    live = await _until(ws, "message")
+    while live["role"] != "agent":
+        live = await _until(ws, "message")
+    assert (live["seq"], live["text"], live["author"]) == (2, "It ships today.", "Ana")
+    await ws.close()
+
+    # a reply while the visitor is away waits in the conversation
+    await accept_replies(rt, "acme", "sandbox", None, [_reply(ticket.id, "Tracking: 42.", 2)])
+    await drain(rt)
+
+    # the visitor returns: the whole conversation, in order; or only what is new
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    assert (await _hello(ws, visitor=token, after=0))["visitor"] == token
+    got = [await _until(ws, "message") for _ in range(3)]
+    assert [(f["seq"], f["role"], f["text"]) for f in got] == [
+        (1, "visitor", "Where is my order?"),
+        (2, "agent", "It ships today."),
+        (3, "agent", "Tracking: 42."),
+    ]
+    await ws.close()
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    await _hello(ws, visitor=token, after=2)
+    assert (await _until(ws, "message"))["seq"] == 3
+    await ws.close()
+
+    # a forged token is refused
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    assert await _hello(ws, visitor=token[:-1] + "0", after=0) == {
+        "type": "error",
+        "code": "identity",
+    }
+    await ws.close()
+
+
+async def test_a_reply_reaches_the_visitor_through_another_gateway_process(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    # gateway A holds the socket; the reply is sent by B's runtime (another process)
+    a = make_runtime(yaml())
+    b = make_runtime(yaml())
+    client = await aiohttp_client(create_app(a, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    token = (await _hello(ws, visitor=None, after=0))["visitor"]
+    visitor = token.partition(".")[0]
+    adapter = b.adapter("acme", Channel.WEBCHAT)
+    assert adapter is not None
+    to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor)
+    receipt = await adapter.send(_reply("t1", "Hello from B", 1), to, [])
+    assert receipt.external_ids == (f"{visitor}#1",)
+    again = await adapter.send(_reply("t1", "Hello from B", 1), to, [])
+    assert again.external_ids == receipt.external_ids  # a retried send is kept once
+    frame = await _until(ws, "message")
+    assert (frame["seq"], frame["text"]) == (1, "Hello from B")
+    await ws.close()
+
+
+async def test_rate_limits_refuse_without_acknowledging(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt = make_runtime(yaml(messages_per_minute=2))
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    await _hello(ws, visitor=None, after=0)
+    if int(time.time()) % 60 > 57:  # the window could turn between messages
+        pytest.skip("at a minute's edge")
+    for i in range(3):
+        await ws.send_json({"type": "message", "id": f"client-msg-{i}", "text": f"m{i}"})
+    frames = [await ws.receive_json(timeout=5) for _ in range(5)]
+    acks = [f["id"] for f in frames if f["type"] == "ack"]
+    errors = [f for f in frames if f["type"] == "error"]
+    assert acks == ["client-msg-0", "client-msg-1"]
+    assert errors == [{"type": "error", "code": "rate_limited", "id": "client-msg-2"}]
+    await ws.close()
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert not [m for m in ticket.messages if "m2" in m.text]
+
+
+async def test_a_verified_visitor_joins_the_contact_of_their_email(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt = make_runtime(yaml())
+    carol, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="email", value="carol@example.com", strength="strong", source="dmarc"),),
+        "Carol",
+    )
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    user = {"email": "carol@example.com", "name": "Carol", "hash": "0" * 64}
+    assert (await _hello(ws, user=user, after=0))["code"] == "identity"
+    await ws.close()
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    user["hash"] = user_hash(IDENTITY, "carol@example.com")
+    welcome = await _hello(ws, user=user, after=0)
+    assert welcome["verified"] is True and welcome["visitor"] is None
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "It is Carol"})
+    await _until(ws, "ack")
+    await ws.close()
+    await drain(rt)
+    web, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="channel_user", value="u:carol@example.com", channel=Channel.WEBCHAT),),
+        None,
+    )
+    assert web.id == carol.id
+
+
+async def test_simulate_sends_over_the_socket(make_runtime: Any, aiohttp_server: Any) -> None:
+    rt = make_runtime(yaml())
+    server = await aiohttp_server(create_app(rt, role="serve"))
+    cfg = rt.accounts.accounts["acme"].channel(Channel.WEBCHAT)
+    assert isinstance(cfg, WebchatConfig)
+    sim = SimulateInput(
+        accounts=rt.accounts,
+        account="acme",
+        config=cfg,
+        text="Hello from simulate",
+        sender="visitor@example.com",
+        name="Vi",
+        call=False,
+        now=time.time(),
+        base_url=str(server.make_url("")),
+    )
+    out = SPEC.simulate(sim)
+    assert inspect.iscoroutine(out)
+    assert await out == 200
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    assert ticket.channel == "webchat"
+
+
+async def test_the_script_is_served_and_its_integrity_hash_is_documented(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    rt = make_runtime(yaml())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    resp = await client.get(SCRIPT_PATH)
+    assert resp.status == 200 and resp.content_type == "text/javascript"
+    assert "deskbridge chat widget v1" in await resp.text()
+    documented = re.findall(r"sha384-[A-Za-z0-9+/=]{64}", DOCS.read_text())
+    assert documented and set(documented) == {integrity()}
+
+
+async def test_outside_business_hours_the_offline_form_is_filed_with_its_email(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    closed = yaml() + "    routing:\n      business_hours: {time_zone: UTC, weekly: {}}\n"
+    rt = make_runtime(closed)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    assert (await _hello(ws, visitor=None, after=0))["online"] is False
+    frame = {"type": "offline", "id": "offline-1x", "text": "Call me back", "email": "x"}
+    await ws.send_json(frame)
+    assert (await _until(ws, "error"))["code"] == "invalid"  # nothing stored
+    await ws.send_json({**frame, "email": "Bo@Example.com"})
+    assert (await _until(ws, "ack"))["id"] == "offline-1x"
+    await ws.close()
+    await drain(rt)
+    [ticket] = await rt.sandbox.tickets("acme")
+    filed = "\n".join(m.text for m in ticket.messages)
+    assert "Call me back" in filed and "offline form" in filed
+
+
+async def test_forgetting_the_contact_erases_their_widget_history(
+    make_runtime: Any, aiohttp_client: Any
+) -> None:
+    from deskbridge.flows.privacy import forget
+
+    rt = make_runtime(yaml())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+    token = (await _hello(ws, visitor=None, after=0))["visitor"]
+    visitor = token.partition(".")[0]
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "Forget me later"})
+    await _until(ws, "ack")
+    await ws.close()
+    await drain(rt)
+    assert [e.body["text"] for e in await rt.webchat.history("acme", visitor)] == [
+        "Forget me later"
+    ]
+    contact, _ = await rt.conversations.observe_contact(
+        "acme", (Identity(kind="channel_user", value=visitor, channel=Channel.WEBCHAT),), None
+    )
+    report = await forget(rt, "acme", contact.id, at_desk=False, who="test")
+    assert report["removed"]["webchat_histories"] == 1
+    assert await rt.webchat.history("acme", visitor) == []

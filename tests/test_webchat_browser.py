@@ -1,0 +1,169 @@
+"""The widget in a real headless Chromium (Debian's ``chromium`` through Playwright): a
+visitor opens the demo page, sends a message, sees the agent's reply arrive live, keeps
+chatting across a gateway restart (the message written while it was down is resent and
+filed once), and a visitor the site verified joins the contact of their email.
+Screenshots go to ``.test-output/webchat/`` (or ``$DESKBRIDGE_TEST_OUTPUT/webchat``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskbridge.flows.ingest import accept_replies
+from deskbridge.gateway import create_app
+from deskbridge.schemas import AgentReply, Channel, Desk, Identity
+
+from .conftest import drain
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt install chromium)"),
+    pytest.mark.timeout(120),
+]
+
+OUT = Path(os.environ.get("DESKBRIDGE_TEST_OUTPUT", ".test-output")) / "webchat"
+IDENTITY = "webchat-identity-secret-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _yaml(port: int) -> str:
+    return f"""
+accounts:
+  acme:
+    desk: {{type: sandbox}}
+    channels:
+      - type: webchat
+        sandbox: true
+        secret: webchat-visitor-secret-0123456789
+        identity_secret: {IDENTITY}
+        allowed_origins: ["http://127.0.0.1:{port}"]
+"""
+
+
+async def _agent_says(rt: Any, text: str, n: int) -> None:
+    [ticket] = await rt.sandbox.tickets("acme")
+    reply = AgentReply(
+        account="acme",
+        desk=Desk.SANDBOX,
+        dedup_key=f"browser-r{n}",
+        ticket_id=ticket.id,
+        external_id=f"browser-a{n}",
+        text=text,
+        occurred_at=datetime.now(UTC),
+    )
+    await accept_replies(rt, "acme", "sandbox", None, [reply])
+    await drain(rt)
+
+
+async def test_a_visitor_chats_across_a_gateway_restart(
+    make_runtime: Any, aiohttp_server: Any
+) -> None:
+    port = _free_port()
+    rt = make_runtime(_yaml(port))
+    server = await aiohttp_server(create_app(rt, role="serve"), port=port)
+    base = f"http://127.0.0.1:{port}"
+    OUT.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on(
+            "console",
+            lambda m: (
+                problems.append(m.text)
+                if m.type == "error" and "WebSocket" not in m.text  # the restart's refusals
+                else None
+            ),
+        )
+        await page.goto(f"{base}/sandbox/widget")
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.wait_for_selector("#deskbridge-chat[data-status=connected]")
+
+        # send; the message is acknowledged and filed
+        await page.fill("#dbc-input", "Where is my order?")
+        await page.click("#dbc-send")
+        await page.wait_for_selector(".dbc-visitor[data-state=sent]")
+        await drain(rt)
+        [ticket] = await rt.sandbox.tickets("acme")
+        assert ticket.channel == "webchat"
+
+        # the agent's reply arrives live
+        await _agent_says(rt, "It ships today.", 1)
+        await page.wait_for_selector(".dbc-agent >> text=It ships today.")
+        await page.screenshot(path=str(OUT / "live.png"))
+
+        # the gateway restarts; a message written meanwhile waits, then goes once
+        await server.close()
+        await page.wait_for_selector("#deskbridge-chat[data-status=reconnecting]")
+        await page.fill("#dbc-input", "Are you there?")
+        await page.click("#dbc-send")
+        assert await page.locator(".dbc-visitor[data-state=pending]").count() == 1
+        rt2 = make_runtime(_yaml(port))
+        await aiohttp_server(create_app(rt2, role="serve"), port=port)
+        await page.wait_for_selector("#deskbridge-chat[data-status=connected]", timeout=30_000)
+        await page.wait_for_selector(".dbc-visitor[data-state=sent] >> text=Are you there?")
+        await drain(rt2)
+        await _agent_says(rt2, "Yes, still here.", 2)
+        await page.wait_for_selector(".dbc-agent >> text=Yes, still here.")
+        await page.screenshot(path=str(OUT / "after-restart.png"))
+        [ticket] = await rt2.sandbox.tickets("acme")
+        assert len([m for m in ticket.messages if "Are you there?" in m.text]) == 1
+
+        # the visitor comes back later: the whole conversation, once each
+        await page.reload()
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.wait_for_selector(".dbc-agent >> text=Yes, still here.")
+        texts = await page.locator(".dbc-msg").all_inner_texts()
+        assert texts == [
+            "Where is my order?",
+            "It ships today.",
+            "Are you there?",
+            "Yes, still here.",
+        ]
+        await browser.close()
+    assert problems == []
+
+
+async def test_a_verified_visitor_joins_their_email_contact(
+    make_runtime: Any, aiohttp_server: Any
+) -> None:
+    port = _free_port()
+    rt = make_runtime(_yaml(port))
+    carol, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="email", value="carol@example.com", strength="strong", source="dmarc"),),
+        "Carol",
+    )
+    await aiohttp_server(create_app(rt, role="serve"), port=port)
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = await browser.new_page()
+        page.set_default_timeout(15_000)
+        await page.goto(f"http://127.0.0.1:{port}/sandbox/widget?email=carol@example.com")
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.fill("#dbc-input", "Hi, it is Carol")
+        await page.click("#dbc-send")
+        await page.wait_for_selector(".dbc-visitor[data-state=sent]")
+        await browser.close()
+    await drain(rt)
+    web, _ = await rt.conversations.observe_contact(
+        "acme",
+        (Identity(kind="channel_user", value="u:carol@example.com", channel=Channel.WEBCHAT),),
+        None,
+    )
+    assert web.id == carol.id
