@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -51,10 +52,14 @@ _DESK_WRITE_TTL_S = 7 * 86400
 """How long a desk write in flight is remembered: beyond any retry of its delivery."""
 
 
-async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
+async def file_event(
+    rt: Runtime, d: Delivery, record: dict[str, Any] | None = None
+) -> DeliveryState:
     """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
-    (retry or dead letter: the caller's policy decides)."""
-    record = await rt.deliveries.event(d.account, d.event_id)
+    (retry or dead letter: the caller's policy decides). ``record``: the event record
+    as the worker's claim read it (read here when None)."""
+    if record is None:
+        record = await rt.deliveries.event(d.account, d.event_id)
     if record["event"].get("kind") == "note":
         n = DeskNote.model_validate(record["event"])
         if proactive.is_proactive_note(n):
@@ -133,8 +138,8 @@ async def file_message(
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     await finish_merged(rt, d, merged, desk.desk.value)
-    await _record_filed(rt, d, desk, conv, contact, filed)
-    await enrichment.record_inbound(rt, d.account, conv.id, msg)
+    await _record_filed(rt, d, desk, conv, contact, filed, msg)
+    enrichment.count_inbound(rt, d.account, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
 
@@ -253,14 +258,22 @@ async def _record_filed(
     conv: ConversationRecord,
     contact: Contact,
     filed: Filed,
+    msg: Message,
 ) -> None:
     """The ticket now answers to this conversation (in contact scope, the agent's reply
-    goes out on the channel the customer wrote on last), and the comment is marked as
-    ours so the desk's webhook does not bring it back."""
+    goes out on the channel the customer wrote on last), the comment is marked as ours
+    so the desk's webhook does not bring it back, and the customer waits for an answer
+    since their oldest unanswered message: one round trip."""
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
     await rt.conversations.set_ticket(
-        d.account, name, conv.id, filed.ticket_id, count, ours=filed.message_id
+        d.account,
+        name,
+        conv.id,
+        filed.ticket_id,
+        count,
+        ours=filed.message_id,
+        waiting=(msg.channel.value, msg.occurred_at.timestamp()),
     )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(

@@ -19,6 +19,7 @@ from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.graph import IdentityGraph, Observed
 from deskbridge.store.ids import new_id
+from deskbridge.store.service import queue_waiting
 
 __all__ = ["ConversationRecord", "ConversationStore"]
 
@@ -226,9 +227,11 @@ class ConversationStore:
         comment_count: int,
         *,
         ours: str | None = None,
+        waiting: tuple[str, float] | None = None,
     ) -> None:
         """The conversation's ticket; ``ours``: a desk message id to mark as ours
-        (``is_ours``) in the same round trip."""
+        (``is_ours``) in the same round trip; ``waiting`` (channel, since): the service
+        store's ``mark_waiting`` in it too."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
             keys.conversation(account, conversation_id),
@@ -237,6 +240,8 @@ class ConversationStore:
         pipe.set(self._ticket_key(account, desk, ticket_id), conversation_id)
         if ours is not None:
             pipe.set(self._ours_key(account, desk, ours), 1, ex=_OURS_TTL)
+        if waiting is not None:
+            queue_waiting(pipe, account, conversation_id, *waiting)
         await pipe.execute()
 
     def _ticket_key(self, account: str, desk: str, ticket_id: str) -> str:
@@ -343,8 +348,17 @@ class ConversationStore:
         observed = await self.graph.observe(
             scope or self.scope(account), identities, source=source, shared=shared
         )
+        scope = scope or self.scope(account)
         key = keys.contact(account, observed.contact_id)
-        blob = await self._redis.get(key)
+        members: list[Identity] | None = None
+        if observed.merges:
+            blob = await self._redis.get(key)
+        else:
+            # the record and the members in one round trip (when they share a hash tag)
+            records = keys.contact(account, "") if scope == account else ""
+            _, blob, members = await self.graph.members_with(scope, observed.contact_id, records)
+            if not records:
+                blob = await self._redis.get(key)
         record = Contact.model_validate_json(self._vault.open(blob, key)) if blob else None
         if record is None:
             record = Contact(
@@ -371,7 +385,8 @@ class ConversationStore:
         if blob is None or name != record.display_name or attributes != record.attributes:
             record = record.model_copy(update={"display_name": name, "attributes": attributes})
             await self._save_contact(record)
-        members = await self.graph.members(scope or self.scope(account), observed.contact_id)
+        if members is None:
+            members = await self.graph.members(scope, observed.contact_id)
         return record.model_copy(update={"identities": tuple(members)}), observed
 
     async def _save_contact(self, contact: Contact) -> None:

@@ -343,6 +343,37 @@ class Edge:
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Every node of a contact with its sealed spellings, in one round trip: the live id
+# (after merges), the contact record when asked for, then per node (sorted by digest) its
+# digest, the number of blobs and the blobs (the spellings, or the node's own ``v`` for a
+# node written before spellings). ARGV: graph prefix, contact id, the contact records' key
+# prefix or '' (only when those keys carry the graph's hash tag). Returns {live id,
+# record or '', digest, n, blob..., digest, n, ...}.
+MEMBERS = r"""
+local p, c, records = ARGV[1], ARGV[2], ARGV[3]
+for _ = 1, 64 do
+  local nxt = redis.call('HGET', p .. ':alias', c)
+  if not nxt then break end
+  c = nxt
+end
+local nodes = redis.call('SMEMBERS', p .. ':members:' .. c)
+table.sort(nodes)
+local out = {c, ''}
+if records ~= '' then out[2] = redis.call('GET', records .. ARGV[2]) or '' end
+for _, d in ipairs(nodes) do
+  local vals = redis.call('HVALS', p .. ':vals:' .. d)
+  if #vals == 0 then
+    local v = redis.call('HGET', p .. ':node:' .. d, 'v')
+    if v then vals = {v} end
+  end
+  out[#out + 1] = d
+  out[#out + 1] = #vals
+  for _, v in ipairs(vals) do out[#out + 1] = v end
+end
+return out
+"""
+
+
 @guarded
 class IdentityGraph:
     """The graph of one deployment; every method takes the merge scope."""
@@ -363,6 +394,7 @@ class IdentityGraph:
         self._observe = redis.register_script(OBSERVE)
         self._unlink = redis.register_script(UNLINK)
         self._link = redis.register_script(LINK)
+        self._members = redis.register_script(MEMBERS)
 
     @staticmethod
     def prefix(scope: str) -> str:
@@ -553,23 +585,33 @@ class IdentityGraph:
         return out
 
     async def members(self, scope: str, contact_id: str) -> list[Identity]:
-        """Every identifier of the contact (values opened), channel identities first."""
-        contact_id = await self.resolve(scope, contact_id)
-        digests = sorted(
-            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
-        )
+        """Every identifier of the contact (values opened), channel identities first. One
+        round trip (``MEMBERS``)."""
+        return (await self.members_with(scope, contact_id, ""))[2]
+
+    async def members_with(
+        self, scope: str, contact_id: str, records: str
+    ) -> tuple[str, bytes | None, list[Identity]]:
+        """``members`` and, in the same round trip, the blob at ``records`` + ``contact_id``
+        (a key prefix carrying the scope's hash tag; "" for none). Returns (live id, blob,
+        identities)."""
+        reply = await self._members(args=[self.prefix(scope), contact_id, records])
+        live = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        blob = reply[1] if isinstance(reply[1], bytes) and reply[1] else None
         out: dict[tuple[str, str | None, str], Identity] = {}
-        for d in digests:
-            spellings = await self._typed.hvals(keys.graph_spellings(scope, d))
-            if not spellings:
-                blob = await self._typed.hget(keys.graph_node(scope, d), "v")
-                spellings = [blob] if blob is not None else []
-            for blob in spellings:
-                i = Identity.model_validate_json(self._vault.open(blob, keys.graph_node(scope, d)))
-                key = (i.kind, i.channel.value if i.channel else None, i.value)
-                if key not in out or i.strength == "strong":
-                    out[key] = i
-        return sorted(out.values(), key=lambda i: (i.kind != "channel_user", i.kind, i.value))
+        i = 2
+        while i < len(reply):
+            d = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+            n = int(reply[i + 1])
+            node = keys.graph_node(scope, d)
+            for sealed in reply[i + 2 : i + 2 + n]:
+                ident = Identity.model_validate_json(self._vault.open(sealed, node))
+                key = (ident.kind, ident.channel.value if ident.channel else None, ident.value)
+                if key not in out or ident.strength == "strong":
+                    out[key] = ident
+            i += 2 + n
+        ordered = sorted(out.values(), key=lambda i: (i.kind != "channel_user", i.kind, i.value))
+        return live, blob, ordered
 
     async def edges(self, scope: str, contact_id: str) -> list[Edge]:
         contact_id = await self.resolve(scope, contact_id)
