@@ -233,3 +233,40 @@ async def test_an_idle_intake_is_one_round_trip(make_runtime, redis) -> None:
     # one EVALSHA; no SCRIPT EXISTS before it (redis-py's pipelined Script objects add one)
     assert after.get("cmdstat_evalsha", 0) - before.get("cmdstat_evalsha", 0) == 1
     assert after.get("cmdstat_script", 0) == before.get("cmdstat_script", 0)
+
+
+async def test_claim_reads_the_event_only_with_the_lane_lock(make_runtime, redis) -> None:
+    """The worker's claim is one round trip: the record, the lane's head, the lock and,
+    once locked, the event record the attempt files (as ``event`` reads it)."""
+    rt = make_runtime()
+    await accept(rt, [message(1), message(2)])
+    first, second = (d.decode() for d in await redis.zrange(keys.pending("acme"), 0, -1))
+    d, head, locked, record = await rt.deliveries.claim(
+        "acme", first, Direction.INBOUND, "token-1", 60_000
+    )
+    assert d is not None and head == first and locked
+    assert record == await rt.deliveries.event("acme", d.event_id)
+    assert record is not None and record["event"]["text"] == "message 1"
+    # the lane is locked now: a second claim of the head gets no lock and no event
+    d2, _, locked2, record2 = await rt.deliveries.claim(
+        "acme", first, Direction.INBOUND, "token-2", 60_000
+    )
+    assert d2 is not None and not locked2 and record2 is None
+    # not the head: no lock, no event
+    d3, head3, locked3, record3 = await rt.deliveries.claim(
+        "acme", second, Direction.INBOUND, "token-3", 60_000
+    )
+    assert d3 is not None and head3 == first and not locked3 and record3 is None
+
+
+async def test_ensure_seen_says_whether_replies_wait_in_the_lane(make_runtime, redis) -> None:
+    rt = make_runtime()
+    conv, replies = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=1.5
+    )
+    assert conv.last_inbound_at == 1.5 and conv.contact_id == "contact-1" and not replies
+    await redis.rpush(keys.lane("acme", "outbound", "c1"), "d1")
+    conv, replies = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-2", inbound_at=2.5
+    )
+    assert replies and conv.contact_id == "contact-1" and conv.last_inbound_at == 2.5

@@ -197,7 +197,7 @@ async def _conversation(
 ) -> ConversationRecord:
     """The conversation record, created on first sight; the customer's latest reply
     token and context are kept, and replies held for a closed window may go again."""
-    conv = await rt.conversations.ensure(
+    conv, replies = await rt.conversations.ensure_seen(
         d.account,
         d.conversation_id,
         msg.channel,
@@ -205,8 +205,11 @@ async def _conversation(
         contact.id,
         inbound_at=msg.occurred_at.timestamp(),
     )
-    # the customer wrote, so a closed reply window is open again: held replies may go
-    await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
+    # the customer wrote, so a closed reply window is open again: held replies may go.
+    # With no reply in the lane there is none to release (a reply queued from now on
+    # sees the window this message opened).
+    if replies:
+        await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
     if msg.context:
         await rt.conversations.set_context(d.account, conv.id, msg.context)
     if msg.reply_token:

@@ -127,6 +127,24 @@ class ConversationStore:
     ) -> ConversationRecord:
         """Create the conversation on first sight; later calls only move ``last_inbound_at``.
         One transaction: a worker killed halfway must not leave a record without its thread."""
+        rec, _ = await self.ensure_seen(
+            account, conversation_id, channel, thread, contact_id, inbound_at=inbound_at
+        )
+        return rec
+
+    async def ensure_seen(
+        self,
+        account: str,
+        conversation_id: str,
+        channel: Channel,
+        thread: str,
+        contact_id: str,
+        *,
+        inbound_at: float | None = None,
+    ) -> tuple[ConversationRecord, bool]:
+        """``ensure``, and in the same transaction whether the conversation's outbound
+        lane holds a reply (pending or held): with none, no held reply can wait for the
+        customer's message, so the caller need not try to release one."""
         key = keys.conversation(account, conversation_id)
         sealed = self._vault.seal(thread.encode(), key + "#thread")
         pipe = self._redis.pipeline(transaction=True)
@@ -138,9 +156,11 @@ class ConversationStore:
         if inbound_at is not None:
             pipe.hset(key, "last_inbound_at", str(inbound_at))
         pipe.hgetall(key)  # the record as written, in the same round trip
-        rec = self._record(account, conversation_id, (await pipe.execute())[-1])
+        pipe.llen(keys.lane(account, "outbound", conversation_id))
+        *_, h, replies = await pipe.execute()
+        rec = self._record(account, conversation_id, h)
         assert rec is not None
-        return rec
+        return rec, bool(replies)
 
     async def set_reply_token(
         self, account: str, conversation_id: str, token: str, at: float
