@@ -54,7 +54,7 @@ def make_client(
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT},
         follow_redirects=False,
         transport=transport,
