@@ -90,6 +90,38 @@ async def test_members_with_reads_a_record_and_follows_merges(graph, redis) -> N
     assert {m.value for m in after} >= {"tg-1", "+5491123456789"}
 
 
+async def test_observe_read_is_observe_then_members_with(graph, redis) -> None:
+    """The worker's one round trip: what ``observe`` records and returns, then the
+    contact's record and identifiers as ``members_with`` reads them."""
+    first, blob, members = await graph.observe_read(
+        "acme", wa("5491123456789"), "db:{acme}:rec:", source="whatsapp"
+    )
+    assert first.created and blob is None
+    assert members == await graph.members("acme", first.contact_id)
+    await redis.set("db:{acme}:rec:" + first.contact_id, b"record")
+    sip = [
+        ident("channel_user", "sip:+541123456789@carrier.example", channel="sip"),
+        ident("phone", "+541123456789"),
+    ]
+    again, blob, members = await graph.observe_read("acme", sip, "db:{acme}:rec:", source="sip")
+    assert not again.created and again.contact_id == first.contact_id and blob == b"record"
+    assert len([m for m in members if m.kind == "channel_user"]) == 2
+    assert members == await graph.members("acme", first.contact_id)
+    # suggestions come back as ``observe`` returns them, ahead of the members
+    known = await graph.observe("acme", [ident("email", "ana@example.com")], source="email-dmarc")
+    claim, _, members = await graph.observe_read(
+        "acme",
+        [
+            ident("channel_user", "700000001", channel="telegram"),
+            ident("email", "ana@example.com", strength="weak"),
+        ],
+        "",
+        source="telegram",
+    )
+    assert claim.suggestions == (tuple(sorted((claim.contact_id, known.contact_id))),)
+    assert members == await graph.members("acme", claim.contact_id)
+
+
 async def test_weak_and_shared_identifiers_only_suggest(graph) -> None:
     known = await graph.observe("acme", [ident("email", "ana@example.com")], source="email-dmarc")
     claim = await graph.observe(

@@ -132,13 +132,13 @@ async def file_message(
         retried=conv.create_attempted or d.attempts > 0,
         in_doubt=await _in_doubt(rt, d),
     )
-    # the desk answered; the ticket update counts against the desk's budget (one write)
+    # the desk answered; the ticket update counts against the desk's budget (one write),
+    # in the same transaction as the ticket's record
     update = (desk.desk.value, filed.ticket_id, limit[1]) if limit is not None else None
-    await rt.deliveries.end_desk_write(d.account, d.id, ticket_update=update)
+    await _record_filed(rt, d, desk, conv, contact, filed, msg, update)
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     await finish_merged(rt, d, merged, desk.desk.value)
-    await _record_filed(rt, d, desk, conv, contact, filed, msg)
     enrichment.count_inbound(rt, d.account, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
@@ -262,11 +262,13 @@ async def _record_filed(
     contact: Contact,
     filed: Filed,
     msg: Message,
+    update: tuple[str, str, float] | None,
 ) -> None:
-    """The ticket now answers to this conversation (in contact scope, the agent's reply
-    goes out on the channel the customer wrote on last), the comment is marked as ours
-    so the desk's webhook does not bring it back, and the customer waits for an answer
-    since their oldest unanswered message: one round trip."""
+    """The desk write is over (``queue_end_desk_write``, with the ticket ``update`` for
+    the budget), the ticket now answers to this conversation (in contact scope, the agent's
+    reply goes out on the channel the customer wrote on last), the comment is marked as
+    ours so the desk's webhook does not bring it back, and the customer waits for an
+    answer since their oldest unanswered message: one transaction."""
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
     await rt.conversations.set_ticket(
@@ -277,6 +279,7 @@ async def _record_filed(
         count,
         ours=filed.message_id,
         waiting=(msg.channel.value, msg.occurred_at.timestamp()),
+        also=lambda pipe: rt.deliveries.queue_end_desk_write(pipe, d.account, d.id, update),
     )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(

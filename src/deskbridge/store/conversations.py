@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -248,10 +250,12 @@ class ConversationStore:
         *,
         ours: str | None = None,
         waiting: tuple[str, float] | None = None,
+        also: Callable[[Any], None] | None = None,
     ) -> None:
         """The conversation's ticket; ``ours``: a desk message id to mark as ours
         (``is_ours``) in the same round trip; ``waiting`` (channel, since): the service
-        store's ``mark_waiting`` in it too."""
+        store's ``mark_waiting`` in it too; ``also``: queues another store's writes on
+        the same transaction."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
             keys.conversation(account, conversation_id),
@@ -262,6 +266,8 @@ class ConversationStore:
             pipe.set(self._ours_key(account, desk, ours), 1, ex=_OURS_TTL)
         if waiting is not None:
             queue_waiting(pipe, account, conversation_id, *waiting)
+        if also is not None:
+            also(pipe)
         await pipe.execute()
 
     def _ticket_key(self, account: str, desk: str, ticket_id: str) -> str:
@@ -365,20 +371,16 @@ class ConversationStore:
         evidence says so). Without identities, a contact of its own."""
         if self.graph is None or not identities:
             return await self.resolve_contact(account, identities, display_name), None
-        observed = await self.graph.observe(
-            scope or self.scope(account), identities, source=source, shared=shared
-        )
         scope = scope or self.scope(account)
+        # the observation, the contact's record and its identifiers in one round trip
+        # (the record only where its key carries the graph's hash tag)
+        records = keys.contact(account, "") if scope == account else ""
+        observed, blob, members = await self.graph.observe_read(
+            scope, identities, records, source=source, shared=shared
+        )
         key = keys.contact(account, observed.contact_id)
-        members: list[Identity] | None = None
-        if observed.merges:
+        if not records:
             blob = await self._redis.get(key)
-        else:
-            # the record and the members in one round trip (when they share a hash tag)
-            records = keys.contact(account, "") if scope == account else ""
-            _, blob, members = await self.graph.members_with(scope, observed.contact_id, records)
-            if not records:
-                blob = await self._redis.get(key)
         record = Contact.model_validate_json(self._vault.open(blob, key)) if blob else None
         if record is None:
             record = Contact(
@@ -405,8 +407,6 @@ class ConversationStore:
         if blob is None or name != record.display_name or attributes != record.attributes:
             record = record.model_copy(update={"display_name": name, "attributes": attributes})
             await self._save_contact(record)
-        if members is None:
-            members = await self.graph.members(scope, observed.contact_id)
         return record.model_copy(update={"identities": tuple(members)}), observed
 
     async def _save_contact(self, contact: Contact) -> None:

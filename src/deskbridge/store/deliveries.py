@@ -249,23 +249,21 @@ class DeliveryStore:
         marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
         return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
 
-    async def end_desk_write(
+    def queue_end_desk_write(
         self,
+        pipe: Any,
         account: str,
         delivery_id: str,
-        *,
-        ticket_update: tuple[str, str, float] | None = None,
+        ticket_update: tuple[str, str, float] | None,
     ) -> None:
-        """The desk answered the write (success or a recorded failure). ``ticket_update``
-        (desk, ticket id, window in s): ``note_ticket_update`` in the same round trip."""
-        key = keys.desk_write(account, delivery_id)
-        if ticket_update is None:
-            await self._redis.delete(key)
-            return
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(key)
-        self._note_ticket_update(pipe, account, *ticket_update)
-        await pipe.execute()
+        """The desk answered the write (success or a recorded failure): the mark of
+        ``begin_desk_write`` goes, and ``ticket_update`` (desk, ticket id, window in s) is
+        noted as ``note_ticket_update`` does. Queued on ``pipe``: a transaction of the
+        conversation store (``set_ticket(also=...)``) on the same connection, one round
+        trip for both."""
+        pipe.delete(keys.desk_write(account, delivery_id))
+        if ticket_update is not None:
+            self._note_ticket_update(pipe, account, *ticket_update)
 
     async def lane_ids(
         self, account: str, direction: Direction, conversation_id: str, limit: int
