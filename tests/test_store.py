@@ -259,14 +259,22 @@ async def test_claim_reads_the_event_only_with_the_lane_lock(make_runtime, redis
     assert d3 is not None and head3 == first and not locked3 and record3 is None
 
 
-async def test_ensure_seen_says_whether_replies_wait_in_the_lane(make_runtime, redis) -> None:
+async def test_ensure_seen_reads_replies_in_the_lane_and_the_desk_user(make_runtime, redis) -> None:
     rt = make_runtime()
-    conv, replies = await rt.conversations.ensure_seen(
-        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=1.5
+    conv, replies, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=1.5, desk="zendesk"
     )
-    assert conv.last_inbound_at == 1.5 and conv.contact_id == "contact-1" and not replies
+    assert conv.last_inbound_at == 1.5 and conv.contact_id == "contact-1"
+    assert not replies and user is None
     await redis.rpush(keys.lane("acme", "outbound", "c1"), "d1")
-    conv, replies = await rt.conversations.ensure_seen(
-        "acme", "c1", Channel.TELEGRAM, "42", "contact-2", inbound_at=2.5
+    await rt.conversations.set_desk_user("acme", "zendesk", "contact-1", "u1|fp")
+    conv, replies, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=2.5, desk="zendesk"
     )
     assert replies and conv.contact_id == "contact-1" and conv.last_inbound_at == 2.5
+    assert user == await rt.conversations.desk_user("acme", "zendesk", "contact-1") == "u1|fp"
+    # the first contact stays the conversation's; no desk asked, no desk user read
+    conv, _, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-2", inbound_at=3.5
+    )
+    assert conv.contact_id == "contact-1" and user is None

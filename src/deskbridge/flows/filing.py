@@ -18,7 +18,12 @@ from deskbridge.errors import PermanentError
 from deskbridge.flows import csat, enrichment, proactive, responders
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
-from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
+from deskbridge.flows.contacts import (
+    authenticated,
+    desk_user_from,
+    sender_contact,
+    with_display_name,
+)
 from deskbridge.flows.files import inbound_files
 from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
@@ -107,8 +112,8 @@ async def file_message(
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
     contact = await sender_contact(rt, d, msg)
-    conv = await _conversation(rt, d, msg, contact)
-    user_id = await desk_user(rt, desk, contact)
+    conv, cached_user = await _conversation(rt, d, msg, contact, desk.desk.value)
+    user_id = await desk_user_from(rt, desk, contact, cached_user)
     files, msg = await inbound_files(rt, d, msg, raw_id)
     conv = await _contact_ticket(rt, d, desk, contact, conv)
     if conv.ticket_id is None:
@@ -149,7 +154,7 @@ async def _front(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> 
     the account's bot may answer (None), or hand over (the message, with its session)."""
     msg = await authenticated(rt, d, msg, raw_id)
     contact = await sender_contact(rt, d, msg)
-    conv = await _conversation(rt, d, msg, contact)
+    conv, _ = await _conversation(rt, d, msg, contact)
     if await csat.capture(rt, d, msg, conv):
         return None
     return await responders.front_desk(rt, d, msg, conv)
@@ -193,17 +198,19 @@ async def _count_resend(rt: Runtime, d: Delivery, desk: str, call: str) -> None:
 
 
 async def _conversation(
-    rt: Runtime, d: Delivery, msg: Message, contact: Contact
-) -> ConversationRecord:
+    rt: Runtime, d: Delivery, msg: Message, contact: Contact, desk: str | None = None
+) -> tuple[ConversationRecord, str | None]:
     """The conversation record, created on first sight; the customer's latest reply
-    token and context are kept, and replies held for a closed window may go again."""
-    conv, replies = await rt.conversations.ensure_seen(
+    token and context are kept, and replies held for a closed window may go again.
+    With ``desk``, the contact's stored desk user there, read in the same round trip."""
+    conv, replies, user = await rt.conversations.ensure_seen(
         d.account,
         d.conversation_id,
         msg.channel,
         msg.thread,
         contact.id,
         inbound_at=msg.occurred_at.timestamp(),
+        desk=desk,
     )
     # the customer wrote, so a closed reply window is open again: held replies may go.
     # With no reply in the lane there is none to release (a reply queued from now on
@@ -216,7 +223,7 @@ async def _conversation(
         await rt.conversations.set_reply_token(
             d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
         )
-    return conv
+    return conv, user
 
 
 async def _contact_ticket(

@@ -129,7 +129,7 @@ class ConversationStore:
     ) -> ConversationRecord:
         """Create the conversation on first sight; later calls only move ``last_inbound_at``.
         One transaction: a worker killed halfway must not leave a record without its thread."""
-        rec, _ = await self.ensure_seen(
+        rec, _, _ = await self.ensure_seen(
             account, conversation_id, channel, thread, contact_id, inbound_at=inbound_at
         )
         return rec
@@ -143,10 +143,12 @@ class ConversationStore:
         contact_id: str,
         *,
         inbound_at: float | None = None,
-    ) -> tuple[ConversationRecord, bool]:
+        desk: str | None = None,
+    ) -> tuple[ConversationRecord, bool, str | None]:
         """``ensure``, and in the same transaction whether the conversation's outbound
         lane holds a reply (pending or held): with none, no held reply can wait for the
-        customer's message, so the caller need not try to release one."""
+        customer's message, so the caller need not try to release one; and, with ``desk``,
+        the contact's ``desk_user`` there."""
         key = keys.conversation(account, conversation_id)
         sealed = self._vault.seal(thread.encode(), key + "#thread")
         pipe = self._redis.pipeline(transaction=True)
@@ -159,10 +161,14 @@ class ConversationStore:
             pipe.hset(key, "last_inbound_at", str(inbound_at))
         pipe.hgetall(key)  # the record as written, in the same round trip
         pipe.llen(keys.lane(account, "outbound", conversation_id))
-        *_, h, replies = await pipe.execute()
+        if desk is not None:
+            pipe.get(keys.desk_user(account, desk, contact_id))
+        out = await pipe.execute()
+        user = out.pop() if desk is not None else None
+        *_, h, replies = out
         rec = self._record(account, conversation_id, h)
         assert rec is not None
-        return rec, bool(replies)
+        return rec, bool(replies), user.decode() if user is not None else None
 
     async def set_reply_token(
         self, account: str, conversation_id: str, token: str, at: float
