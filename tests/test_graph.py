@@ -62,6 +62,66 @@ async def test_two_channels_with_one_mobile_are_one_contact(graph) -> None:
     assert len([m for m in members if m.kind == "channel_user"]) == 2
 
 
+async def test_members_with_reads_a_record_and_follows_merges(graph, redis) -> None:
+    """``members_with``: the members, the live id after a merge and the record under the
+    given prefix, in one round trip."""
+    a = await graph.observe("acme", wa("5491123456789"), source="whatsapp")
+    b = await graph.observe(
+        "acme", [ident("channel_user", "tg-1", channel="telegram")], source="telegram"
+    )
+    await redis.set("db:{acme}:rec:" + a.contact_id, b"record-a")
+    live, blob, members = await graph.members_with("acme", a.contact_id, "db:{acme}:rec:")
+    assert live == a.contact_id and blob == b"record-a"
+    assert members == await graph.members("acme", a.contact_id)
+    assert (await graph.members_with("acme", a.contact_id, ""))[1] is None
+    # merged: b's id resolves to the survivor; the record is read under the id asked for
+    merged = await graph.link(
+        "acme",
+        members[0],
+        ident("channel_user", "tg-1", channel="telegram"),
+        actor="test",
+        reason="same person",
+    )
+    loser = b.contact_id if merged.contact_id == a.contact_id else a.contact_id
+    survivor = a.contact_id if loser == b.contact_id else b.contact_id
+    live, blob, after = await graph.members_with("acme", loser, "db:{acme}:rec:")
+    assert live == survivor
+    assert blob == (b"record-a" if loser == a.contact_id else None)
+    assert {m.value for m in after} >= {"tg-1", "+5491123456789"}
+
+
+async def test_observe_read_is_observe_then_members_with(graph, redis) -> None:
+    """The worker's one round trip: what ``observe`` records and returns, then the
+    contact's record and identifiers as ``members_with`` reads them."""
+    first, blob, members = await graph.observe_read(
+        "acme", wa("5491123456789"), "db:{acme}:rec:", source="whatsapp"
+    )
+    assert first.created and blob is None
+    assert members == await graph.members("acme", first.contact_id)
+    await redis.set("db:{acme}:rec:" + first.contact_id, b"record")
+    sip = [
+        ident("channel_user", "sip:+541123456789@carrier.example", channel="sip"),
+        ident("phone", "+541123456789"),
+    ]
+    again, blob, members = await graph.observe_read("acme", sip, "db:{acme}:rec:", source="sip")
+    assert not again.created and again.contact_id == first.contact_id and blob == b"record"
+    assert len([m for m in members if m.kind == "channel_user"]) == 2
+    assert members == await graph.members("acme", first.contact_id)
+    # suggestions come back as ``observe`` returns them, ahead of the members
+    known = await graph.observe("acme", [ident("email", "ana@example.com")], source="email-dmarc")
+    claim, _, members = await graph.observe_read(
+        "acme",
+        [
+            ident("channel_user", "700000001", channel="telegram"),
+            ident("email", "ana@example.com", strength="weak"),
+        ],
+        "",
+        source="telegram",
+    )
+    assert claim.suggestions == (tuple(sorted((claim.contact_id, known.contact_id))),)
+    assert members == await graph.members("acme", claim.contact_id)
+
+
 async def test_weak_and_shared_identifiers_only_suggest(graph) -> None:
     known = await graph.observe("acme", [ident("email", "ana@example.com")], source="email-dmarc")
     claim = await graph.observe(

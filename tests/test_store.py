@@ -276,3 +276,48 @@ async def test_a_shared_socket_folder_is_refused(tmp_path) -> None:
             await private.start()
     finally:
         private.socket.parent.rmdir()
+
+
+async def test_claim_reads_the_event_only_with_the_lane_lock(make_runtime, redis) -> None:
+    """The worker's claim is one round trip: the record, the lane's head, the lock and,
+    once locked, the event record the attempt files (as ``event`` reads it)."""
+    rt = make_runtime()
+    await accept(rt, [message(1), message(2)])
+    first, second = (d.decode() for d in await redis.zrange(keys.pending("acme"), 0, -1))
+    d, head, locked, record = await rt.deliveries.claim(
+        "acme", first, Direction.INBOUND, "token-1", 60_000
+    )
+    assert d is not None and head == first and locked
+    assert record == await rt.deliveries.event("acme", d.event_id)
+    assert record is not None and record["event"]["text"] == "message 1"
+    # the lane is locked now: a second claim of the head gets no lock and no event
+    d2, _, locked2, record2 = await rt.deliveries.claim(
+        "acme", first, Direction.INBOUND, "token-2", 60_000
+    )
+    assert d2 is not None and not locked2 and record2 is None
+    # not the head: no lock, no event
+    d3, head3, locked3, record3 = await rt.deliveries.claim(
+        "acme", second, Direction.INBOUND, "token-3", 60_000
+    )
+    assert d3 is not None and head3 == first and not locked3 and record3 is None
+
+
+async def test_ensure_seen_reads_replies_in_the_lane_and_the_desk_user(make_runtime, redis) -> None:
+    rt = make_runtime()
+    conv, replies, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=1.5, desk="zendesk"
+    )
+    assert conv.last_inbound_at == 1.5 and conv.contact_id == "contact-1"
+    assert not replies and user is None
+    await redis.rpush(keys.lane("acme", "outbound", "c1"), "d1")
+    await rt.conversations.set_desk_user("acme", "zendesk", "contact-1", "u1|fp")
+    conv, replies, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-1", inbound_at=2.5, desk="zendesk"
+    )
+    assert replies and conv.contact_id == "contact-1" and conv.last_inbound_at == 2.5
+    assert user == await rt.conversations.desk_user("acme", "zendesk", "contact-1") == "u1|fp"
+    # the first contact stays the conversation's; no desk asked, no desk user read
+    conv, _, user = await rt.conversations.ensure_seen(
+        "acme", "c1", Channel.TELEGRAM, "42", "contact-2", inbound_at=3.5
+    )
+    assert conv.contact_id == "contact-1" and user is None

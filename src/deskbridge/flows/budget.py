@@ -54,11 +54,19 @@ async def within_update_budget(
     allows, every waiting message that fits in one comment. With no budget at all,
     raises ``RetryableError`` with the window's wait (a wait the desk would otherwise
     enforce with 429s; it spends no retries)."""
-    most, _ = limit
+    most, window = limit
     desk, ticket_id = ticket
-    left = most - await wait_for_budget(rt, d, limit, desk, ticket_id)
-    cap = rt.settings.coalesce_max_messages if left > 1 else _LAST_UPDATE_SCAN
-    lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
+    cap = rt.settings.coalesce_max_messages
+    # the budget and the lane's first messages in one round trip
+    used, wait, lane = await rt.deliveries.ticket_updates_and_lane(
+        d.account, desk, ticket_id, window, d.conversation_id, cap
+    )
+    if used >= most:
+        raise _no_budget(desk, limit, wait)
+    left = most - used
+    if left <= 1:  # the last update the window allows: every message that fits
+        cap = _LAST_UPDATE_SCAN
+        lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
     if not waiting or left > len(waiting):
         return msg, [], []
@@ -122,13 +130,17 @@ async def wait_for_budget(
 ) -> int:
     """The updates the ticket had within its window; with none left, raises
     ``RetryableError`` with the window's wait (it spends no retries)."""
-    most, window = limit
-    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, window)
-    if used >= most:
-        raise RetryableError(
-            f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
-        )
+    used, wait = await rt.deliveries.ticket_updates(d.account, desk, ticket_id, limit[1])
+    if used >= limit[0]:
+        raise _no_budget(desk, limit, wait)
     return used
+
+
+def _no_budget(desk: str, limit: tuple[int, float], wait: float) -> RetryableError:
+    most, window = limit
+    return RetryableError(
+        f"{desk} allows {most} updates per ticket per {window:g}s", retry_after=wait + 0.5
+    )
 
 
 async def _mergeable(

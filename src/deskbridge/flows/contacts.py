@@ -13,7 +13,7 @@ from deskbridge.outbound import DeskConnector
 from deskbridge.schemas import Contact, Delivery, Message, brand
 from deskbridge.store.graph import Observed
 
-__all__ = ["authenticated", "desk_user", "sender_contact", "with_display_name"]
+__all__ = ["authenticated", "desk_user", "desk_user_from", "sender_contact", "with_display_name"]
 
 
 _PROFILE_TTL = 86400
@@ -103,8 +103,15 @@ def _fingerprint(contact: Contact) -> str:
 
 async def desk_user(rt: Runtime, desk: DeskConnector, contact: Contact) -> str:
     """The desk user of ``contact``; the desk is asked again only when identities change."""
-    fp = _fingerprint(contact)
     cached = await rt.conversations.desk_user(contact.account, desk.desk.value, contact.id)
+    return await desk_user_from(rt, desk, contact, cached)
+
+
+async def desk_user_from(
+    rt: Runtime, desk: DeskConnector, contact: Contact, cached: str | None
+) -> str:
+    """``desk_user`` with the stored mapping already read (``cached``)."""
+    fp = _fingerprint(contact)
     if cached is not None:
         user_id, _, cached_fp = cached.partition("|")
         if cached_fp == fp:

@@ -7,7 +7,7 @@ hours feed the account's rules, whose decision becomes the ticket's desk fields.
 are kept on the contact. A failed VIP lookup never holds up a message (not VIP).
 
 It also measures the service: messages per channel, first-response and reply times,
-customers waiting (see ``record_inbound`` / ``record_reply`` / ``refresh_waiting``).
+customers waiting (see ``count_inbound`` / ``record_reply`` / ``refresh_waiting``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from deskbridge.routing.translate import DeepL, LibreTranslate, Translator
 from deskbridge.schemas import AgentReply, Contact, DeskFields, Message
 
 __all__ = [
+    "count_inbound",
     "decide",
     "enrich",
     "off_hours_text",
-    "record_inbound",
     "record_reply",
     "refresh_waiting",
     "translate_reply",
@@ -197,10 +197,10 @@ async def translate_reply(
 # -- service measurements -------------------------------------------------------------------
 
 
-async def record_inbound(rt: Runtime, account: str, conv_id: str, msg: Message) -> None:
-    """A customer message was filed: the conversation waits for an answer since its
-    oldest unanswered message."""
-    await rt.service.mark_waiting(account, conv_id, msg.channel.value, msg.occurred_at.timestamp())
+def count_inbound(rt: Runtime, account: str, msg: Message) -> None:
+    """A customer message was filed: counted. (The conversation waits for an answer since
+    its oldest unanswered message: filing marks that with the ticket, in one round trip,
+    ``ConversationStore.set_ticket(waiting=...)``.)"""
     rt.metrics.messages.labels(account, msg.channel.value, "inbound").inc()
 
 

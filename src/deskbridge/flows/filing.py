@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -17,7 +18,12 @@ from deskbridge.errors import PermanentError
 from deskbridge.flows import csat, enrichment, proactive, responders
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
-from deskbridge.flows.contacts import authenticated, desk_user, sender_contact, with_display_name
+from deskbridge.flows.contacts import (
+    authenticated,
+    desk_user_from,
+    sender_contact,
+    with_display_name,
+)
 from deskbridge.flows.files import inbound_files
 from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
@@ -51,10 +57,14 @@ _DESK_WRITE_TTL_S = 7 * 86400
 """How long a desk write in flight is remembered: beyond any retry of its delivery."""
 
 
-async def file_event(rt: Runtime, d: Delivery) -> DeliveryState:
+async def file_event(
+    rt: Runtime, d: Delivery, record: dict[str, Any] | None = None
+) -> DeliveryState:
     """Deliver one stored inbound event to the account's desk. Raises ``DeliveryError``
-    (retry or dead letter: the caller's policy decides)."""
-    record = await rt.deliveries.event(d.account, d.event_id)
+    (retry or dead letter: the caller's policy decides). ``record``: the event record
+    as the worker's claim read it (read here when None)."""
+    if record is None:
+        record = await rt.deliveries.event(d.account, d.event_id)
     if record["event"].get("kind") == "note":
         n = DeskNote.model_validate(record["event"])
         if proactive.is_proactive_note(n):
@@ -102,8 +112,8 @@ async def file_message(
     if desk is None:
         raise PermanentError(f"account {d.account} has no desk configured")
     contact = await sender_contact(rt, d, msg)
-    conv = await _conversation(rt, d, msg, contact)
-    user_id = await desk_user(rt, desk, contact)
+    conv, cached_user = await _conversation(rt, d, msg, contact, desk.desk.value)
+    user_id = await desk_user_from(rt, desk, contact, cached_user)
     files, msg = await inbound_files(rt, d, msg, raw_id)
     conv = await _contact_ticket(rt, d, desk, contact, conv)
     if conv.ticket_id is None:
@@ -127,14 +137,14 @@ async def file_message(
         retried=conv.create_attempted or d.attempts > 0,
         in_doubt=await _in_doubt(rt, d),
     )
-    # the desk answered; the ticket update counts against the desk's budget (one write)
+    # the desk answered; the ticket update counts against the desk's budget (one write),
+    # in the same transaction as the ticket's record
     update = (desk.desk.value, filed.ticket_id, limit[1]) if limit is not None else None
-    await rt.deliveries.end_desk_write(d.account, d.id, ticket_update=update)
+    await _record_filed(rt, d, desk, conv, contact, filed, msg, update)
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     await finish_merged(rt, d, merged, desk.desk.value)
-    await _record_filed(rt, d, desk, conv, contact, filed)
-    await enrichment.record_inbound(rt, d.account, conv.id, msg)
+    enrichment.count_inbound(rt, d.account, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED
 
@@ -144,7 +154,7 @@ async def _front(rt: Runtime, d: Delivery, msg: Message, raw_id: str | None) -> 
     the account's bot may answer (None), or hand over (the message, with its session)."""
     msg = await authenticated(rt, d, msg, raw_id)
     contact = await sender_contact(rt, d, msg)
-    conv = await _conversation(rt, d, msg, contact)
+    conv, _ = await _conversation(rt, d, msg, contact)
     if await csat.capture(rt, d, msg, conv):
         return None
     return await responders.front_desk(rt, d, msg, conv)
@@ -188,27 +198,32 @@ async def _count_resend(rt: Runtime, d: Delivery, desk: str, call: str) -> None:
 
 
 async def _conversation(
-    rt: Runtime, d: Delivery, msg: Message, contact: Contact
-) -> ConversationRecord:
+    rt: Runtime, d: Delivery, msg: Message, contact: Contact, desk: str | None = None
+) -> tuple[ConversationRecord, str | None]:
     """The conversation record, created on first sight; the customer's latest reply
-    token and context are kept, and replies held for a closed window may go again."""
-    conv = await rt.conversations.ensure(
+    token and context are kept, and replies held for a closed window may go again.
+    With ``desk``, the contact's stored desk user there, read in the same round trip."""
+    conv, replies, user = await rt.conversations.ensure_seen(
         d.account,
         d.conversation_id,
         msg.channel,
         msg.thread,
         contact.id,
         inbound_at=msg.occurred_at.timestamp(),
+        desk=desk,
     )
-    # the customer wrote, so a closed reply window is open again: held replies may go
-    await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
+    # the customer wrote, so a closed reply window is open again: held replies may go.
+    # With no reply in the lane there is none to release (a reply queued from now on
+    # sees the window this message opened).
+    if replies:
+        await rt.deliveries.release_held(d.account, Direction.OUTBOUND, conv.id)
     if msg.context:
         await rt.conversations.set_context(d.account, conv.id, msg.context)
     if msg.reply_token:
         await rt.conversations.set_reply_token(
             d.account, conv.id, msg.reply_token, msg.occurred_at.timestamp()
         )
-    return conv
+    return conv, user
 
 
 async def _contact_ticket(
@@ -255,14 +270,25 @@ async def _record_filed(
     conv: ConversationRecord,
     contact: Contact,
     filed: Filed,
+    msg: Message,
+    update: tuple[str, str, float] | None,
 ) -> None:
-    """The ticket now answers to this conversation (in contact scope, the agent's reply
-    goes out on the channel the customer wrote on last), and the comment is marked as
-    ours so the desk's webhook does not bring it back."""
+    """The desk write is over (``queue_end_desk_write``, with the ticket ``update`` for
+    the budget), the ticket now answers to this conversation (in contact scope, the agent's
+    reply goes out on the channel the customer wrote on last), the comment is marked as
+    ours so the desk's webhook does not bring it back, and the customer waits for an
+    answer since their oldest unanswered message: one transaction."""
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
     await rt.conversations.set_ticket(
-        d.account, name, conv.id, filed.ticket_id, count, ours=filed.message_id
+        d.account,
+        name,
+        conv.id,
+        filed.ticket_id,
+        count,
+        ours=filed.message_id,
+        waiting=(msg.channel.value, msg.occurred_at.timestamp()),
+        also=lambda pipe: rt.deliveries.queue_end_desk_write(pipe, d.account, d.id, update),
     )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from deskbridge.adapters.capabilities import OffersChoices
 from deskbridge.adapters.text import numbered
@@ -46,10 +47,14 @@ def consent_attribute(channel: Channel) -> str:
     return f"{channel.value}_consent"
 
 
-async def send_reply(rt: Runtime, d: Delivery) -> DeliveryState:
+async def send_reply(
+    rt: Runtime, d: Delivery, record: dict[str, Any] | None = None
+) -> DeliveryState:
     """Send one stored agent reply. Raises ``DeliveryError`` (the caller's policy
-    decides) or ``WindowClosed`` (the caller holds it, see ``hold``)."""
-    record = await rt.deliveries.event(d.account, d.event_id)
+    decides) or ``WindowClosed`` (the caller holds it, see ``hold``). ``record``: the
+    event record as the worker's claim read it (read here when None)."""
+    if record is None:
+        record = await rt.deliveries.event(d.account, d.event_id)
     reply = AgentReply.model_validate(record["event"])
     # a bot's answer may spend the reply token; other automated messages never do
     conv, to = await _address(

@@ -33,7 +33,9 @@ __all__ = ["deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[Runtime, Delivery], Awaitable[DeliveryState]]
+Work = Callable[[Runtime, Delivery, dict[str, Any] | None], Awaitable[DeliveryState]]
+"""An attempt: the runtime, the claimed delivery and its event record as ``CLAIM`` read it
+(None when it was gone: the work reads it again and fails as it would)."""
 
 
 def job_deadline(work_timeout: float, grace: float = 15.0) -> float:
@@ -55,13 +57,16 @@ async def deliver_to_channel(ctx: dict[str, Any], account: str, delivery_id: str
 async def _run(
     rt: Runtime, account: str, delivery_id: str, direction: Direction, work: Work
 ) -> None:
-    """One job: claim the delivery (one round trip: the record, its lane's head and the
-    lane lock), attempt it, and record the outcome (one round trip when it succeeded:
-    the attempt, the new state, the next head's job and the lock's release)."""
+    """One job: claim the delivery (one round trip: the record, its lane's head, the lane
+    lock and the event record), attempt it, and record the outcome (one round trip when
+    it succeeded: the attempt, the new state, the next head's job and the lock's
+    release)."""
     token = new_id()
     s = rt.settings
     lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
-    d, head, locked = await rt.deliveries.claim(account, delivery_id, direction, token, lock_ms)
+    d, head, locked, record = await rt.deliveries.claim(
+        account, delivery_id, direction, token, lock_ms
+    )
     if d is None:
         log.warning("delivery %s not found (expired or erased)", delivery_id)
         return
@@ -78,7 +83,7 @@ async def _run(
     completed = False
     try:
         try:
-            state = await _attempt(rt, d, work)
+            state = await _attempt(rt, d, work, record)
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later
             await _failed(rt, d, RetryableError(str(exc)))
@@ -106,13 +111,15 @@ async def _run(
             await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
 
 
-async def _attempt(rt: Runtime, d: Delivery, work: Work) -> DeliveryState | None:
+async def _attempt(
+    rt: Runtime, d: Delivery, work: Work, record: dict[str, Any] | None
+) -> DeliveryState | None:
     """One attempt under the work's own deadline; None when the reply was held."""
     try:
         # inside arq's longer timeout: a slow peer becomes a retry with backoff, where arq
         # would fail the job and drop it (the sweeper would only find it later)
         async with asyncio.timeout(rt.settings.job_timeout_seconds):
-            return await work(rt, d)
+            return await work(rt, d, record)
     except WindowClosed as closed:
         await hold(rt, d, closed)
         return None

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -19,6 +21,7 @@ from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.graph import IdentityGraph, Observed
 from deskbridge.store.ids import new_id
+from deskbridge.store.service import queue_waiting
 
 __all__ = ["ConversationRecord", "ConversationStore"]
 
@@ -126,6 +129,26 @@ class ConversationStore:
     ) -> ConversationRecord:
         """Create the conversation on first sight; later calls only move ``last_inbound_at``.
         One transaction: a worker killed halfway must not leave a record without its thread."""
+        rec, _, _ = await self.ensure_seen(
+            account, conversation_id, channel, thread, contact_id, inbound_at=inbound_at
+        )
+        return rec
+
+    async def ensure_seen(
+        self,
+        account: str,
+        conversation_id: str,
+        channel: Channel,
+        thread: str,
+        contact_id: str,
+        *,
+        inbound_at: float | None = None,
+        desk: str | None = None,
+    ) -> tuple[ConversationRecord, bool, str | None]:
+        """``ensure``, and in the same transaction whether the conversation's outbound
+        lane holds a reply (pending or held): with none, no held reply can wait for the
+        customer's message, so the caller need not try to release one; and, with ``desk``,
+        the contact's ``desk_user`` there."""
         key = keys.conversation(account, conversation_id)
         sealed = self._vault.seal(thread.encode(), key + "#thread")
         pipe = self._redis.pipeline(transaction=True)
@@ -137,9 +160,15 @@ class ConversationStore:
         if inbound_at is not None:
             pipe.hset(key, "last_inbound_at", str(inbound_at))
         pipe.hgetall(key)  # the record as written, in the same round trip
-        rec = self._record(account, conversation_id, (await pipe.execute())[-1])
+        pipe.llen(keys.lane(account, "outbound", conversation_id))
+        if desk is not None:
+            pipe.get(keys.desk_user(account, desk, contact_id))
+        out = await pipe.execute()
+        user = out.pop() if desk is not None else None
+        *_, h, replies = out
+        rec = self._record(account, conversation_id, h)
         assert rec is not None
-        return rec
+        return rec, bool(replies), user.decode() if user is not None else None
 
     async def set_reply_token(
         self, account: str, conversation_id: str, token: str, at: float
@@ -234,9 +263,13 @@ class ConversationStore:
         comment_count: int,
         *,
         ours: str | None = None,
+        waiting: tuple[str, float] | None = None,
+        also: Callable[[Any], None] | None = None,
     ) -> None:
         """The conversation's ticket; ``ours``: a desk message id to mark as ours
-        (``is_ours``) in the same round trip."""
+        (``is_ours``) in the same round trip; ``waiting`` (channel, since): the service
+        store's ``mark_waiting`` in it too; ``also``: queues another store's writes on
+        the same transaction."""
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(
             keys.conversation(account, conversation_id),
@@ -245,6 +278,10 @@ class ConversationStore:
         pipe.set(self._ticket_key(account, desk, ticket_id), conversation_id)
         if ours is not None:
             pipe.set(self._ours_key(account, desk, ours), 1, ex=_OURS_TTL)
+        if waiting is not None:
+            queue_waiting(pipe, account, conversation_id, *waiting)
+        if also is not None:
+            also(pipe)
         await pipe.execute()
 
     def _ticket_key(self, account: str, desk: str, ticket_id: str) -> str:
@@ -348,11 +385,16 @@ class ConversationStore:
         evidence says so). Without identities, a contact of its own."""
         if self.graph is None or not identities:
             return await self.resolve_contact(account, identities, display_name), None
-        observed = await self.graph.observe(
-            scope or self.scope(account), identities, source=source, shared=shared
+        scope = scope or self.scope(account)
+        # the observation, the contact's record and its identifiers in one round trip
+        # (the record only where its key carries the graph's hash tag)
+        records = keys.contact(account, "") if scope == account else ""
+        observed, blob, members = await self.graph.observe_read(
+            scope, identities, records, source=source, shared=shared
         )
         key = keys.contact(account, observed.contact_id)
-        blob = await self._redis.get(key)
+        if not records:
+            blob = await self._redis.get(key)
         record = Contact.model_validate_json(self._vault.open(blob, key)) if blob else None
         if record is None:
             record = Contact(
@@ -379,7 +421,6 @@ class ConversationStore:
         if blob is None or name != record.display_name or attributes != record.attributes:
             record = record.model_copy(update={"display_name": name, "attributes": attributes})
             await self._save_contact(record)
-        members = await self.graph.members(scope or self.scope(account), observed.contact_id)
         return record.model_copy(update={"identities": tuple(members)}), observed
 
     async def _save_contact(self, contact: Contact) -> None:

@@ -114,11 +114,12 @@ class DeliveryStore:
 
     async def claim(
         self, account: str, delivery_id: str, direction: Direction, token: str, ttl_ms: int
-    ) -> tuple[Delivery | None, str | None, bool]:
+    ) -> tuple[Delivery | None, str | None, bool, dict[str, Any] | None]:
         """A worker's start, in one round trip: the delivery; when it is pending in
         ``direction``, its lane's head, and whether the lane lock was taken with ``token``
-        (only for the head). Returns (delivery or None, head, locked)."""
-        h, head, locked = await self._claim(
+        (only for the head); once locked, its event record (as ``event`` reads it, None
+        when it is gone). Returns (delivery or None, head, locked, event record)."""
+        h, head, locked, *rest = await self._claim(
             keys=[keys.delivery(account, delivery_id)],
             args=[
                 keys.lane(account, direction.value, ""),
@@ -126,11 +127,15 @@ class DeliveryStore:
                 token,
                 ttl_ms,
                 delivery_id,
+                keys.event(account, ""),
             ],
         )
         # a record of the other direction heads no lane of ``direction``: never locked
         d = _delivery(dict(zip(h[::2], h[1::2], strict=True)))
-        return d, head.decode() if isinstance(head, bytes) else None, bool(locked)
+        record: dict[str, Any] | None = None
+        if d is not None and rest and isinstance(rest[0], bytes):
+            record = self._event_record(keys.event(account, d.event_id), rest[0])
+        return d, head.decode() if isinstance(head, bytes) else None, bool(locked), record
 
     async def complete(
         self,
@@ -188,6 +193,9 @@ class DeliveryStore:
         blob = await self._redis.get(key)
         if blob is None:
             raise KeyError(event_id)
+        return self._event_record(key, blob)
+
+    def _event_record(self, key: str, blob: bytes) -> dict[str, Any]:
         record: dict[str, Any] = json.loads(unpack(self._vault.open(blob, key)))
         return record
 
@@ -241,23 +249,21 @@ class DeliveryStore:
         marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
         return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
 
-    async def end_desk_write(
+    def queue_end_desk_write(
         self,
+        pipe: Any,
         account: str,
         delivery_id: str,
-        *,
-        ticket_update: tuple[str, str, float] | None = None,
+        ticket_update: tuple[str, str, float] | None,
     ) -> None:
-        """The desk answered the write (success or a recorded failure). ``ticket_update``
-        (desk, ticket id, window in s): ``note_ticket_update`` in the same round trip."""
-        key = keys.desk_write(account, delivery_id)
-        if ticket_update is None:
-            await self._redis.delete(key)
-            return
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(key)
-        self._note_ticket_update(pipe, account, *ticket_update)
-        await pipe.execute()
+        """The desk answered the write (success or a recorded failure): the mark of
+        ``begin_desk_write`` goes, and ``ticket_update`` (desk, ticket id, window in s) is
+        noted as ``note_ticket_update`` does. Queued on ``pipe``: a transaction of the
+        conversation store (``set_ticket(also=...)``) on the same connection, one round
+        trip for both."""
+        pipe.delete(keys.desk_write(account, delivery_id))
+        if ticket_update is not None:
+            self._note_ticket_update(pipe, account, *ticket_update)
 
     async def lane_ids(
         self, account: str, direction: Direction, conversation_id: str, limit: int
@@ -273,17 +279,35 @@ class DeliveryStore:
     ) -> tuple[int, float]:
         """How many updates we made to the ticket in the last ``window_s`` seconds, and
         how long until the oldest of them leaves the window."""
+        count, wait, _ = await self.ticket_updates_and_lane(
+            account, desk, ticket_id, window_s, None, 0
+        )
+        return count, wait
+
+    async def ticket_updates_and_lane(
+        self,
+        account: str,
+        desk: str,
+        ticket_id: str,
+        window_s: float,
+        conversation_id: str | None,
+        limit: int,
+    ) -> tuple[int, float, list[str]]:
+        """``ticket_updates`` and, in the same round trip, ``lane_ids`` of the inbound
+        lane of ``conversation_id`` (none when it is None)."""
         key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zremrangebyscore(key, 0, now - int(window_s * 1000))
         pipe.zcard(key)
         pipe.zrange(key, 0, 0, withscores=True)
-        _, count, oldest = await pipe.execute()
+        if conversation_id is not None:
+            pipe.lrange(keys.lane(account, Direction.INBOUND.value, conversation_id), 0, limit - 1)
+        _, count, oldest, *lane = await pipe.execute()
         wait = 0.0
         if oldest:
             wait = max(0.0, (oldest[0][1] + window_s * 1000 - now) / 1000)
-        return int(count), wait
+        return int(count), wait, [i.decode() for i in lane[0]] if lane else []
 
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float

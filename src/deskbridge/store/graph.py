@@ -343,6 +343,55 @@ class Edge:
     evidence: list[dict[str, Any]] = field(default_factory=list)
 
 
+# Every node of a contact with its sealed spellings, in one round trip: the live id
+# (after merges), the contact record when asked for, then per node (sorted by digest) its
+# digest, the number of blobs and the blobs (the spellings, or the node's own ``v`` for a
+# node written before spellings). ARGV: graph prefix, contact id, the contact records' key
+# prefix or '' (only when those keys carry the graph's hash tag). Returns {live id,
+# record or '', digest, n, blob..., digest, n, ...}.
+_MEMBERS_FN = r"""
+local function members_of(p, c, records, asked)
+  for _ = 1, 64 do
+    local nxt = redis.call('HGET', p .. ':alias', c)
+    if not nxt then break end
+    c = nxt
+  end
+  local nodes = redis.call('SMEMBERS', p .. ':members:' .. c)
+  table.sort(nodes)
+  local out = {c, ''}
+  if records ~= '' then out[2] = redis.call('GET', records .. asked) or '' end
+  for _, d in ipairs(nodes) do
+    local vals = redis.call('HVALS', p .. ':vals:' .. d)
+    if #vals == 0 then
+      local v = redis.call('HGET', p .. ':node:' .. d, 'v')
+      if v then vals = {v} end
+    end
+    out[#out + 1] = d
+    out[#out + 1] = #vals
+    for _, v in ipairs(vals) do out[#out + 1] = v end
+  end
+  return out
+end
+"""
+MEMBERS = _MEMBERS_FN + "return members_of(ARGV[1], ARGV[2], ARGV[3], ARGV[2])\n"
+
+# ``OBSERVE``, then, after a second '|', ``MEMBERS`` of the contact it returns (one round
+# trip for a sender's contact and its identifiers). ARGV: OBSERVE's, then the records' key
+# prefix or ''.
+_OBSERVE_END = "return out\n"
+assert OBSERVE.endswith(_OBSERVE_END)
+OBSERVE_READ = (
+    _MEMBERS_FN
+    + OBSERVE[: -len(_OBSERVE_END)]
+    + """table.insert(out, '|')
+for _, x in ipairs(members_of(p, survivor, ARGV[7 + n * 7], survivor)) do
+  table.insert(out, x)
+end
+return out
+"""
+)
+
+
 @guarded
 class IdentityGraph:
     """The graph of one deployment; every method takes the merge scope."""
@@ -363,6 +412,8 @@ class IdentityGraph:
         self._observe = redis.register_script(OBSERVE)
         self._unlink = redis.register_script(UNLINK)
         self._link = redis.register_script(LINK)
+        self._members = redis.register_script(MEMBERS)
+        self._observe_read = redis.register_script(OBSERVE_READ)
 
     @staticmethod
     def prefix(scope: str) -> str:
@@ -410,6 +461,39 @@ class IdentityGraph:
         shared: frozenset[str] = frozenset(),
     ) -> Observed:
         """Record what one message said about its sender; returns their contact."""
+        args = self._observe_args(scope, identities, source=source, actor=actor, shared=shared)
+        out = [
+            x.decode() if isinstance(x, bytes) else str(x) for x in await self._observe(args=args)
+        ]
+        return _observed(out)
+
+    async def observe_read(
+        self,
+        scope: str,
+        identities: Sequence[Identity],
+        records: str,
+        *,
+        source: str,
+        shared: frozenset[str] = frozenset(),
+    ) -> tuple[Observed, bytes | None, list[Identity]]:
+        """``observe``, then ``members_with(scope, contact, records)`` of the contact it
+        returns, in one round trip. Returns (observed, record blob, identities)."""
+        args = self._observe_args(scope, identities, source=source, actor="channel", shared=shared)
+        reply = await self._observe_read(args=[*args, records])
+        seps = [n for n, x in enumerate(reply) if x == b"|"][:2]
+        head = [x.decode() if isinstance(x, bytes) else str(x) for x in reply[: seps[1]]]
+        _, blob, members = self._opened(scope, reply[seps[1] + 1 :])
+        return _observed(head), blob, members
+
+    def _observe_args(
+        self,
+        scope: str,
+        identities: Sequence[Identity],
+        *,
+        source: str,
+        actor: str,
+        shared: frozenset[str],
+    ) -> list[Any]:
         if not identities:
             raise ValueError("an observation needs at least one identity")
         anchor = next((i for i in identities if i.kind == "channel_user"), identities[0])
@@ -447,10 +531,7 @@ class IdentityGraph:
         for row in rows:
             args.extend(row)
         args.extend(new_id() for _ in rows)
-        out = [
-            x.decode() if isinstance(x, bytes) else str(x) for x in await self._observe(args=args)
-        ]
-        return _observed(out)
+        return args
 
     async def link(
         self, scope: str, a: Identity, b: Identity, *, actor: str, reason: str
@@ -553,23 +634,38 @@ class IdentityGraph:
         return out
 
     async def members(self, scope: str, contact_id: str) -> list[Identity]:
-        """Every identifier of the contact (values opened), channel identities first."""
-        contact_id = await self.resolve(scope, contact_id)
-        digests = sorted(
-            d.decode() for d in await self._typed.smembers(keys.graph_members(scope, contact_id))
+        """Every identifier of the contact (values opened), channel identities first. One
+        round trip (``MEMBERS``)."""
+        return (await self.members_with(scope, contact_id, ""))[2]
+
+    async def members_with(
+        self, scope: str, contact_id: str, records: str
+    ) -> tuple[str, bytes | None, list[Identity]]:
+        """``members`` and, in the same round trip, the blob at ``records`` + ``contact_id``
+        (a key prefix carrying the scope's hash tag; "" for none). Returns (live id, blob,
+        identities)."""
+        return self._opened(
+            scope, await self._members(args=[self.prefix(scope), contact_id, records])
         )
+
+    def _opened(self, scope: str, reply: list[Any]) -> tuple[str, bytes | None, list[Identity]]:
+        """A ``MEMBERS`` reply: (live id, record blob, identities opened)."""
+        live = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        blob = reply[1] if isinstance(reply[1], bytes) and reply[1] else None
         out: dict[tuple[str, str | None, str], Identity] = {}
-        for d in digests:
-            spellings = await self._typed.hvals(keys.graph_spellings(scope, d))
-            if not spellings:
-                blob = await self._typed.hget(keys.graph_node(scope, d), "v")
-                spellings = [blob] if blob is not None else []
-            for blob in spellings:
-                i = Identity.model_validate_json(self._vault.open(blob, keys.graph_node(scope, d)))
-                key = (i.kind, i.channel.value if i.channel else None, i.value)
-                if key not in out or i.strength == "strong":
-                    out[key] = i
-        return sorted(out.values(), key=lambda i: (i.kind != "channel_user", i.kind, i.value))
+        i = 2
+        while i < len(reply):
+            d = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+            n = int(reply[i + 1])
+            node = keys.graph_node(scope, d)
+            for sealed in reply[i + 2 : i + 2 + n]:
+                ident = Identity.model_validate_json(self._vault.open(sealed, node))
+                key = (ident.kind, ident.channel.value if ident.channel else None, ident.value)
+                if key not in out or ident.strength == "strong":
+                    out[key] = ident
+            i += 2 + n
+        ordered = sorted(out.values(), key=lambda i: (i.kind != "channel_user", i.kind, i.value))
+        return live, blob, ordered
 
     async def edges(self, scope: str, contact_id: str) -> list[Edge]:
         contact_id = await self.resolve(scope, contact_id)

@@ -171,13 +171,15 @@ return {head, redis.call('EXISTS', KEYS[10])}
 )
 
 # The start of a worker's attempt, in one round trip: the delivery record and, when it
-# is pending and heads its lane, the lane lock (SET NX PX).
-# KEYS: delivery. The lane and its lock are named from the record's conversation with
+# is pending and heads its lane, the lane lock (SET NX PX) and, once locked, the event
+# record the attempt works on.
+# KEYS: delivery. The lane, its lock and the event are named from the record's fields with
 # the prefixes in ARGV (every key carries the account's hash tag, so a cluster keeps them
 # on the delivery's node).
 # ARGV: lane key prefix, lock key prefix (both end before the conversation id), token,
-#       lock ttl ms, delivery id
-# Returns {the record's fields and values (flat), lane head or false, 1 locked / 0 busy}.
+#       lock ttl ms, delivery id, event key prefix (ends before the event id)
+# Returns {the record's fields and values (flat), lane head or false, 1 locked / 0 busy,
+#          the sealed event record or false (only when locked)}.
 CLAIM = """
 local h = redis.call('HGETALL', KEYS[1])
 local state, conv
@@ -187,8 +189,12 @@ end
 if state ~= 'pending' or conv == nil then return {h, false, 0} end
 local head = redis.call('LINDEX', ARGV[1] .. conv, 0)
 if head ~= ARGV[5] then return {h, head, 0} end
-if redis.call('SET', ARGV[2] .. conv, ARGV[3], 'NX', 'PX', ARGV[4]) then return {h, head, 1} end
-return {h, head, 0}
+if not redis.call('SET', ARGV[2] .. conv, ARGV[3], 'NX', 'PX', ARGV[4]) then return {h, head, 0} end
+local evt = false
+for i = 1, #h, 2 do
+  if h[i] == 'event_id' then evt = redis.call('GET', ARGV[6] .. h[i + 1]) end
+end
+return {h, head, 1, evt}
 """
 
 # Note a desk write going out: {before, attempts} as ``begin_desk_write`` reads them,

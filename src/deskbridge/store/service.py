@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -22,6 +23,16 @@ class Answered:
     language: str | None
 
 
+def queue_waiting(pipe: Any, account: str, conversation_id: str, channel: str, at: float) -> None:
+    """``mark_waiting``'s writes, queued on ``pipe`` (for a store that writes them with
+    its own in one round trip)."""
+    key = keys.conversation(account, conversation_id)
+    stamp = f"{at:.3f}"
+    pipe.hsetnx(key, "first_inbound_at", stamp)
+    pipe.hsetnx(key, "awaiting_since", stamp)
+    pipe.zadd(keys.awaiting(account), {f"{channel}|{conversation_id}": float(stamp)}, nx=True)
+
+
 @guarded
 class ServiceStore:
     """The ``awaiting`` set and the conversations' service-time fields. Redis failures
@@ -34,12 +45,8 @@ class ServiceStore:
         self, account: str, conversation_id: str, channel: str, at: float
     ) -> None:
         """The customer waits since ``at`` unless they already waited (idempotent)."""
-        key = keys.conversation(account, conversation_id)
-        stamp = f"{at:.3f}"
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hsetnx(key, "first_inbound_at", stamp)
-        pipe.hsetnx(key, "awaiting_since", stamp)
-        pipe.zadd(keys.awaiting(account), {f"{channel}|{conversation_id}": float(stamp)}, nx=True)
+        queue_waiting(pipe, account, conversation_id, channel, at)
         await pipe.execute()
 
     async def mark_answered(self, account: str, conversation_id: str, channel: str) -> Answered:
