@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -79,6 +80,19 @@ class Timing:
 
 
 def free_port() -> int:
+    """A port free now, below Linux's ephemeral range (32768-60999): the harness binds
+    its ports seconds after choosing them, and an ephemeral port may meanwhile become
+    the local end of any outgoing connection on the machine (a busy test run makes
+    thousands). Both UDP and TCP are checked (a SIP listener takes both)."""
+    for _ in range(200):
+        port = random.randrange(20000, 32768)
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
