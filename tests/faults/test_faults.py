@@ -27,7 +27,13 @@ from .scenarios import (
     restart_redis,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+# as the other fault modules: the first test also starts the harness (Redis, gateway,
+# worker, fake platforms), and beside another xdist worker it may need over a minute
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(180),
+]
 
 ACCOUNTS = ["kill", "restart", "outage", "ratelimit", "backlog", "parts"]
 
