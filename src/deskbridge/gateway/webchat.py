@@ -111,6 +111,13 @@ async def _listening(app: web.Application) -> AsyncIterator[None]:
                 await rt.webchat.listen(hub.wake)
             except StoreUnavailable:
                 await asyncio.sleep(1.0)
+            except Exception as exc:
+                # a listener that died would leave every socket of this process without
+                # live replies (seen: redis-py failing inside a connect as its pool closed)
+                log.warning(
+                    "webchat: the reply listener failed (%s); listening again", type(exc).__name__
+                )
+                await asyncio.sleep(1.0)
             # notifications may have been missed: every socket re-reads its history
             hub.wake_all()
 
