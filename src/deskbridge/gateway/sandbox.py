@@ -20,9 +20,10 @@ import html
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from deskbridge.config import (
     InstagramConfig,
@@ -488,17 +489,36 @@ def _graph_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+_G = TypeVar("_G", WhatsAppConfig, MessengerConfig, InstagramConfig)
+
+
+def _graph_channel(
+    rt: Runtime,
+    account: str,
+    request: web.Request,
+    channel: Channel,
+    kind: type[_G],
+    token: Callable[[_G], SecretStr],
+) -> _G | None:
+    """The account's ``channel`` when it runs in sandbox mode and the request carries its
+    token as a bearer (what the Graph API stand-ins accept), else None."""
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(channel) if cfg else None
+    if not isinstance(ch, kind) or not ch.sandbox:
+        return None
+    if not hmac.compare_digest(_bearer(request).encode(), token(ch).get_secret_value().encode()):
+        return None
+    return ch
+
+
 async def whatsapp_api(request: web.Request) -> web.Response:
     """Stands in for the WhatsApp Cloud API (Graph) for a channel in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
-    cfg = rt.accounts.accounts.get(account)
-    ch = cfg.channel(Channel.WHATSAPP) if cfg else None
-    if not isinstance(ch, WhatsAppConfig) or not ch.sandbox:
-        return _graph_error(401, 190, "Invalid OAuth access token")
-    if not hmac.compare_digest(
-        _bearer(request).encode(), ch.access_token.get_secret_value().encode()
-    ):
+    ch = _graph_channel(
+        rt, account, request, Channel.WHATSAPP, WhatsAppConfig, lambda c: c.access_token
+    )
+    if ch is None:
         return _graph_error(401, 190, "Invalid OAuth access token")
     parts = request.match_info["tail"].strip("/").split("/")
     if request.method == "POST" and parts[-1] == "media":
@@ -543,13 +563,10 @@ async def messenger_api(request: web.Request) -> web.Response:
     """Stands in for the Messenger Send API (Graph) for a channel in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
-    cfg = rt.accounts.accounts.get(account)
-    ch = cfg.channel(Channel.MESSENGER) if cfg else None
-    if not isinstance(ch, MessengerConfig) or not ch.sandbox:
-        return _graph_error(401, 190, "Invalid OAuth access token")
-    if not hmac.compare_digest(
-        _bearer(request).encode(), ch.page_access_token.get_secret_value().encode()
-    ):
+    ch = _graph_channel(
+        rt, account, request, Channel.MESSENGER, MessengerConfig, lambda c: c.page_access_token
+    )
+    if ch is None:
         return _graph_error(401, 190, "Invalid OAuth access token")
     tail = request.match_info["tail"].strip("/").split("/")
     if request.method == "GET" and len(tail) == 2 and tail[1].isdigit():
@@ -582,13 +599,10 @@ async def instagram_api(request: web.Request) -> web.Response:
     in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
-    cfg = rt.accounts.accounts.get(account)
-    ch = cfg.channel(Channel.INSTAGRAM) if cfg else None
-    if not isinstance(ch, InstagramConfig) or not ch.sandbox:
-        return _graph_error(401, 190, "Invalid OAuth access token")
-    if not hmac.compare_digest(
-        _bearer(request).encode(), ch.access_token.get_secret_value().encode()
-    ):
+    ch = _graph_channel(
+        rt, account, request, Channel.INSTAGRAM, InstagramConfig, lambda c: c.access_token
+    )
+    if ch is None:
         return _graph_error(401, 190, "Invalid OAuth access token")
     tail = request.match_info["tail"].strip("/")
     if request.method == "GET":
