@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from deskbridge.adapters.base import ChannelAdapter, MediaLinks, Receiver, TokenCache
 from deskbridge.config import AccountsFile, MetaAppConfig
-from deskbridge.schemas import Channel
+from deskbridge.schemas import Channel, Upload
 
 __all__ = [
     "AdapterDeps",
@@ -26,6 +26,7 @@ __all__ = [
     "DemoContext",
     "SimulateInput",
     "SimulatedRequest",
+    "VisitorFile",
     "VisitorPost",
 ]
 
@@ -34,6 +35,9 @@ C = TypeVar("C", bound=BaseModel)
 VisitorPost = Callable[..., Awaitable[tuple[int, bool]]]
 """``(visitor, body, *, client_id, ttl_s) -> (seq, new)``: appends to a widget
 visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account)."""
+VisitorFile = Callable[[str], Awaitable[Upload | None]]
+"""``(attachment ref) -> the file, or None once it is gone``: a widget visitor's upload
+(``store.webchat.WebchatStore.upload`` bound to the account)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ class AdapterDeps:
     """What every adapter builder may take: the process's shared client, media links and
     token cache; ``api_base`` overrides the configured base URLs (sandbox mode);
     sandboxed email and SIP keep what they would send in ``mail_outbox``/``outbox``;
-    the widget's replies go to ``visitor_post``."""
+    the widget's replies go to ``visitor_post``, its visitors' files come from
+    ``visitor_file``."""
 
     client: httpx.AsyncClient
     links: MediaLinks
@@ -50,6 +55,7 @@ class AdapterDeps:
     mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None
     outbox: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     visitor_post: VisitorPost | None = None
+    visitor_file: VisitorFile | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from deskbridge.config.accounts import (
     GRAPH_API_BASE,
     GRAPH_API_VERSION,
+    WIDGET_MAX_MEDIA_BYTES,
     AccountConfig,
     AccountsFile,
     AppConfig,
@@ -24,6 +25,7 @@ from deskbridge.config.accounts import (
     WebchatConfig,
     WhatsAppConfig,
     WhatsAppTemplate,
+    WidgetMediaType,
     ZendeskDeskConfig,
     load_accounts,
     parse_accounts,
@@ -33,6 +35,7 @@ from deskbridge.config.settings import Settings
 __all__ = [
     "GRAPH_API_BASE",
     "GRAPH_API_VERSION",
+    "WIDGET_MAX_MEDIA_BYTES",
     "AccountConfig",
     "AccountsFile",
     "AppConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "WebchatConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
+    "WidgetMediaType",
     "ZendeskDeskConfig",
     "load_accounts",
     "parse_accounts",

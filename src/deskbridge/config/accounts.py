@@ -53,6 +53,7 @@ __all__ = [
     "INSTAGRAM_API_BASE",
     "INTERCOM_API_BASE",
     "INTERCOM_API_VERSION",
+    "WIDGET_MAX_MEDIA_BYTES",
     "AccountConfig",
     "AccountsFile",
     "AppConfig",
@@ -77,6 +78,7 @@ __all__ = [
     "WebchatConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
+    "WidgetMediaType",
     "ZendeskDeskConfig",
     "load_accounts",
     "parse_accounts",
@@ -243,6 +245,23 @@ class SmsConfig(_Model):
         return v
 
 
+WidgetMediaType = Literal[
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "audio/wav",
+    "video/mp4",
+]
+"""The types of file the widget recognises by their first bytes (the MIME Sniffing
+Standard's signatures, ``adapters/webchat/files.py``)."""
+WIDGET_MAX_MEDIA_BYTES = 20 * 1024 * 1024
+"""The widget's largest file: what every desk connector takes, held in memory once by
+the gateway and once by the worker."""
+
+
 class WebchatConfig(_Model):
     """The website chat widget (docs/channels/webchat.md): the script at
     ``/widget/v1/deskbridge-chat.js``, one WebSocket per visitor at
@@ -271,6 +290,19 @@ class WebchatConfig(_Model):
     )
     """The languages the widget speaks to visitors (ISO 639-1; the script has en, es, de,
     fr, pt): the visitor's browser language when listed, else the first."""
+    media_types: tuple[WidgetMediaType, ...] = (
+        "image/jpeg",
+        "image/png",
+        "image/gif",
+        "image/webp",
+        "application/pdf",
+    )
+    """The files a visitor may attach, by the type their bytes show (never the name or
+    the browser's word); empty: no attachments."""
+    max_media_bytes: int = Field(default=10 * 1024 * 1024, gt=0, le=WIDGET_MAX_MEDIA_BYTES)
+    """A visitor's file, at most (the channel's own limit is 20 MB)."""
+    uploads_per_minute: int = Field(default=5, gt=0)
+    """Files per visitor, and per IP address, per minute."""
     sandbox: bool = False
 
 

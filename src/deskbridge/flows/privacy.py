@@ -350,6 +350,7 @@ async def forget(
             "contact_records",
             "identity_index",
             "webchat_histories",
+            "webchat_files",
         ),
         0,
     )

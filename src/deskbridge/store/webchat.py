@@ -11,24 +11,28 @@ socket that reads the history after a notification never misses an entry.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from deskbridge.schemas import Upload
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded, honour_cancel
-from deskbridge.store.crypto import Vault
+from deskbridge.store.connection import guarded, honour_cancel, structures
+from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.scripts import WEBCHAT_POST
 
-__all__ = ["Entry", "WebchatStore"]
+__all__ = ["Entry", "WebchatStore", "WidgetFile"]
 
 _CAP = 500
 """Entries kept per visitor (the oldest go first)."""
 _PAGE = 200
+_INDEX_TTL = 366 * 86400
+"""The file index's life: past the longest ``history_days``; refreshed by each upload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +43,24 @@ class Entry:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class WidgetFile:
+    """What is known of a visitor's uploaded file besides its bytes."""
+
+    id: str
+    name: str
+    mime_type: str
+    size: int
+    sha256: str
+
+
 @guarded
 class WebchatStore:
     """Redis failures raise ``StoreUnavailable``."""
 
     def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._post = redis.register_script(WEBCHAT_POST)
 
@@ -78,6 +94,78 @@ class WebchatStore:
         )
         aad = f"webchat:{account}:{v}"
         return [Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows]
+
+    async def put_file(
+        self, account: str, visitor_key: str, file: WidgetFile, data: bytes, *, ttl_s: int
+    ) -> None:
+        """Keep an uploaded file of the visitor ``visitor_key`` for ``ttl_s`` seconds (until
+        a message names it: ``keep_files``)."""
+        key = keys.webchat_file(account, visitor_key, file.id)
+        meta = json.dumps(dataclasses.asdict(file), separators=(",", ":")).encode()
+        index = keys.webchat_files(account, visitor_key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "meta": self._vault.seal(meta, f"{key}#meta"),
+                "data": self._vault.seal(data, f"{key}#data"),
+            },
+        )
+        pipe.expire(key, ttl_s)
+        pipe.sadd(index, file.id)
+        # the index outlives every file it names (erasure reads it)
+        pipe.expire(index, _INDEX_TTL)
+        await pipe.execute()
+
+    async def files(self, account: str, visitor_key: str, ids: Sequence[str]) -> list[WidgetFile]:
+        """The visitor's files of ``ids`` that are still kept, in the order of ``ids``."""
+        pipe = self._redis.pipeline(transaction=False)
+        names = [keys.webchat_file(account, visitor_key, i) for i in ids]
+        for name in names:
+            pipe.hget(name, "meta")
+        found = []
+        for name, blob in zip(names, await pipe.execute(), strict=True):
+            if blob is not None:
+                meta = json.loads(self._vault.open(blob, f"{name}#meta"))
+                found.append(WidgetFile(**meta))
+        return found
+
+    async def keep_files(
+        self, account: str, visitor_key: str, ids: Sequence[str], *, ttl_s: int
+    ) -> bool:
+        """Keep the visitor's files of ``ids`` for ``ttl_s`` seconds from now (a message
+        names them: as long as its history). False when one is gone."""
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.expire(keys.webchat_file(account, visitor_key, i), ttl_s)
+        return all(await pipe.execute())
+
+    async def read_file(
+        self, account: str, visitor_key: str, file_id: str
+    ) -> tuple[WidgetFile, bytes] | None:
+        """A visitor's file and its bytes, None when it is not (or no longer) kept."""
+        key = keys.webchat_file(account, visitor_key, file_id)
+        fields = await self._typed.hgetall(key)
+        meta, data = fields.get(b"meta"), fields.get(b"data")
+        if meta is None or data is None:
+            return None
+        try:
+            file = WidgetFile(**json.loads(self._vault.open(meta, f"{key}#meta")))
+            return file, self._vault.open(data, f"{key}#data")
+        except SealBroken:
+            return None
+
+    async def upload(self, account: str, ref: str) -> Upload | None:
+        """The file of an ``Attachment.ref`` (``<visitor key>/<file id>``) as bytes to
+        file at the desk; None when it is no longer kept."""
+        visitor_key, _, file_id = ref.partition("/")
+        if not visitor_key or not file_id or "/" in file_id or ":" in ref:
+            return None
+        found = await self.read_file(account, visitor_key, file_id)
+        if found is None:
+            return None
+        file, data = found
+        return Upload(filename=file.name, mime_type=file.mime_type, data=data)
 
     async def allow(self, account: str, scope: str, who: str, limit: int) -> bool:
         """Counts one more message or connection of ``who`` (a visitor or an IP address)
