@@ -95,19 +95,50 @@ def message(
         notes.append("Could not read and left out: " + ", ".join(dropped))
     if not (text or attachments or location or notes):
         notes.append(f"Unsupported {channel.brand} message")
-    return Message(
+    return keyed(
+        channel,
+        mid,
+        user,
+        ms,
         account=account,
-        channel=channel,
-        dedup_key=mid,
-        thread=user,
-        occurred_at=when(ms),
-        external_id=mid,
-        sender=sender(channel, user),
         text=text,
         attachments=tuple(attachments),
         reply_to=reply_to,
         location=location,
         note="\n".join(notes) or None,
+    )
+
+
+def keyed(
+    channel: Channel,
+    key: str,
+    user: str,
+    ms: int,
+    *,
+    account: str,
+    text: str = "",
+    attachments: tuple[Attachment, ...] = (),
+    location: Location | None = None,
+    note: str | None = None,
+    reply_to: str | None = None,
+    edit_of: str | None = None,
+) -> Message:
+    """A message from ``user`` at ``ms`` whose dedup key and id are both ``key`` (the
+    channel's ``mid``, or one made up for events that carry none)."""
+    return Message(
+        account=account,
+        channel=channel,
+        dedup_key=key,
+        thread=user,
+        occurred_at=when(ms),
+        external_id=key,
+        sender=sender(channel, user),
+        text=text,
+        attachments=attachments,
+        reply_to=reply_to,
+        edit_of=edit_of,
+        location=location,
+        note=note,
     )
 
 
@@ -119,35 +150,6 @@ def shared_note(
     label = labels.get(kind) or f"Unsupported {channel.brand} attachment ({clip(kind)})"
     text = " ".join(clip(x) for x in details if x)
     return f"{label}: {text}" if text else label
-
-
-def keyed(
-    channel: Channel,
-    key: str,
-    user: str,
-    ms: int,
-    *,
-    account: str,
-    text: str = "",
-    note: str | None = None,
-    reply_to: str | None = None,
-    edit_of: str | None = None,
-) -> Message:
-    """A message from ``user`` that the channel gives no id of its own: ``key`` is both
-    its dedup key and its id."""
-    return Message(
-        account=account,
-        channel=channel,
-        dedup_key=key,
-        thread=user,
-        occurred_at=when(ms),
-        external_id=key,
-        sender=sender(channel, user),
-        text=text,
-        reply_to=reply_to,
-        edit_of=edit_of,
-        note=note,
-    )
 
 
 def postback(channel: Channel, pb: Postback, user: str, ms: int, *, account: str) -> Message:
