@@ -29,6 +29,7 @@ from deskbridge.schemas import DeliveryState, Direction
 
 from .conftest import META_SECRET, TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.base import MODES, FakeDesk, Mode
+from .helpers import deliveries
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
 TG_FILES = f"https://tg.test/file/bot{TG_TOKEN}"
@@ -114,18 +115,6 @@ async def customer_says(client: Any, text: str, update_id: int, **extra: Any) ->
 
 async def refresh(fake: FakeDesk) -> None:
     await fake.refresh()
-
-
-async def deliveries(rt: Any, direction: Direction) -> list[Any]:
-    out = []
-    for raw in await redis_of(rt).keys("db:{acme}:dlv:*"):
-        name = raw.decode()
-        if name.endswith(":attempts"):
-            continue
-        d = await rt.deliveries.get("acme", name.rsplit(":", 1)[1])
-        if d is not None and d.direction is direction:
-            out.append(d)
-    return sorted(out, key=lambda d: d.id)
 
 
 # -- filing -------------------------------------------------------------------------------
