@@ -235,15 +235,10 @@ class DeliveryStore:
         lane (the next head's job enqueued), the lane lock released. ``error`` must not
         contain the body. True when it was still pending."""
         a, source = d.account, d.channel
+        k, args = self._finishing(d, DeliveryState.DEAD, "parse_failed", 0, error)
         done = await self._unparseable(
             keys=[
-                keys.delivery(a, d.id),
-                keys.pending(a),
-                keys.dead(a),
-                keys.lane(a, d.direction.value, d.conversation_id),
-                keys.ARQ_QUEUE,
-                keys.event(a, d.event_id),
-                keys.expiring(a),
+                *k,
                 keys.raw(a, unparsed.raw_id),
                 keys.raws(a, source),
                 keys.unparsed(a, source),
@@ -251,22 +246,36 @@ class DeliveryStore:
                 keys.dedup(a, source, self._vault.digest("dedup", source, body_key)),
                 keys.lane_lock(a, d.direction.value, d.conversation_id),
             ],
-            args=[
-                int(time.time() * 1000),
-                DeliveryState.DEAD.value,
-                "parse_failed",
-                0,
-                self._job_expiry_ms,
-                JOB_FUNCTIONS[d.direction],
-                a,
-                d.id,
-                job_key_prefix,
-                error[:500],
-                dedup_ttl_s,
-                token,
-            ],
+            args=[*args, dedup_ttl_s, token],
         )
         return bool(done)
+
+    def _finishing(
+        self, d: Delivery, state: DeliveryState, reason: str, retention_s: int, last_error: str
+    ) -> tuple[list[str], list[Any]]:
+        """FINISH's seven keys and ten arguments (``COMPLETE`` and ``UNPARSEABLE`` start
+        with them)."""
+        a = d.account
+        return [
+            keys.delivery(a, d.id),
+            keys.pending(a),
+            keys.dead(a),
+            keys.lane(a, d.direction.value, d.conversation_id),
+            keys.ARQ_QUEUE,
+            keys.event(a, d.event_id),
+            keys.expiring(a),
+        ], [
+            int(time.time() * 1000),
+            state.value,
+            reason,
+            retention_s,
+            self._job_expiry_ms,
+            JOB_FUNCTIONS[d.direction],
+            a,
+            d.id,
+            job_key_prefix,
+            last_error[:500],
+        ]
 
     async def complete(
         self,
@@ -281,33 +290,15 @@ class DeliveryStore:
         ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
         account has problems noted (``report_problem``)."""
         a, d = delivery.account, delivery
+        k, args = self._finishing(d, state, "", retention_s, "")
         _, problems = await self._complete(
             keys=[
-                keys.delivery(a, d.id),
-                keys.pending(a),
-                keys.dead(a),
-                keys.lane(a, d.direction.value, d.conversation_id),
-                keys.ARQ_QUEUE,
-                keys.event(a, d.event_id),
-                keys.expiring(a),
+                *k,
                 keys.attempts(a, d.id),
                 keys.lane_lock(a, d.direction.value, d.conversation_id),
                 keys.problems(a),
             ],
-            args=[
-                int(time.time() * 1000),
-                state.value,
-                "",
-                retention_s,
-                self._job_expiry_ms,
-                JOB_FUNCTIONS[d.direction],
-                a,
-                d.id,
-                job_key_prefix,
-                "",
-                attempt.model_dump_json(exclude_none=True),
-                token,
-            ],
+            args=[*args, attempt.model_dump_json(exclude_none=True), token],
         )
         return bool(problems)
 
@@ -479,30 +470,8 @@ class DeliveryStore:
     ) -> str | None:
         """Set the final ``state``, leave the lane and enqueue the next head's job.
         Returns that next delivery id. Idempotent for a delivery already finished."""
-        a = delivery.account
-        head = await self._finish(
-            keys=[
-                keys.delivery(a, delivery.id),
-                keys.pending(a),
-                keys.dead(a),
-                keys.lane(a, delivery.direction.value, delivery.conversation_id),
-                keys.ARQ_QUEUE,
-                keys.event(a, delivery.event_id),
-                keys.expiring(a),
-            ],
-            args=[
-                int(time.time() * 1000),
-                state.value,
-                reason,
-                retention_s,
-                self._job_expiry_ms,
-                JOB_FUNCTIONS[delivery.direction],
-                a,
-                delivery.id,
-                job_key_prefix,
-                last_error[:500],
-            ],
-        )
+        k, args = self._finishing(delivery, state, reason, retention_s, last_error)
+        head = await self._finish(keys=k, args=args)
         return head.decode() if isinstance(head, bytes) else None
 
     async def hold(self, delivery: Delivery) -> bool:
