@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from deskbridge.cli.loop import loop_factory, runner
 from deskbridge.cli.main import cli
 from deskbridge.config.settings import Settings
-from deskbridge.errors import ConfigError
+from deskbridge.errors import ConfigError, bind_failed
 
 
 async def _loop_type() -> type[asyncio.AbstractEventLoop]:
@@ -51,3 +51,17 @@ def test_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2
     assert "invalid settings" in result.output
     assert "event_loop" in result.output
+
+
+def test_a_busy_port_is_named_on_either_loop() -> None:
+    """uvloop keeps the errno only on the error's cause ("could not bind to local_addr")."""
+    busy = OSError(98, "Address already in use")
+    try:
+        raise OSError("could not bind to local_addr ('127.0.0.1', 5060)") from busy
+    except OSError as raised:
+        uv = raised
+    for err in (busy, uv):
+        assert str(bind_failed("sip", "127.0.0.1:5060", err)).startswith(
+            "sip port 127.0.0.1:5060: Address already in use"
+        )
+    assert "no such thing" in str(bind_failed("sip", "x", OSError("no such thing")))
