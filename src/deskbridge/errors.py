@@ -151,6 +151,11 @@ class ClientGone(RequestRefused):
 
 def bind_failed(what: str, address: str, exc: OSError) -> ConfigError:
     """A listening socket that could not be opened, as one line: ``"<what> port
-    <address>: Address already in use"`` (asyncio words the same errno differently)."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return ConfigError(f"{what} port {address}: {reason}")
+    <address>: Address already in use"`` (asyncio words the same errno differently, and
+    uvloop keeps it only on the error's cause)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return ConfigError(f"{what} port {address}: {os.strerror(cause.errno)}")
+        cause = cause.__cause__
+    return ConfigError(f"{what} port {address}: {exc}")

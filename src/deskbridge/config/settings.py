@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     admin_jwt_audience: str = "deskbridge-admin"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = None
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The event loop of ``run``, ``serve`` and ``worker``: ``auto`` takes uvloop where it
+    is installed (a dependency on Linux and macOS), else asyncio's own."""
     """Log lines as JSON or plain text; unset: JSON unless stderr is a terminal."""
     sandbox_pages: bool | None = None
     """Serve the ``/sandbox/`` pages and sandbox channel API; unset: only when an account
