@@ -4,27 +4,23 @@ selection, segment rules, and MMS media downloads."""
 from __future__ import annotations
 
 import functools
-import mimetypes
-import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import httpx
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
 from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
 from deskbridge.adapters.sms import segments
+from deskbridge.adapters.sms.common import MAX_MEDIA, choose_sender, customer_number, download
 from deskbridge.config.accounts import SmsConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, read_capped, transport_error
+from deskbridge.http import classify, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
 
 __all__ = ["SmsAdapter"]
 
-_MAX_REDIRECTS = 5
-_MAX_MEDIA = 10
 # Twilio error codes (twilio.com/docs/api/errors) a retry will not change: 21610 the
 # recipient replied STOP; 21211/21614 not a valid (mobile) number; 21408 region not
 # enabled; 21612 the From cannot reach the To.
@@ -35,7 +31,6 @@ _PERMANENT = {
     21408: "sending to this region is not enabled",
     21612: "this sender cannot reach the number",
 }
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class _Sent(BaseModel):
@@ -145,16 +140,7 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
     def sender(self, to: ChannelAddress) -> dict[str, str]:
         """``From`` or ``MessagingServiceSid``: the number the customer wrote to, else the
         sender configured for the customer's country, else ``default_sender``."""
-        ours = to.context.get("to", "")
-        if ours.startswith("+"):
-            return {"From": ours}
-        chosen = self._config.default_sender
-        try:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(_number(to), None))
-        except phonenumbers.NumberParseException:
-            region = None
-        if region and region in self._config.senders:
-            chosen = self._config.senders[region]
+        chosen = choose_sender(to, self._config.senders, self._config.default_sender)
         if chosen.startswith("MG"):
             return {"MessagingServiceSid": chosen}
         return {"From": chosen}
@@ -173,13 +159,13 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
         text = reply.text.strip()
         if not text and not reply.attachments:
             return SendReceipt(external_ids=())
-        common: dict[str, Any] = {"To": _number(to), **self.sender(to)}
+        common: dict[str, Any] = {"To": customer_number(to), **self.sender(to)}
         if self._config.webhook_url:
             common["StatusCallback"] = self._config.webhook_url
         chunks = segments.split(text, self._config.max_segments) or [""]
         media = [self._links.url_for(self.account, a) for a in reply.attachments]
-        if len(media) > _MAX_MEDIA:
-            raise PermanentError(f"sms: at most {_MAX_MEDIA} attachments per message")
+        if len(media) > MAX_MEDIA:
+            raise PermanentError(f"sms: at most {MAX_MEDIA} attachments per message")
         payloads: list[dict[str, Any]] = [{**common, "Body": c} for c in chunks]
         if media:
             payloads[-1]["MediaUrl"] = media
@@ -193,40 +179,12 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
     async def fetch(self, attachment: Attachment) -> Upload:
         """Download an MMS media file. Credentials go to Twilio's API host only; its
         redirect to the media CDN is followed without them (https only)."""
-        what = "sms media download"
-        limit = self._config.max_media_bytes
-        try:
-            url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL:
-            raise PermanentError(f"{what}: not a URL") from None
-        async with Fetcher(self._client, ()) as fetcher:
-            for _ in range(_MAX_REDIRECTS + 1):
-                if url.scheme != "https":
-                    raise PermanentError(f"{what}: not an https URL")
-                auth = self._auth if url.host == self._api_host else None
-                try:
-                    client = self._client if auth is not None else fetcher.client_for(url)
-                    async with client.stream(
-                        "GET", url, auth=auth, follow_redirects=False
-                    ) as response:
-                        if response.has_redirect_location:
-                            url = response.url.join(response.headers["location"])
-                            continue
-                        if response.status_code in (403, 404, 410):
-                            raise PermanentError(
-                                f"{what}: HTTP {response.status_code} (removed or not ours)",
-                                status=response.status_code,
-                            )
-                        classify(response, what=what)
-                        data = await read_capped(response, limit, what=what, untrusted=True)
-                        mime = response.headers.get("content-type", "").partition(";")[0]
-                except httpx.InvalidURL:
-                    raise PermanentError(f"{what}: bad redirect location") from None
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, what=what) from None
-                mime = mime.strip().lower() or attachment.mime_type or "application/octet-stream"
-                return Upload(filename=_filename(attachment, mime), mime_type=mime, data=data)
-        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        return await download(
+            self._client,
+            attachment,
+            limit=self._config.max_media_bytes,
+            auth_for=lambda url: self._auth if url.host == self._api_host else None,
+        )
 
     async def _post(self, payload: dict[str, Any]) -> str:
         what = "sms send"
@@ -248,19 +206,8 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
             raise PermanentError(f"{what}: no sid in the response") from None
 
 
-def _number(to: ChannelAddress) -> str:
-    """The customer's number as they wrote from (the thread is its matching key)."""
-    raw = to.context.get("from", "")
-    return raw if raw.startswith("+") else to.thread
-
-
 def _code(response: httpx.Response) -> int | None:
     try:
         return _Error.model_validate_json(response.content).code
     except ValidationError:
         return None
-
-
-def _filename(attachment: Attachment, mime: str) -> str:
-    media_id = _UNSAFE_NAME.sub("_", attachment.ref.rstrip("/").rpartition("/")[2])[-64:]
-    return (media_id or "mms") + (mimetypes.guess_extension(mime) or "")
