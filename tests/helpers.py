@@ -1,15 +1,19 @@
-"""Helpers the channel tests share: media links, agent replies and the bodies respx saw,
-Meta's signed webhook requests and Graph answers, and the deliveries a runtime recorded.
+"""Helpers the channel tests share: media links, agent replies (made, or filed through a
+runtime) and the bodies respx saw, Meta's signed webhook requests and Graph answers, the
+deliveries a runtime recorded, and an RSA key made per test process (never committed).
 The HTTP client and respx fixtures (``client``, ``api``) are in conftest.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deskbridge.adapters.meta import sign
 from deskbridge.config.accounts import MetaAppConfig
@@ -23,7 +27,7 @@ from deskbridge.schemas import (
     RawRequest,
 )
 
-from .conftest import redis_of
+from .conftest import drain, redis_of
 
 NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
 
@@ -120,3 +124,32 @@ async def deliveries(rt: Any, direction: Direction) -> list[Any]:
         if d is not None and d.direction is direction:
             out.append(d)
     return sorted(out, key=lambda d: d.id)
+
+
+async def agent_says(rt: Any, ticket_id: str, text: str, n: int) -> None:
+    """The sandbox desk's agent answers ticket ``ticket_id`` of account ``acme`` (the
+    ``n``-th reply of the test), and the worker runs until the queue is empty."""
+    from deskbridge.flows.ingest import accept_replies
+
+    answer = agent_reply(
+        text,
+        dedup_key=f"r{n}",
+        ticket_id=ticket_id,
+        external_id=f"a{n}",
+        occurred_at=datetime.now(UTC),
+    )
+    await accept_replies(rt, "acme", "sandbox", None, [answer])
+    await drain(rt)
+
+
+@functools.cache
+def rsa_private_key() -> str:
+    """An unencrypted PKCS#8 PEM RSA key (2048 bits), as the Vonage Dashboard hands out an
+    application's key: made once per test process."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem.decode()

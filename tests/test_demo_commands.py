@@ -170,6 +170,8 @@ async def test_the_demo_names_its_data_directory_and_listeners(
         "data_dir": str(await asyncio.to_thread(tmp_path.resolve)),
         "smtp_listen": "127.0.0.1:2626",
         "sip_listen": "127.0.0.1:5070",
+        # `simulate sms` signs as the provider the demo's SMS channel stands for
+        "sms_provider": "twilio",
     }
     for group in demo_secrets(tmp_path, create=False).values():
         for value in group.values() if isinstance(group, dict) else [group]:

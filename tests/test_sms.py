@@ -5,7 +5,6 @@ whole path through the gateway, the worker and the sandbox desk."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
@@ -37,7 +36,7 @@ from deskbridge.schemas import (
 )
 
 from .conftest import drain
-from .helpers import FakeLinks, deliveries
+from .helpers import FakeLinks, agent_says, deliveries
 from .helpers import agent_reply as reply
 
 SID = "AC" + "0123456789abcdef" * 2
@@ -462,20 +461,6 @@ async def _post(client: Any, body: bytes) -> int:
     return int(resp.status)
 
 
-async def _agent_says(rt: Any, ticket_id: str, text: str, n: int) -> None:
-    from deskbridge.flows.ingest import accept_replies
-
-    answer = reply(
-        text,
-        dedup_key=f"r{n}",
-        ticket_id=ticket_id,
-        external_id=f"a{n}",
-        occurred_at=datetime.now(UTC),
-    )
-    await accept_replies(rt, "acme", "sandbox", None, [answer])
-    await drain(rt)
-
-
 async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     make_runtime: Any, aiohttp_client: Any, respx_mock: Any
 ) -> None:
@@ -496,7 +481,7 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     [ticket] = await rt.sandbox.tickets("acme")
     assert ticket.channel == "sms"
 
-    await _agent_says(rt, ticket.id, "It ships today.", 1)
+    await agent_says(rt, ticket.id, "It ships today.", 1)
     assert send.call_count == 1
     assert parse_qs(send.calls[0].request.content.decode())["From"] == [OURS]
 
@@ -513,12 +498,12 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     conv = await rt.conversations.get("acme", first.conversation_id)
     contact = await rt.conversations.contact("acme", conv.contact_id)
     assert contact.attributes["sms_consent"].startswith("opted_out since ")
-    await _agent_says(rt, ticket.id, "Are you there?", 2)
+    await agent_says(rt, ticket.id, "Are you there?", 2)
     assert send.call_count == 1  # nothing goes out after STOP
 
     assert await _post(client, inbound("START", seed="c")) == 200
     await drain(rt)
-    await _agent_says(rt, ticket.id, "Welcome back.", 3)
+    await agent_says(rt, ticket.id, "Welcome back.", 3)
     assert send.call_count == 2
 
     replies = await deliveries(rt, Direction.OUTBOUND)

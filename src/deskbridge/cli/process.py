@@ -105,6 +105,7 @@ def load(settings: Settings, config: Path | None) -> Loaded:
             settings.data_dir,
             smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
             sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
+            sms_provider=settings.demo_sms_provider,
         )
         demo = True
         if vault is None:

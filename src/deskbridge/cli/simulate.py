@@ -49,6 +49,7 @@ def _accounts(settings: Settings, account: str, config: Path | None, base: str) 
         data_dir,
         smtp_listen=info.get("smtp_listen", f"127.0.0.1:{settings.demo_smtp_port}"),
         sip_listen=info.get("sip_listen", f"127.0.0.1:{settings.demo_sip_port}"),
+        sms_provider=info.get("sms_provider", settings.demo_sms_provider),
     )
 
 

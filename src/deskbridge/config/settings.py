@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deskbridge.config.accounts import SmsProvider
+
 __all__ = ["Settings"]
 
 
@@ -69,6 +71,9 @@ class Settings(BaseSettings):
     demo_sip_port: int = Field(default=5060, ge=0, lt=65536)
     """Where the demo account's SIP listener takes MESSAGEs and calls (127.0.0.1, UDP
     and TCP)."""
+    demo_sms_provider: SmsProvider = "twilio"
+    """Which provider's sandbox the demo account's SMS channel stands for (``vonage``:
+    Vonage's JWT-signed JSON webhooks and Messages API instead of Twilio's)."""
 
     # delivery policy
     max_attempts: int = Field(default=10, ge=1)

@@ -1,7 +1,8 @@
 """The thin controllers of intake: read, verify, parse, store, answer.
 
 Nothing is acknowledged before it is stored: every 2xx here follows a completed intake
-script. Refusals (401/400/413) change no state and are counted by reason.
+script. Refusals (401/400/413; 503 for an unsigned Vonage webhook, so that it comes
+again signed) change no state and are counted by reason.
 """
 
 from __future__ import annotations
@@ -94,9 +95,12 @@ def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused
                 headers={"Retry-After": str(limiter.retry_after())},
             )
     rt.metrics.event(source, "rejected", exc.reason)
-    body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(
-        exc.status, "refused"
-    )
+    body = {
+        401: "unauthorized",
+        400: "bad request",
+        413: "payload too large",
+        503: "temporarily unavailable",
+    }.get(exc.status, "refused")
     resp = web.json_response({"ok": False, "error": body}, status=exc.status)
     if isinstance(exc, (BodyTooSlow, ClientGone)):
         resp.force_close()  # the rest of the body is not worth waiting for
