@@ -185,6 +185,17 @@ def test_what_vonage_did_not_sign_for_us_is_refused(authorization: Any, says: st
     assert type(caught.value) is SignatureInvalid and caught.value.status == 401
 
 
+def test_a_body_sent_spaced_verifies_against_the_hash_of_its_compact_json() -> None:
+    # Vonage hashes the payload as compact JSON (its support article on signed webhooks):
+    # a body on the wire with other whitespace still names the same content
+    compact = inbound("hi")
+    spaced = json.dumps(json.loads(compact), indent=2, ensure_ascii=False).encode()
+    RECEIVER.verify(request(spaced, authorization=_signed(compact)))
+    other = json.dumps(json.loads(compact) | {"text": "hello"}, indent=2).encode()
+    with pytest.raises(SignatureInvalid, match="payload_hash"):
+        RECEIVER.verify(request(other, authorization=_signed(compact)))
+
+
 def test_a_token_within_the_window_and_one_without_an_application_verify() -> None:
     body = inbound("hi")
     RECEIVER.verify(request(body, authorization=_signed(body, issued_at=NOW - 24 * 3600)))

@@ -19,8 +19,8 @@ __all__ = ["VonageSmsReceiver"]
 
 class VonageSmsReceiver(SmsReceiverBase[VonageSmsConfig]):
     """``/webhooks/sms/<account>`` for ``provider: vonage``: the application's inbound and
-    status URL. Verifies the Bearer JWT (``adapters.sms.vonage.signature``) on the raw
-    body before anything is read."""
+    status URL. Verifies the Bearer JWT (``adapters.sms.vonage.signature``) and that it
+    names this body before the body is read as a message."""
 
     # the JWT is not a credential of ours, but it is what proves the request: not kept
     secret_headers: ClassVar[frozenset[str]] = frozenset({signature.HEADER})
