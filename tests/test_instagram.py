@@ -299,16 +299,25 @@ async def test_long_text_is_split_at_1000_utf8_bytes(
 async def test_attachments_go_by_url_with_instagrams_types(
     client: httpx.AsyncClient, api: respx.MockRouter
 ) -> None:
-    route = api.post(SEND).mock(side_effect=[sent("m1"), sent("m2"), sent("m3")])
+    route = api.post(SEND).mock(side_effect=[sent(f"m{n}") for n in range(5)])
     files = (
         Attachment(kind="image", ref="d1", mime_type="image/png"),
         Attachment(kind="document", ref="d2", mime_type="application/pdf"),
+        # no MIME type: by kind (Instagram takes video, audio, image and file)
+        Attachment(kind="video", ref="d3"),
+        Attachment(kind="voice", ref="d4"),
     )
     await adapter_for(client).send(reply("Your label", attachments=files), to())
+
+    def url(n: int) -> dict[str, str]:
+        return {"url": f"https://bridge.test/media/tok-d{n}"}
+
     assert [b["message"] for b in bodies(route)] == [
         {"text": "Your label"},
-        {"attachment": {"type": "image", "payload": {"url": "https://bridge.test/media/tok-d1"}}},
-        {"attachment": {"type": "file", "payload": {"url": "https://bridge.test/media/tok-d2"}}},
+        {"attachment": {"type": "image", "payload": url(1)}},
+        {"attachment": {"type": "file", "payload": url(2)}},
+        {"attachment": {"type": "video", "payload": url(3)}},
+        {"attachment": {"type": "audio", "payload": url(4)}},
     ]
 
 

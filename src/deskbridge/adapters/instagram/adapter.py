@@ -45,6 +45,8 @@ class InstagramAdapter(MessagingAdapter[InstagramConfig], LooksUpDisplayNames):
         "sticker": "image",
         "audio": "audio",
         "voice": "audio",
+        # Meta's attachment upload for Instagram: image, video, audio or file (pdf)
+        "video": "video",
     }
 
     @staticmethod
