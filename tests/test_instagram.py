@@ -385,6 +385,15 @@ async def test_a_failed_profile_lookup_is_no_name(
     assert await adapter_for(client).display_name(IGSID, IGSID) is None
 
 
+async def test_only_a_scoped_id_is_looked_up(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    # the id goes into the URL's path: "../me" would ask for the business account
+    for bad in ("../me", "me", "", "12 34", "1" * 33):
+        assert await adapter_for(client).display_name(bad, IGSID) is None
+    assert not api.calls
+
+
 async def test_health_asks_me(client: httpx.AsyncClient, api: respx.MockRouter) -> None:
     api.get(f"{API}/v23.0/me").mock(return_value=httpx.Response(200, json={"id": IG_A}))
     assert await adapter_for(client).health() == {"credentials_valid": 1.0}

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -28,7 +27,6 @@ PROACTIVE_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PU
 """Message tags a business update may carry outside the 24-hour window (send-messages/
 message-tags); ``HUMAN_AGENT`` is a person's reply within 7 days, never a bot's."""
 
-_PSID = re.compile(r"[0-9]{1,32}")
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +71,6 @@ class MessengerAdapter(MessagingAdapter[MessengerConfig], LooksUpDisplayNames, O
         last_name`` with the Page token), or None on any failure (a person who has not
         let the Page read their profile, an expired token, a timeout). Never raises: a
         failed lookup must not hold up delivery."""
-        if not _PSID.fullmatch(user_id):
-            return None
         try:
             profile = _Profile.model_validate_json(
                 await self._profile(user_id, "first_name,last_name")

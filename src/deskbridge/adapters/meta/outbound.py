@@ -11,6 +11,7 @@ https://developers.facebook.com/docs/messenger-platform/instagram/features/send-
 from __future__ import annotations
 
 import functools
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,9 @@ from deskbridge.config.accounts import InstagramConfig, MessengerConfig
 from deskbridge.errors import PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+
+# PSIDs and IGSIDs are decimal; anything else would change the URL's path
+_SCOPED_ID = re.compile(r"[0-9]{1,32}")
 
 __all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "MessagingAdapter"]
 
@@ -170,7 +174,10 @@ class MessagingAdapter(ReportsHealth, Generic[C]):
 
     async def _profile(self, user_id: str, fields: str) -> bytes:
         """The User Profile API's answer for ``user_id`` (``GET /<id>?fields=``). Raises
-        ``httpx.HTTPError`` or ``DeliveryError``."""
+        ``httpx.HTTPError`` or ``DeliveryError`` (``PermanentError`` for an id that is not
+        a page- or Instagram-scoped id: digits only, it goes into the URL's path)."""
+        if not _SCOPED_ID.fullmatch(user_id):
+            raise PermanentError(f"{self.channel.value} profile: not a scoped user id")
         response = await self._client.get(
             f"{self._graph}/{user_id}", params={"fields": fields}, headers=self._auth
         )
