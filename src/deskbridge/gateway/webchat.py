@@ -200,6 +200,7 @@ class _Session:
             for e in entries:
                 await self.ws.send_json({"type": "message", "seq": e.seq, **e.body})
                 self.last = e.seq
+            honour_cancel()  # a close landing inside the read above must not wait forever
             if len(entries) < 200:
                 await wake.wait()
 
