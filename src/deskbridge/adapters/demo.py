@@ -16,7 +16,7 @@ from typing import Any
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import DemoContext
 from deskbridge.config import AccountsFile, parse_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path, served_origins
 from deskbridge.schemas import Desk
 
 __all__ = ["demo_accounts", "demo_secrets"]
@@ -77,16 +77,20 @@ def demo_accounts(
     *,
     smtp_listen: str = "127.0.0.1:2525",
     sip_listen: str = "127.0.0.1:5060",
+    web_origins: tuple[str, ...] = served_origins("127.0.0.1", 8080),
     write: bool = True,
 ) -> AccountsFile:
     """The demo accounts file, its secrets read (or generated) in ``data_dir``. With
     ``write`` false nothing is written: secrets missing there are made up in memory (for
-    commands that read the account's settings, never its secrets)."""
+    commands that read the account's settings, never its secrets). ``web_origins``: the
+    origins of the gateway's own pages (the widget's demo page opens its socket)."""
     if write or secrets_path(data_dir).exists():
         stored = demo_secrets(data_dir, create=write)
     else:
         stored = _generate()
-    ctx = DemoContext(stored, smtp_listen=smtp_listen, sip_listen=sip_listen)
+    ctx = DemoContext(
+        stored, smtp_listen=smtp_listen, sip_listen=sip_listen, web_origins=web_origins
+    )
     apps: dict[str, Any] = {}
     for spec in CHANNELS.values():
         if spec.demo.apps is not None:

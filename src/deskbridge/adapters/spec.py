@@ -93,12 +93,14 @@ class SimulatedRequest:
 
 @dataclass(frozen=True, slots=True)
 class DemoContext:
-    """What a demo channel entry is built from: the demo secrets file's content and the
-    listeners' addresses."""
+    """What a demo channel entry is built from: the demo secrets file's content, the
+    listeners' addresses, and the origins of the pages the gateway serves
+    (``config.demo.served_origins``)."""
 
     secrets: Mapping[str, Any]
     smtp_listen: str
     sip_listen: str
+    web_origins: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
