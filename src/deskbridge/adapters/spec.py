@@ -32,8 +32,9 @@ __all__ = [
 C = TypeVar("C", bound=BaseModel)
 
 VisitorPost = Callable[..., Awaitable[tuple[int, bool]]]
-"""``(visitor, body, *, client_id, ttl_s) -> (seq, new)``: appends to a widget
-visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account)."""
+"""``(visitor, body, *, client_id, ttl_s, read) -> (seq, new)``: appends to a widget
+visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account);
+``read``: a person wrote it, so they read the visitor's messages at the desk."""
 
 
 @dataclass(frozen=True, slots=True)
