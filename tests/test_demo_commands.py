@@ -176,6 +176,8 @@ async def test_the_demo_names_its_data_directory_and_listeners(
         "smtp_listen": "127.0.0.1:2626",
         "sip_listen": "127.0.0.1:5070",
         "webchat_origins": "http://127.0.0.1:9000 http://localhost:9000",
+        # `simulate sms` signs as the provider the demo's SMS channel stands for
+        "sms_provider": "twilio",
     }
     for group in demo_secrets(tmp_path, create=False).values():
         for value in group.values() if isinstance(group, dict) else [group]:

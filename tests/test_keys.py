@@ -25,6 +25,7 @@ from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault, parse_keys_file
 from deskbridge.store.rotation import SEALED, Rotation, RotationBusy, classify
 from deskbridge.store.tokens import RedisTokenCache
+from deskbridge.store.webchat import WidgetFile
 
 from .conftest import DEMO_YAML, TEST_KEY, TEST_REDIS_URL, build_runtime, close_runtime, redis_of
 from .conftest import test_settings as settings_for
@@ -34,6 +35,8 @@ OLD = decode_key(TEST_KEY)
 NEW_TEXT = generate_key()
 NEW = decode_key(NEW_TEXT)
 OLD_ID = key_id(OLD)
+WIDGET_VISITOR = "0123456789abcdef0123456789abcdef"
+WIDGET_FILE = WidgetFile("A" * 22, "scan.pdf", "application/pdf", 8, "0" * 64)
 
 
 def keys_file(tmp_path: Path, *, active: str = "new", **extra: object) -> Path:
@@ -164,6 +167,7 @@ async def seal_one_of_each(rt: Runtime) -> None:
         account="acme", source="telegram", req=None, items=[IgnoredItem("echo", "m1")]
     )
     await rt.bot.record("acme", "c1", "d1", {"delivery": "d1", "customer": "hi", "bot": None})
+    await rt.webchat.put_file("acme", WIDGET_VISITOR, WIDGET_FILE, b"%PDF-1.7", ttl_s=600)
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
@@ -244,6 +248,8 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
         values = {i.value for i in await graph.members("acme", cid)}
         assert "+14155550123" in values
         assert (await rt.conversations.contact("acme", cid)) is not None
+        kept = await rt.webchat.read_file("acme", WIDGET_VISITOR, WIDGET_FILE.id)
+        assert kept == (WIDGET_FILE, b"%PDF-1.7")
     finally:
         await close(rt)
 

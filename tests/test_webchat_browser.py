@@ -1,7 +1,10 @@
 """The widget in a real headless Chromium (Debian's ``chromium`` through Playwright): a
 visitor opens the demo page, sends a message, sees the agent's reply arrive live, keeps
 chatting across a gateway restart (the message written while it was down is resent and
-filed once), and a visitor the site verified joins the contact of their email.
+filed once), a visitor the site verified joins the contact of their email, and a
+visitor sees their message delivered and read and the agent typing from the sandbox
+page, and a visitor attaches a picture that the sandbox desk shows (a refused type is
+said so; an agent's link that is not http(s) is never shown).
 Screenshots go to ``.test-output/webchat/`` (or ``$DESKBRIDGE_TEST_OUTPUT/webchat``)."""
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import struct
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,28 @@ accounts:
 """
 
 
+async def _served(make_runtime: Any, aiohttp_server: Any) -> tuple[Any, str]:
+    """A runtime with the widget account, served on a free port; its base URL."""
+    port = _free_port()
+    rt = make_runtime(_yaml(port))
+    await aiohttp_server(create_app(rt, role="serve"), port=port)
+    OUT.mkdir(parents=True, exist_ok=True)
+    return rt, f"http://127.0.0.1:{port}"
+
+
+async def _watched(browser: Any, problems: list[str], *, expected: str) -> Any:
+    """A new page whose script errors, and console errors but the ``expected`` kind, go
+    to ``problems``."""
+    page = await browser.new_page()
+    page.set_default_timeout(15_000)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and expected not in m.text else None,
+    )
+    return page
+
+
 async def _agent_says(rt: Any, text: str, n: int) -> None:
     [ticket] = await rt.sandbox.tickets("acme")
     reply = AgentReply(
@@ -88,17 +115,7 @@ async def test_a_visitor_chats_across_a_gateway_restart(
 
     async with playwright.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = await browser.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
-        page.on(
-            "console",
-            lambda m: (
-                problems.append(m.text)
-                if m.type == "error" and "WebSocket" not in m.text  # the restart's refusals
-                else None
-            ),
-        )
+        page = await _watched(browser, problems, expected="WebSocket")  # the restart's
         await page.goto(f"{base}/sandbox/widget")
         await page.get_by_role("button", name="Chat with us").click()
         await page.wait_for_selector("#deskbridge-chat[data-status=connected]")
@@ -178,11 +195,7 @@ async def test_a_verified_visitor_joins_their_email_contact(
 async def test_the_visitor_sees_delivered_read_and_the_agent_typing(
     make_runtime: Any, aiohttp_server: Any
 ) -> None:
-    port = _free_port()
-    rt = make_runtime(_yaml(port))
-    await aiohttp_server(create_app(rt, role="serve"), port=port)
-    base = f"http://127.0.0.1:{port}"
-    OUT.mkdir(parents=True, exist_ok=True)
+    rt, base = await _served(make_runtime, aiohttp_server)
     async with playwright.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         visitor = await browser.new_page()
@@ -212,3 +225,95 @@ async def test_the_visitor_sees_delivered_read_and_the_agent_typing(
         await visitor.wait_for_selector("#dbc-typing", state="hidden", timeout=2_000)
         await visitor.screenshot(path=str(OUT / "read.png"))
         await browser.close()
+
+
+def _png(width: int = 96, height: int = 64) -> bytes:
+    """A real (decodable) PNG: a grey square."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = b"".join(b"\x00" + b"\x80\x80\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def test_a_visitor_attaches_a_file_and_the_desk_has_it(
+    make_runtime: Any, aiohttp_server: Any
+) -> None:
+    rt, base = await _served(make_runtime, aiohttp_server)
+    png = _png()
+    problems: list[str] = []
+
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = await _watched(browser, problems, expected="Failed to load resource")  # 415
+        await page.goto(f"{base}/sandbox/widget")
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.wait_for_selector("#deskbridge-chat[data-status=connected]")
+        assert await page.locator("#dbc-attach").is_visible()
+
+        # a file the site does not take is refused in the transcript, nothing is sent
+        await page.set_input_files(
+            "#dbc-file",
+            files=[{"name": "tool.exe", "mimeType": "image/png", "buffer": b"MZ\x90\0"}],
+        )
+        refused = page.locator(".dbc-visitor[data-state=refused]")
+        await refused.wait_for()
+        assert "not accepted" in await refused.inner_text()
+
+        # a picture: uploaded, acknowledged, shown from this gateway
+        await page.set_input_files(
+            "#dbc-file", files=[{"name": "receipt.png", "mimeType": "image/png", "buffer": png}]
+        )
+        await page.wait_for_selector(".dbc-visitor[data-state=sent] a.dbc-file img")
+        await page.wait_for_function(
+            "document.querySelector('#deskbridge-chat .dbc-file img').naturalWidth === 96"
+        )
+        await page.screenshot(path=str(OUT / "attachment.png"))
+
+        # the sandbox desk has the file on the ticket
+        await drain(rt)
+        [ticket] = await rt.sandbox.tickets("acme")
+        [filed] = [m for m in ticket.messages if m.attachments]
+        assert filed.attachments == (f"receipt.png (image/png, {len(png)} bytes)",)
+        desk = await browser.new_page()
+        await desk.goto(f"{base}/sandbox/acme/tickets/{ticket.id}")
+        await desk.get_by_text(f"receipt.png (image/png, {len(png)} bytes)").wait_for()
+        await desk.screenshot(path=str(OUT / "attachment-at-the-desk.png"))
+
+        # an agent's file links: only http(s) is ever a link
+        token = await page.evaluate(
+            "JSON.parse(localStorage.getItem('deskbridge-chat:acme:visitor'))"
+        )
+        body = {
+            "role": "agent",
+            "text": "Here are the papers",
+            "author": "Ana",
+            "at": datetime.now(UTC).isoformat(),
+            "files": [
+                {"url": "javascript:alert(document.domain)", "name": "evil"},
+                {"url": "https://files.example.com/terms.pdf", "name": "terms.pdf"},
+            ],
+        }
+        await rt.webchat.post("acme", token.partition(".")[0], body, client_id="r:t1", ttl_s=3600)
+        agent = page.locator(".dbc-agent", has_text="Here are the papers")
+        await agent.wait_for()
+        hrefs = await agent.locator("a").evaluate_all("links => links.map(a => a.href)")
+        assert hrefs == ["https://files.example.com/terms.pdf"]
+
+        # back later: the picture is in the history
+        await page.reload()
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.wait_for_selector(".dbc-agent >> text=Here are the papers")
+        await page.wait_for_function(
+            "document.querySelector('#deskbridge-chat .dbc-file img')?.naturalWidth === 96"
+        )
+        await browser.close()
+    assert problems == []

@@ -34,7 +34,7 @@ from deskbridge.adapters.base import (
     TokenCache,
 )
 from deskbridge.adapters.payload import load_object
-from deskbridge.adapters.spec import AdapterDeps, ChannelSpec, VisitorPost
+from deskbridge.adapters.spec import AdapterDeps, ChannelSpec, VisitorFile, VisitorPost
 from deskbridge.config import AccountsFile, ChannelConfig
 from deskbridge.errors import SignatureInvalid
 from deskbridge.schemas import Channel, RawRequest
@@ -78,11 +78,15 @@ def build_adapter(
     mail_outbox: Callable[[EmailMessage], Awaitable[None]] | None = None,
     outbox: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     visitor_post: VisitorPost | None = None,
+    visitor_file: VisitorFile | None = None,
 ) -> ChannelAdapter:
     """The outbound adapter of one account's channel. ``api_base`` overrides the
     configured base URLs (sandbox mode); sandboxed email and SIP keep what they would
-    send in ``mail_outbox``/``outbox``; ``visitor_post`` keeps a widget visitor's reply."""
-    deps = AdapterDeps(client, links, tokens, api_base, mail_outbox, outbox, visitor_post)
+    send in ``mail_outbox``/``outbox``; ``visitor_post`` keeps a widget visitor's reply,
+    ``visitor_file`` reads a widget visitor's upload."""
+    deps = AdapterDeps(
+        client, links, tokens, api_base, mail_outbox, outbox, visitor_post, visitor_file
+    )
     return spec_of(config).adapter(account, config, deps)
 
 

@@ -106,6 +106,7 @@ def load(settings: Settings, config: Path | None) -> Loaded:
             smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
             sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
             web_origins=served_origins(settings.host, settings.port, settings.public_url),
+            sms_provider=settings.demo_sms_provider,
         )
         demo = True
         if vault is None:

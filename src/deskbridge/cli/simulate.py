@@ -52,6 +52,7 @@ def _accounts(settings: Settings, account: str, config: Path | None, base: str) 
         web_origins=tuple(info["webchat_origins"].split())
         if "webchat_origins" in info
         else _origins_of(base),
+        sms_provider=info.get("sms_provider", settings.demo_sms_provider),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,11 +56,12 @@ def secrets_path(data_dir: Path) -> Path:
 
 
 def read_secrets(
-    data_dir: Path, generate: Callable[[], dict[str, Any]], *, create: bool = True
+    data_dir: Path, makers: Mapping[str, Callable[[], Any]], *, create: bool = True
 ) -> dict[str, Any]:
-    """The demo secrets file's content; ``generate`` makes a fresh set, written on first
-    use, and fills in the groups of channels added since. Raises ``ConfigError`` when the
-    file is unreadable, or missing and ``create`` is false."""
+    """The demo secrets file's content: each entry of ``makers`` makes one value, written
+    on first use; entries added since (a channel's new group) are made and filled in,
+    the others never remade. Raises ``ConfigError`` when the file is unreadable, or
+    missing and ``create`` is false."""
     path = secrets_path(data_dir)
     if path.exists():
         try:
@@ -69,15 +70,14 @@ def read_secrets(
             raise ConfigError(
                 f"{path}: unreadable demo secrets ({exc}); delete it to start over"
             ) from exc
-        fresh = generate()
-        missing = {k: v for k, v in fresh.items() if k not in stored}
+        missing = [name for name in makers if name not in stored]
         if not missing:
             return stored
-        stored.update(missing)
+        stored.update({name: makers[name]() for name in missing})
     elif not create:
         raise ConfigError(f"{path} does not exist: start `deskbridge run` without a config first")
     else:
-        stored = generate()
+        stored = {name: make() for name, make in makers.items()}
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -31,7 +31,14 @@ from typing import Any
 
 from deskbridge.adapters.base import Receiver
 from deskbridge.adapters.sip.receiver import SipReceiver, StoredSip
-from deskbridge.config import InstagramConfig, MessengerConfig, SipConfig, WhatsAppConfig
+from deskbridge.adapters.webchat.stored import StoredWebchat
+from deskbridge.config import (
+    InstagramConfig,
+    MessengerConfig,
+    SipConfig,
+    WebchatConfig,
+    WhatsAppConfig,
+)
 from deskbridge.errors import ParseFailed, RequestRefused
 from deskbridge.flows.ingest import APP_SCOPE, accept_account_events, accept_replies, app_scope
 from deskbridge.flows.runtime import Runtime
@@ -161,7 +168,7 @@ async def _channel(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool)
     record (items that named no account) gives each event to the account it now names.
     Items that still cannot be read raise ``ParseFailed`` after the rest were taken."""
     scope, source = out.account, out.source
-    receiver = _receiver(rt, source, scope) or _sip_receiver(rt, source, scope)
+    receiver = _receiver(rt, source, scope) or _stored_receiver(rt, source, scope)
     if receiver is None:
         raise RequestRefused(f"channel {source} is not configured for {scope}")
     req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
@@ -217,11 +224,19 @@ async def _take(
         out.events.append(entry)
 
 
-def _sip_receiver(rt: Runtime, source: str, account: str) -> Receiver | None:
-    """SIP has no webhook URL, so no receiver in the registry: its listener's parser."""
+def _stored_receiver(rt: Runtime, source: str, account: str) -> Receiver | None:
+    """SIP and the widget have no webhook URL, so no receiver in the registry: the
+    parser of what their listener or socket kept."""
     acc = rt.accounts.accounts.get(account)
-    config = acc.channel(Channel.SIP) if acc is not None and source == Channel.SIP.value else None
-    return StoredSip(SipReceiver(account, config)) if isinstance(config, SipConfig) else None
+    config = acc.channel(Channel(source)) if acc is not None and source in _STORED else None
+    if isinstance(config, SipConfig):
+        return StoredSip(SipReceiver(account, config))
+    if isinstance(config, WebchatConfig):
+        return StoredWebchat(account)
+    return None
+
+
+_STORED = (Channel.SIP.value, Channel.WEBCHAT.value)
 
 
 async def _replies(rt: Runtime, out: RawOutcome, req: RawRequest, dry_run: bool) -> None:

@@ -193,6 +193,7 @@ class Runtime:
                     mail_outbox=functools.partial(sandbox.record_mail, name),
                     outbox=functools.partial(sandbox.record_sent, name),
                     visitor_post=functools.partial(rt.webchat.post, name),
+                    visitor_file=functools.partial(rt.webchat.upload, name),
                 )
         rt.receivers = build_receivers(accounts, rt.adapters)
         return rt

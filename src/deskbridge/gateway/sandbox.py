@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import html
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,15 +31,17 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import SecretStr
 
+from deskbridge.adapters.sms.vonage import signature as vonage_signature
 from deskbridge.config import (
     InstagramConfig,
     LineConfig,
     MessengerConfig,
     SmsConfig,
     TelegramConfig,
+    VonageSmsConfig,
     WhatsAppConfig,
 )
-from deskbridge.errors import StoreUnavailable
+from deskbridge.errors import SignatureInvalid, StoreUnavailable
 from deskbridge.flows import Runtime, csat, widget
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import webchat
@@ -682,6 +685,17 @@ async def instagram_api(request: web.Request) -> web.Response:
     )
 
 
+def _basic_auth(request: web.Request, user: str, password: SecretStr) -> bool:
+    """Whether ``request`` carries HTTP basic auth for ``user`` and ``password``."""
+    expected = f"{user}:{password.get_secret_value()}".encode()
+    given = request.headers.get("Authorization", "").removeprefix("Basic ")
+    try:
+        decoded = base64.b64decode(given, validate=True)
+    except ValueError:
+        decoded = b""
+    return hmac.compare_digest(decoded, expected)
+
+
 def _twilio_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(
         {"code": code, "message": message, "more_info": "", "status": status}, status=status
@@ -689,20 +703,17 @@ def _twilio_error(status: int, code: int, message: str) -> web.Response:
 
 
 async def sms_api(request: web.Request) -> web.Response:
-    """Stands in for Twilio's Messages resource for an SMS channel in sandbox mode."""
+    """Stands in for Twilio's Messages resource, or Vonage's Messages and Applications
+    APIs, for an SMS channel in sandbox mode (by the channel's provider)."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
     cfg = rt.accounts.accounts.get(account)
     ch = cfg.channel(Channel.SMS) if cfg else None
+    if isinstance(ch, VonageSmsConfig) and ch.sandbox:
+        return await _vonage_api(request, rt, account, ch)
     if not isinstance(ch, SmsConfig) or not ch.sandbox:
         return _twilio_error(401, 20003, "Authenticate")
-    expected = f"{ch.account_sid}:{ch.auth_token.get_secret_value()}".encode()
-    given = request.headers.get("Authorization", "").removeprefix("Basic ")
-    try:
-        decoded = base64.b64decode(given, validate=True)
-    except ValueError:
-        decoded = b""
-    if not hmac.compare_digest(decoded, expected):
+    if not _basic_auth(request, ch.account_sid, ch.auth_token):
         return _twilio_error(401, 20003, "Authenticate")
     tail = "/" + request.match_info["tail"].strip("/")
     account_path = f"/2010-04-01/Accounts/{ch.account_sid}"
@@ -724,6 +735,52 @@ async def sms_api(request: web.Request) -> web.Response:
     )
     sid = "SM" + hashlib.sha256(f"{to}{time.time_ns()}".encode()).hexdigest()[:32]
     return web.json_response({"sid": sid, "status": "queued", "to": to}, status=201)
+
+
+def _vonage_error(status: int, title: str, code: str = "") -> web.Response:
+    kind = f"https://developer.vonage.com/api-errors/messages#{code}" if code else ""
+    return web.json_response(
+        {"type": kind or "https://developer.vonage.com/api-errors", "title": title},
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+async def _vonage_api(
+    request: web.Request, rt: Runtime, account: str, ch: VonageSmsConfig
+) -> web.Response:
+    tail = "/" + request.match_info["tail"].strip("/")
+    if request.method == "GET" and tail == f"/v2/applications/{ch.application_id}":
+        if not _basic_auth(request, ch.api_key, ch.api_secret):
+            return _vonage_error(401, "Unauthorized")
+        return web.json_response({"id": ch.application_id, "name": "deskbridge sandbox"})
+    if request.method != "POST" or tail != "/v1/messages":
+        return _vonage_error(404, "Not found in the deskbridge sandbox")
+    try:
+        claims = vonage_signature.application_claims(
+            _bearer(request), ch.private_key.get_secret_value()
+        )
+    except SignatureInvalid:
+        claims = {}
+    if claims.get("application_id") != ch.application_id:
+        return _vonage_error(401, "Unauthorized")
+    body = await request.json()
+    to = str(body.get("to", ""))
+    if not to.isdigit():
+        return _vonage_error(422, "Invalid recipient", "1430")
+    text = str(body.get("text", ""))
+    for part in body.get("content") or []:
+        text += f" [{part.get('type')}: {part.get('url')}]"
+    await rt.sandbox.record_sent(
+        account,
+        {
+            "channel": "sms",
+            "method": f"{body.get('channel')} from {body.get('from')}",
+            "to": "+" + to,
+            "text": text.strip(),
+        },
+    )
+    return web.json_response({"message_uuid": str(uuid.uuid4())}, status=202)
 
 
 async def line_api(request: web.Request) -> web.Response:

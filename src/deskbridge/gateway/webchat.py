@@ -7,11 +7,12 @@ posted later: every process subscribes once to the store's notifications and wak
 sockets it holds, so an agent's reply reaches the visitor through any process.
 
 Frames (JSON). Widget → gateway: ``hello`` {visitor token | user {user_id, email, name,
-hash}, after}, ``message`` {id, text}, ``offline`` {id, text, email}. Gateway → widget:
-``welcome`` {visitor, online}, ``message`` {seq, role, text, id?, author?, at, files},
-``ack`` {id, seq}, ``error`` {code, id?}, ``status`` {states: {id: delivered | read}}
-(the visitor's messages whose receipt changed), ``typing`` {on, seconds?} (an agent
-types; it ends with ``on`` false, or after ``seconds`` without another).
+hash}, after}, ``message`` {id, text, files?: [upload id]}, ``offline`` {id, text, email}.
+Gateway → widget: ``welcome`` {visitor, online, upload?}, ``message`` {seq, role, text,
+id?, author?, at, files}, ``ack`` {id, seq}, ``error`` {code, id?}, ``status`` {states:
+{id: delivered | read}} (the visitor's messages whose receipt changed), ``typing`` {on,
+seconds?} (an agent types; it ends with ``on`` false, or after ``seconds`` without
+another). Files are uploaded over HTTP first (``gateway/webchat_files.py``).
 """
 
 from __future__ import annotations
@@ -31,16 +32,20 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
 from deskbridge.adapters.webchat import Visitor, anonymous, message, user_hash, verified
+from deskbridge.adapters.webchat.files import attachment, file_ids
+from deskbridge.adapters.webchat.stored import raw_request
 from deskbridge.config import WebchatConfig
 from deskbridge.errors import PayloadInvalid, SignatureInvalid, StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.flows.ingest import accept_events
+from deskbridge.gateway import webchat_files
 from deskbridge.gateway.state import RUNTIME
-from deskbridge.schemas import Channel, RawRequest
+from deskbridge.schemas import Attachment, Channel, Message
 from deskbridge.store.connection import honour_cancel
 from deskbridge.store.webchat import View
 
@@ -51,11 +56,15 @@ log = logging.getLogger(__name__)
 SCRIPT_PATH = "/widget/v1/deskbridge-chat.js"
 _DAY = 86400
 _MAX_FRAME = 64 * 1024
+_GONE = "webchat: a file is no longer kept; attach it again"
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 _DEMO_HEADERS = {
     # what a site embedding the widget allows: the script (by its integrity hash), its
-    # socket, and the style element it adds
+    # socket and uploads, the visitor's files (images: the gateway's file links only,
+    # as a site would write it; CSP's http source also matches https), and the style
+    # element it adds
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; connect-src 'self'; "
+        "default-src 'none'; script-src 'self'; connect-src 'self'; img-src {files}; "
         "style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -189,6 +198,8 @@ class _Session:
     ) -> None:
         self.rt, self.account, self.cfg, self.ws, self.ip = rt, account, cfg, ws, ip
         self.visitor = Visitor("")
+        self.key = ""
+        """The store's digest of the visitor's id (names their keys and files)."""
         self.last = 0
         self.receipts: dict[str, str] = {}
         self.typing_until = 0.0
@@ -206,7 +217,8 @@ class _Session:
                 await asyncio.sleep(1.0)
                 continue
             for e in view.entries:
-                await self.ws.send_json({"type": "message", "seq": e.seq, **e.body})
+                body = webchat_files.with_links(self.cfg, self.account, self.key, e.body)
+                await self.ws.send_json({"type": "message", "seq": e.seq, **body})
                 self.last = e.seq
             await self._indicators(view)
             honour_cancel()  # a close landing inside the read above must not wait forever
@@ -238,54 +250,82 @@ class _Session:
             return
         cid = frame.get("id") if isinstance(frame.get("id"), str) else None
         try:
-            msg = message(
-                self.account,
-                self.visitor,
-                frame,
-                now=datetime.now(UTC),
-                max_chars=self.cfg.max_text_chars,
-            )
-        except PayloadInvalid as exc:
-            await self.ws.send_json(
-                {"type": "error", "code": "invalid", "id": cid, "detail": str(exc)}
-            )
-            return
-        store = self.rt.webchat
-        try:
-            allowed = await store.allow(
-                self.account, "visitor", self.visitor.id, self.cfg.messages_per_minute
-            ) and await store.allow(self.account, "ip", self.ip, self.cfg.connections_per_minute)
-            if not allowed:
-                self.rt.metrics.event("webchat", "refused", "rate_limited")
-                await self.ws.send_json({"type": "error", "code": "rate_limited", "id": cid})
+            try:
+                msg = message(
+                    self.account,
+                    self.visitor,
+                    frame,
+                    now=datetime.now(UTC),
+                    max_chars=self.cfg.max_text_chars,
+                    files=await self._files(frame),
+                )
+            except PayloadInvalid as exc:
+                await self.ws.send_json(
+                    {"type": "error", "code": "invalid", "id": cid, "detail": str(exc)}
+                )
                 return
-            raw = RawRequest(
-                method="WS",
-                path=f"/widget/v1/{self.account}/socket",
-                headers={"content-type": "application/json"},
-                body=json.dumps(frame, separators=(",", ":")).encode(),
-            )
-            # stored for the desk first (deduplicated by the visitor's id for it), then in
-            # the visitor's history (idempotent too): a resend after a failure in between
-            # completes both and is acknowledged once more
-            await accept_events(self.rt, "webchat", raw, [msg])
-            body = {
-                "role": "visitor",
-                "id": msg.external_id,
-                "text": msg.text,
-                "at": msg.occurred_at.isoformat(),
-            }
-            seq, _ = await store.post(
-                self.account,
-                self.visitor.id,
-                body,
-                client_id=msg.external_id,
-                ttl_s=self.cfg.history_days * _DAY,
-            )
+            seq = await self._take(frame, msg)
         except StoreUnavailable:
             await self.ws.send_json({"type": "error", "code": "unavailable", "id": cid})
             return
-        await self.ws.send_json({"type": "ack", "id": msg.external_id, "seq": seq})
+        if seq is not None:
+            await self.ws.send_json({"type": "ack", "id": msg.external_id, "seq": seq})
+
+    async def _files(self, frame: dict[str, Any]) -> list[Attachment]:
+        """The uploads the frame's ``files`` name, as attachments. Raises
+        ``PayloadInvalid`` when one is not (or no longer) the visitor's."""
+        ids = file_ids(frame)
+        if not ids:
+            return []
+        found = await self.rt.webchat.files(self.account, self.key, ids)
+        if len(found) != len(ids):
+            raise PayloadInvalid(_GONE)
+        return [
+            attachment(self.key, f.id, name=f.name, mime=f.mime_type, size=f.size, sha256=f.sha256)
+            for f in found
+        ]
+
+    async def _take(self, frame: dict[str, Any], msg: Message) -> int | None:
+        """Stores the message for the desk and in the visitor's history; its sequence
+        number, or None when it was refused (and the widget told why)."""
+        store, cid = self.rt.webchat, msg.external_id
+        allowed = await store.allow(
+            self.account, "visitor", self.visitor.id, self.cfg.messages_per_minute
+        ) and await store.allow(self.account, "ip", self.ip, self.cfg.connections_per_minute)
+        if not allowed:
+            self.rt.metrics.event("webchat", "refused", "rate_limited")
+            await self.ws.send_json({"type": "error", "code": "rate_limited", "id": cid})
+            return None
+        ttl_s = self.cfg.history_days * _DAY
+        ids = [a.ref.partition("/")[2] for a in msg.attachments]
+        if ids and not await store.keep_files(self.account, self.key, ids, ttl_s=ttl_s):
+            refusal = {"type": "error", "code": "invalid", "id": cid, "detail": _GONE}
+            await self.ws.send_json(refusal)
+            return None
+        raw = raw_request(
+            self.account,
+            self.visitor,
+            json.dumps(frame, separators=(",", ":")).encode(),
+            msg.occurred_at,
+            msg.attachments,
+        )
+        # stored for the desk first (deduplicated by the visitor's id for it), then in
+        # the visitor's history (idempotent too): a resend after a failure in between
+        # completes both and is acknowledged once more
+        await accept_events(self.rt, "webchat", raw, [msg])
+        body: dict[str, Any] = {
+            "role": "visitor",
+            "id": cid,
+            "text": msg.text,
+            "at": msg.occurred_at.isoformat(),
+        }
+        if msg.attachments:
+            body["files"] = [
+                {"id": fid, "name": a.filename, "type": a.mime_type, "size": a.size}
+                for a, fid in zip(msg.attachments, ids, strict=True)
+            ]
+        seq, _ = await store.post(self.account, self.visitor.id, body, client_id=cid, ttl_s=ttl_s)
+        return seq
 
 
 async def socket(request: web.Request) -> web.WebSocketResponse:
@@ -327,6 +367,7 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json({"type": "error", "code": "invalid"})
         await ws.close()
         return ws
+    session.key = rt.webchat.visitor_key(account, session.visitor.id)
     await ws.send_json(
         {
             "type": "welcome",
@@ -334,10 +375,11 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
             "verified": session.visitor.verified,
             "online": _online(rt, account),
             "languages": list(cfg.languages),
+            "upload": webchat_files.upload_grant(cfg, account, session.key),
         }
     )
     hub = request.app[HUB]
-    key = (account, rt.webchat.visitor_key(account, session.visitor.id))
+    key = (account, session.key)
     wake = hub.join(key)
     pump = asyncio.create_task(session.pump(wake))
     try:
@@ -391,7 +433,11 @@ async def demo_page(request: web.Request) -> web.Response:
 answer in the sandbox desk (<a href="/sandbox/">/sandbox/</a>).</p>
 <script src="{SCRIPT_PATH}" integrity="{integrity()}" crossorigin="anonymous" {tag_attrs}></script>
 </body></html>"""
-    return web.Response(text=page, content_type="text/html", headers=_DEMO_HEADERS)
+    host = request.host if _HOST.fullmatch(request.host) else None
+    files = f"http://{host}/widget/v1/{quote(name)}/files/" if host else "'self'"
+    csp = _DEMO_HEADERS["Content-Security-Policy"].format(files=files)
+    headers = {**_DEMO_HEADERS, "Content-Security-Policy": csp}
+    return web.Response(text=page, content_type="text/html", headers=headers)
 
 
 def add_routes(app: web.Application) -> None:
@@ -400,3 +446,4 @@ def add_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_listening)
     app.router.add_get(SCRIPT_PATH, script)
     app.router.add_get("/widget/v1/{account}/socket", socket)
+    webchat_files.add_routes(app)

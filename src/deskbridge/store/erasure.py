@@ -161,6 +161,12 @@ class Erasure:
                 )
                 and 1
             )
+            index = keys.webchat_files(plan.account, v)
+            ids = await self._typed.smembers(index)
+            files = [keys.webchat_file(plan.account, v, i.decode()) for i in ids]
+            if files:
+                report["webchat_files"] += await self._redis.delete(*files)
+            await self._redis.delete(index)
 
     async def _erase_raw(self, plan: ErasurePlan) -> None:
         if not plan.raw_ids:

@@ -93,6 +93,8 @@ __all__ = [
     "udesk_relayed",
     "unparsed",
     "vip_cache",
+    "webchat_file",
+    "webchat_files",
     "webchat_history",
     "webchat_ids",
     "webchat_rate",
@@ -551,6 +553,17 @@ def webchat_seq(account: str, visitor: str) -> str:
 def webchat_ids(account: str, visitor: str) -> str:
     """Hash: the visitor's client message ids → their sequence numbers (dedup of resends)."""
     return f"{_a(account)}:webchat:ids:{visitor}"
+
+
+def webchat_file(account: str, visitor: str, file_id: str) -> str:
+    """Hash: a file the visitor uploaded, ``meta`` (name, type, size, SHA-256) and
+    ``data`` (its bytes), each sealed."""
+    return f"{_a(account)}:webchat:file:{visitor}:{file_id}"
+
+
+def webchat_files(account: str, visitor: str) -> str:
+    """Set: the ids of the visitor's files (what erasure deletes)."""
+    return f"{_a(account)}:webchat:files:{visitor}"
 
 
 def webchat_receipts(account: str, visitor: str) -> str:

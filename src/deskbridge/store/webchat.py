@@ -1,7 +1,7 @@
 """The website chat widget's conversations: each visitor's history (both sides, sealed,
 numbered), dedup of resent messages, the receipts of the visitor's messages (delivered,
-read) and whether an agent is typing, the wake-up every gateway process listens to, and
-the rate windows.
+read) and whether an agent is typing, the visitor's uploaded files (sealed), the wake-up
+every gateway process listens to, and the rate windows.
 
 A visitor is named in keys by the vault's keyed digest of their id (a verified visitor's
 id holds the site's user id or email). Posting an entry is one script (``WEBCHAT_POST``):
@@ -13,6 +13,7 @@ kept as long as the history; typing lasts a few seconds unless renewed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -21,16 +22,19 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from deskbridge.schemas import Upload
 from deskbridge.store import keys
-from deskbridge.store.connection import guarded, honour_cancel
-from deskbridge.store.crypto import Vault
+from deskbridge.store.connection import guarded, honour_cancel, structures
+from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.scripts import WEBCHAT_DELIVERED, WEBCHAT_POST, WEBCHAT_READ
 
-__all__ = ["Entry", "Receipt", "View", "WebchatStore"]
+__all__ = ["Entry", "Receipt", "View", "WebchatStore", "WidgetFile"]
 
 _CAP = 500
 """Entries kept per visitor (the oldest go first)."""
 _PAGE = 200
+_INDEX_TTL = 366 * 86400
+"""The file index's life: past the longest ``history_days``; refreshed by each upload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,24 @@ class View:
     typing_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class WidgetFile:
+    """What is known of a visitor's uploaded file besides its bytes."""
+
+    id: str
+    name: str
+    mime_type: str
+    size: int
+    sha256: str
+
+
 @guarded
 class WebchatStore:
     """Redis failures raise ``StoreUnavailable``."""
 
     def __init__(self, redis: aioredis.Redis, vault: Vault) -> None:
         self._redis = redis
+        self._typed = structures(redis)
         self._vault = vault
         self._post = redis.register_script(WEBCHAT_POST)
         self._delivered = redis.register_script(WEBCHAT_DELIVERED)
@@ -171,6 +187,78 @@ class WebchatStore:
         pipe.set(keys.webchat_typing(account, v), b"1", px=max(1, int(seconds * 1000)))
         pipe.publish(keys.WEBCHAT_NOTIFY, f"{account} {v} 0")
         await pipe.execute()
+
+    async def put_file(
+        self, account: str, visitor_key: str, file: WidgetFile, data: bytes, *, ttl_s: int
+    ) -> None:
+        """Keep an uploaded file of the visitor ``visitor_key`` for ``ttl_s`` seconds (until
+        a message names it: ``keep_files``)."""
+        key = keys.webchat_file(account, visitor_key, file.id)
+        meta = json.dumps(dataclasses.asdict(file), separators=(",", ":")).encode()
+        index = keys.webchat_files(account, visitor_key)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "meta": self._vault.seal(meta, f"{key}#meta"),
+                "data": self._vault.seal(data, f"{key}#data"),
+            },
+        )
+        pipe.expire(key, ttl_s)
+        pipe.sadd(index, file.id)
+        # the index outlives every file it names (erasure reads it)
+        pipe.expire(index, _INDEX_TTL)
+        await pipe.execute()
+
+    async def files(self, account: str, visitor_key: str, ids: Sequence[str]) -> list[WidgetFile]:
+        """The visitor's files of ``ids`` that are still kept, in the order of ``ids``."""
+        pipe = self._redis.pipeline(transaction=False)
+        names = [keys.webchat_file(account, visitor_key, i) for i in ids]
+        for name in names:
+            pipe.hget(name, "meta")
+        found = []
+        for name, blob in zip(names, await pipe.execute(), strict=True):
+            if blob is not None:
+                meta = json.loads(self._vault.open(blob, f"{name}#meta"))
+                found.append(WidgetFile(**meta))
+        return found
+
+    async def keep_files(
+        self, account: str, visitor_key: str, ids: Sequence[str], *, ttl_s: int
+    ) -> bool:
+        """Keep the visitor's files of ``ids`` for ``ttl_s`` seconds from now (a message
+        names them: as long as its history). False when one is gone."""
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.expire(keys.webchat_file(account, visitor_key, i), ttl_s)
+        return all(await pipe.execute())
+
+    async def read_file(
+        self, account: str, visitor_key: str, file_id: str
+    ) -> tuple[WidgetFile, bytes] | None:
+        """A visitor's file and its bytes, None when it is not (or no longer) kept."""
+        key = keys.webchat_file(account, visitor_key, file_id)
+        fields = await self._typed.hgetall(key)
+        meta, data = fields.get(b"meta"), fields.get(b"data")
+        if meta is None or data is None:
+            return None
+        try:
+            file = WidgetFile(**json.loads(self._vault.open(meta, f"{key}#meta")))
+            return file, self._vault.open(data, f"{key}#data")
+        except SealBroken:
+            return None
+
+    async def upload(self, account: str, ref: str) -> Upload | None:
+        """The file of an ``Attachment.ref`` (``<visitor key>/<file id>``) as bytes to
+        file at the desk; None when it is no longer kept."""
+        visitor_key, _, file_id = ref.partition("/")
+        if not visitor_key or not file_id or "/" in file_id or ":" in ref:
+            return None
+        found = await self.read_file(account, visitor_key, file_id)
+        if found is None:
+            return None
+        file, data = found
+        return Upload(filename=file.name, mime_type=file.mime_type, data=data)
 
     async def allow(self, account: str, scope: str, who: str, limit: int) -> bool:
         """Counts one more message or connection of ``who`` (a visitor or an IP address)

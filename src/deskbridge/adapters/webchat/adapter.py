@@ -3,7 +3,9 @@ the widget shows) and announced to whichever gateway process holds their socket.
 
 "Sent" means stored for the visitor: a visitor with no open socket reads it when they
 return (docs/channels/webchat.md). A person's reply also says they read the visitor's
-messages filed before it, whichever desk they answer from.
+messages filed before it, whichever desk they answer from. A visitor's own files were
+uploaded to deskbridge (``POST /widget/v1/<account>/attachments``); ``fetch`` reads them
+back for the desk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.spec import VisitorPost
+from deskbridge.adapters.spec import VisitorFile, VisitorPost
 from deskbridge.config import WebchatConfig
 from deskbridge.errors import PermanentError
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
@@ -27,15 +29,28 @@ class WebchatAdapter:
     takes_files: ClassVar[bool] = False
 
     def __init__(
-        self, account: str, config: WebchatConfig, links: MediaLinks, post: VisitorPost | None
+        self,
+        account: str,
+        config: WebchatConfig,
+        links: MediaLinks,
+        post: VisitorPost | None,
+        files: VisitorFile | None = None,
     ) -> None:
         self.account = account
         self.config = config
         self._links = links
         self._post = post
+        self._files = files
 
     async def fetch(self, attachment: Attachment) -> Upload:
-        raise PermanentError("the widget sends no files")
+        """A visitor's upload, kept ``history_days`` once a message named it. Raises
+        ``PermanentError`` once it is gone (or without a store in this process)."""
+        if self._files is None:
+            raise PermanentError("the widget's store is not available in this process")
+        upload = await self._files(attachment.ref)
+        if upload is None:
+            raise PermanentError("the visitor's file is no longer kept")
+        return upload
 
     async def reengage(self, to: ChannelAddress) -> SendReceipt:
         raise PermanentError("the widget has no reply window to reopen")

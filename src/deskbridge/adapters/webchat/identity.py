@@ -12,9 +12,21 @@ from dataclasses import dataclass
 
 from deskbridge.errors import SignatureInvalid
 
-__all__ = ["Visitor", "anonymous", "check_token", "new_token", "user_hash", "verified"]
+__all__ = [
+    "Visitor",
+    "anonymous",
+    "check_file_link",
+    "check_token",
+    "check_upload_token",
+    "file_link",
+    "new_token",
+    "upload_token",
+    "user_hash",
+    "verified",
+]
 
 _ANON = re.compile(r"v_[A-Za-z0-9_-]{22}")
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +88,45 @@ def verified(
     if not hmac.compare_digest(user_hash_given.lower(), user_hash(secret, subject)):
         raise SignatureInvalid("webchat identity: user_hash")
     return Visitor(id=f"u:{subject}", verified=True, user_id=user_id, email=email, name=name)
+
+
+def _claim(*parts: str) -> str:
+    # a purpose first, so no signature of one kind is valid as another
+    return "\x1f".join(parts)
+
+
+def upload_token(secret: str, account: str, visitor_key: str, expires: int) -> str:
+    """What the socket's ``welcome`` gives the widget for its uploads: the visitor's key
+    (the store's digest of their id, never the id), an expiry (Unix seconds) and their
+    signature, ``<key>.<expires>.<hex>``."""
+    sig = _sign(secret, _claim("upload", account, visitor_key, str(expires)))
+    return f"{visitor_key}.{expires}.{sig}"
+
+
+def check_upload_token(secret: str, account: str, token: str, now: float) -> str:
+    """The visitor key an upload token carries. Raises ``SignatureInvalid`` for a token
+    that is forged, of another account, or expired."""
+    key, _, rest = token.partition(".")
+    expires, _, sig = rest.partition(".")
+    if not _KEY.fullmatch(key) or not expires.isdigit() or len(expires) > 12:
+        raise SignatureInvalid("webchat upload token")
+    want = _sign(secret, _claim("upload", account, key, expires))
+    if not hmac.compare_digest(sig, want) or int(expires) < now:
+        raise SignatureInvalid("webchat upload token")
+    return key
+
+
+def file_link(secret: str, account: str, visitor_key: str, file_id: str, expires: int) -> str:
+    """The signature of a link to a visitor's own file, valid until ``expires``."""
+    return _sign(secret, _claim("file", account, visitor_key, file_id, str(expires)))
+
+
+def check_file_link(
+    secret: str, account: str, visitor_key: str, file_id: str, expires: str, sig: str, now: float
+) -> None:
+    """Raises ``SignatureInvalid`` unless ``sig`` signs this file until ``expires``,
+    which has not passed."""
+    if not expires.isdigit() or len(expires) > 12 or int(expires) < now:
+        raise SignatureInvalid("webchat file link")
+    if not hmac.compare_digest(sig, file_link(secret, account, visitor_key, file_id, int(expires))):
+        raise SignatureInvalid("webchat file link")

@@ -4,13 +4,14 @@ Pure: the gateway has checked the visitor's identity and the origin before."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from deskbridge.adapters.webchat.identity import Visitor
 from deskbridge.errors import PayloadInvalid
 from deskbridge.identity.normalize import email_key
-from deskbridge.schemas import Channel, Identity, Message, Sender
+from deskbridge.schemas import Attachment, Channel, Identity, Message, Sender
 
 __all__ = ["CLIENT_ID", "message"]
 
@@ -44,15 +45,22 @@ def _identities(visitor: Visitor, offline_email: str | None) -> tuple[Identity, 
 
 
 def message(
-    account: str, visitor: Visitor, frame: dict[str, Any], *, now: datetime, max_chars: int
+    account: str,
+    visitor: Visitor,
+    frame: dict[str, Any],
+    *,
+    now: datetime,
+    max_chars: int,
+    files: Sequence[Attachment] = (),
 ) -> Message:
-    """The ``message`` (or ``offline``) frame's ``Message``. Raises ``PayloadInvalid``
+    """The ``message`` (or ``offline``) frame's ``Message``, carrying ``files`` (the
+    uploads its ``files`` ids name, resolved by the caller). Raises ``PayloadInvalid``
     naming what is wrong (an id, an empty or too long text, an email)."""
     cid = frame.get("id")
-    text = frame.get("text")
+    text = frame.get("text", "") if files else frame.get("text")
     if not isinstance(cid, str) or not CLIENT_ID.fullmatch(cid):
         raise PayloadInvalid("webchat: the message needs an id of 8-64 [A-Za-z0-9_-]")
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not (text.strip() or files):
         raise PayloadInvalid("webchat: the message has no text")
     if len(text) > max_chars:
         raise PayloadInvalid(f"webchat: the text is longer than {max_chars} characters")
@@ -80,6 +88,7 @@ def message(
             identities=_identities(visitor, offline_email),
         ),
         text=text,
+        attachments=tuple(files),
         note=note,
         context={"email": offline_email} if offline_email else {},
     )

@@ -2,7 +2,8 @@
    <script src="https://desk.example.com/widget/v1/deskbridge-chat.js"
      integrity="sha384-..." crossorigin="anonymous" data-account="acme"></script>
    Optional (identity verification): data-user-id, data-email, data-name, data-user-hash;
-   data-language (else the browser's).
+   data-language (else the browser's). The page's CSP must allow the gateway in
+   connect-src (socket, uploads) and img-src (the visitor's images).
    Docs: docs/channels/webchat.md */
 (function () {
   "use strict";
@@ -99,6 +100,7 @@
     if (id) { m.dataset.id = id; shown[id] = m; }
     if (!m.parentNode) { log.appendChild(m); }
     log.scrollTop = log.scrollHeight;
+    return m;
   }
   function setStatus(s) { status.textContent = t[s]; root.dataset.status = s; }
   function setOnline(on) {
@@ -112,6 +114,7 @@
     t = TEXTS[lang] || TEXTS.en;
     opener.textContent = t.open; input.placeholder = t.input; send.textContent = t.send;
     email.placeholder = t.email;
+    useFileTexts(lang);
   }
   function transmit(m) {
     if (ws && ws.readyState === 1) { ws.send(JSON.stringify(m)); }
@@ -163,23 +166,113 @@
     if (f.role === "visitor") { showReceipt(f.id); } else { showTyping(0); }
   }
 
+  // --- files: the paperclip, the upload, files in the transcript -------------------------
+  var FILE_TEXTS = {
+    en: { attach: "Attach a file", tooLarge: "too large", badType: "this type of file is not accepted",
+      failed: "not sent, try again" },
+    es: { attach: "Adjuntar un archivo", tooLarge: "demasiado grande",
+      badType: "no se acepta este tipo de archivo", failed: "no enviado, inténtalo de nuevo" },
+    de: { attach: "Datei anhängen", tooLarge: "zu groß", badType: "dieser Dateityp wird nicht angenommen",
+      failed: "nicht gesendet, bitte erneut versuchen" },
+    fr: { attach: "Joindre un fichier", tooLarge: "trop volumineux",
+      badType: "ce type de fichier n'est pas accepté", failed: "non envoyé, réessayez" },
+    pt: { attach: "Anexar um ficheiro", tooLarge: "demasiado grande",
+      badType: "este tipo de ficheiro não é aceite", failed: "não enviado, tente novamente" }
+  };
+  var ft = FILE_TEXTS.en;
+  var grant = null;                  // the welcome's upload token, size limit and types
+  var picker = el("input"); picker.type = "file"; picker.id = "dbc-file"; picker.style.display = "none";
+  var attach = el("button", "dbc-attach", "\uD83D\uDCCE"); attach.type = "button"; attach.id = "dbc-attach";
+  attach.style.display = "none";
+
+  function setupFiles() {
+    style.textContent += "#deskbridge-chat .dbc-attach{border:0;background:none;cursor:pointer;font-size:18px}" +
+      "#deskbridge-chat .dbc-file{display:block;margin-top:4px}" +
+      "#deskbridge-chat .dbc-file img{display:block;max-width:100%;max-height:160px;border-radius:6px}" +
+      "#deskbridge-chat .dbc-msg[data-state=refused]{color:#b42318}";
+    form.insertBefore(attach, send); form.appendChild(picker);
+    attach.addEventListener("click", function () { picker.click(); });
+    picker.addEventListener("change", function () {
+      var file = picker.files && picker.files[0];
+      picker.value = "";
+      if (file) { sendFile(file); }
+    });
+    useFileTexts(wanted);
+  }
+  function useFileTexts(lang) {
+    ft = FILE_TEXTS[lang] || FILE_TEXTS.en;
+    attach.title = ft.attach; attach.setAttribute("aria-label", ft.attach);
+  }
+  function grantUpload(g) {
+    grant = g && g.types && g.types.length ? g : null;
+    attach.style.display = grant && online ? "" : "none";
+    if (grant) { picker.accept = grant.types.join(","); }
+  }
+  function label(m) { return m.text || (m.label ? "\uD83D\uDCCE " + m.label : ""); }
+  function fileRefused(m, code) {
+    var why = code === "too_large" ? ft.tooLarge : (code === "type" ? ft.badType : ft.failed);
+    render("visitor", label(m) + " \u2014 " + why, m.id, "refused");
+  }
+  function sendFile(file) {
+    var m = { type: "message", id: newId(), text: "", files: [], label: file.name };
+    render("visitor", label(m), m.id, "pending");
+    if (!grant) { fileRefused(m, "failed"); return; }
+    if (file.size > grant.max_bytes) { fileRefused(m, "too_large"); return; }
+    var url = base.origin + "/widget/v1/" + encodeURIComponent(account) + "/attachments?name=" +
+      encodeURIComponent(file.name);
+    fetch(url, { method: "POST", mode: "cors", credentials: "omit", body: file,
+      headers: { "Authorization": "Bearer " + grant.token, "Content-Type": "application/octet-stream" } })
+      .then(function (r) {
+        return r.json().then(function (b) { return { ok: r.ok, body: b }; });
+      })
+      .then(function (res) {
+        if (!res.ok) {
+          if (res.body.error === "token" && ws) { ws.close(); }   // a new token comes with the welcome
+          fileRefused(m, res.body.error);
+          return;
+        }
+        m.files = [res.body.id]; m.label = res.body.name;
+        outbox.push(m); save("outbox", outbox);
+        render("visitor", label(m), m.id, "pending");
+        transmit(m);
+      })
+      .catch(function () { fileRefused(m, "failed"); });
+  }
+  function safeUrl(url) {
+    // only http(s) links: a javascript: or data: URL from anywhere is never followed
+    try {
+      var u = new URL(url, base);
+      return u.protocol === "https:" || u.protocol === "http:" ? u.href : null;
+    } catch (e) { return null; }
+  }
+  function showFiles(bubble, files) {
+    (files || []).forEach(function (file) {
+      var href = safeUrl(file.url);
+      if (!href) { return; }
+      var a = el("a", "dbc-file"); a.href = href; a.target = "_blank"; a.rel = "noopener noreferrer";
+      a.title = file.name || "";
+      if (file.type && file.type.indexOf("image/") === 0) {
+        var img = el("img"); img.src = href; img.alt = file.name || ""; a.appendChild(img);
+      } else { a.textContent = "\uD83D\uDCCE " + (file.name || "file"); }
+      bubble.appendChild(a);
+    });
+  }
+
   function onFrame(f) {
     if (f.type === "welcome") {
       if (f.visitor) { save("visitor", f.visitor); }
       useLanguages(f.languages || ["en"]);
       setOnline(f.online !== false);
+      grantUpload(f.upload);
       setStatus("connected"); attempt = 0;
       outbox.forEach(transmit);      // resend whatever was not acknowledged, in order
     } else if (f.type === "message") {
       if (f.seq <= lastSeq) { return; }
       lastSeq = f.seq;
-      render(f.role === "visitor" ? "visitor" : "agent", f.text || "", f.role === "visitor" ? f.id : null,
-        "sent", f.author);
+      var bubble = render(f.role === "visitor" ? "visitor" : "agent", f.text || "",
+        f.role === "visitor" ? f.id : null, "sent", f.author);
+      showFiles(bubble, f.files);
       shownMessage(f);
-      (f.files || []).forEach(function (file) {
-        var a = el("a", "dbc-file", file.name); a.href = file.url; a.target = "_blank"; a.rel = "noopener";
-        log.appendChild(a);
-      });
     } else if (f.type === "ack") {
       outbox = outbox.filter(function (m) { return m.id !== f.id; }); save("outbox", outbox);
       if (shown[f.id]) { shown[f.id].dataset.state = "sent"; }
@@ -222,7 +315,8 @@
     transmit(m);
   });
 
-  outbox.forEach(function (m) { render("visitor", m.text, m.id, "pending"); });
+  setupFiles();
+  outbox.forEach(function (m) { render("visitor", label(m), m.id, "pending"); });
   function start() { document.body.appendChild(root); connect(); }
   if (document.body) { start(); } else { document.addEventListener("DOMContentLoaded", start); }
 }());
