@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import compare
 import run
+from compare import callgrind_control, callgrind_prefix, callgrind_totals
 from loadgen import telegram_update
 from run import (
     ACCOUNT,
@@ -46,7 +48,6 @@ from run import (
     Procs,
     deskbridge_env,
     free_port,
-    tool,
     wait_ready,
     write_config,
 )
@@ -123,30 +124,6 @@ async def post_all(port: int, first: int, count: int, connections: int) -> int:
     return ok
 
 
-def control(pid: int, *args: str) -> None:
-    subprocess.run(  # noqa: S603 - argv built here, no shell
-        [tool("callgrind_control"), *args, str(pid)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
-
-
-def totals(out_prefix: Path, pid: int) -> int:
-    """The instruction count of the last dump of ``pid``."""
-    dumps = sorted(
-        out_prefix.parent.glob(f"{out_prefix.name}.{pid}.*"),
-        key=lambda p: int(p.name.rsplit(".", 1)[1]),
-    )
-    if not dumps:
-        raise BenchError(f"callgrind wrote no dump for pid {pid}")
-    for line in dumps[-1].read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise BenchError(f"no totals in {dumps[-1]}")
-
-
 def redis_cpu_s(store: PrivateRedis) -> float:
     client = store.client()
     try:
@@ -167,13 +144,7 @@ def measure(
 ) -> dict[str, Any]:
     port = free_port()
     prefix = workdir / f"cg-{system}"
-    argv = [
-        tool("valgrind"),
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={prefix}.%p",
-        *command(system, port, store),
-    ]
+    argv = [*callgrind_prefix(prefix), *command(system, port, store)]
     if system in DURABLE:
         store.reset()
     env = environment(system, workdir, store, key, port, args.before)
@@ -183,13 +154,13 @@ def measure(
         wait_ready(procs, f"instr-{system}", proc, port, path, timeout=240)
         base = BASE + index * 10**9
         asyncio.run(post_all(port, base, args.warmup, args.connections))
-        control(proc.pid, "--instr=on")
-        control(proc.pid, "--zero")
+        callgrind_control(proc.pid, "--instr=on")
+        callgrind_control(proc.pid, "--zero")
         cpu0 = redis_cpu_s(store)
         acks = asyncio.run(post_all(port, base + 10**8, args.requests, args.connections))
         redis_us = (redis_cpu_s(store) - cpu0) / acks * 1e6
-        control(proc.pid, "--dump")
-        count = totals(prefix, proc.pid)
+        callgrind_control(proc.pid, "--dump")
+        count = callgrind_totals(prefix, proc.pid)
         if system != "arq" and system in DURABLE:
             # every 2xx a stored event: one pending delivery per update sent
             stored = store.count(f"db:{{{ACCOUNT}}}:pending")
@@ -210,6 +181,14 @@ def main() -> int:
         "--only", default=None, help="comma-separated systems (default: all; see LABELS)"
     )
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument(
+        "--drain",
+        action="store_true",
+        help="count the workers instead: instructions per message filed into the fake "
+        "Zendesk, deskbridge worker against the naive arq forwarder (bench/compare.py's drain)",
+    )
+    ap.add_argument("--messages", type=int, default=600, help="--drain: backlog (600)")
+    ap.add_argument("--conversations", type=int, default=60, help="--drain: over (60)")
     args = ap.parse_args()
     systems = [s for s in LABELS if s != "before" or args.before]
     if args.only:
@@ -219,9 +198,13 @@ def main() -> int:
             ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
         systems = [s for s in systems if s in wanted]
     if args.before:
-        args.before = str(Path(args.before).resolve() / "src")
-        if not Path(args.before, "deskbridge").is_dir():
-            ap.error("--before: expected a source tree with src/deskbridge")
+        tree = Path(args.before).resolve()
+        src = next((d for d in (tree, tree / "src") if (d / "deskbridge").is_dir()), None)
+        if src is None:
+            ap.error("--before: expected a source tree (src/deskbridge) or its src/")
+        args.before = str(src)
+    if args.drain:
+        return drain(args)
     workdir = Path(tempfile.mkdtemp(prefix="deskbridge-instr-"))
     (workdir / "logs").mkdir()
     procs = Procs(workdir / "logs")
@@ -251,6 +234,55 @@ def main() -> int:
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def drain(args: argparse.Namespace) -> int:
+    """Instructions per message of each worker draining the same backlog (queued through
+    its own webhook) into one fake Zendesk; counting starts at the first message filed."""
+    compare.BEFORE = args.before
+    workers = ("arq", "deskbridge", "before") if args.before else ("arq", "deskbridge")
+    workdir = Path(tempfile.mkdtemp(prefix="deskbridge-instr-"))
+    (workdir / "logs").mkdir()
+    procs = Procs(workdir / "logs")
+    ns = argparse.Namespace(
+        messages=args.messages,
+        conversations=args.conversations,
+        drain_timeout=3600.0,
+        monitor=False,
+        profile=0,
+        callgrind=workdir,
+    )
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        store = PrivateRedis(procs, workdir)
+        store.start()
+        key = base64.b64encode(os.urandom(32)).decode()
+        print(
+            f"instructions, drain: {args.messages:,} messages over {args.conversations} "
+            "conversations into a fake Zendesk, one worker each, counted from the first "
+            "message filed"
+        )
+        for k, system in enumerate(workers):
+            r = asyncio.run(compare.drain_once(procs, store, workdir, key, system, ns, k))
+            results[system] = r
+            print(
+                f"    {system}: {r['instructions'] / 1e6:,.2f} M instructions per message, "
+                f"{r['http_per_message']:.2f} HTTP calls and "
+                f"{r['redis_commands_per_message']:.1f} Redis commands per message, "
+                f"duplicates {r['duplicates']}"
+            )
+    except BenchError as exc:
+        print(f"instructions: FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+    arq = results["arq"]["instructions"]
+    print("\n| worker | instructions per message | of the arq forwarder |\n|---|---:|---:|")
+    for system, r in results.items():
+        print(f"| {system} | {r['instructions'] / 1e6:,.2f} M | {r['instructions'] / arq:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 

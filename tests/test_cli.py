@@ -190,6 +190,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     log = out.decode()
     assert "demo-secrets.json" in log
     assert "shutting down on SIGTERM" in log and "SIGUSR1" not in log
+    assert ": run on " in log and "(event loop: uvloop)" in log  # uvloop is installed here
     # the banner's example runs this same deskbridge (here: python -m deskbridge)
     assert f'try: {sys.executable} -m deskbridge simulate telegram --text "hello"' in log
     for secret in (

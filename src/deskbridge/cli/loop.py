@@ -9,15 +9,12 @@ for example to compare, or on a platform uvloop does not build for.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Literal
 
 from deskbridge.errors import ConfigError
 
 __all__ = ["loop_factory", "runner"]
-
-log = logging.getLogger(__name__)
 
 Choice = Literal["auto", "uvloop", "asyncio"]
 
@@ -42,6 +39,5 @@ def loop_factory(choice: Choice) -> tuple[str, Callable[[], asyncio.AbstractEven
 def runner(choice: Choice) -> asyncio.Runner:
     """An ``asyncio.Runner`` on the chosen loop (raises like :func:`loop_factory`, before
     any coroutine exists, so nothing is left un-awaited)."""
-    name, factory = loop_factory(choice)
-    log.info("event loop: %s", name)
+    _, factory = loop_factory(choice)
     return asyncio.Runner(loop_factory=factory)

@@ -120,7 +120,9 @@ def _banner(loaded: Loaded, role: str) -> None:
     s = loaded.settings
     base = s.base_public_url()
     local = f"http://{s.host}:{s.port}"
-    lines = [f"deskbridge {__version__}: {role} on {local}"]
+    uv = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    loop = "uvloop" if uv else "asyncio"
+    lines = [f"deskbridge {__version__}: {role} on {local} (event loop: {loop})"]
     if role != "worker":
         shared: set[str] = set()
         for name, acc in loaded.accounts.accounts.items():
