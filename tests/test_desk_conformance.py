@@ -629,7 +629,12 @@ async def test_a_widget_visitor_is_filed_and_answered_on_their_socket(
     await drain(rt)
     [out] = await deliveries(rt, Direction.OUTBOUND)
     assert out.state is DeliveryState.DELIVERED
+    states: dict[str, str] = {}
     while (frame := await ws.receive_json(timeout=5)).get("role") != "agent":
-        pass
+        states.update(frame.get("states", {}))
     assert frame["text"].strip() == "Yes, two left."
+    assert states == {"conformance-1": "delivered"}  # filed at the desk
+    # the agent's reply says they read it, on every desk
+    status = await ws.receive_json(timeout=5)
+    assert status == {"type": "status", "states": {"conformance-1": "read"}}
     await ws.close()

@@ -17,7 +17,7 @@ from typing import Any
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import DemoContext
 from deskbridge.config import AccountsFile, parse_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path, served_origins
 from deskbridge.schemas import Desk
 
 __all__ = ["demo_accounts", "demo_secrets"]
@@ -81,19 +81,26 @@ def demo_accounts(
     *,
     smtp_listen: str = "127.0.0.1:2525",
     sip_listen: str = "127.0.0.1:5060",
+    web_origins: tuple[str, ...] = served_origins("127.0.0.1", 8080),
     write: bool = True,
     sms_provider: str = "twilio",
 ) -> AccountsFile:
     """The demo accounts file, its secrets read (or generated) in ``data_dir``. With
     ``write`` false nothing is written: secrets missing there are made up in memory (for
-    commands that read the account's settings, never its secrets). ``sms_provider``:
-    which provider's sandbox the SMS channel stands for (``DESKBRIDGE_DEMO_SMS_PROVIDER``)."""
+    commands that read the account's settings, never its secrets). ``web_origins``: the
+    origins of the gateway's own pages (the widget's demo page opens its socket).
+    ``sms_provider``: which provider's sandbox the SMS channel stands for
+    (``DESKBRIDGE_DEMO_SMS_PROVIDER``)."""
     if write or secrets_path(data_dir).exists():
         stored = demo_secrets(data_dir, create=write)
     else:
         stored = {name: make() for name, make in _makers().items()}
     ctx = DemoContext(
-        stored, smtp_listen=smtp_listen, sip_listen=sip_listen, providers={"sms": sms_provider}
+        stored,
+        smtp_listen=smtp_listen,
+        sip_listen=sip_listen,
+        web_origins=web_origins,
+        providers={"sms": sms_provider},
     )
     apps: dict[str, Any] = {}
     for spec in CHANNELS.values():

@@ -33,8 +33,9 @@ __all__ = [
 C = TypeVar("C", bound=BaseModel)
 
 VisitorPost = Callable[..., Awaitable[tuple[int, bool]]]
-"""``(visitor, body, *, client_id, ttl_s) -> (seq, new)``: appends to a widget
-visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account)."""
+"""``(visitor, body, *, client_id, ttl_s, read) -> (seq, new)``: appends to a widget
+visitor's conversation (``store.webchat.WebchatStore.post`` bound to the account);
+``read``: a person wrote it, so they read the visitor's messages at the desk."""
 VisitorFile = Callable[[str], Awaitable[Upload | None]]
 """``(attachment ref) -> the file, or None once it is gone``: a widget visitor's upload
 (``store.webchat.WebchatStore.upload`` bound to the account)."""
@@ -100,11 +101,14 @@ class SimulatedRequest:
 @dataclass(frozen=True, slots=True)
 class DemoContext:
     """What a demo channel entry is built from: the demo secrets file's content, the
-    listeners' addresses, and the provider chosen for a channel that has several."""
+    listeners' addresses, the origins of the pages the gateway serves
+    (``config.demo.served_origins``), and the provider chosen for a channel that has
+    several."""
 
     secrets: Mapping[str, Any]
     smtp_listen: str
     sip_listen: str
+    web_origins: tuple[str, ...]
     providers: Mapping[str, str] = field(default_factory=dict)
     """Channel → provider (``sms``: ``DESKBRIDGE_DEMO_SMS_PROVIDER``); unset: the default."""
 

@@ -27,7 +27,9 @@ __all__ = [
     "REPLAY",
     "REQUEUE",
     "UNPARSEABLE",
+    "WEBCHAT_DELIVERED",
     "WEBCHAT_POST",
+    "WEBCHAT_READ",
 ]
 
 # enqueue(queue, job_key, fn, account, id, now_ms, expiry_ms): what arq's enqueue_job
@@ -497,11 +499,31 @@ return #KEYS - 3
 """
 
 
-# KEYS: seq, history, ids. ARGV: client id ('' for none), sealed entry, ttl s, history
-# cap, pub/sub channel, notification prefix. A client id already seen returns its
-# sequence number and writes nothing (a resend after a reconnect); else the entry gets
-# the next number, is kept and announced. Returns {seq, 1 if new else 0}.
-WEBCHAT_POST = """
+# read(receipts, ttl): every message of the visitor that is at the desk (``delivered``)
+# is now ``read``; returns how many changed.
+_WEBCHAT_READ_ALL = """
+local function read_all(receipts, ttl)
+  local flat = redis.call('HGETALL', receipts)
+  local changed = 0
+  for i = 1, #flat, 2 do
+    if flat[i + 1] == 'delivered' then
+      redis.call('HSET', receipts, flat[i], 'read')
+      changed = changed + 1
+    end
+  end
+  if changed > 0 then redis.call('EXPIRE', receipts, ttl) end
+  return changed
+end
+"""
+
+# KEYS: seq, history, ids, receipts, typing. ARGV: client id ('' for none), sealed entry,
+# ttl s, history cap, pub/sub channel, notification prefix, '1' when an agent wrote it. A
+# client id already seen returns its sequence number and writes nothing (a resend after a
+# reconnect); else the entry gets the next number, is kept and announced. An agent's reply
+# says they read what was filed before it and stopped typing. Returns {seq, 1 if new}.
+WEBCHAT_POST = (
+    _WEBCHAT_READ_ALL
+    + """
 if ARGV[1] ~= '' then
   local seen = redis.call('HGET', KEYS[3], ARGV[1])
   if seen then return {tonumber(seen), 0} end
@@ -511,6 +533,41 @@ redis.call('ZADD', KEYS[2], seq, ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], seq) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+if ARGV[7] == '1' then
+  read_all(KEYS[4], ARGV[3])
+  redis.call('DEL', KEYS[5])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. seq)
 return {seq, 1}
 """
+)
+
+# KEYS: receipts. ARGV: ttl s, pub/sub channel, notification prefix, then the ids of
+# messages filed at the desk. A message already delivered or read keeps its state; a
+# change is announced (sequence number 0). Returns how many changed.
+WEBCHAT_DELIVERED = """
+local changed = 0
+for i = 4, #ARGV do
+  if not redis.call('HGET', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[1], ARGV[i], 'delivered')
+    changed = changed + 1
+  end
+end
+if changed > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' 0')
+end
+return changed
+"""
+
+# KEYS: receipts. ARGV: ttl s, pub/sub channel, notification prefix. An agent read the
+# conversation: what is at the desk is read (announced when anything changed). Returns
+# how many changed.
+WEBCHAT_READ = (
+    _WEBCHAT_READ_ALL
+    + """
+local changed = read_all(KEYS[1], ARGV[1])
+if changed > 0 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' 0') end
+return changed
+"""
+)
