@@ -19,7 +19,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 
 import httpcore
@@ -34,6 +34,7 @@ __all__ = [
     "UnsafeAddress",
     "address_allowed",
     "classify",
+    "download_https",
     "make_client",
     "parse_retry_after",
     "read_capped",
@@ -313,3 +314,53 @@ def _declared_length(response: httpx.Response) -> int | None:
         return int(value)
     except ValueError:
         return None
+
+
+_MAX_REDIRECTS = 5
+
+
+async def download_https(
+    client: httpx.AsyncClient,
+    ref: str,
+    *,
+    limit: int,
+    what: str,
+    gone: str,
+    auth_for: Callable[[httpx.URL], httpx.Auth | None] | None = None,
+) -> tuple[bytes, str]:
+    """The body and ``Content-Type`` behind a media URL that arrived inside a payload:
+    https only, every redirect followed by hand (at most five, https only), at most
+    ``limit`` bytes. ``auth_for`` gives credentials for a URL on the provider's own hosts
+    (sent through ``client``); every other hop goes through the SSRF-guarded client
+    without them. ``PermanentError`` for a bad URL, a redirect loop, the cap, or
+    403/404/410 (``gone`` says why: "expired or removed"); 5xx and timeouts are
+    retryable. Errors never carry the URL (it often holds a signed token)."""
+    try:
+        url = httpx.URL(ref)
+    except httpx.InvalidURL:
+        raise PermanentError(f"{what}: not a URL") from None
+    async with Fetcher(client, ()) as fetcher:
+        for _ in range(_MAX_REDIRECTS + 1):
+            if url.scheme != "https":
+                raise PermanentError(f"{what}: not an https URL")
+            auth = auth_for(url) if auth_for is not None else None
+            try:
+                hop = client if auth is not None else fetcher.client_for(url)
+                async with hop.stream("GET", url, auth=auth, follow_redirects=False) as response:
+                    if response.has_redirect_location:
+                        url = response.url.join(response.headers["location"])
+                        continue
+                    if response.status_code in (403, 404, 410):
+                        raise PermanentError(
+                            f"{what}: HTTP {response.status_code} ({gone})",
+                            status=response.status_code,
+                        )
+                    classify(response, what=what)
+                    data = await read_capped(response, limit, what=what, untrusted=True)
+                    return data, response.headers.get("content-type", "")
+            except httpx.InvalidURL:
+                raise PermanentError(f"{what}: bad redirect location") from None
+            except httpx.HTTPError as exc:
+                # `from None`: the httpx error carries the request and its URL
+                raise transport_error(exc, what=what) from None
+    raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")

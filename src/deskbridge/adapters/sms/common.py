@@ -20,8 +20,7 @@ import httpx
 import phonenumbers
 
 from deskbridge.adapters.base import Parsed
-from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, read_capped, transport_error
+from deskbridge.http import download_https
 from deskbridge.identity.normalize import phone_key
 from deskbridge.schemas import (
     Attachment,
@@ -59,7 +58,6 @@ MAX_MEDIA = 10
 
 Keyword = Literal["opt_out", "opt_in", "help"]
 
-_MAX_REDIRECTS = 5
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -183,37 +181,17 @@ async def download(
     """Download an MMS media file (https only, at most ``limit`` bytes). ``auth_for``
     gives the credentials for a URL on the provider's own hosts, None elsewhere: a
     redirect to a CDN is followed without them, through the guarded client."""
-    what = "sms media download"
-    try:
-        url = httpx.URL(attachment.ref)
-    except httpx.InvalidURL:
-        raise PermanentError(f"{what}: not a URL") from None
-    async with Fetcher(client, ()) as fetcher:
-        for _ in range(_MAX_REDIRECTS + 1):
-            if url.scheme != "https":
-                raise PermanentError(f"{what}: not an https URL")
-            auth = auth_for(url)
-            try:
-                hop = client if auth is not None else fetcher.client_for(url)
-                async with hop.stream("GET", url, auth=auth, follow_redirects=False) as response:
-                    if response.has_redirect_location:
-                        url = response.url.join(response.headers["location"])
-                        continue
-                    if response.status_code in (403, 404, 410):
-                        raise PermanentError(
-                            f"{what}: HTTP {response.status_code} (removed or not ours)",
-                            status=response.status_code,
-                        )
-                    classify(response, what=what)
-                    data = await read_capped(response, limit, what=what, untrusted=True)
-                    mime = response.headers.get("content-type", "").partition(";")[0]
-            except httpx.InvalidURL:
-                raise PermanentError(f"{what}: bad redirect location") from None
-            except httpx.HTTPError as exc:
-                raise transport_error(exc, what=what) from None
-            mime = mime.strip().lower() or attachment.mime_type or "application/octet-stream"
-            return Upload(filename=_filename(attachment, mime), mime_type=mime, data=data)
-    raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+    data, content_type = await download_https(
+        client,
+        attachment.ref,
+        limit=limit,
+        what="sms media download",
+        gone="removed or not ours",
+        auth_for=auth_for,
+    )
+    mime = content_type.partition(";")[0].strip().lower()
+    mime = mime or attachment.mime_type or "application/octet-stream"
+    return Upload(filename=_filename(attachment, mime), mime_type=mime, data=data)
 
 
 def _filename(attachment: Attachment, mime: str) -> str:
