@@ -168,6 +168,9 @@ async def seal_one_of_each(rt: Runtime) -> None:
     )
     await rt.bot.record("acme", "c1", "d1", {"delivery": "d1", "customer": "hi", "bot": None})
     await rt.webchat.put_file("acme", WIDGET_VISITOR, WIDGET_FILE, b"%PDF-1.7", ttl_s=600)
+    await rt.webchat.post(
+        "acme", "v_back", {"role": "visitor", "text": "hi"}, client_id="", ttl_s=600
+    )
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
@@ -183,6 +186,8 @@ async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
             values = list((await redis.hgetall(key)).values())  # type: ignore[misc]
         elif kind == "list":
             values = await redis.lrange(key, 0, -1)  # type: ignore[misc]
+        elif kind == "zset":
+            values = await redis.zrange(key, 0, -1)
         else:
             continue
         if any(v and Vault.record_key_id(v) == kid for v in values):
@@ -210,6 +215,7 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
     try:
         await seal_one_of_each(old_rt)
         ttl_before = await redis.ttl(keys.token("udesk.acme"))
+        history = keys.webchat_history("acme", old_rt.webchat.visitor_key("acme", "v_back"))
     finally:
         await close(old_rt)
     ring = rotated_vault(tmp_path)
@@ -217,6 +223,7 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
     assert tally.unreadable == 0 and tally.resealed > 10 and tally.current == 0
     assert await sealed_values(redis, OLD_ID) == []
     assert 0 < await redis.ttl(keys.token("udesk.acme")) <= ttl_before  # TTL kept
+    assert 0 < await redis.ttl(history) <= 600  # the one entry's set was never empty
     census = await Rotation(redis, ring).census()
     assert set(census.key_ids()) == {"k-new"}
     again = await Rotation(redis, ring).run()
@@ -250,6 +257,8 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
         assert (await rt.conversations.contact("acme", cid)) is not None
         kept = await rt.webchat.read_file("acme", WIDGET_VISITOR, WIDGET_FILE.id)
         assert kept == (WIDGET_FILE, b"%PDF-1.7")
+        [entry] = await rt.webchat.history("acme", "v_back")
+        assert (entry.seq, entry.body) == (1, {"role": "visitor", "text": "hi"})
     finally:
         await close(rt)
 
@@ -265,6 +274,8 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
         await rt.conversations.set_context("acme", conv, {"n": "old"})
         await RedisTokenCache(redis_of(rt), old).put("udesk.acme", "old-token", 600)
         await rt.sandbox.record_sent("acme", {"text": "one"})
+        await rt.webchat.post("acme", "v_back", {"text": "one"}, client_id="", ttl_s=600)
+        history = keys.webchat_history("acme", rt.webchat.visitor_key("acme", "v_back"))
         rot = Rotation(redis, ring)
         found = [(classify(k), k) for k in await sealed_values(redis, OLD_ID)]
         items = await rot._read([(k, n) for k, n in found if k is not None])
@@ -272,12 +283,13 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
         await writer.conversations.set_context("acme", conv, {"n": "new"})
         await RedisTokenCache(redis_of(writer), old).put("udesk.acme", "old-again", 600)
         await redis.ltrim(keys.sandbox_outbox("acme"), 1, 0)  # trimmed away
+        await redis.zremrangebyrank(history, 0, 0)  # past the history's cap
         from deskbridge.store.rotation import Tally
 
         tally = Tally()
         for item in items:
             await rot._rotate(item, tally)
-        assert tally.unreadable == 0 and tally.vanished == 1
+        assert tally.unreadable == 0 and tally.vanished == 2
         rec = await writer.conversations.get("acme", conv)
         assert rec is not None and rec.context == {"n": "new"}  # the writer's value stands
         assert await RedisTokenCache(redis_of(writer), ring).get("udesk.acme") == "old-again"

@@ -26,13 +26,18 @@ from deskbridge.store.connection import guarded, honour_cancel, structures
 from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.scripts import WEBCHAT_POST
 
-__all__ = ["Entry", "WebchatStore", "WidgetFile"]
+__all__ = ["Entry", "WebchatStore", "WidgetFile", "history_aad"]
 
 _CAP = 500
 """Entries kept per visitor (the oldest go first)."""
 _PAGE = 200
 _INDEX_TTL = 366 * 86400
 """The file index's life: past the longest ``history_days``; refreshed by each upload."""
+
+
+def history_aad(account: str, visitor_key: str) -> str:
+    """What a history entry is sealed with (key rotation re-seals entries with it)."""
+    return f"webchat:{account}:{visitor_key}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,7 @@ class WebchatStore:
         """Append ``body`` to the visitor's history and wake the process holding their
         socket. Idempotent per ``client_id`` (when given): returns (sequence number, new)."""
         v = self.visitor_key(account, visitor)
-        aad = f"webchat:{account}:{v}"
+        aad = history_aad(account, v)
         blob = self._vault.seal(json.dumps(body, separators=(",", ":")).encode(), aad)
         seq, new = await self._post(
             keys=[
@@ -92,7 +97,7 @@ class WebchatStore:
         rows = await self._redis.zrangebyscore(
             keys.webchat_history(account, v), f"({after}", "+inf", 0, _PAGE, withscores=True
         )
-        aad = f"webchat:{account}:{v}"
+        aad = history_aad(account, v)
         return [Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows]
 
     async def put_file(
