@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 import yaml
 from click.testing import CliRunner
 
+from deskbridge.adapters.webchat import anonymous
 from deskbridge.cli.main import cli
 from deskbridge.cli.process import load
 from deskbridge.config import parse_accounts
@@ -19,7 +20,7 @@ from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
-from deskbridge.schemas import Channel, Identity
+from deskbridge.schemas import Attachment, Channel, ChannelAddress, Identity
 from deskbridge.store import IgnoredItem, Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault, parse_keys_file
@@ -30,6 +31,12 @@ from deskbridge.store.webchat import WidgetFile
 from .conftest import DEMO_YAML, TEST_KEY, TEST_REDIS_URL, build_runtime, close_runtime, redis_of
 from .conftest import test_settings as settings_for
 from .test_store import accept, message
+from .test_webchat import ORIGIN as WIDGET_ORIGIN
+from .test_webchat import SECRET as WIDGET_SECRET
+from .test_webchat import _hello as widget_hello
+from .test_webchat import _reply as widget_reply
+from .test_webchat import _until as widget_until
+from .test_webchat import yaml as widget_yaml
 
 OLD = decode_key(TEST_KEY)
 NEW_TEXT = generate_key()
@@ -357,6 +364,44 @@ async def test_unreadable_records_are_reported_and_left_alone(redis, tmp_path) -
     assert tally.unreadable == 2 and tally.resealed == 0
     assert sorted(tally.unreadable_keys) == sorted([bad_key, tampered_key])
     assert await redis.get(bad_key) == blob  # nothing is deleted
+
+
+async def test_a_widget_visitor_reads_their_history_once_the_old_key_is_retired(
+    redis, tmp_path, aiohttp_client
+) -> None:
+    visitor, token = anonymous(WIDGET_SECRET, None)
+    terms = Attachment(kind="document", ref="https://desk.test/att/7", filename="terms.pdf")
+    old_rt = build(Vault.from_secret(OLD), widget_yaml())
+    try:
+        said = {"role": "visitor", "id": "m1", "text": "Where is it?"}
+        await old_rt.webchat.post("acme", visitor.id, said, client_id="m1", ttl_s=86400)
+        adapter = old_rt.adapter("acme", Channel.WEBCHAT)
+        assert adapter is not None
+        to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor.id)
+        reply = widget_reply("t1", "The terms", 1).model_copy(update={"attachments": (terms,)})
+        await adapter.send(reply, to, [])
+    finally:
+        await close(old_rt)
+    ring = rotated_vault(tmp_path)
+    tally = await Rotation(redis, ring).run()
+    assert tally.unreadable == 0 and tally.by_key[("widget history", OLD_ID)] == 2
+
+    # the old key retired: the returning visitor still gets the whole conversation, and
+    # the agent's file behind a link signed now, under the new key
+    rt = build(Vault({"k-new": NEW}, "k-new", ring._lookup), widget_yaml())
+    try:
+        client = await aiohttp_client(create_app(rt, role="serve"))
+        ws = await client.ws_connect("/widget/v1/acme/socket", origin=WIDGET_ORIGIN)
+        await widget_hello(ws, visitor=token, after=0)
+        mine, theirs = await widget_until(ws, "message"), await widget_until(ws, "message")
+        assert (mine["role"], mine["text"]) == ("visitor", "Where is it?")
+        assert (theirs["role"], theirs["text"]) == ("agent", "The terms")
+        [link] = theirs["files"]
+        assert link["name"] == "terms.pdf"
+        assert rt.links.open(link["url"].split("/media/")[1].split("/")[0]) == ("acme", terms)
+        await ws.close()
+    finally:
+        await close(rt)
 
 
 # --- the command -----------------------------------------------------------------------

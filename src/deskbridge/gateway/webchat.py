@@ -209,7 +209,7 @@ class _Session:
                 await asyncio.sleep(1.0)
                 continue
             for e in entries:
-                body = webchat_files.with_links(self.cfg, self.account, self.key, e.body)
+                body = webchat_files.with_links(self.cfg, self.rt.links, self.account, self.key, e)
                 await self.ws.send_json({"type": "message", "seq": e.seq, **body})
                 self.last = e.seq
             if len(entries) < 200:

@@ -46,6 +46,8 @@ class Entry:
 
     seq: int
     body: dict[str, Any]
+    until: float | None = None
+    """When the history it was read from expires (Unix time; None: not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +94,20 @@ class WebchatStore:
         return int(seq), bool(new)
 
     async def history(self, account: str, visitor: str, after: int = 0) -> list[Entry]:
-        """The visitor's entries numbered above ``after``, oldest first (at most 200)."""
+        """The visitor's entries numbered above ``after``, oldest first (at most 200), each
+        with the history's expiry (links served with an entry must not outlive it)."""
         v = self.visitor_key(account, visitor)
-        rows = await self._redis.zrangebyscore(
-            keys.webchat_history(account, v), f"({after}", "+inf", 0, _PAGE, withscores=True
-        )
+        key = keys.webchat_history(account, v)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrangebyscore(key, f"({after}", "+inf", 0, _PAGE, withscores=True)
+        pipe.pttl(key)
+        rows, pttl = await pipe.execute()
+        until = time.time() + pttl / 1000 if pttl > 0 else None
         aad = history_aad(account, v)
-        return [Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows]
+        return [
+            Entry(int(score), json.loads(self._vault.open(blob, aad)), until)
+            for blob, score in rows
+        ]
 
     async def put_file(
         self, account: str, visitor_key: str, file: WidgetFile, data: bytes, *, ttl_s: int
