@@ -7,6 +7,8 @@
 #   make bench [ARGS=...] [PEERS=...]  install (+ wrk, the bench group), then bench/run.py
 #                                   and bench/compare.py (deskbridge against its peers)
 #   make bench ARGS="--scale ..."   1 vs 2 gateway processes and workers (bench/scale.py)
+#   make bench-instructions [ARGS=...]  instructions per ack under callgrind: the peers
+#                                   compared in a way other load cannot disturb
 #   make faults [ARGS=...]          install, then the long fault runs (bench/faults.py)
 #   make security [ARGS=...]        install, then the security probes (bench/security.py)
 #   make fuzz [EXAMPLES=20000]      install, then the long parser fuzzing campaign
@@ -33,10 +35,10 @@ export PIP_NO_INPUT := 1
 # Paths that exist right now (bench/ may not yet).
 LINT_PATHS := $(wildcard src tests bench)
 
-.PHONY: help venv install sysdeps run test lint bench faults security fuzz clean distclean FORCE
+.PHONY: help venv install sysdeps run test lint bench bench-instructions faults security fuzz clean distclean FORCE
 
 help:
-	@sed -n '1,14s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '1,16s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 venv install: $(STAMP)
 	@:
@@ -118,6 +120,13 @@ bench: $(STAMP)
 	        > $(VENV)/bench-requirements.txt && $(PIP) install -q -r $(VENV)/bench-requirements.txt; }
 	$(PY) bench/$(if $(filter --scale,$(ARGS)),scale.py,run.py) $(filter-out --scale,$(ARGS))
 	$(if $(filter --scale,$(ARGS)),,$(PY) bench/compare.py $(PEERS))
+
+bench-instructions: $(STAMP)
+	@scripts/ensure-apt.sh redis-server=redis-server redis-cli=redis-tools callgrind_control=valgrind
+	@$(PY) -c 'import fastapi, uvicorn, httpx' 2>/dev/null || { \
+	    $(PY) -c 'import tomllib; g = tomllib.load(open("pyproject.toml", "rb"))["dependency-groups"]; print("\n".join(g["bench"]))' \
+	        > $(VENV)/bench-requirements.txt && $(PIP) install -q -r $(VENV)/bench-requirements.txt; }
+	$(PY) bench/instructions.py $(ARGS)
 
 # kill -9, Redis restarts, desk outages, 429s, a backlog; writes docs/reliability.md.
 faults: $(STAMP)

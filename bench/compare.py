@@ -250,6 +250,9 @@ async def drain_once(
         if args.monitor:
             mon = [tool("redis-cli"), "-s", str(store.socket), "monitor"]
             started.append(procs.spawn(f"monitor-{system}", mon))
+        counted = getattr(args, "callgrind", None)  # bench/instructions.py --drain
+        if counted is not None:
+            worker_args = [*callgrind_prefix(counted / f"cg-drain-{system}"), *worker_args]
         worker = procs.spawn(f"drain-{system}-worker", worker_args, env=env, cwd=workdir)
         started.append(worker)
         n = args.messages
@@ -258,6 +261,10 @@ async def drain_once(
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise BenchError(f"drain ({system}): nothing reached the desk")
             await asyncio.sleep(0.005)
+        if counted is not None:  # from the first message at the desk: start-up not counted
+            callgrind_control(worker.pid, "--instr=on")
+            callgrind_control(worker.pid, "--zero")
+            counted_from = len(desk.arrivals)
         t0 = min(at for at, _ in desk.arrivals.values())
         meter = CpuMeter({"worker": worker.pid, "redis": store.pid})
         if args.profile and system == "deskbridge":
@@ -273,6 +280,11 @@ async def drain_once(
             await asyncio.sleep(0.01)
         t1 = max(at for at, _ in desk.arrivals.values())
         cpu = meter.stop()
+        instructions = None
+        if counted is not None:
+            callgrind_control(worker.pid, "--dump")
+            total = callgrind_totals(counted / f"cg-drain-{system}", worker.pid)
+            instructions = total / (n - counted_from)
         await asyncio.sleep(0.3)  # a duplicate still in flight would show in the counts
         commands = command_count(store) - commands0
         stats1 = command_stats(store)
@@ -296,6 +308,7 @@ async def drain_once(
         "http_per_message": calls / n,
         "redis_commands_per_message": commands / n,
         "duplicates": filed - n,
+        "instructions": instructions,
         "commands": {
             c: (v - stats0.get(c, 0)) / n
             for c, v in sorted(stats1.items(), key=lambda kv: -(kv[1] - stats0.get(kv[0], 0)))
@@ -344,6 +357,38 @@ def measure_drain(
             if r["duplicates"]:
                 print(f"    WARNING: {system} filed {r['duplicates']} messages twice")
     return out
+
+
+# -- instruction counts (bench/instructions.py) --------------------------------------------
+
+
+def callgrind_prefix(out: Path) -> list[str]:
+    """Run a command under callgrind, counting nothing until told (``--instr=on``)."""
+    return [tool("valgrind"), "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={out}.%p"]  # fmt: skip
+
+
+def callgrind_control(pid: int, *args: str) -> None:
+    subprocess.run(  # noqa: S603 - argv built here, no shell
+        [tool("callgrind_control"), *args, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def callgrind_totals(out: Path, pid: int) -> int:
+    """The instruction count of the last dump of ``pid``."""
+    dumps = sorted(
+        out.parent.glob(f"{out.name}.{pid}.*"), key=lambda p: int(p.name.rsplit(".", 1)[1])
+    )
+    if not dumps:
+        raise BenchError(f"callgrind wrote no dump for pid {pid}")
+    for line in dumps[-1].read_text().splitlines():
+        if line.startswith(("totals:", "summary:")):
+            return int(line.split()[1])
+    raise BenchError(f"no totals in {dumps[-1]}")
 
 
 # -- memory --------------------------------------------------------------------------------

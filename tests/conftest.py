@@ -236,6 +236,25 @@ accounts:
 """
 
 
+# --- adapter tests: an HTTP client and respx ---------------------------------------------
+
+import respx  # noqa: E402
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain HTTP client for an adapter under test; ``api`` answers its calls."""
+    async with httpx.AsyncClient() as c:
+        yield c
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    """respx over every HTTP call of the test; a route need not be called."""
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
 # --- no secrets or customer data in logs --------------------------------------------------
 
 import logging  # noqa: E402

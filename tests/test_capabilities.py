@@ -25,6 +25,7 @@ from deskbridge.adapters.registry import AnyAppReceiver
 from deskbridge.adapters.sip import SipAdapter
 from deskbridge.adapters.sip.receiver import SipReceiver
 from deskbridge.adapters.sms import SmsAdapter, SmsReceiver
+from deskbridge.adapters.sms.vonage import VonageSmsAdapter, VonageSmsReceiver
 from deskbridge.adapters.telegram import TelegramAdapter, sample_update
 from deskbridge.adapters.webchat import WebchatAdapter
 from deskbridge.adapters.whatsapp import WhatsAppAdapter, WhatsAppReceiver
@@ -67,6 +68,7 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
     EmailAdapter: {channel_caps.AuthenticatesSender, channel_caps.FilesFromRequest},
     SipAdapter: set(),
     SmsAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
+    VonageSmsAdapter: {channel_caps.ReportsHealth, channel_caps.RegistersWebhook},
     WebchatAdapter: set(),
 }
 
@@ -154,6 +156,7 @@ SECRETS: dict[type[Any], tuple[set[str], set[str]]] = {
     EmailReceiver: ({"authorization"}, set()),
     SipReceiver: (set(), set()),
     SmsReceiver: (set(), set()),
+    VonageSmsReceiver: ({"authorization"}, set()),
     # desk connectors
     ZendeskConnector: (set(), set()),
     IntercomConnector: (set(), set()),

@@ -5,11 +5,9 @@ back as a message whose text is the choice. The platforms' APIs under respx."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import respx
 
 from deskbridge.adapters.capabilities import OffersChoices
@@ -51,12 +49,6 @@ def to(channel: Channel, thread: str) -> ChannelAddress:
         thread=thread,
         last_inbound_at=datetime.now(UTC) - timedelta(minutes=5),
     )
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 def last_body(route: respx.Route) -> dict[str, Any]:

@@ -99,7 +99,11 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
         secrets = json.loads(secrets_file.read_text())
 
         text = "hello from the smoke test"
-        channels = ("telegram", "whatsapp", "messenger", "instagram", "line", "email", "sip", "sms")
+        # on a free port, not 8080: the widget's demo accepts the origin it is served at
+        channels = (
+            *("telegram", "whatsapp", "messenger", "instagram", "line", "email", "sip", "sms"),
+            "webchat",
+        )
         # simulate from another folder, with another instance's environment: the
         # instance at --url names its data directory and listeners itself
         elsewhere = tmp_path / "another-folder"
@@ -186,6 +190,7 @@ def test_run_with_no_configuration_serves_the_demo(tmp_path: Path) -> None:
     log = out.decode()
     assert "demo-secrets.json" in log
     assert "shutting down on SIGTERM" in log and "SIGUSR1" not in log
+    assert ": run on " in log and "(event loop: uvloop)" in log  # uvloop is installed here
     # the banner's example runs this same deskbridge (here: python -m deskbridge)
     assert f'try: {sys.executable} -m deskbridge simulate telegram --text "hello"' in log
     for secret in (

@@ -14,7 +14,8 @@ from deskbridge.store import keys
 
 from .conftest import drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
-from .test_desk_conformance import TG, TG_FILES, customer_says, deliveries, telegram, yaml_for
+from .helpers import deliveries
+from .test_desk_conformance import TG, TG_FILES, customer_says, telegram, yaml_for
 
 
 async def _with_ticket(make_runtime, aiohttp_client, respx_mock):

@@ -146,7 +146,12 @@ async def test_the_demo_names_its_data_directory_and_listeners(
 
     from .conftest import TEST_KEY, test_settings
 
-    accounts = demo_accounts(tmp_path, smtp_listen="127.0.0.1:2626", sip_listen="127.0.0.1:5070")
+    accounts = demo_accounts(
+        tmp_path,
+        smtp_listen="127.0.0.1:2626",
+        sip_listen="127.0.0.1:5070",
+        web_origins=("http://127.0.0.1:9000", "http://localhost:9000"),
+    )
     config = {"config": tmp_path / "accounts.yaml"} if production else {}
     conn = connect(TEST_REDIS_URL)
     async with httpx.AsyncClient() as http:
@@ -170,6 +175,9 @@ async def test_the_demo_names_its_data_directory_and_listeners(
         "data_dir": str(await asyncio.to_thread(tmp_path.resolve)),
         "smtp_listen": "127.0.0.1:2626",
         "sip_listen": "127.0.0.1:5070",
+        "webchat_origins": "http://127.0.0.1:9000 http://localhost:9000",
+        # `simulate sms` signs as the provider the demo's SMS channel stands for
+        "sms_provider": "twilio",
     }
     for group in demo_secrets(tmp_path, create=False).values():
         for value in group.values() if isinstance(group, dict) else [group]:

@@ -22,6 +22,7 @@ import pytest
 from deskbridge.adapters.instagram import sample_message as instagram_message
 from deskbridge.adapters.meta import sign
 from deskbridge.adapters.sms import sample_message as sms_message
+from deskbridge.adapters.sms import vonage
 from deskbridge.adapters.sms.signature import sign as sms_sign
 from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
@@ -29,6 +30,7 @@ from deskbridge.schemas import DeliveryState, Direction
 
 from .conftest import META_SECRET, TG_SECRET, TG_TOKEN, drain, redis_of
 from .desks.base import MODES, FakeDesk, Mode
+from .helpers import deliveries, rsa_private_key
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
 TG_FILES = f"https://tg.test/file/bot{TG_TOKEN}"
@@ -114,18 +116,6 @@ async def customer_says(client: Any, text: str, update_id: int, **extra: Any) ->
 
 async def refresh(fake: FakeDesk) -> None:
     await fake.refresh()
-
-
-async def deliveries(rt: Any, direction: Direction) -> list[Any]:
-    out = []
-    for raw in await redis_of(rt).keys("db:{acme}:dlv:*"):
-        name = raw.decode()
-        if name.endswith(":attempts"):
-            continue
-        d = await rt.deliveries.get("acme", name.rsplit(":", 1)[1])
-        if d is not None and d.direction is direction:
-            out.append(d)
-    return sorted(out, key=lambda d: d.id)
 
 
 # -- filing -------------------------------------------------------------------------------
@@ -517,39 +507,80 @@ SMS_SID = "AC" + "0123456789abcdef" * 2
 SMS_TOKEN = "twilio-auth-token-for-tests"
 SMS_URL = "https://bridge.example.com/webhooks/sms/acme"
 SMS_API = f"https://twilio.test/2010-04-01/Accounts/{SMS_SID}/Messages.json"
+VONAGE_SECRET = "vonage-signature-secret-for-tests"
+VONAGE_APP = "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab"
+VONAGE_KEY = rsa_private_key()
+VONAGE_API = "https://vonage.test/v1/messages"
 
 
-def yaml_with_sms(fake: FakeDesk) -> str:
-    return yaml_for(fake) + (
-        f"""      - type: sms
+def _twilio_sms(fake: FakeDesk, text: str) -> tuple[str, bytes, dict[str, str]]:
+    """The account's SMS channel on Twilio, and a customer's signed webhook."""
+    entry = f"""      - type: sms
         account_sid: "{SMS_SID}"
         auth_token: "{SMS_TOKEN}"
         webhook_url: "{SMS_URL}"
         default_sender: "+14155550100"
         base_url: https://twilio.test
 """
-    )
-
-
-async def test_an_sms_customer_is_filed_and_answered_from_the_number_they_wrote_to(
-    fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
-) -> None:
-    respx_mock.route(host="127.0.0.1").pass_through()
-    send = respx_mock.post(SMS_API).respond(201, json={"sid": "SM" + "a" * 32})
-    rt = make_runtime(yaml_with_sms(fake))
-    fake.bind(rt)
-    client = await aiohttp_client(create_app(rt, role="serve"))
     body = sms_message(
-        "Where is my parcel?",
-        account_sid=SMS_SID,
-        sender="+14155550142",
-        to="+14155550199",
-        seed="conformance",
+        text, account_sid=SMS_SID, sender="+14155550142", to="+14155550199", seed="conformance"
     )
     headers = {
         "X-Twilio-Signature": sms_sign(SMS_TOKEN, SMS_URL, parse_qsl(body.decode())),
         "Content-Type": "application/x-www-form-urlencoded",
     }
+    return yaml_for(fake) + entry, body, headers
+
+
+def _vonage_sms(fake: FakeDesk, text: str) -> tuple[str, bytes, dict[str, str]]:
+    """The account's SMS channel on Vonage, and a customer's signed webhook."""
+    entry = {
+        "type": "sms",
+        "provider": "vonage",
+        "api_key": "a1b2c3d4",
+        "api_secret": "vonage-api-secret",
+        "signature_secret": VONAGE_SECRET,
+        "application_id": VONAGE_APP,
+        "private_key": VONAGE_KEY,
+        "webhook_url": SMS_URL,
+        "default_sender": "+14155550100",
+        "base_url": "https://vonage.test",
+    }
+    body = vonage.sample_inbound(
+        text, sender="+14155550142", to="+14155550199", seed="conformance", now=time.time()
+    )
+    token = vonage.sign(VONAGE_SECRET, body, api_key="a1b2c3d4", application_id=VONAGE_APP)
+    headers = {"Authorization": token, "Content-Type": "application/json"}
+    return yaml_for(fake) + "      - " + json.dumps(entry) + "\n", body, headers
+
+
+def _twilio_sent(content: bytes) -> tuple[str, str, str]:
+    form = parse_qs(content.decode())
+    return form["To"][0], form["From"][0], form["Body"][0]
+
+
+def _vonage_sent(content: bytes) -> tuple[str, str, str]:
+    doc = json.loads(content)
+    return "+" + doc["to"], "+" + doc["from"], doc["text"]
+
+
+SMS_PROVIDERS: dict[str, Any] = {
+    "twilio": (_twilio_sms, SMS_API, (201, {"sid": "SM" + "a" * 32}), _twilio_sent),
+    "vonage": (_vonage_sms, VONAGE_API, (202, {"message_uuid": VONAGE_APP}), _vonage_sent),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(SMS_PROVIDERS))
+async def test_an_sms_customer_is_filed_and_answered_from_the_number_they_wrote_to(
+    provider: str, fake: FakeDesk, make_runtime: Any, aiohttp_client: Any, respx_mock: Any
+) -> None:
+    channel, api, (status, answer), read_sent = SMS_PROVIDERS[provider]
+    respx_mock.route(host="127.0.0.1").pass_through()
+    send = respx_mock.post(api).respond(status, json=answer)
+    yaml_text, body, headers = channel(fake, "Where is my parcel?")
+    rt = make_runtime(yaml_text)
+    fake.bind(rt)
+    client = await aiohttp_client(create_app(rt, role="serve"))
     for _ in range(2):  # a redelivery files once
         assert (await client.post("/webhooks/sms/acme", data=body, headers=headers)).status == 200
     await drain(rt)
@@ -560,9 +591,9 @@ async def test_an_sms_customer_is_filed_and_answered_from_the_number_they_wrote_
     await drain(rt)
     [out] = await deliveries(rt, Direction.OUTBOUND)
     assert out.state is DeliveryState.DELIVERED
-    [sent] = [parse_qs(c.request.content.decode()) for c in send.calls]
-    assert sent["To"] == ["+14155550142"] and sent["From"] == ["+14155550199"]
-    assert sent["Body"][0].strip() == "It arrives tomorrow."
+    [(to, sender, text)] = [read_sent(c.request.content) for c in send.calls]
+    assert (to, sender) == ("+14155550142", "+14155550199")
+    assert text.strip() == "It arrives tomorrow."
 
 
 WEBCHAT_ORIGIN = "https://shop.example.com"
@@ -598,7 +629,12 @@ async def test_a_widget_visitor_is_filed_and_answered_on_their_socket(
     await drain(rt)
     [out] = await deliveries(rt, Direction.OUTBOUND)
     assert out.state is DeliveryState.DELIVERED
+    states: dict[str, str] = {}
     while (frame := await ws.receive_json(timeout=5)).get("role") != "agent":
-        pass
+        states.update(frame.get("states", {}))
     assert frame["text"].strip() == "Yes, two left."
+    assert states == {"conformance-1": "delivered"}  # filed at the desk
+    # the agent's reply says they read it, on every desk
+    status = await ws.receive_json(timeout=5)
+    assert status == {"type": "status", "states": {"conformance-1": "read"}}
     await ws.close()

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from deskbridge.cli.main import cli
 
+from .helpers import rsa_private_key
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 _BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.S | re.M)
@@ -26,6 +28,8 @@ VALUES = {
     "TELEGRAM_BOT_TOKEN": "123456:ABC-DEF_ghi",
     "TELEGRAM_WEBHOOK_SECRET": "webhook_secret-1",
     "TELEGRAM_SECRET_TOKEN": "webhook_secret-1",
+    # a Vonage application's private key (PEM), as the Dashboard hands it out
+    "VONAGE_PRIVATE_KEY": rsa_private_key(),
 }
 
 

@@ -26,9 +26,15 @@ def signed(secret: str = TG_SECRET) -> dict[str, str]:
 
 
 async def state(redis) -> dict[str, int]:
+    """Counts of stored events (an event record, or a delivery whose event is kept as its
+    raw request until the worker parses it: the deferred parse), deliveries and keys."""
     names = [k.decode() for k in await redis.keys("*")]
+    events = {n.rsplit(":", 1)[1] for n in names if ":evt:" in n}
+    for n in names:
+        if ":dlv:" in n and n.count(":") == 3 and await redis.hexists(n, "item"):
+            events.add(n.rsplit(":", 1)[1])
     return {
-        "events": sum(":evt:" in n for n in names),
+        "events": len(events),
         "deliveries": sum(":dlv:" in n and not n.endswith(":attempts") for n in names),
         "keys": len(names),
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -71,18 +71,6 @@ def respond(body: bytes, content_length: str | None) -> httpx.Response:
     """``body`` streamed in chunks; ``content_length`` None sends no Content-Length."""
     headers = [] if content_length is None else _header(content_length)
     return httpx.Response(200, headers=headers, content=_chunks(body))
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 # --- read_capped ------------------------------------------------------------------------

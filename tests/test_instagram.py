@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,7 @@ from hypothesis import strategies as st
 from deskbridge.adapters.capabilities import LooksUpDisplayNames, ReportsHealth
 from deskbridge.adapters.instagram import InstagramAdapter, InstagramReceiver, sample_message
 from deskbridge.adapters.meta import sign
-from deskbridge.config.accounts import InstagramConfig, MetaAppConfig
+from deskbridge.config.accounts import InstagramConfig
 from deskbridge.errors import (
     ParseFailed,
     PayloadInvalid,
@@ -28,42 +27,45 @@ from deskbridge.errors import (
     SignatureInvalid,
 )
 from deskbridge.schemas import (
-    AgentReply,
     Attachment,
     Channel,
     ChannelAddress,
     ChannelEvent,
-    Desk,
     Message,
     RawRequest,
     Upload,
 )
 
-APP_SECRET = "meta-app-secret-0123456789abcdef"
-VERIFY_TOKEN = "meta-verify-token_42"
+from .helpers import (
+    META_APP,
+    NOW,
+    VERIFY_TOKEN,
+    FakeLinks,
+    bodies,
+    graph_failed,
+    graph_sent,
+    last_wrote,
+    meta_request,
+)
+from .helpers import agent_reply as reply
+
 IG_A = "17841400000000001"
 IG_B = "17841400000000002"
 IGSID = "1790000000000001"
 TOKEN = "IGAAtokenForTests0123456789"
 API = "https://graph-ig.test"
 SEND = f"{API}/v23.0/{IG_A}/messages"
-NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
 
 RECEIVER = InstagramReceiver(
     "meta",
-    MetaAppConfig(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN),
+    META_APP,
     {IG_A: "acme", IG_B: "globex"},
     max_body_bytes=4 * 1024 * 1024,
 )
 
 
 def request(body: bytes, signature: str | None = "sign") -> RawRequest:
-    headers = {"content-type": "application/json"}
-    if signature == "sign":
-        headers["x-hub-signature-256"] = sign(APP_SECRET, body)
-    elif signature is not None:
-        headers["x-hub-signature-256"] = signature
-    return RawRequest(method="POST", path="/webhooks/instagram", headers=headers, body=body)
+    return meta_request(body, "/webhooks/instagram", signature)
 
 
 def sample(text: str = "hi", ig_id: str = IG_A, mid: str = "aWdfMQ") -> bytes:
@@ -195,30 +197,6 @@ def test_parse_never_crashes_on_json(value: Any) -> None:
 # -- outbound ------------------------------------------------------------------------------
 
 
-class FakeLinks:
-    def __init__(self) -> None:
-        self.asked: list[Attachment] = []
-
-    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
-        self.asked.append(attachment)
-        return f"https://bridge.test/media/tok-{attachment.ref}"
-
-    def video_preview_url(self) -> str:
-        return "https://bridge.test/media/preview/video.png"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
-
-
 def adapter_for(
     client: httpx.AsyncClient, links: FakeLinks | None = None, **overrides: Any
 ) -> InstagramAdapter:
@@ -228,41 +206,12 @@ def adapter_for(
     return InstagramAdapter("acme", config, client, links or FakeLinks(), clock=NOW.timestamp)
 
 
-def reply(text: str, **fields: Any) -> AgentReply:
-    return AgentReply(
-        account="acme",
-        desk=Desk.SANDBOX,
-        dedup_key="r-1",
-        ticket_id="t-1",
-        external_id="c-1",
-        text=text,
-        occurred_at=NOW,
-        **fields,
-    )
-
-
 def to(age: timedelta | None = timedelta(minutes=5)) -> ChannelAddress:
-    return ChannelAddress(
-        channel=Channel.INSTAGRAM,
-        account="acme",
-        thread=IGSID,
-        last_inbound_at=None if age is None else NOW - age,
-    )
+    return last_wrote(Channel.INSTAGRAM, IGSID, age)
 
 
 def sent(message_id: str) -> httpx.Response:
-    return httpx.Response(200, json={"recipient_id": IGSID, "message_id": message_id})
-
-
-def graph_failed(status: int, code: int, subcode: int | None = None) -> httpx.Response:
-    error: dict[str, Any] = {"message": f"(#{code}) failed", "type": "OAuthException", "code": code}
-    if subcode is not None:
-        error["error_subcode"] = subcode
-    return httpx.Response(status, json={"error": error})
-
-
-def bodies(route: respx.Route) -> list[dict[str, Any]]:
-    return [json.loads(call.request.content) for call in route.calls]
+    return graph_sent(IGSID, message_id)
 
 
 def test_the_adapter_declares_its_capabilities(client: httpx.AsyncClient) -> None:
@@ -350,16 +299,25 @@ async def test_long_text_is_split_at_1000_utf8_bytes(
 async def test_attachments_go_by_url_with_instagrams_types(
     client: httpx.AsyncClient, api: respx.MockRouter
 ) -> None:
-    route = api.post(SEND).mock(side_effect=[sent("m1"), sent("m2"), sent("m3")])
+    route = api.post(SEND).mock(side_effect=[sent(f"m{n}") for n in range(5)])
     files = (
         Attachment(kind="image", ref="d1", mime_type="image/png"),
         Attachment(kind="document", ref="d2", mime_type="application/pdf"),
+        # no MIME type: by kind (Instagram takes video, audio, image and file)
+        Attachment(kind="video", ref="d3"),
+        Attachment(kind="voice", ref="d4"),
     )
     await adapter_for(client).send(reply("Your label", attachments=files), to())
+
+    def url(n: int) -> dict[str, str]:
+        return {"url": f"https://bridge.test/media/tok-d{n}"}
+
     assert [b["message"] for b in bodies(route)] == [
         {"text": "Your label"},
-        {"attachment": {"type": "image", "payload": {"url": "https://bridge.test/media/tok-d1"}}},
-        {"attachment": {"type": "file", "payload": {"url": "https://bridge.test/media/tok-d2"}}},
+        {"attachment": {"type": "image", "payload": url(1)}},
+        {"attachment": {"type": "file", "payload": url(2)}},
+        {"attachment": {"type": "video", "payload": url(3)}},
+        {"attachment": {"type": "audio", "payload": url(4)}},
     ]
 
 
@@ -425,6 +383,15 @@ async def test_a_failed_profile_lookup_is_no_name(
 ) -> None:
     api.get(f"{API}/v23.0/{IGSID}").mock(return_value=response)
     assert await adapter_for(client).display_name(IGSID, IGSID) is None
+
+
+async def test_only_a_scoped_id_is_looked_up(
+    client: httpx.AsyncClient, api: respx.MockRouter
+) -> None:
+    # the id goes into the URL's path: "../me" would ask for the business account
+    for bad in ("../me", "me", "", "12 34", "1" * 33):
+        assert await adapter_for(client).display_name(bad, IGSID) is None
+    assert not api.calls
 
 
 async def test_health_asks_me(client: httpx.AsyncClient, api: respx.MockRouter) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from deskbridge.adapters.messenger import MessengerAdapter, MessengerReceiver, sample_message
 from deskbridge.adapters.meta import sign
-from deskbridge.config.accounts import MessengerConfig, MetaAppConfig
+from deskbridge.config.accounts import MessengerConfig
 from deskbridge.errors import (
     ParseFailed,
     PayloadInvalid,
@@ -24,11 +24,9 @@ from deskbridge.errors import (
     SignatureInvalid,
 )
 from deskbridge.schemas import (
-    AgentReply,
     Attachment,
     Channel,
     ChannelAddress,
-    Desk,
     Message,
     RawRequest,
     StatusUpdate,
@@ -36,12 +34,23 @@ from deskbridge.schemas import (
 )
 
 from . import recorded
+from .helpers import (
+    APP_SECRET,
+    META_APP,
+    NOW,
+    VERIFY_TOKEN,
+    FakeLinks,
+    agent_reply,
+    bodies,
+    graph_failed,
+    graph_sent,
+    last_wrote,
+    meta_request,
+)
 
 CHANNEL = "messenger"
 SCENARIOS = recorded.scenarios(CHANNEL)
 
-APP_SECRET = "meta-app-secret-0123456789abcdef"
-VERIFY_TOKEN = "meta-verify-token_42"
 PAGE_A = "104510000000001"
 PAGE_B = "104510000000002"
 PSID = "7100000000000001"
@@ -52,19 +61,14 @@ SEND = f"{API}/v23.0/{PAGE_A}/messages"
 
 RECEIVER = MessengerReceiver(
     "meta",
-    MetaAppConfig(app_secret=APP_SECRET, verify_token=VERIFY_TOKEN),
+    META_APP,
     ROUTES,
     max_body_bytes=4 * 1024 * 1024,
 )
 
 
 def request(body: bytes, signature: str | None = "sign") -> RawRequest:
-    headers = {"content-type": "application/json"}
-    if signature == "sign":
-        headers["x-hub-signature-256"] = sign(APP_SECRET, body)
-    elif signature is not None:
-        headers["x-hub-signature-256"] = signature
-    return RawRequest(method="POST", path="/webhooks/messenger", headers=headers, body=body)
+    return meta_request(body, "/webhooks/messenger", signature)
 
 
 def fixture(scenario: str) -> bytes:
@@ -597,32 +601,6 @@ def test_parse_never_crashes_on_json(value: Any) -> None:
 
 # --- outbound: the Send API under respx ---------------------------------------------------
 
-NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
-
-
-class FakeLinks:
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, Attachment]] = []
-
-    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
-        self.asked.append((account, attachment))
-        return f"https://bridge.test/media/tok-{attachment.ref}"
-
-    def video_preview_url(self) -> str:
-        return "https://bridge.test/media/preview/video.png"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
-
 
 def config(**overrides: Any) -> MessengerConfig:
     return MessengerConfig.model_validate(
@@ -638,46 +616,12 @@ def adapter_for(
     )
 
 
-def agent_reply(text: str, **fields: Any) -> AgentReply:
-    return AgentReply(
-        account="acme",
-        desk=Desk.SANDBOX,
-        dedup_key="r-1",
-        ticket_id="t-1",
-        external_id="c-1",
-        text=text,
-        occurred_at=NOW,
-        **fields,
-    )
-
-
 def to(age: timedelta | None = timedelta(minutes=5)) -> ChannelAddress:
-    return ChannelAddress(
-        channel=Channel.MESSENGER,
-        account="acme",
-        thread=PSID,
-        last_inbound_at=None if age is None else NOW - age,
-    )
+    return last_wrote(Channel.MESSENGER, PSID, age)
 
 
 def sent(message_id: str) -> httpx.Response:
-    return httpx.Response(200, json={"recipient_id": PSID, "message_id": message_id})
-
-
-def graph_failed(status: int, code: int, subcode: int | None = None) -> httpx.Response:
-    error: dict[str, Any] = {
-        "message": f"(#{code}) Customer +1 202 555 0143 said: secret customer text",
-        "type": "OAuthException",
-        "code": code,
-        "fbtrace_id": "AbCdEfGh123",
-    }
-    if subcode is not None:
-        error["error_subcode"] = subcode
-    return httpx.Response(status, json={"error": error})
-
-
-def bodies(route: respx.Route) -> list[dict[str, Any]]:
-    return [json.loads(call.request.content) for call in route.calls]
+    return graph_sent(PSID, message_id)
 
 
 async def test_send_text(client: httpx.AsyncClient, api: respx.MockRouter) -> None:

@@ -13,8 +13,9 @@ from deskbridge.schemas import Channel, DeliveryState, Direction
 
 from .conftest import drain
 from .desks.fake_intercom import FakeIntercom
+from .helpers import deliveries
 from .test_admin_api import SECRET, auth, token
-from .test_desk_conformance import customer_says, deliveries, telegram, yaml_for
+from .test_desk_conformance import customer_says, telegram, yaml_for
 
 
 async def _ticket(make_runtime: Any, aiohttp_client: Any, respx_mock: Any) -> Any:

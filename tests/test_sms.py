@@ -5,8 +5,6 @@ whole path through the gateway, the worker and the sandbox desk."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
@@ -25,13 +23,11 @@ from deskbridge.errors import (
     SignatureInvalid,
 )
 from deskbridge.schemas import (
-    AgentReply,
     Attachment,
     Channel,
     ChannelAddress,
     ChannelEvent,
     DeliveryState,
-    Desk,
     Direction,
     Message,
     RawRequest,
@@ -39,7 +35,9 @@ from deskbridge.schemas import (
     Upload,
 )
 
-from .conftest import drain, redis_of
+from .conftest import drain
+from .helpers import FakeLinks, agent_says, deliveries
+from .helpers import agent_reply as reply
 
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "twilio-auth-token-for-tests"
@@ -289,41 +287,6 @@ def test_split_keeps_each_message_within_max_segments() -> None:
 
 # -- outbound ------------------------------------------------------------------------------
 
-NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
-
-
-class FakeLinks:
-    def url_for(self, account: str, attachment: Attachment, *, ttl: float | None = None) -> str:
-        return f"https://bridge.test/media/tok-{attachment.ref}"
-
-    def video_preview_url(self) -> str:
-        return "https://bridge.test/media/preview/video.png"
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
-
-
-def reply(text: str, **fields: Any) -> AgentReply:
-    return AgentReply(
-        account="acme",
-        desk=Desk.SANDBOX,
-        dedup_key="r-1",
-        ticket_id="t-1",
-        external_id="c-1",
-        text=text,
-        occurred_at=NOW,
-        **fields,
-    )
-
 
 def to(number: str = CUSTOMER, **context: str) -> ChannelAddress:
     return ChannelAddress(channel=Channel.SMS, account="acme", thread=number, context=context)
@@ -498,22 +461,6 @@ async def _post(client: Any, body: bytes) -> int:
     return int(resp.status)
 
 
-async def _agent_says(rt: Any, ticket_id: str, text: str, n: int) -> None:
-    from deskbridge.flows.ingest import accept_replies
-
-    answer = AgentReply(
-        account="acme",
-        desk=Desk.SANDBOX,
-        dedup_key=f"r{n}",
-        ticket_id=ticket_id,
-        external_id=f"a{n}",
-        text=text,
-        occurred_at=datetime.now(UTC),
-    )
-    await accept_replies(rt, "acme", "sandbox", None, [answer])
-    await drain(rt)
-
-
 async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     make_runtime: Any, aiohttp_client: Any, respx_mock: Any
 ) -> None:
@@ -534,7 +481,7 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     [ticket] = await rt.sandbox.tickets("acme")
     assert ticket.channel == "sms"
 
-    await _agent_says(rt, ticket.id, "It ships today.", 1)
+    await agent_says(rt, ticket.id, "It ships today.", 1)
     assert send.call_count == 1
     assert parse_qs(send.calls[0].request.content.decode())["From"] == [OURS]
 
@@ -547,19 +494,19 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
 
     assert await _post(client, inbound("STOP", seed="b")) == 200
     await drain(rt)
-    [first, *_] = await _deliveries(rt, Direction.INBOUND)
+    [first, *_] = await deliveries(rt, Direction.INBOUND)
     conv = await rt.conversations.get("acme", first.conversation_id)
     contact = await rt.conversations.contact("acme", conv.contact_id)
     assert contact.attributes["sms_consent"].startswith("opted_out since ")
-    await _agent_says(rt, ticket.id, "Are you there?", 2)
+    await agent_says(rt, ticket.id, "Are you there?", 2)
     assert send.call_count == 1  # nothing goes out after STOP
 
     assert await _post(client, inbound("START", seed="c")) == 200
     await drain(rt)
-    await _agent_says(rt, ticket.id, "Welcome back.", 3)
+    await agent_says(rt, ticket.id, "Welcome back.", 3)
     assert send.call_count == 2
 
-    replies = await _deliveries(rt, Direction.OUTBOUND)
+    replies = await deliveries(rt, Direction.OUTBOUND)
     states = sorted((d.state, d.reason or "") for d in replies)
     # delivered (its status callback applied), refused after STOP, delivered after START
     assert [st for st, _ in states].count(DeliveryState.DELIVERED) == 2
@@ -567,18 +514,6 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     assert refused.state is DeliveryState.DEAD
     sent = await rt.deliveries.get("acme", min(replies, key=lambda d: d.id).id)
     assert sent is not None
-
-
-async def _deliveries(rt: Any, direction: Direction) -> list[Any]:
-    out = []
-    for raw in await redis_of(rt).keys("db:{acme}:dlv:*"):
-        name = raw.decode()
-        if name.endswith(":attempts"):
-            continue
-        d = await rt.deliveries.get("acme", name.rsplit(":", 1)[1])
-        if d is not None and d.direction is direction:
-            out.append(d)
-    return sorted(out, key=lambda d: d.id)
 
 
 async def test_register_points_each_sender_number_at_the_url(

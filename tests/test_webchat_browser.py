@@ -2,8 +2,9 @@
 visitor opens the demo page, sends a message, sees the agent's reply arrive live, keeps
 chatting across a gateway restart (the message written while it was down is resent and
 filed once), a visitor the site verified joins the contact of their email, and a
-visitor attaches a picture that the sandbox desk shows (a refused type is said so; an
-agent's link that is not http(s) is never shown).
+visitor sees their message delivered and read and the agent typing from the sandbox
+page, and a visitor attaches a picture that the sandbox desk shows (a refused type is
+said so; an agent's link that is not http(s) is never shown).
 Screenshots go to ``.test-output/webchat/`` (or ``$DESKBRIDGE_TEST_OUTPUT/webchat``)."""
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ accounts:
 """
 
 
+async def _served(make_runtime: Any, aiohttp_server: Any) -> tuple[Any, str]:
+    """A runtime with the widget account, served on a free port; its base URL."""
+    port = _free_port()
+    rt = make_runtime(_yaml(port))
+    await aiohttp_server(create_app(rt, role="serve"), port=port)
+    OUT.mkdir(parents=True, exist_ok=True)
+    return rt, f"http://127.0.0.1:{port}"
+
+
 async def _watched(browser: Any, problems: list[str], *, expected: str) -> Any:
     """A new page whose script errors, and console errors but the ``expected`` kind, go
     to ``problems``."""
@@ -82,6 +92,15 @@ async def _agent_says(rt: Any, text: str, n: int) -> None:
     )
     await accept_replies(rt, "acme", "sandbox", None, [reply])
     await drain(rt)
+
+
+async def _visitor_says(page: Any, url: str, text: str) -> None:
+    """Opens the widget on the page at ``url`` and sends ``text``, until it is stored."""
+    await page.goto(url)
+    await page.get_by_role("button", name="Chat with us").click()
+    await page.fill("#dbc-input", text)
+    await page.click("#dbc-send")
+    await page.wait_for_selector(".dbc-visitor[data-state=sent]")
 
 
 async def test_a_visitor_chats_across_a_gateway_restart(
@@ -161,11 +180,8 @@ async def test_a_verified_visitor_joins_their_email_contact(
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = await browser.new_page()
         page.set_default_timeout(15_000)
-        await page.goto(f"http://127.0.0.1:{port}/sandbox/widget?email=carol@example.com")
-        await page.get_by_role("button", name="Chat with us").click()
-        await page.fill("#dbc-input", "Hi, it is Carol")
-        await page.click("#dbc-send")
-        await page.wait_for_selector(".dbc-visitor[data-state=sent]")
+        url = f"http://127.0.0.1:{port}/sandbox/widget?email=carol@example.com"
+        await _visitor_says(page, url, "Hi, it is Carol")
         await browser.close()
     await drain(rt)
     web, _ = await rt.conversations.observe_contact(
@@ -174,6 +190,41 @@ async def test_a_verified_visitor_joins_their_email_contact(
         None,
     )
     assert web.id == carol.id
+
+
+async def test_the_visitor_sees_delivered_read_and_the_agent_typing(
+    make_runtime: Any, aiohttp_server: Any
+) -> None:
+    rt, base = await _served(make_runtime, aiohttp_server)
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        visitor = await browser.new_page()
+        agent = await browser.new_page()
+        for page in (visitor, agent):
+            page.set_default_timeout(15_000)
+        await _visitor_says(visitor, f"{base}/sandbox/widget", "Do you ship to Spain?")
+        await drain(rt)  # filed at the desk
+        await visitor.wait_for_selector(".dbc-visitor[data-receipt=delivered]")
+
+        # the agent opens the ticket in the sandbox console: read
+        [ticket] = await rt.sandbox.tickets("acme")
+        await agent.goto(f"{base}/sandbox/acme/tickets/{ticket.id}")
+        await visitor.wait_for_selector(".dbc-visitor[data-receipt=read]")
+
+        # the agent types in the reply box: the visitor sees it
+        assert await visitor.locator("#dbc-typing").is_hidden()
+        await agent.locator("#text").press_sequentially("Yes, we do", delay=30)
+        await visitor.wait_for_selector("#dbc-typing >> text=Agent is typing…")
+        await visitor.screenshot(path=str(OUT / "typing.png"))
+
+        # the reply arrives and the typing ends with it
+        await agent.click("text=Send reply")
+        await agent.wait_for_selector(".msg.agent >> text=Yes, we do")
+        await drain(rt)
+        await visitor.wait_for_selector(".dbc-agent >> text=Yes, we do")
+        await visitor.wait_for_selector("#dbc-typing", state="hidden", timeout=2_000)
+        await visitor.screenshot(path=str(OUT / "read.png"))
+        await browser.close()
 
 
 def _png(width: int = 96, height: int = 64) -> bytes:
@@ -196,11 +247,7 @@ def _png(width: int = 96, height: int = 64) -> bytes:
 async def test_a_visitor_attaches_a_file_and_the_desk_has_it(
     make_runtime: Any, aiohttp_server: Any
 ) -> None:
-    port = _free_port()
-    rt = make_runtime(_yaml(port))
-    await aiohttp_server(create_app(rt, role="serve"), port=port)
-    base = f"http://127.0.0.1:{port}"
-    OUT.mkdir(parents=True, exist_ok=True)
+    rt, base = await _served(make_runtime, aiohttp_server)
     png = _png()
     problems: list[str] = []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +42,7 @@ from deskbridge.schemas import (
 )
 
 from . import recorded
+from .helpers import bodies, meta_request
 
 CHANNEL = "whatsapp"
 SCENARIOS = recorded.scenarios(CHANNEL)
@@ -60,12 +61,7 @@ RECEIVER = WhatsAppReceiver("main", APP, ROUTES, max_body_bytes=4 * 1024 * 1024)
 
 
 def request(body: bytes, signature: str | None = "sign") -> RawRequest:
-    headers = {"content-type": "application/json"}
-    if signature == "sign":
-        headers["x-hub-signature-256"] = sign(APP_SECRET, body)
-    elif signature is not None:
-        headers["x-hub-signature-256"] = signature
-    return RawRequest(method="POST", path="/webhooks/whatsapp", headers=headers, body=body)
+    return meta_request(body, "/webhooks/whatsapp", signature, secret=APP_SECRET)
 
 
 def parse(body: bytes) -> Parsed:
@@ -725,18 +721,6 @@ def config(**overrides: Any) -> WhatsAppConfig:
     )
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as c:
-        yield c
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
-
-
 def adapter_for(
     client: httpx.AsyncClient, *, clock: Clock | None = None, **overrides: Any
 ) -> WhatsAppAdapter:
@@ -794,10 +778,6 @@ def graph_failure(code: int, status: int = 400, title: str = "Invalid parameter"
             }
         },
     )
-
-
-def bodies(route: respx.Route) -> list[dict[str, Any]]:
-    return [json.loads(call.request.content) for call in route.calls]
 
 
 async def test_send_text(client: httpx.AsyncClient, api: respx.MockRouter) -> None:

@@ -16,7 +16,8 @@ from deskbridge.schemas import DeliveryState, Direction
 
 from .conftest import drain
 from .desks.fake_zendesk import FakeZendesk
-from .test_desk_conformance import TG, customer_says, deliveries, gateway, telegram
+from .helpers import deliveries
+from .test_desk_conformance import TG, customer_says, gateway, telegram
 
 ZD = "https://acme.zendesk.test/api/v2"
 

@@ -14,7 +14,8 @@ _.model_config  # every BaseModel / BaseSettings
 _._secret_shape  # config.accounts field_validator
 _._token_shape  # config.accounts field_validator
 _._one_token_source  # config.accounts model_validator
-_._sender_shape  # config.accounts field_validator (SmsConfig)
+_._sender_shape  # config.accounts field_validator (SmsConfig, VonageSmsConfig)
+_._a_private_key  # config.accounts field_validator (VonageSmsConfig)
 _._e164  # config.accounts field_validator
 _._notice_channels  # config.accounts model_validator
 _._shared_shape  # config.accounts model_validator
@@ -32,6 +33,9 @@ _._zone  # routing.hours field_validator
 _._weekly  # routing.hours field_validator
 _._one_source  # store.keyring model_validator
 _._one_active  # store.keyring model_validator
+
+# httpx: an Auth subclass's flow is called by httpx for each request it authenticates
+_.auth_flow  # adapters.sms.vonage.adapter._Bearer
 
 # pydantic fields of platform payloads (extra="ignore"): declared so pydantic validates
 # their type, or read by name (getattr over a list of field names), not by attribute

@@ -4,6 +4,8 @@
     ├── ConfigError                 the accounts file or the environment is wrong
     ├── RequestRefused              an inbound request we answer with a 4xx
     │   ├── SignatureInvalid        401: missing/bad signature or secret, unknown account
+    │   │   └── SignatureDeferred   503: unsigned, where the platform says that is its own
+    │   │                           fault and retries on 5xx (Vonage's signed webhooks)
     │   ├── PayloadInvalid          400: not what the platform sends at all
     │   └── PayloadTooLarge         413: over the route's size limit
     ├── ParseFailed                 verified, but our parser cannot handle it (a dead letter)
@@ -35,6 +37,7 @@ __all__ = [
     "PermanentError",
     "RequestRefused",
     "RetryableError",
+    "SignatureDeferred",
     "SignatureInvalid",
     "StoreUnavailable",
     "WindowClosed",
@@ -64,6 +67,15 @@ class RequestRefused(DeskbridgeError):
 class SignatureInvalid(RequestRefused):
     status = 401
     reason = "signature"
+
+
+class SignatureDeferred(SignatureInvalid):
+    """No signature at all on a route whose platform documents sending one unsigned on an
+    internal error of its own, and resending it on a 5xx (Vonage): answered 503 so the
+    message comes again signed, never stored. Counted with the failed authentications."""
+
+    status = 503
+    reason = "unsigned"
 
 
 class PayloadInvalid(RequestRefused):
@@ -151,6 +163,11 @@ class ClientGone(RequestRefused):
 
 def bind_failed(what: str, address: str, exc: OSError) -> ConfigError:
     """A listening socket that could not be opened, as one line: ``"<what> port
-    <address>: Address already in use"`` (asyncio words the same errno differently)."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return ConfigError(f"{what} port {address}: {reason}")
+    <address>: Address already in use"`` (asyncio words the same errno differently, and
+    uvloop keeps it only on the error's cause)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return ConfigError(f"{what} port {address}: {os.strerror(cause.errno)}")
+        cause = cause.__cause__
+    return ConfigError(f"{what} port {address}: {exc}")

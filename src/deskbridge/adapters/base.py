@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from deskbridge.errors import DeliveryError
 from deskbridge.schemas import (
@@ -42,6 +42,8 @@ __all__ = [
     "MemoryProgress",
     "Parsed",
     "Part",
+    "Peeked",
+    "Peeks",
     "Progress",
     "Receiver",
     "Skip",
@@ -228,6 +230,37 @@ class Parsed:
     skipped: tuple[Ignored, ...] = ()
     """Items deliberately not filed, each with its reason, account and provider id (kept
     for ``events list --ignored``); ``ignored`` holds reasons alone, for the URL's account."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peeked:
+    """What ``Peeks.peek`` read of a body of the channel's common shape: the account, the
+    dedup key and the thread of its one item, exactly as the full parse would name them
+    should it file an event (it may still not: the worker parses and decides)."""
+
+    account: str
+    dedup_key: str
+    thread: str
+
+
+@runtime_checkable
+class Peeks(Protocol):
+    """A receiver with a cheap look at the common shape of its bodies (the deferred
+    parse, docs/benchmarks.md): the gateway stores such a body with its dedup mark and
+    its lane's job without parsing it, and the worker runs the full ``parse`` on the
+    stored raw request before it files the event.
+
+    Contract, checked over the channel's fixtures and corpus: whenever ``peek`` returns
+    a ``Peeked`` and ``parse`` of the same request returns events, they are exactly one
+    event with that account, ``dedup_key`` and ``thread``. ``peek`` returns None for
+    anything unusual (several items, a type it does not expect, a kind ``parse`` is
+    known to ignore), and the gateway then runs ``parse`` as before. It never raises:
+    a body ``parse`` refuses must make ``peek`` return None or be one the worker may
+    find unreadable (it becomes the same ``parse_failed`` dead letter there)."""
+
+    def peek(self, req: RawRequest) -> Peeked | None:
+        """The one item's account, dedup key and thread, or None (see the class)."""
+        ...
 
 
 class Receiver(Protocol):

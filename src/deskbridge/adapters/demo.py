@@ -10,13 +10,14 @@ import base64
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import DemoContext
 from deskbridge.config import AccountsFile, parse_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, read_secrets, secrets_path, served_origins
 from deskbridge.schemas import Desk
 
 __all__ = ["demo_accounts", "demo_secrets"]
@@ -51,25 +52,28 @@ _DEMO_KB: dict[str, Any] = {
 }
 
 
-def _generate() -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _makers() -> dict[str, Callable[[], Any]]:
+    """What each entry of the demo secrets file is made by; channels of one platform
+    share a group, made once."""
+    makers: dict[str, Callable[[], Any]] = {
         # 256 random bits, base64url: the format DESKBRIDGE_ENCRYPTION_KEY takes
-        "encryption_key": base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+        "encryption_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
     }
     for spec in CHANNELS.values():
         demo = spec.demo
         if demo.secrets_group is not None and demo.secrets is not None:
-            # channels of one platform share its group: generated once
-            out.setdefault(demo.secrets_group, demo.secrets())
+            makers.setdefault(demo.secrets_group, demo.secrets)
+        for group, make in demo.more_secrets.items():
+            makers.setdefault(group, make)
     # the admin API's HS256 key: `deskbridge token create` reads it from this file
-    out["admin_jwt_secret"] = secrets.token_urlsafe(32)
-    return out
+    makers["admin_jwt_secret"] = lambda: secrets.token_urlsafe(32)
+    return makers
 
 
 def demo_secrets(data_dir: Path, *, create: bool = True) -> dict[str, Any]:
     """The demo secrets, generated on first use. Channels added later get theirs filled
     in. Raises ``ConfigError`` when the file is unreadable, or missing and not ``create``."""
-    return read_secrets(data_dir, _generate, create=create)
+    return read_secrets(data_dir, _makers(), create=create)
 
 
 def demo_accounts(
@@ -77,16 +81,27 @@ def demo_accounts(
     *,
     smtp_listen: str = "127.0.0.1:2525",
     sip_listen: str = "127.0.0.1:5060",
+    web_origins: tuple[str, ...] = served_origins("127.0.0.1", 8080),
     write: bool = True,
+    sms_provider: str = "twilio",
 ) -> AccountsFile:
     """The demo accounts file, its secrets read (or generated) in ``data_dir``. With
     ``write`` false nothing is written: secrets missing there are made up in memory (for
-    commands that read the account's settings, never its secrets)."""
+    commands that read the account's settings, never its secrets). ``web_origins``: the
+    origins of the gateway's own pages (the widget's demo page opens its socket).
+    ``sms_provider``: which provider's sandbox the SMS channel stands for
+    (``DESKBRIDGE_DEMO_SMS_PROVIDER``)."""
     if write or secrets_path(data_dir).exists():
         stored = demo_secrets(data_dir, create=write)
     else:
-        stored = _generate()
-    ctx = DemoContext(stored, smtp_listen=smtp_listen, sip_listen=sip_listen)
+        stored = {name: make() for name, make in _makers().items()}
+    ctx = DemoContext(
+        stored,
+        smtp_listen=smtp_listen,
+        sip_listen=sip_listen,
+        web_origins=web_origins,
+        providers={"sms": sms_provider},
+    )
     apps: dict[str, Any] = {}
     for spec in CHANNELS.values():
         if spec.demo.apps is not None:

@@ -59,6 +59,7 @@ def _start(
     processes: str = "1",
     child: tuple[int, int] | None = None,
 ) -> None:
+    from deskbridge.cli.loop import runner
     from deskbridge.cli.process import load, serve_forever
 
     settings = _settings(host=host, port=port)
@@ -74,14 +75,15 @@ def _start(
 
             bind_as_child(child[0])
         # a child of `--processes` shares the port; only the first runs SMTP/SIP listeners
-        asyncio.run(
-            serve_forever(
-                loaded,
-                role,
-                reuse_port=child is not None,
-                listeners=child is None or child[1] == 0,
+        with runner(loaded.settings.event_loop) as loop:
+            loop.run(
+                serve_forever(
+                    loaded,
+                    role,
+                    reuse_port=child is not None,
+                    listeners=child is None or child[1] == 0,
+                )
             )
-        )
     except DeskbridgeError as exc:
         _fail(exc)
     except KeyboardInterrupt:

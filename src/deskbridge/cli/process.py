@@ -25,7 +25,7 @@ from deskbridge.adapters.demo import demo_accounts, demo_secrets
 from deskbridge.adapters.registry import CHANNELS, spec_of
 from deskbridge.adapters.sip import Listener
 from deskbridge.config import AccountsFile, Settings, WebchatConfig, load_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path, served_origins
 from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError, bind_failed
 from deskbridge.flows import Runtime
@@ -105,6 +105,8 @@ def load(settings: Settings, config: Path | None) -> Loaded:
             settings.data_dir,
             smtp_listen=f"127.0.0.1:{settings.demo_smtp_port}",
             sip_listen=f"127.0.0.1:{settings.demo_sip_port}",
+            web_origins=served_origins(settings.host, settings.port, settings.public_url),
+            sms_provider=settings.demo_sms_provider,
         )
         demo = True
         if vault is None:
@@ -118,7 +120,9 @@ def _banner(loaded: Loaded, role: str) -> None:
     s = loaded.settings
     base = s.base_public_url()
     local = f"http://{s.host}:{s.port}"
-    lines = [f"deskbridge {__version__}: {role} on {local}"]
+    uv = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    loop = "uvloop" if uv else "asyncio"
+    lines = [f"deskbridge {__version__}: {role} on {local} (event loop: {loop})"]
     if role != "worker":
         shared: set[str] = set()
         for name, acc in loaded.accounts.accounts.items():

@@ -14,7 +14,7 @@ from deskbridge.adapters.registry import CHANNELS
 from deskbridge.adapters.spec import SimulatedRequest, SimulateInput
 from deskbridge.cli.demo import demo_info
 from deskbridge.config import AccountsFile, Settings, load_accounts
-from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path
+from deskbridge.config.demo import DEMO_ACCOUNT, secrets_path, served_origins
 from deskbridge.errors import ConfigError, DeliveryError
 from deskbridge.schemas import Channel
 
@@ -49,7 +49,19 @@ def _accounts(settings: Settings, account: str, config: Path | None, base: str) 
         data_dir,
         smtp_listen=info.get("smtp_listen", f"127.0.0.1:{settings.demo_smtp_port}"),
         sip_listen=info.get("sip_listen", f"127.0.0.1:{settings.demo_sip_port}"),
+        web_origins=tuple(info["webchat_origins"].split())
+        if "webchat_origins" in info
+        else _origins_of(base),
+        sms_provider=info.get("sms_provider", settings.demo_sms_provider),
     )
+
+
+def _origins_of(base: str) -> tuple[str, ...]:
+    """The origins of the gateway at ``base``, as its own pages have them."""
+    url = httpx.URL(base)
+    if url.scheme != "http":
+        return (f"{url.scheme}://{url.netloc.decode()}",)
+    return served_origins(url.host, url.port or 80)
 
 
 def simulate(

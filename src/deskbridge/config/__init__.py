@@ -19,9 +19,11 @@ from deskbridge.config.accounts import (
     SipCallsConfig,
     SipConfig,
     SipTimersConfig,
+    SmsBaseConfig,
     SmsConfig,
     TelegramConfig,
     UdeskDeskConfig,
+    VonageSmsConfig,
     WebchatConfig,
     WhatsAppConfig,
     WhatsAppTemplate,
@@ -29,6 +31,7 @@ from deskbridge.config.accounts import (
     ZendeskDeskConfig,
     load_accounts,
     parse_accounts,
+    sms_provider,
 )
 from deskbridge.config.settings import Settings
 
@@ -52,9 +55,11 @@ __all__ = [
     "SipCallsConfig",
     "SipConfig",
     "SipTimersConfig",
+    "SmsBaseConfig",
     "SmsConfig",
     "TelegramConfig",
     "UdeskDeskConfig",
+    "VonageSmsConfig",
     "WebchatConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
@@ -62,4 +67,5 @@ __all__ = [
     "ZendeskDeskConfig",
     "load_accounts",
     "parse_accounts",
+    "sms_provider",
 ]

@@ -27,15 +27,17 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -53,6 +55,7 @@ __all__ = [
     "INSTAGRAM_API_BASE",
     "INTERCOM_API_BASE",
     "INTERCOM_API_VERSION",
+    "SMS_PROVIDERS",
     "WIDGET_MAX_MEDIA_BYTES",
     "AccountConfig",
     "AccountsFile",
@@ -71,10 +74,14 @@ __all__ = [
     "SipCallsConfig",
     "SipConfig",
     "SipTimersConfig",
+    "SmsBaseConfig",
+    "SmsChannelConfig",
     "SmsConfig",
+    "SmsProvider",
     "SmtpConfig",
     "TelegramConfig",
     "UdeskDeskConfig",
+    "VonageSmsConfig",
     "WebchatConfig",
     "WhatsAppConfig",
     "WhatsAppTemplate",
@@ -82,6 +89,7 @@ __all__ = [
     "ZendeskDeskConfig",
     "load_accounts",
     "parse_accounts",
+    "sms_provider",
 ]
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -210,13 +218,42 @@ class InstagramConfig(_Model):
 
 
 _TWILIO_SENDER = r"^(\+[1-9]\d{6,14}|MG[0-9a-f]{32}|[A-Za-z0-9 ]{1,11})$"
+_VONAGE_SENDER = r"^(\+[1-9]\d{6,14}|[A-Za-z0-9 ]{1,11})$"
+
+SmsProvider = Literal["twilio", "vonage"]
+"""The providers behind the ``sms`` channel (``provider:``; unset means ``twilio``)."""
+SMS_PROVIDERS: tuple[str, ...] = get_args(SmsProvider)
 
 
-class SmsConfig(_Model):
+class SmsBaseConfig(_Model):
+    """What every SMS provider's channel has: the senders, the segment cap, the limits.
+    Inbound messages and status callbacks arrive at ``/webhooks/sms/<account>``."""
+
+    type: Literal["sms"] = "sms"
+    webhook_url: str | None = None
+    senders: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], str] = Field(default_factory=dict)
+    """Country (ISO 3166 alpha-2 of the customer's number) → a sender: a number (E.164)
+    or an alphanumeric sender ID (Twilio also takes a Messaging Service SID, ``MG…``)."""
+    default_sender: str
+    max_segments: int = Field(default=10, ge=1, le=10)
+    """Split a reply into messages of at most this many segments."""
+    base_url: str
+    sandbox: bool = False
+    max_media_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+
+
+def _senders_match(senders: dict[str, str], pattern: str, what: str) -> dict[str, str]:
+    for country, sender in senders.items():
+        if not re.fullmatch(pattern, sender):
+            raise ValueError(f"{country}: {sender!r} is not {what}")
+    return senders
+
+
+class SmsConfig(SmsBaseConfig):
     """SMS and MMS through Twilio Programmable Messaging: inbound messages and status
     callbacks at ``/webhooks/sms/<account>``, signed with ``X-Twilio-Signature``."""
 
-    type: Literal["sms"] = "sms"
     provider: Literal["twilio"] = "twilio"
     account_sid: str = Field(pattern=r"^AC[0-9a-f]{32}$")
     auth_token: SecretStr
@@ -225,24 +262,91 @@ class SmsConfig(_Model):
     """The exact URL configured at Twilio for this account (scheme, host, port, path and
     query): what signatures are computed over, and the status callback of every send.
     Without it the URL is rebuilt from the request (``X-Forwarded-Proto``, ``Host``)."""
-    senders: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], str] = Field(default_factory=dict)
-    """Country (ISO 3166 alpha-2 of the customer's number) → a sender: a number (E.164),
-    a Messaging Service SID (``MG…``) or an alphanumeric sender ID."""
     default_sender: str = Field(pattern=_TWILIO_SENDER)
+    """A number (E.164), a Messaging Service SID (``MG…``) or an alphanumeric sender ID."""
     max_segments: int = Field(default=10, ge=1, le=10)
     """Split a reply into messages of at most this many segments (Twilio: 1600 chars)."""
     base_url: str = "https://api.twilio.com"
-    sandbox: bool = False
-    max_media_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
-    max_body_bytes: int = Field(default=256 * 1024, gt=0)
 
     @field_validator("senders")
     @classmethod
     def _sender_shape(cls, v: dict[str, str]) -> dict[str, str]:
-        for country, sender in v.items():
-            if not re.fullmatch(_TWILIO_SENDER, sender):
-                raise ValueError(f"{country}: {sender!r} is not a number, MG SID or sender ID")
+        return _senders_match(v, _TWILIO_SENDER, "a number, MG SID or sender ID")
+
+
+class VonageSmsConfig(SmsBaseConfig):
+    """SMS and MMS through the Vonage Messages API (``provider: vonage``): inbound
+    messages and status webhooks of a Vonage application at ``/webhooks/sms/<account>``,
+    signed with a JWT (HS256, the account's signature secret); replies sent with the
+    application's JWT (RS256, its private key). See docs/channels/sms.md."""
+
+    provider: Literal["vonage"]
+    api_key: str = Field(pattern=r"^[A-Za-z0-9]{4,32}$")
+    """The account's API key: the ``api_key`` claim of every signed webhook."""
+    api_secret: SecretStr
+    """With the API key, authenticates the Applications API (health, ``channels register``)."""
+    signature_secret: SecretStr = Field(min_length=4)
+    """The account's signature secret (Dashboard → API settings): the HS256 key of the
+    webhooks' JWTs."""
+    application_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )
+    """The Vonage application the sender numbers are linked to (its webhooks post here)."""
+    private_key: SecretStr
+    """The application's private key (PEM): signs the JWT of every API call and media
+    download (``private_key_file:`` reads it from a file)."""
+    webhook_url: str | None = None
+    """The URL set as the application's inbound and status URL (``channels register``
+    refuses another); also sent as the status URL of every message."""
+    default_sender: str = Field(pattern=_VONAGE_SENDER)
+    """A number (E.164) or an alphanumeric sender ID."""
+    max_segments: int = Field(default=10, ge=1, le=20)
+    """Split a reply into messages of at most this many segments (Vonage: 3200 chars)."""
+    base_url: str = "https://api.nexmo.com"
+    """The Messages and Applications API host (regional: ``https://api-eu.vonage.com``)."""
+    max_token_age_seconds: int = Field(default=25 * 3600, ge=60, le=7 * 86400)
+    """How old a webhook's JWT (its ``iat``) may be. Vonage retries a webhook for 24
+    hours and its tokens carry no expiry; a replay within this window is a duplicate
+    the dedup window (7 days) absorbs."""
+
+    @field_validator("private_key")
+    @classmethod
+    def _a_private_key(cls, v: SecretStr) -> SecretStr:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(v.get_secret_value().encode(), password=None)
+        except (ValueError, TypeError):
+            raise ValueError("is not an unencrypted PEM private key") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("must be the application's RSA private key")
         return v
+
+    @field_validator("senders")
+    @classmethod
+    def _sender_shape(cls, v: dict[str, str]) -> dict[str, str]:
+        return _senders_match(v, _VONAGE_SENDER, "a number (E.164) or a sender ID")
+
+
+def sms_provider(value: Any) -> str:
+    """The provider an ``sms`` channel entry names (a mapping or a config); ``twilio``
+    when it names none."""
+    if isinstance(value, VonageSmsConfig):
+        return "vonage"
+    found = value.get("provider") if isinstance(value, Mapping) else None
+    return "twilio" if found is None else str(found)
+
+
+SmsChannelConfig = Annotated[
+    Annotated[SmsConfig, Tag("twilio")] | Annotated[VonageSmsConfig, Tag("vonage")],
+    Discriminator(
+        sms_provider,
+        custom_error_type="sms_provider",
+        custom_error_message=f"provider must be one of {', '.join(SMS_PROVIDERS)}",
+    ),
+]
+"""An ``sms`` channel entry: Twilio or Vonage, by its ``provider``."""
 
 
 WidgetMediaType = Literal[
@@ -520,7 +624,7 @@ ChannelConfig = Annotated[
     | LineConfig
     | EmailConfig
     | SipConfig
-    | SmsConfig
+    | SmsChannelConfig
     | WebchatConfig,
     Field(discriminator="type"),
 ]
@@ -860,15 +964,16 @@ def _resolve(
 
 def _loc(parts: tuple[int | str, ...], doc: Any) -> str:
     """A pydantic error location as a path in the document: the tags pydantic adds for
-    a discriminated union (``desk.zendesk.email``, ``apps.meta-main.meta.colour``) are
-    dropped where the document has no such key but that ``type``."""
+    a discriminated union (``desk.zendesk.email``, ``apps.meta-main.meta.colour``, an
+    SMS channel's ``sms.vonage.api_key``) are dropped where the document has no such key
+    but that ``type`` (or SMS ``provider``)."""
     out = ""
     node = doc
     for p in parts:
         if p == "[key]":
             out += " (the name)"
             continue
-        if isinstance(node, Mapping) and p not in node and node.get("type") == p:
+        if isinstance(node, Mapping) and p not in node and p in _tags(node):
             continue
         if isinstance(p, int):
             out += f"[{p}]"
@@ -877,6 +982,12 @@ def _loc(parts: tuple[int | str, ...], doc: Any) -> str:
             out += f".{p}" if out else str(p)
             node = node.get(p) if isinstance(node, Mapping) else None
     return out
+
+
+def _tags(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    if node.get("type") == "sms":
+        return ("sms", sms_provider(node))
+    return (node.get("type"),)
 
 
 def _app_problems(doc: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deskbridge.config.accounts import SmsProvider
+
 __all__ = ["Settings"]
 
 
@@ -40,6 +42,9 @@ class Settings(BaseSettings):
     admin_jwt_audience: str = "deskbridge-admin"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] | None = None
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """The event loop of ``run``, ``serve`` and ``worker``: ``auto`` takes uvloop where it
+    is installed (a dependency on Linux and macOS), else asyncio's own."""
     """Log lines as JSON or plain text; unset: JSON unless stderr is a terminal."""
     sandbox_pages: bool | None = None
     """Serve the ``/sandbox/`` pages and sandbox channel API; unset: only when an account
@@ -66,6 +71,9 @@ class Settings(BaseSettings):
     demo_sip_port: int = Field(default=5060, ge=0, lt=65536)
     """Where the demo account's SIP listener takes MESSAGEs and calls (127.0.0.1, UDP
     and TCP)."""
+    demo_sms_provider: SmsProvider = "twilio"
+    """Which provider's sandbox the demo account's SMS channel stands for (``vonage``:
+    Vonage's JWT-signed JSON webhooks and Messages API instead of Twilio's)."""
 
     # delivery policy
     max_attempts: int = Field(default=10, ge=1)

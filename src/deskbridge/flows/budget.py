@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from deskbridge.errors import RetryableError
+from deskbridge.flows import deferred
 from deskbridge.flows.files import inbound_files
 from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
@@ -155,7 +156,10 @@ async def _mergeable(
         other = await rt.deliveries.get(d.account, other_id)
         if other is None or other.state is not DeliveryState.PENDING:
             break
-        record = await rt.deliveries.event(d.account, other.event_id)
+        # a message whose parse was deferred is parsed (and its record written) here
+        record = await deferred.record_of(rt, other)
+        if record is None:
+            break  # it files nothing: its own turn ends it
         kind = record["event"].get("kind")
         if kind in _NO_UPDATE:
             continue

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from deskbridge.errors import PermanentError
-from deskbridge.flows import csat, enrichment, proactive, responders
+from deskbridge.flows import csat, enrichment, proactive, responders, widget
 from deskbridge.flows.automated import off_hours_ack
 from deskbridge.flows.budget import Prepare, finish_merged, within_update_budget
 from deskbridge.flows.contacts import (
@@ -83,15 +83,24 @@ async def file_event(
         case CallEvent():
             return await file_message(rt, d, call_message(event), raw_id, enrich=False)
         case Message():
-            msg = await with_display_name(rt, d, event)
-            acc = rt.accounts.accounts[d.account]
-            if acc.responders is None and acc.csat is None:
-                return await file_message(rt, d, msg, raw_id, enrich=True)
-            front = await _front(rt, d, msg, raw_id)
-            if front is None:
-                return DeliveryState.DELIVERED  # a survey answer, or the bot answered
-            return await file_message(rt, d, front, raw_id, enrich=True, checked=True)
+            state = await _customer_message(rt, d, event, raw_id)
+            await widget.filed(rt, d.account, [event])
+            return state
     return DeliveryState.SKIPPED  # pragma: no cover - the union is closed
+
+
+async def _customer_message(
+    rt: Runtime, d: Delivery, event: Message, raw_id: str | None
+) -> DeliveryState:
+    """A customer's message: filed, unless a survey takes it or the bot answers it."""
+    msg = await with_display_name(rt, d, event)
+    acc = rt.accounts.accounts[d.account]
+    if acc.responders is None and acc.csat is None:
+        return await file_message(rt, d, msg, raw_id, enrich=True)
+    front = await _front(rt, d, msg, raw_id)
+    if front is None:
+        return DeliveryState.DELIVERED  # a survey answer, or the bot answered
+    return await file_message(rt, d, front, raw_id, enrich=True, checked=True)
 
 
 async def file_message(
@@ -144,6 +153,7 @@ async def file_message(
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     await finish_merged(rt, d, merged, desk.desk.value)
+    await widget.filed_merged(rt, d.account, merged)
     enrichment.count_inbound(rt, d.account, msg)
     await _after_filing(rt, d, conv, msg, filed.ticket_id)
     return DeliveryState.DELIVERED

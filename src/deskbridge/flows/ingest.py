@@ -13,18 +13,27 @@ import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Peeked
 from deskbridge.flows.runtime import Runtime
-from deskbridge.schemas import AgentReply, DeskNote, Direction, InboundEvent, RawRequest
+from deskbridge.schemas import (
+    AgentReply,
+    Channel,
+    DeskNote,
+    Direction,
+    InboundEvent,
+    RawRequest,
+)
 from deskbridge.store import IgnoredItem, IntakeEvent
 
 __all__ = [
     "APP_SCOPE",
     "accept_account_events",
     "accept_events",
+    "accept_peeked",
     "accept_replies",
     "app_scope",
     "app_scopes",
+    "body_key",
     "has_ignored",
     "keep_failures",
     "keep_unparseable",
@@ -91,6 +100,31 @@ async def accept_events(
         ]
         if repeated:
             await rt.intake.ignore(account=account, source=source, req=None, items=repeated)
+    return new
+
+
+async def accept_peeked(
+    rt: Runtime, source: str, req: RawRequest, peeked: Peeked, *, raw_id: str
+) -> bool:
+    """Store the one item a receiver's ``peek`` read (the deferred parse: the worker
+    parses the stored request, ``flows/deferred.py``) under ``raw_id``; True when new. A
+    duplicate is recorded as ignored, as ``accept_events`` records one."""
+    account = peeked.account
+    new = await rt.intake.accept_deferred(
+        account=account,
+        source=source,
+        desk=rt.accounts.accounts[account].desk.type,
+        req=req,
+        dedup_key=peeked.dedup_key,
+        conversation_id=rt.conversations.conversation_id(account, Channel(source), peeked.thread),
+        raw_id=raw_id,
+    )
+    if new:
+        rt.metrics.event(source, "accepted", "")
+    else:
+        rt.metrics.event(source, "duplicate", "")
+        duplicate = [IgnoredItem("duplicate", peeked.dedup_key)]
+        await rt.intake.ignore(account=account, source=source, req=None, items=duplicate)
     return new
 
 
@@ -212,6 +246,12 @@ async def queue_note(rt: Runtime, note: DeskNote, conversation_id: str) -> bool:
     return any(new)
 
 
+def body_key(body: bytes) -> str:
+    """The dedup key of a body kept as a ``parse_failed`` dead letter: the body itself
+    (the items of a body we cannot read have no keys we could trust)."""
+    return "body-" + hashlib.sha256(body).hexdigest()[:32]
+
+
 async def keep_unparseable(
     rt: Runtime,
     owners: Sequence[str],
@@ -224,7 +264,7 @@ async def keep_unparseable(
     """Keep a verified body we could not parse as a ``parse_failed`` dead letter under
     each of ``owners`` (accounts, or an ``app_scope``), for re-ingest after a fix.
     Idempotent per ``dedup_key`` (default: per body)."""
-    dedup_key = dedup_key or "body-" + hashlib.sha256(req.body).hexdigest()[:32]
+    dedup_key = dedup_key or body_key(req.body)
     for account in owners:
         acc = rt.accounts.accounts.get(account)
         stored = await rt.intake.accept_parse_failed(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from deskbridge.flows import deferred
 from deskbridge.flows.automated import automated_reply
 from deskbridge.flows.ingest import app_scopes, queue_automated
 from deskbridge.flows.runtime import Runtime
@@ -469,10 +470,8 @@ async def _delivery_doc(rt: Runtime, d: Delivery) -> dict[str, Any]:
         for a in await rt.deliveries.attempts(d.account, d.id)
     ]
     if d.event_id:
-        try:
-            record = await rt.deliveries.event(d.account, d.event_id)
-        except KeyError:
-            record = None
+        # an event not parsed yet (the deferred parse) is parsed for the export, not stored
+        record = await deferred.record_of(rt, d, write=False)
         out["event"] = record["event"] if record else None
     raw_id = await _event_raw_id(rt, d)
     raw = await rt.deliveries.raw_request(d.account, raw_id) if raw_id else None

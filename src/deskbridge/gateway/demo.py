@@ -1,14 +1,15 @@
 """``GET /sandbox/demo.json``: what a ``deskbridge simulate`` in another shell, another
 folder or with another environment needs to reach this demo instance and no other: the
-data directory holding the demo secrets (readable only by the user running the demo)
-and the addresses of its SMTP and SIP listeners. Served only in demo mode, with the
-sandbox pages; it carries no secret."""
+data directory holding the demo secrets (readable only by the user running the demo),
+the addresses of its SMTP and SIP listeners, the origins its widget accepts and the
+provider its SMS channel stands for. Served only in demo mode, with the sandbox pages;
+it carries no secret."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from deskbridge.config import EmailConfig, SipConfig
+from deskbridge.config import EmailConfig, SipConfig, SmsBaseConfig, WebchatConfig, sms_provider
 from deskbridge.config.demo import DEMO_ACCOUNT
 from deskbridge.gateway.state import RUNTIME
 
@@ -24,6 +25,10 @@ async def demo_info(request: web.Request) -> web.Response:
             listeners["smtp_listen"] = ch.smtp_listen
         elif isinstance(ch, SipConfig):
             listeners["sip_listen"] = ch.listen
+        elif isinstance(ch, WebchatConfig):
+            listeners["webchat_origins"] = " ".join(ch.allowed_origins)
+        elif isinstance(ch, SmsBaseConfig):
+            listeners["sms_provider"] = sms_provider(ch)
     return web.json_response(
         {
             "account": DEMO_ACCOUNT,

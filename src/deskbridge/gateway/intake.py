@@ -1,16 +1,20 @@
 """The thin controllers of intake: read, verify, parse, store, answer.
 
 Nothing is acknowledged before it is stored: every 2xx here follows a completed intake
-script. Refusals (401/400/413) change no state and are counted by reason.
+script. Refusals (401/400/413; 503 for an unsigned Vonage webhook, so that it comes
+again signed) change no state and are counted by reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from typing import cast
 
 from aiohttp import ClientPayloadError, web
 
+from deskbridge.adapters.base import Peeks
 from deskbridge.errors import (
     BodyTooSlow,
     ClientGone,
@@ -71,6 +75,13 @@ async def _read_body(request: web.Request, limit: int, length: int | None) -> by
     return b"".join(chunks)
 
 
+@functools.cache
+def _peeks(cls: type) -> bool:
+    """Whether receivers of ``cls`` offer ``peek`` (an isinstance check of a protocol
+    costs ~5 us; a webhook asks once per request)."""
+    return issubclass(cls, Peeks)
+
+
 def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused) -> web.Response:
     if isinstance(exc, SignatureInvalid):
         # only failed authentication spends the source's budget; verified traffic never
@@ -84,9 +95,12 @@ def _refused(request: web.Request, rt: Runtime, source: str, exc: RequestRefused
                 headers={"Retry-After": str(limiter.retry_after())},
             )
     rt.metrics.event(source, "rejected", exc.reason)
-    body = {401: "unauthorized", 400: "bad request", 413: "payload too large"}.get(
-        exc.status, "refused"
-    )
+    body = {
+        401: "unauthorized",
+        400: "bad request",
+        413: "payload too large",
+        503: "temporarily unavailable",
+    }.get(exc.status, "refused")
     resp = web.json_response({"ok": False, "error": body}, status=exc.status)
     if isinstance(exc, (BodyTooSlow, ClientGone)):
         resp.force_close()  # the rest of the body is not worth waiting for
@@ -115,6 +129,12 @@ async def channel_webhook(request: web.Request) -> web.Response:
         receiver.verify(req)
         # what proved the request is ours, never stored (even sealed)
         req = req.scrubbed(receiver.secret_headers, receiver.secret_query)
+        if _peeks(type(receiver)):
+            # the common shape: stored unparsed, the worker parses it (flows/deferred.py)
+            peeked = cast(Peeks, receiver).peek(req)
+            if peeked is not None:
+                await ingest.accept_peeked(rt, channel, req, peeked, raw_id=new_id())
+                return web.Response(body=_OK, content_type="application/json")
         try:
             parsed = receiver.parse(req)
         except ParseFailed as exc:

@@ -9,15 +9,21 @@ Served only when asked: ``DESKBRIDGE_SANDBOX_PAGES=true`` serves both, ``false``
 unset, the pages are served when an account uses the sandbox desk (the demo account
 does) and the channel API when a channel runs in sandbox mode. Otherwise they are 404.
 The pages carry a strict Content-Security-Policy and a CSRF token on the reply form.
+
+For a website chat visitor the ticket's page is what a real desk's agent view is: the
+visitor sees their messages read while it is open (and visible), and "agent is typing"
+while the agent types in its reply box (flows/widget.py).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import html
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -25,16 +31,18 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import SecretStr
 
+from deskbridge.adapters.sms.vonage import signature as vonage_signature
 from deskbridge.config import (
     InstagramConfig,
     LineConfig,
     MessengerConfig,
     SmsConfig,
     TelegramConfig,
+    VonageSmsConfig,
     WhatsAppConfig,
 )
-from deskbridge.errors import StoreUnavailable
-from deskbridge.flows import Runtime, csat
+from deskbridge.errors import SignatureInvalid, StoreUnavailable
+from deskbridge.flows import Runtime, csat, widget
 from deskbridge.flows.ingest import accept_replies
 from deskbridge.gateway import webchat
 from deskbridge.gateway.state import CSRF, RUNTIME
@@ -87,6 +95,22 @@ _SCRIPT = """
       .catch(function () {});
   }
   setInterval(poll, 1500);
+})();
+(function () {
+  // tells the customer's widget that the agent is typing, at most every two seconds
+  var box = document.getElementById("text");
+  var form = box && box.form;
+  if (!box || !form || !box.getAttribute("data-typing")) { return; }
+  var last = 0;
+  box.addEventListener("input", function () {
+    var now = Date.now();
+    if (!box.value.trim() || now - last < 2000) { return; }
+    last = now;
+    var body = new FormData();
+    body.append("csrf", form.elements.csrf.value);
+    fetch(box.getAttribute("data-typing"), {method: "POST", body: body,
+      credentials: "same-origin"}).catch(function () {});
+  });
 })();
 """
 
@@ -276,6 +300,13 @@ def _version(parts: dict[str, str]) -> str:
     return hashlib.sha256("\x1f".join(parts.values()).encode()).hexdigest()[:16]
 
 
+async def _seen(rt: Runtime, account: str, ticket_id: str) -> None:
+    """The agent has the ticket open: a widget visitor's messages on it are read."""
+    # a receipt, not the page: what fails now is marked on the page's next poll
+    with contextlib.suppress(StoreUnavailable):
+        await widget.seen(rt, account, Desk.SANDBOX.value, ticket_id)
+
+
 async def ticket(request: web.Request) -> web.Response:
     rt, account = _account(request)
     ticket_id = request.match_info["ticket"]
@@ -283,12 +314,14 @@ async def ticket(request: web.Request) -> web.Response:
     parts = await _ticket_parts(rt, account, ticket_id)
     if t is None or parts is None:
         raise web.HTTPNotFound(text="no such ticket")
+    await _seen(rt, account, ticket_id)
     base = f"/sandbox/{_e(account)}/tickets/{_e(t.id)}"
     form = (
         f'<form method="post" action="{base}/reply">'
         f'<input type="hidden" name="csrf" value="{_e(request.app[CSRF])}">'
         f'<label for="text"><b>Reply as agent</b> (sent to the customer on '
-        f"{_e(brand(t.channel))})</label><textarea id=text name=text required></textarea>"
+        f"{_e(brand(t.channel))})</label>"
+        f'<textarea id=text name=text required data-typing="{base}/typing"></textarea>'
         "<button type=submit>Send reply</button></form>"
         f'<form method="post" action="/sandbox/{_e(account)}/tickets/{_e(t.id)}/solve">'
         f'<input type="hidden" name="csrf" value="{_e(request.app[CSRF])}">'
@@ -313,6 +346,8 @@ async def live(request: web.Request) -> web.Response:
     parts = await _ticket_parts(rt, account, request.match_info["ticket"])
     if parts is None:
         raise web.HTTPNotFound(text="no such ticket")
+    # the page polls only while it is visible: the agent is looking at the ticket
+    await _seen(rt, account, request.match_info["ticket"])
     return web.json_response(
         {"v": _version(parts), "parts": parts}, headers={"Cache-Control": "no-store"}
     )
@@ -350,8 +385,9 @@ async def reply(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/sandbox/{account}/tickets/{ticket_id}")
 
 
-async def solve(request: web.Request) -> web.Response:
-    """The agent marks the ticket solved: what a desk's status webhook says."""
+async def _ticket_form(request: web.Request) -> tuple[Runtime, str, str]:
+    """The account and ticket of a form posted on a ticket's page: 403 for a stale form
+    (its CSRF token), 404 for a ticket that is not there."""
     rt, account = _account(request)
     ticket_id = request.match_info["ticket"]
     form = await request.post()
@@ -360,6 +396,23 @@ async def solve(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="stale form: reload the page")
     if not await rt.sandbox.exists(account, ticket_id):
         raise web.HTTPNotFound(text="no such ticket")
+    return rt, account, ticket_id
+
+
+async def typing(request: web.Request) -> web.Response:
+    """The agent types in the reply box (the page says so every two seconds): a widget
+    visitor sees "agent is typing" (204; nothing for a ticket of another channel)."""
+    rt, account, ticket_id = await _ticket_form(request)
+    try:
+        await widget.typing(rt, account, Desk.SANDBOX.value, ticket_id)
+    except StoreUnavailable as exc:
+        raise web.HTTPServiceUnavailable(text="store unavailable, try again") from exc
+    return web.Response(status=204)
+
+
+async def solve(request: web.Request) -> web.Response:
+    """The agent marks the ticket solved: what a desk's status webhook says."""
+    rt, account, ticket_id = await _ticket_form(request)
     try:
         outcome = await csat.ticket_solved(rt, account, Desk.SANDBOX.value, ticket_id)
         said = _SOLVED.get(outcome, outcome)
@@ -632,6 +685,17 @@ async def instagram_api(request: web.Request) -> web.Response:
     )
 
 
+def _basic_auth(request: web.Request, user: str, password: SecretStr) -> bool:
+    """Whether ``request`` carries HTTP basic auth for ``user`` and ``password``."""
+    expected = f"{user}:{password.get_secret_value()}".encode()
+    given = request.headers.get("Authorization", "").removeprefix("Basic ")
+    try:
+        decoded = base64.b64decode(given, validate=True)
+    except ValueError:
+        decoded = b""
+    return hmac.compare_digest(decoded, expected)
+
+
 def _twilio_error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(
         {"code": code, "message": message, "more_info": "", "status": status}, status=status
@@ -639,20 +703,17 @@ def _twilio_error(status: int, code: int, message: str) -> web.Response:
 
 
 async def sms_api(request: web.Request) -> web.Response:
-    """Stands in for Twilio's Messages resource for an SMS channel in sandbox mode."""
+    """Stands in for Twilio's Messages resource, or Vonage's Messages and Applications
+    APIs, for an SMS channel in sandbox mode (by the channel's provider)."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
     cfg = rt.accounts.accounts.get(account)
     ch = cfg.channel(Channel.SMS) if cfg else None
+    if isinstance(ch, VonageSmsConfig) and ch.sandbox:
+        return await _vonage_api(request, rt, account, ch)
     if not isinstance(ch, SmsConfig) or not ch.sandbox:
         return _twilio_error(401, 20003, "Authenticate")
-    expected = f"{ch.account_sid}:{ch.auth_token.get_secret_value()}".encode()
-    given = request.headers.get("Authorization", "").removeprefix("Basic ")
-    try:
-        decoded = base64.b64decode(given, validate=True)
-    except ValueError:
-        decoded = b""
-    if not hmac.compare_digest(decoded, expected):
+    if not _basic_auth(request, ch.account_sid, ch.auth_token):
         return _twilio_error(401, 20003, "Authenticate")
     tail = "/" + request.match_info["tail"].strip("/")
     account_path = f"/2010-04-01/Accounts/{ch.account_sid}"
@@ -674,6 +735,52 @@ async def sms_api(request: web.Request) -> web.Response:
     )
     sid = "SM" + hashlib.sha256(f"{to}{time.time_ns()}".encode()).hexdigest()[:32]
     return web.json_response({"sid": sid, "status": "queued", "to": to}, status=201)
+
+
+def _vonage_error(status: int, title: str, code: str = "") -> web.Response:
+    kind = f"https://developer.vonage.com/api-errors/messages#{code}" if code else ""
+    return web.json_response(
+        {"type": kind or "https://developer.vonage.com/api-errors", "title": title},
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+async def _vonage_api(
+    request: web.Request, rt: Runtime, account: str, ch: VonageSmsConfig
+) -> web.Response:
+    tail = "/" + request.match_info["tail"].strip("/")
+    if request.method == "GET" and tail == f"/v2/applications/{ch.application_id}":
+        if not _basic_auth(request, ch.api_key, ch.api_secret):
+            return _vonage_error(401, "Unauthorized")
+        return web.json_response({"id": ch.application_id, "name": "deskbridge sandbox"})
+    if request.method != "POST" or tail != "/v1/messages":
+        return _vonage_error(404, "Not found in the deskbridge sandbox")
+    try:
+        claims = vonage_signature.application_claims(
+            _bearer(request), ch.private_key.get_secret_value()
+        )
+    except SignatureInvalid:
+        claims = {}
+    if claims.get("application_id") != ch.application_id:
+        return _vonage_error(401, "Unauthorized")
+    body = await request.json()
+    to = str(body.get("to", ""))
+    if not to.isdigit():
+        return _vonage_error(422, "Invalid recipient", "1430")
+    text = str(body.get("text", ""))
+    for part in body.get("content") or []:
+        text += f" [{part.get('type')}: {part.get('url')}]"
+    await rt.sandbox.record_sent(
+        account,
+        {
+            "channel": "sms",
+            "method": f"{body.get('channel')} from {body.get('from')}",
+            "to": "+" + to,
+            "text": text.strip(),
+        },
+    )
+    return web.json_response({"message_uuid": str(uuid.uuid4())}, status=202)
 
 
 async def line_api(request: web.Request) -> web.Response:
@@ -756,6 +863,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get("/sandbox/{account}/tickets/{ticket}/live", _secured(live))
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/reply", _secured(reply))
         app.router.add_post("/sandbox/{account}/tickets/{ticket}/solve", _secured(solve))
+        app.router.add_post("/sandbox/{account}/tickets/{ticket}/typing", _secured(typing))
     if not api_enabled(rt):
         return
     for channel, (tail, handler) in _STAND_INS.items():

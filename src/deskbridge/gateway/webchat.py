@@ -9,8 +9,10 @@ sockets it holds, so an agent's reply reaches the visitor through any process.
 Frames (JSON). Widget → gateway: ``hello`` {visitor token | user {user_id, email, name,
 hash}, after}, ``message`` {id, text, files?: [upload id]}, ``offline`` {id, text, email}.
 Gateway → widget: ``welcome`` {visitor, online, upload?}, ``message`` {seq, role, text,
-id?, author?, at, files}, ``ack`` {id, seq}, ``error`` {code, id?}. Files are uploaded
-over HTTP first (``gateway/webchat_files.py``).
+id?, author?, at, files}, ``ack`` {id, seq}, ``error`` {code, id?}, ``status`` {states:
+{id: delivered | read}} (the visitor's messages whose receipt changed), ``typing`` {on,
+seconds?} (an agent types; it ends with ``on`` false, or after ``seconds`` without
+another). Files are uploaded over HTTP first (``gateway/webchat_files.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import html
 import json
 import logging
 import re
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -44,6 +47,7 @@ from deskbridge.gateway import webchat_files
 from deskbridge.gateway.state import RUNTIME
 from deskbridge.schemas import Attachment, Channel, Message
 from deskbridge.store.connection import honour_cancel
+from deskbridge.store.webchat import View
 
 __all__ = ["SCRIPT_PATH", "add_routes", "demo_page", "integrity"]
 
@@ -197,23 +201,48 @@ class _Session:
         self.key = ""
         """The store's digest of the visitor's id (names their keys and files)."""
         self.last = 0
+        self.receipts: dict[str, str] = {}
+        self.typing_until = 0.0
+        """Until when (monotonic) the widget was told an agent types; 0: not typing."""
 
     async def pump(self, wake: asyncio.Event) -> None:
-        """Sends the history above ``last``, then each new entry as it is posted."""
+        """Sends the history above ``last``, then each new entry as it is posted, and the
+        visitor's receipts and the agent's typing as they change."""
         while True:
             honour_cancel()
             wake.clear()
             try:
-                entries = await self.rt.webchat.history(self.account, self.visitor.id, self.last)
+                view = await self.rt.webchat.view(self.account, self.visitor.id, self.last)
             except StoreUnavailable:
                 await asyncio.sleep(1.0)
                 continue
-            for e in entries:
+            for e in view.entries:
                 body = webchat_files.with_links(self.cfg, self.rt.links, self.account, self.key, e)
                 await self.ws.send_json({"type": "message", "seq": e.seq, **body})
                 self.last = e.seq
-            if len(entries) < 200:
-                await wake.wait()
+            await self._indicators(view)
+            honour_cancel()  # a close landing inside the read above must not wait forever
+            if len(view.entries) < 200:
+                # typing lapses without a notification: look again when it should have
+                lapse = view.typing_s + 0.05 if view.typing_s else None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), lapse)
+
+    async def _indicators(self, view: View) -> None:
+        """The receipts that changed since the widget last heard, and the agent's typing
+        when it starts, is said again, or ends."""
+        changed = {i: s for i, s in view.receipts.items() if self.receipts.get(i) != s}
+        if changed:
+            await self.ws.send_json({"type": "status", "states": changed})
+            self.receipts.update(changed)
+        until = time.monotonic() + view.typing_s if view.typing_s else 0.0
+        if until and until > self.typing_until + 0.5:
+            await self.ws.send_json(
+                {"type": "typing", "on": True, "seconds": round(view.typing_s, 1)}
+            )
+        elif not until and self.typing_until:
+            await self.ws.send_json({"type": "typing", "on": False})
+        self.typing_until = until
 
     async def receive(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

@@ -21,13 +21,14 @@ from deskbridge.errors import (
     StoreUnavailable,
     WindowClosed,
 )
+from deskbridge.flows import deferred
 from deskbridge.flows.filing import file_event
 from deskbridge.flows.notes import tell_agent
 from deskbridge.flows.replies import hold, send_reply
 from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline import retry
 from deskbridge.schemas import Attempt, AttemptOutcome, Delivery, DeliveryState, Direction
-from deskbridge.store import new_id
+from deskbridge.store import Unparsed, new_id
 
 __all__ = ["deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
@@ -83,6 +84,14 @@ async def _run(
     completed = False
     try:
         try:
+            if isinstance(record, Unparsed):
+                # the deferred parse: the event record is written before anything reads it
+                parsed = await deferred.parse_stored(rt, d, record)
+                if not isinstance(parsed, dict):
+                    await deferred.settle(rt, d, record, parsed, token)
+                    completed = True
+                    return
+                record = parsed
             state = await _attempt(rt, d, work, record)
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later

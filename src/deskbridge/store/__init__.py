@@ -3,7 +3,7 @@
 from deskbridge.store.connection import PrivateRedis, check_policy, connect
 from deskbridge.store.conversations import ConversationRecord, ConversationStore
 from deskbridge.store.crypto import Vault
-from deskbridge.store.deliveries import JOB_FUNCTIONS, DeliveryStore
+from deskbridge.store.deliveries import JOB_FUNCTIONS, DeliveryStore, Unparsed
 from deskbridge.store.ids import new_id
 from deskbridge.store.intake import Coalescer, IgnoredItem, Intake, IntakeEvent
 from deskbridge.store.sandbox import SandboxStore
@@ -19,6 +19,7 @@ __all__ = [
     "IntakeEvent",
     "PrivateRedis",
     "SandboxStore",
+    "Unparsed",
     "Vault",
     "check_policy",
     "connect",

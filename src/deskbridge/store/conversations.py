@@ -48,6 +48,9 @@ class ConversationRecord:
     """The reply context of the customer's last message (``Message.context``)."""
 
 
+_IDS_CACHED = 50_000
+
+
 @guarded
 class ConversationStore:
     """Conversations, contacts and their desk mappings. Redis failures raise
@@ -66,6 +69,9 @@ class ConversationStore:
         self._vault = vault
         self.graph = graph
         self._scopes = scopes or {}
+        # conversation ids by (account, channel, thread): chats repeat, and every ack
+        # needs one; a pure function of the lookup key, which a process never changes
+        self._ids: dict[tuple[str, Channel, str], str] = {}
 
     def scope(self, account: str) -> str:
         """The identity graph's merge scope of ``account`` (the account itself unless it
@@ -74,7 +80,14 @@ class ConversationStore:
 
     def conversation_id(self, account: str, channel: Channel, thread: str) -> str:
         """Deterministic, so intake knows a conversation's lane without a lookup."""
-        return self._vault.digest("conversation", account, channel.value, thread)
+        known = self._ids.get((account, channel, thread))
+        if known is None:
+            if len(self._ids) >= _IDS_CACHED:
+                self._ids.clear()  # bounded; the busy conversations come back at once
+            known = self._ids[account, channel, thread] = self._vault.digest(
+                "conversation", account, channel.value, thread
+            )
+        return known
 
     def _identity_digest(self, account: str, ident: Identity) -> str:
         scope = ident.channel.value if ident.kind == "channel_user" and ident.channel else ""

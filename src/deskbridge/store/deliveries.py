@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +17,9 @@ from deskbridge.store import keys
 from deskbridge.store.connection import guarded, structures
 from deskbridge.store.crypto import Vault
 from deskbridge.store.ids import new_id
-from deskbridge.store.packing import unpack
+from deskbridge.store.packing import pack, unpack
 from deskbridge.store.raw import read_raw_record
+from deskbridge.store.records import StoredEvent, event_record, record_head
 from deskbridge.store.scripts import (
     CHANNEL_STATUS,
     CLAIM,
@@ -31,9 +33,10 @@ from deskbridge.store.scripts import (
     RELEASE,
     REPLAY,
     REQUEUE,
+    UNPARSEABLE,
 )
 
-__all__ = ["JOB_FUNCTIONS", "DeliveryStore"]
+__all__ = ["JOB_FUNCTIONS", "DeliveryStore", "Unparsed"]
 
 JOB_FUNCTIONS: dict[Direction, str] = {
     Direction.INBOUND: "deliver_to_desk",
@@ -44,6 +47,18 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Unparsed:
+    """A delivery whose event was stored unparsed (the deferred parse): its raw request
+    (verified and scrubbed at the ack), when it arrived, and its item (the digest of the
+    dedup key the gateway's ``peek`` read). ``DeliveryStore.materialize`` writes its event."""
+
+    raw_id: str
+    raw: RawRequest
+    received_at: float
+    item: str
 
 
 def _ms(value: bytes | str | None) -> datetime:
@@ -108,17 +123,20 @@ class DeliveryStore:
         self._claim = redis.register_script(CLAIM)
         self._complete = redis.register_script(COMPLETE)
         self._desk_write = redis.register_script(DESK_WRITE)
+        self._unparseable = redis.register_script(UNPARSEABLE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
         return _delivery(await self._typed.hgetall(keys.delivery(account, delivery_id)))
 
     async def claim(
         self, account: str, delivery_id: str, direction: Direction, token: str, ttl_ms: int
-    ) -> tuple[Delivery | None, str | None, bool, dict[str, Any] | None]:
+    ) -> tuple[Delivery | None, str | None, bool, dict[str, Any] | Unparsed | None]:
         """A worker's start, in one round trip: the delivery; when it is pending in
         ``direction``, its lane's head, and whether the lane lock was taken with ``token``
-        (only for the head); once locked, its event record (as ``event`` reads it, None
-        when it is gone). Returns (delivery or None, head, locked, event record)."""
+        (only for the head); once locked, its event record (as ``event`` reads it), or
+        when its parse was deferred and the record is not written yet, its ``Unparsed``
+        raw request; None when both are gone. Returns (delivery or None, head, locked,
+        event record)."""
         h, head, locked, *rest = await self._claim(
             keys=[keys.delivery(account, delivery_id)],
             args=[
@@ -128,14 +146,136 @@ class DeliveryStore:
                 ttl_ms,
                 delivery_id,
                 keys.event(account, ""),
+                keys.raw(account, ""),
             ],
         )
         # a record of the other direction heads no lane of ``direction``: never locked
-        d = _delivery(dict(zip(h[::2], h[1::2], strict=True)))
-        record: dict[str, Any] | None = None
+        fields = dict(zip(h[::2], h[1::2], strict=True))
+        d = _delivery(fields)
+        record: dict[str, Any] | Unparsed | None = None
         if d is not None and rest and isinstance(rest[0], bytes):
             record = self._event_record(keys.event(account, d.event_id), rest[0])
+        elif d is not None and len(rest) > 1 and isinstance(rest[1], bytes):
+            record = self._unparsed(d, fields[b"item"].decode(), rest[1])
         return d, head.decode() if isinstance(head, bytes) else None, bool(locked), record
+
+    def _unparsed(self, d: Delivery, item: str, blob: bytes) -> Unparsed:
+        raw_id = d.raw_id or d.id
+        meta, body = read_raw_record(self._vault.open(blob, keys.raw(d.account, raw_id)))
+        req = RawRequest(
+            method=meta["method"],
+            path=meta["path"],
+            query=meta["query"],
+            headers=meta["headers"],
+            body=body,
+        )
+        return Unparsed(raw_id, req, float(meta["received_at"]), item)
+
+    async def event_or_unparsed(self, d: Delivery) -> dict[str, Any] | Unparsed:
+        """``d``'s event record, or its ``Unparsed`` raw request while the worker has not
+        parsed it (the deferred parse). Raises KeyError when neither is kept."""
+        a = d.account
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(keys.event(a, d.event_id))
+        pipe.hget(keys.delivery(a, d.id), "item")
+        pipe.get(keys.raw(a, d.raw_id or d.id))
+        blob, item, raw = await pipe.execute()
+        if blob is not None:
+            return self._event_record(keys.event(a, d.event_id), blob)
+        if item is None or raw is None:
+            raise KeyError(d.event_id)
+        return self._unparsed(d, item.decode(), raw)
+
+    def pick(self, source: str, item: str, events: Sequence[StoredEvent]) -> StoredEvent | None:
+        """The one of ``events`` (a full parse of an ``Unparsed`` raw request) whose dedup
+        key is ``item`` (its digest, as the dedup mark's key names it); None if none is."""
+        for ev in events:
+            if self._vault.digest("dedup", source, ev.dedup_key) == item:
+                return ev
+        return None
+
+    async def materialize(
+        self, d: Delivery, unparsed: Unparsed, event: StoredEvent, raw_ttl_s: int
+    ) -> dict[str, Any]:
+        """Write the sealed event record of a delivery whose parse was deferred, as the
+        intake would have (same format, same ``received_at`` and raw id; kept when one is
+        there already), and give its raw request the rest of its retention from its
+        arrival. Returns the record as ``event`` reads it."""
+        a = d.account
+        head = record_head(unparsed.raw_id, unparsed.received_at)
+        record = event_record(head, d.event_id, event)
+        key = keys.event(a, d.event_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(key, self._vault.seal(pack(record), key), nx=True)
+        pipe.expireat(keys.raw(a, unparsed.raw_id), int(unparsed.received_at) + raw_ttl_s)
+        await pipe.execute()
+        loaded: dict[str, Any] = json.loads(record)
+        return loaded
+
+    async def settle_raw(self, d: Delivery, unparsed: Unparsed, raw_ttl_s: int) -> None:
+        """The raw request of a deferred delivery that filed nothing (an ignored item)
+        keeps the rest of its retention from its arrival, as the gateway would have."""
+        await self._redis.expireat(
+            keys.raw(d.account, unparsed.raw_id), int(unparsed.received_at) + raw_ttl_s
+        )
+
+    async def unparseable(
+        self,
+        d: Delivery,
+        unparsed: Unparsed,
+        error: str,
+        body_key: str,
+        dedup_ttl_s: int,
+        token: str,
+    ) -> bool:
+        """Make a deferred delivery whose raw request the full parse refused the
+        ``parse_failed`` dead letter the gateway would have made: kept without expiry and
+        listed as unparsed for re-ingest, its item's dedup mark replaced by the body's
+        (``body_key``: the dedup key the gateway gives an unparseable body), out of its
+        lane (the next head's job enqueued), the lane lock released. ``error`` must not
+        contain the body. True when it was still pending."""
+        a, source = d.account, d.channel
+        k, args = self._finishing(d, DeliveryState.DEAD, "parse_failed", 0, error)
+        done = await self._unparseable(
+            keys=[
+                *k,
+                keys.raw(a, unparsed.raw_id),
+                keys.raws(a, source),
+                keys.unparsed(a, source),
+                keys.dedup(a, source, unparsed.item),
+                keys.dedup(a, source, self._vault.digest("dedup", source, body_key)),
+                keys.lane_lock(a, d.direction.value, d.conversation_id),
+            ],
+            args=[*args, dedup_ttl_s, token],
+        )
+        return bool(done)
+
+    def _finishing(
+        self, d: Delivery, state: DeliveryState, reason: str, retention_s: int, last_error: str
+    ) -> tuple[list[str], list[Any]]:
+        """FINISH's seven keys and ten arguments (``COMPLETE`` and ``UNPARSEABLE`` start
+        with them)."""
+        a = d.account
+        return [
+            keys.delivery(a, d.id),
+            keys.pending(a),
+            keys.dead(a),
+            keys.lane(a, d.direction.value, d.conversation_id),
+            keys.ARQ_QUEUE,
+            keys.event(a, d.event_id),
+            keys.expiring(a),
+        ], [
+            int(time.time() * 1000),
+            state.value,
+            reason,
+            retention_s,
+            self._job_expiry_ms,
+            JOB_FUNCTIONS[d.direction],
+            a,
+            d.id,
+            job_key_prefix,
+            last_error[:500],
+        ]
 
     async def complete(
         self,
@@ -150,33 +290,15 @@ class DeliveryStore:
         ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
         account has problems noted (``report_problem``)."""
         a, d = delivery.account, delivery
+        k, args = self._finishing(d, state, "", retention_s, "")
         _, problems = await self._complete(
             keys=[
-                keys.delivery(a, d.id),
-                keys.pending(a),
-                keys.dead(a),
-                keys.lane(a, d.direction.value, d.conversation_id),
-                keys.ARQ_QUEUE,
-                keys.event(a, d.event_id),
-                keys.expiring(a),
+                *k,
                 keys.attempts(a, d.id),
                 keys.lane_lock(a, d.direction.value, d.conversation_id),
                 keys.problems(a),
             ],
-            args=[
-                int(time.time() * 1000),
-                state.value,
-                "",
-                retention_s,
-                self._job_expiry_ms,
-                JOB_FUNCTIONS[d.direction],
-                a,
-                d.id,
-                job_key_prefix,
-                "",
-                attempt.model_dump_json(exclude_none=True),
-                token,
-            ],
+            args=[*args, attempt.model_dump_json(exclude_none=True), token],
         )
         return bool(problems)
 
@@ -348,30 +470,8 @@ class DeliveryStore:
     ) -> str | None:
         """Set the final ``state``, leave the lane and enqueue the next head's job.
         Returns that next delivery id. Idempotent for a delivery already finished."""
-        a = delivery.account
-        head = await self._finish(
-            keys=[
-                keys.delivery(a, delivery.id),
-                keys.pending(a),
-                keys.dead(a),
-                keys.lane(a, delivery.direction.value, delivery.conversation_id),
-                keys.ARQ_QUEUE,
-                keys.event(a, delivery.event_id),
-                keys.expiring(a),
-            ],
-            args=[
-                int(time.time() * 1000),
-                state.value,
-                reason,
-                retention_s,
-                self._job_expiry_ms,
-                JOB_FUNCTIONS[delivery.direction],
-                a,
-                delivery.id,
-                job_key_prefix,
-                last_error[:500],
-            ],
-        )
+        k, args = self._finishing(delivery, state, reason, retention_s, last_error)
+        head = await self._finish(keys=k, args=args)
         return head.decode() if isinstance(head, bytes) else None
 
     async def hold(self, delivery: Delivery) -> bool:

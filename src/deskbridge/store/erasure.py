@@ -156,6 +156,8 @@ class Erasure:
                     keys.webchat_history(plan.account, v),
                     keys.webchat_seq(plan.account, v),
                     keys.webchat_ids(plan.account, v),
+                    keys.webchat_receipts(plan.account, v),
+                    keys.webchat_typing(plan.account, v),
                 )
                 and 1
             )

@@ -21,24 +21,15 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from deskbridge.errors import StoreUnavailable
-from deskbridge.schemas import (
-    AgentReply,
-    CallEvent,
-    ChannelEvent,
-    DeliveryState,
-    DeskNote,
-    Direction,
-    Message,
-    RawRequest,
-    StatusUpdate,
-)
+from deskbridge.schemas import DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
 from deskbridge.store.ids import new_id
 from deskbridge.store.packing import pack
 from deskbridge.store.raw import raw_record
-from deskbridge.store.scripts import IGNORED, INTAKE, PARSE_FAILED
+from deskbridge.store.records import StoredEvent, event_record, record_head
+from deskbridge.store.scripts import IGNORED, INTAKE, INTAKE_DEFERRED, PARSE_FAILED
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +42,7 @@ class IntakeEvent:
 
     dedup_key: str
     conversation_id: str
-    event: Message | StatusUpdate | CallEvent | ChannelEvent | AgentReply | DeskNote
+    event: StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +58,7 @@ class _NotReplicated(Exception):
     pass
 
 
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
+_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]", bytes | None]
 
 
 class Coalescer:
@@ -85,8 +76,17 @@ class Coalescer:
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """The script's result. Raises ``StoreUnavailable`` when Redis fails."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, keys, args, fut))
+        return await self._call((script, keys, args, _future(), None))
+
+    async def call_packed(self, script: AsyncScript, packed: bytes) -> Any:
+        """``call`` of ``script`` with its EVALSHA already packed (``frame``): the
+        arguments an account and a source always send the same are packed once. The
+        script's sha is its source's digest, so the bytes stay valid after a reload."""
+        return await self._call((script, [], [], _future(), packed))
+
+    async def _call(self, call: _Call) -> Any:
+        fut = call[3]
+        self._queue.append(call)
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -117,11 +117,11 @@ class Coalescer:
             if not isinstance(exc, RedisError | OSError | _NotReplicated):
                 log.exception("intake flush failed unexpectedly")
             err = StoreUnavailable(f"intake write failed: {type(exc).__name__}: {exc}")
-            for *_, fut in batch:
+            for _, _, _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        for (*_, fut), result in zip(batch, results, strict=True):
+        for (_, _, _, fut, _), result in zip(batch, results, strict=True):
             if fut.done():
                 continue
             if isinstance(result, Exception):
@@ -136,7 +136,10 @@ class Coalescer:
         packed here rather than by redis-py, whose generic encoder cost more than a third
         of the gateway's Redis time on the ack path. Error replies come back as values."""
         replicas, timeout_ms = self._wait
-        packed = [_pack(b"EVALSHA", script.sha, len(k), *k, *a) for script, k, a, _ in batch]
+        packed = [
+            p if p is not None else _pack(b"EVALSHA", script.sha, len(k), *k, *a)
+            for script, k, a, _, p in batch
+        ]
         if replicas:
             packed.append(_pack(b"WAIT", replicas, timeout_ms))
         pool = self._redis.connection_pool
@@ -158,10 +161,33 @@ class Coalescer:
         return results
 
 
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
 def _pack(*args: bytes | str | int) -> bytes:
     """One command in RESP (hiredis's C packer: the same bytes as redis-py's, 6x faster)."""
     # hiredis's stub declares a one-element tuple and an untyped result
     return hiredis.pack_command(args)  # type: ignore[arg-type,no-any-return]
+
+
+def _bulks(*args: bytes | str | int) -> bytes:
+    """``args`` as RESP bulk strings without the array header: a piece of a command
+    whose header counts every piece (``_frame``)."""
+    packed = _pack(*args)
+    return packed[packed.index(b"\r\n") + 2 :]
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """An EVALSHA packed around its variable middle: ``head`` (array header, command,
+    sha, key count and the leading keys) and ``tail`` (the trailing arguments)."""
+
+    head: bytes
+    tail: bytes
+
+    def command(self, *middle: bytes | str | int) -> bytes:
+        return self.head + _bulks(*middle) + self.tail
 
 
 class Intake:
@@ -188,6 +214,8 @@ class Intake:
         )
         self._redis = redis
         self._intake = redis.register_script(INTAKE)
+        self._deferred = redis.register_script(INTAKE_DEFERRED)
+        self._frames: dict[tuple[str, str, str], _Frame] = {}
         self._parse_failed = redis.register_script(PARSE_FAILED)
         self._ignored = redis.register_script(IGNORED)
         self._dedup_ttl = dedup_ttl
@@ -257,20 +285,12 @@ class Intake:
             channel,
             desk,
         ]
-        # the record is JSON built around the event's own serialization (pydantic-core):
-        # this is the ack path, and a dict round trip through json.dumps costs twice as much
-        head = b'{"raw_id":' + (f'"{raw_id}"'.encode() if req is not None else b"null")
-        head += b',"received_at":' + repr(now).encode()
+        head = record_head(raw_id if req is not None else None, now)
         for ev in events:
             # the first delivery of an event shares its id; re-ingest makes new ones
             event_id = new_id()
             event_key = keys.event(account, event_id)
-            record = (
-                head
-                + f',"event_id":"{event_id}","delivery_id":"{event_id}","event":'.encode()
-                + ev.event.__pydantic_serializer__.to_json(ev.event)
-                + b"}"
-            )
+            record = event_record(head, event_id, ev.event)
             k += [
                 keys.dedup(account, source, self._vault.digest("dedup", source, ev.dedup_key)),
                 event_key,
@@ -283,6 +303,64 @@ class Intake:
             a.append(kind)
         result = await self._coalescer.call(self._intake, k, a)
         return [bool(x) for x in result]
+
+    async def accept_deferred(
+        self,
+        *,
+        account: str,
+        source: str,
+        desk: str,
+        req: RawRequest,
+        dedup_key: str,
+        conversation_id: str,
+        raw_id: str,
+    ) -> bool:
+        """Store one inbound item whose parse is deferred to the worker (a receiver's
+        ``peek`` read its dedup key and thread): the dedup mark, the raw request sealed
+        under ``raw_id`` (also the id of its delivery and, once parsed, of its event), the
+        delivery record naming the raw and the item, and the lane entry and job, in one
+        script and no event record. The channel is ``source``. True when new, False for a
+        duplicate. Raises ``StoreUnavailable``."""
+        now = time.time()
+        raw_key = keys.raw(account, raw_id)
+        command = self._deferred_frame(account, source, desk).command(
+            raw_key,
+            keys.dedup(account, source, self._vault.digest("dedup", source, dedup_key)),
+            keys.delivery(account, raw_id),
+            keys.lane(account, Direction.INBOUND.value, conversation_id),
+            keys.arq_job(raw_id),
+            int(now * 1000),
+            self._vault.seal(pack(raw_record(req, now)), raw_key),
+            conversation_id,
+        )
+        return bool(await self._coalescer.call_packed(self._deferred, command))
+
+    def _deferred_frame(self, account: str, source: str, desk: str) -> _Frame:
+        """INTAKE_DEFERRED's constant pieces for one account and source, packed once."""
+        frame = self._frames.get((account, source, desk))
+        if frame is None:
+            # 3 (command, sha, key count) + 4 leading keys + 8 in the middle + 8 trailing
+            head = b"*23\r\n" + _bulks(
+                b"EVALSHA",
+                self._deferred.sha,
+                9,
+                keys.pending(account),
+                keys.ARQ_QUEUE,
+                keys.deliveries(account),
+                keys.raws(account, source),
+            )
+            tail = _bulks(
+                self._raw_ttls.get(account, self._raw_ttl),
+                self._dedup_ttl,
+                self._job_expiry_ms,
+                JOB_FUNCTIONS[Direction.INBOUND],
+                account,
+                Direction.INBOUND.value,
+                source,
+                desk,
+            )
+            frame = self._frames[(account, source, desk)] = _Frame(head, tail)
+        return frame
 
     async def ignore(
         self,

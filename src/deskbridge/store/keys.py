@@ -98,7 +98,9 @@ __all__ = [
     "webchat_history",
     "webchat_ids",
     "webchat_rate",
+    "webchat_receipts",
     "webchat_seq",
+    "webchat_typing",
 ]
 
 ARQ_QUEUE = default_queue_name
@@ -108,7 +110,8 @@ ROTATION = "deskbridge:keys:rotation"
 ROTATION_LOCK = "deskbridge:keys:rotation:lock"
 WEBCHAT_NOTIFY = "deskbridge:webchat:notify"
 """Pub/sub channel: ``account visitor-digest seq`` when a widget visitor's history grows
-(every gateway process subscribes once and wakes the sockets it holds)."""
+(``seq`` 0: a receipt changed or an agent types), so every gateway process (subscribed
+once) wakes the sockets it holds for that visitor."""
 AUDIT = "deskbridge:audit"
 """The admin API's append-only audit log (a stream; every write; the sweeper trims it by
 time, after the longest of the accounts' ``retention.audit_days``)."""
@@ -561,6 +564,17 @@ def webchat_file(account: str, visitor: str, file_id: str) -> str:
 def webchat_files(account: str, visitor: str) -> str:
     """Set: the ids of the visitor's files (what erasure deletes)."""
     return f"{_a(account)}:webchat:files:{visitor}"
+
+
+def webchat_receipts(account: str, visitor: str) -> str:
+    """Hash: the visitor's message ids → ``delivered`` (filed at the desk) or ``read`` (an
+    agent read it); a message not in it is only stored."""
+    return f"{_a(account)}:webchat:receipts:{visitor}"
+
+
+def webchat_typing(account: str, visitor: str) -> str:
+    """Set, with a few seconds' expiry, while an agent types to the visitor."""
+    return f"{_a(account)}:webchat:typing:{visitor}"
 
 
 def webchat_rate(account: str, scope: str, digest: str, window: int) -> str:

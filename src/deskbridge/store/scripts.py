@@ -19,13 +19,17 @@ __all__ = [
     "HOLD",
     "IGNORED",
     "INTAKE",
+    "INTAKE_DEFERRED",
     "PARSE_FAILED",
     "PURGE",
     "REHOLD",
     "RELEASE",
     "REPLAY",
     "REQUEUE",
+    "UNPARSEABLE",
+    "WEBCHAT_DELIVERED",
     "WEBCHAT_POST",
+    "WEBCHAT_READ",
 ]
 
 # enqueue(queue, job_key, fn, account, id, now_ms, expiry_ms): what arq's enqueue_job
@@ -90,6 +94,41 @@ if any and ARGV[2] ~= '' then
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - ARGV[3] * 1000))
 end
 return out
+"""
+)
+
+# The deferred parse (docs/benchmarks.md): one item a receiver's ``peek`` read, stored
+# without its event record. The delivery, its event and its raw request share one id
+# (the raw key's last segment); the delivery names the raw (``raw_id``) and the item
+# (``item``: the dedup mark's digest, its key's last segment), from which the worker
+# parses the event and writes its record. The raw request has no expiry until then: it
+# is the event's only copy (the worker gives it the rest of its retention).
+# KEYS: pending, queue, deliveries index, raw index (these four first: with the
+#       arguments at the end they are the same in every call of an account and source,
+#       packed once), raw, dedup, delivery, lane, job
+# ARGV: now_ms, raw_blob, conversation_id, raw_ttl_s, dedup_ttl_s, job_expiry_ms, fn,
+#       account, direction, channel, desk
+# Returns 1 stored, 0 duplicate. The dedup mark goes last, as in INTAKE.
+INTAKE_DEFERRED = (
+    _ENQUEUE
+    + """
+if redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
+local now = ARGV[1]
+local id = string.match(KEYS[5], '[^:]+$')
+redis.call('SET', KEYS[5], ARGV[2])
+redis.call('HSET', KEYS[7], 'id', id, 'account', ARGV[8], 'direction', ARGV[9],
+  'channel', ARGV[10], 'desk', ARGV[11], 'conversation_id', ARGV[3], 'event_id', id,
+  'raw_id', id, 'item', string.match(KEYS[6], '[^:]+$'), 'state', 'pending',
+  'attempts', 0, 'created_at', now, 'updated_at', now)
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('ZADD', KEYS[3], now, id)
+if redis.call('RPUSH', KEYS[8], id) == 1 then
+  enqueue(KEYS[2], KEYS[9], ARGV[7], ARGV[8], id, now, ARGV[6])
+end
+redis.call('ZADD', KEYS[4], now, id)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - ARGV[4] * 1000))
+redis.call('SET', KEYS[6], id, 'EX', ARGV[5])
+return 1
 """
 )
 
@@ -170,6 +209,37 @@ return {head, redis.call('EXISTS', KEYS[10])}
 """
 )
 
+# A deferred event whose raw request the worker's full parse refused: the delivery
+# becomes the ``parse_failed`` dead letter the gateway would have made (its raw kept
+# without expiry and listed as unparsed, for re-ingest after a fix), leaves its lane
+# (the next head's job enqueued) and the lane lock goes. Its item's dedup mark makes
+# way for the body's (as the gateway keys a parse failure), so that a re-ingest takes
+# the item as new. FINISH preceded by the check and followed by the rest.
+# KEYS: FINISH's seven, then raw, raw index, unparsed index, item dedup mark, body
+#       dedup mark, lane lock
+# ARGV: FINISH's ten (state ``dead``, reason ``parse_failed``, retention 0), then
+#       dedup_ttl_s, the lock token
+# Returns 1 when it made the dead letter, 0 when the delivery was no longer pending.
+UNPARSEABLE = (
+    _ENQUEUE
+    + _FINISH_FN
+    + """
+local id = ARGV[8]
+local made = redis.call('HGET', KEYS[1], 'state') == 'pending'
+finish()
+if made then
+  redis.call('PERSIST', KEYS[8])
+  redis.call('ZREM', KEYS[9], id)
+  redis.call('ZADD', KEYS[10], ARGV[1], id)
+  redis.call('DEL', KEYS[11])
+  redis.call('SET', KEYS[12], id, 'NX', 'EX', ARGV[11])
+end
+if redis.call('GET', KEYS[13]) == ARGV[12] then redis.call('DEL', KEYS[13]) end
+if made then return 1 end
+return 0
+"""
+)
+
 # The start of a worker's attempt, in one round trip: the delivery record and, when it
 # is pending and heads its lane, the lane lock (SET NX PX) and, once locked, the event
 # record the attempt works on.
@@ -177,24 +247,29 @@ return {head, redis.call('EXISTS', KEYS[10])}
 # the prefixes in ARGV (every key carries the account's hash tag, so a cluster keeps them
 # on the delivery's node).
 # ARGV: lane key prefix, lock key prefix (both end before the conversation id), token,
-#       lock ttl ms, delivery id, event key prefix (ends before the event id)
+#       lock ttl ms, delivery id, event key prefix (ends before the event id), raw key
+#       prefix (ends before the raw id)
 # Returns {the record's fields and values (flat), lane head or false, 1 locked / 0 busy,
-#          the sealed event record or false (only when locked)}.
+#          the sealed event record or false (only when locked), the sealed raw request
+#          or false (only when locked and the event is not written yet: deferred parse)}.
 CLAIM = """
 local h = redis.call('HGETALL', KEYS[1])
-local state, conv
+local state, conv, evt_id, raw_id, item
 for i = 1, #h, 2 do
-  if h[i] == 'state' then state = h[i + 1] elseif h[i] == 'conversation_id' then conv = h[i + 1] end
+  local f = h[i]
+  if f == 'state' then state = h[i + 1] elseif f == 'conversation_id' then conv = h[i + 1]
+  elseif f == 'event_id' then evt_id = h[i + 1] elseif f == 'raw_id' then raw_id = h[i + 1]
+  elseif f == 'item' then item = h[i + 1] end
 end
 if state ~= 'pending' or conv == nil then return {h, false, 0} end
 local head = redis.call('LINDEX', ARGV[1] .. conv, 0)
 if head ~= ARGV[5] then return {h, head, 0} end
 if not redis.call('SET', ARGV[2] .. conv, ARGV[3], 'NX', 'PX', ARGV[4]) then return {h, head, 0} end
 local evt = false
-for i = 1, #h, 2 do
-  if h[i] == 'event_id' then evt = redis.call('GET', ARGV[6] .. h[i + 1]) end
-end
-return {h, head, 1, evt}
+if evt_id then evt = redis.call('GET', ARGV[6] .. evt_id) end
+local raw = false
+if not evt and item and raw_id then raw = redis.call('GET', ARGV[7] .. raw_id) end
+return {h, head, 1, evt, raw}
 """
 
 # Note a desk write going out: {before, attempts} as ``begin_desk_write`` reads them,
@@ -326,7 +401,9 @@ if retention > 0 then
   redis.call('EXPIRE', KEYS[1] .. ':attempts', retention)
   redis.call('EXPIRE', KEYS[1] .. ':parts', retention)
   redis.call('EXPIRE', KEYS[6], retention)
-  redis.call('EXPIRE', KEYS[8], retention)
+  -- a raw request kept without expiry (a parse_failed body, an event not parsed yet)
+  -- goes with the record; one with its own retention keeps it
+  if redis.call('TTL', KEYS[8]) == -1 then redis.call('EXPIRE', KEYS[8], retention) end
   redis.call('ZADD', KEYS[7], now + retention * 1000, id)
 end
 if redis.call('LREM', KEYS[4], 1, id) > 0 then
@@ -422,11 +499,31 @@ return #KEYS - 3
 """
 
 
-# KEYS: seq, history, ids. ARGV: client id ('' for none), sealed entry, ttl s, history
-# cap, pub/sub channel, notification prefix. A client id already seen returns its
-# sequence number and writes nothing (a resend after a reconnect); else the entry gets
-# the next number, is kept and announced. Returns {seq, 1 if new else 0}.
-WEBCHAT_POST = """
+# read(receipts, ttl): every message of the visitor that is at the desk (``delivered``)
+# is now ``read``; returns how many changed.
+_WEBCHAT_READ_ALL = """
+local function read_all(receipts, ttl)
+  local flat = redis.call('HGETALL', receipts)
+  local changed = 0
+  for i = 1, #flat, 2 do
+    if flat[i + 1] == 'delivered' then
+      redis.call('HSET', receipts, flat[i], 'read')
+      changed = changed + 1
+    end
+  end
+  if changed > 0 then redis.call('EXPIRE', receipts, ttl) end
+  return changed
+end
+"""
+
+# KEYS: seq, history, ids, receipts, typing. ARGV: client id ('' for none), sealed entry,
+# ttl s, history cap, pub/sub channel, notification prefix, '1' when an agent wrote it. A
+# client id already seen returns its sequence number and writes nothing (a resend after a
+# reconnect); else the entry gets the next number, is kept and announced. An agent's reply
+# says they read what was filed before it and stopped typing. Returns {seq, 1 if new}.
+WEBCHAT_POST = (
+    _WEBCHAT_READ_ALL
+    + """
 if ARGV[1] ~= '' then
   local seen = redis.call('HGET', KEYS[3], ARGV[1])
   if seen then return {tonumber(seen), 0} end
@@ -436,6 +533,41 @@ redis.call('ZADD', KEYS[2], seq, ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], seq) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+if ARGV[7] == '1' then
+  read_all(KEYS[4], ARGV[3])
+  redis.call('DEL', KEYS[5])
+end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. seq)
 return {seq, 1}
 """
+)
+
+# KEYS: receipts. ARGV: ttl s, pub/sub channel, notification prefix, then the ids of
+# messages filed at the desk. A message already delivered or read keeps its state; a
+# change is announced (sequence number 0). Returns how many changed.
+WEBCHAT_DELIVERED = """
+local changed = 0
+for i = 4, #ARGV do
+  if not redis.call('HGET', KEYS[1], ARGV[i]) then
+    redis.call('HSET', KEYS[1], ARGV[i], 'delivered')
+    changed = changed + 1
+  end
+end
+if changed > 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' 0')
+end
+return changed
+"""
+
+# KEYS: receipts. ARGV: ttl s, pub/sub channel, notification prefix. An agent read the
+# conversation: what is at the desk is read (announced when anything changed). Returns
+# how many changed.
+WEBCHAT_READ = (
+    _WEBCHAT_READ_ALL
+    + """
+local changed = read_all(KEYS[1], ARGV[1])
+if changed > 0 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' 0') end
+return changed
+"""
+)

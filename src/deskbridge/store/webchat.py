@@ -1,11 +1,13 @@
 """The website chat widget's conversations: each visitor's history (both sides, sealed,
-numbered), dedup of resent messages, the wake-up every gateway process listens to, and
-the rate windows.
+numbered), dedup of resent messages, the receipts of the visitor's messages (delivered,
+read) and whether an agent is typing, the visitor's uploaded files (sealed), the wake-up
+every gateway process listens to, and the rate windows.
 
 A visitor is named in keys by the vault's keyed digest of their id (a verified visitor's
 id holds the site's user id or email). Posting an entry is one script (``WEBCHAT_POST``):
 the number, the entry, the client id's mark and the ``PUBLISH`` happen together, so a
-socket that reads the history after a notification never misses an entry.
+socket that reads the history after a notification never misses an entry. Receipts are
+kept as long as the history; typing lasts a few seconds unless renewed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
@@ -24,9 +26,9 @@ from deskbridge.schemas import Upload
 from deskbridge.store import keys
 from deskbridge.store.connection import guarded, honour_cancel, structures
 from deskbridge.store.crypto import SealBroken, Vault
-from deskbridge.store.scripts import WEBCHAT_POST
+from deskbridge.store.scripts import WEBCHAT_DELIVERED, WEBCHAT_POST, WEBCHAT_READ
 
-__all__ = ["Entry", "WebchatStore", "WidgetFile", "history_aad"]
+__all__ = ["Entry", "Receipt", "View", "WebchatStore", "WidgetFile", "history_aad"]
 
 _CAP = 500
 """Entries kept per visitor (the oldest go first)."""
@@ -50,6 +52,21 @@ class Entry:
     """When the history it was read from expires (Unix time; None: not known)."""
 
 
+Receipt = Literal["delivered", "read"]
+"""How far a visitor's message got beyond being stored: filed at the desk, read by an agent."""
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a visitor's socket shows, read in one round trip: the entries above a number,
+    the receipts of the visitor's messages (by their ids), and for how many more seconds
+    an agent is typing (0: not typing)."""
+
+    entries: list[Entry]
+    receipts: dict[str, Receipt]
+    typing_s: float
+
+
 @dataclass(frozen=True, slots=True)
 class WidgetFile:
     """What is known of a visitor's uploaded file besides its bytes."""
@@ -70,16 +87,27 @@ class WebchatStore:
         self._typed = structures(redis)
         self._vault = vault
         self._post = redis.register_script(WEBCHAT_POST)
+        self._delivered = redis.register_script(WEBCHAT_DELIVERED)
+        self._read = redis.register_script(WEBCHAT_READ)
 
     def visitor_key(self, account: str, visitor: str) -> str:
         """The digest that names ``visitor``'s keys and notifications."""
         return self._vault.digest("webchat", account, visitor)
 
     async def post(
-        self, account: str, visitor: str, body: dict[str, Any], *, client_id: str, ttl_s: int
+        self,
+        account: str,
+        visitor: str,
+        body: dict[str, Any],
+        *,
+        client_id: str,
+        ttl_s: int,
+        read: bool = False,
     ) -> tuple[int, bool]:
         """Append ``body`` to the visitor's history and wake the process holding their
-        socket. Idempotent per ``client_id`` (when given): returns (sequence number, new)."""
+        socket. Idempotent per ``client_id`` (when given): returns (sequence number, new).
+        ``read``: an agent wrote it, so the visitor's messages at the desk are read and
+        the agent no longer types (in the same step)."""
         v = self.visitor_key(account, visitor)
         aad = history_aad(account, v)
         blob = self._vault.seal(json.dumps(body, separators=(",", ":")).encode(), aad)
@@ -88,26 +116,83 @@ class WebchatStore:
                 keys.webchat_seq(account, v),
                 keys.webchat_history(account, v),
                 keys.webchat_ids(account, v),
+                keys.webchat_receipts(account, v),
+                keys.webchat_typing(account, v),
             ],
-            args=[client_id, blob, ttl_s, _CAP, keys.WEBCHAT_NOTIFY, f"{account} {v}"],
+            args=[
+                client_id,
+                blob,
+                ttl_s,
+                _CAP,
+                keys.WEBCHAT_NOTIFY,
+                f"{account} {v}",
+                "1" if read else "0",
+            ],
         )
         return int(seq), bool(new)
 
     async def history(self, account: str, visitor: str, after: int = 0) -> list[Entry]:
         """The visitor's entries numbered above ``after``, oldest first (at most 200), each
         with the history's expiry (links served with an entry must not outlive it)."""
+        return (await self.view(account, visitor, after)).entries
+
+    async def view(self, account: str, visitor: str, after: int = 0) -> View:
+        """The visitor's entries above ``after`` (at most 200, each with the history's
+        expiry: links served with an entry must not outlive it), their messages' receipts
+        and the agent's typing, in one round trip."""
         v = self.visitor_key(account, visitor)
-        key = keys.webchat_history(account, v)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zrangebyscore(key, f"({after}", "+inf", 0, _PAGE, withscores=True)
-        pipe.pttl(key)
-        rows, pttl = await pipe.execute()
-        until = time.time() + pttl / 1000 if pttl > 0 else None
+        history = keys.webchat_history(account, v)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrangebyscore(history, f"({after}", "+inf", 0, _PAGE, withscores=True)
+        pipe.pttl(history)
+        pipe.hgetall(keys.webchat_receipts(account, v))
+        pipe.pttl(keys.webchat_typing(account, v))
+        rows, history_ms, receipts, typing_ms = await pipe.execute()
+        until = time.time() + history_ms / 1000 if history_ms > 0 else None
         aad = history_aad(account, v)
-        return [
-            Entry(int(score), json.loads(self._vault.open(blob, aad)), until)
-            for blob, score in rows
-        ]
+        return View(
+            entries=[
+                Entry(int(score), json.loads(self._vault.open(blob, aad)), until)
+                for blob, score in rows
+            ],
+            receipts={
+                k.decode(): "read" if s == b"read" else "delivered" for k, s in receipts.items()
+            },
+            typing_s=max(0, int(typing_ms)) / 1000,
+        )
+
+    async def delivered(
+        self, account: str, visitor: str, client_ids: Sequence[str], *, ttl_s: int
+    ) -> int:
+        """The visitor's messages ``client_ids`` are filed at the desk (one already read
+        stays read); the socket is woken when any changed. Returns how many changed."""
+        if not client_ids:
+            return 0
+        v = self.visitor_key(account, visitor)
+        changed = await self._delivered(
+            keys=[keys.webchat_receipts(account, v)],
+            args=[ttl_s, keys.WEBCHAT_NOTIFY, f"{account} {v}", *client_ids],
+        )
+        return int(changed)
+
+    async def read(self, account: str, visitor: str, *, ttl_s: int) -> int:
+        """An agent read the visitor's conversation: every message at the desk is read
+        (one still on its way stays as it is). Returns how many changed (the socket is
+        woken when any did)."""
+        v = self.visitor_key(account, visitor)
+        changed = await self._read(
+            keys=[keys.webchat_receipts(account, v)],
+            args=[ttl_s, keys.WEBCHAT_NOTIFY, f"{account} {v}"],
+        )
+        return int(changed)
+
+    async def typing(self, account: str, visitor: str, *, seconds: float) -> None:
+        """An agent is typing to the visitor: for ``seconds`` unless said again."""
+        v = self.visitor_key(account, visitor)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(keys.webchat_typing(account, v), b"1", px=max(1, int(seconds * 1000)))
+        pipe.publish(keys.WEBCHAT_NOTIFY, f"{account} {v} 0")
+        await pipe.execute()
 
     async def put_file(
         self, account: str, visitor_key: str, file: WidgetFile, data: bytes, *, ttl_s: int
@@ -195,9 +280,10 @@ class WebchatStore:
     async def listen(
         self, wake: Callable[[str, str, int], None], ready: asyncio.Event | None = None
     ) -> None:
-        """Calls ``wake(account, visitor digest, seq)`` for every posted entry, until
-        cancelled; ``ready`` is set once subscribed. Raises ``StoreUnavailable`` when the
-        subscription is lost (the caller subscribes again and re-reads its visitors)."""
+        """Calls ``wake(account, visitor digest, seq)`` for every posted entry (``seq`` 0
+        for a receipt or the agent's typing), until cancelled; ``ready`` is set once
+        subscribed. Raises ``StoreUnavailable`` when the subscription is lost (the caller
+        subscribes again and re-reads its visitors)."""
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.WEBCHAT_NOTIFY)

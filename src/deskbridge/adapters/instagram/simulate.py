@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from deskbridge.adapters.meta import simulate
 
 __all__ = ["sample_message"]
 
@@ -11,14 +11,6 @@ def sample_message(text: str, *, ig_id: str, igsid: str, mid: str, timestamp_ms:
     """A one-entry ``instagram`` webhook carrying one text message from ``igsid`` to the
     professional account, as Meta would POST it (JSON bytes; sign it with
     ``adapters.meta.sign``)."""
-    event = {
-        "sender": {"id": igsid},
-        "recipient": {"id": ig_id},
-        "timestamp": timestamp_ms,
-        "message": {"mid": mid, "text": text},
-    }
-    body = {
-        "object": "instagram",
-        "entry": [{"id": ig_id, "time": timestamp_ms + 120, "messaging": [event]}],
-    }
-    return json.dumps(body, ensure_ascii=False).encode()
+    return simulate.sample_message(
+        text, product="instagram", owner=ig_id, sender=igsid, mid=mid, timestamp_ms=timestamp_ms
+    )

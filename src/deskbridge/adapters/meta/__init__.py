@@ -1,5 +1,7 @@
-"""What WhatsApp and Messenger share: one Meta app's webhook signature and verification
-handshake, and the Graph API's error bodies.
+"""What the Meta channels share: one Meta app's webhook signature and verification
+handshake, and the Graph API's error bodies (WhatsApp, Messenger, Instagram); the
+Messenger Platform's webhook body (``inbound``) and the events built from it (``events``),
+which Messenger and Instagram read alike.
 
 Docs: https://developers.facebook.com/docs/graph-api/webhooks/getting-started and
 https://developers.facebook.com/docs/graph-api/guides/error-handling

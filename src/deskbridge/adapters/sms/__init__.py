@@ -1,4 +1,9 @@
-"""SMS and MMS through Twilio Programmable Messaging, per Twilio's docs:
+"""SMS and MMS, one channel with a provider per account: Twilio Programmable Messaging
+(the modules here) or the Vonage Messages API (``vonage/``). What both share is in
+``common`` (keywords and consent, the sender's identity, sender choice, media downloads),
+``segments`` (GSM-7/UCS-2) and ``base`` (the adapter's send template, the receiver).
+
+Twilio, per Twilio's docs:
 
 - webhooks: twilio.com/docs/messaging/guides/webhook-request (inbound parameters) and
   twilio.com/docs/usage/webhooks/webhooks-security (``X-Twilio-Signature``);

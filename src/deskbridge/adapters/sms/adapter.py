@@ -3,28 +3,22 @@ selection, segment rules, and MMS media downloads."""
 
 from __future__ import annotations
 
-import functools
-import mimetypes
-import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import MediaLinks, Progress, send_parts
+from deskbridge.adapters.base import MediaLinks
 from deskbridge.adapters.capabilities import RegistersWebhook, ReportsHealth
-from deskbridge.adapters.sms import segments
+from deskbridge.adapters.sms.base import SmsAdapterBase
+from deskbridge.adapters.sms.common import choose_sender, customer_number, download
 from deskbridge.config.accounts import SmsConfig
 from deskbridge.errors import PermanentError
-from deskbridge.http import Fetcher, classify, read_capped, transport_error
-from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
+from deskbridge.http import classify, transport_error
+from deskbridge.schemas import Attachment, ChannelAddress, Upload
 
 __all__ = ["SmsAdapter"]
 
-_MAX_REDIRECTS = 5
-_MAX_MEDIA = 10
 # Twilio error codes (twilio.com/docs/api/errors) a retry will not change: 21610 the
 # recipient replied STOP; 21211/21614 not a valid (mobile) number; 21408 region not
 # enabled; 21612 the From cannot reach the To.
@@ -35,7 +29,6 @@ _PERMANENT = {
     21408: "sending to this region is not enabled",
     21612: "this sender cannot reach the number",
 }
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class _Sent(BaseModel):
@@ -58,13 +51,10 @@ class _Error(BaseModel):
     code: int | None = None
 
 
-class SmsAdapter(ReportsHealth, RegistersWebhook):
+class SmsAdapter(SmsAdapterBase[SmsConfig], ReportsHealth, RegistersWebhook):
     """One account's Twilio: ``send`` posts to ``/2010-04-01/Accounts/<sid>/Messages.json``
     with HTTP basic auth (account SID, auth token); ``fetch`` downloads MMS media with the
     same credentials from Twilio's API host only."""
-
-    channel: ClassVar[Channel] = Channel.SMS
-    takes_files: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -75,23 +65,15 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
         *,
         api_base: str | None = None,
     ) -> None:
-        self.account = account
-        self._config = config
-        self._client = client
-        self._links = links
-        base = (api_base or config.base_url).rstrip("/")
-        self._account_url = f"{base}/2010-04-01/Accounts/{config.account_sid}"
-        self._api_host = httpx.URL(base).host
+        super().__init__(account, config, client, links, api_base=api_base)
+        self._account_url = f"{self._base}/2010-04-01/Accounts/{config.account_sid}"
         self._auth = httpx.BasicAuth(config.account_sid, config.auth_token.get_secret_value())
 
     async def health(self) -> dict[str, float]:
         """``GET /Accounts/<sid>.json``: whether Twilio still takes the token."""
-        what = "sms check credentials"
-        try:
-            response = await self._client.get(f"{self._account_url}.json", auth=self._auth)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what=what) from None
-        classify(response, what=what)
+        await self._call(
+            "GET", f"{self._account_url}.json", "sms check credentials", auth=self._auth
+        )
         return {"credentials_valid": 1.0}
 
     async def set_webhook(self, url: str) -> None:
@@ -100,10 +82,7 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
         IncomingPhoneNumbers resource. Messaging Services and sender IDs are left as they
         are. ``PermanentError`` when ``webhook_url`` is set to another URL (signatures are
         checked against it) or a number is not in this Twilio account. Idempotent."""
-        if self._config.webhook_url and self._config.webhook_url != url:
-            raise PermanentError(
-                "sms register: webhook_url in the accounts file is another URL; make them match"
-            )
+        self._same_url(url)
         numbers = dict.fromkeys(
             n
             for n in (self._config.default_sender, *self._config.senders.values())
@@ -115,6 +94,7 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
                 "POST",
                 f"{self._account_url}/IncomingPhoneNumbers/{sid}.json",
                 "sms register",
+                auth=self._auth,
                 data={"SmsUrl": url, "SmsMethod": "POST"},
             )
 
@@ -124,6 +104,7 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
             "GET",
             f"{self._account_url}/IncomingPhoneNumbers.json",
             what,
+            auth=self._auth,
             params={"PhoneNumber": number},
         )
         try:
@@ -134,99 +115,36 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
             raise PermanentError(f"{what}: a configured sender number is not in this account")
         return found[0].sid
 
-    async def _call(self, method: str, url: str, what: str, **kw: Any) -> httpx.Response:
-        try:
-            response = await self._client.request(method, url, auth=self._auth, **kw)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what=what) from None
-        classify(response, what=what)
-        return response
-
     def sender(self, to: ChannelAddress) -> dict[str, str]:
         """``From`` or ``MessagingServiceSid``: the number the customer wrote to, else the
         sender configured for the customer's country, else ``default_sender``."""
-        ours = to.context.get("to", "")
-        if ours.startswith("+"):
-            return {"From": ours}
-        chosen = self._config.default_sender
-        try:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(_number(to), None))
-        except phonenumbers.NumberParseException:
-            region = None
-        if region and region in self._config.senders:
-            chosen = self._config.senders[region]
+        chosen = choose_sender(to, self._config.senders, self._config.default_sender)
         if chosen.startswith("MG"):
             return {"MessagingServiceSid": chosen}
         return {"From": chosen}
 
-    async def send(
-        self,
-        reply: AgentReply,
-        to: ChannelAddress,
-        files: Sequence[Upload] = (),
-        progress: Progress | None = None,
-    ) -> SendReceipt:
-        """The text in messages of at most ``max_segments`` segments (GSM-7 or UCS-2,
-        ``adapters.sms.segments``); the attachments as MMS media by URL, up to 10 on the
-        last message (or on one of their own). SMS has no reply window. Parts resume;
-        Twilio has no idempotency key."""
-        text = reply.text.strip()
-        if not text and not reply.attachments:
-            return SendReceipt(external_ids=())
-        common: dict[str, Any] = {"To": _number(to), **self.sender(to)}
+    def _payloads(
+        self, chunks: list[str], media: list[tuple[Attachment, str]], to: ChannelAddress
+    ) -> list[dict[str, Any]]:
+        """A ``Messages.json`` form per chunk; the media (``MediaUrl``) on the last one,
+        or on one of their own."""
+        common: dict[str, Any] = {"To": customer_number(to), **self.sender(to)}
         if self._config.webhook_url:
             common["StatusCallback"] = self._config.webhook_url
-        chunks = segments.split(text, self._config.max_segments) or [""]
-        media = [self._links.url_for(self.account, a) for a in reply.attachments]
-        if len(media) > _MAX_MEDIA:
-            raise PermanentError(f"sms: at most {_MAX_MEDIA} attachments per message")
-        payloads: list[dict[str, Any]] = [{**common, "Body": c} for c in chunks]
+        payloads: list[dict[str, Any]] = [{**common, "Body": c} for c in chunks or [""]]
         if media:
-            payloads[-1]["MediaUrl"] = media
-        calls = [functools.partial(self._post, p) for p in payloads]
-        return SendReceipt(external_ids=await send_parts(progress, calls))
-
-    async def reengage(self, to: ChannelAddress) -> SendReceipt:
-        """Always raises: SMS has no window, so ``send`` never asks for re-engagement."""
-        raise PermanentError("SMS has no re-engagement message")
+            payloads[-1]["MediaUrl"] = [url for _, url in media]
+        return payloads
 
     async def fetch(self, attachment: Attachment) -> Upload:
         """Download an MMS media file. Credentials go to Twilio's API host only; its
         redirect to the media CDN is followed without them (https only)."""
-        what = "sms media download"
-        limit = self._config.max_media_bytes
-        try:
-            url = httpx.URL(attachment.ref)
-        except httpx.InvalidURL:
-            raise PermanentError(f"{what}: not a URL") from None
-        async with Fetcher(self._client, ()) as fetcher:
-            for _ in range(_MAX_REDIRECTS + 1):
-                if url.scheme != "https":
-                    raise PermanentError(f"{what}: not an https URL")
-                auth = self._auth if url.host == self._api_host else None
-                try:
-                    client = self._client if auth is not None else fetcher.client_for(url)
-                    async with client.stream(
-                        "GET", url, auth=auth, follow_redirects=False
-                    ) as response:
-                        if response.has_redirect_location:
-                            url = response.url.join(response.headers["location"])
-                            continue
-                        if response.status_code in (403, 404, 410):
-                            raise PermanentError(
-                                f"{what}: HTTP {response.status_code} (removed or not ours)",
-                                status=response.status_code,
-                            )
-                        classify(response, what=what)
-                        data = await read_capped(response, limit, what=what, untrusted=True)
-                        mime = response.headers.get("content-type", "").partition(";")[0]
-                except httpx.InvalidURL:
-                    raise PermanentError(f"{what}: bad redirect location") from None
-                except httpx.HTTPError as exc:
-                    raise transport_error(exc, what=what) from None
-                mime = mime.strip().lower() or attachment.mime_type or "application/octet-stream"
-                return Upload(filename=_filename(attachment, mime), mime_type=mime, data=data)
-        raise PermanentError(f"{what}: more than {_MAX_REDIRECTS} redirects")
+        return await download(
+            self._client,
+            attachment,
+            limit=self._config.max_media_bytes,
+            auth_for=lambda url: self._auth if url.host == self._api_host else None,
+        )
 
     async def _post(self, payload: dict[str, Any]) -> str:
         what = "sms send"
@@ -248,19 +166,8 @@ class SmsAdapter(ReportsHealth, RegistersWebhook):
             raise PermanentError(f"{what}: no sid in the response") from None
 
 
-def _number(to: ChannelAddress) -> str:
-    """The customer's number as they wrote from (the thread is its matching key)."""
-    raw = to.context.get("from", "")
-    return raw if raw.startswith("+") else to.thread
-
-
 def _code(response: httpx.Response) -> int | None:
     try:
         return _Error.model_validate_json(response.content).code
     except ValidationError:
         return None
-
-
-def _filename(attachment: Attachment, mime: str) -> str:
-    media_id = _UNSAFE_NAME.sub("_", attachment.ref.rstrip("/").rpartition("/")[2])[-64:]
-    return (media_id or "mms") + (mimetypes.guess_extension(mime) or "")

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import urlencode
 
-from deskbridge.adapters.base import Handshake, Parsed
+from deskbridge.adapters.base import Parsed
 from deskbridge.adapters.sms import signature
+from deskbridge.adapters.sms.base import SmsReceiverBase
 from deskbridge.adapters.sms.parse import parse
 from deskbridge.config.accounts import SmsConfig
 from deskbridge.errors import PayloadInvalid
-from deskbridge.schemas import Channel, RawRequest
+from deskbridge.schemas import RawRequest
 
 __all__ = ["SmsReceiver"]
 
 
-class SmsReceiver:
+class SmsReceiver(SmsReceiverBase[SmsConfig]):
     """``/webhooks/sms/<account>``: verifies ``X-Twilio-Signature`` over the URL Twilio
     requested (``config.webhook_url``, else the request's own) and the form parameters."""
 
-    channel: ClassVar[Channel] = Channel.SMS
     # X-Twilio-Signature is an HMAC over URL and body: nothing of ours to drop
     secret_headers: ClassVar[frozenset[str]] = frozenset()
-    secret_query: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(
-        self, account: str, config: SmsConfig, *, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.account = account
-        self.max_body_bytes = config.max_body_bytes
-        self._config = config
-        self._clock = clock
-
-    def handshake(self, req: RawRequest) -> Handshake | None:
-        return None
 
     def verify(self, req: RawRequest) -> None:
         """Raise ``SignatureInvalid`` unless Twilio signed this request with our token."""

@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import Parsed, Peeked
 from deskbridge.adapters.payload import load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed
+from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
     Attachment,
@@ -31,7 +31,7 @@ from deskbridge.schemas import (
     SharedContact,
 )
 
-__all__ = ["e164", "parse", "parse_items"]
+__all__ = ["e164", "parse", "parse_items", "peek"]
 
 _QUOTE_LIMIT = 200
 
@@ -296,6 +296,44 @@ def parse_items(body: bytes, *, account: str) -> Parsed:
     except PydanticSerializationError:
         raise ParseFailed("telegram: Update text is not valid Unicode") from None
     return Parsed(events=events, ignored=(reason,) if reason else ())
+
+
+def peek(body: bytes, *, account: str) -> Peeked | None:
+    """The common Update (``Peeks``): a ``message`` or ``edited_message`` (not both) from
+    a person (``from`` with an int ``id`` and no ``is_bot: true``, no ``sender_chat``) in
+    a chat with an int ``id`` and a ``type``, an int ``update_id``, none of the fields of
+    a group's move or a service message. Its dedup key and thread are the ones ``_message``
+    gives the event; anything else is None (the full parse decides). Only the types of
+    the fields read here are checked (as strictly as the models: a bool is no int); the
+    rest of the message is validated by the worker's parse."""
+    try:
+        raw = load_object(body, what="telegram")
+    except PayloadInvalid:
+        return None
+    update_id = raw.get("update_id")
+    msg = raw.get("message")
+    if msg is None:
+        msg = raw.get("edited_message")
+    elif raw.get("edited_message") is not None:
+        return None
+    if type(update_id) is not int or type(msg) is not dict:
+        return None
+    chat, user = msg.get("chat"), msg.get("from")
+    if type(chat) is not dict or type(user) is not dict:
+        return None
+    chat_id = chat.get("id")
+    if type(chat_id) is not int or type(chat.get("type")) is not str:
+        return None
+    if type(user.get("id")) is not int or user.get("is_bot", False) is not False:
+        return None
+    if msg.get("sender_chat") is not None or not _UNPEEKED.isdisjoint(msg):
+        return None
+    return Peeked(account, str(update_id), str(chat_id))
+
+
+_UNPEEKED = _SERVICE | {"migrate_to_chat_id", "migrate_from_chat_id"}
+"""Message fields that make an Update unusual for ``peek``: a group's move (a channel
+event) and service messages (usually not filed)."""
 
 
 def _events(

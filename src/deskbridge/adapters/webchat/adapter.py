@@ -2,11 +2,12 @@
 the widget shows) and announced to whichever gateway process holds their socket.
 
 "Sent" means stored for the visitor: a visitor with no open socket reads it when they
-return (docs/channels/webchat.md). A visitor's own files were uploaded to deskbridge
-(``POST /widget/v1/<account>/attachments``); ``fetch`` reads them back for the desk.
-An agent's files are kept in the entry as the desk's attachments: the gateway signs a
-link to each (``/media/…``) every time it sends the history, so a returning visitor's
-links work as long as the history lasts (``gateway/webchat_files.py``).
+return (docs/channels/webchat.md). A person's reply also says they read the visitor's
+messages filed before it, whichever desk they answer from. A visitor's own files were
+uploaded to deskbridge (``POST /widget/v1/<account>/attachments``); ``fetch`` reads them
+back for the desk. An agent's files are kept in the entry as the desk's attachments: the
+gateway signs a link to each (``/media/…``) every time it sends the history, so a
+returning visitor's links work as long as the history lasts (``gateway/webchat_files.py``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ class WebchatAdapter:
         progress: Progress | None = None,
     ) -> SendReceipt:
         """Appends the reply to the visitor's conversation, once per reply (a retry finds
-        the entry by the reply's dedup key). Raises ``PermanentError`` without a store."""
+        the entry by the reply's dedup key); a person's reply (not a bot's, a trigger's or
+        a proactive message) marks the visitor's messages at the desk read. Raises
+        ``PermanentError`` without a store."""
         post = self._post
         if post is None:
             raise PermanentError("the widget's store is not available in this process")
@@ -84,7 +87,11 @@ class WebchatAdapter:
 
         async def one() -> str:
             seq, _ = await post(
-                to.thread, body, client_id=client_id, ttl_s=self.config.history_days * _DAY
+                to.thread,
+                body,
+                client_id=client_id,
+                ttl_s=self.config.history_days * _DAY,
+                read=not (reply.automated or reply.proactive),
             )
             return f"{to.thread}#{seq}"
 

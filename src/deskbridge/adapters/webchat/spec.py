@@ -44,7 +44,8 @@ def _demo(ctx: DemoContext) -> dict[str, Any]:
         "sandbox": True,
         "secret": s["secret"],
         "identity_secret": s["identity_secret"],
-        "allowed_origins": ["http://127.0.0.1:8080", "http://localhost:8080"],
+        # the demo page at /sandbox/widget, wherever this deskbridge serves it
+        "allowed_origins": list(ctx.web_origins),
     }
 
 

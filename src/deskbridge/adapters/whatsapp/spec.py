@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from deskbridge.adapters.base import ChannelAdapter
-from deskbridge.adapters.meta import sign
 from deskbridge.adapters.meta.demo import DEMO_APP, demo_apps, demo_secrets
+from deskbridge.adapters.meta.spec import app_route, signed
 from deskbridge.adapters.spec import (
     AdapterDeps,
-    AppRoute,
     ChannelSpec,
     DemoChannel,
     DemoContext,
@@ -40,9 +39,7 @@ def _simulate(sim: SimulateInput[WhatsAppConfig]) -> SimulatedRequest:
         message_id=f"wamid.SIMULATED{int(sim.now * 1_000_000)}",
         timestamp=int(sim.now),
     )
-    secret = sim.accounts.apps[sim.config.app].app_secret.get_secret_value()
-    # a Meta app posts every number to one URL: the account comes from the payload
-    return SimulatedRequest("/webhooks/whatsapp", body, {"X-Hub-Signature-256": sign(secret, body)})
+    return signed(sim, Channel.WHATSAPP, body)
 
 
 def _demo(ctx: DemoContext) -> dict[str, Any]:
@@ -61,14 +58,7 @@ SPEC = ChannelSpec(
     channel=Channel.WHATSAPP,
     config=WhatsAppConfig,
     adapter=_adapter,
-    app_route=AppRoute(
-        app=lambda c: c.app,
-        route_id=lambda c: c.phone_number_id,
-        max_body_bytes=lambda c: c.max_body_bytes,
-        build=lambda name, app, routes, limit: WhatsAppReceiver(
-            name, app, routes, max_body_bytes=limit
-        ),
-    ),
+    app_route=app_route(WhatsAppConfig, WhatsAppReceiver, lambda c: c.phone_number_id),
     simulate=_simulate,
     default_sender="12025550143",
     demo=DemoChannel(entry=_demo, secrets_group="meta", secrets=demo_secrets, apps=demo_apps),

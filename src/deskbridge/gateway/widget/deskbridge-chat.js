@@ -124,6 +124,48 @@
     retryTimer = setTimeout(function () { retryTimer = null; outbox.forEach(transmit); }, 5000);
   }
 
+  // receipts of the visitor's messages and the agent typing (docs/channels/webchat.md)
+  var SAID = {
+    en: { delivered: "Delivered", read: "Read", typing: "Agent is typing…" },
+    es: { delivered: "Entregado", read: "Leído", typing: "El agente está escribiendo…" },
+    de: { delivered: "Zugestellt", read: "Gelesen", typing: "Ein Mitarbeiter schreibt…" },
+    fr: { delivered: "Distribué", read: "Lu", typing: "Un conseiller écrit…" },
+    pt: { delivered: "Entregue", read: "Lida", typing: "O agente está a escrever…" }
+  };
+  var receipts = {};                 // client id -> delivered | read, as the gateway said
+  var typingNote = el("div", "dbc-typing"); typingNote.id = "dbc-typing"; typingNote.hidden = true;
+  var typingTimer = null;
+  style.textContent += "#deskbridge-chat .dbc-visitor[data-receipt]::after{content:attr(data-label);display:block;font-size:11px;opacity:.7;text-align:right}" +
+    "#deskbridge-chat .dbc-typing{padding:0 12px 4px;font-size:12px;color:#556;font-style:italic}";
+  panel.insertBefore(typingNote, form);
+
+  function said(key) {
+    // in the language the widget speaks (useLanguages picked its TEXTS)
+    for (var lang in TEXTS) { if (TEXTS[lang] === t) { return (SAID[lang] || SAID.en)[key]; } }
+    return SAID.en[key];
+  }
+  function showReceipt(id) {
+    var m = id && shown[id], state = id && receipts[id];
+    if (m && state) { m.dataset.receipt = state; m.dataset.label = said(state); }
+  }
+  function showTyping(seconds) {
+    clearTimeout(typingTimer);
+    typingNote.textContent = said("typing");
+    typingNote.hidden = !seconds;
+    // the gateway says when typing ends; this covers a word lost with the connection
+    if (seconds) { typingTimer = setTimeout(function () { showTyping(0); }, seconds * 1000 + 1000); }
+  }
+  function indicate(f) {
+    if (f.type === "typing") { showTyping(f.on ? f.seconds || 5 : 0); return; }
+    Object.keys(f.states || {}).forEach(function (id) {
+      if (receipts[id] !== "read") { receipts[id] = f.states[id]; }
+      showReceipt(id);
+    });
+  }
+  function shownMessage(f) {
+    if (f.role === "visitor") { showReceipt(f.id); } else { showTyping(0); }
+  }
+
   // --- files: the paperclip, the upload, files in the transcript -------------------------
   var FILE_TEXTS = {
     en: { attach: "Attach a file", tooLarge: "too large", badType: "this type of file is not accepted",
@@ -230,9 +272,12 @@
       var bubble = render(f.role === "visitor" ? "visitor" : "agent", f.text || "",
         f.role === "visitor" ? f.id : null, "sent", f.author);
       showFiles(bubble, f.files);
+      shownMessage(f);
     } else if (f.type === "ack") {
       outbox = outbox.filter(function (m) { return m.id !== f.id; }); save("outbox", outbox);
       if (shown[f.id]) { shown[f.id].dataset.state = "sent"; }
+    } else if (f.type === "status" || f.type === "typing") {
+      indicate(f);
     } else if (f.type === "error") {
       if (f.code === "identity") { save("visitor", null); }
       if (f.code === "invalid" && f.id) {
@@ -251,6 +296,7 @@
     };
     ws.onmessage = function (e) { try { onFrame(JSON.parse(e.data)); } catch (err) { /* not ours */ } };
     ws.onclose = function () {
+      showTyping(0);
       ws = null; attempt += 1; setStatus("reconnecting");
       var delay = Math.min(15000, 500 * Math.pow(2, Math.min(attempt, 5))) * (0.5 + Math.random() / 2);
       setTimeout(connect, delay);
