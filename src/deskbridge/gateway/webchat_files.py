@@ -114,6 +114,8 @@ def _visitor_links(
     secret = cfg.secret.get_secret_value()
     linked = []
     for f in files:
+        if not isinstance(f, dict):
+            continue
         fid, name = str(f.get("id", "")), str(f.get("name", "file"))
         sig = file_link(secret, account, visitor_key, fid, expires)
         path = f"/widget/v1/{quote(account)}/files/{visitor_key}/{fid}/{quote(name, safe='')}"

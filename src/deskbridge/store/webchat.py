@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -65,6 +65,19 @@ class View:
     entries: list[Entry]
     receipts: dict[str, Receipt]
     typing_s: float
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """Entries read that did not open (sealed with a key no longer held, damaged, not an
+    object), by number: why, never what. Skipped, so one never stalls the rest."""
+
+    @property
+    def last(self) -> int:
+        """The highest number read, readable or not (0: none)."""
+        return max(max((e.seq for e in self.entries), default=0), max(self.unreadable, default=0))
+
+    @property
+    def full(self) -> bool:
+        """A whole page was read: more may be waiting above ``last``."""
+        return len(self.entries) + len(self.unreadable) >= _PAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,16 +163,30 @@ class WebchatStore:
         rows, history_ms, receipts, typing_ms = await pipe.execute()
         until = time.time() + history_ms / 1000 if history_ms > 0 else None
         aad = history_aad(account, v)
+        entries: list[Entry] = []
+        unreadable: dict[int, str] = {}
+        for blob, score in rows:
+            try:
+                entries.append(Entry(int(score), self._body(blob, aad), until))
+            except SealBroken as exc:
+                unreadable[int(score)] = str(exc)  # the key id at most, never content
+            except ValueError:
+                unreadable[int(score)] = "not a JSON object"
         return View(
-            entries=[
-                Entry(int(score), json.loads(self._vault.open(blob, aad)), until)
-                for blob, score in rows
-            ],
+            entries=entries,
             receipts={
                 k.decode(): "read" if s == b"read" else "delivered" for k, s in receipts.items()
             },
             typing_s=max(0, int(typing_ms)) / 1000,
+            unreadable=unreadable,
         )
+
+    def _body(self, blob: bytes, aad: str) -> dict[str, Any]:
+        """An entry's body; ``SealBroken`` or ``ValueError`` when it is not one."""
+        body = json.loads(self._vault.open(blob, aad))
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        return body
 
     async def delivered(
         self, account: str, visitor: str, client_ids: Sequence[str], *, ttl_s: int
