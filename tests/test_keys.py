@@ -175,6 +175,8 @@ async def seal_one_of_each(rt: Runtime) -> None:
     )
     await rt.bot.record("acme", "c1", "d1", {"delivery": "d1", "customer": "hi", "bot": None})
     await rt.webchat.put_file("acme", WIDGET_VISITOR, WIDGET_FILE, b"%PDF-1.7", ttl_s=600)
+    # named by a message: marked kept (not sealed, left alone by rotation)
+    assert await rt.webchat.keep_files("acme", WIDGET_VISITOR, [WIDGET_FILE.id], ttl_s=600)
     await rt.webchat.post(
         "acme", "v_back", {"role": "visitor", "text": "hi"}, client_id="", ttl_s=600
     )

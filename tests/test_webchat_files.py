@@ -1,8 +1,9 @@
 """The widget's visitor files: what their bytes are, the upload route's refusals (origin,
 token, rate, size, type) storing nothing, a file reaching the sandbox desk on its
 message, the links to the visitor's and the agents' files in the history (signed when
-sent, never past the history), erasure; and re-ingest of kept widget frames (duplicates
-while the marks last, then exactly once, in order)."""
+sent, never past the history), a visitor's file living as long as the history, erasure;
+and re-ingest of kept widget frames (duplicates while the marks last, then exactly once,
+in order)."""
 
 from __future__ import annotations
 
@@ -360,6 +361,56 @@ async def test_a_visitors_file_reaches_the_desk_and_their_history(
     path, _, query = again["url"].partition("?")
     for bad in (f"{path}?{query[:-1]}0", path, path.replace(up["id"], "C" * 22) + "?" + query):
         assert (await client.get(bad)).status == 404
+    await ws.close()
+
+
+async def test_a_visitors_files_live_as_long_as_their_history(
+    make_runtime: Any, aiohttp_client: Any, redis: aioredis.Redis
+) -> None:
+    rt, client, ws, welcome = await _open(make_runtime, aiohttp_client)
+    visitor = welcome["visitor"].partition(".")[0]
+    v = rt.webchat.visitor_key("acme", visitor)
+    sent, waiting, lost = [
+        (await (await _upload(client, welcome["upload"], PNG)).json())["id"] for _ in range(3)
+    ]
+    history = keys.webchat_history("acme", v)
+    index = keys.webchat_files("acme", v)
+    file = {i: keys.webchat_file("acme", v, i) for i in (sent, waiting, lost)}
+
+    # a message naming a file that is gone changes nothing, not even the one still kept
+    await redis.delete(file[lost])
+    frame = {"type": "message", "id": "client-msg-0", "text": "", "files": [waiting, lost]}
+    await ws.send_json(frame)
+    assert (await _until(ws, "error"))["code"] == "invalid"
+    assert await redis.ttl(file[waiting]) <= 3600
+    # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
+    assert not await redis.hexists(file[waiting], "kept")  # type: ignore[misc]
+
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "", "files": [sent]})
+    await _until(ws, "ack")
+    await ws.close()
+
+    # weeks on, the history and the file have ten minutes left; the agent answers: the
+    # history lives another history_days, and so does the file it names
+    for name in (history, file[sent]):
+        await redis.expire(name, 600)
+    await redis.expire(index, 60)
+    adapter = rt.adapter("acme", Channel.WEBCHAT)
+    assert adapter is not None
+    to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor)
+    await adapter.send(_reply("t1", "Thanks, got it", 1), to, [])
+    left = await redis.ttl(history)
+    assert left > 29 * 86400 and abs(await redis.ttl(file[sent]) - left) <= 1
+    assert await redis.ttl(file[waiting]) <= 3600  # no message names it: an hour, as said
+    assert await redis.ttl(index) >= left  # erasure still finds every file
+    members = await redis.smembers(index)  # type: ignore[misc]
+    assert {m.decode() for m in members} == {sent, waiting}  # the gone one left the index
+
+    # the returning visitor's link to it works
+    ws, _ = await _visitor(client, welcome["visitor"])
+    [shown] = (await _until(ws, "message"))["files"]
+    got = await client.get(shown["url"])
+    assert got.status == 200 and await got.read() == PNG
     await ws.close()
 
 

@@ -99,7 +99,13 @@ SEALED: tuple[SealedKind, ...] = (
     SealedKind("sandbox messages", keys.pattern(keys.sandbox_messages(_H, _H)), "list"),
     SealedKind("sandbox outbox", keys.pattern(keys.sandbox_outbox(_H)), "list"),
     SealedKind("platform token", _tokens(), "string"),
-    SealedKind("widget file", keys.pattern(keys.webchat_file(_H, _H, _H)), "hash", (), _field),
+    SealedKind(
+        "widget file",
+        keys.pattern(keys.webchat_file(_H, _H, _H)),
+        "hash",
+        ("meta", "data"),
+        _field,
+    ),
     SealedKind("widget history", _WIDGET_HISTORY, "zset", (), _widget_history),
 )
 

@@ -26,7 +26,12 @@ from deskbridge.schemas import Upload
 from deskbridge.store import keys
 from deskbridge.store.connection import guarded, honour_cancel, structures
 from deskbridge.store.crypto import SealBroken, Vault
-from deskbridge.store.scripts import WEBCHAT_DELIVERED, WEBCHAT_POST, WEBCHAT_READ
+from deskbridge.store.scripts import (
+    WEBCHAT_DELIVERED,
+    WEBCHAT_KEEP_FILES,
+    WEBCHAT_POST,
+    WEBCHAT_READ,
+)
 
 __all__ = ["Entry", "Receipt", "View", "WebchatStore", "WidgetFile", "history_aad"]
 
@@ -100,6 +105,7 @@ class WebchatStore:
         self._typed = structures(redis)
         self._vault = vault
         self._post = redis.register_script(WEBCHAT_POST)
+        self._keep_files = redis.register_script(WEBCHAT_KEEP_FILES)
         self._delivered = redis.register_script(WEBCHAT_DELIVERED)
         self._read = redis.register_script(WEBCHAT_READ)
 
@@ -131,6 +137,7 @@ class WebchatStore:
                 keys.webchat_ids(account, v),
                 keys.webchat_receipts(account, v),
                 keys.webchat_typing(account, v),
+                keys.webchat_files(account, v),
             ],
             args=[
                 client_id,
@@ -140,6 +147,7 @@ class WebchatStore:
                 keys.WEBCHAT_NOTIFY,
                 f"{account} {v}",
                 "1" if read else "0",
+                keys.webchat_file(account, v, ""),
             ],
         )
         return int(seq), bool(new)
@@ -259,12 +267,11 @@ class WebchatStore:
     async def keep_files(
         self, account: str, visitor_key: str, ids: Sequence[str], *, ttl_s: int
     ) -> bool:
-        """Keep the visitor's files of ``ids`` for ``ttl_s`` seconds from now (a message
-        names them: as long as its history). False when one is gone."""
-        pipe = self._redis.pipeline(transaction=False)
-        for i in ids:
-            pipe.expire(keys.webchat_file(account, visitor_key, i), ttl_s)
-        return all(await pipe.execute())
+        """Keep the visitor's files of ``ids`` as long as their history: ``ttl_s`` seconds
+        from now, and again each time a post renews the history. False, changing
+        nothing, when one is gone."""
+        names = [keys.webchat_file(account, visitor_key, i) for i in ids]
+        return bool(await self._keep_files(keys=names, args=[ttl_s]))
 
     async def read_file(
         self, account: str, visitor_key: str, file_id: str
