@@ -5,6 +5,7 @@ The HTTP client and respx fixtures (``client``, ``api``) are in conftest.py."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from datetime import UTC, datetime, timedelta
@@ -153,3 +154,18 @@ def rsa_private_key() -> str:
         serialization.NoEncryption(),
     )
     return pem.decode()
+
+
+async def kill_worker_when(rt: Any, reached: asyncio.Event, limit: float = 10) -> None:
+    """Run a worker until ``reached`` is set, then kill it there (cancelled mid-job) and
+    do what arq's in-progress expiry and the lane lock's TTL do in time, so that the next
+    worker runs its job again."""
+    task = asyncio.create_task(drain(rt))
+    await asyncio.wait_for(reached.wait(), limit)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    redis = redis_of(rt)
+    for name in await redis.keys("arq:in-progress:*"):
+        await redis.delete(name)
+    for name in await redis.keys("db:{acme}:lock:*"):
+        await redis.delete(name)

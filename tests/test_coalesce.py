@@ -4,9 +4,12 @@ ticket per 10 minutes)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import httpx
+import pytest
 
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
@@ -14,7 +17,7 @@ from deskbridge.store import keys
 
 from .conftest import drain, redis_of
 from .desks.fake_zendesk import FakeZendesk
-from .helpers import deliveries
+from .helpers import deliveries, kill_worker_when
 from .test_desk_conformance import TG, TG_FILES, customer_says, telegram, yaml_for
 
 
@@ -217,5 +220,108 @@ async def test_a_file_that_cannot_be_fetched_yet_ends_the_merge_not_the_head(
         assert download.call_count >= 2  # failed inside the merge, fetched on its own
         done = await deliveries(rt, Direction.INBOUND)
         assert {d.state for d in done} == {DeliveryState.DELIVERED}
+    finally:
+        await fake.stop()
+
+
+def _copies(fake: FakeZendesk, texts: list[str]) -> dict[str, int]:
+    """How many of the ticket's comments by the customer hold each of ``texts``."""
+    [ticket] = fake.tickets()
+    parts = [p.text for p in ticket.parts if p.author == "user"]
+
+    def holds(part: str, text: str) -> bool:  # alone, or a line of a merged update
+        return part == text or any(line.endswith(f": {text}") for line in part.split("\n\n"))
+
+    return {t: sum(holds(p, t) for p in parts) for t in texts}
+
+
+async def _flood(client, rt, fake: FakeZendesk, ticket_id: str, used: int, n: int) -> list[str]:
+    """``used`` updates of the ticket's budget spent, then ``n`` messages waiting."""
+    key = keys.ticket_updates("acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id))
+    now = int(time.time() * 1000)
+    await redis_of(rt).zadd(key, {f"old{i}": now - 1000 for i in range(used - 1)})
+    texts = [f"flood {i}" for i in range(n)]
+    for i, text in enumerate(texts):
+        await customer_says(client, text, 8500 + i)
+    return texts
+
+
+async def test_a_merged_update_whose_answer_was_lost_settles_exactly_what_it_carried(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    """The desk took a merged update (the head and the four messages behind it) and the
+    answer was lost; five more messages came before the retry. The retry merges exactly
+    what the lost update carried, so the desk's read-back settles those five messages and
+    only them: before, it merged all nine afresh, the read-back found the update, and
+    the four it never held were marked delivered (lost)."""
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        texts = await _flood(client, rt, fake, ticket_id, 28, 5)  # 2 updates left for 5
+        desk = rt.desks["acme"]
+        real_append = desk.append
+        more = [f"flood {i}" for i in range(5, 9)]
+        sent: list[str] = []
+
+        async def more_arrive(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await real_append(*args, **kwargs)
+            finally:
+                if fake.faults.fired and not sent:  # the lost answer: they write on
+                    sent.extend(more)
+                    for i, text in enumerate(more):
+                        await customer_says(client, text, 8600 + i)
+
+        desk.append = more_arrive
+        fake.fault("dropped", "append")  # applied, then the connection reset
+        await drain(rt)
+        assert fake.faults.fired and sent
+        assert _copies(fake, texts + more) == dict.fromkeys(texts + more, 1)
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.parametrize("how", ["killed", "cut off"])
+async def test_a_run_stopped_after_recording_a_merged_update_files_nothing_twice(
+    how: str, make_runtime, aiohttp_client, respx_mock, monkeypatch
+) -> None:
+    """The desk answered a merged update (the head and four messages), the run recorded
+    it and finished two of the merged deliveries, then stopped: its worker was killed, or
+    the delivery's own deadline cut it off. The next run knows the update is filed with
+    those messages: it settles the head by the desk's read-back and finishes the two left.
+    Before, the head was filed again (killed: nothing said it was in doubt) or the two
+    left were filed again on their own (cut off: a fresh merge left them out)."""
+    from deskbridge.flows import filing
+    from deskbridge.flows.budget import finish_merged as real_finish
+
+    fake = FakeZendesk()
+    await fake.start()
+    telegram(respx_mock)
+    rt = make_runtime(yaml_for(fake), job_timeout_seconds=5 if how == "killed" else 1)
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    try:
+        await customer_says(client, "first", 8000)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        texts = await _flood(client, rt, fake, ticket.id, 26, 5)  # 4 left for 5: one update
+        stopped = asyncio.Event()
+
+        async def stop_midway(rt_: Any, d: Any, merged: list[Any], desk: str) -> None:
+            if stopped.is_set():
+                return await real_finish(rt_, d, merged, desk)
+            await real_finish(rt_, d, merged[:2], desk)
+            stopped.set()
+            await asyncio.sleep(3600)  # killed, or cut off by the deadline, here
+
+        monkeypatch.setattr(filing, "finish_merged", stop_midway)
+        if how == "killed":
+            await kill_worker_when(rt, stopped)
+        await drain(rt)
+        assert stopped.is_set()
+        assert _copies(fake, texts) == dict.fromkeys(texts, 1)
+        done = await deliveries(rt, Direction.INBOUND)
+        assert {d.state for d in done} == {DeliveryState.DELIVERED}
+        assert sum(d.reason == "coalesced" for d in done) == 4
     finally:
         await fake.stop()

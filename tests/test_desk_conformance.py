@@ -28,9 +28,9 @@ from deskbridge.adapters.telegram import sample_update
 from deskbridge.gateway import create_app
 from deskbridge.schemas import DeliveryState, Direction
 
-from .conftest import META_SECRET, TG_SECRET, TG_TOKEN, drain, redis_of
+from .conftest import META_SECRET, TG_SECRET, TG_TOKEN, drain
 from .desks.base import MODES, FakeDesk, Mode
-from .helpers import deliveries, rsa_private_key
+from .helpers import deliveries, kill_worker_when, rsa_private_key
 
 TG = f"https://tg.test/bot{TG_TOKEN}"
 TG_FILES = f"https://tg.test/file/bot{TG_TOKEN}"
@@ -337,16 +337,7 @@ async def test_a_worker_killed_with_an_append_in_flight_files_it_once(
 
         desk.append = append_then_die
         await customer_says(client, "Exactly once, please", 7902)
-        task = asyncio.create_task(drain(rt))
-        await asyncio.wait_for(filed.wait(), 5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        redis = redis_of(rt)
-        # what arq's in-progress expiry and the lane lock's TTL do in time
-        for name in await redis.keys("arq:in-progress:*"):
-            await redis.delete(name)
-        for name in await redis.keys("db:{acme}:lock:*"):
-            await redis.delete(name)
+        await kill_worker_when(rt, filed, 5)
         desk.append = real_append
         await drain(rt)
         await refresh(fake)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from deskbridge.errors import RetryableError
 from deskbridge.flows import deferred
@@ -54,16 +55,26 @@ async def within_update_budget(
     files. Up to ``coalesce_max_messages`` per update; on the last update the window
     allows, every waiting message that fits in one comment. With no budget at all,
     raises ``RetryableError`` with the window's wait (a wait the desk would otherwise
-    enforce with 429s; it spends no retries)."""
+    enforce with 429s; it spends no retries).
+
+    An earlier write of ``d`` that may be at the desk fixes the merge: exactly the
+    messages it carried go again (those still pending), however much budget is left and
+    whatever else waits in the lane now (with none left, it waits as above), so that the
+    desk's reconciliation (it finds that update, or it does not and this one is written)
+    settles all of them and only them. A merge chosen afresh could leave some of them
+    pending, to be filed twice, or finish messages that update never held."""
     most, window = limit
     desk, ticket_id = ticket
     cap = rt.settings.coalesce_max_messages
-    # the budget and the lane's first messages in one round trip
-    used, wait, lane = await rt.deliveries.ticket_updates_and_lane(
-        d.account, desk, ticket_id, window, d.conversation_id, cap
+    # the budget, the lane's first messages and any earlier write's merge in one round trip
+    used, wait, lane, carried = await rt.deliveries.ticket_updates_and_lane(
+        d.account, desk, ticket_id, window, d.conversation_id, cap, delivery_id=d.id
     )
     if used >= most:
         raise _no_budget(desk, limit, wait)
+    if carried is not None:
+        merged = await _still_pending(rt, d, carried)
+        return await _merge(rt, d, desk, (msg, head_files), merged, prepare, fixed=True)
     left = most - used
     if left <= 1:  # the last update the window allows: every message that fits
         cap = _LAST_UPDATE_SCAN
@@ -72,19 +83,37 @@ async def within_update_budget(
     if not waiting or left > len(waiting):
         return msg, [], []
     merged = await _mergeable(rt, d, waiting, cap - 1)
-    if not merged:
-        return msg, [], []
+    return await _merge(rt, d, desk, (msg, head_files), merged, prepare, fixed=False)
+
+
+async def _merge(
+    rt: Runtime,
+    d: Delivery,
+    desk: str,
+    head: tuple[Message, Sequence[Upload]],
+    merged: list[Merged],
+    prepare: Prepare,
+    *,
+    fixed: bool,
+) -> tuple[Message, list[Delivery], list[Upload]]:
+    """``head`` (the message and its files) with the ``merged`` messages, as one update.
+    A merge chosen afresh ends before a message that would take the comment past its
+    size or whose file cannot be fetched yet; a ``fixed`` one (an earlier write's) keeps
+    every message, and a file that cannot be fetched retries the head."""
+    msg, head_files = head
     files: list[Upload] = []
     lines = [_line(msg, head_files)]
     size = len(lines[0])
     for n, (other, m, raw_id) in enumerate(merged):
         m = await prepare(other, m)
-        if size + len(_line(m, [])) > _MAX_MERGED_CHARS:
+        if not fixed and size + len(_line(m, [])) > _MAX_MERGED_CHARS:
             merged = merged[:n]
             break
         try:
             their_files, m = await inbound_files(rt, other, m, raw_id)
         except RetryableError:
+            if fixed:
+                raise
             # its file cannot be fetched now: it goes on its own, with its own retries,
             # rather than spending the head's
             merged = merged[:n]
@@ -110,10 +139,11 @@ async def within_update_budget(
         }
     )
     log.info(
-        "delivery %s: %d waiting messages filed with it (%s update budget)",
+        "delivery %s: %d waiting messages filed with it (%s update budget%s)",
         d.id,
         len(merged),
         desk,
+        ", as its earlier update" if fixed else "",
     )
     return combined, [o for o, _, _ in merged], files
 
@@ -144,22 +174,20 @@ def _no_budget(desk: str, limit: tuple[int, float], wait: float) -> RetryableErr
     )
 
 
-async def _mergeable(
-    rt: Runtime, d: Delivery, waiting: list[str], most: int
-) -> list[tuple[Delivery, Message, str | None]]:
-    """The pending messages right behind the head (at most ``most``), with their stored
-    requests' ids (for files that travel inside them). Statuses are looked past (they
-    never update the ticket); anything else that updates it (a note, a call) ends the
-    run, so it keeps its place after the messages before it."""
-    merged: list[tuple[Delivery, Message, str | None]] = []
+Merged = tuple[Delivery, Message, str | None]
+"""A message merged into the head's update: its delivery, the message, its stored
+request's id (for files that travel inside it)."""
+
+
+async def _mergeable(rt: Runtime, d: Delivery, waiting: list[str], most: int) -> list[Merged]:
+    """The pending messages right behind the head (at most ``most``). Statuses are looked
+    past (they never update the ticket); anything else that updates it (a note, a call)
+    ends the run, so it keeps its place after the messages before it."""
+    merged: list[Merged] = []
     for other_id in waiting:
-        other = await rt.deliveries.get(d.account, other_id)
-        if other is None or other.state is not DeliveryState.PENDING:
-            break
-        # a message whose parse was deferred is parsed (and its record written) here
-        record = await deferred.record_of(rt, other)
-        if record is None:
-            break  # it files nothing: its own turn ends it
+        other, record = await _pending(rt, d, other_id)
+        if other is None or record is None:
+            break  # finished, or it files nothing: its own turn ends it
         kind = record["event"].get("kind")
         if kind in _NO_UPDATE:
             continue
@@ -169,6 +197,30 @@ async def _mergeable(
         if len(merged) >= most:
             break
     return merged
+
+
+async def _still_pending(rt: Runtime, d: Delivery, ids: Sequence[str]) -> list[Merged]:
+    """The deliveries of ``ids`` (an earlier write's merge) that are still pending
+    messages, in that order. One finished since (by that write's record, or an operator)
+    is left out: it needs nothing more."""
+    merged: list[Merged] = []
+    for other_id in ids:
+        other, record = await _pending(rt, d, other_id)
+        if other is not None and record is not None and record["event"].get("kind") == "message":
+            merged.append((other, Message.model_validate(record["event"]), record.get("raw_id")))
+    return merged
+
+
+async def _pending(
+    rt: Runtime, d: Delivery, other_id: str
+) -> tuple[Delivery | None, dict[str, Any] | None]:
+    """A delivery of ``d``'s account while it is pending, with its event record (None
+    when it files nothing); (None, None) once it is gone or finished. A message whose
+    parse was deferred is parsed (and its record written) here."""
+    other = await rt.deliveries.get(d.account, other_id)
+    if other is None or other.state is not DeliveryState.PENDING:
+        return None, None
+    return other, await deferred.record_of(rt, other)
 
 
 async def finish_merged(rt: Runtime, d: Delivery, merged: list[Delivery], desk: str) -> None:

@@ -137,6 +137,7 @@ async def file_message(
             rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg), files
         )
         files = [*files, *their_files]
+    carried = [o.id for o in merged]
     filed = await desk.append(
         ref(conv, d.account).model_copy(update={"fields": fields}),
         user_id,
@@ -144,12 +145,12 @@ async def file_message(
         files,
         idempotency_key=f"deskbridge-{d.id}",
         retried=conv.create_attempted or d.attempts > 0,
-        in_doubt=await _in_doubt(rt, d),
+        in_doubt=await _in_doubt(rt, d, carried),
     )
     # the desk answered; the ticket update counts against the desk's budget (one write),
     # in the same transaction as the ticket's record
     update = (desk.desk.value, filed.ticket_id, limit[1]) if limit is not None else None
-    await _record_filed(rt, d, desk, conv, contact, filed, msg, update)
+    await _record_filed(rt, d, desk, conv, contact, filed, msg, (update, carried))
     if filed.resent is not None:
         await _count_resend(rt, d, desk.desk.value, filed.resent)
     await finish_merged(rt, d, merged, desk.desk.value)
@@ -183,11 +184,13 @@ def _merging(rt: Runtime, head: Message) -> Prepare:
     return prepare
 
 
-async def _in_doubt(rt: Runtime, d: Delivery) -> bool:
+async def _in_doubt(rt: Runtime, d: Delivery, carried: list[str]) -> bool:
     """Whether an earlier attempt may have filed the message without deskbridge knowing:
-    it failed with an unknown outcome, or its worker died with the write in flight. The
-    desk then reconciles before writing again. Notes this write as in flight."""
-    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S):
+    it failed with an unknown outcome, its worker died with the write in flight, or it
+    recorded the write as filed and was cut off before the delivery was finished. The
+    desk then reconciles before writing again. Notes this write as in flight, carrying
+    the messages of the deliveries ``carried`` (merged into its update)."""
+    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S, carried):
         return True
     if d.attempts == 0:
         return False  # every failure that may have been applied spends the budget
@@ -281,13 +284,15 @@ async def _record_filed(
     contact: Contact,
     filed: Filed,
     msg: Message,
-    update: tuple[str, str, float] | None,
+    written: tuple[tuple[str, str, float] | None, list[str]],
 ) -> None:
-    """The desk write is over (``queue_end_desk_write``, with the ticket ``update`` for
-    the budget), the ticket now answers to this conversation (in contact scope, the agent's
-    reply goes out on the channel the customer wrote on last), the comment is marked as
-    ours so the desk's webhook does not bring it back, and the customer waits for an
-    answer since their oldest unanswered message: one transaction."""
+    """The desk write is over (``queue_end_desk_write``, with the ticket update for the
+    budget and the deliveries carried in it: ``written``), the ticket now answers to this
+    conversation (in contact scope, the agent's reply goes out on the channel the
+    customer wrote on last), the comment is marked as ours so the desk's webhook does not
+    bring it back, and the customer waits for an answer since their oldest unanswered
+    message: one transaction."""
+    update, carried = written
     count = filed.comment_count if filed.comment_count is not None else conv.comment_count + 1
     name = desk.desk.value
     await rt.conversations.set_ticket(
@@ -298,7 +303,9 @@ async def _record_filed(
         count,
         ours=filed.message_id,
         waiting=(msg.channel.value, msg.occurred_at.timestamp()),
-        also=lambda pipe: rt.deliveries.queue_end_desk_write(pipe, d.account, d.id, update),
+        also=lambda pipe: rt.deliveries.queue_end_desk_write(
+            pipe, d.account, d.id, update, carried
+        ),
     )
     if _per_contact(rt, d.account):
         await rt.conversations.set_contact_ticket(

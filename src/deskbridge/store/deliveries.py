@@ -61,6 +61,21 @@ class Unparsed:
     item: str
 
 
+def _carried(mark: bytes | None, filed: bytes | None) -> tuple[str, ...] | None:
+    """The deliveries merged into an earlier desk write of a delivery that may be at the
+    desk, from its in-flight mark (``begin_desk_write``) and its record's ``desk_filed``
+    (``queue_end_desk_write``): its message and theirs went as one update, so a later
+    attempt must carry exactly them (those still pending) for the desk's reconciliation
+    to settle all of them. None when no write of it went out; () when the write carried
+    none, or its mark was written by an earlier version, which did not say."""
+    if filed is not None:
+        return tuple(filed.decode().split())
+    if mark is None:
+        return None
+    _, sep, ids = mark.decode().partition("|")
+    return tuple(ids.split()) if sep else ()
+
+
 def _ms(value: bytes | str | None) -> datetime:
     return datetime.fromtimestamp(int(value or 0) / 1000, UTC)
 
@@ -364,12 +379,20 @@ class DeliveryStore:
         results = await pipe.execute()
         return int(results[1])
 
-    async def begin_desk_write(self, account: str, delivery_id: str, ttl_s: int) -> bool:
-        """Note that a desk write of the delivery goes out now. True when an earlier run
-        noted one and no attempt was recorded after it: that run died with the write in
-        flight, so its outcome is unknown."""
-        marks = [keys.desk_write(account, delivery_id), keys.attempts(account, delivery_id)]
-        return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s)]))
+    async def begin_desk_write(
+        self, account: str, delivery_id: str, ttl_s: int, carried: Sequence[str] = ()
+    ) -> bool:
+        """Note that a desk write of the delivery goes out now, carrying the messages of
+        the deliveries ``carried`` (merged into its update). True when that write is in
+        doubt: an earlier run noted one and no attempt was recorded after it (that run
+        died with the write in flight), or an earlier write was recorded as filed (the
+        run died, or was cut off, after recording it: ``queue_end_desk_write``)."""
+        marks = [
+            keys.desk_write(account, delivery_id),
+            keys.attempts(account, delivery_id),
+            keys.delivery(account, delivery_id),
+        ]
+        return bool(await self._desk_write(keys=marks, args=[max(1, ttl_s), " ".join(carried)]))
 
     def queue_end_desk_write(
         self,
@@ -377,13 +400,17 @@ class DeliveryStore:
         account: str,
         delivery_id: str,
         ticket_update: tuple[str, str, float] | None,
+        carried: Sequence[str] = (),
     ) -> None:
-        """The desk answered the write (success or a recorded failure): the mark of
-        ``begin_desk_write`` goes, and ``ticket_update`` (desk, ticket id, window in s) is
-        noted as ``note_ticket_update`` does. Queued on ``pipe``: a transaction of the
-        conversation store (``set_ticket(also=...)``) on the same connection, one round
-        trip for both."""
+        """The desk answered the write: the mark of ``begin_desk_write`` goes, the delivery
+        record keeps that its message is filed, with the deliveries ``carried`` in the
+        same update (``desk_filed``: until the delivery is finished, any later attempt
+        reconciles rather than writes, and merges exactly those), and ``ticket_update``
+        (desk, ticket id, window in s) is noted as ``note_ticket_update`` does. Queued on
+        ``pipe``: a transaction of the conversation store (``set_ticket(also=...)``) on
+        the same connection, one round trip for both."""
         pipe.delete(keys.desk_write(account, delivery_id))
+        pipe.hset(keys.delivery(account, delivery_id), "desk_filed", " ".join(carried))
         if ticket_update is not None:
             self._note_ticket_update(pipe, account, *ticket_update)
 
@@ -401,7 +428,7 @@ class DeliveryStore:
     ) -> tuple[int, float]:
         """How many updates we made to the ticket in the last ``window_s`` seconds, and
         how long until the oldest of them leaves the window."""
-        count, wait, _ = await self.ticket_updates_and_lane(
+        count, wait, _, _ = await self.ticket_updates_and_lane(
             account, desk, ticket_id, window_s, None, 0
         )
         return count, wait
@@ -414,9 +441,11 @@ class DeliveryStore:
         window_s: float,
         conversation_id: str | None,
         limit: int,
-    ) -> tuple[int, float, list[str]]:
+        delivery_id: str | None = None,
+    ) -> tuple[int, float, list[str], tuple[str, ...] | None]:
         """``ticket_updates`` and, in the same round trip, ``lane_ids`` of the inbound
-        lane of ``conversation_id`` (none when it is None)."""
+        lane of ``conversation_id`` (none when it is None) and, with ``delivery_id``,
+        what an earlier desk write of that delivery carried (``carried``)."""
         key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=True)
@@ -425,11 +454,15 @@ class DeliveryStore:
         pipe.zrange(key, 0, 0, withscores=True)
         if conversation_id is not None:
             pipe.lrange(keys.lane(account, Direction.INBOUND.value, conversation_id), 0, limit - 1)
-        _, count, oldest, *lane = await pipe.execute()
+        if delivery_id is not None:
+            pipe.get(keys.desk_write(account, delivery_id))
+            pipe.hget(keys.delivery(account, delivery_id), "desk_filed")
+        _, count, oldest, *rest = await pipe.execute()
         wait = 0.0
         if oldest:
             wait = max(0.0, (oldest[0][1] + window_s * 1000 - now) / 1000)
-        return int(count), wait, [i.decode() for i in lane[0]] if lane else []
+        lane = [i.decode() for i in rest.pop(0)] if conversation_id is not None else []
+        return int(count), wait, lane, _carried(*rest) if delivery_id is not None else None
 
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float

@@ -274,13 +274,17 @@ return {h, head, 1, evt, raw}
 """
 
 # Note a desk write going out: {before, attempts} as ``begin_desk_write`` reads them,
-# then the mark set to the attempt count. KEYS: desk write mark, attempts; ARGV: ttl_s
-# Returns 1 when an earlier run left a mark at the same attempt count (in doubt), else 0.
+# then the mark set to ``<attempt count>|<ids of the merged deliveries it carries>``
+# (a mark written by an earlier version holds the count alone).
+# KEYS: desk write mark, attempts, delivery ; ARGV: ttl_s, the carried ids (space-separated)
+# Returns 1 when an earlier run left a mark at the same attempt count, or an earlier write
+# was recorded as filed (the delivery's ``desk_filed``): in doubt. Else 0.
 DESK_WRITE = """
 local before = redis.call('GET', KEYS[1])
 local count = redis.call('LLEN', KEYS[2])
-redis.call('SET', KEYS[1], count, 'EX', ARGV[1])
-if before and tonumber(before) == count then return 1 end
+redis.call('SET', KEYS[1], count .. '|' .. ARGV[2], 'EX', ARGV[1])
+if redis.call('HEXISTS', KEYS[3], 'desk_filed') == 1 then return 1 end
+if before and tonumber(string.match(before, '^%d+')) == count then return 1 end
 return 0
 """
 
