@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 import yaml
 from click.testing import CliRunner
 
+from deskbridge.adapters.webchat import anonymous
 from deskbridge.cli.main import cli
 from deskbridge.cli.process import load
 from deskbridge.config import parse_accounts
@@ -19,7 +20,7 @@ from deskbridge.config.residency import check_region
 from deskbridge.errors import ConfigError
 from deskbridge.flows import Runtime
 from deskbridge.gateway import create_app
-from deskbridge.schemas import Channel, Identity
+from deskbridge.schemas import Attachment, Channel, ChannelAddress, Identity
 from deskbridge.store import IgnoredItem, Vault, keys
 from deskbridge.store.crypto import SealBroken, decode_key, generate_key, key_id
 from deskbridge.store.keyring import load_vault, parse_keys_file
@@ -30,6 +31,12 @@ from deskbridge.store.webchat import WidgetFile
 from .conftest import DEMO_YAML, TEST_KEY, TEST_REDIS_URL, build_runtime, close_runtime, redis_of
 from .conftest import test_settings as settings_for
 from .test_store import accept, message
+from .test_webchat import ORIGIN as WIDGET_ORIGIN
+from .test_webchat import SECRET as WIDGET_SECRET
+from .test_webchat import _hello as widget_hello
+from .test_webchat import _reply as widget_reply
+from .test_webchat import _until as widget_until
+from .test_webchat import yaml as widget_yaml
 
 OLD = decode_key(TEST_KEY)
 NEW_TEXT = generate_key()
@@ -168,6 +175,11 @@ async def seal_one_of_each(rt: Runtime) -> None:
     )
     await rt.bot.record("acme", "c1", "d1", {"delivery": "d1", "customer": "hi", "bot": None})
     await rt.webchat.put_file("acme", WIDGET_VISITOR, WIDGET_FILE, b"%PDF-1.7", ttl_s=600)
+    # named by a message: marked kept (not sealed, left alone by rotation)
+    assert await rt.webchat.keep_files("acme", WIDGET_VISITOR, [WIDGET_FILE.id], ttl_s=600)
+    await rt.webchat.post(
+        "acme", "v_back", {"role": "visitor", "text": "hi"}, client_id="", ttl_s=600
+    )
 
 
 async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
@@ -183,6 +195,8 @@ async def sealed_values(redis: aioredis.Redis, kid: str) -> list[str]:
             values = list((await redis.hgetall(key)).values())  # type: ignore[misc]
         elif kind == "list":
             values = await redis.lrange(key, 0, -1)  # type: ignore[misc]
+        elif kind == "zset":
+            values = await redis.zrange(key, 0, -1)
         else:
             continue
         if any(v and Vault.record_key_id(v) == kid for v in values):
@@ -210,6 +224,7 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
     try:
         await seal_one_of_each(old_rt)
         ttl_before = await redis.ttl(keys.token("udesk.acme"))
+        history = keys.webchat_history("acme", old_rt.webchat.visitor_key("acme", "v_back"))
     finally:
         await close(old_rt)
     ring = rotated_vault(tmp_path)
@@ -217,6 +232,7 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
     assert tally.unreadable == 0 and tally.resealed > 10 and tally.current == 0
     assert await sealed_values(redis, OLD_ID) == []
     assert 0 < await redis.ttl(keys.token("udesk.acme")) <= ttl_before  # TTL kept
+    assert 0 < await redis.ttl(history) <= 600  # the one entry's set was never empty
     census = await Rotation(redis, ring).census()
     assert set(census.key_ids()) == {"k-new"}
     again = await Rotation(redis, ring).run()
@@ -250,6 +266,8 @@ async def test_rotate_reseals_every_record_type_and_the_stores_read_them_back(
         assert (await rt.conversations.contact("acme", cid)) is not None
         kept = await rt.webchat.read_file("acme", WIDGET_VISITOR, WIDGET_FILE.id)
         assert kept == (WIDGET_FILE, b"%PDF-1.7")
+        [entry] = await rt.webchat.history("acme", "v_back")
+        assert (entry.seq, entry.body) == (1, {"role": "visitor", "text": "hi"})
     finally:
         await close(rt)
 
@@ -265,6 +283,8 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
         await rt.conversations.set_context("acme", conv, {"n": "old"})
         await RedisTokenCache(redis_of(rt), old).put("udesk.acme", "old-token", 600)
         await rt.sandbox.record_sent("acme", {"text": "one"})
+        await rt.webchat.post("acme", "v_back", {"text": "one"}, client_id="", ttl_s=600)
+        history = keys.webchat_history("acme", rt.webchat.visitor_key("acme", "v_back"))
         rot = Rotation(redis, ring)
         found = [(classify(k), k) for k in await sealed_values(redis, OLD_ID)]
         items = await rot._read([(k, n) for k, n in found if k is not None])
@@ -272,12 +292,13 @@ async def test_a_concurrent_writer_is_never_overwritten(redis, tmp_path) -> None
         await writer.conversations.set_context("acme", conv, {"n": "new"})
         await RedisTokenCache(redis_of(writer), old).put("udesk.acme", "old-again", 600)
         await redis.ltrim(keys.sandbox_outbox("acme"), 1, 0)  # trimmed away
+        await redis.zremrangebyrank(history, 0, 0)  # past the history's cap
         from deskbridge.store.rotation import Tally
 
         tally = Tally()
         for item in items:
             await rot._rotate(item, tally)
-        assert tally.unreadable == 0 and tally.vanished == 1
+        assert tally.unreadable == 0 and tally.vanished == 2
         rec = await writer.conversations.get("acme", conv)
         assert rec is not None and rec.context == {"n": "new"}  # the writer's value stands
         assert await RedisTokenCache(redis_of(writer), ring).get("udesk.acme") == "old-again"
@@ -345,6 +366,44 @@ async def test_unreadable_records_are_reported_and_left_alone(redis, tmp_path) -
     assert tally.unreadable == 2 and tally.resealed == 0
     assert sorted(tally.unreadable_keys) == sorted([bad_key, tampered_key])
     assert await redis.get(bad_key) == blob  # nothing is deleted
+
+
+async def test_a_widget_visitor_reads_their_history_once_the_old_key_is_retired(
+    redis, tmp_path, aiohttp_client
+) -> None:
+    visitor, token = anonymous(WIDGET_SECRET, None)
+    terms = Attachment(kind="document", ref="https://desk.test/att/7", filename="terms.pdf")
+    old_rt = build(Vault.from_secret(OLD), widget_yaml())
+    try:
+        said = {"role": "visitor", "id": "m1", "text": "Where is it?"}
+        await old_rt.webchat.post("acme", visitor.id, said, client_id="m1", ttl_s=86400)
+        adapter = old_rt.adapter("acme", Channel.WEBCHAT)
+        assert adapter is not None
+        to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor.id)
+        reply = widget_reply("t1", "The terms", 1).model_copy(update={"attachments": (terms,)})
+        await adapter.send(reply, to, [])
+    finally:
+        await close(old_rt)
+    ring = rotated_vault(tmp_path)
+    tally = await Rotation(redis, ring).run()
+    assert tally.unreadable == 0 and tally.by_key[("widget history", OLD_ID)] == 2
+
+    # the old key retired: the returning visitor still gets the whole conversation, and
+    # the agent's file behind a link signed now, under the new key
+    rt = build(Vault({"k-new": NEW}, "k-new", ring._lookup), widget_yaml())
+    try:
+        client = await aiohttp_client(create_app(rt, role="serve"))
+        ws = await client.ws_connect("/widget/v1/acme/socket", origin=WIDGET_ORIGIN)
+        await widget_hello(ws, visitor=token, after=0)
+        mine, theirs = await widget_until(ws, "message"), await widget_until(ws, "message")
+        assert (mine["role"], mine["text"]) == ("visitor", "Where is it?")
+        assert (theirs["role"], theirs["text"]) == ("agent", "The terms")
+        [link] = theirs["files"]
+        assert link["name"] == "terms.pdf"
+        assert rt.links.open(link["url"].split("/media/")[1].split("/")[0]) == ("acme", terms)
+        await ws.close()
+    finally:
+        await close(rt)
 
 
 # --- the command -----------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """The website chat widget: identity, frames, the socket end to end over a real Redis
 (send, acknowledgement, dedup of resends, the agent's reply live, history on return,
-a reply through another gateway process), origin and rate limits, verified identity
-joining the email contact, the script's integrity hash in the docs, and ``simulate``."""
+a reply through another gateway process, a history entry that does not open skipped),
+origin and rate limits, verified identity joining the email contact, the script's
+integrity hash in the docs, and ``simulate``."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import time
 from datetime import UTC, datetime
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from deskbridge.adapters.spec import SimulateInput
 from deskbridge.adapters.webchat import SPEC, anonymous, message, user_hash, verified
@@ -22,6 +25,8 @@ from deskbridge.errors import ConfigError, PayloadInvalid, SignatureInvalid
 from deskbridge.gateway import create_app
 from deskbridge.gateway.webchat import SCRIPT_PATH, integrity
 from deskbridge.schemas import AgentReply, Channel, ChannelAddress, Desk, Identity
+from deskbridge.store import Vault, keys
+from deskbridge.store.webchat import history_aad
 
 from .conftest import drain
 
@@ -233,6 +238,57 @@ async def test_a_reply_reaches_the_visitor_through_another_gateway_process(
     frame = await _until(ws, "message")
     assert (frame["seq"], frame["text"]) == (1, "Hello from B")
     await ws.close()
+
+
+async def test_an_unreadable_history_entry_is_skipped_and_the_rest_still_flows(
+    make_runtime: Any, aiohttp_client: Any, redis: aioredis.Redis, caplog: Any
+) -> None:
+    rt = make_runtime(yaml())
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    found, token = anonymous(SECRET, None)
+    visitor = found.id
+    for n in range(1, 5):
+        body = {"role": "agent", "text": f"Line {n}", "at": "2024-05-01T10:00:00+00:00"}
+        await rt.webchat.post("acme", visitor, body, client_id="", ttl_s=3600)
+    # entry 2 sealed with a key this deployment no longer holds, entry 4 damaged
+    v = rt.webchat.visitor_key("acme", visitor)
+    history = keys.webchat_history("acme", v)
+    retired = Vault.from_secret(b"r" * 32)
+    [(fourth, _)] = await redis.zrangebyscore(history, 4, 4, withscores=True)
+    bad = {
+        2: retired.seal(b'{"role":"agent","text":"Line 2"}', history_aad("acme", v)),
+        4: fourth[:-1] + bytes([fourth[-1] ^ 1]),
+    }
+    for seq, blob in bad.items():
+        await redis.zremrangebyscore(history, seq, seq)
+        await redis.zadd(history, {blob: seq})
+
+    view = await rt.webchat.view("acme", visitor)
+    assert [e.body["text"] for e in view.entries] == ["Line 1", "Line 3"]
+    assert view.unreadable == {
+        2: f"record sealed with unknown key id {retired.active_id}",
+        4: "record does not authenticate",
+    }
+    assert view.last == 4 and not view.full
+
+    with caplog.at_level(logging.WARNING, logger="deskbridge.gateway.webchat"):
+        ws = await client.ws_connect("/widget/v1/acme/socket", origin=ORIGIN)
+        await _hello(ws, visitor=token, after=0)
+        got = [await _until(ws, "message") for _ in range(2)]
+        assert [(f["seq"], f["text"]) for f in got] == [(1, "Line 1"), (3, "Line 3")]
+        # the socket still serves: a live message arrives, the bad entries are not read again
+        body = {"role": "agent", "text": "Line 5"}
+        await rt.webchat.post("acme", visitor, body, client_id="", ttl_s=3600)
+        assert (await _until(ws, "message"))["seq"] == 5
+        await ws.close()
+    skipped = rt.metrics.registry.get_sample_value(
+        "deskbridge_events_total",
+        {"source": "webchat", "outcome": "skipped", "reason": "history_unreadable"},
+    )
+    assert skipped == 2
+    [said] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "2 history entries" in said and "numbers 2 to 4" in said
+    assert "Line" not in said and visitor not in said and v not in said
 
 
 async def test_rate_limits_refuse_without_acknowledging(

@@ -4,7 +4,9 @@ chatting across a gateway restart (the message written while it was down is rese
 filed once), a visitor the site verified joins the contact of their email, and a
 visitor sees their message delivered and read and the agent typing from the sandbox
 page, and a visitor attaches a picture that the sandbox desk shows (a refused type is
-said so; an agent's link that is not http(s) is never shown).
+said so; an agent's link that is not http(s) is never shown), and the script's own
+filter: whatever frame reaches it, a file without an http(s) link is said to be
+unavailable, never linked.
 Screenshots go to ``.test-output/webchat/`` (or ``$DESKBRIDGE_TEST_OUTPUT/webchat``)."""
 
 from __future__ import annotations
@@ -288,7 +290,8 @@ async def test_a_visitor_attaches_a_file_and_the_desk_has_it(
         await desk.get_by_text(f"receipt.png (image/png, {len(png)} bytes)").wait_for()
         await desk.screenshot(path=str(OUT / "attachment-at-the-desk.png"))
 
-        # an agent's file links: only http(s) is ever a link
+        # an agent's file links: only http(s) is ever a link (the gateway leaves the rest
+        # out; the script's own filter is tested on its own below)
         token = await page.evaluate(
             "JSON.parse(localStorage.getItem('deskbridge-chat:acme:visitor'))"
         )
@@ -315,5 +318,67 @@ async def test_a_visitor_attaches_a_file_and_the_desk_has_it(
         await page.wait_for_function(
             "document.querySelector('#deskbridge-chat .dbc-file img')?.naturalWidth === 96"
         )
+        await browser.close()
+    assert problems == []
+
+
+_CATCH_SOCKET = """
+const Real = window.WebSocket;
+window.WebSocket = class extends Real {
+  constructor(...args) { super(...args); window.__dbcSocket = this; }
+};
+"""
+
+
+async def test_the_script_links_only_http_files_and_says_which_are_unavailable(
+    make_runtime: Any, aiohttp_server: Any
+) -> None:
+    _, base = await _served(make_runtime, aiohttp_server)
+    problems: list[str] = []
+    files: list[Any] = [
+        {"name": "no-link.pdf"},
+        {"name": "evil", "url": "javascript:alert(document.domain)"},
+        {"name": "page", "url": "data:text/html,<script>alert(1)</script>"},
+        {"name": "empty", "url": ""},
+        {"url": {"href": "https://files.example.com/x"}},
+        None,
+        {"name": "terms.pdf", "url": "https://files.example.com/terms.pdf"},
+    ]
+    async with playwright.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = await _watched(browser, problems, expected="no console error is expected")
+        await page.add_init_script(_CATCH_SOCKET)
+        await page.goto(f"{base}/sandbox/widget")
+        await page.get_by_role("button", name="Chat with us").click()
+        await page.wait_for_selector("#deskbridge-chat[data-status=connected]")
+
+        # frames as if from the gateway, straight into the script's socket handler
+        frames = [
+            {"type": "message", "seq": 1000, "role": "agent", "text": "Files", "files": files},
+            {"type": "message", "seq": 1001, "role": "agent", "text": "Odd", "files": {"a": 1}},
+        ]
+        await page.evaluate(
+            "fs => fs.forEach(f => window.__dbcSocket.onmessage({data: JSON.stringify(f)}))",
+            frames,
+        )
+        shown = page.locator(".dbc-agent", has_text="Files")
+        await shown.wait_for()
+        hrefs = await shown.locator("a").evaluate_all("links => links.map(a => a.href)")
+        assert hrefs == ["https://files.example.com/terms.pdf"]
+        said = await shown.locator(".dbc-file-gone").all_inner_texts()
+        clip = "\N{PAPERCLIP} "
+        assert said == [
+            f"{clip}no-link.pdf \N{EM DASH} file unavailable",
+            f"{clip}evil \N{EM DASH} file unavailable",
+            f"{clip}page \N{EM DASH} file unavailable",
+            f"{clip}empty \N{EM DASH} file unavailable",
+            f"{clip}file unavailable",
+            f"{clip}file unavailable",
+        ]
+        assert await page.locator("#deskbridge-chat a[href*=undefined]").count() == 0
+        odd = page.locator(".dbc-agent", has_text="Odd")
+        await odd.wait_for()
+        assert await odd.locator(".dbc-file").count() == 0
+        await page.screenshot(path=str(OUT / "files-unavailable.png"))
         await browser.close()
     assert problems == []

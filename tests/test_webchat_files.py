@@ -1,7 +1,9 @@
 """The widget's visitor files: what their bytes are, the upload route's refusals (origin,
 token, rate, size, type) storing nothing, a file reaching the sandbox desk on its
-message, the visitor's links to their own files in the history, erasure; and re-ingest
-of kept widget frames (duplicates while the marks last, then exactly once, in order)."""
+message, the links to the visitor's and the agents' files in the history (signed when
+sent, never past the history), a visitor's file living as long as the history, erasure;
+and re-ingest of kept widget frames (duplicates while the marks last, then exactly once,
+in order)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import typing
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -33,16 +36,23 @@ from deskbridge.errors import (
 from deskbridge.flows.privacy import forget
 from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway import create_app
-from deskbridge.schemas import Channel, Identity, Message, RawRequest
-from deskbridge.store import keys
+from deskbridge.gateway.webchat_files import with_links
+from deskbridge.schemas import Attachment, Channel, ChannelAddress, Identity, Message, RawRequest
+from deskbridge.store import Vault, keys
+from deskbridge.store.crypto import decode_key
 from deskbridge.store.listing import RawFilter
+from deskbridge.store.media import MediaLinkError, MediaLinks
+from deskbridge.store.webchat import Entry
 
-from .conftest import drain
-from .test_webchat import ORIGIN, SECRET, _hello, _until, yaml
+from .conftest import TEST_KEY, drain
+from .test_webchat import ORIGIN, SECRET, _hello, _reply, _until, yaml
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
 KEY = "0123456789abcdef0123456789abcdef"
+TERMS = Attachment(kind="document", ref="https://desk.test/att/7", filename="terms.pdf")
+KEPT_TERMS = {"name": "terms.pdf", "desk": TERMS.model_dump(mode="json", exclude_none=True)}
+OLD_LINK = {"name": "old.pdf", "url": "https://bridge.test/media/old/old.pdf"}
 SAMPLES: dict[WidgetMediaType, bytes] = {
     "image/jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
     "image/png": PNG,
@@ -135,6 +145,86 @@ def test_the_config_takes_only_types_and_sizes_the_widget_handles() -> None:
         assert [w for w, _ in caught.value.problems if where in w]
     cfg = parse_accounts(yaml()).accounts["acme"].channel(Channel.WEBCHAT)
     assert isinstance(cfg, WebchatConfig) and cfg.max_media_bytes == 10 * 1024 * 1024
+
+
+def _media_token(url: str) -> str:
+    return url.split("/media/")[1].split("/")[0]
+
+
+def test_history_links_are_signed_when_sent_and_never_outlive_the_history() -> None:
+    cfg = parse_accounts(yaml()).accounts["acme"].channel(Channel.WEBCHAT)
+    assert isinstance(cfg, WebchatConfig)
+    now = time.time()
+    vault = Vault.from_secret(decode_key(TEST_KEY))
+    links = MediaLinks(vault, "https://bridge.test")
+
+    def at(dt: float) -> MediaLinks:
+        return MediaLinks(vault, "https://bridge.test", clock=lambda: now + dt)
+
+    agent = {
+        "role": "agent",
+        "text": "Papers",
+        "files": [
+            KEPT_TERMS,
+            OLD_LINK,  # kept before links were signed when sent
+            {"name": "evil", "url": "javascript:alert(1)"},
+            "nonsense",
+        ],
+    }
+    shown = with_links(cfg, links, "acme", KEY, Entry(1, agent, now + 30 * 86400))
+    signed, *rest = shown["files"]
+    assert rest == [OLD_LINK]  # the javascript: one and the nonsense left out
+    assert set(signed) == {"name", "url"} and signed["url"].startswith("https://bridge.test/media/")
+    token = _media_token(signed["url"])
+    assert links.open(token) == ("acme", TERMS)  # the desk's attachment, never sent as is
+    assert at(86400 - 60).open(token) == ("acme", TERMS)  # about a day
+    with pytest.raises(MediaLinkError):
+        at(2 * 86400).open(token)
+    again = with_links(cfg, links, "acme", KEY, Entry(1, agent, now + 30 * 86400))
+    assert _media_token(again["files"][0]["url"]) != token  # signed anew each time
+
+    # a history that ends in ten minutes: no link, the agent's or the visitor's, outlives it
+    ending = with_links(cfg, links, "acme", KEY, Entry(1, agent, now + 600))
+    token = _media_token(ending["files"][0]["url"])
+    assert at(590).open(token) == ("acme", TERMS)
+    with pytest.raises(MediaLinkError):
+        at(602).open(token)
+    mine = {"role": "visitor", "files": [{"id": "A" * 22, "name": "a.png", "type": "image/png"}]}
+    [link] = with_links(cfg, links, "acme", KEY, Entry(2, mine, now + 600))["files"]
+    assert int(parse_qs(urlsplit(link["url"]).query)["e"][0]) <= now + 600
+
+    # only http(s) is ever a link, whatever the public URL is
+    odd = MediaLinks(vault, "ftp://bridge.test")
+    assert with_links(cfg, odd, "acme", KEY, Entry(1, agent))["files"] == [OLD_LINK]
+
+
+async def test_an_agents_files_are_kept_as_the_desks_and_linked_when_sent(
+    make_runtime: Any, aiohttp_client: Any, redis: aioredis.Redis
+) -> None:
+    rt, client, ws, welcome = await _open(make_runtime, aiohttp_client)
+    visitor = welcome["visitor"].partition(".")[0]
+    adapter = rt.adapter("acme", Channel.WEBCHAT)
+    assert adapter is not None
+    to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor)
+    reply = _reply("t1", "Papers", 1).model_copy(update={"attachments": (TERMS,)})
+    await adapter.send(reply, to, [])
+    [kept] = await rt.webchat.history("acme", visitor)
+    assert kept.body["files"] == [KEPT_TERMS]  # no link kept: none can expire
+    live = await _until(ws, "message")
+    [link] = live["files"]
+    assert set(link) == {"name", "url"} and rt.links.open(_media_token(link["url"]))[1] == TERMS
+    await ws.close()
+
+    # back when the history has ten minutes left: a new link, ending with the history
+    await redis.expire(keys.webchat_history("acme", rt.webchat.visitor_key("acme", visitor)), 600)
+    ws, _ = await _visitor(client, welcome["visitor"])
+    [again] = (await _until(ws, "message"))["files"]
+    token = _media_token(again["url"])
+    assert token != _media_token(link["url"])
+    late = MediaLinks(rt.vault, "http://bridge.test", clock=lambda: time.time() + 601)
+    with pytest.raises(MediaLinkError):
+        late.open(token)
+    await ws.close()
 
 
 # --- the upload route ---------------------------------------------------------------------
@@ -271,6 +361,56 @@ async def test_a_visitors_file_reaches_the_desk_and_their_history(
     path, _, query = again["url"].partition("?")
     for bad in (f"{path}?{query[:-1]}0", path, path.replace(up["id"], "C" * 22) + "?" + query):
         assert (await client.get(bad)).status == 404
+    await ws.close()
+
+
+async def test_a_visitors_files_live_as_long_as_their_history(
+    make_runtime: Any, aiohttp_client: Any, redis: aioredis.Redis
+) -> None:
+    rt, client, ws, welcome = await _open(make_runtime, aiohttp_client)
+    visitor = welcome["visitor"].partition(".")[0]
+    v = rt.webchat.visitor_key("acme", visitor)
+    sent, waiting, lost = [
+        (await (await _upload(client, welcome["upload"], PNG)).json())["id"] for _ in range(3)
+    ]
+    history = keys.webchat_history("acme", v)
+    index = keys.webchat_files("acme", v)
+    file = {i: keys.webchat_file("acme", v, i) for i in (sent, waiting, lost)}
+
+    # a message naming a file that is gone changes nothing, not even the one still kept
+    await redis.delete(file[lost])
+    frame = {"type": "message", "id": "client-msg-0", "text": "", "files": [waiting, lost]}
+    await ws.send_json(frame)
+    assert (await _until(ws, "error"))["code"] == "invalid"
+    assert await redis.ttl(file[waiting]) <= 3600
+    # redis-py types async results as `Awaitable[T] | T`, which mypy calls [misc]
+    assert not await redis.hexists(file[waiting], "kept")  # type: ignore[misc]
+
+    await ws.send_json({"type": "message", "id": "client-msg-1", "text": "", "files": [sent]})
+    await _until(ws, "ack")
+    await ws.close()
+
+    # weeks on, the history and the file have ten minutes left; the agent answers: the
+    # history lives another history_days, and so does the file it names
+    for name in (history, file[sent]):
+        await redis.expire(name, 600)
+    await redis.expire(index, 60)
+    adapter = rt.adapter("acme", Channel.WEBCHAT)
+    assert adapter is not None
+    to = ChannelAddress(channel=Channel.WEBCHAT, account="acme", thread=visitor)
+    await adapter.send(_reply("t1", "Thanks, got it", 1), to, [])
+    left = await redis.ttl(history)
+    assert left > 29 * 86400 and abs(await redis.ttl(file[sent]) - left) <= 1
+    assert await redis.ttl(file[waiting]) <= 3600  # no message names it: an hour, as said
+    assert await redis.ttl(index) >= left  # erasure still finds every file
+    members = await redis.smembers(index)  # type: ignore[misc]
+    assert {m.decode() for m in members} == {sent, waiting}  # the gone one left the index
+
+    # the returning visitor's link to it works
+    ws, _ = await _visitor(client, welcome["visitor"])
+    [shown] = (await _until(ws, "message"))["files"]
+    got = await client.get(shown["url"])
+    assert got.status == 200 and await got.read() == PNG
     await ws.close()
 
 

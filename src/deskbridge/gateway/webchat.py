@@ -217,16 +217,32 @@ class _Session:
                 await asyncio.sleep(1.0)
                 continue
             for e in view.entries:
-                body = webchat_files.with_links(self.cfg, self.account, self.key, e.body)
+                body = webchat_files.with_links(self.cfg, self.rt.links, self.account, self.key, e)
                 await self.ws.send_json({"type": "message", "seq": e.seq, **body})
                 self.last = e.seq
+            if view.unreadable:
+                self._skipped(view.unreadable)
+            self.last = max(self.last, view.last)  # an unreadable entry is not read again
             await self._indicators(view)
             honour_cancel()  # a close landing inside the read above must not wait forever
-            if len(view.entries) < 200:
+            if not view.full:
                 # typing lapses without a notification: look again when it should have
                 lapse = view.typing_s + 0.05 if view.typing_s else None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), lapse)
+
+    def _skipped(self, unreadable: dict[int, str]) -> None:
+        """History entries that did not open are left out (the rest and live messages
+        still flow): counted and logged by number and reason, never their content."""
+        self.rt.metrics.event("webchat", "skipped", "history_unreadable", len(unreadable))
+        log.warning(
+            "webchat: account %s: %d history entries of a visitor skipped (numbers %d to %d): %s",
+            self.account,
+            len(unreadable),
+            min(unreadable),
+            max(unreadable),
+            "; ".join(sorted(set(unreadable.values()))),
+        )
 
     async def _indicators(self, view: View) -> None:
         """The receipts that changed since the widget last heard, and the agent's typing

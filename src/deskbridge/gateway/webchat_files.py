@@ -1,4 +1,5 @@
-"""The widget's files over HTTP: a visitor's upload, and links to their own files.
+"""The widget's files over HTTP: a visitor's upload, links to their own files, and the
+links in the history the socket sends.
 
 ``POST /widget/v1/{account}/attachments?name=<file name>`` takes the file's bytes as the
 body, with the upload token the socket's ``welcome`` gave (``Authorization: Bearer``);
@@ -13,6 +14,9 @@ that names it keeps it as long as the visitor's history.
 ``GET /widget/v1/{account}/files/{visitor}/{file}/{name}?e=&s=``: one of the visitor's
 own files, for their transcript: the link is signed with the account's ``secret`` and
 expires (a fresh one comes each time the history is sent); anything else is a 404.
+An agent's files are signed anew the same way, as ``/media/`` links
+(``store/media.py``): a returning visitor's links of either kind work as long as the
+history lasts, and none is signed past it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ import logging
 import secrets
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from pydantic import ValidationError
 
+from deskbridge.adapters.base import MediaLinks
 from deskbridge.adapters.webchat.files import FILE_ID, safe_name, sniff
 from deskbridge.adapters.webchat.identity import (
     check_file_link,
@@ -38,8 +44,8 @@ from deskbridge.errors import RequestRefused, SignatureInvalid, StoreUnavailable
 from deskbridge.flows import Runtime
 from deskbridge.gateway.intake import read_raw
 from deskbridge.gateway.state import RUNTIME
-from deskbridge.schemas import Channel
-from deskbridge.store.webchat import WidgetFile
+from deskbridge.schemas import Attachment, Channel
+from deskbridge.store.webchat import Entry, WidgetFile
 
 __all__ = ["add_routes", "upload_grant", "with_links"]
 
@@ -80,23 +86,61 @@ def upload_grant(cfg: WebchatConfig, account: str, visitor_key: str) -> dict[str
 
 
 def with_links(
-    cfg: WebchatConfig, account: str, visitor_key: str, body: dict[str, Any]
+    cfg: WebchatConfig, links: MediaLinks, account: str, visitor_key: str, entry: Entry
 ) -> dict[str, Any]:
-    """A history entry as sent to the socket: each of the visitor's own files with a
-    fresh signed link (a path on this gateway). The same link for an hour, so the
-    browser's cache serves a transcript shown again."""
+    """A history entry as sent to the socket, its files with links signed now: the
+    visitor's own files on this gateway, an agent's through ``/media/`` (the desk's
+    attachment, never the entry's record of it). A link lasts about a day and never
+    past the history's expiry; only an http(s) link is ever sent (an agent's file without
+    one is left out)."""
+    body = entry.body
     files = body.get("files")
-    if body.get("role") != "visitor" or not isinstance(files, list) or not files:
+    if not isinstance(files, list) or not files:
         return body
-    expires = (int(time.time()) // 3600 + 1) * 3600 + _LINK_S
+    now = time.time()
+    # the same visitor link for an hour, so the browser's cache serves a transcript
+    # shown again
+    expires = (int(now) // 3600 + 1) * 3600 + _LINK_S
+    if entry.until is not None:
+        expires = min(expires, int(entry.until))
+    if body.get("role") == "visitor":
+        return {**body, "files": _visitor_links(cfg, account, visitor_key, files, expires)}
+    return {**body, "files": _agent_links(links, account, files, expires - now)}
+
+
+def _visitor_links(
+    cfg: WebchatConfig, account: str, visitor_key: str, files: list[Any], expires: int
+) -> list[dict[str, Any]]:
     secret = cfg.secret.get_secret_value()
     linked = []
     for f in files:
+        if not isinstance(f, dict):
+            continue
         fid, name = str(f.get("id", "")), str(f.get("name", "file"))
         sig = file_link(secret, account, visitor_key, fid, expires)
         path = f"/widget/v1/{quote(account)}/files/{visitor_key}/{fid}/{quote(name, safe='')}"
         linked.append({**f, "url": f"{path}?e={expires}&s={sig}"})
-    return {**body, "files": linked}
+    return linked
+
+
+def _agent_links(
+    links: MediaLinks, account: str, files: list[Any], ttl: float
+) -> list[dict[str, Any]]:
+    shown: list[dict[str, Any]] = []
+    for f in files:
+        if not isinstance(f, dict):
+            continue
+        name, desk, url = str(f.get("name") or "file"), f.get("desk"), f.get("url")
+        if isinstance(desk, dict):
+            try:
+                url = links.url_for(account, Attachment.model_validate(desk), ttl=ttl)
+            except ValidationError:
+                url = None
+        # an entry kept before links were signed when sent carries its own (7 days); a
+        # file without an http(s) link is left out (the script would make one of nothing)
+        if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
+            shown.append({"name": name, "url": url})
+    return shown
 
 
 def _refuse(status: int, code: str, detail: str, cors: dict[str, str]) -> web.Response:

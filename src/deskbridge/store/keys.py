@@ -557,7 +557,8 @@ def webchat_ids(account: str, visitor: str) -> str:
 
 def webchat_file(account: str, visitor: str, file_id: str) -> str:
     """Hash: a file the visitor uploaded, ``meta`` (name, type, size, SHA-256) and
-    ``data`` (its bytes), each sealed."""
+    ``data`` (its bytes), each sealed; ``kept`` once a message names it (it then lives as
+    long as the history)."""
     return f"{_a(account)}:webchat:file:{visitor}:{file_id}"
 
 

@@ -1,7 +1,7 @@
 """Key rotation: re-seal every stored record under the vault's active key, online.
 
 ``SEALED`` is the table of every key that holds sealed data (strings, hash fields, list
-entries), kept in step with ``store/keys.py`` and the stores by
+entries, sorted-set members), kept in step with ``store/keys.py`` and the stores by
 ``tests/test_keys.py::test_rotation_table_covers_every_sealed_record``. A rotation SCANs
 the whole database in batches; each record under an older key is opened and sealed again,
 then written back by a compare-and-swap script, so a record a live process rewrote in the
@@ -30,10 +30,11 @@ from deskbridge.store import keys
 from deskbridge.store.connection import structures
 from deskbridge.store.crypto import SealBroken, Vault
 from deskbridge.store.ids import new_id
+from deskbridge.store.webchat import history_aad
 
 __all__ = ["SEALED", "Rotation", "RotationBusy", "SealedKind", "Tally", "classify"]
 
-Shape = Literal["string", "hash", "list"]
+Shape = Literal["string", "hash", "list", "zset"]
 _H = keys.HOLE
 
 
@@ -47,6 +48,15 @@ def _field(key: str, field_: str) -> str:
 
 def _node(key: str, field_: str) -> str:
     return keys.graph_node_for(key)
+
+
+_WIDGET_HISTORY = keys.pattern(keys.webchat_history(_H, _H))
+
+
+def _widget_history(key: str, field_: str) -> str:
+    # sealed with the account and the visitor's digest, both in the key name
+    found = _WIDGET_HISTORY.match(key)
+    return history_aad(found.group(1), found.group(2)) if found else key
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +99,14 @@ SEALED: tuple[SealedKind, ...] = (
     SealedKind("sandbox messages", keys.pattern(keys.sandbox_messages(_H, _H)), "list"),
     SealedKind("sandbox outbox", keys.pattern(keys.sandbox_outbox(_H)), "list"),
     SealedKind("platform token", _tokens(), "string"),
-    SealedKind("widget file", keys.pattern(keys.webchat_file(_H, _H, _H)), "hash", (), _field),
+    SealedKind(
+        "widget file",
+        keys.pattern(keys.webchat_file(_H, _H, _H)),
+        "hash",
+        ("meta", "data"),
+        _field,
+    ),
+    SealedKind("widget history", _WIDGET_HISTORY, "zset", (), _widget_history),
 )
 
 
@@ -122,6 +139,17 @@ _LIST_CAS = r"""
 local i = redis.call('LPOS', KEYS[1], ARGV[1])
 if i then
   redis.call('LSET', KEYS[1], i, ARGV[2])
+  return 1
+end
+return 0
+"""
+# The same for a sorted set's member, which keeps its score (the new member is added
+# before the old one goes: a set left empty for a moment would be deleted with its TTL).
+_ZSET_CAS = r"""
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score then
+  redis.call('ZADD', KEYS[1], score, ARGV[2])
+  redis.call('ZREM', KEYS[1], ARGV[1])
   return 1
 end
 return 0
@@ -176,7 +204,7 @@ class _Item:
     kind: SealedKind
     key: str
     field: str
-    """The hash field ("" for strings and list entries)."""
+    """The hash field ("" for strings, list entries and sorted-set members)."""
     value: bytes
 
 
@@ -195,6 +223,7 @@ class Rotation:
             "string": redis.register_script(_STRING_CAS),
             "hash": redis.register_script(_HASH_CAS),
             "list": redis.register_script(_LIST_CAS),
+            "zset": redis.register_script(_ZSET_CAS),
         }
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
@@ -206,6 +235,8 @@ class Rotation:
                 pipe.get(key)
             elif kind.shape == "hash":
                 pipe.hgetall(key)
+            elif kind.shape == "zset":
+                pipe.zrange(key, 0, -1)
             else:
                 pipe.lrange(key, 0, -1)
         items: list[_Item] = []
@@ -335,7 +366,7 @@ class Rotation:
                 return
             tally.by_key[(item.kind.name, kid or "(not sealed)")] -= 1
             # a live process changed the record since it was read: read it again
-            if shape == "list":
+            if shape in ("list", "zset"):
                 tally.vanished += 1  # entries are never rewritten, only trimmed away
                 return
             again = (

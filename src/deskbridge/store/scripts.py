@@ -28,6 +28,7 @@ __all__ = [
     "REQUEUE",
     "UNPARSEABLE",
     "WEBCHAT_DELIVERED",
+    "WEBCHAT_KEEP_FILES",
     "WEBCHAT_POST",
     "WEBCHAT_READ",
 ]
@@ -520,11 +521,15 @@ local function read_all(receipts, ttl)
 end
 """
 
-# KEYS: seq, history, ids, receipts, typing. ARGV: client id ('' for none), sealed entry,
-# ttl s, history cap, pub/sub channel, notification prefix, '1' when an agent wrote it. A
-# client id already seen returns its sequence number and writes nothing (a resend after a
-# reconnect); else the entry gets the next number, is kept and announced. An agent's reply
-# says they read what was filed before it and stopped typing. Returns {seq, 1 if new}.
+# KEYS: seq, history, ids, receipts, typing, file index. ARGV: client id ('' for none),
+# sealed entry, ttl s, history cap, pub/sub channel, notification prefix, '1' when an
+# agent wrote it, the visitor's file key prefix. A client id already seen returns its
+# sequence number and writes nothing (a resend after a reconnect); else the entry gets
+# the next number, is kept and announced. An agent's reply says they read what was filed
+# before it and stopped typing. The history's expiry renewed, so is every file a message
+# named (``kept``, WEBCHAT_KEEP_FILES): no entry outlives its files. An id whose file is
+# gone leaves the index, which lasts at least as long as the files it names (erasure
+# reads it). Returns {seq, 1 if new}.
 WEBCHAT_POST = (
     _WEBCHAT_READ_ALL
     + """
@@ -537,6 +542,16 @@ redis.call('ZADD', KEYS[2], seq, ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -1 - tonumber(ARGV[4]))
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[3], ARGV[1], seq) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[6])) do
+  local file = ARGV[8] .. id
+  if redis.call('HEXISTS', file, 'kept') == 1 then
+    redis.call('EXPIRE', file, ARGV[3])
+  elseif redis.call('EXISTS', file) == 0 then
+    redis.call('SREM', KEYS[6], id)
+  end
+end
+local left = redis.call('TTL', KEYS[6])
+if left >= 0 and left < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[6], ARGV[3]) end
 if ARGV[7] == '1' then
   read_all(KEYS[4], ARGV[3])
   redis.call('DEL', KEYS[5])
@@ -545,6 +560,20 @@ redis.call('PUBLISH', ARGV[5], ARGV[6] .. ' ' .. seq)
 return {seq, 1}
 """
 )
+
+# KEYS: the visitor's files a message names. ARGV: ttl s. All of them still kept: each is
+# marked ``kept`` (WEBCHAT_POST renews it with the history) and expires in ttl s;
+# returns 1. One gone: nothing changes; returns 0.
+WEBCHAT_KEEP_FILES = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'kept', '1')
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
 
 # KEYS: receipts. ARGV: ttl s, pub/sub channel, notification prefix, then the ids of
 # messages filed at the desk. A message already delivered or read keeps its state; a

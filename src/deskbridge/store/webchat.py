@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -26,9 +26,14 @@ from deskbridge.schemas import Upload
 from deskbridge.store import keys
 from deskbridge.store.connection import guarded, honour_cancel, structures
 from deskbridge.store.crypto import SealBroken, Vault
-from deskbridge.store.scripts import WEBCHAT_DELIVERED, WEBCHAT_POST, WEBCHAT_READ
+from deskbridge.store.scripts import (
+    WEBCHAT_DELIVERED,
+    WEBCHAT_KEEP_FILES,
+    WEBCHAT_POST,
+    WEBCHAT_READ,
+)
 
-__all__ = ["Entry", "Receipt", "View", "WebchatStore", "WidgetFile"]
+__all__ = ["Entry", "Receipt", "View", "WebchatStore", "WidgetFile", "history_aad"]
 
 _CAP = 500
 """Entries kept per visitor (the oldest go first)."""
@@ -37,12 +42,19 @@ _INDEX_TTL = 366 * 86400
 """The file index's life: past the longest ``history_days``; refreshed by each upload."""
 
 
+def history_aad(account: str, visitor_key: str) -> str:
+    """What a history entry is sealed with (key rotation re-seals entries with it)."""
+    return f"webchat:{account}:{visitor_key}"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One line of a visitor's conversation, numbered by the server."""
 
     seq: int
     body: dict[str, Any]
+    until: float | None = None
+    """When the history it was read from expires (Unix time; None: not known)."""
 
 
 Receipt = Literal["delivered", "read"]
@@ -58,6 +70,19 @@ class View:
     entries: list[Entry]
     receipts: dict[str, Receipt]
     typing_s: float
+    unreadable: dict[int, str] = field(default_factory=dict)
+    """Entries read that did not open (sealed with a key no longer held, damaged, not an
+    object), by number: why, never what. Skipped, so one never stalls the rest."""
+
+    @property
+    def last(self) -> int:
+        """The highest number read, readable or not (0: none)."""
+        return max(max((e.seq for e in self.entries), default=0), max(self.unreadable, default=0))
+
+    @property
+    def full(self) -> bool:
+        """A whole page was read: more may be waiting above ``last``."""
+        return len(self.entries) + len(self.unreadable) >= _PAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +105,7 @@ class WebchatStore:
         self._typed = structures(redis)
         self._vault = vault
         self._post = redis.register_script(WEBCHAT_POST)
+        self._keep_files = redis.register_script(WEBCHAT_KEEP_FILES)
         self._delivered = redis.register_script(WEBCHAT_DELIVERED)
         self._read = redis.register_script(WEBCHAT_READ)
 
@@ -102,7 +128,7 @@ class WebchatStore:
         ``read``: an agent wrote it, so the visitor's messages at the desk are read and
         the agent no longer types (in the same step)."""
         v = self.visitor_key(account, visitor)
-        aad = f"webchat:{account}:{v}"
+        aad = history_aad(account, v)
         blob = self._vault.seal(json.dumps(body, separators=(",", ":")).encode(), aad)
         seq, new = await self._post(
             keys=[
@@ -111,6 +137,7 @@ class WebchatStore:
                 keys.webchat_ids(account, v),
                 keys.webchat_receipts(account, v),
                 keys.webchat_typing(account, v),
+                keys.webchat_files(account, v),
             ],
             args=[
                 client_id,
@@ -120,40 +147,54 @@ class WebchatStore:
                 keys.WEBCHAT_NOTIFY,
                 f"{account} {v}",
                 "1" if read else "0",
+                keys.webchat_file(account, v, ""),
             ],
         )
         return int(seq), bool(new)
 
     async def history(self, account: str, visitor: str, after: int = 0) -> list[Entry]:
-        """The visitor's entries numbered above ``after``, oldest first (at most 200)."""
-        v = self.visitor_key(account, visitor)
-        rows = await self._redis.zrangebyscore(
-            keys.webchat_history(account, v), f"({after}", "+inf", 0, _PAGE, withscores=True
-        )
-        aad = f"webchat:{account}:{v}"
-        return [Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows]
+        """The visitor's entries numbered above ``after``, oldest first (at most 200), each
+        with the history's expiry (links served with an entry must not outlive it)."""
+        return (await self.view(account, visitor, after)).entries
 
     async def view(self, account: str, visitor: str, after: int = 0) -> View:
-        """The visitor's entries above ``after`` (at most 200), their messages' receipts
+        """The visitor's entries above ``after`` (at most 200, each with the history's
+        expiry: links served with an entry must not outlive it), their messages' receipts
         and the agent's typing, in one round trip."""
         v = self.visitor_key(account, visitor)
+        history = keys.webchat_history(account, v)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zrangebyscore(
-            keys.webchat_history(account, v), f"({after}", "+inf", 0, _PAGE, withscores=True
-        )
+        pipe.zrangebyscore(history, f"({after}", "+inf", 0, _PAGE, withscores=True)
+        pipe.pttl(history)
         pipe.hgetall(keys.webchat_receipts(account, v))
         pipe.pttl(keys.webchat_typing(account, v))
-        rows, receipts, typing_ms = await pipe.execute()
-        aad = f"webchat:{account}:{v}"
+        rows, history_ms, receipts, typing_ms = await pipe.execute()
+        until = time.time() + history_ms / 1000 if history_ms > 0 else None
+        aad = history_aad(account, v)
+        entries: list[Entry] = []
+        unreadable: dict[int, str] = {}
+        for blob, score in rows:
+            try:
+                entries.append(Entry(int(score), self._body(blob, aad), until))
+            except SealBroken as exc:
+                unreadable[int(score)] = str(exc)  # the key id at most, never content
+            except ValueError:
+                unreadable[int(score)] = "not a JSON object"
         return View(
-            entries=[
-                Entry(int(score), json.loads(self._vault.open(blob, aad))) for blob, score in rows
-            ],
+            entries=entries,
             receipts={
                 k.decode(): "read" if s == b"read" else "delivered" for k, s in receipts.items()
             },
             typing_s=max(0, int(typing_ms)) / 1000,
+            unreadable=unreadable,
         )
+
+    def _body(self, blob: bytes, aad: str) -> dict[str, Any]:
+        """An entry's body; ``SealBroken`` or ``ValueError`` when it is not one."""
+        body = json.loads(self._vault.open(blob, aad))
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        return body
 
     async def delivered(
         self, account: str, visitor: str, client_ids: Sequence[str], *, ttl_s: int
@@ -226,12 +267,11 @@ class WebchatStore:
     async def keep_files(
         self, account: str, visitor_key: str, ids: Sequence[str], *, ttl_s: int
     ) -> bool:
-        """Keep the visitor's files of ``ids`` for ``ttl_s`` seconds from now (a message
-        names them: as long as its history). False when one is gone."""
-        pipe = self._redis.pipeline(transaction=False)
-        for i in ids:
-            pipe.expire(keys.webchat_file(account, visitor_key, i), ttl_s)
-        return all(await pipe.execute())
+        """Keep the visitor's files of ``ids`` as long as their history: ``ttl_s`` seconds
+        from now, and again each time a post renews the history. False, changing
+        nothing, when one is gone."""
+        names = [keys.webchat_file(account, visitor_key, i) for i in ids]
+        return bool(await self._keep_files(keys=names, args=[ttl_s]))
 
     async def read_file(
         self, account: str, visitor_key: str, file_id: str

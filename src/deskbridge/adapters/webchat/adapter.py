@@ -5,7 +5,9 @@ the widget shows) and announced to whichever gateway process holds their socket.
 return (docs/channels/webchat.md). A person's reply also says they read the visitor's
 messages filed before it, whichever desk they answer from. A visitor's own files were
 uploaded to deskbridge (``POST /widget/v1/<account>/attachments``); ``fetch`` reads them
-back for the desk.
+back for the desk. An agent's files are kept in the entry as the desk's attachments: the
+gateway signs a link to each (``/media/…``) every time it sends the history, so a
+returning visitor's links work as long as the history lasts (``gateway/webchat_files.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from deskbridge.adapters.base import MediaLinks, Progress, send_parts
+from deskbridge.adapters.base import Progress, send_parts
 from deskbridge.adapters.spec import VisitorFile, VisitorPost
 from deskbridge.config import WebchatConfig
 from deskbridge.errors import PermanentError
@@ -32,13 +34,11 @@ class WebchatAdapter:
         self,
         account: str,
         config: WebchatConfig,
-        links: MediaLinks,
         post: VisitorPost | None,
         files: VisitorFile | None = None,
     ) -> None:
         self.account = account
         self.config = config
-        self._links = links
         self._post = post
         self._files = files
 
@@ -77,11 +77,9 @@ class WebchatAdapter:
             "text": text,
             "author": reply.author_name or "",
             "at": reply.occurred_at.isoformat(),
+            # sealed with the entry, never sent as is: the gateway signs a link to each
             "files": [
-                {
-                    "url": self._links.url_for(self.account, a, ttl=7 * _DAY),
-                    "name": a.filename or "file",
-                }
+                {"name": a.filename or "file", "desk": a.model_dump(mode="json", exclude_none=True)}
                 for a in reply.attachments
             ],
         }

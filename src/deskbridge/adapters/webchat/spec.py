@@ -23,7 +23,7 @@ __all__ = ["SPEC"]
 
 
 def _adapter(account: str, config: WebchatConfig, deps: AdapterDeps) -> ChannelAdapter:
-    return WebchatAdapter(account, config, deps.links, deps.visitor_post, deps.visitor_file)
+    return WebchatAdapter(account, config, deps.visitor_post, deps.visitor_file)
 
 
 def _simulate(sim: SimulateInput[WebchatConfig]) -> Coroutine[Any, Any, int]:

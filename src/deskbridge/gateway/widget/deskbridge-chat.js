@@ -169,15 +169,18 @@
   // --- files: the paperclip, the upload, files in the transcript -------------------------
   var FILE_TEXTS = {
     en: { attach: "Attach a file", tooLarge: "too large", badType: "this type of file is not accepted",
-      failed: "not sent, try again" },
+      failed: "not sent, try again", unavailable: "file unavailable" },
     es: { attach: "Adjuntar un archivo", tooLarge: "demasiado grande",
-      badType: "no se acepta este tipo de archivo", failed: "no enviado, inténtalo de nuevo" },
+      badType: "no se acepta este tipo de archivo", failed: "no enviado, inténtalo de nuevo",
+      unavailable: "archivo no disponible" },
     de: { attach: "Datei anhängen", tooLarge: "zu groß", badType: "dieser Dateityp wird nicht angenommen",
-      failed: "nicht gesendet, bitte erneut versuchen" },
+      failed: "nicht gesendet, bitte erneut versuchen", unavailable: "Datei nicht verfügbar" },
     fr: { attach: "Joindre un fichier", tooLarge: "trop volumineux",
-      badType: "ce type de fichier n'est pas accepté", failed: "non envoyé, réessayez" },
+      badType: "ce type de fichier n'est pas accepté", failed: "non envoyé, réessayez",
+      unavailable: "fichier indisponible" },
     pt: { attach: "Anexar um ficheiro", tooLarge: "demasiado grande",
-      badType: "este tipo de ficheiro não é aceite", failed: "não enviado, tente novamente" }
+      badType: "este tipo de ficheiro não é aceite", failed: "não enviado, tente novamente",
+      unavailable: "ficheiro indisponível" }
   };
   var ft = FILE_TEXTS.en;
   var grant = null;                  // the welcome's upload token, size limit and types
@@ -189,6 +192,7 @@
     style.textContent += "#deskbridge-chat .dbc-attach{border:0;background:none;cursor:pointer;font-size:18px}" +
       "#deskbridge-chat .dbc-file{display:block;margin-top:4px}" +
       "#deskbridge-chat .dbc-file img{display:block;max-width:100%;max-height:160px;border-radius:6px}" +
+      "#deskbridge-chat .dbc-file-gone{color:#667}" +
       "#deskbridge-chat .dbc-msg[data-state=refused]{color:#b42318}";
     form.insertBefore(attach, send); form.appendChild(picker);
     attach.addEventListener("click", function () { picker.click(); });
@@ -239,16 +243,23 @@
       .catch(function () { fileRefused(m, "failed"); });
   }
   function safeUrl(url) {
-    // only http(s) links: a javascript: or data: URL from anywhere is never followed
+    // only http(s) links: a javascript: or data: URL from anywhere is never followed, and
+    // a missing one is no link (new URL would make one of the word "undefined")
+    if (typeof url !== "string" || !url) { return null; }
     try {
       var u = new URL(url, base);
       return u.protocol === "https:" || u.protocol === "http:" ? u.href : null;
     } catch (e) { return null; }
   }
   function showFiles(bubble, files) {
-    (files || []).forEach(function (file) {
+    (Array.isArray(files) ? files : []).forEach(function (file) {
+      file = file || {};
       var href = safeUrl(file.url);
-      if (!href) { return; }
+      if (!href) {   // said, never linked
+        bubble.appendChild(el("span", "dbc-file dbc-file-gone",
+          "\uD83D\uDCCE " + (file.name ? file.name + " \u2014 " : "") + ft.unavailable));
+        return;
+      }
       var a = el("a", "dbc-file"); a.href = href; a.target = "_blank"; a.rel = "noopener noreferrer";
       a.title = file.name || "";
       if (file.type && file.type.indexOf("image/") === 0) {
