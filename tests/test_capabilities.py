@@ -52,13 +52,22 @@ CHANNEL_CAPABILITIES: dict[type[Any], set[type]] = {
         channel_caps.RegistersWebhook,
         channel_caps.OffersChoices,
     },
-    WhatsAppAdapter: {channel_caps.ReportsHealth, channel_caps.OffersChoices},
+    WhatsAppAdapter: {
+        channel_caps.ReportsHealth,
+        channel_caps.OffersChoices,
+        channel_caps.RegistersAppWebhook,
+    },
     MessengerAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.LooksUpDisplayNames,
         channel_caps.OffersChoices,
+        channel_caps.RegistersAppWebhook,
     },
-    InstagramAdapter: {channel_caps.ReportsHealth, channel_caps.LooksUpDisplayNames},
+    InstagramAdapter: {
+        channel_caps.ReportsHealth,
+        channel_caps.LooksUpDisplayNames,
+        channel_caps.RegistersAppWebhook,
+    },
     LineAdapter: {
         channel_caps.ReportsHealth,
         channel_caps.RegistersWebhook,
@@ -125,7 +134,7 @@ def test_each_class_declares_exactly_what_it_implements(
 def test_capability_modules_hold_only_runtime_checkable_protocols() -> None:
     for proto in _protocols(channel_caps) + _protocols(desk_caps):
         assert vars(proto).get("_is_runtime_protocol", False), proto.__name__
-    assert len(_protocols(channel_caps)) == 6
+    assert len(_protocols(channel_caps)) == 7
     assert {p.__name__ for p in _protocols(desk_caps)} == {
         "MergesUsers",
         "TicketUpdateBudget",

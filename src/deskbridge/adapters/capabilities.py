@@ -14,14 +14,18 @@ never ``getattr``.
 - ``LooksUpDisplayNames``: a name for senders the channel sends without one (LINE).
 - ``RegistersWebhook``: what ``deskbridge channels register`` calls to point the
   platform's webhook at us.
+- ``RegistersAppWebhook``: the same for a channel whose webhook is its platform app's
+  (Meta): the app's callback once per app, then the account's subscription to the app.
 - ``OffersChoices``: the channel shows ``AgentReply.choices`` as its own tappable
   controls, and a tap comes back as a message whose text is the choice.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+from deskbridge.config.accounts import MetaAppConfig
 from deskbridge.schemas import Attachment, Message, RawRequest, Upload
 
 __all__ = [
@@ -29,6 +33,8 @@ __all__ = [
     "FilesFromRequest",
     "LooksUpDisplayNames",
     "OffersChoices",
+    "Registered",
+    "RegistersAppWebhook",
     "RegistersWebhook",
     "ReportsHealth",
 ]
@@ -81,6 +87,32 @@ class RegistersWebhook(Protocol):
     async def set_webhook(self, url: str) -> None:
         """Point the platform's webhook for this account at ``url`` (with our secret
         where the platform takes one). Idempotent. Raises ``DeliveryError``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """What one registration step did, as ``channels register`` prints it."""
+
+    said: str
+    manual: bool = False
+    """The platform's API cannot do this step: ``said`` tells what to set by hand."""
+
+
+@runtime_checkable
+class RegistersAppWebhook(Protocol):
+    """A channel whose webhook belongs to the platform app serving many accounts (a Meta
+    app: one callback URL per product, to which each account subscribes)."""
+
+    async def set_app_webhook(self, app: MetaAppConfig, url: str) -> Registered:
+        """Point the app's webhook for this channel's product at ``url``, or say what to
+        set by hand where the platform's API cannot. Idempotent: reads first. Raises
+        ``DeliveryError``."""
+        ...
+
+    async def subscribe_to_app(self, app: MetaAppConfig) -> Registered:
+        """Subscribe this account to the app's webhooks. Idempotent: reads first. Raises
+        ``DeliveryError``."""
         ...
 
 

@@ -302,18 +302,20 @@ def channels() -> None:
 def register(
     public_url: str, only: str | None, secrets_dir: Path | None, config: Path | None
 ) -> None:
-    """Point each channel's webhook (Telegram setWebhook with its secret token) and each
-    desk's reply webhook (Zendesk) at this deployment."""
+    """Point each channel's webhook (Telegram setWebhook with its secret token, a Meta
+    app's webhooks and each account's subscription to the app) and each desk's reply
+    webhook (Zendesk) at this deployment. Without an accounts file: the demo running at
+    --public-url (its Meta channels register with its Graph stand-in)."""
     from deskbridge.cli.register import register as run_register
+    from deskbridge.cli.simulate import accounts_for
+    from deskbridge.config.demo import DEMO_ACCOUNT
 
     settings = _settings()
     path = config or settings.config
-    if path is None:
-        _say("error:", "red", "give --config or DESKBRIDGE_CONFIG (the demo registers nothing)")
-        sys.exit(2)
     try:
+        target = path or accounts_for(settings, DEMO_ACCOUNT, None, public_url)
         ok = asyncio.run(
-            run_register(settings, path, public_url, only, secrets_dir or settings.data_dir)
+            run_register(settings, target, public_url, only, secrets_dir or settings.data_dir)
         )
     except DeskbridgeError as exc:
         _fail(exc, code=1)

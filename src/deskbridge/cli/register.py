@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from deskbridge.adapters.capabilities import RegistersWebhook
-from deskbridge.config import Settings, load_accounts
-from deskbridge.errors import DeliveryError
+from deskbridge.adapters.capabilities import Registered, RegistersAppWebhook, RegistersWebhook
+from deskbridge.config import (
+    AccountsFile,
+    ChannelConfig,
+    InstagramConfig,
+    MessengerConfig,
+    MetaAppConfig,
+    Settings,
+    WhatsAppConfig,
+    load_accounts,
+)
+from deskbridge.errors import DeliveryError, RetryableError
 from deskbridge.http import make_client
 from deskbridge.outbound.capabilities import RegistersDeskWebhook
 from deskbridge.schemas import Attachment
@@ -93,6 +104,83 @@ def _secret_files(config: Path) -> dict[str, Path]:
     return found
 
 
+def _failed(label: str, exc: DeliveryError) -> None:
+    said = str(exc)
+    if isinstance(exc, RetryableError) and exc.retry_after:
+        said += f" (the platform asks to wait {exc.retry_after:.0f} s)"
+    out.print(f"[red]{escape(label)}: failed: {escape(said)}[/]")
+
+
+class _Channels:
+    """What registering the channels of one run shares: the client, and the Meta apps
+    whose webhook for a product this run has set already."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.tokens = _MemoryTokens()
+        self.links = _NoLinks()
+        self.apps_done: set[tuple[str, str]] = set()
+
+    def first(self, app: str, channel: str) -> bool:
+        """Whether this is the run's first channel of ``app`` for ``channel``'s product."""
+        new = (app, channel) not in self.apps_done
+        self.apps_done.add((app, channel))
+        return new
+
+
+async def _channel(
+    run: _Channels, accounts: AccountsFile, name: str, ch: ChannelConfig, base: str
+) -> bool:
+    """Registers one channel and says how it went; False when it failed."""
+    from deskbridge.adapters.registry import build_adapter
+
+    label = f"{name}/{ch.type}"
+    meta = (WhatsAppConfig, MessengerConfig, InstagramConfig)
+    if ch.sandbox and not isinstance(ch, meta):
+        out.print(f"{label}: sandbox mode, nothing to register")
+        return True
+    # a Meta channel in sandbox mode registers with the gateway's Graph stand-in
+    sandboxed = f"{base}/sandbox/channel-api/{name}/{ch.type}" if ch.sandbox else None
+    adapter = build_adapter(name, ch, run.client, run.links, run.tokens, api_base=sandboxed)
+    if isinstance(ch, meta) and isinstance(adapter, RegistersAppWebhook):
+        shared = f"{base}/webhooks/{ch.type}" if run.first(ch.app, ch.type) else None
+        return await _meta_channel(label, adapter, accounts.apps[ch.app], shared)
+    if not isinstance(adapter, RegistersWebhook):
+        out.print(f"{label}: no platform webhook, nothing to register")
+        return True
+    target = f"{base}/webhooks/{ch.type}/{name}"
+    try:
+        await adapter.set_webhook(target)
+    except DeliveryError as exc:
+        _failed(label, exc)
+        return False
+    out.print(f"{label}: webhook set to {target}")
+    return True
+
+
+async def _meta_channel(
+    label: str,
+    adapter: RegistersAppWebhook,
+    app: MetaAppConfig,
+    shared_url: str | None,
+) -> bool:
+    """The app's webhook for the channel's product (``shared_url``: None when this run
+    has done it for the app already), then the account's subscription to the app."""
+    steps: list[Callable[[], Awaitable[Registered]]] = []
+    if shared_url is not None:
+        steps.append(functools.partial(adapter.set_app_webhook, app, shared_url))
+    steps.append(functools.partial(adapter.subscribe_to_app, app))
+    for step in steps:
+        try:
+            done = await step()
+        except DeliveryError as exc:
+            _failed(label, exc)
+            return False
+        colour = "yellow" if done.manual else "default"
+        out.print(f"[{colour}]{escape(label)}: {escape(done.said)}[/]")
+    return True
+
+
 def _write_secret(path: Path, value: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -102,37 +190,29 @@ def _write_secret(path: Path, value: str) -> Path:
 
 
 async def register(
-    settings: Settings, config: Path, public_url: str, only: str | None, secrets_dir: Path
+    settings: Settings,
+    config: Path | AccountsFile,
+    public_url: str,
+    only: str | None,
+    secrets_dir: Path,
 ) -> bool:
-    """Returns False when any registration failed (each is reported)."""
-    from deskbridge.adapters.registry import build_adapter
+    """Registers what the accounts file at ``config`` (or the demo's accounts) names.
+    Returns False when any registration failed (each is reported)."""
     from deskbridge.outbound import build_desk
 
-    accounts = load_accounts(config)
-    secret_files = _secret_files(config)
+    if isinstance(config, AccountsFile):
+        accounts, secret_files = config, {}
+    else:
+        accounts, secret_files = load_accounts(config), _secret_files(config)
     base = public_url.rstrip("/")
     ok = True
-    tokens, links = _MemoryTokens(), _NoLinks()
     async with make_client(timeout=settings.http_timeout_seconds) as client:
+        channels = _Channels(client)
         for name, acc in accounts.accounts.items():
             if only and name != only:
                 continue
             for ch in acc.channels:
-                target = f"{base}/webhooks/{ch.type}/{name}"
-                if ch.sandbox:
-                    out.print(f"{name}/{ch.type}: sandbox mode, nothing to register")
-                    continue
-                adapter = build_adapter(name, ch, client, links, tokens)
-                if not isinstance(adapter, RegistersWebhook):
-                    # Meta apps: the callback URL is set in the app's dashboard
-                    out.print(f"{name}/{ch.type}: set {base}/webhooks/{ch.type} in the Meta app")
-                    continue
-                try:
-                    await adapter.set_webhook(target)
-                    out.print(f"{name}/{ch.type}: webhook set to {target}")
-                except DeliveryError as exc:
-                    ok = False
-                    out.print(f"[red]{name}/{ch.type}: failed: {escape(str(exc))}[/]")
+                ok = await _channel(channels, accounts, name, ch, base) and ok
             desk = build_desk(name, acc.desk, client, _NoTickets())
             if isinstance(desk, RegistersDeskWebhook):
                 kind = desk.desk.value

@@ -32,7 +32,9 @@ class Answer:
     http: bool
 
 
-def _accounts(settings: Settings, account: str, config: Path | None, base: str) -> AccountsFile:
+def accounts_for(settings: Settings, account: str, config: Path | None, base: str) -> AccountsFile:
+    """The accounts file at ``config`` (or ``DESKBRIDGE_CONFIG``), else the demo's as the
+    demo instance at ``base`` has it (``account`` must then be the demo's)."""
     path = config or settings.config
     if path is not None:
         return load_accounts(path)
@@ -80,7 +82,7 @@ def simulate(
     """POST one signed webhook to the gateway at ``url`` (or, for an email address taking
     mail by SMTP or a SIP channel, send it to that instance's listener)."""
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    accounts = _accounts(settings, account, config, base)
+    accounts = accounts_for(settings, account, config, base)
     acc = accounts.accounts.get(account)
     ch = acc.channel(channel) if acc else None
     if ch is None:

@@ -144,6 +144,9 @@ class MetaAppConfig(_Model):
     """A Meta app: one callback URL and one secret for every number and Page it serves."""
 
     type: Literal["meta"] = "meta"
+    app_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
+    """App settings → Basic: what ``channels register`` needs to read and set the app's
+    webhook subscriptions (with the app access token ``<app_id>|<app_secret>``)."""
     app_secret: SecretStr
     """Signs every webhook (``X-Hub-Signature-256``)."""
     verify_token: SecretStr
@@ -168,6 +171,9 @@ class WhatsAppConfig(_Model):
     phone_number_id: str = Field(pattern=r"^\d{1,32}$")
     access_token: SecretStr
     """A system-user (or business) token with whatsapp_business_messaging."""
+    waba_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
+    """The WhatsApp Business Account of the number: ``channels register`` subscribes the
+    app to it (``POST /<waba_id>/subscribed_apps`` with ``access_token``)."""
     base_url: BaseUrl = GRAPH_API_BASE
     graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
     template: WhatsAppTemplate | None = None

@@ -31,7 +31,10 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import SecretStr
 
+from deskbridge.adapters.meta.outbound import MessagingAdapter
+from deskbridge.adapters.meta.subscribe import AppWebhook
 from deskbridge.adapters.sms.vonage import signature as vonage_signature
+from deskbridge.adapters.whatsapp.adapter import WhatsAppAdapter
 from deskbridge.config import (
     InstagramConfig,
     LineConfig,
@@ -564,10 +567,79 @@ def _graph_channel(
     return ch
 
 
+def _subscribers(ch: WhatsAppConfig | MessengerConfig | InstagramConfig) -> set[str]:
+    """The ids whose ``subscribed_apps`` an account's token may read and set."""
+    if isinstance(ch, WhatsAppConfig):
+        return {ch.waba_id} if ch.waba_id else set()
+    if isinstance(ch, MessengerConfig):
+        return {ch.page_id}
+    return {ch.ig_id, *([ch.page_id] if ch.page_id else [])}
+
+
+async def _registration(
+    request: web.Request, rt: Runtime, account: str, channel: Channel
+) -> web.Response | None:
+    """``/<app-id>/subscriptions`` (the app token) and ``/<id>/subscribed_apps`` (the
+    channel's token) for ``channels register``, else None. The sandbox app is set up for
+    this gateway: reading says it posts every field deskbridge reads to the gateway's own
+    URL, and a POST that Meta would take is accepted (it changes nothing)."""
+    parts = request.match_info["tail"].strip("/").split("/")
+    if len(parts) != 3 or parts[2] not in ("subscriptions", "subscribed_apps"):
+        return None
+    cfg = rt.accounts.accounts.get(account)
+    ch = cfg.channel(channel) if cfg else None
+    adapter = rt.adapter(account, channel)
+    if (
+        not isinstance(ch, WhatsAppConfig | MessengerConfig | InstagramConfig)
+        or not ch.sandbox
+        or not isinstance(adapter, MessagingAdapter | WhatsAppAdapter)
+    ):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    app, hook, node = rt.accounts.apps[ch.app], adapter.app_hook, parts[1]
+    token = ch.page_access_token if isinstance(ch, MessengerConfig) else ch.access_token
+    if parts[2] == "subscriptions":
+        token = SecretStr(f"{app.app_id}|{app.app_secret.get_secret_value()}")
+        if app.app_id is None or node != app.app_id:
+            return _graph_error(400, 100, "(#100) Unknown app in the deskbridge sandbox")
+    elif node not in _subscribers(ch):
+        return _graph_error(400, 100, "Unsupported request in the deskbridge sandbox")
+    if not hmac.compare_digest(_bearer(request).encode(), token.get_secret_value().encode()):
+        return _graph_error(401, 190, "Invalid OAuth access token")
+    if request.method == "POST":
+        return await _subscribe(request, app.verify_token, hook, parts[2])
+    if parts[2] == "subscriptions":
+        url = f"{rt.settings.base_public_url()}/webhooks/{channel.value}"
+        fields = [{"name": f, "version": ch.graph_version} for f in hook.fields]
+        entry = {"object": hook.object, "callback_url": url, "active": True, "fields": fields}
+        return web.json_response({"data": [entry]})
+    about = {"id": app.app_id, "name": "deskbridge sandbox"}
+    if isinstance(ch, WhatsAppConfig):
+        return web.json_response({"data": [{"whatsapp_business_api_data": about}]})
+    return web.json_response({"data": [{**about, "subscribed_fields": list(hook.fields)}]})
+
+
+async def _subscribe(
+    request: web.Request, verify_token: SecretStr, hook: AppWebhook, edge: str
+) -> web.Response:
+    """A POST to a subscription edge: refused as Meta would refuse it, else accepted."""
+    form = await request.post()
+    if edge == "subscribed_apps":
+        return web.json_response({"success": True})
+    if form.get("object") != hook.object or not hook.by_api:
+        return _graph_error(400, 100, "(#100) Meta's API does not set this object's webhook")
+    given = str(form.get("verify_token", ""))
+    if not hmac.compare_digest(given.encode(), verify_token.get_secret_value().encode()):
+        return _graph_error(400, 2200, "(#2200) Callback verification failed")
+    return web.json_response({"success": True})
+
+
 async def whatsapp_api(request: web.Request) -> web.Response:
     """Stands in for the WhatsApp Cloud API (Graph) for a channel in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
+    registered = await _registration(request, rt, account, Channel.WHATSAPP)
+    if registered is not None:
+        return registered
     ch = _graph_channel(
         rt, account, request, Channel.WHATSAPP, WhatsAppConfig, lambda c: c.access_token
     )
@@ -616,6 +688,9 @@ async def messenger_api(request: web.Request) -> web.Response:
     """Stands in for the Messenger Send API (Graph) for a channel in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
+    registered = await _registration(request, rt, account, Channel.MESSENGER)
+    if registered is not None:
+        return registered
     ch = _graph_channel(
         rt, account, request, Channel.MESSENGER, MessengerConfig, lambda c: c.page_access_token
     )
@@ -652,6 +727,9 @@ async def instagram_api(request: web.Request) -> web.Response:
     in sandbox mode."""
     rt = request.app[RUNTIME]
     account = request.match_info["account"]
+    registered = await _registration(request, rt, account, Channel.INSTAGRAM)
+    if registered is not None:
+        return registered
     ch = _graph_channel(
         rt, account, request, Channel.INSTAGRAM, InstagramConfig, lambda c: c.access_token
     )

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from deskbridge.adapters.capabilities import LooksUpDisplayNames
 from deskbridge.adapters.meta.outbound import HUMAN_AGENT_WINDOW, STANDARD_WINDOW, MessagingAdapter
-from deskbridge.config.accounts import InstagramConfig
+from deskbridge.adapters.meta.subscribe import AppWebhook, Subscription
+from deskbridge.config.accounts import GRAPH_API_BASE, InstagramConfig
 from deskbridge.errors import DeliveryError
 from deskbridge.schemas import Channel
 
@@ -18,6 +19,8 @@ __all__ = ["HUMAN_AGENT_WINDOW", "STANDARD_WINDOW", "TEXT_LIMIT_BYTES", "Instagr
 
 TEXT_LIMIT_BYTES = 1000
 """Instagram: "Message text must be UTF-8 and be a 1000 bytes or less"."""
+FIELDS = ("messages", "message_reactions", "messaging_seen", "messaging_postbacks", "message_edit")
+"""The Instagram webhook fields deskbridge reads (instagram-platform/webhooks/fields)."""
 
 
 class _Profile(BaseModel):
@@ -48,10 +51,30 @@ class InstagramAdapter(MessagingAdapter[InstagramConfig], LooksUpDisplayNames):
         # Meta's attachment upload for Instagram: image, video, audio or file (pdf)
         "video": "video",
     }
+    # Meta's API does not set the app's Instagram webhook: only read (meta.subscribe)
+    app_hook: ClassVar[AppWebhook] = AppWebhook(
+        "instagram", FIELDS, by_api=False, brand="Instagram"
+    )
 
     @staticmethod
     def _sender(config: InstagramConfig) -> tuple[str, SecretStr]:
         return config.page_id or config.ig_id, config.access_token
+
+    @staticmethod
+    def _app_base(config: InstagramConfig) -> str:
+        # the app's edges are on graph.facebook.com, whichever host the account sends on
+        return config.base_url if config.page_id else GRAPH_API_BASE
+
+    def _subscription(self) -> Subscription:
+        """Instagram Login: the account itself subscribes to the app's Instagram fields.
+        Facebook Login: the linked Page does, to any Page field (messenger-platform/
+        instagram/features/webhook, "Enable Page Subscriptions")."""
+        cfg = self._config
+        if cfg.page_id:
+            url = f"{self._graph}/{cfg.page_id}/subscribed_apps"
+            return Subscription(url, cfg.access_token, ("messages",), "linked Page")
+        url = f"{self._graph}/{cfg.ig_id}/subscribed_apps"
+        return Subscription(url, cfg.access_token, FIELDS, "Instagram account")
 
     async def display_name(self, user_id: str, thread: str) -> str | None:
         """``name (@username)`` from the user profile API (``GET /<IGSID>?fields=name,

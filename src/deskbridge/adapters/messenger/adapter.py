@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from deskbridge.adapters.capabilities import LooksUpDisplayNames, OffersChoices
 from deskbridge.adapters.meta.outbound import HUMAN_AGENT_WINDOW, STANDARD_WINDOW, MessagingAdapter
+from deskbridge.adapters.meta.subscribe import AppWebhook, Subscription
 from deskbridge.config.accounts import MessengerConfig
 from deskbridge.schemas import AgentReply, Channel
 
@@ -26,6 +27,15 @@ TEXT_LIMIT = 1999
 PROACTIVE_TAGS = frozenset({"ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"})
 """Message tags a business update may carry outside the 24-hour window (send-messages/
 message-tags); ``HUMAN_AGENT`` is a person's reply within 7 days, never a bot's."""
+PAGE_FIELDS = (
+    "messages",
+    "messaging_postbacks",
+    "message_deliveries",
+    "message_reads",
+    "message_edits",
+)
+"""The Page webhook fields deskbridge reads (messenger-platform/webhooks, "Webhook Events
+Reference"), on the app and on each Page: Meta posts only fields subscribed on both."""
 
 
 log = logging.getLogger(__name__)
@@ -59,12 +69,18 @@ class MessengerAdapter(MessagingAdapter[MessengerConfig], LooksUpDisplayNames, O
     }
     attachment_extras: ClassVar[dict[str, Any]] = {"is_reusable": False}
     credential: ClassVar[str] = "page token"
+    app_hook: ClassVar[AppWebhook] = AppWebhook("page", PAGE_FIELDS, by_api=True, brand="Messenger")
 
     @staticmethod
     def _sender(config: MessengerConfig) -> tuple[str, SecretStr]:
         # [S] Meta's Messenger pages show `access_token` in the query; the Graph API also
         # takes it as a bearer header (documented for the WhatsApp Cloud API, same host).
         return config.page_id, config.page_access_token
+
+    def _subscription(self) -> Subscription:
+        cfg = self._config
+        url = f"{self._graph}/{cfg.page_id}/subscribed_apps"
+        return Subscription(url, cfg.page_access_token, PAGE_FIELDS, "Page")
 
     async def display_name(self, user_id: str, thread: str) -> str | None:
         """The person's name from the User Profile API (``GET /{PSID}?fields=first_name,

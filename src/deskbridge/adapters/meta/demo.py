@@ -8,9 +8,12 @@ from typing import Any
 
 from deskbridge.adapters.spec import DemoContext
 
-__all__ = ["DEMO_APP", "demo_apps", "demo_secrets"]
+__all__ = ["DEMO_APP", "DEMO_APP_ID", "demo_apps", "demo_secrets"]
 
 DEMO_APP = "demo-meta"
+DEMO_APP_ID = "100000000000004"
+"""The sandbox app's id: ``channels register`` reads and sets its webhooks at the
+gateway's Graph stand-in."""
 
 
 def demo_secrets() -> dict[str, Any]:
@@ -30,6 +33,7 @@ def demo_apps(ctx: DemoContext) -> dict[str, Any]:
     return {
         DEMO_APP: {
             "type": "meta",
+            "app_id": DEMO_APP_ID,
             "app_secret": meta["app_secret"],
             "verify_token": meta["verify_token"],
         }

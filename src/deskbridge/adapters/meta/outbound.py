@@ -21,11 +21,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from deskbridge.adapters.base import MediaLinks, Progress, send_parts
-from deskbridge.adapters.capabilities import ReportsHealth
+from deskbridge.adapters.capabilities import Registered, RegistersAppWebhook, ReportsHealth
 from deskbridge.adapters.meta.cdn import download
 from deskbridge.adapters.meta.graph import graph_error, raise_for_graph
+from deskbridge.adapters.meta.subscribe import AppWebhook, Registrar, Subscription
 from deskbridge.adapters.text import split_text
-from deskbridge.config.accounts import InstagramConfig, MessengerConfig
+from deskbridge.config.accounts import InstagramConfig, MessengerConfig, MetaAppConfig
 from deskbridge.errors import PermanentError
 from deskbridge.http import classify, transport_error
 from deskbridge.schemas import AgentReply, Attachment, Channel, ChannelAddress, SendReceipt, Upload
@@ -51,11 +52,13 @@ class _Sent(BaseModel):
 C = TypeVar("C", MessengerConfig, InstagramConfig)
 
 
-class MessagingAdapter(ReportsHealth, Generic[C]):
+class MessagingAdapter(ReportsHealth, RegistersAppWebhook, Generic[C]):
     """One account's inbox on the Messenger Platform. ``send`` posts to the Send API at
     ``api_base`` (default ``config.base_url``) with the token in a header, never in the
-    URL; ``fetch`` downloads from Meta's CDN with no credentials. Subclasses name the
-    channel, say whom they send as, and set what differs between the products below."""
+    URL; ``fetch`` downloads from Meta's CDN with no credentials; ``channels register``
+    sets the app's webhook and the account's subscription to it (``meta.subscribe``).
+    Subclasses name the channel, say whom they send as, and set what differs between the
+    products below."""
 
     channel: ClassVar[Channel]
     takes_files: ClassVar[bool] = False
@@ -76,6 +79,8 @@ class MessagingAdapter(ReportsHealth, Generic[C]):
     """Fields added to every attachment's ``payload`` beside its ``url``."""
     credential: ClassVar[str] = "token"
     """What ``health`` checks, as its errors name it."""
+    app_hook: ClassVar[AppWebhook]
+    """The product's webhook on the app (``channels register``)."""
 
     def __init__(
         self,
@@ -96,11 +101,30 @@ class MessagingAdapter(ReportsHealth, Generic[C]):
         send_as, token = self._sender(config)
         self._send_url = f"{self._graph}/{send_as}/messages"
         self._auth = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        app_graph = f"{(api_base or self._app_base(config)).rstrip('/')}/{config.graph_version}"
+        self._registrar = Registrar(client, app_graph, self.app_hook)
 
     @staticmethod
     @abstractmethod
     def _sender(config: C) -> tuple[str, SecretStr]:
         """The id the account sends as (``/<id>/messages``) and its access token."""
+
+    @staticmethod
+    def _app_base(config: C) -> str:
+        """Where the app's own edges are (``/<app-id>/subscriptions``)."""
+        return config.base_url
+
+    @abstractmethod
+    def _subscription(self) -> Subscription:
+        """The account's subscription to the app (``/<id>/subscribed_apps``)."""
+
+    async def set_app_webhook(self, app: MetaAppConfig, url: str) -> Registered:
+        """The app's webhook for this product (``meta.subscribe``)."""
+        return await self._registrar.app_webhook(self._config.app, app, url)
+
+    async def subscribe_to_app(self, app: MetaAppConfig) -> Registered:
+        """The account's subscription to the app (``meta.subscribe``)."""
+        return await self._registrar.subscribe(self._config.app, app, self._subscription())
 
     async def health(self) -> dict[str, float]:
         """``GET /me?fields=id`` with the token: whether Meta still takes it."""

@@ -17,10 +17,16 @@ from typing import Any, ClassVar
 import httpx
 
 from deskbridge.adapters.base import MemoryProgress, Progress, send_parts
-from deskbridge.adapters.capabilities import OffersChoices, ReportsHealth
+from deskbridge.adapters.capabilities import (
+    OffersChoices,
+    Registered,
+    RegistersAppWebhook,
+    ReportsHealth,
+)
+from deskbridge.adapters.meta.subscribe import AppWebhook, Registrar, Subscription
 from deskbridge.adapters.text import numbered, split_text, utf16_len
 from deskbridge.adapters.whatsapp.api import CloudApi
-from deskbridge.config.accounts import WhatsAppConfig
+from deskbridge.config.accounts import MetaAppConfig, WhatsAppConfig
 from deskbridge.errors import PermanentError, RetryableError, WindowClosed
 from deskbridge.schemas import (
     AgentReply,
@@ -51,9 +57,11 @@ _TYPES = {
     "video": frozenset({"video/mp4", "video/3gpp"}),
 }
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")  # webhook media ids are digits
+# Meta's API does not set the app's WhatsApp webhook: only read (meta.subscribe)
+APP_HOOK = AppWebhook("whatsapp_business_account", ("messages",), by_api=False, brand="WhatsApp")
 
 
-class WhatsAppAdapter(ReportsHealth, OffersChoices):
+class WhatsAppAdapter(ReportsHealth, OffersChoices, RegistersAppWebhook):
     max_choices: ClassVar[int] = 10
     """One account's business phone number. ``send`` and ``reengage`` post to
     ``<api_base or config.base_url>/<graph_version>/<phone_number_id>/messages``; ``clock``
@@ -61,6 +69,7 @@ class WhatsAppAdapter(ReportsHealth, OffersChoices):
 
     channel: ClassVar[Channel] = Channel.WHATSAPP
     takes_files: ClassVar[bool] = True
+    app_hook: ClassVar[AppWebhook] = APP_HOOK
 
     def __init__(
         self,
@@ -78,6 +87,26 @@ class WhatsAppAdapter(ReportsHealth, OffersChoices):
         self._api = CloudApi(
             client, base, config.phone_number_id, config.access_token.get_secret_value()
         )
+        self._graph = base
+        self._registrar = Registrar(client, base, self.app_hook)
+
+    async def set_app_webhook(self, app: MetaAppConfig, url: str) -> Registered:
+        """The app's WhatsApp webhook: read only, Meta's API does not set it."""
+        return await self._registrar.app_webhook(self._config.app, app, url)
+
+    async def subscribe_to_app(self, app: MetaAppConfig) -> Registered:
+        """``POST /<waba_id>/subscribed_apps`` with the number's token, unless the app is
+        already subscribed; without ``waba_id`` says where to do it by hand."""
+        cfg = self._config
+        if cfg.waba_id is None:
+            return Registered(
+                "no waba_id: subscribe the app to the number's WhatsApp Business Account in"
+                " the Meta app dashboard, or set waba_id and run register again",
+                manual=True,
+            )
+        url = f"{self._graph}/{cfg.waba_id}/subscribed_apps"
+        sub = Subscription(url, cfg.access_token, (), "WhatsApp Business Account")
+        return await self._registrar.subscribe(cfg.app, app, sub)
 
     async def health(self) -> dict[str, float]:
         """Whether Meta still takes the access token for this number."""

@@ -21,9 +21,10 @@ from deskbridge.adapters.whatsapp.simulate import sample_message
 from deskbridge.config import WhatsAppConfig
 from deskbridge.schemas import Channel
 
-__all__ = ["DEMO_PHONE_NUMBER_ID", "SPEC"]
+__all__ = ["DEMO_PHONE_NUMBER_ID", "DEMO_WABA_ID", "SPEC"]
 
 DEMO_PHONE_NUMBER_ID = "100000000000001"
+DEMO_WABA_ID = "100000000000005"
 
 
 def _adapter(account: str, config: WhatsAppConfig, deps: AdapterDeps) -> ChannelAdapter:
@@ -48,6 +49,7 @@ def _demo(ctx: DemoContext) -> dict[str, Any]:
         "sandbox": True,
         "app": DEMO_APP,
         "phone_number_id": DEMO_PHONE_NUMBER_ID,
+        "waba_id": DEMO_WABA_ID,
         "access_token": ctx.secrets["meta"]["whatsapp_access_token"],
         # every WhatsApp Business Account starts with this approved template
         "template": {"name": "hello_world", "language": "en_US"},
