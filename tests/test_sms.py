@@ -458,6 +458,11 @@ async def _post(client: Any, body: bytes) -> int:
         "X-Twilio-Signature": sign(TOKEN, URL, parse_qsl(body.decode())),
     }
     resp = await client.post("/webhooks/sms/acme", data=body, headers=headers)
+    if resp.status == 200:
+        # Twilio reads the answer as TwiML: empty, so nothing is sent back and no
+        # warning 12300 (a JSON answer's content type) lands in the account's debugger
+        assert resp.content_type == "text/xml"
+        assert await resp.read() == (b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>')
     return int(resp.status)
 
 
@@ -477,6 +482,7 @@ async def test_sms_in_reply_out_stop_honoured_start_resumes_and_statuses_apply(
     assert await _post(client, body) == 200  # a redelivery files once
     bad = await client.post("/webhooks/sms/acme", data=body, headers={"X-Twilio-Signature": "x"})
     assert bad.status == 401
+    assert bad.content_type == "application/json"  # refusals are not TwiML
     await drain(rt)
     [ticket] = await rt.sandbox.tickets("acme")
     assert ticket.channel == "sms"

@@ -263,6 +263,17 @@ class Peeks(Protocol):
         ...
 
 
+@runtime_checkable
+class AnswersWebhooks(Protocol):
+    """A receiver whose platform reads the body of the 2xx that acknowledges its webhook
+    (Twilio takes it as TwiML, and logs warning 12300 for every JSON answer). Others get
+    ``{"ok":true}``."""
+
+    def answer(self) -> tuple[bytes, str]:
+        """The acknowledgement's body and content type (the same for every request)."""
+        ...
+
+
 class Receiver(Protocol):
     """The inbound side of a channel: what one webhook URL verifies and parses. Pure:
     bytes and headers in, events or a typed error out.

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import urlencode
 
-from deskbridge.adapters.base import Parsed
+from deskbridge.adapters.base import AnswersWebhooks, Parsed
 from deskbridge.adapters.sms import signature
 from deskbridge.adapters.sms.base import SmsReceiverBase
 from deskbridge.adapters.sms.parse import parse
@@ -17,12 +17,22 @@ from deskbridge.schemas import RawRequest
 __all__ = ["SmsReceiver"]
 
 
-class SmsReceiver(SmsReceiverBase[SmsConfig]):
+# Twilio reads the answer to its webhook as TwiML: an empty <Response> sends nothing
+# back to the customer (the agent answers later, through the API); a JSON answer works
+# too but logs warning 12300 ("Invalid Content-Type") in the account's debugger for
+# every message.
+_EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+class SmsReceiver(SmsReceiverBase[SmsConfig], AnswersWebhooks):
     """``/webhooks/sms/<account>``: verifies ``X-Twilio-Signature`` over the URL Twilio
     requested (``config.webhook_url``, else the request's own) and the form parameters."""
 
     # X-Twilio-Signature is an HMAC over URL and body: nothing of ours to drop
     secret_headers: ClassVar[frozenset[str]] = frozenset()
+
+    def answer(self) -> tuple[bytes, str]:
+        return _EMPTY_TWIML, "text/xml"
 
     def verify(self, req: RawRequest) -> None:
         """Raise ``SignatureInvalid`` unless Twilio signed this request with our token."""
