@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -30,6 +30,8 @@ from deskbridge.adapters.base import (
     Handshake,
     MediaLinks,
     Parsed,
+    Peeked,
+    Peeks,
     Receiver,
     TokenCache,
 )
@@ -41,6 +43,7 @@ from deskbridge.schemas import Channel, RawRequest
 
 __all__ = [
     "CHANNELS",
+    "AnyAppPeeker",
     "AnyAppReceiver",
     "PageAndInstagram",
     "build_adapter",
@@ -122,6 +125,14 @@ class AnyAppReceiver:
         return self._signed_by(req).parse(req)
 
 
+class AnyAppPeeker(AnyAppReceiver, Peeks):
+    """:class:`AnyAppReceiver` of apps whose receivers all peek (WhatsApp's): the signing
+    app's receiver reads the common shape (the deferred parse, ``Peeks``)."""
+
+    def peek(self, req: RawRequest) -> Peeked | None:
+        return cast(Peeks, self._signed_by(req)).peek(req)
+
+
 class PageAndInstagram:
     """The Messenger URL of an app that also serves Instagram accounts: Meta may post the
     app's ``object: instagram`` webhooks to the same callback URL as its Page ones, so
@@ -188,7 +199,10 @@ def build_receivers(
         for name in meta_accounts[(channel, app_name)]:
             out[(channel, name)] = receiver
     for channel, receivers in shared.items():
-        out[(channel, None)] = (
-            receivers[0] if len(receivers) == 1 else AnyAppReceiver(channel, receivers)
-        )
+        if len(receivers) == 1:
+            out[(channel, None)] = receivers[0]
+        elif all(isinstance(r, Peeks) for r in receivers):
+            out[(channel, None)] = AnyAppPeeker(channel, receivers)
+        else:
+            out[(channel, None)] = AnyAppReceiver(channel, receivers)
     return out

@@ -11,8 +11,9 @@ decides instead ends the delivery the way the gateway would have ended the item:
 
 - no event (a kind the parser ignores): the ignored item is recorded with its reason,
   the delivery is ``skipped``, its raw request keeps the rest of its retention;
-- ``ParseFailed`` (or no event with the item's dedup key, which the ``Peeks`` contract
-  rules out): the ``parse_failed`` dead letter of the body, kept for re-ingest.
+- ``ParseFailed``, an item failure of a batch parser (the item did not read), or no
+  event with the item's dedup key (which the ``Peeks`` contract rules out): the
+  ``parse_failed`` dead letter of the body, kept for re-ingest.
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ async def parse_stored(
     except (ParseFailed, RequestRefused) as exc:
         return Unreadable(str(exc) or type(exc).__name__)
     event = rt.deliveries.pick(d.channel, unparsed.item, parsed.events)
+    if event is None and parsed.failures:
+        # a batch parser (WhatsApp, LINE) read the body and not its one item: the field
+        # that failed is one peek leaves to the parse, and the item its dead letter
+        return Unreadable(parsed.failures[0].error)
     if event is None and parsed.events:
         # peek and parse disagree on the item: kept whole for re-ingest, never dropped
         return Unreadable(f"{d.channel}: the stored request holds no event of its item")

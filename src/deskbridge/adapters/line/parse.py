@@ -21,11 +21,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from deskbridge.adapters.base import Parsed, Skip
+from deskbridge.adapters.base import Parsed, Peeked, Skip
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.payload import dump, load_object
 from deskbridge.adapters.text import escapes_surrogates
-from deskbridge.errors import ParseFailed
+from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.schemas import (
     Attachment,
     AttachmentKind,
@@ -38,7 +38,7 @@ from deskbridge.schemas import (
     Sender,
 )
 
-__all__ = ["UNKNOWN_MEMBER", "parse", "parse_items"]
+__all__ = ["UNKNOWN_MEMBER", "parse", "parse_items", "peek"]
 
 UNKNOWN_MEMBER = {"group": "group-member", "room": "room-member"}
 """``Sender.external_id`` of a group or room member LINE did not name."""
@@ -197,6 +197,82 @@ def parse_items(body: bytes, *, account: str) -> Parsed:
         ignored=tuple(ignored),
         skipped=tuple(batch.skipped),
     )
+
+
+def peek(body: bytes, *, account: str) -> Peeked | None:
+    """The common webhook body (``Peeks``): one active ``message`` event from a user, a
+    group or a room (``_thread`` keys each conversation on its own id, so all three read
+    alike), with a ``webhookEventId`` and a ``message`` with an ``id`` and a ``type``. Its
+    dedup key (the ``webhookEventId``, the same on a redelivery: ``isRedelivery`` changes
+    nothing in the parse either) and thread are the ones ``_message`` gives the event;
+    anything else is None (the full parse decides). The fields of the event ``Event``
+    reads are checked as strictly as the model checks them, and a text message's text;
+    the rest of the message is validated by the worker's parse."""
+    try:
+        raw = load_object(body, what="line")
+    except PayloadInvalid:
+        return None
+    events = raw.get("events")
+    if type(events) is not list or len(events) != 1 or not _maybe_str(raw.get("destination")):
+        return None
+    ev = events[0]
+    if type(ev) is not dict or ev.get("type") != "message" or ev.get("mode", "active") != "active":
+        return None
+    key, timestamp = ev.get("webhookEventId"), ev.get("timestamp")
+    if (
+        type(key) is not str
+        or not key
+        or type(timestamp) is not int
+        or not 0 <= timestamp <= _MAX_MS
+    ):
+        return None
+    thread = _peek_thread(ev.get("source"))
+    if thread is None or not _peek_rest(ev) or escapes_surrogates(body):
+        return None
+    return Peeked(account, key, thread)
+
+
+def _maybe_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _maybe_id(value: Any) -> bool:
+    return value is None or (type(value) is str and value != "")
+
+
+def _peek_thread(source: Any) -> str | None:
+    """The thread ``_thread`` gives a user, group or room ``source`` whose ids read."""
+    if type(source) is not dict or type(kind := source.get("type")) is not str:
+        return None
+    ids = {
+        "user": source.get("userId"),
+        "group": source.get("groupId"),
+        "room": source.get("roomId"),
+    }
+    if not all(_maybe_id(i) for i in ids.values()):
+        return None
+    thread = ids.get(kind)
+    return thread if type(thread) is str else None
+
+
+def _peek_rest(ev: dict[str, Any]) -> bool:
+    """Whether the other fields of a message ``Event`` reads have its types, and its
+    ``message`` an id, a type and (for text) its text."""
+    context, msg = ev.get("deliveryContext"), ev.get("message")
+    if context is not None and (
+        type(context) is not dict or type(context.get("isRedelivery", False)) is not bool
+    ):
+        return False
+    if not _maybe_str(ev.get("replyToken")) or type(msg) is not dict:
+        return False
+    if ev.get("unsend") is not None or ev.get("postback") is not None:
+        return False
+    kind, ident = msg.get("type"), msg.get("id")
+    if type(kind) is not str or type(ident) is not str or not ident:
+        return False
+    if not _maybe_id(msg.get("quotedMessageId")):
+        return False
+    return kind != "text" or type(msg.get("text")) is str
 
 
 def _event(ev: Event, *, account: str, ignored: list[str]) -> list[InboundEvent]:

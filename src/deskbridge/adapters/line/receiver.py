@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from deskbridge.adapters.base import AccountReceiver, Parsed
+from deskbridge.adapters.base import AccountReceiver, Parsed, Peeked, Peeks
 from deskbridge.adapters.line.adapter import LineAdapter
-from deskbridge.adapters.line.parse import parse_items
+from deskbridge.adapters.line.parse import parse_items, peek
 from deskbridge.schemas import RawRequest
 
 __all__ = ["LineReceiver"]
 
 
-class LineReceiver(AccountReceiver):
+class LineReceiver(AccountReceiver, Peeks):
     """Verifies with the channel secret; one event LINE sent that we cannot read is an
     item failure of this account and never costs the other events of the body."""
 
@@ -21,3 +21,7 @@ class LineReceiver(AccountReceiver):
     def parse(self, req: RawRequest) -> Parsed:
         """See :func:`deskbridge.adapters.line.parse.parse_items`."""
         return parse_items(req.body, account=self._account)
+
+    def peek(self, req: RawRequest) -> Peeked | None:
+        """See :func:`deskbridge.adapters.line.parse.peek`."""
+        return peek(req.body, account=self._account)

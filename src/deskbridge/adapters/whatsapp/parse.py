@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from deskbridge.adapters.base import Parsed, Skip
+from deskbridge.adapters.base import Parsed, Peeked, Skip
 from deskbridge.adapters.batch import Batch
 from deskbridge.adapters.meta import scrub
 from deskbridge.adapters.meta.ignoring import NamingBatch
@@ -28,7 +28,7 @@ from deskbridge.adapters.meta.lenient import Loc, leniently, numeric
 from deskbridge.adapters.payload import dump, item_key, load_object
 from deskbridge.adapters.text import escapes_surrogates
 from deskbridge.adapters.whatsapp.api import WINDOW_CLOSED
-from deskbridge.errors import ParseFailed
+from deskbridge.errors import ParseFailed, PayloadInvalid
 from deskbridge.identity.normalize import phone_key
 from deskbridge.identity.phones import e164
 from deskbridge.schemas import (
@@ -44,7 +44,7 @@ from deskbridge.schemas import (
     StatusUpdate,
 )
 
-__all__ = ["OBJECT", "e164", "parse"]
+__all__ = ["OBJECT", "e164", "parse", "peek"]
 
 OBJECT = "whatsapp_business_account"
 
@@ -324,6 +324,96 @@ def parse(body: bytes, routes: Mapping[str, str]) -> Parsed:
     for index, entry in enumerate(envelope.entry):
         _entry(batch, routes, index, entry)
     return batch.parsed(lambda account: _cut(batch, account))
+
+
+def peek(body: bytes, routes: Mapping[str, str]) -> Peeked | None:
+    """The common webhook (``Peeks``): one entry with one ``messages`` change for a number
+    ``routes`` names, holding one message (not a ``system`` notice) with a ``from`` and at
+    most one contact, and no statuses or errors; such a body is its account's alone
+    (``Parsed.bodies`` is None for it). Its dedup key (the wamid) and thread (the digits
+    of ``from``) are the ones ``_message`` gives the event; anything else is None (the
+    full parse decides). The fields ``parse`` must read before it can file the message
+    (``_CORE``, the change's ``Head``) are checked as strictly as the models check them;
+    the rest is left to the worker's parse, which reads them leniently."""
+    try:
+        raw = load_object(body, what="whatsapp")
+    except PayloadInvalid:
+        return None
+    entries = raw.get("entry")
+    if raw.get("object") != OBJECT or type(entries) is not list or len(entries) != 1:
+        return None
+    entry = entries[0]
+    if type(entry) is not dict or not _maybe_str(entry.get("id")):
+        return None
+    changes = entry.get("changes")
+    if type(changes) is not list or len(changes) != 1 or type(changes[0]) is not dict:
+        return None
+    change = changes[0]
+    value = change.get("value")
+    if change.get("field") != "messages" or type(value) is not dict:
+        return None
+    account = _routed(value, routes)
+    if account is None or escapes_surrogates(body):
+        return None
+    messages = value.get("messages")
+    if type(messages) is not list or len(messages) != 1 or type(messages[0]) is not dict:
+        return None
+    msg = messages[0]
+    wamid, sender = msg.get("id"), msg.get("from")
+    if type(wamid) is not str or not 0 < len(wamid) <= 512 or type(sender) is not str:
+        return None
+    thread = _digits(sender)
+    if thread is None or not _maybe_str(msg.get("from_user_id")) or not _dated(msg):
+        return None
+    return Peeked(account, wamid, thread)
+
+
+def _maybe_str(value: Any) -> bool:
+    return value is None or type(value) is str
+
+
+def _routed(value: dict[str, Any], routes: Mapping[str, str]) -> str | None:
+    """The account of a change's ``value`` that holds nothing but messages and at most one
+    contact of the types ``Head`` reads, else None."""
+    if value.get("statuses", []) != [] or "errors" in value:
+        return None
+    metadata = value.get("metadata")
+    if type(metadata) is not dict or not _maybe_str(metadata.get("display_phone_number")):
+        return None
+    number = metadata.get("phone_number_id")
+    contacts = value.get("contacts", [])
+    if type(number) is not str or type(contacts) is not list or len(contacts) > 1:
+        return None
+    if contacts and not _contact(contacts[0]):
+        return None
+    return routes.get(number)
+
+
+def _contact(contact: Any) -> bool:
+    """Whether ``contact`` reads as ``WaContact``."""
+    if type(contact) is not dict:
+        return False
+    profile = contact.get("profile")
+    if profile is not None and (
+        type(profile) is not dict
+        or not _maybe_str(profile.get("name"))
+        or not _maybe_str(profile.get("username"))
+    ):
+        return False
+    return _maybe_str(contact.get("wa_id")) and _maybe_str(contact.get("user_id"))
+
+
+def _dated(msg: dict[str, Any]) -> bool:
+    """Whether the message has a ``type`` other than ``system`` and a ``timestamp``
+    ``UnixTime`` reads."""
+    kind = msg.get("type")
+    if type(kind) is not str or kind == "system":
+        return False
+    try:
+        _unix(msg.get("timestamp"))
+    except ValueError:
+        return False
+    return True
 
 
 def _record(head: dict[str, Any], change: dict[str, Any], value: dict[str, Any]) -> bytes:
