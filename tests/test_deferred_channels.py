@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deskbridge.adapters.base import Parsed, Peeked
 from deskbridge.adapters.line import sample_message as line_message
 from deskbridge.adapters.line.receiver import LineReceiver
 from deskbridge.adapters.meta import sign
 from deskbridge.adapters.registry import AnyAppPeeker
+from deskbridge.adapters.text import _SURROGATE_ESCAPE, escapes_surrogates
 from deskbridge.adapters.whatsapp import sample_message as wa_message
 from deskbridge.gateway import create_app
 from deskbridge.schemas import Channel, DeliveryState, Direction, Message
@@ -286,6 +289,21 @@ def test_line_peek_reads_the_event_id_and_the_chat_and_leaves_the_unusual() -> N
     ]
     for body in unusual:
         assert LINE.peek(_request(body)) is None, body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"\\u", b"\\ud8", b"\\uDB", b"\\u00e9", b"\xed", b"\xed\xa0", b"\x00"])
+        | st.binary(max_size=8),
+        max_size=12,
+    )
+)
+def test_the_surrogate_check_finds_what_its_pattern_finds(parts: list[bytes]) -> None:
+    """Both peeks leave a body that may hold a lone surrogate to the full parse; the
+    check skips the pattern's byte-by-byte scan when none of its branches can match."""
+    body = b"".join(parts)
+    assert escapes_surrogates(body) is (_SURROGATE_ESCAPE.search(body) is not None)
 
 
 # -- the gateway stores, the worker parses ----------------------------------------------------

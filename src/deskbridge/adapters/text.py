@@ -20,6 +20,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]|\x00")
 def escapes_surrogates(body: bytes) -> bool:
     """Whether a JSON body may hold a lone surrogate. When False (nearly always), the
     events parsed from it serialize, so adapters skip the trial serialization."""
+    # the pattern has no literal prefix, so re scans byte by byte (~9 us a KB); each of its
+    # branches needs one of these, which `in` finds at memchr speed
+    if b"\\u" not in body and b"\xed" not in body and b"\x00" not in body:
+        return False
     return _SURROGATE_ESCAPE.search(body) is not None
 
 
