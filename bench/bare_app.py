@@ -26,6 +26,7 @@ def main() -> None:
     port = int(sys.argv[1])
     app = web.Application()
     app.router.add_post("/webhooks/{channel}/{account}", webhook)
+    app.router.add_post("/webhooks/{channel}", webhook)  # a Meta app's one URL
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, backlog=1024, print=None)
 

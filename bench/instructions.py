@@ -5,13 +5,15 @@ busy machine cannot disturb (``make bench-instructions``).
 the 2 CPUs run (tests, type checks, another benchmark) and with the host's drift. This
 script runs each server under ``valgrind --tool=callgrind`` with instrumentation off,
 warms it up, switches counting on (``callgrind_control -i on``), sends the same signed
-~1 KB Telegram updates over the same number of keep-alive connections, and reads the
-count. Instructions executed are repeatable to well under 1 % whatever the machine is
-doing (docs/benchmarks.md). They are not time: a cache miss or a system call costs more
-than an instruction, and the kernel's share of socket I/O is not counted at all (the
-same kernel work for every system here, since all answer the same requests). So the
-ratios are a floor-free view of the Python each system runs per request, the thing
-the ack path's design decides; `compare.py` stays the measure of throughput.
+~1 KB Telegram updates (``--channel whatsapp`` or ``line``: text messages of that
+channel, signed as the platform signs them) over the same number of keep-alive
+connections, and reads the count. Instructions executed are repeatable to well under 1 %
+whatever the machine is doing (docs/benchmarks.md). They are not time: a cache miss or a
+system call costs more than an instruction, and the kernel's share of socket I/O is not
+counted at all (the same kernel work for every system here, since all answer the same
+requests). So the ratios are a floor-free view of the Python each system runs per
+request, the thing the ack path's design decides; `compare.py` stays the measure of
+throughput.
 
 Systems: the bare aiohttp handler, the FastAPI peer, ``deskbridge serve`` (its default
 loop: uvloop where installed), ``deskbridge serve`` on asyncio's loop
@@ -26,6 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -38,11 +42,12 @@ import aiohttp
 import compare
 import run
 from compare import callgrind_control, callgrind_prefix, callgrind_totals
-from loadgen import telegram_update
+from loadgen import line_message, telegram_update, whatsapp_message
 from run import (
     ACCOUNT,
     BODY_SIZE,
     SECRET,
+    WA_NUMBER,
     BenchError,
     PrivateRedis,
     Procs,
@@ -52,8 +57,11 @@ from run import (
     write_config,
 )
 
-PATH = f"/webhooks/telegram/{ACCOUNT}"
-HEADERS = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET}
+PATHS = {
+    "telegram": f"/webhooks/telegram/{ACCOUNT}",
+    "whatsapp": "/webhooks/whatsapp",  # a Meta app's one URL, routed on phone_number_id
+    "line": f"/webhooks/line/{ACCOUNT}",
+}
 PEERS = run.BENCH / "peers"
 CHATS = 1000
 BASE = 5 * 10**12  # update ids of this script; each system and phase takes its own range
@@ -67,6 +75,31 @@ LABELS = {
     "arq": "aiohttp + pydantic + arq `enqueue_job`, awaited",
 }
 DURABLE = ("deskbridge", "deskbridge-asyncio", "before", "arq")
+TELEGRAM_ONLY = ("fastapi", "arq")
+"""The peers' handlers read Telegram updates only."""
+
+
+def signed(channel: str, n: int, date: int) -> tuple[bytes, dict[str, str]]:
+    """Update ``n`` of ``channel`` (~1 KB, one of ``CHATS`` chats) and its headers, signed
+    as the platform signs: Telegram's secret token, Meta's ``X-Hub-Signature-256`` (hex
+    HMAC-SHA256 of the body with the app secret), LINE's ``x-line-signature`` (Base64
+    HMAC-SHA256 with the channel secret)."""
+    chat = 100000 + n % CHATS
+    headers = {"Content-Type": "application/json"}
+    if channel == "telegram":
+        body = telegram_update(n, chat, f"instr {n} ", size=BODY_SIZE, date=date)
+        return body, headers | {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    if channel == "whatsapp":
+        wa_id = f"1650555{chat}"
+        body = whatsapp_message(
+            n, wa_id, f"instr {n} ", phone_number_id=WA_NUMBER, size=BODY_SIZE, date=date
+        )
+        digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        return body, headers | {"X-Hub-Signature-256": "sha256=" + digest}
+    user = f"U{chat:032x}"
+    body = line_message(n, user, f"instr {n} ", size=BODY_SIZE, date_ms=date * 1000)
+    mac = hmac.new(SECRET.encode(), body, hashlib.sha256).digest()
+    return body, headers | {"x-line-signature": base64.b64encode(mac).decode()}
 
 
 def command(system: str, port: int, store: PrivateRedis) -> list[str]:
@@ -81,11 +114,12 @@ def command(system: str, port: int, store: PrivateRedis) -> list[str]:
 
 
 def environment(
-    system: str, workdir: Path, store: PrivateRedis, key: str, port: int, before: str | None
+    system: str, workdir: Path, store: PrivateRedis, key: str, port: int, args: argparse.Namespace
 ) -> dict[str, str] | None:
+    before = args.before
     if system not in ("deskbridge", "deskbridge-asyncio", "before"):
         return None
-    config = write_config(workdir / "accounts-instr.yaml", {"type": "sandbox"})
+    config = write_config(workdir / "accounts-instr.yaml", {"type": "sandbox"}, args.channel)
     env = deskbridge_env(workdir, store.url, config, key, port)
     # the tree this script belongs to, not whatever deskbridge the venv has installed
     env["PYTHONPATH"] = str(run.BENCH.parent / "src")
@@ -96,22 +130,20 @@ def environment(
     return env
 
 
-async def post_all(port: int, first: int, count: int, connections: int) -> int:
-    """``count`` signed updates over ``connections`` keep-alive connections; returns the
-    number of 2xx answers (anything else fails the run: an ack that was not stored)."""
+async def post_all(port: int, first: int, count: int, connections: int, channel: str) -> int:
+    """``count`` signed updates of ``channel`` over ``connections`` keep-alive connections;
+    returns the number of 2xx answers (anything else fails the run: an ack that was not
+    stored)."""
     date = int(time.time())
-    bodies = [
-        telegram_update(n, 100000 + n % CHATS, f"instr {n} ", size=BODY_SIZE, date=date)
-        for n in range(first, first + count)
-    ]
-    url = f"http://127.0.0.1:{port}{PATH}"
-    queue = iter(bodies)
+    requests = [signed(channel, n, date) for n in range(first, first + count)]
+    url = f"http://127.0.0.1:{port}{PATHS[channel]}"
+    queue = iter(requests)
     ok = 0
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal ok
-        for body in queue:
-            async with session.post(url, data=body, headers=HEADERS) as resp:
+        for body, headers in queue:
+            async with session.post(url, data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status // 100 != 2:
                     raise BenchError(f"port {port}: answer {resp.status} to a signed update")
@@ -147,17 +179,19 @@ def measure(
     argv = [*callgrind_prefix(prefix), *command(system, port, store)]
     if system in DURABLE:
         store.reset()
-    env = environment(system, workdir, store, key, port, args.before)
+    env = environment(system, workdir, store, key, port, args)
     proc = procs.spawn(f"instr-{system}", argv, env=env, cwd=workdir)
     try:
         path = "/readyz" if system.startswith(("deskbridge", "before")) else "/healthz"
         wait_ready(procs, f"instr-{system}", proc, port, path, timeout=240)
         base = BASE + index * 10**9
-        asyncio.run(post_all(port, base, args.warmup, args.connections))
+        asyncio.run(post_all(port, base, args.warmup, args.connections, args.channel))
         callgrind_control(proc.pid, "--instr=on")
         callgrind_control(proc.pid, "--zero")
         cpu0 = redis_cpu_s(store)
-        acks = asyncio.run(post_all(port, base + 10**8, args.requests, args.connections))
+        acks = asyncio.run(
+            post_all(port, base + 10**8, args.requests, args.connections, args.channel)
+        )
         redis_us = (redis_cpu_s(store) - cpu0) / acks * 1e6
         callgrind_control(proc.pid, "--dump")
         count = callgrind_totals(prefix, proc.pid)
@@ -182,6 +216,13 @@ def main() -> int:
     )
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument(
+        "--channel",
+        choices=tuple(PATHS),
+        default="telegram",
+        help="the updates sent: signed ~1 KB text messages of this channel, which the bench "
+        "account then has in sandbox mode (the FastAPI and arq peers read Telegram only)",
+    )
+    ap.add_argument(
         "--drain",
         action="store_true",
         help="count the workers instead: instructions per message filed into the fake "
@@ -191,6 +232,8 @@ def main() -> int:
     ap.add_argument("--conversations", type=int, default=60, help="--drain: over (60)")
     args = ap.parse_args()
     systems = [s for s in LABELS if s != "before" or args.before]
+    if args.channel != "telegram":
+        systems = [s for s in systems if s not in TELEGRAM_ONLY]
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - set(LABELS)
@@ -214,7 +257,7 @@ def main() -> int:
         store.start()
         key = os.urandom(32).hex()
         print(
-            f"instructions: {args.requests:,} signed ~1 KB Telegram updates per system over "
+            f"instructions: {args.requests:,} signed ~1 KB {args.channel} updates per system over "
             f"{args.connections} keep-alive connections, after {args.warmup:,} uncounted"
         )
         for i, system in enumerate(systems):

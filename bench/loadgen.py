@@ -20,27 +20,87 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["OpenLoopResult", "http_post", "open_loop", "percentile", "telegram_update"]
+__all__ = [
+    "OpenLoopResult",
+    "http_post",
+    "line_message",
+    "open_loop",
+    "percentile",
+    "telegram_update",
+    "whatsapp_message",
+]
+
+
+def _padded(build: Callable[[str], dict[str, Any]], text: str, seed: int, size: int) -> bytes:
+    """``build(text)`` as compact JSON, its text padded so the body is ``size`` bytes."""
+    body = json.dumps(build(text), separators=(",", ":")).encode()
+    if len(body) < size:
+        padded = build(text + padding(seed, size - len(body)))
+        body = json.dumps(padded, separators=(",", ":")).encode()
+    return body
 
 
 def telegram_update(update_id: int, chat_id: int, text: str, *, size: int, date: int) -> bytes:
     """A private-chat text ``message`` Update, its text padded so the body is ``size`` bytes
     (the same shape as ``bench/telegram.lua`` builds)."""
 
-    def build(t: str) -> bytes:
+    def build(t: str) -> dict[str, Any]:
         user = {"id": chat_id, "is_bot": False, "first_name": "Bench", "language_code": "en"}
         chat = {"id": chat_id, "first_name": "Bench", "type": "private"}
         message = {"message_id": update_id, "from": user, "chat": chat, "date": date, "text": t}
-        doc = {"update_id": update_id, "message": message}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return {"update_id": update_id, "message": message}
 
-    body = build(text)
-    if len(body) < size:
-        body = build(text + padding(update_id, size - len(body)))
-    return body
+    return _padded(build, text, update_id, size)
+
+
+def whatsapp_message(
+    n: int, wa_id: str, text: str, *, phone_number_id: str, size: int, date: int
+) -> bytes:
+    """A WhatsApp Cloud API ``messages`` webhook with one text message from ``wa_id`` to
+    ``phone_number_id`` (the shape ``deskbridge simulate whatsapp`` posts), padded."""
+
+    def build(t: str) -> dict[str, Any]:
+        message = {
+            "from": wa_id,
+            "id": f"wamid.bench{n}",
+            "timestamp": str(date),
+            "type": "text",
+            "text": {"body": t},
+        }
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
+            "contacts": [{"profile": {"name": "Bench"}, "wa_id": wa_id}],
+            "messages": [message],
+        }
+        change = {"value": value, "field": "messages"}
+        return {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
+
+    return _padded(build, text, n, size)
+
+
+def line_message(n: int, user_id: str, text: str, *, size: int, date_ms: int) -> bytes:
+    """A LINE webhook body with one text ``message`` event from ``user_id`` (the shape
+    ``deskbridge simulate line`` posts), padded."""
+
+    def build(t: str) -> dict[str, Any]:
+        event = {
+            "type": "message",
+            "message": {"type": "text", "id": str(n), "quoteToken": f"q{n}", "text": t},
+            "webhookEventId": f"01BENCH{n:019d}",
+            "deliveryContext": {"isRedelivery": False},
+            "timestamp": date_ms,
+            "source": {"type": "user", "userId": user_id},
+            "replyToken": f"bench-reply-{n}",
+            "mode": "active",
+        }
+        return {"destination": "U" + "0" * 32, "events": [event]}
+
+    return _padded(build, text, n, size)
 
 
 # the words bench/telegram.lua pads with: text that compresses like a customer's message

@@ -58,6 +58,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 SECRET = "benchsecret"  # noqa: S105 - the bench account's, on loopback only
 BOT_TOKEN = "123456:ABCdef"  # noqa: S105 - never used to call Telegram
 ACCOUNT = "bench"
+WA_NUMBER = "100000000000001"  # the bench account's WhatsApp number (phone_number_id)
 BODY_SIZE = 1024
 CHATS = 1000
 E2E_CHATS = 10
@@ -393,9 +394,29 @@ def deskbridge_env(
     return env
 
 
-def write_config(path: Path, desk: dict[str, Any]) -> Path:
-    telegram = {"type": "telegram", "bot_token": BOT_TOKEN, "secret_token": SECRET, "sandbox": True}
-    doc = {"accounts": {ACCOUNT: {"desk": desk, "channels": [telegram]}}}
+def write_config(path: Path, desk: dict[str, Any], channel: str = "telegram") -> Path:
+    """The bench account with ``desk`` and one ``channel`` (telegram, whatsapp or line) in
+    sandbox mode, signed with ``SECRET`` (a Meta app's secret for WhatsApp)."""
+    channels: dict[str, dict[str, Any]] = {
+        "telegram": {"type": "telegram", "bot_token": BOT_TOKEN, "secret_token": SECRET},
+        "whatsapp": {
+            "type": "whatsapp",
+            "app": "bench",
+            "phone_number_id": WA_NUMBER,
+            "access_token": BOT_TOKEN,
+        },
+        "line": {
+            "type": "line",
+            "channel_id": "2000000001",
+            "channel_secret": SECRET,
+            "access_token": BOT_TOKEN,
+        },
+    }
+    doc: dict[str, Any] = {
+        "accounts": {ACCOUNT: {"desk": desk, "channels": [channels[channel] | {"sandbox": True}]}}
+    }
+    if channel == "whatsapp":
+        doc["apps"] = {"bench": {"type": "meta", "app_secret": SECRET, "verify_token": SECRET}}
     path.write_text(json.dumps(doc, indent=2))  # JSON is YAML
     return path
 
