@@ -60,3 +60,36 @@ def test_a_released_dictionary_never_changes() -> None:
 
     digest = hashlib.sha256(packing._DICTS[1]).hexdigest()
     assert digest == "718c3b496292834d18dea8b4a094d079e7fc7f737ee48bb7940ec079c3e9aca2"
+
+
+def test_records_are_zstd_now_and_format_1_records_still_read() -> None:
+    """Format 2 (zstd) is written; deflate records written by earlier releases read."""
+    import zlib
+
+    from deskbridge.store import packing
+
+    plain = raw_record(
+        RawRequest(method="POST", path="/webhooks/telegram/acme", body=b'{"text":"hi"}' * 40),
+        1700000000.5,
+    )
+    packed = pack(plain)
+    assert packed[:2] == b"\x00\x02" and unpack(packed) == plain
+    old = zlib.compressobj(1, zlib.DEFLATED, -12, 4, zdict=packing._DICTS[1])
+    format_1 = b"\x00\x01" + old.compress(plain) + old.flush()
+    assert unpack(format_1) == plain
+
+
+@pytest.mark.parametrize("blob", [b"\x00\x02not zstd", b"\x00\x02"])
+def test_a_damaged_zstd_record_is_an_error(blob: bytes) -> None:
+    with pytest.raises(ValueError, match="packed record"):
+        unpack(blob)
+
+
+def test_packing_from_several_threads() -> None:
+    """zstd contexts are per thread: records packed concurrently read back exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = [b'{"n":%d,"text":"' % n + b"order status please " * 30 + b'"}' for n in range(64)]
+    with ThreadPoolExecutor(4) as pool:
+        packed = list(pool.map(pack, records))
+    assert [unpack(p) for p in packed] == records

@@ -7,7 +7,12 @@ They are compressed with raw deflate primed with a preset dictionary of what suc
 always hold (field names, header names, the usual values), so that even a short record
 compresses: the dictionary pays for the structure, deflate for the text.
 
-A packed record starts with ``\\x00`` and the dictionary's id, which no JSON document
+Format 2 (the current one) is zstd at level 1 with dictionary 1 as raw content: about
+2.3x faster than format 1 (zlib level 1 with the same dictionary, ~24 us against ~11 us
+for a 1.2 KB raw request on this project's VM; 138 k of the gateway's ~810 k
+instructions per ack went to zlib) for records ~7 % larger. Format 1 records still read.
+
+A packed record starts with ``\\x00`` and the format's id, which no JSON document
 (the unpacked records) starts with, so records written before packing read unchanged.
 Compression happens before sealing (ciphertext does not compress) and never on its own:
 a packed record is always sealed. A dictionary, once released, never changes: records
@@ -16,17 +21,16 @@ packed with it stay in Redis for months. A better one takes the next id.
 
 from __future__ import annotations
 
+import threading
 import zlib
+
+import zstandard
 
 __all__ = ["pack", "unpack"]
 
 _MARK = 0
-_LEVEL = 1  # the ack path pays for it: the fastest level, ~5 % larger than level 6 here
-# raw deflate with a 4 KB window: less state to copy per record than 32 KB, and a record
-# still reaches the dictionary's last part, where its most common strings are. Part of
-# the format: it may grow (a larger window inflates these records), never shrink.
+# format 1's raw deflate window (4 KB; records were written at level 1, memLevel 4)
 _WBITS = -12
-_MEM_LEVEL = 4  # a smaller match index: within 2 % of the default's size here, less to copy
 
 # Dictionary 1 (never edit; add a new id instead). Deflate looks back up to the window
 # size, and matches nearest the end are cheapest: the most common strings come last.
@@ -79,16 +83,35 @@ _DICT_1 = (
     b'"language_code":"en"},"chat":{"id":,"first_name":"","type":"private"},"date":,"text":"'
 )
 _DICTS = {1: _DICT_1}
-_CURRENT = 1
+"""Format 1: raw deflate (``_WBITS``) primed with ``_DICT_1``. Read only."""
+_ZSTD = 2
+"""Format 2: a zstd frame (level 1, content size written, no checksum: sealing covers
+it, no dictionary id: the format byte names it) primed with ``_DICT_1`` as raw content."""
+_CURRENT = _ZSTD
 
-_PRIMED = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=_DICTS[_CURRENT])
+_ZSTD_DICT = zstandard.ZstdCompressionDict(_DICT_1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+_ZSTD_DICT.precompute_compress(level=1)  # the dictionary's tables built once, not per record
+_local = threading.local()  # zstd contexts are not for two threads at once
+
+
+def _contexts() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
+    ctx: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(
+        _local, "ctx", None
+    )
+    if ctx is None:
+        ctx = _local.ctx = (
+            zstandard.ZstdCompressor(
+                dict_data=_ZSTD_DICT, write_checksum=False, write_dict_id=False
+            ),
+            zstandard.ZstdDecompressor(dict_data=_ZSTD_DICT),
+        )
+    return ctx
 
 
 def pack(plain: bytes) -> bytes:
-    """``plain`` compressed with the current dictionary, or unchanged when that is not
+    """``plain`` compressed in the current format, or unchanged when that is not
     shorter. The result is for sealing, never for storing as it is."""
-    c = _PRIMED.copy()  # the dictionary is loaded once, not per record
-    packed = bytes((_MARK, _CURRENT)) + c.compress(plain) + c.flush()
+    packed = bytes((_MARK, _CURRENT)) + _contexts()[0].compress(plain)
     return packed if len(packed) < len(plain) else plain
 
 
@@ -98,6 +121,11 @@ def unpack(blob: bytes) -> bytes:
     dictionary, a damaged record: sealing makes the latter all but impossible)."""
     if not blob or blob[0] != _MARK:
         return blob
+    if len(blob) > 1 and blob[1] == _ZSTD:
+        try:
+            return _contexts()[1].decompress(blob[2:])
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"packed record does not decompress: {exc}") from None
     zdict = _DICTS.get(blob[1]) if len(blob) > 1 else None
     if zdict is None:
         raise ValueError("packed record: unknown dictionary")
