@@ -95,10 +95,9 @@ _local = threading.local()  # zstd contexts are not for two threads at once
 
 
 def _contexts() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
-    ctx: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] | None = getattr(
-        _local, "ctx", None
-    )
-    if ctx is None:
+    try:
+        ctx: tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor] = _local.ctx
+    except AttributeError:  # this thread's first record
         ctx = _local.ctx = (
             zstandard.ZstdCompressor(
                 dict_data=_ZSTD_DICT, write_checksum=False, write_dict_id=False
