@@ -4,9 +4,9 @@ sandbox."""
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -40,43 +40,35 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 @web.middleware
-async def _request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Gives each request an id, carried in its log records and echoed as X-Request-Id."""
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives each request an id, carried in its log records and echoed as X-Request-Id,
+    and counts its answer by route. One middleware, not two: each layer costs every
+    request (the ack path's included) a wrapper call."""
     given = request.headers.get("X-Request-Id", "")
-    rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    # an unguessable-enough id without a syscall (uuid4 reads os.urandom per request);
+    # random's state is reseeded in a forked child
+    rid = given if _REQUEST_ID.fullmatch(given) else f"{random.getrandbits(128):032x}"
     token = REQUEST_ID.set(rid)
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    metrics = request.app[RUNTIME].metrics
     try:
         resp = await handler(request)
     except web.HTTPException as exc:
         exc.headers["X-Request-Id"] = rid
+        metrics.request(name, exc.status)
         raise
     finally:
         REQUEST_ID.reset(token)
+    metrics.request(name, resp.status)
     resp.headers["X-Request-Id"] = rid
-    return resp
-
-
-@web.middleware
-async def _count(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    route = (
-        request.match_info.route.resource.canonical
-        if request.match_info.route.resource
-        else "unmatched"
-    )
-    try:
-        resp = await handler(request)
-    except web.HTTPException as exc:
-        rt.metrics.request(route, exc.status)
-        raise
-    rt.metrics.request(route, resp.status)
     return resp
 
 
 def create_app(rt: Runtime, *, role: str = "serve") -> web.Application:
     """The gateway for ``rt``. ``role`` is ``run``, ``serve`` or ``worker`` (health and
     metrics only). The caller owns ``rt`` (opens and closes its Redis and HTTP client)."""
-    app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_request_id, _count])
+    app = web.Application(client_max_size=_CLIENT_MAX, middlewares=[_observe])
     app[RUNTIME] = rt
     app[AUTH_FAILURES] = FailedAuth(
         burst=rt.settings.failed_auth_burst, per_minute=rt.settings.failed_auth_per_minute
