@@ -19,7 +19,12 @@ import redis.asyncio as aioredis
 
 from deskbridge.adapters.spec import SimulateInput
 from deskbridge.adapters.webchat import SPEC, anonymous, message, user_hash, verified
-from deskbridge.adapters.webchat.identity import Visitor, check_token
+from deskbridge.adapters.webchat.identity import (
+    Visitor,
+    check_file_link,
+    check_token,
+    check_upload_token,
+)
 from deskbridge.config import WebchatConfig, parse_accounts
 from deskbridge.errors import ConfigError, PayloadInvalid, SignatureInvalid
 from deskbridge.gateway import create_app
@@ -78,7 +83,13 @@ def test_a_verified_visitor_needs_the_sites_hmac() -> None:
 def test_frames_parse_into_messages_and_bad_ones_name_the_problem() -> None:
     now = datetime.now(UTC)
     v = Visitor(
-        "u:42", verified=True, user_id="42", email="Carol@Example.com", name="C", language="es"
+        "u:42",
+        verified=True,
+        user_id="42",
+        email="Carol@Example.com",
+        name="C",
+        email_verified=True,
+        language="es",
     )
     m = message(
         "acme", v, {"type": "message", "id": "abcdef123", "text": "Hi"}, now=now, max_chars=10
@@ -422,3 +433,62 @@ async def test_forgetting_the_contact_erases_their_widget_history(
     report = await forget(rt, "acme", contact.id, at_desk=False, who="test")
     assert report["removed"]["webchat_histories"] == 1
     assert await rt.webchat.history("acme", visitor) == []
+
+
+def test_an_email_beside_a_user_id_is_verified_only_by_its_own_hash() -> None:
+    """The user id's hash does not cover the email: a signed-in user could otherwise name
+    anyone's address and join that person's contact."""
+    now = datetime.now(UTC)
+    good = user_hash(IDENTITY, "42")
+    frame = {"type": "message", "id": "abcdef123", "text": "Hi"}
+
+    def email_ids(v: Visitor) -> list[tuple[str, str, str | None]]:
+        m = message("acme", v, frame, now=now, max_chars=10)
+        return [(i.value, i.strength, i.source) for i in m.sender.identities if i.kind == "email"]
+
+    claimed = verified(
+        IDENTITY, user_hash_given=good, user_id="42", email="ceo@acme.com", name=None
+    )
+    assert not claimed.email_verified
+    assert email_ids(claimed) == [("ceo@acme.com", "weak", "webchat_site")]
+    signed = verified(
+        IDENTITY,
+        user_hash_given=good,
+        user_id="42",
+        email="carol@example.com",
+        name=None,
+        email_hash_given=user_hash(IDENTITY, "carol@example.com"),
+    )
+    assert email_ids(signed) == [("carol@example.com", "strong", "webchat_verified")]
+    with pytest.raises(SignatureInvalid, match="email_hash"):
+        verified(
+            IDENTITY,
+            user_hash_given=good,
+            user_id="42",
+            email="ceo@acme.com",
+            name=None,
+            email_hash_given=user_hash(IDENTITY, "carol@example.com"),
+        )
+    # the email as the signed subject (no user id) is verified by the one hash
+    alone = verified(
+        IDENTITY,
+        user_hash_given=user_hash(IDENTITY, "carol@example.com"),
+        user_id=None,
+        email="carol@example.com",
+        name=None,
+    )
+    assert email_ids(alone) == [("carol@example.com", "strong", "webchat_verified")]
+    # a hash that is not ASCII is a refusal, not an error
+    with pytest.raises(SignatureInvalid):
+        verified(IDENTITY, user_hash_given="é" * 64, user_id="42", email=None, name=None)
+
+
+@pytest.mark.parametrize(
+    ("expires", "sig"), [("²", "x"), ("9999999999", "é"), ("", ""), ("1" * 13, "ab")]
+)
+def test_odd_upload_tokens_and_file_links_are_refusals(expires: str, sig: str) -> None:
+    key = "a" * 32
+    with pytest.raises(SignatureInvalid):
+        check_upload_token(IDENTITY, "acme", f"{key}.{expires}.{sig}", now=0)
+    with pytest.raises(SignatureInvalid):
+        check_file_link(IDENTITY, "acme", key, "f" * 22, expires, sig, now=0)

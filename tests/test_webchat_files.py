@@ -7,6 +7,8 @@ in order)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 import typing
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from deskbridge.adapters.webchat.identity import (
     check_upload_token,
     upload_token,
 )
-from deskbridge.adapters.webchat.stored import StoredWebchat, raw_request
+from deskbridge.adapters.webchat.stored import VISITOR_HEADER, StoredWebchat, raw_request
 from deskbridge.config import WebchatConfig, WidgetMediaType, parse_accounts
 from deskbridge.errors import (
     ConfigError,
@@ -493,7 +495,12 @@ async def test_kept_frames_are_reingested_once_in_order_with_their_files(
 def test_a_kept_frame_parses_as_the_socket_took_it_and_old_records_are_refused() -> None:
     when = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
     carol = Visitor(
-        "u:carol@example.com", verified=True, email="carol@example.com", name="Carol", language="es"
+        "u:carol@example.com",
+        verified=True,
+        email="carol@example.com",
+        name="Carol",
+        email_verified=True,
+        language="es",
     )
     frame = b'{"type":"message","id":"client-msg-9","text":"Hola"}'
     stored = StoredWebchat("acme")
@@ -506,6 +513,16 @@ def test_a_kept_frame_parses_as_the_socket_took_it_and_old_records_are_refused()
         "es",
     )
     assert [i.strength for i in msg.sender.identities if i.kind == "email"] == ["strong"]
+    # kept before the email's own verification was recorded: signed as the subject
+    # (no user id) it is verified; beside a user id, a hint
+    for user_id, strength in ((None, "strong"), ("42", "weak")):
+        earlier = dataclasses.asdict(dataclasses.replace(carol, user_id=user_id))
+        del earlier["email_verified"]
+        req = raw_request("acme", carol, frame, when)
+        headers = {**req.headers, VISITOR_HEADER: json.dumps(earlier)}
+        [msg] = stored.parse(dataclasses.replace(req, headers=headers)).events
+        assert isinstance(msg, Message)
+        assert [i.strength for i in msg.sender.identities if i.kind == "email"] == [strength]
     old = RawRequest(method="WS", path="/widget/v1/acme/socket", body=frame)
     with pytest.raises(RequestRefused):
         stored.parse(old)

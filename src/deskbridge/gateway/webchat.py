@@ -170,7 +170,7 @@ async def script(request: web.Request) -> web.Response:
 def _visitor(cfg: WebchatConfig, hello: dict[str, Any]) -> tuple[Visitor, str | None]:
     user = hello.get("user")
     if isinstance(user, dict) and cfg.identity_secret is not None:
-        fields = {k: user.get(k) for k in ("user_id", "email", "name", "hash")}
+        fields = {k: user.get(k) for k in ("user_id", "email", "name", "hash", "email_hash")}
         if not all(v is None or isinstance(v, str) for v in fields.values()):
             raise SignatureInvalid("webchat identity: fields are strings")
         return (
@@ -180,6 +180,7 @@ def _visitor(cfg: WebchatConfig, hello: dict[str, Any]) -> tuple[Visitor, str | 
                 user_id=fields["user_id"],
                 email=fields["email"],
                 name=fields["name"],
+                email_hash_given=fields["email_hash"],
             ),
             None,
         )

@@ -38,8 +38,15 @@ class Visitor:
     user_id: str | None = None
     email: str | None = None
     name: str | None = None
+    email_verified: bool = False
+    """The site signed the email itself: it was the hashed subject (no user id), or its
+    own ``email_hash`` came with the user id's."""
     language: str | None = None
     """The browser's language (ISO 639-1), for routing by language."""
+
+
+# Unix seconds, ASCII digits only (str.isdigit also takes "²", which int() refuses)
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def _sign(secret: str, value: str) -> str:
@@ -79,15 +86,36 @@ def verified(
     user_id: str | None,
     email: str | None,
     name: str | None,
+    email_hash_given: str | None = None,
 ) -> Visitor:
     """A visitor the site vouches for: ``user_hash_given`` must be the HMAC of
-    ``user_id`` (or of ``email`` when there is no user id). Raises ``SignatureInvalid``."""
+    ``user_id`` (or of ``email`` when there is no user id). With a user id, the email is
+    verified only by its own ``email_hash_given`` (the HMAC of the email): the user id's
+    signature does not cover it. Raises ``SignatureInvalid``."""
     subject = user_id or email
     if not subject or len(subject) > 256:
         raise SignatureInvalid("webchat identity: no user id or email")
-    if not hmac.compare_digest(user_hash_given.lower(), user_hash(secret, subject)):
+    if not _matches(user_hash_given, user_hash(secret, subject)):
         raise SignatureInvalid("webchat identity: user_hash")
-    return Visitor(id=f"u:{subject}", verified=True, user_id=user_id, email=email, name=name)
+    email_verified = user_id is None
+    if user_id is not None and email and email_hash_given is not None:
+        if len(email) > 256 or not _matches(email_hash_given, user_hash(secret, email)):
+            raise SignatureInvalid("webchat identity: email_hash")
+        email_verified = True
+    return Visitor(
+        id=f"u:{subject}",
+        verified=True,
+        user_id=user_id,
+        email=email,
+        name=name,
+        email_verified=email_verified,
+    )
+
+
+def _matches(given: str, want: str) -> bool:
+    """``given`` is ``want`` (lower-case hex), compared in constant time; anything that is
+    not ASCII is simply no match (``compare_digest`` raises on it)."""
+    return given.isascii() and hmac.compare_digest(given.lower(), want)
 
 
 def _claim(*parts: str) -> str:
@@ -108,10 +136,10 @@ def check_upload_token(secret: str, account: str, token: str, now: float) -> str
     that is forged, of another account, or expired."""
     key, _, rest = token.partition(".")
     expires, _, sig = rest.partition(".")
-    if not _KEY.fullmatch(key) or not expires.isdigit() or len(expires) > 12:
+    if not _KEY.fullmatch(key) or not _EXPIRES.fullmatch(expires):
         raise SignatureInvalid("webchat upload token")
     want = _sign(secret, _claim("upload", account, key, expires))
-    if not hmac.compare_digest(sig, want) or int(expires) < now:
+    if not _matches(sig, want) or int(expires) < now:
         raise SignatureInvalid("webchat upload token")
     return key
 
@@ -126,7 +154,7 @@ def check_file_link(
 ) -> None:
     """Raises ``SignatureInvalid`` unless ``sig`` signs this file until ``expires``,
     which has not passed."""
-    if not expires.isdigit() or len(expires) > 12 or int(expires) < now:
+    if not _EXPIRES.fullmatch(expires) or int(expires) < now:
         raise SignatureInvalid("webchat file link")
-    if not hmac.compare_digest(sig, file_link(secret, account, visitor_key, file_id, int(expires))):
+    if not _matches(sig, file_link(secret, account, visitor_key, file_id, int(expires))):
         raise SignatureInvalid("webchat file link")

@@ -21,17 +21,16 @@ CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 def _identities(visitor: Visitor, offline_email: str | None) -> tuple[Identity, ...]:
     out = [Identity(kind="channel_user", value=visitor.id, channel=Channel.WEBCHAT)]
-    verified_email = email_key(visitor.email) if visitor.verified and visitor.email else None
-    if verified_email:
-        # the site vouched for it (identity verification): it joins the email contact
+    email = email_key(visitor.email) if visitor.verified and visitor.email else None
+    if email and visitor.email_verified:
+        # the site signed the email (identity verification): it joins the email contact
         out.append(
-            Identity(
-                kind="email",
-                value=verified_email,
-                strength="strong",
-                source="webchat_verified",
-            )
+            Identity(kind="email", value=email, strength="strong", source="webchat_verified")
         )
+    elif email:
+        # sent beside a signed user id without its own email_hash: the signature does not
+        # cover it, and anyone signed in could name another person's address: a hint only
+        out.append(Identity(kind="email", value=email, strength="weak", source="webchat_site"))
     elif offline_email:
         out.append(
             Identity(

@@ -58,6 +58,10 @@ def _visitor(req: RawRequest) -> Visitor:
         raise RequestRefused("kept before frames were kept with their visitor")
     try:
         fields = json.loads(given)
+        if isinstance(fields, dict) and "email_verified" not in fields:
+            # kept before emails were verified on their own: the one a site signed was
+            # the hashed subject, i.e. there was no user id
+            fields["email_verified"] = bool(fields.get("verified")) and not fields.get("user_id")
         visitor = Visitor(**fields)
     except (ValueError, TypeError) as exc:
         raise ParseFailed("the kept visitor is not readable") from exc

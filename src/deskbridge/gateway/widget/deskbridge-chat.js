@@ -1,7 +1,8 @@
 /* deskbridge chat widget v1: one file, no framework. Embed with one tag:
    <script src="https://desk.example.com/widget/v1/deskbridge-chat.js"
      integrity="sha384-..." crossorigin="anonymous" data-account="acme"></script>
-   Optional (identity verification): data-user-id, data-email, data-name, data-user-hash;
+   Optional (identity verification): data-user-id, data-email, data-name, data-user-hash,
+   data-email-hash (the email's own HMAC, when a user id is given);
    data-language (else the browser's). The page's CSP must allow the gateway in
    connect-src (socket, uploads) and img-src (the visitor's images).
    Docs: docs/channels/webchat.md */
@@ -36,7 +37,7 @@
   var wanted = (d.language || navigator.language || "en").slice(0, 2).toLowerCase();
   var t = TEXTS[wanted] || TEXTS.en;
   var user = d.userHash ? { user_id: d.userId || null, email: d.email || null,
-    name: d.name || null, hash: d.userHash } : null;
+    name: d.name || null, hash: d.userHash, email_hash: d.emailHash || null } : null;
 
   function load(name, fallback) {
     try { var v = localStorage.getItem(store + name); return v ? JSON.parse(v) : fallback; }
