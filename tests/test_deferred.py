@@ -409,3 +409,14 @@ async def test_the_export_shows_a_queued_event_without_writing_it(
     texts = {d["event"]["text"] for d in conv["deliveries"] if d["event"]}
     assert texts == {"known", "still queued"}
     assert len([k async for k in _redis(rt).scan_iter(match="db:{acme}:evt:*")]) == 1
+    # the operator removed the channel meanwhile: the export still answers (the queued
+    # delivery without its event, its raw request still exported), it does not fail
+    rt.receivers.pop((Channel.TELEGRAM, "acme"))
+    resp = await client.get(
+        "/admin/v1/contacts/telegram:4242/export", headers=auth(token("contacts:read"))
+    )
+    assert resp.status == 200
+    [acc] = (await resp.json())["accounts"]
+    [conv] = acc["conversations"]
+    assert {d["event"]["text"] for d in conv["deliveries"] if d["event"]} == {"known"}
+    assert len(conv["deliveries"]) == 2

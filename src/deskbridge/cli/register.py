@@ -143,7 +143,9 @@ async def _channel(
     sandboxed = f"{base}/sandbox/channel-api/{name}/{ch.type}" if ch.sandbox else None
     adapter = build_adapter(name, ch, run.client, run.links, run.tokens, api_base=sandboxed)
     if isinstance(ch, meta) and isinstance(adapter, RegistersAppWebhook):
-        shared = f"{base}/webhooks/{ch.type}" if run.first(ch.app, ch.type) else None
+        # a sandboxed channel's app registers with the stand-in: it does not set the real one
+        once = run.first(f"{ch.app}:{'sandbox' if ch.sandbox else 'live'}", ch.type)
+        shared = f"{base}/webhooks/{ch.type}" if once else None
         return await _meta_channel(label, adapter, accounts.apps[ch.app], shared)
     if not isinstance(adapter, RegistersWebhook):
         out.print(f"{label}: no platform webhook, nothing to register")

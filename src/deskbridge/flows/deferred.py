@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deskbridge.errors import ParseFailed, RequestRefused, RetryableError
+from deskbridge.errors import DeliveryError, ParseFailed, RequestRefused, RetryableError
 from deskbridge.flows.ingest import body_key
 from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import Attempt, Delivery, DeliveryState
@@ -129,6 +129,13 @@ async def record_of(rt: Runtime, d: Delivery, *, write: bool = True) -> dict[str
     except KeyError:
         return None
     if isinstance(found, Unparsed):
-        parsed = await parse_stored(rt, d, found, write=write)
+        try:
+            parsed = await parse_stored(rt, d, found, write=write)
+        except DeliveryError:
+            if write:
+                raise
+            # a reader (the export) does not depend on today's configuration: the
+            # channel's receiver is gone, and the stored request is still exported
+            return None
         return parsed if isinstance(parsed, dict) else None
     return found

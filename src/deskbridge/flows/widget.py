@@ -48,7 +48,10 @@ async def filed_merged(rt: Runtime, account: str, merged: Iterable[Delivery]) ->
     messages = []
     for d in merged:
         if d.channel == Channel.WEBCHAT.value:
-            record = await rt.deliveries.event(account, d.event_id)
+            try:
+                record = await rt.deliveries.event(account, d.event_id)
+            except KeyError:  # erased meanwhile: nothing to mark for the visitor
+                continue
             if record["event"].get("kind") == "message":
                 messages.append(Message.model_validate(record["event"]))
     await filed(rt, account, messages)
