@@ -63,6 +63,45 @@ async def test_a_flood_near_the_limit_is_filed_as_one_update(
         await fake.stop()
 
 
+async def test_a_message_that_was_tried_on_its_own_is_never_merged_into_another(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    """A delivery with attempts of its own (a head once, before an operator replayed a
+    dead one in front of it) may have a write at the desk that only its own turn can
+    reconcile: the merge run stops before it."""
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        key = keys.ticket_updates(
+            "acme", "zendesk", rt.vault.digest("ticket", "zendesk", ticket_id)
+        )
+        now = int(time.time() * 1000)
+        await redis_of(rt).zadd(key, {f"old{i}": now - 1000 for i in range(26)})  # 27 used
+        for i in range(5):
+            await customer_says(client, f"flood {i}", 8101 + i)
+        pending = sorted(
+            (
+                d
+                for d in await deliveries(rt, Direction.INBOUND)
+                if d.state is DeliveryState.PENDING
+            ),
+            key=lambda d: d.id,
+        )
+        assert len(pending) == 5
+        await redis_of(rt).hset(keys.delivery("acme", pending[2].id), "attempts", 1)
+        await drain(rt)
+        [ticket] = fake.tickets()
+        user_parts = [p.text for p in ticket.parts if p.author == "user"]
+        assert user_parts[0] == "first"
+        # flood 0 merges flood 1 and stops at flood 2, whose own update carries 3 and 4
+        assert len(user_parts) == 3
+        assert "flood 0" in user_parts[1] and "flood 1" in user_parts[1]
+        assert "flood 2" not in user_parts[1]
+        assert all(f"flood {i}" in user_parts[2] for i in (2, 3, 4))
+        assert sum(part.count("flood") for part in user_parts) == 5  # each message once
+    finally:
+        await fake.stop()
+
+
 async def test_a_spent_budget_waits_for_the_window(
     make_runtime, aiohttp_client, respx_mock
 ) -> None:

@@ -188,6 +188,10 @@ async def _mergeable(rt: Runtime, d: Delivery, waiting: list[str], most: int) ->
         other, record = await _pending(rt, d, other_id)
         if other is None or record is None:
             break  # finished, or it files nothing: its own turn ends it
+        if other.attempts:
+            # it was a head before (an operator replayed one in front of it): a write of
+            # its own may be at the desk, which only its own turn reconciles
+            break
         kind = record["event"].get("kind")
         if kind in _NO_UPDATE:
             continue
