@@ -87,7 +87,8 @@ async def test_a_message_that_was_tried_on_its_own_is_never_merged_into_another(
             key=lambda d: d.id,
         )
         assert len(pending) == 5
-        await redis_of(rt).hset(keys.delivery("acme", pending[2].id), "attempts", 1)
+        r: Any = redis_of(rt)  # redis-py's stubs type hset as sync or async
+        await r.hset(keys.delivery("acme", pending[2].id), "attempts", "1")
         await drain(rt)
         [ticket] = fake.tickets()
         user_parts = [p.text for p in ticket.parts if p.author == "user"]
