@@ -603,8 +603,13 @@ def test_the_config_picks_the_provider() -> None:
             BASE + "      - {type: sms, provider: vonage, default_sender: '+447700900000'}\n",
             ("accounts.acme.channels[0].api_key", "Field required"),
         ),
+        (
+            # the application's JWT and the API secret go to this host: a URL or nothing
+            _vonage_yaml(base_url="api.nexmo.com"),
+            ("accounts.acme.channels[0].base_url", "'api.nexmo.com' is not an http:// or https://"),
+        ),
     ],
-    ids=["unknown-provider", "bad-key", "messaging-service-sid", "missing-credentials"],
+    ids=["unknown-provider", "bad-key", "messaging-service-sid", "missing-credentials", "base"],
 )
 def test_a_wrong_sms_entry_is_named_clearly(text: str, problem: tuple[str, str]) -> None:
     with pytest.raises(ConfigError) as caught:

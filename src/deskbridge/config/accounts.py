@@ -213,7 +213,7 @@ class InstagramConfig(_Model):
     """The professional account's id: ``entry[].id`` of its webhooks, the routing key."""
     access_token: SecretStr
     page_id: str | None = Field(default=None, pattern=r"^\d{1,32}$")
-    base_url: str = INSTAGRAM_API_BASE
+    base_url: BaseUrl = INSTAGRAM_API_BASE
     graph_version: str = Field(default=GRAPH_API_VERSION, pattern=r"^v\d+\.\d+$")
     human_agent_tag: bool = True
     """Send human agents' replies between 24 hours and 7 days with the HUMAN_AGENT tag
@@ -272,7 +272,7 @@ class SmsConfig(SmsBaseConfig):
     """A number (E.164), a Messaging Service SID (``MG…``) or an alphanumeric sender ID."""
     max_segments: int = Field(default=10, ge=1, le=10)
     """Split a reply into messages of at most this many segments (Twilio: 1600 chars)."""
-    base_url: str = "https://api.twilio.com"
+    base_url: BaseUrl = "https://api.twilio.com"
 
     @field_validator("senders")
     @classmethod
@@ -308,7 +308,7 @@ class VonageSmsConfig(SmsBaseConfig):
     """A number (E.164) or an alphanumeric sender ID."""
     max_segments: int = Field(default=10, ge=1, le=20)
     """Split a reply into messages of at most this many segments (Vonage: 3200 chars)."""
-    base_url: str = "https://api.nexmo.com"
+    base_url: BaseUrl = "https://api.nexmo.com"
     """The Messages and Applications API host (regional: ``https://api-eu.vonage.com``)."""
     max_token_age_seconds: int = Field(default=25 * 3600, ge=60, le=7 * 86400)
     """How old a webhook's JWT (its ``iat``) may be. Vonage retries a webhook for 24
