@@ -21,6 +21,7 @@ from deskbridge.flows.reingest import reingest_one
 from deskbridge.gateway import create_app
 from deskbridge.schemas import Channel, DeliveryState, Direction, RawRequest
 from deskbridge.store import Unparsed, keys, new_id
+from deskbridge.store.intake import IgnoredItem
 from deskbridge.store.listing import RawFilter
 from deskbridge.store.packing import unpack
 
@@ -257,6 +258,16 @@ async def test_an_item_the_full_parse_ignores_is_recorded_and_skipped(
     assert attempt.outcome == "skipped" and attempt.error == "ignored: not_a_message"
     ignored = await worker.listing.ignored(["acme"], RawFilter(), limit=10)
     assert sorted((i.reason, i.raw_id) for i in ignored.items)[0] == ("not_a_message", first)
+    # the record is the delivery's: a retry (a ``complete`` that failed) rewrites it,
+    # it does not list the item twice
+    assert first in {i.id for i in ignored.items}
+    again = IgnoredItem("not_a_message", id=first)
+    await worker.intake.ignore(
+        account="acme", source="telegram", req=None, items=[again], kept_raw=first
+    )
+    assert len((await worker.listing.ignored(["acme"], RawFilter(), limit=10)).items) == len(
+        ignored.items
+    )
     redis: Any = redis_of(worker)
     assert not await redis.exists(keys.event("acme", first))
     retention = worker.retention("acme").raw_s

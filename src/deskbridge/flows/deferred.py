@@ -105,12 +105,13 @@ async def settle(
             rt.metrics.event(source, "parse_failed", "parse")
             log.warning("%s: a stored request did not parse; kept as a dead letter", source)
         return
+    # the delivery's id: a retry after a failed ``complete`` rewrites the same record
     await rt.intake.ignore(
         account=d.account,
         source=source,
-        req=unparsed.raw,
-        items=[IgnoredItem(ended.reason)],
-        raw_id=unparsed.raw_id,
+        req=None,
+        items=[IgnoredItem(ended.reason, id=d.id)],
+        kept_raw=unparsed.raw_id,
     )
     await rt.deliveries.settle_raw(d, unparsed, rt.retention(d.account).raw_s)
     rt.metrics.event(source, "ignored", ended.reason)

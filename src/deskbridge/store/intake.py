@@ -52,6 +52,9 @@ class IgnoredItem:
 
     reason: str
     provider_id: str = ""
+    id: str = ""
+    """The record's id when it must be the same on a retry (the deferred parse's
+    delivery); empty: a new one."""
 
 
 class _NotReplicated(Exception):
@@ -370,25 +373,30 @@ class Intake:
         req: RawRequest | None,
         items: Sequence[IgnoredItem],
         raw_id: str | None = None,
+        kept_raw: str | None = None,
     ) -> str | None:
         """Record ``items`` (acknowledged, not filed) for the raw retention, each as a
         sealed record listed by ``events list --ignored``, and keep ``req`` under
         ``raw_id`` (once: a raw the intake script kept under that id is not written
-        again). Returns the raw id kept, None without ``req``. One atomic script, sent in
-        the intake's shared round trip. Raises ``StoreUnavailable``."""
+        again; ``kept_raw``: the id of a request already stored, named by the records and
+        not written). Returns the raw id kept, None without either. One atomic script,
+        sent in the intake's shared round trip. Raises ``StoreUnavailable``."""
         if not items:
             return None
         now = time.time()
         now_ms = int(now * 1000)
         ttl = self._raw_ttls.get(account, self._raw_ttl)
-        kept = (raw_id or new_id()) if req is not None else None
+        # ``kept_raw``: the request is already stored under that id (the deferred
+        # parse's): the records name it, nothing is packed or sealed again
+        kept = kept_raw or ((raw_id or new_id()) if req is not None else None)
         raw_key = keys.raw(account, kept or "none")
+        req = None if kept_raw else req
         raw_blob = self._vault.seal(pack(raw_record(req, now)), raw_key) if req is not None else b""
         k = [keys.ignoreds(account), raw_key, keys.raws(account, source)]
         a: list[Any] = [now_ms, ttl, raw_blob]
         head = {"source": source, "received_at": now, "raw_id": kept}
         for item in items:
-            item_id = new_id()
+            item_id = item.id or new_id()  # a stable id writes the same record again
             key = keys.ignored(account, item_id)
             record = {**head, "id": item_id, "reason": item.reason, "provider_id": item.provider_id}
             k.append(key)
