@@ -3,14 +3,15 @@
 Each queued event holds its raw request (kept for re-ingest) and its normalized event
 record. Both are JSON around the customer's text, and were most of an event's Redis
 memory and AOF (about 1.6 KB and 1.9 KB of a 4.8 KB event, for a 1 KB Telegram update).
-They are compressed with raw deflate primed with a preset dictionary of what such records
-always hold (field names, header names, the usual values), so that even a short record
-compresses: the dictionary pays for the structure, deflate for the text.
+They are compressed primed with a preset dictionary of what such records always hold
+(field names, header names, the usual values), so that even a short record compresses:
+the dictionary pays for the structure, the compressor for the text.
 
-Format 2 (the current one) is zstd at level 1 with dictionary 1 as raw content: about
-2.3x faster than format 1 (zlib level 1 with the same dictionary, ~24 us against ~11 us
-for a 1.2 KB raw request on this project's VM; 138 k of the gateway's ~810 k
-instructions per ack went to zlib) for records ~7 % larger. Format 1 records still read.
+Format 2 (written now) is zstd at level 1 with dictionary 1 as raw content: about 2.3x
+faster than format 1 (raw deflate, zlib level 1, with the same dictionary: ~24 us
+against ~11 us for a 1.2 KB raw request on this project's VM; 138 k of the gateway's
+~810 k instructions per ack went to zlib) for records ~7 % larger. Format 1 records,
+written by earlier releases, still read.
 
 A packed record starts with ``\\x00`` and the format's id, which no JSON document
 (the unpacked records) starts with, so records written before packing read unchanged.
