@@ -21,3 +21,14 @@ def test_access_log_carries_the_request_id_and_no_path(caplog) -> None:
     [record] = caplog.records
     assert record.getMessage() == "POST /webhooks/{channel}/{account} 200 2.1ms"
     assert record.request_id == "abc123"
+
+
+def test_access_log_is_skipped_where_info_is_not_written() -> None:
+    """aiohttp times and formats a request for the access log only when the logger is
+    enabled: at WARNING (the default) the ack path pays nothing for it."""
+    logger = logging.getLogger("test.access.level")
+    access = AccessLogger(logger, "")
+    logger.setLevel(logging.WARNING)
+    assert access.enabled is False
+    logger.setLevel(logging.INFO)
+    assert access.enabled is True

@@ -54,6 +54,12 @@ class AccessLogger(AbstractAccessLogger):
     """Logs the route template, never the path or query: paths can carry tokens (the
     sandbox bot API) and queries can carry secrets (Meta's ``hub.verify_token``)."""
 
+    @property
+    def enabled(self) -> bool:
+        # aiohttp asks once per connection; without this every request was timed and
+        # passed to ``log`` even at WARNING, where nothing is written
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         match_info = getattr(request, "match_info", None)
         resource = match_info.route.resource if match_info is not None else None
