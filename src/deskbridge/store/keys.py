@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from arq.constants import default_queue_name, job_key_prefix
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix
 
 __all__ = [
     "ARQ_QUEUE",
@@ -20,6 +20,7 @@ __all__ = [
     "ROTATION",
     "ROTATION_LOCK",
     "WEBCHAT_NOTIFY",
+    "arq_in_progress",
     "arq_job",
     "attempts",
     "awaiting",
@@ -123,6 +124,11 @@ def _a(account: str) -> str:
 
 def arq_job(job_id: str) -> str:
     return job_key_prefix + job_id
+
+
+def arq_in_progress(job_id: str) -> str:
+    """arq's mark of a job a worker has started (its TTL is the job's deadline)."""
+    return in_progress_key_prefix + job_id
 
 
 def dedup(account: str, source: str, digest: str) -> str:

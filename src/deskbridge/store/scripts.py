@@ -26,6 +26,7 @@ __all__ = [
     "RELEASE",
     "REPLAY",
     "REQUEUE",
+    "START_JOB",
     "UNPARSEABLE",
     "WEBCHAT_DELIVERED",
     "WEBCHAT_KEEP_FILES",
@@ -604,3 +605,16 @@ if changed > 0 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ' 0') end
 return changed
 """
 )
+
+
+# KEYS: in-progress key, queue. ARGV: job id, now (ms), in-progress TTL (ms).
+# arq's check before it runs a job (not started elsewhere, still queued, due), and its
+# in-progress mark, in one step: arq does it with WATCH, EXISTS, ZSCORE and MULTI/PSETEX/
+# EXEC, four round trips per job. Returns the job's score, or false when it must not run.
+START_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
