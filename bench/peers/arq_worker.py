@@ -3,6 +3,11 @@ queued message to the desk with httpx (one shared client, so connections are reu
 no desk user, no ticket lookup, no order per conversation, no dedup at the desk, no
 record of what was filed. What deskbridge's worker is compared with.
 
+It polls the queue as deskbridge's worker does (``max_jobs=50``, ``poll_delay=0.01``:
+deskbridge's defaults). With arq's own defaults (10 jobs, a poll every 0.5 s, at most
+100 ids a poll) the forwarder's rate is set by the poll interval, not by its work: about
+200 messages/s whatever the machine, which is no measure of a design.
+
     python bench/peers/arq_worker.py REDIS_URL DESK_URL
 """
 
@@ -47,6 +52,8 @@ def main() -> None:
         on_shutdown=shutdown,
         ctx={"desk": desk},
         keep_result=0,
+        max_jobs=50,
+        poll_delay=0.01,
     )
     worker.run()
 
