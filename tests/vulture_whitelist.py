@@ -118,6 +118,7 @@ _.tb  # __aexit__ signature
 _.job_serializer  # arq.ArqRedis attributes the worker reads (pipeline.worker, Sentinel pool)
 _.job_deserializer  # arq.ArqRedis attribute
 _.allow_pick_jobs  # arq.Worker attributes its poll loop reads (pipeline.worker, graceful stop)
+_.start_jobs  # arq.Worker's poll loop calls it (pipeline.worker._Worker overrides it)
 _.max_burst_jobs  # arq.Worker attribute
 _.redis_primary  # gateway.admin.models.HealthDetail field, serialized by pydantic
 
