@@ -61,7 +61,8 @@ def loads(body: bytes | str) -> Any:
             # json.loads recurses: bound the depth before it runs
             _check_depth_bytes(raw)
         doc = json.loads(raw, parse_constant=_no_constant)
-    if opens > MAX_DEPTH or raw.count(b",") + opens + 1 > MAX_ITEMS:
+    # a body shorter than MAX_ITEMS bytes cannot hold more values than that
+    if opens > MAX_DEPTH or (len(raw) >= MAX_ITEMS and raw.count(b",") + opens + 1 > MAX_ITEMS):
         _check_shape(doc)
     return doc
 

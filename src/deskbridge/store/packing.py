@@ -7,11 +7,15 @@ They are compressed primed with a preset dictionary of what such records always 
 (field names, header names, the usual values), so that even a short record compresses:
 the dictionary pays for the structure, the compressor for the text.
 
-Format 2 (written now) is zstd at level 1 with dictionary 1 as raw content: about 2.3x
-faster than format 1 (raw deflate, zlib level 1, with the same dictionary: ~24 us
-against ~11 us for a 1.2 KB raw request on this project's VM; 138 k of the gateway's
-~810 k instructions per ack went to zlib) for records ~7 % larger. Format 1 records,
-written by earlier releases, still read.
+Format 2 (written now) is a zstd frame primed with dictionary 1 as raw content, written
+at level -1 (zstd's first "fast" level: matches against the dictionary and the record,
+literals left as they are, no Huffman tables built per record). For a 1.2 KB raw request
+on this project's VM: ~4.3 us and 627 B at level -1, ~7 us and 529 B at level 1 (the
+level of releases up to issue 19's third session), ~24 us for format 1 (raw deflate,
+zlib level 1, same dictionary; 138 k of the gateway's ~810 k instructions per ack went
+to zlib). The level is not part of the format: every zstd frame reads the same, so
+records written at either level read alike. Format 1 records, written by earlier
+releases, still read.
 
 A packed record starts with ``\\x00`` and the format's id, which no JSON document
 (the unpacked records) starts with, so records written before packing read unchanged.
@@ -86,12 +90,14 @@ _DICT_1 = (
 _DICTS = {1: _DICT_1}
 """Format 1: raw deflate (``_WBITS``) primed with ``_DICT_1``. Read only."""
 _ZSTD = 2
-"""Format 2: a zstd frame (level 1, content size written, no checksum: sealing covers
-it, no dictionary id: the format byte names it) primed with ``_DICT_1`` as raw content."""
+"""Format 2: a zstd frame (written at ``_ZSTD_LEVEL``, content size written, no checksum:
+sealing covers it, no dictionary id: the format byte names it) primed with ``_DICT_1`` as
+raw content."""
 _CURRENT = _ZSTD
 
 _ZSTD_DICT = zstandard.ZstdCompressionDict(_DICT_1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-_ZSTD_DICT.precompute_compress(level=1)  # the dictionary's tables built once, not per record
+_ZSTD_LEVEL = -1
+_ZSTD_DICT.precompute_compress(level=_ZSTD_LEVEL)  # the dictionary's tables, built once
 _local = threading.local()  # zstd contexts are not for two threads at once
 
 
@@ -101,7 +107,7 @@ def _contexts() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     except AttributeError:  # this thread's first record
         ctx = _local.ctx = (
             zstandard.ZstdCompressor(
-                dict_data=_ZSTD_DICT, write_checksum=False, write_dict_id=False
+                level=_ZSTD_LEVEL, dict_data=_ZSTD_DICT, write_checksum=False, write_dict_id=False
             ),
             zstandard.ZstdDecompressor(dict_data=_ZSTD_DICT),
         )
