@@ -23,9 +23,12 @@ secret = ""
 forwarded: deque[tuple[int, int, str]] = deque(maxlen=1000)
 
 
-def forward(update: Update) -> None:
+async def forward(update: Update) -> None:
     """The background work: here it only queues the message in memory (the peer is
-    measured for its acks, and a desk call would not change what it acknowledges)."""
+    measured for its acks, and a desk call would not change what it acknowledges).
+    ``async``: Starlette runs a plain ``def`` task in its thread pool, a thread hop per
+    request that cost this peer more than half its throughput for work that never
+    blocks."""
     msg = update.message
     if msg is not None:
         forwarded.append((update.update_id, msg.chat.id, msg.text or ""))
