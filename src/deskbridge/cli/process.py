@@ -33,7 +33,7 @@ from deskbridge.gateway import create_app
 from deskbridge.gateway.app import create_metrics_app
 from deskbridge.gateway.connections import GuardedRunner
 from deskbridge.gateway.state import STOPPING
-from deskbridge.http import make_client
+from deskbridge.http import process_client
 from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.listeners.smtp import start_smtp_listeners
 from deskbridge.outbound.registry import desk_spec_of
@@ -275,7 +275,7 @@ async def serve_forever(
         private = PrivateRedis(s.data_dir, appendfsync=s.appendfsync)
         url = private.url
     redis = connect(url)
-    http = make_client(timeout=s.http_timeout_seconds)
+    http = process_client(timeout=s.http_timeout_seconds)
     rt = Runtime.build(s, loaded.accounts, redis, loaded.vault, http)
     app = create_app(rt, role=role)
     if private is not None:
