@@ -130,4 +130,5 @@ _.get_me  # telegram adapter: token check (getMe), tested, not yet wired
 _.audit  # store.graph.audit: the merge audit stream, read by tests
 _.flushes  # store.intake batching counter, asserted by tests
 _.coalescer  # store.intake: tests reach the coalescer through it
+_.most_in_flight  # store.intake.Coalescer: tests read how many batches overlapped
 _.mark_waiting  # store.service: tests mark conversations waiting (filing does it with set_ticket)
