@@ -217,3 +217,31 @@ async def test_the_process_client_uses_aiohttp_unless_a_proxy_is_set(
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     async with process_client() as c:
         assert isinstance(c._transport, httpx.AsyncHTTPTransport)
+
+
+async def test_the_process_client_keeps_no_cookies(server: _Server) -> None:
+    """A cookie a platform sets is neither kept nor sent back: one client serves every
+    account, and every platform API authenticates each call by itself."""
+    app_cookie = web.Application()
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        server.seen.append({"headers": list(request.raw_headers)})
+        resp = web.json_response({})
+        resp.set_cookie("session", "account-a", path="/")
+        return resp
+
+    app_cookie.router.add_get("/c", set_cookie)
+    runner = web.AppRunner(app_cookie, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with process_client(timeout=2.0) as c:
+            first = await c.get(f"http://127.0.0.1:{port}/c")
+            assert first.cookies.get("session") == "account-a"  # the answer shows it
+            await c.get(f"http://127.0.0.1:{port}/c")
+            assert len(c.cookies) == 0
+    finally:
+        await runner.cleanup()
+    assert [_header(s, "Cookie") for s in server.seen] == [[], []]

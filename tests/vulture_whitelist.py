@@ -36,6 +36,8 @@ _._one_active  # store.keyring model_validator
 
 # httpx: an Auth subclass's flow is called by httpx for each request it authenticates
 _.auth_flow  # adapters.sms.vonage.adapter._Bearer
+_.extract_cookies  # http._NoCookies: httpx calls it on every response
+_._cookies  # http.process_client: the store httpx's `cookies` property hands out
 
 # pydantic fields of platform payloads (extra="ignore"): declared so pydantic validates
 # their type, or read by name (getattr over a list of field names), not by attribute
