@@ -42,3 +42,31 @@ async def test_the_script_is_loaded_again_after_redis_forgot_it(redis: aioredis.
     starts = JobStarts(redis)
     await r.script_flush()
     assert await starts.start("job-2", NOW, 1_000) == NOW
+
+
+async def test_a_delivered_job_ends_in_its_own_last_round_trip(
+    make_runtime: Any, redis: aioredis.Redis, monkeypatch: Any
+) -> None:
+    """The delivery's COMPLETE script also ends its arq job (job, in-progress and retry
+    keys, queue entry), so arq's own finish, one more round trip, is skipped."""
+    from arq.worker import Worker
+
+    from .conftest import drain
+    from .test_store import accept, message
+
+    finished: list[str] = []
+    real = Worker.finish_job
+
+    async def finish_job(self: Any, job_id: str, *args: Any, **kwargs: Any) -> None:
+        finished.append(job_id)
+        await real(self, job_id, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "finish_job", finish_job)
+    rt = make_runtime()
+    await accept(rt, [message(1), message(2), message(3, thread="other")])
+    await drain(rt)
+    assert len(await rt.sandbox.tickets("acme")) == 2
+    assert finished == []  # arq's finish never ran: every job ended in COMPLETE
+    r: Any = redis
+    left = sorted(k.decode() for k in await r.keys("arq:*"))
+    assert left == [], left

@@ -45,23 +45,34 @@ def job_deadline(work_timeout: float, grace: float = 15.0) -> float:
     return work_timeout + grace
 
 
+JOBS_ENDED = "jobs_ended"
+"""The worker's ``ctx`` key of a set: ids of the jobs whose task already did arq's end of
+the job in its own last round trip (``DeliveryStore.complete``); the worker skips arq's
+finish for them (pipeline/worker.py)."""
+
+
 async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
     """File one inbound event in the account's desk. Safe to run more than once."""
-    await _run(ctx["runtime"], account, delivery_id, Direction.INBOUND, file_event)
+    await _run(ctx["runtime"], account, delivery_id, Direction.INBOUND, file_event, ctx)
 
 
 async def deliver_to_channel(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
     """Send one agent reply on the customer's channel. Safe to run more than once."""
-    await _run(ctx["runtime"], account, delivery_id, Direction.OUTBOUND, send_reply)
+    await _run(ctx["runtime"], account, delivery_id, Direction.OUTBOUND, send_reply, ctx)
 
 
 async def _run(
-    rt: Runtime, account: str, delivery_id: str, direction: Direction, work: Work
+    rt: Runtime,
+    account: str,
+    delivery_id: str,
+    direction: Direction,
+    work: Work,
+    ctx: dict[str, Any],
 ) -> None:
     """One job: claim the delivery (one round trip: the record, its lane's head, the lane
     lock and the event record), attempt it, and record the outcome (one round trip when
-    it succeeded: the attempt, the new state, the next head's job and the lock's
-    release)."""
+    it succeeded: the attempt, the new state, the next head's job, the lock's release and
+    the end of the arq job)."""
     token = new_id()
     s = rt.settings
     lock_ms = int(job_deadline(s.job_timeout_seconds, s.job_grace_seconds) * 1000)
@@ -105,8 +116,14 @@ async def _run(
         outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
         retention = rt.retention(account).delivered_s
         attempt = Attempt(at=datetime.now(UTC), outcome=outcome)
-        problems = await rt.deliveries.complete(d, state, attempt, token, retention_s=retention)
+        ended: set[str] | None = ctx.get(JOBS_ENDED)
+        job_id: str | None = ctx.get("job_id") if ended is not None else None
+        problems = await rt.deliveries.complete(
+            d, state, attempt, token, retention_s=retention, job_id=job_id
+        )
         completed = True
+        if ended is not None and job_id is not None:
+            ended.add(job_id)
         if problems:
             await rt.deliveries.clear_problem(account, _peer(d))
         rt.metrics.deliveries.labels(d.direction.value, state.value).inc()

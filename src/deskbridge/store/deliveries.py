@@ -300,21 +300,29 @@ class DeliveryStore:
         token: str,
         *,
         retention_s: int = 0,
+        job_id: str | None = None,
     ) -> bool:
         """After an attempt that spent the budget without an error: ``record_attempt``,
-        ``finish`` and ``unlock_lane`` in one atomic round trip. Returns whether the
-        account has problems noted (``report_problem``)."""
+        ``finish`` and ``unlock_lane`` in one atomic round trip, and with ``job_id`` what
+        arq does when that job ends (the worker then skips arq's own finish). Returns
+        whether the account has problems noted (``report_problem``)."""
         a, d = delivery.account, delivery
         k, args = self._finishing(d, state, "", retention_s, "")
-        _, problems = await self._complete(
-            keys=[
-                *k,
-                keys.attempts(a, d.id),
-                keys.lane_lock(a, d.direction.value, d.conversation_id),
-                keys.problems(a),
-            ],
-            args=[*args, attempt.model_dump_json(exclude_none=True), token],
-        )
+        k += [
+            keys.attempts(a, d.id),
+            keys.lane_lock(a, d.direction.value, d.conversation_id),
+            keys.problems(a),
+        ]
+        args += [attempt.model_dump_json(exclude_none=True), token]
+        if job_id is not None:
+            k += [
+                keys.arq_job(job_id),
+                keys.arq_in_progress(job_id),
+                keys.arq_retry(job_id),
+                keys.ARQ_ABORTS,
+            ]
+            args.append(job_id)
+        _, problems = await self._complete(keys=k, args=args)
         return bool(problems)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:

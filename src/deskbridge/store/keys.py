@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import re
 
-from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    default_queue_name,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 
 __all__ = [
+    "ARQ_ABORTS",
     "ARQ_QUEUE",
     "AUDIT",
     "HEARTBEAT",
@@ -22,6 +29,7 @@ __all__ = [
     "WEBCHAT_NOTIFY",
     "arq_in_progress",
     "arq_job",
+    "arq_retry",
     "attempts",
     "awaiting",
     "bot_log",
@@ -105,6 +113,7 @@ __all__ = [
 ]
 
 ARQ_QUEUE = default_queue_name
+ARQ_ABORTS = abort_jobs_ss
 HEARTBEAT = "deskbridge:worker:heartbeat"
 ROTATION = "deskbridge:keys:rotation"
 """Hash: the progress of ``deskbridge keys rotate`` (SCAN cursor, counts), for resuming."""
@@ -129,6 +138,11 @@ def arq_job(job_id: str) -> str:
 def arq_in_progress(job_id: str) -> str:
     """arq's mark of a job a worker has started (its TTL is the job's deadline)."""
     return in_progress_key_prefix + job_id
+
+
+def arq_retry(job_id: str) -> str:
+    """arq's count of a job's tries."""
+    return retry_key_prefix + job_id
 
 
 def dedup(account: str, source: str, digest: str) -> str:

@@ -193,8 +193,12 @@ FINISH = _ENQUEUE + _FINISH_FN + "return finish()\n"
 # A worker's whole bookkeeping after a successful attempt, in one round trip: FINISH
 # preceded by the attempt's record (as ``record_attempt``: its line, the budget count,
 # ``updated_at``, no ``last_error``) and followed by the release of the lane lock the worker holds.
-# KEYS: FINISH's seven, then attempts, lane lock, problems
-# ARGV: FINISH's ten, then the attempt (JSON), the lock token
+# With the arq job that ran it (optional, the last keys and argument), what arq does when
+# a job ends (its job, in-progress and retry keys deleted, its id off the queue and the
+# abort set), so that arq's own finish is one round trip less (pipeline/worker.py).
+# KEYS: FINISH's seven, then attempts, lane lock, problems[, arq job, in-progress,
+#       retry, abort set]
+# ARGV: FINISH's ten, then the attempt (JSON), the lock token[, the arq job id]
 # Returns {next head or false, 1 when the account has problems noted else 0}.
 COMPLETE = (
     _ENQUEUE
@@ -207,6 +211,11 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
 redis.call('HDEL', KEYS[1], 'last_error')
 local head = finish()
 if redis.call('GET', KEYS[9]) == ARGV[12] then redis.call('DEL', KEYS[9]) end
+if ARGV[13] then
+  redis.call('DEL', KEYS[11], KEYS[12], KEYS[13])
+  redis.call('ZREM', KEYS[5], ARGV[13])
+  redis.call('ZREM', KEYS[14], ARGV[13])
+end
 return {head, redis.call('EXISTS', KEYS[10])}
 """
 )
