@@ -137,5 +137,9 @@ async def test_kill_9_between_the_parts_of_replies_loses_no_part(harness: Harnes
     assert r.drained, f"not drained\n{logs(harness)}"
     assert r.delivered == r.replies and r.lost == 0
     # Telegram has no idempotency key: a part whose answer died with the worker goes
-    # again, at most once per kill, and every such resend is in the attempt log
-    assert r.sent_twice <= r.counted <= r.kills
+    # again, and every such resend is in the attempt log. A kill leaves in doubt the parts
+    # in flight at that instant: one per reply at most, and a round's replies (one per
+    # chat) run at once, so usually one part and sometimes two (the send limiter spaces
+    # them by about the fake Telegram's latency). The bound was ``kills``, one per kill,
+    # which a kill landing while two parts were in flight broke (seen in CI).
+    assert r.sent_twice <= r.counted <= r.kills * SHORT.part_chats
