@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -29,7 +28,12 @@ class RawRequest:
         """A copy without the named headers (lower-case names, matched in any case) and
         query parameters (matched exactly), every value of each: what may be stored.
         ``self`` when it carries none of them. Headers stay case-insensitive."""
-        drop_h = bool(headers) and any(k.lower() in headers for k in self.headers)
+        if isinstance(self.headers, CIMultiDictProxy | CIMultiDict):
+            # a case-insensitive mapping (the gateway's): a lookup per named header, not
+            # a lower-cased copy of every header name (~4 us of each ack)
+            drop_h = any(name in self.headers for name in headers)
+        else:
+            drop_h = bool(headers) and any(k.lower() in headers for k in self.headers)
         drop_q = bool(query) and any(k in query for k in self.query)
         if not drop_h and not drop_q:
             return self
@@ -45,4 +49,5 @@ class RawRequest:
             for name in query:
                 md.popall(name, None)
             kept_q = MultiDictProxy(md)
-        return dataclasses.replace(self, headers=kept_h, query=kept_q)
+        # not dataclasses.replace, which inspects the fields on every call
+        return RawRequest(self.method, self.path, kept_q, kept_h, self.body)
