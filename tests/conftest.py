@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -322,3 +323,49 @@ def no_secrets_in_logs() -> Iterator[_LeakCatcher]:
     if catcher.leaks:
         seen = sorted(set(catcher.leaks))
         pytest.fail(f"log records carried test secrets or customer data: {seen[:20]}")
+
+
+def self_signed_cert(
+    tmp_path: Path, common_name: str, *, ip: str | None = None, stem: str = "server"
+) -> tuple[str, str]:
+    """A self-signed certificate and its key, written as PEM under ``tmp_path``
+    (``<stem>.crt``, ``<stem>.key``). With ``ip``, it names that address and is its own
+    authority, so a client can trust it through ``SSL_CERT_FILE``."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    if ip is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        ).add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+            critical=False,
+        )
+    cert = builder.sign(key, hashes.SHA256())
+    cert_path, key_path = tmp_path / f"{stem}.crt", tmp_path / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)

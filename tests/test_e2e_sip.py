@@ -14,7 +14,7 @@ from deskbridge.flows.ingest import accept_replies
 from deskbridge.listeners.sip import start_sip_listeners
 from deskbridge.schemas import AgentReply, Channel, Desk
 
-from .conftest import drain
+from .conftest import drain, self_signed_cert
 from .test_sip import far_end
 
 
@@ -120,36 +120,7 @@ async def test_sandbox_mode_keeps_the_outbound_message(make_runtime) -> None:
 
 
 def write_cert(tmp_path) -> tuple[str, str]:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sip.acme.example")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "sip.crt", tmp_path / "sip.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
+    return self_signed_cert(tmp_path, "sip.acme.example", stem="sip")
 
 
 async def test_sip_over_tls_with_a_configured_certificate(make_runtime, tmp_path) -> None:

@@ -12,7 +12,7 @@ from deskbridge.listeners.smtp import start_smtp_listeners
 from deskbridge.store import Intake, connect
 from deskbridge.store.listing import RawFilter
 
-from .conftest import drain, redis_of
+from .conftest import drain, redis_of, self_signed_cert
 
 
 def free_port() -> int:
@@ -98,39 +98,10 @@ async def test_store_down_is_a_temporary_failure(listener) -> None:
 
 
 async def test_starttls_with_a_configured_certificate(make_runtime, tmp_path) -> None:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert, key = self_signed_cert(tmp_path, "localhost")
     port = free_port()
     rt = make_runtime(
-        yaml_for(port)
-        + f'        tls_cert_path: "{tmp_path / "cert.pem"}"\n'
-        + f'        tls_key_path: "{tmp_path / "key.pem"}"\n'
+        yaml_for(port) + f'        tls_cert_path: "{cert}"\n' + f'        tls_key_path: "{key}"\n'
     )
     servers = await start_smtp_listeners(rt)
     try:

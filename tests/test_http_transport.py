@@ -17,7 +17,18 @@ from aiohttp import web
 from deskbridge.http import make_client, process_client, read_capped, transport_error
 from deskbridge.http_transport import AiohttpTransport, proxies_in_env
 
+from .conftest import self_signed_cert
+
 BIG = bytes(range(256)) * 800  # 200 KB
+
+
+async def _serve(app: web.Application, ssl_context: Any = None) -> tuple[web.AppRunner, int]:
+    """``app`` on a free loopback port: its runner (clean it up) and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
 class _Server:
@@ -82,11 +93,7 @@ class _Server:
         app.router.add_post("/slow", self.slow)
         app.router.add_get("/redirect", self.redirect)
         app.router.add_post("/drop", self.drop)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, port = await _serve(app)
         self.url = f"http://127.0.0.1:{port}"
 
 
@@ -231,11 +238,7 @@ async def test_the_process_client_keeps_no_cookies(server: _Server) -> None:
         return resp
 
     app_cookie.router.add_get("/c", set_cookie)
-    runner = web.AppRunner(app_cookie, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await _serve(app_cookie)
     try:
         async with process_client(timeout=2.0) as c:
             first = await c.get(f"http://127.0.0.1:{port}/c")
@@ -247,46 +250,6 @@ async def test_the_process_client_keeps_no_cookies(server: _Server) -> None:
     assert [_header(s, "Cookie") for s in server.seen] == [[], []]
 
 
-def _self_signed(tmp_path: Any) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 that is its own authority, and its key."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deskbridge test desk")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "desk.crt", tmp_path / "desk.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
 async def test_tls_is_verified_as_httpx_verifies_it(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,7 +257,7 @@ async def test_tls_is_verified_as_httpx_verifies_it(
     server, trusted through ``SSL_CERT_FILE`` as httpx reads it, answers."""
     import ssl
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "deskbridge test desk", ip="127.0.0.1")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     app = web.Application()
@@ -303,11 +266,8 @@ async def test_tls_is_verified_as_httpx_verifies_it(
         return web.json_response({"tls": True})
 
     app.router.add_get("/hello", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hello"  # type: ignore[union-attr]
+    runner, port = await _serve(app, context)
+    url = f"https://127.0.0.1:{port}/hello"
     try:
         monkeypatch.delenv("SSL_CERT_DIR", raising=False)
         monkeypatch.delenv("SSL_CERT_FILE", raising=False)
