@@ -31,7 +31,11 @@ TEST_REDIS_URL = _test_redis_url()
 
 @pytest.fixture
 async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+    # the processes' own client (store.connection.connect): commands multiplexed on one
+    # connection, as in production
+    from deskbridge.store.connection import connect
+
+    client = connect(TEST_REDIS_URL)
     try:
         await client.ping()
     except Exception as exc:  # pragma: no cover - the Makefile starts one

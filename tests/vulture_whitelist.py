@@ -134,3 +134,4 @@ _.flushes  # store.intake batching counter, asserted by tests
 _.coalescer  # store.intake: tests reach the coalescer through it
 _.most_in_flight  # store.intake.Coalescer: tests read how many batches overlapped
 _.mark_waiting  # store.service: tests mark conversations waiting (filing does it with set_ticket)
+_.writes  # store.mux.Multiplexer: tests read how many writes carried the requests

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from arq import Worker, func
+from arq.connections import create_pool
 from arq.utils import timestamp_ms
 
 from deskbridge.flows import csat, enrichment, ingest, privacy
@@ -36,6 +37,7 @@ from deskbridge.store.connection import (
     arq_settings,
     cause,
     honour_cancel,
+    muxed_arq,
 )
 from deskbridge.store.jobs import JobStarts
 
@@ -84,6 +86,21 @@ class _Worker(Worker):
     """
 
     _starts: JobStarts | None = None
+
+    async def main(self) -> None:
+        if self._pool is None:
+            # arq's own pool (its connection retries at start-up), then multiplexed:
+            # its polls and job reads share the worker's one connection
+            self._pool = muxed_arq(
+                await create_pool(
+                    self.redis_settings,
+                    job_deserializer=self.job_deserializer,
+                    job_serializer=self.job_serializer,
+                    default_queue_name=self.queue_name,
+                    expires_extra_ms=self.expires_extra_ms,
+                )
+            )
+        await super().main()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         if self._starts is None:

@@ -26,11 +26,13 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError, ResponseError
 
 from deskbridge.errors import ConfigError, StoreUnavailable
+from deskbridge.store.mux import MuxRedis
 
 __all__ = [
     "CONNECTION_LOST",
     "UNAVAILABLE",
     "Connection",
+    "MuxArqRedis",
     "PrivateRedis",
     "Structures",
     "Target",
@@ -42,6 +44,7 @@ __all__ = [
     "disconnect",
     "guarded",
     "honour_cancel",
+    "muxed_arq",
     "parse_url",
     "primary",
     "structures",
@@ -118,8 +121,28 @@ def arq_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
 
 
-class _SentinelArqRedis(ArqRedis):
-    """arq's client of a Sentinel-named primary; closing it closes its Sentinel clients."""
+class MuxArqRedis(MuxRedis, ArqRedis):  # type: ignore[misc]  # redis-py's own mixins disagree
+    """arq's client with its commands multiplexed on one connection (``store.mux``)."""
+
+
+def muxed_arq(client: ArqRedis) -> ArqRedis:
+    """``client`` (arq's, from ``create_pool``) as a ``MuxArqRedis`` on the same pool,
+    which it now owns: arq's polls, job reads and job ends share one connection with
+    every other command of the worker's turn of the loop."""
+    muxed = MuxArqRedis(
+        connection_pool=client.connection_pool,
+        job_serializer=client.job_serializer,
+        job_deserializer=client.job_deserializer,
+        default_queue_name=client.default_queue_name,
+        expires_extra_ms=client.expires_extra_ms,
+    )
+    muxed.auto_close_connection_pool = True
+    return muxed
+
+
+class _SentinelArqRedis(MuxRedis, ArqRedis):  # type: ignore[misc]  # as MuxArqRedis
+    """arq's client of a Sentinel-named primary (multiplexed, ``store.mux``); closing it
+    closes its Sentinel clients."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
@@ -337,11 +360,11 @@ def connect(url: str) -> aioredis.Redis:
     target = parse_url(url)
     if target.sentinel:
         client: aioredis.Redis = _sentinel(target).master_for(
-            target.master, redis_class=aioredis.Redis, **_primary_kwargs(target), **_POOL
+            target.master, redis_class=MuxRedis, **_primary_kwargs(target), **_POOL
         )
         return client
     try:
-        direct: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=False, **_POOL)
+        direct: aioredis.Redis = MuxRedis.from_url(url, decode_responses=False, **_POOL)
     except ValueError as exc:  # its messages name the part, never the password
         raise _bad(str(exc)) from exc
     return direct
