@@ -281,3 +281,63 @@ async def test_tls_is_verified_as_httpx_verifies_it(
             assert (await c.get(url)).json() == {"tls": True}
     finally:
         await runner.cleanup()
+
+
+async def test_the_quick_path_sends_what_httpx_s_path_sends(
+    server: _Server, client: httpx.AsyncClient
+) -> None:
+    """A plain call skips httpx's request machinery (ProcessClient.request), and the
+    peer cannot tell: the same method, path, query, body and headers as the same call
+    through httpx's path (forced here by an ``extensions`` argument)."""
+    call: dict[str, Any] = {
+        "params": {"q": "a b&c", "n": "1"},
+        "json": {"ticket": {"comment": {"body": "héllo ✓", "public": True}}},
+        "headers": {"Authorization": "Basic abc", "user-agent": "custom/1"},
+    }
+    quick = await client.post(server.url + "/echo", **call)
+    slow = await client.post(server.url + "/echo", **call, extensions={})
+    assert isinstance(client._transport, AiohttpTransport)
+    assert type(quick) is not type(slow)  # the first took the quick path
+    assert quick.status_code == slow.status_code == 201
+    assert quick.json() == slow.json() == {"ok": True}
+    assert quick.headers["x-seen"] == "yes" and quick.reason_phrase == "Created"
+    a, b = server.seen
+    assert (a["method"], a["path"], a["body"]) == (b["method"], b["path"], b["body"])
+    assert a["body"] == '{"ticket":{"comment":{"body":"héllo ✓","public":true}}}'.encode()
+
+    def normal(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return sorted((k.lower(), v) for k, v in headers)
+
+    assert normal(a["headers"]) == normal(b["headers"])
+    assert _header(a, "User-Agent") == [b"custom/1"]  # the call's header replaced the client's
+    # the request is there when something asks (built from what was sent)
+    assert quick.request.method == "POST"
+    assert quick.url == slow.url
+
+
+async def test_the_quick_path_keeps_httpx_s_status_errors_and_decoding(
+    server: _Server, client: httpx.AsyncClient
+) -> None:
+    missing = await client.get(server.url + "/nowhere")
+    assert missing.status_code == 404
+    with pytest.raises(httpx.HTTPStatusError) as info:
+        missing.raise_for_status()
+    assert str(info.value.request.url) == server.url + "/nowhere"
+    zipped = await client.get(server.url + "/gzip")
+    assert zipped.json() == {"zipped": True}  # decoded once, by Content-Encoding
+
+
+async def test_event_hooks_and_other_options_take_httpx_s_path(server: _Server) -> None:
+    seen: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        seen.append(request.method)
+
+    async with make_client(timeout=2.0, transport=AiohttpTransport()) as c:
+        c.event_hooks["request"] = [hook]
+        resp = await c.post(server.url + "/echo", json={})
+        assert resp.status_code == 201 and seen == ["POST"]
+        c.event_hooks["request"] = []
+        form = await c.post(server.url + "/echo", data={"a": "1"})
+        assert form.status_code == 201
+    assert server.seen[-1]["body"] == b"a=1"

@@ -28,7 +28,7 @@ import httpx
 
 from deskbridge import __version__
 from deskbridge.errors import Outcome, PermanentError, RetryableError
-from deskbridge.http_transport import AiohttpTransport, proxies_in_env
+from deskbridge.http_transport import AiohttpTransport, ProcessClient, proxies_in_env
 
 __all__ = [
     "Fetcher",
@@ -56,7 +56,8 @@ def make_client(
     for name in ("httpx", "httpcore"):
         logger = logging.getLogger(name)
         logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-    return httpx.AsyncClient(
+    # a ProcessClient behaves as httpx.AsyncClient unless its transport is aiohttp's
+    return ProcessClient(
         timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         headers={"User-Agent": USER_AGENT},
