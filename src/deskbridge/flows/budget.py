@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.outbound.render import render
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, Message, Upload
 
-__all__ = ["Prepare", "finish_merged", "wait_for_budget", "within_update_budget"]
+__all__ = ["Merge", "Prepare", "finish_merged", "wait_for_budget", "within_update_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,19 @@ _LAST_UPDATE_SCAN = 500
 _MAX_MERGED_CHARS = 60_000
 # Kinds a merge looks past: they wait in the same lane but never update the ticket.
 _NO_UPDATE = frozenset({"status"})
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """What ``within_update_budget`` decided: the message to file, the waiting deliveries
+    merged into it and their files; ``marked``: the desk write's in-flight mark is
+    written already (``DeliveryStore.filing_budget``), and the write is not in doubt."""
+
+    msg: Message
+    merged: list[Delivery]
+    files: list[Upload]
+    marked: bool = False
+
 
 Prepare = Callable[[Delivery, Message], Awaitable[Message]]
 """What the filing flow does for each message merged into another's update before it is
@@ -43,11 +57,15 @@ async def within_update_budget(
     msg: Message,
     prepare: Prepare,
     head_files: Sequence[Upload] = (),
-) -> tuple[Message, list[Delivery], list[Upload]]:
+    *,
+    mark_ttl_s: int,
+) -> Merge:
     """Keep a ticket under its desk's update ``limit`` (at most this many per so many
     seconds) on ``ticket`` (desk, ticket id). Returns the message to file, the waiting
     deliveries merged into it and their files (attached to the same update); each merged
     message goes through ``prepare`` first; ``head_files`` are the files of ``msg``.
+    When the write goes alone and no earlier one exists, the same round trip writes its
+    in-flight mark (``mark_ttl_s``; ``Merge.marked``).
 
     When the budget left cannot give each waiting message of this conversation its own
     update, the head and the messages right behind it (any sender, files included) go
@@ -63,12 +81,13 @@ async def within_update_budget(
     desk's reconciliation (it finds that update, or it does not and this one is written)
     settles all of them and only them. A merge chosen afresh could leave some of them
     pending, to be filed twice, or finish messages that update never held."""
-    most, window = limit
+    most, _ = limit
     desk, ticket_id = ticket
     cap = rt.settings.coalesce_max_messages
-    # the budget, the lane's first messages and any earlier write's merge in one round trip
-    used, wait, lane, carried = await rt.deliveries.ticket_updates_and_lane(
-        d.account, desk, ticket_id, window, d.conversation_id, cap, delivery_id=d.id
+    # the budget, the lane's first messages, any earlier write's merge and, when the
+    # write goes alone, its in-flight mark (``Merge.marked``), in one round trip
+    used, wait, lane, carried, marked = await rt.deliveries.filing_budget(
+        d, desk, ticket_id, limit, cap, mark_ttl_s
     )
     if used >= most:
         raise _no_budget(desk, limit, wait)
@@ -81,7 +100,7 @@ async def within_update_budget(
         lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
     if not waiting or left > len(waiting):
-        return msg, [], []
+        return Merge(msg, [], [], marked=marked)
     merged = await _mergeable(rt, d, waiting, cap - 1)
     return await _merge(rt, d, desk, (msg, head_files), merged, prepare, fixed=False)
 
@@ -95,7 +114,7 @@ async def _merge(
     prepare: Prepare,
     *,
     fixed: bool,
-) -> tuple[Message, list[Delivery], list[Upload]]:
+) -> Merge:
     """``head`` (the message and its files) with the ``merged`` messages, as one update.
     A merge chosen afresh ends before a message that would take the comment past its
     size or whose file cannot be fetched yet; a ``fixed`` one (an earlier write's) keeps
@@ -122,7 +141,7 @@ async def _merge(
         lines.append(_line(m, their_files))
         size += len(lines[-1]) + 2
     if not merged:
-        return msg, [], []
+        return Merge(msg, [], [])
     last = merged[-1][1]
     if last.context:
         await rt.conversations.set_context(d.account, d.conversation_id, last.context)
@@ -145,7 +164,7 @@ async def _merge(
         desk,
         ", as its earlier update" if fixed else "",
     )
-    return combined, [o for o, _, _ in merged], files
+    return Merge(combined, [o for o, _, _ in merged], files)
 
 
 def _line(msg: Message, files: Sequence[Upload]) -> str:

@@ -29,9 +29,14 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import Attempt, Delivery, DeliveryState
 from deskbridge.store import IgnoredItem, Unparsed
 
-__all__ = ["NotFiled", "Unreadable", "parse_stored", "record_of", "settle"]
+__all__ = ["PARSED", "NotFiled", "Unreadable", "parse_stored", "record_of", "settle"]
 
 log = logging.getLogger(__name__)
+
+PARSED = "_parsed"
+"""The key of a record ``parse_stored`` returns that holds the event as the parse made it
+(a model, never stored): the filing uses it rather than validating the record's JSON form
+of the same event a second time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +87,10 @@ async def parse_stored(
             "delivery_id": d.event_id,
             "event": event.model_dump(mode="json"),
         }
-        return record
-    return await rt.deliveries.materialize(d, unparsed, event, rt.retention(d.account).raw_s)
+    else:
+        record = await rt.deliveries.materialize(d, unparsed, event, rt.retention(d.account).raw_s)
+    record[PARSED] = event
+    return record
 
 
 async def settle(

@@ -24,6 +24,7 @@ from deskbridge.flows.contacts import (
     sender_contact,
     with_display_name,
 )
+from deskbridge.flows.deferred import PARSED
 from deskbridge.flows.files import inbound_files
 from deskbridge.flows.notes import file_note, note, ref
 from deskbridge.flows.runtime import Runtime
@@ -70,10 +71,14 @@ async def file_event(
         if proactive.is_proactive_note(n):
             return await proactive.file_on_ticket(rt, d, n)
         return await file_note(rt, d, n)
-    try:
-        event = _EVENT.validate_python(record["event"])
-    except ValidationError:
-        return DeliveryState.SKIPPED  # a kind this version does not file
+    parsed = record.get(PARSED)
+    if isinstance(parsed, Message | StatusUpdate | CallEvent | ChannelEvent):
+        event: InboundEvent = parsed  # this attempt's own parse: validated already
+    else:
+        try:
+            event = _EVENT.validate_python(record["event"])
+        except ValidationError:
+            return DeliveryState.SKIPPED  # a kind this version does not file
     raw_id: str | None = record.get("raw_id")
     match event:
         case StatusUpdate():
@@ -132,11 +137,20 @@ async def file_message(
         fields = responders.desk_fields(rt, d.account, msg, fields)
     limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
     merged: list[Delivery] = []
+    marked = False
     if limit is not None and conv.ticket_id is not None:
-        msg, merged, their_files = await within_update_budget(
-            rt, d, limit, (desk.desk.value, conv.ticket_id), msg, _merging(rt, msg), files
+        budget = await within_update_budget(
+            rt,
+            d,
+            limit,
+            (desk.desk.value, conv.ticket_id),
+            msg,
+            _merging(rt, msg),
+            files,
+            mark_ttl_s=_DESK_WRITE_TTL_S,
         )
-        files = [*files, *their_files]
+        msg, merged, marked = budget.msg, budget.merged, budget.marked
+        files = [*files, *budget.files]
     carried = [o.id for o in merged]
     filed = await desk.append(
         ref(conv, d.account).model_copy(update={"fields": fields}),
@@ -145,7 +159,7 @@ async def file_message(
         files,
         idempotency_key=f"deskbridge-{d.id}",
         retried=conv.create_attempted or d.attempts > 0,
-        in_doubt=await _in_doubt(rt, d, carried),
+        in_doubt=await _in_doubt(rt, d, carried, marked=marked),
     )
     # the desk answered; the ticket update counts against the desk's budget (one write),
     # in the same transaction as the ticket's record
@@ -184,13 +198,16 @@ def _merging(rt: Runtime, head: Message) -> Prepare:
     return prepare
 
 
-async def _in_doubt(rt: Runtime, d: Delivery, carried: list[str]) -> bool:
+async def _in_doubt(rt: Runtime, d: Delivery, carried: list[str], *, marked: bool) -> bool:
     """Whether an earlier attempt may have filed the message without deskbridge knowing:
     it failed with an unknown outcome, its worker died with the write in flight, or it
     recorded the write as filed and was cut off before the delivery was finished. The
     desk then reconciles before writing again. Notes this write as in flight, carrying
-    the messages of the deliveries ``carried`` (merged into its update)."""
-    if await rt.deliveries.begin_desk_write(d.account, d.id, _DESK_WRITE_TTL_S, carried):
+    the messages of the deliveries ``carried`` (merged into its update), unless the
+    budget's read ``marked`` it already (it found no earlier write then)."""
+    if not marked and await rt.deliveries.begin_desk_write(
+        d.account, d.id, _DESK_WRITE_TTL_S, carried
+    ):
         return True
     if d.attempts == 0:
         return False  # every failure that may have been applied spends the budget

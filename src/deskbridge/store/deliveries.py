@@ -26,6 +26,7 @@ from deskbridge.store.scripts import (
     COMPLETE,
     DESK_WRITE,
     DISCARD,
+    FILING_BUDGET,
     FINISH,
     HOLD,
     PURGE,
@@ -138,6 +139,7 @@ class DeliveryStore:
         self._claim = redis.register_script(CLAIM)
         self._complete = redis.register_script(COMPLETE)
         self._desk_write = redis.register_script(DESK_WRITE)
+        self._filing_budget = redis.register_script(FILING_BUDGET)
         self._unparseable = redis.register_script(UNPARSEABLE)
 
     async def get(self, account: str, delivery_id: str) -> Delivery | None:
@@ -436,41 +438,50 @@ class DeliveryStore:
     ) -> tuple[int, float]:
         """How many updates we made to the ticket in the last ``window_s`` seconds, and
         how long until the oldest of them leaves the window."""
-        count, wait, _, _ = await self.ticket_updates_and_lane(
-            account, desk, ticket_id, window_s, None, 0
-        )
-        return count, wait
-
-    async def ticket_updates_and_lane(
-        self,
-        account: str,
-        desk: str,
-        ticket_id: str,
-        window_s: float,
-        conversation_id: str | None,
-        limit: int,
-        delivery_id: str | None = None,
-    ) -> tuple[int, float, list[str], tuple[str, ...] | None]:
-        """``ticket_updates`` and, in the same round trip, ``lane_ids`` of the inbound
-        lane of ``conversation_id`` (none when it is None) and, with ``delivery_id``,
-        what an earlier desk write of that delivery carried (``carried``)."""
         key = keys.ticket_updates(account, desk, self._vault.digest("ticket", desk, ticket_id))
         now = int(time.time() * 1000)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zremrangebyscore(key, 0, now - int(window_s * 1000))
         pipe.zcard(key)
         pipe.zrange(key, 0, 0, withscores=True)
-        if conversation_id is not None:
-            pipe.lrange(keys.lane(account, Direction.INBOUND.value, conversation_id), 0, limit - 1)
-        if delivery_id is not None:
-            pipe.get(keys.desk_write(account, delivery_id))
-            pipe.hget(keys.delivery(account, delivery_id), "desk_filed")
-        _, count, oldest, *rest = await pipe.execute()
+        _, count, oldest = await pipe.execute()
         wait = 0.0
         if oldest:
             wait = max(0.0, (oldest[0][1] + window_s * 1000 - now) / 1000)
-        lane = [i.decode() for i in rest.pop(0)] if conversation_id is not None else []
-        return int(count), wait, lane, _carried(*rest) if delivery_id is not None else None
+        return int(count), wait
+
+    async def filing_budget(
+        self,
+        d: Delivery,
+        desk: str,
+        ticket_id: str,
+        budget: tuple[int, float],
+        limit: int,
+        mark_ttl_s: int,
+    ) -> tuple[int, float, list[str], tuple[str, ...] | None, bool]:
+        """For filing ``d`` on ``ticket_id`` under ``budget`` (updates, per seconds), in
+        one script: ``ticket_updates``, ``lane_ids`` of its lane (``limit``), what an
+        earlier desk write of it carried (``carried``), and whether ``begin_desk_write``'s
+        mark was written too (last: True when the write goes alone, and no earlier write
+        exists, so it is not in doubt)."""
+        most, window_s = budget
+        a = d.account
+        now = int(time.time() * 1000)
+        used, oldest, lane, mark, filed, marked = await self._filing_budget(
+            keys=[
+                keys.ticket_updates(a, desk, self._vault.digest("ticket", desk, ticket_id)),
+                keys.lane(a, Direction.INBOUND.value, d.conversation_id),
+                keys.desk_write(a, d.id),
+                keys.delivery(a, d.id),
+                keys.attempts(a, d.id),
+            ],
+            args=[now, int(window_s * 1000), limit, most, d.id, max(1, mark_ttl_s)],
+        )
+        wait = 0.0
+        if oldest is not None:
+            wait = max(0.0, (float(oldest) + window_s * 1000 - now) / 1000)
+        ids = [i.decode() for i in lane]
+        return int(used), wait, ids, _carried(mark, filed), bool(marked)
 
     async def note_ticket_update(
         self, account: str, desk: str, ticket_id: str, window_s: float

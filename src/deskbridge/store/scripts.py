@@ -15,6 +15,7 @@ __all__ = [
     "COMPLETE",
     "DESK_WRITE",
     "DISCARD",
+    "FILING_BUDGET",
     "FINISH",
     "HOLD",
     "IGNORED",
@@ -296,6 +297,38 @@ redis.call('SET', KEYS[1], count .. '|' .. ARGV[2], 'EX', ARGV[1])
 if redis.call('HEXISTS', KEYS[3], 'desk_filed') == 1 then return 1 end
 if before and tonumber(string.match(before, '^%d+')) == count then return 1 end
 return 0
+"""
+
+# A filing's budget read (``DeliveryStore.filing_budget``): the ticket's updates in the
+# window (the expired ones dropped), the oldest one's score, the lane's first ids, and an
+# earlier desk write's mark and ``desk_filed``; and when no earlier write exists and the
+# write will go alone (budget left for it and for each waiting message, and not the
+# window's last update), ``DESK_WRITE``'s mark, with no deliveries carried, in the same
+# round trip: its answer (not in doubt) is known then.
+# KEYS: ticket updates, lane, desk write mark, delivery, attempts
+# ARGV: now_ms, window_ms, lane ids to read, updates allowed, delivery id, mark ttl_s
+# Returns {used, oldest score or nil, lane ids, mark or nil, desk_filed or nil, marked}.
+FILING_BUDGET = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
+local used = redis.call('ZCARD', KEYS[1])
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local lane = redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+local mark = redis.call('GET', KEYS[3])
+local filed = redis.call('HGET', KEYS[4], 'desk_filed')
+local marked = 0
+local left = tonumber(ARGV[4]) - used
+if not mark and not filed and left > 1 then
+  local waiting = 0
+  for _, id in ipairs(lane) do
+    if id ~= ARGV[5] then waiting = waiting + 1 end
+  end
+  if waiting == 0 or left > waiting then
+    redis.call('SET', KEYS[3], redis.call('LLEN', KEYS[5]) .. '|', 'EX', ARGV[6])
+    marked = 1
+  end
+end
+return {used, oldest[2] or false, lane, mark or false, filed or false, marked}
 """
 
 # Re-enqueue a pending delivery whose job is gone (the sweeper), if it heads its lane.
