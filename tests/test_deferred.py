@@ -431,3 +431,38 @@ async def test_the_export_shows_a_queued_event_without_writing_it(
     [conv] = acc["conversations"]
     assert {d["event"]["text"] for d in conv["deliveries"] if d["event"]} == {"known"}
     assert len(conv["deliveries"]) == 2
+
+
+async def test_a_record_write_that_fails_behind_the_filing_retries_and_files_once(
+    make_runtime: Any, aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's write of the event record goes with the filing's next command, not
+    awaited (``parse_stored(behind=True)``). When it fails, the attempt fails as Redis
+    being away does (a retry, never a delivered message without its record), and the
+    retry files the message once."""
+    from deskbridge.errors import StoreUnavailable
+
+    rt = make_runtime()
+    client = await aiohttp_client(create_app(rt, role="serve"))
+    await _post(client, _body("written behind", 61))
+    ident = await _only_delivery(rt)
+    real = rt.deliveries.write_materialized
+    failed = 0
+
+    async def fails_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal failed
+        if not failed:
+            failed += 1
+            raise StoreUnavailable("write_materialized: ConnectionError")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(rt.deliveries, "write_materialized", fails_once)
+    await drain(rt)
+    assert failed == 1
+    d = await rt.deliveries.get("acme", ident)
+    assert d is not None and d.state is DeliveryState.DELIVERED
+    attempts = await rt.deliveries.attempts("acme", ident)
+    assert attempts[0].outcome == "retry"  # the failed write; then it was delivered
+    assert await _texts(rt) == ["written behind"]  # filed once, though filed in the try
+    record = await rt.deliveries.event("acme", ident)
+    assert record["event"]["text"] == "written behind"

@@ -22,6 +22,7 @@ stripped). Errors name the file, the path in the document and what is wrong.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -835,8 +836,10 @@ class AccountConfig(_Model):
                 raise ValueError(f"{item!r} is neither an E.164 number nor an email address")
         return v
 
+    @functools.cached_property
     def shared_keys(self) -> frozenset[str]:
-        """``shared`` as the identity graph keys them."""
+        """``shared`` as the identity graph keys them (worked out once: every filed
+        message asks)."""
         from deskbridge.identity.normalize import email_key, phone_key
 
         return frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from deskbridge.adapters.capabilities import AuthenticatesSender, LooksUpDisplayNames
+from deskbridge.adapters.capabilities import LooksUpDisplayNames, authenticates_sender
 from deskbridge.flows import privacy
 from deskbridge.flows.notes import note
 from deskbridge.flows.runtime import Runtime
@@ -43,7 +43,7 @@ async def authenticated(rt: Runtime, d: Delivery, msg: Message, raw_id: str | No
     """Channels that can authenticate a sender only with network lookups (email's own
     DKIM check) do it here, in the worker, never on the ack path."""
     adapter = rt.adapter(d.account, msg.channel)
-    if not isinstance(adapter, AuthenticatesSender) or not raw_id:
+    if not raw_id or not authenticates_sender(adapter):
         return msg
     req = await rt.deliveries.raw_request(d.account, raw_id)
     return await adapter.authenticate_sender(req, msg) if req is not None else msg
@@ -63,7 +63,7 @@ async def sender_contact(rt: Runtime, d: Delivery, msg: Message) -> Contact:
         d.account,
         msg.sender.identities,
         msg.sender.display_name,
-        shared=acc.shared_keys(),
+        shared=acc.shared_keys,
         source=msg.channel.value,
     )
     if observed is not None:

@@ -29,9 +29,13 @@ from deskbridge.flows.runtime import Runtime
 from deskbridge.schemas import Attempt, Delivery, DeliveryState
 from deskbridge.store import IgnoredItem, Unparsed
 
-__all__ = ["PARSED", "NotFiled", "Unreadable", "parse_stored", "record_of", "settle"]
+__all__ = ["PARSED", "WRITING", "NotFiled", "Unreadable", "parse_stored", "record_of", "settle"]
 
 log = logging.getLogger(__name__)
+
+WRITING = "_writing"
+"""The key of a record ``parse_stored(behind=True)`` returns that holds its write's
+future (never stored)."""
 
 PARSED = "_parsed"
 """The key of a record ``parse_stored`` returns that holds the event as the parse made it
@@ -54,13 +58,16 @@ class Unreadable:
 
 
 async def parse_stored(
-    rt: Runtime, d: Delivery, unparsed: Unparsed, *, write: bool = True
+    rt: Runtime, d: Delivery, unparsed: Unparsed, *, write: bool = True, behind: bool = False
 ) -> dict[str, Any] | NotFiled | Unreadable:
     """Parse ``d``'s stored request with today's receiver and pick the event of its item;
     with ``write``, store its event record (``DeliveryStore.materialize``). Returns the
     record as the claim would have read it, or what ended the item instead. Raises
     ``RetryableError`` when the channel has no receiver any more (a configuration
-    change: the delivery waits with retries, then dies replayable)."""
+    change: the delivery waits with retries, then dies replayable). ``behind``: the write
+    is started, not awaited: the record holds its future under ``WRITING`` (the worker
+    awaits it before it finishes the delivery), and the flow's next command shares its
+    round trip."""
     receiver = rt.receiver(d.channel, d.account)
     if receiver is None:
         raise RetryableError(f"channel {d.channel} is not configured: its request waits")
@@ -87,6 +94,11 @@ async def parse_stored(
             "delivery_id": d.event_id,
             "event": event.model_dump(mode="json"),
         }
+    elif behind:
+        record, writing = rt.deliveries.materialize_behind(
+            d, unparsed, event, rt.retention(d.account).raw_s
+        )
+        record[WRITING] = writing
     else:
         record = await rt.deliveries.materialize(d, unparsed, event, rt.retention(d.account).raw_s)
     record[PARSED] = event

@@ -22,7 +22,7 @@ async def inbound_files(
     Raises ``RetryableError`` while the delivery's retry budget lasts."""
     adapter = rt.adapter(d.account, msg.channel)
     stored = None
-    if isinstance(adapter, FilesFromRequest) and msg.attachments and raw_id:
+    if msg.attachments and raw_id and isinstance(adapter, FilesFromRequest):
         stored = await rt.deliveries.raw_request(d.account, raw_id)
     files: list[Upload] = []
     missing: list[str] = []

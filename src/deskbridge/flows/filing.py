@@ -32,7 +32,7 @@ from deskbridge.flows.statuses import apply_channel_event, apply_status
 from deskbridge.identity.phones import readable
 from deskbridge.outbound import DeskConnector
 from deskbridge.outbound.base import Filed
-from deskbridge.outbound.capabilities import TicketUpdateBudget
+from deskbridge.outbound.capabilities import has_update_budget
 from deskbridge.schemas import (
     Attempt,
     CallEvent,
@@ -135,7 +135,7 @@ async def file_message(
     fields = await _desk_fields(rt, d, conv, msg, contact) if enrich else None
     if enrich:
         fields = responders.desk_fields(rt, d.account, msg, fields)
-    limit = desk.ticket_update_limit if isinstance(desk, TicketUpdateBudget) else None
+    limit = desk.ticket_update_limit if has_update_budget(desk) else None
     merged: list[Delivery] = []
     marked = False
     if limit is not None and conv.ticket_id is not None:

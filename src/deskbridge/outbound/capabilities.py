@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, TypeGuard, runtime_checkable
 
+from deskbridge.adapters.capabilities import capable
 from deskbridge.schemas import AgentReply, Attachment, ConversationRef, RawRequest
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ReportsSolved",
     "TagsTickets",
     "TicketUpdateBudget",
+    "has_update_budget",
 ]
 
 
@@ -62,6 +64,12 @@ class TicketUpdateBudget(Protocol):
     """At most this many updates per ticket per this many seconds (Zendesk: 30 per 10
     minutes). Past it, deskbridge coalesces a conversation's waiting messages into one
     update and otherwise waits for the window rather than meet 429s."""
+
+
+def has_update_budget(desk: object) -> TypeGuard[TicketUpdateBudget]:
+    """Whether ``desk`` is a ``TicketUpdateBudget`` (answered once per class:
+    ``adapters.capabilities.capable``)."""
+    return capable(desk, TicketUpdateBudget)
 
 
 class NoBudget(Exception):

@@ -93,17 +93,20 @@ async def _run(
     if not locked:
         retry.busy()
     completed = False
+    writing: asyncio.Future[None] | None = None
     try:
         try:
             if isinstance(record, Unparsed):
-                # the deferred parse: the event record is written before anything reads it
-                parsed = await deferred.parse_stored(rt, d, record)
+                # the deferred parse: the event record's write goes with the flow's next
+                # command, and is awaited before the delivery is finished
+                parsed = await deferred.parse_stored(rt, d, record, behind=True)
                 if not isinstance(parsed, dict):
                     await deferred.settle(rt, d, record, parsed, token)
                     completed = True
                     return
                 record = parsed
-            state = await _attempt(rt, d, work, record)
+                writing = record.pop(deferred.WRITING, None)
+            state = await _attempt_written(rt, d, work, record, writing)
         except StoreUnavailable as exc:
             # a shared token cache or lock in Redis failed mid-delivery: try again later
             await _failed(rt, d, RetryableError(str(exc)))
@@ -135,6 +138,29 @@ async def _run(
     finally:
         if not completed:
             await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
+
+
+async def _attempt_written(
+    rt: Runtime,
+    d: Delivery,
+    work: Work,
+    record: dict[str, Any] | None,
+    writing: asyncio.Future[None] | None,
+) -> DeliveryState | None:
+    """``_attempt``; with ``writing`` (the deferred parse's write of the event record,
+    started behind), that write is awaited after the attempt, whatever its outcome, and
+    fails the attempt with ``StoreUnavailable`` when it failed."""
+    try:
+        state = await _attempt(rt, d, work, record)
+    except BaseException:
+        if writing is not None:
+            await asyncio.wait([writing])
+            if not writing.cancelled():
+                writing.exception()  # retrieved: the attempt's own error is the one raised
+        raise
+    if writing is not None:
+        await writing  # StoreUnavailable when the event record was not written
+    return state
 
 
 async def _attempt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -218,16 +219,38 @@ class DeliveryStore:
         intake would have (same format, same ``received_at`` and raw id; kept when one is
         there already), and give its raw request the rest of its retention from its
         arrival. Returns the record as ``event`` reads it."""
-        a = d.account
-        head = record_head(unparsed.raw_id, unparsed.received_at)
-        record = event_record(head, d.event_id, event)
-        key = keys.event(a, d.event_id)
+        loaded, record = self._materialized(d, unparsed, event)
+        await self.write_materialized(d, unparsed, record, raw_ttl_s)
+        return loaded
+
+    def materialize_behind(
+        self, d: Delivery, unparsed: Unparsed, event: StoredEvent, raw_ttl_s: int
+    ) -> tuple[dict[str, Any], asyncio.Future[None]]:
+        """``materialize`` with its write started and not awaited: the record, and the
+        write's future (it raises ``StoreUnavailable`` as ``materialize`` would). The
+        caller's next command goes in the same round trip (``store.mux``), and the caller
+        awaits the write before it finishes the delivery."""
+        loaded, record = self._materialized(d, unparsed, event)
+        return loaded, asyncio.ensure_future(
+            self.write_materialized(d, unparsed, record, raw_ttl_s)
+        )
+
+    def _materialized(
+        self, d: Delivery, unparsed: Unparsed, event: StoredEvent
+    ) -> tuple[dict[str, Any], bytes]:
+        record = event_record(record_head(unparsed.raw_id, unparsed.received_at), d.event_id, event)
+        loaded: dict[str, Any] = json.loads(record)
+        return loaded, record
+
+    async def write_materialized(
+        self, d: Delivery, unparsed: Unparsed, record: bytes, raw_ttl_s: int
+    ) -> None:
+        """``materialize``'s write of ``record`` (``_materialized``)."""
+        key = keys.event(d.account, d.event_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(key, self._vault.seal(pack(record), key), nx=True)
-        pipe.expireat(keys.raw(a, unparsed.raw_id), int(unparsed.received_at) + raw_ttl_s)
+        pipe.expireat(keys.raw(d.account, unparsed.raw_id), int(unparsed.received_at) + raw_ttl_s)
         await pipe.execute()
-        loaded: dict[str, Any] = json.loads(record)
-        return loaded
 
     async def settle_raw(self, d: Delivery, unparsed: Unparsed, raw_ttl_s: int) -> None:
         """The raw request of a deferred delivery that filed nothing (an ignored item)

@@ -36,11 +36,13 @@ import hiredis
 import redis.asyncio as aioredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ConnectionError,
     DataError,
     ExecAbortError,
     InvalidResponse,
+    NoScriptError,
     ReadOnlyError,
     ResponseError,
     WatchError,
@@ -285,30 +287,49 @@ def _muxable(pool: Any) -> bool:
     return not pool.connection_kwargs.get("decode_responses")
 
 
-async def _callback(client: Any, name: Any, reply: Any, options: dict[str, Any]) -> Any:
-    options.pop("keys", None)
-    options.pop(_NEVER_DECODE, None)
-    options.pop(_EMPTY_RESPONSE, None)
-    callback = client.response_callbacks.get(name)
-    if callback is None:
-        return reply
-    value = callback(reply, **options)
-    return await value if inspect.isawaitable(value) else value
+class _Callbacks:
+    """redis-py's response callbacks of a client by command name, looked up once per name
+    (its case-insensitive dict upper-cases the name on every lookup)."""
+
+    __slots__ = ("_found", "_of")
+
+    def __init__(self, of: Any) -> None:
+        self._of = of
+        self._found: dict[Any, Any] = {}
+
+    async def parsed(self, name: Any, reply: Any, options: dict[str, Any]) -> Any:
+        """``reply`` as redis-py's client would return it."""
+        try:
+            callback = self._found[name]
+        except KeyError:
+            callback = self._found[name] = self._of.get(name)
+        if callback is None:
+            return reply
+        if options:
+            options.pop("keys", None)
+            options.pop(_NEVER_DECODE, None)
+            options.pop(_EMPTY_RESPONSE, None)
+        value = callback(reply, **options)
+        return await value if inspect.isawaitable(value) else value
 
 
 class MuxRedis(aioredis.Redis):
     """redis-py's client, its commands multiplexed on one connection (module doc)."""
 
     _mux: Multiplexer | None = None
+    _callbacks: _Callbacks | None = None
 
     def _multiplexer(self) -> Multiplexer | None:
         """The pool's multiplexer; None for a client bound to one connection or one that
         decodes answers (its commands take redis-py's own path)."""
         mux = self._mux
-        if mux is None or mux._closed or mux._loop is not asyncio.get_running_loop():
-            if self.connection is not None or not _muxable(self.connection_pool):
-                return None
-            mux = self._mux = multiplexer(self.connection_pool)
+        if mux is not None and mux._loop is asyncio.get_running_loop() and not mux._closed:
+            return mux
+        if self.connection is not None or not _muxable(self.connection_pool):
+            return None
+        mux = self._mux = multiplexer(self.connection_pool)
+        if self._callbacks is None:
+            self._callbacks = _Callbacks(self.response_callbacks)
         return mux
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -320,11 +341,16 @@ class MuxRedis(aioredis.Redis):
             if _EMPTY_RESPONSE in options:
                 return options[_EMPTY_RESPONSE]
             raise reply
-        return await _callback(self, args[0], reply, options)
+        assert self._callbacks is not None  # set with the multiplexer
+        return await self._callbacks.parsed(args[0], reply, options)
+
+    def register_script(self, script: Any) -> Any:
+        return _Script(self, script)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         pipe = MuxPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.mux = self._multiplexer()
+        pipe.callbacks = self._callbacks
         return pipe
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
@@ -338,16 +364,36 @@ class MuxRedis(aioredis.Redis):
         await super().aclose(close_connection_pool)
 
 
+class _Script(AsyncScript):
+    """redis-py's script, called on its own client without asking whether that client is
+    a pipeline (an ``isinstance`` against redis-py's protocol classes, slow on every
+    call); on another client, or a pipeline, exactly as redis-py calls it."""
+
+    async def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        if client is not None:
+            return await super().__call__(keys, args, client)
+        keys = keys or []
+        args = args or []
+        client = self.registered_client
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self.sha = await client.script_load(self.script)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class MuxPipeline(Pipeline):
     """redis-py's pipeline; without ``WATCH`` or scripts, sent on the shared connection."""
 
     mux: Multiplexer | None = None
+    callbacks: _Callbacks | None = None
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack = self.command_stack
         mux = self.mux
         if (
             mux is None
+            or self.callbacks is None
             or not stack
             or self.watching
             or self.connection is not None
@@ -358,12 +404,14 @@ class MuxPipeline(Pipeline):
             return await super().execute(raise_on_error)
         try:
             if self.is_transaction:
-                return await self._transaction(mux, stack, raise_on_error)
-            return await self._plain(mux, stack, raise_on_error)
+                return await self._transaction(mux, self.callbacks, stack, raise_on_error)
+            return await self._plain(mux, self.callbacks, stack, raise_on_error)
         finally:
             await self.reset()  # type: ignore[no-untyped-call]
 
-    async def _transaction(self, mux: Multiplexer, stack: Any, raise_on_error: bool) -> list[Any]:
+    async def _transaction(
+        self, mux: Multiplexer, callbacks: _Callbacks, stack: Any, raise_on_error: bool
+    ) -> list[Any]:
         packed = b"".join([pack(("MULTI",)), *(pack(args) for args, _ in stack), pack(("EXEC",))])
         replies = await mux.call(packed, len(stack) + 2)
         errors: list[tuple[int, Exception]] = []
@@ -393,17 +441,19 @@ class MuxPipeline(Pipeline):
         data = []
         for r, (args, options) in zip(response, stack, strict=True):
             data.append(
-                r if isinstance(r, Exception) else await _callback(self, args[0], r, options)
+                r if isinstance(r, Exception) else await callbacks.parsed(args[0], r, options)
             )
         return data
 
-    async def _plain(self, mux: Multiplexer, stack: Any, raise_on_error: bool) -> list[Any]:
+    async def _plain(
+        self, mux: Multiplexer, callbacks: _Callbacks, stack: Any, raise_on_error: bool
+    ) -> list[Any]:
         packed = b"".join(pack(args) for args, _ in stack)
         replies = await mux.call(packed, len(stack))
         data = []
         for r, (args, options) in zip(replies, stack, strict=True):
             data.append(
-                r if isinstance(r, Exception) else await _callback(self, args[0], r, options)
+                r if isinstance(r, Exception) else await callbacks.parsed(args[0], r, options)
             )
         if raise_on_error:
             self.raise_first_error(stack, data)

@@ -53,7 +53,7 @@ def _personal(i: dict[str, Any], shared: frozenset[str]) -> bool:
 
 
 def _picture(ctx: Ctx, doc: dict[str, Any]) -> str:
-    shared = ctx.rt.accounts.accounts[doc["account"]].shared_keys()
+    shared = ctx.rt.accounts.accounts[doc["account"]].shared_keys
     nodes = [
         GraphNode(_key(i), _label(i), i["strength"] == "strong", _personal(i, shared))
         for i in doc["identities"]
