@@ -268,8 +268,10 @@ async def drain_once(
         t0 = min(at for at, _ in desk.arrivals.values())
         meter = CpuMeter({"worker": worker.pid, "redis": store.pid})
         if args.profile and system == "deskbridge":
-            spy = [tool("py-spy"), "record", "--nonblocking", "--pid", str(worker.pid), "-r", "250", "-f", "raw",
-                   "-d", str(args.profile), "-o", str(run.OUT / "profile-worker.txt")]  # fmt: skip
+            # --nonblocking: sampled without stopping it, so its rate barely changes
+            spy = [tool("py-spy"), "record", "--nonblocking", "--pid", str(worker.pid),
+                   "-r", "250", "-f", "raw", "-d", str(args.profile),
+                   "-o", str(run.OUT / "profile-worker.txt")]  # fmt: skip
             started.append(procs.spawn("py-spy-worker", spy))
         while len(desk.arrivals) < n:
             if worker.poll() is not None or time.monotonic() > deadline:

@@ -184,7 +184,8 @@ async def test_a_silent_server_fails_the_calls_after_socket_timeout(
         await slow.ping()
         busy = asyncio.ensure_future(other.eval(BUSY, 0, 600_000))  # Redis busy 0.6 s
         await asyncio.sleep(0.05)
-        with pytest.raises(ConnectionError):
+        # the watchdog's error, not the end of the busy spell's answer
+        with pytest.raises(ConnectionError, match=r"did not answer in 0\.2 s"):
             await slow.get("anything")
         assert await busy == 1
         assert await slow.get("anything") is None  # connected again
@@ -224,3 +225,21 @@ async def test_arqs_worker_pool_is_multiplexed() -> None:
         await muxed.flushdb()
         await muxed.aclose()
     assert muxed.connection_pool._in_use_connections == set()
+
+
+async def test_an_idle_connection_is_not_taken_for_a_silent_one(redis: aioredis.Redis) -> None:
+    """The silence ``socket_timeout`` bounds runs from the oldest unanswered command, not
+    from the last answer: a command sent after an idle spell, whose answer Redis holds
+    up a little, is answered, not cut off."""
+    quick = MuxRedis.from_url(TEST_REDIS_URL, socket_timeout=0.3)
+    other = MuxRedis.from_url(TEST_REDIS_URL)
+    try:
+        await quick.ping()  # the watchdog is armed here, and fires 0.3 s later
+        await asyncio.sleep(0.25)  # idle: no command outstanding
+        busy = asyncio.ensure_future(other.eval(BUSY, 0, 150_000))  # Redis busy 0.15 s
+        await asyncio.sleep(0.02)
+        assert await quick.get("late") is None  # answered ~0.13 s after it was sent
+        assert await busy == 1
+    finally:
+        await quick.aclose()
+        await other.aclose()

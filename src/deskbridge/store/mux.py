@@ -146,6 +146,9 @@ class Multiplexer:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return
         batch, self._pending = self._pending, []
+        if not self._waiting:
+            # the silence ``socket_timeout`` bounds starts now, not at the last answer
+            self._progress = asyncio.get_running_loop().time()
         for _, request in batch:
             self._waiting.append(request)
         self.writes += 1
@@ -174,14 +177,14 @@ class Multiplexer:
             await self._release(conn)
             return
         self._conn = conn
+        self._waiting = deque()  # this connection's: a dead one's fail with it, only
         self._progress = asyncio.get_running_loop().time()
-        self._reader = asyncio.get_running_loop().create_task(self._read(conn))
+        self._reader = asyncio.get_running_loop().create_task(self._read(conn, self._waiting))
         self._flush()
 
-    async def _read(self, conn: Any) -> None:
+    async def _read(self, conn: Any, waiting: deque[_Request]) -> None:
         reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
         stream = conn._reader
-        waiting = self._waiting
         loop = asyncio.get_running_loop()
         error: BaseException
         try:
@@ -211,18 +214,15 @@ class Multiplexer:
         except Exception as exc:  # pragma: no cover - a bug: fail the callers, loudly
             log.exception("Redis multiplexer reader failed")
             error = ConnectionError(f"{type(exc).__name__}")
-        await self._lost(conn, error)
+        await self._lost(conn, waiting, error)
 
-    async def _lost(self, conn: Any, error: BaseException) -> None:
-        """The connection is gone: every caller waiting on it gets ``error``; the next
-        call connects again."""
+    async def _lost(self, conn: Any, waiting: deque[_Request], error: BaseException) -> None:
+        """The connection is gone: every caller waiting on it gets ``error`` (unless the
+        watchdog failed them first); the next call connects again."""
         if self._conn is conn:
             self._conn = None
             self._reader = None
-        while self._waiting:
-            request = self._waiting.popleft()
-            if not request.future.done():
-                request.future.set_exception(error)
+        _fail(waiting, error)
         await self._release(conn)
         if self._pending and not self._closed and not self._scheduled:
             self._scheduled = True
@@ -247,9 +247,9 @@ class Multiplexer:
         now = asyncio.get_running_loop().time()
         assert self._timeout is not None
         if now - self._progress >= self._timeout:
-            log.warning("Redis did not answer for %.0f s: closing the connection", self._timeout)
-            transport = self._conn._writer.transport
-            transport.abort()
+            log.warning("Redis did not answer for %g s: closing the connection", self._timeout)
+            _fail(self._waiting, ConnectionError(f"Redis did not answer in {self._timeout:g} s"))
+            self._conn._writer.transport.abort()
             return
         self._watchdog = asyncio.get_running_loop().call_later(
             self._timeout - (now - self._progress), self._watch
@@ -270,6 +270,13 @@ class Multiplexer:
         for _, request in pending:
             if not request.future.done():
                 request.future.set_exception(ConnectionError("the Redis client is closed"))
+
+
+def _fail(waiting: deque[_Request], error: BaseException) -> None:
+    while waiting:
+        request = waiting.popleft()
+        if not request.future.done():
+            request.future.set_exception(error)
 
 
 _MUXES: weakref.WeakKeyDictionary[Any, Multiplexer] = weakref.WeakKeyDictionary()
