@@ -292,7 +292,7 @@ async def test_the_quick_path_sends_what_httpx_s_path_sends(
     call: dict[str, Any] = {
         "params": {"q": "a b&c", "n": "1"},
         "json": {"ticket": {"comment": {"body": "héllo ✓", "public": True}}},
-        "headers": {"Authorization": "Basic abc", "user-agent": "custom/1"},
+        "headers": {"Authorization": "Basic abc", "user-agent": "custom/1", b"X-Raw": b"raw"},
     }
     quick = await client.post(server.url + "/echo", **call)
     slow = await client.post(server.url + "/echo", **call, extensions={})
@@ -310,6 +310,7 @@ async def test_the_quick_path_sends_what_httpx_s_path_sends(
 
     assert normal(a["headers"]) == normal(b["headers"])
     assert _header(a, "User-Agent") == [b"custom/1"]  # the call's header replaced the client's
+    assert _header(a, "X-Raw") == [b"raw"]  # given as bytes, as httpx takes them
     # the request is there when something asks (built from what was sent)
     assert quick.request.method == "POST"
     assert quick.url == slow.url

@@ -18,7 +18,9 @@ What it keeps of httpx's transport, because callers depend on it:
   ``timeout`` extension): pool + connect bound getting a connection, ``read`` each read of
   the socket, and connect + write + read the whole exchange up to the response head.
 - The bytes: the request's headers as httpx built them (nothing added, nothing
-  reordered beyond aiohttp's framing), the response body undecoded (httpx decodes it by
+  reordered beyond aiohttp's framing; a header value beyond ASCII goes out UTF-8
+  encoded, where httpx's own transport sends its latin-1 bytes: no platform API
+  deskbridge calls takes one), the response body undecoded (httpx decodes it by
   its ``Content-Encoding``, as it does for its own transport), no redirects followed.
 - TLS: verified with the context httpx itself would use (``httpx.create_ssl_context``).
 
@@ -299,7 +301,11 @@ _NOT_PLAIN: dict[str, Any] = {
     "follow_redirects": lambda v: v is not httpx.USE_CLIENT_DEFAULT and bool(v),
 }
 """``request``'s other arguments (as ``get``/``post``/... pass them), each with the test
-of a value that needs httpx's own path."""
+of a value that needs httpx's own path (an argument not named here always does)."""
+
+
+def _always(_: object) -> bool:
+    return True
 
 
 class ProcessClient(httpx.AsyncClient):
@@ -329,7 +335,7 @@ class ProcessClient(httpx.AsyncClient):
     ) -> httpx.Response:
         transport = self._transport
         if (
-            any(_NOT_PLAIN[k](v) for k, v in kwargs.items())
+            any(_NOT_PLAIN.get(k, _always)(v) for k, v in kwargs.items())
             or not isinstance(transport, AiohttpTransport)
             or not isinstance(url, str)
             or self._mounts
@@ -365,7 +371,10 @@ class ProcessClient(httpx.AsyncClient):
             sent["Content-Type"] = "application/json"
         if headers:
             # the call's headers replace the client's of the same name, as httpx merges
-            items = list(headers.items() if isinstance(headers, Mapping) else headers)
+            items = [
+                (_text(k), _text(v))
+                for k, v in (headers.items() if isinstance(headers, Mapping) else headers)
+            ]
             for k, _ in items:
                 sent.popall(k, None)
             for k, v in items:
@@ -375,3 +384,8 @@ class ProcessClient(httpx.AsyncClient):
         else:
             timeouts = httpx.Timeout(timeout).as_dict()
         return await transport.quick(method, url, sent, body, timeouts)
+
+
+def _text(value: str | bytes) -> str:
+    """A header name or value as aiohttp takes it (httpx also takes bytes: latin-1)."""
+    return value.decode("latin-1") if isinstance(value, bytes) else value
