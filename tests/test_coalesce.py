@@ -365,3 +365,25 @@ async def test_a_run_stopped_after_recording_a_merged_update_files_nothing_twice
         assert sum(d.reason == "coalesced" for d in done) == 4
     finally:
         await fake.stop()
+
+
+async def test_a_comment_marked_by_the_budget_read_is_not_in_doubt(
+    make_runtime, aiohttp_client, respx_mock
+) -> None:
+    """The budget read writes the desk write's in-flight mark (FILING_BUDGET); the filing
+    must then not take its own mark for an earlier run's: no audit read-back, one update,
+    and the mark gone once the desk answered."""
+    fake, rt, client, ticket_id = await _with_ticket(make_runtime, aiohttp_client, respx_mock)
+    try:
+        before = len(fake.calls())
+        await customer_says(client, "second", 8001)
+        await drain(rt)
+        calls = fake.calls()[before:]
+        assert [m for m, path, _ in calls if "audits" in path] == []  # not reconciled
+        assert calls == [("PUT", f"/api/v2/tickets/{ticket_id}", 200)]  # one update, no read
+        [ticket] = fake.tickets()
+        assert [p.text for p in ticket.parts if p.author == "user"] == ["first", "second"]
+        redis: Any = redis_of(rt)
+        assert [k async for k in redis.scan_iter(match="db:{acme}:deskwrite:*")] == []
+    finally:
+        await fake.stop()

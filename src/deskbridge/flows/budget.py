@@ -99,6 +99,7 @@ async def within_update_budget(
         cap = _LAST_UPDATE_SCAN
         lane = await rt.deliveries.lane_ids(d.account, Direction.INBOUND, d.conversation_id, cap)
     waiting = [i for i in lane if i != d.id]
+    # FILING_BUDGET (store/scripts.py) marks the write by this same rule: keep them alike
     if not waiting or left > len(waiting):
         return Merge(msg, [], [], marked=marked)
     merged = await _mergeable(rt, d, waiting, cap - 1)

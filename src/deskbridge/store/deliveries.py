@@ -63,6 +63,13 @@ class Unparsed:
     item: str
 
 
+def _window_wait(oldest_ms: float | None, window_s: float, now_ms: int) -> float:
+    """Seconds until the oldest update (its score, ms) leaves a window of ``window_s``."""
+    if oldest_ms is None:
+        return 0.0
+    return max(0.0, (oldest_ms + window_s * 1000 - now_ms) / 1000)
+
+
 def _carried(mark: bytes | None, filed: bytes | None) -> tuple[str, ...] | None:
     """The deliveries merged into an earlier desk write of a delivery that may be at the
     desk, from its in-flight mark (``begin_desk_write``) and its record's ``desk_filed``
@@ -468,10 +475,7 @@ class DeliveryStore:
         pipe.zcard(key)
         pipe.zrange(key, 0, 0, withscores=True)
         _, count, oldest = await pipe.execute()
-        wait = 0.0
-        if oldest:
-            wait = max(0.0, (oldest[0][1] + window_s * 1000 - now) / 1000)
-        return int(count), wait
+        return int(count), _window_wait(oldest[0][1] if oldest else None, window_s, now)
 
     async def filing_budget(
         self,
@@ -500,9 +504,7 @@ class DeliveryStore:
             ],
             args=[now, int(window_s * 1000), limit, most, d.id, max(1, mark_ttl_s)],
         )
-        wait = 0.0
-        if oldest is not None:
-            wait = max(0.0, (float(oldest) + window_s * 1000 - now) / 1000)
+        wait = _window_wait(float(oldest) if oldest is not None else None, window_s, now)
         ids = [i.decode() for i in lane]
         return int(used), wait, ids, _carried(mark, filed), bool(marked)
 

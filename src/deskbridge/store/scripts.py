@@ -290,14 +290,26 @@ return {h, head, 1, evt, raw}
 # KEYS: desk write mark, attempts, delivery ; ARGV: ttl_s, the carried ids (space-separated)
 # Returns 1 when an earlier run left a mark at the same attempt count, or an earlier write
 # was recorded as filed (the delivery's ``desk_filed``): in doubt. Else 0.
-DESK_WRITE = """
+# mark_desk_write(mark, attempts, carried, ttl_s): the in-flight mark's one format,
+# ``<attempt count>|<carried ids>``, for DESK_WRITE and FILING_BUDGET. Returns the count.
+_MARK_DESK_WRITE = """
+local function mark_desk_write(mark, attempts, carried, ttl)
+  local count = redis.call('LLEN', attempts)
+  redis.call('SET', mark, count .. '|' .. carried, 'EX', ttl)
+  return count
+end
+"""
+
+DESK_WRITE = (
+    _MARK_DESK_WRITE
+    + """
 local before = redis.call('GET', KEYS[1])
-local count = redis.call('LLEN', KEYS[2])
-redis.call('SET', KEYS[1], count .. '|' .. ARGV[2], 'EX', ARGV[1])
+local count = mark_desk_write(KEYS[1], KEYS[2], ARGV[2], ARGV[1])
 if redis.call('HEXISTS', KEYS[3], 'desk_filed') == 1 then return 1 end
 if before and tonumber(string.match(before, '^%d+')) == count then return 1 end
 return 0
 """
+)
 
 # A filing's budget read (``DeliveryStore.filing_budget``): the ticket's updates in the
 # window (the expired ones dropped), the oldest one's score, the lane's first ids, and an
@@ -308,7 +320,9 @@ return 0
 # KEYS: ticket updates, lane, desk write mark, delivery, attempts
 # ARGV: now_ms, window_ms, lane ids to read, updates allowed, delivery id, mark ttl_s
 # Returns {used, oldest score or nil, lane ids, mark or nil, desk_filed or nil, marked}.
-FILING_BUDGET = """
+FILING_BUDGET = (
+    _MARK_DESK_WRITE
+    + """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now - tonumber(ARGV[2]))
 local used = redis.call('ZCARD', KEYS[1])
@@ -324,12 +338,13 @@ if not mark and not filed and left > 1 then
     if id ~= ARGV[5] then waiting = waiting + 1 end
   end
   if waiting == 0 or left > waiting then
-    redis.call('SET', KEYS[3], redis.call('LLEN', KEYS[5]) .. '|', 'EX', ARGV[6])
+    mark_desk_write(KEYS[3], KEYS[5], '', ARGV[6])
     marked = 1
   end
 end
 return {used, oldest[2] or false, lane, mark or false, filed or false, marked}
 """
+)
 
 # Re-enqueue a pending delivery whose job is gone (the sweeper), if it heads its lane.
 # KEYS: delivery, lane, queue, job ; ARGV: now_ms, job_expiry_ms, fn, account, id
