@@ -1,17 +1,21 @@
-"""The group commit pipelines up to two batches on one connection: answers are matched
-to their calls in order, a request stored after another stays behind it, and a failed
-connection fails exactly the batches sent on it."""
+"""The group commit pipelines its batches on one connection of its own: answers are
+matched to their calls in order, a request stored after another stays behind it, and a
+failed connection fails exactly the batches sent on it."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from deskbridge.errors import StoreUnavailable
+from deskbridge.store.connection import connect
 from deskbridge.store.intake import Coalescer
+
+from .conftest import TEST_REDIS_URL
 
 PUSH = "redis.call('RPUSH', KEYS[1], ARGV[1]) return tonumber(ARGV[1])"
 
@@ -36,8 +40,36 @@ async def test_pipelined_batches_keep_arrival_order_and_their_answers(
     assert results == list(range(400))  # each call got its own answer
     r: Any = redis
     assert [int(x) for x in await r.lrange("order", 0, -1)] == list(range(400))
-    assert c.most_in_flight == 2  # batches did overlap
+    assert c.most_in_flight >= 2  # batches did overlap
     assert c.flushes > 2
+
+
+BUSY = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1])
+return 1
+"""
+
+
+async def _turns(done: Callable[[], bool]) -> None:
+    """Let the loop turn until ``done()``."""
+    for _ in range(20):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+async def _drop(c: Coalescer) -> None:
+    """Close the coalescer's connection as a failure would, and wait until it is gone."""
+    assert c._mux is not None
+    link = c._mux._link
+    assert link is not None
+    link.fail(ConnectionError("connection reset"))
+    await link.lost
+    assert link.released is not None
+    await link.released
 
 
 async def test_a_connection_lost_mid_pipeline_fails_what_was_sent_on_it(
@@ -46,53 +78,75 @@ async def test_a_connection_lost_mid_pipeline_fails_what_was_sent_on_it(
     c = Coalescer(redis)
     script = redis.register_script(PUSH)
     assert await c.call(script, ["lost"], [0]) == 0
-    conn = c._conn
-    real = conn.read_response
-    failed = False
-
-    async def read_response(*args: Any, **kwargs: Any) -> Any:
-        nonlocal failed
-        if not failed:
-            failed = True
-            await asyncio.sleep(0.05)  # a second batch goes out meanwhile
-            raise ConnectionError("connection reset")
-        return await real(*args, **kwargs)
-
-    conn.read_response = read_response
-    results = await _issue(c, script, "lost", 20)
-    bad = [r for r in results if isinstance(r, StoreUnavailable)]
-    assert bad and c.most_in_flight == 2
-    assert all(isinstance(r, StoreUnavailable | int) for r in results)
+    assert c._mux is not None
+    link = c._mux._link
+    assert link is not None
+    other = connect(TEST_REDIS_URL)
+    busy = asyncio.ensure_future(other.eval(BUSY, 0, 300_000))  # Redis busy 0.3 s
+    await asyncio.sleep(0.05)
+    calls = [asyncio.ensure_future(c.call(script, ["lost"], [i])) for i in range(1, 11)]
+    await _turns(lambda: c.most_in_flight == 1 and bool(link.waiting))  # written
+    calls += [asyncio.ensure_future(c.call(script, ["lost"], [i])) for i in range(11, 21)]
+    await _turns(lambda: c.most_in_flight == 2)  # a second batch behind it, unanswered
+    link.fail(ConnectionError("connection reset"))
+    assert await busy == 1
+    await other.aclose()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)  # both batches failed
     # the next call opens a new connection, and the pool holds no connection twice
     assert await c.call(script, ["lost"], [99]) == 99
+    assert c._mux._link is not link
+    await link.released
     pool: Any = redis.connection_pool
     available = pool._available_connections
     assert len(available) == len({id(x) for x in available})
 
 
-async def test_scripts_are_loaded_on_a_new_connection(
-    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_scripts_are_loaded_on_a_new_connection(redis: aioredis.Redis) -> None:
     c = Coalescer(redis)
     script = redis.register_script(PUSH)
     assert await c.call(script, ["load"], [1]) == 1
     r: Any = redis
     await r.script_flush()
-    await c._drop(c._conn)  # as after a failure
-    reloads = []
-    real = r.script_load
-
-    async def script_load(text: Any) -> Any:
-        reloads.append(text)
-        return await real(text)
-
-    monkeypatch.setattr(r, "script_load", script_load)
+    await _drop(c)  # as after a failure
+    sent = c.flushes
     assert await c.call(script, ["load"], [2]) == 2
-    assert reloads == []  # no NOSCRIPT, so no reload and retry behind later batches
-    # a flush on a live connection still recovers, by the retry
+    assert c.flushes == sent + 1  # no NOSCRIPT, so no retry behind later batches
+    # a flush on a live connection still recovers: loaded and run again, in one write
     await r.script_flush()
     assert await c.call(script, ["load"], [3]) == 3
-    assert len(reloads) == 1
+    assert c.flushes == sent + 3
+    assert [x.decode() for x in await r.lrange("load", 0, -1)] == ["1", "2", "3"]
+
+
+async def test_a_retried_batch_keeps_its_order_ahead_of_later_calls(
+    redis: aioredis.Redis,
+) -> None:
+    """After a flush of the script cache on a live connection, the calls that met
+    ``NOSCRIPT`` are written again from the reader, ahead of calls queued later."""
+    c = Coalescer(redis)
+    script = redis.register_script(PUSH)
+    assert await c.call(script, ["order"], [0]) == 0
+    r: Any = redis
+    await r.script_flush()
+    first = [asyncio.ensure_future(c.call(script, ["order"], [i])) for i in range(1, 6)]
+    await _turns(lambda: c.flushes == 2)  # written (and will meet NOSCRIPT)
+    later = [asyncio.ensure_future(c.call(script, ["order"], [i])) for i in range(6, 11)]
+    assert await asyncio.gather(*first, *later) == list(range(1, 11))
+    assert [int(x) for x in await r.lrange("order", 0, -1)] == list(range(11))
+
+
+async def test_a_replica_count_short_of_the_wanted_fails_the_batch(
+    redis: aioredis.Redis,
+) -> None:
+    """``wait_replicas``: a batch no replica confirmed is not acknowledged (this server
+    has none); what the primary wrote stays, and the platform's retry finds it."""
+    c = Coalescer(redis, wait_replicas=1, wait_timeout_ms=50)
+    script = redis.register_script(PUSH)
+    with pytest.raises(StoreUnavailable, match="confirmed by 0 replica"):
+        await c.call(script, ["wait"], [1])
+    r: Any = redis
+    assert await r.lrange("wait", 0, -1) == [b"1"]
 
 
 @pytest.mark.parametrize("n", [1, 3])

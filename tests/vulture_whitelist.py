@@ -102,6 +102,7 @@ _.convert  # click.ParamType.convert overrides
 _.connection_made  # asyncio protocols (sip.transport)
 _.connection_lost  # asyncio protocols
 _.data_received  # asyncio protocols
+_.eof_received  # asyncio protocols (store.mux)
 _.datagram_received  # asyncio datagram protocols (sip.transport, sip.client)
 _.error_received  # asyncio datagram protocols
 _.handle_RCPT  # aiosmtpd handler hooks (gateway.smtp)
@@ -135,3 +136,4 @@ _.coalescer  # store.intake: tests reach the coalescer through it
 _.most_in_flight  # store.intake.Coalescer: tests read how many batches overlapped
 _.mark_waiting  # store.service: tests mark conversations waiting (filing does it with set_ticket)
 _.writes  # store.mux.Multiplexer: tests read how many writes carried the requests
+_._conn  # store.mux.Multiplexer: tests reach the connection in use

@@ -192,17 +192,19 @@ async def test_a_lost_connection_around_the_script(make_runtime, redis, when) ->
     the event is stored, and the redelivery is the duplicate it really is."""
     rt = make_runtime()
     coalescer = rt.intake.coalescer
-    execute = coalescer._execute
+    submit = coalescer._submit
+    lost = ConnectionError("connection reset")
 
-    async def broken(batch: Any) -> Any:
-        if when == "after the script ran":
-            await execute(batch)
-        raise ConnectionError("connection reset")
+    def broken(packed: bytes, wanted: int, answered: Any) -> None:
+        if when == "after the script ran":  # written and run; the answer never comes
+            submit(packed, wanted, lambda _: answered(lost))
+        else:
+            answered(lost)
 
-    coalescer._execute = broken
+    coalescer._submit = broken
     with pytest.raises(StoreUnavailable):
         await accept(rt, [message(1)])
-    coalescer._execute = execute
+    coalescer._submit = submit
     assert await accept(rt, [message(1)]) == [when == "before the round trip"]
     assert await stored(rt, redis, message(1))
     await drain(rt)

@@ -1,17 +1,22 @@
 """Intake: store inbound events, their delivery records and jobs in one atomic write.
 
-Concurrent requests are coalesced: while a batch is in flight, the writes of every other
-request queue up and go out together in the next one (group commit). An idle gateway
-pays one round trip per request; a busy one, one round trip per batch. Up to two
-batches are in flight at once, pipelined on one connection: Redis runs a connection's
-commands in the order they came, so a request stored after another is queued after it
-(lanes keep arrival order), while the gateway does not sit idle waiting for each batch's
-answer before it sends the next (+5 % acks/s at the peak, docs/benchmarks.md).
+Concurrent requests are coalesced (group commit): the script calls of one turn of the
+event loop go out in one write, as that turn ends, on a connection the intake keeps for
+itself (``store/mux.py``'s ``own_multiplexer``). Batches are pipelined on it without a
+limit: Redis runs a connection's commands in the order they came, so a request stored
+after another is queued after it (lanes keep arrival order), and the gateway never
+waits for one batch's answers before it sends the next. Each call is answered from the
+connection's reader as its own reply arrives, not when its batch's last one does and
+not one loop iteration later in a reading task: at the peak, the gateway no longer sits
+idle with every request in flight waiting on Redis (+20-30 % acks/s,
+docs/benchmarks.md). With ``wait_replicas``, each batch is followed by ``WAIT`` and its
+calls are answered with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -30,6 +35,7 @@ from deskbridge.store import keys
 from deskbridge.store.crypto import Vault
 from deskbridge.store.deliveries import JOB_FUNCTIONS
 from deskbridge.store.ids import new_id
+from deskbridge.store.mux import Answered, Multiplexer, own_multiplexer
 from deskbridge.store.packing import pack
 from deskbridge.store.raw import raw_record
 from deskbridge.store.records import StoredEvent, event_record, record_head
@@ -61,14 +67,7 @@ class IgnoredItem:
     delivery); empty: a new one."""
 
 
-class _NotReplicated(Exception):
-    pass
-
-
-_Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]", bytes | None]
-
-_DEPTH = 2
-"""Batches sent and not yet answered, at most: pipelined on one connection, in order."""
+_Call = tuple[AsyncScript, "asyncio.Future[Any]", bytes]
 
 
 class Coalescer:
@@ -78,170 +77,142 @@ class Coalescer:
         self, redis: aioredis.Redis, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000
     ) -> None:
         self._redis = redis
-        self._wait = (wait_replicas, wait_timeout_ms)
+        self._wait = _pack(b"WAIT", wait_replicas, wait_timeout_ms) if wait_replicas else b""
+        self._replicas = wait_replicas
         self._queue: list[_Call] = []
         self._scheduled = False
-        self._in_flight = 0
-        # the connection the batches are pipelined on (held; dropped when it fails)
-        self._conn: Any = None
-        self._sending = asyncio.Lock()
-        self._last_read: asyncio.Future[None] | None = None
+        self._mux: Multiplexer | None = None
         self._scripts: dict[int, AsyncScript] = {}
+        self._in_flight = 0
         self.flushes = 0
         self.calls = 0
         self.most_in_flight = 0
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """The script's result. Raises ``StoreUnavailable`` when Redis fails."""
-        return await self._call((script, keys, args, _future(), None))
+        return await self._call(script, _pack(b"EVALSHA", script.sha, len(keys), *keys, *args))
 
     async def call_packed(self, script: AsyncScript, packed: bytes) -> Any:
         """``call`` of ``script`` with its EVALSHA already packed (``frame``): the
         arguments an account and a source always send the same are packed once. The
         script's sha is its source's digest, so the bytes stay valid after a reload."""
-        return await self._call((script, [], [], _future(), packed))
+        return await self._call(script, packed)
 
-    async def _call(self, call: _Call) -> Any:
-        fut = call[3]
-        if id(call[0]) not in self._scripts:
-            self._scripts[id(call[0])] = call[0]
-        self._queue.append(call)
-        self._kick()
-        return await fut
-
-    def _kick(self) -> None:
-        if self._queue and not self._scheduled and self._in_flight < _DEPTH:
+    def _call(self, script: AsyncScript, packed: bytes) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if id(script) not in self._scripts:
+            self._scripts[id(script)] = script
+        future = loop.create_future()
+        self._queue.append((script, future, packed))
+        if not self._scheduled:
+            # the calls of this turn of the loop go together, written as it ends
             self._scheduled = True
-            asyncio.get_running_loop().create_task(self._drain())
+            loop.call_soon(self._flush)
+        return future
 
-    async def _drain(self) -> None:
-        # runs after the calls of this turn of the loop have queued: they go together
+    def _flush(self) -> None:
         self._scheduled = False
         batch, self._queue = self._queue, []
-        if not batch:
-            return
-        self._in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self._in_flight)
-        try:
-            await self._flush(batch)
-        finally:
-            self._in_flight -= 1
-            self._kick()
+        if batch:
+            self._send(batch, retry=True)
 
-    async def _flush(self, batch: list[_Call]) -> None:
+    def _send(self, batch: list[_Call], *, retry: bool) -> None:
+        """One batch's EVALSHAs (then ``WAIT`` when replicas must confirm) in one write
+        on the intake's connection, behind every batch written before it. Each call is
+        answered as its own reply is read, not when the batch's last one is (with
+        ``wait_replicas``: when the ``WAIT`` is)."""
         self.flushes += 1
         self.calls += len(batch)
-        try:
-            results = await self._execute(batch)
-            # a restarted or flushed Redis forgot our scripts: load them, rerun those calls
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    script.sha = await self._redis.script_load(script.script)
-                retried = await self._execute([batch[i] for i in missing])
-                for i, r in zip(missing, retried, strict=True):
-                    results[i] = r
-        except Exception as exc:
-            if not isinstance(exc, RedisError | OSError | _NotReplicated):
-                log.exception("intake flush failed unexpectedly")
-            err = StoreUnavailable(f"intake write failed: {type(exc).__name__}: {exc}")
-            for _, _, _, fut, _ in batch:
-                if not fut.done():
-                    fut.set_exception(err)
-            return
-        for (_, _, _, fut, _), result in zip(batch, results, strict=True):
-            if fut.done():
-                continue
-            if isinstance(result, Exception):
-                fut.set_exception(
-                    StoreUnavailable(f"intake script failed: {type(result).__name__}")
-                )
-            else:
-                fut.set_result(result)
+        self._in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        left = [len(batch)]
+        if not self._replicas:
+            for call in batch:
+                self._submit(call[2], 1, functools.partial(self._answered, call, retry, left))
+        else:
+            held: list[tuple[_Call, Any]] = []
+            for call in batch:
+                self._submit(call[2], 1, functools.partial(_hold, held, call))
+            self._submit(self._wait, 1, functools.partial(self._confirmed, held, retry, left))
+        self._write()
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        """One round trip: an EVALSHA per call (then WAIT when replicas must confirm),
-        packed here rather than by redis-py, whose generic encoder cost more than a third
-        of the gateway's Redis time on the ack path. Error replies come back as values."""
-        replicas, timeout_ms = self._wait
-        packed = [
-            p if p is not None else _pack(b"EVALSHA", script.sha, len(k), *k, *a)
-            for script, k, a, _, p in batch
-        ]
-        if replicas:
-            packed.append(_pack(b"WAIT", replicas, timeout_ms))
-        loop = asyncio.get_running_loop()
-        # answers are read in the order the batches were sent: each reader waits for the
-        # one before it (the chain is extended before any await, in send order)
-        before, mine = self._last_read, loop.create_future()
-        self._last_read = mine
-        conn: Any = None
-        try:
-            async with self._sending:  # FIFO: batches go out in the order they formed
-                conn = await self._connection()
-                await conn.send_packed_command(b"".join(packed), check_health=False)
-            if before is not None:
-                await asyncio.wait([before])
-            if conn is not self._conn:
-                # an earlier batch on this connection failed, and the connection with it
-                raise ConnectionError("the connection failed before this batch's answer")
-            results: list[Any] = []
-            for _ in packed:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
-        except BaseException:
-            if conn is not None:
-                await self._drop(conn)
-            raise
-        finally:
-            mine.set_result(None)
-        if replicas:
-            acked = results.pop()
-            if isinstance(acked, Exception) or int(acked) < replicas:
-                raise _NotReplicated(f"written to the primary, confirmed by {acked} replica(s)")
-        return results
+    def _multiplexer(self) -> Multiplexer:
+        mux = self._mux
+        if mux is None or mux._closed or mux._loop is not asyncio.get_running_loop():
+            mux = self._mux = own_multiplexer(self._redis.connection_pool, preamble=self._preamble)
+        return mux
 
-    async def _connection(self) -> Any:
-        """The pipelining connection; a new one first loads every script seen so far, so
-        that no batch on it meets ``NOSCRIPT`` (whose retry would follow later batches)."""
-        if self._conn is None:
-            pool = self._redis.connection_pool
-            conn = await pool.get_connection()
-            try:
-                scripts = list(self._scripts.values())
-                if scripts:
-                    load = b"".join(_pack(b"SCRIPT", b"LOAD", _source(s)) for s in scripts)
-                    await conn.send_packed_command(load, check_health=False)
-                    for _ in scripts:
-                        await conn.read_response()
-            except BaseException:
-                await conn.disconnect()
-                await pool.release(conn)
-                raise
-            self._conn = conn
-        return self._conn
+    def _submit(self, packed: bytes, wanted: int, answered: Answered) -> None:
+        self._multiplexer().submit(packed, wanted, answered)
 
-    async def _drop(self, conn: Any) -> None:
-        """Close the connection that failed (its stream may hold half an answer) and give
-        it back to the pool, which connects it again on its next use. Once: the batches
-        behind it on the same connection find it gone. (At shutdown the pool closes it
-        with its other connections.)"""
-        if self._conn is not conn:
-            return
-        self._conn = None
-        await conn.disconnect()
-        await self._redis.connection_pool.release(conn)
+    def _write(self) -> None:
+        self._multiplexer().flush()
+
+    def _preamble(self) -> list[bytes]:
+        """A new connection loads every script seen so far before its first batch, so
+        that no batch on it meets ``NOSCRIPT`` (whose retry would follow later ones)."""
+        return [_pack(b"SCRIPT", b"LOAD", _source(s)) for s in self._scripts.values()]
+
+    def _confirmed(
+        self, held: list[tuple[_Call, Any]], retry: bool, left: list[int], acked: Any
+    ) -> None:
+        """The ``WAIT`` after a batch: its calls are answered only when enough replicas
+        hold what they wrote."""
+        if isinstance(acked, list):
+            (acked,) = acked
+        if not isinstance(acked, BaseException) and int(acked) < self._replicas:
+            acked = _NotReplicated(f"written to the primary, confirmed by {acked} replica(s)")
+        for call, outcome in held:
+            self._answered(
+                call, retry, left, acked if isinstance(acked, BaseException) else outcome
+            )
+
+    def _answered(self, call: _Call, retry: bool, left: list[int], outcome: Any) -> None:
+        left[0] -= 1
+        if not left[0]:
+            self._in_flight -= 1
+        if isinstance(outcome, list):  # a reply of its own
+            (outcome,) = outcome
+        if isinstance(outcome, NoScriptError) and retry:
+            # a flushed script cache: loaded and run again, written now from the reader
+            # in the order the calls came, ahead of every batch not yet written
+            self._submit(_pack(b"SCRIPT", b"LOAD", _source(call[0])), 1, _ignore)
+            self._send([call], retry=False)
+        elif isinstance(outcome, ResponseError):
+            _settle(call[1], StoreUnavailable(f"intake script failed: {type(outcome).__name__}"))
+        elif isinstance(outcome, BaseException):
+            _settle(
+                call[1],
+                StoreUnavailable(f"intake write failed: {type(outcome).__name__}: {outcome}"),
+            )
+        else:
+            _settle(call[1], outcome)
+
+
+class _NotReplicated(Exception):
+    pass
+
+
+def _hold(held: list[tuple[_Call, Any]], call: _Call, outcome: Any) -> None:
+    held.append((call, outcome))
+
+
+def _ignore(outcome: Any) -> None:
+    pass
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _source(script: AsyncScript) -> bytes | str:
     text = script.script
     return text if isinstance(text, bytes | str) else bytes(text)
-
-
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
 
 
 def _pack(*args: bytes | str | int) -> bytes:

@@ -7,7 +7,11 @@ when twenty share one write and one read; ``docs/benchmarks.md``). ``MuxRedis`` 
 redis-py's client with ordinary commands, scripts and pipelines (transactions too)
 sent on one shared connection instead: the commands of one turn of the event loop go
 out in one write, and one reader hands each answer to its caller in order (Redis
-answers one connection's commands in the order they came).
+answers one connection's commands in the order they came). Once redis-py has connected
+and set up the connection, the reader is the transport's own protocol: an answer
+resolves its caller's future in the I/O callback that brought it, not one loop
+iteration later in a reading task (under load an iteration can hold dozens of requests'
+work, and every caller waited behind it).
 
 What stays on redis-py's own connections: anything that changes a connection's state
 or blocks it (``WATCH`` and the transactions after it, blocking pops, ``WAIT``,
@@ -18,7 +22,7 @@ Failure is redis-py's: an error reply is raised to its caller as the same except
 class; a lost connection fails every command in flight on it with ``ConnectionError``
 (each may or may not have been applied, as with a connection of its own) and the next
 command connects again. A server that closes the connection is noticed at once (the
-reader is always reading), and one that stops answering for ``socket_timeout`` seconds
+transport tells the reader), and one that stops answering for ``socket_timeout`` seconds
 has its connection closed. A transaction's commands are written in one piece, so no
 other caller's command falls between its ``MULTI`` and ``EXEC``.
 """
@@ -30,6 +34,7 @@ import inspect
 import logging
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -48,7 +53,7 @@ from redis.exceptions import (
     WatchError,
 )
 
-__all__ = ["Multiplexer", "MuxRedis"]
+__all__ = ["Answered", "Multiplexer", "MuxRedis", "multiplexer", "own_multiplexer"]
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +97,135 @@ def pack(args: tuple[Any, ...]) -> bytes:
         ) from None
 
 
-class _Request:
-    __slots__ = ("future", "replies", "wanted")
+Replies = list[Any]
+Answered = Callable[[Replies | BaseException], None]
+"""A request's callback: its replies (error replies as exception values), or the
+``ConnectionError`` that ended it. Called from the connection's reader (no task hop)."""
 
-    def __init__(self, future: asyncio.Future[list[Any]], wanted: int) -> None:
+
+class _Request:
+    __slots__ = ("answered", "future", "replies", "wanted")
+
+    def __init__(
+        self, future: asyncio.Future[Replies] | None, wanted: int, answered: Answered | None
+    ) -> None:
         self.future = future
+        self.answered = answered
         self.wanted = wanted
-        self.replies: list[Any] = []
+        self.replies: Replies = []
+
+    def done(self, outcome: Replies | BaseException) -> None:
+        if self.answered is not None:
+            try:
+                self.answered(outcome)
+            except Exception:  # pragma: no cover - a bug in a callback: not the reader's
+                log.exception("Redis multiplexer: a request's callback failed")
+            return
+        future = self.future
+        if future is None or future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
+class _Link(asyncio.Protocol):
+    """One connection's reader: the transport's protocol once redis-py has connected it
+    (handshake done), so that answers are handed to their callers in the I/O callback
+    that brought them, not one loop iteration later in a reading task."""
+
+    def __init__(self, mux: Multiplexer, conn: Any) -> None:
+        self.mux = mux
+        self.conn = conn
+        self.transport = conn._writer.transport
+        self.waiting: deque[_Request] = deque()
+        self.error: BaseException | None = None
+        self.lost = mux._loop.create_future()
+        self.released: asyncio.Task[None] | None = None
+        self._original = self.transport.get_protocol()
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse, replyError=BaseParser.parse_error
+        )
+
+    def install(self) -> None:
+        """Take the transport over from redis-py's stream (with anything it buffered)."""
+        self.transport.set_protocol(self)
+        buffered = self.conn._reader._buffer
+        if buffered:
+            data = bytes(buffered)
+            buffered.clear()
+            self.data_received(data)
+
+    @property
+    def closing(self) -> bool:
+        return self.error is not None or self.transport.is_closing()
+
+    def data_received(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        self.mux._progress = self.mux._loop.time()
+        reader = self._reader
+        waiting = self.waiting
+        try:
+            reader.feed(data)
+            while (reply := reader.gets()) is not False:
+                if isinstance(reply, ReadOnlyError):
+                    # a primary demoted to a replica (a failover): redis-py's Sentinel
+                    # connection drops itself on this answer, and so do we
+                    raise ConnectionError("the previous primary is now a replica")
+                if not waiting:
+                    raise InvalidResponse("an answer nobody asked for")
+                request = waiting[0]
+                request.replies.append(reply)
+                if len(request.replies) == request.wanted:
+                    waiting.popleft()
+                    request.done(request.replies)
+        except (ConnectionError, InvalidResponse) as exc:
+            self.fail(exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc)))
+
+    def fail(self, error: BaseException) -> None:
+        """End the connection: ``error`` for everything in flight on it."""
+        if self.error is None:
+            self.error = error
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        self.fail(ConnectionError("Connection closed by server."))
+        return False
+
+    def pause_writing(self) -> None:
+        self._original.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._original.resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        # redis-py's stream waits for this in ``disconnect`` (``wait_closed``)
+        self._original.connection_lost(exc)
+        if self.error is None:
+            self.error = ConnectionError(str(exc) if exc else "Connection closed by server.")
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.mux._gone(self)
 
 
 class Multiplexer:
-    """One connection of ``pool`` shared by every caller of ``call``."""
+    """One connection of ``pool`` shared by every caller of ``call`` and ``submit``.
 
-    def __init__(self, pool: Any) -> None:
+    ``preamble``: commands written first on every new connection, before anything
+    queued (the intake loads its scripts so that no ``NOSCRIPT`` retry can land behind
+    a later call); their replies are not read by anyone."""
+
+    def __init__(self, pool: Any, *, preamble: Callable[[], list[bytes]] | None = None) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
+        self._preamble = preamble
         timeout = pool.connection_kwargs.get("socket_timeout")
         self._timeout: float | None = float(timeout) if timeout else None
-        self._conn: Any = None
+        self._link: _Link | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._pending: list[tuple[bytes, _Request]] = []
-        self._waiting: deque[_Request] = deque()
         self._scheduled = False
         self._progress = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
@@ -121,42 +233,65 @@ class Multiplexer:
         self.writes = 0
         self.requests = 0
 
-    def call(self, packed: bytes, replies: int) -> asyncio.Future[list[Any]]:
+    @property
+    def _conn(self) -> Any:
+        """redis-py's connection in use (None between connections)."""
+        link = self._link
+        return None if link is None else link.conn
+
+    @property
+    def _waiting(self) -> deque[_Request]:
+        link = self._link
+        return deque() if link is None else link.waiting
+
+    def call(self, packed: bytes, replies: int) -> asyncio.Future[Replies]:
         """Send ``packed`` (``replies`` commands); the future gets their replies, error
         replies as exception values. Fails with ``ConnectionError`` when the connection
         is lost before every reply came."""
-        loop = asyncio.get_running_loop()
-        request = _Request(loop.create_future(), replies)
+        future: asyncio.Future[Replies] = self._loop.create_future()
+        self._queue(packed, _Request(future, replies, None))
+        return future
+
+    def submit(self, packed: bytes, replies: int, answered: Answered) -> None:
+        """``call`` with a callback instead of a future: ``answered`` gets the replies (or
+        the ``ConnectionError``) from the reader itself, without a task's wake-up."""
+        self._queue(packed, _Request(None, replies, answered))
+
+    def flush(self) -> None:
+        """Write what is queued now instead of at the end of this turn of the loop."""
+        self._flush()
+
+    def _queue(self, packed: bytes, request: _Request) -> None:
         if self._closed:
-            request.future.set_exception(ConnectionError("the Redis client is closed"))
-            return request.future
+            request.done(ConnectionError("the Redis client is closed"))
+            return
         self._pending.append((packed, request))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
-        return request.future
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
         if not self._pending:
             return
-        conn = self._conn
-        if conn is None or conn._writer is None or conn._writer.is_closing():
-            if self._connecting is None:
-                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        link = self._link
+        if link is None or link.closing:
+            if self._connecting is None and not self._closed:
+                self._connecting = self._loop.create_task(self._connect())
             return
         batch, self._pending = self._pending, []
-        if not self._waiting:
+        waiting = link.waiting
+        if not waiting:
             # the silence ``socket_timeout`` bounds starts now, not at the last answer
-            self._progress = asyncio.get_running_loop().time()
+            self._progress = self._loop.time()
         for _, request in batch:
-            self._waiting.append(request)
+            waiting.append(request)
         self.writes += 1
         self.requests += len(batch)
         if len(batch) == 1:
-            conn._writer.write(batch[0][0])
+            link.transport.write(batch[0][0])
         else:
-            conn._writer.writelines([packed for packed, _ in batch])
+            link.transport.writelines([packed for packed, _ in batch])
         self._arm()
 
     async def _connect(self) -> None:
@@ -167,8 +302,7 @@ class Multiplexer:
             pending, self._pending = self._pending, []
             err = exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc))
             for _, request in pending:
-                if not request.future.done():
-                    request.future.set_exception(err)
+                request.done(err)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -176,57 +310,30 @@ class Multiplexer:
         if self._closed:
             await self._release(conn)
             return
-        self._conn = conn
-        self._waiting = deque()  # this connection's: a dead one's fail with it, only
-        self._progress = asyncio.get_running_loop().time()
-        self._reader = asyncio.get_running_loop().create_task(self._read(conn, self._waiting))
+        link = _Link(self, conn)
+        link.install()
+        self._link = link
+        self._progress = self._loop.time()
+        if self._preamble is not None:
+            commands = self._preamble()
+            if commands:
+                ignored = [(b"", _Request(None, 1, None)) for _ in commands]
+                link.waiting.extend(request for _, request in ignored)
+                link.transport.writelines(commands)
         self._flush()
 
-    async def _read(self, conn: Any, waiting: deque[_Request]) -> None:
-        reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
-        stream = conn._reader
-        loop = asyncio.get_running_loop()
-        error: BaseException
-        try:
-            while True:
-                data = await stream.read(65536)
-                if not data:
-                    raise ConnectionError("Connection closed by server.")
-                self._progress = loop.time()
-                reader.feed(data)
-                while (reply := reader.gets()) is not False:
-                    if isinstance(reply, ReadOnlyError):
-                        # a primary demoted to a replica (a failover): redis-py's
-                        # Sentinel connection drops itself on this answer, and so do we
-                        raise ConnectionError("the previous primary is now a replica")
-                    if not waiting:
-                        raise InvalidResponse("an answer nobody asked for")
-                    request = waiting[0]
-                    request.replies.append(reply)
-                    if len(request.replies) == request.wanted:
-                        waiting.popleft()
-                        if not request.future.done():
-                            request.future.set_result(request.replies)
-        except asyncio.CancelledError:
-            error = ConnectionError("the Redis client is closed")
-        except (OSError, ConnectionError, InvalidResponse) as exc:
-            error = exc if isinstance(exc, ConnectionError) else ConnectionError(str(exc))
-        except Exception as exc:  # pragma: no cover - a bug: fail the callers, loudly
-            log.exception("Redis multiplexer reader failed")
-            error = ConnectionError(f"{type(exc).__name__}")
-        await self._lost(conn, waiting, error)
-
-    async def _lost(self, conn: Any, waiting: deque[_Request], error: BaseException) -> None:
-        """The connection is gone: every caller waiting on it gets ``error`` (unless the
-        watchdog failed them first); the next call connects again."""
-        if self._conn is conn:
-            self._conn = None
-            self._reader = None
-        _fail(waiting, error)
-        await self._release(conn)
+    def _gone(self, link: _Link) -> None:
+        """``link``'s connection is gone: every caller waiting on it gets its error
+        (unless the watchdog failed them first); the next call connects again."""
+        if self._link is link:
+            self._link = None
+        assert link.error is not None
+        _fail(link.waiting, link.error)
+        if link.released is None:
+            link.released = self._loop.create_task(self._release(link.conn))
         if self._pending and not self._closed and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     async def _release(self, conn: Any) -> None:
         try:
@@ -238,22 +345,20 @@ class Multiplexer:
         """A request is out: make sure the watchdog runs (``socket_timeout``)."""
         if self._timeout is None or self._watchdog is not None:
             return
-        self._watchdog = asyncio.get_running_loop().call_later(self._timeout, self._watch)
+        self._watchdog = self._loop.call_later(self._timeout, self._watch)
 
     def _watch(self) -> None:
         self._watchdog = None
-        if not self._waiting or self._conn is None:
+        link = self._link
+        if link is None or not link.waiting:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         assert self._timeout is not None
         if now - self._progress >= self._timeout:
             log.warning("Redis did not answer for %g s: closing the connection", self._timeout)
-            _fail(self._waiting, ConnectionError(f"Redis did not answer in {self._timeout:g} s"))
-            self._conn._writer.transport.abort()
+            link.fail(ConnectionError(f"Redis did not answer in {self._timeout:g} s"))
             return
-        self._watchdog = asyncio.get_running_loop().call_later(
-            self._timeout - (now - self._progress), self._watch
-        )
+        self._watchdog = self._loop.call_later(self._timeout - (now - self._progress), self._watch)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -262,24 +367,24 @@ class Multiplexer:
             self._watchdog = None
         if self._connecting is not None:
             self._connecting.cancel()
-        reader = self._reader
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        link = self._link
+        if link is not None:
+            link.fail(ConnectionError("the Redis client is closed"))
+            await link.lost
+            if link.released is not None:
+                await link.released
         pending, self._pending = self._pending, []
         for _, request in pending:
-            if not request.future.done():
-                request.future.set_exception(ConnectionError("the Redis client is closed"))
+            request.done(ConnectionError("the Redis client is closed"))
 
 
 def _fail(waiting: deque[_Request], error: BaseException) -> None:
     while waiting:
-        request = waiting.popleft()
-        if not request.future.done():
-            request.future.set_exception(error)
+        waiting.popleft().done(error)
 
 
 _MUXES: weakref.WeakKeyDictionary[Any, Multiplexer] = weakref.WeakKeyDictionary()
+_OWN: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Multiplexer]] = weakref.WeakKeyDictionary()
 
 
 def multiplexer(pool: Any) -> Multiplexer:
@@ -288,6 +393,23 @@ def multiplexer(pool: Any) -> Multiplexer:
     if mux is None or mux._closed or mux._loop is not asyncio.get_running_loop():
         mux = _MUXES[pool] = Multiplexer(pool)
     return mux
+
+
+def own_multiplexer(pool: Any, *, preamble: Callable[[], list[bytes]] | None = None) -> Multiplexer:
+    """A multiplexer of ``pool`` with a connection of its own: its commands keep their
+    order among themselves only, and a slow one (``WAIT``) holds up no other caller. It
+    is closed with the pool's shared one (``MuxRedis.aclose``)."""
+    mux = Multiplexer(pool, preamble=preamble)
+    _OWN.setdefault(pool, weakref.WeakSet()).add(mux)
+    return mux
+
+
+async def close_multiplexers(pool: Any) -> None:
+    """Close every multiplexer of ``pool`` (its connections go back to it)."""
+    muxes = [m for m in (_MUXES.pop(pool, None),) if m is not None]
+    muxes.extend(_OWN.pop(pool, ()))
+    for mux in muxes:
+        await mux.aclose()
 
 
 def _muxable(pool: Any) -> bool:
@@ -364,10 +486,8 @@ class MuxRedis(aioredis.Redis):
         if close_connection_pool is None:
             close_connection_pool = self.auto_close_connection_pool
         if close_connection_pool:
-            mux = _MUXES.pop(self.connection_pool, None)
             self._mux = None
-            if mux is not None:
-                await mux.aclose()
+            await close_multiplexers(self.connection_pool)
         await super().aclose(close_connection_pool)
 
 
