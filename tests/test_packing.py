@@ -93,3 +93,22 @@ def test_packing_from_several_threads() -> None:
     with ThreadPoolExecutor(4) as pool:
         packed = list(pool.map(pack, records))
     assert [unpack(p) for p in packed] == records
+
+
+def test_records_written_with_level_minus_1s_own_tables_still_read() -> None:
+    """Format 2 records of releases before the smaller tables (level -1 with its 512 KB
+    window and 32 KB hash table) read: the tables are not part of the format."""
+    import zstandard
+
+    from deskbridge.store import packing
+
+    plain = raw_record(
+        RawRequest(method="POST", path="/webhooks/telegram/acme", body=b'{"text":"hi"}' * 800),
+        1700000000.5,
+    )
+    zdict = zstandard.ZstdCompressionDict(packing._DICT_1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    earlier = zstandard.ZstdCompressor(
+        level=-1, dict_data=zdict, write_checksum=False, write_dict_id=False
+    )
+    assert unpack(b"\x00\x02" + earlier.compress(plain)) == plain
+    assert unpack(pack(plain)) == plain  # a record past the 8 KB window reads too
