@@ -81,7 +81,7 @@ async def test_a_connection_lost_mid_pipeline_fails_what_was_sent_on_it(
     assert c._mux is not None
     link = c._mux._link
     assert link is not None
-    other = connect(TEST_REDIS_URL)
+    other: Any = connect(TEST_REDIS_URL)
     busy = asyncio.ensure_future(other.eval(BUSY, 0, 300_000))  # Redis busy 0.3 s
     await asyncio.sleep(0.05)
     calls = [asyncio.ensure_future(c.call(script, ["lost"], [i])) for i in range(1, 11)]
@@ -96,6 +96,7 @@ async def test_a_connection_lost_mid_pipeline_fails_what_was_sent_on_it(
     # the next call opens a new connection, and the pool holds no connection twice
     assert await c.call(script, ["lost"], [99]) == 99
     assert c._mux._link is not link
+    assert link.released is not None
     await link.released
     pool: Any = redis.connection_pool
     available = pool._available_connections

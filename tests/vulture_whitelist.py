@@ -103,6 +103,9 @@ _.connection_made  # asyncio protocols (sip.transport)
 _.connection_lost  # asyncio protocols
 _.data_received  # asyncio protocols
 _.eof_received  # asyncio protocols (store.mux)
+_.jobs_complete  # arq.Worker's counters, in its health record (pipeline.worker keeps them)
+_.jobs_failed  # arq.Worker's counters
+_.jobs_retried  # arq.Worker's counters
 _.datagram_received  # asyncio datagram protocols (sip.transport, sip.client)
 _.error_received  # asyncio datagram protocols
 _.handle_RCPT  # aiosmtpd handler hooks (gateway.smtp)

@@ -3,7 +3,9 @@ channel). Jobs carry ids only; the delivery record is the truth.
 
 A conversation's deliveries form a lane (a Redis list, in arrival order). Only the lane's
 head is worked on; finishing it (delivered or dead) enqueues the next head's job in the
-same script. A job for a delivery that is not the head ends at once: its turn will come.
+same script, and in the worker a delivered head's script also starts that job for the
+worker, which runs it next in the same task (``Lanes``). A job for a delivery that is
+not the head ends at once: its turn will come.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from deskbridge.errors import (
     DeliveryError,
@@ -28,9 +31,9 @@ from deskbridge.flows.replies import hold, send_reply
 from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline import retry
 from deskbridge.schemas import Attempt, AttemptOutcome, Delivery, DeliveryState, Direction
-from deskbridge.store import Unparsed, new_id
+from deskbridge.store import JOB_FUNCTIONS, Unparsed, new_id
 
-__all__ = ["deliver_to_channel", "deliver_to_desk", "job_deadline"]
+__all__ = ["LaneNext", "Lanes", "deliver_to_channel", "deliver_to_desk", "job_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,31 @@ JOBS_ENDED = "jobs_ended"
 """The worker's ``ctx`` key of a set: ids of the jobs whose task already did arq's end of
 the job in its own last round trip (``DeliveryStore.complete``); the worker skips arq's
 finish for them (pipeline/worker.py)."""
+
+LANES = "lanes"
+"""The worker's ``ctx`` key of its ``Lanes``. Where the ``ctx`` has none (a test's own
+``ctx``), no next head is started."""
+
+
+class LaneNext(NamedTuple):
+    """A lane's next head, its job started by the round trip that ended the one before."""
+
+    delivery_id: str
+    score: int
+    """Its arq queue score (ms)."""
+    function: str
+    account: str
+
+
+@dataclass(slots=True)
+class Lanes:
+    """The worker's lanes run on in the same task (pipeline/worker.py): the round trip
+    that ends a job also starts the next head's job, for ``in_progress_ms`` (arq's
+    in-progress mark; 0 once the worker stops taking jobs: nothing more is started),
+    and ``started`` maps the ended job's id to that head, which the worker runs next."""
+
+    in_progress_ms: int
+    started: dict[str, LaneNext] = field(default_factory=dict)
 
 
 async def deliver_to_desk(ctx: dict[str, Any], account: str, delivery_id: str) -> None:
@@ -116,28 +144,48 @@ async def _run(
             return
         if state is None:
             return  # held until the customer writes again
-        outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
-        retention = rt.retention(account).delivered_s
-        attempt = Attempt(at=datetime.now(UTC), outcome=outcome)
-        ended: set[str] | None = ctx.get(JOBS_ENDED)
-        job_id: str | None = ctx.get("job_id") if ended is not None else None
-        problems = await rt.deliveries.complete(
-            d, state, attempt, token, retention_s=retention, job_id=job_id
-        )
+        await _complete(rt, d, state, token, ctx)
         completed = True
-        if ended is not None and job_id is not None:
-            ended.add(job_id)
-        if problems:
-            await rt.deliveries.clear_problem(account, _peer(d))
-        rt.metrics.deliveries.labels(d.direction.value, state.value).inc()
-        if state is DeliveryState.DELIVERED:
-            rt.metrics.delivery_latency.labels(d.direction.value).observe(
-                max(0.0, time.time() - d.created_at.timestamp())
-            )
-        log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
     finally:
         if not completed:
             await rt.deliveries.unlock_lane(account, d.direction, d.conversation_id, token)
+
+
+async def _complete(
+    rt: Runtime, d: Delivery, state: DeliveryState, token: str, ctx: dict[str, Any]
+) -> None:
+    """The attempt's outcome, the next head's job, the lock's release and the end of the
+    arq job in one round trip (``DeliveryStore.complete``); in the worker, the next
+    head's job is started for it too (``Lanes``). A failure after the round trip
+    leaves only the lock's release to the caller, which finds the lock gone."""
+    account = d.account
+    outcome: AttemptOutcome = "delivered" if state is DeliveryState.DELIVERED else "skipped"
+    attempt = Attempt(at=datetime.now(UTC), outcome=outcome)
+    ended: set[str] | None = ctx.get(JOBS_ENDED)
+    job_id: str | None = ctx.get("job_id") if ended is not None else None
+    lanes: Lanes | None = ctx.get(LANES) if job_id is not None else None
+    done = await rt.deliveries.complete(
+        d,
+        state,
+        attempt,
+        token,
+        retention_s=rt.retention(account).delivered_s,
+        job_id=job_id,
+        start_next_ms=lanes.in_progress_ms if lanes is not None else 0,
+    )
+    if ended is not None and job_id is not None:
+        ended.add(job_id)
+        if lanes is not None and done.started is not None:
+            head, score = done.started
+            lanes.started[job_id] = LaneNext(head, score, JOB_FUNCTIONS[d.direction], account)
+    if done.problems:
+        await rt.deliveries.clear_problem(account, _peer(d))
+    rt.metrics.deliveries.labels(d.direction.value, state.value).inc()
+    if state is DeliveryState.DELIVERED:
+        rt.metrics.delivery_latency.labels(d.direction.value).observe(
+            max(0.0, time.time() - d.created_at.timestamp())
+        )
+    log.info("delivery %s %s %s", d.id, d.direction.value, state.value)
 
 
 async def _attempt_written(

@@ -16,9 +16,9 @@ import socket
 import time
 from typing import Any
 
-from arq import Worker, func
+from arq import Retry, Worker, func
 from arq.connections import create_pool
-from arq.utils import timestamp_ms
+from arq.utils import ms_to_datetime, timestamp_ms
 
 from deskbridge.flows import csat, enrichment, ingest, privacy
 from deskbridge.flows.health import health_loop
@@ -26,6 +26,9 @@ from deskbridge.flows.polling import poll_loop
 from deskbridge.flows.runtime import Runtime
 from deskbridge.pipeline.tasks import (
     JOBS_ENDED,
+    LANES,
+    LaneNext,
+    Lanes,
     deliver_to_channel,
     deliver_to_desk,
     job_deadline,
@@ -131,6 +134,61 @@ class _Worker(Worker):
         self.job_counter -= 1
         self.sem.release()
 
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run of the job, then of the lane's next heads its last round trip started
+        here (``tasks.Lanes``), one after another in this task: a message behind
+        another in its conversation costs no poll, no start and no job read. Once the
+        worker stops taking jobs, a head started just before is handed back to the
+        queue (its mark removed: any worker runs it at once)."""
+        await super().run_job(job_id, score)
+        lanes: Lanes = self.ctx[LANES]
+        while (following := lanes.started.pop(job_id, None)) is not None:
+            job_id = following.delivery_id
+            if not self.allow_pick_jobs:
+                await asyncio.shield(self.finish_job(job_id, False, None, 0, False, None, None))
+                return
+            await self._run_next(following)
+
+    async def _run_next(self, job: LaneNext) -> None:
+        """One started job, as arq's ``run_job`` would run it (the same deadline; ``Retry``
+        puts it back in the queue after its delay; a failure or a timeout ends it, and the
+        sweeper finds the delivery; a cancel leaves it to run again at once), without
+        reading it back: its function and arguments are the lane's."""
+        job_id = job.delivery_id
+        function = self.functions[job.function]
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": 1,
+            "enqueue_time": ms_to_datetime(job.score),
+            "score": job.score,
+        }
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks[job_id] = task  # the poll skips it, and a stop cancels it
+        finish, incr_score = True, None
+        try:
+            async with asyncio.timeout(function.timeout_s or self.job_timeout_s):
+                await function.coroutine(ctx, job.account, job_id)
+        except Retry as exc:
+            finish = False
+            if exc.defer_score:
+                incr_score = exc.defer_score + (timestamp_ms() - job.score)
+            self.jobs_retried += 1
+        except asyncio.CancelledError:
+            # arq's "cancelled, will be run again": the mark goes, the job stays queued
+            await asyncio.shield(self.finish_job(job_id, False, None, 0, False, None, None))
+            raise
+        except Exception:
+            log.exception("job %s:%s failed", job_id, job.function)
+            self.jobs_failed += 1
+        else:
+            self.jobs_complete += 1
+        finally:
+            if self.tasks.get(job_id) is task:
+                del self.tasks[job_id]
+        await asyncio.shield(self.finish_job(job_id, finish, None, 0, False, incr_score, None))
+
     async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
         """arq's end of a job, unless the job's own last round trip already did it
         (``tasks.JOBS_ENDED``): a delivered message costs one round trip less."""
@@ -150,7 +208,7 @@ def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
     if pool is not None:
         pool.job_serializer = _dumps
         pool.job_deserializer = json.loads
-    return _Worker(
+    worker = _Worker(
         functions=[
             func(deliver_to_desk, name="deliver_to_desk", max_tries=_MAX_TRIES),
             func(deliver_to_channel, name="deliver_to_channel", max_tries=_MAX_TRIES),
@@ -169,6 +227,8 @@ def build_worker(rt: Runtime, redis_url: str, *, burst: bool = False) -> Worker:
         ctx={"runtime": rt, JOBS_ENDED: set()},
         health_check_interval=60,
     )
+    worker.ctx[LANES] = Lanes(int(worker.in_progress_timeout_s * 1000))
+    return worker
 
 
 async def sweep_once(rt: Runtime) -> int:
@@ -247,6 +307,9 @@ async def _main(worker: Worker, stopping: asyncio.Event, bound: float) -> None:
         # arq's burst mode with no job left to start: its loop takes none, waits for
         # those running (a poll under way included) and returns
         worker.allow_pick_jobs = False
+        lanes = worker.ctx.get(LANES)
+        if isinstance(lanes, Lanes):
+            lanes.in_progress_ms = 0  # a lane's next head is left to the queue
         worker.burst = True
         worker.max_burst_jobs = 0
         running = sum(not t.done() for t in worker.tasks.values())

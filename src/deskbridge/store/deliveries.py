@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 from deskbridge.schemas import Attempt, Delivery, DeliveryState, Direction, RawRequest
 from deskbridge.store import keys
@@ -38,7 +38,7 @@ from deskbridge.store.scripts import (
     UNPARSEABLE,
 )
 
-__all__ = ["JOB_FUNCTIONS", "DeliveryStore", "Unparsed"]
+__all__ = ["JOB_FUNCTIONS", "Completed", "DeliveryStore", "Unparsed"]
 
 JOB_FUNCTIONS: dict[Direction, str] = {
     Direction.INBOUND: "deliver_to_desk",
@@ -128,6 +128,15 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
 
 
 @guarded
+class Completed(NamedTuple):
+    """What ``DeliveryStore.complete`` did beyond the delivery: whether the account has
+    problems noted (``report_problem``), and the next head's delivery id and queue score
+    (ms) when its job was started for the caller."""
+
+    problems: bool
+    started: tuple[str, int] | None
+
+
 class DeliveryStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
         self._redis = redis
@@ -333,11 +342,14 @@ class DeliveryStore:
         *,
         retention_s: int = 0,
         job_id: str | None = None,
-    ) -> bool:
+        start_next_ms: int = 0,
+    ) -> Completed:
         """After an attempt that spent the budget without an error: ``record_attempt``,
         ``finish`` and ``unlock_lane`` in one atomic round trip, and with ``job_id`` what
-        arq does when that job ends (the worker then skips arq's own finish). Returns
-        whether the account has problems noted (``report_problem``)."""
+        arq does when that job ends (the worker then skips arq's own finish). With
+        ``start_next_ms`` too, the next head's job is started for this worker (arq's
+        in-progress mark, that long) when it is due and no one else has it: the worker
+        runs it next (``Completed.started``)."""
         a, d = delivery.account, delivery
         k, args = self._finishing(d, state, "", retention_s, "")
         k += [
@@ -354,8 +366,13 @@ class DeliveryStore:
                 keys.ARQ_ABORTS,
             ]
             args.append(job_id)
-        _, problems = await self._complete(keys=k, args=args)
-        return bool(problems)
+            if start_next_ms:
+                args += [in_progress_key_prefix, start_next_ms]
+        head, problems, score = await self._complete(keys=k, args=args)
+        started = None
+        if score:
+            started = (head.decode(), int(float(score)))
+        return Completed(bool(problems), started)
 
     async def get_many(self, refs: Sequence[tuple[str, str]]) -> list[Delivery | None]:
         """The deliveries of ``(account, id)`` pairs in one round trip (None where gone)."""

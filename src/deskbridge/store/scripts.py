@@ -197,10 +197,18 @@ FINISH = _ENQUEUE + _FINISH_FN + "return finish()\n"
 # With the arq job that ran it (optional, the last keys and argument), what arq does when
 # a job ends (its job, in-progress and retry keys deleted, its id off the queue and the
 # abort set), so that arq's own finish is one round trip less (pipeline/worker.py).
+# And with an in-progress key prefix and timeout after the job id, the worker goes on
+# with the lane here: the next head's job, enqueued by FINISH, is started in this worker
+# as arq's own start would (in-progress mark, when it is due and no one else started
+# it), and its queue score returned; the worker runs it next in the same task
+# (pipeline/worker.py). A worker that dies leaves the mark to expire, and arq runs the
+# job again, as for any job it started.
 # KEYS: FINISH's seven, then attempts, lane lock, problems[, arq job, in-progress,
 #       retry, abort set]
-# ARGV: FINISH's ten, then the attempt (JSON), the lock token[, the arq job id]
-# Returns {next head or false, 1 when the account has problems noted else 0}.
+# ARGV: FINISH's ten, then the attempt (JSON), the lock token[, the arq job id[, the
+#       in-progress key prefix, the in-progress timeout (ms)]]
+# Returns {next head or false, 1 when the account has problems noted else 0, the next
+# head's queue score when it was started here else false}.
 COMPLETE = (
     _ENQUEUE
     + _FINISH_FN
@@ -217,7 +225,16 @@ if ARGV[13] then
   redis.call('ZREM', KEYS[5], ARGV[13])
   redis.call('ZREM', KEYS[14], ARGV[13])
 end
-return {head, redis.call('EXISTS', KEYS[10])}
+local started = false
+if head and ARGV[14] then
+  local mark = ARGV[14] .. head
+  local score = redis.call('ZSCORE', KEYS[5], head)
+  if score and tonumber(score) <= tonumber(ARGV[1]) and redis.call('EXISTS', mark) == 0 then
+    redis.call('PSETEX', mark, ARGV[15], '1')
+    started = score
+  end
+end
+return {head, redis.call('EXISTS', KEYS[10]), started}
 """
 )
 
