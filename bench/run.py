@@ -891,6 +891,8 @@ _STAGES = (
     ("Vault.seal", "encrypt records (Vault.seal)"),
     ("raw_record", "raw request record"),
     ("Coalescer.", "Redis pipeline (pack, send, read replies)"),
+    ("Multiplexer.", "Redis pipeline (pack, send, read replies)"),
+    ("_Link.", "Redis pipeline (pack, send, read replies)"),
     ("Redis.", "Redis pipeline (pack, send, read replies)"),
     ("Pipeline.", "Redis pipeline (pack, send, read replies)"),
     ("new_id", "intake: records and ids"),
