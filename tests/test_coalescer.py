@@ -157,3 +157,23 @@ async def test_an_idle_coalescer_sends_each_call_at_once(redis: aioredis.Redis, 
     for i in range(n):
         assert await c.call(script, ["idle"], [i]) == i
     assert c.flushes == n and c.most_in_flight == 1
+
+
+async def test_with_replicas_one_wait_is_in_flight_and_later_calls_go_as_one_batch(
+    redis: aioredis.Redis,
+) -> None:
+    """WAITs are not written back to back (each would hold up the next for its timeout):
+    calls made while one is unanswered go together after it."""
+    c = Coalescer(redis, wait_replicas=1, wait_timeout_ms=100)
+    script = redis.register_script(PUSH)
+    first = asyncio.ensure_future(c.call(script, ["one-wait"], [0]))
+    await _turns(lambda: c.flushes == 1)
+    later = [asyncio.ensure_future(c.call(script, ["one-wait"], [i])) for i in range(1, 4)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert c.flushes == 1  # held behind the unanswered WAIT
+    results = await asyncio.gather(first, *later, return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)  # no replica here
+    assert c.flushes == 2 and c.most_in_flight == 1
+    r: Any = redis
+    assert [int(x) for x in await r.lrange("one-wait", 0, -1)] == [0, 1, 2, 3]

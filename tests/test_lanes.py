@@ -156,8 +156,7 @@ async def test_a_started_head_ends_as_arq_would_end_it(
             await running.wait()
             assert worker.tasks[job_id] is not None  # the poll would skip it
             runner.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await runner
+            await runner  # handed back; the cancel ends there, as in arq's run_job
         else:
             await runner
     finally:
@@ -198,3 +197,18 @@ async def test_a_stopping_worker_hands_a_started_head_back(make_runtime: Any, re
     assert ran == ["dlv-first"]  # the started head was not run here...
     assert not await redis.exists(keys.arq_in_progress("dlv-next"))  # ...but handed back
     assert await redis.zscore(keys.ARQ_QUEUE, "dlv-next") == score
+
+
+def test_the_delivery_store_translates_redis_errors() -> None:
+    """``@guarded`` wraps the store's methods: a lost Redis is ``StoreUnavailable``."""
+    from deskbridge.store.deliveries import DeliveryStore
+
+    assert hasattr(DeliveryStore.complete, "__wrapped__")
+    assert hasattr(DeliveryStore.claim, "__wrapped__")
+
+
+async def test_the_intake_loads_its_scripts_before_its_first_call(make_runtime: Any) -> None:
+    """No intake call meets NOSCRIPT on a fresh Redis (its retry could land behind a later
+    call of the same conversation): every intake script is in the connection's preamble."""
+    rt = make_runtime()
+    assert len(rt.intake.coalescer._preamble()) == 4

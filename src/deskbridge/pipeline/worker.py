@@ -142,12 +142,23 @@ class _Worker(Worker):
         queue (its mark removed: any worker runs it at once)."""
         await super().run_job(job_id, score)
         lanes: Lanes = self.ctx[LANES]
-        while (following := lanes.started.pop(job_id, None)) is not None:
-            job_id = following.delivery_id
-            if not self.allow_pick_jobs:
-                await asyncio.shield(self.finish_job(job_id, False, None, 0, False, None, None))
-                return
-            await self._run_next(following)
+        task = asyncio.current_task()
+        try:
+            while (following := lanes.started.pop(job_id, None)) is not None:
+                job_id = following.delivery_id
+                if not self.allow_pick_jobs or (task is not None and task.cancelling()):
+                    await asyncio.shield(self._hand_back(job_id))
+                    return
+                await self._run_next(following)
+        finally:
+            # a head started for this task that it will not run (a cancel): back at once
+            left = lanes.started.pop(job_id, None)
+            if left is not None:
+                await asyncio.shield(self._hand_back(left.delivery_id))
+
+    async def _hand_back(self, job_id: str) -> None:
+        """arq's "cancelled, will be run again": the mark goes, the job stays queued."""
+        await self.finish_job(job_id, False, None, 0, False, None, None)
 
     async def _run_next(self, job: LaneNext) -> None:
         """One started job, as arq's ``run_job`` would run it (the same deadline; ``Retry``
@@ -176,9 +187,10 @@ class _Worker(Worker):
                 incr_score = exc.defer_score + (timestamp_ms() - job.score)
             self.jobs_retried += 1
         except asyncio.CancelledError:
-            # arq's "cancelled, will be run again": the mark goes, the job stays queued
-            await asyncio.shield(self.finish_job(job_id, False, None, 0, False, None, None))
-            raise
+            # as arq's run_job: the job is handed back and the cancel ends here (arq's
+            # close gathers its tasks without return_exceptions)
+            await asyncio.shield(self._hand_back(job_id))
+            return
         except Exception:
             log.exception("job %s:%s failed", job_id, job.function)
             self.jobs_failed += 1
@@ -282,7 +294,12 @@ async def _background(rt: Runtime) -> None:
 async def _close(worker: Worker) -> None:
     """Close a worker whose Redis may be gone. arq's ``close`` cancels the jobs in flight
     and gathers them: a job cancelled before it ever ran re-raises its CancelledError
-    here, which must not end the supervisor (only our own cancellation may)."""
+    here, which must not end the supervisor (only our own cancellation may). No lane runs
+    on meanwhile: no next head is started, and one started is handed back."""
+    worker.allow_pick_jobs = False
+    lanes = worker.ctx.get(LANES) if isinstance(worker, _Worker) else None
+    if isinstance(lanes, Lanes):
+        lanes.in_progress_ms = 0
     try:
         await worker.close()
     except CONNECTION_LOST:

@@ -127,7 +127,6 @@ def _delivery(h: dict[bytes, bytes]) -> Delivery | None:
     )
 
 
-@guarded
 class Completed(NamedTuple):
     """What ``DeliveryStore.complete`` did beyond the delivery: whether the account has
     problems noted (``report_problem``), and the next head's delivery id and queue score
@@ -137,6 +136,7 @@ class Completed(NamedTuple):
     started: tuple[str, int] | None
 
 
+@guarded
 class DeliveryStore:
     def __init__(self, redis: aioredis.Redis, vault: Vault, *, job_expiry_ms: int) -> None:
         self._redis = redis

@@ -84,6 +84,7 @@ class Coalescer:
         self._mux: Multiplexer | None = None
         self._scripts: dict[int, AsyncScript] = {}
         self._in_flight = 0
+        self._waiting = 0  # WAITs written and not answered (with wait_replicas)
         self.flushes = 0
         self.calls = 0
         self.most_in_flight = 0
@@ -97,6 +98,10 @@ class Coalescer:
         arguments an account and a source always send the same are packed once. The
         script's sha is its source's digest, so the bytes stay valid after a reload."""
         return await self._call(script, packed)
+
+    def register(self, script: AsyncScript) -> None:
+        """Load ``script`` first on every new connection (``_preamble``)."""
+        self._scripts.setdefault(id(script), script)
 
     def _call(self, script: AsyncScript, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -112,6 +117,11 @@ class Coalescer:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._replicas and self._waiting:
+            # one WAIT at a time: Redis runs a connection's commands in turn, so WAITs
+            # written back to back would each hold up the next (a lagging replica would
+            # add its timeout per batch); the calls queue and go as one batch after it
+            return
         batch, self._queue = self._queue, []
         if batch:
             self._send(batch, retry=True)
@@ -133,6 +143,7 @@ class Coalescer:
             held: list[tuple[_Call, Any]] = []
             for call in batch:
                 self._submit(call[2], 1, functools.partial(_hold, held, call))
+            self._waiting += 1
             self._submit(self._wait, 1, functools.partial(self._confirmed, held, retry, left))
         self._write()
 
@@ -157,7 +168,8 @@ class Coalescer:
         self, held: list[tuple[_Call, Any]], retry: bool, left: list[int], acked: Any
     ) -> None:
         """The ``WAIT`` after a batch: its calls are answered only when enough replicas
-        hold what they wrote."""
+        hold what they wrote. Then the calls queued meanwhile go, as one batch."""
+        self._waiting -= 1
         if isinstance(acked, list):
             (acked,) = acked
         if not isinstance(acked, BaseException) and int(acked) < self._replicas:
@@ -166,6 +178,8 @@ class Coalescer:
             self._answered(
                 call, retry, left, acked if isinstance(acked, BaseException) else outcome
             )
+        if self._queue and not self._scheduled:
+            self._flush()
 
     def _answered(self, call: _Call, retry: bool, left: list[int], outcome: Any) -> None:
         left[0] -= 1
@@ -268,6 +282,11 @@ class Intake:
         self._frames: dict[tuple[str, str, str], _Frame] = {}
         self._parse_failed = redis.register_script(PARSE_FAILED)
         self._ignored = redis.register_script(IGNORED)
+        for script in (self._intake, self._deferred, self._parse_failed, self._ignored):
+            # loaded first on every connection the group commit opens (its preamble), so
+            # that no call meets NOSCRIPT on a fresh Redis: a retry written from the
+            # reader could land behind a later call of the same conversation
+            self._coalescer.register(script)
         self._dedup_ttl = dedup_ttl
         self._raw_ttl = raw_ttl
         self._raw_ttls = raw_ttls or {}
