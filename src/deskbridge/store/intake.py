@@ -10,7 +10,8 @@ connection's reader as its own reply arrives, not when its batch's last one does
 not one loop iteration later in a reading task: at the peak, the gateway no longer sits
 idle with every request in flight waiting on Redis (+20-30 % acks/s,
 docs/benchmarks.md). With ``wait_replicas``, each batch is followed by ``WAIT`` and its
-calls are answered with it.
+calls are answered with it; one ``WAIT`` is in flight at a time (calls made meanwhile go
+as one batch after it), since each would hold up the connection's next commands.
 """
 
 from __future__ import annotations
